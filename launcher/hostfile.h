@@ -1,0 +1,39 @@
+// Hosts files for `launch`: one host a line, as MXNet's ssh launcher reads
+// them.
+#ifndef PSTRAIN_LAUNCHER_HOSTFILE_H_
+#define PSTRAIN_LAUNCHER_HOSTFILE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace pstrain {
+namespace launcher {
+
+struct Host {
+  std::string name;  // Host name or address, as written.
+  int ssh_port = 22;
+
+  std::string ToString() const;  // "name" or "name:port" when not 22.
+  bool operator==(const Host& o) const {
+    return name == o.name && ssh_port == o.ssh_port;
+  }
+};
+
+// Parses the text of a hosts file. Each non-empty line is `host[:port]`,
+// optionally followed by whitespace and `slots=N` (ignored, as MXNet's
+// launcher strips it); `#` starts a comment. Returns InvalidArgument naming
+// `source` and the line number for a malformed line (empty host, port not
+// in 1..65535, extra words) and when no host is listed.
+absl::StatusOr<std::vector<Host>> ParseHostfile(absl::string_view text,
+                                                absl::string_view source);
+
+// Reads and parses the hosts file at `path`. NotFound etc. name the path.
+absl::StatusOr<std::vector<Host>> ReadHostfile(const std::string& path);
+
+}  // namespace launcher
+}  // namespace pstrain
+
+#endif  // PSTRAIN_LAUNCHER_HOSTFILE_H_

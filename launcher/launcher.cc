@@ -1,0 +1,693 @@
+#include "launcher/launcher.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "glog/logging.h"
+#include "launcher/subprocess.h"
+#include "util/status.h"
+
+namespace pstrain {
+namespace launcher {
+
+const char* const kEnvWhitelist[] = {
+    "PATH",          "LD_LIBRARY_PATH",    "LANG",
+    "LC_ALL",        "TZ",                 "TMPDIR",
+    "OMP_NUM_THREADS", "KMP_AFFINITY",     "CUDA_VISIBLE_DEVICES",
+    "NCCL_DEBUG",    "NCCL_SOCKET_IFNAME", "GLOG_v",
+    "GLOG_vmodule",  "GLOG_logtostderr",   "GLOG_minloglevel",
+    nullptr};
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+void OnStopSignal(int sig) { g_stop_signal.store(sig); }
+
+// The wrapper every node runs under (see launcher.h). Arguments: the node's
+// argv. It prints one line "pstrain-node-pid PID" so the launcher can check
+// the node is gone at the end.
+constexpr char kWrapper[] = R"sh(umask 077
+t=$(mktemp "${TMPDIR:-/tmp}/pstrain-token.XXXXXX") || exit 97
+if ! IFS= read -r tok; then rm -f "$t"; echo "launch wrapper: no job token on stdin" >&2; exit 98; fi
+printf '%s\n' "$tok" > "$t"
+unset tok
+exec 3<&0
+"$@" --token_file="$t" </dev/null &
+p=$!
+echo "pstrain-node-pid $p"
+(while IFS= read -r _ <&3; do :; done; kill -TERM $p 2>/dev/null; sleep 5; kill -KILL $p 2>/dev/null) >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+trap 'kill -TERM $p 2>/dev/null' TERM INT HUP
+rc=0
+wait $p || rc=$?
+while kill -0 $p 2>/dev/null; do wait $p; rc=$?; done
+kill $w 2>/dev/null
+rm -f "$t"
+exit $rc)sh";
+
+constexpr char kPidMarker[] = "pstrain-node-pid ";
+
+std::string JobToken() {
+  unsigned char bytes[24];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    CHECK_GT(n, 0) << "getrandom failed";
+    got += static_cast<size_t>(n);
+  }
+  std::string hex;
+  for (unsigned char b : bytes) absl::StrAppendFormat(&hex, "%02x", b);
+  return hex;
+}
+
+std::vector<std::string> SshBase(const LaunchOptions& o, const Host& host) {
+  std::vector<std::string> argv = {"ssh"};
+  if (!o.ssh_config.empty()) {
+    argv.push_back("-F");
+    argv.push_back(o.ssh_config);
+  }
+  const int64_t connect_s =
+      std::max<int64_t>(1, absl::ToInt64Seconds(o.ssh_connect_timeout));
+  for (std::string opt :
+       {std::string("BatchMode=yes"), absl::StrCat("ConnectTimeout=", connect_s),
+        std::string("ServerAliveInterval=5"),
+        std::string("ServerAliveCountMax=3")}) {
+    argv.push_back("-o");
+    argv.push_back(opt);
+  }
+  argv.push_back("-p");
+  argv.push_back(absl::StrCat(host.ssh_port));
+  argv.push_back(host.name);
+  return argv;
+}
+
+// The environment the launcher itself uses to run ssh/rsync/sh.
+std::vector<std::string> OwnEnvironment() {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+  return env;
+}
+
+// Picks a free TCP port on `host` by binding port 0.
+absl::StatusOr<int> PickFreePort(const std::string& host) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoToStatus(errno, "socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = 0;
+  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int e = errno;
+    close(fd);
+    return ErrnoToStatus(e, absl::StrCat("bind ", host, ":0"));
+  }
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// This host's address as other hosts see it: the first non-loopback IPv4
+// address of its name.
+absl::StatusOr<std::string> OwnAddress() {
+  char name[256] = {0};
+  if (gethostname(name, sizeof(name) - 1) != 0) {
+    return ErrnoToStatus(errno, "gethostname");
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(name, nullptr, &hints, &res) == 0) {
+    for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+      char buf[INET_ADDRSTRLEN];
+      auto* in = reinterpret_cast<sockaddr_in*>(a->ai_addr);
+      inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+      if (!absl::StartsWith(buf, "127.")) {
+        freeaddrinfo(res);
+        return std::string(buf);
+      }
+    }
+    freeaddrinfo(res);
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot tell this host's address (", name,
+      " resolves only to loopback); set --scheduler_host"));
+}
+
+// A process of the job while it runs.
+struct Running {
+  ProcessSpec spec;
+  Subprocess proc;
+  std::string partial;  // Output not yet ended by a newline.
+  int remote_pid = -1;  // The node's pid on its host (from the wrapper).
+  bool done = false;
+};
+
+}  // namespace
+
+std::string ShellQuote(const std::string& s) {
+  if (!s.empty() &&
+      s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                          "0123456789_-./=:,+@%") == std::string::npos) {
+    return s;
+  }
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  out += "'";
+  return out;
+}
+
+void InstallStopSignalHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+std::string ProcessSpec::Prefix() const {
+  return absl::StrCat("[", role, " ", index, " ", host.name, "]");
+}
+
+std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
+                                       const std::string& scheduler_address) {
+  const std::vector<std::string> common = {
+      absl::StrCat("--scheduler_address=", scheduler_address),
+      absl::StrCat("--num_workers=", o.num_workers),
+      absl::StrCat("--num_servers=", o.num_servers)};
+  std::vector<ProcessSpec> specs;
+  ProcessSpec sched;
+  sched.role = "scheduler";
+  sched.host.name = o.mode == Mode::kLocal ? "127.0.0.1" : "localhost";
+  sched.argv.push_back(o.scheduler_binary);
+  sched.argv.insert(sched.argv.end(), common.begin(), common.end());
+  sched.argv.insert(sched.argv.end(), o.scheduler_args.begin(),
+                    o.scheduler_args.end());
+  specs.push_back(sched);
+
+  for (int i = 0; i < o.num_servers + o.num_workers; ++i) {
+    ProcessSpec p;
+    const bool server = i < o.num_servers;
+    p.role = server ? "server" : "worker";
+    p.index = server ? i : i - o.num_servers;
+    if (o.mode == Mode::kSsh) {
+      p.host = o.hosts[i % o.hosts.size()];
+      p.remote = true;
+    } else {
+      p.host.name = "127.0.0.1";
+    }
+    if (server) {
+      p.argv.push_back(o.server_binary);
+      p.argv.insert(p.argv.end(), common.begin(), common.end());
+      p.argv.push_back(absl::StrCat("--host=", p.host.name));
+      p.argv.insert(p.argv.end(), o.server_args.begin(), o.server_args.end());
+    } else {
+      p.argv = o.command;
+      p.argv.insert(p.argv.end(), common.begin(), common.end());
+      p.argv.push_back(absl::StrCat("--host=", p.host.name));
+    }
+    specs.push_back(std::move(p));
+  }
+  return specs;
+}
+
+std::vector<std::string> WrapperCommand(const LaunchOptions& o,
+                                        const ProcessSpec& spec,
+                                        const std::vector<std::string>& env,
+                                        const std::string& workdir) {
+  if (!spec.remote) {
+    std::vector<std::string> argv = {"/bin/sh", "-c", kWrapper,
+                                     "pstrain-node"};
+    argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
+    return argv;
+  }
+  // One string for the remote shell: every word quoted, HOME and USER
+  // expanded there.
+  std::vector<std::string> words = {"cd", ShellQuote(workdir), "&&", "exec",
+                                    "env", "-i", "HOME=\"$HOME\"",
+                                    "USER=\"$USER\""};
+  for (const auto& e : env) words.push_back(ShellQuote(e));
+  words.push_back("/bin/sh");
+  words.push_back("-c");
+  words.push_back(ShellQuote(kWrapper));
+  words.push_back("pstrain-node");
+  for (const auto& a : spec.argv) words.push_back(ShellQuote(a));
+  std::vector<std::string> argv = SshBase(o, spec.host);
+  argv.push_back(absl::StrJoin(words, " "));
+  return argv;
+}
+
+Launcher::Launcher(LaunchOptions options, std::ostream* out)
+    : options_(std::move(options)), out_(out) {}
+
+namespace {
+
+// Runs `argv` to completion with a deadline, returning its exit status and
+// output. Kills it at the deadline.
+struct CommandResult {
+  bool timed_out = false;
+  bool ok = false;
+  std::string description;
+  std::string output;
+};
+
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         absl::Duration timeout) {
+  CommandResult r;
+  auto proc = Subprocess::Start(argv, OwnEnvironment());
+  if (!proc.ok()) {
+    r.description = std::string(proc.status().message());
+    return r;
+  }
+  proc->CloseStdin();
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    bool open = proc->ReadOutput(&r.output);
+    if (proc->Poll() && !open) break;
+    if (absl::Now() > deadline) {
+      proc->SignalGroup(SIGKILL);
+      r.timed_out = true;
+      while (!proc->Poll()) absl::SleepFor(absl::Milliseconds(10));
+      r.description = absl::StrCat("timed out after ", absl::FormatDuration(timeout));
+      return r;
+    }
+    pollfd pfd{proc->output_fd(), POLLIN, 0};
+    if (pfd.fd >= 0) {
+      poll(&pfd, 1, 50);
+    } else {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+  r.ok = proc->succeeded();
+  r.description = proc->DescribeExit();
+  return r;
+}
+
+std::string LastLine(const std::string& text) {
+  std::vector<absl::string_view> lines =
+      absl::StrSplit(text, '\n', absl::SkipWhitespace());
+  return lines.empty() ? std::string() : std::string(lines.back());
+}
+
+}  // namespace
+
+int Launcher::Run() {
+  const LaunchOptions& o = options_;
+  auto say = [this](const std::string& line) {
+    *out_ << "launch: " << line << "\n" << std::flush;
+  };
+  // Options.
+  if (o.num_workers < 1) {
+    say("-n/--num_workers must be at least 1");
+    return 1;
+  }
+  if (o.num_servers < 1) {
+    say("-s/--num_servers must be at least 1");
+    return 1;
+  }
+  if (o.command.empty()) {
+    say("no worker command given (launch ... -- WORKER-BINARY FLAGS...)");
+    return 1;
+  }
+  if (o.mode == Mode::kSsh && o.hosts.empty()) {
+    say("--launcher ssh needs a hosts file (-H/--hostfile)");
+    return 1;
+  }
+
+  char cwd_buf[4096];
+  if (getcwd(cwd_buf, sizeof(cwd_buf)) == nullptr) {
+    say("cannot read the current directory");
+    return 1;
+  }
+  const std::string workdir =
+      o.sync_dst_dir.empty() ? std::string(cwd_buf) : o.sync_dst_dir;
+
+  // Which binary each host must have.
+  std::map<std::string, Host> hosts_by_name;
+  std::map<std::string, std::set<std::string>> needs;
+  std::string sched_host = o.scheduler_host;
+  if (sched_host.empty()) {
+    if (o.mode == Mode::kLocal) {
+      sched_host = "127.0.0.1";
+    } else {
+      auto addr = OwnAddress();
+      if (!addr.ok()) {
+        say(std::string(addr.status().message()));
+        return 1;
+      }
+      sched_host = *addr;
+    }
+  }
+  int port = o.scheduler_port;
+  if (port == 0) {
+    auto p = PickFreePort(sched_host);
+    if (!p.ok()) {
+      say(absl::StrCat("cannot pick a scheduler port: ", p.status().message()));
+      return 1;
+    }
+    port = *p;
+  }
+  const std::string sched_addr = absl::StrCat(sched_host, ":", port);
+  std::vector<ProcessSpec> plan = PlanProcesses(o, sched_addr);
+
+  // Local binaries (the scheduler always runs here).
+  {
+    std::vector<std::string> local_bins = {o.scheduler_binary};
+    if (o.mode == Mode::kLocal) {
+      local_bins.push_back(o.server_binary);
+      local_bins.push_back(o.command[0]);
+    }
+    for (const auto& bin : local_bins) {
+      CommandResult r = RunCommand(
+          {"/bin/sh", "-c", "command -v \"$1\" >/dev/null", "check", bin},
+          absl::Seconds(10));
+      if (!r.ok) {
+        say(absl::StrCat("binary '", bin,
+                         "' is not an executable here (build it first: bazel "
+                         "build //scheduler //server //worker)"));
+        return 1;
+      }
+    }
+  }
+
+  if (o.mode == Mode::kSsh) {
+    for (const auto& spec : plan) {
+      if (!spec.remote) continue;
+      hosts_by_name[spec.host.ToString()] = spec.host;
+      needs[spec.host.ToString()].insert(spec.argv[0]);
+    }
+    // Optional rsync of the current directory.
+    if (!o.sync_dst_dir.empty()) {
+      for (const auto& [name, host] : hosts_by_name) {
+        std::vector<std::string> ssh = SshBase(o, host);
+        ssh.pop_back();  // Host name: rsync adds it.
+        std::vector<std::string> rsync = {
+            "rsync", "-az", "-e", absl::StrJoin(ssh, " "),
+            std::string(cwd_buf) + "/",
+            absl::StrCat(host.name, ":", o.sync_dst_dir, "/")};
+        say(absl::StrCat("syncing ", cwd_buf, " to ", name, ":",
+                         o.sync_dst_dir));
+        CommandResult r = RunCommand(rsync, absl::Minutes(30));
+        if (!r.ok) {
+          say(absl::StrCat("rsync to ", name, " failed (", r.description,
+                           "): ", LastLine(r.output)));
+          return 1;
+        }
+      }
+    }
+    // Check every host before starting anything, in parallel.
+    struct Check {
+      Host host;
+      std::unique_ptr<Subprocess> proc;
+      std::string output;
+      std::string status;
+    };
+    std::vector<Check> checks;
+    for (const auto& [name, host] : hosts_by_name) {
+      std::string script = absl::StrCat(
+          "cd ", ShellQuote(workdir),
+          " 2>/dev/null || { echo 'pstrain-check: no directory ", workdir,
+          "'; exit 0; }; for b in");
+      for (const auto& bin : needs[name]) absl::StrAppend(&script, " ", ShellQuote(bin));
+      absl::StrAppend(&script,
+                      "; do command -v \"$b\" >/dev/null 2>&1 || echo "
+                      "\"pstrain-check: missing $b\"; done; echo "
+                      "pstrain-check: ok");
+      std::vector<std::string> argv = SshBase(o, host);
+      argv.push_back(script);
+      Check c;
+      c.host = host;
+      auto p = Subprocess::Start(argv, OwnEnvironment());
+      if (!p.ok()) {
+        c.status = absl::StrCat("cannot run ssh: ", p.status().message());
+      } else {
+        p->CloseStdin();
+        c.proc = std::make_unique<Subprocess>(std::move(*p));
+      }
+      checks.push_back(std::move(c));
+    }
+    const absl::Time deadline =
+        absl::Now() + o.ssh_connect_timeout + absl::Seconds(10);
+    bool all_ok = true;
+    for (auto& c : checks) {
+      if (!c.proc) {
+        all_ok = false;
+        continue;
+      }
+      while (true) {
+        bool open = c.proc->ReadOutput(&c.output);
+        if (c.proc->Poll() && !open) break;
+        if (absl::Now() > deadline) {
+          c.proc->SignalGroup(SIGKILL);
+          while (!c.proc->Poll()) absl::SleepFor(absl::Milliseconds(10));
+          c.status = "unreachable: ssh timed out";
+          break;
+        }
+        absl::SleepFor(absl::Milliseconds(20));
+      }
+      if (!c.status.empty()) {
+        all_ok = false;
+        continue;
+      }
+      std::vector<std::string> problems;
+      bool reached = false;
+      for (absl::string_view line : absl::StrSplit(c.output, '\n')) {
+        if (absl::ConsumePrefix(&line, "pstrain-check: ")) {
+          if (line == "ok") {
+            reached = true;
+          } else {
+            problems.push_back(std::string(line));
+          }
+        }
+      }
+      if (!reached) {
+        c.status = absl::StrCat("unreachable: ssh ", c.proc->DescribeExit(),
+                                ": ", LastLine(c.output));
+      } else if (!problems.empty()) {
+        c.status = absl::StrJoin(problems, "; ");
+      } else {
+        c.status = "ok";
+      }
+      if (c.status != "ok") all_ok = false;
+    }
+    *out_ << absl::StrFormat("launch: %-24s %-6s %-8s %s\n", "HOST", "PORT",
+                             "ROLES", "CHECK");
+    for (const auto& c : checks) {
+      int servers = 0, workers = 0;
+      for (const auto& s : plan) {
+        if (s.remote && s.host == c.host) ++(s.role == "server" ? servers : workers);
+      }
+      *out_ << absl::StrFormat("launch: %-24s %-6d %-8s %s\n", c.host.name,
+                               c.host.ssh_port,
+                               absl::StrCat(servers, "s+", workers, "w"),
+                               c.status);
+    }
+    out_->flush();
+    if (!all_ok) {
+      say("host check failed; nothing was started");
+      return 1;
+    }
+  }
+
+  // The node environment: whitelist + --env.
+  std::vector<std::string> node_env;
+  for (int i = 0; kEnvWhitelist[i] != nullptr; ++i) {
+    const char* v = getenv(kEnvWhitelist[i]);
+    if (v != nullptr) node_env.push_back(absl::StrCat(kEnvWhitelist[i], "=", v));
+  }
+  node_env.insert(node_env.end(), o.env.begin(), o.env.end());
+  std::vector<std::string> local_env = node_env;
+  if (const char* home = getenv("HOME")) local_env.push_back(absl::StrCat("HOME=", home));
+  if (const char* user = getenv("USER")) local_env.push_back(absl::StrCat("USER=", user));
+
+  const std::string token = JobToken();
+  say(absl::StrCat("job: 1 scheduler at ", sched_addr, ", ", o.num_servers,
+                   " server(s), ", o.num_workers, " worker(s), launcher ",
+                   o.mode == Mode::kSsh ? "ssh" : "local"));
+
+  std::vector<Running> running;
+  running.reserve(plan.size());
+  int exit_code = 0;
+  std::string first_failure;
+  bool stopping = false;
+  auto begin_stop = [&]() {
+    if (stopping) return;
+    stopping = true;
+    for (auto& r : running) {
+      r.proc.CloseStdin();
+      if (!r.done) r.proc.SignalGroup(SIGTERM);
+    }
+  };
+
+  for (const auto& spec : plan) {
+    std::vector<std::string> argv = WrapperCommand(o, spec, node_env, workdir);
+    auto proc = Subprocess::Start(argv, spec.remote ? OwnEnvironment() : local_env);
+    if (!proc.ok()) {
+      first_failure = absl::StrCat(spec.Prefix(), " could not start: ",
+                                   proc.status().message());
+      exit_code = 1;
+      begin_stop();
+      break;
+    }
+    absl::Status w = proc->WriteStdin(token + "\n");
+    if (!w.ok()) LOG(WARNING) << spec.Prefix() << " token not delivered: " << w;
+    running.push_back(Running{spec, std::move(*proc), "", -1, false});
+  }
+
+  auto flush_lines = [&](Running& r, bool final) {
+    size_t start = 0;
+    while (true) {
+      size_t nl = r.partial.find('\n', start);
+      if (nl == std::string::npos) break;
+      absl::string_view line(r.partial.data() + start, nl - start);
+      start = nl + 1;
+      if (absl::StartsWith(line, kPidMarker)) {
+        int pid = -1;
+        if (absl::SimpleAtoi(line.substr(sizeof(kPidMarker) - 1), &pid)) {
+          r.remote_pid = pid;
+        }
+        continue;
+      }
+      *out_ << r.spec.Prefix() << " " << line << "\n";
+    }
+    r.partial.erase(0, start);
+    if (final && !r.partial.empty()) {
+      *out_ << r.spec.Prefix() << " " << r.partial << "\n";
+      r.partial.clear();
+    }
+    out_->flush();
+  };
+
+  absl::Time kill_at = absl::InfiniteFuture();
+  int stop_signal = 0;
+  while (true) {
+    int sig = g_stop_signal.exchange(0);
+    if (sig != 0 && stop_signal == 0) {
+      stop_signal = sig;
+      say(absl::StrCat("received ", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                       "; stopping every process"));
+      if (exit_code == 0) exit_code = 128 + sig;
+      begin_stop();
+    }
+    std::vector<pollfd> fds;
+    for (auto& r : running) {
+      if (r.proc.output_fd() >= 0) fds.push_back({r.proc.output_fd(), POLLIN, 0});
+    }
+    if (!fds.empty()) {
+      poll(fds.data(), fds.size(), 100);
+    } else {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    bool all_done = true;
+    for (auto& r : running) {
+      bool open = r.proc.ReadOutput(&r.partial);
+      flush_lines(r, !open);
+      if (!r.done && r.proc.Poll()) {
+        r.done = true;
+        if (!r.proc.succeeded()) {
+          if (first_failure.empty() && !stopping) {
+            first_failure = absl::StrCat(r.spec.Prefix(), " exited with ",
+                                         r.proc.DescribeExit());
+            say(first_failure + "; stopping every process");
+            exit_code = 1;
+            begin_stop();
+          }
+        } else if (!stopping) {
+          say(absl::StrCat(r.spec.Prefix(), " finished"));
+        }
+      }
+      if (!r.done || r.proc.output_fd() >= 0) all_done = false;
+    }
+    if (stopping && kill_at == absl::InfiniteFuture()) {
+      kill_at = absl::Now() + o.stop_grace;
+    }
+    if (all_done) break;
+    if (absl::Now() > kill_at) {
+      for (auto& r : running) {
+        if (!r.done || r.proc.GroupAlive()) r.proc.SignalGroup(SIGKILL);
+      }
+      kill_at = absl::Now() + absl::Seconds(5);
+      // Processes killed with SIGKILL close their pipes; the loop ends.
+    }
+  }
+
+  // Nothing may outlive the job: local groups, and the nodes on remote hosts.
+  int left = 0;
+  for (auto& r : running) {
+    if (r.proc.GroupAlive()) {
+      r.proc.SignalGroup(SIGKILL);
+      ++left;
+    }
+  }
+  if (o.mode == Mode::kSsh && (stopping || exit_code != 0)) {
+    std::map<std::string, std::vector<int>> pids;
+    for (const auto& r : running) {
+      if (r.spec.remote && r.remote_pid > 0) {
+        pids[r.spec.host.ToString()].push_back(r.remote_pid);
+      }
+    }
+    for (const auto& [name, list] : pids) {
+      // The wrapper's watchdog sends SIGKILL 5 s after SIGTERM; check after
+      // that and kill whatever is left.
+      std::string script =
+          absl::StrCat("sleep 6; for p in ", absl::StrJoin(list, " "),
+                       "; do kill -0 $p 2>/dev/null && kill -9 $p && echo "
+                       "\"pstrain-left $p\"; done; true");
+      std::vector<std::string> argv = SshBase(o, hosts_by_name[name]);
+      argv.push_back(script);
+      CommandResult r = RunCommand(argv, o.ssh_connect_timeout + absl::Seconds(15));
+      if (!r.ok) {
+        say(absl::StrCat("could not check ", name, " for leftover processes: ",
+                         r.description));
+      } else if (absl::StrContains(r.output, "pstrain-left")) {
+        say(absl::StrCat("killed leftover processes on ", name, ": ",
+                         LastLine(r.output)));
+      }
+    }
+  }
+  if (left > 0) say(absl::StrCat("killed ", left, " leftover local process group(s)"));
+
+  if (!first_failure.empty()) {
+    say(absl::StrCat("job failed: ", first_failure));
+  } else if (stop_signal != 0) {
+    say("job stopped");
+  } else {
+    say("job finished: every process exited 0");
+  }
+  return exit_code;
+}
+
+}  // namespace launcher
+}  // namespace pstrain

@@ -1,0 +1,125 @@
+// `launch`: starts a pstrain job (one scheduler, servers, workers) locally or
+// over ssh from a hosts file, streams every process's output with a
+// `[role index host]` prefix, and makes sure no process outlives the job.
+//
+// Placement follows MXNet's launcher: the scheduler runs on the launching
+// host; process i of servers-then-workers runs on hosts[i % hosts.size()].
+//
+// Every process is started through a small POSIX-sh wrapper that
+//   - reads the job token from the first line of its stdin into a file only
+//     the user can read, and passes `--token_file=FILE` (the token is never
+//     on a command line),
+//   - runs the node with exactly the environment the launcher gives it
+//     (`env -i`: a documented whitelist plus --env; remote shell startup
+//     files cannot change it),
+//   - kills the node (SIGTERM, then SIGKILL after 5 s) as soon as its stdin
+//     reaches EOF, i.e. when the launcher or its ssh connection goes away.
+#ifndef PSTRAIN_LAUNCHER_LAUNCHER_H_
+#define PSTRAIN_LAUNCHER_LAUNCHER_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "launcher/hostfile.h"
+
+namespace pstrain {
+namespace launcher {
+
+enum class Mode { kLocal, kSsh };
+
+struct LaunchOptions {
+  int num_workers = 0;
+  int num_servers = 0;
+  Mode mode = Mode::kLocal;
+  // ssh mode: where servers and workers go.
+  std::vector<Host> hosts;
+  // ssh mode: rsync the current directory there first and run the job there.
+  // Empty: run in the launcher's current directory on every host.
+  std::string sync_dst_dir;
+  // Extra environment, "K=V", on top of the whitelist (kEnvWhitelist).
+  std::vector<std::string> env;
+  // The worker command (binary and its job flags).
+  std::vector<std::string> command;
+  // The scheduler and server binaries and their extra flags.
+  std::string scheduler_binary;
+  std::vector<std::string> scheduler_args;
+  std::string server_binary;
+  std::vector<std::string> server_args;
+  // Address servers and workers use to reach the scheduler. Empty: 127.0.0.1
+  // in local mode, this host's address in ssh mode.
+  std::string scheduler_host;
+  // 0: a free port is picked.
+  int scheduler_port = 0;
+  // ssh mode: passed to ssh as `-F FILE` (keys, known hosts, user).
+  std::string ssh_config;
+  absl::Duration ssh_connect_timeout = absl::Seconds(10);
+  // After a failure or a stop request, how long processes get to exit after
+  // SIGTERM before SIGKILL.
+  absl::Duration stop_grace = absl::Seconds(10);
+};
+
+// Environment variables passed from the launcher's environment to every
+// process when set (besides HOME and USER, which come from the remote
+// host).
+extern const char* const kEnvWhitelist[];
+
+// One process of the job.
+struct ProcessSpec {
+  std::string role;  // "scheduler", "server" or "worker".
+  int index = 0;     // Launch order within the role (not the rank, which the
+                     // scheduler assigns).
+  Host host;
+  bool remote = false;
+  std::vector<std::string> argv;  // Without --token_file, which the wrapper adds.
+
+  // "[worker 1 host]".
+  std::string Prefix() const;
+};
+
+// The processes of the job in start order: scheduler, servers, workers.
+std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& options,
+                                       const std::string& scheduler_address);
+
+// The full command line (argv) that starts `spec` through the wrapper:
+// `/bin/sh -c WRAPPER ...` locally, or `ssh ... HOST 'cd DIR && exec env -i
+// ... /bin/sh -c WRAPPER ...'`. `env` is the node environment ("K=V").
+std::vector<std::string> WrapperCommand(const LaunchOptions& options,
+                                        const ProcessSpec& spec,
+                                        const std::vector<std::string>& env,
+                                        const std::string& workdir);
+
+// Quotes `s` for a POSIX shell.
+std::string ShellQuote(const std::string& s);
+
+// Installs SIGINT/SIGTERM handlers that ask a running Launcher to stop the
+// job; SIGPIPE is ignored. Call once from main().
+void InstallStopSignalHandlers();
+
+// Runs a job. Thread-compatible; owns every child process.
+class Launcher {
+ public:
+  // Output (the prefixed lines and the launcher's own messages) goes to
+  // `out`, which must outlive the Launcher.
+  Launcher(LaunchOptions options, std::ostream* out);
+  Launcher(const Launcher&) = delete;
+  Launcher& operator=(const Launcher&) = delete;
+
+  // Checks the options and every host, starts the job and waits for it.
+  // Returns the process exit code: 0 when every process exited 0; 1 when a
+  // check failed or a process failed (naming the first one); 128+signal
+  // when stopped by SIGINT/SIGTERM. Every process of the job is gone when it
+  // returns.
+  int Run();
+
+ private:
+  LaunchOptions options_;
+  std::ostream* out_;
+};
+
+}  // namespace launcher
+}  // namespace pstrain
+
+#endif  // PSTRAIN_LAUNCHER_LAUNCHER_H_

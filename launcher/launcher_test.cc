@@ -1,0 +1,210 @@
+// Tests of the launcher's local mode with small shell programs standing in
+// for the scheduler, server and worker binaries (the real binaries are
+// exercised in tests/). Checks placement, the token hand-over, output
+// prefixes, failure propagation and that no process outlives the job.
+#include "launcher/launcher.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "launcher/subprocess.h"
+
+namespace pstrain {
+namespace launcher {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string TmpDir() {
+  const char* t = std::getenv("TEST_TMPDIR");
+  return t ? t : "/tmp";
+}
+
+// Writes an executable shell script and returns its path.
+std::string Script(const std::string& name, const std::string& body) {
+  std::string path = absl::StrCat(TmpDir(), "/", name);
+  std::ofstream(path) << "#!/bin/sh\n" << body;
+  chmod(path.c_str(), 0755);
+  return path;
+}
+
+// Every node records its pid in $PIDDIR and prints its token and args.
+constexpr char kRecord[] =
+    "echo $$ > \"$PIDDIR/$$\"\n"
+    "for a; do case $a in --token_file=*) tf=${a#--token_file=};; esac; done\n"
+    "echo \"token=$(cat \"$tf\") mode=$(stat -c %a \"$tf\") args=$*\"\n";
+
+std::vector<int> RecordedPids(const std::string& dir) {
+  std::vector<int> pids;
+  std::string listing;
+  auto ls = Subprocess::Start({"/bin/ls", dir}, {});
+  EXPECT_TRUE(ls.ok());
+  ls->CloseStdin();
+  while (ls->ReadOutput(&listing) || !ls->Poll()) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  for (absl::string_view w : absl::StrSplit(listing, '\n', absl::SkipEmpty())) {
+    int pid;
+    if (absl::SimpleAtoi(w, &pid)) pids.push_back(pid);
+  }
+  return pids;
+}
+
+LaunchOptions LocalOptions(const std::string& piddir) {
+  LaunchOptions o;
+  o.mode = Mode::kLocal;
+  o.num_workers = 2;
+  o.num_servers = 1;
+  o.env = {absl::StrCat("PIDDIR=", piddir)};
+  o.stop_grace = absl::Seconds(2);
+  return o;
+}
+
+std::string NewDir(const std::string& name) {
+  std::string d = absl::StrCat(TmpDir(), "/", name);
+  mkdir(d.c_str(), 0700);
+  return d;
+}
+
+TEST(PlanTest, ServersThenWorkersRoundRobinOverHosts) {
+  LaunchOptions o;
+  o.mode = Mode::kSsh;
+  o.num_servers = 2;
+  o.num_workers = 3;
+  o.hosts = {{"a", 22}, {"b", 2200}};
+  o.scheduler_binary = "sched";
+  o.server_binary = "srv";
+  o.command = {"wrk", "--flagfile=x"};
+  auto plan = PlanProcesses(o, "h:1");
+  ASSERT_EQ(plan.size(), 6u);
+  EXPECT_EQ(plan[0].role, "scheduler");
+  EXPECT_FALSE(plan[0].remote);
+  EXPECT_EQ(plan[1].Prefix(), "[server 0 a]");
+  EXPECT_EQ(plan[2].Prefix(), "[server 1 b]");
+  EXPECT_EQ(plan[3].Prefix(), "[worker 0 a]");
+  EXPECT_EQ(plan[4].Prefix(), "[worker 1 b]");
+  EXPECT_EQ(plan[5].Prefix(), "[worker 2 a]");
+  EXPECT_EQ(plan[4].host.ssh_port, 2200);
+  EXPECT_THAT(plan[4].argv,
+              ::testing::ElementsAre("wrk", "--flagfile=x",
+                                     "--scheduler_address=h:1",
+                                     "--num_workers=3", "--num_servers=2",
+                                     "--host=b"));
+}
+
+TEST(ShellQuoteTest, SurvivesTheShell) {
+  for (std::string s : {std::string("plain"), std::string("a b"),
+                        std::string("it's"), std::string("$HOME `x` \"q\""),
+                        std::string("")}) {
+    auto p = Subprocess::Start(
+        {"/bin/sh", "-c", "printf %s " + ShellQuote(s)}, {});
+    ASSERT_TRUE(p.ok());
+    p->CloseStdin();
+    std::string out;
+    while (p->ReadOutput(&out) || !p->Poll()) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_EQ(out, s);
+  }
+}
+
+TEST(LauncherLocalTest, SuccessfulJobStreamsPrefixedOutputAndHidesToken) {
+  const std::string piddir = NewDir("ok_pids");
+  LaunchOptions o = LocalOptions(piddir);
+  o.scheduler_binary = Script("sched_ok.sh", std::string(kRecord) + "exit 0\n");
+  o.server_binary = Script("server_ok.sh", std::string(kRecord) + "exit 0\n");
+  o.command = {Script("worker_ok.sh", std::string(kRecord) + "exit 0\n"),
+               "--flagfile=job.flags"};
+  std::ostringstream out;
+  Launcher launcher(o, &out);
+  EXPECT_EQ(launcher.Run(), 0) << out.str();
+  const std::string text = out.str();
+  EXPECT_THAT(text, HasSubstr("[scheduler 0 127.0.0.1] token="));
+  EXPECT_THAT(text, HasSubstr("[server 0 127.0.0.1] token="));
+  EXPECT_THAT(text, HasSubstr("[worker 1 127.0.0.1] token="));
+  EXPECT_THAT(text, HasSubstr("--flagfile=job.flags --scheduler_address=127.0.0.1:"));
+  EXPECT_THAT(text, HasSubstr("mode=600"));  // Token file readable by us only.
+  EXPECT_THAT(text, HasSubstr("every process exited 0"));
+  // Every node saw the same 48-hex-digit token, and no command line held it.
+  std::vector<std::string> tokens;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    size_t at = line.find("token=");
+    if (at == absl::string_view::npos) continue;
+    std::string tok(line.substr(at + 6, 48));
+    tokens.push_back(tok);
+    EXPECT_THAT(std::string(line.substr(line.find("args="))),
+                Not(HasSubstr(tok)));
+  }
+  ASSERT_EQ(tokens.size(), 4u);
+  for (const auto& t : tokens) EXPECT_EQ(t, tokens[0]);
+  EXPECT_THAT(text, Not(HasSubstr("pstrain-node-pid")));
+}
+
+TEST(LauncherLocalTest, FailingWorkerStopsEveryProcessAndIsNamed) {
+  const std::string piddir = NewDir("fail_pids");
+  LaunchOptions o = LocalOptions(piddir);
+  // Scheduler and server would run for a minute; a stubborn server even
+  // ignores SIGTERM, so it takes SIGKILL after stop_grace.
+  o.scheduler_binary = Script("sched_long.sh", std::string(kRecord) + "sleep 60\n");
+  o.server_binary = Script(
+      "server_stubborn.sh",
+      std::string(kRecord) + "trap '' TERM\nwhile :; do sleep 1; done\n");
+  o.command = {Script("worker_fail.sh",
+                      std::string(kRecord) +
+                          "sleep 0.3\necho 'bad thing' >&2\nexit 3\n")};
+  std::ostringstream out;
+  Launcher launcher(o, &out);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(launcher.Run(), 1);
+  const absl::Duration took = absl::Now() - start;
+  const std::string text = out.str();
+  EXPECT_THAT(text, HasSubstr("bad thing"));
+  EXPECT_THAT(text, HasSubstr("job failed: [worker "));
+  EXPECT_THAT(text, HasSubstr("exited with exit status 3"));
+  EXPECT_LT(took, absl::Seconds(20)) << text;
+  // Nothing outlives the job: every recorded node pid is gone.
+  std::vector<int> pids = RecordedPids(piddir);
+  EXPECT_EQ(pids.size(), 4u) << text;
+  for (int pid : pids) {
+    EXPECT_TRUE(kill(pid, 0) != 0 && errno == ESRCH) << "pid " << pid << " alive";
+  }
+}
+
+TEST(LauncherLocalTest, MissingBinaryStopsBeforeStarting) {
+  LaunchOptions o = LocalOptions(NewDir("missing_pids"));
+  o.scheduler_binary = "/no/such/scheduler";
+  o.server_binary = "/bin/true";
+  o.command = {"/bin/true"};
+  std::ostringstream out;
+  Launcher launcher(o, &out);
+  EXPECT_EQ(launcher.Run(), 1);
+  EXPECT_THAT(out.str(), HasSubstr("'/no/such/scheduler' is not an executable"));
+}
+
+TEST(LauncherLocalTest, BadCountsAreRefused) {
+  LaunchOptions o;
+  o.num_workers = 0;
+  o.num_servers = 1;
+  o.command = {"/bin/true"};
+  std::ostringstream out;
+  EXPECT_EQ(Launcher(o, &out).Run(), 1);
+  EXPECT_THAT(out.str(), HasSubstr("num_workers must be at least 1"));
+}
+
+}  // namespace
+}  // namespace launcher
+}  // namespace pstrain

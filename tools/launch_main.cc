@@ -1,0 +1,109 @@
+// launch: starts a pstrain job (scheduler, servers, workers) locally or over
+// ssh from a hosts file. See launcher/launcher.h and README.md.
+#include <unistd.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "gflags/gflags.h"
+#include "glog/logging.h"
+#include "launcher/args.h"
+#include "launcher/hostfile.h"
+#include "launcher/launcher.h"
+
+DEFINE_int32(num_workers, 0, "Number of workers (-n).");
+DEFINE_int32(num_servers, -1, "Number of servers (-s); default: as many as workers.");
+DEFINE_string(hostfile, "", "Hosts file (-H): one host[:ssh_port] a line.");
+DEFINE_string(launcher, "", "ssh or local; default: ssh with a hosts file, else local.");
+DEFINE_string(sync_dst_dir, "", "ssh: rsync the current directory to this directory on every host and run there.");
+DEFINE_string(scheduler_binary, "", "Scheduler binary; default: scheduler/scheduler beside this tool's folder (bazel-bin).");
+DEFINE_string(server_binary, "", "Server binary; default: server/server beside this tool's folder (bazel-bin).");
+DEFINE_string(scheduler_args, "", "Extra flags for the scheduler, space-separated.");
+DEFINE_string(server_args, "", "Extra flags for every server, space-separated.");
+DEFINE_string(scheduler_host, "", "Address the nodes use to reach the scheduler; default: 127.0.0.1 (local) or this host's address (ssh).");
+DEFINE_int32(scheduler_port, 0, "Scheduler port; 0 picks a free one.");
+DEFINE_string(ssh_config, "", "ssh: client config file passed as ssh -F (identity, user, known hosts).");
+DEFINE_int32(ssh_connect_timeout_s, 10, "ssh: connection timeout per host, seconds.");
+DEFINE_int32(stop_grace_s, 10, "Seconds processes get after SIGTERM before SIGKILL when the job stops.");
+
+namespace {
+
+std::string Sibling(const std::string& rel) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return rel;
+  std::string dir(self, static_cast<size_t>(n));
+  dir = dir.substr(0, dir.rfind('/'));  // .../tools
+  dir = dir.substr(0, dir.rfind('/'));  // ...
+  return dir + "/" + rel;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "launch -n WORKERS [-s SERVERS] [-H HOSTFILE] [--launcher ssh|local]\n"
+      "       [--sync_dst_dir DIR] [--env K=V ...] -- WORKER-COMMAND [FLAGS...]\n"
+      "Starts the scheduler here, then servers and workers (process i of\n"
+      "servers-then-workers on hosts[i % N]); streams their output prefixed\n"
+      "with [role index host]; stops every process when one fails or on\n"
+      "Ctrl-C, and exits non-zero naming the first failure. MXNet's dashed\n"
+      "spellings (--num-workers, --sync-dst-dir) work too.");
+  std::vector<std::string> raw(argv, argv + argc);
+  auto split = pstrain::launcher::SplitLaunchArgs(raw);
+  if (!split.ok()) {
+    std::cerr << "launch: " << split.status().message() << "\n";
+    return 2;
+  }
+  std::vector<char*> flag_argv;
+  for (auto& f : split->flags) flag_argv.push_back(f.data());
+  int flag_argc = static_cast<int>(flag_argv.size());
+  char** flag_ptr = flag_argv.data();
+  gflags::ParseCommandLineFlags(&flag_argc, &flag_ptr, true);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  if (flag_argc > 1) {
+    LOG(FATAL) << "unexpected argument '" << flag_ptr[1]
+               << "' (the worker command goes after --)";
+  }
+
+  pstrain::launcher::LaunchOptions o;
+  o.num_workers = FLAGS_num_workers;
+  o.num_servers = FLAGS_num_servers < 0 ? FLAGS_num_workers : FLAGS_num_servers;
+  std::string mode = FLAGS_launcher;
+  if (mode.empty()) mode = FLAGS_hostfile.empty() ? "local" : "ssh";
+  if (mode == "local") {
+    if (!FLAGS_hostfile.empty()) {
+      LOG(FATAL) << "--hostfile is for --launcher ssh, not local";
+    }
+    o.mode = pstrain::launcher::Mode::kLocal;
+  } else if (mode == "ssh") {
+    o.mode = pstrain::launcher::Mode::kSsh;
+    if (FLAGS_hostfile.empty()) LOG(FATAL) << "--launcher ssh needs -H/--hostfile";
+    auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
+    if (!hosts.ok()) LOG(FATAL) << hosts.status().message();
+    o.hosts = *hosts;
+  } else {
+    LOG(FATAL) << "--launcher must be ssh or local, not '" << mode << "'";
+  }
+  o.sync_dst_dir = FLAGS_sync_dst_dir;
+  o.env = split->env;
+  o.command = split->command;
+  o.scheduler_binary = FLAGS_scheduler_binary.empty() ? Sibling("scheduler/scheduler")
+                                                      : FLAGS_scheduler_binary;
+  o.server_binary =
+      FLAGS_server_binary.empty() ? Sibling("server/server") : FLAGS_server_binary;
+  o.scheduler_args = absl::StrSplit(FLAGS_scheduler_args, ' ', absl::SkipEmpty());
+  o.server_args = absl::StrSplit(FLAGS_server_args, ' ', absl::SkipEmpty());
+  o.scheduler_host = FLAGS_scheduler_host;
+  o.scheduler_port = FLAGS_scheduler_port;
+  o.ssh_config = FLAGS_ssh_config;
+  o.ssh_connect_timeout = absl::Seconds(FLAGS_ssh_connect_timeout_s);
+  o.stop_grace = absl::Seconds(FLAGS_stop_grace_s);
+
+  pstrain::launcher::InstallStopSignalHandlers();
+  pstrain::launcher::Launcher launcher(std::move(o), &std::cout);
+  return launcher.Run();
+}
