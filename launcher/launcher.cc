@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "launcher/subprocess.h"
@@ -318,7 +319,8 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
 std::string LastLine(const std::string& text) {
   std::vector<absl::string_view> lines =
       absl::StrSplit(text, '\n', absl::SkipWhitespace());
-  return lines.empty() ? std::string() : std::string(lines.back());
+  return lines.empty() ? std::string()
+                       : std::string(absl::StripAsciiWhitespace(lines.back()));
 }
 
 }  // namespace
@@ -659,12 +661,14 @@ int Launcher::Run() {
       }
     }
     for (const auto& [name, list] : pids) {
-      // The wrapper's watchdog sends SIGKILL 5 s after SIGTERM; check after
-      // that and kill whatever is left.
-      std::string script =
-          absl::StrCat("sleep 6; for p in ", absl::StrJoin(list, " "),
-                       "; do kill -0 $p 2>/dev/null && kill -9 $p && echo "
-                       "\"pstrain-left $p\"; done; true");
+      // The wrapper's watchdog sends SIGKILL 5 s after SIGTERM. Wait up to
+      // 8 s for the nodes to go, then kill and report whatever is left.
+      std::string script = absl::StrCat(
+          "i=0; while [ $i -lt 40 ]; do left=''; for p in ",
+          absl::StrJoin(list, " "),
+          "; do kill -0 $p 2>/dev/null && left=\"$left $p\"; done; "
+          "[ -z \"$left\" ] && exit 0; i=$((i+1)); sleep 0.2; done; "
+          "kill -9 $left 2>/dev/null; echo \"pstrain-left$left\"");
       std::vector<std::string> argv = SshBase(o, hosts_by_name[name]);
       argv.push_back(script);
       CommandResult r = RunCommand(argv, o.ssh_connect_timeout + absl::Seconds(15));
