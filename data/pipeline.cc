@@ -1,0 +1,179 @@
+#include "data/pipeline.h"
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+
+namespace pstrain {
+namespace data {
+
+absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
+    SampleSource* source, const PipelineOptions& o) {
+  if (source->size() <= 0) {
+    return absl::InvalidArgumentError("the data part holds no record");
+  }
+  if (o.batch_size <= 0) return absl::InvalidArgumentError("batch_size must be > 0");
+  if (o.label_width <= 0) return absl::InvalidArgumentError("label_width must be > 0");
+  if (o.batches_per_epoch <= 0) {
+    return absl::InvalidArgumentError("batches_per_epoch must be > 0");
+  }
+  if (o.num_threads <= 0) return absl::InvalidArgumentError("data_nthreads must be > 0");
+  if (o.prefetch <= 0) return absl::InvalidArgumentError("prefetch must be > 0");
+  absl::Status s = ValidateAugmentOptions(o.augment);
+  if (!s.ok()) return s;
+  return std::unique_ptr<Pipeline>(new Pipeline(source, o));
+}
+
+Pipeline::Pipeline(SampleSource* source, const PipelineOptions& options)
+    : source_(source), options_(options) {
+  for (int i = 0; i < options_.num_threads; ++i) {
+    threads_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
+Pipeline::~Pipeline() { StopThreads(); }
+
+void Pipeline::StopThreads() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void Pipeline::StartEpoch(int epoch) {
+  auto order = std::make_shared<std::vector<int64_t>>(source_->size());
+  std::iota(order->begin(), order->end(), 0);
+  if (options_.shuffle) {
+    std::mt19937_64 rng(options_.seed * 1000003u + static_cast<uint64_t>(epoch));
+    std::shuffle(order->begin(), order->end(), rng);
+  }
+  absl::MutexLock lock(&mu_);
+  epoch_ = epoch;
+  ++generation_;
+  order_ = std::move(order);
+  next_to_claim_ = 0;
+  next_to_deliver_ = 0;
+  ready_.clear();
+}
+
+absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
+                            uint64_t epoch_seed, Batch* batch) {
+  const AugmentOptions& a = options_.augment;
+  const size_t image_floats = static_cast<size_t>(a.channels) * a.height * a.width;
+  batch->index = index;
+  batch->data.assign(image_floats * options_.batch_size, 0.0f);
+  batch->labels.assign(static_cast<size_t>(options_.batch_size) * options_.label_width,
+                       0.0f);
+  // Each batch has its own generator, so results do not depend on which
+  // thread fills it.
+  std::mt19937 rng(static_cast<uint32_t>(epoch_seed ^ (index * 0x9E3779B97F4A7C15ull)));
+  const int64_t n = static_cast<int64_t>(order.size());
+  int64_t pos = index * options_.batch_size;  // Position in the wrapped order.
+  int64_t skipped = 0;
+  Sample sample;
+  for (int i = 0; i < options_.batch_size; ++pos) {
+    if (skipped > n) {
+      return absl::DataLossError(absl::StrCat(
+          "no record of the data part (", n, " records) can be decoded"));
+    }
+    const int64_t rec = order[pos % n];
+    absl::Status s = source_->Read(rec, &sample);
+    absl::StatusOr<cv::Mat> img = s.ok() ? DecodeImage(sample.image, a.channels,
+                                                       source_->Describe(rec))
+                                         : absl::StatusOr<cv::Mat>(s);
+    if (img.ok() && static_cast<int>(sample.labels.size()) < options_.label_width) {
+      img = absl::InvalidArgumentError(absl::StrCat(
+          source_->Describe(rec), ": record has ", sample.labels.size(),
+          " labels, label_width is ", options_.label_width));
+    }
+    if (img.ok()) {
+      s = Augment(*img, a, &rng,
+                  absl::MakeSpan(batch->data.data() + i * image_floats, image_floats));
+      if (!s.ok()) img = s;
+    }
+    if (!img.ok()) {
+      LOG_EVERY_N(WARNING, 100) << "skipping record " << rec << ": "
+                                << img.status().message() << " ("
+                                << google::COUNTER << " so far)";
+      ++skipped;
+      continue;
+    }
+    std::copy(sample.labels.begin(), sample.labels.begin() + options_.label_width,
+              batch->labels.begin() + static_cast<size_t>(i) * options_.label_width);
+    ++i;
+  }
+  absl::MutexLock lock(&mu_);
+  stats_.skipped += skipped;
+  return absl::OkStatus();
+}
+
+void Pipeline::WorkerLoop() {
+  while (true) {
+    int64_t index;
+    uint64_t generation;
+    int epoch;
+    std::shared_ptr<const std::vector<int64_t>> order;
+    {
+      absl::MutexLock lock(&mu_);
+      auto can_claim = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || (order_ != nullptr &&
+                         next_to_claim_ < options_.batches_per_epoch &&
+                         next_to_claim_ < next_to_deliver_ + options_.prefetch);
+      };
+      mu_.Await(absl::Condition(&can_claim));
+      if (stop_) return;
+      index = next_to_claim_++;
+      generation = generation_;
+      epoch = epoch_;
+      order = order_;
+    }
+    Batch batch;
+    absl::Status s = Fill(index, *order, options_.seed * 7919u + epoch, &batch);
+    absl::MutexLock lock(&mu_);
+    if (generation != generation_) continue;  // The epoch was restarted.
+    if (s.ok()) {
+      ready_.emplace(index, std::move(batch));
+    } else {
+      ready_.emplace(index, s);
+    }
+  }
+}
+
+absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  if (order_ == nullptr) {
+    return absl::FailedPreconditionError("StartEpoch() was not called");
+  }
+  if (next_to_deliver_ >= options_.batches_per_epoch) {
+    return absl::OutOfRangeError(absl::StrCat("epoch ", epoch_, " is over"));
+  }
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ready_.count(next_to_deliver_) > 0;
+  };
+  if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "batch ", next_to_deliver_, " of epoch ", epoch_, " not ready in time"));
+  }
+  auto it = ready_.find(next_to_deliver_);
+  absl::StatusOr<Batch> out = std::move(it->second);
+  ready_.erase(it);
+  ++next_to_deliver_;
+  if (out.ok()) {
+    ++stats_.batches;
+    stats_.samples += options_.batch_size;
+  }
+  return out;
+}
+
+PipelineStats Pipeline::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace data
+}  // namespace pstrain

@@ -1,0 +1,127 @@
+// The training-data pipeline of a worker: reads its part of a dataset,
+// decodes and augments images on several threads, and hands out NCHW
+// float32 batches in a fixed order, prefetching ahead.
+//
+// Every epoch has exactly `batches_per_epoch` batches whatever the size of
+// the part (MXNet's ResizeIter): the sample order wraps around, so workers
+// with uneven shards run the same number of batches and never stall a
+// barrier. With `shuffle`, each epoch visits the part in a new permutation
+// drawn from (seed, epoch), so runs are reproducible.
+//
+// A record that cannot be read or decoded is reported (where, why), counted
+// and replaced by the next sample of the order; the batch stays full.
+#ifndef PSTRAIN_DATA_PIPELINE_H_
+#define PSTRAIN_DATA_PIPELINE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "data/augment.h"
+
+namespace pstrain {
+namespace data {
+
+// One training example as stored: its labels and its encoded image.
+struct Sample {
+  std::vector<float> labels;
+  std::string image;
+};
+
+// A worker's part of a dataset, with random access. Implementations must
+// make Read() thread-safe.
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  // Number of records in the part.
+  virtual int64_t size() const = 0;
+  // Reads record `index` (0 <= index < size()). Returns an error naming
+  // the file and byte offset when the record is corrupt.
+  virtual absl::Status Read(int64_t index, Sample* out) = 0;
+  // "file@offset" (or similar) for messages about record `index`.
+  virtual std::string Describe(int64_t index) const = 0;
+};
+
+struct PipelineOptions {
+  int batch_size = 32;
+  // Labels per sample in the batch (extra labels are dropped, missing ones
+  // are an error for that record).
+  int label_width = 1;
+  int64_t batches_per_epoch = 1;
+  int num_threads = 4;
+  // Batches decoded ahead of the consumer.
+  int prefetch = 4;
+  bool shuffle = false;
+  uint64_t seed = 0;
+  AugmentOptions augment;
+};
+
+struct Batch {
+  int64_t index = 0;               // Within the epoch.
+  std::vector<float> data;         // batch_size x C x H x W.
+  std::vector<float> labels;       // batch_size x label_width.
+};
+
+struct PipelineStats {
+  int64_t batches = 0;
+  int64_t samples = 0;
+  int64_t skipped = 0;             // Corrupt or undecodable records.
+};
+
+// Thread-safe: Next() from one consumer thread; stats() from any thread.
+class Pipeline {
+ public:
+  // `source` must outlive the pipeline.
+  // REQUIRES: the options validate (Create checks them).
+  static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
+      SampleSource* source, const PipelineOptions& options);
+  ~Pipeline();  // Stops and joins the threads.
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Starts epoch `epoch` (any earlier epoch is abandoned). Batches then come
+  // from Next().
+  void StartEpoch(int epoch);
+
+  // The next batch of the epoch, waiting until `deadline`. Returns
+  // OutOfRange after the last batch of the epoch, DeadlineExceeded when the
+  // deadline passes, DataLoss when no record of the part can be decoded.
+  absl::StatusOr<Batch> Next(absl::Time deadline);
+
+  PipelineStats stats() const;
+
+ private:
+  Pipeline(SampleSource* source, const PipelineOptions& options);
+  void StopThreads();
+  void WorkerLoop();
+  // Fills batch `index` of the current epoch; positions come from `order`.
+  absl::Status Fill(int64_t index, const std::vector<int64_t>& order,
+                    uint64_t epoch_seed, Batch* batch);
+
+  SampleSource* const source_;
+  const PipelineOptions options_;
+
+  mutable absl::Mutex mu_;
+  int epoch_ ABSL_GUARDED_BY(mu_) = -1;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Bumped per StartEpoch.
+  std::shared_ptr<const std::vector<int64_t>> order_ ABSL_GUARDED_BY(mu_);
+  int64_t next_to_claim_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_to_deliver_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<int64_t, absl::StatusOr<Batch>> ready_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  PipelineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace data
+}  // namespace pstrain
+
+#endif  // PSTRAIN_DATA_PIPELINE_H_

@@ -1,0 +1,161 @@
+#include "data/pipeline.h"
+
+#include <set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "opencv2/imgcodecs.hpp"
+
+namespace pstrain {
+namespace data {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Records held in memory: record i is a PNG whose pixels all equal i (so a
+// batch tells which record went where) with label i. Indices in `corrupt`
+// hold bytes that do not decode.
+class MemorySource : public SampleSource {
+ public:
+  MemorySource(int n, std::set<int> corrupt) {
+    for (int i = 0; i < n; ++i) {
+      Sample s;
+      s.labels = {static_cast<float>(i), 100.0f + i};
+      if (corrupt.count(i)) {
+        s.image = "definitely not an image";
+      } else {
+        cv::Mat m(6, 6, CV_8UC3, cv::Scalar::all(i));
+        std::vector<uchar> buf;
+        cv::imencode(".png", m, buf);
+        s.image.assign(buf.begin(), buf.end());
+      }
+      samples_.push_back(std::move(s));
+    }
+  }
+  int64_t size() const override { return samples_.size(); }
+  absl::Status Read(int64_t index, Sample* out) override {
+    *out = samples_[index];
+    return absl::OkStatus();
+  }
+  std::string Describe(int64_t index) const override {
+    return absl::StrCat("memory@", index);
+  }
+
+ private:
+  std::vector<Sample> samples_;
+};
+
+PipelineOptions Options(int batch, int64_t batches) {
+  PipelineOptions o;
+  o.batch_size = batch;
+  o.batches_per_epoch = batches;
+  o.num_threads = 2;
+  o.prefetch = 2;
+  o.augment.height = 4;
+  o.augment.width = 4;
+  return o;
+}
+
+absl::Time Later() { return absl::Now() + absl::Seconds(30); }
+
+// The record each sample of the batch came from (from its pixels).
+std::vector<int> Records(const Batch& b, const PipelineOptions& o) {
+  std::vector<int> r;
+  const size_t per = 3 * o.augment.height * o.augment.width;
+  for (int i = 0; i < o.batch_size; ++i) {
+    r.push_back(static_cast<int>(b.data[i * per]));
+    EXPECT_EQ(b.labels[i * o.label_width], r.back());
+  }
+  return r;
+}
+
+std::vector<int> Epoch(Pipeline* p, const PipelineOptions& o, int epoch) {
+  p->StartEpoch(epoch);
+  std::vector<int> all;
+  for (int64_t k = 0; k < o.batches_per_epoch; ++k) {
+    auto b = p->Next(Later());
+    EXPECT_TRUE(b.ok()) << b.status();
+    if (!b.ok()) return all;
+    EXPECT_EQ(b->index, k);
+    for (int r : Records(*b, o)) all.push_back(r);
+  }
+  EXPECT_EQ(p->Next(Later()).status().code(), absl::StatusCode::kOutOfRange);
+  return all;
+}
+
+TEST(PipelineTest, FixedBatchesPerEpochWrapAroundInOrder) {
+  MemorySource src(10, {});
+  PipelineOptions o = Options(4, 4);  // 16 samples from 10 records.
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::vector<int> got = Epoch(p->get(), o, 0);
+  std::vector<int> want = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5};
+  EXPECT_EQ(got, want);
+  EXPECT_EQ((*p)->stats().batches, 4);
+  // Restarting gives the same epoch again.
+  EXPECT_EQ(Epoch(p->get(), o, 0), want);
+}
+
+TEST(PipelineTest, ShuffleIsAPermutationPerEpochAndReproducible) {
+  MemorySource src(24, {});
+  PipelineOptions o = Options(6, 4);
+  o.shuffle = true;
+  o.seed = 7;
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  std::vector<int> e0 = Epoch(p->get(), o, 0);
+  std::vector<int> e1 = Epoch(p->get(), o, 1);
+  EXPECT_EQ(std::set<int>(e0.begin(), e0.end()).size(), 24u);
+  EXPECT_EQ(std::set<int>(e1.begin(), e1.end()).size(), 24u);
+  EXPECT_NE(e0, e1);
+  // Same seed and epoch in another pipeline with another thread count.
+  o.num_threads = 3;
+  auto q = Pipeline::Create(&src, o);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(Epoch(q->get(), o, 1), e1);
+}
+
+TEST(PipelineTest, CorruptRecordsAreSkippedCountedAndReplaced) {
+  MemorySource src(8, {2, 5});
+  PipelineOptions o = Options(3, 2);
+  o.label_width = 2;
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  std::vector<int> got = Epoch(p->get(), o, 0);
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 3, 3, 4, 6}));
+  EXPECT_EQ((*p)->stats().skipped, 2);
+}
+
+TEST(PipelineTest, AllCorruptIsAnErrorNotAHang) {
+  MemorySource src(3, {0, 1, 2});
+  PipelineOptions o = Options(2, 1);
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  (*p)->StartEpoch(0);
+  auto b = (*p)->Next(Later());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(b.status().message()), HasSubstr("can be decoded"));
+}
+
+TEST(PipelineTest, BadOptionsAndMissingStart) {
+  MemorySource src(3, {});
+  PipelineOptions o = Options(0, 1);
+  EXPECT_FALSE(Pipeline::Create(&src, o).ok());
+  o = Options(2, 1);
+  o.label_width = 3;  // Records carry two labels.
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)->Next(Later()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  (*p)->StartEpoch(0);
+  EXPECT_EQ((*p)->Next(Later()).status().code(), absl::StatusCode::kDataLoss);
+  MemorySource empty(0, {});
+  EXPECT_FALSE(Pipeline::Create(&empty, Options(1, 1)).ok());
+}
+
+}  // namespace
+}  // namespace data
+}  // namespace pstrain
