@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "util/wait.h"
 
 namespace pstrain {
 namespace data {
@@ -38,9 +39,10 @@ Pipeline::~Pipeline() { StopThreads(); }
 
 void Pipeline::StopThreads() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  cv_.notify_all();
   for (auto& t : threads_) t.join();
   threads_.clear();
 }
@@ -52,13 +54,14 @@ void Pipeline::StartEpoch(int epoch) {
     std::mt19937_64 rng(options_.seed * 1000003u + static_cast<uint64_t>(epoch));
     std::shuffle(order->begin(), order->end(), rng);
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   epoch_ = epoch;
   ++generation_;
   order_ = std::move(order);
   next_to_claim_ = 0;
   next_to_deliver_ = 0;
   ready_.clear();
+  cv_.notify_all();
 }
 
 absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
@@ -107,7 +110,7 @@ absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
               batch->labels.begin() + static_cast<size_t>(i) * options_.label_width);
     ++i;
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   stats_.skipped += skipped;
   return absl::OkStatus();
 }
@@ -119,13 +122,13 @@ void Pipeline::WorkerLoop() {
     int epoch;
     std::shared_ptr<const std::vector<int64_t>> order;
     {
-      absl::MutexLock lock(&mu_);
-      auto can_claim = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Woken by StartEpoch, Next and Stop; the threads exit at Stop.
+      cv_.wait(lock, [this] {
         return stop_ || (order_ != nullptr &&
                          next_to_claim_ < options_.batches_per_epoch &&
                          next_to_claim_ < next_to_deliver_ + options_.prefetch);
-      };
-      mu_.Await(absl::Condition(&can_claim));
+      });
       if (stop_) return;
       index = next_to_claim_++;
       generation = generation_;
@@ -134,28 +137,27 @@ void Pipeline::WorkerLoop() {
     }
     Batch batch;
     absl::Status s = Fill(index, *order, options_.seed * 7919u + epoch, &batch);
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (generation != generation_) continue;  // The epoch was restarted.
     if (s.ok()) {
       ready_.emplace(index, std::move(batch));
     } else {
       ready_.emplace(index, s);
     }
+    cv_.notify_all();
   }
 }
 
 absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (order_ == nullptr) {
     return absl::FailedPreconditionError("StartEpoch() was not called");
   }
   if (next_to_deliver_ >= options_.batches_per_epoch) {
     return absl::OutOfRangeError(absl::StrCat("epoch ", epoch_, " is over"));
   }
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return ready_.count(next_to_deliver_) > 0;
-  };
-  if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) {
+  if (!WaitUntil(cv_, lock, deadline,
+                 [this] { return ready_.count(next_to_deliver_) > 0; })) {
     return absl::DeadlineExceededError(absl::StrCat(
         "batch ", next_to_deliver_, " of epoch ", epoch_, " not ready in time"));
   }
@@ -163,6 +165,7 @@ absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
   absl::StatusOr<Batch> out = std::move(it->second);
   ready_.erase(it);
   ++next_to_deliver_;
+  cv_.notify_all();  // A prefetch slot is free.
   if (out.ok()) {
     ++stats_.batches;
     stats_.samples += options_.batch_size;
@@ -171,7 +174,7 @@ absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
 }
 
 PipelineStats Pipeline::stats() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return stats_;
 }
 

@@ -14,8 +14,10 @@
 #define PSTRAIN_DATA_PIPELINE_H_
 
 #include <cstdint>
+#include <condition_variable>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,7 +25,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "data/augment.h"
 
@@ -109,7 +110,10 @@ class Pipeline {
   SampleSource* const source_;
   const PipelineOptions options_;
 
-  mutable absl::Mutex mu_;
+  // std::mutex, not absl::Mutex, so that --config=tsan sees the waits
+  // (Debian's Abseil is not built for TSan).
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
   int epoch_ ABSL_GUARDED_BY(mu_) = -1;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Bumped per StartEpoch.
   std::shared_ptr<const std::vector<int64_t>> order_ ABSL_GUARDED_BY(mu_);

@@ -7,19 +7,25 @@
 // producers (backpressure) instead of growing.
 //
 // Thread-safe: every method may be called from any thread.
+//
+// Uses std::mutex/std::condition_variable rather than absl::Mutex: Debian's
+// Abseil is not built for ThreadSanitizer, so waits on absl::Mutex would be
+// invisible to `--config=tsan`.
 #ifndef PSTRAIN_UTIL_BLOCKING_QUEUE_H_
 #define PSTRAIN_UTIL_BLOCKING_QUEUE_H_
 
+#include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <mutex>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
+#include "util/wait.h"
 
 namespace pstrain {
 
@@ -37,28 +43,28 @@ class BlockingQueue {
   // DeadlineExceeded if there is still no room then (the item is not
   // queued), Cancelled if the queue is closed.
   absl::Status Push(T item, absl::Time deadline) {
-    absl::MutexLock lock(&mu_);
-    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return closed_ || items_.size() < capacity_;
-    };
-    mu_.AwaitWithDeadline(absl::Condition(&room), deadline);
+    std::unique_lock<std::mutex> lock(mu_);
+    WaitUntil(not_full_, lock, deadline,
+              [this] { return closed_ || items_.size() < capacity_; });
     if (closed_) return absl::CancelledError("queue closed");
     if (items_.size() >= capacity_) {
       return absl::DeadlineExceededError("queue full until deadline");
     }
     items_.push_back(std::move(item));
+    not_empty_.notify_one();
     return absl::OkStatus();
   }
 
   // Appends `item` only if there is room now. Returns Unavailable when full,
   // Cancelled when closed.
   absl::Status TryPush(T item) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return absl::CancelledError("queue closed");
     if (items_.size() >= capacity_) {
       return absl::UnavailableError("queue full");
     }
     items_.push_back(std::move(item));
+    not_empty_.notify_one();
     return absl::OkStatus();
   }
 
@@ -66,33 +72,34 @@ class BlockingQueue {
   // DeadlineExceeded if the queue is still empty then, Cancelled if it is
   // closed and empty.
   absl::StatusOr<T> Pop(absl::Time deadline) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return closed_ || !items_.empty();
-    };
-    mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+    std::unique_lock<std::mutex> lock(mu_);
+    WaitUntil(not_empty_, lock, deadline,
+              [this] { return closed_ || !items_.empty(); });
     if (items_.empty()) {
       if (closed_) return absl::CancelledError("queue closed");
       return absl::DeadlineExceededError("queue empty until deadline");
     }
     T item = std::move(items_.front());
     items_.pop_front();
+    not_full_.notify_one();
     return item;
   }
 
   // Closes the queue and wakes every waiter. Idempotent.
   void Close() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     closed_ = true;
+    not_empty_.notify_all();
+    not_full_.notify_all();
   }
 
   bool closed() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return closed_;
   }
 
   size_t size() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return items_.size();
   }
 
@@ -100,7 +107,9 @@ class BlockingQueue {
 
  private:
   const size_t capacity_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
+  std::condition_variable not_empty_;
+  std::condition_variable not_full_;
   std::deque<T> items_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };

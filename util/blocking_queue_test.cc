@@ -1,6 +1,7 @@
 #include "util/blocking_queue.h"
 
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -75,7 +76,7 @@ TEST(BlockingQueueTest, ManyProducersManyConsumersDeliverEverythingOnce) {
   }
   std::vector<int> seen(kProducers * kPerProducer, 0);
   std::vector<std::thread> consumers;
-  absl::Mutex seen_mu;
+  std::mutex seen_mu;
   for (int c = 0; c < 3; ++c) {
     consumers.emplace_back([&] {
       while (true) {
@@ -84,7 +85,7 @@ TEST(BlockingQueueTest, ManyProducersManyConsumersDeliverEverythingOnce) {
           EXPECT_EQ(v.status().code(), absl::StatusCode::kCancelled);
           return;
         }
-        absl::MutexLock lock(&seen_mu);
+        std::lock_guard<std::mutex> lock(seen_mu);
         ++seen[**v];
       }
     });
