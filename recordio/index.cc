@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "recordio/recordio.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -53,6 +54,26 @@ absl::Status WriteIndexFile(const std::string& path,
   out.flush();
   if (!out) return ErrnoToStatus(errno, absl::StrCat("write ", path));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<IndexedReader>> IndexedReader::Open(
+    const std::string& rec_path, const std::string& idx_path) {
+  std::unique_ptr<IndexedReader> r(new IndexedReader());
+  PSTRAIN_ASSIGN_OR_RETURN(r->entries_, ReadIndexFile(idx_path));
+  PSTRAIN_ASSIGN_OR_RETURN(r->reader_, RecordReader::Open(rec_path));
+  for (const auto& e : r->entries_) r->offset_of_[e.key] = e.offset;
+  return r;
+}
+
+IndexedReader::~IndexedReader() = default;
+
+absl::Status IndexedReader::Read(int64_t key, std::string* payload) {
+  auto it = offset_of_.find(key);
+  if (it == offset_of_.end()) {
+    return absl::NotFoundError(absl::StrCat(reader_->path(), ": no record with key ", key,
+                                            " in its index"));
+  }
+  return reader_->ReadAt(it->second, payload);
 }
 
 }  // namespace recordio

@@ -4,6 +4,8 @@
 #define PSTRAIN_RECORDIO_INDEX_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,30 @@ absl::StatusOr<std::vector<IndexEntry>> ReadIndexFile(const std::string& path);
 std::string FormatIndexLine(const IndexEntry& e);
 absl::Status WriteIndexFile(const std::string& path,
                             const std::vector<IndexEntry>& entries);
+
+class RecordReader;
+
+// Random access to the records of a `.rec` by the keys of its `.idx`.
+// Not thread-safe (use one per thread).
+class IndexedReader {
+ public:
+  // Opens `rec_path` and reads `idx_path`. Errors name the file.
+  static absl::StatusOr<std::unique_ptr<IndexedReader>> Open(
+      const std::string& rec_path, const std::string& idx_path);
+  ~IndexedReader();
+
+  // The entries of the index, in file order.
+  const std::vector<IndexEntry>& entries() const { return entries_; }
+  // Reads the record of `key`: NotFound for a key the index does not list,
+  // DataLoss (file, offset) when no valid record starts at its offset.
+  absl::Status Read(int64_t key, std::string* payload);
+
+ private:
+  IndexedReader() = default;
+  std::unique_ptr<RecordReader> reader_;
+  std::vector<IndexEntry> entries_;
+  std::map<int64_t, int64_t> offset_of_;
+};
 
 }  // namespace recordio
 }  // namespace pstrain

@@ -1,5 +1,7 @@
 #include "recordio/index.h"
 
+#include "recordio/recordio.h"
+
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -31,6 +33,34 @@ TEST(IndexTest, MalformedLinesNameFileAndLine) {
     EXPECT_THAT(std::string(e.status().message()), ::testing::HasSubstr("bad.idx:2"));
   }
   EXPECT_EQ(ReadIndexFile("/no/such.idx").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(IndexedReaderTest, ReadsByKey) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  auto w = RecordWriter::Create(dir + "/k.rec");
+  std::vector<IndexEntry> idx;
+  for (int i = 0; i < 5; ++i) {
+    idx.push_back({100 + i, (*w)->Tell()});
+    ASSERT_TRUE((*w)->Write(absl::StrCat("payload-", i)).ok());
+  }
+  ASSERT_TRUE((*w)->Close().ok());
+  ASSERT_TRUE(WriteIndexFile(dir + "/k.idx", idx).ok());
+  auto r = IndexedReader::Open(dir + "/k.rec", dir + "/k.idx");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->entries().size(), 5u);
+  std::string p;
+  ASSERT_TRUE((*r)->Read(103, &p).ok());
+  EXPECT_EQ(p, "payload-3");
+  ASSERT_TRUE((*r)->Read(100, &p).ok());
+  EXPECT_EQ(p, "payload-0");
+  EXPECT_EQ((*r)->Read(7, &p).code(), absl::StatusCode::kNotFound);
+  // An index pointing into the middle of a record is caught.
+  ASSERT_TRUE(WriteIndexFile(dir + "/bad.idx", {{1, idx[2].offset + 4}}).ok());
+  auto bad = IndexedReader::Open(dir + "/k.rec", dir + "/bad.idx");
+  ASSERT_TRUE(bad.ok());
+  absl::Status s = (*bad)->Read(1, &p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("k.rec"));
 }
 
 }  // namespace
