@@ -1,0 +1,95 @@
+#include "transport/message.h"
+
+#include <cstring>
+#include <utility>
+
+#include "glog/logging.h"
+
+namespace pstrain {
+namespace transport {
+namespace {
+
+// zmq_msg_init_data's release callback: drops our reference to the buffer.
+void ReleaseKeepAlive(void* /*data*/, void* hint) {
+  delete static_cast<std::shared_ptr<const void>*>(hint);
+}
+
+}  // namespace
+
+Frame::Frame() = default;
+
+Frame::~Frame() {
+  if (has_zmq_) zmq_msg_close(&zmq_);
+}
+
+Frame::Frame(Frame&& o) noexcept { *this = std::move(o); }
+
+Frame& Frame::operator=(Frame&& o) noexcept {
+  if (this == &o) return *this;
+  if (has_zmq_) zmq_msg_close(&zmq_);
+  has_zmq_ = o.has_zmq_;
+  if (has_zmq_) {
+    zmq_msg_init(&zmq_);
+    zmq_msg_move(&zmq_, &o.zmq_);
+    zmq_msg_close(&o.zmq_);
+    o.has_zmq_ = false;
+  }
+  keep_alive_ = std::move(o.keep_alive_);
+  owned_ = std::move(o.owned_);
+  size_ = o.size_;
+  data_ = has_zmq_ ? static_cast<const char*>(zmq_msg_data(&zmq_))
+                   : (!owned_.empty() ? owned_.data() : o.data_);
+  o.data_ = nullptr;
+  o.size_ = 0;
+  return *this;
+}
+
+Frame Frame::Copy(const void* data, size_t size) {
+  Frame f;
+  f.owned_.assign(static_cast<const char*>(data), size);
+  f.data_ = f.owned_.data();
+  f.size_ = size;
+  return f;
+}
+
+Frame Frame::Borrow(const void* data, size_t size, std::shared_ptr<const void> keep_alive) {
+  Frame f;
+  f.data_ = static_cast<const char*>(data);
+  f.size_ = size;
+  f.keep_alive_ = std::move(keep_alive);
+  return f;
+}
+
+Frame Frame::FromZmq(zmq_msg_t* msg) {
+  Frame f;
+  f.has_zmq_ = true;
+  zmq_msg_init(&f.zmq_);
+  zmq_msg_move(&f.zmq_, msg);
+  f.data_ = static_cast<const char*>(zmq_msg_data(&f.zmq_));
+  f.size_ = zmq_msg_size(&f.zmq_);
+  return f;
+}
+
+const char* Frame::data() const { return data_; }
+size_t Frame::size() const { return size_; }
+
+void Frame::ReleaseTo(zmq_msg_t* msg) {
+  if (has_zmq_) {
+    zmq_msg_move(msg, &zmq_);
+    zmq_msg_close(&zmq_);
+    has_zmq_ = false;
+  } else if (keep_alive_ != nullptr && size_ > 0) {
+    auto* hint = new std::shared_ptr<const void>(std::move(keep_alive_));
+    CHECK_EQ(zmq_msg_init_data(msg, const_cast<char*>(data_), size_, ReleaseKeepAlive, hint), 0);
+  } else {
+    CHECK_EQ(zmq_msg_init_size(msg, size_), 0);
+    if (size_ > 0) std::memcpy(zmq_msg_data(msg), data_, size_);
+  }
+  keep_alive_.reset();
+  owned_.clear();
+  data_ = nullptr;
+  size_ = 0;
+}
+
+}  // namespace transport
+}  // namespace pstrain

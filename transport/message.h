@@ -1,0 +1,69 @@
+// A pstrain message: a protobuf header plus raw tensor frames (DESIGN.md,
+// Wire protocol). Frames are zero-copy both ways: a received frame is the
+// ZeroMQ message itself, viewed in place and released when the Frame dies;
+// a frame to send can wrap caller-owned memory kept alive by a shared_ptr.
+#ifndef PSTRAIN_TRANSPORT_MESSAGE_H_
+#define PSTRAIN_TRANSPORT_MESSAGE_H_
+
+#include <zmq.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "proto/messages.pb.h"
+
+namespace pstrain {
+namespace transport {
+
+// One data frame. Move-only. Thread-compatible.
+class Frame {
+ public:
+  Frame();
+  ~Frame();
+  Frame(Frame&& other) noexcept;
+  Frame& operator=(Frame&& other) noexcept;
+  Frame(const Frame&) = delete;
+  Frame& operator=(const Frame&) = delete;
+
+  // A frame that owns a copy of `bytes`.
+  static Frame Copy(const void* data, size_t size);
+  // A frame over `data`, which must stay valid and unchanged while any
+  // copy of `keep_alive` lives (sent without copying).
+  static Frame Borrow(const void* data, size_t size,
+                      std::shared_ptr<const void> keep_alive);
+  // Takes ownership of a received ZeroMQ message.
+  static Frame FromZmq(zmq_msg_t* msg);
+
+  const char* data() const;
+  size_t size() const;
+  template <typename T>
+  absl::Span<const T> As() const {
+    return absl::Span<const T>(reinterpret_cast<const T*>(data()), size() / sizeof(T));
+  }
+
+  // Moves the frame into `*msg` for zmq_msg_send (zero-copy for borrowed
+  // and received frames). The frame is empty afterwards.
+  void ReleaseTo(zmq_msg_t* msg);
+
+ private:
+  bool has_zmq_ = false;
+  zmq_msg_t zmq_;
+  std::shared_ptr<const void> keep_alive_;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+  std::string owned_;
+};
+
+struct Message {
+  proto::Header header;
+  std::vector<Frame> frames;
+};
+
+}  // namespace transport
+}  // namespace pstrain
+
+#endif  // PSTRAIN_TRANSPORT_MESSAGE_H_
