@@ -1,0 +1,132 @@
+#include "nn/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+
+namespace pstrain {
+namespace nn {
+
+double ScheduledLearningRate(const proto::OptimizerConfig& c, int64_t num_update) {
+  double lr = c.learning_rate();
+  const proto::LearningRateSchedule& s = c.schedule();
+  switch (s.kind()) {
+    case proto::LearningRateSchedule::FACTOR: {
+      const double floor = s.stop_factor_lr() > 0 ? s.stop_factor_lr() : 1e-8;
+      // MXNet: while num_update > count + step: count += step; lr *= factor.
+      if (s.step() > 0) {
+        for (int64_t count = 0; num_update > count + s.step(); count += s.step()) {
+          lr *= s.factor();
+          if (lr < floor) {
+            lr = floor;
+            break;
+          }
+        }
+      }
+      return lr;
+    }
+    case proto::LearningRateSchedule::MULTI_FACTOR:
+      for (int64_t step : s.steps()) {
+        if (num_update > step) lr *= s.factor();
+      }
+      return lr;
+    default:
+      return lr;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::OptimizerConfig& c) {
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("optimizer: ", what));
+  };
+  if (c.learning_rate() < 0) return bad("learning rate must be >= 0");
+  if (c.momentum() < 0 || c.momentum() >= 1) return bad("momentum must be in [0, 1)");
+  if (c.weight_decay() < 0) return bad("weight decay must be >= 0");
+  if (c.kind() == proto::OptimizerConfig::ADAM &&
+      (c.beta1() < 0 || c.beta1() >= 1 || c.beta2() < 0 || c.beta2() >= 1 || c.epsilon() <= 0)) {
+    return bad("Adam needs 0 <= beta1, beta2 < 1 and epsilon > 0");
+  }
+  const auto& s = c.schedule();
+  if (s.kind() == proto::LearningRateSchedule::FACTOR && (s.step() < 1 || s.factor() <= 0)) {
+    return bad("the factor schedule needs step >= 1 and factor > 0");
+  }
+  if (s.kind() == proto::LearningRateSchedule::MULTI_FACTOR) {
+    if (s.steps().empty() || s.factor() <= 0) return bad("the multi-factor schedule needs steps and factor > 0");
+    for (int i = 1; i < s.steps_size(); ++i) {
+      if (s.steps(i) <= s.steps(i - 1)) return bad("multi-factor steps must increase");
+    }
+  }
+  return std::unique_ptr<Optimizer>(new Optimizer(c));
+}
+
+void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w, absl::Span<const float> g) {
+  CHECK_EQ(w.size(), g.size());
+  const proto::OptimizerConfig& c = config_;
+  State& st = state_[{key, slot}];
+  ++st.count;
+  // MXNet counts updates per key; a key's slices advance together.
+  int64_t& kc = key_count_[key];
+  kc = std::max(kc, st.count);
+  num_update_ = std::max(num_update_, kc);
+  const double lr_mult = c.lr_mult().count(key) ? c.lr_mult().at(key) : 1.0;
+  const double wd_mult = c.wd_mult().count(key) ? c.wd_mult().at(key) : 1.0;
+  const float lr = static_cast<float>(ScheduledLearningRate(c, num_update_) * lr_mult);
+  const float wd = static_cast<float>(c.weight_decay() * wd_mult);
+  const float rescale = c.rescale_grad() != 0 ? static_cast<float>(c.rescale_grad()) : 1.0f;
+  const float clip = static_cast<float>(c.clip_gradient());
+  const float mom = static_cast<float>(c.momentum());
+  const size_t n = w.size();
+  auto grad_at = [&](size_t i) {
+    float x = rescale * g[i];
+    if (clip > 0) x = std::min(clip, std::max(-clip, x));
+    return x;
+  };
+  switch (c.kind()) {
+    case proto::OptimizerConfig::SGD:
+      if (mom == 0) {
+        for (size_t i = 0; i < n; ++i) w[i] -= lr * (grad_at(i) + wd * w[i]);
+      } else {
+        if (st.m.empty()) st.m.assign(n, 0.0f);
+        for (size_t i = 0; i < n; ++i) {
+          st.m[i] = mom * st.m[i] - lr * (grad_at(i) + wd * w[i]);
+          w[i] += st.m[i];
+        }
+      }
+      break;
+    case proto::OptimizerConfig::NAG:
+      if (st.m.empty()) st.m.assign(n, 0.0f);
+      for (size_t i = 0; i < n; ++i) {
+        const float gi = grad_at(i) + wd * w[i];
+        st.m[i] = mom * st.m[i] + gi;
+        w[i] -= lr * (gi + mom * st.m[i]);
+      }
+      break;
+    case proto::OptimizerConfig::ADAM: {
+      if (st.m.empty()) {
+        st.m.assign(n, 0.0f);
+        st.v.assign(n, 0.0f);
+      }
+      const double t = static_cast<double>(st.count);
+      const float b1 = static_cast<float>(c.beta1()), b2 = static_cast<float>(c.beta2());
+      const float eps = static_cast<float>(c.epsilon());
+      const float lr_t = static_cast<float>(lr * std::sqrt(1 - std::pow(c.beta2(), t)) /
+                                            (1 - std::pow(c.beta1(), t)));
+      for (size_t i = 0; i < n; ++i) {
+        float gi = rescale * g[i] + wd * w[i];
+        if (clip > 0) gi = std::min(clip, std::max(-clip, gi));
+        st.m[i] = b1 * st.m[i] + (1 - b1) * gi;
+        st.v[i] = b2 * st.v[i] + (1 - b2) * gi * gi;
+        w[i] -= lr_t * st.m[i] / (std::sqrt(st.v[i]) + eps);
+      }
+      break;
+    }
+    default:
+      // NONE: the servers store the (summed) gradient themselves.
+      for (size_t i = 0; i < n; ++i) w[i] = g[i];
+  }
+}
+
+}  // namespace nn
+}  // namespace pstrain

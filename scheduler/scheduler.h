@@ -1,0 +1,36 @@
+// The scheduler (DESIGN.md, Node lifecycle): registration, deterministic
+// ranks, the address book, barriers, heartbeats and failure detection,
+// abort and shutdown.
+#ifndef PSTRAIN_SCHEDULER_SCHEDULER_H_
+#define PSTRAIN_SCHEDULER_SCHEDULER_H_
+
+#include <string>
+
+#include "absl/time/time.h"
+
+namespace pstrain {
+namespace scheduler {
+
+struct SchedulerOptions {
+  std::string address;  // host:port to bind; port 0 picks one (printed).
+  int num_workers = 1;
+  int num_servers = 1;
+  std::string token;
+  // Every expected node must register within this time.
+  absl::Duration start_timeout = absl::Seconds(60);
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  // A node silent this long is declared dead and the job is aborted.
+  absl::Duration heartbeat_timeout = absl::Seconds(10);
+  // Called with the bound "host:port" once listening (e.g. to print it).
+  void (*on_listening)(const std::string& address) = nullptr;
+};
+
+// Runs the job's scheduler until it ends. Returns the exit code: 0 when
+// every worker finished, 1 when the job was aborted (start timeout, a dead
+// node) or the scheduler could not start; the reason is logged.
+int Run(const SchedulerOptions& options);
+
+}  // namespace scheduler
+}  // namespace pstrain
+
+#endif  // PSTRAIN_SCHEDULER_SCHEDULER_H_

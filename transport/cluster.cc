@@ -1,0 +1,239 @@
+#include "transport/cluster.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "glog/logging.h"
+#include "util/status.h"
+#include "util/wait.h"
+
+namespace pstrain {
+namespace transport {
+
+absl::Status ParseHostPort(const std::string& text, std::string* host, int* port) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(text.substr(colon + 1), port) || *port < 0 || *port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not host:port"));
+  }
+  *host = text.substr(0, colon);
+  return absl::OkStatus();
+}
+
+ClusterNode::ClusterNode(const ClusterOptions& options)
+    : options_(options), data_(1 << 16) {}
+
+ClusterNode::~ClusterNode() {
+  stop_ = true;
+  if (control_.joinable()) control_.join();
+  data_.Close();
+  if (transport_) transport_->Stop();
+}
+
+int ClusterNode::WorkerRank(int id) const {
+  auto it = worker_rank_of_id_.find(id);
+  return it == worker_rank_of_id_.end() ? -1 : it->second;
+}
+
+absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOptions& o) {
+  std::string sched_host;
+  int sched_port;
+  PSTRAIN_RETURN_IF_ERROR(
+      Annotate(ParseHostPort(o.scheduler_address, &sched_host, &sched_port), "--scheduler_address"));
+  std::unique_ptr<ClusterNode> node(new ClusterNode(o));
+  TransportOptions t;
+  t.bind_host = o.host;
+  t.bind_port = o.port;
+  t.token = o.token;
+  PSTRAIN_ASSIGN_OR_RETURN(node->transport_, Transport::Create(t));
+  PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, o.scheduler_address));
+  Message reg;
+  reg.header.set_type(proto::REGISTER);
+  reg.header.set_sender(-1);
+  proto::NodeInfo* me = reg.header.mutable_node();
+  me->set_role(o.role);
+  me->set_rank(-1);
+  me->set_host(o.host);
+  me->set_port(node->transport_->port());
+  PSTRAIN_RETURN_IF_ERROR(node->transport_->Send(kSchedulerId, std::move(reg)));
+  LOG(INFO) << proto::Role_Name(o.role) << " at " << node->transport_->address()
+            << " registered with the scheduler at " << o.scheduler_address;
+
+  // Wait for the address book.
+  const absl::Time deadline = absl::Now() + o.start_timeout;
+  while (true) {
+    auto msg = node->transport_->Receive(deadline);
+    if (!msg.ok()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no address book from the scheduler at ", o.scheduler_address, " within ",
+          absl::FormatDuration(o.start_timeout), " (is it running, with the same token?)"));
+    }
+    if (msg->header.type() == proto::ABORT) {
+      return absl::AbortedError(absl::StrCat("the scheduler aborted the job: ", msg->header.error()));
+    }
+    if (msg->header.type() != proto::ADDRESS_BOOK) continue;
+    node->book_ = msg->header.address_book();
+    break;
+  }
+  for (int i = 0; i < node->book_.nodes_size(); ++i) {
+    const proto::NodeInfo& n = node->book_.nodes(i);
+    const int id = n.role() == proto::SERVER ? node->ServerId(n.rank()) : node->WorkerId(n.rank());
+    if (n.role() == proto::WORKER) node->worker_rank_of_id_[id] = n.rank();
+    if (n.host() == o.host && n.port() == node->transport_->port()) {
+      node->rank_ = n.rank();
+      node->id_ = id;
+    }
+    PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(id, absl::StrCat(n.host(), ":", n.port())));
+  }
+  if (node->id_ < 0) {
+    return absl::InternalError("the address book does not list this node");
+  }
+  LOG(INFO) << proto::Role_Name(o.role) << " rank " << node->rank_ << " (node " << node->id_
+            << ") of " << o.num_servers << " server(s) and " << o.num_workers << " worker(s)";
+  node->last_from_scheduler_ = absl::Now();
+  node->control_ = std::thread([p = node.get()] { p->ControlLoop(); });
+  return node;
+}
+
+absl::Status ClusterNode::SendControl(proto::MessageType type, const std::string& barrier) {
+  Message m;
+  m.header.set_type(type);
+  m.header.set_sender(id_);
+  m.header.set_barrier_name(barrier);
+  m.header.set_priority(1 << 20);  // Control first.
+  return transport_->Send(kSchedulerId, std::move(m));
+}
+
+void ClusterNode::Abort(const absl::Status& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!health_.ok() || shutdown_) return;
+    health_ = why;
+  }
+  LOG(ERROR) << "job aborted: " << why.message();
+  cv_.notify_all();
+  data_.Close();
+}
+
+void ClusterNode::ControlLoop() {
+  absl::Time next_beat = absl::Now();
+  while (!stop_) {
+    const absl::Time now = absl::Now();
+    if (now >= next_beat) {
+      absl::Status s = SendControl(proto::HEARTBEAT);
+      if (!s.ok()) {
+        LOG_EVERY_N(WARNING, 10) << "heartbeat: " << s;
+      }
+      next_beat = now + options_.heartbeat_interval;
+    }
+    double silent = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (health_.ok() && !shutdown_) silent = absl::ToDoubleSeconds(now - last_from_scheduler_);
+    }
+    if (silent > absl::ToDoubleSeconds(options_.heartbeat_timeout)) {
+      Abort(absl::AbortedError(absl::StrCat("the scheduler at ", options_.scheduler_address,
+                                            " has been silent for ", silent, " s")));
+    }
+    auto msg = transport_->Receive(std::min(next_beat, now + absl::Milliseconds(100)));
+    if (!msg.ok()) {
+      if (msg.status().code() == absl::StatusCode::kCancelled) return;
+      continue;
+    }
+    const proto::Header& h = msg->header;
+    if (h.sender() == kSchedulerId) {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_from_scheduler_ = absl::Now();
+    }
+    switch (h.type()) {
+      case proto::HEARTBEAT:
+        break;
+      case proto::ABORT:
+        Abort(absl::AbortedError(absl::StrCat("the scheduler aborted the job: ", h.error())));
+        break;
+      case proto::SHUTDOWN: {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          shutdown_ = true;
+        }
+        cv_.notify_all();
+        data_.Close();
+        break;
+      }
+      case proto::BARRIER: {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          barrier_done_[h.barrier_name()] = true;
+        }
+        cv_.notify_all();
+        break;
+      }
+      case proto::ADDRESS_BOOK:
+      case proto::REGISTER:
+        break;  // Late duplicates.
+      default: {
+        absl::Status s = data_.TryPush(std::move(*msg));
+        if (!s.ok()) {
+          LOG_EVERY_N(WARNING, 100) << "data message dropped: " << s;
+        }
+      }
+    }
+  }
+}
+
+absl::Status ClusterNode::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return health_;
+}
+
+absl::Status ClusterNode::Send(int id, Message msg) {
+  PSTRAIN_RETURN_IF_ERROR(health());
+  msg.header.set_sender(id_);
+  return transport_->Send(id, std::move(msg));
+}
+
+absl::Status ClusterNode::SendBatch(std::vector<std::pair<int, Message>> batch) {
+  PSTRAIN_RETURN_IF_ERROR(health());
+  for (auto& [id, m] : batch) m.header.set_sender(id_);
+  return transport_->SendBatch(std::move(batch));
+}
+
+absl::StatusOr<Message> ClusterNode::ReceiveData(absl::Time deadline) {
+  auto m = data_.Pop(deadline);
+  if (!m.ok() && m.status().code() == absl::StatusCode::kCancelled) {
+    absl::Status h = health();
+    if (!h.ok()) return h;
+    return absl::CancelledError("the job has shut down");
+  }
+  return m;
+}
+
+absl::Status ClusterNode::Barrier(const std::string& group, const std::string& name,
+                                  absl::Time deadline) {
+  const std::string key = absl::StrCat(group, ":", name);
+  PSTRAIN_RETURN_IF_ERROR(SendControl(proto::BARRIER, key));
+  std::unique_lock<std::mutex> lock(mu_);
+  const bool done = WaitUntil(cv_, lock, deadline, [&] {
+    return barrier_done_.count(key) > 0 || !health_.ok() || shutdown_;
+  });
+  if (!health_.ok()) return health_;
+  if (!done) {
+    return absl::DeadlineExceededError(absl::StrCat("barrier ", key, " not reached in time"));
+  }
+  if (shutdown_ && !barrier_done_.count(key)) return absl::CancelledError("the job has shut down");
+  barrier_done_.erase(key);
+  return absl::OkStatus();
+}
+
+absl::Status ClusterNode::Finish() { return SendControl(proto::SHUTDOWN); }
+
+absl::Status ClusterNode::WaitForShutdown(absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  WaitUntil(cv_, lock, deadline, [&] { return shutdown_ || !health_.ok(); });
+  if (!health_.ok()) return health_;
+  if (!shutdown_) return absl::DeadlineExceededError("no shutdown in time");
+  return absl::OkStatus();
+}
+
+}  // namespace transport
+}  // namespace pstrain

@@ -1,0 +1,117 @@
+// Cluster membership for servers and workers (DESIGN.md, Node lifecycle):
+// register with the scheduler, receive the address book, heartbeat both
+// ways, barriers, abort and shutdown.
+//
+// Node ids: the scheduler is 0, servers 1..S (by rank), workers S+1..S+W.
+// Every wait has a deadline; when the scheduler aborts the job or falls
+// silent for heartbeat_timeout, every pending and future call fails with
+// Aborted naming the reason.
+#ifndef PSTRAIN_TRANSPORT_CLUSTER_H_
+#define PSTRAIN_TRANSPORT_CLUSTER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/messages.pb.h"
+#include "transport/transport.h"
+#include "util/blocking_queue.h"
+
+namespace pstrain {
+namespace transport {
+
+inline constexpr int kSchedulerId = 0;
+
+struct ClusterOptions {
+  proto::Role role = proto::WORKER;
+  // Address this node binds and advertises; port 0 picks a free one.
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string scheduler_address;  // host:port
+  std::string token;
+  int num_workers = 1;
+  int num_servers = 1;
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration heartbeat_timeout = absl::Seconds(10);
+  // How long to wait for the address book.
+  absl::Duration start_timeout = absl::Seconds(60);
+};
+
+// Parses "host:port". InvalidArgument names the text.
+absl::Status ParseHostPort(const std::string& text, std::string* host, int* port);
+
+// Thread-safe.
+class ClusterNode {
+ public:
+  // Binds, registers and waits for the address book (or an abort).
+  static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(const ClusterOptions& options);
+  ~ClusterNode();  // Stops the threads and the transport.
+  ClusterNode(const ClusterNode&) = delete;
+  ClusterNode& operator=(const ClusterNode&) = delete;
+
+  int rank() const { return rank_; }
+  int id() const { return id_; }
+  int num_workers() const { return options_.num_workers; }
+  int num_servers() const { return options_.num_servers; }
+  int ServerId(int rank) const { return 1 + rank; }
+  int WorkerId(int rank) const { return 1 + options_.num_servers + rank; }
+  // Worker rank of node `id`, or -1.
+  int WorkerRank(int id) const;
+  const proto::AddressBook& address_book() const { return book_; }
+
+  // Sends a data message (PUSH, PULL, RESPONSE, ...) to node `id`.
+  absl::Status Send(int id, Message msg);
+  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch);
+  // The next data message for this node. Aborted when the job is over.
+  absl::StatusOr<Message> ReceiveData(absl::Time deadline);
+
+  // Waits until every member of `group` ("workers", "servers", "all") has
+  // entered the barrier `name`.
+  absl::Status Barrier(const std::string& group, const std::string& name, absl::Time deadline);
+
+  // Worker: tells the scheduler it has finished.
+  absl::Status Finish();
+  // Waits until the scheduler ends the job: OK for an orderly SHUTDOWN,
+  // Aborted otherwise.
+  absl::Status WaitForShutdown(absl::Time deadline);
+
+  // OK while the job runs; the abort reason afterwards.
+  absl::Status health() const;
+  const Transport& transport() const { return *transport_; }
+
+ private:
+  explicit ClusterNode(const ClusterOptions& options);
+  void ControlLoop();
+  void Abort(const absl::Status& why);
+  absl::Status SendControl(proto::MessageType type, const std::string& barrier = "");
+
+  const ClusterOptions options_;
+  std::unique_ptr<Transport> transport_;
+  int rank_ = -1;
+  int id_ = -1;
+  proto::AddressBook book_;
+  std::map<int, int> worker_rank_of_id_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  absl::Status health_;            // Guarded by mu_.
+  bool shutdown_ = false;          // Guarded by mu_.
+  std::map<std::string, bool> barrier_done_;  // Guarded by mu_.
+  absl::Time last_from_scheduler_;  // Guarded by mu_.
+
+  BlockingQueue<Message> data_;
+  std::atomic<bool> stop_{false};
+  std::thread control_;
+};
+
+}  // namespace transport
+}  // namespace pstrain
+
+#endif  // PSTRAIN_TRANSPORT_CLUSTER_H_
