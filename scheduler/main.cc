@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
   o.heartbeat_interval = absl::Seconds(FLAGS_heartbeat_interval_s);
   o.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
   o.on_listening = [](const std::string& address) {
-    std::cout << "scheduler listening on " << address << std::endl;
+    std::cout << "scheduler address: " << address << std::endl;
   };
   return pstrain::scheduler::Run(o);
 }

@@ -59,7 +59,9 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   LOG(INFO) << proto::Role_Name(o.role) << " at " << node->transport_->address()
             << " registered with the scheduler at " << o.scheduler_address;
 
-  // Wait for the address book.
+  // Wait for the address book. Peers that got theirs first may already
+  // send data: keep it for ReceiveData().
+  std::vector<Message> early;
   const absl::Time deadline = absl::Now() + o.start_timeout;
   while (true) {
     auto msg = node->transport_->Receive(deadline);
@@ -71,9 +73,16 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
     if (msg->header.type() == proto::ABORT) {
       return absl::AbortedError(absl::StrCat("the scheduler aborted the job: ", msg->header.error()));
     }
-    if (msg->header.type() != proto::ADDRESS_BOOK) continue;
+    if (msg->header.type() != proto::ADDRESS_BOOK) {
+      if (msg->header.sender() != kSchedulerId) early.push_back(std::move(*msg));
+      continue;
+    }
     node->book_ = msg->header.address_book();
     break;
+  }
+  for (auto& m : early) {
+    absl::Status s = node->data_.TryPush(std::move(m));
+    if (!s.ok()) LOG(WARNING) << "early message dropped: " << s;
   }
   for (int i = 0; i < node->book_.nodes_size(); ++i) {
     const proto::NodeInfo& n = node->book_.nodes(i);

@@ -1,0 +1,99 @@
+// The worker-side KVStore (DESIGN.md, KVStore semantics), with MXNet's
+// types: "local" and "device" aggregate several local devices' values in one
+// process and apply the optimizer locally; "dist_sync", "dist_async" and
+// "dist_device_sync" talk to the servers of a job.
+//
+// Keys are int64 ids of float32 arrays. Push/Pull/PushPull are
+// asynchronous: they return a handle, and the caller's buffers must stay
+// valid (and, for outputs, untouched) until Wait() on it returns. Every
+// blocking call takes a deadline and fails with a Status when it passes or
+// when the job aborts. Thread-safe.
+#ifndef PSTRAIN_KVSTORE_KVSTORE_H_
+#define PSTRAIN_KVSTORE_KVSTORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "proto/messages.pb.h"
+#include "transport/cluster.h"
+
+namespace pstrain {
+namespace kvstore {
+
+using Handle = int64_t;
+
+struct KVStoreOptions {
+  // dist_*: how to join the job (role is set to WORKER).
+  transport::ClusterOptions cluster;
+  // Arrays with more elements than this are split across all servers.
+  int64_t bigarray_bound = 1000000;
+};
+
+// One slice of a key on one server.
+struct SliceSpec {
+  int64_t key = 0;
+  int server = 0;  // Server rank.
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+
+// The deterministic partition plan every worker computes from the same
+// Init() calls: arrays above `bigarray_bound` elements split evenly over
+// all servers; smaller arrays whole on the server with the fewest bytes so
+// far (ties: lowest rank). `load` carries the per-server element counts
+// between calls.
+std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
+                               int64_t bigarray_bound, std::vector<int64_t>* load);
+
+class KVStore {
+ public:
+  // `type`: local, device, dist_sync, dist_async, dist_device_sync.
+  // InvalidArgument for another type; dist types join the job (errors name
+  // the scheduler address).
+  static absl::StatusOr<std::unique_ptr<KVStore>> Create(const std::string& type,
+                                                         const KVStoreOptions& options);
+  virtual ~KVStore() = default;
+
+  virtual const std::string& type() const = 0;
+  virtual int rank() const = 0;
+  virtual int num_workers() const = 0;
+
+  // Initializes keys (only rank 0's values are stored), then all workers
+  // pass a barrier: every worker's first Pull sees the same values.
+  virtual absl::Status Init(const std::vector<int64_t>& keys,
+                            const std::vector<absl::Span<const float>>& values,
+                            absl::Time deadline) = 0;
+  // Rank 0 installs the optimizer on every server (others only wait at the
+  // barrier). Without it, dist_sync stores the sum of the pushes,
+  // dist_async adds each push.
+  virtual absl::Status SetOptimizer(const proto::OptimizerConfig& config,
+                                    absl::Time deadline) = 0;
+  // Pushes the sum of `device_values` (one span per local device, equal
+  // sizes) for `key`. Higher priority is sent and served first.
+  virtual absl::StatusOr<Handle> Push(int64_t key,
+                                      const std::vector<absl::Span<const float>>& device_values,
+                                      int priority) = 0;
+  virtual absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out, int priority) = 0;
+  // Push then pull in one round trip: `out` receives the updated weights.
+  virtual absl::StatusOr<Handle> PushPull(int64_t key,
+                                          const std::vector<absl::Span<const float>>& device_values,
+                                          absl::Span<float> out, int priority) = 0;
+  // Waits for one operation. Its error (a server refusal, the job's abort)
+  // or DeadlineExceeded.
+  virtual absl::Status Wait(Handle handle, absl::Time deadline) = 0;
+  virtual absl::Status WaitAll(absl::Time deadline) = 0;
+  virtual absl::Status Barrier(absl::Time deadline) = 0;
+  // Worker done: tells the scheduler (dist) so the job can shut down.
+  virtual absl::Status Finish() = 0;
+};
+
+}  // namespace kvstore
+}  // namespace pstrain
+
+#endif  // PSTRAIN_KVSTORE_KVSTORE_H_

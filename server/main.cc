@@ -1,0 +1,41 @@
+// server: a key-value parameter server of a pstrain job.
+#include <fstream>
+#include <string>
+
+#include "absl/time/time.h"
+#include "gflags/gflags.h"
+#include "glog/logging.h"
+#include "server/server.h"
+
+DEFINE_string(scheduler_address, "", "The scheduler's host:port.");
+DEFINE_string(host, "127.0.0.1", "Address to bind and advertise to the other nodes.");
+DEFINE_int32(port, 0, "Port to bind (0: any free port).");
+DEFINE_int32(num_workers, 1, "Workers in the job.");
+DEFINE_int32(num_servers, 1, "Servers in the job.");
+DEFINE_string(token_file, "", "File whose first line is the job token (launch passes it).");
+DEFINE_double(start_timeout_s, 120, "Seconds to wait for the address book.");
+DEFINE_double(heartbeat_interval_s, 1, "Seconds between heartbeats.");
+DEFINE_double(heartbeat_timeout_s, 10, "Exit when the scheduler is silent this long.");
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("server --scheduler_address=HOST:PORT --num_workers=N --num_servers=S --token_file=F");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  if (FLAGS_scheduler_address.empty()) LOG(FATAL) << "--scheduler_address is required";
+  pstrain::server::ServerOptions o;
+  auto& c = o.cluster;
+  c.host = FLAGS_host;
+  c.port = FLAGS_port;
+  c.scheduler_address = FLAGS_scheduler_address;
+  c.num_workers = FLAGS_num_workers;
+  c.num_servers = FLAGS_num_servers;
+  if (!FLAGS_token_file.empty()) {
+    std::ifstream in(FLAGS_token_file);
+    if (!in || !std::getline(in, c.token)) LOG(FATAL) << "--token_file " << FLAGS_token_file << " cannot be read";
+  }
+  c.start_timeout = absl::Seconds(FLAGS_start_timeout_s);
+  c.heartbeat_interval = absl::Seconds(FLAGS_heartbeat_interval_s);
+  c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
+  return pstrain::server::Run(o);
+}

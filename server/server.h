@@ -1,0 +1,26 @@
+// The key-value server (DESIGN.md, KVStore semantics): holds the key slices
+// workers initialize on it, sums dist_sync pushes in worker-rank order
+// (bitwise reproducible) and applies the optimizer once per round, applies
+// dist_async pushes on arrival, answers pulls, and serves requests by
+// priority. A push for an unknown key slice or with a wrong length is
+// refused with an error reply; nothing from the network can crash it.
+#ifndef PSTRAIN_SERVER_SERVER_H_
+#define PSTRAIN_SERVER_SERVER_H_
+
+#include "transport/cluster.h"
+
+namespace pstrain {
+namespace server {
+
+struct ServerOptions {
+  transport::ClusterOptions cluster;  // role is set to SERVER.
+};
+
+// Joins the job and serves until the scheduler shuts it down (returns 0) or
+// the job aborts / cannot start (returns 1, reason logged).
+int Run(const ServerOptions& options);
+
+}  // namespace server
+}  // namespace pstrain
+
+#endif  // PSTRAIN_SERVER_SERVER_H_

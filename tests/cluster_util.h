@@ -1,0 +1,174 @@
+// Test helpers: a real scheduler and servers (the binaries) on 127.0.0.1
+// with an ephemeral scheduler port, and KVStore workers in this process.
+#ifndef PSTRAIN_TESTS_CLUSTER_UTIL_H_
+#define PSTRAIN_TESTS_CLUSTER_UTIL_H_
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "kvstore/kvstore.h"
+#include "launcher/subprocess.h"
+
+namespace pstrain {
+namespace testing_util {
+
+inline std::string Runfile(const std::string& rel) {
+  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/pstrain/", rel);
+}
+
+inline std::vector<std::string> Env() {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.push_back(*e);
+  return env;
+}
+
+// A child process whose output is collected.
+struct Proc {
+  std::unique_ptr<launcher::Subprocess> p;
+  std::string output;
+  void Pump() {
+    if (p) p->ReadOutput(&output);
+  }
+  // Waits for exit (pumping output) until `deadline`; true if it exited.
+  bool WaitExit(absl::Time deadline) {
+    while (absl::Now() < deadline) {
+      Pump();
+      if (p->Poll()) {
+        Pump();
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  }
+};
+
+struct ClusterSpec {
+  int workers = 2;
+  int servers = 1;
+  double heartbeat_interval_s = 0.3;
+  double heartbeat_timeout_s = 2.0;
+  double start_timeout_s = 30;
+};
+
+class Cluster {
+ public:
+  explicit Cluster(const ClusterSpec& spec) : spec_(spec) {
+    token_file_ = absl::StrCat(std::getenv("TEST_TMPDIR"), "/token");
+    std::ofstream(token_file_) << "test-token-123\n";
+  }
+  ~Cluster() = default;  // Subprocess destructors kill what is left.
+
+  std::vector<std::string> CommonFlags() const {
+    return {absl::StrCat("--num_workers=", spec_.workers),
+            absl::StrCat("--num_servers=", spec_.servers), "--token_file=" + token_file_,
+            absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
+            absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
+            absl::StrCat("--start_timeout_s=", spec_.start_timeout_s)};
+  }
+
+  // Starts the scheduler and the servers; returns false (with a test
+  // failure) when the scheduler does not come up.
+  bool Start(int servers_to_start = -1) {
+    std::vector<std::string> argv = {Runfile("scheduler/scheduler"),
+                                     "--scheduler_address=127.0.0.1:0"};
+    for (auto& f : CommonFlags()) argv.push_back(f);
+    auto s = launcher::Subprocess::Start(argv, Env());
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (!s.ok()) return false;
+    scheduler.p = std::make_unique<launcher::Subprocess>(std::move(*s));
+    scheduler.p->CloseStdin();
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    const std::string marker = "scheduler address: ";
+    while (address.empty() && absl::Now() < deadline) {
+      scheduler.Pump();
+      size_t at = scheduler.output.find(marker);
+      if (at != std::string::npos) {
+        size_t end = scheduler.output.find('\n', at);
+        if (end != std::string::npos) {
+          address = scheduler.output.substr(at + marker.size(), end - at - marker.size());
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_FALSE(address.empty()) << "scheduler did not start:\n" << scheduler.output;
+    if (address.empty()) return false;
+    if (servers_to_start < 0) servers_to_start = spec_.servers;
+    for (int i = 0; i < servers_to_start; ++i) {
+      std::vector<std::string> sargv = {Runfile("server/server"),
+                                        "--scheduler_address=" + address};
+      for (auto& f : CommonFlags()) sargv.push_back(f);
+      auto p = launcher::Subprocess::Start(sargv, Env());
+      EXPECT_TRUE(p.ok()) << p.status();
+      Proc proc;
+      proc.p = std::make_unique<launcher::Subprocess>(std::move(*p));
+      proc.p->CloseStdin();
+      servers.push_back(std::move(proc));
+    }
+    return true;
+  }
+
+  kvstore::KVStoreOptions WorkerOptions() const {
+    kvstore::KVStoreOptions o;
+    o.cluster.scheduler_address = address;
+    o.cluster.token = "test-token-123";
+    o.cluster.num_workers = spec_.workers;
+    o.cluster.num_servers = spec_.servers;
+    o.cluster.heartbeat_interval = absl::Seconds(spec_.heartbeat_interval_s);
+    o.cluster.heartbeat_timeout = absl::Seconds(spec_.heartbeat_timeout_s);
+    o.cluster.start_timeout = absl::Seconds(spec_.start_timeout_s);
+    return o;
+  }
+
+  // Creates all workers concurrently (registration needs everyone).
+  std::vector<std::unique_ptr<kvstore::KVStore>> Workers(const std::string& type, int n = -1) {
+    if (n < 0) n = spec_.workers;
+    std::vector<std::unique_ptr<kvstore::KVStore>> kv(n);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        auto s = kvstore::KVStore::Create(type, WorkerOptions());
+        EXPECT_TRUE(s.ok()) << s.status();
+        if (s.ok()) kv[i] = std::move(*s);
+      });
+    }
+    for (auto& t : threads) t.join();
+    // Index by rank.
+    std::vector<std::unique_ptr<kvstore::KVStore>> by_rank(n);
+    for (auto& k : kv) {
+      if (k) by_rank[k->rank()] = std::move(k);
+    }
+    return by_rank;
+  }
+
+  std::string AllOutput() {
+    scheduler.Pump();
+    std::string out = "--- scheduler:\n" + scheduler.output;
+    for (auto& s : servers) {
+      s.Pump();
+      out += "--- server:\n" + s.output;
+    }
+    return out;
+  }
+
+  ClusterSpec spec_;
+  std::string token_file_;
+  std::string address;
+  Proc scheduler;
+  std::vector<Proc> servers;
+};
+
+inline absl::Time Deadline(double seconds = 30) { return absl::Now() + absl::Seconds(seconds); }
+
+}  // namespace testing_util
+}  // namespace pstrain
+
+#endif  // PSTRAIN_TESTS_CLUSTER_UTIL_H_

@@ -1,0 +1,249 @@
+// The parameter server end to end: real scheduler and server processes on
+// 127.0.0.1, KVStore workers in this process.
+#include <signal.h>
+
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cluster_util.h"
+
+namespace pstrain {
+namespace {
+
+using ::testing::HasSubstr;
+using testing_util::Cluster;
+using testing_util::ClusterSpec;
+using testing_util::Deadline;
+
+// Values whose float sum depends on the order: rank r holds
+// {1e8, 1, -1e8, 3.5}[r % 4] * (1 + i % 7).
+float Value(int rank, int64_t i) {
+  static const float base[4] = {1e8f, 1.0f, -1e8f, 3.5f};
+  return base[rank % 4] * static_cast<float>(1 + i % 7);
+}
+
+TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
+  ClusterSpec spec;
+  spec.workers = 3;
+  spec.servers = 2;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  ASSERT_EQ(kv.size(), 3u);
+  for (auto& k : kv) ASSERT_NE(k, nullptr) << c.AllOutput();
+  // Key 0 is big (split over both servers), keys 1-4 small.
+  const std::vector<int64_t> keys = {0, 1, 2, 3, 4};
+  const std::vector<int64_t> sizes = {1500001, 10, 1000, 7, 250000};
+  std::vector<std::vector<float>> init;
+  for (int64_t s : sizes) init.emplace_back(s, 0.0f);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<absl::Span<const float>> spans(init.begin(), init.end());
+      ASSERT_TRUE(kv[r]->Init(keys, spans, Deadline()).ok());
+      for (int round = 0; round < 2; ++round) {
+        // Every worker pushes the keys in its own order.
+        std::vector<int64_t> order = keys;
+        std::shuffle(order.begin(), order.end(), std::mt19937(r * 10 + round));
+        std::vector<std::vector<float>> vals(keys.size());
+        std::vector<kvstore::Handle> handles;
+        for (int64_t k : order) {
+          vals[k].resize(sizes[k]);
+          for (int64_t i = 0; i < sizes[k]; ++i) vals[k][i] = Value(r + round, i);
+          auto h = kv[r]->Push(k, {vals[k]}, static_cast<int>(-k));
+          ASSERT_TRUE(h.ok()) << h.status();
+          handles.push_back(*h);
+        }
+        for (auto h : handles) ASSERT_TRUE(kv[r]->Wait(h, Deadline()).ok());
+        for (int64_t k : keys) {
+          std::vector<float> out(sizes[k]);
+          auto h = kv[r]->Pull(k, absl::MakeSpan(out), 0);
+          ASSERT_TRUE(h.ok());
+          ASSERT_TRUE(kv[r]->Wait(*h, Deadline()).ok());
+          for (int64_t i = 0; i < sizes[k]; ++i) {
+            // Rank order: ((v0 + v1) + v2), in float.
+            float want = 0.0f;
+            for (int w = 0; w < 3; ++w) want += Value(w + round, i);
+            ASSERT_EQ(out[i], want) << "key " << k << " i " << i << " round " << round;
+          }
+        }
+        ASSERT_TRUE(kv[r]->Barrier(Deadline()).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+  ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
+  EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
+  for (auto& s : c.servers) {
+    ASSERT_TRUE(s.WaitExit(Deadline(20)));
+    EXPECT_TRUE(s.p->succeeded()) << c.AllOutput();
+  }
+}
+
+// Least squares y = X w*: W workers with batch b each under dist_sync give
+// the same weights as one worker with batch W*b (rescale_grad 1/(W*b)).
+TEST(KVStoreClusterTest, DistSyncEqualsOneWorkerWithTheWholeBatch) {
+  constexpr int kW = 2, kB = 8, kDim = 5, kSteps = 6;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<float> X(kW * kB * kDim), y(kW * kB);
+  for (auto& v : X) v = nd(rng);
+  for (int n = 0; n < kW * kB; ++n) {
+    y[n] = 0;
+    for (int d = 0; d < kDim; ++d) y[n] += X[n * kDim + d] * (d + 1);
+  }
+  proto::OptimizerConfig opt;
+  opt.set_kind(proto::OptimizerConfig::SGD);
+  opt.set_learning_rate(0.05);
+  opt.set_momentum(0.9);
+  opt.set_weight_decay(0.001);
+  opt.set_rescale_grad(1.0 / (kW * kB));
+  // Gradient of 0.5 * sum (x.w - y)^2 over rows [lo, hi).
+  auto grad = [&](const std::vector<float>& w, int lo, int hi) {
+    std::vector<float> g(kDim, 0.0f);
+    for (int n = lo; n < hi; ++n) {
+      float e = -y[n];
+      for (int d = 0; d < kDim; ++d) e += X[n * kDim + d] * w[d];
+      for (int d = 0; d < kDim; ++d) g[d] += e * X[n * kDim + d];
+    }
+    return g;
+  };
+  auto train = [&](kvstore::KVStore* kv, int lo, int hi) {
+    std::vector<float> w(kDim, 0.0f);
+    EXPECT_TRUE(kv->Init({7}, {w}, Deadline()).ok());
+    EXPECT_TRUE(kv->SetOptimizer(opt, Deadline()).ok());
+    for (int step = 0; step < kSteps; ++step) {
+      auto h = kv->Pull(7, absl::MakeSpan(w), 0);
+      EXPECT_TRUE(h.ok() && kv->Wait(*h, Deadline()).ok());
+      std::vector<float> g = grad(w, lo, hi);
+      auto p = kv->Push(7, {g}, 0);
+      EXPECT_TRUE(p.ok() && kv->Wait(*p, Deadline()).ok());
+    }
+    auto h = kv->Pull(7, absl::MakeSpan(w), 0);
+    EXPECT_TRUE(h.ok() && kv->Wait(*h, Deadline()).ok());
+    return w;
+  };
+  auto local = kvstore::KVStore::Create("local", {});
+  ASSERT_TRUE(local.ok());
+  std::vector<float> want = train(local->get(), 0, kW * kB);
+
+  ClusterSpec spec;
+  spec.workers = kW;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  std::vector<std::vector<float>> got(kW);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kW; ++r) {
+    threads.emplace_back([&, r] { got[r] = train(kv[r].get(), r * kB, (r + 1) * kB); });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < kW; ++r) {
+    for (int d = 0; d < kDim; ++d) {
+      EXPECT_NEAR(got[r][d], want[d], 1e-5 * std::max(1.0f, std::fabs(want[d]))) << r << " " << d;
+    }
+  }
+  EXPECT_NE(want, std::vector<float>(kDim, 0.0f));  // It did train.
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+}
+
+TEST(KVStoreClusterTest, AsyncAppliesEveryPushExactlyOnce) {
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 2;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_async");
+  constexpr int kPushes = 40;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<float> zero(1100000, 0.0f);  // Split over both servers.
+      absl::Status init = kv[r]->Init({3}, {zero}, Deadline());
+      ASSERT_TRUE(init.ok()) << init << c.AllOutput();
+      std::vector<float> ones(zero.size(), static_cast<float>(r + 1));
+      for (int i = 0; i < kPushes; ++i) {
+        auto h = kv[r]->Push(3, {ones}, 0);
+        ASSERT_TRUE(h.ok());
+        ASSERT_TRUE(kv[r]->Wait(*h, Deadline()).ok());
+      }
+      ASSERT_TRUE(kv[r]->Barrier(Deadline()).ok());
+      std::vector<float> out(zero.size());
+      auto h = kv[r]->Pull(3, absl::MakeSpan(out), 0);
+      ASSERT_TRUE(h.ok() && kv[r]->Wait(*h, Deadline()).ok());
+      // Worker 0 adds 1, worker 1 adds 2, each kPushes times: 3 * kPushes.
+      EXPECT_EQ(out.front(), 3.0f * kPushes);
+      EXPECT_EQ(out.back(), 3.0f * kPushes);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+}
+
+TEST(KVStoreClusterTest, KilledServerAbortsTheJobNamingIt) {
+  ClusterSpec spec;
+  spec.workers = 1;
+  spec.servers = 2;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  ASSERT_NE(kv[0], nullptr);
+  std::vector<float> v(100, 1.0f);
+  ASSERT_TRUE(kv[0]->Init({1, 2}, {v, v}, Deadline()).ok());
+  c.servers[1].p->SignalGroup(SIGKILL);
+  const absl::Time killed = absl::Now();
+  ASSERT_TRUE(c.scheduler.WaitExit(Deadline(15))) << c.AllOutput();
+  EXPECT_FALSE(c.scheduler.p->succeeded());
+  EXPECT_THAT(c.scheduler.output, HasSubstr("node dead: server rank"));
+  EXPECT_THAT(c.scheduler.output, HasSubstr("silent for"));
+  // The worker's operations fail too, and the other server exits non-zero.
+  auto h = kv[0]->Push(1, {v}, 0);
+  absl::Status s = h.ok() ? kv[0]->Wait(*h, Deadline(15)) : h.status();
+  EXPECT_FALSE(s.ok());
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(15)));
+  EXPECT_FALSE(c.servers[0].p->succeeded());
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(15));
+}
+
+TEST(KVStoreClusterTest, KilledSchedulerIsNoticedByEveryone) {
+  ClusterSpec spec;
+  spec.workers = 1;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  ASSERT_NE(kv[0], nullptr);
+  std::vector<float> v(10, 1.0f);
+  ASSERT_TRUE(kv[0]->Init({1}, {v}, Deadline()).ok());
+  c.scheduler.p->SignalGroup(SIGKILL);
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(15))) << c.AllOutput();
+  EXPECT_FALSE(c.servers[0].p->succeeded());
+  EXPECT_THAT(c.servers[0].output, HasSubstr("silent for"));
+  absl::Status s = kv[0]->Barrier(Deadline(15));
+  EXPECT_FALSE(s.ok());
+}
+
+TEST(KVStoreClusterTest, StartTimeoutNamesWhoIsMissing) {
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 1;
+  spec.start_timeout_s = 2;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  std::unique_ptr<kvstore::KVStore> lonely;
+  auto r = kvstore::KVStore::Create("dist_sync", c.WorkerOptions());  // Only 1 of 2.
+  EXPECT_FALSE(r.ok());
+  ASSERT_TRUE(c.scheduler.WaitExit(Deadline(15)));
+  EXPECT_FALSE(c.scheduler.p->succeeded());
+  EXPECT_THAT(c.scheduler.output, HasSubstr("missing 0 of 1 server(s) and 1 of 2 worker(s)"));
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(15)));
+  EXPECT_FALSE(c.servers[0].p->succeeded());
+}
+
+}  // namespace
+}  // namespace pstrain
