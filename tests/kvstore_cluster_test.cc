@@ -1,6 +1,7 @@
 // The parameter server end to end: real scheduler and server processes on
 // 127.0.0.1, KVStore workers in this process.
 #include <signal.h>
+#include <zmq.h>
 
 #include <cmath>
 #include <random>
@@ -243,6 +244,196 @@ TEST(KVStoreClusterTest, StartTimeoutNamesWhoIsMissing) {
   EXPECT_THAT(c.scheduler.output, HasSubstr("missing 0 of 1 server(s) and 1 of 2 worker(s)"));
   ASSERT_TRUE(c.servers[0].WaitExit(Deadline(15)));
   EXPECT_FALSE(c.servers[0].p->succeeded());
+}
+
+}  // namespace
+}  // namespace pstrain
+
+namespace pstrain {
+namespace {
+
+// A raw ZeroMQ peer that sends whatever bytes it likes.
+class RawPeer {
+ public:
+  explicit RawPeer(const std::string& endpoint) {
+    ctx_ = zmq_ctx_new();
+    sock_ = zmq_socket(ctx_, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_connect(sock_, ("tcp://" + endpoint).c_str());
+  }
+  ~RawPeer() {
+    zmq_close(sock_);
+    zmq_ctx_term(ctx_);
+  }
+  void Send(const std::vector<std::string>& parts) {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      zmq_send(sock_, parts[i].data(), parts[i].size(), i + 1 < parts.size() ? ZMQ_SNDMORE : 0);
+    }
+  }
+
+ private:
+  void* ctx_;
+  void* sock_;
+};
+
+void SendGarbage(const std::string& endpoint, const std::string& token) {
+  RawPeer raw(endpoint);
+  proto::Header h;
+  h.set_type(proto::PUSH);
+  h.set_token(token);
+  h.add_keys(0);
+  h.add_offsets(0);
+  h.add_lengths(int64_t{1} << 40);  // Huge declared length.
+  std::string huge;
+  h.SerializeToString(&huge);
+  proto::Header wrong = h;
+  wrong.set_token("not-the-token");
+  wrong.set_lengths(0, 1);
+  std::string bad_token;
+  wrong.SerializeToString(&bad_token);
+  proto::Header reg;
+  reg.set_type(proto::REGISTER);
+  reg.set_token("not-the-token");
+  reg.mutable_node()->set_role(proto::WORKER);
+  reg.mutable_node()->set_host("127.0.0.1");
+  reg.mutable_node()->set_port(1);
+  std::string bad_reg;
+  reg.SerializeToString(&bad_reg);
+  for (int i = 0; i < 5; ++i) {
+    raw.Send({"\x01\x02garbage"});
+    raw.Send({huge.substr(0, huge.size() / 2)});
+    raw.Send({huge, std::string(4, 'x')});
+    raw.Send({bad_token, std::string(4, 'x')});
+    raw.Send({bad_reg});
+  }
+  absl::SleepFor(absl::Milliseconds(200));  // Let the bytes leave before closing.
+}
+
+std::string ServerAddress(testing_util::Proc& server) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    server.Pump();
+    size_t at = server.output.find("SERVER at ");
+    if (at != std::string::npos) {
+      size_t end = server.output.find(' ', at + 10);
+      if (end != std::string::npos) return server.output.substr(at + 10, end - at - 10);
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return "";
+}
+
+TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCounted) {
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  const std::string server = ServerAddress(c.servers[0]);
+  ASSERT_FALSE(server.empty()) << c.AllOutput();
+  // Before the job starts (a wrong-token REGISTER must not take a slot)...
+  SendGarbage(c.address, "test-token-123");
+  SendGarbage(server, "test-token-123");
+  auto kv = c.Workers("dist_sync");
+  for (auto& k : kv) ASSERT_NE(k, nullptr) << c.AllOutput();
+  // ...and while it runs.
+  SendGarbage(c.address, "test-token-123");
+  SendGarbage(server, "test-token-123");
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<float> v(1000, 0.0f);
+      ASSERT_TRUE(kv[r]->Init({5}, {v}, Deadline()).ok());
+      std::vector<float> g(1000, r + 1.0f);
+      auto h = kv[r]->PushPull(5, {g}, absl::MakeSpan(v), 0);
+      ASSERT_TRUE(h.ok());
+      ASSERT_TRUE(kv[r]->Wait(*h, Deadline()).ok());
+      EXPECT_EQ(v[999], 3.0f);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+  ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
+  EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
+  EXPECT_THAT(c.scheduler.output, HasSubstr("20 refused (wrong token), 30 malformed"));
+
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(20)));
+  EXPECT_TRUE(c.servers[0].p->succeeded()) << c.AllOutput();
+}
+
+TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
+  ClusterSpec spec;
+  spec.workers = 1;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  transport::ClusterOptions o = c.WorkerOptions().cluster;
+  o.role = proto::WORKER;
+  auto node = transport::ClusterNode::Start(o);
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto ask = [&](int64_t key, int64_t len, uint64_t id) {
+    transport::Message m;
+    m.header.set_type(proto::PUSH);
+    m.header.set_request_id(id);
+    m.header.add_keys(key);
+    m.header.add_offsets(0);
+    m.header.add_lengths(len);
+    std::vector<float> v(len, 1.0f);
+    m.frames.push_back(transport::Frame::Copy(v.data(), v.size() * sizeof(float)));
+    EXPECT_TRUE((*node)->Send((*node)->ServerId(0), std::move(m)).ok());
+    auto r = (*node)->ReceiveData(Deadline(10));
+    EXPECT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->header.request_id(), id);
+    return r.ok() ? r->header.error() : std::string();
+  };
+  // INIT key 1 with 4 values.
+  transport::Message init;
+  init.header.set_type(proto::INIT);
+  init.header.set_sync_mode(true);
+  init.header.set_request_id(1);
+  init.header.add_keys(1);
+  init.header.add_offsets(0);
+  init.header.add_lengths(4);
+  std::vector<float> four(4, 0.0f);
+  init.frames.push_back(transport::Frame::Copy(four.data(), 16));
+  ASSERT_TRUE((*node)->Send((*node)->ServerId(0), std::move(init)).ok());
+  ASSERT_TRUE((*node)->ReceiveData(Deadline(10)).ok());
+  EXPECT_THAT(ask(99, 4, 2), HasSubstr("unknown key 99"));
+  EXPECT_THAT(ask(1, 3, 3), HasSubstr("holds 4 values, not 3"));
+  EXPECT_EQ(ask(1, 4, 4), "");  // The server is still fine.
+  ASSERT_TRUE((*node)->Finish().ok());
+}
+
+TEST(KVStoreClusterTest, KilledWorkerAbortsTheJobNamingIt) {
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  // Worker A: the kv_bench binary joining the job; worker B: this process.
+  std::vector<std::string> argv = {
+      testing_util::Runfile("tools/kv_bench"), "--scheduler_address=" + c.address,
+      "--num_workers=2", "--num_servers=1", "--token_file=" + c.token_file_,
+      "--value_bytes=4096", "--mode=push", "--iters=1000000",
+      absl::StrCat("--heartbeat_timeout_s=", spec.heartbeat_timeout_s)};
+  auto bench = launcher::Subprocess::Start(argv, testing_util::Env());
+  ASSERT_TRUE(bench.ok()) << bench.status();
+  bench->CloseStdin();
+  auto kv = kvstore::KVStore::Create("dist_sync", c.WorkerOptions());
+  ASSERT_TRUE(kv.ok()) << kv.status() << c.AllOutput();
+  std::vector<float> v(1024, 0.0f);
+  ASSERT_TRUE((*kv)->Init({0}, {v}, Deadline()).ok());
+  // kv_bench now waits for us at its barrier; kill it.
+  bench->SignalGroup(SIGKILL);
+  const absl::Time killed = absl::Now();
+  ASSERT_TRUE(c.scheduler.WaitExit(Deadline(15))) << c.AllOutput();
+  EXPECT_FALSE(c.scheduler.p->succeeded());
+  EXPECT_THAT(c.scheduler.output, HasSubstr("node dead: worker rank"));
+  EXPECT_FALSE((*kv)->Barrier(Deadline(15)).ok());
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(15)));
+  EXPECT_FALSE(c.servers[0].p->succeeded());
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(15));
 }
 
 }  // namespace
