@@ -21,12 +21,11 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, int* port
 }
 
 ClusterNode::ClusterNode(const ClusterOptions& options)
-    : options_(options), data_(1 << 16) {}
+    : options_(options) {}
 
 ClusterNode::~ClusterNode() {
   stop_ = true;
   if (control_.joinable()) control_.join();
-  data_.Close();
   if (transport_) transport_->Stop();
 }
 
@@ -45,6 +44,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   t.bind_host = o.host;
   t.bind_port = o.port;
   t.token = o.token;
+  t.split_data = true;
   PSTRAIN_ASSIGN_OR_RETURN(node->transport_, Transport::Create(t));
   PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, o.scheduler_address));
   Message reg;
@@ -59,9 +59,8 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   LOG(INFO) << proto::Role_Name(o.role) << " at " << node->transport_->address()
             << " registered with the scheduler at " << o.scheduler_address;
 
-  // Wait for the address book. Peers that got theirs first may already
-  // send data: keep it for ReceiveData().
-  std::vector<Message> early;
+  // Wait for the address book. (Peers that got theirs first may already
+  // send data; it waits in the transport's data queue.)
   const absl::Time deadline = absl::Now() + o.start_timeout;
   while (true) {
     auto msg = node->transport_->Receive(deadline);
@@ -73,16 +72,9 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
     if (msg->header.type() == proto::ABORT) {
       return absl::AbortedError(absl::StrCat("the scheduler aborted the job: ", msg->header.error()));
     }
-    if (msg->header.type() != proto::ADDRESS_BOOK) {
-      if (msg->header.sender() != kSchedulerId) early.push_back(std::move(*msg));
-      continue;
-    }
+    if (msg->header.type() != proto::ADDRESS_BOOK) continue;
     node->book_ = msg->header.address_book();
     break;
-  }
-  for (auto& m : early) {
-    absl::Status s = node->data_.TryPush(std::move(m));
-    if (!s.ok()) LOG(WARNING) << "early message dropped: " << s;
   }
   for (int i = 0; i < node->book_.nodes_size(); ++i) {
     const proto::NodeInfo& n = node->book_.nodes(i);
@@ -121,7 +113,7 @@ void ClusterNode::Abort(const absl::Status& why) {
   }
   LOG(ERROR) << "job aborted: " << why.message();
   cv_.notify_all();
-  data_.Close();
+  transport_->CloseData();
 }
 
 void ClusterNode::ControlLoop() {
@@ -166,7 +158,7 @@ void ClusterNode::ControlLoop() {
           shutdown_ = true;
         }
         cv_.notify_all();
-        data_.Close();
+        transport_->CloseData();
         break;
       }
       case proto::BARRIER: {
@@ -177,15 +169,8 @@ void ClusterNode::ControlLoop() {
         cv_.notify_all();
         break;
       }
-      case proto::ADDRESS_BOOK:
-      case proto::REGISTER:
-        break;  // Late duplicates.
-      default: {
-        absl::Status s = data_.TryPush(std::move(*msg));
-        if (!s.ok()) {
-          LOG_EVERY_N(WARNING, 100) << "data message dropped: " << s;
-        }
-      }
+      default:
+        break;  // Late duplicates of REGISTER / ADDRESS_BOOK.
     }
   }
 }
@@ -208,7 +193,7 @@ absl::Status ClusterNode::SendBatch(std::vector<std::pair<int, Message>> batch) 
 }
 
 absl::StatusOr<Message> ClusterNode::ReceiveData(absl::Time deadline) {
-  auto m = data_.Pop(deadline);
+  auto m = transport_->ReceiveData(deadline);
   if (!m.ok() && m.status().code() == absl::StatusCode::kCancelled) {
     absl::Status h = health();
     if (!h.ok()) return h;

@@ -106,7 +106,6 @@ class ClusterNode {
   std::map<std::string, bool> barrier_done_;  // Guarded by mu_.
   absl::Time last_from_scheduler_;  // Guarded by mu_.
 
-  BlockingQueue<Message> data_;
   std::atomic<bool> stop_{false};
   std::thread control_;
 };

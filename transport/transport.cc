@@ -30,7 +30,7 @@ bool RecvPart(void* socket, zmq_msg_t* msg, bool* more) {
 }  // namespace
 
 Transport::Transport(const TransportOptions& options)
-    : options_(options), incoming_(options.incoming_capacity) {}
+    : options_(options), incoming_(options.incoming_capacity), data_(options.incoming_capacity) {}
 
 absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOptions& options) {
   std::unique_ptr<Transport> t(new Transport(options));
@@ -81,6 +81,7 @@ void Transport::Stop() {
     router_ = nullptr;
   }
   incoming_.Close();
+  data_.Close();
   // Reject connects that raced with the stop.
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& c : connects_) c->done.set_value(absl::CancelledError("transport stopped"));
@@ -142,6 +143,10 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch) {
 
 absl::StatusOr<Message> Transport::Receive(absl::Time deadline) {
   return incoming_.Pop(deadline);
+}
+
+absl::StatusOr<Message> Transport::ReceiveData(absl::Time deadline) {
+  return data_.Pop(deadline);
 }
 
 TransportStats Transport::stats() const {
@@ -249,7 +254,9 @@ std::string Transport::Validate(const Message& msg) const {
 
 void Transport::ReadIncoming() {
   for (int budget = 0; budget < 256; ++budget) {
-    if (incoming_.size() >= incoming_.capacity()) return;  // Backpressure.
+    if (incoming_.size() >= incoming_.capacity() || data_.size() >= data_.capacity()) {
+      return;  // Backpressure.
+    }
     zmq_msg_t part;
     zmq_msg_init(&part);
     bool more = false;
@@ -300,15 +307,23 @@ void Transport::ReadIncoming() {
       continue;
     }
     ++received_;
-    absl::Status s = incoming_.TryPush(std::move(msg));
-    if (!s.ok()) LOG(ERROR) << "incoming queue: " << s;  // Checked above; closed only at Stop.
+    const proto::MessageType type = msg.header.type();
+    const bool control = type == proto::REGISTER || type == proto::ADDRESS_BOOK ||
+                         type == proto::BARRIER || type == proto::HEARTBEAT ||
+                         type == proto::ABORT || type == proto::SHUTDOWN;
+    absl::Status s = (options_.split_data && !control) ? data_.TryPush(std::move(msg))
+                                                        : incoming_.TryPush(std::move(msg));
+    if (!s.ok()) {
+      LOG_EVERY_N(WARNING, 100) << "incoming message dropped: " << s;  // Closed at shutdown.
+    }
   }
 }
 
 void Transport::Loop() {
   while (!stop_) {
     zmq_pollitem_t items[2] = {{router_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-    const bool room = incoming_.size() < incoming_.capacity();
+    const bool room =
+        incoming_.size() < incoming_.capacity() && data_.size() < data_.capacity();
     if (!room) items[0].events = 0;
     const int rc = zmq_poll(items, 2, room ? 100 : 5);
     if (rc < 0 && zmq_errno() != EINTR) {

@@ -50,6 +50,8 @@ struct TransportOptions {
   size_t incoming_capacity = 4096;
   // Largest accepted incoming message part (ZMQ_MAXMSGSIZE).
   int64_t max_frame_bytes = int64_t{1} << 31;
+  // Deliver data messages to ReceiveData() instead of Receive().
+  bool split_data = false;
 };
 
 struct TransportStats {
@@ -85,9 +87,16 @@ class Transport {
   // first. All or nothing: on error none is queued.
   absl::Status SendBatch(std::vector<std::pair<int, Message>> batch);
 
-  // The next validated incoming message, waiting until `deadline`
-  // (DeadlineExceeded) or Stop() (Cancelled).
+  // The next validated incoming control message (REGISTER, ADDRESS_BOOK,
+  // BARRIER, HEARTBEAT, ABORT, SHUTDOWN), waiting until `deadline`
+  // (DeadlineExceeded) or Stop() (Cancelled). With `split_data` off (the
+  // default), every message comes here.
   absl::StatusOr<Message> Receive(absl::Time deadline);
+  // With options.split_data: the next data message (everything else), so
+  // data reaches its consumer without another thread in between.
+  absl::StatusOr<Message> ReceiveData(absl::Time deadline);
+  // Closes the data queue (consumers get Cancelled once it is drained).
+  void CloseData() { data_.Close(); }
 
   TransportStats stats() const;
 
@@ -142,6 +151,7 @@ class Transport {
   bool stopped_ = false;  // Guarded by mu_.
 
   BlockingQueue<Message> incoming_;
+  BlockingQueue<Message> data_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0};
   std::thread thread_;
