@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -158,6 +159,19 @@ absl::StatusOr<std::string> OwnAddress() {
   return absl::FailedPreconditionError(absl::StrCat(
       "cannot tell this host's address (", name,
       " resolves only to loopback); set --scheduler_host"));
+}
+
+// How a node ended, seen through its wrapper shell: the shell exits with
+// 128+N when the node was killed by signal N.
+std::string DescribeNodeExit(const Subprocess& p) {
+  const int st = p.wait_status();
+  if (WIFEXITED(st) && WEXITSTATUS(st) > 128 && WEXITSTATUS(st) < 128 + NSIG) {
+    const int sig = WEXITSTATUS(st) - 128;
+    const char* name = sigabbrev_np(sig);
+    return absl::StrCat("was killed by signal ", sig, " (SIG", name ? name : "?", ")");
+  }
+  if (WIFEXITED(st)) return absl::StrCat("exited with status ", WEXITSTATUS(st));
+  return absl::StrCat("ended: ", p.DescribeExit());
 }
 
 // A process of the job while it runs.
@@ -620,8 +634,7 @@ int Launcher::Run() {
         r.done = true;
         if (!r.proc.succeeded()) {
           if (first_failure.empty() && !stopping) {
-            first_failure = absl::StrCat(r.spec.Prefix(), " exited with ",
-                                         r.proc.DescribeExit());
+            first_failure = absl::StrCat(r.spec.Prefix(), " ", DescribeNodeExit(r.proc));
             say(first_failure + "; stopping every process");
             exit_code = 1;
             begin_stop();

@@ -174,7 +174,7 @@ TEST(LauncherLocalTest, FailingWorkerStopsEveryProcessAndIsNamed) {
   const std::string text = out.str();
   EXPECT_THAT(text, HasSubstr("bad thing"));
   EXPECT_THAT(text, HasSubstr("job failed: [worker "));
-  EXPECT_THAT(text, HasSubstr("exited with exit status 3"));
+  EXPECT_THAT(text, HasSubstr("] exited with status 3"));
   EXPECT_LT(took, absl::Seconds(20)) << text;
   // Nothing outlives the job: every recorded node pid is gone.
   std::vector<int> pids = RecordedPids(piddir);

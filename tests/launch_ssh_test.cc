@@ -221,7 +221,7 @@ TEST_F(LaunchSshTest, RemoteFailureStopsEveryProcessOnEveryHost) {
   EXPECT_EQ(Launcher(o, &out).Run(), 1);
   EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << out.str();
   EXPECT_THAT(out.str(), HasSubstr("job failed: [worker "));
-  EXPECT_THAT(out.str(), HasSubstr("exit status 7"));
+  EXPECT_THAT(out.str(), HasSubstr("exited with status 7"));
   std::vector<int> pids = Pids(piddir_);
   EXPECT_EQ(pids.size(), 4u) << out.str();
   for (int pid : pids) EXPECT_FALSE(Alive(pid)) << pid << "\n" << out.str();
