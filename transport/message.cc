@@ -1,5 +1,6 @@
 #include "transport/message.h"
 
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -61,6 +62,15 @@ Frame Frame::Borrow(const void* data, size_t size, std::shared_ptr<const void> k
 }
 
 Frame Frame::FromZmq(zmq_msg_t* msg) {
+  const void* data = zmq_msg_data(msg);
+  if (reinterpret_cast<uintptr_t>(data) % alignof(double) != 0) {
+    // ZeroMQ may hand out data at any offset of its receive buffer; tensors
+    // are read as floats, so an unaligned frame is copied once.
+    Frame f = Copy(data, zmq_msg_size(msg));
+    zmq_msg_close(msg);
+    zmq_msg_init(msg);
+    return f;
+  }
   Frame f;
   f.has_zmq_ = true;
   zmq_msg_init(&f.zmq_);

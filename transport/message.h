@@ -35,7 +35,8 @@ class Frame {
   // copy of `keep_alive` lives (sent without copying).
   static Frame Borrow(const void* data, size_t size,
                       std::shared_ptr<const void> keep_alive);
-  // Takes ownership of a received ZeroMQ message.
+  // Takes ownership of a received ZeroMQ message (viewed in place when its
+  // data is 8-byte aligned, else copied once into aligned memory).
   static Frame FromZmq(zmq_msg_t* msg);
 
   const char* data() const;
