@@ -49,8 +49,7 @@ void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 // The wrapper every node runs under (see launcher.h). Arguments: the node's
 // argv. It prints one line "pstrain-node-pid PID" so the launcher can check
 // the node is gone at the end.
-constexpr char kWrapper[] = R"sh(umask 077
-t=$(mktemp "${TMPDIR:-/tmp}/pstrain-token.XXXXXX") || exit 97
+constexpr char kWrapper[] = R"sh(t=$(mktemp "${TMPDIR:-/tmp}/pstrain-token.XXXXXX") || exit 97
 if ! IFS= read -r tok; then rm -f "$t"; echo "launch wrapper: no job token on stdin" >&2; exit 98; fi
 printf '%s\n' "$tok" > "$t"
 unset tok

@@ -1,0 +1,309 @@
+#include "worker/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "checkpoint/ndarray_list.h"
+#include "data/pipeline.h"
+#include "data/record_source.h"
+#include "glog/logging.h"
+#include "kernels/cpu_ops.h"
+#include "nn/network.h"
+#include "worker/metrics.h"
+
+namespace pstrain {
+namespace worker {
+namespace {
+
+absl::Time Later() { return absl::Now() + absl::Minutes(10); }
+
+void Say(const std::string& line) { std::cout << line << std::endl; }
+
+struct Data {
+  std::unique_ptr<data::RecordSource> source;
+  std::unique_ptr<data::Pipeline> pipeline;
+};
+
+absl::StatusOr<Data> OpenData(const TrainerOptions& o, const std::string& path, int rank,
+                              int workers, int64_t batches, bool train) {
+  Data d;
+  auto src = data::RecordSource::Open(path, rank, workers);
+  if (!src.ok()) return src.status();
+  d.source = std::move(*src);
+  data::PipelineOptions p;
+  p.batch_size = o.batch_size;
+  p.batches_per_epoch = batches > 0 ? batches
+                                    : (d.source->size() + o.batch_size - 1) / o.batch_size;
+  p.num_threads = std::max(1, o.data_nthreads);
+  p.shuffle = train;
+  p.seed = o.seed;
+  p.augment.channels = static_cast<int>(o.image_shape[0]);
+  p.augment.height = static_cast<int>(o.image_shape[1]);
+  p.augment.width = static_cast<int>(o.image_shape[2]);
+  p.augment.rand_mirror = train && o.rand_mirror;
+  p.augment.rand_crop = train && o.rand_crop;
+  p.augment.pad = train ? o.pad : 0;
+  p.augment.scale = o.scale;
+  for (int c = 0; c < 3; ++c) {
+    p.augment.mean[c] = o.rgb_mean[c];  // Pixel units, as MXNet's --rgb-mean.
+    p.augment.std[c] = o.rgb_std[c];
+  }
+  auto pipe = data::Pipeline::Create(d.source.get(), p);
+  if (!pipe.ok()) return pipe.status();
+  d.pipeline = std::move(*pipe);
+  return d;
+}
+
+}  // namespace
+
+int Train(const TrainerOptions& o) {
+  auto kv_or = kvstore::KVStore::Create(o.kv_store, o.kv);
+  if (!kv_or.ok()) {
+    LOG(ERROR) << kv_or.status().message();
+    return 1;
+  }
+  auto kv = std::move(*kv_or);
+  const int rank = kv->rank(), workers = kv->num_workers();
+  auto net_or = nn::BuildNetwork(o.network, o.num_layers, o.num_classes, o.image_shape, o.batch_size);
+  if (!net_or.ok()) {
+    LOG(ERROR) << net_or.status().message();
+    return 2;
+  }
+  auto net = std::move(*net_or);
+  nn::InitializeXavier(net.get(), o.seed);
+  std::vector<nn::Param*> params = net->params();
+  int begin_epoch = 0;
+  if (o.load_epoch > 0) {
+    const std::string path = absl::StrFormat("%s-%04d.params", o.model_prefix, o.load_epoch);
+    auto arrays = checkpoint::ReadNDArrayListFile(path);
+    if (!arrays.ok()) {
+      LOG(ERROR) << "--load_epoch " << o.load_epoch << ": " << arrays.status().message();
+      return 1;
+    }
+    for (const auto& a : *arrays) {
+      const std::string name = a.name.substr(a.name.find(':') + 1);
+      nn::Param* p = net->FindParam(name);
+      if (p == nullptr || p->value.size() != a.num_elements() || a.dtype != checkpoint::DType::kFloat32) {
+        LOG(ERROR) << path << ": array " << a.name << " does not fit the network";
+        return 1;
+      }
+      std::vector<float> v = a.ToFloats();
+      std::copy(v.begin(), v.end(), p->value.data());
+    }
+    begin_epoch = o.load_epoch;
+    Say(absl::StrFormat("Loaded checkpoint from \"%s\"", path));
+  }
+
+  // Data and epoch size: every worker runs the same number of batches.
+  Data train, val;
+  int64_t epoch_size = 0;
+  if (!o.benchmark) {
+    auto part = data::RecordSource::Open(o.data_train, rank, workers);
+    if (!part.ok()) {
+      LOG(ERROR) << "--data_train: " << part.status().message();
+      return 1;
+    }
+    const int64_t examples = o.num_examples > 0 ? o.num_examples : (*part)->size() * workers;
+    epoch_size = (examples / workers + o.batch_size - 1) / o.batch_size;
+    auto t = OpenData(o, o.data_train, rank, workers, epoch_size, true);
+    if (!t.ok()) {
+      LOG(ERROR) << "--data_train: " << t.status().message();
+      return 1;
+    }
+    train = std::move(*t);
+    if (!o.data_val.empty() && !o.test_io) {
+      auto v = OpenData(o, o.data_val, rank, workers, 0, false);
+      if (!v.ok()) {
+        LOG(ERROR) << "--data_val: " << v.status().message();
+        return 1;
+      }
+      val = std::move(*v);
+    }
+  } else {
+    epoch_size = std::max<int64_t>(1, o.num_examples / workers / o.batch_size);
+  }
+
+  if (o.test_io) {
+    for (int e = begin_epoch; e < o.num_epochs; ++e) {
+      const absl::Time t0 = absl::Now();
+      train.pipeline->StartEpoch(e);
+      for (int64_t b = 0; b < epoch_size; ++b) {
+        auto batch = train.pipeline->Next(Later());
+        if (!batch.ok()) {
+          LOG(ERROR) << batch.status().message();
+          return 1;
+        }
+      }
+      const double secs = absl::ToDoubleSeconds(absl::Now() - t0);
+      Say(absl::StrFormat("Epoch[%d] test_io: %.1f images/sec (%d batches of %d), %d corrupt records skipped",
+                          e, epoch_size * o.batch_size / secs, epoch_size, o.batch_size,
+                          train.pipeline->stats().skipped));
+    }
+    (void)kv->Finish();
+    return 0;
+  }
+
+  // KVStore: keys are parameter indices.
+  std::vector<int64_t> keys;
+  std::vector<absl::Span<const float>> values;
+  for (size_t i = 0; i < params.size(); ++i) {
+    keys.push_back(static_cast<int64_t>(i));
+    values.push_back(params[i]->value.span());
+  }
+  absl::Status s = kv->Init(keys, values, Later());
+  if (s.ok()) {
+    proto::OptimizerConfig cfg;
+    cfg.set_kind(o.optimizer == "adam"  ? proto::OptimizerConfig::ADAM
+                 : o.optimizer == "nag" ? proto::OptimizerConfig::NAG
+                                        : proto::OptimizerConfig::SGD);
+    double lr = o.lr;
+    auto* sched = cfg.mutable_schedule();
+    for (int e : o.lr_step_epochs) {
+      if (e <= begin_epoch) {
+        lr *= o.lr_factor;  // fit.py: steps already passed shrink the start lr.
+      } else {
+        sched->add_steps(epoch_size * (e - begin_epoch));
+      }
+    }
+    if (sched->steps_size() > 0) {
+      sched->set_kind(proto::LearningRateSchedule::MULTI_FACTOR);
+      sched->set_factor(o.lr_factor);
+    }
+    cfg.set_learning_rate(lr);
+    cfg.set_momentum(o.optimizer == "adam" ? 0 : o.mom);
+    cfg.set_beta1(0.9);
+    cfg.set_beta2(0.999);
+    cfg.set_epsilon(1e-8);
+    cfg.set_weight_decay(o.wd);
+    const bool sync = o.kv_store == "dist_sync" || o.kv_store == "dist_device_sync";
+    cfg.set_rescale_grad(1.0 / (o.batch_size * (sync ? workers : 1)));
+    for (size_t i = 0; i < params.size(); ++i) {
+      (*cfg.mutable_wd_mult())[static_cast<int64_t>(i)] = params[i]->wd_mult;
+      (*cfg.mutable_lr_mult())[static_cast<int64_t>(i)] = params[i]->lr_mult;
+    }
+    s = kv->SetOptimizer(cfg, Later());
+  }
+  // Everyone starts from rank 0's weights.
+  for (size_t i = 0; s.ok() && i < params.size(); ++i) {
+    auto h = kv->Pull(keys[i], params[i]->value.span(), 0);
+    s = h.ok() ? kv->Wait(*h, Later()) : h.status();
+  }
+  if (!s.ok()) {
+    LOG(ERROR) << "KVStore: " << s.message();
+    return 1;
+  }
+
+  kernels::CpuContext ctx;
+  kernels::Tensor x({o.batch_size, o.image_shape[0], o.image_shape[1], o.image_shape[2]});
+  std::vector<float> labels(o.batch_size);
+  std::mt19937 rng(o.seed + rank);
+  for (int epoch = begin_epoch; epoch < o.num_epochs; ++epoch) {
+    const absl::Time t0 = absl::Now();
+    Metrics local(0, false), total(0, false);
+    if (!o.benchmark) train.pipeline->StartEpoch(epoch);
+    absl::Time tic = absl::Now();
+    for (int64_t b = 0; b < epoch_size; ++b) {
+      if (o.benchmark) {
+        std::normal_distribution<float> nd;
+        for (auto& v : x.span()) v = nd(rng);
+        for (auto& l : labels) l = static_cast<float>(rng() % o.num_classes);
+      } else {
+        auto batch = train.pipeline->Next(Later());
+        if (!batch.ok()) {
+          LOG(ERROR) << "data: " << batch.status().message();
+          return 1;
+        }
+        std::copy(batch->data.begin(), batch->data.end(), x.data());
+        labels = batch->labels;
+      }
+      auto loss = net->Forward(&ctx, x, labels);
+      if (!loss.ok()) {
+        LOG(ERROR) << loss.status().message();
+        return 1;
+      }
+      (void)local.Update(net->probabilities().span(), labels, o.num_classes);
+      (void)total.Update(net->probabilities().span(), labels, o.num_classes);
+      s = net->Backward(&ctx, 1.0f);
+      // Push every gradient and pull the new weights; the first layers get
+      // the highest priority.
+      std::vector<kvstore::Handle> handles;
+      for (size_t i = params.size(); s.ok() && i-- > 0;) {
+        auto h = kv->PushPull(keys[i], {params[i]->grad.span()}, params[i]->value.span(),
+                              -static_cast<int>(i));
+        if (!h.ok()) {
+          s = h.status();
+          break;
+        }
+        handles.push_back(*h);
+      }
+      for (auto h : handles) {
+        absl::Status w = kv->Wait(h, Later());
+        if (s.ok()) s = w;
+      }
+      if (!s.ok()) {
+        LOG(ERROR) << "epoch " << epoch << " batch " << b << ": " << s.message();
+        return 1;
+      }
+      if ((b + 1) % o.disp_batches == 0) {
+        const double speed = o.disp_batches * o.batch_size / absl::ToDoubleSeconds(absl::Now() - tic);
+        Say(BatchLine(epoch, b + 1 - o.disp_batches, b + 1, speed, local));
+        local.Reset();
+        tic = absl::Now();
+      }
+    }
+    for (const auto& line : EpochMetricLines(epoch, "Train", total)) Say(line);
+    Say(TimeCostLine(epoch, absl::ToDoubleSeconds(absl::Now() - t0)));
+    if (!o.benchmark && train.pipeline->stats().skipped > 0) {
+      Say(absl::StrFormat("Epoch[%d] skipped %d corrupt records", epoch,
+                          train.pipeline->stats().skipped));
+    }
+    if (rank == 0 && !o.model_prefix.empty() && (epoch + 1) % o.save_period == 0) {
+      std::vector<checkpoint::NDArray> arrays;
+      for (nn::Param* p : params) {
+        std::vector<float> v(p->value.data(), p->value.data() + p->value.size());
+        arrays.push_back(checkpoint::NDArray::FromFloats(
+            absl::StrCat(p->aux ? "aux:" : "arg:", p->name), p->value.shape(), v));
+      }
+      const std::string path = absl::StrFormat("%s-%04d.params", o.model_prefix, epoch + 1);
+      absl::Status w = checkpoint::WriteNDArrayListFile(path, arrays);
+      if (!w.ok()) {
+        LOG(ERROR) << w.message();
+        return 1;
+      }
+      Say(absl::StrFormat("Saved checkpoint to \"%s\"", path));
+    }
+    if (val.pipeline) {
+      Metrics vm(0, false);
+      val.pipeline->StartEpoch(0);
+      const int64_t n = val.source->size();
+      const int64_t batches = (n + o.batch_size - 1) / o.batch_size;
+      for (int64_t b = 0; b < batches; ++b) {
+        auto batch = val.pipeline->Next(Later());
+        if (!batch.ok()) {
+          LOG(ERROR) << "validation data: " << batch.status().message();
+          return 1;
+        }
+        std::copy(batch->data.begin(), batch->data.end(), x.data());
+        auto loss = net->Forward(&ctx, x, batch->labels);
+        if (!loss.ok()) return 1;
+        // The last batch wraps around: count only the real samples.
+        const int64_t real = std::min<int64_t>(o.batch_size, n - b * o.batch_size);
+        (void)vm.Update(net->probabilities().span().subspan(0, real * o.num_classes),
+                        absl::MakeConstSpan(batch->labels).subspan(0, real), o.num_classes);
+      }
+      for (const auto& line : EpochMetricLines(epoch, "Validation", vm)) Say(line);
+    }
+  }
+  s = kv->Finish();
+  if (!s.ok()) LOG(WARNING) << "finish: " << s.message();
+  return 0;
+}
+
+}  // namespace worker
+}  // namespace pstrain
