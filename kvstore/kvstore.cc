@@ -104,6 +104,12 @@ class LocalKVStore : public KVStore {
   }
   absl::Status Barrier(absl::Time) override { return absl::OkStatus(); }
   absl::Status Finish() override { return absl::OkStatus(); }
+  absl::Status AllReduceSum(int64_t, absl::Span<const float> values, absl::Span<float> out,
+                            absl::Time) override {
+    if (values.size() != out.size()) return absl::InvalidArgumentError("AllReduceSum sizes");
+    std::copy(values.begin(), values.end(), out.begin());
+    return absl::OkStatus();
+  }
 
  private:
   Handle Done(absl::Status s) {
@@ -261,6 +267,27 @@ class DistKVStore : public KVStore {
   }
 
   absl::Status Finish() override { return node_->Finish(); }
+
+  absl::Status AllReduceSum(int64_t slot, absl::Span<const float> values, absl::Span<float> out,
+                            absl::Time deadline) override {
+    if (slot >= 0) return absl::InvalidArgumentError("AllReduceSum slots are negative keys");
+    if (values.size() != out.size()) return absl::InvalidArgumentError("AllReduceSum sizes");
+    if (!sync_) {  // dist_async has no rounds to sum over.
+      std::copy(values.begin(), values.end(), out.begin());
+      return absl::OkStatus();
+    }
+    bool known;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      known = plans_.count(slot) > 0;
+    }
+    if (!known) {
+      std::vector<float> zeros(values.size(), 0.0f);
+      PSTRAIN_RETURN_IF_ERROR(Init({slot}, {zeros}, deadline));
+    }
+    PSTRAIN_ASSIGN_OR_RETURN(Handle h, PushPull(slot, {values}, out, 1 << 19));
+    return Wait(h, deadline);
+  }
 
  private:
   struct Op {

@@ -3,7 +3,8 @@
 // process and apply the optimizer locally; "dist_sync", "dist_async" and
 // "dist_device_sync" talk to the servers of a job.
 //
-// Keys are int64 ids of float32 arrays. Push/Pull/PushPull are
+// Keys are int64 ids of float32 arrays; negative keys are reserved for
+// plain sums (AllReduceSum) and never go through the optimizer. Push/Pull/PushPull are
 // asynchronous: they return a handle, and the caller's buffers must stay
 // valid (and, for outputs, untouched) until Wait() on it returns. Every
 // blocking call takes a deadline and fails with a Status when it passes or
@@ -89,6 +90,12 @@ class KVStore {
   virtual absl::Status Wait(Handle handle, absl::Time deadline) = 0;
   virtual absl::Status WaitAll(absl::Time deadline) = 0;
   virtual absl::Status Barrier(absl::Time deadline) = 0;
+  // Sums `values` over all workers (dist_sync, dist_device_sync; other
+  // types return their own values) into `out`, through the reserved
+  // negative key `slot` (< 0), initialized on first use. Every worker must
+  // call it with the same slot and size. Blocking.
+  virtual absl::Status AllReduceSum(int64_t slot, absl::Span<const float> values,
+                                    absl::Span<float> out, absl::Time deadline) = 0;
   // Worker done: tells the scheduler (dist) so the job can shut down.
   virtual absl::Status Finish() = 0;
 };

@@ -130,7 +130,8 @@ class Server {
   }
 
   void Apply(int64_t key, int64_t offset, Slice& s, absl::Span<const float> grad) {
-    if (optimizer_ != nullptr) {
+    // Negative keys are plain sums (e.g. metrics), never optimized.
+    if (optimizer_ != nullptr && key >= 0) {
       optimizer_->Update(key, offset, absl::MakeSpan(s.weights), grad);
     } else if (sync_) {
       std::copy(grad.begin(), grad.end(), s.weights.begin());  // Store the sum.

@@ -4,6 +4,8 @@
 // dist_async pushes on arrival, answers pulls, and serves requests by
 // priority. A push for an unknown key slice or with a wrong length is
 // refused with an error reply; nothing from the network can crash it.
+// Negative keys are never optimized: a dist_sync round stores the sum of the
+// workers' pushes (used to combine metrics across workers).
 #ifndef PSTRAIN_SERVER_SERVER_H_
 #define PSTRAIN_SERVER_SERVER_H_
 

@@ -438,3 +438,38 @@ TEST(KVStoreClusterTest, KilledWorkerAbortsTheJobNamingIt) {
 
 }  // namespace
 }  // namespace pstrain
+
+namespace pstrain {
+namespace {
+
+TEST(KVStoreClusterTest, AllReduceSumCombinesWorkersAndSkipsTheOptimizer) {
+  ClusterSpec spec;
+  spec.workers = 3;
+  spec.servers = 2;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  for (auto& k : kv) ASSERT_NE(k, nullptr) << c.AllOutput();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<float> w(4, 0.0f);
+      ASSERT_TRUE(kv[r]->Init({0}, {w}, Deadline()).ok());
+      proto::OptimizerConfig sgd;
+      sgd.set_kind(proto::OptimizerConfig::SGD);
+      sgd.set_learning_rate(0.5);
+      ASSERT_TRUE(kv[r]->SetOptimizer(sgd, Deadline()).ok());
+      for (int round = 0; round < 2; ++round) {
+        std::vector<float> mine = {1.0f * (r + 1), 10.0f * round, 100.0f}, all(3);
+        absl::Status s = kv[r]->AllReduceSum(-1, mine, absl::MakeSpan(all), Deadline());
+        ASSERT_TRUE(s.ok()) << s;
+        EXPECT_EQ(all, (std::vector<float>{6.0f, 30.0f * round, 300.0f}));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+}
+
+}  // namespace
+}  // namespace pstrain

@@ -297,7 +297,17 @@ int Train(const TrainerOptions& o) {
         (void)vm.Update(net->probabilities().span().subspan(0, real * o.num_classes),
                         absl::MakeConstSpan(batch->labels).subspan(0, real), o.num_classes);
       }
-      for (const auto& line : EpochMetricLines(epoch, "Validation", vm)) Say(line);
+      // Every worker reports the accuracy over the whole validation set.
+      std::vector<double> sums = vm.Sums();
+      std::vector<float> mine(sums.begin(), sums.end()), all(sums.size());
+      absl::Status r = kv->AllReduceSum(-1, mine, absl::MakeSpan(all), Later());
+      if (!r.ok()) {
+        LOG(ERROR) << "combining validation metrics: " << r.message();
+        return 1;
+      }
+      Metrics combined(0, false);
+      combined.AddSums(std::vector<double>(all.begin(), all.end()));
+      for (const auto& line : EpochMetricLines(epoch, "Validation", combined)) Say(line);
     }
   }
   s = kv->Finish();
