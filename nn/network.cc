@@ -4,6 +4,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "glog/logging.h"
 #include "util/status.h"
 
@@ -13,6 +14,8 @@ namespace {
 
 using kernels::CpuContext;
 using kernels::Tensor;
+
+std::string Pair(int a, int b) { return absl::StrCat("(", a, ", ", b, ")"); }
 
 int64_t Product(const std::vector<int64_t>& s, size_t from = 1) {
   int64_t n = 1;
@@ -65,6 +68,16 @@ class ConvLayer : public Layer {
                                    bias_ ? &b_.grad : nullptr);
   }
   int64_t Flops() const override { return flops_; }
+  std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* a) const override {
+    *a = {{"kernel", Pair(p_.kernel_h, p_.kernel_w)},
+          {"stride", Pair(p_.stride_h, p_.stride_w)},
+          {"pad", Pair(p_.pad_h, p_.pad_w)},
+          {"dilate", Pair(p_.dilation_h, p_.dilation_w)},
+          {"num_filter", absl::StrCat(p_.num_filter)},
+          {"num_group", absl::StrCat(p_.groups)},
+          {"no_bias", bias_ ? "False" : "True"}};
+    return "Convolution";
+  }
 
  private:
   std::string name_;
@@ -100,6 +113,15 @@ class PoolLayer : public Layer {
     if (din == nullptr) return absl::OkStatus();
     return kernels::Pool2dBackward(ctx, in, dout, p_, state_, din);
   }
+  std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* a) const override {
+    *a = {{"kernel", Pair(p_.kernel_h, p_.kernel_w)},
+          {"stride", Pair(p_.stride_h, p_.stride_w)},
+          {"pad", Pair(p_.pad_h, p_.pad_w)},
+          {"pool_type", p_.kind == kernels::PoolKind::kMax ? "max" : "avg"},
+          {"global_pool", p_.global ? "True" : "False"},
+          {"pooling_convention", "valid"}};
+    return "Pooling";
+  }
 
  private:
   std::string name_;
@@ -133,6 +155,10 @@ class FcLayer : public Layer {
     return kernels::FullyConnectedBackward(in, w_.value, dout, din, &w_.grad, &b_.grad);
   }
   int64_t Flops() const override { return w_.value.size(); }
+  std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* a) const override {
+    *a = {{"num_hidden", absl::StrCat(hidden_)}, {"no_bias", "False"}, {"flatten", "True"}};
+    return "FullyConnected";
+  }
 
  private:
   std::string name_;
@@ -157,6 +183,12 @@ class ActLayer : public Layer {
     if (din == nullptr) return absl::OkStatus();
     return kernels::ActivationBackward(a_, out, dout, din);
   }
+  std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* a) const override {
+    *a = {{"act_type", a_ == kernels::Activation::kRelu   ? "relu"
+                       : a_ == kernels::Activation::kTanh ? "tanh"
+                                                          : "sigmoid"}};
+    return "Activation";
+  }
 
  private:
   std::string name_;
@@ -180,6 +212,10 @@ class FlattenLayer : public Layer {
                         Tensor* din) override {
     if (din != nullptr) *din = dout.Reshaped(in.shape());
     return absl::OkStatus();
+  }
+  std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* a) const override {
+    a->clear();
+    return "Flatten";
   }
 
  private:
@@ -279,6 +315,40 @@ std::vector<LayerSummary> Network::Summary() const {
     out.push_back(s);
   }
   return out;
+}
+
+std::string Network::SymbolJson() const {
+  std::vector<std::string> nodes;
+  std::vector<int> arg_nodes;
+  auto null_node = [&](const std::string& name) {
+    arg_nodes.push_back(static_cast<int>(nodes.size()));
+    nodes.push_back(absl::StrCat("    {\"op\": \"null\", \"name\": \"", name, "\", \"inputs\": []}"));
+    return static_cast<int>(nodes.size()) - 1;
+  };
+  int prev = null_node("data");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    std::vector<int> inputs = {prev};
+    for (const Param* p : layer_params_[i]) inputs.push_back(null_node(p->name));
+    std::vector<std::pair<std::string, std::string>> attrs;
+    const std::string op = layers_[i]->MxnetOp(&attrs);
+    std::vector<std::string> a, in;
+    for (const auto& [k, v] : attrs) a.push_back(absl::StrCat("\"", k, "\": \"", v, "\""));
+    for (int x : inputs) in.push_back(absl::StrCat("[", x, ", 0, 0]"));
+    nodes.push_back(absl::StrCat("    {\"op\": \"", op, "\", \"name\": \"", layers_[i]->name(),
+                                 "\", \"attrs\": {", absl::StrJoin(a, ", "),
+                                 "}, \"inputs\": [", absl::StrJoin(in, ", "), "]}"));
+    prev = static_cast<int>(nodes.size()) - 1;
+  }
+  const int label = null_node("softmax_label");
+  nodes.push_back(absl::StrCat("    {\"op\": \"SoftmaxOutput\", \"name\": \"softmax\", "
+                               "\"inputs\": [[", prev, ", 0, 0], [", label, ", 0, 0]]}"));
+  std::vector<int> row_ptr;
+  for (size_t i = 0; i <= nodes.size(); ++i) row_ptr.push_back(static_cast<int>(i));
+  return absl::StrCat("{\n  \"nodes\": [\n", absl::StrJoin(nodes, ",\n"), "\n  ],\n",
+                      "  \"arg_nodes\": [", absl::StrJoin(arg_nodes, ", "), "],\n",
+                      "  \"node_row_ptr\": [", absl::StrJoin(row_ptr, ", "), "],\n",
+                      "  \"heads\": [[", nodes.size() - 1, ", 0, 0]],\n",
+                      "  \"attrs\": {\"mxnet_version\": [\"int\", 10901]}\n}\n");
 }
 
 int64_t Network::NumParams() const {

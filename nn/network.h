@@ -47,6 +47,9 @@ class Layer {
                                 kernels::Tensor* din) = 0;
   // Multiply-accumulates of one forward pass for one sample.
   virtual int64_t Flops() const { return 0; }
+  // The MXNet operator this layer is ("Convolution", ...) and its
+  // attributes, for symbol.json.
+  virtual std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* attrs) const = 0;
 };
 
 struct LayerSummary {
@@ -80,6 +83,10 @@ class Network {
   std::vector<Param*> params();
   Param* FindParam(const std::string& name);
   std::vector<LayerSummary> Summary() const;
+  // MXNet's symbol JSON for this network (nodes, arg_nodes, node_row_ptr,
+  // heads), ending in SoftmaxOutput like fit.py's models, so MXNet can load
+  // it with the matching .params.
+  std::string SymbolJson() const;
   int64_t NumParams() const;
 
  private:

@@ -41,6 +41,23 @@ TEST(NetworkTest, LenetAndMlpMatchThePublishedArchitectures) {
   EXPECT_EQ((*mlp)->NumParams(), 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10);
 }
 
+TEST(NetworkTest, SymbolJsonHasMxnetLayout) {
+  auto net = BuildNetwork("lenet", 0, 10, {1, 28, 28}, 2);
+  ASSERT_TRUE(net.ok());
+  const std::string json = (*net)->SymbolJson();
+  EXPECT_THAT(json, HasSubstr("{\"op\": \"null\", \"name\": \"data\", \"inputs\": []}"));
+  EXPECT_THAT(json, HasSubstr("{\"op\": \"Convolution\", \"name\": \"conv0\", \"attrs\": "
+                              "{\"kernel\": \"(5, 5)\""));
+  EXPECT_THAT(json, HasSubstr("\"inputs\": [[0, 0, 0], [1, 0, 0], [2, 0, 0]]"));
+  EXPECT_THAT(json, HasSubstr("\"act_type\": \"tanh\""));
+  EXPECT_THAT(json, HasSubstr("\"pool_type\": \"max\""));
+  EXPECT_THAT(json, HasSubstr("{\"op\": \"FullyConnected\", \"name\": \"fc1\", \"attrs\": "
+                              "{\"num_hidden\": \"10\""));
+  // data, 8 parameters, softmax_label are the argument nodes.
+  EXPECT_THAT(json, HasSubstr("\"arg_nodes\": [0, 1, 2, 6, 7, 12, 13, 16, 17, 19]"));
+  EXPECT_THAT(json, HasSubstr("\"heads\": [[20, 0, 0]]"));
+}
+
 TEST(NetworkTest, BadCombinationsNameTheProblem) {
   auto small = BuildNetwork("lenet", 0, 10, {1, 8, 8}, 2);
   ASSERT_FALSE(small.ok());

@@ -61,6 +61,9 @@ TEST_F(WorkerTest, TrainsChecksPointsAndResumes) {
   EXPECT_THAT(out, HasSubstr("Epoch[1] Time cost="));
   EXPECT_THAT(out, HasSubstr(absl::StrCat("Saved checkpoint to \"", tmp_, "/m-0002.params\"")));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Validation-accuracy="));
+  std::ifstream symbol(tmp_ + "/m-symbol.json");
+  std::string json((std::istreambuf_iterator<char>(symbol)), {});
+  EXPECT_THAT(json, HasSubstr("\"op\": \"SoftmaxOutput\""));
   ASSERT_EQ(Shell(Worker(absl::StrCat("--num-epochs=3 --load-epoch=2 --model-prefix=", tmp_, "/m")),
                 &out),
             0)

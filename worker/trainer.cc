@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <random>
 
@@ -270,6 +271,8 @@ int Train(const TrainerOptions& o) {
         arrays.push_back(checkpoint::NDArray::FromFloats(
             absl::StrCat(p->aux ? "aux:" : "arg:", p->name), p->value.shape(), v));
       }
+      const std::string symbol = o.model_prefix + "-symbol.json";
+      std::ofstream(symbol) << net->SymbolJson();
       const std::string path = absl::StrFormat("%s-%04d.params", o.model_prefix, epoch + 1);
       absl::Status w = checkpoint::WriteNDArrayListFile(path, arrays);
       if (!w.ok()) {
