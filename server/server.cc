@@ -23,7 +23,16 @@ struct Request {
 };
 
 struct Slice {
-  std::vector<float> weights;
+  // Shared with replies being sent (zero-copy pulls); Writable() copies
+  // before an update when a reply still holds the old values.
+  std::shared_ptr<std::vector<float>> weights_ptr = std::make_shared<std::vector<float>>();
+  const std::vector<float>& weights() const { return *weights_ptr; }
+  std::vector<float>& Writable() {
+    if (weights_ptr.use_count() > 1) {
+      weights_ptr = std::make_shared<std::vector<float>>(*weights_ptr);
+    }
+    return *weights_ptr;
+  }
   // dist_sync: this round's push of each worker rank (request + frame index).
   std::vector<std::shared_ptr<Request>> pending;
   std::vector<int> frame_of;
@@ -108,8 +117,10 @@ class Server {
   std::vector<Frame> WeightsOf(const proto::Header& h) {
     std::vector<Frame> out;
     for (int i = 0; i < h.keys_size(); ++i) {
-      const auto& w = slices_[{h.keys(i), h.offsets(i)}].weights;
-      out.push_back(Frame::Copy(w.data(), w.size() * sizeof(float)));
+      // Zero-copy: the frame keeps this version of the weights alive; a
+      // later update writes to a fresh copy instead (Slice::Writable).
+      const auto& ptr = slices_[{h.keys(i), h.offsets(i)}].weights_ptr;
+      out.push_back(Frame::Borrow(ptr->data(), ptr->size() * sizeof(float), ptr));
     }
     return out;
   }
@@ -121,9 +132,9 @@ class Server {
       if (it == slices_.end()) {
         return absl::StrCat("unknown key ", h.keys(i), " (offset ", h.offsets(i), ")");
       }
-      if (static_cast<int64_t>(it->second.weights.size()) != h.lengths(i)) {
+      if (static_cast<int64_t>(it->second.weights().size()) != h.lengths(i)) {
         return absl::StrCat("key ", h.keys(i), " offset ", h.offsets(i), " holds ",
-                            it->second.weights.size(), " values, not ", h.lengths(i));
+                            it->second.weights().size(), " values, not ", h.lengths(i));
       }
     }
     return "";
@@ -132,11 +143,12 @@ class Server {
   void Apply(int64_t key, int64_t offset, Slice& s, absl::Span<const float> grad) {
     // Negative keys are plain sums (e.g. metrics), never optimized.
     if (optimizer_ != nullptr && key >= 0) {
-      optimizer_->Update(key, offset, absl::MakeSpan(s.weights), grad);
+      optimizer_->Update(key, offset, absl::MakeSpan(s.Writable()), grad);
     } else if (sync_) {
-      std::copy(grad.begin(), grad.end(), s.weights.begin());  // Store the sum.
+      std::copy(grad.begin(), grad.end(), s.Writable().begin());  // Store the sum.
     } else {
-      for (size_t i = 0; i < grad.size(); ++i) s.weights[i] += grad[i];
+      std::vector<float>& w = s.Writable();
+      for (size_t i = 0; i < grad.size(); ++i) w[i] += grad[i];
     }
   }
 
@@ -151,7 +163,7 @@ class Server {
         for (int i = 0; i < h.keys_size(); ++i) {
           Slice& s = slices_[{h.keys(i), h.offsets(i)}];
           auto v = msg.frames[i].As<float>();
-          s.weights.assign(v.begin(), v.end());
+          s.weights_ptr = std::make_shared<std::vector<float>>(v.begin(), v.end());
           s.pending.assign(node_->num_workers(), nullptr);
           s.frame_of.assign(node_->num_workers(), -1);
           s.received = 0;
@@ -214,7 +226,7 @@ class Server {
   // dist_sync: every worker has pushed this slice: sum in rank order, apply
   // once, acknowledge the requests that are now complete.
   void Complete(const std::pair<int64_t, int64_t>& id, Slice& s) {
-    const size_t n = s.weights.size();
+    const size_t n = s.weights().size();
     std::fill(s.merged.begin(), s.merged.end(), 0.0f);
     for (size_t r = 0; r < s.pending.size(); ++r) {
       auto g = s.pending[r]->msg.frames[s.frame_of[r]].As<float>();
