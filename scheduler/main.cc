@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "util/token.h"
 #include "scheduler/scheduler.h"
 
 DEFINE_string(scheduler_address, "127.0.0.1:9091", "host:port to listen on (port 0: any).");
@@ -28,10 +29,9 @@ int main(int argc, char** argv) {
   o.num_workers = FLAGS_num_workers;
   o.num_servers = FLAGS_num_servers;
   if (o.num_workers < 1 || o.num_servers < 1) LOG(FATAL) << "--num_workers and --num_servers must be >= 1";
-  if (!FLAGS_token_file.empty()) {
-    std::ifstream in(FLAGS_token_file);
-    if (!in || !std::getline(in, o.token)) LOG(FATAL) << "--token_file " << FLAGS_token_file << " cannot be read";
-  }
+  auto token = pstrain::ReadTokenFile(FLAGS_token_file);
+  if (!token.ok()) LOG(FATAL) << token.status().message();
+  o.token = *token;
   o.start_timeout = absl::Seconds(FLAGS_start_timeout_s);
   o.heartbeat_interval = absl::Seconds(FLAGS_heartbeat_interval_s);
   o.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);

@@ -5,6 +5,7 @@
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "util/token.h"
 #include "server/server.h"
 
 DEFINE_string(scheduler_address, "", "The scheduler's host:port.");
@@ -30,10 +31,9 @@ int main(int argc, char** argv) {
   c.scheduler_address = FLAGS_scheduler_address;
   c.num_workers = FLAGS_num_workers;
   c.num_servers = FLAGS_num_servers;
-  if (!FLAGS_token_file.empty()) {
-    std::ifstream in(FLAGS_token_file);
-    if (!in || !std::getline(in, c.token)) LOG(FATAL) << "--token_file " << FLAGS_token_file << " cannot be read";
-  }
+  auto token = pstrain::ReadTokenFile(FLAGS_token_file);
+  if (!token.ok()) LOG(FATAL) << token.status().message();
+  c.token = *token;
   c.start_timeout = absl::Seconds(FLAGS_start_timeout_s);
   c.heartbeat_interval = absl::Seconds(FLAGS_heartbeat_interval_s);
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);

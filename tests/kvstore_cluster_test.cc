@@ -9,6 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "transport/raw_peer.h"
 #include "tests/cluster_util.h"
 
 namespace pstrain {
@@ -252,30 +253,7 @@ TEST(KVStoreClusterTest, StartTimeoutNamesWhoIsMissing) {
 namespace pstrain {
 namespace {
 
-// A raw ZeroMQ peer that sends whatever bytes it likes.
-class RawPeer {
- public:
-  explicit RawPeer(const std::string& endpoint) {
-    ctx_ = zmq_ctx_new();
-    sock_ = zmq_socket(ctx_, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof(linger));
-    zmq_connect(sock_, ("tcp://" + endpoint).c_str());
-  }
-  ~RawPeer() {
-    zmq_close(sock_);
-    zmq_ctx_term(ctx_);
-  }
-  void Send(const std::vector<std::string>& parts) {
-    for (size_t i = 0; i < parts.size(); ++i) {
-      zmq_send(sock_, parts[i].data(), parts[i].size(), i + 1 < parts.size() ? ZMQ_SNDMORE : 0);
-    }
-  }
-
- private:
-  void* ctx_;
-  void* sock_;
-};
+using transport::RawPeer;
 
 void SendGarbage(const std::string& endpoint, const std::string& token) {
   RawPeer raw(endpoint);

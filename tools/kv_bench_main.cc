@@ -28,6 +28,7 @@
 #include "glog/logging.h"
 #include "kvstore/kvstore.h"
 #include "launcher/subprocess.h"
+#include "util/token.h"
 
 DEFINE_int32(workers, 1, "Workers (threads in this process) when starting a cluster.");
 DEFINE_int32(servers, 1, "Servers when starting a cluster.");
@@ -235,13 +236,12 @@ int main(int argc, char** argv) {
     o.cluster.host = FLAGS_host;
     o.cluster.num_workers = FLAGS_num_workers;
     o.cluster.num_servers = FLAGS_num_servers;
-    if (!FLAGS_token_file.empty()) {
-      std::ifstream in(FLAGS_token_file);
-      if (!in || !std::getline(in, o.cluster.token)) {
-        std::cerr << "kv_bench: cannot read --token_file " << FLAGS_token_file << "\n";
-        return 2;
-      }
+    auto token = pstrain::ReadTokenFile(FLAGS_token_file);
+    if (!token.ok()) {
+      std::cerr << "kv_bench: " << token.status().message() << "\n";
+      return 2;
     }
+    o.cluster.token = *token;
     auto kv = KVStore::Create(FLAGS_kv_store, o);
     if (!kv.ok()) {
       std::cerr << "kv_bench: " << kv.status().message() << "\n";

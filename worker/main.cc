@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "util/token.h"
 #include "util/flags.h"
 #include "worker/trainer.h"
 
@@ -119,9 +120,8 @@ int main(int argc, char** argv) {
   c.num_workers = FLAGS_num_workers;
   c.num_servers = FLAGS_num_servers;
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
-  if (!FLAGS_token_file.empty()) {
-    std::ifstream in(FLAGS_token_file);
-    if (!in || !std::getline(in, c.token)) LOG(FATAL) << "--token_file " << FLAGS_token_file << " cannot be read";
-  }
+  auto token = pstrain::ReadTokenFile(FLAGS_token_file);
+  if (!token.ok()) LOG(FATAL) << token.status().message();
+  c.token = *token;
   return pstrain::worker::Train(o);
 }
