@@ -13,7 +13,9 @@
 
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "kernels/tensor.h"
@@ -97,6 +99,79 @@ absl::Status SoftmaxCrossEntropy(const Tensor& logits, absl::Span<const float> l
                                  Tensor* probs, double* loss);
 absl::Status SoftmaxCrossEntropyBackward(const Tensor& probs, absl::Span<const float> labels,
                                          float scale, Tensor* dlogits);
+
+// Batch normalization over the channel axis of x [N, C, H, W] or [N, C]
+// (MXNet's BatchNorm). gamma, beta, moving_mean, moving_var are [C].
+struct BatchNormParams {
+  float eps = 1e-3f;        // MXNet's default.
+  float momentum = 0.9f;    // moving = moving * momentum + batch * (1 - momentum).
+  bool fix_gamma = false;   // When true gamma is treated as 1 (and dgamma = 0).
+};
+
+// What training-mode forward saves for backward: the batch mean and
+// 1 / sqrt(var + eps), each [C].
+struct BatchNormState {
+  Tensor mean;
+  Tensor inv_std;
+};
+
+// Training mode: normalizes with the batch statistics (biased variance),
+// saves them in *state and updates the moving statistics in place (the
+// moving variance takes the biased batch variance, as MXNet does).
+absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+                                      const Tensor& beta, const BatchNormParams& p, Tensor* y,
+                                      BatchNormState* state, Tensor* moving_mean,
+                                      Tensor* moving_var);
+// Inference mode: normalizes with the moving statistics.
+absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+                                       const Tensor& beta, const Tensor& moving_mean,
+                                       const Tensor& moving_var, const BatchNormParams& p,
+                                       Tensor* y);
+// Backward of the training-mode forward. dx (may be null), dgamma, dbeta
+// overwritten.
+absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+                               const Tensor& dy, const BatchNormParams& p,
+                               const BatchNormState& state, Tensor* dx, Tensor* dgamma,
+                               Tensor* dbeta);
+
+// Local response normalization across channels (MXNet's LRN, AlexNet):
+// y = x / (knorm + alpha / nsize * sum over nsize neighbouring channels of
+// x^2)^beta. nsize odd.
+struct LrnParams {
+  int nsize = 5;
+  float alpha = 1e-4f;
+  float beta = 0.75f;
+  float knorm = 2.0f;
+};
+struct LrnState {
+  std::shared_ptr<void> workspace;
+};
+absl::Status LrnForward(CpuContext* ctx, const Tensor& x, const LrnParams& p, Tensor* y,
+                        LrnState* state);
+absl::Status LrnBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy, const LrnParams& p,
+                         const LrnState& state, Tensor* dx);
+
+// Inverted dropout: in training y = x * mask / (1 - p) with mask drawn
+// Bernoulli(1 - p) from *rng (seeded by the caller); *mask keeps
+// mask / (1 - p) for backward. p in [0, 1).
+absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tensor* y,
+                            Tensor* mask);
+// dx = dy * mask.
+absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx);
+
+// Concatenation of NCHW (or [N, C]) tensors along the channel axis 1; all
+// other dimensions must agree.
+absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y);
+// Splits dy back into dxs; each *dxs[i] is resized to the shape of the
+// corresponding forward input, given by `shapes`. Null entries are skipped.
+absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64_t>> shapes,
+                            absl::Span<Tensor* const> dxs);
+
+// y = a + b, same shapes (residual connections).
+absl::Status AddForward(const Tensor& a, const Tensor& b, Tensor* y);
+// *acc += x, same shapes (gradient accumulation where a tensor feeds
+// several layers).
+absl::Status AddInPlace(const Tensor& x, Tensor* acc);
 
 }  // namespace kernels
 }  // namespace pstrain
