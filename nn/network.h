@@ -1,123 +1,156 @@
-// Networks: layers composed into a sequential network with shape
-// inference, forward, backward, and a parameter registry with stable
-// MXNet-style names ("conv0_weight", "fc1_bias"; arguments vs auxiliary
-// states) and per-parameter lr/wd multipliers.
+// Networks: layers composed into a directed acyclic graph (sequential
+// stacks, residual additions, Inception concatenations) with shape
+// inference, forward, backward, a parameter registry with stable
+// MXNet-style names ("conv0_weight", "bn0_gamma", "bn0_moving_mean";
+// arguments vs auxiliary states) and per-parameter lr/wd multipliers.
 //
-// This first version covers sequential networks (MLP, LeNet); residual and
-// Inception graphs come with their layers. Thread-compatible.
+// Memory: every layer's output buffer is allocated once and reused across
+// iterations; activations that no backward pass needs are computed in place
+// (ReLU and dropout over an input nobody else reads), and gradient buffers
+// come from a pool and go back to it as soon as backward has consumed them.
+// MemoryStats() reports what that saves. Thread-compatible.
 #ifndef PSTRAIN_NN_NETWORK_H_
 #define PSTRAIN_NN_NETWORK_H_
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cpu_ops.h"
 #include "kernels/tensor.h"
+#include "nn/layers.h"
 
 namespace pstrain {
 namespace nn {
 
-struct Param {
-  std::string name;      // e.g. "conv0_weight"
-  kernels::Tensor value;
-  kernels::Tensor grad;  // Same shape; written by Backward().
-  bool aux = false;      // Auxiliary state (not learned by gradient).
-  float lr_mult = 1.0f;
-  float wd_mult = 1.0f;  // 0 for biases (MXNet convention for bias/BN).
-  int64_t fan_in = 1;    // For initializers.
-};
-
-class Layer {
- public:
-  virtual ~Layer() = default;
-  virtual std::string name() const = 0;
-  // Checks the input shape, sets the output shape and creates parameters.
-  virtual absl::Status Setup(const std::vector<int64_t>& in, std::vector<int64_t>* out,
-                             std::vector<Param*>* params) = 0;
-  virtual absl::Status Forward(kernels::CpuContext* ctx, const kernels::Tensor& in,
-                               kernels::Tensor* out) = 0;
-  // Fills parameter gradients and, when `din` is not null, the input
-  // gradient.
-  virtual absl::Status Backward(kernels::CpuContext* ctx, const kernels::Tensor& in,
-                                const kernels::Tensor& out, const kernels::Tensor& dout,
-                                kernels::Tensor* din) = 0;
-  // Multiply-accumulates of one forward pass for one sample.
-  virtual int64_t Flops() const { return 0; }
-  // The MXNet operator this layer is ("Convolution", ...) and its
-  // attributes, for symbol.json.
-  virtual std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* attrs) const = 0;
-};
-
 struct LayerSummary {
   std::string name;
+  std::string op;                  // MXNet operator name.
   std::vector<int64_t> out_shape;  // Per sample.
   int64_t params = 0;
   int64_t flops = 0;
 };
 
+// Bytes of float32 buffers a training step keeps, for one batch.
+struct MemoryStats {
+  int64_t forward_bytes = 0;    // Layer outputs, as planned (in-place shared).
+  int64_t gradient_bytes = 0;   // Peak of the pooled gradient buffers.
+  int64_t unplanned_bytes = 0;  // One output and one gradient buffer per layer.
+  int64_t param_bytes = 0;      // Values and gradients of the parameters.
+};
+
+enum class Mode { kTrain, kInference };
+
 class Network {
  public:
+  // The network input ("data") is node 0.
+  static constexpr int kInput = 0;
+
   Network() = default;
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
 
-  void Add(std::unique_ptr<Layer> layer) { layers_.push_back(std::move(layer)); }
+  // Adds a layer reading the outputs of `inputs` (node ids returned by
+  // earlier calls, or kInput) and returns its node id. The last node added
+  // is the network's output (the logits).
+  int Add(std::unique_ptr<Layer> layer, std::vector<int> inputs);
+  // Adds a layer reading the last node added (or the input).
+  int Add(std::unique_ptr<Layer> layer);
+  // The id of the last node added (kInput when empty).
+  int last() const { return static_cast<int>(nodes_.size()); }
 
-  // Shape inference for inputs [batch, C, H, W]; creates the parameters.
-  // InvalidArgument names the layer whose input does not fit.
+  // Shape inference for inputs [batch, C, H, W]; creates the parameters and
+  // plans buffers. InvalidArgument names the layer whose input does not fit.
   absl::Status Build(const std::vector<int64_t>& input_shape, int num_classes);
 
   // Forward to the class probabilities; returns the mean cross-entropy.
+  // kTrain uses batch statistics (and updates moving ones) and dropout;
+  // kInference uses moving statistics and no dropout.
   absl::StatusOr<double> Forward(kernels::CpuContext* ctx, const kernels::Tensor& x,
-                                 absl::Span<const float> labels);
-  // Backward from the last Forward(): every Param::grad becomes
-  // scale * d(sum of the batch's losses)/d(param) (MXNet's rescale_grad is
-  // usually applied by the optimizer instead: pass 1).
-  absl::Status Backward(kernels::CpuContext* ctx, float scale);
+                                 absl::Span<const float> labels, Mode mode = Mode::kTrain);
+
+  // Called during Backward() as soon as the gradients of `params` (one
+  // layer's learned parameters) are final, in reverse layer order.
+  using GradsReady = std::function<void(const std::vector<Param*>& params)>;
+
+  // Backward from the last kTrain Forward(): every learned Param::grad
+  // becomes scale * d(sum of the batch's losses)/d(param) (MXNet's
+  // rescale_grad is usually applied by the optimizer instead: pass 1).
+  absl::Status Backward(kernels::CpuContext* ctx, float scale, const GradsReady& ready = nullptr);
 
   const kernels::Tensor& probabilities() const { return probs_; }
+  // Every parameter: learned arguments and auxiliary states (Param::aux),
+  // in layer order.
   std::vector<Param*> params();
   Param* FindParam(const std::string& name);
   std::vector<LayerSummary> Summary() const;
+  MemoryStats Memory() const;
   // MXNet's symbol JSON for this network (nodes, arg_nodes, node_row_ptr,
   // heads), ending in SoftmaxOutput like fit.py's models, so MXNet can load
   // it with the matching .params.
   std::string SymbolJson() const;
+  // Elements of all parameters (arguments and auxiliary states).
   int64_t NumParams() const;
+  // Elements of the learned parameters only.
+  int64_t NumLearnedParams() const;
+  // Per-layer time of the last Forward and Backward, seconds, by layer.
+  const std::vector<std::pair<double, double>>& LayerTimes() const { return times_; }
+  // Whether Forward/Backward record LayerTimes (off by default).
+  void set_profile(bool on) { profile_ = on; }
 
  private:
-  std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<std::vector<int64_t>> shapes_;  // Input of layer i; last = logits.
-  std::vector<kernels::Tensor> acts_;          // acts_[0] = input.
+  struct Node {
+    std::unique_ptr<Layer> layer;
+    std::vector<int> inputs;
+    std::vector<Param*> params;
+    std::vector<int64_t> shape;  // Output.
+    bool in_place = false;       // Output shares its input's buffer.
+    int consumers = 0;
+  };
+  // Node i + 1 is nodes_[i]; node 0 is the input.
+  Node& node(int id) { return nodes_[id - 1]; }
+  const std::vector<int64_t>& ShapeOf(int id) const;
+  kernels::Tensor AcquireGrad(const std::vector<int64_t>& shape);
+  void ReleaseGrad(kernels::Tensor* t);
+
+  std::vector<Node> nodes_;
+  std::vector<int64_t> input_shape_;
+  std::vector<kernels::Tensor> outs_;   // outs_[0] = input.
+  std::vector<kernels::Tensor> grads_;  // Gradient w.r.t. each node's output.
+  std::map<int64_t, std::vector<kernels::Tensor>> free_grads_;  // By element count.
+  int64_t grad_pool_bytes_ = 0;
   std::vector<Param*> params_;
-  std::vector<std::vector<Param*>> layer_params_;
   kernels::Tensor probs_;
   std::vector<float> labels_;
   int num_classes_ = 0;
+  bool trained_forward_ = false;
+  bool profile_ = false;
+  std::vector<std::pair<double, double>> times_;
 };
 
-// Layer factories (names are given by the caller).
-std::unique_ptr<Layer> MakeConvolution(std::string name, const kernels::Conv2dParams& p,
-                                       bool bias = true);
-std::unique_ptr<Layer> MakePooling(std::string name, const kernels::Pool2dParams& p);
-std::unique_ptr<Layer> MakeFullyConnected(std::string name, int64_t num_hidden);
-std::unique_ptr<Layer> MakeActivation(std::string name, kernels::Activation a);
-std::unique_ptr<Layer> MakeFlatten(std::string name);
-
-// Initializers, seeded: MXNet's default Xavier (gaussian, fan-in,
-// magnitude 2: N(0, sqrt(2 / fan_in))) for weights, zeros for biases.
+// Initializers, seeded. Weights: "xavier" is MXNet's default Xavier
+// (gaussian, fan-in, magnitude 2: N(0, sqrt(2 / fan_in))), "msra" MXNet's
+// MSRAPrelu (the same for slope 0); biases and beta 0, gamma 1, moving mean
+// 0, moving variance 1. InvalidArgument for another name.
+absl::Status Initialize(Network* net, const std::string& initializer, uint32_t seed);
+// Initialize(net, "xavier", seed).
 void InitializeXavier(Network* net, uint32_t seed);
 
-// Builds a network by name: "mlp", "lenet". `image_shape` is {C, H, W}.
-// InvalidArgument names an unknown network or a shape it cannot take.
+// Builds a network by name (see BuiltNetworks()). `image_shape` is
+// {C, H, W}. InvalidArgument names an unknown network, depth or a shape it
+// cannot take.
 absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(const std::string& name, int num_layers,
                                                       int num_classes,
                                                       const std::vector<int64_t>& image_shape,
                                                       int batch_size);
+// "mlp, lenet, alexnet, vgg (11, 16), ...", for help texts and errors.
+std::string BuiltNetworks();
 
 }  // namespace nn
 }  // namespace pstrain
