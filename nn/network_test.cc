@@ -61,8 +61,18 @@ TEST(NetworkTest, SymbolJsonHasMxnetLayout) {
 TEST(NetworkTest, BadCombinationsNameTheProblem) {
   auto small = BuildNetwork("lenet", 0, 10, {1, 8, 8}, 2);
   ASSERT_FALSE(small.ok());
-  EXPECT_THAT(std::string(small.status().message()), HasSubstr("conv1"));
-  EXPECT_THAT(std::string(small.status().message()), HasSubstr("--image_shape [1, 8, 8]"));
+  EXPECT_THAT(std::string(small.status().message()), HasSubstr("at least 16x16"));
+  EXPECT_THAT(std::string(small.status().message()), HasSubstr("--image_shape 1,8,8"));
+  auto resnet = BuildNetwork("resnet", 18, 10, {3, 32, 32}, 2);
+  ASSERT_FALSE(resnet.ok());
+  EXPECT_THAT(std::string(resnet.status().message()), HasSubstr("--num_layers 18"));
+  EXPECT_THAT(std::string(resnet.status().message()), HasSubstr("20, 32, 44, 56, 110"));
+  auto resnet21 = BuildNetwork("resnet", 21, 10, {3, 224, 224}, 2);
+  EXPECT_THAT(std::string(resnet21.status().message()), HasSubstr("18, 34, 50, 101 or 152"));
+  auto vgg = BuildNetwork("vgg", 13, 10, {3, 224, 224}, 2);
+  EXPECT_THAT(std::string(vgg.status().message()), HasSubstr("11 or 16"));
+  auto inception = BuildNetwork("inception-v3", 0, 10, {3, 32, 32}, 2);
+  EXPECT_THAT(std::string(inception.status().message()), HasSubstr("at least 75x75"));
   auto unknown = BuildNetwork("transformer", 0, 10, {1, 28, 28}, 2);
   EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("--network 'transformer'"));
   EXPECT_FALSE(BuildNetwork("mlp", 0, 1, {1, 28, 28}, 2).ok());

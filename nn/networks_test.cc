@@ -1,0 +1,285 @@
+// The builders' architectures (parameter counts against the published
+// models), forward/backward of every network, and the graph machinery:
+// gradients through concatenation, residual additions, batch norm and LRN
+// checked by finite differences; in-place buffers and pooled gradients.
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nn/network.h"
+
+namespace pstrain {
+namespace nn {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Published {
+  const char* network;
+  int num_layers;
+  std::vector<int64_t> image;
+  int classes;
+  int64_t learned;  // Weights, biases, batch-norm gamma and beta.
+  const char* source;
+};
+
+// Counts of the reference implementations, without auxiliary states
+// (moving mean and variance).
+const Published kPublished[] = {
+    {"lenet", 0, {1, 28, 28}, 10, 431080, "MXNet example lenet"},
+    {"alexnet", 0, {3, 224, 224}, 1000, 50844008, "MXNet symbols/alexnet.py (203 MB)"},
+    {"vgg", 11, {3, 224, 224}, 1000, 132863336, "torchvision vgg11"},
+    {"vgg", 16, {3, 224, 224}, 1000, 138357544, "torchvision vgg16"},
+    {"resnet", 18, {3, 224, 224}, 1000, 11689512, "torchvision resnet18"},
+    {"resnet", 34, {3, 224, 224}, 1000, 21797672, "torchvision resnet34"},
+    {"resnet", 50, {3, 224, 224}, 1000, 25557032, "torchvision resnet50"},
+    {"resnet", 101, {3, 224, 224}, 1000, 44549160, "torchvision resnet101"},
+    {"resnet", 152, {3, 224, 224}, 1000, 60192808, "torchvision resnet152 (240 MB)"},
+    // He et al. 2016 CIFAR ResNets use zero-padding shortcuts (0.27M, 0.85M,
+    // 1.7M: 269722, 853018, 1730714 parameters); MXNet's and ours use 1x1
+    // projections where the shape changes, 2752 parameters more.
+    {"resnet", 20, {3, 32, 32}, 10, 269722 + 2752, "He et al. 2016 (0.27M) + projections"},
+    {"resnet", 56, {3, 32, 32}, 10, 853018 + 2752, "He et al. 2016 (0.85M) + projections"},
+    {"resnet", 110, {3, 32, 32}, 10, 1730714 + 2752, "He et al. 2016 (1.7M) + projections"},
+    {"inception-v3", 0, {3, 299, 299}, 1000, 23834568,
+     "torchvision inception_v3 without the auxiliary head (95 MB)"},
+};
+
+TEST(NetworksTest, ParameterCountsMatchThePublishedArchitectures) {
+  for (const Published& p : kPublished) {
+    auto net = BuildNetwork(p.network, p.num_layers, p.classes, p.image, 1);
+    ASSERT_TRUE(net.ok()) << p.network << p.num_layers << ": " << net.status();
+    EXPECT_EQ((*net)->NumLearnedParams(), p.learned) << p.network << " " << p.num_layers << " ("
+                                                     << p.source << ")";
+    LOG(INFO) << p.network << " " << p.num_layers << ": " << (*net)->NumLearnedParams()
+              << " learned, " << (*net)->NumParams() << " with auxiliary states ("
+              << (*net)->NumParams() * 4 / 1e6 << " MB float32)";
+  }
+}
+
+TEST(NetworksTest, MiniGooglenetMatchesTheKerasModel) {
+  // The Keras MiniGoogLeNet for CIFAR-10 (convolutions with bias, batch
+  // norm): 1,656,250 parameters including batch norm's moving statistics.
+  auto net = BuildNetwork("minigooglenet", 0, 10, {3, 32, 32}, 1);
+  ASSERT_TRUE(net.ok()) << net.status();
+  EXPECT_EQ((*net)->NumParams(), 1656250);
+}
+
+TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
+  auto net = BuildNetwork("resnet", 20, 10, {3, 32, 32}, 2);
+  ASSERT_TRUE(net.ok());
+  Param* gamma = (*net)->FindParam("stem_bn_gamma");
+  Param* mean = (*net)->FindParam("stem_bn_moving_mean");
+  Param* var = (*net)->FindParam("stem_bn_moving_var");
+  ASSERT_TRUE(gamma && mean && var && (*net)->FindParam("stem_bn_beta"));
+  EXPECT_FALSE(gamma->aux);
+  EXPECT_EQ(gamma->wd_mult, 0.0f);
+  EXPECT_TRUE(mean->aux && var->aux);
+  EXPECT_TRUE(mean->grad.empty());
+  ASSERT_TRUE(Initialize(net->get(), "xavier", 1).ok());
+  EXPECT_EQ(gamma->value.data()[0], 1.0f);
+  EXPECT_EQ(var->value.data()[0], 1.0f);
+  EXPECT_EQ(mean->value.data()[0], 0.0f);
+  EXPECT_THAT(std::string(Initialize(net->get(), "orthogonal", 1).message()),
+              HasSubstr("--initializer 'orthogonal'"));
+  const std::string json = (*net)->SymbolJson();
+  EXPECT_THAT(json, HasSubstr("\"op\": \"elemwise_add\", \"name\": \"stage1_unit1_plus\""));
+  EXPECT_THAT(json, HasSubstr("\"op\": \"BatchNorm\", \"name\": \"stem_bn\""));
+  auto inception = BuildNetwork("minigooglenet", 0, 10, {3, 32, 32}, 1);
+  ASSERT_TRUE(inception.ok());
+  EXPECT_THAT((*inception)->SymbolJson(),
+              HasSubstr("{\"op\": \"Concat\", \"name\": \"inception0\", \"attrs\": {\"dim\": \"1\", "
+                        "\"num_args\": \"2\"}"));
+}
+
+void RandomInput(kernels::Tensor* x, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  for (auto& v : x->span()) v = nd(rng);
+}
+
+// Every network runs a training step and an inference forward at a small
+// batch; every learned parameter gets a finite gradient and most a non-zero
+// one.
+TEST(NetworksTest, EveryNetworkTrainsOneStep) {
+  struct Case {
+    const char* network;
+    int num_layers;
+    std::vector<int64_t> image;
+  };
+  const Case cases[] = {
+      {"mlp", 0, {1, 28, 28}},        {"lenet", 0, {1, 28, 28}},
+      {"alexnet", 0, {3, 224, 224}},  {"vgg", 11, {3, 64, 64}},
+      {"vgg", 16, {3, 32, 32}},       {"resnet", 18, {3, 64, 64}},
+      {"resnet", 50, {3, 64, 64}},    {"resnet", 152, {3, 64, 64}},
+      {"resnet", 20, {3, 32, 32}},    {"resnet", 110, {3, 32, 32}},
+      {"inception-v3", 0, {3, 299, 299}}, {"minigooglenet", 0, {3, 32, 32}},
+  };
+  kernels::CpuContext ctx;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat(c.network, " ", c.num_layers));
+    auto net = BuildNetwork(c.network, c.num_layers, 10, c.image, 2);
+    ASSERT_TRUE(net.ok()) << net.status();
+    ASSERT_TRUE(Initialize(net->get(), "msra", 5).ok());
+    kernels::Tensor x({2, c.image[0], c.image[1], c.image[2]});
+    RandomInput(&x, 9);
+    auto loss = (*net)->Forward(&ctx, x, std::vector<float>{3, 7});
+    ASSERT_TRUE(loss.ok()) << loss.status();
+    EXPECT_TRUE(std::isfinite(*loss));
+    ASSERT_TRUE((*net)->Backward(&ctx, 1.0f).ok());
+    int nonzero = 0, learned = 0;
+    for (Param* p : (*net)->params()) {
+      if (p->aux) continue;
+      ++learned;
+      double sum = 0;
+      for (float g : p->grad.span()) sum += std::fabs(g);
+      ASSERT_TRUE(std::isfinite(sum)) << p->name;
+      nonzero += sum > 0;
+    }
+    EXPECT_GT(nonzero, learned * 9 / 10);
+    auto infer = (*net)->Forward(&ctx, x, std::vector<float>{3, 7}, Mode::kInference);
+    ASSERT_TRUE(infer.ok()) << infer.status();
+    EXPECT_TRUE(std::isfinite(*infer));
+  }
+}
+
+// A small graph with every multi-input path: a stem feeding two branches
+// (a node read twice), concatenation, a residual addition, batch norm, LRN,
+// in-place ReLU, global pooling.
+std::unique_ptr<Network> SmallGraph(int classes) {
+  auto net = std::make_unique<Network>();
+  kernels::Conv2dParams c;
+  c.kernel_h = c.kernel_w = 3;
+  c.pad_h = c.pad_w = 1;
+  c.num_filter = 4;
+  net->Add(MakeConvolution("stem", c));
+  const int bn = net->Add(MakeBatchNorm("bn", kernels::BatchNormParams()));
+  const int relu = net->Add(MakeActivation("relu", kernels::Activation::kRelu));
+  c.kernel_h = c.kernel_w = 1;
+  c.pad_h = c.pad_w = 0;
+  c.num_filter = 3;
+  const int a = net->Add(MakeConvolution("branch_a", c), {relu});
+  kernels::Pool2dParams p;
+  p.kind = kernels::PoolKind::kAvg;
+  p.kernel_h = p.kernel_w = 3;
+  p.stride_h = p.stride_w = 1;
+  p.pad_h = p.pad_w = 1;
+  const int b = net->Add(MakePooling("branch_b", p), {relu});
+  const int cat = net->Add(MakeConcat("concat", 2), {a, b});  // 7 channels
+  c.num_filter = 7;
+  const int proj = net->Add(MakeConvolution("proj", c), {bn});
+  const int sum = net->Add(MakeAdd("plus"), {cat, proj});
+  net->Add(MakeLrn("lrn", kernels::LrnParams()), {sum});
+  net->Add(MakeActivation("tanh", kernels::Activation::kTanh));
+  kernels::Pool2dParams g;
+  g.kind = kernels::PoolKind::kAvg;
+  g.global = true;
+  net->Add(MakePooling("pool", g));
+  net->Add(MakeFullyConnected("fc", classes));
+  return net;
+}
+
+TEST(NetworksTest, GraphGradientMatchesFiniteDifferences) {
+  auto net = SmallGraph(3);
+  ASSERT_TRUE(net->Build({3, 2, 5, 5}, 3).ok());
+  ASSERT_TRUE(Initialize(net.get(), "xavier", 11).ok());
+  // Non-trivial gamma/beta so their gradients are checked away from 1 and 0.
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> u(0.5f, 1.5f);
+  for (auto& v : net->FindParam("bn_gamma")->value.span()) v = u(rng);
+  for (auto& v : net->FindParam("bn_beta")->value.span()) v = u(rng) - 1.0f;
+  kernels::CpuContext ctx;
+  kernels::Tensor x({3, 2, 5, 5});
+  RandomInput(&x, 4);
+  const std::vector<float> labels = {0, 2, 1};
+  // Forward in training mode updates moving statistics but the loss depends
+  // only on the batch, so repeated forwards are the same function.
+  ASSERT_TRUE(net->Forward(&ctx, x, labels).ok());
+  ASSERT_TRUE(net->Backward(&ctx, 1.0f).ok());
+  for (Param* p : net->params()) {
+    if (p->aux) continue;
+    kernels::Tensor analytic = p->grad.Clone();
+    for (int64_t i = 0; i < p->value.size(); i += std::max<int64_t>(1, p->value.size() / 12)) {
+      const float keep = p->value.data()[i];
+      const float eps = 1e-2f;
+      p->value.data()[i] = keep + eps;
+      const double up = *net->Forward(&ctx, x, labels) * 3;
+      p->value.data()[i] = keep - eps;
+      const double down = *net->Forward(&ctx, x, labels) * 3;
+      p->value.data()[i] = keep;
+      const double numeric = (up - down) / (2 * eps);
+      EXPECT_NEAR(analytic.data()[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric))
+          << p->name << "[" << i << "]";
+    }
+  }
+}
+
+TEST(NetworksTest, BackwardReportsEachLayersGradientsOnceInReverseOrder) {
+  auto net = SmallGraph(3);
+  ASSERT_TRUE(net->Build({2, 2, 5, 5}, 3).ok());
+  InitializeXavier(net.get(), 1);
+  kernels::CpuContext ctx;
+  kernels::Tensor x({2, 2, 5, 5});
+  RandomInput(&x, 1);
+  EXPECT_FALSE(net->Backward(&ctx, 1.0f).ok());  // No forward yet.
+  ASSERT_TRUE(net->Forward(&ctx, x, std::vector<float>{0, 1}).ok());
+  std::vector<std::string> order;
+  ASSERT_TRUE(net->Backward(&ctx, 1.0f, [&](const std::vector<Param*>& ps) {
+                    for (Param* p : ps) order.push_back(p->name);
+                  }).ok());
+  EXPECT_THAT(order, ::testing::ElementsAre("fc_weight", "fc_bias", "proj_weight", "proj_bias",
+                                            "branch_a_weight", "branch_a_bias", "bn_gamma",
+                                            "bn_beta", "stem_weight", "stem_bias"));
+}
+
+TEST(NetworksTest, InferenceUsesMovingStatisticsAndNoDropout) {
+  auto net = BuildNetwork("minigooglenet", 0, 10, {3, 32, 32}, 4);
+  ASSERT_TRUE(net.ok());
+  InitializeXavier(net->get(), 3);
+  kernels::CpuContext ctx;
+  kernels::Tensor x({4, 3, 32, 32});
+  RandomInput(&x, 8);
+  const std::vector<float> labels = {1, 2, 3, 4};
+  // Inference is deterministic; training (dropout, batch statistics) is not
+  // the same function.
+  const double a = *(*net)->Forward(&ctx, x, labels, Mode::kInference);
+  const double b = *(*net)->Forward(&ctx, x, labels, Mode::kInference);
+  EXPECT_EQ(a, b);
+  const double t = *(*net)->Forward(&ctx, x, labels, Mode::kTrain);
+  EXPECT_NE(a, t);
+  // A training forward moved the moving statistics.
+  Param* mean = (*net)->FindParam("conv0_bn_moving_mean");
+  ASSERT_NE(mean, nullptr);
+  double moved = 0;
+  for (float v : mean->value.span()) moved += std::fabs(v);
+  EXPECT_GT(moved, 0);
+}
+
+TEST(NetworksTest, MemoryPlanningSharesBuffers) {
+  auto net = BuildNetwork("resnet", 20, 10, {3, 32, 32}, 8);
+  ASSERT_TRUE(net.ok());
+  InitializeXavier(net->get(), 1);
+  kernels::CpuContext ctx;
+  kernels::Tensor x({8, 3, 32, 32});
+  RandomInput(&x, 1);
+  std::vector<float> labels(8, 1.0f);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE((*net)->Forward(&ctx, x, labels).ok());
+    ASSERT_TRUE((*net)->Backward(&ctx, 1.0f).ok());
+  }
+  const MemoryStats m = (*net)->Memory();
+  LOG(INFO) << "resnet-20 batch 8: forward " << m.forward_bytes << " gradients " << m.gradient_bytes
+            << " unplanned " << m.unplanned_bytes;
+  // ReLUs run in place: the forward keeps fewer buffers than layers.
+  EXPECT_LT(m.forward_bytes, m.unplanned_bytes / 2);
+  // Gradients live only between their producer's and consumer's backward.
+  EXPECT_LT(m.gradient_bytes, m.unplanned_bytes / 8);
+  EXPECT_LT(m.forward_bytes + m.gradient_bytes, m.unplanned_bytes * 6 / 10);
+}
+
+}  // namespace
+}  // namespace nn
+}  // namespace pstrain

@@ -1,0 +1,212 @@
+// model_bench: single-process training speed of a network on synthetic
+// data (forward + backward + SGD momentum update), with a per-layer time
+// breakdown and the activation memory plan. Build optimized:
+//   bazel run --config=opt //tools:model_bench -- --network resnet --num_layers 20
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gflags/gflags.h"
+#include "glog/logging.h"
+#include "kernels/cpu_ops.h"
+#include "kernels/threads.h"
+#include "nn/network.h"
+#include "nn/optimizer.h"
+#include "util/flags.h"
+
+DEFINE_string(network, "lenet", "Network to build (see --help of the worker for the list).");
+DEFINE_int32(num_layers, 0, "Depth for resnet (18..152, 20/56/110) and vgg (11, 16).");
+DEFINE_string(image_shape, "",
+              "Input C,H,W (default: 1,28,28 for mlp/lenet, 3,32,32 for CIFAR ResNets and "
+              "minigooglenet, 3,299,299 for inception-v3, else 3,224,224).");
+DEFINE_int32(num_classes, 0, "Classes (default: 10 for 28/32-pixel inputs, else 1000).");
+DEFINE_int32(batch_size, 32, "Images per training step.");
+DEFINE_int32(iters, 20, "Timed training steps.");
+DEFINE_int32(warmup, 3, "Untimed steps first (primitive creation, page faults).");
+DEFINE_int32(threads, 0, "CPU threads for the kernels (0: every core).");
+DEFINE_bool(json, false, "Print one JSON object instead of the report.");
+DEFINE_int32(top_layers, 15, "Layers listed in the time breakdown (0: none).");
+
+namespace pstrain {
+namespace {
+
+std::vector<int64_t> DefaultShape() {
+  if (FLAGS_network == "mlp" || FLAGS_network == "lenet") return {1, 28, 28};
+  if (FLAGS_network == "minigooglenet" ||
+      (FLAGS_network == "resnet" && (FLAGS_num_layers - 2) % 6 == 0 && FLAGS_num_layers < 152)) {
+    return {3, 32, 32};
+  }
+  if (FLAGS_network == "inception-v3") return {3, 299, 299};
+  return {3, 224, 224};
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Run() {
+  std::vector<int64_t> shape = DefaultShape();
+  if (!FLAGS_image_shape.empty()) {
+    shape.clear();
+    for (absl::string_view d : absl::StrSplit(FLAGS_image_shape, ',')) {
+      int64_t v;
+      if (!absl::SimpleAtoi(d, &v)) {
+        std::cerr << "--image_shape '" << FLAGS_image_shape << "' is not C,H,W\n";
+        return 2;
+      }
+      shape.push_back(v);
+    }
+  }
+  const int classes = FLAGS_num_classes > 0 ? FLAGS_num_classes : (shape.size() == 3 && shape[1] <= 32 ? 10 : 1000);
+  if (FLAGS_iters < 1 || FLAGS_warmup < 0 || FLAGS_threads < 0) {
+    std::cerr << "--iters must be >= 1, --warmup and --threads >= 0\n";
+    return 2;
+  }
+  const int threads = FLAGS_threads > 0 ? FLAGS_threads
+                                        : static_cast<int>(std::thread::hardware_concurrency());
+  kernels::SetCpuThreads(threads);
+  auto net_or = nn::BuildNetwork(FLAGS_network, FLAGS_num_layers, classes, shape, FLAGS_batch_size);
+  if (!net_or.ok()) {
+    std::cerr << net_or.status().message() << "\n";
+    return 2;
+  }
+  nn::Network& net = **net_or;
+  nn::InitializeXavier(&net, 1);
+  proto::OptimizerConfig cfg;
+  cfg.set_kind(proto::OptimizerConfig::SGD);
+  cfg.set_learning_rate(0.01);
+  cfg.set_momentum(0.9);
+  cfg.set_weight_decay(1e-4);
+  cfg.set_rescale_grad(1.0 / FLAGS_batch_size);
+  auto opt = nn::Optimizer::Create(cfg);
+  CHECK(opt.ok()) << opt.status();
+  std::vector<nn::Param*> learned;
+  for (nn::Param* p : net.params()) {
+    if (!p->aux) learned.push_back(p);
+  }
+
+  kernels::CpuContext ctx;
+  kernels::Tensor x({FLAGS_batch_size, shape[0], shape[1], shape[2]});
+  std::vector<float> labels(FLAGS_batch_size);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x.span()) v = nd(rng);
+  for (auto& l : labels) l = static_cast<float>(rng() % classes);
+  auto step = [&] {
+    auto loss = net.Forward(&ctx, x, labels);
+    CHECK(loss.ok()) << loss.status();
+    CHECK(net.Backward(&ctx, 1.0f).ok());
+    for (size_t k = 0; k < learned.size(); ++k) {
+      (*opt)->Update(static_cast<int64_t>(k), 0, learned[k]->value.span(), learned[k]->grad.span());
+    }
+  };
+  if (!FLAGS_json) {
+    std::cout << absl::StrFormat("%s%s %s batch %d, %d threads: %.2fM parameters, warming up\n",
+                                 FLAGS_network,
+                                 FLAGS_num_layers ? absl::StrCat("-", FLAGS_num_layers) : "",
+                                 absl::StrJoin(shape, "x"), FLAGS_batch_size, threads,
+                                 net.NumLearnedParams() / 1e6)
+              << std::flush;
+  }
+  for (int i = 0; i < FLAGS_warmup; ++i) step();
+  std::vector<double> secs;
+  for (int i = 0; i < FLAGS_iters; ++i) {
+    const absl::Time t0 = absl::Now();
+    step();
+    secs.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
+  }
+  const double median = Median(secs);
+  const double images_per_sec = FLAGS_batch_size / median;
+  int64_t flops = 0;
+  const auto summary = net.Summary();
+  for (const auto& s : summary) flops += s.flops;
+  const nn::MemoryStats mem = net.Memory();
+
+  // One profiled step for the breakdown.
+  net.set_profile(true);
+  step();
+  net.set_profile(false);
+  const auto& times = net.LayerTimes();
+  double layer_total = 0;
+  std::map<std::string, double> by_op;
+  for (size_t i = 0; i < times.size(); ++i) {
+    layer_total += times[i].first + times[i].second;
+    by_op[summary[i].op] += times[i].first + times[i].second;
+  }
+
+  if (FLAGS_json) {
+    std::cout << absl::StrFormat(
+        "{\"network\": \"%s\", \"num_layers\": %d, \"image_shape\": \"%s\", \"batch_size\": %d, "
+        "\"threads\": %d, \"images_per_sec\": %.2f, \"ms_per_step_median\": %.3f, "
+        "\"params\": %d, \"gflops_per_image\": %.4f, \"activation_mb\": %.1f, "
+        "\"unplanned_activation_mb\": %.1f}\n",
+        FLAGS_network, FLAGS_num_layers, absl::StrJoin(shape, ","), FLAGS_batch_size, threads,
+        images_per_sec, median * 1e3, net.NumLearnedParams(), flops / 1e9,
+        (mem.forward_bytes + mem.gradient_bytes) / 1e6, mem.unplanned_bytes / 1e6);
+    return 0;
+  }
+  std::cout << absl::StrFormat(
+      "training: %.1f images/s (median of %d steps: %.1f ms; min %.1f, max %.1f)\n"
+      "forward: %.3f GFLOP (multiply-adds) per image\n"
+      "memory: activations %.1f MB + gradients %.1f MB = %.1f MB (one buffer per layer and "
+      "gradient: %.1f MB); parameters and their gradients %.1f MB\n",
+      images_per_sec, FLAGS_iters, median * 1e3, *std::min_element(secs.begin(), secs.end()) * 1e3,
+      *std::max_element(secs.begin(), secs.end()) * 1e3, flops / 1e9, mem.forward_bytes / 1e6,
+      mem.gradient_bytes / 1e6, (mem.forward_bytes + mem.gradient_bytes) / 1e6,
+      mem.unplanned_bytes / 1e6, mem.param_bytes / 1e6);
+  std::vector<std::pair<double, std::string>> ops;
+  for (const auto& [op, t] : by_op) ops.push_back({t, op});
+  std::sort(ops.rbegin(), ops.rend());
+  std::cout << "time by operator (one profiled step, layers only; the rest is loss and update):\n";
+  for (const auto& [t, op] : ops) {
+    std::cout << absl::StrFormat("  %-16s %8.2f ms %5.1f%%\n", op, t * 1e3, 100 * t / layer_total);
+  }
+  if (FLAGS_top_layers > 0) {
+    std::vector<size_t> order(times.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return times[a].first + times[a].second > times[b].first + times[b].second;
+    });
+    std::cout << absl::StrFormat("slowest layers:  %-28s %-16s %9s %9s %s\n", "layer", "output",
+                                 "fwd ms", "bwd ms", "GFLOP");
+    for (size_t k = 0; k < order.size() && k < static_cast<size_t>(FLAGS_top_layers); ++k) {
+      const size_t i = order[k];
+      std::cout << absl::StrFormat("  %-28s %-16s %9.2f %9.2f %.3f\n", summary[i].name,
+                                   absl::StrJoin(summary[i].out_shape, "x"), times[i].first * 1e3,
+                                   times[i].second * 1e3, summary[i].flops * FLAGS_batch_size / 1e9);
+    }
+  }
+  std::cout << absl::StrFormat("layers total %.1f ms of the %.1f ms median step\n",
+                               layer_total * 1e3, median * 1e3);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pstrain
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "model_bench --network NAME [--num_layers N] [--image_shape C,H,W] [--batch_size B] "
+      "[--iters I] [--threads T] [--json]\n"
+      "Trains a network on synthetic data in one process and prints images/s, a per-layer "
+      "time breakdown and the activation memory plan.");
+  std::vector<std::string> args = pstrain::UnderscoreFlagNames({argv, argv + argc});
+  std::vector<char*> cargs;
+  for (auto& a : args) cargs.push_back(a.data());
+  int n = static_cast<int>(cargs.size());
+  char** p = cargs.data();
+  gflags::ParseCommandLineFlags(&n, &p, true);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  return pstrain::Run();
+}
