@@ -5,31 +5,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "kernels/cpu_internal.h"
 
 namespace pstrain {
 namespace kernels {
 namespace {
 
-using dnnl::memory;
-using tag = dnnl::memory::format_tag;
-constexpr auto f32 = dnnl::memory::data_type::f32;
-
-absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
-
-void Resize(Tensor* t, const std::vector<int64_t>& shape) {
-  if (t->shape() != shape) *t = Tensor(shape);
-}
-
-// Wraps oneDNN calls: its C++ API throws dnnl::error; we never let it out.
-template <typename Fn>
-absl::Status Guard(const char* what, Fn fn) {
-  try {
-    fn();
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat(what, ": oneDNN: ", e.what()));
-  }
-  return absl::OkStatus();
-}
+using internal::Bad;
+using internal::f32;
+using internal::Guard;
+using internal::Mem;
+using internal::memory;
+using internal::Resize;
+using internal::tag;
 
 struct ConvPrims {
   dnnl::convolution_forward::primitive_desc fwd_pd;
@@ -108,10 +96,6 @@ absl::Status CheckConv(const Tensor& x, const Tensor& w, const Tensor& b, const 
                             " does not fit input ", x.ShapeString()));
   }
   return absl::OkStatus();
-}
-
-memory Mem(const memory::desc& md, CpuContext* ctx, const float* data) {
-  return memory(md, ctx->engine(), const_cast<float*>(data));
 }
 
 }  // namespace

@@ -3,51 +3,19 @@
 #include "kernels/cpu_ops.h"
 
 #include <cmath>
-#include <functional>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/grad_check.h"
 
 namespace pstrain {
 namespace kernels {
 namespace {
 
-Tensor Random(std::vector<int64_t> shape, uint32_t seed, float scale = 1.0f) {
-  Tensor t(std::move(shape));
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, scale);
-  for (auto& v : t.span()) v = nd(rng);
-  return t;
-}
-
-double Dot(const Tensor& a, const Tensor& b) {
-  double s = 0;
-  for (int64_t i = 0; i < a.size(); ++i) s += static_cast<double>(a.data()[i]) * b.data()[i];
-  return s;
-}
-
-// Checks `analytic` (dL/dt) against central differences of loss() over at
-// most `samples` elements of `t`.
-void CheckGradient(const std::string& what, Tensor* t, const Tensor& analytic,
-                   const std::function<double()>& loss, double eps = 1e-2, double tol = 2e-3,
-                   int samples = 150) {
-  ASSERT_EQ(t->shape(), analytic.shape()) << what;
-  const int64_t n = t->size();
-  const int64_t step = std::max<int64_t>(1, n / samples);
-  for (int64_t i = 0; i < n; i += step) {
-    const float keep = t->data()[i];
-    t->data()[i] = keep + static_cast<float>(eps);
-    const double up = loss();
-    t->data()[i] = keep - static_cast<float>(eps);
-    const double down = loss();
-    t->data()[i] = keep;
-    const double numeric = (up - down) / (2 * eps);
-    ASSERT_NEAR(analytic.data()[i], numeric, tol * (1 + std::fabs(numeric)))
-        << what << " element " << i;
-  }
-}
+using test_util::CheckGradient;
+using test_util::Dot;
+using test_util::Random;
 
 // Reference convolution in double.
 Tensor RefConv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {

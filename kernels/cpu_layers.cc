@@ -1,0 +1,466 @@
+// CPU kernels for batch norm and LRN (oneDNN), dropout, concat and add
+// (plain loops the compiler vectorises). Contracts in cpu_ops.h.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <unordered_map>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "kernels/cpu_internal.h"
+#include "kernels/cpu_ops.h"
+#include "util/status.h"
+
+namespace pstrain {
+namespace kernels {
+namespace {
+
+using internal::Bad;
+using internal::f32;
+using internal::Guard;
+using internal::Mem;
+using internal::memory;
+using internal::Resize;
+using internal::tag;
+
+// Exact cache-key text for a float parameter (its bit pattern), so two
+// values that print alike never share primitives.
+uint32_t Bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+}
+
+std::string DimsString(const memory::dims& d) {
+  return ShapeToString(std::vector<int64_t>(d.begin(), d.end()));
+}
+
+// ---------------------------------------------------------------- batch norm
+
+// x as oneDNN's 4-D NCHW dims: [N, C, H, W] as is, [N, C] as [N, C, 1, 1].
+absl::Status BnDims(const Tensor& x, memory::dims* dims) {
+  if (x.ndim() == 4) {
+    *dims = {x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
+  } else if (x.ndim() == 2) {
+    *dims = {x.dim(0), x.dim(1), 1, 1};
+  } else {
+    return Bad(absl::StrCat("batch norm input must be [N, C, H, W] or [N, C], got ",
+                            x.ShapeString()));
+  }
+  if (x.empty()) return Bad(absl::StrCat("batch norm input ", x.ShapeString(), " is empty"));
+  return absl::OkStatus();
+}
+
+// A per-channel tensor (gamma, beta, a statistic) must be [C].
+absl::Status CheckPerChannel(const char* name, const Tensor& t, const Tensor& x) {
+  if (t.shape() != std::vector<int64_t>{x.dim(1)}) {
+    return Bad(absl::StrCat("batch norm ", name, " is ", t.ShapeString(), ", want [", x.dim(1),
+                            "] for input ", x.ShapeString()));
+  }
+  return absl::OkStatus();
+}
+
+dnnl::normalization_flags BnFlags(const BatchNormParams& p, bool global_stats) {
+  auto flags = dnnl::normalization_flags::use_shift;
+  if (!p.fix_gamma) flags = flags | dnnl::normalization_flags::use_scale;
+  if (global_stats) flags = flags | dnnl::normalization_flags::use_global_stats;
+  return flags;
+}
+
+std::string BnKey(const char* kind, const memory::dims& d, const BatchNormParams& p) {
+  return absl::StrCat("bn_", kind, ":", DimsString(d), ":", Bits(p.eps), ",", p.fix_gamma);
+}
+
+struct BnTrainPrims {
+  dnnl::batch_normalization_forward::primitive_desc fwd_pd;
+  dnnl::batch_normalization_forward fwd;
+  dnnl::batch_normalization_backward::primitive_desc bwd_pd;
+  dnnl::batch_normalization_backward bwd;
+};
+
+std::shared_ptr<BnTrainPrims> GetBnTrain(CpuContext* ctx, const memory::dims& d,
+                                         const BatchNormParams& p) {
+  auto& slot = ctx->cache()[BnKey("train", d, p)];
+  if (slot) return std::static_pointer_cast<BnTrainPrims>(slot);
+  memory::desc md(d, f32, tag::nchw);
+  const auto flags = BnFlags(p, false);
+  auto prims = std::make_shared<BnTrainPrims>();
+  dnnl::batch_normalization_forward::desc fd(dnnl::prop_kind::forward_training, md, p.eps, flags);
+  prims->fwd_pd = dnnl::batch_normalization_forward::primitive_desc(fd, ctx->engine());
+  prims->fwd = dnnl::batch_normalization_forward(prims->fwd_pd);
+  dnnl::batch_normalization_backward::desc bd(dnnl::prop_kind::backward, md, md, p.eps, flags);
+  prims->bwd_pd =
+      dnnl::batch_normalization_backward::primitive_desc(bd, ctx->engine(), prims->fwd_pd);
+  prims->bwd = dnnl::batch_normalization_backward(prims->bwd_pd);
+  slot = prims;
+  return prims;
+}
+
+struct BnInferPrims {
+  dnnl::batch_normalization_forward::primitive_desc pd;
+  dnnl::batch_normalization_forward fwd;
+};
+
+std::shared_ptr<BnInferPrims> GetBnInfer(CpuContext* ctx, const memory::dims& d,
+                                         const BatchNormParams& p) {
+  auto& slot = ctx->cache()[BnKey("infer", d, p)];
+  if (slot) return std::static_pointer_cast<BnInferPrims>(slot);
+  dnnl::batch_normalization_forward::desc fd(dnnl::prop_kind::forward_inference,
+                                             memory::desc(d, f32, tag::nchw), p.eps,
+                                             BnFlags(p, true));
+  auto prims = std::make_shared<BnInferPrims>();
+  prims->pd = dnnl::batch_normalization_forward::primitive_desc(fd, ctx->engine());
+  prims->fwd = dnnl::batch_normalization_forward(prims->pd);
+  slot = prims;
+  return prims;
+}
+
+// The [C] arguments every batch norm primitive takes: mean, variance, gamma
+// (unless fix_gamma: then oneDNN uses 1) and beta.
+std::unordered_map<int, memory> BnArgs(CpuContext* ctx, const BatchNormParams& p, int64_t c,
+                                       const float* mean, const float* var, const float* gamma,
+                                       const float* beta) {
+  const memory::desc cmd({c}, f32, tag::x);
+  std::unordered_map<int, memory> args{{DNNL_ARG_MEAN, Mem(cmd, ctx, mean)},
+                                       {DNNL_ARG_VARIANCE, Mem(cmd, ctx, var)},
+                                       {DNNL_ARG_SHIFT, Mem(cmd, ctx, beta)}};
+  if (!p.fix_gamma) args[DNNL_ARG_SCALE] = Mem(cmd, ctx, gamma);
+  return args;
+}
+
+// ----------------------------------------------------------------------- LRN
+
+absl::Status CheckLrn(const Tensor& x, const LrnParams& p) {
+  if (x.ndim() != 4) return Bad(absl::StrCat("LRN input must be NCHW, got ", x.ShapeString()));
+  if (p.nsize < 1 || p.nsize % 2 == 0) {
+    return Bad(absl::StrCat("LRN nsize must be odd and positive, got ", p.nsize));
+  }
+  if (!(p.knorm > 0)) return Bad(absl::StrCat("LRN knorm must be positive, got ", p.knorm));
+  return absl::OkStatus();
+}
+
+struct LrnPrims {
+  dnnl::lrn_forward::primitive_desc fwd_pd;
+  dnnl::lrn_forward fwd;
+  dnnl::lrn_backward::primitive_desc bwd_pd;
+  dnnl::lrn_backward bwd;
+};
+
+// oneDNN's lrn_across_channels is MXNet's formula with the same alpha
+// (dst = src / (k + alpha / n * sum of n squares)^beta, the sum clipped at
+// the channel edges but still divided by n); cpu_layers_test checks this
+// against a reference.
+std::shared_ptr<LrnPrims> GetLrn(CpuContext* ctx, const Tensor& x, const LrnParams& p) {
+  const std::string key = absl::StrCat("lrn:", x.ShapeString(), ":", p.nsize, ",", Bits(p.alpha),
+                                       ",", Bits(p.beta), ",", Bits(p.knorm));
+  auto& slot = ctx->cache()[key];
+  if (slot) return std::static_pointer_cast<LrnPrims>(slot);
+  memory::desc md({x.dim(0), x.dim(1), x.dim(2), x.dim(3)}, f32, tag::nchw);
+  const auto alg = dnnl::algorithm::lrn_across_channels;
+  auto prims = std::make_shared<LrnPrims>();
+  dnnl::lrn_forward::desc fd(dnnl::prop_kind::forward_training, alg, md, p.nsize, p.alpha, p.beta,
+                             p.knorm);
+  prims->fwd_pd = dnnl::lrn_forward::primitive_desc(fd, ctx->engine());
+  prims->fwd = dnnl::lrn_forward(prims->fwd_pd);
+  dnnl::lrn_backward::desc bd(alg, md, md, p.nsize, p.alpha, p.beta, p.knorm);
+  prims->bwd_pd = dnnl::lrn_backward::primitive_desc(bd, ctx->engine(), prims->fwd_pd);
+  prims->bwd = dnnl::lrn_backward(prims->bwd_pd);
+  slot = prims;
+  return prims;
+}
+
+// -------------------------------------------------------------------- concat
+
+// The shape the inputs concatenate to along axis 1, or InvalidArgument
+// naming the first input that disagrees with input 0 elsewhere.
+absl::StatusOr<std::vector<int64_t>> ConcatShape(absl::Span<const std::vector<int64_t>> shapes) {
+  if (shapes.empty()) return Bad("concat needs at least one input");
+  const std::vector<int64_t>& first = shapes[0];
+  if (first.size() < 2) {
+    return Bad(absl::StrCat("concat input 0 is ", ShapeToString(first),
+                            ", want at least 2 dimensions (N, C, ...)"));
+  }
+  std::vector<int64_t> out = first;
+  out[1] = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const std::vector<int64_t>& s = shapes[i];
+    bool same = s.size() == first.size();
+    for (size_t d = 0; same && d < s.size(); ++d) same = d == 1 || s[d] == first[d];
+    if (!same) {
+      return Bad(absl::StrCat("concat input ", i, " is ", ShapeToString(s),
+                              ", which differs from input 0 ", ShapeToString(first),
+                              " outside the channel axis 1"));
+    }
+    out[1] += s[1];
+  }
+  return out;
+}
+
+// Calls fn(i, out_offset, in_offset, count) for every contiguous block:
+// `count` floats of input i at in_offset sit at out_offset of the output of
+// shape `out`.
+template <typename Fn>
+void ForEachConcatBlock(absl::Span<const std::vector<int64_t>> shapes,
+                        const std::vector<int64_t>& out, Fn fn) {
+  int64_t inner = 1;
+  for (size_t d = 2; d < out.size(); ++d) inner *= out[d];
+  for (int64_t n = 0; n < out[0]; ++n) {
+    int64_t channel = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const int64_t count = shapes[i][1] * inner;
+      if (count > 0) fn(i, (n * out[1] + channel) * inner, n * count, count);
+      channel += shapes[i][1];
+    }
+  }
+}
+
+absl::Status SameShape(const char* what, const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) {
+    return Bad(absl::StrCat(what, ": shapes ", a.ShapeString(), " and ", b.ShapeString(),
+                            " differ"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+                                      const Tensor& beta, const BatchNormParams& p, Tensor* y,
+                                      BatchNormState* state, Tensor* moving_mean,
+                                      Tensor* moving_var) {
+  memory::dims d;
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", *moving_mean, x));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving variance", *moving_var, x));
+  const int64_t c = d[1];
+  Resize(y, x.shape());
+  Resize(&state->mean, {c});
+  Resize(&state->inv_std, {c});
+  Tensor var({c});
+  PSTRAIN_RETURN_IF_ERROR(Guard("batch norm forward", [&] {
+    auto prims = GetBnTrain(ctx, d, p);
+    auto args = BnArgs(ctx, p, c, state->mean.data(), var.data(), gamma.data(), beta.data());
+    args[DNNL_ARG_SRC] = Mem(prims->fwd_pd.src_desc(), ctx, x.data());
+    args[DNNL_ARG_DST] = Mem(prims->fwd_pd.dst_desc(), ctx, y->data());
+    prims->fwd.execute(ctx->stream(), args);
+    ctx->stream().wait();
+  }));
+  const float m = p.momentum;
+  const float* mean = state->mean.data();
+  float* inv_std = state->inv_std.data();
+  float* mm = moving_mean->data();
+  float* mv = moving_var->data();
+  for (int64_t i = 0; i < c; ++i) {
+    inv_std[i] = 1.0f / std::sqrt(var.data()[i] + p.eps);
+    mm[i] = mm[i] * m + mean[i] * (1 - m);
+    mv[i] = mv[i] * m + var.data()[i] * (1 - m);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+                                       const Tensor& beta, const Tensor& moving_mean,
+                                       const Tensor& moving_var, const BatchNormParams& p,
+                                       Tensor* y) {
+  memory::dims d;
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", moving_mean, x));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving variance", moving_var, x));
+  Resize(y, x.shape());
+  return Guard("batch norm inference", [&] {
+    auto prims = GetBnInfer(ctx, d, p);
+    auto args = BnArgs(ctx, p, d[1], moving_mean.data(), moving_var.data(), gamma.data(),
+                       beta.data());
+    args[DNNL_ARG_SRC] = Mem(prims->pd.src_desc(), ctx, x.data());
+    args[DNNL_ARG_DST] = Mem(prims->pd.dst_desc(), ctx, y->data());
+    prims->fwd.execute(ctx->stream(), args);
+    ctx->stream().wait();
+  });
+}
+
+absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+                               const Tensor& dy, const BatchNormParams& p,
+                               const BatchNormState& state, Tensor* dx, Tensor* dgamma,
+                               Tensor* dbeta) {
+  memory::dims d;
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
+  PSTRAIN_RETURN_IF_ERROR(SameShape("batch norm backward: input and output gradient", x, dy));
+  if (state.mean.empty() || state.inv_std.empty()) {
+    return absl::FailedPreconditionError("batch norm backward needs its training forward's state");
+  }
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("saved mean", state.mean, x));
+  PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("saved 1/std", state.inv_std, x));
+  const int64_t c = d[1];
+  // Row 0: oneDNN takes the variance; recover it from 1 / sqrt(var + eps).
+  // Row 1: a zero beta, because oneDNN 2.6's backward counts the shift as an
+  // input (it does not read it) and our contract does not pass beta.
+  Tensor per_channel({2, c});
+  float* var = per_channel.data();
+  for (int64_t i = 0; i < c; ++i) {
+    const float inv = state.inv_std.data()[i];
+    var[i] = 1.0f / (inv * inv) - p.eps;
+  }
+  Tensor scratch;  // oneDNN always writes dx.
+  if (dx == nullptr) dx = &scratch;
+  Resize(dx, x.shape());
+  Resize(dgamma, {c});
+  Resize(dbeta, {c});
+  PSTRAIN_RETURN_IF_ERROR(Guard("batch norm backward", [&] {
+    auto prims = GetBnTrain(ctx, d, p);
+    const auto& pd = prims->bwd_pd;
+    auto args = BnArgs(ctx, p, c, state.mean.data(), var, gamma.data(), var + c);
+    args[DNNL_ARG_SRC] = Mem(pd.src_desc(), ctx, x.data());
+    args[DNNL_ARG_DIFF_DST] = Mem(pd.diff_dst_desc(), ctx, dy.data());
+    args[DNNL_ARG_DIFF_SRC] = Mem(pd.diff_src_desc(), ctx, dx->data());
+    const memory::desc cmd({c}, f32, tag::x);
+    if (!p.fix_gamma) args[DNNL_ARG_DIFF_SCALE] = Mem(cmd, ctx, dgamma->data());
+    args[DNNL_ARG_DIFF_SHIFT] = Mem(cmd, ctx, dbeta->data());
+    prims->bwd.execute(ctx->stream(), args);
+    ctx->stream().wait();
+  }));
+  if (p.fix_gamma) dgamma->Fill(0.0f);
+  return absl::OkStatus();
+}
+
+absl::Status LrnForward(CpuContext* ctx, const Tensor& x, const LrnParams& p, Tensor* y,
+                        LrnState* state) {
+  PSTRAIN_RETURN_IF_ERROR(CheckLrn(x, p));
+  Resize(y, x.shape());
+  return Guard("LRN forward", [&] {
+    auto prims = GetLrn(ctx, x, p);
+    const auto& pd = prims->fwd_pd;
+    auto ws = std::make_shared<memory>(pd.workspace_desc(), ctx->engine());
+    prims->fwd.execute(ctx->stream(), {{DNNL_ARG_SRC, Mem(pd.src_desc(), ctx, x.data())},
+                                       {DNNL_ARG_DST, Mem(pd.dst_desc(), ctx, y->data())},
+                                       {DNNL_ARG_WORKSPACE, *ws}});
+    ctx->stream().wait();
+    state->workspace = ws;
+  });
+}
+
+absl::Status LrnBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy, const LrnParams& p,
+                         const LrnState& state, Tensor* dx) {
+  PSTRAIN_RETURN_IF_ERROR(CheckLrn(x, p));
+  PSTRAIN_RETURN_IF_ERROR(SameShape("LRN backward: input and output gradient", x, dy));
+  if (state.workspace == nullptr) {
+    return absl::FailedPreconditionError("LRN backward needs its forward's state");
+  }
+  Resize(dx, x.shape());
+  return Guard("LRN backward", [&] {
+    auto prims = GetLrn(ctx, x, p);
+    const auto& pd = prims->bwd_pd;
+    prims->bwd.execute(ctx->stream(),
+                       {{DNNL_ARG_SRC, Mem(pd.src_desc(), ctx, x.data())},
+                        {DNNL_ARG_DIFF_DST, Mem(pd.diff_dst_desc(), ctx, dy.data())},
+                        {DNNL_ARG_DIFF_SRC, Mem(pd.diff_src_desc(), ctx, dx->data())},
+                        {DNNL_ARG_WORKSPACE, *std::static_pointer_cast<memory>(state.workspace)}});
+    ctx->stream().wait();
+  });
+}
+
+absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tensor* y,
+                            Tensor* mask) {
+  if (!(p >= 0.0f && p < 1.0f)) {
+    return Bad(absl::StrCat("dropout probability ", p, " is not in [0, 1)"));
+  }
+  Resize(y, x.shape());
+  Resize(mask, x.shape());
+  const int64_t n = x.size();
+  float* m = mask->data();
+  if (p == 0.0f) {
+    std::fill(m, m + n, 1.0f);
+  } else {
+    CHECK(rng != nullptr);
+    // Each 64-bit draw gives two 32-bit uniforms; an element is kept when
+    // its uniform is below (1 - p) * 2^32. The mask depends only on the
+    // generator's state, never on the platform's distributions.
+    const uint64_t threshold = static_cast<uint64_t>(std::ldexp(1.0 - p, 32));
+    const float scale = 1.0f / (1.0f - p);
+    int64_t i = 0;
+    for (; i + 1 < n; i += 2) {
+      const uint64_t r = (*rng)();
+      m[i] = (r & 0xffffffffu) < threshold ? scale : 0.0f;
+      m[i + 1] = (r >> 32) < threshold ? scale : 0.0f;
+    }
+    if (i < n) m[i] = ((*rng)() & 0xffffffffu) < threshold ? scale : 0.0f;
+  }
+  const float* in = x.data();
+  float* out = y->data();
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i] * m[i];
+  return absl::OkStatus();
+}
+
+absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx) {
+  PSTRAIN_RETURN_IF_ERROR(SameShape("dropout backward: mask and output gradient", mask, dy));
+  Resize(dx, dy.shape());
+  const float* m = mask.data();
+  const float* g = dy.data();
+  float* out = dx->data();
+  const int64_t n = dy.size();
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] * m[i];
+  return absl::OkStatus();
+}
+
+absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y) {
+  std::vector<std::vector<int64_t>> shapes;
+  shapes.reserve(xs.size());
+  for (const Tensor* x : xs) shapes.push_back(x->shape());
+  PSTRAIN_ASSIGN_OR_RETURN(const std::vector<int64_t> out, ConcatShape(shapes));
+  Resize(y, out);
+  float* dst = y->data();
+  ForEachConcatBlock(shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {
+    std::memcpy(dst + out_at, xs[i]->data() + in_at, count * sizeof(float));
+  });
+  return absl::OkStatus();
+}
+
+absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64_t>> shapes,
+                            absl::Span<Tensor* const> dxs) {
+  if (dxs.size() != shapes.size()) {
+    return Bad(absl::StrCat("concat backward: ", shapes.size(), " input shapes but ", dxs.size(),
+                            " gradients"));
+  }
+  PSTRAIN_ASSIGN_OR_RETURN(const std::vector<int64_t> out, ConcatShape(shapes));
+  if (out != dy.shape()) {
+    return Bad(absl::StrCat("concat backward: output gradient is ", dy.ShapeString(),
+                            ", but the inputs concatenate to ", ShapeToString(out)));
+  }
+  for (size_t i = 0; i < dxs.size(); ++i) {
+    if (dxs[i] != nullptr) Resize(dxs[i], shapes[i]);
+  }
+  const float* src = dy.data();
+  ForEachConcatBlock(shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {
+    if (dxs[i] != nullptr) std::memcpy(dxs[i]->data() + in_at, src + out_at, count * sizeof(float));
+  });
+  return absl::OkStatus();
+}
+
+absl::Status AddForward(const Tensor& a, const Tensor& b, Tensor* y) {
+  PSTRAIN_RETURN_IF_ERROR(SameShape("add", a, b));
+  Resize(y, a.shape());
+  const float* pa = a.data();
+  const float* pb = b.data();
+  float* out = y->data();
+  const int64_t n = a.size();
+  for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
+  return absl::OkStatus();
+}
+
+absl::Status AddInPlace(const Tensor& x, Tensor* acc) {
+  PSTRAIN_RETURN_IF_ERROR(SameShape("add in place", x, *acc));
+  const float* in = x.data();
+  float* out = acc->data();
+  const int64_t n = x.size();
+  for (int64_t i = 0; i < n; ++i) out[i] += in[i];
+  return absl::OkStatus();
+}
+
+}  // namespace kernels
+}  // namespace pstrain
