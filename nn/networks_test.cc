@@ -204,7 +204,7 @@ TEST(NetworksTest, GraphGradientMatchesFiniteDifferences) {
     kernels::Tensor analytic = p->grad.Clone();
     for (int64_t i = 0; i < p->value.size(); i += std::max<int64_t>(1, p->value.size() / 12)) {
       const float keep = p->value.data()[i];
-      const float eps = 1e-2f;
+      const float eps = 2e-3f;
       p->value.data()[i] = keep + eps;
       const double up = *net->Forward(&ctx, x, labels) * 3;
       p->value.data()[i] = keep - eps;
