@@ -204,7 +204,11 @@ TEST(BatchNormTest, BackwardMatchesFiniteDifferences) {
       BatchNormState st;
       ASSERT_TRUE(Ok(BatchNormForwardTraining(&ctx, x, gamma, beta, p, &y, &st, &mm, &mv)));
       Tensor r = Random(y.shape(), seed++);  // L = sum(y * r).
-      Tensor dx, dgamma, dbeta;
+      // Outputs of the right shape holding old values are overwritten.
+      Tensor dx(x.shape()), dgamma({c}), dbeta({c});
+      dx.Fill(7.0f);
+      dgamma.Fill(7.0f);
+      dbeta.Fill(7.0f);
       ASSERT_TRUE(Ok(BatchNormBackward(&ctx, x, gamma, r, p, st, &dx, &dgamma, &dbeta)));
       auto loss = [&] {
         Tensor out, m({c}), v({c});
@@ -355,15 +359,18 @@ TEST(DropoutTest, KeepsAboutOneMinusPAndScalesTheKept) {
     ASSERT_EQ(y.shape(), x.shape());
     ASSERT_EQ(mask.shape(), x.shape());
     const float scale = 1.0f / (1.0f - p);
-    int64_t kept = 0;
+    int64_t kept = 0, pairs_kept = 0;
     for (int64_t i = 0; i < x.size(); ++i) {
       const float m = mask.data()[i];
       ASSERT_TRUE(m == 0.0f || m == scale) << i << ": " << m;
       kept += m != 0.0f;
+      if (i % 2 == 1) pairs_kept += m != 0.0f && mask.data()[i - 1] != 0.0f;
       ASSERT_EQ(y.data()[i], x.data()[i] * m) << i;
     }
-    // The standard deviation of the fraction is at most 0.0016 here.
-    EXPECT_NEAR(static_cast<double>(kept) / x.size(), 1.0 - p, 0.01);
+    // The standard deviations of these fractions are below 0.003 here.
+    EXPECT_NEAR(static_cast<double>(kept) / x.size(), 1.0 - p, 0.015);
+    // Neighbours are independent.
+    EXPECT_NEAR(static_cast<double>(pairs_kept) / (x.size() / 2), (1.0 - p) * (1.0 - p), 0.015);
   }
 }
 
