@@ -1,10 +1,9 @@
 // Helpers shared by the CPU kernel sources (cpu_ops.cc, cpu_layers.cc).
-// Private to //kernels: not part of its interface.
+// Private to //kernels (listed in its srcs): not part of its interface.
 #ifndef PSTRAIN_KERNELS_CPU_INTERNAL_H_
 #define PSTRAIN_KERNELS_CPU_INTERNAL_H_
 
 #include <dnnl.hpp>
-
 #include <string>
 #include <vector>
 
@@ -15,8 +14,9 @@
 
 namespace pstrain {
 namespace kernels {
-namespace internal {
 
+// Short names for the oneDNN types the kernel sources use (this header is
+// included only by them).
 using dnnl::memory;
 using tag = dnnl::memory::format_tag;
 constexpr auto f32 = dnnl::memory::data_type::f32;
@@ -46,7 +46,6 @@ inline memory Mem(const memory::desc& md, CpuContext* ctx, const float* data) {
   return memory(md, ctx->engine(), const_cast<float*>(data));
 }
 
-}  // namespace internal
 }  // namespace kernels
 }  // namespace pstrain
 

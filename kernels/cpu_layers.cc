@@ -17,14 +17,6 @@ namespace pstrain {
 namespace kernels {
 namespace {
 
-using internal::Bad;
-using internal::f32;
-using internal::Guard;
-using internal::Mem;
-using internal::memory;
-using internal::Resize;
-using internal::tag;
-
 // Exact cache-key text for a float parameter (its bit pattern), so two
 // values that print alike never share primitives.
 uint32_t Bits(float v) {
@@ -46,8 +38,8 @@ absl::Status BnDims(const Tensor& x, memory::dims* dims) {
   } else if (x.ndim() == 2) {
     *dims = {x.dim(0), x.dim(1), 1, 1};
   } else {
-    return Bad(absl::StrCat("batch norm input must be [N, C, H, W] or [N, C], got ",
-                            x.ShapeString()));
+    return Bad(
+        absl::StrCat("batch norm input must be [N, C, H, W] or [N, C], got ", x.ShapeString()));
   }
   if (x.empty()) return Bad(absl::StrCat("batch norm input ", x.ShapeString(), " is empty"));
   return absl::OkStatus();
@@ -69,50 +61,35 @@ dnnl::normalization_flags BnFlags(const BatchNormParams& p, bool global_stats) {
   return flags;
 }
 
-std::string BnKey(const char* kind, const memory::dims& d, const BatchNormParams& p) {
-  return absl::StrCat("bn_", kind, ":", DimsString(d), ":", Bits(p.eps), ",", p.fix_gamma);
-}
-
-struct BnTrainPrims {
+// Training forward and backward, and inference forward, for one shape and
+// parameter set (built together: a layer uses both modes).
+struct BnPrims {
   dnnl::batch_normalization_forward::primitive_desc fwd_pd;
   dnnl::batch_normalization_forward fwd;
   dnnl::batch_normalization_backward::primitive_desc bwd_pd;
   dnnl::batch_normalization_backward bwd;
+  dnnl::batch_normalization_forward::primitive_desc infer_pd;
+  dnnl::batch_normalization_forward infer;
 };
 
-std::shared_ptr<BnTrainPrims> GetBnTrain(CpuContext* ctx, const memory::dims& d,
-                                         const BatchNormParams& p) {
-  auto& slot = ctx->cache()[BnKey("train", d, p)];
-  if (slot) return std::static_pointer_cast<BnTrainPrims>(slot);
+std::shared_ptr<BnPrims> GetBn(CpuContext* ctx, const memory::dims& d, const BatchNormParams& p) {
+  const std::string key = absl::StrCat("bn:", DimsString(d), ":", Bits(p.eps), ",", p.fix_gamma);
+  auto& slot = ctx->cache()[key];
+  if (slot) return std::static_pointer_cast<BnPrims>(slot);
+  using fwd_t = dnnl::batch_normalization_forward;
+  using bwd_t = dnnl::batch_normalization_backward;
   memory::desc md(d, f32, tag::nchw);
   const auto flags = BnFlags(p, false);
-  auto prims = std::make_shared<BnTrainPrims>();
-  dnnl::batch_normalization_forward::desc fd(dnnl::prop_kind::forward_training, md, p.eps, flags);
-  prims->fwd_pd = dnnl::batch_normalization_forward::primitive_desc(fd, ctx->engine());
-  prims->fwd = dnnl::batch_normalization_forward(prims->fwd_pd);
-  dnnl::batch_normalization_backward::desc bd(dnnl::prop_kind::backward, md, md, p.eps, flags);
-  prims->bwd_pd =
-      dnnl::batch_normalization_backward::primitive_desc(bd, ctx->engine(), prims->fwd_pd);
-  prims->bwd = dnnl::batch_normalization_backward(prims->bwd_pd);
-  slot = prims;
-  return prims;
-}
-
-struct BnInferPrims {
-  dnnl::batch_normalization_forward::primitive_desc pd;
-  dnnl::batch_normalization_forward fwd;
-};
-
-std::shared_ptr<BnInferPrims> GetBnInfer(CpuContext* ctx, const memory::dims& d,
-                                         const BatchNormParams& p) {
-  auto& slot = ctx->cache()[BnKey("infer", d, p)];
-  if (slot) return std::static_pointer_cast<BnInferPrims>(slot);
-  dnnl::batch_normalization_forward::desc fd(dnnl::prop_kind::forward_inference,
-                                             memory::desc(d, f32, tag::nchw), p.eps,
-                                             BnFlags(p, true));
-  auto prims = std::make_shared<BnInferPrims>();
-  prims->pd = dnnl::batch_normalization_forward::primitive_desc(fd, ctx->engine());
-  prims->fwd = dnnl::batch_normalization_forward(prims->pd);
+  auto prims = std::make_shared<BnPrims>();
+  fwd_t::desc fd(dnnl::prop_kind::forward_training, md, p.eps, flags);
+  prims->fwd_pd = fwd_t::primitive_desc(fd, ctx->engine());
+  prims->fwd = fwd_t(prims->fwd_pd);
+  bwd_t::desc bd(dnnl::prop_kind::backward, md, md, p.eps, flags);
+  prims->bwd_pd = bwd_t::primitive_desc(bd, ctx->engine(), prims->fwd_pd);
+  prims->bwd = bwd_t(prims->bwd_pd);
+  fwd_t::desc id(dnnl::prop_kind::forward_inference, md, p.eps, BnFlags(p, true));
+  prims->infer_pd = fwd_t::primitive_desc(id, ctx->engine());
+  prims->infer = fwd_t(prims->infer_pd);
   slot = prims;
   return prims;
 }
@@ -218,9 +195,23 @@ void ForEachConcatBlock(absl::Span<const std::vector<int64_t>> shapes,
 
 absl::Status SameShape(const char* what, const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) {
-    return Bad(absl::StrCat(what, ": shapes ", a.ShapeString(), " and ", b.ShapeString(),
-                            " differ"));
+    return Bad(
+        absl::StrCat(what, ": shapes ", a.ShapeString(), " and ", b.ShapeString(), " differ"));
   }
+  return absl::OkStatus();
+}
+
+// *out = op(a[i], b[i]) for every i, once the shapes agree. *out may share
+// storage with a or b (each element is read before it is written).
+template <typename Op>
+absl::Status Elementwise(const char* what, const Tensor& a, const Tensor& b, Tensor* out, Op op) {
+  PSTRAIN_RETURN_IF_ERROR(SameShape(what, a, b));
+  Resize(out, a.shape());
+  const float* pa = a.data();
+  const float* pb = b.data();
+  float* po = out->data();
+  const int64_t n = a.size();
+  for (int64_t i = 0; i < n; ++i) po[i] = op(pa[i], pb[i]);
   return absl::OkStatus();
 }
 
@@ -242,7 +233,7 @@ absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x, const Te
   Resize(&state->inv_std, {c});
   Tensor var({c});
   PSTRAIN_RETURN_IF_ERROR(Guard("batch norm forward", [&] {
-    auto prims = GetBnTrain(ctx, d, p);
+    auto prims = GetBn(ctx, d, p);
     auto args = BnArgs(ctx, p, c, state->mean.data(), var.data(), gamma.data(), beta.data());
     args[DNNL_ARG_SRC] = Mem(prims->fwd_pd.src_desc(), ctx, x.data());
     args[DNNL_ARG_DST] = Mem(prims->fwd_pd.dst_desc(), ctx, y->data());
@@ -274,12 +265,12 @@ absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x, const T
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving variance", moving_var, x));
   Resize(y, x.shape());
   return Guard("batch norm inference", [&] {
-    auto prims = GetBnInfer(ctx, d, p);
-    auto args = BnArgs(ctx, p, d[1], moving_mean.data(), moving_var.data(), gamma.data(),
-                       beta.data());
-    args[DNNL_ARG_SRC] = Mem(prims->pd.src_desc(), ctx, x.data());
-    args[DNNL_ARG_DST] = Mem(prims->pd.dst_desc(), ctx, y->data());
-    prims->fwd.execute(ctx->stream(), args);
+    auto prims = GetBn(ctx, d, p);
+    auto args =
+        BnArgs(ctx, p, d[1], moving_mean.data(), moving_var.data(), gamma.data(), beta.data());
+    args[DNNL_ARG_SRC] = Mem(prims->infer_pd.src_desc(), ctx, x.data());
+    args[DNNL_ARG_DST] = Mem(prims->infer_pd.dst_desc(), ctx, y->data());
+    prims->infer.execute(ctx->stream(), args);
     ctx->stream().wait();
   });
 }
@@ -313,7 +304,7 @@ absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& g
   Resize(dgamma, {c});
   Resize(dbeta, {c});
   PSTRAIN_RETURN_IF_ERROR(Guard("batch norm backward", [&] {
-    auto prims = GetBnTrain(ctx, d, p);
+    auto prims = GetBn(ctx, d, p);
     const auto& pd = prims->bwd_pd;
     auto args = BnArgs(ctx, p, c, state.mean.data(), var, gamma.data(), var + c);
     args[DNNL_ARG_SRC] = Mem(pd.src_desc(), ctx, x.data());
@@ -391,21 +382,12 @@ absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tens
     }
     if (i < n) m[i] = ((*rng)() & 0xffffffffu) < threshold ? scale : 0.0f;
   }
-  const float* in = x.data();
-  float* out = y->data();
-  for (int64_t i = 0; i < n; ++i) out[i] = in[i] * m[i];
-  return absl::OkStatus();
+  return Elementwise("dropout", x, *mask, y, [](float v, float k) { return v * k; });
 }
 
 absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx) {
-  PSTRAIN_RETURN_IF_ERROR(SameShape("dropout backward: mask and output gradient", mask, dy));
-  Resize(dx, dy.shape());
-  const float* m = mask.data();
-  const float* g = dy.data();
-  float* out = dx->data();
-  const int64_t n = dy.size();
-  for (int64_t i = 0; i < n; ++i) out[i] = g[i] * m[i];
-  return absl::OkStatus();
+  return Elementwise("dropout backward: mask and output gradient", mask, dy, dx,
+                     [](float m, float g) { return m * g; });
 }
 
 absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y) {
@@ -443,23 +425,11 @@ absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64
 }
 
 absl::Status AddForward(const Tensor& a, const Tensor& b, Tensor* y) {
-  PSTRAIN_RETURN_IF_ERROR(SameShape("add", a, b));
-  Resize(y, a.shape());
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* out = y->data();
-  const int64_t n = a.size();
-  for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
-  return absl::OkStatus();
+  return Elementwise("add", a, b, y, [](float u, float v) { return u + v; });
 }
 
 absl::Status AddInPlace(const Tensor& x, Tensor* acc) {
-  PSTRAIN_RETURN_IF_ERROR(SameShape("add in place", x, *acc));
-  const float* in = x.data();
-  float* out = acc->data();
-  const int64_t n = x.size();
-  for (int64_t i = 0; i < n; ++i) out[i] += in[i];
-  return absl::OkStatus();
+  return Elementwise("add in place", x, *acc, acc, [](float u, float v) { return u + v; });
 }
 
 }  // namespace kernels

@@ -11,14 +11,6 @@ namespace pstrain {
 namespace kernels {
 namespace {
 
-using internal::Bad;
-using internal::f32;
-using internal::Guard;
-using internal::Mem;
-using internal::memory;
-using internal::Resize;
-using internal::tag;
-
 struct ConvPrims {
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
