@@ -127,7 +127,9 @@ TEST(NetworkTest, LenetLearnsFashionMnist) {
   InitializeXavier(net->get(), 1);
   proto::OptimizerConfig cfg;
   cfg.set_kind(proto::OptimizerConfig::SGD);
-  cfg.set_learning_rate(0.05);
+  // lr 0.05 with momentum 0.9 made the last steps' loss swing with the
+  // seventh digit of the initial weights; 0.02 learns steadily.
+  cfg.set_learning_rate(0.02);
   cfg.set_momentum(0.9);
   cfg.set_weight_decay(1e-4);
   cfg.set_rescale_grad(1.0 / kBatch);
@@ -177,7 +179,7 @@ TEST(NetworkTest, LenetLearnsFashionMnist) {
   }
   const double accuracy = static_cast<double>(correct) / kTest;
   LOG(INFO) << "held-out accuracy after " << kSteps << " steps: " << accuracy;
-  EXPECT_GT(accuracy, 0.6);  // Chance is 0.1; measured 0.66 here.
+  EXPECT_GT(accuracy, 0.7);  // Chance is 0.1; measured 0.81 here.
 }
 
 }  // namespace
