@@ -352,8 +352,6 @@ TEST(LrnTest, BadInputsAreErrors) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s), HasSubstr("nsize must be odd"));
   p.nsize = 3;
-  s = LrnBackward(&ctx, Tensor({1, 5, 2, 2}), Tensor({1, 5, 2, 2}), p, st, &dx);
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(Ok(LrnForward(&ctx, Tensor({1, 5, 2, 2}), p, &y, &st)));
   s = LrnBackward(&ctx, Tensor({1, 5, 2, 2}), Tensor({1, 5, 2, 3}), p, st, &dx);
   EXPECT_THAT(Message(s), HasSubstr("[1, 5, 2, 2] and [1, 5, 2, 3]"));

@@ -143,6 +143,8 @@ struct LrnParams {
   float beta = 0.75f;
   float knorm = 2.0f;
 };
+// What forward saves for backward. The CPU kernels save nothing (backward
+// recomputes the normalizer from x).
 struct LrnState {
   std::shared_ptr<void> workspace;
 };
