@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -31,8 +34,10 @@ std::string DimsString(const memory::dims& d) {
 
 // ---------------------------------------------------------------- batch norm
 
-// x as oneDNN's 4-D NCHW dims: [N, C, H, W] as is, [N, C] as [N, C, 1, 1].
-absl::Status BnDims(const Tensor& x, memory::dims* dims) {
+// Checks x and eps; x as oneDNN's 4-D NCHW dims: [N, C, H, W] as is,
+// [N, C] as [N, C, 1, 1].
+absl::Status BnDims(const Tensor& x, const BatchNormParams& p, memory::dims* dims) {
+  if (!(p.eps > 0)) return Bad(absl::StrCat("batch norm eps must be positive, got ", p.eps));
   if (x.ndim() == 4) {
     *dims = {x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
   } else if (x.ndim() == 2) {
@@ -266,7 +271,7 @@ absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x, const Te
                                       BatchNormState* state, Tensor* moving_mean,
                                       Tensor* moving_var) {
   memory::dims d;
-  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", *moving_mean, x));
@@ -302,7 +307,7 @@ absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x, const T
                                        const Tensor& moving_var, const BatchNormParams& p,
                                        Tensor* y) {
   memory::dims d;
-  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", moving_mean, x));
@@ -324,7 +329,7 @@ absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& g
                                const BatchNormState& state, Tensor* dx, Tensor* dgamma,
                                Tensor* dbeta) {
   memory::dims d;
-  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(SameShape("batch norm backward: input and output gradient", x, dy));
   if (state.mean.empty() || state.inv_std.empty()) {
@@ -424,7 +429,10 @@ absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx) {
 absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y) {
   std::vector<std::vector<int64_t>> shapes;
   shapes.reserve(xs.size());
-  for (const Tensor* x : xs) shapes.push_back(x->shape());
+  for (const Tensor* x : xs) {
+    CHECK(x != y && (y->empty() || x->data() != y->data())) << "concat output is an input";
+    shapes.push_back(x->shape());
+  }
   PSTRAIN_ASSIGN_OR_RETURN(const std::vector<int64_t> out, ConcatShape(shapes));
   Resize(y, out);
   float* dst = y->data();
@@ -446,7 +454,10 @@ absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64
                             ", but the inputs concatenate to ", ShapeToString(out)));
   }
   for (size_t i = 0; i < dxs.size(); ++i) {
-    if (dxs[i] != nullptr) Resize(dxs[i], shapes[i]);
+    if (dxs[i] == nullptr) continue;
+    CHECK(dxs[i] != &dy && (dxs[i]->empty() || dxs[i]->data() != dy.data()))
+        << "concat backward: gradient " << i << " is the output gradient";
+    Resize(dxs[i], shapes[i]);
   }
   const float* src = dy.data();
   ForEachConcatBlock(shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {

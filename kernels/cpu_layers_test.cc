@@ -253,6 +253,11 @@ TEST(BatchNormTest, BadShapesAreErrorsNamingThem) {
   s = BatchNormForwardTraining(&ctx, Tensor({2, 3, 4}), c3, c3, p, &y, &st, &mm, &mv);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s), HasSubstr("[N, C, H, W] or [N, C], got [2, 3, 4]"));
+  p.eps = 0;
+  s = BatchNormForwardInference(&ctx, x, c3, c3, c3, c3, p, &y);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(s), HasSubstr("eps must be positive"));
+  p.eps = 1e-3f;
   // Backward before any forward, then with a mismatched output gradient.
   s = BatchNormBackward(&ctx, x, c3, x, p, st, &dx, &dg, &db);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
@@ -337,6 +342,16 @@ TEST(LrnTest, BackwardMatchesFiniteDifferences) {
     };
     CheckGradient("dx", &lc.x, dx, loss, 1e-2, 3e-3);
   }
+}
+
+TEST(LrnTest, EmptyBatchIsFine) {
+  CpuContext ctx;
+  Tensor x({0, 3, 2, 2}), y, dx;
+  LrnState st;
+  ASSERT_TRUE(Ok(LrnForward(&ctx, x, LrnParams(), &y, &st)));
+  ASSERT_TRUE(Ok(LrnBackward(&ctx, x, x, LrnParams(), st, &dx)));
+  EXPECT_EQ(y.shape(), x.shape());
+  EXPECT_EQ(dx.shape(), x.shape());
 }
 
 TEST(LrnTest, BadInputsAreErrors) {
