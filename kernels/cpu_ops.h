@@ -155,7 +155,9 @@ absl::Status LrnBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy, con
 
 // Inverted dropout: in training y = x * mask / (1 - p) with mask drawn
 // Bernoulli(1 - p) from *rng (seeded by the caller); *mask keeps
-// mask / (1 - p) for backward. p in [0, 1).
+// mask / (1 - p) for backward. p in [0, 1). The mask depends only on *rng's
+// state (two elements per 64-bit draw), so a seed gives the same mask on
+// every platform; p = 0 draws nothing.
 absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tensor* y,
                             Tensor* mask);
 // dx = dy * mask.
