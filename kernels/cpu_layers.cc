@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -31,8 +34,10 @@ std::string DimsString(const memory::dims& d) {
 
 // ---------------------------------------------------------------- batch norm
 
-// x as oneDNN's 4-D NCHW dims: [N, C, H, W] as is, [N, C] as [N, C, 1, 1].
-absl::Status BnDims(const Tensor& x, memory::dims* dims) {
+// Checks x and eps; x as oneDNN's 4-D NCHW dims: [N, C, H, W] as is,
+// [N, C] as [N, C, 1, 1].
+absl::Status BnDims(const Tensor& x, const BatchNormParams& p, memory::dims* dims) {
+  if (!(p.eps > 0)) return Bad(absl::StrCat("batch norm eps must be positive, got ", p.eps));
   if (x.ndim() == 4) {
     *dims = {x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
   } else if (x.ndim() == 2) {
@@ -118,34 +123,78 @@ absl::Status CheckLrn(const Tensor& x, const LrnParams& p) {
   return absl::OkStatus();
 }
 
-struct LrnPrims {
-  dnnl::lrn_forward::primitive_desc fwd_pd;
-  dnnl::lrn_forward fwd;
-  dnnl::lrn_backward::primitive_desc bwd_pd;
-  dnnl::lrn_backward bwd;
-};
-
 // oneDNN's lrn_across_channels is MXNet's formula with the same alpha
 // (dst = src / (k + alpha / n * sum of n squares)^beta, the sum clipped at
 // the channel edges but still divided by n); cpu_layers_test checks this
 // against a reference.
-std::shared_ptr<LrnPrims> GetLrn(CpuContext* ctx, const Tensor& x, const LrnParams& p) {
+std::shared_ptr<dnnl::lrn_forward> GetLrnForward(CpuContext* ctx, const Tensor& x,
+                                                 const LrnParams& p) {
   const std::string key = absl::StrCat("lrn:", x.ShapeString(), ":", p.nsize, ",", Bits(p.alpha),
                                        ",", Bits(p.beta), ",", Bits(p.knorm));
   auto& slot = ctx->cache()[key];
-  if (slot) return std::static_pointer_cast<LrnPrims>(slot);
+  if (slot) return std::static_pointer_cast<dnnl::lrn_forward>(slot);
   memory::desc md({x.dim(0), x.dim(1), x.dim(2), x.dim(3)}, f32, tag::nchw);
-  const auto alg = dnnl::algorithm::lrn_across_channels;
-  auto prims = std::make_shared<LrnPrims>();
-  dnnl::lrn_forward::desc fd(dnnl::prop_kind::forward_training, alg, md, p.nsize, p.alpha, p.beta,
+  dnnl::lrn_forward::desc fd(dnnl::prop_kind::forward_inference,
+                             dnnl::algorithm::lrn_across_channels, md, p.nsize, p.alpha, p.beta,
                              p.knorm);
-  prims->fwd_pd = dnnl::lrn_forward::primitive_desc(fd, ctx->engine());
-  prims->fwd = dnnl::lrn_forward(prims->fwd_pd);
-  dnnl::lrn_backward::desc bd(alg, md, md, p.nsize, p.alpha, p.beta, p.knorm);
-  prims->bwd_pd = dnnl::lrn_backward::primitive_desc(bd, ctx->engine(), prims->fwd_pd);
-  prims->bwd = dnnl::lrn_backward(prims->bwd_pd);
-  slot = prims;
-  return prims;
+  auto fwd =
+      std::make_shared<dnnl::lrn_forward>(dnnl::lrn_forward::primitive_desc(fd, ctx->engine()));
+  slot = fwd;
+  return fwd;
+}
+
+// LRN backward by hand, because oneDNN 2.6 has no fast one for NCHW: its
+// NCHW backward is always the reference loop (about 20x slower than its
+// forward on AlexNet's first LRN), and its NHWC JIT backward crashes for
+// nsize 1. With h = nsize / 2 and the normalizer recomputed from x,
+//   s_c  = knorm + alpha / nsize * sum_{|c'-c|<=h} x_c'^2,   y_c = x_c s_c^-beta,
+//   dx_c = dy_c s_c^-beta
+//          - 2 alpha beta / nsize * x_c * sum_{|c'-c|<=h} dy_c' x_c' s_c'^(-beta-1).
+// Every loop but the one calling pow runs along a contiguous H*W plane.
+void LrnBackwardLoops(const Tensor& x, const Tensor& dy, const LrnParams& p, Tensor* dx) {
+  const int64_t channels = x.dim(1), plane = x.dim(2) * x.dim(3);
+  const int64_t half = p.nsize / 2;
+  const float a = p.alpha / p.nsize;
+  const float coef = 2.0f * p.alpha * p.beta / p.nsize;
+  // For one sample: s^-beta and dy x s^(-beta-1), each [C, H*W]; one plane
+  // of window sums.
+  std::vector<float> pow_s(channels * plane), t(channels * plane), sum(plane);
+  for (int64_t n = 0; n < x.dim(0); ++n) {
+    const int64_t base = n * channels * plane;
+    const float* xs = x.data() + base;
+    const float* gs = dy.data() + base;
+    float* out = dx->data() + base;
+    for (int64_t c = 0; c < channels; ++c) {
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (int64_t k = std::max<int64_t>(0, c - half); k <= std::min(channels - 1, c + half); ++k) {
+        const float* xk = xs + k * plane;
+        for (int64_t i = 0; i < plane; ++i) sum[i] += xk[i] * xk[i];
+      }
+      for (int64_t i = 0; i < plane; ++i) sum[i] = p.knorm + a * sum[i];  // s
+      float* ps = pow_s.data() + c * plane;
+      if (p.beta == 0.75f) {  // MXNet's and AlexNet's: no pow, and the loop vectorises.
+        for (int64_t i = 0; i < plane; ++i) ps[i] = 1.0f / std::sqrt(sum[i] * std::sqrt(sum[i]));
+      } else {
+        for (int64_t i = 0; i < plane; ++i) ps[i] = std::pow(sum[i], -p.beta);
+      }
+      const float* xc = xs + c * plane;
+      const float* gc = gs + c * plane;
+      float* tc = t.data() + c * plane;
+      for (int64_t i = 0; i < plane; ++i) tc[i] = gc[i] * xc[i] * ps[i] / sum[i];
+    }
+    for (int64_t c = 0; c < channels; ++c) {
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (int64_t k = std::max<int64_t>(0, c - half); k <= std::min(channels - 1, c + half); ++k) {
+        const float* tk = t.data() + k * plane;
+        for (int64_t i = 0; i < plane; ++i) sum[i] += tk[i];
+      }
+      const float* xc = xs + c * plane;
+      const float* gc = gs + c * plane;
+      const float* ps = pow_s.data() + c * plane;
+      float* oc = out + c * plane;
+      for (int64_t i = 0; i < plane; ++i) oc[i] = gc[i] * ps[i] - coef * xc[i] * sum[i];
+    }
+  }
 }
 
 // -------------------------------------------------------------------- concat
@@ -222,7 +271,7 @@ absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x, const Te
                                       BatchNormState* state, Tensor* moving_mean,
                                       Tensor* moving_var) {
   memory::dims d;
-  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", *moving_mean, x));
@@ -258,7 +307,7 @@ absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x, const T
                                        const Tensor& moving_var, const BatchNormParams& p,
                                        Tensor* y) {
   memory::dims d;
-  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", moving_mean, x));
@@ -280,7 +329,7 @@ absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& g
                                const BatchNormState& state, Tensor* dx, Tensor* dgamma,
                                Tensor* dbeta) {
   memory::dims d;
-  PSTRAIN_RETURN_IF_ERROR(BnDims(x, &d));
+  PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(SameShape("batch norm backward: input and output gradient", x, dy));
   if (state.mean.empty() || state.inv_std.empty()) {
@@ -324,36 +373,23 @@ absl::Status LrnForward(CpuContext* ctx, const Tensor& x, const LrnParams& p, Te
                         LrnState* state) {
   PSTRAIN_RETURN_IF_ERROR(CheckLrn(x, p));
   Resize(y, x.shape());
+  state->workspace.reset();  // Backward needs nothing saved.
   return Guard("LRN forward", [&] {
-    auto prims = GetLrn(ctx, x, p);
-    const auto& pd = prims->fwd_pd;
-    auto ws = std::make_shared<memory>(pd.workspace_desc(), ctx->engine());
-    prims->fwd.execute(ctx->stream(), {{DNNL_ARG_SRC, Mem(pd.src_desc(), ctx, x.data())},
-                                       {DNNL_ARG_DST, Mem(pd.dst_desc(), ctx, y->data())},
-                                       {DNNL_ARG_WORKSPACE, *ws}});
+    auto fwd = GetLrnForward(ctx, x, p);
+    const memory::desc md({x.dim(0), x.dim(1), x.dim(2), x.dim(3)}, f32, tag::nchw);
+    fwd->execute(ctx->stream(),
+                 {{DNNL_ARG_SRC, Mem(md, ctx, x.data())}, {DNNL_ARG_DST, Mem(md, ctx, y->data())}});
     ctx->stream().wait();
-    state->workspace = ws;
   });
 }
 
-absl::Status LrnBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy, const LrnParams& p,
-                         const LrnState& state, Tensor* dx) {
+absl::Status LrnBackward(CpuContext* /*ctx*/, const Tensor& x, const Tensor& dy, const LrnParams& p,
+                         const LrnState& /*state*/, Tensor* dx) {
   PSTRAIN_RETURN_IF_ERROR(CheckLrn(x, p));
   PSTRAIN_RETURN_IF_ERROR(SameShape("LRN backward: input and output gradient", x, dy));
-  if (state.workspace == nullptr) {
-    return absl::FailedPreconditionError("LRN backward needs its forward's state");
-  }
   Resize(dx, x.shape());
-  return Guard("LRN backward", [&] {
-    auto prims = GetLrn(ctx, x, p);
-    const auto& pd = prims->bwd_pd;
-    prims->bwd.execute(ctx->stream(),
-                       {{DNNL_ARG_SRC, Mem(pd.src_desc(), ctx, x.data())},
-                        {DNNL_ARG_DIFF_DST, Mem(pd.diff_dst_desc(), ctx, dy.data())},
-                        {DNNL_ARG_DIFF_SRC, Mem(pd.diff_src_desc(), ctx, dx->data())},
-                        {DNNL_ARG_WORKSPACE, *std::static_pointer_cast<memory>(state.workspace)}});
-    ctx->stream().wait();
-  });
+  LrnBackwardLoops(x, dy, p, dx);
+  return absl::OkStatus();
 }
 
 absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tensor* y,
@@ -393,7 +429,10 @@ absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx) {
 absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y) {
   std::vector<std::vector<int64_t>> shapes;
   shapes.reserve(xs.size());
-  for (const Tensor* x : xs) shapes.push_back(x->shape());
+  for (const Tensor* x : xs) {
+    CHECK(x != y && (y->empty() || x->data() != y->data())) << "concat output is an input";
+    shapes.push_back(x->shape());
+  }
   PSTRAIN_ASSIGN_OR_RETURN(const std::vector<int64_t> out, ConcatShape(shapes));
   Resize(y, out);
   float* dst = y->data();
@@ -415,7 +454,10 @@ absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64
                             ", but the inputs concatenate to ", ShapeToString(out)));
   }
   for (size_t i = 0; i < dxs.size(); ++i) {
-    if (dxs[i] != nullptr) Resize(dxs[i], shapes[i]);
+    if (dxs[i] == nullptr) continue;
+    CHECK(dxs[i] != &dy && (dxs[i]->empty() || dxs[i]->data() != dy.data()))
+        << "concat backward: gradient " << i << " is the output gradient";
+    Resize(dxs[i], shapes[i]);
   }
   const float* src = dy.data();
   ForEachConcatBlock(shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {

@@ -103,7 +103,7 @@ absl::Status SoftmaxCrossEntropyBackward(const Tensor& probs, absl::Span<const f
 // Batch normalization over the channel axis of x [N, C, H, W] or [N, C]
 // (MXNet's BatchNorm). gamma, beta, moving_mean, moving_var are [C].
 struct BatchNormParams {
-  float eps = 1e-3f;        // MXNet's default.
+  float eps = 1e-3f;        // MXNet's default. Must be positive.
   float momentum = 0.9f;    // moving = moving * momentum + batch * (1 - momentum).
   bool fix_gamma = false;   // When true gamma is treated as 1 (and dgamma = 0).
 };
@@ -143,6 +143,8 @@ struct LrnParams {
   float beta = 0.75f;
   float knorm = 2.0f;
 };
+// What forward saves for backward. The CPU kernels save nothing (backward
+// recomputes the normalizer from x).
 struct LrnState {
   std::shared_ptr<void> workspace;
 };
@@ -153,14 +155,17 @@ absl::Status LrnBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy, con
 
 // Inverted dropout: in training y = x * mask / (1 - p) with mask drawn
 // Bernoulli(1 - p) from *rng (seeded by the caller); *mask keeps
-// mask / (1 - p) for backward. p in [0, 1).
+// mask / (1 - p) for backward. p in [0, 1). The mask depends only on *rng's
+// state (two elements per 64-bit draw), so a seed gives the same mask on
+// every platform; p = 0 draws nothing.
 absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tensor* y,
                             Tensor* mask);
 // dx = dy * mask.
 absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx);
 
 // Concatenation of NCHW (or [N, C]) tensors along the channel axis 1; all
-// other dimensions must agree.
+// other dimensions must agree. REQUIRES: y shares no storage with an input
+// (nor, in backward, a dxs entry with dy).
 absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y);
 // Splits dy back into dxs; each *dxs[i] is resized to the shape of the
 // corresponding forward input, given by `shapes`. Null entries are skipped.
