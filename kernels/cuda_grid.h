@@ -21,9 +21,9 @@ inline int CudaBlocks(int64_t n) {
 }  // namespace pstrain
 
 // Grid-stride loop (Caffe's CUDA_KERNEL_LOOP): any grid covers any n.
-#define PSTRAIN_CUDA_KERNEL_LOOP(i, n)                                    \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) +        \
-                   threadIdx.x;                                           \
+#define PSTRAIN_CUDA_KERNEL_LOOP(i, n)                                  \
+  for (int64_t i =                                                      \
+           blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; \
        i < (n); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 #endif  // PSTRAIN_KERNELS_CUDA_GRID_H_

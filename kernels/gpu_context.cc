@@ -46,7 +46,8 @@ absl::Status CublasStatus(cublasStatus_t st, absl::string_view what) {
   if (st == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   std::string msg = absl::StrCat(CallName(what), ": ", cublasGetStatusName(st),
                                  " (", cublasGetStatusString(st), ")");
-  if (st == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(msg);
+  if (st == CUBLAS_STATUS_ALLOC_FAILED)
+    return absl::ResourceExhaustedError(msg);
   return absl::InternalError(msg);
 }
 
@@ -101,7 +102,8 @@ absl::StatusOr<std::unique_ptr<GpuContext>> GpuContext::Create(
       "cudaStreamCreateWithFlags");
   if (s.ok()) s = CudnnStatus(cudnnCreate(&ctx->cudnn_), "cudnnCreate");
   if (s.ok()) {
-    s = CudnnStatus(cudnnSetStream(ctx->cudnn_, ctx->stream_), "cudnnSetStream");
+    s = CudnnStatus(cudnnSetStream(ctx->cudnn_, ctx->stream_),
+                    "cudnnSetStream");
   }
   if (s.ok()) s = CublasStatus(cublasCreate(&ctx->cublas_), "cublasCreate");
   if (s.ok()) {

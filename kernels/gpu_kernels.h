@@ -44,8 +44,7 @@ cudaError_t SoftmaxCrossEntropyGpu(const float* logits, const float* labels,
 cudaError_t SoftmaxCrossEntropyBackwardGpu(const float* probs,
                                            const float* labels, int64_t n,
                                            int64_t c, float scale,
-                                           float* dlogits,
-                                           cudaStream_t stream);
+                                           float* dlogits, cudaStream_t stream);
 
 struct BatchNormShape {
   int64_t n = 0;   // Batch.
@@ -62,16 +61,12 @@ cudaError_t BatchNormForwardTrainingGpu(const float* x, const float* gamma,
                                         float eps, float momentum,
                                         bool fix_gamma, float* y, float* mean,
                                         float* inv_std, float* moving_mean,
-                                        float* moving_var,
-                                        cudaStream_t stream);
+                                        float* moving_var, cudaStream_t stream);
 // y = g * (x - moving_mean) / sqrt(moving_var + eps) + beta.
-cudaError_t BatchNormForwardInferenceGpu(const float* x, const float* gamma,
-                                         const float* beta,
-                                         const float* moving_mean,
-                                         const float* moving_var,
-                                         BatchNormShape s, float eps,
-                                         bool fix_gamma, float* y,
-                                         cudaStream_t stream);
+cudaError_t BatchNormForwardInferenceGpu(
+    const float* x, const float* gamma, const float* beta,
+    const float* moving_mean, const float* moving_var, BatchNormShape s,
+    float eps, bool fix_gamma, float* y, cudaStream_t stream);
 // Gradients of the training forward: dbeta = sum dy, dgamma = sum dy * xhat
 // (0 with fix_gamma), dx = g * inv_std / M * (M * dy - dbeta - xhat * sum dy
 // * xhat) with M = n * hw. dx may be null.
@@ -85,9 +80,8 @@ cudaError_t BatchNormBackwardGpu(const float* x, const float* gamma,
 // a uniform number hashed from (seed, i) is >= p; mask[i] = kept ? 1 / (1 -
 // p) : 0 and y[i] = x[i] * mask[i]. The same seed gives the same mask.
 // REQUIRES: 0 <= p < 1.
-cudaError_t DropoutForwardGpu(const float* x, int64_t n, float p,
-                              uint64_t seed, float* y, float* mask,
-                              cudaStream_t stream);
+cudaError_t DropoutForwardGpu(const float* x, int64_t n, float p, uint64_t seed,
+                              float* y, float* mask, cudaStream_t stream);
 
 }  // namespace kernels
 }  // namespace pstrain

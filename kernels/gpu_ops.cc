@@ -75,15 +75,18 @@ class Descriptor {
   T d_ = nullptr;
 };
 
-using TensorDesc = Descriptor<cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor,
-                              cudnnDestroyTensorDescriptor>;
-using FilterDesc = Descriptor<cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor,
-                              cudnnDestroyFilterDescriptor>;
+using TensorDesc =
+    Descriptor<cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor,
+               cudnnDestroyTensorDescriptor>;
+using FilterDesc =
+    Descriptor<cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor,
+               cudnnDestroyFilterDescriptor>;
 using ConvDesc =
     Descriptor<cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor,
                cudnnDestroyConvolutionDescriptor>;
-using PoolDesc = Descriptor<cudnnPoolingDescriptor_t, cudnnCreatePoolingDescriptor,
-                            cudnnDestroyPoolingDescriptor>;
+using PoolDesc =
+    Descriptor<cudnnPoolingDescriptor_t, cudnnCreatePoolingDescriptor,
+               cudnnDestroyPoolingDescriptor>;
 using ActDesc =
     Descriptor<cudnnActivationDescriptor_t, cudnnCreateActivationDescriptor,
                cudnnDestroyActivationDescriptor>;
@@ -113,7 +116,8 @@ absl::StatusOr<std::shared_ptr<Plan>> CachedPlan(GpuContext* ctx,
                                                  const std::string& key,
                                                  Build build) {
   auto it = ctx->cache().find(key);
-  if (it != ctx->cache().end()) return std::static_pointer_cast<Plan>(it->second);
+  if (it != ctx->cache().end())
+    return std::static_pointer_cast<Plan>(it->second);
   auto plan = std::make_shared<Plan>();
   PSTRAIN_RETURN_IF_ERROR(build(plan.get()));
   ctx->cache()[key] = plan;
@@ -161,8 +165,8 @@ absl::Status BuildConvPlan(const GpuContext& ctx, const GpuTensor& x,
       static_cast<int>(x.dim(1) / p.groups), p.kernel_h, p.kernel_w));
   PSTRAIN_RETURN_IF_ERROR(plan->conv.Init());
   PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnSetConvolution2dDescriptor(
-      plan->conv.get(), p.pad_h, p.pad_w, p.stride_h, p.stride_w,
-      p.dilation_h, p.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+      plan->conv.get(), p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h,
+      p.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   PSTRAIN_CUDNN_RETURN_IF_ERROR(
       cudnnSetConvolutionGroupCount(plan->conv.get(), p.groups));
   PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(
@@ -190,8 +194,9 @@ bool PickAlgo(const GpuContextOptions& o, const std::vector<Perf>& perfs,
     if (q.status != CUDNN_STATUS_SUCCESS) continue;
     if (q.memory > o.conv_workspace_limit_bytes) continue;
     if (o.deterministic && q.determinism != CUDNN_DETERMINISTIC) continue;
-    if (!o.allow_tf32 && (q.mathType == CUDNN_TENSOR_OP_MATH ||
-                          q.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) {
+    if (!o.allow_tf32 &&
+        (q.mathType == CUDNN_TENSOR_OP_MATH ||
+         q.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) {
       continue;
     }
     choice->algo = q.algo;
@@ -220,9 +225,8 @@ struct FwdOps {
   }
   static cudnnStatus_t Heuristic(cudnnHandle_t h, const ConvPlan& p, int req,
                                  int* got, Perf* perfs) {
-    return cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.get(), p.w.get(),
-                                                  p.conv.get(), p.y.get(), req,
-                                                  got, perfs);
+    return cudnnGetConvolutionForwardAlgorithm_v7(
+        h, p.x.get(), p.w.get(), p.conv.get(), p.y.get(), req, got, perfs);
   }
   static cudnnStatus_t Find(cudnnHandle_t h, const ConvPlan& p,
                             const ConvBuffers& b, int req, int* got,
@@ -231,8 +235,8 @@ struct FwdOps {
         h, p.x.get(), b.x, p.w.get(), b.w, p.conv.get(), p.y.get(), b.out, req,
         got, perfs, ws, ws_bytes);
   }
-  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p,
-                                     Algo a, size_t* bytes) {
+  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p, Algo a,
+                                     size_t* bytes) {
     return cudnnGetConvolutionForwardWorkspaceSize(
         h, p.x.get(), p.w.get(), p.conv.get(), p.y.get(), a, bytes);
   }
@@ -258,8 +262,8 @@ struct BwdDataOps {
         h, p.w.get(), b.w, p.y.get(), b.y, p.conv.get(), p.x.get(), b.out, req,
         got, perfs, ws, ws_bytes);
   }
-  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p,
-                                     Algo a, size_t* bytes) {
+  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p, Algo a,
+                                     size_t* bytes) {
     return cudnnGetConvolutionBackwardDataWorkspaceSize(
         h, p.w.get(), p.y.get(), p.conv.get(), p.x.get(), a, bytes);
   }
@@ -285,8 +289,8 @@ struct BwdFilterOps {
         h, p.x.get(), b.x, p.y.get(), b.y, p.conv.get(), p.w.get(), b.out, req,
         got, perfs, ws, ws_bytes);
   }
-  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p,
-                                     Algo a, size_t* bytes) {
+  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p, Algo a,
+                                     size_t* bytes) {
     return cudnnGetConvolutionBackwardFilterWorkspaceSize(
         h, p.x.get(), p.y.get(), p.conv.get(), p.w.get(), a, bytes);
   }
@@ -351,8 +355,8 @@ absl::StatusOr<std::shared_ptr<ConvPlan>> GetConvPlan(GpuContext* ctx,
                                                       const Conv2dParams& p,
                                                       int64_t oh, int64_t ow) {
   PSTRAIN_RETURN_IF_ERROR(CheckCudnnSize(x.shape(), "convolution"));
-  PSTRAIN_RETURN_IF_ERROR(CheckCudnnSize({x.dim(0), p.num_filter, oh, ow},
-                                         "convolution"));
+  PSTRAIN_RETURN_IF_ERROR(
+      CheckCudnnSize({x.dim(0), p.num_filter, oh, ow}, "convolution"));
   return CachedPlan<ConvPlan>(ctx, ConvKey(x, p), [&](ConvPlan* plan) {
     return BuildConvPlan(*ctx, x, p, oh, ow, plan);
   });
@@ -371,14 +375,13 @@ absl::StatusOr<std::shared_ptr<PoolPlan>> GetPoolPlan(GpuContext* ctx,
                                                       const Pool2dParams& p,
                                                       int64_t oh, int64_t ow) {
   PSTRAIN_RETURN_IF_ERROR(CheckCudnnSize(x.shape(), "pooling"));
-  const std::string key = absl::StrCat(
-      "pool:", x.ShapeString(), ":", static_cast<int>(p.kind), ",", p.kernel_h,
-      ",", p.kernel_w, ",", p.stride_h, ",", p.stride_w, ",", p.pad_h, ",",
-      p.pad_w);
+  const std::string key =
+      absl::StrCat("pool:", x.ShapeString(), ":", static_cast<int>(p.kind), ",",
+                   p.kernel_h, ",", p.kernel_w, ",", p.stride_h, ",",
+                   p.stride_w, ",", p.pad_h, ",", p.pad_w);
   return CachedPlan<PoolPlan>(ctx, key, [&](PoolPlan* plan) -> absl::Status {
     PSTRAIN_RETURN_IF_ERROR(InitTensor4d(&plan->x, x.shape()));
-    PSTRAIN_RETURN_IF_ERROR(
-        InitTensor4d(&plan->y, x.dim(0), x.dim(1), oh, ow));
+    PSTRAIN_RETURN_IF_ERROR(InitTensor4d(&plan->y, x.dim(0), x.dim(1), oh, ow));
     PSTRAIN_RETURN_IF_ERROR(plan->pool.Init());
     // MXNet's average pooling counts the padding (count_include_pad).
     PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnSetPooling2dDescriptor(
@@ -391,8 +394,9 @@ absl::StatusOr<std::shared_ptr<PoolPlan>> GetPoolPlan(GpuContext* ctx,
     PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnGetPooling2dForwardOutputDim(
         plan->pool.get(), plan->x.get(), &n, &c, &h, &w));
     if (h != oh || w != ow) {
-      return absl::InternalError(absl::StrCat(
-          "pooling: cuDNN's output ", h, "x", w, " differs from ", oh, "x", ow));
+      return absl::InternalError(absl::StrCat("pooling: cuDNN's output ", h,
+                                              "x", w, " differs from ", oh, "x",
+                                              ow));
     }
     return absl::OkStatus();
   });
@@ -410,9 +414,9 @@ absl::StatusOr<const GpuTensor*> SavedOutput(
   const auto* y = static_cast<const GpuTensor*>(workspace.get());
   if (y->shape() != shape || y->device() != ctx.device()) {
     return absl::FailedPreconditionError(
-        absl::StrCat(op, " backward: the forward state holds ", y->ShapeString(),
-                     " on GPU ", y->device(), ", want ", ShapeToString(shape),
-                     " on GPU ", ctx.device()));
+        absl::StrCat(op, " backward: the forward state holds ",
+                     y->ShapeString(), " on GPU ", y->device(), ", want ",
+                     ShapeToString(shape), " on GPU ", ctx.device()));
   }
   return y;
 }
@@ -431,12 +435,11 @@ absl::StatusOr<std::shared_ptr<LrnPlan>> GetLrnPlan(GpuContext* ctx,
   if (p.nsize % 2 != 1 || p.nsize < CUDNN_LRN_MIN_N ||
       p.nsize > CUDNN_LRN_MAX_N || p.knorm < CUDNN_LRN_MIN_K ||
       p.beta < CUDNN_LRN_MIN_BETA) {
-    return Bad(absl::StrCat("LRN: nsize ", p.nsize, ", knorm ", p.knorm,
-                            ", beta ", p.beta,
-                            " outside cuDNN's range (nsize odd in [",
-                            CUDNN_LRN_MIN_N, ", ", CUDNN_LRN_MAX_N,
-                            "], knorm >= ", CUDNN_LRN_MIN_K,
-                            ", beta >= ", CUDNN_LRN_MIN_BETA, ")"));
+    return Bad(absl::StrCat(
+        "LRN: nsize ", p.nsize, ", knorm ", p.knorm, ", beta ", p.beta,
+        " outside cuDNN's range (nsize odd in [", CUDNN_LRN_MIN_N, ", ",
+        CUDNN_LRN_MAX_N, "], knorm >= ", CUDNN_LRN_MIN_K,
+        ", beta >= ", CUDNN_LRN_MIN_BETA, ")"));
   }
   PSTRAIN_RETURN_IF_ERROR(CheckCudnnSize(x.shape(), "LRN"));
   const std::string key = absl::StrCat("lrn:", x.ShapeString(), ":", p.nsize,
@@ -478,8 +481,8 @@ absl::StatusOr<std::shared_ptr<ActPlan>> GetActPlan(GpuContext* ctx,
         mode = CUDNN_ACTIVATION_SIGMOID;
         break;
     }
-    return CudnnStatus(cudnnSetActivationDescriptor(plan->act.get(), mode,
-                                                    CUDNN_NOT_PROPAGATE_NAN, 0.0),
+    return CudnnStatus(cudnnSetActivationDescriptor(
+                           plan->act.get(), mode, CUDNN_NOT_PROPAGATE_NAN, 0.0),
                        "cudnnSetActivationDescriptor");
   });
 }
@@ -491,12 +494,13 @@ absl::StatusOr<std::shared_ptr<ActPlan>> GetActPlan(GpuContext* ctx,
 absl::Status CheckLabels(absl::Span<const float> labels, int64_t n, int64_t c,
                          absl::string_view op) {
   if (static_cast<int64_t>(labels.size()) != n) {
-    return Bad(absl::StrCat(op, ": ", n, " rows for ", labels.size(),
-                            " labels"));
+    return Bad(
+        absl::StrCat(op, ": ", n, " rows for ", labels.size(), " labels"));
   }
   for (int64_t i = 0; i < n; ++i) {
     const float l = labels[i];
-    if (!(l >= 0 && l < c) || l != static_cast<float>(static_cast<int64_t>(l))) {
+    if (!(l >= 0 && l < c) ||
+        l != static_cast<float>(static_cast<int64_t>(l))) {
       return Bad(absl::StrCat("label ", l, " of sample ", i,
                               " is not a class in [0, ", c, ")"));
     }
@@ -523,8 +527,9 @@ absl::StatusOr<float*> UploadLabels(GpuContext* ctx,
 absl::StatusOr<BatchNormShape> CheckBatchNorm(
     const GpuTensor& x, std::initializer_list<const GpuTensor*> per_channel) {
   if (x.ndim() < 2 || x.dim(0) <= 0 || x.dim(1) <= 0) {
-    return Bad(absl::StrCat("batch norm input must be [N, C, ...] with N, C > 0, got ",
-                            x.ShapeString()));
+    return Bad(
+        absl::StrCat("batch norm input must be [N, C, ...] with N, C > 0, got ",
+                     x.ShapeString()));
   }
   const std::vector<int64_t> want{x.dim(1)};
   for (const GpuTensor* t : per_channel) {
@@ -545,7 +550,8 @@ absl::StatusOr<BatchNormShape> CheckBatchNorm(
 absl::Status SameShape(const GpuTensor& a, const GpuTensor& b,
                        absl::string_view op) {
   if (a.shape() != b.shape()) {
-    return Bad(absl::StrCat(op, ": ", a.ShapeString(), " vs ", b.ShapeString()));
+    return Bad(
+        absl::StrCat(op, ": ", a.ShapeString(), " vs ", b.ShapeString()));
   }
   return absl::OkStatus();
 }
@@ -612,18 +618,17 @@ absl::Status Conv2dForward(GpuContext* ctx, const GpuTensor& x,
       plan->conv.get(), plan->fwd.algo, ws, plan->fwd.workspace, &kZero,
       plan->y.get(), y->data()));
   if (!b.empty()) {
-    PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnAddTensor(ctx->cudnn(), &kOne,
-                                                 plan->bias.get(), b.data(),
-                                                 &kOne, plan->y.get(),
-                                                 y->data()));
+    PSTRAIN_CUDNN_RETURN_IF_ERROR(
+        cudnnAddTensor(ctx->cudnn(), &kOne, plan->bias.get(), b.data(), &kOne,
+                       plan->y.get(), y->data()));
   }
   return absl::OkStatus();
 }
 
 absl::Status Conv2dBackward(GpuContext* ctx, const GpuTensor& x,
                             const GpuTensor& w, const GpuTensor& dy,
-                            const Conv2dParams& p, GpuTensor* dx,
-                            GpuTensor* dw, GpuTensor* db) {
+                            const Conv2dParams& p, GpuTensor* dx, GpuTensor* dw,
+                            GpuTensor* db) {
   int64_t oh, ow;
   PSTRAIN_RETURN_IF_ERROR(
       CheckConv2dShapes(x.shape(), w.shape(), {}, p, &oh, &ow));
@@ -633,7 +638,8 @@ absl::Status Conv2dBackward(GpuContext* ctx, const GpuTensor& x,
   }
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&x, &w, &dy}, "convolution"));
   CudaDeviceGuard guard(ctx->device());
-  if (dx != nullptr) PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), dx));
+  if (dx != nullptr)
+    PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), dx));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, w.shape(), dw));
   if (db != nullptr) {
     PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {p.num_filter}, db));
@@ -662,8 +668,8 @@ absl::Status Conv2dBackward(GpuContext* ctx, const GpuTensor& x,
       &kZero, plan->w.get(), dw->data()));
   if (db != nullptr) {
     PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnConvolutionBackwardBias(
-        ctx->cudnn(), &kOne, plan->y.get(), dy.data(), &kZero,
-        plan->bias.get(), db->data()));
+        ctx->cudnn(), &kOne, plan->y.get(), dy.data(), &kZero, plan->bias.get(),
+        db->data()));
   }
   return absl::OkStatus();
 }
@@ -737,11 +743,11 @@ absl::Status FullyConnectedForward(GpuContext* ctx, const GpuTensor& x,
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {n, o}, y));
   // Row-major y[n, o] = x[n, k] w[o, k]^T is column-major y^T = w^T x^T:
   // cuBLAS sees w as k x o (transposed to o x k) and x as k x n.
-  PSTRAIN_CUBLAS_RETURN_IF_ERROR(cublasSgemm(
-      ctx->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(o),
-      static_cast<int>(n), static_cast<int>(k), &kOne, w.data(),
-      static_cast<int>(k), x.data(), static_cast<int>(k), &kZero, y->data(),
-      static_cast<int>(o)));
+  PSTRAIN_CUBLAS_RETURN_IF_ERROR(
+      cublasSgemm(ctx->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(o),
+                  static_cast<int>(n), static_cast<int>(k), &kOne, w.data(),
+                  static_cast<int>(k), x.data(), static_cast<int>(k), &kZero,
+                  y->data(), static_cast<int>(o)));
   if (!b.empty()) {
     PSTRAIN_RETURN_IF_ERROR(LaunchStatus(
         AddRowBiasGpu(y->data(), b.data(), n, o, ctx->stream()), "AddRowBias"));
@@ -756,9 +762,9 @@ absl::Status FullyConnectedBackward(GpuContext* ctx, const GpuTensor& x,
   if (x.ndim() < 2 || x.dim(0) <= 0 || w.ndim() != 2 ||
       x.size() / x.dim(0) != w.dim(1) ||
       dy.shape() != std::vector<int64_t>{x.dim(0), w.dim(0)}) {
-    return Bad(absl::StrCat("fully connected backward: input ",
-                            x.ShapeString(), ", weight ", w.ShapeString(),
-                            ", output gradient ", dy.ShapeString()));
+    return Bad(absl::StrCat("fully connected backward: input ", x.ShapeString(),
+                            ", weight ", w.ShapeString(), ", output gradient ",
+                            dy.ShapeString()));
   }
   const int64_t n = x.dim(0), k = w.dim(1), o = w.dim(0);
   if (n > INT_MAX || k > INT_MAX || o > INT_MAX) {
@@ -784,9 +790,9 @@ absl::Status FullyConnectedBackward(GpuContext* ctx, const GpuTensor& x,
                   x.data(), ik, dy.data(), io, &kZero, dw->data(), ik));
   if (db != nullptr) {
     PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {o}, db));
-    PSTRAIN_RETURN_IF_ERROR(LaunchStatus(
-        SumColumnsGpu(dy.data(), n, o, db->data(), ctx->stream()),
-        "SumColumns"));
+    PSTRAIN_RETURN_IF_ERROR(
+        LaunchStatus(SumColumnsGpu(dy.data(), n, o, db->data(), ctx->stream()),
+                     "SumColumns"));
   }
   return absl::OkStatus();
 }
@@ -799,11 +805,10 @@ absl::Status ActivationForward(GpuContext* ctx, Activation a,
   if (x.empty()) return absl::OkStatus();
   PSTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<ActPlan> plan,
                            GetActPlan(ctx, a, x.size()));
-  return CudnnStatus(
-      cudnnActivationForward(ctx->cudnn(), plan->act.get(), &kOne,
-                             plan->t.get(), x.data(), &kZero, plan->t.get(),
-                             y->data()),
-      "cudnnActivationForward");
+  return CudnnStatus(cudnnActivationForward(ctx->cudnn(), plan->act.get(),
+                                            &kOne, plan->t.get(), x.data(),
+                                            &kZero, plan->t.get(), y->data()),
+                     "cudnnActivationForward");
 }
 
 absl::Status ActivationBackward(GpuContext* ctx, Activation a,
@@ -818,12 +823,11 @@ absl::Status ActivationBackward(GpuContext* ctx, Activation a,
                            GetActPlan(ctx, a, y.size()));
   // cuDNN's ReLU backward tests x > 0; y > 0 exactly when x > 0, so y
   // stands in for x (tanh and sigmoid use y only).
-  return CudnnStatus(
-      cudnnActivationBackward(ctx->cudnn(), plan->act.get(), &kOne,
-                              plan->t.get(), y.data(), plan->t.get(),
-                              dy.data(), plan->t.get(), y.data(), &kZero,
-                              plan->t.get(), dx->data()),
-      "cudnnActivationBackward");
+  return CudnnStatus(cudnnActivationBackward(
+                         ctx->cudnn(), plan->act.get(), &kOne, plan->t.get(),
+                         y.data(), plan->t.get(), dy.data(), plan->t.get(),
+                         y.data(), &kZero, plan->t.get(), dx->data()),
+                     "cudnnActivationBackward");
 }
 
 absl::Status SoftmaxCrossEntropy(GpuContext* ctx, const GpuTensor& logits,
@@ -847,10 +851,9 @@ absl::Status SoftmaxCrossEntropy(GpuContext* ctx, const GpuTensor& logits,
       "SoftmaxCrossEntropy"));
   if (loss == nullptr) return absl::OkStatus();
   std::vector<float> losses(n);
-  PSTRAIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(losses.data(), d_losses,
-                                               n * sizeof(float),
-                                               cudaMemcpyDeviceToHost,
-                                               ctx->stream()));
+  PSTRAIN_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(losses.data(), d_losses, n * sizeof(float),
+                      cudaMemcpyDeviceToHost, ctx->stream()));
   PSTRAIN_RETURN_IF_ERROR(ctx->Synchronize());
   double total = 0;
   for (float l : losses) total += l;
@@ -863,8 +866,9 @@ absl::Status SoftmaxCrossEntropyBackward(GpuContext* ctx,
                                          absl::Span<const float> labels,
                                          float scale, GpuTensor* dlogits) {
   if (probs.ndim() != 2) {
-    return Bad(absl::StrCat("softmax backward: probabilities must be [N, C], got ",
-                            probs.ShapeString()));
+    return Bad(
+        absl::StrCat("softmax backward: probabilities must be [N, C], got ",
+                     probs.ShapeString()));
   }
   const int64_t n = probs.dim(0), c = probs.dim(1);
   PSTRAIN_RETURN_IF_ERROR(CheckLabels(labels, n, c, "softmax backward"));
@@ -878,13 +882,10 @@ absl::Status SoftmaxCrossEntropyBackward(GpuContext* ctx,
       "SoftmaxCrossEntropyBackward");
 }
 
-absl::Status BatchNormForwardTraining(GpuContext* ctx, const GpuTensor& x,
-                                      const GpuTensor& gamma,
-                                      const GpuTensor& beta,
-                                      const BatchNormParams& p, GpuTensor* y,
-                                      GpuBatchNormState* state,
-                                      GpuTensor* moving_mean,
-                                      GpuTensor* moving_var) {
+absl::Status BatchNormForwardTraining(
+    GpuContext* ctx, const GpuTensor& x, const GpuTensor& gamma,
+    const GpuTensor& beta, const BatchNormParams& p, GpuTensor* y,
+    GpuBatchNormState* state, GpuTensor* moving_mean, GpuTensor* moving_var) {
   PSTRAIN_ASSIGN_OR_RETURN(
       BatchNormShape s,
       CheckBatchNorm(x, {&gamma, &beta, moving_mean, moving_var}));
@@ -907,8 +908,7 @@ absl::Status BatchNormForwardInference(GpuContext* ctx, const GpuTensor& x,
                                        const GpuTensor& beta,
                                        const GpuTensor& moving_mean,
                                        const GpuTensor& moving_var,
-                                       const BatchNormParams& p,
-                                       GpuTensor* y) {
+                                       const BatchNormParams& p, GpuTensor* y) {
   PSTRAIN_ASSIGN_OR_RETURN(
       BatchNormShape s,
       CheckBatchNorm(x, {&gamma, &beta, &moving_mean, &moving_var}));
@@ -917,10 +917,9 @@ absl::Status BatchNormForwardInference(GpuContext* ctx, const GpuTensor& x,
   CudaDeviceGuard guard(ctx->device());
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), y));
   return LaunchStatus(
-      BatchNormForwardInferenceGpu(x.data(), gamma.data(), beta.data(),
-                                   moving_mean.data(), moving_var.data(), s,
-                                   p.eps, p.fix_gamma, y->data(),
-                                   ctx->stream()),
+      BatchNormForwardInferenceGpu(
+          x.data(), gamma.data(), beta.data(), moving_mean.data(),
+          moving_var.data(), s, p.eps, p.fix_gamma, y->data(), ctx->stream()),
       "BatchNormForwardInference");
 }
 
@@ -936,19 +935,20 @@ absl::Status BatchNormBackward(GpuContext* ctx, const GpuTensor& x,
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(
       *ctx, {&x, &gamma, &dy, &state.mean, &state.inv_std}, "batch norm"));
   CudaDeviceGuard guard(ctx->device());
-  if (dx != nullptr) PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), dx));
+  if (dx != nullptr)
+    PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), dx));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, dgamma));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, dbeta));
   return LaunchStatus(
-      BatchNormBackwardGpu(x.data(), gamma.data(), dy.data(),
-                           state.mean.data(), state.inv_std.data(), s,
-                           p.fix_gamma, dx != nullptr ? dx->data() : nullptr,
-                           dgamma->data(), dbeta->data(), ctx->stream()),
+      BatchNormBackwardGpu(x.data(), gamma.data(), dy.data(), state.mean.data(),
+                           state.inv_std.data(), s, p.fix_gamma,
+                           dx != nullptr ? dx->data() : nullptr, dgamma->data(),
+                           dbeta->data(), ctx->stream()),
       "BatchNormBackward");
 }
 
-absl::Status LrnForward(GpuContext* ctx, const GpuTensor& x,
-                        const LrnParams& p, GpuTensor* y, LrnState* state) {
+absl::Status LrnForward(GpuContext* ctx, const GpuTensor& x, const LrnParams& p,
+                        GpuTensor* y, LrnState* state) {
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&x}, "LRN"));
   CudaDeviceGuard guard(ctx->device());
   PSTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<LrnPlan> plan,
@@ -966,8 +966,8 @@ absl::Status LrnBackward(GpuContext* ctx, const GpuTensor& x,
                          const LrnState& state, GpuTensor* dx) {
   PSTRAIN_RETURN_IF_ERROR(SameShape(x, dy, "LRN backward"));
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&x, &dy}, "LRN"));
-  PSTRAIN_ASSIGN_OR_RETURN(const GpuTensor* y,
-                           SavedOutput(state.workspace, *ctx, x.shape(), "LRN"));
+  PSTRAIN_ASSIGN_OR_RETURN(
+      const GpuTensor* y, SavedOutput(state.workspace, *ctx, x.shape(), "LRN"));
   CudaDeviceGuard guard(ctx->device());
   PSTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<LrnPlan> plan,
                            GetLrnPlan(ctx, x, p));
@@ -981,8 +981,7 @@ absl::Status LrnBackward(GpuContext* ctx, const GpuTensor& x,
 }
 
 absl::Status DropoutForward(GpuContext* ctx, float p, std::mt19937_64* rng,
-                            const GpuTensor& x, GpuTensor* y,
-                            GpuTensor* mask) {
+                            const GpuTensor& x, GpuTensor* y, GpuTensor* mask) {
   if (!(p >= 0.0f && p < 1.0f)) {
     return Bad(absl::StrCat("dropout probability ", p, " is not in [0, 1)"));
   }
@@ -1064,8 +1063,8 @@ absl::Status ConcatBackward(GpuContext* ctx, const GpuTensor& dy,
   return absl::OkStatus();
 }
 
-absl::Status AddForward(GpuContext* ctx, const GpuTensor& a,
-                        const GpuTensor& b, GpuTensor* y) {
+absl::Status AddForward(GpuContext* ctx, const GpuTensor& a, const GpuTensor& b,
+                        GpuTensor* y) {
   PSTRAIN_RETURN_IF_ERROR(SameShape(a, b, "add"));
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&a, &b}, "add"));
   CudaDeviceGuard guard(ctx->device());
@@ -1130,9 +1129,9 @@ absl::Status SumBuffers(GpuContext* ctx,
       ptrs.push_back(s.data());
       continue;
     }
-    PSTRAIN_CUDA_RETURN_IF_ERROR(cudaMemcpyPeerAsync(
-        staging, ctx->device(), s.data(), s.device(), n * sizeof(float),
-        ctx->stream()));
+    PSTRAIN_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyPeerAsync(staging, ctx->device(), s.data(), s.device(),
+                            n * sizeof(float), ctx->stream()));
     ptrs.push_back(staging);
     staging += n;
   }

@@ -42,7 +42,8 @@ __device__ float BlockReduce(float v) {
   __syncthreads();
   if (warp == 0) {
     const float identity = kMax ? -FLT_MAX : 0.0f;
-    float w = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : identity;
+    float w =
+        lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : identity;
     w = kMax ? WarpMax(w) : WarpSum(w);
     if (lane == 0) result = w;
   }
@@ -60,13 +61,11 @@ __device__ __forceinline__ float BlockMax(float v) {
   return BlockReduce<true>(v);
 }
 
-__global__ void AddKernel(const float* a, const float* b, float* y,
-                          int64_t n) {
+__global__ void AddKernel(const float* a, const float* b, float* y, int64_t n) {
   PSTRAIN_CUDA_KERNEL_LOOP(i, n) { y[i] = a[i] + b[i]; }
 }
 
-__global__ void MulKernel(const float* a, const float* b, float* y,
-                          int64_t n) {
+__global__ void MulKernel(const float* a, const float* b, float* y, int64_t n) {
   PSTRAIN_CUDA_KERNEL_LOOP(i, n) { y[i] = a[i] * b[i]; }
 }
 
@@ -131,8 +130,7 @@ __global__ void SoftmaxCrossEntropyKernel(const float* logits,
 __global__ void SoftmaxCrossEntropyBackwardKernel(const float* probs,
                                                   const float* labels,
                                                   int64_t n, int64_t c,
-                                                  float scale,
-                                                  float* dlogits) {
+                                                  float scale, float* dlogits) {
   PSTRAIN_CUDA_KERNEL_LOOP(i, n * c) {
     const int64_t row = i / c;
     const int64_t j = i - row * c;
@@ -196,8 +194,8 @@ __global__ void BatchNormInferenceKernel(const float* x, const float* gamma,
   PSTRAIN_CUDA_KERNEL_LOOP(i, s.n * s.c * s.hw) {
     const int64_t ch = (i / s.hw) % s.c;
     const float g = fix_gamma ? 1.0f : gamma[ch];
-    y[i] = g * (x[i] - moving_mean[ch]) / sqrtf(moving_var[ch] + eps) +
-           beta[ch];
+    y[i] =
+        g * (x[i] - moving_mean[ch]) / sqrtf(moving_var[ch] + eps) + beta[ch];
   }
 }
 
@@ -249,8 +247,8 @@ __global__ void DropoutForwardKernel(const float* x, int64_t n, float p,
                                      float* mask) {
   PSTRAIN_CUDA_KERNEL_LOOP(i, n) {
     // 24 random bits: a uniform float in [0, 1) on a 2^-24 grid.
-    const float u = static_cast<float>(SplitMix64(seed, i) >> 40) *
-                    (1.0f / 16777216.0f);
+    const float u =
+        static_cast<float>(SplitMix64(seed, i) >> 40) * (1.0f / 16777216.0f);
     const float k = u >= p ? scale : 0.0f;
     mask[i] = k;
     y[i] = x[i] * k;
@@ -317,8 +315,8 @@ cudaError_t AddRowBiasGpu(float* y, const float* bias, int64_t rows,
 cudaError_t SumColumnsGpu(const float* x, int64_t rows, int64_t cols,
                           float* out, cudaStream_t stream) {
   if (cols <= 0) return cudaSuccess;
-  SumColumnsKernel<<<CudaBlocks(cols), kCudaThreads, 0, stream>>>(x, rows,
-                                                                 cols, out);
+  SumColumnsKernel<<<CudaBlocks(cols), kCudaThreads, 0, stream>>>(x, rows, cols,
+                                                                  out);
   return cudaPeekAtLastError();
 }
 
@@ -363,13 +361,10 @@ cudaError_t BatchNormForwardTrainingGpu(const float* x, const float* gamma,
   return cudaPeekAtLastError();
 }
 
-cudaError_t BatchNormForwardInferenceGpu(const float* x, const float* gamma,
-                                         const float* beta,
-                                         const float* moving_mean,
-                                         const float* moving_var,
-                                         BatchNormShape s, float eps,
-                                         bool fix_gamma, float* y,
-                                         cudaStream_t stream) {
+cudaError_t BatchNormForwardInferenceGpu(
+    const float* x, const float* gamma, const float* beta,
+    const float* moving_mean, const float* moving_var, BatchNormShape s,
+    float eps, bool fix_gamma, float* y, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.hw;
   if (total <= 0) return cudaSuccess;
   BatchNormInferenceKernel<<<CudaBlocks(total), kCudaThreads, 0, stream>>>(
@@ -384,14 +379,13 @@ cudaError_t BatchNormBackwardGpu(const float* x, const float* gamma,
                                  float* dbeta, cudaStream_t stream) {
   if (s.c <= 0) return cudaSuccess;
   BatchNormBackwardKernel<<<static_cast<unsigned int>(s.c), kReduceThreads, 0,
-                            stream>>>(x, gamma, dy, mean, inv_std, s,
-                                      fix_gamma, dx, dgamma, dbeta);
+                            stream>>>(x, gamma, dy, mean, inv_std, s, fix_gamma,
+                                      dx, dgamma, dbeta);
   return cudaPeekAtLastError();
 }
 
-cudaError_t DropoutForwardGpu(const float* x, int64_t n, float p,
-                              uint64_t seed, float* y, float* mask,
-                              cudaStream_t stream) {
+cudaError_t DropoutForwardGpu(const float* x, int64_t n, float p, uint64_t seed,
+                              float* y, float* mask, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   DropoutForwardKernel<<<CudaBlocks(n), kCudaThreads, 0, stream>>>(
       x, n, p, 1.0f / (1.0f - p), seed, y, mask);

@@ -56,8 +56,8 @@ absl::Status Conv2dForward(GpuContext* ctx, const GpuTensor& x,
 // overwritten.
 absl::Status Conv2dBackward(GpuContext* ctx, const GpuTensor& x,
                             const GpuTensor& w, const GpuTensor& dy,
-                            const Conv2dParams& p, GpuTensor* dx,
-                            GpuTensor* dw, GpuTensor* db);
+                            const Conv2dParams& p, GpuTensor* dx, GpuTensor* dw,
+                            GpuTensor* db);
 
 // Max (deterministic cuDNN mode) or average (padding counted, as MXNet)
 // pooling, or global pooling. *state keeps a view of y for backward.
@@ -115,13 +115,10 @@ struct GpuBatchNormState {
 // (biased variance), saves them in *state and updates the moving
 // statistics in place: moving = moving * momentum + batch * (1 -
 // momentum), the variance being the biased batch variance.
-absl::Status BatchNormForwardTraining(GpuContext* ctx, const GpuTensor& x,
-                                      const GpuTensor& gamma,
-                                      const GpuTensor& beta,
-                                      const BatchNormParams& p, GpuTensor* y,
-                                      GpuBatchNormState* state,
-                                      GpuTensor* moving_mean,
-                                      GpuTensor* moving_var);
+absl::Status BatchNormForwardTraining(
+    GpuContext* ctx, const GpuTensor& x, const GpuTensor& gamma,
+    const GpuTensor& beta, const BatchNormParams& p, GpuTensor* y,
+    GpuBatchNormState* state, GpuTensor* moving_mean, GpuTensor* moving_var);
 // Inference mode: normalizes with the moving statistics.
 absl::Status BatchNormForwardInference(GpuContext* ctx, const GpuTensor& x,
                                        const GpuTensor& gamma,
@@ -143,8 +140,8 @@ absl::Status BatchNormBackward(GpuContext* ctx, const GpuTensor& x,
 // x^2)^beta. x is NCHW. cuDNN's limits apply: nsize odd in [1, 16], knorm
 // >= 1e-5, beta >= 0.01 (InvalidArgument otherwise). *state keeps a view
 // of y. REQUIRES: y is not modified between forward and backward.
-absl::Status LrnForward(GpuContext* ctx, const GpuTensor& x,
-                        const LrnParams& p, GpuTensor* y, LrnState* state);
+absl::Status LrnForward(GpuContext* ctx, const GpuTensor& x, const LrnParams& p,
+                        GpuTensor* y, LrnState* state);
 absl::Status LrnBackward(GpuContext* ctx, const GpuTensor& x,
                          const GpuTensor& dy, const LrnParams& p,
                          const LrnState& state, GpuTensor* dx);
@@ -154,8 +151,7 @@ absl::Status LrnBackward(GpuContext* ctx, const GpuTensor& x,
 // runs repeat); the mask is a counter-based hash of (seed, element index).
 // *mask keeps mask / (1 - p) for backward. p in [0, 1).
 absl::Status DropoutForward(GpuContext* ctx, float p, std::mt19937_64* rng,
-                            const GpuTensor& x, GpuTensor* y,
-                            GpuTensor* mask);
+                            const GpuTensor& x, GpuTensor* y, GpuTensor* mask);
 // dx = dy * mask. dx may alias dy.
 absl::Status DropoutBackward(GpuContext* ctx, const GpuTensor& mask,
                              const GpuTensor& dy, GpuTensor* dx);
@@ -163,8 +159,7 @@ absl::Status DropoutBackward(GpuContext* ctx, const GpuTensor& mask,
 // Concatenation of NCHW (or [N, C]) tensors along the channel axis 1; all
 // other dimensions must agree.
 absl::Status ConcatForward(GpuContext* ctx,
-                           absl::Span<const GpuTensor* const> xs,
-                           GpuTensor* y);
+                           absl::Span<const GpuTensor* const> xs, GpuTensor* y);
 // Splits dy back into dxs; each *dxs[i] is resized to shapes[i], the shape
 // of the corresponding forward input. Null entries are skipped.
 absl::Status ConcatBackward(GpuContext* ctx, const GpuTensor& dy,
@@ -172,8 +167,8 @@ absl::Status ConcatBackward(GpuContext* ctx, const GpuTensor& dy,
                             absl::Span<GpuTensor* const> dxs);
 
 // y = a + b, same shapes. y may alias a or b.
-absl::Status AddForward(GpuContext* ctx, const GpuTensor& a,
-                        const GpuTensor& b, GpuTensor* y);
+absl::Status AddForward(GpuContext* ctx, const GpuTensor& a, const GpuTensor& b,
+                        GpuTensor* y);
 // *acc += x, same shapes.
 absl::Status AddInPlace(GpuContext* ctx, const GpuTensor& x, GpuTensor* acc);
 

@@ -27,8 +27,8 @@ absl::StatusOr<GpuTensor> GpuTensor::Create(GpuContext* ctx,
   int64_t size = 1;
   for (int64_t d : shape) {
     if (d < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("GpuTensor: negative dimension in ", ShapeToString(shape)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "GpuTensor: negative dimension in ", ShapeToString(shape)));
     }
     size *= d;
   }
@@ -46,14 +46,16 @@ absl::StatusOr<GpuTensor> GpuTensor::Create(GpuContext* ctx,
                                     t.ShapeString(), " (", bytes, " bytes)"));
   }
   const int device = t.device_;
-  t.storage_ = std::shared_ptr<float>(static_cast<float*>(p), [device](float* q) {
-    CudaDeviceGuard g(device);
-    const cudaError_t err = cudaFree(q);
-    LOG_IF(ERROR, err != cudaSuccess)
-        << "GPU " << device << ": cudaFree: " << cudaGetErrorString(err);
-  });
+  t.storage_ =
+      std::shared_ptr<float>(static_cast<float*>(p), [device](float* q) {
+        CudaDeviceGuard g(device);
+        const cudaError_t err = cudaFree(q);
+        LOG_IF(ERROR, err != cudaSuccess)
+            << "GPU " << device << ": cudaFree: " << cudaGetErrorString(err);
+      });
   t.data_ = t.storage_.get();
-  PSTRAIN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(t.data_, 0, bytes, ctx->stream()));
+  PSTRAIN_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(t.data_, 0, bytes, ctx->stream()));
   return t;
 }
 
@@ -77,10 +79,9 @@ absl::Status GpuTensor::Upload(GpuContext* ctx, const Tensor& src) {
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, src.shape(), this));
   if (size_ == 0) return absl::OkStatus();
   CudaDeviceGuard guard(device_);
-  PSTRAIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(data_, src.data(),
-                                               size_ * sizeof(float),
-                                               cudaMemcpyHostToDevice,
-                                               ctx->stream()));
+  PSTRAIN_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(data_, src.data(), size_ * sizeof(float),
+                      cudaMemcpyHostToDevice, ctx->stream()));
   return absl::OkStatus();
 }
 
@@ -89,10 +90,9 @@ absl::Status GpuTensor::Download(GpuContext* ctx, Tensor* dst) const {
   if (dst->shape() != shape_) *dst = Tensor(shape_);
   if (size_ == 0) return absl::OkStatus();
   CudaDeviceGuard guard(device_);
-  PSTRAIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst->data(), data_,
-                                               size_ * sizeof(float),
-                                               cudaMemcpyDeviceToHost,
-                                               ctx->stream()));
+  PSTRAIN_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(dst->data(), data_, size_ * sizeof(float),
+                      cudaMemcpyDeviceToHost, ctx->stream()));
   return ctx->Synchronize();
 }
 
@@ -101,10 +101,9 @@ absl::StatusOr<GpuTensor> GpuTensor::Clone(GpuContext* ctx) const {
   PSTRAIN_ASSIGN_OR_RETURN(GpuTensor t, Create(ctx, shape_));
   if (size_ == 0) return t;
   CudaDeviceGuard guard(device_);
-  PSTRAIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(t.data_, data_,
-                                               size_ * sizeof(float),
-                                               cudaMemcpyDeviceToDevice,
-                                               ctx->stream()));
+  PSTRAIN_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(t.data_, data_, size_ * sizeof(float),
+                      cudaMemcpyDeviceToDevice, ctx->stream()));
   return t;
 }
 

@@ -41,9 +41,9 @@ cudaError_t SgdUpdateGpu(float* weights, const float* grads, float lr,
   return cudaPeekAtLastError();
 }
 
-cudaError_t SgdMomentumUpdateGpu(float* weights, const float* grads,
-                                 float* mom, const SgdMomentumParams& p,
-                                 int64_t n, cudaStream_t stream) {
+cudaError_t SgdMomentumUpdateGpu(float* weights, const float* grads, float* mom,
+                                 const SgdMomentumParams& p, int64_t n,
+                                 cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   SgdMomentumUpdateKernel<<<CudaBlocks(n), kCudaThreads, 0, stream>>>(
       weights, grads, p.momentum != 0 ? mom : nullptr, p, n);

@@ -33,9 +33,9 @@ struct SgdMomentumParams {
 //   momentum == 0: weights[i] -= lr * g (mom is not touched and may be null)
 // for i < n, enqueued on `stream`; device memory of the current device.
 // Returns the launch error.
-cudaError_t SgdMomentumUpdateGpu(float* weights, const float* grads,
-                                 float* mom, const SgdMomentumParams& p,
-                                 int64_t n, cudaStream_t stream);
+cudaError_t SgdMomentumUpdateGpu(float* weights, const float* grads, float* mom,
+                                 const SgdMomentumParams& p, int64_t n,
+                                 cudaStream_t stream);
 
 }  // namespace kernels
 }  // namespace pstrain
