@@ -206,119 +206,81 @@ bool PickAlgo(const GpuContextOptions& o, const std::vector<Perf>& perfs,
   return false;
 }
 
-// The buffers a convolution direction runs on (device pointers).
-struct ConvBuffers {
-  const float* x = nullptr;
-  const float* w = nullptr;
-  const float* y = nullptr;  // y (forward) or dy (backward).
-  float* out = nullptr;      // y, dx or dw: what the direction writes.
+// One direction of a convolution as cuDNN's legacy API spells it. All
+// calls of a direction take the descriptors in the same order: two inputs
+// (D1, D2), the convolution, the output (D3): x, w -> y forward; w, dy -> dx
+// backward data; x, dy -> dw backward filter.
+template <typename Algo, typename Perf, typename D1, typename D2, typename D3>
+struct ConvDirection {
+  cudnnStatus_t (*max_count)(cudnnHandle_t, int*);
+  cudnnStatus_t (*heuristic)(cudnnHandle_t, D1, D2,
+                             cudnnConvolutionDescriptor_t, D3, int, int*,
+                             Perf*);
+  cudnnStatus_t (*find)(cudnnHandle_t, D1, const void*, D2, const void*,
+                        cudnnConvolutionDescriptor_t, D3, void*, int, int*,
+                        Perf*, void*, size_t);
+  cudnnStatus_t (*workspace_size)(cudnnHandle_t, D1, D2,
+                                  cudnnConvolutionDescriptor_t, D3, Algo,
+                                  size_t*);
+  // Used when no algorithm passes PickAlgo: needs no workspace (forward)
+  // or is deterministic (backward).
+  Algo fallback;
 };
 
-// Per-direction glue over cuDNN's three families of calls.
-struct FwdOps {
-  using Algo = cudnnConvolutionFwdAlgo_t;
-  using Perf = cudnnConvolutionFwdAlgoPerf_t;
-  static constexpr Algo kFallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-  static ConvChoice<Algo>* Choice(ConvPlan* p) { return &p->fwd; }
-  static cudnnStatus_t MaxCount(cudnnHandle_t h, int* n) {
-    return cudnnGetConvolutionForwardAlgorithmMaxCount(h, n);
-  }
-  static cudnnStatus_t Heuristic(cudnnHandle_t h, const ConvPlan& p, int req,
-                                 int* got, Perf* perfs) {
-    return cudnnGetConvolutionForwardAlgorithm_v7(
-        h, p.x.get(), p.w.get(), p.conv.get(), p.y.get(), req, got, perfs);
-  }
-  static cudnnStatus_t Find(cudnnHandle_t h, const ConvPlan& p,
-                            const ConvBuffers& b, int req, int* got,
-                            Perf* perfs, void* ws, size_t ws_bytes) {
-    return cudnnFindConvolutionForwardAlgorithmEx(
-        h, p.x.get(), b.x, p.w.get(), b.w, p.conv.get(), p.y.get(), b.out, req,
-        got, perfs, ws, ws_bytes);
-  }
-  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p, Algo a,
-                                     size_t* bytes) {
-    return cudnnGetConvolutionForwardWorkspaceSize(
-        h, p.x.get(), p.w.get(), p.conv.get(), p.y.get(), a, bytes);
-  }
-};
+const ConvDirection<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t,
+                    cudnnTensorDescriptor_t, cudnnFilterDescriptor_t,
+                    cudnnTensorDescriptor_t>
+    kForward = {cudnnGetConvolutionForwardAlgorithmMaxCount,
+                cudnnGetConvolutionForwardAlgorithm_v7,
+                cudnnFindConvolutionForwardAlgorithmEx,
+                cudnnGetConvolutionForwardWorkspaceSize,
+                CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM};
 
-struct BwdDataOps {
-  using Algo = cudnnConvolutionBwdDataAlgo_t;
-  using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
-  static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
-  static ConvChoice<Algo>* Choice(ConvPlan* p) { return &p->bwd_data; }
-  static cudnnStatus_t MaxCount(cudnnHandle_t h, int* n) {
-    return cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, n);
-  }
-  static cudnnStatus_t Heuristic(cudnnHandle_t h, const ConvPlan& p, int req,
-                                 int* got, Perf* perfs) {
-    return cudnnGetConvolutionBackwardDataAlgorithm_v7(
-        h, p.w.get(), p.y.get(), p.conv.get(), p.x.get(), req, got, perfs);
-  }
-  static cudnnStatus_t Find(cudnnHandle_t h, const ConvPlan& p,
-                            const ConvBuffers& b, int req, int* got,
-                            Perf* perfs, void* ws, size_t ws_bytes) {
-    return cudnnFindConvolutionBackwardDataAlgorithmEx(
-        h, p.w.get(), b.w, p.y.get(), b.y, p.conv.get(), p.x.get(), b.out, req,
-        got, perfs, ws, ws_bytes);
-  }
-  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p, Algo a,
-                                     size_t* bytes) {
-    return cudnnGetConvolutionBackwardDataWorkspaceSize(
-        h, p.w.get(), p.y.get(), p.conv.get(), p.x.get(), a, bytes);
-  }
-};
+const ConvDirection<cudnnConvolutionBwdDataAlgo_t,
+                    cudnnConvolutionBwdDataAlgoPerf_t, cudnnFilterDescriptor_t,
+                    cudnnTensorDescriptor_t, cudnnTensorDescriptor_t>
+    kBackwardData = {cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+                     cudnnGetConvolutionBackwardDataAlgorithm_v7,
+                     cudnnFindConvolutionBackwardDataAlgorithmEx,
+                     cudnnGetConvolutionBackwardDataWorkspaceSize,
+                     CUDNN_CONVOLUTION_BWD_DATA_ALGO_1};
 
-struct BwdFilterOps {
-  using Algo = cudnnConvolutionBwdFilterAlgo_t;
-  using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
-  static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
-  static ConvChoice<Algo>* Choice(ConvPlan* p) { return &p->bwd_filter; }
-  static cudnnStatus_t MaxCount(cudnnHandle_t h, int* n) {
-    return cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, n);
-  }
-  static cudnnStatus_t Heuristic(cudnnHandle_t h, const ConvPlan& p, int req,
-                                 int* got, Perf* perfs) {
-    return cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        h, p.x.get(), p.y.get(), p.conv.get(), p.w.get(), req, got, perfs);
-  }
-  static cudnnStatus_t Find(cudnnHandle_t h, const ConvPlan& p,
-                            const ConvBuffers& b, int req, int* got,
-                            Perf* perfs, void* ws, size_t ws_bytes) {
-    return cudnnFindConvolutionBackwardFilterAlgorithmEx(
-        h, p.x.get(), b.x, p.y.get(), b.y, p.conv.get(), p.w.get(), b.out, req,
-        got, perfs, ws, ws_bytes);
-  }
-  static cudnnStatus_t WorkspaceSize(cudnnHandle_t h, const ConvPlan& p, Algo a,
-                                     size_t* bytes) {
-    return cudnnGetConvolutionBackwardFilterWorkspaceSize(
-        h, p.x.get(), p.y.get(), p.conv.get(), p.w.get(), a, bytes);
-  }
-};
+const ConvDirection<
+    cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t,
+    cudnnTensorDescriptor_t, cudnnTensorDescriptor_t, cudnnFilterDescriptor_t>
+    kBackwardFilter = {cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+                       cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+                       cudnnFindConvolutionBackwardFilterAlgorithmEx,
+                       cudnnGetConvolutionBackwardFilterWorkspaceSize,
+                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1};
 
-// Chooses (once per plan) the algorithm of direction Ops, sets the
-// descriptor's math type for it and returns its workspace.
-template <typename Ops>
-absl::StatusOr<void*> PrepareConv(GpuContext* ctx, ConvPlan* plan,
-                                  const ConvBuffers& buffers) {
+// Chooses (once: *choice remembers it) the algorithm of direction `dir`
+// for the descriptors d1, d2 -> d3 of `conv` (buffers in1, in2 -> out are
+// used only to benchmark), sets the descriptor's math type for it and
+// returns its workspace.
+template <typename Algo, typename Perf, typename D1, typename D2, typename D3>
+absl::StatusOr<void*> PrepareConv(
+    GpuContext* ctx, const ConvDirection<Algo, Perf, D1, D2, D3>& dir, D1 d1,
+    const void* in1, D2 d2, const void* in2, cudnnConvolutionDescriptor_t conv,
+    D3 d3, void* out, ConvChoice<Algo>* choice) {
   const GpuContextOptions& o = ctx->options();
-  ConvChoice<typename Ops::Algo>* choice = Ops::Choice(plan);
   cudnnHandle_t h = ctx->cudnn();
   if (!choice->ready) {
     // Searches run with the math type the options allow.
     PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(
-        plan->conv.get(), o.allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+        conv, o.allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     int max_count = 0;
-    PSTRAIN_CUDNN_RETURN_IF_ERROR(Ops::MaxCount(h, &max_count));
-    std::vector<typename Ops::Perf> perfs(std::max(max_count, 1));
+    PSTRAIN_CUDNN_RETURN_IF_ERROR(dir.max_count(h, &max_count));
+    std::vector<Perf> perfs(std::max(max_count, 1));
+    const int requested = static_cast<int>(perfs.size());
     int got = 0;
     bool found = false;
     if (o.conv_algo_search == ConvAlgoSearch::kBenchmark) {
       absl::StatusOr<void*> ws = ctx->Workspace(o.conv_workspace_limit_bytes);
       if (ws.ok()) {
         PSTRAIN_CUDNN_RETURN_IF_ERROR(
-            Ops::Find(h, *plan, buffers, static_cast<int>(perfs.size()), &got,
-                      perfs.data(), *ws, ctx->workspace_bytes()));
+            dir.find(h, d1, in1, d2, in2, conv, d3, out, requested, &got,
+                     perfs.data(), *ws, ctx->workspace_bytes()));
         found = PickAlgo(o, perfs, got, choice);
       } else {
         LOG(WARNING) << "GPU " << ctx->device()
@@ -327,18 +289,18 @@ absl::StatusOr<void*> PrepareConv(GpuContext* ctx, ConvPlan* plan,
       }
     }
     if (!found) {
-      PSTRAIN_CUDNN_RETURN_IF_ERROR(Ops::Heuristic(
-          h, *plan, static_cast<int>(perfs.size()), &got, perfs.data()));
+      PSTRAIN_CUDNN_RETURN_IF_ERROR(
+          dir.heuristic(h, d1, d2, conv, d3, requested, &got, perfs.data()));
       found = PickAlgo(o, perfs, got, choice);
     }
     if (!found) {
-      choice->algo = Ops::kFallback;
+      choice->algo = dir.fallback;
       choice->math = o.allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
     }
     PSTRAIN_CUDNN_RETURN_IF_ERROR(
-        cudnnSetConvolutionMathType(plan->conv.get(), choice->math));
-    PSTRAIN_CUDNN_RETURN_IF_ERROR(
-        Ops::WorkspaceSize(h, *plan, choice->algo, &choice->workspace));
+        cudnnSetConvolutionMathType(conv, choice->math));
+    PSTRAIN_CUDNN_RETURN_IF_ERROR(dir.workspace_size(
+        h, d1, d2, conv, d3, choice->algo, &choice->workspace));
     choice->ready = true;
     VLOG(1) << "GPU " << ctx->device() << ": convolution algorithm "
             << static_cast<int>(choice->algo) << " (math "
@@ -346,7 +308,7 @@ absl::StatusOr<void*> PrepareConv(GpuContext* ctx, ConvPlan* plan,
             << choice->workspace << " bytes)";
   }
   PSTRAIN_CUDNN_RETURN_IF_ERROR(
-      cudnnSetConvolutionMathType(plan->conv.get(), choice->math));
+      cudnnSetConvolutionMathType(conv, choice->math));
   return ctx->Workspace(choice->workspace);
 }
 
@@ -607,12 +569,10 @@ absl::Status Conv2dForward(GpuContext* ctx, const GpuTensor& x,
       ResizeGpuTensor(ctx, {x.dim(0), p.num_filter, oh, ow}, y));
   PSTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<ConvPlan> plan,
                            GetConvPlan(ctx, x, p, oh, ow));
-  ConvBuffers buffers;
-  buffers.x = x.data();
-  buffers.w = w.data();
-  buffers.out = y->data();
-  PSTRAIN_ASSIGN_OR_RETURN(void* ws,
-                           PrepareConv<FwdOps>(ctx, plan.get(), buffers));
+  PSTRAIN_ASSIGN_OR_RETURN(
+      void* ws, PrepareConv(ctx, kForward, plan->x.get(), x.data(),
+                            plan->w.get(), w.data(), plan->conv.get(),
+                            plan->y.get(), y->data(), &plan->fwd));
   PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnConvolutionForward(
       ctx->cudnn(), &kOne, plan->x.get(), x.data(), plan->w.get(), w.data(),
       plan->conv.get(), plan->fwd.algo, ws, plan->fwd.workspace, &kZero,
@@ -638,30 +598,29 @@ absl::Status Conv2dBackward(GpuContext* ctx, const GpuTensor& x,
   }
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&x, &w, &dy}, "convolution"));
   CudaDeviceGuard guard(ctx->device());
-  if (dx != nullptr)
+  if (dx != nullptr) {
     PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), dx));
+  }
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, w.shape(), dw));
   if (db != nullptr) {
     PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {p.num_filter}, db));
   }
   PSTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<ConvPlan> plan,
                            GetConvPlan(ctx, x, p, oh, ow));
-  ConvBuffers buffers;
-  buffers.x = x.data();
-  buffers.w = w.data();
-  buffers.y = dy.data();
   if (dx != nullptr) {
-    buffers.out = dx->data();
-    PSTRAIN_ASSIGN_OR_RETURN(void* ws,
-                             PrepareConv<BwdDataOps>(ctx, plan.get(), buffers));
+    PSTRAIN_ASSIGN_OR_RETURN(
+        void* ws, PrepareConv(ctx, kBackwardData, plan->w.get(), w.data(),
+                              plan->y.get(), dy.data(), plan->conv.get(),
+                              plan->x.get(), dx->data(), &plan->bwd_data));
     PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnConvolutionBackwardData(
         ctx->cudnn(), &kOne, plan->w.get(), w.data(), plan->y.get(), dy.data(),
         plan->conv.get(), plan->bwd_data.algo, ws, plan->bwd_data.workspace,
         &kZero, plan->x.get(), dx->data()));
   }
-  buffers.out = dw->data();
-  PSTRAIN_ASSIGN_OR_RETURN(void* ws,
-                           PrepareConv<BwdFilterOps>(ctx, plan.get(), buffers));
+  PSTRAIN_ASSIGN_OR_RETURN(
+      void* ws, PrepareConv(ctx, kBackwardFilter, plan->x.get(), x.data(),
+                            plan->y.get(), dy.data(), plan->conv.get(),
+                            plan->w.get(), dw->data(), &plan->bwd_filter));
   PSTRAIN_CUDNN_RETURN_IF_ERROR(cudnnConvolutionBackwardFilter(
       ctx->cudnn(), &kOne, plan->x.get(), x.data(), plan->y.get(), dy.data(),
       plan->conv.get(), plan->bwd_filter.algo, ws, plan->bwd_filter.workspace,
@@ -935,8 +894,9 @@ absl::Status BatchNormBackward(GpuContext* ctx, const GpuTensor& x,
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(
       *ctx, {&x, &gamma, &dy, &state.mean, &state.inv_std}, "batch norm"));
   CudaDeviceGuard guard(ctx->device());
-  if (dx != nullptr)
+  if (dx != nullptr) {
     PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), dx));
+  }
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, dgamma));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, dbeta));
   return LaunchStatus(

@@ -175,56 +175,57 @@ BnGradRef BatchNormBackwardRef(const Tensor& x, const Tensor& gamma,
   return r;
 }
 
-// MXNet's LRN: y = x / (knorm + alpha / nsize * sum x^2)^beta over the
-// channels [c - nsize/2, c + nsize/2].
-double LrnScale(const Tensor& x, int64_t s, int64_t ch, int64_t k,
-                const LrnParams& p) {
+// MXNet's LRN: y = x / scale^beta with scale = knorm + alpha / nsize * sum
+// of x^2 over the channels [c - nsize/2, c + nsize/2]. Calls
+// fn(i, scale_i, window) for every element i of x [N, C, H, W], window
+// being the flat indices of i's channel neighbours (i's included).
+void ForEachLrnWindow(
+    const Tensor& x, const LrnParams& p,
+    const std::function<void(int64_t, double, const std::vector<int64_t>&)>&
+        fn) {
   const int64_t c = x.dim(1), hw = x.dim(2) * x.dim(3);
-  double sum = 0;
-  for (int64_t j = std::max<int64_t>(0, ch - p.nsize / 2);
-       j <= std::min<int64_t>(c - 1, ch + p.nsize / 2); ++j) {
-    const double v = x.data()[(s * c + j) * hw + k];
-    sum += v * v;
+  std::vector<int64_t> window;
+  for (int64_t i = 0; i < x.size(); ++i) {
+    const int64_t ch = (i / hw) % c;
+    window.clear();
+    double sum = 0;
+    for (int64_t j = std::max<int64_t>(0, ch - p.nsize / 2);
+         j <= std::min<int64_t>(c - 1, ch + p.nsize / 2); ++j) {
+      const int64_t o = i + (j - ch) * hw;
+      window.push_back(o);
+      sum += static_cast<double>(x.data()[o]) * x.data()[o];
+    }
+    fn(i, p.knorm + p.alpha / p.nsize * sum, window);
   }
-  return p.knorm + p.alpha / p.nsize * sum;
 }
 
 std::vector<double> LrnForwardRef(const Tensor& x, const LrnParams& p) {
-  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
   std::vector<double> y(x.size());
-  for (int64_t s = 0; s < n; ++s) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      for (int64_t k = 0; k < hw; ++k) {
-        const int64_t i = (s * c + ch) * hw + k;
-        y[i] = x.data()[i] * std::pow(LrnScale(x, s, ch, k, p), -p.beta);
-      }
-    }
-  }
+  ForEachLrnWindow(x, p,
+                   [&](int64_t i, double scale, const std::vector<int64_t>&) {
+                     y[i] = x.data()[i] * std::pow(scale, -p.beta);
+                   });
   return y;
 }
 
 // dx_i = dy_i scale_i^-beta - 2 alpha beta / nsize x_i sum over the
-// channels j whose window holds i of dy_j x_j scale_j^(-beta - 1).
+// neighbours j (whose windows hold i) of dy_j x_j scale_j^(-beta - 1).
 std::vector<double> LrnBackwardRef(const Tensor& x, const Tensor& dy,
                                    const LrnParams& p) {
-  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
+  std::vector<double> scale(x.size());
+  ForEachLrnWindow(x, p, [&](int64_t i, double s, const std::vector<int64_t>&) {
+    scale[i] = s;
+  });
   std::vector<double> dx(x.size());
-  for (int64_t s = 0; s < n; ++s) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      for (int64_t k = 0; k < hw; ++k) {
-        const int64_t i = (s * c + ch) * hw + k;
+  ForEachLrnWindow(
+      x, p, [&](int64_t i, double s, const std::vector<int64_t>& window) {
         double acc = 0;
-        for (int64_t j = std::max<int64_t>(0, ch - p.nsize / 2);
-             j <= std::min<int64_t>(c - 1, ch + p.nsize / 2); ++j) {
-          const int64_t o = (s * c + j) * hw + k;
-          acc += dy.data()[o] * x.data()[o] *
-                 std::pow(LrnScale(x, s, j, k, p), -p.beta - 1);
+        for (int64_t j : window) {
+          acc += dy.data()[j] * x.data()[j] * std::pow(scale[j], -p.beta - 1);
         }
-        dx[i] = dy.data()[i] * std::pow(LrnScale(x, s, ch, k, p), -p.beta) -
+        dx[i] = dy.data()[i] * std::pow(s, -p.beta) -
                 2.0 * p.alpha * p.beta / p.nsize * x.data()[i] * acc;
-      }
-    }
-  }
+      });
   return dx;
 }
 
