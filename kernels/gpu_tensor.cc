@@ -24,22 +24,17 @@ absl::Status CheckDevice(const GpuContext& ctx, const GpuTensor& t,
 
 absl::StatusOr<GpuTensor> GpuTensor::Create(GpuContext* ctx,
                                             std::vector<int64_t> shape) {
-  int64_t size = 1;
   for (int64_t d : shape) {
     if (d < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "GpuTensor: negative dimension in ", ShapeToString(shape)));
     }
-    size *= d;
   }
-  GpuTensor t;
-  t.shape_ = std::move(shape);
-  t.size_ = size;
-  t.device_ = ctx->device();
-  if (size == 0) return t;
+  GpuTensor t(std::move(shape), ctx->device());
+  if (t.empty()) return t;
   CudaDeviceGuard guard(t.device_);
   void* p = nullptr;
-  const size_t bytes = static_cast<size_t>(size) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(t.size()) * sizeof(float);
   absl::Status s = CudaStatus(cudaMalloc(&p, bytes), "cudaMalloc");
   if (!s.ok()) {
     return Annotate(s, absl::StrCat("GPU ", t.device_, ": tensor ",
@@ -67,52 +62,49 @@ absl::StatusOr<GpuTensor> GpuTensor::FromHost(GpuContext* ctx,
 }
 
 GpuTensor GpuTensor::Reshaped(std::vector<int64_t> shape) const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  CHECK_EQ(n, size_) << ShapeToString(shape_) << " -> " << ShapeToString(shape);
   GpuTensor t = *this;
-  t.shape_ = std::move(shape);
+  t.Reshape(std::move(shape));
   return t;
 }
 
 absl::Status GpuTensor::Upload(GpuContext* ctx, const Tensor& src) {
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, src.shape(), this));
-  if (size_ == 0) return absl::OkStatus();
+  if (empty()) return absl::OkStatus();
   CudaDeviceGuard guard(device_);
   PSTRAIN_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(data_, src.data(), size_ * sizeof(float),
+      cudaMemcpyAsync(data_, src.data(), size() * sizeof(float),
                       cudaMemcpyHostToDevice, ctx->stream()));
   return absl::OkStatus();
 }
 
 absl::Status GpuTensor::Download(GpuContext* ctx, Tensor* dst) const {
   PSTRAIN_RETURN_IF_ERROR(CheckDevice(*ctx, *this, "Download"));
-  if (dst->shape() != shape_) *dst = Tensor(shape_);
-  if (size_ == 0) return absl::OkStatus();
+  if (dst->shape() != shape()) *dst = Tensor(shape());
+  if (empty()) return absl::OkStatus();
   CudaDeviceGuard guard(device_);
   PSTRAIN_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(dst->data(), data_, size_ * sizeof(float),
+      cudaMemcpyAsync(dst->data(), data_, size() * sizeof(float),
                       cudaMemcpyDeviceToHost, ctx->stream()));
   return ctx->Synchronize();
 }
 
 absl::StatusOr<GpuTensor> GpuTensor::Clone(GpuContext* ctx) const {
   PSTRAIN_RETURN_IF_ERROR(CheckDevice(*ctx, *this, "Clone"));
-  PSTRAIN_ASSIGN_OR_RETURN(GpuTensor t, Create(ctx, shape_));
-  if (size_ == 0) return t;
+  PSTRAIN_ASSIGN_OR_RETURN(GpuTensor t, Create(ctx, shape()));
+  if (empty()) return t;
   CudaDeviceGuard guard(device_);
   PSTRAIN_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(t.data_, data_, size_ * sizeof(float),
+      cudaMemcpyAsync(t.data_, data_, size() * sizeof(float),
                       cudaMemcpyDeviceToDevice, ctx->stream()));
   return t;
 }
 
 absl::Status GpuTensor::SetZero(GpuContext* ctx) {
   PSTRAIN_RETURN_IF_ERROR(CheckDevice(*ctx, *this, "SetZero"));
-  if (size_ == 0) return absl::OkStatus();
+  if (empty()) return absl::OkStatus();
   CudaDeviceGuard guard(device_);
   return CudaStatus(
-      cudaMemsetAsync(data_, 0, size_ * sizeof(float), ctx->stream()),
+      cudaMemsetAsync(data_, 0, size() * sizeof(float), ctx->stream()),
       "cudaMemsetAsync");
 }
 

@@ -15,7 +15,7 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -26,7 +26,7 @@
 namespace pstrain {
 namespace kernels {
 
-class GpuTensor {
+class GpuTensor : public TensorShape {
  public:
   // An empty tensor (no shape, no storage, device -1).
   GpuTensor() = default;
@@ -40,16 +40,11 @@ class GpuTensor {
   static absl::StatusOr<GpuTensor> FromHost(GpuContext* ctx,
                                             const Tensor& host);
 
+  // The CUDA device of the storage (-1 for a default-constructed tensor).
   int device() const { return device_; }
-  const std::vector<int64_t>& shape() const { return shape_; }
-  int ndim() const { return static_cast<int>(shape_.size()); }
-  int64_t dim(int i) const { return shape_[i]; }
-  int64_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
   // Device pointers (nullptr when empty).
   float* data() { return data_; }
   const float* data() const { return data_; }
-  std::string ShapeString() const { return ShapeToString(shape_); }
 
   // A view with another shape of the same element count, sharing storage.
   // REQUIRES: the element counts agree.
@@ -68,10 +63,11 @@ class GpuTensor {
   absl::Status SetZero(GpuContext* ctx);
 
  private:
+  GpuTensor(std::vector<int64_t> shape, int device)
+      : TensorShape(std::move(shape)), device_(device) {}
+
   std::shared_ptr<float> storage_;
   float* data_ = nullptr;
-  std::vector<int64_t> shape_;
-  int64_t size_ = 0;
   int device_ = -1;
 };
 
