@@ -37,10 +37,6 @@ absl::Status CheckOnDevice(const GpuContext& ctx,
   return absl::OkStatus();
 }
 
-absl::Status LaunchStatus(cudaError_t err, absl::string_view kernel) {
-  return CudaStatus(err, kernel);
-}
-
 // cuDNN's legacy descriptors take int dimensions and address at most 2^31
 // elements.
 absl::Status CheckCudnnSize(const std::vector<int64_t>& shape,
@@ -116,8 +112,9 @@ absl::StatusOr<std::shared_ptr<Plan>> CachedPlan(GpuContext* ctx,
                                                  const std::string& key,
                                                  Build build) {
   auto it = ctx->cache().find(key);
-  if (it != ctx->cache().end())
+  if (it != ctx->cache().end()) {
     return std::static_pointer_cast<Plan>(it->second);
+  }
   auto plan = std::make_shared<Plan>();
   PSTRAIN_RETURN_IF_ERROR(build(plan.get()));
   ctx->cache()[key] = plan;
@@ -708,7 +705,7 @@ absl::Status FullyConnectedForward(GpuContext* ctx, const GpuTensor& x,
                   static_cast<int>(k), x.data(), static_cast<int>(k), &kZero,
                   y->data(), static_cast<int>(o)));
   if (!b.empty()) {
-    PSTRAIN_RETURN_IF_ERROR(LaunchStatus(
+    PSTRAIN_RETURN_IF_ERROR(CudaStatus(
         AddRowBiasGpu(y->data(), b.data(), n, o, ctx->stream()), "AddRowBias"));
   }
   return absl::OkStatus();
@@ -750,8 +747,8 @@ absl::Status FullyConnectedBackward(GpuContext* ctx, const GpuTensor& x,
   if (db != nullptr) {
     PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {o}, db));
     PSTRAIN_RETURN_IF_ERROR(
-        LaunchStatus(SumColumnsGpu(dy.data(), n, o, db->data(), ctx->stream()),
-                     "SumColumns"));
+        CudaStatus(SumColumnsGpu(dy.data(), n, o, db->data(), ctx->stream()),
+                   "SumColumns"));
   }
   return absl::OkStatus();
 }
@@ -804,10 +801,10 @@ absl::Status SoftmaxCrossEntropy(GpuContext* ctx, const GpuTensor& logits,
   PSTRAIN_ASSIGN_OR_RETURN(float* d_labels,
                            UploadLabels(ctx, labels, loss != nullptr ? n : 0));
   float* d_losses = loss != nullptr ? d_labels + n : nullptr;
-  PSTRAIN_RETURN_IF_ERROR(LaunchStatus(
-      SoftmaxCrossEntropyGpu(logits.data(), d_labels, n, c, probs->data(),
-                             d_losses, ctx->stream()),
-      "SoftmaxCrossEntropy"));
+  PSTRAIN_RETURN_IF_ERROR(
+      CudaStatus(SoftmaxCrossEntropyGpu(logits.data(), d_labels, n, c,
+                                        probs->data(), d_losses, ctx->stream()),
+                 "SoftmaxCrossEntropy"));
   if (loss == nullptr) return absl::OkStatus();
   std::vector<float> losses(n);
   PSTRAIN_CUDA_RETURN_IF_ERROR(
@@ -835,7 +832,7 @@ absl::Status SoftmaxCrossEntropyBackward(GpuContext* ctx,
   CudaDeviceGuard guard(ctx->device());
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, probs.shape(), dlogits));
   PSTRAIN_ASSIGN_OR_RETURN(float* d_labels, UploadLabels(ctx, labels, 0));
-  return LaunchStatus(
+  return CudaStatus(
       SoftmaxCrossEntropyBackwardGpu(probs.data(), d_labels, n, c, scale,
                                      dlogits->data(), ctx->stream()),
       "SoftmaxCrossEntropyBackward");
@@ -854,7 +851,7 @@ absl::Status BatchNormForwardTraining(
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), y));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, &state->mean));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, &state->inv_std));
-  return LaunchStatus(
+  return CudaStatus(
       BatchNormForwardTrainingGpu(
           x.data(), gamma.data(), beta.data(), s, p.eps, p.momentum,
           p.fix_gamma, y->data(), state->mean.data(), state->inv_std.data(),
@@ -875,7 +872,7 @@ absl::Status BatchNormForwardInference(GpuContext* ctx, const GpuTensor& x,
       *ctx, {&x, &gamma, &beta, &moving_mean, &moving_var}, "batch norm"));
   CudaDeviceGuard guard(ctx->device());
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), y));
-  return LaunchStatus(
+  return CudaStatus(
       BatchNormForwardInferenceGpu(
           x.data(), gamma.data(), beta.data(), moving_mean.data(),
           moving_var.data(), s, p.eps, p.fix_gamma, y->data(), ctx->stream()),
@@ -899,7 +896,7 @@ absl::Status BatchNormBackward(GpuContext* ctx, const GpuTensor& x,
   }
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, dgamma));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, {s.c}, dbeta));
-  return LaunchStatus(
+  return CudaStatus(
       BatchNormBackwardGpu(x.data(), gamma.data(), dy.data(), state.mean.data(),
                            state.inv_std.data(), s, p.fix_gamma,
                            dx != nullptr ? dx->data() : nullptr, dgamma->data(),
@@ -950,9 +947,9 @@ absl::Status DropoutForward(GpuContext* ctx, float p, std::mt19937_64* rng,
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), y));
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, x.shape(), mask));
   const uint64_t seed = (*rng)();
-  return LaunchStatus(DropoutForwardGpu(x.data(), x.size(), p, seed, y->data(),
-                                        mask->data(), ctx->stream()),
-                      "DropoutForward");
+  return CudaStatus(DropoutForwardGpu(x.data(), x.size(), p, seed, y->data(),
+                                      mask->data(), ctx->stream()),
+                    "DropoutForward");
 }
 
 absl::Status DropoutBackward(GpuContext* ctx, const GpuTensor& mask,
@@ -961,7 +958,7 @@ absl::Status DropoutBackward(GpuContext* ctx, const GpuTensor& mask,
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&mask, &dy}, "dropout"));
   CudaDeviceGuard guard(ctx->device());
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, dy.shape(), dx));
-  return LaunchStatus(
+  return CudaStatus(
       MulGpu(dy.data(), mask.data(), dx->data(), dy.size(), ctx->stream()),
       "DropoutBackward");
 }
@@ -1029,7 +1026,7 @@ absl::Status AddForward(GpuContext* ctx, const GpuTensor& a, const GpuTensor& b,
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&a, &b}, "add"));
   CudaDeviceGuard guard(ctx->device());
   PSTRAIN_RETURN_IF_ERROR(ResizeGpuTensor(ctx, a.shape(), y));
-  return LaunchStatus(
+  return CudaStatus(
       AddGpu(a.data(), b.data(), y->data(), a.size(), ctx->stream()), "Add");
 }
 
@@ -1037,7 +1034,7 @@ absl::Status AddInPlace(GpuContext* ctx, const GpuTensor& x, GpuTensor* acc) {
   PSTRAIN_RETURN_IF_ERROR(SameShape(x, *acc, "add in place"));
   PSTRAIN_RETURN_IF_ERROR(CheckOnDevice(*ctx, {&x, acc}, "add in place"));
   CudaDeviceGuard guard(ctx->device());
-  return LaunchStatus(
+  return CudaStatus(
       AddGpu(acc->data(), x.data(), acc->data(), x.size(), ctx->stream()),
       "AddInPlace");
 }
@@ -1055,11 +1052,10 @@ absl::Status SgdMomentumUpdate(GpuContext* ctx, const SgdMomentumParams& p,
   PSTRAIN_RETURN_IF_ERROR(
       CheckOnDevice(*ctx, {&grad, weights, mom}, "SGD update"));
   CudaDeviceGuard guard(ctx->device());
-  return LaunchStatus(
-      SgdMomentumUpdateGpu(weights->data(), grad.data(),
-                           mom != nullptr ? mom->data() : nullptr, p,
-                           weights->size(), ctx->stream()),
-      "SgdMomentumUpdate");
+  return CudaStatus(SgdMomentumUpdateGpu(weights->data(), grad.data(),
+                                         mom != nullptr ? mom->data() : nullptr,
+                                         p, weights->size(), ctx->stream()),
+                    "SgdMomentumUpdate");
 }
 
 absl::Status SumBuffers(GpuContext* ctx,
@@ -1095,9 +1091,9 @@ absl::Status SumBuffers(GpuContext* ctx,
     ptrs.push_back(staging);
     staging += n;
   }
-  return LaunchStatus(SumGpu(ptrs.data(), static_cast<int>(ptrs.size()),
-                             dst->data(), n, ctx->stream()),
-                      "Sum");
+  return CudaStatus(SumGpu(ptrs.data(), static_cast<int>(ptrs.size()),
+                           dst->data(), n, ctx->stream()),
+                    "Sum");
 }
 
 }  // namespace kernels

@@ -223,13 +223,15 @@ __global__ void BatchNormBackwardKernel(const float* x, const float* gamma,
     dgamma[ch] = fix_gamma ? 0.0f : sum_dy_xhat;
   }
   if (dx == nullptr) return;
-  const float g = fix_gamma ? 1.0f : gamma[ch];
-  const float fm = static_cast<float>(m);
-  const float scale = g * istd / fm;
+  // dx = g * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)): the means
+  // keep the terms of dy's magnitude, so nothing large cancels.
+  const float scale = (fix_gamma ? 1.0f : gamma[ch]) * istd;
+  const float mean_dy = sum_dy / static_cast<float>(m);
+  const float mean_dy_xhat = sum_dy_xhat / static_cast<float>(m);
   for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
     const int64_t k = ChannelOffset(i, ch, s);
     const float xhat = (x[k] - mu) * istd;
-    dx[k] = scale * (fm * dy[k] - sum_dy - xhat * sum_dy_xhat);
+    dx[k] = scale * (dy[k] - mean_dy - xhat * mean_dy_xhat);
   }
 }
 
