@@ -68,26 +68,9 @@ std::shared_ptr<ConvPrims> GetConv(CpuContext* ctx, const Tensor& x, const Conv2
 
 absl::Status CheckConv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                        int64_t* oh, int64_t* ow) {
-  if (x.ndim() != 4) return Bad(absl::StrCat("convolution input must be NCHW, got ", x.ShapeString()));
-  if (p.groups < 1 || x.dim(1) % p.groups != 0 || p.num_filter % p.groups != 0) {
-    return Bad(absl::StrCat("convolution: ", x.dim(1), " channels and ", p.num_filter,
-                            " filters are not divisible by ", p.groups, " groups"));
-  }
-  const std::vector<int64_t> want{p.num_filter, x.dim(1) / p.groups, p.kernel_h, p.kernel_w};
-  if (w.shape() != want) {
-    return Bad(absl::StrCat("convolution weight is ", w.ShapeString(), ", want ",
-                            ShapeToString(want)));
-  }
-  if (!b.empty() && b.shape() != std::vector<int64_t>{p.num_filter}) {
-    return Bad(absl::StrCat("convolution bias is ", b.ShapeString()));
-  }
-  *oh = ConvOutSize(x.dim(2), p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-  *ow = ConvOutSize(x.dim(3), p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-  if (*oh <= 0 || *ow <= 0) {
-    return Bad(absl::StrCat("convolution window ", p.kernel_h, "x", p.kernel_w,
-                            " does not fit input ", x.ShapeString()));
-  }
-  return absl::OkStatus();
+  // An empty bias tensor means no bias, whatever its shape.
+  return CheckConv2dShapes(x.shape(), w.shape(), b.empty() ? std::vector<int64_t>{} : b.shape(),
+                           p, oh, ow);
 }
 
 }  // namespace
@@ -98,6 +81,53 @@ int64_t ConvOutSize(int64_t in, int kernel, int stride, int pad, int dilation) {
   const int64_t span = static_cast<int64_t>(kernel - 1) * dilation + 1;
   if (stride < 1 || in + 2 * pad < span) return -1;
   return (in + 2 * pad - span) / stride + 1;
+}
+
+absl::Status CheckConv2dShapes(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                               const std::vector<int64_t>& b, const Conv2dParams& p, int64_t* oh,
+                               int64_t* ow) {
+  if (x.size() != 4) {
+    return Bad(absl::StrCat("convolution input must be NCHW, got ", ShapeToString(x)));
+  }
+  if (p.groups < 1 || x[1] % p.groups != 0 || p.num_filter % p.groups != 0) {
+    return Bad(absl::StrCat("convolution: ", x[1], " channels and ", p.num_filter,
+                            " filters are not divisible by ", p.groups, " groups"));
+  }
+  const std::vector<int64_t> want{p.num_filter, x[1] / p.groups, p.kernel_h, p.kernel_w};
+  if (w != want) {
+    return Bad(absl::StrCat("convolution weight is ", ShapeToString(w), ", want ",
+                            ShapeToString(want)));
+  }
+  if (!b.empty() && b != std::vector<int64_t>{p.num_filter}) {
+    return Bad(absl::StrCat("convolution bias is ", ShapeToString(b)));
+  }
+  *oh = ConvOutSize(x[2], p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+  *ow = ConvOutSize(x[3], p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+  if (*oh <= 0 || *ow <= 0) {
+    return Bad(absl::StrCat("convolution window ", p.kernel_h, "x", p.kernel_w,
+                            " does not fit input ", ShapeToString(x)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Pool2dGeometry(const std::vector<int64_t>& x, Pool2dParams* p, int64_t* oh,
+                            int64_t* ow) {
+  if (x.size() != 4) {
+    return Bad(absl::StrCat("pooling input must be NCHW, got ", ShapeToString(x)));
+  }
+  if (p->global) {
+    p->kernel_h = static_cast<int>(x[2]);
+    p->kernel_w = static_cast<int>(x[3]);
+    p->stride_h = p->stride_w = 1;
+    p->pad_h = p->pad_w = 0;
+  }
+  *oh = ConvOutSize(x[2], p->kernel_h, p->stride_h, p->pad_h, 1);
+  *ow = ConvOutSize(x[3], p->kernel_w, p->stride_w, p->pad_w, 1);
+  if (*oh <= 0 || *ow <= 0) {
+    return Bad(absl::StrCat("pooling window ", p->kernel_h, "x", p->kernel_w,
+                            " does not fit input ", ShapeToString(x)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Conv2dForward(CpuContext* ctx, const Tensor& x, const Tensor& w, const Tensor& b,
@@ -161,20 +191,7 @@ struct PoolPrims {
 };
 
 absl::Status PoolGeometry(const Tensor& x, Pool2dParams* p, int64_t* oh, int64_t* ow) {
-  if (x.ndim() != 4) return Bad(absl::StrCat("pooling input must be NCHW, got ", x.ShapeString()));
-  if (p->global) {
-    p->kernel_h = static_cast<int>(x.dim(2));
-    p->kernel_w = static_cast<int>(x.dim(3));
-    p->stride_h = p->stride_w = 1;
-    p->pad_h = p->pad_w = 0;
-  }
-  *oh = ConvOutSize(x.dim(2), p->kernel_h, p->stride_h, p->pad_h, 1);
-  *ow = ConvOutSize(x.dim(3), p->kernel_w, p->stride_w, p->pad_w, 1);
-  if (*oh <= 0 || *ow <= 0) {
-    return Bad(absl::StrCat("pooling window ", p->kernel_h, "x", p->kernel_w,
-                            " does not fit input ", x.ShapeString()));
-  }
-  return absl::OkStatus();
+  return Pool2dGeometry(x.shape(), p, oh, ow);
 }
 
 std::shared_ptr<PoolPrims> GetPool(CpuContext* ctx, const Tensor& x, const Pool2dParams& p,

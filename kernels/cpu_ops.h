@@ -51,6 +51,12 @@ struct Conv2dParams {
 // Output spatial size of a convolution (MXNet/"valid" rounding), or -1 if
 // the window does not fit.
 int64_t ConvOutSize(int64_t in, int kernel, int stride, int pad, int dilation);
+// Checks the shapes of a convolution's input x, weight w and bias b (empty
+// for none) against p and computes the output size; InvalidArgument names
+// the mismatch. Shared by the CPU and GPU kernels.
+absl::Status CheckConv2dShapes(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                               const std::vector<int64_t>& b, const Conv2dParams& p, int64_t* oh,
+                               int64_t* ow);
 
 // y = conv(x, w) + b. x [N,C,H,W], w [F, C/groups, KH, KW], b [F] or empty.
 // Resizes *y to [N, F, OH, OW] when its shape differs.
@@ -70,6 +76,12 @@ struct Pool2dParams {
   int pad_h = 0, pad_w = 0;
   bool global = false;  // Kernel = the whole input.
 };
+
+// Resolves global pooling in *p (kernel = the input's H x W, stride 1, no
+// padding) and computes the output size of pooling x [N, C, H, W];
+// InvalidArgument when x is not 4-D or the window does not fit.
+absl::Status Pool2dGeometry(const std::vector<int64_t>& x, Pool2dParams* p, int64_t* oh,
+                            int64_t* ow);
 
 // Pooling state between forward and backward (max: the argmax workspace).
 struct PoolState {

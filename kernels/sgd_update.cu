@@ -1,3 +1,4 @@
+#include "kernels/cuda_grid.h"
 #include "kernels/sgd_update_gpu.h"
 
 namespace pstrain {
@@ -7,10 +8,26 @@ namespace {
 __global__ void SgdUpdateKernel(float* __restrict__ w,
                                 const float* __restrict__ g, float lr,
                                 int64_t n) {
-  // Grid-stride loop: any grid size covers any n.
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-       i < n; i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    w[i] -= lr * g[i];
+  PSTRAIN_CUDA_KERNEL_LOOP(i, n) { w[i] -= lr * g[i]; }
+}
+
+__global__ void SgdMomentumUpdateKernel(float* __restrict__ w,
+                                        const float* __restrict__ g,
+                                        float* __restrict__ mom,
+                                        SgdMomentumParams p, int64_t n) {
+  PSTRAIN_CUDA_KERNEL_LOOP(i, n) {
+    float grad = p.rescale_grad * g[i];
+    if (p.clip_gradient > 0) {
+      grad = fminf(p.clip_gradient, fmaxf(-p.clip_gradient, grad));
+    }
+    grad += p.weight_decay * w[i];
+    if (mom == nullptr) {
+      w[i] -= p.lr * grad;
+    } else {
+      const float m = p.momentum * mom[i] - p.lr * grad;
+      mom[i] = m;
+      w[i] += m;
+    }
   }
 }
 
@@ -19,10 +36,17 @@ __global__ void SgdUpdateKernel(float* __restrict__ w,
 cudaError_t SgdUpdateGpu(float* weights, const float* grads, float lr,
                          int64_t n, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  constexpr int kThreads = 256;
-  const int64_t wanted = (n + kThreads - 1) / kThreads;
-  const int blocks = static_cast<int>(wanted < 4096 ? wanted : 4096);
-  SgdUpdateKernel<<<blocks, kThreads, 0, stream>>>(weights, grads, lr, n);
+  SgdUpdateKernel<<<CudaBlocks(n), kCudaThreads, 0, stream>>>(weights, grads,
+                                                              lr, n);
+  return cudaPeekAtLastError();
+}
+
+cudaError_t SgdMomentumUpdateGpu(float* weights, const float* grads, float* mom,
+                                 const SgdMomentumParams& p, int64_t n,
+                                 cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  SgdMomentumUpdateKernel<<<CudaBlocks(n), kCudaThreads, 0, stream>>>(
+      weights, grads, p.momentum != 0 ? mom : nullptr, p, n);
   return cudaPeekAtLastError();
 }
 
