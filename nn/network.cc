@@ -46,8 +46,12 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_cla
     if (!names.insert(n.layer->name()).second) {
       return absl::InvalidArgumentError(absl::StrCat("two layers are named ", n.layer->name()));
     }
+    n.learned.clear();
     for (Param* p : n.params) {
-      if (!p->aux) p->grad = Tensor(p->value.shape());
+      if (!p->aux) {
+        p->grad = Tensor(p->value.shape());
+        n.learned.push_back(p);
+      }
       params_.push_back(p);
     }
     n.consumers = 0;
@@ -83,7 +87,8 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_cla
 }
 
 absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
-                                        absl::Span<const float> labels, Mode mode) {
+                                        absl::Span<const float> labels, Mode mode,
+                                        const ParamsNeeded& needed) {
   if (x.shape() != input_shape_) {
     return absl::InvalidArgumentError(absl::StrCat("input ", x.ShapeString(), " but the network "
                                                    "was built for ",
@@ -101,6 +106,7 @@ absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
     ins.clear();
     for (int j : n.inputs) ins.push_back(&outs_[j]);
     if (n.in_place) outs_[id] = outs_[n.inputs[0]];
+    if (needed && !n.learned.empty()) PSTRAIN_RETURN_IF_ERROR(needed(n.learned));
     const absl::Time t0 = profile_ ? absl::Now() : absl::Time();
     PSTRAIN_RETURN_IF_ERROR(
         Annotate(n.layer->Forward(ctx, ins, &outs_[id], training), n.layer->name()));
@@ -142,7 +148,6 @@ absl::Status Network::Backward(CpuContext* ctx, float scale, const GradsReady& r
   std::vector<const Tensor*> ins;
   std::vector<Tensor*> din;
   std::vector<Tensor> temps;
-  std::vector<Param*> learned;
   for (int id = last(); id >= 1; --id) {
     Node& n = node(id);
     if (grads_[id].empty()) continue;  // Nothing downstream reads this node.
@@ -174,13 +179,7 @@ absl::Status Network::Backward(CpuContext* ctx, float scale, const GradsReady& r
     }
     if (profile_) times_[id - 1].second = absl::ToDoubleSeconds(absl::Now() - t0);
     ReleaseGrad(&grads_[id]);
-    if (ready) {
-      learned.clear();
-      for (Param* p : n.params) {
-        if (!p->aux) learned.push_back(p);
-      }
-      if (!learned.empty()) ready(learned);
-    }
+    if (ready && !n.learned.empty()) ready(n.learned);
   }
   for (Tensor& g : grads_) ReleaseGrad(&g);
   return absl::OkStatus();

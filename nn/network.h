@@ -69,11 +69,16 @@ class Network {
   // plans buffers. InvalidArgument names the layer whose input does not fit.
   absl::Status Build(const std::vector<int64_t>& input_shape, int num_classes);
 
+  // Called by Forward() before a layer with learned parameters runs, with
+  // those parameters (e.g. to wait for their pull); an error stops Forward.
+  using ParamsNeeded = std::function<absl::Status(const std::vector<Param*>& params)>;
+
   // Forward to the class probabilities; returns the mean cross-entropy.
   // kTrain uses batch statistics (and updates moving ones) and dropout;
   // kInference uses moving statistics and no dropout.
   absl::StatusOr<double> Forward(kernels::CpuContext* ctx, const kernels::Tensor& x,
-                                 absl::Span<const float> labels, Mode mode = Mode::kTrain);
+                                 absl::Span<const float> labels, Mode mode = Mode::kTrain,
+                                 const ParamsNeeded& needed = nullptr);
 
   // Called during Backward() as soon as the gradients of `params` (one
   // layer's learned parameters) are final, in reverse layer order.
@@ -109,6 +114,7 @@ class Network {
     std::unique_ptr<Layer> layer;
     std::vector<int> inputs;
     std::vector<Param*> params;
+    std::vector<Param*> learned;  // params without the auxiliary states.
     std::vector<int64_t> shape;  // Output.
     bool in_place = false;       // Output shares its input's buffer.
     int consumers = 0;

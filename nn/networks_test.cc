@@ -222,7 +222,7 @@ TEST(NetworksTest, GraphGradientMatchesFiniteDifferences) {
   }
 }
 
-TEST(NetworksTest, BackwardReportsEachLayersGradientsOnceInReverseOrder) {
+TEST(NetworksTest, ForwardAndBackwardReportParametersInLayerOrder) {
   auto net = SmallGraph(3);
   ASSERT_TRUE(net->Build({2, 2, 5, 5}, 3).ok());
   InitializeXavier(net.get(), 1);
@@ -238,6 +238,19 @@ TEST(NetworksTest, BackwardReportsEachLayersGradientsOnceInReverseOrder) {
   EXPECT_THAT(order, ::testing::ElementsAre("fc_weight", "fc_bias", "proj_weight", "proj_bias",
                                             "branch_a_weight", "branch_a_bias", "bn_gamma",
                                             "bn_beta", "stem_weight", "stem_bias"));
+  // Forward asks for each layer's parameters before running it, in layer
+  // order, and stops at the first error.
+  std::vector<std::string> needed;
+  auto loss = net->Forward(&ctx, x, std::vector<float>{0, 1}, Mode::kTrain,
+                           [&](const std::vector<Param*>& ps) {
+                             needed.push_back(ps[0]->name);
+                             return ps[0]->name == "proj_weight"
+                                        ? absl::UnavailableError("pull failed")
+                                        : absl::OkStatus();
+                           });
+  EXPECT_THAT(std::string(loss.status().message()), HasSubstr("pull failed"));
+  EXPECT_THAT(needed, ::testing::ElementsAre("stem_weight", "bn_gamma", "branch_a_weight",
+                                             "proj_weight"));
 }
 
 TEST(NetworksTest, InferenceUsesMovingStatisticsAndNoDropout) {
