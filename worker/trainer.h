@@ -35,7 +35,7 @@ struct TrainerOptions {
   int disp_batches = 20;
   std::string model_prefix;
   int save_period = 1;
-  int load_epoch = -1;
+  int load_epoch = 0;  // > 0: resume from PREFIX-%04d.params.
   bool test_io = false;
   bool benchmark = false;
   // out = (pixel - rgb_mean) * scale / rgb_std, pixel units (MXNet's).
@@ -45,11 +45,44 @@ struct TrainerOptions {
   bool rand_mirror = false;
   bool rand_crop = false;
   int pad = 0;
+  // Augmentation beyond crop/mirror (MXNet's ImageRecordIter, data.py's
+  // flags); see data::AugmentOptions. resize <= 0: off.
+  int resize = 0;
+  int fill_value = 127;
+  bool random_resized_crop = false;
+  float min_random_area = 1.0f;
+  float max_random_area = 1.0f;
+  // Aspect ratio range of --random_resized_crop: [min, max], or, when
+  // min_random_aspect_ratio is 0 (MXNet's None), [1 - max, 1 + max].
+  float min_random_aspect_ratio = 0.0f;
+  float max_random_aspect_ratio = 0.0f;
+  float brightness = 0.0f;
+  float contrast = 0.0f;
+  float saturation = 0.0f;
+  int max_random_h = 0;
+  int max_random_s = 0;
+  int max_random_l = 0;
+  // Shuffle the training part every epoch (validation is never shuffled).
+  bool shuffle = true;
+  // "xavier" (fit.py's default) or "msra"; see worker/initializer.h.
+  std::string initializer = "xavier";
+  // Top-k accuracy metric: 0 off, else k in [2, num_classes].
+  int top_k = 0;
+  // Devices: --gpus (empty: CPU) or cpu_devices replicas on the CPU; the
+  // per-worker batch_size is split evenly across them.
+  std::vector<int> gpus;
+  int cpu_devices = 1;
   uint32_t seed = 1;
 };
 
 // Trains; returns the process exit code (0 on success), errors logged.
 int Train(const TrainerOptions& options);
+
+// --dry_run: the options were validated; builds the network (batch 1, one
+// device) to check its name and shape, and prints a summary. Returns 0, or
+// 3 (error printed) when the network cannot be built. Starts no threads and
+// joins no job.
+int DryRun(const TrainerOptions& options);
 
 }  // namespace worker
 }  // namespace pstrain
