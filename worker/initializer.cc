@@ -9,14 +9,16 @@
 namespace pstrain {
 namespace worker {
 
-absl::Status InitializeParams(nn::Network* net, const std::string& name, uint32_t seed) {
+absl::Status InitializeParams(nn::Network* net, const std::string& name,
+                              uint32_t seed) {
   if (name == "xavier" || name == "default") {
     nn::InitializeXavier(net, seed);
     return absl::OkStatus();
   }
-  if (name != "msra") {
+  if (name != "msra" && name != "normal") {
     return absl::InvalidArgumentError(
-        absl::StrCat("--initializer ", name, ": unknown; use xavier (the default) or msra"));
+        absl::StrCat("--initializer ", name,
+                     ": unknown; use xavier (the default), msra or normal"));
   }
   nn::InitializeXavier(net, seed);  // Biases and any non-weight parameter.
   constexpr double kSlope = 0.25;
@@ -24,14 +26,18 @@ absl::Status InitializeParams(nn::Network* net, const std::string& name, uint32_
   std::mt19937 rng(seed);
   for (nn::Param* p : net->params()) {
     const auto& shape = p->value.shape();
-    if (p->aux || shape.size() < 2 || !absl::EndsWith(p->name, "_weight")) continue;
+    if (p->aux || shape.size() < 2 || !absl::EndsWith(p->name, "_weight"))
+      continue;
     // MXNet's Xavier: fan_in = shape[1] * hw, fan_out = shape[0] * hw.
     double hw = 1;
-    for (size_t i = 2; i < shape.size(); ++i) hw *= static_cast<double>(shape[i]);
+    for (size_t i = 2; i < shape.size(); ++i)
+      hw *= static_cast<double>(shape[i]);
     const double fan_in = static_cast<double>(shape[1]) * hw;
     const double fan_out = static_cast<double>(shape[0]) * hw;
-    std::normal_distribution<float> nd(
-        0.0f, static_cast<float>(std::sqrt(magnitude / ((fan_in + fan_out) / 2))));
+    const double sigma = name == "normal"
+                             ? 0.01
+                             : std::sqrt(magnitude / ((fan_in + fan_out) / 2));
+    std::normal_distribution<float> nd(0.0f, static_cast<float>(sigma));
     for (float& v : p->value.span()) v = nd(rng);
   }
   return absl::OkStatus();

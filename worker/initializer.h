@@ -17,9 +17,14 @@ namespace worker {
 //   magnitude=2);
 // - "msra": MXNet's mx.init.MSRAPrelu() (slope 0.25) for the weights, i.e.
 //   N(0, sqrt(magnitude / ((fan_in + fan_out) / 2))) with magnitude
-//   2 / (1 + 0.25^2); every other parameter (biases, ...) as "xavier".
+//   2 / (1 + 0.25^2);
+// - "normal": MXNet's mx.init.Normal() (N(0, 0.01)) for the weights, what
+//   fit.py uses for AlexNet;
+// and for "msra" and "normal" every other parameter (biases, ...) as
+// "xavier".
 // Returns InvalidArgument naming --initializer for another name.
-absl::Status InitializeParams(nn::Network* net, const std::string& name, uint32_t seed);
+absl::Status InitializeParams(nn::Network* net, const std::string& name,
+                              uint32_t seed);
 
 }  // namespace worker
 }  // namespace pstrain

@@ -56,7 +56,7 @@ DEFINE_int32(max_random_h, 0, "HLS hue jitter in [-x, x] (OpenCV units, 0-180)."
 DEFINE_int32(max_random_s, 0, "HLS saturation jitter in [-x, x] (0-255).");
 DEFINE_int32(max_random_l, 0, "HLS lightness jitter in [-x, x] (0-255).");
 DEFINE_bool(shuffle, true, "Shuffle the training part every epoch.");
-DEFINE_string(initializer, "xavier", "xavier (fit.py's default) or msra.");
+DEFINE_string(initializer, "xavier", "xavier (fit.py's default), msra or normal (N(0, 0.01) weights).");
 DEFINE_int32(top_k, 0, "Also report top-k accuracy (0: off).");
 DEFINE_string(gpus, "", "GPUs, e.g. 0,1,2,3 (empty: CPU). Needs a --config=cuda build.");
 DEFINE_int32(cpu_devices, 1, "CPU replicas in this worker; --batch_size is split across them.");

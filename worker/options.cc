@@ -15,8 +15,10 @@ namespace worker {
 namespace {
 
 template <typename T>
-absl::Status Bad(absl::string_view flag, const T& value, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", value, ": ", why));
+absl::Status Bad(absl::string_view flag, const T& value,
+                 absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, " ", value, ": ", why));
 }
 
 // InvalidArgument naming `flag` unless lo <= value <= hi.
@@ -50,16 +52,19 @@ absl::Status ValidateAugmentation(const TrainerOptions& o) {
   }
   PSTRAIN_RETURN_IF_ERROR(
       InRange("max_random_area", o.max_random_area, o.min_random_area, 1.0f));
-  PSTRAIN_RETURN_IF_ERROR(AtLeast("min_random_aspect_ratio", o.min_random_aspect_ratio, 0.0f));
+  PSTRAIN_RETURN_IF_ERROR(
+      AtLeast("min_random_aspect_ratio", o.min_random_aspect_ratio, 0.0f));
   const auto [lo, hi] = AspectRange(o);
   if (o.min_random_aspect_ratio > 0 && hi < lo) {
     return Bad("max_random_aspect_ratio", o.max_random_aspect_ratio,
-               absl::StrCat("must be >= --min_random_aspect_ratio ", o.min_random_aspect_ratio));
+               absl::StrCat("must be >= --min_random_aspect_ratio ",
+                            o.min_random_aspect_ratio));
   }
   if (o.min_random_aspect_ratio == 0 && !(lo > 0)) {
-    return Bad("max_random_aspect_ratio", o.max_random_aspect_ratio,
-               "must be in [0, 1) without --min_random_aspect_ratio (the range is "
-               "[1 - max, 1 + max])");
+    return Bad(
+        "max_random_aspect_ratio", o.max_random_aspect_ratio,
+        "must be in [0, 1) without --min_random_aspect_ratio (the range is "
+        "[1 - max, 1 + max])");
   }
   PSTRAIN_RETURN_IF_ERROR(InRange("brightness", o.brightness, 0.0f, 1.0f));
   PSTRAIN_RETURN_IF_ERROR(InRange("contrast", o.contrast, 0.0f, 1.0f));
@@ -79,7 +84,8 @@ absl::Status ValidateDevices(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast("cpu_devices", o.cpu_devices, 1));
   const std::string gpus = absl::StrJoin(o.gpus, ",");
   if (!o.gpus.empty() && o.cpu_devices != 1) {
-    return Bad("cpu_devices", o.cpu_devices, absl::StrCat("cannot be combined with --gpus ", gpus));
+    return Bad("cpu_devices", o.cpu_devices,
+               absl::StrCat("cannot be combined with --gpus ", gpus));
   }
   std::set<int> seen;
   for (int g : o.gpus) {
@@ -89,37 +95,45 @@ absl::Status ValidateDevices(const TrainerOptions& o) {
   }
   const int devices = NumDevices(o);
   if (o.batch_size % devices != 0) {
-    return Bad("batch_size", o.batch_size,
-               absl::StrCat("does not split evenly over ", devices, " devices (",
-                            o.gpus.empty() ? "--cpu_devices" : "--gpus", ")"));
+    return Bad(
+        "batch_size", o.batch_size,
+        absl::StrCat("does not split evenly over ", devices, " devices (",
+                     o.gpus.empty() ? "--cpu_devices" : "--gpus", ")"));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag, absl::string_view text) {
+absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag,
+                                                 absl::string_view text) {
   std::vector<double> out;
-  for (absl::string_view p : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+  for (absl::string_view p :
+       absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     double v;
-    if (!absl::SimpleAtod(p, &v)) return Bad(flag, text, absl::StrCat("'", p, "' is not a number"));
+    if (!absl::SimpleAtod(p, &v))
+      return Bad(flag, text, absl::StrCat("'", p, "' is not a number"));
     out.push_back(v);
   }
   return out;
 }
 
-absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag, absl::string_view text) {
+absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
+                                           absl::string_view text) {
   std::vector<int> out;
-  for (absl::string_view p : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+  for (absl::string_view p :
+       absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     int v;
-    if (!absl::SimpleAtoi(p, &v)) return Bad(flag, text, absl::StrCat("'", p, "' is not an integer"));
+    if (!absl::SimpleAtoi(p, &v))
+      return Bad(flag, text, absl::StrCat("'", p, "' is not an integer"));
     out.push_back(v);
   }
   return out;
 }
 
 int NumDevices(const TrainerOptions& o) {
-  return o.gpus.empty() ? std::max(1, o.cpu_devices) : static_cast<int>(o.gpus.size());
+  return o.gpus.empty() ? std::max(1, o.cpu_devices)
+                        : static_cast<int>(o.gpus.size());
 }
 
 absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
@@ -128,7 +142,8 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast("num_classes", o.num_classes, 2));
   const std::string shape = absl::StrJoin(o.image_shape, ",");
   if (o.image_shape.size() != 3 ||
-      std::any_of(o.image_shape.begin(), o.image_shape.end(), [](int64_t d) { return d <= 0; })) {
+      std::any_of(o.image_shape.begin(), o.image_shape.end(),
+                  [](int64_t d) { return d <= 0; })) {
     return Bad("image_shape", shape, "must be three positive numbers C,H,W");
   }
   if (o.image_shape[0] != 1 && o.image_shape[0] != 3) {
@@ -140,18 +155,21 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (!(o.lr > 0)) return Bad("lr", o.lr, "must be > 0");
   if (!(o.lr_factor > 0)) return Bad("lr_factor", o.lr_factor, "must be > 0");
   for (int e : o.lr_step_epochs) {
-    if (e <= 0) return Bad("lr_step_epochs", absl::StrJoin(o.lr_step_epochs, ","), "must be > 0");
+    if (e <= 0)
+      return Bad("lr_step_epochs", absl::StrJoin(o.lr_step_epochs, ","),
+                 "must be > 0");
   }
   if (o.optimizer != "sgd" && o.optimizer != "nag" && o.optimizer != "adam") {
     return Bad("optimizer", o.optimizer, "must be sgd, nag or adam");
   }
   if (!(o.mom >= 0 && o.mom < 1)) return Bad("mom", o.mom, "must be in [0, 1)");
   if (!(o.wd >= 0)) return Bad("wd", o.wd, "must be >= 0");
-  static const std::set<std::string> kKvStores = {"local", "device", "dist_sync", "dist_async",
-                                                  "dist_device_sync"};
+  static const std::set<std::string> kKvStores = {
+      "local", "device", "dist_sync", "dist_async", "dist_device_sync"};
   if (kKvStores.count(o.kv_store) == 0) {
-    return Bad("kv_store", o.kv_store,
-               "must be local, device, dist_sync, dist_async or dist_device_sync");
+    return Bad(
+        "kv_store", o.kv_store,
+        "must be local, device, dist_sync, dist_async or dist_device_sync");
   }
   PSTRAIN_RETURN_IF_ERROR(AtLeast("data_nthreads", o.data_nthreads, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast<int64_t>("num_examples", o.num_examples, 0));
@@ -161,12 +179,15 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (o.load_epoch > 0 && o.model_prefix.empty()) {
     return Bad("load_epoch", o.load_epoch, "needs --model_prefix");
   }
-  if (o.initializer != "xavier" && o.initializer != "default" && o.initializer != "msra") {
-    return Bad("initializer", o.initializer, "unknown; use xavier (the default) or msra");
+  if (o.initializer != "xavier" && o.initializer != "default" &&
+      o.initializer != "msra" && o.initializer != "normal") {
+    return Bad("initializer", o.initializer,
+               "unknown; use xavier (the default), msra or normal");
   }
   if (o.top_k != 0 && (o.top_k < 2 || o.top_k > o.num_classes)) {
     return Bad("top_k", o.top_k,
-               absl::StrCat("must be 0 (off) or in [2, --num_classes ", o.num_classes, "]"));
+               absl::StrCat("must be 0 (off) or in [2, --num_classes ",
+                            o.num_classes, "]"));
   }
   return ValidateAugmentation(o);
 }
@@ -174,15 +195,18 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
 absl::Status CheckDevices(const TrainerOptions& o) {
   if (o.gpus.empty()) return absl::OkStatus();
 #ifdef PSTRAIN_WORKER_CUDA
-  return absl::FailedPreconditionError(absl::StrCat(
-      "--gpus ", absl::StrJoin(o.gpus, ","),
-      ": GPU training is not implemented yet (the layers run on the CPU); leave --gpus "
-      "empty, and use --cpu_devices N for N CPU replicas"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("--gpus ", absl::StrJoin(o.gpus, ","),
+                   ": GPU training is not implemented yet (the layers run on "
+                   "the CPU); leave --gpus "
+                   "empty, and use --cpu_devices N for N CPU replicas"));
 #else
-  return absl::FailedPreconditionError(absl::StrCat(
-      "--gpus ", absl::StrJoin(o.gpus, ","),
-      ": this worker was built without CUDA (build with bazel build --config=cuda); leave "
-      "--gpus empty to train on the CPU, and use --cpu_devices N for N CPU replicas"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("--gpus ", absl::StrJoin(o.gpus, ","),
+                   ": this worker was built without CUDA (build with bazel "
+                   "build --config=cuda); leave "
+                   "--gpus empty to train on the CPU, and use --cpu_devices N "
+                   "for N CPU replicas"));
 #endif
 }
 

@@ -18,11 +18,13 @@ namespace worker {
 
 // "1,2.5,3" -> {1, 2.5, 3}; empty text -> {}. InvalidArgument naming
 // `flag` for a part that is not a number.
-absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag, absl::string_view text);
+absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag,
+                                                 absl::string_view text);
 
 // As ParseNumbers, for integers (e.g. --gpus 0,1,2, --lr_step_epochs
 // 30,60). InvalidArgument naming `flag` for a part that is not an integer.
-absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag, absl::string_view text);
+absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
+                                           absl::string_view text);
 
 // Checks every option against what the worker can run. InvalidArgument
 // names the flag and the bad value (e.g. "--top_k 11: must be 0 (off) or

@@ -25,36 +25,65 @@ TEST(OptionsTest, ErrorsNameTheFlag) {
     std::string error;
   };
   const std::vector<Case> cases = {
-      {[](TrainerOptions* o) { o->top_k = 1; }, "--top_k 1: must be 0 (off) or in [2, --num_classes 10]"},
+      {[](TrainerOptions* o) { o->top_k = 1; },
+       "--top_k 1: must be 0 (off) or in [2, --num_classes 10]"},
       {[](TrainerOptions* o) { o->top_k = 11; }, "--top_k 11"},
-      {[](TrainerOptions* o) { o->initializer = "orthogonal"; }, "--initializer orthogonal: unknown"},
-      {[](TrainerOptions* o) { o->min_random_area = 0; }, "--min_random_area 0"},
-      {[](TrainerOptions* o) { o->min_random_area = 0.5f, o->max_random_area = 0.2f; },
+      {[](TrainerOptions* o) { o->initializer = "orthogonal"; },
+       "--initializer orthogonal: unknown"},
+      {[](TrainerOptions* o) { o->min_random_area = 0; },
+       "--min_random_area 0"},
+      {[](TrainerOptions* o) {
+         o->min_random_area = 0.5f, o->max_random_area = 0.2f;
+       },
        "--max_random_area 0.2"},
-      {[](TrainerOptions* o) { o->max_random_area = 1.5f; }, "--max_random_area 1.5"},
-      {[](TrainerOptions* o) { o->max_random_aspect_ratio = 1.0f; }, "--max_random_aspect_ratio 1"},
-      {[](TrainerOptions* o) { o->min_random_aspect_ratio = 2, o->max_random_aspect_ratio = 1; },
+      {[](TrainerOptions* o) { o->max_random_area = 1.5f; },
+       "--max_random_area 1.5"},
+      {[](TrainerOptions* o) { o->max_random_aspect_ratio = 1.0f; },
+       "--max_random_aspect_ratio 1"},
+      {[](TrainerOptions* o) {
+         o->min_random_aspect_ratio = 2, o->max_random_aspect_ratio = 1;
+       },
        "--max_random_aspect_ratio 1: must be >= --min_random_aspect_ratio 2"},
-      {[](TrainerOptions* o) { o->min_random_aspect_ratio = -1; }, "--min_random_aspect_ratio -1"},
+      {[](TrainerOptions* o) { o->min_random_aspect_ratio = -1; },
+       "--min_random_aspect_ratio -1"},
       {[](TrainerOptions* o) { o->brightness = -0.1f; }, "--brightness -0.1"},
       {[](TrainerOptions* o) { o->contrast = 2; }, "--contrast 2"},
       {[](TrainerOptions* o) { o->saturation = -1; }, "--saturation -1"},
-      {[](TrainerOptions* o) { o->max_random_h = 200; }, "--max_random_h 200: must be in [0, 180]"},
+      {[](TrainerOptions* o) { o->max_random_h = 200; },
+       "--max_random_h 200: must be in [0, 180]"},
       {[](TrainerOptions* o) { o->max_random_s = -1; }, "--max_random_s -1"},
       {[](TrainerOptions* o) { o->max_random_l = 256; }, "--max_random_l 256"},
       {[](TrainerOptions* o) { o->fill_value = 300; }, "--fill_value 300"},
       {[](TrainerOptions* o) { o->resize = -5; }, "--resize -5"},
       {[](TrainerOptions* o) { o->pad = -1; }, "--pad -1"},
       {[](TrainerOptions* o) { o->cpu_devices = 0; }, "--cpu_devices 0"},
-      {[](TrainerOptions* o) { o->cpu_devices = 3; }, "--batch_size 64: does not split evenly over 3 devices (--cpu_devices)"},
-      {[](TrainerOptions* o) { o->gpus = {0, 1, 2}; }, "--batch_size 64: does not split evenly over 3 devices (--gpus)"},
-      {[](TrainerOptions* o) { o->gpus = {0, 0}; }, "--gpus 0,0"},
-      {[](TrainerOptions* o) { o->gpus = {0, 1}, o->cpu_devices = 2; }, "--cpu_devices 2: cannot be combined with --gpus 0,1"},
-      {[](TrainerOptions* o) { o->image_shape = {2, 28, 28}; }, "--image_shape 2,28,28"},
-      {[](TrainerOptions* o) { o->image_shape = {28, 28}; }, "--image_shape 28,28"},
+      {[](TrainerOptions* o) { o->cpu_devices = 3; },
+       "--batch_size 64: does not split evenly over 3 devices (--cpu_devices)"},
+      {[](TrainerOptions* o) {
+         o->gpus = {0, 1, 2};
+       },
+       "--batch_size 64: does not split evenly over 3 devices (--gpus)"},
+      {[](TrainerOptions* o) {
+         o->gpus = {0, 0};
+       },
+       "--gpus 0,0"},
+      {[](TrainerOptions* o) {
+         o->gpus = {0, 1}, o->cpu_devices = 2;
+       },
+       "--cpu_devices 2: cannot be combined with --gpus 0,1"},
+      {[](TrainerOptions* o) {
+         o->image_shape = {2, 28, 28};
+       },
+       "--image_shape 2,28,28"},
+      {[](TrainerOptions* o) {
+         o->image_shape = {28, 28};
+       },
+       "--image_shape 28,28"},
       {[](TrainerOptions* o) { o->kv_store = "dist"; }, "--kv_store dist"},
-      {[](TrainerOptions* o) { o->optimizer = "rmsprop"; }, "--optimizer rmsprop"},
-      {[](TrainerOptions* o) { o->load_epoch = 3; }, "--load_epoch 3: needs --model_prefix"},
+      {[](TrainerOptions* o) { o->optimizer = "rmsprop"; },
+       "--optimizer rmsprop"},
+      {[](TrainerOptions* o) { o->load_epoch = 3; },
+       "--load_epoch 3: needs --model_prefix"},
       {[](TrainerOptions* o) { o->num_classes = 1; }, "--num_classes 1"},
       {[](TrainerOptions* o) { o->lr = 0; }, "--lr 0"},
       {[](TrainerOptions* o) { o->mom = 1; }, "--mom 1"},

@@ -14,19 +14,21 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
     const std::string& network, int num_layers, int num_classes,
     const std::vector<int64_t>& image_shape, int batch_size, int num_devices) {
   if (num_devices < 1 || batch_size < 1 || batch_size % num_devices != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_size ", batch_size,
-                                                   " does not split evenly over ", num_devices,
-                                                   " devices"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_size ", batch_size,
+                     " does not split evenly over ", num_devices, " devices"));
   }
   std::unique_ptr<Replicas> r(new Replicas());
   r->per_device_ = batch_size / num_devices;
   for (int d = 0; d < num_devices; ++d) {
     Replica rep;
     PSTRAIN_ASSIGN_OR_RETURN(
-        rep.net, nn::BuildNetwork(network, num_layers, num_classes, image_shape, r->per_device_));
+        rep.net, nn::BuildNetwork(network, num_layers, num_classes, image_shape,
+                                  r->per_device_));
     rep.ctx = std::make_unique<kernels::CpuContext>();
     rep.params = rep.net->params();
-    rep.x = kernels::Tensor({r->per_device_, image_shape[0], image_shape[1], image_shape[2]});
+    rep.x = kernels::Tensor(
+        {r->per_device_, image_shape[0], image_shape[1], image_shape[2]});
     rep.labels.resize(r->per_device_);
     r->replicas_.push_back(std::move(rep));
   }
@@ -71,7 +73,8 @@ void Replicas::ThreadLoop(int device) {
   }
 }
 
-absl::Status Replicas::RunOnEach(std::function<absl::Status(int)> task, absl::Time deadline) {
+absl::Status Replicas::RunOnEach(std::function<absl::Status(int)> task,
+                                 absl::Time deadline) {
   CHECK(!broken_) << "Replicas used after a step missed its deadline";
   if (threads_.empty()) return task(0);
   std::unique_lock<std::mutex> lock(mu_);
@@ -81,8 +84,8 @@ absl::Status Replicas::RunOnEach(std::function<absl::Status(int)> task, absl::Ti
   work_cv_.notify_all();
   if (!WaitUntil(done_cv_, lock, deadline, [this] { return pending_ == 0; })) {
     broken_ = true;
-    return absl::DeadlineExceededError(
-        absl::StrCat(pending_, " of ", size(), " device replicas did not finish in time"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        pending_, " of ", size(), " device replicas did not finish in time"));
   }
   for (const absl::Status& s : results_) {
     if (!s.ok()) return s;
@@ -90,13 +93,15 @@ absl::Status Replicas::RunOnEach(std::function<absl::Status(int)> task, absl::Ti
   return absl::OkStatus();
 }
 
-absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels, bool backward,
-                            absl::Time deadline) {
-  const size_t sample = static_cast<size_t>(replicas_[0].x.size() / per_device_);
-  if (data.size() != sample * batch_size() || labels.size() != static_cast<size_t>(batch_size())) {
-    return absl::InvalidArgumentError(absl::StrCat("a batch of ", data.size(), " floats and ",
-                                                   labels.size(), " labels for ", batch_size(),
-                                                   " samples of ", sample, " floats"));
+absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
+                            bool backward, absl::Time deadline) {
+  const size_t sample =
+      static_cast<size_t>(replicas_[0].x.size() / per_device_);
+  if (data.size() != sample * batch_size() ||
+      labels.size() != static_cast<size_t>(batch_size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a batch of ", data.size(), " floats and ", labels.size(),
+        " labels for ", batch_size(), " samples of ", sample, " floats"));
   }
   input_ = std::move(data);
   input_labels_ = std::move(labels);
@@ -104,9 +109,10 @@ absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels, 
       [this, sample, backward](int d) -> absl::Status {
         Replica& r = replicas_[d];
         const size_t first = static_cast<size_t>(d) * per_device_;
-        std::copy(input_.begin() + first * sample, input_.begin() + (first + per_device_) * sample,
-                  r.x.data());
-        std::copy(input_labels_.begin() + first, input_labels_.begin() + first + per_device_,
+        std::copy(input_.begin() + first * sample,
+                  input_.begin() + (first + per_device_) * sample, r.x.data());
+        std::copy(input_labels_.begin() + first,
+                  input_labels_.begin() + first + per_device_,
                   r.labels.begin());
         absl::Status s = r.net->Forward(r.ctx.get(), r.x, r.labels).status();
         if (s.ok() && backward) s = r.net->Backward(r.ctx.get(), 1.0f);
@@ -117,7 +123,8 @@ absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels, 
 
 std::vector<absl::Span<const float>> Replicas::Grads(size_t index) const {
   std::vector<absl::Span<const float>> out;
-  for (const Replica& r : replicas_) out.push_back(r.params[index]->grad.span());
+  for (const Replica& r : replicas_)
+    out.push_back(r.params[index]->grad.span());
   return out;
 }
 
@@ -129,7 +136,8 @@ absl::Status Replicas::CopyWeightsFromFirst(absl::Time deadline) {
         const std::vector<nn::Param*>& from = replicas_[0].params;
         const std::vector<nn::Param*>& to = replicas_[d].params;
         for (size_t i = 0; i < from.size(); ++i) {
-          std::copy(from[i]->value.data(), from[i]->value.data() + from[i]->value.size(),
+          std::copy(from[i]->value.data(),
+                    from[i]->value.data() + from[i]->value.size(),
                     to[i]->value.data());
         }
         return absl::OkStatus();

@@ -54,9 +54,13 @@ class Replicas {
   nn::Network* net(int device) { return replicas_[device].net.get(); }
   // Replica `device`'s parameters, in Network::params() order (the same
   // names and shapes on every replica).
-  const std::vector<nn::Param*>& params(int device) const { return replicas_[device].params; }
+  const std::vector<nn::Param*>& params(int device) const {
+    return replicas_[device].params;
+  }
   // Replica `device`'s labels in the last Step().
-  absl::Span<const float> labels(int device) const { return replicas_[device].labels; }
+  absl::Span<const float> labels(int device) const {
+    return replicas_[device].labels;
+  }
 
   // Splits a batch (batch_size() x C x H x W floats, batch_size() labels)
   // over the replicas, sample range [d * b, (d + 1) * b) to replica d, and
@@ -65,8 +69,8 @@ class Replicas {
   // device); InvalidArgument for wrong sizes; DeadlineExceeded when the
   // replicas are not done by `deadline`, after which the object must only
   // be destroyed.
-  absl::Status Step(std::vector<float> data, std::vector<float> labels, bool backward,
-                    absl::Time deadline);
+  absl::Status Step(std::vector<float> data, std::vector<float> labels,
+                    bool backward, absl::Time deadline);
 
   // The gradient of parameter `index` on every replica, in device order:
   // what KVStore::Push sums into one push for the key.
@@ -88,7 +92,8 @@ class Replicas {
   Replicas() = default;
   // Runs task(d) for every replica d (on its thread, or inline for one
   // replica) and waits for all until `deadline`.
-  absl::Status RunOnEach(std::function<absl::Status(int)> task, absl::Time deadline);
+  absl::Status RunOnEach(std::function<absl::Status(int)> task,
+                         absl::Time deadline);
   void ThreadLoop(int device);
 
   std::vector<Replica> replicas_;

@@ -55,7 +55,8 @@ TEST(ReplicasTest, TwoDevicesSumToTheGradientOfOne) {
     ASSERT_EQ(grads.size(), 2u);
     std::vector<float> sum(grads[0].begin(), grads[0].end());
     for (size_t j = 0; j < sum.size(); ++j) sum[j] += grads[1][j];
-    EXPECT_LT(RelativeDiff(params[i]->grad.span(), sum), 1e-5) << params[i]->name;
+    EXPECT_LT(RelativeDiff(params[i]->grad.span(), sum), 1e-5)
+        << params[i]->name;
     // Both replicas really computed something different.
     EXPECT_GT(RelativeDiff(grads[0], grads[1]), 1e-3) << params[i]->name;
   }
@@ -63,7 +64,9 @@ TEST(ReplicasTest, TwoDevicesSumToTheGradientOfOne) {
   auto p1 = one->net(0)->probabilities().span();
   for (int d = 0; d < 2; ++d) {
     auto pd = two->net(d)->probabilities().span();
-    EXPECT_LT(RelativeDiff(p1.subspan(d * (kBatch / 2) * 10, (kBatch / 2) * 10), pd), 1e-5);
+    EXPECT_LT(
+        RelativeDiff(p1.subspan(d * (kBatch / 2) * 10, (kBatch / 2) * 10), pd),
+        1e-5);
   }
 }
 
@@ -73,7 +76,8 @@ TEST(ReplicasTest, CopyWeightsFromFirstMakesReplicasEqual) {
   for (float& v : two->params(0)[0]->value.span()) v += 0.5f;
   ASSERT_TRUE(two->CopyWeightsFromFirst(Soon()).ok());
   for (size_t i = 0; i < two->params(0).size(); ++i) {
-    auto a = two->params(0)[i]->value.span(), b = two->params(1)[i]->value.span();
+    auto a = two->params(0)[i]->value.span(),
+         b = two->params(1)[i]->value.span();
     EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin())) << i;
   }
 }
@@ -84,14 +88,16 @@ TEST(ReplicasTest, RejectsUnevenSplitAndWrongSizes) {
   EXPECT_NE(bad.status().message().find("--batch_size 9"), std::string::npos);
   auto two = Make(2, 4);
   ASSERT_TRUE(two);
-  EXPECT_EQ(two->Step(std::vector<float>(3), std::vector<float>(4), true, Soon()).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      two->Step(std::vector<float>(3), std::vector<float>(4), true, Soon())
+          .code(),
+      absl::StatusCode::kInvalidArgument);
   // Still usable after a refused step.
   std::vector<float> x(4 * 28 * 28, 0.1f);
   EXPECT_TRUE(two->Step(x, {0, 1, 2, 3}, false, Soon()).ok());
 }
 
-TEST(InitializerTest, MsraScalesByAverageFanAndRejectsUnknownNames) {
+TEST(InitializerTest, MsraAndNormalScaleWeightsAndUnknownNamesAreRejected) {
   auto r = Replicas::Create("lenet", 0, 10, {1, 28, 28}, 1, 1);
   ASSERT_TRUE(r.ok());
   nn::Network* net = (*r)->net(0);
@@ -105,6 +111,10 @@ TEST(InitializerTest, MsraScalesByAverageFanAndRejectsUnknownNames) {
   const double sd = std::sqrt(sq / fc->value.size());
   EXPECT_NEAR(sd, std::sqrt(2.0 / 1.0625 / 650), 0.01 * sd);
   for (float v : net->FindParam("fc0_bias")->value.span()) EXPECT_EQ(v, 0.0f);
+  ASSERT_TRUE(InitializeParams(net, "normal", 5).ok());
+  sq = 0;
+  for (float v : fc->value.span()) sq += v * v;
+  EXPECT_NEAR(std::sqrt(sq / fc->value.size()), 0.01, 1e-4);
   absl::Status s = InitializeParams(net, "orthogonal", 5);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("--initializer orthogonal"), std::string::npos);

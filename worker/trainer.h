@@ -64,7 +64,7 @@ struct TrainerOptions {
   int max_random_l = 0;
   // Shuffle the training part every epoch (validation is never shuffled).
   bool shuffle = true;
-  // "xavier" (fit.py's default) or "msra"; see worker/initializer.h.
+  // "xavier" (fit.py's default), "msra" or "normal"; worker/initializer.h.
   std::string initializer = "xavier";
   // Top-k accuracy metric: 0 off, else k in [2, num_classes].
   int top_k = 0;
