@@ -2,6 +2,7 @@
 // of MXNet's train_imagenet.py / fit.py (dashed spelling accepted).
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -128,24 +129,25 @@ int main(int argc, char** argv) {
   o.load_epoch = FLAGS_load_epoch;
   o.test_io = FLAGS_test_io;
   o.benchmark = FLAGS_benchmark;
-  ChannelValues("rgb_mean", FLAGS_rgb_mean, 0, o.rgb_mean);
-  ChannelValues("rgb_std", FLAGS_rgb_std, 1, o.rgb_std);
-  o.rand_mirror = FLAGS_rand_mirror;
-  o.rand_crop = FLAGS_rand_crop;
-  o.pad = FLAGS_pad;
-  o.fill_value = FLAGS_fill_value;
-  o.resize = FLAGS_resize;
-  o.random_resized_crop = FLAGS_random_resized_crop;
-  o.min_random_area = static_cast<float>(FLAGS_min_random_area);
-  o.max_random_area = static_cast<float>(FLAGS_max_random_area);
-  o.min_random_aspect_ratio = static_cast<float>(FLAGS_min_random_aspect_ratio);
-  o.max_random_aspect_ratio = static_cast<float>(FLAGS_max_random_aspect_ratio);
-  o.brightness = static_cast<float>(FLAGS_brightness);
-  o.contrast = static_cast<float>(FLAGS_contrast);
-  o.saturation = static_cast<float>(FLAGS_saturation);
-  o.max_random_h = FLAGS_max_random_h;
-  o.max_random_s = FLAGS_max_random_s;
-  o.max_random_l = FLAGS_max_random_l;
+  pstrain::data::AugmentOptions& a = o.augment;
+  ChannelValues("rgb_mean", FLAGS_rgb_mean, 0, a.mean);
+  ChannelValues("rgb_std", FLAGS_rgb_std, 1, a.std);
+  a.rand_mirror = FLAGS_rand_mirror;
+  a.rand_crop = FLAGS_rand_crop;
+  a.pad = FLAGS_pad;
+  a.fill_value = FLAGS_fill_value;
+  a.resize = FLAGS_resize;
+  a.random_resized_crop = FLAGS_random_resized_crop;
+  a.min_random_area = static_cast<float>(FLAGS_min_random_area);
+  a.max_random_area = static_cast<float>(FLAGS_max_random_area);
+  std::tie(a.min_aspect_ratio, a.max_aspect_ratio) = OrDie(pstrain::worker::AspectRatioRange(
+      FLAGS_min_random_aspect_ratio, FLAGS_max_random_aspect_ratio));
+  a.brightness = static_cast<float>(FLAGS_brightness);
+  a.contrast = static_cast<float>(FLAGS_contrast);
+  a.saturation = static_cast<float>(FLAGS_saturation);
+  a.random_h = FLAGS_max_random_h;
+  a.random_s = FLAGS_max_random_s;
+  a.random_l = FLAGS_max_random_l;
   o.shuffle = FLAGS_shuffle;
   o.initializer = FLAGS_initializer;
   o.top_k = FLAGS_top_k;

@@ -34,47 +34,30 @@ absl::Status AtLeast(absl::string_view flag, T value, T lo) {
   return Bad(flag, value, absl::StrCat("must be >= ", lo));
 }
 
-// The aspect-ratio range of --random_resized_crop (MXNet's rule: without a
-// minimum, [1 - max, 1 + max]).
-std::pair<float, float> AspectRange(const TrainerOptions& o) {
-  if (o.min_random_aspect_ratio > 0) {
-    return {o.min_random_aspect_ratio, o.max_random_aspect_ratio};
-  }
-  return {1.0f - o.max_random_aspect_ratio, 1.0f + o.max_random_aspect_ratio};
-}
-
-absl::Status ValidateAugmentation(const TrainerOptions& o) {
-  PSTRAIN_RETURN_IF_ERROR(AtLeast("resize", o.resize, -1));
-  PSTRAIN_RETURN_IF_ERROR(AtLeast("pad", o.pad, 0));
-  PSTRAIN_RETURN_IF_ERROR(InRange("fill_value", o.fill_value, 0, 255));
-  if (!(o.min_random_area > 0 && o.min_random_area <= 1)) {
-    return Bad("min_random_area", o.min_random_area, "must be in (0, 1]");
+absl::Status ValidateAugmentation(const data::AugmentOptions& a) {
+  PSTRAIN_RETURN_IF_ERROR(AtLeast("resize", a.resize, -1));
+  PSTRAIN_RETURN_IF_ERROR(AtLeast("pad", a.pad, 0));
+  PSTRAIN_RETURN_IF_ERROR(InRange("fill_value", a.fill_value, 0, 255));
+  if (!(a.min_random_area > 0 && a.min_random_area <= 1)) {
+    return Bad("min_random_area", a.min_random_area, "must be in (0, 1]");
   }
   PSTRAIN_RETURN_IF_ERROR(
-      InRange("max_random_area", o.max_random_area, o.min_random_area, 1.0f));
-  PSTRAIN_RETURN_IF_ERROR(
-      AtLeast("min_random_aspect_ratio", o.min_random_aspect_ratio, 0.0f));
-  const auto [lo, hi] = AspectRange(o);
-  if (o.min_random_aspect_ratio > 0 && hi < lo) {
-    return Bad("max_random_aspect_ratio", o.max_random_aspect_ratio,
-               absl::StrCat("must be >= --min_random_aspect_ratio ",
-                            o.min_random_aspect_ratio));
+      InRange("max_random_area", a.max_random_area, a.min_random_area, 1.0f));
+  if (!(a.min_aspect_ratio > 0 && a.min_aspect_ratio <= a.max_aspect_ratio)) {
+    return Bad("min_random_aspect_ratio",
+               absl::StrCat(a.min_aspect_ratio, " (range up to ",
+                            a.max_aspect_ratio, ")"),
+               "need 0 < min <= max");
   }
-  if (o.min_random_aspect_ratio == 0 && !(lo > 0)) {
-    return Bad(
-        "max_random_aspect_ratio", o.max_random_aspect_ratio,
-        "must be in [0, 1) without --min_random_aspect_ratio (the range is "
-        "[1 - max, 1 + max])");
-  }
-  PSTRAIN_RETURN_IF_ERROR(InRange("brightness", o.brightness, 0.0f, 1.0f));
-  PSTRAIN_RETURN_IF_ERROR(InRange("contrast", o.contrast, 0.0f, 1.0f));
-  PSTRAIN_RETURN_IF_ERROR(InRange("saturation", o.saturation, 0.0f, 1.0f));
-  PSTRAIN_RETURN_IF_ERROR(InRange("max_random_h", o.max_random_h, 0, 180));
-  PSTRAIN_RETURN_IF_ERROR(InRange("max_random_s", o.max_random_s, 0, 255));
-  PSTRAIN_RETURN_IF_ERROR(InRange("max_random_l", o.max_random_l, 0, 255));
+  PSTRAIN_RETURN_IF_ERROR(InRange("brightness", a.brightness, 0.0f, 1.0f));
+  PSTRAIN_RETURN_IF_ERROR(InRange("contrast", a.contrast, 0.0f, 1.0f));
+  PSTRAIN_RETURN_IF_ERROR(InRange("saturation", a.saturation, 0.0f, 1.0f));
+  PSTRAIN_RETURN_IF_ERROR(InRange("max_random_h", a.random_h, 0, 180));
+  PSTRAIN_RETURN_IF_ERROR(InRange("max_random_s", a.random_s, 0, 255));
+  PSTRAIN_RETURN_IF_ERROR(InRange("max_random_l", a.random_l, 0, 255));
   for (int c = 0; c < 3; ++c) {
-    if (!(o.rgb_std[c] != 0 && std::isfinite(o.rgb_std[c]))) {
-      return Bad("rgb_std", o.rgb_std[c], "must be a non-zero number");
+    if (!(a.std[c] != 0 && std::isfinite(a.std[c]))) {
+      return Bad("rgb_std", a.std[c], "must be a non-zero number");
     }
   }
   return absl::OkStatus();
@@ -103,32 +86,58 @@ absl::Status ValidateDevices(const TrainerOptions& o) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag,
-                                                 absl::string_view text) {
-  std::vector<double> out;
+// Splits `text` at commas and parses each part with `parse`.
+template <typename T, typename Parse>
+absl::StatusOr<std::vector<T>> ParseList(absl::string_view flag,
+                                         absl::string_view text,
+                                         absl::string_view what, Parse parse) {
+  std::vector<T> out;
   for (absl::string_view p :
        absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    double v;
-    if (!absl::SimpleAtod(p, &v))
-      return Bad(flag, text, absl::StrCat("'", p, "' is not a number"));
+    T v;
+    if (!parse(p, &v)) {
+      return Bad(flag, text, absl::StrCat("'", p, "' is not ", what));
+    }
     out.push_back(v);
   }
   return out;
 }
 
+}  // namespace
+
+absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag,
+                                                 absl::string_view text) {
+  return ParseList<double>(
+      flag, text, "a number",
+      [](absl::string_view p, double* v) { return absl::SimpleAtod(p, v); });
+}
+
 absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
                                            absl::string_view text) {
-  std::vector<int> out;
-  for (absl::string_view p :
-       absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    int v;
-    if (!absl::SimpleAtoi(p, &v))
-      return Bad(flag, text, absl::StrCat("'", p, "' is not an integer"));
-    out.push_back(v);
+  return ParseList<int>(
+      flag, text, "an integer",
+      [](absl::string_view p, int* v) { return absl::SimpleAtoi(p, v); });
+}
+
+absl::StatusOr<std::pair<float, float>> AspectRatioRange(double min,
+                                                         double max) {
+  if (!(min >= 0))
+    return Bad("min_random_aspect_ratio", min, "must be >= 0 (0: none)");
+  if (min == 0) {
+    if (!(max >= 0 && max < 1)) {
+      return Bad(
+          "max_random_aspect_ratio", max,
+          "must be in [0, 1) without --min_random_aspect_ratio (the range is "
+          "[1 - max, 1 + max])");
+    }
+    return std::make_pair(static_cast<float>(1 - max),
+                          static_cast<float>(1 + max));
   }
-  return out;
+  if (!(max >= min)) {
+    return Bad("max_random_aspect_ratio", max,
+               absl::StrCat("must be >= --min_random_aspect_ratio ", min));
+  }
+  return std::make_pair(static_cast<float>(min), static_cast<float>(max));
 }
 
 int NumDevices(const TrainerOptions& o) {
@@ -189,7 +198,7 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
                absl::StrCat("must be 0 (off) or in [2, --num_classes ",
                             o.num_classes, "]"));
   }
-  return ValidateAugmentation(o);
+  return ValidateAugmentation(o.augment);
 }
 
 absl::Status CheckDevices(const TrainerOptions& o) {
@@ -211,32 +220,22 @@ absl::Status CheckDevices(const TrainerOptions& o) {
 }
 
 data::AugmentOptions AugmentFor(const TrainerOptions& o, bool train) {
-  data::AugmentOptions a;
+  data::AugmentOptions a = o.augment;
   a.channels = static_cast<int>(o.image_shape[0]);
   a.height = static_cast<int>(o.image_shape[1]);
   a.width = static_cast<int>(o.image_shape[2]);
-  a.resize = o.resize;
-  a.scale = o.scale;
-  for (int c = 0; c < 3; ++c) {
-    a.mean[c] = o.rgb_mean[c];  // Pixel units, as MXNet's --rgb-mean.
-    a.std[c] = o.rgb_std[c];
-  }
-  if (!train) return a;
-  a.pad = o.pad;
-  a.fill_value = o.fill_value;
-  a.rand_mirror = o.rand_mirror;
-  a.rand_crop = o.rand_crop;
-  a.random_resized_crop = o.random_resized_crop;
-  a.min_random_area = o.min_random_area;
-  a.max_random_area = o.max_random_area;
-  std::tie(a.min_aspect_ratio, a.max_aspect_ratio) = AspectRange(o);
-  a.brightness = o.brightness;
-  a.contrast = o.contrast;
-  a.saturation = o.saturation;
-  a.random_h = o.max_random_h;
-  a.random_s = o.max_random_s;
-  a.random_l = o.max_random_l;
-  return a;
+  if (train) return a;
+  // Validation: resize, center crop and normalization only.
+  data::AugmentOptions v = DefaultAugment();
+  v.channels = a.channels;
+  v.height = a.height;
+  v.width = a.width;
+  v.resize = a.resize;
+  v.inter_method = a.inter_method;
+  v.scale = a.scale;
+  std::copy(a.mean, a.mean + 3, v.mean);
+  std::copy(a.std, a.std + 3, v.std);
+  return v;
 }
 
 }  // namespace worker

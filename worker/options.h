@@ -5,6 +5,7 @@
 #define PSTRAIN_WORKER_OPTIONS_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -16,15 +17,20 @@
 namespace pstrain {
 namespace worker {
 
-// "1,2.5,3" -> {1, 2.5, 3}; empty text -> {}. InvalidArgument naming
-// `flag` for a part that is not a number.
+// Comma-separated numbers: "1,2.5,3" -> {1, 2.5, 3} (ParseNumbers), "0,1,2"
+// -> {0, 1, 2} (ParseInts, e.g. --gpus, --lr_step_epochs); empty text ->
+// {}. InvalidArgument naming `flag` for a part that does not parse.
 absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag,
                                                  absl::string_view text);
-
-// As ParseNumbers, for integers (e.g. --gpus 0,1,2, --lr_step_epochs
-// 30,60). InvalidArgument naming `flag` for a part that is not an integer.
 absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
                                            absl::string_view text);
+
+// MXNet's aspect-ratio range for --random_resized_crop from
+// --min_random_aspect_ratio and --max_random_aspect_ratio: [min, max], or
+// [1 - max, 1 + max] when min is 0 (MXNet's None). InvalidArgument naming
+// the flag when min < 0 or the range is not 0 < lo <= hi.
+absl::StatusOr<std::pair<float, float>> AspectRatioRange(double min,
+                                                         double max);
 
 // Checks every option against what the worker can run. InvalidArgument
 // names the flag and the bad value (e.g. "--top_k 11: must be 0 (off) or
@@ -41,9 +47,9 @@ int NumDevices(const TrainerOptions& options);
 // now, in a CUDA build too (the layers run on the CPU only).
 absl::Status CheckDevices(const TrainerOptions& options);
 
-// The augmentation for training (`train`: random crop, mirror, colour
-// jitter, ... as asked) or for validation (deterministic: resize and
-// center crop only).
+// options.augment with the output size of image_shape, for training
+// (`train`: random crops, mirror, colour jitter, ... as asked) or for
+// validation (deterministic: resize, center crop, normalization).
 // REQUIRES: ValidateTrainerOptions(options).ok().
 data::AugmentOptions AugmentFor(const TrainerOptions& options, bool train);
 

@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -20,80 +21,80 @@ std::string Error(const TrainerOptions& o) {
 TEST(OptionsTest, DefaultsAreValid) { EXPECT_EQ(Error(TrainerOptions()), ""); }
 
 TEST(OptionsTest, ErrorsNameTheFlag) {
-  struct Case {
-    std::function<void(TrainerOptions*)> set;
-    std::string error;
-  };
-  const std::vector<Case> cases = {
-      {[](TrainerOptions* o) { o->top_k = 1; },
+  using Set = std::function<void(TrainerOptions*, data::AugmentOptions*)>;
+  const std::vector<std::pair<Set, std::string>> cases = {
+      {[](TrainerOptions* o, auto*) { o->top_k = 1; },
        "--top_k 1: must be 0 (off) or in [2, --num_classes 10]"},
-      {[](TrainerOptions* o) { o->top_k = 11; }, "--top_k 11"},
-      {[](TrainerOptions* o) { o->initializer = "orthogonal"; },
+      {[](TrainerOptions* o, auto*) { o->top_k = 11; }, "--top_k 11"},
+      {[](TrainerOptions* o, auto*) { o->initializer = "orthogonal"; },
        "--initializer orthogonal: unknown"},
-      {[](TrainerOptions* o) { o->min_random_area = 0; },
+      {[](auto*, data::AugmentOptions* a) { a->min_random_area = 0; },
        "--min_random_area 0"},
-      {[](TrainerOptions* o) {
-         o->min_random_area = 0.5f, o->max_random_area = 0.2f;
+      {[](auto*, data::AugmentOptions* a) {
+         a->min_random_area = 0.5f, a->max_random_area = 0.2f;
        },
        "--max_random_area 0.2"},
-      {[](TrainerOptions* o) { o->max_random_area = 1.5f; },
+      {[](auto*, data::AugmentOptions* a) { a->max_random_area = 1.5f; },
        "--max_random_area 1.5"},
-      {[](TrainerOptions* o) { o->max_random_aspect_ratio = 1.0f; },
-       "--max_random_aspect_ratio 1"},
-      {[](TrainerOptions* o) {
-         o->min_random_aspect_ratio = 2, o->max_random_aspect_ratio = 1;
-       },
-       "--max_random_aspect_ratio 1: must be >= --min_random_aspect_ratio 2"},
-      {[](TrainerOptions* o) { o->min_random_aspect_ratio = -1; },
-       "--min_random_aspect_ratio -1"},
-      {[](TrainerOptions* o) { o->brightness = -0.1f; }, "--brightness -0.1"},
-      {[](TrainerOptions* o) { o->contrast = 2; }, "--contrast 2"},
-      {[](TrainerOptions* o) { o->saturation = -1; }, "--saturation -1"},
-      {[](TrainerOptions* o) { o->max_random_h = 200; },
+      {[](auto*, data::AugmentOptions* a) { a->min_aspect_ratio = 0; },
+       "--min_random_aspect_ratio 0"},
+      {[](auto*, data::AugmentOptions* a) { a->min_aspect_ratio = 2; },
+       "--min_random_aspect_ratio 2 (range up to 1): need 0 < min <= max"},
+      {[](auto*, data::AugmentOptions* a) { a->brightness = -0.1f; },
+       "--brightness -0.1"},
+      {[](auto*, data::AugmentOptions* a) { a->contrast = 2; }, "--contrast 2"},
+      {[](auto*, data::AugmentOptions* a) { a->saturation = -1; },
+       "--saturation -1"},
+      {[](auto*, data::AugmentOptions* a) { a->random_h = 200; },
        "--max_random_h 200: must be in [0, 180]"},
-      {[](TrainerOptions* o) { o->max_random_s = -1; }, "--max_random_s -1"},
-      {[](TrainerOptions* o) { o->max_random_l = 256; }, "--max_random_l 256"},
-      {[](TrainerOptions* o) { o->fill_value = 300; }, "--fill_value 300"},
-      {[](TrainerOptions* o) { o->resize = -5; }, "--resize -5"},
-      {[](TrainerOptions* o) { o->pad = -1; }, "--pad -1"},
-      {[](TrainerOptions* o) { o->cpu_devices = 0; }, "--cpu_devices 0"},
-      {[](TrainerOptions* o) { o->cpu_devices = 3; },
+      {[](auto*, data::AugmentOptions* a) { a->random_s = -1; },
+       "--max_random_s -1"},
+      {[](auto*, data::AugmentOptions* a) { a->random_l = 256; },
+       "--max_random_l 256"},
+      {[](auto*, data::AugmentOptions* a) { a->fill_value = 300; },
+       "--fill_value 300"},
+      {[](auto*, data::AugmentOptions* a) { a->resize = -5; }, "--resize -5"},
+      {[](auto*, data::AugmentOptions* a) { a->pad = -1; }, "--pad -1"},
+      {[](auto*, data::AugmentOptions* a) { a->std[1] = 0; }, "--rgb_std 0"},
+      {[](TrainerOptions* o, auto*) { o->cpu_devices = 0; }, "--cpu_devices 0"},
+      {[](TrainerOptions* o, auto*) { o->cpu_devices = 3; },
        "--batch_size 64: does not split evenly over 3 devices (--cpu_devices)"},
-      {[](TrainerOptions* o) {
+      {[](TrainerOptions* o, auto*) {
          o->gpus = {0, 1, 2};
        },
        "--batch_size 64: does not split evenly over 3 devices (--gpus)"},
-      {[](TrainerOptions* o) {
+      {[](TrainerOptions* o, auto*) {
          o->gpus = {0, 0};
        },
        "--gpus 0,0"},
-      {[](TrainerOptions* o) {
+      {[](TrainerOptions* o, auto*) {
          o->gpus = {0, 1}, o->cpu_devices = 2;
        },
        "--cpu_devices 2: cannot be combined with --gpus 0,1"},
-      {[](TrainerOptions* o) {
+      {[](TrainerOptions* o, auto*) {
          o->image_shape = {2, 28, 28};
        },
        "--image_shape 2,28,28"},
-      {[](TrainerOptions* o) {
+      {[](TrainerOptions* o, auto*) {
          o->image_shape = {28, 28};
        },
        "--image_shape 28,28"},
-      {[](TrainerOptions* o) { o->kv_store = "dist"; }, "--kv_store dist"},
-      {[](TrainerOptions* o) { o->optimizer = "rmsprop"; },
+      {[](TrainerOptions* o, auto*) { o->kv_store = "dist"; },
+       "--kv_store dist"},
+      {[](TrainerOptions* o, auto*) { o->optimizer = "rmsprop"; },
        "--optimizer rmsprop"},
-      {[](TrainerOptions* o) { o->load_epoch = 3; },
+      {[](TrainerOptions* o, auto*) { o->load_epoch = 3; },
        "--load_epoch 3: needs --model_prefix"},
-      {[](TrainerOptions* o) { o->num_classes = 1; }, "--num_classes 1"},
-      {[](TrainerOptions* o) { o->lr = 0; }, "--lr 0"},
-      {[](TrainerOptions* o) { o->mom = 1; }, "--mom 1"},
-      {[](TrainerOptions* o) { o->disp_batches = 0; }, "--disp_batches 0"},
-      {[](TrainerOptions* o) { o->rgb_std[1] = 0; }, "--rgb_std 0"},
+      {[](TrainerOptions* o, auto*) { o->num_classes = 1; }, "--num_classes 1"},
+      {[](TrainerOptions* o, auto*) { o->lr = 0; }, "--lr 0"},
+      {[](TrainerOptions* o, auto*) { o->mom = 1; }, "--mom 1"},
+      {[](TrainerOptions* o, auto*) { o->disp_batches = 0; },
+       "--disp_batches 0"},
   };
-  for (const Case& c : cases) {
+  for (const auto& [set, error] : cases) {
     TrainerOptions o;
-    c.set(&o);
-    EXPECT_THAT(Error(o), HasSubstr(c.error));
+    set(&o, &o.augment);
+    EXPECT_THAT(Error(o), HasSubstr(error));
   }
 }
 
@@ -103,36 +104,54 @@ TEST(OptionsTest, GoodValuesPass) {
   o.num_classes = 1000;
   o.top_k = 5;
   o.initializer = "msra";
-  o.random_resized_crop = true;
-  o.min_random_area = 0.08f;
-  o.min_random_aspect_ratio = 0.75f;
-  o.max_random_aspect_ratio = 1.33f;
-  o.brightness = o.contrast = o.saturation = 0.4f;
-  o.max_random_h = 36;
-  o.max_random_s = o.max_random_l = 50;
+  data::AugmentOptions& a = o.augment;
+  a.random_resized_crop = true;
+  a.min_random_area = 0.08f;
+  a.min_aspect_ratio = 0.75f;
+  a.max_aspect_ratio = 1.33f;
+  a.brightness = a.contrast = a.saturation = 0.4f;
+  a.random_h = 36;
+  a.random_s = a.random_l = 50;
+  a.rand_mirror = true;
+  a.resize = 320;
   o.gpus = {0, 1, 2, 3};
   o.batch_size = 128;
   EXPECT_EQ(Error(o), "");
-  data::AugmentOptions a = AugmentFor(o, true);
-  EXPECT_TRUE(data::ValidateAugmentOptions(a).ok());
-  EXPECT_EQ(a.min_aspect_ratio, 0.75f);
-  EXPECT_EQ(a.random_h, 36);
-  EXPECT_TRUE(a.random_resized_crop);
-  // Validation is deterministic.
+  data::AugmentOptions t = AugmentFor(o, true);
+  EXPECT_TRUE(data::ValidateAugmentOptions(t).ok());
+  EXPECT_EQ(t.channels, 3);
+  EXPECT_EQ(t.height, 299);
+  EXPECT_EQ(t.random_h, 36);
+  EXPECT_TRUE(t.random_resized_crop);
+  // Validation is deterministic: resize and normalization only.
   data::AugmentOptions v = AugmentFor(o, false);
+  EXPECT_TRUE(data::ValidateAugmentOptions(v).ok());
   EXPECT_FALSE(v.random_resized_crop || v.rand_crop || v.rand_mirror);
   EXPECT_EQ(v.brightness, 0.0f);
-  EXPECT_EQ(v.height, 299);
+  EXPECT_EQ(v.random_h, 0);
+  EXPECT_EQ(v.resize, 320);
+  EXPECT_EQ(v.width, 299);
 }
 
-TEST(OptionsTest, AspectRatioWithoutMinimumIsOneMinusToOnePlusMax) {
-  TrainerOptions o;
-  o.random_resized_crop = true;
-  o.max_random_aspect_ratio = 0.25f;
-  ASSERT_EQ(Error(o), "");
-  data::AugmentOptions a = AugmentFor(o, true);
-  EXPECT_FLOAT_EQ(a.min_aspect_ratio, 0.75f);
-  EXPECT_FLOAT_EQ(a.max_aspect_ratio, 1.25f);
+TEST(OptionsTest, AspectRatioRangeFollowsMxnet) {
+  // Without a minimum (MXNet's None): [1 - max, 1 + max].
+  auto r = AspectRatioRange(0, 0.25);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FLOAT_EQ(r->first, 0.75f);
+  EXPECT_FLOAT_EQ(r->second, 1.25f);
+  r = AspectRatioRange(0, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, std::make_pair(1.0f, 1.0f));
+  r = AspectRatioRange(0.75, 1.33);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, std::make_pair(0.75f, 1.33f));
+  EXPECT_THAT(std::string(AspectRatioRange(-1, 0).status().message()),
+              HasSubstr("--min_random_aspect_ratio -1"));
+  EXPECT_THAT(std::string(AspectRatioRange(0, 1).status().message()),
+              HasSubstr("--max_random_aspect_ratio 1: must be in [0, 1)"));
+  EXPECT_THAT(std::string(AspectRatioRange(2, 1).status().message()),
+              HasSubstr("--max_random_aspect_ratio 1: must be >= "
+                        "--min_random_aspect_ratio 2"));
 }
 
 TEST(OptionsTest, ParsesListsAndNamesTheFlag) {
@@ -142,8 +161,11 @@ TEST(OptionsTest, ParsesListsAndNamesTheFlag) {
   EXPECT_TRUE(ParseInts("gpus", "")->empty());
   EXPECT_THAT(std::string(ParseInts("gpus", "0,x").status().message()),
               HasSubstr("--gpus 0,x: 'x' is not an integer"));
+  auto n = ParseNumbers("rgb_mean", "123.68,116.779");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, (std::vector<double>{123.68, 116.779}));
   EXPECT_THAT(std::string(ParseNumbers("rgb_mean", "1,b").status().message()),
-              HasSubstr("--rgb_mean 1,b"));
+              HasSubstr("--rgb_mean 1,b: 'b' is not a number"));
 }
 
 TEST(OptionsTest, GpusNeedCuda) {

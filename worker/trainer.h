@@ -9,10 +9,19 @@
 #include <string>
 #include <vector>
 
+#include "data/augment.h"
 #include "kvstore/kvstore.h"
 
 namespace pstrain {
 namespace worker {
+
+// data::AugmentOptions with fit.py's defaults (no resize, border 127).
+inline data::AugmentOptions DefaultAugment() {
+  data::AugmentOptions a;
+  a.resize = 0;
+  a.fill_value = 127;
+  return a;
+}
 
 struct TrainerOptions {
   std::string network = "lenet";
@@ -38,30 +47,13 @@ struct TrainerOptions {
   int load_epoch = 0;  // > 0: resume from PREFIX-%04d.params.
   bool test_io = false;
   bool benchmark = false;
-  // out = (pixel - rgb_mean) * scale / rgb_std, pixel units (MXNet's).
-  float rgb_mean[3] = {0, 0, 0};
-  float rgb_std[3] = {1, 1, 1};
-  float scale = 1.0f;
-  bool rand_mirror = false;
-  bool rand_crop = false;
-  int pad = 0;
-  // Augmentation beyond crop/mirror (MXNet's ImageRecordIter, data.py's
-  // flags); see data::AugmentOptions. resize <= 0: off.
-  int resize = 0;
-  int fill_value = 127;
-  bool random_resized_crop = false;
-  float min_random_area = 1.0f;
-  float max_random_area = 1.0f;
-  // Aspect ratio range of --random_resized_crop: [min, max], or, when
-  // min_random_aspect_ratio is 0 (MXNet's None), [1 - max, 1 + max].
-  float min_random_aspect_ratio = 0.0f;
-  float max_random_aspect_ratio = 0.0f;
-  float brightness = 0.0f;
-  float contrast = 0.0f;
-  float saturation = 0.0f;
-  int max_random_h = 0;
-  int max_random_s = 0;
-  int max_random_l = 0;
+  // Training-time augmentation and normalization (MXNet's ImageRecordIter
+  // semantics: data::AugmentOptions; mean/std from --rgb_mean/--rgb_std in
+  // pixel units, the
+  // aspect-ratio range resolved by AspectRatioRange()). The output
+  // size comes from image_shape; validation uses only resize and the
+  // normalization (see AugmentFor()).
+  data::AugmentOptions augment = DefaultAugment();
   // Shuffle the training part every epoch (validation is never shuffled).
   bool shuffle = true;
   // "xavier" (fit.py's default), "msra" or "normal"; worker/initializer.h.
