@@ -49,10 +49,9 @@ struct TrainerOptions {
   bool benchmark = false;
   // Training-time augmentation and normalization (MXNet's ImageRecordIter
   // semantics: data::AugmentOptions; mean/std from --rgb_mean/--rgb_std in
-  // pixel units, the
-  // aspect-ratio range resolved by AspectRatioRange()). The output
-  // size comes from image_shape; validation uses only resize and the
-  // normalization (see AugmentFor()).
+  // pixel units, the aspect-ratio range resolved by AspectRatioRange()).
+  // The output size comes from image_shape; validation uses only resize
+  // and the normalization (see AugmentFor()).
   data::AugmentOptions augment = DefaultAugment();
   // Shuffle the training part every epoch (validation is never shuffled).
   bool shuffle = true;
