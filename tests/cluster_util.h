@@ -168,6 +168,18 @@ class Cluster {
 
 inline absl::Time Deadline(double seconds = 30) { return absl::Now() + absl::Seconds(seconds); }
 
+// Collects `p`'s output until it exits or `limit` passes; *exited says
+// which.
+inline std::string RunToEnd(launcher::Subprocess* p, absl::Duration limit, bool* exited) {
+  std::string out;
+  const absl::Time deadline = absl::Now() + limit;
+  while ((p->ReadOutput(&out) || !p->Poll()) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  *exited = p->exited();
+  return out;
+}
+
 }  // namespace testing_util
 }  // namespace pstrain
 

@@ -21,6 +21,7 @@ namespace {
 using ::testing::HasSubstr;
 using testing_util::Env;
 using testing_util::Runfile;
+using testing_util::RunToEnd;
 
 std::vector<std::string> LaunchArgv(int workers, int servers, const std::string& iters) {
   return {Runfile("tools/launch"),
@@ -33,16 +34,6 @@ std::vector<std::string> LaunchArgv(int workers, int servers, const std::string&
           "--stop_grace_s", "3", "--",
           Runfile("tools/kv_bench"), "--value_bytes=4096,262144", "--mode=push,pull",
           "--iters=" + iters, "--heartbeat_timeout_s=3.0123"};
-}
-
-std::string RunToEnd(launcher::Subprocess* p, absl::Duration limit, bool* exited) {
-  std::string out;
-  const absl::Time deadline = absl::Now() + limit;
-  while ((p->ReadOutput(&out) || !p->Poll()) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  *exited = p->exited();
-  return out;
 }
 
 TEST(LaunchClusterTest, JobWithRealBinariesFinishes) {

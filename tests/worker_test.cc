@@ -1,49 +1,31 @@
 // The worker binary end to end on real Fashion-MNIST records (a small
 // slice): MXNet-style lines, a checkpoint MXNet can read, resume with
 // --load_epoch, --test_io and --benchmark, and clear errors for bad flags.
-#include <cstdlib>
-#include <fstream>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/cluster_util.h"
+#include "tests/worker_util.h"
 
 namespace pstrain {
 namespace {
 
 using ::testing::HasSubstr;
 using testing_util::Runfile;
-
-int Shell(const std::string& args, std::string* out) {
-  const std::string log = absl::StrCat(std::getenv("TEST_TMPDIR"), "/worker.log");
-  const int rc = std::system(absl::StrCat(args, " > ", log, " 2>&1").c_str());
-  std::ifstream in(log);
-  out->assign(std::istreambuf_iterator<char>(in), {});
-  return WEXITSTATUS(rc);
-}
+using testing_util::Shell;
 
 class WorkerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string d = "/usr/share/datasets/fashion-mnist/";
-    if (!std::ifstream(d + "train-images-idx3-ubyte.gz")) {
+    if (!testing_util::HaveFashionMnist()) {
       GTEST_SKIP() << "Debian's dataset-fashion-mnist is not installed; skipped";
     }
-    tmp_ = std::getenv("TEST_TMPDIR");
-    std::string out;
-    ASSERT_EQ(Shell(absl::StrCat(Runfile("tools/mnist2rec"), " --images=", d,
-                               "train-images-idx3-ubyte.gz --labels=", d,
-                               "train-labels-idx1-ubyte.gz --limit=1280 --out=", tmp_, "/train"),
-                  &out),
-              0)
-        << out;
-    ASSERT_EQ(Shell(absl::StrCat(Runfile("tools/mnist2rec"), " --images=", d,
-                               "t10k-images-idx3-ubyte.gz --labels=", d,
-                               "t10k-labels-idx1-ubyte.gz --limit=320 --out=", tmp_, "/val"),
-                  &out),
-              0);
+    tmp_ = testing_util::TestTmp();
+    ASSERT_EQ(testing_util::PackFashion("train", 1280, tmp_ + "/train"), "");
+    ASSERT_EQ(testing_util::PackFashion("t10k", 320, tmp_ + "/val"), "");
   }
   std::string Worker(const std::string& flags) {
     return absl::StrCat(Runfile("worker/worker"), " --network=lenet --batch-size=32 --data-train=",
@@ -88,9 +70,94 @@ TEST_F(WorkerTest, TestIoBenchmarkAndBadFlags) {
   EXPECT_NE(Shell(Worker("--network=resnext"), &out), 0);
   EXPECT_THAT(out, HasSubstr("--network 'resnext'"));
   EXPECT_NE(Shell(Worker("--kv_store=dist_sideways"), &out), 0);
-  EXPECT_THAT(out, HasSubstr("--kv_store 'dist_sideways'"));
+  EXPECT_THAT(out, HasSubstr("--kv_store dist_sideways: must be"));
   EXPECT_NE(Shell(absl::StrCat(Runfile("worker/worker"), " --data_train=/no/such.rec"), &out), 0);
   EXPECT_THAT(out, HasSubstr("/no/such.rec"));
+}
+
+// --cpu_devices 2 (two replicas of batch 16 on two threads, gradients
+// summed before one push) trains exactly as --cpu_devices 1 with batch 32.
+TEST_F(WorkerTest, TwoCpuDevicesEqualOne) {
+  std::string out;
+  for (int devices : {1, 2}) {
+    ASSERT_EQ(Shell(Worker(absl::StrCat("--cpu-devices=", devices, " --num-examples=320 ",
+                                        "--top-k=3 --model-prefix=", tmp_, "/dev", devices)),
+                    &out),
+              0)
+        << out;
+    EXPECT_THAT(out, HasSubstr("10 batches of 32 per epoch on " + std::to_string(devices) +
+                               " device(s)"));
+    EXPECT_THAT(out, HasSubstr("Epoch[0] Validation-top_k_accuracy_3="));
+  }
+  auto one = testing_util::ReadParams(tmp_ + "/dev1-0001.params");
+  auto two = testing_util::ReadParams(tmp_ + "/dev2-0001.params");
+  const double diff = testing_util::MaxRelativeDiff(one, two);
+  std::cout << "cpu_devices 2 vs 1 after 10 steps: max relative difference " << diff << "\n";
+  EXPECT_LT(diff, 1e-5);
+  // The comparison can fail: one more step moves the weights far more.
+  ASSERT_EQ(Shell(Worker(absl::StrCat("--num-examples=352 --model-prefix=", tmp_, "/dev11")), &out),
+            0)
+      << out;
+  EXPECT_GT(testing_util::MaxRelativeDiff(one, testing_util::ReadParams(tmp_ + "/dev11-0001.params")),
+            1e-3);
+}
+
+// Every new flag refuses bad values with an error naming the flag, in
+// either spelling, and exits non-zero.
+TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
+  const std::string worker = Runfile("worker/worker") + " --benchmark --network=mlp ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--random-resized-crop --min-random-area=0", "--min_random_area 0"},
+      {"--max_random_area=1.5", "--max_random_area 1.5"},
+      {"--min-random-aspect-ratio=-1", "--min_random_aspect_ratio -1"},
+      {"--max_random_aspect_ratio=2", "--max_random_aspect_ratio 2"},
+      {"--brightness=-0.5", "--brightness -0.5"},
+      {"--contrast=3", "--contrast 3"},
+      {"--saturation=-1", "--saturation -1"},
+      {"--max-random-h=181", "--max_random_h 181"},
+      {"--max_random_s=-2", "--max_random_s -2"},
+      {"--max-random-l=300", "--max_random_l 300"},
+      {"--fill-value=256", "--fill_value 256"},
+      {"--resize=-3", "--resize -3"},
+      {"--initializer=orthogonal", "--initializer orthogonal: unknown"},
+      {"--top-k=1", "--top_k 1"},
+      {"--top_k=20", "--top_k 20"},
+      {"--cpu-devices=0", "--cpu_devices 0"},
+      {"--cpu_devices=3 --batch_size=64", "--batch_size 64: does not split evenly over 3"},
+      {"--gpus=0,x", "--gpus 0,x"},
+      {"--gpus=0,1 --cpu-devices=2", "--cpu_devices 2: cannot be combined with --gpus"},
+      {"--gpus=0,1", "--gpus 0,1: this worker was built without CUDA"},
+  };
+  for (const auto& [flags, error] : cases) {
+    std::string out;
+    EXPECT_NE(Shell(worker + flags, &out), 0) << flags;
+    EXPECT_THAT(out, HasSubstr(error)) << flags;
+  }
+}
+
+// Every job flag file in configs/ parses: known flags, valid values (the
+// worker's --dry_run), and the network builds unless its name is not built
+// yet.
+TEST(WorkerFlagsTest, EveryConfigParses) {
+  const std::string dir = Runfile("configs");
+  int configs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".flags") continue;
+    ++configs;
+    std::string out;
+    const int rc = Shell(absl::StrCat(Runfile("worker/worker"), " --flagfile=", e.path().string(),
+                                      " --dry_run"),
+                         &out);
+    EXPECT_THAT(out, HasSubstr("dry run: flags OK")) << e.path();
+    if (rc != 0 && out.find("is not available yet") != std::string::npos) {
+      std::cout << e.path().filename() << ": network not built yet, skipped: "
+                << testing_util::LinesWith(out, "dry run: network")[0] << "\n";
+      continue;
+    }
+    EXPECT_EQ(rc, 0) << e.path() << ":\n" << out;
+    EXPECT_THAT(out, HasSubstr("dry run: network OK")) << e.path();
+  }
+  EXPECT_GE(configs, 5);
 }
 
 }  // namespace

@@ -2,18 +2,18 @@
 // of MXNet's train_imagenet.py / fit.py (dashed spelling accepted).
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
-#include "util/token.h"
 #include "util/flags.h"
+#include "util/token.h"
+#include "worker/options.h"
 #include "worker/trainer.h"
 
-DEFINE_string(network, "lenet", "Network: mlp, lenet.");
+DEFINE_string(network, "lenet", "Network, built by name (nn::BuildNetwork): mlp, lenet, ...");
 DEFINE_int32(num_layers, 0, "Depth, for networks that have variants.");
 DEFINE_int32(num_classes, 10, "Classes.");
 DEFINE_string(image_shape, "1,28,28", "Input C,H,W.");
@@ -41,6 +41,27 @@ DEFINE_string(rgb_std, "1,1,1", "Per-channel std (pixel units).");
 DEFINE_bool(rand_mirror, false, "Random horizontal flips.");
 DEFINE_bool(rand_crop, false, "Random crops.");
 DEFINE_int32(pad, 0, "Padding before cropping.");
+DEFINE_int32(fill_value, 127, "Pixel value of the --pad border, 0-255.");
+DEFINE_int32(resize, 0, "Resize the shorter edge to this many pixels first (<= 0: off).");
+DEFINE_bool(random_resized_crop, false, "Inception-style crop: random area and aspect ratio.");
+DEFINE_double(min_random_area, 1, "--random_resized_crop: minimum area fraction, (0, 1].");
+DEFINE_double(max_random_area, 1, "--random_resized_crop: maximum area fraction, (0, 1].");
+DEFINE_double(min_random_aspect_ratio, 0,
+              "--random_resized_crop: minimum aspect ratio (0: MXNet's None, the range is "
+              "[1 - max, 1 + max]).");
+DEFINE_double(max_random_aspect_ratio, 0, "--random_resized_crop: maximum aspect ratio.");
+DEFINE_double(brightness, 0, "Brightness jitter: factor in [1 - x, 1 + x], x in [0, 1].");
+DEFINE_double(contrast, 0, "Contrast jitter, x in [0, 1].");
+DEFINE_double(saturation, 0, "Saturation jitter, x in [0, 1].");
+DEFINE_int32(max_random_h, 0, "HLS hue jitter in [-x, x] (OpenCV units, 0-180).");
+DEFINE_int32(max_random_s, 0, "HLS saturation jitter in [-x, x] (0-255).");
+DEFINE_int32(max_random_l, 0, "HLS lightness jitter in [-x, x] (0-255).");
+DEFINE_bool(shuffle, true, "Shuffle the training part every epoch.");
+DEFINE_string(initializer, "xavier", "xavier (fit.py's default), msra or normal (N(0, 0.01) weights).");
+DEFINE_int32(top_k, 0, "Also report top-k accuracy (0: off).");
+DEFINE_string(gpus, "", "GPUs, e.g. 0,1,2,3 (empty: CPU). Needs a --config=cuda build.");
+DEFINE_int32(cpu_devices, 1, "CPU replicas in this worker; --batch_size is split across them.");
+DEFINE_bool(dry_run, false, "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
 // Launch-time flags (added by launch).
 DEFINE_string(scheduler_address, "", "dist_*: the scheduler's host:port.");
@@ -52,14 +73,18 @@ DEFINE_double(heartbeat_timeout_s, 10, "dist_*: scheduler silence that ends the 
 
 namespace {
 
-std::vector<double> Numbers(const std::string& flag, const std::string& text) {
-  std::vector<double> out;
-  for (absl::string_view p : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-    double v;
-    if (!absl::SimpleAtod(p, &v)) LOG(FATAL) << "--" << flag << ": '" << p << "' is not a number";
-    out.push_back(v);
+template <typename T>
+T OrDie(absl::StatusOr<T> v) {
+  if (!v.ok()) LOG(FATAL) << v.status().message();
+  return *std::move(v);
+}
+
+// Per-channel values: one number for all three channels, or R,G,B.
+void ChannelValues(const char* flag, const std::string& text, float fallback, float* out) {
+  std::vector<double> v = OrDie(pstrain::worker::ParseNumbers(flag, text));
+  for (int c = 0; c < 3; ++c) {
+    out[c] = static_cast<float>(v.empty() ? fallback : v[std::min<size_t>(c, v.size() - 1)]);
   }
-  return out;
 }
 
 }  // namespace
@@ -74,54 +99,70 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&cargc, &cargv, true);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  using pstrain::worker::ParseInts;
   pstrain::worker::TrainerOptions o;
   o.network = FLAGS_network;
   o.num_layers = FLAGS_num_layers;
   o.num_classes = FLAGS_num_classes;
-  o.image_shape.clear();
-  for (double v : Numbers("image_shape", FLAGS_image_shape)) o.image_shape.push_back(static_cast<int64_t>(v));
-  if (o.image_shape.size() != 3) LOG(FATAL) << "--image_shape must be C,H,W";
+  std::vector<int> shape = OrDie(ParseInts("image_shape", FLAGS_image_shape));
+  o.image_shape.assign(shape.begin(), shape.end());
   o.batch_size = FLAGS_batch_size;
   o.num_epochs = FLAGS_num_epochs;
   o.lr = FLAGS_lr;
   o.lr_factor = FLAGS_lr_factor;
-  for (double v : Numbers("lr_step_epochs", FLAGS_lr_step_epochs)) o.lr_step_epochs.push_back(static_cast<int>(v));
+  o.lr_step_epochs = OrDie(ParseInts("lr_step_epochs", FLAGS_lr_step_epochs));
   o.optimizer = FLAGS_optimizer;
-  if (o.optimizer != "sgd" && o.optimizer != "nag" && o.optimizer != "adam") {
-    LOG(FATAL) << "--optimizer must be sgd, nag or adam";
-  }
   o.mom = FLAGS_mom;
   o.wd = FLAGS_wd;
   o.kv_store = FLAGS_kv_store;
   o.data_train = FLAGS_data_train;
   o.data_val = FLAGS_data_val;
-  if (o.data_train.empty() && !FLAGS_benchmark) LOG(FATAL) << "--data_train is required (or --benchmark)";
+  if (o.data_train.empty() && !FLAGS_benchmark && !FLAGS_dry_run) {
+    LOG(FATAL) << "--data_train is required (or --benchmark)";
+  }
   o.data_nthreads = FLAGS_data_nthreads;
   o.num_examples = FLAGS_num_examples;
   if (FLAGS_benchmark && o.num_examples == 0) o.num_examples = 100 * o.batch_size;
-  o.disp_batches = std::max(1, FLAGS_disp_batches);
+  o.disp_batches = FLAGS_disp_batches;
   o.model_prefix = FLAGS_model_prefix;
-  o.save_period = std::max(1, FLAGS_save_period);
+  o.save_period = FLAGS_save_period;
   o.load_epoch = FLAGS_load_epoch;
   o.test_io = FLAGS_test_io;
   o.benchmark = FLAGS_benchmark;
-  auto mean = Numbers("rgb_mean", FLAGS_rgb_mean), stdv = Numbers("rgb_std", FLAGS_rgb_std);
-  for (int c = 0; c < 3; ++c) {
-    o.rgb_mean[c] = static_cast<float>(mean.empty() ? 0 : mean[std::min<size_t>(c, mean.size() - 1)]);
-    o.rgb_std[c] = static_cast<float>(stdv.empty() ? 1 : stdv[std::min<size_t>(c, stdv.size() - 1)]);
-  }
-  o.rand_mirror = FLAGS_rand_mirror;
-  o.rand_crop = FLAGS_rand_crop;
-  o.pad = FLAGS_pad;
+  pstrain::data::AugmentOptions& a = o.augment;
+  ChannelValues("rgb_mean", FLAGS_rgb_mean, 0, a.mean);
+  ChannelValues("rgb_std", FLAGS_rgb_std, 1, a.std);
+  a.rand_mirror = FLAGS_rand_mirror;
+  a.rand_crop = FLAGS_rand_crop;
+  a.pad = FLAGS_pad;
+  a.fill_value = FLAGS_fill_value;
+  a.resize = FLAGS_resize;
+  a.random_resized_crop = FLAGS_random_resized_crop;
+  a.min_random_area = static_cast<float>(FLAGS_min_random_area);
+  a.max_random_area = static_cast<float>(FLAGS_max_random_area);
+  std::tie(a.min_aspect_ratio, a.max_aspect_ratio) = OrDie(pstrain::worker::AspectRatioRange(
+      FLAGS_min_random_aspect_ratio, FLAGS_max_random_aspect_ratio));
+  a.brightness = static_cast<float>(FLAGS_brightness);
+  a.contrast = static_cast<float>(FLAGS_contrast);
+  a.saturation = static_cast<float>(FLAGS_saturation);
+  a.random_h = FLAGS_max_random_h;
+  a.random_s = FLAGS_max_random_s;
+  a.random_l = FLAGS_max_random_l;
+  o.shuffle = FLAGS_shuffle;
+  o.initializer = FLAGS_initializer;
+  o.top_k = FLAGS_top_k;
+  o.gpus = OrDie(ParseInts("gpus", FLAGS_gpus));
+  o.cpu_devices = FLAGS_cpu_devices;
   o.seed = static_cast<uint32_t>(FLAGS_seed);
+  absl::Status valid = pstrain::worker::ValidateTrainerOptions(o);
+  if (!valid.ok()) LOG(FATAL) << valid.message();
+  if (FLAGS_dry_run) return pstrain::worker::DryRun(o);
   auto& c = o.kv.cluster;
   c.scheduler_address = FLAGS_scheduler_address;
   c.host = FLAGS_host;
   c.num_workers = FLAGS_num_workers;
   c.num_servers = FLAGS_num_servers;
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
-  auto token = pstrain::ReadTokenFile(FLAGS_token_file);
-  if (!token.ok()) LOG(FATAL) << token.status().message();
-  c.token = *token;
+  c.token = OrDie(pstrain::ReadTokenFile(FLAGS_token_file));
   return pstrain::worker::Train(o);
 }

@@ -16,7 +16,10 @@
 #include "glog/logging.h"
 #include "kernels/cpu_ops.h"
 #include "nn/network.h"
+#include "worker/initializer.h"
 #include "worker/metrics.h"
+#include "worker/options.h"
+#include "worker/replicas.h"
 
 namespace pstrain {
 namespace worker {
@@ -31,39 +34,60 @@ struct Data {
   std::unique_ptr<data::Pipeline> pipeline;
 };
 
+// Opens this worker's part of `path`. With `batches` > 0 the pipeline runs
+// that many batches an epoch; with 0, enough to cover the part once. An
+// empty part gets no pipeline (only validation allows that).
 absl::StatusOr<Data> OpenData(const TrainerOptions& o, const std::string& path, int rank,
                               int workers, int64_t batches, bool train) {
   Data d;
   auto src = data::RecordSource::Open(path, rank, workers);
   if (!src.ok()) return src.status();
   d.source = std::move(*src);
+  if (d.source->size() == 0) {
+    if (train) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "part ", rank, " of ", workers, " of ", path, " holds no record"));
+    }
+    return d;
+  }
   data::PipelineOptions p;
   p.batch_size = o.batch_size;
   p.batches_per_epoch = batches > 0 ? batches
                                     : (d.source->size() + o.batch_size - 1) / o.batch_size;
   p.num_threads = std::max(1, o.data_nthreads);
-  p.shuffle = train;
+  p.shuffle = train && o.shuffle;
   p.seed = o.seed;
-  p.augment.channels = static_cast<int>(o.image_shape[0]);
-  p.augment.height = static_cast<int>(o.image_shape[1]);
-  p.augment.width = static_cast<int>(o.image_shape[2]);
-  p.augment.rand_mirror = train && o.rand_mirror;
-  p.augment.rand_crop = train && o.rand_crop;
-  p.augment.pad = train ? o.pad : 0;
-  p.augment.scale = o.scale;
-  for (int c = 0; c < 3; ++c) {
-    p.augment.mean[c] = o.rgb_mean[c];  // Pixel units, as MXNet's --rgb-mean.
-    p.augment.std[c] = o.rgb_std[c];
-  }
+  p.augment = AugmentFor(o, train);
   auto pipe = data::Pipeline::Create(d.source.get(), p);
   if (!pipe.ok()) return pipe.status();
   d.pipeline = std::move(*pipe);
   return d;
 }
 
+// Batches per epoch, the same on every worker: ceil(examples / (workers *
+// batch_size)), with `examples` = --num_examples or, without it, every
+// record of --data_train (counted from the .idx files, or by a scan).
+absl::StatusOr<int64_t> EpochSize(const TrainerOptions& o, int workers) {
+  int64_t examples = o.num_examples;
+  if (examples == 0) {
+    auto all = data::RecordSource::Open(o.data_train, 0, 1);
+    if (!all.ok()) return all.status();
+    examples = (*all)->size();
+    LOG(INFO) << "--data_train " << o.data_train << " holds " << examples
+              << " records (--num_examples not given)";
+  }
+  const int64_t per_round = static_cast<int64_t>(workers) * o.batch_size;
+  return std::max<int64_t>(1, (examples + per_round - 1) / per_round);
+}
+
 }  // namespace
 
 int Train(const TrainerOptions& o) {
+  absl::Status devices = CheckDevices(o);
+  if (!devices.ok()) {
+    LOG(ERROR) << devices.message();
+    return 2;
+  }
   auto kv_or = kvstore::KVStore::Create(o.kv_store, o.kv);
   if (!kv_or.ok()) {
     LOG(ERROR) << kv_or.status().message();
@@ -71,14 +95,22 @@ int Train(const TrainerOptions& o) {
   }
   auto kv = std::move(*kv_or);
   const int rank = kv->rank(), workers = kv->num_workers();
-  auto net_or = nn::BuildNetwork(o.network, o.num_layers, o.num_classes, o.image_shape, o.batch_size);
-  if (!net_or.ok()) {
-    LOG(ERROR) << net_or.status().message();
+  // One replica per local device; replica 0 holds the weights that are
+  // initialized, pulled and saved, the others get copies.
+  auto reps_or = Replicas::Create(o.network, o.num_layers, o.num_classes, o.image_shape,
+                                  o.batch_size, NumDevices(o));
+  if (!reps_or.ok()) {
+    LOG(ERROR) << reps_or.status().message();
     return 2;
   }
-  auto net = std::move(*net_or);
-  nn::InitializeXavier(net.get(), o.seed);
-  std::vector<nn::Param*> params = net->params();
+  std::unique_ptr<Replicas> reps = std::move(*reps_or);
+  nn::Network* net = reps->net(0);
+  absl::Status init = InitializeParams(net, o.initializer, o.seed);
+  if (!init.ok()) {
+    LOG(ERROR) << init.message();
+    return 2;
+  }
+  std::vector<nn::Param*> params = reps->params(0);
   int begin_epoch = 0;
   if (o.load_epoch > 0) {
     const std::string path = absl::StrFormat("%s-%04d.params", o.model_prefix, o.load_epoch);
@@ -105,19 +137,21 @@ int Train(const TrainerOptions& o) {
   Data train, val;
   int64_t epoch_size = 0;
   if (!o.benchmark) {
-    auto part = data::RecordSource::Open(o.data_train, rank, workers);
-    if (!part.ok()) {
-      LOG(ERROR) << "--data_train: " << part.status().message();
+    auto size = EpochSize(o, workers);
+    if (!size.ok()) {
+      LOG(ERROR) << "--data_train: " << size.status().message();
       return 1;
     }
-    const int64_t examples = o.num_examples > 0 ? o.num_examples : (*part)->size() * workers;
-    epoch_size = (examples / workers + o.batch_size - 1) / o.batch_size;
+    epoch_size = *size;
     auto t = OpenData(o, o.data_train, rank, workers, epoch_size, true);
     if (!t.ok()) {
       LOG(ERROR) << "--data_train: " << t.status().message();
       return 1;
     }
     train = std::move(*t);
+    LOG(INFO) << "worker " << rank << " of " << workers << ": " << train.source->size()
+              << " records in its part of --data_train, " << epoch_size << " batches of "
+              << o.batch_size << " per epoch on " << reps->size() << " device(s)";
     if (!o.data_val.empty() && !o.test_io) {
       auto v = OpenData(o, o.data_val, rank, workers, 0, false);
       if (!v.ok()) {
@@ -190,29 +224,32 @@ int Train(const TrainerOptions& o) {
     }
     s = kv->SetOptimizer(cfg, Later());
   }
-  // Everyone starts from rank 0's weights.
+  // Everyone starts from rank 0's weights, on every device.
   for (size_t i = 0; s.ok() && i < params.size(); ++i) {
     auto h = kv->Pull(keys[i], params[i]->value.span(), 0);
     s = h.ok() ? kv->Wait(*h, Later()) : h.status();
   }
+  if (s.ok()) s = reps->CopyWeightsFromFirst(Later());
   if (!s.ok()) {
     LOG(ERROR) << "KVStore: " << s.message();
     return 1;
   }
 
-  kernels::CpuContext ctx;
-  kernels::Tensor x({o.batch_size, o.image_shape[0], o.image_shape[1], o.image_shape[2]});
-  std::vector<float> labels(o.batch_size);
+  const size_t sample_floats =
+      static_cast<size_t>(o.image_shape[0] * o.image_shape[1] * o.image_shape[2]);
   std::mt19937 rng(o.seed + rank);
   for (int epoch = begin_epoch; epoch < o.num_epochs; ++epoch) {
     const absl::Time t0 = absl::Now();
-    Metrics local(0, false), total(0, false);
+    Metrics local(o.top_k, false), total(o.top_k, false);
     if (!o.benchmark) train.pipeline->StartEpoch(epoch);
     absl::Time tic = absl::Now();
     for (int64_t b = 0; b < epoch_size; ++b) {
+      std::vector<float> x, labels;
       if (o.benchmark) {
         std::normal_distribution<float> nd;
-        for (auto& v : x.span()) v = nd(rng);
+        x.resize(sample_floats * o.batch_size);
+        labels.resize(o.batch_size);
+        for (auto& v : x) v = nd(rng);
         for (auto& l : labels) l = static_cast<float>(rng() % o.num_classes);
       } else {
         auto batch = train.pipeline->Next(Later());
@@ -220,22 +257,25 @@ int Train(const TrainerOptions& o) {
           LOG(ERROR) << "data: " << batch.status().message();
           return 1;
         }
-        std::copy(batch->data.begin(), batch->data.end(), x.data());
-        labels = batch->labels;
+        x = std::move(batch->data);
+        labels = std::move(batch->labels);
       }
-      auto loss = net->Forward(&ctx, x, labels);
-      if (!loss.ok()) {
-        LOG(ERROR) << loss.status().message();
+      // Forward and backward on every device, each on its slice.
+      s = reps->Step(std::move(x), std::move(labels), /*backward=*/true, Later());
+      if (!s.ok()) {
+        LOG(ERROR) << s.message();
         return 1;
       }
-      (void)local.Update(net->probabilities().span(), labels, o.num_classes);
-      (void)total.Update(net->probabilities().span(), labels, o.num_classes);
-      s = net->Backward(&ctx, 1.0f);
-      // Push every gradient and pull the new weights; the first layers get
-      // the highest priority.
+      for (int d = 0; d < reps->size(); ++d) {
+        (void)local.Update(reps->net(d)->probabilities().span(), reps->labels(d), o.num_classes);
+        (void)total.Update(reps->net(d)->probabilities().span(), reps->labels(d), o.num_classes);
+      }
+      // Push every gradient (summed over the devices: one push per key) and
+      // pull the new weights into device 0; the first layers get the
+      // highest priority.
       std::vector<kvstore::Handle> handles;
       for (size_t i = params.size(); s.ok() && i-- > 0;) {
-        auto h = kv->PushPull(keys[i], {params[i]->grad.span()}, params[i]->value.span(),
+        auto h = kv->PushPull(keys[i], reps->Grads(i), params[i]->value.span(),
                               -static_cast<int>(i));
         if (!h.ok()) {
           s = h.status();
@@ -247,6 +287,7 @@ int Train(const TrainerOptions& o) {
         absl::Status w = kv->Wait(h, Later());
         if (s.ok()) s = w;
       }
+      if (s.ok()) s = reps->CopyWeightsFromFirst(Later());
       if (!s.ok()) {
         LOG(ERROR) << "epoch " << epoch << " batch " << b << ": " << s.message();
         return 1;
@@ -281,26 +322,33 @@ int Train(const TrainerOptions& o) {
       }
       Say(absl::StrFormat("Saved checkpoint to \"%s\"", path));
     }
-    if (val.pipeline) {
-      Metrics vm(0, false);
-      val.pipeline->StartEpoch(0);
+    if (val.source) {
+      Metrics vm(o.top_k, false);
       const int64_t n = val.source->size();
       const int64_t batches = (n + o.batch_size - 1) / o.batch_size;
+      if (val.pipeline) val.pipeline->StartEpoch(0);
       for (int64_t b = 0; b < batches; ++b) {
         auto batch = val.pipeline->Next(Later());
         if (!batch.ok()) {
           LOG(ERROR) << "validation data: " << batch.status().message();
           return 1;
         }
-        std::copy(batch->data.begin(), batch->data.end(), x.data());
-        auto loss = net->Forward(&ctx, x, batch->labels);
-        if (!loss.ok()) return 1;
+        s = reps->Step(std::move(batch->data), std::move(batch->labels), /*backward=*/false,
+                       Later());
+        if (!s.ok()) {
+          LOG(ERROR) << "validation: " << s.message();
+          return 1;
+        }
         // The last batch wraps around: count only the real samples.
         const int64_t real = std::min<int64_t>(o.batch_size, n - b * o.batch_size);
-        (void)vm.Update(net->probabilities().span().subspan(0, real * o.num_classes),
-                        absl::MakeConstSpan(batch->labels).subspan(0, real), o.num_classes);
+        for (int d = 0; d < reps->size(); ++d) {
+          const int64_t mine = std::clamp<int64_t>(real - d * reps->per_device_batch(), 0,
+                                                   reps->per_device_batch());
+          (void)vm.Update(reps->net(d)->probabilities().span().subspan(0, mine * o.num_classes),
+                          reps->labels(d).subspan(0, mine), o.num_classes);
+        }
       }
-      // Every worker reports the accuracy over the whole validation set.
+      // Every worker reports the metrics over the whole validation set.
       std::vector<double> sums = vm.Sums();
       std::vector<float> mine(sums.begin(), sums.end()), all(sums.size());
       absl::Status r = kv->AllReduceSum(-1, mine, absl::MakeSpan(all), Later());
@@ -308,13 +356,30 @@ int Train(const TrainerOptions& o) {
         LOG(ERROR) << "combining validation metrics: " << r.message();
         return 1;
       }
-      Metrics combined(0, false);
+      Metrics combined(o.top_k, false);
       combined.AddSums(std::vector<double>(all.begin(), all.end()));
       for (const auto& line : EpochMetricLines(epoch, "Validation", combined)) Say(line);
     }
   }
   s = kv->Finish();
   if (!s.ok()) LOG(WARNING) << "finish: " << s.message();
+  return 0;
+}
+
+int DryRun(const TrainerOptions& o) {
+  Say(absl::StrFormat("dry run: flags OK (network %s, num_layers %d, image_shape %d,%d,%d, "
+                      "batch_size %d on %d device(s), kv_store %s)",
+                      o.network, o.num_layers, o.image_shape[0], o.image_shape[1],
+                      o.image_shape[2], o.batch_size, NumDevices(o), o.kv_store));
+  absl::Status devices = CheckDevices(o);
+  if (!devices.ok()) Say(absl::StrCat("dry run: note: ", devices.message()));
+  auto net = nn::BuildNetwork(o.network, o.num_layers, o.num_classes, o.image_shape, 1);
+  if (!net.ok()) {
+    Say(absl::StrCat("dry run: network: ", net.status().message()));
+    return 3;
+  }
+  Say(absl::StrFormat("dry run: network OK: %d parameters in %d layers",
+                      (*net)->NumParams(), (*net)->Summary().size()));
   return 0;
 }
 

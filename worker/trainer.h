@@ -9,10 +9,19 @@
 #include <string>
 #include <vector>
 
+#include "data/augment.h"
 #include "kvstore/kvstore.h"
 
 namespace pstrain {
 namespace worker {
+
+// data::AugmentOptions with fit.py's defaults (no resize, border 127).
+inline data::AugmentOptions DefaultAugment() {
+  data::AugmentOptions a;
+  a.resize = 0;
+  a.fill_value = 127;
+  return a;
+}
 
 struct TrainerOptions {
   std::string network = "lenet";
@@ -35,21 +44,36 @@ struct TrainerOptions {
   int disp_batches = 20;
   std::string model_prefix;
   int save_period = 1;
-  int load_epoch = -1;
+  int load_epoch = 0;  // > 0: resume from PREFIX-%04d.params.
   bool test_io = false;
   bool benchmark = false;
-  // out = (pixel - rgb_mean) * scale / rgb_std, pixel units (MXNet's).
-  float rgb_mean[3] = {0, 0, 0};
-  float rgb_std[3] = {1, 1, 1};
-  float scale = 1.0f;
-  bool rand_mirror = false;
-  bool rand_crop = false;
-  int pad = 0;
+  // Training-time augmentation and normalization (MXNet's ImageRecordIter
+  // semantics: data::AugmentOptions; mean/std from --rgb_mean/--rgb_std in
+  // pixel units, the aspect-ratio range resolved by AspectRatioRange()).
+  // The output size comes from image_shape; validation uses only resize
+  // and the normalization (see AugmentFor()).
+  data::AugmentOptions augment = DefaultAugment();
+  // Shuffle the training part every epoch (validation is never shuffled).
+  bool shuffle = true;
+  // "xavier" (fit.py's default), "msra" or "normal"; worker/initializer.h.
+  std::string initializer = "xavier";
+  // Top-k accuracy metric: 0 off, else k in [2, num_classes].
+  int top_k = 0;
+  // Devices: --gpus (empty: CPU) or cpu_devices replicas on the CPU; the
+  // per-worker batch_size is split evenly across them.
+  std::vector<int> gpus;
+  int cpu_devices = 1;
   uint32_t seed = 1;
 };
 
 // Trains; returns the process exit code (0 on success), errors logged.
 int Train(const TrainerOptions& options);
+
+// --dry_run: the options were validated; builds the network (batch 1, one
+// device) to check its name and shape, and prints a summary. Returns 0, or
+// 3 (error printed) when the network cannot be built. Starts no threads and
+// joins no job.
+int DryRun(const TrainerOptions& options);
 
 }  // namespace worker
 }  // namespace pstrain

@@ -1,0 +1,185 @@
+#include "worker/options.h"
+
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pstrain {
+namespace worker {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The error for `o`, or "" when it validates.
+std::string Error(const TrainerOptions& o) {
+  return std::string(ValidateTrainerOptions(o).message());
+}
+
+TEST(OptionsTest, DefaultsAreValid) { EXPECT_EQ(Error(TrainerOptions()), ""); }
+
+TEST(OptionsTest, ErrorsNameTheFlag) {
+  using Set = std::function<void(TrainerOptions*, data::AugmentOptions*)>;
+  const std::vector<std::pair<Set, std::string>> cases = {
+      {[](TrainerOptions* o, auto*) { o->top_k = 1; },
+       "--top_k 1: must be 0 (off) or in [2, --num_classes 10]"},
+      {[](TrainerOptions* o, auto*) { o->top_k = 11; }, "--top_k 11"},
+      {[](TrainerOptions* o, auto*) { o->initializer = "orthogonal"; },
+       "--initializer orthogonal: unknown"},
+      {[](auto*, data::AugmentOptions* a) { a->min_random_area = 0; },
+       "--min_random_area 0"},
+      {[](auto*, data::AugmentOptions* a) {
+         a->min_random_area = 0.5f, a->max_random_area = 0.2f;
+       },
+       "--max_random_area 0.2"},
+      {[](auto*, data::AugmentOptions* a) { a->max_random_area = 1.5f; },
+       "--max_random_area 1.5"},
+      {[](auto*, data::AugmentOptions* a) { a->min_aspect_ratio = 0; },
+       "--min_random_aspect_ratio 0"},
+      {[](auto*, data::AugmentOptions* a) { a->min_aspect_ratio = 2; },
+       "--min_random_aspect_ratio 2 (range up to 1): need 0 < min <= max"},
+      {[](auto*, data::AugmentOptions* a) { a->brightness = -0.1f; },
+       "--brightness -0.1"},
+      {[](auto*, data::AugmentOptions* a) { a->contrast = 2; }, "--contrast 2"},
+      {[](auto*, data::AugmentOptions* a) { a->saturation = -1; },
+       "--saturation -1"},
+      {[](auto*, data::AugmentOptions* a) { a->random_h = 200; },
+       "--max_random_h 200: must be in [0, 180]"},
+      {[](auto*, data::AugmentOptions* a) { a->random_s = -1; },
+       "--max_random_s -1"},
+      {[](auto*, data::AugmentOptions* a) { a->random_l = 256; },
+       "--max_random_l 256"},
+      {[](auto*, data::AugmentOptions* a) { a->fill_value = 300; },
+       "--fill_value 300"},
+      {[](auto*, data::AugmentOptions* a) { a->resize = -5; }, "--resize -5"},
+      {[](auto*, data::AugmentOptions* a) { a->pad = -1; }, "--pad -1"},
+      {[](auto*, data::AugmentOptions* a) { a->std[1] = 0; }, "--rgb_std 0"},
+      {[](TrainerOptions* o, auto*) { o->cpu_devices = 0; }, "--cpu_devices 0"},
+      {[](TrainerOptions* o, auto*) { o->cpu_devices = 3; },
+       "--batch_size 64: does not split evenly over 3 devices (--cpu_devices)"},
+      {[](TrainerOptions* o, auto*) {
+         o->gpus = {0, 1, 2};
+       },
+       "--batch_size 64: does not split evenly over 3 devices (--gpus)"},
+      {[](TrainerOptions* o, auto*) {
+         o->gpus = {0, 0};
+       },
+       "--gpus 0,0"},
+      {[](TrainerOptions* o, auto*) {
+         o->gpus = {0, 1}, o->cpu_devices = 2;
+       },
+       "--cpu_devices 2: cannot be combined with --gpus 0,1"},
+      {[](TrainerOptions* o, auto*) {
+         o->image_shape = {2, 28, 28};
+       },
+       "--image_shape 2,28,28"},
+      {[](TrainerOptions* o, auto*) {
+         o->image_shape = {28, 28};
+       },
+       "--image_shape 28,28"},
+      {[](TrainerOptions* o, auto*) { o->kv_store = "dist"; },
+       "--kv_store dist"},
+      {[](TrainerOptions* o, auto*) { o->optimizer = "rmsprop"; },
+       "--optimizer rmsprop"},
+      {[](TrainerOptions* o, auto*) { o->load_epoch = 3; },
+       "--load_epoch 3: needs --model_prefix"},
+      {[](TrainerOptions* o, auto*) { o->num_classes = 1; }, "--num_classes 1"},
+      {[](TrainerOptions* o, auto*) { o->lr = 0; }, "--lr 0"},
+      {[](TrainerOptions* o, auto*) { o->mom = 1; }, "--mom 1"},
+      {[](TrainerOptions* o, auto*) { o->disp_batches = 0; },
+       "--disp_batches 0"},
+  };
+  for (const auto& [set, error] : cases) {
+    TrainerOptions o;
+    set(&o, &o.augment);
+    EXPECT_THAT(Error(o), HasSubstr(error));
+  }
+}
+
+TEST(OptionsTest, GoodValuesPass) {
+  TrainerOptions o;
+  o.image_shape = {3, 299, 299};
+  o.num_classes = 1000;
+  o.top_k = 5;
+  o.initializer = "msra";
+  data::AugmentOptions& a = o.augment;
+  a.random_resized_crop = true;
+  a.min_random_area = 0.08f;
+  a.min_aspect_ratio = 0.75f;
+  a.max_aspect_ratio = 1.33f;
+  a.brightness = a.contrast = a.saturation = 0.4f;
+  a.random_h = 36;
+  a.random_s = a.random_l = 50;
+  a.rand_mirror = true;
+  a.resize = 320;
+  o.gpus = {0, 1, 2, 3};
+  o.batch_size = 128;
+  EXPECT_EQ(Error(o), "");
+  data::AugmentOptions t = AugmentFor(o, true);
+  EXPECT_TRUE(data::ValidateAugmentOptions(t).ok());
+  EXPECT_EQ(t.channels, 3);
+  EXPECT_EQ(t.height, 299);
+  EXPECT_EQ(t.random_h, 36);
+  EXPECT_TRUE(t.random_resized_crop);
+  // Validation is deterministic: resize and normalization only.
+  data::AugmentOptions v = AugmentFor(o, false);
+  EXPECT_TRUE(data::ValidateAugmentOptions(v).ok());
+  EXPECT_FALSE(v.random_resized_crop || v.rand_crop || v.rand_mirror);
+  EXPECT_EQ(v.brightness, 0.0f);
+  EXPECT_EQ(v.random_h, 0);
+  EXPECT_EQ(v.resize, 320);
+  EXPECT_EQ(v.width, 299);
+}
+
+TEST(OptionsTest, AspectRatioRangeFollowsMxnet) {
+  // Without a minimum (MXNet's None): [1 - max, 1 + max].
+  auto r = AspectRatioRange(0, 0.25);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FLOAT_EQ(r->first, 0.75f);
+  EXPECT_FLOAT_EQ(r->second, 1.25f);
+  r = AspectRatioRange(0, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, std::make_pair(1.0f, 1.0f));
+  r = AspectRatioRange(0.75, 1.33);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, std::make_pair(0.75f, 1.33f));
+  EXPECT_THAT(std::string(AspectRatioRange(-1, 0).status().message()),
+              HasSubstr("--min_random_aspect_ratio -1"));
+  EXPECT_THAT(std::string(AspectRatioRange(0, 1).status().message()),
+              HasSubstr("--max_random_aspect_ratio 1: must be in [0, 1)"));
+  EXPECT_THAT(std::string(AspectRatioRange(2, 1).status().message()),
+              HasSubstr("--max_random_aspect_ratio 1: must be >= "
+                        "--min_random_aspect_ratio 2"));
+}
+
+TEST(OptionsTest, ParsesListsAndNamesTheFlag) {
+  auto g = ParseInts("gpus", "0,1, 2");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(*g, (std::vector<int>{0, 1, 2}));
+  EXPECT_TRUE(ParseInts("gpus", "")->empty());
+  EXPECT_THAT(std::string(ParseInts("gpus", "0,x").status().message()),
+              HasSubstr("--gpus 0,x: 'x' is not an integer"));
+  auto n = ParseNumbers("rgb_mean", "123.68,116.779");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, (std::vector<double>{123.68, 116.779}));
+  EXPECT_THAT(std::string(ParseNumbers("rgb_mean", "1,b").status().message()),
+              HasSubstr("--rgb_mean 1,b: 'b' is not a number"));
+}
+
+TEST(OptionsTest, GpusNeedCuda) {
+  TrainerOptions o;
+  EXPECT_TRUE(CheckDevices(o).ok());
+  o.gpus = {0, 1};
+  absl::Status s = CheckDevices(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--gpus 0,1"));
+#ifndef PSTRAIN_WORKER_CUDA
+  EXPECT_THAT(std::string(s.message()), HasSubstr("built without CUDA"));
+#endif
+}
+
+}  // namespace
+}  // namespace worker
+}  // namespace pstrain

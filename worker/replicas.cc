@@ -1,0 +1,149 @@
+#include "worker/replicas.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "util/status.h"
+#include "util/wait.h"
+
+namespace pstrain {
+namespace worker {
+
+absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
+    const std::string& network, int num_layers, int num_classes,
+    const std::vector<int64_t>& image_shape, int batch_size, int num_devices) {
+  if (num_devices < 1 || batch_size < 1 || batch_size % num_devices != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_size ", batch_size,
+                     " does not split evenly over ", num_devices, " devices"));
+  }
+  std::unique_ptr<Replicas> r(new Replicas());
+  r->per_device_ = batch_size / num_devices;
+  for (int d = 0; d < num_devices; ++d) {
+    Replica rep;
+    PSTRAIN_ASSIGN_OR_RETURN(
+        rep.net, nn::BuildNetwork(network, num_layers, num_classes, image_shape,
+                                  r->per_device_));
+    rep.ctx = std::make_unique<kernels::CpuContext>();
+    rep.params = rep.net->params();
+    rep.x = kernels::Tensor(
+        {r->per_device_, image_shape[0], image_shape[1], image_shape[2]});
+    rep.labels.resize(r->per_device_);
+    r->replicas_.push_back(std::move(rep));
+  }
+  {
+    std::lock_guard<std::mutex> lock(r->mu_);
+    r->results_.resize(num_devices);
+  }
+  if (num_devices > 1) {
+    for (int d = 0; d < num_devices; ++d) {
+      r->threads_.emplace_back([p = r.get(), d] { p->ThreadLoop(d); });
+    }
+  }
+  return r;
+}
+
+Replicas::~Replicas() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void Replicas::ThreadLoop(int device) {
+  uint64_t seen = 0;
+  while (true) {
+    std::function<absl::Status(int)> task;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Woken by RunOnEach (new generation) and the destructor; the only
+      // exit is stop_.
+      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      task = task_;
+    }
+    absl::Status s = task(device);
+    std::lock_guard<std::mutex> lock(mu_);
+    results_[device] = std::move(s);
+    if (--pending_ == 0) done_cv_.notify_all();
+  }
+}
+
+absl::Status Replicas::RunOnEach(std::function<absl::Status(int)> task,
+                                 absl::Time deadline) {
+  CHECK(!broken_) << "Replicas used after a step missed its deadline";
+  if (threads_.empty()) return task(0);
+  std::unique_lock<std::mutex> lock(mu_);
+  task_ = std::move(task);
+  pending_ = size();
+  ++generation_;
+  work_cv_.notify_all();
+  if (!WaitUntil(done_cv_, lock, deadline, [this] { return pending_ == 0; })) {
+    broken_ = true;
+    return absl::DeadlineExceededError(absl::StrCat(
+        pending_, " of ", size(), " device replicas did not finish in time"));
+  }
+  for (const absl::Status& s : results_) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
+                            bool backward, absl::Time deadline) {
+  const size_t sample =
+      static_cast<size_t>(replicas_[0].x.size() / per_device_);
+  if (data.size() != sample * batch_size() ||
+      labels.size() != static_cast<size_t>(batch_size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a batch of ", data.size(), " floats and ", labels.size(),
+        " labels for ", batch_size(), " samples of ", sample, " floats"));
+  }
+  input_ = std::move(data);
+  input_labels_ = std::move(labels);
+  return RunOnEach(
+      [this, sample, backward](int d) -> absl::Status {
+        Replica& r = replicas_[d];
+        const size_t first = static_cast<size_t>(d) * per_device_;
+        std::copy(input_.begin() + first * sample,
+                  input_.begin() + (first + per_device_) * sample, r.x.data());
+        std::copy(input_labels_.begin() + first,
+                  input_labels_.begin() + first + per_device_,
+                  r.labels.begin());
+        absl::Status s = r.net->Forward(r.ctx.get(), r.x, r.labels).status();
+        if (s.ok() && backward) s = r.net->Backward(r.ctx.get(), 1.0f);
+        return s;
+      },
+      deadline);
+}
+
+std::vector<absl::Span<const float>> Replicas::Grads(size_t index) const {
+  std::vector<absl::Span<const float>> out;
+  for (const Replica& r : replicas_)
+    out.push_back(r.params[index]->grad.span());
+  return out;
+}
+
+absl::Status Replicas::CopyWeightsFromFirst(absl::Time deadline) {
+  if (size() == 1) return absl::OkStatus();
+  return RunOnEach(
+      [this](int d) {
+        if (d == 0) return absl::OkStatus();
+        const std::vector<nn::Param*>& from = replicas_[0].params;
+        const std::vector<nn::Param*>& to = replicas_[d].params;
+        for (size_t i = 0; i < from.size(); ++i) {
+          std::copy(from[i]->value.data(),
+                    from[i]->value.data() + from[i]->value.size(),
+                    to[i]->value.data());
+        }
+        return absl::OkStatus();
+      },
+      deadline);
+}
+
+}  // namespace worker
+}  // namespace pstrain

@@ -1,0 +1,120 @@
+// Local device replicas of a network (--cpu_devices N, MXNet's several
+// contexts in one worker): each replica has its own network, its own
+// kernels::CpuContext and its own slice of every batch, and runs on its own
+// thread of a small persistent pool (owned, started at creation, joined at
+// destruction). With one device the work runs on the caller's thread.
+//
+// The trainer sums the replicas' gradients of each parameter into one push
+// (Grads()), pulls the new weights into replica 0 and copies them to the
+// others (CopyWeightsFromFirst()), so N replicas of batch b / N train
+// exactly as one of batch b, up to float rounding.
+//
+// Thread-compatible: one thread (the trainer's) calls every method.
+#ifndef PSTRAIN_WORKER_REPLICAS_H_
+#define PSTRAIN_WORKER_REPLICAS_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "kernels/cpu_ops.h"
+#include "kernels/tensor.h"
+#include "nn/network.h"
+
+namespace pstrain {
+namespace worker {
+
+class Replicas {
+ public:
+  // Builds `num_devices` copies of network `network` (nn::BuildNetwork),
+  // each for batch_size / num_devices samples. Parameters are left as built:
+  // initialize replica 0 and call CopyWeightsFromFirst(). Errors are
+  // BuildNetwork's; InvalidArgument naming --batch_size when it does not
+  // split evenly.
+  static absl::StatusOr<std::unique_ptr<Replicas>> Create(
+      const std::string& network, int num_layers, int num_classes,
+      const std::vector<int64_t>& image_shape, int batch_size, int num_devices);
+  ~Replicas();  // Joins the threads (after any step still running).
+  Replicas(const Replicas&) = delete;
+  Replicas& operator=(const Replicas&) = delete;
+
+  int size() const { return static_cast<int>(replicas_.size()); }
+  int batch_size() const { return per_device_ * size(); }
+  int per_device_batch() const { return per_device_; }
+  nn::Network* net(int device) { return replicas_[device].net.get(); }
+  // Replica `device`'s parameters, in Network::params() order (the same
+  // names and shapes on every replica).
+  const std::vector<nn::Param*>& params(int device) const {
+    return replicas_[device].params;
+  }
+  // Replica `device`'s labels in the last Step().
+  absl::Span<const float> labels(int device) const {
+    return replicas_[device].labels;
+  }
+
+  // Splits a batch (batch_size() x C x H x W floats, batch_size() labels)
+  // over the replicas, sample range [d * b, (d + 1) * b) to replica d, and
+  // runs Forward (and Backward with scale 1 when `backward`) on every
+  // replica concurrently. Returns the first failing replica's error (lowest
+  // device); InvalidArgument for wrong sizes; DeadlineExceeded when the
+  // replicas are not done by `deadline`, after which the object must only
+  // be destroyed.
+  absl::Status Step(std::vector<float> data, std::vector<float> labels,
+                    bool backward, absl::Time deadline);
+
+  // The gradient of parameter `index` on every replica, in device order:
+  // what KVStore::Push sums into one push for the key.
+  std::vector<absl::Span<const float>> Grads(size_t index) const;
+
+  // Copies every parameter value of replica 0 to the other replicas (after
+  // a pull into replica 0, or initialization). Same errors as Step().
+  absl::Status CopyWeightsFromFirst(absl::Time deadline);
+
+ private:
+  struct Replica {
+    std::unique_ptr<nn::Network> net;
+    std::unique_ptr<kernels::CpuContext> ctx;
+    std::vector<nn::Param*> params;
+    kernels::Tensor x;
+    std::vector<float> labels;
+  };
+
+  Replicas() = default;
+  // Runs task(d) for every replica d (on its thread, or inline for one
+  // replica) and waits for all until `deadline`.
+  absl::Status RunOnEach(std::function<absl::Status(int)> task,
+                         absl::Time deadline);
+  void ThreadLoop(int device);
+
+  std::vector<Replica> replicas_;
+  int per_device_ = 0;
+  // Step()'s batch, kept here so that the replica threads never read the
+  // caller's memory.
+  std::vector<float> input_, input_labels_;
+
+  // std::mutex (not absl::Mutex) so that --config=tsan sees the waits.
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::function<absl::Status(int)> task_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<absl::Status> results_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ = false;  // A deadline passed with tasks still running.
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace worker
+}  // namespace pstrain
+
+#endif  // PSTRAIN_WORKER_REPLICAS_H_
