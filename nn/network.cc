@@ -290,9 +290,10 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 absl::Status Initialize(Network* net, const std::string& initializer, uint32_t seed) {
-  if (initializer != "xavier" && initializer != "msra") {
-    return absl::InvalidArgumentError(absl::StrCat("--initializer '", initializer,
-                                                   "' is not one of: xavier, msra"));
+  const bool xavier = initializer == "xavier" || initializer == "default";
+  if (!xavier && initializer != "msra" && initializer != "normal") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--initializer ", initializer, ": unknown; use xavier (the default), msra or normal"));
   }
   std::mt19937 rng(seed);
   for (Param* p : net->params()) {
@@ -301,15 +302,21 @@ absl::Status Initialize(Network* net, const std::string& initializer, uint32_t s
     } else if (!EndsWith(p->name, "_weight")) {
       p->value.Fill(0.0f);  // Biases, beta, moving mean.
     } else {
-      // MXNet: Xavier(gaussian, "in", 2) -> N(0, sqrt(2 / fan_in));
-      // MSRAPrelu(slope 0.25) = Xavier(gaussian, "avg", 2 / (1 + 0.25^2)).
+      // MXNet's Xavier: fan_in = shape[1] * receptive field, fan_out =
+      // shape[0] * receptive field. fit.py's default Xavier(gaussian, "in",
+      // 2) is N(0, sqrt(2 / fan_in)); MSRAPrelu(slope 0.25) is
+      // Xavier(gaussian, "avg", 2 / (1 + 0.25^2)); Normal() is N(0, 0.01),
+      // fit.py's choice for AlexNet.
       const auto& s = p->value.shape();
-      const double receptive = s.size() > 2 ? static_cast<double>(p->value.size()) / (s[0] * s[1]) : 1.0;
+      const double receptive =
+          s.size() > 2 ? static_cast<double>(p->value.size()) / (s[0] * s[1]) : 1.0;
       const double fan_in = s.size() > 1 ? s[1] * receptive : 1.0;
       const double fan_out = s[0] * receptive;
-      const double var = initializer == "xavier" ? 2.0 / fan_in
-                                                 : (2.0 / 1.0625) / ((fan_in + fan_out) / 2.0);
-      std::normal_distribution<float> nd(0.0f, static_cast<float>(std::sqrt(var)));
+      const double sigma = xavier ? std::sqrt(2.0 / fan_in)
+                           : initializer == "msra"
+                               ? std::sqrt((2.0 / 1.0625) / ((fan_in + fan_out) / 2.0))
+                               : 0.01;
+      std::normal_distribution<float> nd(0.0f, static_cast<float>(sigma));
       for (auto& v : p->value.span()) v = nd(rng);
     }
   }

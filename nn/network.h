@@ -140,10 +140,11 @@ class Network {
   std::vector<std::pair<double, double>> times_;
 };
 
-// Initializers, seeded. Weights: "xavier" is MXNet's default Xavier
-// (gaussian, fan-in, magnitude 2: N(0, sqrt(2 / fan_in))), "msra" MXNet's
-// MSRAPrelu (the same for slope 0); biases and beta 0, gamma 1, moving mean
-// 0, moving variance 1. InvalidArgument for another name.
+// Initializers by fit.py's --initializer names, seeded. Weights: "xavier"
+// (or "default") is MXNet's default Xavier (gaussian, fan-in, magnitude 2:
+// N(0, sqrt(2 / fan_in))), "msra" MXNet's MSRAPrelu (slope 0.25), "normal"
+// N(0, 0.01); biases and beta 0, gamma 1, moving mean 0, moving variance 1.
+// InvalidArgument naming --initializer for another name.
 absl::Status Initialize(Network* net, const std::string& initializer, uint32_t seed);
 // Initialize(net, "xavier", seed).
 void InitializeXavier(Network* net, uint32_t seed);

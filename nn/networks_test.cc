@@ -84,7 +84,7 @@ TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
   EXPECT_EQ(var->value.data()[0], 1.0f);
   EXPECT_EQ(mean->value.data()[0], 0.0f);
   EXPECT_THAT(std::string(Initialize(net->get(), "orthogonal", 1).message()),
-              HasSubstr("--initializer 'orthogonal'"));
+              HasSubstr("--initializer orthogonal: unknown"));
   const std::string json = (*net)->SymbolJson();
   EXPECT_THAT(json, HasSubstr("\"op\": \"elemwise_add\", \"name\": \"stage1_unit1_plus\""));
   EXPECT_THAT(json, HasSubstr("\"op\": \"BatchNorm\", \"name\": \"stem_bn\""));
@@ -93,6 +93,27 @@ TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
   EXPECT_THAT((*inception)->SymbolJson(),
               HasSubstr("{\"op\": \"Concat\", \"name\": \"inception0\", \"attrs\": {\"dim\": \"1\", "
                         "\"num_args\": \"2\"}"));
+}
+
+TEST(NetworksTest, MsraAndNormalScaleWeights) {
+  auto net_or = BuildNetwork("lenet", 0, 10, {1, 28, 28}, 1);
+  ASSERT_TRUE(net_or.ok());
+  Network* net = net_or->get();
+  auto rms = [](const Param* p) {
+    double sq = 0;
+    for (float v : p->value.span()) sq += v * v;
+    return std::sqrt(sq / p->value.size());
+  };
+  ASSERT_TRUE(Initialize(net, "msra", 5).ok());
+  // fc0_weight: [500, 800] -> std sqrt(1.88235 / 650).
+  Param* fc = net->FindParam("fc0_weight");
+  ASSERT_NE(fc, nullptr);
+  EXPECT_NEAR(rms(fc), std::sqrt(2.0 / 1.0625 / 650), 0.01 * rms(fc));
+  for (float v : net->FindParam("fc0_bias")->value.span()) EXPECT_EQ(v, 0.0f);
+  ASSERT_TRUE(Initialize(net, "normal", 5).ok());
+  EXPECT_NEAR(rms(fc), 0.01, 1e-4);
+  ASSERT_TRUE(Initialize(net, "xavier", 5).ok());
+  EXPECT_NEAR(rms(fc), std::sqrt(2.0 / 800), 0.01 * rms(fc));
 }
 
 void RandomInput(kernels::Tensor* x, uint32_t seed) {

@@ -61,6 +61,9 @@ DEFINE_string(initializer, "xavier", "xavier (fit.py's default), msra or normal 
 DEFINE_int32(top_k, 0, "Also report top-k accuracy (0: off).");
 DEFINE_string(gpus, "", "GPUs, e.g. 0,1,2,3 (empty: CPU). Needs a --config=cuda build.");
 DEFINE_int32(cpu_devices, 1, "CPU replicas in this worker; --batch_size is split across them.");
+DEFINE_bool(overlap, true,
+            "Push each layer's gradients during backward and wait for its weights only when the "
+            "next forward reaches it (one device); false: push after backward.");
 DEFINE_bool(dry_run, false, "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
 // Launch-time flags (added by launch).
@@ -153,6 +156,7 @@ int main(int argc, char** argv) {
   o.top_k = FLAGS_top_k;
   o.gpus = OrDie(ParseInts("gpus", FLAGS_gpus));
   o.cpu_devices = FLAGS_cpu_devices;
+  o.overlap = FLAGS_overlap;
   o.seed = static_cast<uint32_t>(FLAGS_seed);
   absl::Status valid = pstrain::worker::ValidateTrainerOptions(o);
   if (!valid.ok()) LOG(FATAL) << valid.message();

@@ -94,7 +94,10 @@ absl::Status Replicas::RunOnEach(std::function<absl::Status(int)> task,
 }
 
 absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
-                            bool backward, absl::Time deadline) {
+                            bool backward, absl::Time deadline,
+                            const nn::Network::ParamsNeeded& needed,
+                            const nn::Network::GradsReady& ready) {
+  CHECK(size() == 1 || (!needed && !ready)) << "per-layer callbacks need one device";
   const size_t sample =
       static_cast<size_t>(replicas_[0].x.size() / per_device_);
   if (data.size() != sample * batch_size() ||
@@ -106,7 +109,7 @@ absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
   input_ = std::move(data);
   input_labels_ = std::move(labels);
   return RunOnEach(
-      [this, sample, backward](int d) -> absl::Status {
+      [this, sample, backward, &needed, &ready](int d) -> absl::Status {
         Replica& r = replicas_[d];
         const size_t first = static_cast<size_t>(d) * per_device_;
         std::copy(input_.begin() + first * sample,
@@ -114,8 +117,13 @@ absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
         std::copy(input_labels_.begin() + first,
                   input_labels_.begin() + first + per_device_,
                   r.labels.begin());
-        absl::Status s = r.net->Forward(r.ctx.get(), r.x, r.labels).status();
-        if (s.ok() && backward) s = r.net->Backward(r.ctx.get(), 1.0f);
+        // Forward-only steps are evaluation: moving statistics, no dropout.
+        absl::Status s =
+            r.net
+                ->Forward(r.ctx.get(), r.x, r.labels,
+                          backward ? nn::Mode::kTrain : nn::Mode::kInference, needed)
+                .status();
+        if (s.ok() && backward) s = r.net->Backward(r.ctx.get(), 1.0f, ready);
         return s;
       },
       deadline);

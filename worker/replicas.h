@@ -69,8 +69,14 @@ class Replicas {
   // device); InvalidArgument for wrong sizes; DeadlineExceeded when the
   // replicas are not done by `deadline`, after which the object must only
   // be destroyed.
+  // Forward-only steps (`backward` false) run in inference mode (moving
+  // batch-norm statistics, no dropout). With one device, `needed` and
+  // `ready` are passed to the network's Forward and Backward (to overlap
+  // communication with computation); with several they must be null.
   absl::Status Step(std::vector<float> data, std::vector<float> labels,
-                    bool backward, absl::Time deadline);
+                    bool backward, absl::Time deadline,
+                    const nn::Network::ParamsNeeded& needed = nullptr,
+                    const nn::Network::GradsReady& ready = nullptr);
 
   // The gradient of parameter `index` on every replica, in device order:
   // what KVStore::Push sums into one push for the key.

@@ -5,7 +5,6 @@
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "worker/initializer.h"
 
 namespace pstrain {
 namespace worker {
@@ -17,7 +16,7 @@ std::unique_ptr<Replicas> Make(int devices, int batch) {
   auto r = Replicas::Create("lenet", 0, 10, {1, 28, 28}, batch, devices);
   EXPECT_TRUE(r.ok()) << r.status();
   if (!r.ok()) return nullptr;
-  EXPECT_TRUE(InitializeParams((*r)->net(0), "xavier", 7).ok());
+  EXPECT_TRUE(nn::Initialize((*r)->net(0), "xavier", 7).ok());
   EXPECT_TRUE((*r)->CopyWeightsFromFirst(Soon()).ok());
   return std::move(*r);
 }
@@ -95,29 +94,6 @@ TEST(ReplicasTest, RejectsUnevenSplitAndWrongSizes) {
   // Still usable after a refused step.
   std::vector<float> x(4 * 28 * 28, 0.1f);
   EXPECT_TRUE(two->Step(x, {0, 1, 2, 3}, false, Soon()).ok());
-}
-
-TEST(InitializerTest, MsraAndNormalScaleWeightsAndUnknownNamesAreRejected) {
-  auto r = Replicas::Create("lenet", 0, 10, {1, 28, 28}, 1, 1);
-  ASSERT_TRUE(r.ok());
-  nn::Network* net = (*r)->net(0);
-  ASSERT_TRUE(InitializeParams(net, "msra", 5).ok());
-  // fc0_weight: [500, 800] -> std sqrt(1.88235 / 650).
-  nn::Param* fc = net->FindParam("fc0_weight");
-  ASSERT_NE(fc, nullptr);
-  ASSERT_EQ(fc->value.shape(), (std::vector<int64_t>{500, 800}));
-  double sq = 0;
-  for (float v : fc->value.span()) sq += v * v;
-  const double sd = std::sqrt(sq / fc->value.size());
-  EXPECT_NEAR(sd, std::sqrt(2.0 / 1.0625 / 650), 0.01 * sd);
-  for (float v : net->FindParam("fc0_bias")->value.span()) EXPECT_EQ(v, 0.0f);
-  ASSERT_TRUE(InitializeParams(net, "normal", 5).ok());
-  sq = 0;
-  for (float v : fc->value.span()) sq += v * v;
-  EXPECT_NEAR(std::sqrt(sq / fc->value.size()), 0.01, 1e-4);
-  absl::Status s = InitializeParams(net, "orthogonal", 5);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("--initializer orthogonal"), std::string::npos);
 }
 
 }  // namespace

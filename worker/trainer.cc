@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <random>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -16,9 +18,9 @@
 #include "glog/logging.h"
 #include "kernels/cpu_ops.h"
 #include "nn/network.h"
-#include "worker/initializer.h"
 #include "worker/metrics.h"
 #include "worker/options.h"
+#include "util/status.h"
 #include "worker/replicas.h"
 
 namespace pstrain {
@@ -105,12 +107,19 @@ int Train(const TrainerOptions& o) {
   }
   std::unique_ptr<Replicas> reps = std::move(*reps_or);
   nn::Network* net = reps->net(0);
-  absl::Status init = InitializeParams(net, o.initializer, o.seed);
+  absl::Status init = nn::Initialize(net, o.initializer, o.seed);
   if (!init.ok()) {
     LOG(ERROR) << init.message();
     return 2;
   }
-  std::vector<nn::Param*> params = reps->params(0);
+  // Arguments and auxiliary states; the KVStore trains the arguments
+  // (learned[k] is the index of key k), auxiliary states (batch norm's moving
+  // statistics) stay local to each worker and device, as in MXNet.
+  const std::vector<nn::Param*>& params = reps->params(0);
+  std::vector<size_t> learned;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i]->aux) learned.push_back(i);
+  }
   int begin_epoch = 0;
   if (o.load_epoch > 0) {
     const std::string path = absl::StrFormat("%s-%04d.params", o.model_prefix, o.load_epoch);
@@ -184,12 +193,14 @@ int Train(const TrainerOptions& o) {
     return 0;
   }
 
-  // KVStore: keys are parameter indices.
+  // KVStore: key k is the k-th learned parameter.
   std::vector<int64_t> keys;
   std::vector<absl::Span<const float>> values;
-  for (size_t i = 0; i < params.size(); ++i) {
-    keys.push_back(static_cast<int64_t>(i));
-    values.push_back(params[i]->value.span());
+  std::unordered_map<const nn::Param*, size_t> key_of;
+  for (size_t k = 0; k < learned.size(); ++k) {
+    keys.push_back(static_cast<int64_t>(k));
+    values.push_back(params[learned[k]]->value.span());
+    key_of[params[learned[k]]] = k;
   }
   absl::Status s = kv->Init(keys, values, Later());
   if (s.ok()) {
@@ -218,15 +229,15 @@ int Train(const TrainerOptions& o) {
     cfg.set_weight_decay(o.wd);
     const bool sync = o.kv_store == "dist_sync" || o.kv_store == "dist_device_sync";
     cfg.set_rescale_grad(1.0 / (o.batch_size * (sync ? workers : 1)));
-    for (size_t i = 0; i < params.size(); ++i) {
-      (*cfg.mutable_wd_mult())[static_cast<int64_t>(i)] = params[i]->wd_mult;
-      (*cfg.mutable_lr_mult())[static_cast<int64_t>(i)] = params[i]->lr_mult;
+    for (size_t k = 0; k < learned.size(); ++k) {
+      (*cfg.mutable_wd_mult())[static_cast<int64_t>(k)] = params[learned[k]]->wd_mult;
+      (*cfg.mutable_lr_mult())[static_cast<int64_t>(k)] = params[learned[k]]->lr_mult;
     }
     s = kv->SetOptimizer(cfg, Later());
   }
   // Everyone starts from rank 0's weights, on every device.
-  for (size_t i = 0; s.ok() && i < params.size(); ++i) {
-    auto h = kv->Pull(keys[i], params[i]->value.span(), 0);
+  for (size_t k = 0; s.ok() && k < learned.size(); ++k) {
+    auto h = kv->Pull(keys[k], params[learned[k]]->value.span(), 0);
     s = h.ok() ? kv->Wait(*h, Later()) : h.status();
   }
   if (s.ok()) s = reps->CopyWeightsFromFirst(Later());
@@ -234,6 +245,44 @@ int Train(const TrainerOptions& o) {
     LOG(ERROR) << "KVStore: " << s.message();
     return 1;
   }
+
+  // Overlap (one device): each layer's gradients are pushed as soon as
+  // backward produces them, first layers first; the next forward waits for
+  // a layer's new weights only when it reaches that layer.
+  const bool overlap = o.overlap && reps->size() == 1;
+  std::vector<std::optional<kvstore::Handle>> pending(learned.size());
+  absl::Status comm;  // First error of a push issued during backward.
+  auto wait_key = [&](size_t k) {
+    if (!pending[k]) return absl::OkStatus();
+    const kvstore::Handle h = *pending[k];
+    pending[k].reset();
+    return kv->Wait(h, Later());
+  };
+  auto wait_all = [&] {
+    absl::Status all = comm;
+    for (size_t k = 0; k < pending.size(); ++k) {
+      absl::Status w = wait_key(k);
+      if (all.ok()) all = w;
+    }
+    return all;
+  };
+  const nn::Network::ParamsNeeded needed = [&](const std::vector<nn::Param*>& ps) {
+    for (const nn::Param* p : ps) PSTRAIN_RETURN_IF_ERROR(wait_key(key_of.at(p)));
+    return absl::OkStatus();
+  };
+  const nn::Network::GradsReady ready = [&](const std::vector<nn::Param*>& ps) {
+    for (nn::Param* p : ps) {
+      const size_t k = key_of.at(p);
+      if (!comm.ok()) return;
+      auto h = kv->PushPull(keys[k], {absl::Span<const float>(p->grad.span())}, p->value.span(),
+                            -static_cast<int>(k));
+      if (h.ok()) {
+        pending[k] = *h;
+      } else {
+        comm = h.status();
+      }
+    }
+  };
 
   const size_t sample_floats =
       static_cast<size_t>(o.image_shape[0] * o.image_shape[1] * o.image_shape[2]);
@@ -261,9 +310,12 @@ int Train(const TrainerOptions& o) {
         labels = std::move(batch->labels);
       }
       // Forward and backward on every device, each on its slice.
-      s = reps->Step(std::move(x), std::move(labels), /*backward=*/true, Later());
+      s = overlap ? reps->Step(std::move(x), std::move(labels), /*backward=*/true, Later(),
+                               needed, ready)
+                  : reps->Step(std::move(x), std::move(labels), /*backward=*/true, Later());
+      if (s.ok()) s = comm;
       if (!s.ok()) {
-        LOG(ERROR) << s.message();
+        LOG(ERROR) << "epoch " << epoch << " batch " << b << ": " << s.message();
         return 1;
       }
       for (int d = 0; d < reps->size(); ++d) {
@@ -274,9 +326,9 @@ int Train(const TrainerOptions& o) {
       // pull the new weights into device 0; the first layers get the
       // highest priority.
       std::vector<kvstore::Handle> handles;
-      for (size_t i = params.size(); s.ok() && i-- > 0;) {
-        auto h = kv->PushPull(keys[i], reps->Grads(i), params[i]->value.span(),
-                              -static_cast<int>(i));
+      for (size_t k = learned.size(); !overlap && s.ok() && k-- > 0;) {
+        auto h = kv->PushPull(keys[k], reps->Grads(learned[k]), params[learned[k]]->value.span(),
+                              -static_cast<int>(k));
         if (!h.ok()) {
           s = h.status();
           break;
@@ -298,6 +350,12 @@ int Train(const TrainerOptions& o) {
         local.Reset();
         tic = absl::Now();
       }
+    }
+    // The epoch's last pushes land before metrics, checkpoints, validation.
+    s = wait_all();
+    if (!s.ok()) {
+      LOG(ERROR) << "epoch " << epoch << ": " << s.message();
+      return 1;
     }
     for (const auto& line : EpochMetricLines(epoch, "Train", total)) Say(line);
     Say(TimeCostLine(epoch, absl::ToDoubleSeconds(absl::Now() - t0)));

@@ -55,7 +55,7 @@ struct TrainerOptions {
   data::AugmentOptions augment = DefaultAugment();
   // Shuffle the training part every epoch (validation is never shuffled).
   bool shuffle = true;
-  // "xavier" (fit.py's default), "msra" or "normal"; worker/initializer.h.
+  // "xavier" (fit.py's default), "msra" or "normal"; nn::Initialize.
   std::string initializer = "xavier";
   // Top-k accuracy metric: 0 off, else k in [2, num_classes].
   int top_k = 0;
@@ -63,6 +63,10 @@ struct TrainerOptions {
   // per-worker batch_size is split evenly across them.
   std::vector<int> gpus;
   int cpu_devices = 1;
+  // Push each layer's gradients as soon as backward produces them and wait
+  // for a layer's new weights only when the next forward reaches it (one
+  // device only; with several, the gradients are pushed after backward).
+  bool overlap = true;
   uint32_t seed = 1;
 };
 
