@@ -136,8 +136,7 @@ TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
 }
 
 // Every job flag file in configs/ parses: known flags, valid values (the
-// worker's --dry_run), and the network builds unless its name is not built
-// yet.
+// worker's --dry_run), and its network builds.
 TEST(WorkerFlagsTest, EveryConfigParses) {
   const std::string dir = Runfile("configs");
   int configs = 0;
@@ -149,11 +148,6 @@ TEST(WorkerFlagsTest, EveryConfigParses) {
                                       " --dry_run"),
                          &out);
     EXPECT_THAT(out, HasSubstr("dry run: flags OK")) << e.path();
-    if (rc != 0 && out.find("is not available yet") != std::string::npos) {
-      std::cout << e.path().filename() << ": network not built yet, skipped: "
-                << testing_util::LinesWith(out, "dry run: network")[0] << "\n";
-      continue;
-    }
     EXPECT_EQ(rc, 0) << e.path() << ":\n" << out;
     EXPECT_THAT(out, HasSubstr("dry run: network OK")) << e.path();
   }

@@ -13,7 +13,10 @@
 #include "worker/options.h"
 #include "worker/trainer.h"
 
-DEFINE_string(network, "lenet", "Network, built by name (nn::BuildNetwork): mlp, lenet, ...");
+DEFINE_string(network, "lenet",
+              "Network, built by name: mlp, lenet, alexnet, vgg (--num_layers 11, 16), resnet "
+              "(18, 34, 50, 101, 152 for 224x224; 20, 56, 110 for 32x32), inception-v3 "
+              "(299x299), minigooglenet (32x32).");
 DEFINE_int32(num_layers, 0, "Depth, for networks that have variants.");
 DEFINE_int32(num_classes, 10, "Classes.");
 DEFINE_string(image_shape, "1,28,28", "Input C,H,W.");
