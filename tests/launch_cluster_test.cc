@@ -1,6 +1,8 @@
-// launch with the real scheduler and server binaries and kv_bench as the
-// workers (local mode): a whole job runs and exits 0; killing one worker
-// with SIGKILL stops the job, names the worker, and leaves nothing running.
+// launch with the real scheduler and server binaries and kv_bench or the
+// real worker as the workers (local mode): a whole job runs and exits 0;
+// killing one worker with SIGKILL (kv_bench, or a training worker
+// mid-epoch) stops the job within 20 s, names the worker, and leaves nothing
+// running.
 #include <signal.h>
 
 #include <string>
@@ -10,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "glog/logging.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "launcher/subprocess.h"
@@ -23,21 +26,79 @@ using testing_util::Env;
 using testing_util::Runfile;
 using testing_util::RunToEnd;
 
-std::vector<std::string> LaunchArgv(int workers, int servers, const std::string& iters) {
-  return {Runfile("tools/launch"),
-          "-n", absl::StrCat(workers), "-s", absl::StrCat(servers), "--launcher", "local",
-          "--scheduler_binary", Runfile("scheduler/scheduler"),
-          "--server_binary", Runfile("server/server"),
-          // 120.0123: a marker to find exactly this test's processes.
-          "--scheduler_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 --start_timeout_s=120.0123",
-          "--server_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 --start_timeout_s=120.0123",
-          "--stop_grace_s", "3", "--",
-          Runfile("tools/kv_bench"), "--value_bytes=4096,262144", "--mode=push,pull",
+// `command`: the workers' command line.
+std::vector<std::string> LaunchArgv(int workers, int servers, std::vector<std::string> command) {
+  std::vector<std::string> argv = {
+      Runfile("tools/launch"),
+      "-n", absl::StrCat(workers), "-s", absl::StrCat(servers), "--launcher", "local",
+      "--scheduler_binary", Runfile("scheduler/scheduler"),
+      "--server_binary", Runfile("server/server"),
+      // 120.0123: a marker to find exactly this test's processes.
+      "--scheduler_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 --start_timeout_s=120.0123",
+      "--server_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 --start_timeout_s=120.0123",
+      "--stop_grace_s", "3", "--"};
+  argv.insert(argv.end(), command.begin(), command.end());
+  return argv;
+}
+
+std::vector<std::string> KvBench(const std::string& iters) {
+  return {Runfile("tools/kv_bench"), "--value_bytes=4096,262144", "--mode=push,pull",
           "--iters=" + iters, "--heartbeat_timeout_s=3.0123"};
 }
 
+// The pids of the running processes whose command line matches `pattern`.
+std::vector<int> Pgrep(const std::string& pattern) {
+  auto pg = launcher::Subprocess::Start({"pgrep", "-f", pattern}, Env());
+  CHECK(pg.ok()) << pg.status();
+  pg->CloseStdin();
+  std::string list;
+  while (pg->ReadOutput(&list) || !pg->Poll()) absl::SleepFor(absl::Milliseconds(5));
+  std::vector<int> pids;
+  for (absl::string_view w : absl::StrSplit(list, '\n', absl::SkipEmpty())) {
+    int pid;
+    if (absl::SimpleAtoi(w, &pid)) pids.push_back(pid);
+  }
+  return pids;
+}
+
+// Starts a job of 2 workers running `command`, kill -9s the first worker
+// (found by `worker_pattern`) once `running` appears in the output, and
+// checks that the launcher stops everything within 20 s naming it.
+void KillOneWorker(const std::vector<std::string>& command, const std::string& worker_pattern,
+                   const std::string& running) {
+  auto p = launcher::Subprocess::Start(LaunchArgv(2, 1, command), Env());
+  ASSERT_TRUE(p.ok()) << p.status();
+  p->CloseStdin();
+  std::string out;
+  std::vector<int> workers;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while ((workers.size() < 2 || out.find(running) == std::string::npos) &&
+         absl::Now() < deadline) {
+    p->ReadOutput(&out);
+    workers = Pgrep(worker_pattern);
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(workers.size(), 2u) << out;
+  ASSERT_THAT(out, HasSubstr(running));
+  ASSERT_EQ(kill(workers[0], SIGKILL), 0);
+  const absl::Time killed = absl::Now();
+  bool exited = false;
+  out += RunToEnd(&*p, absl::Seconds(30), &exited);
+  ASSERT_TRUE(exited) << out;
+  EXPECT_FALSE(p->succeeded());
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(20));
+  EXPECT_THAT(out, HasSubstr("job failed: [worker "));
+  EXPECT_THAT(out, HasSubstr("killed by signal 9"));
+  // Nothing of the job remains.
+  for (const std::string& name :
+       {worker_pattern, std::string("^[^ ]*scheduler/scheduler .*start_timeout_s=120.0123"),
+        std::string("^[^ ]*server/server .*start_timeout_s=120.0123")}) {
+    EXPECT_THAT(Pgrep(name), ::testing::IsEmpty()) << name << " still running";
+  }
+}
+
 TEST(LaunchClusterTest, JobWithRealBinariesFinishes) {
-  auto p = launcher::Subprocess::Start(LaunchArgv(2, 2, "20"), Env());
+  auto p = launcher::Subprocess::Start(LaunchArgv(2, 2, KvBench("20")), Env());
   ASSERT_TRUE(p.ok()) << p.status();
   p->CloseStdin();
   bool exited = false;
@@ -51,50 +112,16 @@ TEST(LaunchClusterTest, JobWithRealBinariesFinishes) {
 }
 
 TEST(LaunchClusterTest, KilledWorkerStopsTheJobAndNothingRemains) {
-  auto p = launcher::Subprocess::Start(LaunchArgv(2, 1, "100000000"), Env());
-  ASSERT_TRUE(p.ok()) << p.status();
-  p->CloseStdin();
-  // Wait until the job runs (the workers' pids appear in the output of the
-  // launcher's wrapper only internally; use pgrep on kv_bench instead).
-  std::string out;
-  std::vector<int> workers;
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (workers.size() < 2 && absl::Now() < deadline) {
-    p->ReadOutput(&out);
-    auto pg = launcher::Subprocess::Start({"pgrep", "-f", "^[^ ]*kv_bench .*heartbeat_timeout_s=3.0123"}, Env());
-    ASSERT_TRUE(pg.ok());
-    pg->CloseStdin();
-    std::string list;
-    while (pg->ReadOutput(&list) || !pg->Poll()) absl::SleepFor(absl::Milliseconds(5));
-    workers.clear();
-    for (absl::string_view w : absl::StrSplit(list, '\n', absl::SkipEmpty())) {
-      int pid;
-      if (absl::SimpleAtoi(w, &pid)) workers.push_back(pid);
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  ASSERT_EQ(workers.size(), 2u) << out;
-  absl::SleepFor(absl::Milliseconds(500));  // Let it get going.
-  ASSERT_EQ(kill(workers[0], SIGKILL), 0);
-  const absl::Time killed = absl::Now();
-  bool exited = false;
-  out += RunToEnd(&*p, absl::Seconds(30), &exited);
-  ASSERT_TRUE(exited) << out;
-  EXPECT_FALSE(p->succeeded());
-  EXPECT_LT(absl::Now() - killed, absl::Seconds(20));
-  EXPECT_THAT(out, HasSubstr("job failed: [worker "));
-  EXPECT_THAT(out, HasSubstr("killed by signal 9"));
-  // Nothing of the job remains.
-  for (const char* name : {"^[^ ]*kv_bench .*heartbeat_timeout_s=3.0123",
-                           "^[^ ]*scheduler/scheduler .*start_timeout_s=120.0123",
-                           "^[^ ]*server/server .*start_timeout_s=120.0123"}) {
-    auto pg = launcher::Subprocess::Start({"pgrep", "-f", name}, Env());
-    ASSERT_TRUE(pg.ok());
-    pg->CloseStdin();
-    std::string list;
-    while (pg->ReadOutput(&list) || !pg->Poll()) absl::SleepFor(absl::Milliseconds(5));
-    EXPECT_EQ(list, "") << name << " still running";
-  }
+  KillOneWorker(KvBench("100000000"), "^[^ ]*kv_bench .*heartbeat_timeout_s=3.0123",
+                "address book sent");
+}
+
+TEST(LaunchClusterTest, KilledTrainingWorkerMidEpochStopsTheJob) {
+  // Synthetic data, an epoch far longer than the test.
+  KillOneWorker({Runfile("worker/worker"), "--benchmark", "--network=mlp", "--batch_size=16",
+                 "--num_examples=100000000", "--disp_batches=5", "--kv_store=dist_sync",
+                 "--heartbeat_timeout_s=3.0123"},
+                "^[^ ]*worker/worker .*heartbeat_timeout_s=3.0123", "Epoch[0] Batch [5-10]");
 }
 
 }  // namespace
