@@ -10,6 +10,7 @@
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "tools/im2rec.h"
+#include "util/flags.h"
 
 DEFINE_bool(list, false, "Make .lst files from the images under ROOT instead of packing.");
 DEFINE_bool(recursive, false, "--list: walk sub-folders; each folder with images is a label (sorted order).");
@@ -33,20 +34,15 @@ int main(int argc, char** argv) {
       "im2rec [options] PREFIX ROOT\n"
       "  --list: write PREFIX*.lst for the images under ROOT;\n"
       "  otherwise: pack every PREFIX*.lst into .rec + .idx (images read from ROOT).");
-  std::vector<std::string> args = pstrain::tools::NormalizeIm2recArgs(
-      std::vector<std::string>(argv, argv + argc));
-  std::vector<char*> cargs;
-  for (auto& a : args) cargs.push_back(a.data());
-  int cargc = static_cast<int>(cargs.size());
-  char** cargv = cargs.data();
-  gflags::ParseCommandLineFlags(&cargc, &cargv, true);
+  const std::vector<std::string> rest = pstrain::ParseGflags(
+      pstrain::tools::NormalizeIm2recArgs(std::vector<std::string>(argv, argv + argc)));
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  if (cargc != 3) {
+  if (rest.size() != 3) {
     std::cerr << "im2rec: need PREFIX and ROOT (see --help)\n";
     return 2;
   }
-  const std::string prefix = cargv[1], root = cargv[2];
+  const std::string prefix = rest[1], root = rest[2];
   if (FLAGS_list) {
     pstrain::tools::ListOptions o;
     o.prefix = prefix;

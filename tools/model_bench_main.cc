@@ -200,12 +200,7 @@ int main(int argc, char** argv) {
       "[--iters I] [--threads T] [--json]\n"
       "Trains a network on synthetic data in one process and prints images/s, a per-layer "
       "time breakdown and the activation memory plan.");
-  std::vector<std::string> args = pstrain::UnderscoreFlagNames({argv, argv + argc});
-  std::vector<char*> cargs;
-  for (auto& a : args) cargs.push_back(a.data());
-  int n = static_cast<int>(cargs.size());
-  char** p = cargs.data();
-  gflags::ParseCommandLineFlags(&n, &p, true);
+  pstrain::ParseGflags(pstrain::UnderscoreFlagNames({argv, argv + argc}));
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   return pstrain::Run();

@@ -25,6 +25,11 @@ inline std::vector<std::string> UnderscoreFlagNames(const std::vector<std::strin
   return out;
 }
 
+// Parses `args` (argv[0] first, flag names already normalized, e.g. by
+// UnderscoreFlagNames) with gflags and returns what is left: argv[0] and the
+// positional arguments. Bad flags end the program as gflags does.
+std::vector<std::string> ParseGflags(std::vector<std::string> args);
+
 }  // namespace pstrain
 
 #endif  // PSTRAIN_UTIL_FLAGS_H_

@@ -97,12 +97,7 @@ void ChannelValues(const char* flag, const std::string& text, float fallback, fl
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("worker --network=lenet --data_train=F.rec [--data_val=F.rec] [--kv_store=...]");
-  std::vector<std::string> args = pstrain::UnderscoreFlagNames({argv, argv + argc});
-  std::vector<char*> cargs;
-  for (auto& a : args) cargs.push_back(a.data());
-  int cargc = static_cast<int>(cargs.size());
-  char** cargv = cargs.data();
-  gflags::ParseCommandLineFlags(&cargc, &cargv, true);
+  pstrain::ParseGflags(pstrain::UnderscoreFlagNames({argv, argv + argc}));
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   using pstrain::worker::ParseInts;
