@@ -1,7 +1,9 @@
 // The worker binary end to end on real Fashion-MNIST records (a small
 // slice): MXNet-style lines, a checkpoint MXNet can read, resume with
 // --load_epoch, --test_io and --benchmark, and clear errors for bad flags.
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -73,6 +75,34 @@ TEST_F(WorkerTest, TestIoBenchmarkAndBadFlags) {
   EXPECT_THAT(out, HasSubstr("--kv_store dist_sideways: must be"));
   EXPECT_NE(Shell(absl::StrCat(Runfile("worker/worker"), " --data_train=/no/such.rec"), &out), 0);
   EXPECT_THAT(out, HasSubstr("/no/such.rec"));
+}
+
+// A residual network with batch norm through the worker (local KVStore,
+// synthetic data): the moving statistics (auxiliary states) move, are saved
+// as aux:... next to the arg:... parameters, and come back with
+// --load_epoch.
+TEST(WorkerNetworksTest, BatchNormStatesAreSavedAndResumed) {
+  const std::string tmp = testing_util::TestTmp();
+  const std::string base = absl::StrCat(
+      Runfile("worker/worker"), " --benchmark --network=resnet --num_layers=8 ",
+      "--image_shape=3,16,16 --num_examples=64 --batch_size=16 --disp_batches=2 --model_prefix=",
+      tmp, "/r");
+  std::string out;
+  ASSERT_EQ(Shell(base + " --num_epochs=1", &out), 0) << out;
+  auto saved = testing_util::ReadParams(tmp + "/r-0001.params");
+  ASSERT_TRUE(saved.count("aux:stem_bn_moving_var")) << out;
+  ASSERT_TRUE(saved.count("arg:stem_bn_gamma"));
+  ASSERT_TRUE(saved.count("arg:stage1_unit1_1_conv_weight"));
+  double moved = 0;
+  for (float v : saved["aux:stem_bn_moving_var"]) moved += std::fabs(v - 1.0f);
+  EXPECT_GT(moved, 0) << "moving variance still at its initial 1";
+  std::ifstream symbol(tmp + "/r-symbol.json");
+  std::string json((std::istreambuf_iterator<char>(symbol)), {});
+  EXPECT_THAT(json, HasSubstr("\"op\": \"BatchNorm\""));
+  EXPECT_THAT(json, HasSubstr("\"op\": \"elemwise_add\""));
+  ASSERT_EQ(Shell(base + " --num_epochs=2 --load_epoch=1", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("Loaded checkpoint"));
+  EXPECT_THAT(out, HasSubstr("Epoch[1] Train-accuracy="));
 }
 
 // --cpu_devices 2 (two replicas of batch 16 on two threads, gradients
