@@ -359,7 +359,7 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
     m.header.add_lengths(len);
     std::vector<float> v(len, 1.0f);
     m.frames.push_back(transport::Frame::Copy(v.data(), v.size() * sizeof(float)));
-    EXPECT_TRUE((*node)->Send((*node)->ServerId(0), std::move(m)).ok());
+    EXPECT_TRUE((*node)->Send((*node)->ServerId(0), std::move(m), Deadline(10)).ok());
     auto r = (*node)->ReceiveData(Deadline(10));
     EXPECT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->header.request_id(), id);
@@ -375,7 +375,7 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
   init.header.add_lengths(4);
   std::vector<float> four(4, 0.0f);
   init.frames.push_back(transport::Frame::Copy(four.data(), 16));
-  ASSERT_TRUE((*node)->Send((*node)->ServerId(0), std::move(init)).ok());
+  ASSERT_TRUE((*node)->Send((*node)->ServerId(0), std::move(init), Deadline(10)).ok());
   ASSERT_TRUE((*node)->ReceiveData(Deadline(10)).ok());
   EXPECT_THAT(ask(99, 4, 2), HasSubstr("unknown key 99"));
   EXPECT_THAT(ask(1, 3, 3), HasSubstr("holds 4 values, not 3"));

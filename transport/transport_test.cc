@@ -48,7 +48,7 @@ TEST(TransportTest, MessagesWithFramesBothWays) {
   m.frames.clear();
   m.header.set_lengths(0, static_cast<int64_t>(big->size()));
   m.frames.push_back(Frame::Borrow(big->data(), big->size() * sizeof(float), big));
-  ASSERT_TRUE(a->Send(1, std::move(m)).ok());
+  ASSERT_TRUE(a->Send(1, std::move(m), Soon()).ok());
   auto got = b->Receive(Soon());
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->header.keys(0), 7);
@@ -56,13 +56,13 @@ TEST(TransportTest, MessagesWithFramesBothWays) {
   auto span = got->frames[0].As<float>();
   ASSERT_EQ(span.size(), big->size());
   EXPECT_EQ(span[12345], 2.5f);
-  ASSERT_TRUE(b->Send(0, Push(8, {1, 2, 3})).ok());
+  ASSERT_TRUE(b->Send(0, Push(8, {1, 2, 3}), Soon()).ok());
   auto back = a->Receive(Soon());
   ASSERT_TRUE(back.ok());
   EXPECT_THAT(std::vector<float>(back->frames[0].As<float>().begin(),
                                  back->frames[0].As<float>().end()),
               ::testing::ElementsAre(1, 2, 3));
-  EXPECT_EQ(a->Send(5, Push(1, {})).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(a->Send(5, Push(1, {}), Soon()).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(TransportTest, ReceiveHasADeadlineAndStopCancels) {
@@ -71,7 +71,7 @@ TEST(TransportTest, ReceiveHasADeadlineAndStopCancels) {
             absl::StatusCode::kDeadlineExceeded);
   a->Stop();
   EXPECT_EQ(a->Receive(Soon()).status().code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(a->Send(0, Push(1, {})).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(a->Send(0, Push(1, {}), Soon()).code(), absl::StatusCode::kCancelled);
 }
 
 TEST(TransportTest, BindAndConnectErrorsNameTheEndpoint) {
@@ -140,7 +140,7 @@ TEST(TransportTest, HigherPriorityIsSentFirst) {
   // (FIFO within a priority).
   std::vector<std::pair<int, Message>> batch;
   for (int i = 0; i < 50; ++i) batch.emplace_back(1, Push(i, {1}, i % 5));
-  ASSERT_TRUE(a->SendBatch(std::move(batch)).ok());
+  ASSERT_TRUE(a->SendBatch(std::move(batch), Soon()).ok());
   int last_priority = 100, inversions = 0;
   int64_t last_key = -1;
   for (int i = 0; i < 50; ++i) {
