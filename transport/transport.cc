@@ -443,6 +443,7 @@ void Transport::Deliver(std::vector<Message>* batch) {
   for (Message& m : *batch) {
     if (handler_) {
       handler_(std::move(m));
+      PumpSends();  // Its replies leave while the next message is handled.
     } else {
       // The handler was removed meanwhile: back to the queue.
       absl::Status s = data_.TryPush(std::move(m));
@@ -548,7 +549,6 @@ void Transport::Loop() {
     DrainCommands();
     if (items[0].revents & ZMQ_POLLIN) {
       ReadIncoming();
-      PumpSends();  // Replies the handler queued.
     }
   }
   // Closing may release dropped messages (Released() takes mu_): collect
