@@ -23,7 +23,15 @@ struct Request {
   int outstanding = 0;  // Slices not yet applied (dist_sync pushes).
 };
 
-using Buffer = std::shared_ptr<std::vector<float>>;
+// One version of a slice's weights, and how many replies being sent still
+// read it (they release it on ZeroMQ's thread).
+struct Version {
+  explicit Version(std::vector<float> v) : values(std::move(v)) {}
+  std::vector<float> values;
+  std::atomic<int> readers{0};
+  bool free() const { return readers.load(std::memory_order_acquire) == 0; }
+};
+using Buffer = std::shared_ptr<Version>;
 
 // dst = a + b, elementwise (restrict: the compiler vectorizes freely).
 void Add2(float* __restrict dst, const float* __restrict a, const float* __restrict b,
@@ -49,34 +57,42 @@ void SumInto(float* dst, const std::vector<absl::Span<const float>>& g) {
 }
 
 struct Slice {
-  // Shared with pull replies being sent (zero-copy). An update while a reply
-  // still holds the current version moves to a spare buffer no reply holds
-  // any more (allocating one only when every spare is still held), so
-  // steady state allocates nothing.
+  // The current weights, sent zero-copy by pull replies. An update while a
+  // reply still reads the current version moves to a spare version no
+  // reply reads any more (allocating one only when every spare is still
+  // read), so the steady state allocates nothing.
   Buffer weights_ptr;
   std::vector<Buffer> spares;
-  const std::vector<float>& weights() const { return *weights_ptr; }
+  const std::vector<float>& weights() const { return weights_ptr->values; }
   // The weights to modify in place; `keep`: with their current values
   // (false when the caller overwrites every value).
   std::vector<float>& Writable(bool keep = true) {
-    if (weights_ptr.use_count() > 1) {
-      Buffer* free_spare = nullptr;
+    if (!weights_ptr->free()) {
+      Buffer* spare = nullptr;
       for (Buffer& b : spares) {
-        if (b.use_count() == 1) {
-          free_spare = &b;
+        if (b->free()) {
+          spare = &b;
           break;
         }
       }
-      if (free_spare == nullptr) {
-        spares.push_back(std::make_shared<std::vector<float>>(weights_ptr->size()));
-        free_spare = &spares.back();
+      if (spare == nullptr) {
+        spares.push_back(std::make_shared<Version>(std::vector<float>(weights().size())));
+        spare = &spares.back();
       }
-      // The last reply released it on ZeroMQ's thread: see its reads done.
-      std::atomic_thread_fence(std::memory_order_acquire);
-      std::swap(*free_spare, weights_ptr);
-      if (keep) std::copy((*free_spare)->begin(), (*free_spare)->end(), weights_ptr->begin());
+      std::swap(*spare, weights_ptr);
+      if (keep) weights_ptr->values = (*spare)->values;
     }
-    return *weights_ptr;
+    return weights_ptr->values;
+  }
+  // A frame over the current weights for a reply (zero-copy).
+  Frame Share() {
+    Buffer b = weights_ptr;
+    b->readers.fetch_add(1, std::memory_order_relaxed);
+    const std::vector<float>& v = b->values;
+    return Frame::Borrow(v.data(), v.size() * sizeof(float),
+                         std::shared_ptr<const void>(v.data(), [b](const void*) {
+                           b->readers.fetch_sub(1, std::memory_order_release);
+                         }));
   }
   // dist_sync: this round's push of each worker rank (request + frame index).
   std::vector<std::shared_ptr<Request>> pending;
@@ -146,10 +162,7 @@ class Server {
   std::vector<Frame> WeightsOf(const proto::Header& h) {
     std::vector<Frame> out;
     for (int i = 0; i < h.keys_size(); ++i) {
-      // Zero-copy: the frame keeps this version of the weights alive; a
-      // later update writes to a fresh copy instead (Slice::Writable).
-      const auto& ptr = slices_[{h.keys(i), h.offsets(i)}].weights_ptr;
-      out.push_back(Frame::Borrow(ptr->data(), ptr->size() * sizeof(float), ptr));
+      out.push_back(slices_[{h.keys(i), h.offsets(i)}].Share());
     }
     return out;
   }
@@ -190,7 +203,7 @@ class Server {
         for (int i = 0; i < h.keys_size(); ++i) {
           Slice& s = slices_[{h.keys(i), h.offsets(i)}];
           auto v = msg.frames[i].As<float>();
-          s.weights_ptr = std::make_shared<std::vector<float>>(v.begin(), v.end());
+          s.weights_ptr = std::make_shared<Version>(std::vector<float>(v.begin(), v.end()));
           s.spares.clear();
           s.pending.assign(node_->num_workers(), nullptr);
           s.frame_of.assign(node_->num_workers(), -1);

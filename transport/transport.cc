@@ -301,7 +301,7 @@ void Transport::DrainCommands() {
     if (zmq_connect(dealer, ep.c_str()) != 0) {
       absl::Status s = ZmqError(absl::StrCat("cannot connect to ", c->endpoint));
       zmq_close(dealer);
-      c->done.set_value(s);
+      c->done.set_value(std::move(s));  // One owner: no shared refcount across threads.
       continue;
     }
     auto peer = std::make_unique<Peer>();

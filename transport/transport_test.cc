@@ -160,6 +160,13 @@ TEST(TransportTest, HigherPriorityIsSentFirst) {
   EXPECT_EQ(inversions, 0);
 }
 
+// Sanitizers keep shadow memory per byte: resident memory says little there.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 // Resident memory of this process.
 int64_t RssBytes() {
   std::ifstream status("/proc/self/status");
@@ -217,7 +224,9 @@ TEST(TransportTest, AFloodLargerThanTheBoundWaitsAndNeverDeadlocks) {
   const int64_t grown = RssBytes() - rss_before;
   RecordProperty("sent_before_the_bound_mib", sent);
   RecordProperty("rss_growth_mib", static_cast<int>(grown >> 20));
-  EXPECT_LT(grown, int64_t{64} << 20) << sent << " MiB sent before the bound";
+  if (!kSanitized) {
+    EXPECT_LT(grown, int64_t{64} << 20) << sent << " MiB sent before the bound";
+  }
   // The consumer starts: everything arrives once, in order, and the rest
   // of the flood goes through.
   std::atomic<int> received{0};
