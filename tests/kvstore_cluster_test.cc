@@ -238,9 +238,7 @@ kvstore::Handle PushRetrying(kvstore::KVStore* kv, int64_t key, const std::vecto
 }
 
 TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
-  ClusterSpec spec;
-  spec.workers = 1;
-  spec.servers = 1;
+  ClusterSpec spec{/*workers=*/1, /*servers=*/1};
   spec.heartbeat_timeout_s = 20;  // The server is stopped for a while.
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
@@ -302,9 +300,7 @@ TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
 }
 
 TEST(KVStoreClusterTest, PushWaitingForRoomEndsWhenTheJobAborts) {
-  ClusterSpec spec;
-  spec.workers = 1;
-  spec.servers = 1;
+  ClusterSpec spec{/*workers=*/1, /*servers=*/1};
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
   kvstore::KVStoreOptions o = c.WorkerOptions();
