@@ -84,8 +84,9 @@ struct TransportStats {
   int64_t sent = 0;
   int64_t dropped_malformed = 0;  // Header missing/unparsable, sizes off.
   int64_t dropped_bad_token = 0;
-  // Largest number of data bytes ever queued for one peer (bounded by
-  // max_queued_bytes_per_peer, or one message when that is larger).
+  // Largest number of data bytes ever queued for one peer: at most
+  // max_queued_bytes_per_peer (or one message, when that is larger), plus
+  // what a data handler queued (its replies are never held back).
   int64_t max_queued_bytes = 0;
 };
 
