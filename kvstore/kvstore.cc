@@ -157,12 +157,18 @@ class DistKVStore : public KVStore {
         options_(o),
         node_(std::move(node)),
         sync_(type_ != "dist_async"),
-        load_(node_->num_servers(), 0) {
-    receiver_ = std::thread([this] { Receive(); });
+        max_chunk_elements_(std::max<int64_t>(1, o.max_message_bytes / sizeof(float))),
+        load_(node_->num_servers(), 0),
+        outstanding_(node_->num_servers()) {
+    // Responses are handled on the transport's I/O thread: one thread hop
+    // less per request.
+    node_->SetDataHandler([this](Message m) { OnResponse(std::move(m)); });
+    watcher_ = std::thread([this] { Watch(); });
   }
   ~DistKVStore() override {
+    node_->SetDataHandler(nullptr);
     stop_ = true;
-    receiver_.join();
+    watcher_.join();
   }
 
   const std::string& type() const override { return type_; }
@@ -180,8 +186,10 @@ class DistKVStore : public KVStore {
         if (plans_.count(keys[i])) {
           return absl::AlreadyExistsError(absl::StrCat("key ", keys[i], " initialized twice"));
         }
-        auto plan = PlanKey(keys[i], static_cast<int64_t>(values[i].size()), node_->num_servers(),
-                            options_.bigarray_bound, &load_);
+        auto plan = SplitIntoChunks(
+            PlanKey(keys[i], static_cast<int64_t>(values[i].size()), node_->num_servers(),
+                    options_.bigarray_bound, &load_),
+            max_chunk_elements_);
         for (const auto& s : plan) {
           Message& m = per_server[s.server];
           m.header.add_keys(s.key);
@@ -194,11 +202,11 @@ class DistKVStore : public KVStore {
       }
     }
     if (rank() == 0) {
-      std::vector<std::pair<int, Message>> batch;
+      std::vector<Request> batch;
       for (auto& [server, m] : per_server) {
         m.header.set_type(proto::INIT);
         m.header.set_sync_mode(sync_);
-        batch.emplace_back(node_->ServerId(server), std::move(m));
+        batch.push_back({server, std::move(m)});
       }
       PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), absl::Span<float>(), -1));
       PSTRAIN_RETURN_IF_ERROR(Wait(h, deadline));
@@ -209,12 +217,12 @@ class DistKVStore : public KVStore {
   absl::Status SetOptimizer(const proto::OptimizerConfig& config, absl::Time deadline) override {
     PSTRAIN_RETURN_IF_ERROR(nn::Optimizer::Create(config).status());
     if (rank() == 0) {
-      std::vector<std::pair<int, Message>> batch;
+      std::vector<Request> batch;
       for (int s = 0; s < node_->num_servers(); ++s) {
         Message m;
         m.header.set_type(proto::SET_OPTIMIZER);
         *m.header.mutable_optimizer() = config;
-        batch.emplace_back(node_->ServerId(s), std::move(m));
+        batch.push_back({s, std::move(m)});
       }
       PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), absl::Span<float>(), -1));
       PSTRAIN_RETURN_IF_ERROR(Wait(h, deadline));
@@ -296,6 +304,22 @@ class DistKVStore : public KVStore {
     absl::Status status;
     absl::Span<float> out;
   };
+  // One message for a server (by rank).
+  struct Request {
+    int server;
+    Message msg;
+  };
+  // A request sent and not yet answered.
+  struct Pending {
+    Handle handle;
+    int server;
+    int64_t bytes;
+  };
+  // Per server: what is sent and not yet answered.
+  struct Outstanding {
+    int requests = 0;
+    int64_t bytes = 0;
+  };
 
   absl::StatusOr<Handle> SendKey(proto::MessageType type, int64_t key,
                                  const std::vector<absl::Span<const float>>& values,
@@ -318,102 +342,163 @@ class DistKVStore : public KVStore {
     }
     const float* data = nullptr;
     std::shared_ptr<const void> keep;
-    if (type != proto::PULL) std::tie(data, keep) = Sum(values);
-    std::map<int, Message> per_server;
+    if (type != proto::PULL) {
+      std::tie(data, keep) = Sum(values);
+      // Zero-copy: the caller keeps a single device's buffer valid until
+      // Wait() (the ack comes after the server has the bytes); a
+      // multi-device sum is kept alive by `keep`.
+      if (keep == nullptr) keep = std::shared_ptr<const void>(data, [](const void*) {});
+    }
+    // One message per chunk: the server applies each as it arrives.
+    std::vector<Request> batch;
     for (const auto& s : plan) {
-      Message& m = per_server[s.server];
+      Message m;
       m.header.set_type(type);
       m.header.set_priority(priority);
       m.header.add_keys(s.key);
       m.header.add_offsets(s.offset);
       m.header.add_lengths(s.length);
       if (type != proto::PULL) {
-        // Zero-copy: the caller keeps a single device's buffer valid until
-        // Wait() (the ack comes after the server has the bytes); a
-        // multi-device sum is kept alive by `keep`.
-        m.frames.push_back(Frame::Borrow(
-            data + s.offset, s.length * sizeof(float),
-            keep ? keep : std::shared_ptr<const void>(data, [](const void*) {})));
+        m.frames.push_back(Frame::Borrow(data + s.offset, s.length * sizeof(float), keep));
       }
+      batch.push_back({s.server, std::move(m)});
     }
-    std::vector<std::pair<int, Message>> batch;
-    for (auto& [server, m] : per_server) batch.emplace_back(node_->ServerId(server), std::move(m));
     return Submit(std::move(batch), out, key);
   }
 
-  absl::StatusOr<Handle> Submit(std::vector<std::pair<int, Message>> batch, absl::Span<float> out,
-                                int64_t key) {
+  // Data bytes a request moves both ways.
+  static int64_t RequestBytes(const Message& m) {
+    int64_t bytes = 0;
+    for (const Frame& f : m.frames) bytes += static_cast<int64_t>(f.size());
+    const proto::MessageType t = m.header.type();
+    if (t == proto::PULL || t == proto::PUSH_PULL) {
+      for (int64_t len : m.header.lengths()) bytes += len * static_cast<int64_t>(sizeof(float));
+    }
+    return bytes;
+  }
+
+  absl::StatusOr<Handle> Submit(std::vector<Request> batch, absl::Span<float> out, int64_t key) {
+    const absl::Time deadline = absl::Now() + options_.send_timeout;
+    std::vector<Outstanding> need(outstanding_.size());
+    std::vector<int64_t> bytes;
+    for (const Request& r : batch) {
+      bytes.push_back(RequestBytes(r.msg));
+      need[r.server].requests += 1;
+      need[r.server].bytes += bytes.back();
+    }
     Handle h;
+    std::vector<std::pair<int, Message>> to_send;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
+      // Wait for room at every server involved (anything fits when nothing
+      // is outstanding there).
+      auto fits = [&] {
+        for (size_t s = 0; s < need.size(); ++s) {
+          const Outstanding& o = outstanding_[s];
+          if (need[s].requests == 0 || o.requests == 0) continue;
+          if (o.requests + need[s].requests > options_.max_outstanding_requests_per_server ||
+              o.bytes + need[s].bytes > options_.max_outstanding_bytes_per_server) {
+            return false;
+          }
+        }
+        return true;
+      };
+      if (!WaitUntil(cv_, lock, deadline, [&] { return !dead_.ok() || fits(); })) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "requests for key ", key, " found no room under the outstanding-request bounds within ",
+            absl::FormatDuration(options_.send_timeout)));
+      }
+      if (!dead_.ok()) return dead_;
       h = next_handle_++;
       Op& op = ops_[h];
       op.key = key;
       op.outstanding = static_cast<int>(batch.size());
       op.out = out;
-      if (!dead_.ok()) {
-        op.status = dead_;
-        op.outstanding = 0;
-        return h;
-      }
-      for (auto& [id, m] : batch) {
+      for (size_t i = 0; i < batch.size(); ++i) {
         const uint64_t rid = next_request_++;
-        m.header.set_request_id(rid);
-        requests_[rid] = h;
+        batch[i].msg.header.set_request_id(rid);
+        requests_[rid] = {h, batch[i].server, bytes[i]};
+        outstanding_[batch[i].server].requests += 1;
+        outstanding_[batch[i].server].bytes += bytes[i];
+        to_send.emplace_back(node_->ServerId(batch[i].server), std::move(batch[i].msg));
       }
     }
-    absl::Status s = node_->SendBatch(std::move(batch));
+    std::vector<uint64_t> rids;
+    for (const auto& [id, m] : to_send) rids.push_back(m.header.request_id());
+    absl::Status s = node_->SendBatch(std::move(to_send), deadline);
     if (!s.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
-      ops_[h].status = s;
-      ops_[h].outstanding = 0;
+      for (uint64_t rid : rids) Forget(rid);
+      auto it = ops_.find(h);
+      if (it != ops_.end()) {
+        it->second.status = s;
+        it->second.outstanding = 0;
+      }
+      cv_.notify_all();
     }
     return h;
   }
 
-  void Receive() {
+  // Drops request `rid` and returns its room. REQUIRES: mu_ held.
+  bool Forget(uint64_t rid, Handle* handle = nullptr) {
+    auto it = requests_.find(rid);
+    if (it == requests_.end()) return false;
+    Outstanding& o = outstanding_[it->second.server];
+    o.requests -= 1;
+    o.bytes -= it->second.bytes;
+    if (handle != nullptr) *handle = it->second.handle;
+    requests_.erase(it);
+    return true;
+  }
+
+  // On the transport's I/O thread.
+  void OnResponse(Message msg) {
+    const proto::Header& hd = msg.header;
+    if (hd.type() != proto::RESPONSE) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    Handle h;
+    if (!Forget(hd.request_id(), &h)) return;
+    cv_.notify_all();  // Room for waiting senders, maybe a finished op.
+    auto oit = ops_.find(h);
+    if (oit == ops_.end()) return;
+    Op& op = oit->second;
+    if (op.outstanding == 0) return;  // Already failed (the job ended).
+    if (!hd.error().empty()) {
+      if (op.status.ok()) {
+        op.status = absl::FailedPreconditionError(
+            absl::StrCat("server node ", hd.sender(), " refused: ", hd.error()));
+      }
+    } else {
+      for (size_t i = 0; i < msg.frames.size(); ++i) {
+        const int64_t off = hd.offsets(static_cast<int>(i));
+        auto v = msg.frames[i].As<float>();
+        if (off < 0 || off + static_cast<int64_t>(v.size()) > static_cast<int64_t>(op.out.size())) {
+          if (op.status.ok()) op.status = absl::DataLossError("response slice outside the key");
+          continue;
+        }
+        std::memcpy(op.out.data() + off, v.data(), v.size() * sizeof(float));
+      }
+    }
+    --op.outstanding;
+  }
+
+  // Fails every pending operation once the job is over (aborted or shut
+  // down).
+  void Watch() {
     while (!stop_) {
-      auto msg = node_->ReceiveData(absl::Now() + absl::Milliseconds(100));
-      if (!msg.ok()) {
-        if (msg.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
-        // The job is over (aborted or shut down): fail what is pending.
-        std::lock_guard<std::mutex> lock(mu_);
-        dead_ = msg.status();
-        for (auto& [h, op] : ops_) {
-          if (op.outstanding > 0) {
-            op.status = msg.status();
-            op.outstanding = 0;
-          }
-        }
-        cv_.notify_all();
-        return;
-      }
-      const proto::Header& hd = msg->header;
-      if (hd.type() != proto::RESPONSE) continue;
+      absl::Status s = node_->WaitForShutdown(absl::Now() + absl::Milliseconds(100));
+      if (s.code() == absl::StatusCode::kDeadlineExceeded) continue;
+      if (s.ok()) s = absl::CancelledError("the job has shut down");
       std::lock_guard<std::mutex> lock(mu_);
-      auto rit = requests_.find(hd.request_id());
-      if (rit == requests_.end()) continue;
-      auto oit = ops_.find(rit->second);
-      requests_.erase(rit);
-      if (oit == ops_.end()) continue;
-      Op& op = oit->second;
-      if (!hd.error().empty()) {
-        if (op.status.ok()) {
-          op.status = absl::FailedPreconditionError(
-              absl::StrCat("server node ", hd.sender(), " refused: ", hd.error()));
-        }
-      } else {
-        for (size_t i = 0; i < msg->frames.size(); ++i) {
-          const int64_t off = hd.offsets(static_cast<int>(i));
-          auto v = msg->frames[i].As<float>();
-          if (off < 0 || off + static_cast<int64_t>(v.size()) > static_cast<int64_t>(op.out.size())) {
-            if (op.status.ok()) op.status = absl::DataLossError("response slice outside the key");
-            continue;
-          }
-          std::memcpy(op.out.data() + off, v.data(), v.size() * sizeof(float));
+      dead_ = s;
+      for (auto& [h, op] : ops_) {
+        if (op.outstanding > 0) {
+          op.status = s;
+          op.outstanding = 0;
         }
       }
-      if (--op.outstanding == 0) cv_.notify_all();
+      cv_.notify_all();
+      return;
     }
   }
 
@@ -421,18 +506,20 @@ class DistKVStore : public KVStore {
   const KVStoreOptions options_;
   std::unique_ptr<transport::ClusterNode> node_;
   const bool sync_;
+  const int64_t max_chunk_elements_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;  // An op finished, room opened, or the job ended.
   std::vector<int64_t> load_;                        // Guarded by mu_.
-  std::map<int64_t, std::vector<SliceSpec>> plans_;  // Guarded by mu_.
+  std::map<int64_t, std::vector<SliceSpec>> plans_;  // Guarded by mu_ (chunks).
   std::map<Handle, Op> ops_;                         // Guarded by mu_.
-  std::map<uint64_t, Handle> requests_;              // Guarded by mu_.
+  std::map<uint64_t, Pending> requests_;             // Guarded by mu_.
+  std::vector<Outstanding> outstanding_;             // Guarded by mu_, per server.
   absl::Status dead_;                                // Guarded by mu_.
   Handle next_handle_ = 1;
   uint64_t next_request_ = 1;
   int64_t barrier_count_ = 0;
   std::atomic<bool> stop_{false};
-  std::thread receiver_;
+  std::thread watcher_;
 };
 
 }  // namespace
@@ -453,6 +540,21 @@ std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
   const int s = static_cast<int>(std::min_element(load->begin(), load->end()) - load->begin());
   (*load)[s] += length;
   out.push_back({key, s, 0, length});
+  return out;
+}
+
+std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
+                                       int64_t max_elements) {
+  std::vector<SliceSpec> out;
+  for (const SliceSpec& s : slices) {
+    const int64_t n = std::max<int64_t>(1, (s.length + max_elements - 1) / max_elements);
+    int64_t offset = s.offset;
+    for (int64_t c = 0; c < n; ++c) {
+      const int64_t len = s.length / n + (c < s.length % n ? 1 : 0);
+      out.push_back({s.key, s.server, offset, len});
+      offset += len;
+    }
+  }
   return out;
 }
 

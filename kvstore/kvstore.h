@@ -4,11 +4,13 @@
 // "dist_device_sync" talk to the servers of a job.
 //
 // Keys are int64 ids of float32 arrays; negative keys are reserved for
-// plain sums (AllReduceSum) and never go through the optimizer. Push/Pull/PushPull are
-// asynchronous: they return a handle, and the caller's buffers must stay
-// valid (and, for outputs, untouched) until Wait() on it returns. Every
-// blocking call takes a deadline and fails with a Status when it passes or
-// when the job aborts. Thread-safe.
+// plain sums (AllReduceSum) and never go through the optimizer.
+// Push/Pull/PushPull are asynchronous: they return a handle once the
+// request is queued (dist_*: after waiting for room under the
+// outstanding-request bounds, at most KVStoreOptions::send_timeout), and
+// the caller's buffers must stay valid (and, for outputs, untouched) until
+// Wait() on it returns. Every blocking call has a deadline and fails with a
+// Status when it passes or when the job aborts. Thread-safe.
 #ifndef PSTRAIN_KVSTORE_KVSTORE_H_
 #define PSTRAIN_KVSTORE_KVSTORE_H_
 
@@ -34,6 +36,19 @@ struct KVStoreOptions {
   transport::ClusterOptions cluster;
   // Arrays with more elements than this are split across all servers.
   int64_t bigarray_bound = 1000000;
+  // dist_*: a server's slice of a key travels in messages of at most this
+  // many bytes (SplitIntoChunks), so the server sums one chunk while the
+  // next is on the wire and receive buffers stay small enough to be
+  // reused. Every worker of a job must use the same value.
+  int64_t max_message_bytes = int64_t{4} << 20;
+  // dist_*: requests sent to one server and not yet answered, and their
+  // data bytes (request plus expected reply). Push/Pull/PushPull wait for
+  // room until send_timeout (DeadlineExceeded) or the job's end; one
+  // operation always fits when nothing is outstanding. This bounds what
+  // the servers buffer for this worker.
+  int max_outstanding_requests_per_server = 1024;
+  int64_t max_outstanding_bytes_per_server = int64_t{1} << 30;
+  absl::Duration send_timeout = absl::Seconds(60);
 };
 
 // One slice of a key on one server.
@@ -51,6 +66,12 @@ struct SliceSpec {
 // between calls.
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                                int64_t bigarray_bound, std::vector<int64_t>* load);
+
+// Splits each slice of `slices` into consecutive chunks of at most
+// `max_elements` elements (near-equal sizes), in order. Deterministic: the
+// workers and the servers see the same chunks.
+std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
+                                       int64_t max_elements);
 
 class KVStore {
  public:

@@ -32,6 +32,11 @@ std::string Describe(const Node& n) {
                       n.info.rank(), " at ", n.info.host(), ":", n.info.port());
 }
 
+// The scheduler never waits for room in a node's send queue: a node whose
+// queue stays full is not reading, and its silence is detected by the
+// heartbeat check instead.
+constexpr absl::Time kNoWait = absl::InfinitePast();
+
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerOptions& o) : o_(o) {}
@@ -78,7 +83,7 @@ class Scheduler {
       m.header.set_error(error);
       m.header.set_barrier_name(barrier);
       m.header.set_priority(1 << 20);
-      absl::Status s = tr_->Send(id, std::move(m));
+      absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) LOG(WARNING) << "to " << Describe(n) << ": " << s;
     }
   }
@@ -125,7 +130,7 @@ class Scheduler {
       m.header.set_type(proto::ADDRESS_BOOK);
       m.header.set_sender(transport::kSchedulerId);
       *m.header.mutable_address_book() = book;
-      s = tr_->Send(id, std::move(m));
+      s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) return s;
     }
     LOG(INFO) << "scheduler: all " << nodes_.size() << " nodes registered; address book sent";
@@ -155,7 +160,7 @@ class Scheduler {
       m.header.set_sender(transport::kSchedulerId);
       m.header.set_barrier_name(key);
       m.header.set_priority(1 << 20);
-      absl::Status s = tr_->Send(id, std::move(m));
+      absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) LOG(WARNING) << "barrier reply: " << s;
     }
     barriers_.erase(key);

@@ -1,8 +1,9 @@
 #include "server/server.h"
 
+#include <atomic>
+#include <cstring>
 #include <map>
 #include <memory>
-#include <queue>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -22,68 +23,111 @@ struct Request {
   int outstanding = 0;  // Slices not yet applied (dist_sync pushes).
 };
 
+// One version of a slice's weights, and how many replies being sent still
+// read it (they release it on ZeroMQ's thread).
+struct Version {
+  explicit Version(std::vector<float> v) : values(std::move(v)) {}
+  std::vector<float> values;
+  std::atomic<int> readers{0};
+  bool free() const { return readers.load(std::memory_order_acquire) == 0; }
+};
+using Buffer = std::shared_ptr<Version>;
+
+// dst = a + b, elementwise (restrict: the compiler vectorizes freely).
+void Add2(float* __restrict dst, const float* __restrict a, const float* __restrict b,
+          size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = a[i] + b[i];
+}
+
+// dst += src.
+void AddTo(float* __restrict dst, const float* __restrict src, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+// dst = ((g[0] + g[1]) + g[2]) + ..., straight from the received frames, in
+// this (worker rank) order: bitwise reproducible. REQUIRES: !g.empty().
+void SumInto(float* dst, const std::vector<absl::Span<const float>>& g) {
+  const size_t n = g[0].size();
+  if (g.size() == 1) {
+    std::memcpy(dst, g[0].data(), n * sizeof(float));
+    return;
+  }
+  Add2(dst, g[0].data(), g[1].data(), n);
+  for (size_t r = 2; r < g.size(); ++r) AddTo(dst, g[r].data(), n);
+}
+
 struct Slice {
-  // Shared with replies being sent (zero-copy pulls); Writable() copies
-  // before an update when a reply still holds the old values.
-  std::shared_ptr<std::vector<float>> weights_ptr = std::make_shared<std::vector<float>>();
-  const std::vector<float>& weights() const { return *weights_ptr; }
-  std::vector<float>& Writable() {
-    if (weights_ptr.use_count() > 1) {
-      weights_ptr = std::make_shared<std::vector<float>>(*weights_ptr);
+  // The current weights, sent zero-copy by pull replies. An update while a
+  // reply still reads the current version moves to a spare version no
+  // reply reads any more (allocating one only when every spare is still
+  // read), so the steady state allocates nothing.
+  Buffer weights_ptr;
+  std::vector<Buffer> spares;
+  const std::vector<float>& weights() const { return weights_ptr->values; }
+  // The weights to modify in place; `keep`: with their current values
+  // (false when the caller overwrites every value).
+  std::vector<float>& Writable(bool keep = true) {
+    if (!weights_ptr->free()) {
+      Buffer* spare = nullptr;
+      for (Buffer& b : spares) {
+        if (b->free()) {
+          spare = &b;
+          break;
+        }
+      }
+      if (spare == nullptr) {
+        spares.push_back(std::make_shared<Version>(std::vector<float>(weights().size())));
+        spare = &spares.back();
+      }
+      std::swap(*spare, weights_ptr);
+      if (keep) weights_ptr->values = (*spare)->values;
     }
-    return *weights_ptr;
+    return weights_ptr->values;
+  }
+  // A frame over the current weights for a reply (zero-copy).
+  Frame Share() {
+    Buffer b = weights_ptr;
+    b->readers.fetch_add(1, std::memory_order_relaxed);
+    const std::vector<float>& v = b->values;
+    return Frame::Borrow(v.data(), v.size() * sizeof(float),
+                         std::shared_ptr<const void>(v.data(), [b](const void*) {
+                           b->readers.fetch_sub(1, std::memory_order_release);
+                         }));
   }
   // dist_sync: this round's push of each worker rank (request + frame index).
   std::vector<std::shared_ptr<Request>> pending;
   std::vector<int> frame_of;
   int received = 0;
-  std::vector<float> merged;  // Allocated once.
+  // dist_sync with an optimizer and several workers: the round's sum.
+  // Allocated on first use, then reused.
+  std::vector<float> merged;
 };
 
+// Serves data messages on the transport's I/O thread (no hand-off to
+// another thread: a request is read, applied and answered in one go).
 class Server {
  public:
   explicit Server(std::unique_ptr<transport::ClusterNode> node) : node_(std::move(node)) {}
 
   int Serve() {
-    std::priority_queue<Queued> queue;
-    uint64_t seq = 0;
+    node_->SetDataHandler([this](Message m) { Handle(std::move(m)); });
+    int rc = 0;
     while (true) {
-      // Take what has arrived, then serve the highest priority first.
-      auto first = node_->ReceiveData(absl::Now() + absl::Milliseconds(200));
-      if (!first.ok()) {
-        if (first.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
-        if (first.status().code() == absl::StatusCode::kCancelled) {
-          LOG(INFO) << "server rank " << node_->rank() << ": job finished; exiting";
-          return 0;
-        }
-        LOG(ERROR) << "server rank " << node_->rank() << ": " << first.status().message();
-        return 1;
+      absl::Status s = node_->WaitForShutdown(absl::Now() + absl::Seconds(1));
+      if (s.code() == absl::StatusCode::kDeadlineExceeded) continue;
+      if (s.ok()) {
+        LOG(INFO) << "server rank " << node_->rank() << ": job finished; exiting";
+      } else {
+        LOG(ERROR) << "server rank " << node_->rank() << ": " << s.message();
+        rc = 1;
       }
-      queue.push({first->header.priority(), seq++, std::make_shared<Message>(std::move(*first))});
-      while (true) {
-        auto more = node_->ReceiveData(absl::Now());
-        if (!more.ok()) break;
-        queue.push({more->header.priority(), seq++, std::make_shared<Message>(std::move(*more))});
-      }
-      while (!queue.empty()) {
-        auto m = queue.top().msg;
-        queue.pop();
-        Handle(std::move(*m));
-      }
+      break;
     }
+    node_->SetDataHandler(nullptr);  // No call of Handle() runs past here.
+    return rc;
   }
 
  private:
-  struct Queued {
-    int priority;
-    uint64_t seq;
-    std::shared_ptr<Message> msg;
-    bool operator<(const Queued& o) const {
-      if (priority != o.priority) return priority < o.priority;
-      return seq > o.seq;
-    }
-  };
-
   void Reply(const proto::Header& req, const std::string& error, std::vector<Frame> frames = {},
              const proto::Header* slices = nullptr) {
     Message r;
@@ -99,7 +143,8 @@ class Server {
       }
     }
     r.frames = std::move(frames);
-    absl::Status s = node_->Send(req.sender(), std::move(r));
+    // On the I/O thread: never waits (the request already counted).
+    absl::Status s = node_->Send(req.sender(), std::move(r), absl::InfinitePast());
     if (!s.ok()) {
       LOG_EVERY_N(WARNING, 100) << "reply to node " << req.sender() << ": " << s;
     }
@@ -117,10 +162,7 @@ class Server {
   std::vector<Frame> WeightsOf(const proto::Header& h) {
     std::vector<Frame> out;
     for (int i = 0; i < h.keys_size(); ++i) {
-      // Zero-copy: the frame keeps this version of the weights alive; a
-      // later update writes to a fresh copy instead (Slice::Writable).
-      const auto& ptr = slices_[{h.keys(i), h.offsets(i)}].weights_ptr;
-      out.push_back(Frame::Borrow(ptr->data(), ptr->size() * sizeof(float), ptr));
+      out.push_back(slices_[{h.keys(i), h.offsets(i)}].Share());
     }
     return out;
   }
@@ -140,15 +182,13 @@ class Server {
     return "";
   }
 
-  void Apply(int64_t key, int64_t offset, Slice& s, absl::Span<const float> grad) {
+  // dist_async: applies one worker's push.
+  void ApplyAsync(int64_t key, int64_t offset, Slice& s, absl::Span<const float> grad) {
     // Negative keys are plain sums (e.g. metrics), never optimized.
     if (optimizer_ != nullptr && key >= 0) {
       optimizer_->Update(key, offset, absl::MakeSpan(s.Writable()), grad);
-    } else if (sync_) {
-      std::copy(grad.begin(), grad.end(), s.Writable().begin());  // Store the sum.
     } else {
-      std::vector<float>& w = s.Writable();
-      for (size_t i = 0; i < grad.size(); ++i) w[i] += grad[i];
+      AddTo(s.Writable().data(), grad.data(), grad.size());
     }
   }
 
@@ -163,11 +203,12 @@ class Server {
         for (int i = 0; i < h.keys_size(); ++i) {
           Slice& s = slices_[{h.keys(i), h.offsets(i)}];
           auto v = msg.frames[i].As<float>();
-          s.weights_ptr = std::make_shared<std::vector<float>>(v.begin(), v.end());
+          s.weights_ptr = std::make_shared<Version>(std::vector<float>(v.begin(), v.end()));
+          s.spares.clear();
           s.pending.assign(node_->num_workers(), nullptr);
           s.frame_of.assign(node_->num_workers(), -1);
           s.received = 0;
-          s.merged.assign(v.size(), 0.0f);
+          s.merged.clear();
         }
         return Reply(h, "");
       }
@@ -193,8 +234,8 @@ class Server {
         if (rank < 0) return Refuse(h, absl::StrCat("node ", h.sender(), " is not a worker"));
         if (!sync_) {
           for (int i = 0; i < h.keys_size(); ++i) {
-            Apply(h.keys(i), h.offsets(i), slices_[{h.keys(i), h.offsets(i)}],
-                  msg.frames[i].As<float>());
+            ApplyAsync(h.keys(i), h.offsets(i), slices_[{h.keys(i), h.offsets(i)}],
+                     msg.frames[i].As<float>());
           }
           if (h.type() == proto::PUSH_PULL) return Reply(h, "", WeightsOf(h), &h);
           return Reply(h, "");
@@ -226,13 +267,22 @@ class Server {
   // dist_sync: every worker has pushed this slice: sum in rank order, apply
   // once, acknowledge the requests that are now complete.
   void Complete(const std::pair<int64_t, int64_t>& id, Slice& s) {
-    const size_t n = s.weights().size();
-    std::fill(s.merged.begin(), s.merged.end(), 0.0f);
+    std::vector<absl::Span<const float>> grads;
     for (size_t r = 0; r < s.pending.size(); ++r) {
-      auto g = s.pending[r]->msg.frames[s.frame_of[r]].As<float>();
-      for (size_t i = 0; i < n; ++i) s.merged[i] += g[i];
+      grads.push_back(s.pending[r]->msg.frames[s.frame_of[r]].As<float>());
     }
-    Apply(id.first, id.second, s, s.merged);
+    if (optimizer_ == nullptr || id.first < 0) {
+      // Store the sum: summed straight into the weights.
+      SumInto(s.Writable(/*keep=*/false).data(), grads);
+    } else {
+      absl::Span<const float> g = grads[0];
+      if (grads.size() > 1) {
+        s.merged.resize(s.weights().size());
+        SumInto(s.merged.data(), grads);
+        g = s.merged;
+      }
+      optimizer_->Update(id.first, id.second, absl::MakeSpan(s.Writable()), g);
+    }
     std::vector<std::shared_ptr<Request>> pending;
     pending.swap(s.pending);
     s.pending.assign(pending.size(), nullptr);

@@ -4,7 +4,9 @@
 #include <zmq.h>
 
 #include <cmath>
+#include <fstream>
 #include <random>
+#include <string>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -212,6 +214,116 @@ TEST(KVStoreClusterTest, KilledServerAbortsTheJobNamingIt) {
   EXPECT_LT(absl::Now() - killed, absl::Seconds(15));
 }
 
+// A field of /proc/PID/status in bytes (VmRSS, VmHWM), or -1.
+int64_t ProcStatusBytes(pid_t pid, const std::string& field) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
+  }
+  return -1;
+}
+
+// Pushes `values` to `key` until a push is queued, counting the pushes that
+// found no room in time (DeadlineExceeded, nothing queued).
+kvstore::Handle PushRetrying(kvstore::KVStore* kv, int64_t key, const std::vector<float>& values,
+                             int* timeouts) {
+  while (true) {
+    auto h = kv->Push(key, {values}, 0);
+    if (h.ok()) return *h;
+    EXPECT_EQ(h.status().code(), absl::StatusCode::kDeadlineExceeded) << h.status();
+    if (h.status().code() != absl::StatusCode::kDeadlineExceeded) return -1;
+    ++*timeouts;
+  }
+}
+
+TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
+  ClusterSpec spec{/*workers=*/1, /*servers=*/1};
+  spec.heartbeat_timeout_s = 20;  // The server is stopped for a while.
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  kvstore::KVStoreOptions o = c.WorkerOptions();
+  constexpr int64_t kBound = int64_t{32} << 20;
+  o.max_outstanding_bytes_per_server = kBound;
+  o.send_timeout = absl::Milliseconds(500);
+  auto kv = kvstore::KVStore::Create("dist_async", o);
+  ASSERT_TRUE(kv.ok()) << kv.status() << c.AllOutput();
+  constexpr int64_t kFloats = int64_t{4} << 20;  // 16 MiB values.
+  constexpr int kPushes = 64;                    // 1 GiB in all.
+  std::vector<float> zeros(kFloats, 0.0f), ones(kFloats, 1.0f);
+  ASSERT_TRUE((*kv)->Init({7}, {zeros}, Deadline()).ok());
+  const pid_t server = c.servers[0].p->pid();
+  const int64_t rss_before = ProcStatusBytes(server, "VmRSS");
+  // A stopped server takes nothing: after the bound, Push gives up at its
+  // deadline instead of queueing more.
+  c.servers[0].p->SignalGroup(SIGSTOP);
+  std::vector<kvstore::Handle> handles;
+  absl::Status full;
+  while (handles.size() < kPushes) {
+    auto h = (*kv)->Push(7, {ones}, 0);
+    if (!h.ok()) {
+      full = h.status();
+      break;
+    }
+    handles.push_back(*h);
+  }
+  EXPECT_EQ(full.code(), absl::StatusCode::kDeadlineExceeded) << full;
+  EXPECT_THAT(std::string(full.message()), HasSubstr("outstanding-request bounds"));
+  EXPECT_LE(static_cast<int64_t>(handles.size()) * kFloats * 4, kBound);
+  c.servers[0].p->SignalGroup(SIGCONT);
+  // The rest of the flood, without waiting for acknowledgements.
+  int timeouts = 0;
+  while (handles.size() < kPushes) {
+    const kvstore::Handle h = PushRetrying(kv->get(), 7, ones, &timeouts);
+    ASSERT_GE(h, 0) << c.AllOutput();
+    handles.push_back(h);
+  }
+  for (auto h : handles) ASSERT_TRUE((*kv)->Wait(h, Deadline()).ok());
+  std::vector<float> out(kFloats);
+  auto h = (*kv)->Pull(7, absl::MakeSpan(out), 0);
+  ASSERT_TRUE(h.ok() && (*kv)->Wait(*h, Deadline()).ok());
+  // Every queued push applied exactly once, none of the refused ones.
+  EXPECT_EQ(out.front(), static_cast<float>(kPushes));
+  EXPECT_EQ(out.back(), static_cast<float>(kPushes));
+  // The server never held more than the bound plus its weights and
+  // buffers: far less than the 1 GiB pushed.
+  const int64_t peak = ProcStatusBytes(server, "VmHWM");
+  RecordProperty("server_rss_before_mib", static_cast<int>(rss_before >> 20));
+  RecordProperty("server_peak_rss_mib", static_cast<int>(peak >> 20));
+  RecordProperty("push_timeouts_after_resume", timeouts);
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)  // Shadow memory.
+  EXPECT_LT(peak - rss_before, int64_t{256} << 20);
+#endif
+  ASSERT_TRUE((*kv)->Finish().ok());
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(20))) << c.AllOutput();
+  EXPECT_TRUE(c.servers[0].p->succeeded()) << c.AllOutput();
+}
+
+TEST(KVStoreClusterTest, PushWaitingForRoomEndsWhenTheJobAborts) {
+  ClusterSpec spec{/*workers=*/1, /*servers=*/1};
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  kvstore::KVStoreOptions o = c.WorkerOptions();
+  o.max_outstanding_requests_per_server = 1;
+  o.send_timeout = absl::Seconds(120);
+  auto kv = kvstore::KVStore::Create("dist_async", o);
+  ASSERT_TRUE(kv.ok()) << kv.status() << c.AllOutput();
+  std::vector<float> v(1000, 1.0f);
+  ASSERT_TRUE((*kv)->Init({1}, {v}, Deadline()).ok());
+  c.servers[0].p->SignalGroup(SIGSTOP);
+  auto first = (*kv)->Push(1, {v}, 0);  // Outstanding: the bound is reached.
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<kvstore::Handle> second;
+  const absl::Time start = absl::Now();
+  std::thread t([&] { second = (*kv)->Push(1, {v}, 0); });
+  c.servers[0].p->SignalGroup(SIGKILL);
+  t.join();
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAborted) << second.status();
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("node dead: server rank 0"));
+  EXPECT_EQ((*kv)->Wait(*first, Deadline(1)).code(), absl::StatusCode::kAborted);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+}
+
 TEST(KVStoreClusterTest, KilledSchedulerIsNoticedByEveryone) {
   ClusterSpec spec;
   spec.workers = 1;
@@ -359,7 +471,7 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
     m.header.add_lengths(len);
     std::vector<float> v(len, 1.0f);
     m.frames.push_back(transport::Frame::Copy(v.data(), v.size() * sizeof(float)));
-    EXPECT_TRUE((*node)->Send((*node)->ServerId(0), std::move(m)).ok());
+    EXPECT_TRUE((*node)->Send((*node)->ServerId(0), std::move(m), Deadline(10)).ok());
     auto r = (*node)->ReceiveData(Deadline(10));
     EXPECT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->header.request_id(), id);
@@ -375,7 +487,7 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
   init.header.add_lengths(4);
   std::vector<float> four(4, 0.0f);
   init.frames.push_back(transport::Frame::Copy(four.data(), 16));
-  ASSERT_TRUE((*node)->Send((*node)->ServerId(0), std::move(init)).ok());
+  ASSERT_TRUE((*node)->Send((*node)->ServerId(0), std::move(init), Deadline(10)).ok());
   ASSERT_TRUE((*node)->ReceiveData(Deadline(10)).ok());
   EXPECT_THAT(ask(99, 4, 2), HasSubstr("unknown key 99"));
   EXPECT_THAT(ask(1, 3, 3), HasSubstr("holds 4 values, not 3"));

@@ -45,6 +45,8 @@ DEFINE_int32(num_servers, 1, "Join mode: servers in the job.");
 DEFINE_string(host, "127.0.0.1", "Join mode: address to bind and advertise.");
 DEFINE_string(token_file, "", "Join mode: file with the job token.");
 DEFINE_double(heartbeat_timeout_s, 10, "Heartbeat timeout of the nodes.");
+DEFINE_int64(max_message_bytes, 4 << 20,
+             "Largest data message: a server's slice of a key travels in chunks of this size.");
 
 namespace {
 
@@ -231,6 +233,7 @@ int main(int argc, char** argv) {
   }
   pstrain::kvstore::KVStoreOptions o;
   o.cluster.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
+  o.max_message_bytes = FLAGS_max_message_bytes;
   if (!FLAGS_scheduler_address.empty()) {
     o.cluster.scheduler_address = FLAGS_scheduler_address;
     o.cluster.host = FLAGS_host;

@@ -55,13 +55,13 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   me->set_rank(-1);
   me->set_host(o.host);
   me->set_port(node->transport_->port());
-  PSTRAIN_RETURN_IF_ERROR(node->transport_->Send(kSchedulerId, std::move(reg)));
+  const absl::Time deadline = absl::Now() + o.start_timeout;
+  PSTRAIN_RETURN_IF_ERROR(node->transport_->Send(kSchedulerId, std::move(reg), deadline));
   LOG(INFO) << proto::Role_Name(o.role) << " at " << node->transport_->address()
             << " registered with the scheduler at " << o.scheduler_address;
 
   // Wait for the address book. (Peers that got theirs first may already
   // send data; it waits in the transport's data queue.)
-  const absl::Time deadline = absl::Now() + o.start_timeout;
   while (true) {
     auto msg = node->transport_->Receive(deadline);
     if (!msg.ok()) {
@@ -96,13 +96,14 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   return node;
 }
 
-absl::Status ClusterNode::SendControl(proto::MessageType type, const std::string& barrier) {
+absl::Status ClusterNode::SendControl(proto::MessageType type, absl::Time deadline,
+                                      const std::string& barrier) {
   Message m;
   m.header.set_type(type);
   m.header.set_sender(id_);
   m.header.set_barrier_name(barrier);
   m.header.set_priority(1 << 20);  // Control first.
-  return transport_->Send(kSchedulerId, std::move(m));
+  return transport_->Send(kSchedulerId, std::move(m), deadline);
 }
 
 void ClusterNode::Abort(const absl::Status& why) {
@@ -121,7 +122,9 @@ void ClusterNode::ControlLoop() {
   while (!stop_) {
     const absl::Time now = absl::Now();
     if (now >= next_beat) {
-      absl::Status s = SendControl(proto::HEARTBEAT);
+      // Never wait: a scheduler that does not take heartbeats is handled
+      // by the silence check below.
+      absl::Status s = SendControl(proto::HEARTBEAT, absl::InfinitePast());
       if (!s.ok()) {
         LOG_EVERY_N(WARNING, 10) << "heartbeat: " << s;
       }
@@ -180,16 +183,17 @@ absl::Status ClusterNode::health() const {
   return health_;
 }
 
-absl::Status ClusterNode::Send(int id, Message msg) {
+absl::Status ClusterNode::Send(int id, Message msg, absl::Time deadline) {
   PSTRAIN_RETURN_IF_ERROR(health());
   msg.header.set_sender(id_);
-  return transport_->Send(id, std::move(msg));
+  return transport_->Send(id, std::move(msg), deadline);
 }
 
-absl::Status ClusterNode::SendBatch(std::vector<std::pair<int, Message>> batch) {
+absl::Status ClusterNode::SendBatch(std::vector<std::pair<int, Message>> batch,
+                                    absl::Time deadline) {
   PSTRAIN_RETURN_IF_ERROR(health());
   for (auto& [id, m] : batch) m.header.set_sender(id_);
-  return transport_->SendBatch(std::move(batch));
+  return transport_->SendBatch(std::move(batch), deadline);
 }
 
 absl::StatusOr<Message> ClusterNode::ReceiveData(absl::Time deadline) {
@@ -205,7 +209,7 @@ absl::StatusOr<Message> ClusterNode::ReceiveData(absl::Time deadline) {
 absl::Status ClusterNode::Barrier(const std::string& group, const std::string& name,
                                   absl::Time deadline) {
   const std::string key = absl::StrCat(group, ":", name);
-  PSTRAIN_RETURN_IF_ERROR(SendControl(proto::BARRIER, key));
+  PSTRAIN_RETURN_IF_ERROR(SendControl(proto::BARRIER, deadline, key));
   std::unique_lock<std::mutex> lock(mu_);
   const bool done = WaitUntil(cv_, lock, deadline, [&] {
     return barrier_done_.count(key) > 0 || !health_.ok() || shutdown_;
@@ -219,7 +223,9 @@ absl::Status ClusterNode::Barrier(const std::string& group, const std::string& n
   return absl::OkStatus();
 }
 
-absl::Status ClusterNode::Finish() { return SendControl(proto::SHUTDOWN); }
+absl::Status ClusterNode::Finish() {
+  return SendControl(proto::SHUTDOWN, absl::Now() + options_.heartbeat_timeout);
+}
 
 absl::Status ClusterNode::WaitForShutdown(absl::Time deadline) {
   std::unique_lock<std::mutex> lock(mu_);

@@ -66,11 +66,20 @@ class ClusterNode {
   int WorkerRank(int id) const;
   const proto::AddressBook& address_book() const { return book_; }
 
-  // Sends a data message (PUSH, PULL, RESPONSE, ...) to node `id`.
-  absl::Status Send(int id, Message msg);
-  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch);
+  // Sends a data message (PUSH, PULL, RESPONSE, ...) to node `id`, waiting
+  // for room in its queue until `deadline` (Transport::Send). The job's
+  // abort reason once it is over.
+  absl::Status Send(int id, Message msg, absl::Time deadline);
+  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch, absl::Time deadline);
   // The next data message for this node. Aborted when the job is over.
   absl::StatusOr<Message> ReceiveData(absl::Time deadline);
+  // Delivers data messages to `handler` on the transport's I/O thread
+  // instead (Transport::SetDataHandler); nullptr goes back to
+  // ReceiveData(). Whoever installs a handler learns that the job is over
+  // from WaitForShutdown() or health().
+  void SetDataHandler(Transport::DataHandler handler) {
+    transport_->SetDataHandler(std::move(handler));
+  }
 
   // Waits until every member of `group` ("workers", "servers", "all") has
   // entered the barrier `name`.
@@ -90,7 +99,8 @@ class ClusterNode {
   explicit ClusterNode(const ClusterOptions& options);
   void ControlLoop();
   void Abort(const absl::Status& why);
-  absl::Status SendControl(proto::MessageType type, const std::string& barrier = "");
+  absl::Status SendControl(proto::MessageType type, absl::Time deadline,
+                           const std::string& barrier = "");
 
   const ClusterOptions options_;
   std::unique_ptr<Transport> transport_;

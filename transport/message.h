@@ -19,6 +19,17 @@
 namespace pstrain {
 namespace transport {
 
+// Told when ZeroMQ no longer needs the memory of a frame it was given by
+// Frame::ReleaseTo (called on ZeroMQ's own I/O thread, or inside
+// zmq_close / zmq_ctx_term when unsent messages are dropped).
+class ReleaseListener {
+ public:
+  virtual void FrameReleased() = 0;
+
+ protected:
+  ~ReleaseListener() = default;
+};
+
 // One data frame. Move-only. Thread-compatible.
 class Frame {
  public:
@@ -31,6 +42,8 @@ class Frame {
 
   // A frame that owns a copy of `bytes`.
   static Frame Copy(const void* data, size_t size);
+  // A frame that owns `bytes` (no copy).
+  static Frame Own(std::string bytes);
   // A frame over `data`, which must stay valid and unchanged while any
   // copy of `keep_alive` lives (sent without copying).
   static Frame Borrow(const void* data, size_t size,
@@ -46,9 +59,12 @@ class Frame {
     return absl::Span<const T>(reinterpret_cast<const T*>(data()), size() / sizeof(T));
   }
 
-  // Moves the frame into `*msg` for zmq_msg_send (zero-copy for borrowed
-  // and received frames). The frame is empty afterwards.
-  void ReleaseTo(zmq_msg_t* msg);
+  // Moves the frame into `*msg` for zmq_msg_send without copying its bytes
+  // (an empty frame becomes an empty message). The frame is empty
+  // afterwards. Returns true when `listener` (if not null) will be told,
+  // exactly once, that ZeroMQ has released the memory; false when it will
+  // not be told (received frames passed on, empty frames).
+  bool ReleaseTo(zmq_msg_t* msg, ReleaseListener* listener = nullptr);
 
  private:
   bool has_zmq_ = false;

@@ -4,12 +4,14 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "util/status.h"
+#include "util/wait.h"
 
 namespace pstrain {
 namespace transport {
@@ -27,7 +29,49 @@ bool RecvPart(void* socket, zmq_msg_t* msg, bool* more) {
   return true;
 }
 
+bool IsControl(proto::MessageType type) {
+  return type == proto::REGISTER || type == proto::ADDRESS_BOOK || type == proto::BARRIER ||
+         type == proto::HEARTBEAT || type == proto::ABORT || type == proto::SHUTDOWN;
+}
+
 }  // namespace
+
+// One outgoing peer. The socket belongs to the I/O thread; the rest is
+// guarded by Transport::mu_.
+struct Transport::Peer {
+  int id = 0;
+  std::string endpoint;
+  void* dealer = nullptr;  // I/O thread only.
+  // Not yet handed to ZeroMQ, highest priority on top.
+  std::priority_queue<std::unique_ptr<Outgoing>, std::vector<std::unique_ptr<Outgoing>>, Later>
+      queue;
+  // Everything counted against the bound: queued plus handed to ZeroMQ and
+  // not yet released.
+  size_t messages = 0;
+  int64_t bytes = 0;
+  // Handed to ZeroMQ and not yet released.
+  int64_t window_bytes = 0;
+};
+
+// Counts the data frames of one sent message that ZeroMQ still holds; the
+// sender holds one extra count until every frame is handed over.
+class Transport::InFlight final : public ReleaseListener {
+ public:
+  InFlight(Transport* t, Peer* peer, int64_t bytes) : t_(t), peer_(peer), bytes_(bytes) {}
+  void Hold() { pending_.fetch_add(1, std::memory_order_relaxed); }
+  void FrameReleased() override {
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      t_->Released(peer_, bytes_);
+      delete this;
+    }
+  }
+
+ private:
+  Transport* const t_;
+  Peer* const peer_;
+  const int64_t bytes_;
+  std::atomic<int> pending_{1};
+};
 
 Transport::Transport(const TransportOptions& options)
     : options_(options), incoming_(options.incoming_capacity), data_(options.incoming_capacity) {}
@@ -41,7 +85,7 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
   zmq_setsockopt(t->router_, ZMQ_LINGER, &linger, sizeof(linger));
   int64_t max = options.max_frame_bytes;
   zmq_setsockopt(t->router_, ZMQ_MAXMSGSIZE, &max, sizeof(max));
-  int hwm = 0;
+  int hwm = options.receive_hwm_messages;
   zmq_setsockopt(t->router_, ZMQ_RCVHWM, &hwm, sizeof(hwm));
   const std::string endpoint =
       options.bind_port == 0 ? absl::StrCat("tcp://", options.bind_host, ":*")
@@ -72,6 +116,7 @@ void Transport::Stop() {
     if (stopped_) return;
     stopped_ = true;
   }
+  room_.notify_all();
   stop_ = true;
   Wake();
   if (thread_.joinable()) {
@@ -82,20 +127,29 @@ void Transport::Stop() {
   }
   incoming_.Close();
   data_.Close();
-  // Reject connects that raced with the stop.
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& c : connects_) c->done.set_value(absl::CancelledError("transport stopped"));
-  connects_.clear();
-  if (wake_fd_ >= 0) close(wake_fd_);
-  wake_fd_ = -1;
+  {
+    // Reject connects that raced with the stop.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& c : connects_) c->done.set_value(absl::CancelledError("transport stopped"));
+    connects_.clear();
+  }
+  // Dropped messages are released (InFlight::FrameReleased) while the
+  // context terminates; they may still Wake().
   if (ctx_ != nullptr) zmq_ctx_term(ctx_);
   ctx_ = nullptr;
+  if (wake_fd_ >= 0) close(wake_fd_);
+  wake_fd_ = -1;
 }
 
 void Transport::Wake() {
+  if (wake_pending_.exchange(true)) return;  // The loop has not drained yet.
   const uint64_t one = 1;
   ssize_t n = write(wake_fd_, &one, sizeof(one));
   (void)n;  // A full counter still wakes the loop.
+}
+
+bool Transport::OnIoThread() const {
+  return io_thread_id_.load(std::memory_order_relaxed) == std::this_thread::get_id();
 }
 
 absl::Status Transport::Connect(int peer, const std::string& host_port) {
@@ -112,32 +166,81 @@ absl::Status Transport::Connect(int peer, const std::string& host_port) {
   return done.get();
 }
 
-absl::Status Transport::Send(int peer, Message msg) {
+absl::Status Transport::Send(int peer, Message msg, absl::Time deadline) {
   std::vector<std::pair<int, Message>> batch;
   batch.emplace_back(peer, std::move(msg));
-  return SendBatch(std::move(batch));
+  return SendBatch(std::move(batch), deadline);
 }
 
-absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch) {
+absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, absl::Time deadline) {
+  if (batch.empty()) return absl::OkStatus();
+  // Each peer's share of the batch: messages and bytes.
+  std::map<int, std::pair<size_t, int64_t>> share;
+  std::vector<int64_t> bytes(batch.size(), 0);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    for (const Frame& f : batch[i].second.frames) bytes[i] += static_cast<int64_t>(f.size());
+    auto& s = share[batch[i].first];
+    s.first += 1;
+    s.second += bytes[i];
+  }
+  const bool io_thread = OnIoThread();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (stopped_) return absl::CancelledError("transport stopped");
-    for (const auto& [peer, msg] : batch) {
-      if (!known_peers_.count(peer)) {
-        return absl::FailedPreconditionError(absl::StrCat("no connection to peer ", peer));
+    std::vector<std::pair<Peer*, std::pair<size_t, int64_t>>> targets;
+    for (const auto& [id, s] : share) {
+      auto it = peers_.find(id);
+      if (it == peers_.end()) {
+        return absl::FailedPreconditionError(absl::StrCat("no connection to peer ", id));
+      }
+      targets.emplace_back(it->second.get(), s);
+    }
+    auto fits = [&] {
+      for (const auto& [p, s] : targets) {
+        if (p->messages == 0) continue;  // Anything fits into an empty queue.
+        if (p->messages + s.first > options_.max_queued_messages_per_peer ||
+            p->bytes + s.second > options_.max_queued_bytes_per_peer) {
+          return false;
+        }
+      }
+      return true;
+    };
+    // The I/O thread never waits: it is the one that drains the queues.
+    if (!io_thread) {
+      ++room_waiters_;
+      const bool ok = WaitUntil(room_, lock, deadline, [&] { return stopped_ || fits(); });
+      --room_waiters_;
+      if (stopped_) return absl::CancelledError("transport stopped");
+      if (!ok) {
+        for (const auto& [p, s] : targets) {
+          if (p->messages > 0) {
+            return absl::DeadlineExceededError(absl::StrCat(
+                "the queue to peer ", p->id, " (", p->endpoint, ") stayed full: ", p->messages,
+                " messages, ", p->bytes, " bytes queued (bounds ",
+                options_.max_queued_messages_per_peer, ", ", options_.max_queued_bytes_per_peer,
+                ")"));
+          }
+        }
+        return absl::DeadlineExceededError("send queue full");
       }
     }
-    for (auto& [peer, msg] : batch) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Peer* p = peers_.at(batch[i].first).get();
+      Message& msg = batch[i].second;
       msg.header.set_token(options_.token);
       auto out = std::make_unique<Outgoing>();
-      out->peer = peer;
       out->priority = msg.header.priority();
       out->seq = seq_++;
+      out->bytes = bytes[i];
       out->msg = std::move(msg);
-      outgoing_.push(std::move(out));
+      p->queue.push(std::move(out));
+      p->messages += 1;
+      p->bytes += bytes[i];
+      max_queued_bytes_ = std::max(max_queued_bytes_, p->bytes);
     }
   }
-  Wake();
+  // On the I/O thread the loop pumps right after the handler returns.
+  if (!io_thread) Wake();
   return absl::OkStatus();
 }
 
@@ -149,38 +252,48 @@ absl::StatusOr<Message> Transport::ReceiveData(absl::Time deadline) {
   return data_.Pop(deadline);
 }
 
+void Transport::SetDataHandler(DataHandler handler) {
+  CHECK(!OnIoThread()) << "SetDataHandler from a data handler";
+  {
+    std::lock_guard<std::mutex> lock(handler_mu_);  // Waits for a running call.
+    handler_ = std::move(handler);
+    has_handler_ = handler_ != nullptr;
+  }
+  Wake();  // Delivers what is already queued.
+}
+
 TransportStats Transport::stats() const {
   TransportStats s;
   s.received = received_;
   s.sent = sent_;
   s.dropped_malformed = malformed_;
   s.dropped_bad_token = bad_token_;
+  std::lock_guard<std::mutex> lock(mu_);
+  s.max_queued_bytes = max_queued_bytes_;
   return s;
 }
 
 void Transport::DrainCommands() {
   std::deque<std::unique_ptr<ConnectRequest>> connects;
-  std::vector<std::unique_ptr<Outgoing>> sends;
   {
     std::lock_guard<std::mutex> lock(mu_);
     connects.swap(connects_);
-    while (!outgoing_.empty()) {
-      // priority_queue::top is const; the element is moved out right away.
-      sends.push_back(std::move(const_cast<std::unique_ptr<Outgoing>&>(outgoing_.top())));
-      outgoing_.pop();
-    }
   }
   for (auto& c : connects) {
-    auto it = endpoints_.find(c->peer);
-    if (it != endpoints_.end()) {
-      c->done.set_value(it->second == c->endpoint
-                            ? absl::OkStatus()
-                            : absl::AlreadyExistsError(absl::StrCat(
-                                  "peer ", c->peer, " is already connected to ", it->second)));
-      continue;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = peers_.find(c->peer);
+      if (it != peers_.end()) {
+        c->done.set_value(it->second->endpoint == c->endpoint
+                              ? absl::OkStatus()
+                              : absl::AlreadyExistsError(absl::StrCat(
+                                    "peer ", c->peer, " is already connected to ",
+                                    it->second->endpoint)));
+        continue;
+      }
     }
     void* dealer = zmq_socket(ctx_, ZMQ_DEALER);
-    int linger = 0, hwm = 0;
+    int linger = 0, hwm = options_.send_hwm_messages;
     zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(dealer, ZMQ_SNDHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(dealer, ZMQ_ROUTING_ID, address_.data(), address_.size());
@@ -188,47 +301,115 @@ void Transport::DrainCommands() {
     if (zmq_connect(dealer, ep.c_str()) != 0) {
       absl::Status s = ZmqError(absl::StrCat("cannot connect to ", c->endpoint));
       zmq_close(dealer);
-      c->done.set_value(s);
+      c->done.set_value(std::move(s));  // One owner: no shared refcount across threads.
       continue;
     }
-    dealers_[c->peer] = dealer;
-    endpoints_[c->peer] = c->endpoint;
+    auto peer = std::make_unique<Peer>();
+    peer->id = c->peer;
+    peer->endpoint = c->endpoint;
+    peer->dealer = dealer;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      known_peers_[c->peer] = true;
+      peers_[c->peer] = std::move(peer);
     }
     c->done.set_value(absl::OkStatus());
   }
-  for (auto& s : sends) SendNow(s.get());
+  if (has_handler_ && data_.size() > 0) {
+    // Data that arrived before the handler was installed.
+    std::vector<Message> queued;
+    while (true) {
+      auto m = data_.Pop(absl::InfinitePast());
+      if (!m.ok()) break;
+      queued.push_back(std::move(*m));
+    }
+    Deliver(&queued);
+  }
+  PumpSends();
 }
 
-void Transport::SendNow(Outgoing* out) {
-  auto it = dealers_.find(out->peer);
-  if (it == dealers_.end()) return;  // Checked in Send(); cannot happen.
-  void* sock = it->second;
+void Transport::PumpSends() {
+  std::vector<std::pair<Peer*, std::unique_ptr<Outgoing>>> ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, p] : peers_) {
+      while (!p->queue.empty()) {
+        const std::unique_ptr<Outgoing>& top = p->queue.top();
+        if (p->window_bytes > 0 &&
+            p->window_bytes + top->bytes > options_.send_window_bytes) {
+          break;  // Released() pumps again when the window opens.
+        }
+        p->window_bytes += top->bytes;
+        // priority_queue::top is const; the element is moved out right away.
+        ready.emplace_back(p.get(), std::move(const_cast<std::unique_ptr<Outgoing>&>(top)));
+        p->queue.pop();
+      }
+    }
+  }
+  for (size_t i = 0; i < ready.size(); ++i) {
+    if (SendNow(ready[i].first, ready[i].second.get())) continue;
+    // ZeroMQ's pipe to that peer is full (send_hwm_messages): requeue this
+    // one and the rest of the round, and retry shortly.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t j = i; j < ready.size(); ++j) {
+      ready[j].first->window_bytes -= ready[j].second->bytes;
+      ready[j].first->queue.push(std::move(ready[j].second));
+    }
+    retry_sends_ = true;
+    break;
+  }
+}
+
+bool Transport::SendNow(Peer* peer, Outgoing* out) {
+  void* sock = peer->dealer;
   std::string header;
   out->msg.header.SerializeToString(&header);
   zmq_msg_t part;
   zmq_msg_init_size(&part, header.size());
   std::memcpy(zmq_msg_data(&part), header.data(), header.size());
   const size_t n = out->msg.frames.size();
-  if (zmq_msg_send(&part, sock, n > 0 ? ZMQ_SNDMORE : 0) < 0) {
-    LOG_EVERY_N(ERROR, 100) << "send to peer " << out->peer << " (" << endpoints_[out->peer]
-                            << ") failed: " << zmq_strerror(zmq_errno());
+  if (zmq_msg_send(&part, sock, ZMQ_DONTWAIT | (n > 0 ? ZMQ_SNDMORE : 0)) < 0) {
+    const int e = zmq_errno();
     zmq_msg_close(&part);
-    return;
+    if (e == EAGAIN) return false;
+    LOG_EVERY_N(ERROR, 100) << "send to peer " << peer->id << " (" << peer->endpoint
+                            << ") failed: " << zmq_strerror(e);
+    Released(peer, out->bytes);
+    return true;
   }
+  // The first part went through, so ZeroMQ takes the rest of the message.
+  auto* flight = new InFlight(this, peer, out->bytes);
   for (size_t i = 0; i < n; ++i) {
     zmq_msg_t f;
-    out->msg.frames[i].ReleaseTo(&f);
+    if (out->msg.frames[i].ReleaseTo(&f, flight)) flight->Hold();
     if (zmq_msg_send(&f, sock, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) {
-      LOG_EVERY_N(ERROR, 100) << "send to peer " << out->peer << " failed: "
+      LOG_EVERY_N(ERROR, 100) << "send to peer " << peer->id << " failed: "
                               << zmq_strerror(zmq_errno());
-      zmq_msg_close(&f);
-      return;
+      zmq_msg_close(&f);  // Releases it (and tells `flight`).
+      // Release the frames that will never be handed over.
+      for (size_t j = i + 1; j < n; ++j) {
+        zmq_msg_t g;
+        if (out->msg.frames[j].ReleaseTo(&g, flight)) flight->Hold();
+        zmq_msg_close(&g);
+      }
+      break;
     }
   }
   ++sent_;
+  flight->FrameReleased();  // The sender's own count.
+  return true;
+}
+
+void Transport::Released(Peer* peer, int64_t bytes) {
+  bool pump = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    peer->messages -= 1;
+    peer->bytes -= bytes;
+    peer->window_bytes -= bytes;
+    pump = !peer->queue.empty();
+    if (room_waiters_ > 0) room_.notify_all();
+  }
+  if (pump) Wake();  // The window opened (on the I/O thread: no wait in the next poll).
 }
 
 std::string Transport::Validate(const Message& msg) const {
@@ -252,17 +433,41 @@ std::string Transport::Validate(const Message& msg) const {
   return "";
 }
 
+void Transport::Deliver(std::vector<Message>* batch) {
+  if (batch->empty()) return;
+  // Serve the highest priority first among what arrived together.
+  std::stable_sort(batch->begin(), batch->end(), [](const Message& a, const Message& b) {
+    return a.header.priority() > b.header.priority();
+  });
+  std::lock_guard<std::mutex> lock(handler_mu_);
+  for (Message& m : *batch) {
+    if (handler_) {
+      handler_(std::move(m));
+      PumpSends();  // Its replies leave while the next message is handled.
+    } else {
+      // The handler was removed meanwhile: back to the queue.
+      absl::Status s = data_.TryPush(std::move(m));
+      if (!s.ok()) {
+        LOG_EVERY_N(WARNING, 100) << "incoming message dropped: " << s;
+      }
+    }
+  }
+  batch->clear();
+}
+
 void Transport::ReadIncoming() {
+  std::vector<Message> batch;
   for (int budget = 0; budget < 256; ++budget) {
-    if (incoming_.size() >= incoming_.capacity() || data_.size() >= data_.capacity()) {
-      return;  // Backpressure.
+    if (incoming_.size() >= incoming_.capacity() ||
+        (!has_handler_ && data_.size() >= data_.capacity())) {
+      break;  // Backpressure.
     }
     zmq_msg_t part;
     zmq_msg_init(&part);
     bool more = false;
     if (!RecvPart(router_, &part, &more)) {
       zmq_msg_close(&part);
-      return;
+      break;
     }
     // Part 0 is the sender's routing id, part 1 the header, then data.
     const std::string identity(static_cast<const char*>(zmq_msg_data(&part)), zmq_msg_size(&part));
@@ -307,25 +512,31 @@ void Transport::ReadIncoming() {
       continue;
     }
     ++received_;
-    const proto::MessageType type = msg.header.type();
-    const bool control = type == proto::REGISTER || type == proto::ADDRESS_BOOK ||
-                         type == proto::BARRIER || type == proto::HEARTBEAT ||
-                         type == proto::ABORT || type == proto::SHUTDOWN;
-    absl::Status s = (options_.split_data && !control) ? data_.TryPush(std::move(msg))
-                                                        : incoming_.TryPush(std::move(msg));
+    absl::Status s;
+    if (!options_.split_data || IsControl(msg.header.type())) {
+      s = incoming_.TryPush(std::move(msg));
+    } else if (has_handler_) {
+      batch.push_back(std::move(msg));
+    } else {
+      s = data_.TryPush(std::move(msg));
+    }
     if (!s.ok()) {
       LOG_EVERY_N(WARNING, 100) << "incoming message dropped: " << s;  // Closed at shutdown.
     }
   }
+  Deliver(&batch);
 }
 
 void Transport::Loop() {
+  io_thread_id_ = std::this_thread::get_id();
   while (!stop_) {
     zmq_pollitem_t items[2] = {{router_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-    const bool room =
-        incoming_.size() < incoming_.capacity() && data_.size() < data_.capacity();
+    const bool room = incoming_.size() < incoming_.capacity() &&
+                      (has_handler_ || data_.size() < data_.capacity());
     if (!room) items[0].events = 0;
-    const int rc = zmq_poll(items, 2, room ? 100 : 5);
+    const long timeout_ms = (!room || retry_sends_) ? 5 : 100;
+    retry_sends_ = false;
+    const int rc = zmq_poll(items, 2, timeout_ms);
     if (rc < 0 && zmq_errno() != EINTR) {
       LOG_EVERY_N(ERROR, 100) << "zmq_poll: " << zmq_strerror(zmq_errno());
     }
@@ -334,11 +545,23 @@ void Transport::Loop() {
       ssize_t n = read(wake_fd_, &v, sizeof(v));
       (void)n;
     }
+    wake_pending_ = false;  // Before draining: a later Wake() writes again.
     DrainCommands();
-    if (items[0].revents & ZMQ_POLLIN) ReadIncoming();
+    if (items[0].revents & ZMQ_POLLIN) {
+      ReadIncoming();
+    }
   }
-  for (auto& [peer, sock] : dealers_) zmq_close(sock);
-  dealers_.clear();
+  // Closing may release dropped messages (Released() takes mu_): collect
+  // the sockets first.
+  std::vector<void*> dealers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, p] : peers_) {
+      dealers.push_back(p->dealer);
+      p->dealer = nullptr;
+    }
+  }
+  for (void* d : dealers) zmq_close(d);
   zmq_close(router_);
   router_ = nullptr;
 }

@@ -2,15 +2,25 @@
 //
 // A Transport binds one ROUTER socket for incoming messages and opens one
 // DEALER socket per peer for outgoing ones. One I/O thread owns every
-// socket; other threads hand it work through a queue (woken by an eventfd),
-// so each socket is touched by exactly one thread. Sends are ordered by
-// priority (higher first, FIFO within a priority).
+// socket; other threads hand it work through bounded per-peer queues (woken
+// by an eventfd), so each socket is touched by exactly one thread.
 //
-// Every incoming message is validated before anyone sees it: the header
-// must parse, carry the job token, and describe its data frames exactly
-// (one float32 frame per key, sizes agreeing). Anything else is counted,
-// logged (rate-limited) and dropped: no input from the network can crash
-// the process.
+// Sending: each peer has a queue ordered by priority (higher first, FIFO
+// within a priority). Only a window of it (send_window_bytes) is handed to
+// ZeroMQ at a time, so a later high-priority message overtakes queued bulk
+// data. A message counts against its peer's bound (messages and bytes) from
+// Send() until ZeroMQ has released its data frames; a producer that finds
+// the bound reached waits for room until its deadline (backpressure).
+//
+// Receiving: every incoming message is validated before anyone sees it: the
+// header must parse, carry the job token, and describe its data frames
+// exactly (one float32 frame per key, sizes agreeing). Anything else is
+// counted, logged (rate-limited) and dropped: no input from the network can
+// crash the process. Data messages go either to a queue (ReceiveData) or,
+// with a handler installed, straight to the handler on the I/O thread, which
+// saves two thread hops per request. ZeroMQ buffers at most
+// receive_hwm_messages per connection before it stops reading it (TCP
+// backpressure).
 #ifndef PSTRAIN_TRANSPORT_TRANSPORT_H_
 #define PSTRAIN_TRANSPORT_TRANSPORT_H_
 
@@ -18,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -45,13 +56,27 @@ struct TransportOptions {
   std::string advertise_host;
   // The job token every message must carry.
   std::string token;
-  // Validated messages waiting for the consumer; when full, the transport
-  // stops reading the socket (backpressure through TCP).
+  // Validated messages waiting in each receive queue; when full, the
+  // transport stops reading the socket (backpressure through TCP).
   size_t incoming_capacity = 4096;
   // Largest accepted incoming message part (ZMQ_MAXMSGSIZE).
   int64_t max_frame_bytes = int64_t{1} << 31;
-  // Deliver data messages to ReceiveData() instead of Receive().
+  // Deliver data messages to ReceiveData() (or the data handler) instead of
+  // Receive().
   bool split_data = false;
+  // Per-peer bound on messages queued or still being sent, and on their
+  // data bytes. Send() from a thread other than the I/O thread waits while
+  // adding its message would pass either bound; a message always fits into
+  // an empty queue, however large.
+  size_t max_queued_messages_per_peer = 4096;
+  int64_t max_queued_bytes_per_peer = int64_t{256} << 20;
+  // Data bytes per peer handed to ZeroMQ at a time (at least one message);
+  // the rest waits in priority order.
+  int64_t send_window_bytes = int64_t{16} << 20;
+  // Messages ZeroMQ buffers per connection, each way (ZMQ_SNDHWM on the
+  // outgoing sockets, ZMQ_RCVHWM on the incoming one).
+  int send_hwm_messages = 1000;
+  int receive_hwm_messages = 256;
 };
 
 struct TransportStats {
@@ -59,11 +84,21 @@ struct TransportStats {
   int64_t sent = 0;
   int64_t dropped_malformed = 0;  // Header missing/unparsable, sizes off.
   int64_t dropped_bad_token = 0;
+  // Largest number of data bytes ever queued for one peer: at most
+  // max_queued_bytes_per_peer (or one message, when that is larger), plus
+  // what a data handler queued (its replies are never held back).
+  int64_t max_queued_bytes = 0;
 };
 
 // Thread-safe: Send/Connect/Receive from any thread.
 class Transport {
  public:
+  // Called on the I/O thread with each validated data message. It may call
+  // Send()/SendBatch() (which never wait there: replies are queued even
+  // beyond the bound, which the requests that caused them already bound),
+  // and must not block or call SetDataHandler().
+  using DataHandler = std::function<void(Message)>;
+
   // Binds and starts the I/O thread. Errors name host:port and the reason.
   static absl::StatusOr<std::unique_ptr<Transport>> Create(const TransportOptions& options);
   ~Transport();  // Stop()s.
@@ -79,42 +114,47 @@ class Transport {
   // endpoint and the reason.
   absl::Status Connect(int peer, const std::string& host_port);
 
-  // Queues `msg` for `peer`; the token is filled in here. Returns
-  // FailedPrecondition if the peer was never connected, Cancelled after
-  // Stop(). Completes asynchronously (the transport keeps the frames).
-  absl::Status Send(int peer, Message msg);
-  // Queues several messages at once: among them, higher priority is sent
-  // first. All or nothing: on error none is queued.
-  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch);
+  // Queues `msg` for `peer`; the token is filled in here. Waits for room
+  // in the peer's queue until `deadline` (DeadlineExceeded, naming the
+  // peer and what is queued). FailedPrecondition if the peer was never
+  // connected, Cancelled after Stop(). Completes asynchronously (the
+  // transport keeps the frames until ZeroMQ has sent them).
+  absl::Status Send(int peer, Message msg, absl::Time deadline);
+  // Queues several messages at once, waiting until every peer involved has
+  // room for its share: among them, higher priority is sent first. All or
+  // nothing: on error none is queued.
+  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch, absl::Time deadline);
 
   // The next validated incoming control message (REGISTER, ADDRESS_BOOK,
   // BARRIER, HEARTBEAT, ABORT, SHUTDOWN), waiting until `deadline`
   // (DeadlineExceeded) or Stop() (Cancelled). With `split_data` off (the
   // default), every message comes here.
   absl::StatusOr<Message> Receive(absl::Time deadline);
-  // With options.split_data: the next data message (everything else), so
-  // data reaches its consumer without another thread in between.
+  // With options.split_data and no handler: the next data message
+  // (everything else).
   absl::StatusOr<Message> ReceiveData(absl::Time deadline);
+  // With options.split_data: delivers data messages to `handler` on the I/O
+  // thread from now on, in priority order among those read together (data
+  // queued before goes first); nullptr goes back to the queue. Returns
+  // after any running call of the previous handler has finished, so its
+  // owner may be destroyed. REQUIRES: not called from a handler.
+  void SetDataHandler(DataHandler handler);
   // Closes the data queue (consumers get Cancelled once it is drained).
   void CloseData() { data_.Close(); }
 
   TransportStats stats() const;
 
-  // Stops the I/O thread, closes the sockets (unsent messages are dropped).
-  // Idempotent.
+  // Stops the I/O thread, closes the sockets (unsent messages are dropped)
+  // and wakes every waiting Send (Cancelled). Idempotent.
   void Stop();
 
  private:
+  struct Peer;
   struct Outgoing {
-    int peer;
     int priority;
     uint64_t seq;
+    int64_t bytes;  // Data frame bytes.
     Message msg;
-  };
-  struct ConnectRequest {
-    int peer;
-    std::string endpoint;
-    std::promise<absl::Status> done;
   };
   struct Later {
     bool operator()(const std::unique_ptr<Outgoing>& a,
@@ -123,13 +163,25 @@ class Transport {
       return a->seq > b->seq;
     }
   };
+  struct ConnectRequest {
+    int peer;
+    std::string endpoint;
+    std::promise<absl::Status> done;
+  };
+  class InFlight;  // One message handed to ZeroMQ, until its frames are released.
 
   explicit Transport(const TransportOptions& options);
   void Loop();
   void Wake();
+  bool OnIoThread() const;
   void DrainCommands();
-  void SendNow(Outgoing* out);
+  // Hands queued messages to ZeroMQ while the peers' windows allow.
+  void PumpSends();
+  // False when ZeroMQ cannot take the message now (it stays queued).
+  bool SendNow(Peer* peer, Outgoing* out);
+  void Released(Peer* peer, int64_t bytes);
   void ReadIncoming();
+  void Deliver(std::vector<Message>* batch);
   // Returns an error description, or "" when `msg` is valid.
   std::string Validate(const Message& msg) const;
 
@@ -138,21 +190,27 @@ class Transport {
   int port_ = 0;
   void* ctx_ = nullptr;
   void* router_ = nullptr;  // I/O thread only (after Create).
-  std::map<int, void*> dealers_;  // I/O thread only.
-  std::map<int, std::string> endpoints_;  // I/O thread only.
   int wake_fd_ = -1;
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<std::thread::id> io_thread_id_{};
 
-  std::mutex mu_;
-  std::priority_queue<std::unique_ptr<Outgoing>, std::vector<std::unique_ptr<Outgoing>>, Later>
-      outgoing_;  // Guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable room_;  // Signalled when queued messages leave.
+  std::map<int, std::unique_ptr<Peer>> peers_;  // Guarded by mu_ (the map).
   std::deque<std::unique_ptr<ConnectRequest>> connects_;  // Guarded by mu_.
-  std::map<int, bool> known_peers_;  // Guarded by mu_.
   uint64_t seq_ = 0;  // Guarded by mu_.
   bool stopped_ = false;  // Guarded by mu_.
+  int room_waiters_ = 0;  // Guarded by mu_.
+  int64_t max_queued_bytes_ = 0;  // Guarded by mu_.
+
+  std::mutex handler_mu_;  // Held while the handler runs.
+  DataHandler handler_;  // Guarded by handler_mu_.
+  std::atomic<bool> has_handler_{false};
 
   BlockingQueue<Message> incoming_;
   BlockingQueue<Message> data_;
   std::atomic<bool> stop_{false};
+  bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0};
   std::thread thread_;
 };

@@ -2,7 +2,11 @@
 
 #include <zmq.h>
 
+#include <atomic>
 #include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -19,8 +23,8 @@ using ::testing::HasSubstr;
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(10); }
 
-std::unique_ptr<Transport> Make(const std::string& token = "tok") {
-  TransportOptions o;
+std::unique_ptr<Transport> Make(const std::string& token = "tok",
+                                TransportOptions o = TransportOptions()) {
   o.token = token;
   auto t = Transport::Create(o);
   EXPECT_TRUE(t.ok()) << t.status();
@@ -48,7 +52,7 @@ TEST(TransportTest, MessagesWithFramesBothWays) {
   m.frames.clear();
   m.header.set_lengths(0, static_cast<int64_t>(big->size()));
   m.frames.push_back(Frame::Borrow(big->data(), big->size() * sizeof(float), big));
-  ASSERT_TRUE(a->Send(1, std::move(m)).ok());
+  ASSERT_TRUE(a->Send(1, std::move(m), Soon()).ok());
   auto got = b->Receive(Soon());
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->header.keys(0), 7);
@@ -56,13 +60,13 @@ TEST(TransportTest, MessagesWithFramesBothWays) {
   auto span = got->frames[0].As<float>();
   ASSERT_EQ(span.size(), big->size());
   EXPECT_EQ(span[12345], 2.5f);
-  ASSERT_TRUE(b->Send(0, Push(8, {1, 2, 3})).ok());
+  ASSERT_TRUE(b->Send(0, Push(8, {1, 2, 3}), Soon()).ok());
   auto back = a->Receive(Soon());
   ASSERT_TRUE(back.ok());
   EXPECT_THAT(std::vector<float>(back->frames[0].As<float>().begin(),
                                  back->frames[0].As<float>().end()),
               ::testing::ElementsAre(1, 2, 3));
-  EXPECT_EQ(a->Send(5, Push(1, {})).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(a->Send(5, Push(1, {}), Soon()).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(TransportTest, ReceiveHasADeadlineAndStopCancels) {
@@ -71,7 +75,7 @@ TEST(TransportTest, ReceiveHasADeadlineAndStopCancels) {
             absl::StatusCode::kDeadlineExceeded);
   a->Stop();
   EXPECT_EQ(a->Receive(Soon()).status().code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(a->Send(0, Push(1, {})).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(a->Send(0, Push(1, {}), Soon()).code(), absl::StatusCode::kCancelled);
 }
 
 TEST(TransportTest, BindAndConnectErrorsNameTheEndpoint) {
@@ -140,7 +144,7 @@ TEST(TransportTest, HigherPriorityIsSentFirst) {
   // (FIFO within a priority).
   std::vector<std::pair<int, Message>> batch;
   for (int i = 0; i < 50; ++i) batch.emplace_back(1, Push(i, {1}, i % 5));
-  ASSERT_TRUE(a->SendBatch(std::move(batch)).ok());
+  ASSERT_TRUE(a->SendBatch(std::move(batch), Soon()).ok());
   int last_priority = 100, inversions = 0;
   int64_t last_key = -1;
   for (int i = 0; i < 50; ++i) {
@@ -154,6 +158,154 @@ TEST(TransportTest, HigherPriorityIsSentFirst) {
     last_key = got->header.keys(0);
   }
   EXPECT_EQ(inversions, 0);
+}
+
+// Sanitizers keep shadow memory per byte: resident memory says little there.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Resident memory of this process.
+int64_t RssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+// A receiver that reads nothing until told, and a sender with small bounds.
+struct Flood {
+  static constexpr int64_t kBound = int64_t{8} << 20;
+  static constexpr size_t kFloats = 256 * 1024;  // 1 MiB messages.
+  std::unique_ptr<Transport> receiver, sender;
+  Flood() {
+    TransportOptions r;
+    r.incoming_capacity = 4;
+    r.receive_hwm_messages = 2;
+    receiver = Make("tok", r);
+    TransportOptions s;
+    s.max_queued_bytes_per_peer = kBound;
+    s.max_queued_messages_per_peer = 64;
+    s.send_window_bytes = 2 << 20;
+    sender = Make("tok", s);
+    EXPECT_TRUE(sender->Connect(1, receiver->address()).ok());
+  }
+  absl::Status Send(int i, absl::Time deadline) {
+    return sender->Send(1, Push(i, std::vector<float>(kFloats, static_cast<float>(i))), deadline);
+  }
+  // Sends until the bound stops the sender; returns how many went.
+  int FillUp() {
+    int sent = 0;
+    absl::Status s;
+    while (sent < 1000) {
+      s = Send(sent, absl::Now() + absl::Milliseconds(300));
+      if (!s.ok()) break;
+      ++sent;
+    }
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("stayed full"));
+    return sent;
+  }
+};
+
+TEST(TransportTest, AFloodLargerThanTheBoundWaitsAndNeverDeadlocks) {
+  Flood f;
+  constexpr int kMessages = 200;  // 200 MiB offered, 8 MiB bound.
+  const int64_t rss_before = RssBytes();
+  int sent = f.FillUp();
+  EXPECT_LT(sent, kMessages);
+  EXPECT_LE(f.sender->stats().max_queued_bytes, Flood::kBound);
+  // What is buffered anywhere in this process (sender queue and ZeroMQ
+  // pipes, receiver pipes and queue) stays far below what was offered.
+  const int64_t grown = RssBytes() - rss_before;
+  RecordProperty("sent_before_the_bound_mib", sent);
+  RecordProperty("rss_growth_mib", static_cast<int>(grown >> 20));
+  if (!kSanitized) {
+    EXPECT_LT(grown, int64_t{64} << 20) << sent << " MiB sent before the bound";
+  }
+  // The consumer starts: everything arrives once, in order, and the rest
+  // of the flood goes through.
+  std::atomic<int> received{0};
+  std::thread consumer([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      auto m = f.receiver->Receive(Soon());
+      if (!m.ok()) {
+        ADD_FAILURE() << m.status();
+        return;
+      }
+      EXPECT_EQ(m->header.keys(0), i);
+      EXPECT_EQ(m->frames[0].As<float>()[12345], static_cast<float>(i));
+      ++received;
+    }
+  });
+  for (; sent < kMessages; ++sent) ASSERT_TRUE(f.Send(sent, Soon()).ok()) << sent;
+  consumer.join();
+  EXPECT_EQ(received, kMessages);
+  EXPECT_LE(f.sender->stats().max_queued_bytes, Flood::kBound);
+}
+
+TEST(TransportTest, StopWakesASenderWaitingForRoom) {
+  Flood f;
+  f.FillUp();
+  absl::Status blocked;
+  const absl::Time start = absl::Now();
+  std::thread t([&] { blocked = f.Send(999, absl::Now() + absl::Seconds(60)); });
+  f.sender->Stop();
+  t.join();
+  EXPECT_EQ(blocked.code(), absl::StatusCode::kCancelled) << blocked;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+}
+
+TEST(TransportTest, DataHandlerGetsQueuedDataFirstThenNewDataOnTheIoThread) {
+  TransportOptions o;
+  o.split_data = true;
+  auto b = Make("tok", o);
+  auto a = Make();
+  ASSERT_TRUE(a->Connect(1, b->address()).ok());
+  ASSERT_TRUE(b->Connect(0, a->address()).ok());
+  ASSERT_TRUE(a->Send(1, Push(1, {1}), Soon()).ok());
+  // Arrived before any handler: queued for ReceiveData.
+  auto first = b->ReceiveData(Soon());
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->header.keys(0), 1);
+  ASSERT_TRUE(a->Send(1, Push(2, {2}), Soon()).ok());
+  // Wait until it is queued (a control message sent after it arrives after it).
+  Message beat;
+  beat.header.set_type(proto::HEARTBEAT);
+  ASSERT_TRUE(a->Send(1, std::move(beat), Soon()).ok());
+  ASSERT_TRUE(b->Receive(Soon()).ok());
+  std::mutex mu;
+  std::vector<int64_t> keys;
+  std::atomic<bool> on_caller_thread{false};
+  const std::thread::id caller = std::this_thread::get_id();
+  b->SetDataHandler([&](Message m) {
+    if (std::this_thread::get_id() == caller) on_caller_thread = true;
+    // Answer from the handler: queued without waiting.
+    EXPECT_TRUE(b->Send(0, Push(100 + m.header.keys(0), {0}), absl::InfinitePast()).ok());
+    std::lock_guard<std::mutex> lock(mu);
+    keys.push_back(m.header.keys(0));
+  });
+  ASSERT_TRUE(a->Send(1, Push(3, {3}), Soon()).ok());
+  for (int64_t want : {102, 103}) {
+    auto reply = a->Receive(Soon());
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(reply->header.keys(0), want);
+  }
+  b->SetDataHandler(nullptr);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(keys, (std::vector<int64_t>{2, 3}));
+  }
+  EXPECT_FALSE(on_caller_thread);
+  // Without a handler, data goes to the queue again.
+  ASSERT_TRUE(a->Send(1, Push(4, {4}), Soon()).ok());
+  auto last = b->ReceiveData(Soon());
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(last->header.keys(0), 4);
 }
 
 }  // namespace

@@ -12,10 +12,12 @@ namespace pstrain {
 
 // Waits on `cv` until `pred()` holds or `deadline` passes; returns pred().
 // absl::InfiniteFuture() waits without a timeout (callers that pass it must
-// guarantee progress some other way). REQUIRES: `lock` holds the mutex.
+// guarantee progress some other way); absl::InfinitePast() does not wait.
+// REQUIRES: `lock` holds the mutex.
 template <typename Pred>
 bool WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
                absl::Time deadline, Pred pred) {
+  if (deadline == absl::InfinitePast()) return pred();
   if (deadline == absl::InfiniteFuture()) {
     cv.wait(lock, pred);
     return true;
