@@ -1,5 +1,5 @@
 // CPU kernels for batch norm and LRN (oneDNN), dropout, concat and add
-// (plain loops the compiler vectorises). Contracts in cpu_ops.h.
+// (parallel loops the compiler vectorises). Contracts in cpu_ops.h.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -259,8 +259,7 @@ absl::Status Elementwise(const char* what, const Tensor& a, const Tensor& b, Ten
   const float* pa = a.data();
   const float* pb = b.data();
   float* po = out->data();
-  const int64_t n = a.size();
-  for (int64_t i = 0; i < n; ++i) po[i] = op(pa[i], pb[i]);
+  ParallelFor(a.size(), [=](int64_t i) { po[i] = op(pa[i], pb[i]); });
   return absl::OkStatus();
 }
 
