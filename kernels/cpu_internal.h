@@ -70,8 +70,12 @@ void ParallelFor(int64_t n, Fn fn) {
 // for outer loops (channels, rows) whose bodies are loops themselves.
 template <typename Fn>
 void ParallelForRows(int64_t n, int64_t work_per_row, Fn fn) {
-#pragma omp parallel for schedule(static) if (n > 1 && n * work_per_row >= kParallelMinElements)
-  for (int64_t i = 0; i < n; ++i) fn(i);
+#pragma omp parallel if (n > 1 && n * work_per_row >= kParallelMinElements)
+  {
+    Fn local = fn;  // As in ParallelFor.
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) local(i);
+  }
 }
 
 // Branch-free float exp, tanh and sigmoid that the compiler vectorises
