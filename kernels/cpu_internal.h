@@ -3,12 +3,11 @@
 #ifndef PSTRAIN_KERNELS_CPU_INTERNAL_H_
 #define PSTRAIN_KERNELS_CPU_INTERNAL_H_
 
-#include <dnnl.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <dnnl.hpp>
 #include <string>
 #include <vector>
 

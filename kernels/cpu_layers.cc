@@ -269,11 +269,8 @@ absl::Status BatchNormForwardTraining(CpuContext* /*ctx*/, const Tensor& x, cons
   ParallelForRows(d.c, d.n * d.s, [=](int64_t c) {
     const float mu = static_cast<float>(ChannelSum(d, c, [=](int64_t i) { return in[i]; }) / count);
     // The biased variance, from the centred values (no cancellation).
-    const float var = static_cast<float>(ChannelSum(d, c, [=](int64_t i) {
-                                            const float t = in[i] - mu;
-                                            return t * t;
-                                          }) /
-                                          count);
+    auto square = [=](int64_t i) { return (in[i] - mu) * (in[i] - mu); };
+    const float var = static_cast<float>(ChannelSum(d, c, square) / count);
     const float inv = 1.0f / std::sqrt(var + p.eps);
     const float scale = p.fix_gamma ? inv : g[c] * inv;
     const float shift = b[c];
@@ -351,7 +348,8 @@ absl::Status BatchNormBackward(CpuContext* /*ctx*/, const Tensor& x, const Tenso
     const float gc = p.fix_gamma ? 1.0f : g[c];
     const float a = gc * inv;
     const float mean_dy = static_cast<float>(sum_dy / count);
-    const float k = static_cast<float>(gc * static_cast<double>(inv) * inv * inv * sum_dy_xc / count);
+    const float k =
+        static_cast<float>(gc * static_cast<double>(inv) * inv * inv * sum_dy_xc / count);
     ForChannel(d, c, [=](int64_t i) { out[i] = a * (grad[i] - mean_dy) - k * (in[i] - mu); });
   });
   return absl::OkStatus();
