@@ -81,12 +81,13 @@ void ParallelForRows(int64_t n, int64_t work_per_row, Fn fn) {
 // inside ParallelFor (std::exp and std::tanh are library calls, one element
 // at a time). Cephes' single-precision algorithms: exp within 2 ulp over
 // [-87, 88] (clamped outside: exp(88) ~ 1.7e38, exp(-87) ~ 1.6e-38); tanh
-// within 3 ulp.
+// within 3 ulp. NaN in, NaN out.
 inline float ExpApprox(float x) {
-  x = std::min(88.0f, std::max(-87.0f, x));
+  x = x > 88.0f ? 88.0f : (x < -87.0f ? -87.0f : x);  // NaN stays NaN.
   // n = round(x / ln 2) by truncation toward zero and a correction, which
-  // vectorises without SSE4.1's round instruction.
-  const float t = x * 1.44269504088896341f + 0.5f;
+  // vectorises without SSE4.1's round instruction (from 0 for NaN, which
+  // the polynomial carries through).
+  const float t = (x == x ? x : 0.0f) * 1.44269504088896341f + 0.5f;
   int32_t n = static_cast<int32_t>(t);
   n -= static_cast<float>(n) > t ? 1 : 0;
   const float fn = static_cast<float>(n);
@@ -101,7 +102,7 @@ inline float ExpApprox(float x) {
   y = y * r + 5.0000001201e-1f;
   y = y * z + r + 1.0f;
   // y * 2^n, n in [-126, 127]: build the power of two from its exponent bits.
-  const int32_t bits = (n + 127) << 23;
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return y * scale;
@@ -112,7 +113,7 @@ inline float TanhApprox(float x) {
   // |x| >= 0.625: 1 - 2 / (e^2|x| + 1), with the sign of x.
   const float e = ExpApprox(2.0f * std::min(a, 44.0f));
   const float big = std::copysign(1.0f - 2.0f / (e + 1.0f), x);
-  // |x| < 0.625: an odd polynomial.
+  // |x| < 0.625 (and NaN): an odd polynomial.
   const float z = x * x;
   float p = -5.70498872745e-3f;
   p = p * z + 2.06390887954e-2f;
@@ -120,7 +121,7 @@ inline float TanhApprox(float x) {
   p = p * z + 1.33314422036e-1f;
   p = p * z - 3.33332819422e-1f;
   const float small = p * z * x + x;
-  return a < 0.625f ? small : big;
+  return a >= 0.625f ? big : small;
 }
 
 inline float SigmoidApprox(float x) { return 1.0f / (1.0f + ExpApprox(-x)); }

@@ -313,6 +313,12 @@ TEST(CpuOpsTest, ActivationsOnLargeTensorsFollowTheFormulas) {
                                                       : g * out * (1 - out);
       ASSERT_NEAR(dx.data()[i], want_dx, 1e-6 * (1 + std::fabs(want_dx))) << "x = " << v;
     }
+    // NaN propagates (a diverging network shows it).
+    Tensor nan({1});
+    nan.data()[0] = std::nanf("");
+    Tensor nan_out;
+    ASSERT_TRUE(ActivationForward(a, nan, &nan_out).ok());
+    EXPECT_TRUE(std::isnan(nan_out.data()[0]));
     // In place (the network's in-place activations): the same values.
     Tensor in_place = x.Clone();
     ASSERT_TRUE(ActivationForward(a, in_place, &in_place).ok());
