@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -70,6 +71,21 @@ Tensor RefConv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPa
 struct ConvCase {
   int c, h, w, f, k, stride, pad, dilation, groups;
   bool bias;
+
+  Conv2dParams Params() const {
+    Conv2dParams p;
+    p.kernel_h = p.kernel_w = k;
+    p.stride_h = p.stride_w = stride;
+    p.pad_h = p.pad_w = pad;
+    p.dilation_h = p.dilation_w = dilation;
+    p.groups = groups;
+    p.num_filter = f;
+    return p;
+  }
+  std::string Name() const {
+    return absl::StrCat("c", c, " f", f, " h", h, " k", k, " s", stride, " p", pad, " d", dilation,
+                        " g", groups);
+  }
 };
 
 TEST(CpuOpsTest, ConvolutionForwardAndGradients) {
@@ -80,15 +96,8 @@ TEST(CpuOpsTest, ConvolutionForwardAndGradients) {
       {2, 5, 5, 2, 1, 1, 0, 1, 1, true},  {3, 9, 9, 2, 5, 2, 2, 1, 1, true}};
   uint32_t seed = 1;
   for (const auto& cc : cases) {
-    SCOPED_TRACE(absl::StrCat("c", cc.c, " h", cc.h, " k", cc.k, " s", cc.stride, " p", cc.pad,
-                              " d", cc.dilation, " g", cc.groups));
-    Conv2dParams p;
-    p.kernel_h = p.kernel_w = cc.k;
-    p.stride_h = p.stride_w = cc.stride;
-    p.pad_h = p.pad_w = cc.pad;
-    p.dilation_h = p.dilation_w = cc.dilation;
-    p.groups = cc.groups;
-    p.num_filter = cc.f;
+    SCOPED_TRACE(cc.Name());
+    const Conv2dParams p = cc.Params();
     Tensor x = Random({2, cc.c, cc.h, cc.w}, seed++);
     Tensor w = Random({cc.f, cc.c / cc.groups, cc.k, cc.k}, seed++, 0.5f);
     Tensor b = cc.bias ? Random({cc.f}, seed++) : Tensor();
@@ -138,15 +147,8 @@ TEST(CpuOpsTest, ConvolutionOnBlockedLayoutsMatchesReferences) {
   for (size_t i = cases.size(); i-- > 0;) order.push_back(i);
   for (size_t k : order) {
     const ConvCase& cc = cases[k];
-    SCOPED_TRACE(absl::StrCat("c", cc.c, " f", cc.f, " h", cc.h, " k", cc.k, " s", cc.stride, " p",
-                              cc.pad, " d", cc.dilation, " g", cc.groups));
-    Conv2dParams p;
-    p.kernel_h = p.kernel_w = cc.k;
-    p.stride_h = p.stride_w = cc.stride;
-    p.pad_h = p.pad_w = cc.pad;
-    p.dilation_h = p.dilation_w = cc.dilation;
-    p.groups = cc.groups;
-    p.num_filter = cc.f;
+    SCOPED_TRACE(cc.Name());
+    const Conv2dParams p = cc.Params();
     const uint32_t seed = 100 + 10 * static_cast<uint32_t>(k);
     Tensor x = Random({2, cc.c, cc.h, cc.w}, seed);
     Tensor w = Random({cc.f, cc.c / cc.groups, cc.k, cc.k}, seed + 1, 0.5f);
