@@ -1,5 +1,5 @@
-// CPU kernels for batch norm and LRN (oneDNN), dropout, concat and add
-// (plain loops the compiler vectorises). Contracts in cpu_ops.h.
+// CPU kernels for batch norm, LRN (forward on oneDNN), dropout, concat and
+// add (parallel loops the compiler vectorises). Contracts in cpu_ops.h.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -28,20 +28,21 @@ uint32_t Bits(float v) {
   return u;
 }
 
-std::string DimsString(const memory::dims& d) {
-  return ShapeToString(std::vector<int64_t>(d.begin(), d.end()));
-}
-
 // ---------------------------------------------------------------- batch norm
 
-// Checks x and eps; x as oneDNN's 4-D NCHW dims: [N, C, H, W] as is,
-// [N, C] as [N, C, 1, 1].
-absl::Status BnDims(const Tensor& x, const BatchNormParams& p, memory::dims* dims) {
+// x as [N, C, S]: S = H * W for [N, C, H, W], 1 for [N, C]. Channel c of
+// sample n is the S contiguous floats at (n * C + c) * S.
+struct NcsDims {
+  int64_t n, c, s;
+};
+
+// Checks x and eps and views x as [N, C, S].
+absl::Status BnDims(const Tensor& x, const BatchNormParams& p, NcsDims* d) {
   if (!(p.eps > 0)) return Bad(absl::StrCat("batch norm eps must be positive, got ", p.eps));
   if (x.ndim() == 4) {
-    *dims = {x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
+    *d = {x.dim(0), x.dim(1), x.dim(2) * x.dim(3)};
   } else if (x.ndim() == 2) {
-    *dims = {x.dim(0), x.dim(1), 1, 1};
+    *d = {x.dim(0), x.dim(1), 1};
   } else {
     return Bad(
         absl::StrCat("batch norm input must be [N, C, H, W] or [N, C], got ", x.ShapeString()));
@@ -59,58 +60,35 @@ absl::Status CheckPerChannel(const char* name, const Tensor& t, const Tensor& x)
   return absl::OkStatus();
 }
 
-dnnl::normalization_flags BnFlags(const BatchNormParams& p, bool global_stats) {
-  auto flags = dnnl::normalization_flags::use_shift;
-  if (!p.fix_gamma) flags = flags | dnnl::normalization_flags::use_scale;
-  if (global_stats) flags = flags | dnnl::normalization_flags::use_global_stats;
-  return flags;
+// The sum of f(i) over the elements i of channel c: vectorised float sums
+// along each sample's plane, added up in double across samples.
+template <typename Fn>
+double ChannelSum(const NcsDims& d, int64_t c, Fn f) {
+  double total = 0;
+  for (int64_t n = 0; n < d.n; ++n) {
+    const int64_t base = (n * d.c + c) * d.s;
+    float plane = 0;
+#pragma omp simd reduction(+ : plane)
+    for (int64_t i = base; i < base + d.s; ++i) plane += f(i);
+    total += plane;
+  }
+  return total;
 }
 
-// Training forward and backward, and inference forward, for one shape and
-// parameter set (built together: a layer uses both modes).
-struct BnPrims {
-  dnnl::batch_normalization_forward::primitive_desc fwd_pd;
-  dnnl::batch_normalization_forward fwd;
-  dnnl::batch_normalization_backward::primitive_desc bwd_pd;
-  dnnl::batch_normalization_backward bwd;
-  dnnl::batch_normalization_forward::primitive_desc infer_pd;
-  dnnl::batch_normalization_forward infer;
-};
-
-std::shared_ptr<BnPrims> GetBn(CpuContext* ctx, const memory::dims& d, const BatchNormParams& p) {
-  const std::string key = absl::StrCat("bn:", DimsString(d), ":", Bits(p.eps), ",", p.fix_gamma);
-  auto& slot = ctx->cache()[key];
-  if (slot) return std::static_pointer_cast<BnPrims>(slot);
-  using fwd_t = dnnl::batch_normalization_forward;
-  using bwd_t = dnnl::batch_normalization_backward;
-  memory::desc md(d, f32, tag::nchw);
-  const auto flags = BnFlags(p, false);
-  auto prims = std::make_shared<BnPrims>();
-  fwd_t::desc fd(dnnl::prop_kind::forward_training, md, p.eps, flags);
-  prims->fwd_pd = fwd_t::primitive_desc(fd, ctx->engine());
-  prims->fwd = fwd_t(prims->fwd_pd);
-  bwd_t::desc bd(dnnl::prop_kind::backward, md, md, p.eps, flags);
-  prims->bwd_pd = bwd_t::primitive_desc(bd, ctx->engine(), prims->fwd_pd);
-  prims->bwd = bwd_t(prims->bwd_pd);
-  fwd_t::desc id(dnnl::prop_kind::forward_inference, md, p.eps, BnFlags(p, true));
-  prims->infer_pd = fwd_t::primitive_desc(id, ctx->engine());
-  prims->infer = fwd_t(prims->infer_pd);
-  slot = prims;
-  return prims;
+// Calls f(i) for the elements i of channel c, vectorised.
+template <typename Fn>
+void ForChannel(const NcsDims& d, int64_t c, Fn f) {
+  for (int64_t n = 0; n < d.n; ++n) {
+    const int64_t base = (n * d.c + c) * d.s;
+#pragma omp simd
+    for (int64_t i = base; i < base + d.s; ++i) f(i);
+  }
 }
 
-// The [C] arguments every batch norm primitive takes: mean, variance, gamma
-// (unless fix_gamma: then oneDNN uses 1) and beta.
-std::unordered_map<int, memory> BnArgs(CpuContext* ctx, const BatchNormParams& p, int64_t c,
-                                       const float* mean, const float* var, const float* gamma,
-                                       const float* beta) {
-  const memory::desc cmd({c}, f32, tag::x);
-  std::unordered_map<int, memory> args{{DNNL_ARG_MEAN, Mem(cmd, ctx, mean)},
-                                       {DNNL_ARG_VARIANCE, Mem(cmd, ctx, var)},
-                                       {DNNL_ARG_SHIFT, Mem(cmd, ctx, beta)}};
-  if (!p.fix_gamma) args[DNNL_ARG_SCALE] = Mem(cmd, ctx, gamma);
-  return args;
-}
+// Batch norm runs on our own loops rather than oneDNN's: on NCHW its
+// implementation (ncsp_bnorm) is about twice as slow, and its fast one
+// needs the blocked layout, i.e. reorders of x, y, dy and dx. Channels are
+// spread over the threads; each channel's passes stay in cache.
 
 // ----------------------------------------------------------------------- LRN
 
@@ -259,76 +237,87 @@ absl::Status Elementwise(const char* what, const Tensor& a, const Tensor& b, Ten
   const float* pa = a.data();
   const float* pb = b.data();
   float* po = out->data();
-  const int64_t n = a.size();
-  for (int64_t i = 0; i < n; ++i) po[i] = op(pa[i], pb[i]);
+  ParallelFor(a.size(), [=](int64_t i) { po[i] = op(pa[i], pb[i]); });
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+absl::Status BatchNormForwardTraining(CpuContext* /*ctx*/, const Tensor& x, const Tensor& gamma,
                                       const Tensor& beta, const BatchNormParams& p, Tensor* y,
                                       BatchNormState* state, Tensor* moving_mean,
                                       Tensor* moving_var) {
-  memory::dims d;
+  NcsDims d;
   PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", *moving_mean, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving variance", *moving_var, x));
-  const int64_t c = d[1];
   Resize(y, x.shape());
-  Resize(&state->mean, {c});
-  Resize(&state->inv_std, {c});
-  Tensor var({c});
-  PSTRAIN_RETURN_IF_ERROR(Guard("batch norm forward", [&] {
-    auto prims = GetBn(ctx, d, p);
-    auto args = BnArgs(ctx, p, c, state->mean.data(), var.data(), gamma.data(), beta.data());
-    args[DNNL_ARG_SRC] = Mem(prims->fwd_pd.src_desc(), ctx, x.data());
-    args[DNNL_ARG_DST] = Mem(prims->fwd_pd.dst_desc(), ctx, y->data());
-    prims->fwd.execute(ctx->stream(), args);
-    ctx->stream().wait();
-  }));
-  const float m = p.momentum;
-  const float* mean = state->mean.data();
+  Resize(&state->mean, {d.c});
+  Resize(&state->inv_std, {d.c});
+  const double count = static_cast<double>(d.n * d.s);
+  const float* in = x.data();
+  float* out = y->data();
+  const float* g = gamma.data();
+  const float* b = beta.data();
+  float* mean = state->mean.data();
   float* inv_std = state->inv_std.data();
   float* mm = moving_mean->data();
   float* mv = moving_var->data();
-  for (int64_t i = 0; i < c; ++i) {
-    inv_std[i] = 1.0f / std::sqrt(var.data()[i] + p.eps);
-    mm[i] = mm[i] * m + mean[i] * (1 - m);
-    mv[i] = mv[i] * m + var.data()[i] * (1 - m);
-  }
+  const float m = p.momentum;
+  ParallelForRows(d.c, d.n * d.s, [=](int64_t c) {
+    const float mu = static_cast<float>(ChannelSum(d, c, [=](int64_t i) { return in[i]; }) / count);
+    // The biased variance, from the centred values (no cancellation).
+    auto square = [=](int64_t i) { return (in[i] - mu) * (in[i] - mu); };
+    const float var = static_cast<float>(ChannelSum(d, c, square) / count);
+    const float inv = 1.0f / std::sqrt(var + p.eps);
+    const float scale = p.fix_gamma ? inv : g[c] * inv;
+    const float shift = b[c];
+    ForChannel(d, c, [=](int64_t i) { out[i] = (in[i] - mu) * scale + shift; });
+    mean[c] = mu;
+    inv_std[c] = inv;
+    mm[c] = mm[c] * m + mu * (1 - m);
+    mv[c] = mv[c] * m + var * (1 - m);
+  });
   return absl::OkStatus();
 }
 
-absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+absl::Status BatchNormForwardInference(CpuContext* /*ctx*/, const Tensor& x, const Tensor& gamma,
                                        const Tensor& beta, const Tensor& moving_mean,
                                        const Tensor& moving_var, const BatchNormParams& p,
                                        Tensor* y) {
-  memory::dims d;
+  NcsDims d;
   PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("beta", beta, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving mean", moving_mean, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("moving variance", moving_var, x));
   Resize(y, x.shape());
-  return Guard("batch norm inference", [&] {
-    auto prims = GetBn(ctx, d, p);
-    auto args =
-        BnArgs(ctx, p, d[1], moving_mean.data(), moving_var.data(), gamma.data(), beta.data());
-    args[DNNL_ARG_SRC] = Mem(prims->infer_pd.src_desc(), ctx, x.data());
-    args[DNNL_ARG_DST] = Mem(prims->infer_pd.dst_desc(), ctx, y->data());
-    prims->infer.execute(ctx->stream(), args);
-    ctx->stream().wait();
+  const float* in = x.data();
+  float* out = y->data();
+  const float* g = gamma.data();
+  const float* b = beta.data();
+  const float* mm = moving_mean.data();
+  const float* mv = moving_var.data();
+  ParallelForRows(d.c, d.n * d.s, [=](int64_t c) {
+    const float inv = 1.0f / std::sqrt(mv[c] + p.eps);
+    const float scale = p.fix_gamma ? inv : g[c] * inv;
+    const float mu = mm[c], shift = b[c];
+    ForChannel(d, c, [=](int64_t i) { out[i] = (in[i] - mu) * scale + shift; });
   });
+  return absl::OkStatus();
 }
 
-absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
+// With xc = x - mean, inv = 1 / std, g = gamma (1 with fix_gamma) and m
+// elements per channel:
+//   dbeta = sum dy,  dgamma = inv * sum dy xc,
+//   dx = g inv (dy - dbeta / m) - g inv^3 xc (sum dy xc) / m.
+absl::Status BatchNormBackward(CpuContext* /*ctx*/, const Tensor& x, const Tensor& gamma,
                                const Tensor& dy, const BatchNormParams& p,
                                const BatchNormState& state, Tensor* dx, Tensor* dgamma,
                                Tensor* dbeta) {
-  memory::dims d;
+  NcsDims d;
   PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
   PSTRAIN_RETURN_IF_ERROR(SameShape("batch norm backward: input and output gradient", x, dy));
@@ -337,35 +326,32 @@ absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& g
   }
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("saved mean", state.mean, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("saved 1/std", state.inv_std, x));
-  const int64_t c = d[1];
-  // Row 0: oneDNN takes the variance; recover it from 1 / sqrt(var + eps).
-  // Row 1: a zero beta, because oneDNN 2.6's backward counts the shift as an
-  // input (it does not read it) and our contract does not pass beta.
-  Tensor per_channel({2, c});
-  float* var = per_channel.data();
-  for (int64_t i = 0; i < c; ++i) {
-    const float inv = state.inv_std.data()[i];
-    var[i] = 1.0f / (inv * inv) - p.eps;
-  }
-  Tensor scratch;  // oneDNN always writes dx.
-  if (dx == nullptr) dx = &scratch;
-  Resize(dx, x.shape());
-  Resize(dgamma, {c});
-  Resize(dbeta, {c});
-  PSTRAIN_RETURN_IF_ERROR(Guard("batch norm backward", [&] {
-    auto prims = GetBn(ctx, d, p);
-    const auto& pd = prims->bwd_pd;
-    auto args = BnArgs(ctx, p, c, state.mean.data(), var, gamma.data(), var + c);
-    args[DNNL_ARG_SRC] = Mem(pd.src_desc(), ctx, x.data());
-    args[DNNL_ARG_DIFF_DST] = Mem(pd.diff_dst_desc(), ctx, dy.data());
-    args[DNNL_ARG_DIFF_SRC] = Mem(pd.diff_src_desc(), ctx, dx->data());
-    const memory::desc cmd({c}, f32, tag::x);
-    if (!p.fix_gamma) args[DNNL_ARG_DIFF_SCALE] = Mem(cmd, ctx, dgamma->data());
-    args[DNNL_ARG_DIFF_SHIFT] = Mem(cmd, ctx, dbeta->data());
-    prims->bwd.execute(ctx->stream(), args);
-    ctx->stream().wait();
-  }));
-  if (p.fix_gamma) dgamma->Fill(0.0f);
+  if (dx != nullptr) Resize(dx, x.shape());
+  Resize(dgamma, {d.c});
+  Resize(dbeta, {d.c});
+  const double count = static_cast<double>(d.n * d.s);
+  const float* in = x.data();
+  const float* grad = dy.data();
+  float* out = dx != nullptr ? dx->data() : nullptr;
+  const float* g = gamma.data();
+  const float* mean = state.mean.data();
+  const float* inv_std = state.inv_std.data();
+  float* dg = dgamma->data();
+  float* db = dbeta->data();
+  ParallelForRows(d.c, d.n * d.s, [=](int64_t c) {
+    const float mu = mean[c], inv = inv_std[c];
+    const double sum_dy = ChannelSum(d, c, [=](int64_t i) { return grad[i]; });
+    const double sum_dy_xc = ChannelSum(d, c, [=](int64_t i) { return grad[i] * (in[i] - mu); });
+    db[c] = static_cast<float>(sum_dy);
+    dg[c] = p.fix_gamma ? 0.0f : static_cast<float>(sum_dy_xc * inv);
+    if (out == nullptr) return;
+    const float gc = p.fix_gamma ? 1.0f : g[c];
+    const float a = gc * inv;
+    const float mean_dy = static_cast<float>(sum_dy / count);
+    const float k =
+        static_cast<float>(gc * static_cast<double>(inv) * inv * inv * sum_dy_xc / count);
+    ForChannel(d, c, [=](int64_t i) { out[i] = a * (grad[i] - mean_dy) - k * (in[i] - mu); });
+  });
   return absl::OkStatus();
 }
 

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu_ops.h"
 #include "kernels/grad_check.h"
+#include "kernels/threads.h"
 
 namespace pstrain {
 namespace kernels {
@@ -107,7 +108,15 @@ struct BnCase {
 // without fix_gamma.
 std::vector<BnCase> BnCases(uint32_t seed) {
   const std::vector<std::vector<int64_t>> shapes = {
-      {2, 3, 5, 5}, {1, 4, 3, 3}, {5, 1, 2, 3}, {3, 2, 1, 7}, {4, 6}, {7, 1}, {1, 3}};
+      {2, 3, 5, 5},
+      {1, 4, 3, 3},
+      {5, 1, 2, 3},
+      {3, 2, 1, 7},
+      {4, 6},
+      {7, 1},
+      {1, 3},
+      // Large enough for the kernels' threads to split the channels.
+      {4, 20, 23, 19}};
   std::vector<BnCase> cases;
   for (const auto& shape : shapes) {
     for (bool fix_gamma : {false, true}) {
@@ -128,6 +137,7 @@ std::vector<BnCase> BnCases(uint32_t seed) {
 }
 
 TEST(BatchNormTest, TrainingForwardMatchesReferenceAndUpdatesMovingStats) {
+  SetCpuThreads(2);
   CpuContext ctx;
   for (BnCase& bc : BnCases(100)) {
     SCOPED_TRACE(bc.name);
@@ -201,6 +211,7 @@ TEST(BatchNormTest, InferenceUsesTheMovingStats) {
 }
 
 TEST(BatchNormTest, BackwardMatchesFiniteDifferences) {
+  SetCpuThreads(2);
   CpuContext ctx;
   uint32_t seed = 1400;  // For r; the cases use 400 onwards.
   for (BnCase& bc : BnCases(400)) {
@@ -575,8 +586,9 @@ TEST(ConcatTest, MismatchedShapesAreErrorsNamingThem) {
 // ----------------------------------------------------------------------- add
 
 TEST(AddTest, ForwardInPlaceAndGradients) {
-  for (const std::vector<int64_t>& shape :
-       std::vector<std::vector<int64_t>>{{1}, {3, 7}, {2, 3, 5, 5}, {1, 1, 1, 17}}) {
+  SetCpuThreads(2);
+  for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{
+           {1}, {3, 7}, {2, 3, 5, 5}, {1, 1, 1, 17}, {3, 37, 29, 13}}) {  // Threads split the last.
     SCOPED_TRACE(ShapeToString(shape));
     Tensor a = Random(shape, 900), b = Random(shape, 901);
     Tensor y;

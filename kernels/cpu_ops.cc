@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <string>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
@@ -11,14 +14,33 @@ namespace pstrain {
 namespace kernels {
 namespace {
 
+// Convolution primitives for one shape and parameter set. oneDNN picks
+// the layouts (format_tag::any: blocked nChw16c / OIhw16i16o-style on
+// AVX-512, its fast JIT kernels); the caller's NCHW/OIHW tensors are
+// reordered into them and back through StagedArgs.
 struct ConvPrims {
-  dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
-  dnnl::convolution_backward_data::primitive_desc bwd_data_pd;
   dnnl::convolution_backward_data bwd_data;
-  dnnl::convolution_backward_weights::primitive_desc bwd_w_pd;
   dnnl::convolution_backward_weights bwd_w;
+  memory::desc bias_md;
+  // Forward: x, w in; y out.
+  StagedArg fwd_src, fwd_weights, fwd_dst;
+  // Backward weights: x, dy in; dw out.
+  StagedArg bw_src, bw_diff_dst, bw_diff_weights;
+  // Backward data: dy (shared with backward weights when both want the
+  // same layout), w in; dx out.
+  bool bd_shares_diff_dst = false;
+  StagedArg bd_diff_dst, bd_weights, bd_diff_src;
 };
+
+// Scratch roles of the staged convolution arguments.
+enum ConvScratchRole { kConvSrc, kConvWeights, kConvDst, kConvDiffDst2, kConvDiffWeights };
+
+ScratchBuffers* GetConvScratch(CpuContext* ctx) {
+  auto& slot = ctx->cache()["conv:scratch"];
+  if (!slot) slot = std::make_shared<ScratchBuffers>();
+  return static_cast<ScratchBuffers*>(slot.get());
+}
 
 std::shared_ptr<ConvPrims> GetConv(CpuContext* ctx, const Tensor& x, const Conv2dParams& p,
                                    bool bias, int64_t oh, int64_t ow) {
@@ -34,34 +56,48 @@ std::shared_ptr<ConvPrims> GetConv(CpuContext* ctx, const Tensor& x, const Conv2
                         ? memory::dims{p.num_filter, c, p.kernel_h, p.kernel_w}
                         : memory::dims{p.groups, p.num_filter / p.groups, c / p.groups, p.kernel_h,
                                        p.kernel_w};
-  memory::desc src_md(src, f32, tag::nchw), dst_md(dst, f32, tag::nchw), b_md(b, f32, tag::x);
-  memory::desc w_md(wt, f32, p.groups == 1 ? tag::oihw : tag::goihw);
+  // The caller's layouts, and "any" for the primitives to choose.
+  const memory::desc src_user(src, f32, tag::nchw), dst_user(dst, f32, tag::nchw);
+  const memory::desc w_user(wt, f32, p.groups == 1 ? tag::oihw : tag::goihw);
+  const memory::desc src_md(src, f32, tag::any), dst_md(dst, f32, tag::any);
+  const memory::desc w_md(wt, f32, tag::any), b_md(b, f32, tag::x);
   memory::dims strides{p.stride_h, p.stride_w}, dil{p.dilation_h - 1, p.dilation_w - 1};
   memory::dims pl{p.pad_h, p.pad_w};
   memory::dims pr{(oh - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1 - h - p.pad_h,
                   (ow - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1 - w - p.pad_w};
   auto prims = std::make_shared<ConvPrims>();
+  prims->bias_md = b_md;
   auto& eng = ctx->engine();
+  const auto alg = dnnl::algorithm::convolution_direct;
   dnnl::convolution_forward::desc fd =
-      bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                             dnnl::algorithm::convolution_direct, src_md, w_md,
+      bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, src_md, w_md,
                                              b_md, dst_md, strides, dil, pl, pr)
-           : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                             dnnl::algorithm::convolution_direct, src_md, w_md,
+           : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, src_md, w_md,
                                              dst_md, strides, dil, pl, pr);
-  prims->fwd_pd = dnnl::convolution_forward::primitive_desc(fd, eng);
-  prims->fwd = dnnl::convolution_forward(prims->fwd_pd);
-  dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src_md, w_md,
-                                           dst_md, strides, dil, pl, pr);
-  prims->bwd_data_pd = dnnl::convolution_backward_data::primitive_desc(bd, eng, prims->fwd_pd);
-  prims->bwd_data = dnnl::convolution_backward_data(prims->bwd_data_pd);
+  dnnl::convolution_forward::primitive_desc fwd_pd(fd, eng);
+  prims->fwd = dnnl::convolution_forward(fwd_pd);
+  prims->fwd_src = StagedArg(ctx, src_user, fwd_pd.src_desc(), true);
+  prims->fwd_weights = StagedArg(ctx, w_user, fwd_pd.weights_desc(), true);
+  prims->fwd_dst = StagedArg(ctx, dst_user, fwd_pd.dst_desc(), false);
+
   dnnl::convolution_backward_weights::desc wd =
-      bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src_md,
-                                                      w_md, b_md, dst_md, strides, dil, pl, pr)
-           : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src_md,
-                                                      w_md, dst_md, strides, dil, pl, pr);
-  prims->bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(wd, eng, prims->fwd_pd);
-  prims->bwd_w = dnnl::convolution_backward_weights(prims->bwd_w_pd);
+      bias ? dnnl::convolution_backward_weights::desc(alg, src_md, w_md, b_md, dst_md, strides, dil,
+                                                      pl, pr)
+           : dnnl::convolution_backward_weights::desc(alg, src_md, w_md, dst_md, strides, dil, pl,
+                                                      pr);
+  dnnl::convolution_backward_weights::primitive_desc bw_pd(wd, eng, fwd_pd);
+  prims->bwd_w = dnnl::convolution_backward_weights(bw_pd);
+  prims->bw_src = StagedArg(ctx, src_user, bw_pd.src_desc(), true);
+  prims->bw_diff_dst = StagedArg(ctx, dst_user, bw_pd.diff_dst_desc(), true);
+  prims->bw_diff_weights = StagedArg(ctx, w_user, bw_pd.diff_weights_desc(), false);
+
+  dnnl::convolution_backward_data::desc bd(alg, src_md, w_md, dst_md, strides, dil, pl, pr);
+  dnnl::convolution_backward_data::primitive_desc bd_pd(bd, eng, fwd_pd);
+  prims->bwd_data = dnnl::convolution_backward_data(bd_pd);
+  prims->bd_shares_diff_dst = bd_pd.diff_dst_desc() == bw_pd.diff_dst_desc();
+  prims->bd_diff_dst = StagedArg(ctx, dst_user, bd_pd.diff_dst_desc(), true);
+  prims->bd_weights = StagedArg(ctx, w_user, bd_pd.weights_desc(), true);
+  prims->bd_diff_src = StagedArg(ctx, src_user, bd_pd.diff_src_desc(), false);
   slot = prims;
   return prims;
 }
@@ -138,12 +174,14 @@ absl::Status Conv2dForward(CpuContext* ctx, const Tensor& x, const Tensor& w, co
   Resize(y, {x.dim(0), p.num_filter, oh, ow});
   return Guard("convolution forward", [&] {
     auto prims = GetConv(ctx, x, p, !b.empty(), oh, ow);
-    const auto& pd = prims->fwd_pd;
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, Mem(pd.src_desc(), ctx, x.data())},
-                                         {DNNL_ARG_WEIGHTS, Mem(pd.weights_desc(), ctx, w.data())},
-                                         {DNNL_ARG_DST, Mem(pd.dst_desc(), ctx, y->data())}};
-    if (!b.empty()) args[DNNL_ARG_BIAS] = Mem(pd.bias_desc(), ctx, b.data());
+    ScratchBuffers* scratch = GetConvScratch(ctx);
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, prims->fwd_src.In(ctx, scratch, kConvSrc, x.data())},
+        {DNNL_ARG_WEIGHTS, prims->fwd_weights.In(ctx, scratch, kConvWeights, w.data())},
+        {DNNL_ARG_DST, prims->fwd_dst.Out(scratch, kConvDst, y->data())}};
+    if (!b.empty()) args[DNNL_ARG_BIAS] = Mem(prims->bias_md, ctx, b.data());
     prims->fwd.execute(ctx->stream(), args);
+    prims->fwd_dst.Finish(ctx);
     ctx->stream().wait();
   });
 }
@@ -163,20 +201,27 @@ absl::Status Conv2dBackward(CpuContext* ctx, const Tensor& x, const Tensor& w, c
   if (bias) Resize(db, {p.num_filter});
   return Guard("convolution backward", [&] {
     auto prims = GetConv(ctx, x, p, bias, oh, ow);
-    if (dx != nullptr) {
-      const auto& pd = prims->bwd_data_pd;
-      prims->bwd_data.execute(ctx->stream(),
-                              {{DNNL_ARG_DIFF_DST, Mem(pd.diff_dst_desc(), ctx, dy.data())},
-                               {DNNL_ARG_WEIGHTS, Mem(pd.weights_desc(), ctx, w.data())},
-                               {DNNL_ARG_DIFF_SRC, Mem(pd.diff_src_desc(), ctx, dx->data())}});
-    }
-    const auto& pd = prims->bwd_w_pd;
+    ScratchBuffers* scratch = GetConvScratch(ctx);
+    // Weights first: its staged x is no longer needed afterwards, so dx can
+    // take the same scratch.
     std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, Mem(pd.src_desc(), ctx, x.data())},
-        {DNNL_ARG_DIFF_DST, Mem(pd.diff_dst_desc(), ctx, dy.data())},
-        {DNNL_ARG_DIFF_WEIGHTS, Mem(pd.diff_weights_desc(), ctx, dw->data())}};
-    if (bias) args[DNNL_ARG_DIFF_BIAS] = Mem(pd.diff_bias_desc(), ctx, db->data());
+        {DNNL_ARG_SRC, prims->bw_src.In(ctx, scratch, kConvSrc, x.data())},
+        {DNNL_ARG_DIFF_DST, prims->bw_diff_dst.In(ctx, scratch, kConvDst, dy.data())},
+        {DNNL_ARG_DIFF_WEIGHTS, prims->bw_diff_weights.Out(scratch, kConvDiffWeights, dw->data())}};
+    if (bias) args[DNNL_ARG_DIFF_BIAS] = Mem(prims->bias_md, ctx, db->data());
     prims->bwd_w.execute(ctx->stream(), args);
+    prims->bw_diff_weights.Finish(ctx);
+    if (dx != nullptr) {
+      const memory& diff_dst = prims->bd_shares_diff_dst
+                                   ? prims->bw_diff_dst.prim()
+                                   : prims->bd_diff_dst.In(ctx, scratch, kConvDiffDst2, dy.data());
+      prims->bwd_data.execute(
+          ctx->stream(),
+          {{DNNL_ARG_DIFF_DST, diff_dst},
+           {DNNL_ARG_WEIGHTS, prims->bd_weights.In(ctx, scratch, kConvWeights, w.data())},
+           {DNNL_ARG_DIFF_SRC, prims->bd_diff_src.Out(scratch, kConvSrc, dx->data())}});
+      prims->bd_diff_src.Finish(ctx);
+    }
     ctx->stream().wait();
   });
 }
@@ -324,18 +369,20 @@ absl::Status FullyConnectedBackward(const Tensor& x, const Tensor& w, const Tens
 
 absl::Status ActivationForward(Activation a, const Tensor& x, Tensor* y) {
   Resize(y, x.shape());
+  // y may be x (in-place activations): every element is read before it is
+  // written.
   const float* in = x.data();
   float* out = y->data();
   const int64_t n = x.size();
   switch (a) {
     case Activation::kRelu:
-      for (int64_t i = 0; i < n; ++i) out[i] = in[i] > 0 ? in[i] : 0.0f;
+      ParallelFor(n, [=](int64_t i) { out[i] = std::max(in[i], 0.0f); });
       break;
     case Activation::kTanh:
-      for (int64_t i = 0; i < n; ++i) out[i] = std::tanh(in[i]);
+      ParallelFor(n, [=](int64_t i) { out[i] = TanhApprox(in[i]); });
       break;
     case Activation::kSigmoid:
-      for (int64_t i = 0; i < n; ++i) out[i] = 1.0f / (1.0f + std::exp(-in[i]));
+      ParallelFor(n, [=](int64_t i) { out[i] = SigmoidApprox(in[i]); });
       break;
   }
   return absl::OkStatus();
@@ -352,13 +399,17 @@ absl::Status ActivationBackward(Activation a, const Tensor& y, const Tensor& dy,
   const int64_t n = y.size();
   switch (a) {
     case Activation::kRelu:
-      for (int64_t i = 0; i < n; ++i) d[i] = out[i] > 0 ? g[i] : 0.0f;
+      // g[i] is loaded unconditionally, so that the select vectorises.
+      ParallelFor(n, [=](int64_t i) {
+        const float gi = g[i];
+        d[i] = out[i] > 0.0f ? gi : 0.0f;
+      });
       break;
     case Activation::kTanh:
-      for (int64_t i = 0; i < n; ++i) d[i] = g[i] * (1 - out[i] * out[i]);
+      ParallelFor(n, [=](int64_t i) { d[i] = g[i] * (1.0f - out[i] * out[i]); });
       break;
     case Activation::kSigmoid:
-      for (int64_t i = 0; i < n; ++i) d[i] = g[i] * out[i] * (1 - out[i]);
+      ParallelFor(n, [=](int64_t i) { d[i] = g[i] * out[i] * (1.0f - out[i]); });
       break;
   }
   return absl::OkStatus();

@@ -2,12 +2,15 @@
 // every gradient against finite differences (in double).
 #include "kernels/cpu_ops.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/grad_check.h"
+#include "kernels/threads.h"
 
 namespace pstrain {
 namespace kernels {
@@ -15,38 +18,74 @@ namespace {
 
 using test_util::CheckGradient;
 using test_util::Dot;
+using test_util::Ok;
 using test_util::Random;
 
-// Reference convolution in double.
-Tensor RefConv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
-  const int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), wd = x.dim(3);
+// Calls fn(y_index, x_index, w_index) for every multiply-add of the
+// convolution of an input of shape xs by weights of parameters p (NCHW,
+// OIHW), skipping taps in the padding.
+template <typename Fn>
+void ForEachConvTap(const std::vector<int64_t>& xs, const Conv2dParams& p, Fn fn) {
+  const int64_t n = xs[0], c = xs[1], h = xs[2], wd = xs[3];
   const int64_t oh = ConvOutSize(h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
   const int64_t ow = ConvOutSize(wd, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-  Tensor y({n, p.num_filter, oh, ow});
   const int64_t cg = c / p.groups, fg = p.num_filter / p.groups;
   for (int64_t in = 0; in < n; ++in)
     for (int64_t f = 0; f < p.num_filter; ++f)
       for (int64_t yy = 0; yy < oh; ++yy)
         for (int64_t xx = 0; xx < ow; ++xx) {
-          double s = b.empty() ? 0 : b.data()[f];
           const int64_t g = f / fg;
+          const int64_t yi = ((in * p.num_filter + f) * oh + yy) * ow + xx;
           for (int64_t cc = 0; cc < cg; ++cc)
             for (int ky = 0; ky < p.kernel_h; ++ky)
               for (int kx = 0; kx < p.kernel_w; ++kx) {
                 const int64_t iy = yy * p.stride_h - p.pad_h + ky * p.dilation_h;
                 const int64_t ix = xx * p.stride_w - p.pad_w + kx * p.dilation_w;
                 if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
-                s += static_cast<double>(x.data()[((in * c + g * cg + cc) * h + iy) * wd + ix]) *
-                     w.data()[((f * cg + cc) * p.kernel_h + ky) * p.kernel_w + kx];
+                fn(yi, ((in * c + g * cg + cc) * h + iy) * wd + ix,
+                   ((f * cg + cc) * p.kernel_h + ky) * p.kernel_w + kx);
               }
-          y.data()[((in * p.num_filter + f) * oh + yy) * ow + xx] = static_cast<float>(s);
         }
+}
+
+std::vector<int64_t> ConvOutShape(const Tensor& x, const Conv2dParams& p) {
+  return {x.dim(0), p.num_filter,
+          ConvOutSize(x.dim(2), p.kernel_h, p.stride_h, p.pad_h, p.dilation_h),
+          ConvOutSize(x.dim(3), p.kernel_w, p.stride_w, p.pad_w, p.dilation_w)};
+}
+
+// Reference convolution in double.
+Tensor RefConv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
+  Tensor y(ConvOutShape(x, p));
+  const int64_t plane = y.dim(2) * y.dim(3);
+  std::vector<double> acc(y.size());
+  for (int64_t i = 0; i < y.size(); ++i)
+    acc[i] = b.empty() ? 0 : b.data()[i / plane % p.num_filter];
+  ForEachConvTap(x.shape(), p, [&](int64_t yi, int64_t xi, int64_t wi) {
+    acc[yi] += static_cast<double>(x.data()[xi]) * w.data()[wi];
+  });
+  for (int64_t i = 0; i < y.size(); ++i) y.data()[i] = static_cast<float>(acc[i]);
   return y;
 }
 
 struct ConvCase {
   int c, h, w, f, k, stride, pad, dilation, groups;
   bool bias;
+
+  Conv2dParams Params() const {
+    Conv2dParams p;
+    p.kernel_h = p.kernel_w = k;
+    p.stride_h = p.stride_w = stride;
+    p.pad_h = p.pad_w = pad;
+    p.dilation_h = p.dilation_w = dilation;
+    p.groups = groups;
+    p.num_filter = f;
+    return p;
+  }
+  std::string Name() const {
+    return absl::StrCat("c", c, " f", f, " h", h, " k", k, " s", stride, " p", pad, " d", dilation,
+                        " g", groups);
+  }
 };
 
 TEST(CpuOpsTest, ConvolutionForwardAndGradients) {
@@ -57,15 +96,8 @@ TEST(CpuOpsTest, ConvolutionForwardAndGradients) {
       {2, 5, 5, 2, 1, 1, 0, 1, 1, true},  {3, 9, 9, 2, 5, 2, 2, 1, 1, true}};
   uint32_t seed = 1;
   for (const auto& cc : cases) {
-    SCOPED_TRACE(absl::StrCat("c", cc.c, " h", cc.h, " k", cc.k, " s", cc.stride, " p", cc.pad,
-                              " d", cc.dilation, " g", cc.groups));
-    Conv2dParams p;
-    p.kernel_h = p.kernel_w = cc.k;
-    p.stride_h = p.stride_w = cc.stride;
-    p.pad_h = p.pad_w = cc.pad;
-    p.dilation_h = p.dilation_w = cc.dilation;
-    p.groups = cc.groups;
-    p.num_filter = cc.f;
+    SCOPED_TRACE(cc.Name());
+    const Conv2dParams p = cc.Params();
     Tensor x = Random({2, cc.c, cc.h, cc.w}, seed++);
     Tensor w = Random({cc.f, cc.c / cc.groups, cc.k, cc.k}, seed++, 0.5f);
     Tensor b = cc.bias ? Random({cc.f}, seed++) : Tensor();
@@ -86,6 +118,67 @@ TEST(CpuOpsTest, ConvolutionForwardAndGradients) {
     CheckGradient("dx", &x, dx, loss);
     CheckGradient("dw", &w, dw, loss);
     if (cc.bias) CheckGradient("db", &b, db, loss);
+  }
+}
+
+void ExpectNearRef(const char* what, const Tensor& got, const std::vector<double>& want) {
+  ASSERT_EQ(got.size(), static_cast<int64_t>(want.size())) << what;
+  for (int64_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got.data()[i], want[i], 2e-4 * (1 + std::fabs(want[i]))) << what << " " << i;
+  }
+}
+
+// Channel counts where oneDNN picks its blocked layouts (16-channel blocks
+// on AVX-512, 8 on AVX2): multiples of the block, counts that leave a
+// partly filled (zero-padded) block, a plain 3-channel input, groups
+// (depthwise too), dilation, strided 1x1 and 7x7 kernels. Forward and both
+// gradients against double-precision references; every case twice, in
+// opposite orders, on one context, so the staging buffers the
+// convolutions share hold another layout's data when a case starts.
+TEST(CpuOpsTest, ConvolutionOnBlockedLayoutsMatchesReferences) {
+  CpuContext ctx;
+  const std::vector<ConvCase> cases = {
+      {16, 9, 9, 32, 3, 1, 1, 1, 1, false},  {20, 9, 7, 50, 3, 2, 1, 1, 1, true},
+      {3, 11, 11, 16, 7, 2, 3, 1, 1, false}, {32, 8, 8, 32, 3, 1, 2, 2, 2, true},
+      {16, 8, 8, 16, 3, 1, 1, 1, 16, false}, {64, 7, 7, 128, 1, 2, 0, 1, 1, false},
+      {24, 6, 6, 40, 1, 1, 0, 1, 4, true},   {17, 5, 6, 33, 3, 1, 1, 1, 1, true}};
+  std::vector<size_t> order;
+  for (size_t i = 0; i < cases.size(); ++i) order.push_back(i);
+  for (size_t i = cases.size(); i-- > 0;) order.push_back(i);
+  for (size_t k : order) {
+    const ConvCase& cc = cases[k];
+    SCOPED_TRACE(cc.Name());
+    const Conv2dParams p = cc.Params();
+    const uint32_t seed = 100 + 10 * static_cast<uint32_t>(k);
+    Tensor x = Random({2, cc.c, cc.h, cc.w}, seed);
+    Tensor w = Random({cc.f, cc.c / cc.groups, cc.k, cc.k}, seed + 1, 0.5f);
+    Tensor b = cc.bias ? Random({cc.f}, seed + 2) : Tensor();
+    Tensor y(ConvOutShape(x, p));
+    y.Fill(7.0f);  // Old values are overwritten.
+    ASSERT_TRUE(Ok(Conv2dForward(&ctx, x, w, b, p, &y)));
+    const Tensor ref = RefConv(x, w, b, p);
+    ExpectNearRef("y", y, std::vector<double>(ref.data(), ref.data() + ref.size()));
+
+    const Tensor dy = Random(y.shape(), seed + 3);
+    std::vector<double> want_dx(x.size()), want_dw(w.size()), want_db(cc.f);
+    ForEachConvTap(x.shape(), p, [&](int64_t yi, int64_t xi, int64_t wi) {
+      want_dx[xi] += static_cast<double>(dy.data()[yi]) * w.data()[wi];
+      want_dw[wi] += static_cast<double>(dy.data()[yi]) * x.data()[xi];
+    });
+    const int64_t plane = y.dim(2) * y.dim(3);
+    for (int64_t i = 0; i < dy.size(); ++i) want_db[i / plane % cc.f] += dy.data()[i];
+    Tensor dx(x.shape()), dw(w.shape()), db({cc.f});
+    dx.Fill(7.0f);
+    dw.Fill(7.0f);
+    db.Fill(7.0f);
+    ASSERT_TRUE(Ok(Conv2dBackward(&ctx, x, w, dy, p, &dx, &dw, cc.bias ? &db : nullptr)));
+    ExpectNearRef("dx", dx, want_dx);
+    ExpectNearRef("dw", dw, want_dw);
+    if (cc.bias) ExpectNearRef("db", db, want_db);
+    // Without dx, the same weight gradient.
+    Tensor dw2;
+    ASSERT_TRUE(Ok(Conv2dBackward(&ctx, x, w, dy, p, nullptr, &dw2, nullptr)));
+    ExpectNearRef("dw without dx", dw2, want_dw);
   }
 }
 
@@ -187,6 +280,51 @@ TEST(CpuOpsTest, ActivationsAndTheirGradients) {
       return Dot(out, r);
     };
     CheckGradient(absl::StrCat("activation ", static_cast<int>(a)), &x, dx, loss, 1e-3, 5e-3);
+  }
+}
+
+// The vectorised activations over a tensor large enough for several
+// threads, against the formulas in double: tanh and sigmoid within a few
+// float ulps over [-12, 12] (and saturated beyond), ReLU exactly, and every
+// backward.
+TEST(CpuOpsTest, ActivationsOnLargeTensorsFollowTheFormulas) {
+  SetCpuThreads(2);
+  Tensor x({3, 37, 29, 13});
+  const int64_t n = x.size();
+  for (int64_t i = 0; i < n; ++i) x.data()[i] = -12.0f + 24.0f * static_cast<float>(i) / n;
+  const std::vector<float> special = {0.0f,  -0.0f,  1e-30f, -1e-8f,  0.625f, -0.625f, 0.62499f,
+                                      30.0f, -30.0f, 100.0f, -100.0f, 1e6f,   -1e6f};
+  for (size_t i = 0; i < special.size(); ++i) x.data()[i * 997] = special[i];
+  const Tensor dy = Random(x.shape(), 45);
+  for (Activation a : {Activation::kRelu, Activation::kTanh, Activation::kSigmoid}) {
+    SCOPED_TRACE(static_cast<int>(a));
+    Tensor y, dx;
+    ASSERT_TRUE(ActivationForward(a, x, &y).ok());
+    ASSERT_TRUE(ActivationBackward(a, y, dy, &dx).ok());
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = x.data()[i];
+      const double want = a == Activation::kRelu   ? std::max(0.0, v)
+                          : a == Activation::kTanh ? std::tanh(v)
+                                                   : 1 / (1 + std::exp(-v));
+      // Within 4 ulps, or (sigmoid far below -87, clamped) 1e-37.
+      ASSERT_LE(std::fabs(y.data()[i] - want), std::max(5e-7 * std::fabs(want), 1e-37))
+          << "x = " << v;
+      const double out = y.data()[i], g = dy.data()[i];
+      const double want_dx = a == Activation::kRelu   ? (out > 0 ? g : 0)
+                             : a == Activation::kTanh ? g * (1 - out * out)
+                                                      : g * out * (1 - out);
+      ASSERT_NEAR(dx.data()[i], want_dx, 1e-6 * (1 + std::fabs(want_dx))) << "x = " << v;
+    }
+    // NaN propagates (a diverging network shows it).
+    Tensor nan({1});
+    nan.data()[0] = std::nanf("");
+    Tensor nan_out;
+    ASSERT_TRUE(ActivationForward(a, nan, &nan_out).ok());
+    EXPECT_TRUE(std::isnan(nan_out.data()[0]));
+    // In place (the network's in-place activations): the same values.
+    Tensor in_place = x.Clone();
+    ASSERT_TRUE(ActivationForward(a, in_place, &in_place).ok());
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(in_place.data()[i], y.data()[i]) << i;
   }
 }
 

@@ -8,6 +8,58 @@
 
 namespace pstrain {
 namespace nn {
+namespace {
+
+// The scalars of one update.
+struct Rule {
+  float lr, wd, rescale, clip, mom;
+};
+
+enum class Sgd { kPlain, kMomentum, kNag };
+
+// One element of MXNet's sgd_update, sgd_mom_update or nag_mom_update,
+// with the gradient g = clip(rescale * grad) + wd * w.
+template <Sgd kKind, bool kClip>
+inline void SgdElement(const Rule& r, float* __restrict w, const float* __restrict grad,
+                       float* __restrict m, size_t i) {
+  float g = r.rescale * grad[i];
+  if (kClip) g = std::min(r.clip, std::max(-r.clip, g));
+  g += r.wd * w[i];
+  if (kKind == Sgd::kPlain) {
+    w[i] -= r.lr * g;
+  } else if (kKind == Sgd::kMomentum) {
+    m[i] = r.mom * m[i] - r.lr * g;
+    w[i] += m[i];
+  } else {
+    m[i] = r.mom * m[i] + g;
+    w[i] -= r.lr * (g + r.mom * m[i]);
+  }
+}
+
+// The update over n elements: first the largest multiple of 16, a loop GCC
+// vectorises at -O2 (its "very cheap" cost model takes only loops that need
+// no scalar remainder), then the rest. The arrays do not overlap (the
+// weights, the caller's gradient and our momentum state). Not inlined: in
+// Update's body GCC does not vectorise it.
+template <Sgd kKind, bool kClip>
+__attribute__((noinline)) void SgdLoop(const Rule r, float* __restrict w,
+                                       const float* __restrict grad, float* __restrict m,
+                                       size_t n) {
+  const size_t head = n & ~size_t{15};
+  for (size_t i = 0; i < head; ++i) SgdElement<kKind, kClip>(r, w, grad, m, i);
+  for (size_t i = head; i < n; ++i) SgdElement<kKind, kClip>(r, w, grad, m, i);
+}
+
+template <Sgd kKind>
+void SgdUpdate(const Rule& r, float* w, const float* grad, float* m, size_t n) {
+  if (r.clip > 0) {
+    SgdLoop<kKind, true>(r, w, grad, m, n);
+  } else {
+    SgdLoop<kKind, false>(r, w, grad, m, n);
+  }
+}
+
+}  // namespace
 
 double ScheduledLearningRate(const proto::OptimizerConfig& c, int64_t num_update) {
   double lr = c.learning_rate();
@@ -78,30 +130,19 @@ void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w, absl::Spa
   const float clip = static_cast<float>(c.clip_gradient());
   const float mom = static_cast<float>(c.momentum());
   const size_t n = w.size();
-  auto grad_at = [&](size_t i) {
-    float x = rescale * g[i];
-    if (clip > 0) x = std::min(clip, std::max(-clip, x));
-    return x;
-  };
+  const Rule rule{lr, wd, rescale, clip, mom};
   switch (c.kind()) {
     case proto::OptimizerConfig::SGD:
       if (mom == 0) {
-        for (size_t i = 0; i < n; ++i) w[i] -= lr * (grad_at(i) + wd * w[i]);
+        SgdUpdate<Sgd::kPlain>(rule, w.data(), g.data(), nullptr, n);
       } else {
         if (st.m.empty()) st.m.assign(n, 0.0f);
-        for (size_t i = 0; i < n; ++i) {
-          st.m[i] = mom * st.m[i] - lr * (grad_at(i) + wd * w[i]);
-          w[i] += st.m[i];
-        }
+        SgdUpdate<Sgd::kMomentum>(rule, w.data(), g.data(), st.m.data(), n);
       }
       break;
     case proto::OptimizerConfig::NAG:
       if (st.m.empty()) st.m.assign(n, 0.0f);
-      for (size_t i = 0; i < n; ++i) {
-        const float gi = grad_at(i) + wd * w[i];
-        st.m[i] = mom * st.m[i] + gi;
-        w[i] -= lr * (gi + mom * st.m[i]);
-      }
+      SgdUpdate<Sgd::kNag>(rule, w.data(), g.data(), st.m.data(), n);
       break;
     case proto::OptimizerConfig::ADAM: {
       if (st.m.empty()) {
@@ -124,7 +165,7 @@ void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w, absl::Spa
     }
     default:
       // NONE: the servers store the (summed) gradient themselves.
-      for (size_t i = 0; i < n; ++i) w[i] = g[i];
+      std::copy(g.begin(), g.end(), w.begin());
   }
 }
 

@@ -35,7 +35,8 @@ class Optimizer {
   // Applies one update of `key` (the state is kept per key; `slot`
   // distinguishes slices of the same key, e.g. its offset). `grad` is the
   // raw (summed) gradient; rescale_grad and clipping are applied here.
-  // REQUIRES: weights.size() == grad.size(), same for every call of a slot.
+  // REQUIRES: weights.size() == grad.size(), same for every call of a slot;
+  // weights and grad do not overlap.
   void Update(int64_t key, int64_t slot, absl::Span<float> weights, absl::Span<const float> grad);
 
   // The update count MXNet's schedules see: the largest number of updates

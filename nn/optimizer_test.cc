@@ -2,6 +2,7 @@
 // formulas (MXNet's update rules), and the schedules' update-count rules.
 #include "nn/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -94,6 +95,48 @@ TEST(OptimizerTest, Adam) {
     }
   }
   ExpectNear(RunSteps(c), w);
+}
+
+// Arrays longer than the 16-element blocks the update loops are vectorised
+// in, with a remainder: every element follows the formula.
+TEST(OptimizerTest, LongArraysFollowTheFormulaInEveryElement) {
+  const int n = 16 * 3 + 5;
+  std::vector<std::vector<float>> grads(3, std::vector<float>(n));
+  std::vector<float> w0(n);
+  for (int i = 0; i < n; ++i) {
+    w0[i] = 0.1f * static_cast<float>((i * 7) % 11) - 0.5f;
+    for (int s = 0; s < 3; ++s)
+      grads[s][i] = 0.3f * static_cast<float>((i * 5 + s * 3) % 13) - 1.8f;
+  }
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE(variant == 0 ? "sgd" : variant == 1 ? "momentum and clip" : "nag");
+    proto::OptimizerConfig c =
+        Base(variant == 2 ? proto::OptimizerConfig::NAG : proto::OptimizerConfig::SGD);
+    if (variant > 0) c.set_momentum(0.9);
+    if (variant == 1) c.set_clip_gradient(0.6);
+    auto opt = Optimizer::Create(c);
+    ASSERT_TRUE(opt.ok());
+    std::vector<float> w = w0;
+    std::vector<double> want(w0.begin(), w0.end()), m(n, 0);
+    for (const auto& g : grads) {
+      (*opt)->Update(3, 0, absl::MakeSpan(w), g);
+      for (int i = 0; i < n; ++i) {
+        double gi = 0.5 * g[i];
+        if (variant == 1) gi = std::max(-0.6, std::min(0.6, gi));
+        gi += 0.01 * want[i];
+        if (variant == 0) {
+          want[i] -= 0.1 * gi;
+        } else if (variant == 1) {
+          m[i] = 0.9 * m[i] - 0.1 * gi;
+          want[i] += m[i];
+        } else {
+          m[i] = 0.9 * m[i] + gi;
+          want[i] -= 0.1 * (gi + 0.9 * m[i]);
+        }
+      }
+    }
+    ExpectNear(w, want);
+  }
 }
 
 TEST(OptimizerTest, NoOptimizerStoresTheGradient) {

@@ -41,10 +41,11 @@ namespace {
 
 std::vector<int64_t> DefaultShape() {
   if (FLAGS_network == "mlp" || FLAGS_network == "lenet") return {1, 28, 28};
-  if (FLAGS_network == "minigooglenet" ||
-      (FLAGS_network == "resnet" && (FLAGS_num_layers - 2) % 6 == 0 && FLAGS_num_layers < 152)) {
-    return {3, 32, 32};
-  }
+  // The CIFAR ResNets (6n + 2 layers) that are not also ImageNet depths
+  // (50 is both: 224x224 here, as in tools/torch_bench.py).
+  const bool cifar_resnet = FLAGS_network == "resnet" && (FLAGS_num_layers - 2) % 6 == 0 &&
+                            FLAGS_num_layers != 50 && FLAGS_num_layers < 152;
+  if (FLAGS_network == "minigooglenet" || cifar_resnet) return {3, 32, 32};
   if (FLAGS_network == "inception-v3") return {3, 299, 299};
   return {3, 224, 224};
 }
