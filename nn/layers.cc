@@ -241,6 +241,7 @@ class FlattenLayer : public UnaryLayer {
     return absl::OkStatus();
   }
   Needs BackwardNeeds() const override { return Needs::kNothing; }
+  bool OutputIsView() const override { return true; }
   std::string MxnetOp(Attrs* a) const override {
     a->clear();
     return "Flatten";

@@ -52,6 +52,8 @@ class Layer {
   virtual Needs BackwardNeeds() const { return Needs::kInput; }
   // Elementwise: the output may share the input's buffer.
   virtual bool CanRunInPlace() const { return false; }
+  // The output is a view of the input's buffer (flatten).
+  virtual bool OutputIsView() const { return false; }
   // Multiply-accumulates of one forward pass for one sample.
   virtual int64_t Flops() const { return 0; }
   // The MXNet operator this layer is ("Convolution", ...) and its

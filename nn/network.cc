@@ -64,13 +64,16 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_cla
   // In place: an elementwise layer may overwrite its input when it is the
   // input's only reader and no backward pass needs those values (the
   // producer's backward reads its own output only for activations; the
-  // producer may itself share a buffer, which was checked the same way).
+  // producer may itself share a buffer, which was checked the same way). A
+  // view (flatten) is never overwritten: its buffer belongs to a node that
+  // may have other readers.
   for (int id = 1; id <= last(); ++id) {
     Node& n = node(id);
     n.in_place = false;
     if (!n.layer->CanRunInPlace() || n.inputs.size() != 1 || n.inputs[0] == kInput) continue;
     const Node& producer = node(n.inputs[0]);
-    n.in_place = producer.consumers == 1 && producer.layer->BackwardNeeds() != Needs::kOutput;
+    n.in_place = producer.consumers == 1 && producer.layer->BackwardNeeds() != Needs::kOutput &&
+                 !producer.layer->OutputIsView();
   }
   const std::vector<int64_t>& out = ShapeOf(last());
   if (out.size() != 2 || out[1] != num_classes) {

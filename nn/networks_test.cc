@@ -297,6 +297,45 @@ TEST(NetworksTest, InferenceUsesMovingStatisticsAndNoDropout) {
   EXPECT_GT(moved, 0);
 }
 
+// A ReLU after a flatten must not run in place: the flatten is a view of a
+// buffer another layer also reads. Here the fc reads concat(relu(x), x)
+// (identity pooling, two flattens of it), so its weight gradient for the
+// second half must be built from x itself, negative values included.
+TEST(NetworksTest, InPlaceNeverOverwritesAViewsBuffer) {
+  auto net = std::make_unique<Network>();
+  kernels::Pool2dParams p;
+  p.kind = kernels::PoolKind::kAvg;
+  p.kernel_h = p.kernel_w = p.stride_h = p.stride_w = 1;
+  const int pool = net->Add(MakePooling("pool", p));
+  const int flat = net->Add(MakeFlatten("flatten"), {pool});
+  const int relu = net->Add(MakeActivation("relu", kernels::Activation::kRelu), {flat});
+  const int flat2 = net->Add(MakeFlatten("flatten2"), {pool});
+  const int cat = net->Add(MakeConcat("concat", 2), {relu, flat2});
+  net->Add(MakeFullyConnected("fc", 3), {cat});
+  ASSERT_TRUE(net->Build({2, 2, 3, 3}, 3).ok());
+  InitializeXavier(net.get(), 1);
+  kernels::CpuContext ctx;
+  kernels::Tensor x({2, 2, 3, 3});
+  RandomInput(&x, 3);
+  const std::vector<float> labels = {0, 1};
+  ASSERT_TRUE(net->Forward(&ctx, x, labels).ok());
+  ASSERT_TRUE(net->Backward(&ctx, 1.0f).ok());
+  // d loss / d fc_weight[o][18 + j] = sum_n (p[n][o] - [o == label n]) x[n][j].
+  const Param* w = net->FindParam("fc_weight");
+  ASSERT_NE(w, nullptr);
+  ASSERT_EQ(w->value.dim(1), 36);
+  const float* probs = net->probabilities().data();
+  for (int o = 0; o < 3; ++o) {
+    for (int j = 0; j < 18; ++j) {
+      double want = 0;
+      for (int n = 0; n < 2; ++n) {
+        want += (probs[n * 3 + o] - (o == labels[n] ? 1.0 : 0.0)) * x.data()[n * 18 + j];
+      }
+      EXPECT_NEAR(w->grad.data()[o * 36 + 18 + j], want, 1e-5) << o << " " << j;
+    }
+  }
+}
+
 TEST(NetworksTest, MemoryPlanningSharesBuffers) {
   auto net = BuildNetwork("resnet", 20, 10, {3, 32, 32}, 8);
   ASSERT_TRUE(net.ok());
