@@ -250,13 +250,19 @@ class DistKVStore : public KVStore {
     auto it = ops_.find(h);
     if (it == ops_.end()) return absl::NotFoundError(absl::StrCat("no operation ", h));
     // A small request's reply comes back within about a hundred
-    // microseconds: poll briefly (yielding the core to the I/O thread)
-    // before sleeping on the condition variable, saving a wake-up.
-    const absl::Time spin_end = absl::Now() + absl::Microseconds(kSpinMicros);
-    while (it->second.outstanding != 0 && absl::Now() < spin_end) {
-      lock.unlock();
-      std::this_thread::yield();
-      lock.lock();
+    // microseconds: poll briefly (yielding the core), with the I/O thread
+    // polling too, before sleeping on the condition variable; that saves
+    // the wake-ups on the reply's path.
+    if (it->second.outstanding != 0) {
+      const transport::Transport& t = node_->transport();
+      t.BeginBusyPoll();
+      const absl::Time spin_end = absl::Now() + absl::Microseconds(kSpinMicros);
+      while (it->second.outstanding != 0 && absl::Now() < spin_end) {
+        lock.unlock();
+        std::this_thread::yield();
+        lock.lock();
+      }
+      t.EndBusyPoll();
     }
     const bool done = WaitUntil(cv_, lock, deadline, [&] { return it->second.outstanding == 0; });
     if (!done) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
@@ -534,12 +535,14 @@ void Transport::Loop() {
     const bool room = incoming_.size() < incoming_.capacity() &&
                       (has_handler_ || data_.size() < data_.capacity());
     if (!room) items[0].events = 0;
-    const long timeout_ms = (!room || retry_sends_) ? 5 : 100;
+    const bool busy = room && busy_pollers_.load(std::memory_order_relaxed) > 0;
+    const long timeout_ms = busy ? 0 : (!room || retry_sends_) ? 5 : 100;
     retry_sends_ = false;
     const int rc = zmq_poll(items, 2, timeout_ms);
     if (rc < 0 && zmq_errno() != EINTR) {
       LOG_EVERY_N(ERROR, 100) << "zmq_poll: " << zmq_strerror(zmq_errno());
     }
+    if (rc == 0 && busy) std::this_thread::yield();
     if (items[1].revents & ZMQ_POLLIN) {
       uint64_t v;
       ssize_t n = read(wake_fd_, &v, sizeof(v));

@@ -144,6 +144,12 @@ class Transport {
 
   TransportStats stats() const;
 
+  // While at least one caller is between BeginBusyPoll() and EndBusyPoll()
+  // (waiting for a reply, briefly), the I/O thread polls without sleeping,
+  // yielding its core, so a reply is read without a wake-up. Thread-safe.
+  void BeginBusyPoll() const { busy_pollers_.fetch_add(1, std::memory_order_relaxed); }
+  void EndBusyPoll() const { busy_pollers_.fetch_sub(1, std::memory_order_relaxed); }
+
   // Stops the I/O thread, closes the sockets (unsent messages are dropped)
   // and wakes every waiting Send (Cancelled). Idempotent.
   void Stop();
@@ -210,6 +216,7 @@ class Transport {
   BlockingQueue<Message> incoming_;
   BlockingQueue<Message> data_;
   std::atomic<bool> stop_{false};
+  mutable std::atomic<int> busy_pollers_{0};
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0};
   std::thread thread_;
