@@ -7,6 +7,7 @@
 #include "glog/logging.h"
 #include "util/token.h"
 #include "server/server.h"
+#include "transport/transport.h"
 
 DEFINE_string(scheduler_address, "", "The scheduler's host:port.");
 DEFINE_string(host, "127.0.0.1", "Address to bind and advertise to the other nodes.");
@@ -23,6 +24,9 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  if (!pstrain::transport::TuneMallocForMessages()) {
+    LOG(WARNING) << "could not tune malloc for message buffers (not glibc?)";
+  }
   if (FLAGS_scheduler_address.empty()) LOG(FATAL) << "--scheduler_address is required";
   pstrain::server::ServerOptions o;
   auto& c = o.cluster;

@@ -23,11 +23,20 @@ struct Request {
   int outstanding = 0;  // Slices not yet applied (dist_sync pushes).
 };
 
-// One version of a slice's weights, and how many replies being sent still
-// read it (they release it on ZeroMQ's thread).
+// One version of a slice's weights, in memory of its own or in a received
+// push adopted as the weights, and how many replies being sent still read
+// it (they release it on ZeroMQ's thread).
 struct Version {
-  explicit Version(std::vector<float> v) : values(std::move(v)) {}
-  std::vector<float> values;
+  explicit Version(std::vector<float> v) : owned(std::move(v)), values(absl::MakeSpan(owned)) {}
+  // REQUIRES: `f` owns its bytes (a received frame).
+  explicit Version(Frame f)
+      : frame(std::move(f)),
+        values(reinterpret_cast<float*>(frame.mutable_data()), frame.size() / sizeof(float)) {
+    CHECK(frame.mutable_data() != nullptr || frame.size() == 0);
+  }
+  std::vector<float> owned;
+  Frame frame;
+  absl::Span<float> values;
   std::atomic<int> readers{0};
   bool free() const { return readers.load(std::memory_order_acquire) == 0; }
 };
@@ -63,10 +72,10 @@ struct Slice {
   // read), so the steady state allocates nothing.
   Buffer weights_ptr;
   std::vector<Buffer> spares;
-  const std::vector<float>& weights() const { return weights_ptr->values; }
+  absl::Span<const float> weights() const { return weights_ptr->values; }
   // The weights to modify in place; `keep`: with their current values
   // (false when the caller overwrites every value).
-  std::vector<float>& Writable(bool keep = true) {
+  absl::Span<float> Writable(bool keep = true) {
     if (!weights_ptr->free()) {
       Buffer* spare = nullptr;
       for (Buffer& b : spares) {
@@ -80,7 +89,10 @@ struct Slice {
         spare = &spares.back();
       }
       std::swap(*spare, weights_ptr);
-      if (keep) weights_ptr->values = (*spare)->values;
+      if (keep) {
+        std::memcpy(weights_ptr->values.data(), (*spare)->values.data(),
+                    weights_ptr->values.size() * sizeof(float));
+      }
     }
     return weights_ptr->values;
   }
@@ -88,7 +100,7 @@ struct Slice {
   Frame Share() {
     Buffer b = weights_ptr;
     b->readers.fetch_add(1, std::memory_order_relaxed);
-    const std::vector<float>& v = b->values;
+    const absl::Span<const float> v = b->values;
     return Frame::Borrow(v.data(), v.size() * sizeof(float),
                          std::shared_ptr<const void>(v.data(), [b](const void*) {
                            b->readers.fetch_sub(1, std::memory_order_release);
@@ -186,7 +198,7 @@ class Server {
   void ApplyAsync(int64_t key, int64_t offset, Slice& s, absl::Span<const float> grad) {
     // Negative keys are plain sums (e.g. metrics), never optimized.
     if (optimizer_ != nullptr && key >= 0) {
-      optimizer_->Update(key, offset, absl::MakeSpan(s.Writable()), grad);
+      optimizer_->Update(key, offset, s.Writable(), grad);
     } else {
       AddTo(s.Writable().data(), grad.data(), grad.size());
     }
@@ -272,8 +284,16 @@ class Server {
       grads.push_back(s.pending[r]->msg.frames[s.frame_of[r]].As<float>());
     }
     if (optimizer_ == nullptr || id.first < 0) {
-      // Store the sum: summed straight into the weights.
-      SumInto(s.Writable(/*keep=*/false).data(), grads);
+      // Store the sum. With one worker that is its push: the received
+      // buffer becomes the weights (no copy; the old version goes when no
+      // reply reads it any more). Otherwise summed straight into the
+      // weights.
+      Frame& only = s.pending[0]->msg.frames[s.frame_of[0]];
+      if (grads.size() == 1 && only.mutable_data() != nullptr) {
+        s.weights_ptr = std::make_shared<Version>(std::move(only));
+      } else {
+        SumInto(s.Writable(/*keep=*/false).data(), grads);
+      }
     } else {
       absl::Span<const float> g = grads[0];
       if (grads.size() > 1) {
@@ -281,7 +301,7 @@ class Server {
         SumInto(s.merged.data(), grads);
         g = s.merged;
       }
-      optimizer_->Update(id.first, id.second, absl::MakeSpan(s.Writable()), g);
+      optimizer_->Update(id.first, id.second, s.Writable(), g);
     }
     std::vector<std::shared_ptr<Request>> pending;
     pending.swap(s.pending);

@@ -189,6 +189,49 @@ TEST(KVStoreClusterTest, AsyncAppliesEveryPushExactlyOnce) {
   for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
 }
 
+// One worker and no optimizer: the server adopts each push's received
+// buffer as the weights. Pulls in flight while the next push lands read a
+// whole old or new version; pulls after it read exactly the push.
+TEST(KVStoreClusterTest, OneWorkerStoresEachPushWhilePullsAreInFlight) {
+  ClusterSpec spec;
+  spec.workers = 1;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  ASSERT_EQ(kv.size(), 1u);
+  ASSERT_NE(kv[0], nullptr) << c.AllOutput();
+  // Key 0 spans three 4 MiB chunks, key 1 is tiny (ZeroMQ's small-message
+  // path).
+  const std::vector<int64_t> sizes = {2500000, 3};
+  std::vector<std::vector<float>> init;
+  for (int64_t n : sizes) init.emplace_back(n, -1.0f);
+  ASSERT_TRUE(kv[0]->Init({0, 1}, {init[0], init[1]}, Deadline()).ok()) << c.AllOutput();
+  auto round_value = [](int round, int64_t i) { return static_cast<float>(round * 1000 + i % 997); };
+  for (int round = 0; round < 12; ++round) {
+    for (int64_t k = 0; k < 2; ++k) {
+      const int64_t n = sizes[k];
+      std::vector<float> before(n), after(n), echoed(n), v(n);
+      for (int64_t i = 0; i < n; ++i) v[i] = round_value(round, i);
+      auto early = kv[0]->Pull(k, absl::MakeSpan(before), 0);
+      auto push = kv[0]->PushPull(k, {v}, absl::MakeSpan(echoed), 0);
+      ASSERT_TRUE(early.ok() && push.ok());
+      ASSERT_TRUE(kv[0]->Wait(*push, Deadline()).ok());
+      ASSERT_TRUE(kv[0]->Wait(*early, Deadline()).ok());
+      auto late = kv[0]->Pull(k, absl::MakeSpan(after), 0);
+      ASSERT_TRUE(late.ok() && kv[0]->Wait(*late, Deadline()).ok());
+      ASSERT_EQ(echoed, v) << "key " << k << " round " << round;
+      ASSERT_EQ(after, v) << "key " << k << " round " << round;
+      // The early pull saw the previous round's push or this one, per chunk.
+      for (int64_t i = 0; i < n; ++i) {
+        const float old = round == 0 ? -1.0f : round_value(round - 1, i);
+        ASSERT_TRUE(before[i] == old || before[i] == v[i]) << "key " << k << " i " << i;
+      }
+    }
+  }
+  ASSERT_TRUE(kv[0]->Finish().ok());
+}
+
 TEST(KVStoreClusterTest, KilledServerAbortsTheJobNamingIt) {
   ClusterSpec spec;
   spec.workers = 1;

@@ -227,6 +227,9 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   FLAGS_minloglevel = 1;
   google::InitGoogleLogging(argv[0]);
+  if (!pstrain::transport::TuneMallocForMessages()) {
+    LOG(WARNING) << "could not tune malloc for message buffers (not glibc?)";
+  }
   if (FLAGS_kv_store != "dist_sync" && FLAGS_kv_store != "dist_async") {
     std::cerr << "kv_bench: --kv_store must be dist_sync or dist_async\n";
     return 2;

@@ -121,6 +121,12 @@ Frame Frame::FromZmq(zmq_msg_t* msg) {
 const char* Frame::data() const { return data_; }
 size_t Frame::size() const { return size_; }
 
+char* Frame::mutable_data() {
+  if (has_zmq_) return static_cast<char*>(zmq_msg_data(&zmq_));
+  if (!owned_.empty()) return owned_.data();
+  return nullptr;
+}
+
 bool Frame::ReleaseTo(zmq_msg_t* msg, ReleaseListener* listener) {
   bool told = false;
   if (has_zmq_) {

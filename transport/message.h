@@ -54,6 +54,9 @@ class Frame {
 
   const char* data() const;
   size_t size() const;
+  // The bytes, writable, when the frame owns them (received, Copy, Own);
+  // nullptr for a borrowed frame.
+  char* mutable_data();
   template <typename T>
   absl::Span<const T> As() const {
     return absl::Span<const T>(reinterpret_cast<const T*>(data()), size() / sizeof(T));

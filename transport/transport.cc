@@ -1,5 +1,6 @@
 #include "transport/transport.h"
 
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -567,6 +568,14 @@ void Transport::Loop() {
   for (void* d : dealers) zmq_close(d);
   zmq_close(router_);
   router_ = nullptr;
+}
+
+bool TuneMallocForMessages() {
+  // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; setting
+  // it also stops glibc's dynamic threshold adjustment.
+  const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+  const bool trim_ok = mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1;
+  return mmap_ok && trim_ok;
 }
 
 }  // namespace transport

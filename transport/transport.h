@@ -222,6 +222,16 @@ class Transport {
   std::thread thread_;
 };
 
+// ZeroMQ receives every message into a fresh malloc'd buffer (up to
+// KVStoreOptions::max_message_bytes, 4 MiB). glibc serves such sizes from
+// mmap or trims them back to the kernel on free, so every message then
+// page-faults its buffer in again (ps-lite's slowdown above 32 MiB). This
+// makes glibc keep freed buffers of up to 32 MiB for reuse: no mmap below
+// 32 MiB, no trimming until 256 MiB are free. Process-wide; call it once
+// at the start of main() of a process that moves tensors (server, worker,
+// kv_bench). Returns false when the C library refused (not glibc).
+bool TuneMallocForMessages();
+
 }  // namespace transport
 }  // namespace pstrain
 

@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "transport/transport.h"
 #include "util/flags.h"
 #include "util/token.h"
 #include "worker/options.h"
@@ -100,6 +101,9 @@ int main(int argc, char** argv) {
   pstrain::ParseGflags(pstrain::UnderscoreFlagNames({argv, argv + argc}));
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  if (!pstrain::transport::TuneMallocForMessages()) {
+    LOG(WARNING) << "could not tune malloc for message buffers (not glibc?)";
+  }
   using pstrain::worker::ParseInts;
   pstrain::worker::TrainerOptions o;
   o.network = FLAGS_network;
