@@ -56,8 +56,8 @@ class GpuNetwork {
   // out of memory; other CUDA errors as Internal. REQUIRES: net->Build()
   // succeeded; `net` and `ctx` outlive the GpuNetwork and `net` is not
   // rebuilt meanwhile.
-  static absl::StatusOr<std::unique_ptr<GpuNetwork>> Create(Network* net,
-                                                            kernels::GpuContext* ctx);
+  static absl::StatusOr<std::unique_ptr<GpuNetwork>> Create(
+      Network* net, kernels::GpuContext* ctx);
   GpuNetwork(const GpuNetwork&) = delete;
   GpuNetwork& operator=(const GpuNetwork&) = delete;
 
@@ -67,7 +67,8 @@ class GpuNetwork {
   // InvalidArgument for a wrong input shape or label count or a label
   // outside [0, num_classes), `needed`'s error, and the kernels' errors
   // annotated with the layer's name.
-  absl::StatusOr<double> Forward(const kernels::Tensor& x, absl::Span<const float> labels,
+  absl::StatusOr<double> Forward(const kernels::Tensor& x,
+                                 absl::Span<const float> labels,
                                  Mode mode = Mode::kTrain,
                                  const Network::ParamsNeeded& needed = nullptr);
 
@@ -75,7 +76,8 @@ class GpuNetwork {
   // FailedPrecondition): every learned host Param::grad becomes scale *
   // d(sum of the batch's losses)/d(param); `ready` is called per layer, in
   // reverse layer order, once that layer's host gradients are written.
-  absl::Status Backward(float scale, const Network::GradsReady& ready = nullptr);
+  absl::Status Backward(float scale,
+                        const Network::GradsReady& ready = nullptr);
 
   // The class probabilities of the last Forward, [batch, num_classes], on
   // the host (Network::probabilities()'s counterpart).
@@ -89,9 +91,9 @@ class GpuNetwork {
   struct Node {
     LayerSpec spec;
     std::vector<int> inputs;
-    std::vector<Param*> params;             // Host, the LayerSpec's order.
+    std::vector<Param*> params;              // Host, the LayerSpec's order.
     std::vector<kernels::GpuTensor> values;  // Device copies of params.
-    std::vector<kernels::GpuTensor> grads;   // Learned params only (else empty).
+    std::vector<kernels::GpuTensor> grads;  // Learned params only (else empty).
     std::vector<Param*> learned;
     kernels::PoolState pool;
     kernels::LrnState lrn;
@@ -104,19 +106,22 @@ class GpuNetwork {
   GpuNetwork(Network* net, kernels::GpuContext* ctx) : net_(net), ctx_(ctx) {}
   int last() const { return static_cast<int>(nodes_.size()); }
   absl::Status LayerForward(int id, bool training);
-  absl::Status LayerBackward(int id, const std::vector<kernels::GpuTensor*>& din);
+  absl::Status LayerBackward(int id,
+                             const std::vector<kernels::GpuTensor*>& din);
   // A device buffer of `shape` for the `slot`-th input gradient of one
   // layer that must be added to a gradient already there; reused across
   // layers and steps.
-  absl::StatusOr<kernels::GpuTensor> Scratch(const std::vector<int64_t>& shape, int slot);
+  absl::StatusOr<kernels::GpuTensor> Scratch(const std::vector<int64_t>& shape,
+                                             int slot);
 
   Network* net_;
   kernels::GpuContext* ctx_;
-  std::vector<Node> nodes_;  // Node id is nodes_[id - 1].
+  std::vector<Node> nodes_;                // Node id is nodes_[id - 1].
   std::vector<kernels::GpuTensor> outs_;   // By node id; outs_[0] = input.
   std::vector<kernels::GpuTensor> grads_;  // Gradient w.r.t. each output.
   std::vector<bool> has_grad_;             // grads_[id] written this Backward.
-  std::map<int64_t, std::vector<kernels::GpuTensor>> scratch_;  // By element count.
+  std::map<int64_t, std::vector<kernels::GpuTensor>>
+      scratch_;  // By element count.
   kernels::GpuTensor probs_;
   kernels::Tensor probs_host_;
   std::vector<float> labels_;

@@ -44,10 +44,12 @@ constexpr double kRtol = 1e-4;
 // Every element within kRtol of the reference, relative to the larger of
 // the element and the reference tensor's largest magnitude (gradients of
 // tiny elements are compared at the scale of the tensor).
-void ExpectNear(const Tensor& got, const Tensor& want, const std::string& what) {
+void ExpectNear(const Tensor& got, const Tensor& want,
+                const std::string& what) {
   ASSERT_EQ(got.shape(), want.shape()) << what;
   double scale = 1e-12;
-  for (float w : want.span()) scale = std::max(scale, static_cast<double>(std::fabs(w)));
+  for (float w : want.span())
+    scale = std::max(scale, static_cast<double>(std::fabs(w)));
   int64_t bad = 0, first = -1;
   for (int64_t i = 0; i < want.size(); ++i) {
     const double g = got.data()[i], w = want.data()[i];
@@ -59,7 +61,8 @@ void ExpectNear(const Tensor& got, const Tensor& want, const std::string& what) 
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << want.size()
                     << " elements differ; first at " << first << ": got "
                     << (first >= 0 ? got.data()[first] : 0) << ", want "
-                    << (first >= 0 ? want.data()[first] : 0) << " (scale " << scale << ")";
+                    << (first >= 0 ? want.data()[first] : 0) << " (scale "
+                    << scale << ")";
 }
 
 void ExpectNearLoss(double got, double want, const std::string& what) {
@@ -129,7 +132,8 @@ class GpuNetworkTest : public ::testing::Test {
     auto ctx = kernels::GpuContext::Create(o);
     if (!ctx.ok()) {
       // Only a machine without a usable GPU may skip.
-      ASSERT_EQ(ctx.status().code(), absl::StatusCode::kNotFound) << ctx.status();
+      ASSERT_EQ(ctx.status().code(), absl::StatusCode::kNotFound)
+          << ctx.status();
       GTEST_SKIP() << "No GPU, GPU test skipped: " << ctx.status();
     }
     ctx_ = std::move(*ctx);
@@ -152,7 +156,8 @@ class GpuNetworkTest : public ::testing::Test {
     std::vector<std::string> cpu_calls, gpu_calls;
     auto record = [](std::vector<std::string>* calls, const char* what) {
       return [calls, what](const std::vector<Param*>& ps) {
-        calls->push_back(absl::StrCat(what, " ", ps.front()->name, " x", ps.size()));
+        calls->push_back(
+            absl::StrCat(what, " ", ps.front()->name, " x", ps.size()));
       };
     };
     auto needed = [](std::function<void(const std::vector<Param*>&)> f) {
@@ -165,12 +170,14 @@ class GpuNetworkTest : public ::testing::Test {
                              needed(record(&cpu_calls, "needed")));
     ASSERT_TRUE(want.ok()) << want.status();
     ASSERT_TRUE(Ok(cpu->Backward(&cpu_ctx, 0.5f, record(&cpu_calls, "ready"))));
-    auto got = (*gpu)->Forward(x, labels, Mode::kTrain, needed(record(&gpu_calls, "needed")));
+    auto got = (*gpu)->Forward(x, labels, Mode::kTrain,
+                               needed(record(&gpu_calls, "needed")));
     ASSERT_TRUE(got.ok()) << got.status();
     ASSERT_TRUE(Ok((*gpu)->Backward(0.5f, record(&gpu_calls, "ready"))));
     EXPECT_EQ(gpu_calls, cpu_calls);
     ExpectNearLoss(*got, *want, "training loss");
-    ExpectNear((*gpu)->probabilities(), cpu->probabilities(), "training probabilities");
+    ExpectNear((*gpu)->probabilities(), cpu->probabilities(),
+               "training probabilities");
     const std::vector<Param*> cp = cpu->params(), gp = host->params();
     ASSERT_EQ(cp.size(), gp.size());
     for (size_t i = 0; i < cp.size(); ++i) {
@@ -188,8 +195,10 @@ class GpuNetworkTest : public ::testing::Test {
     got = (*gpu)->Forward(x, labels, Mode::kInference);
     ASSERT_TRUE(got.ok()) << got.status();
     ExpectNearLoss(*got, *want, "inference loss");
-    ExpectNear((*gpu)->probabilities(), cpu->probabilities(), "inference probabilities");
-    EXPECT_EQ((*gpu)->Backward(1.0f).code(), absl::StatusCode::kFailedPrecondition);
+    ExpectNear((*gpu)->probabilities(), cpu->probabilities(),
+               "inference probabilities");
+    EXPECT_EQ((*gpu)->Backward(1.0f).code(),
+              absl::StatusCode::kFailedPrecondition);
   }
 
   void CompareBuilt(const Case& c) {
@@ -204,9 +213,13 @@ class GpuNetworkTest : public ::testing::Test {
   std::unique_ptr<kernels::GpuContext> ctx_;
 };
 
-TEST_F(GpuNetworkTest, LenetMatchesCpu) { CompareBuilt({"lenet", 0, {1, 28, 28}, 10, 4}); }
+TEST_F(GpuNetworkTest, LenetMatchesCpu) {
+  CompareBuilt({"lenet", 0, {1, 28, 28}, 10, 4});
+}
 
-TEST_F(GpuNetworkTest, CifarResnetMatchesCpu) { CompareBuilt({"resnet", 20, {3, 32, 32}, 10, 4}); }
+TEST_F(GpuNetworkTest, CifarResnetMatchesCpu) {
+  CompareBuilt({"resnet", 20, {3, 32, 32}, 10, 4});
+}
 
 TEST_F(GpuNetworkTest, MiniGooglenetMatchesCpu) {
   CompareBuilt({"minigooglenet", 0, {3, 32, 32}, 10, 4});
@@ -243,7 +256,8 @@ TEST_F(GpuNetworkTest, DropoutRepeatsForASeed) {
   for (size_t i = 0; i < hosts[0]->params().size(); ++i) {
     const Param* a = hosts[0]->params()[i];
     const Param* b = hosts[1]->params()[i];
-    EXPECT_TRUE(std::equal(a->grad.span().begin(), a->grad.span().end(), b->grad.span().begin()))
+    EXPECT_TRUE(std::equal(a->grad.span().begin(), a->grad.span().end(),
+                           b->grad.span().begin()))
         << a->name;
   }
   auto cpu = SmallAlexnet(4, 10, 0.5f);
@@ -262,7 +276,8 @@ TEST_F(GpuNetworkTest, BadInputsAreInvalidArgument) {
   ASSERT_TRUE(host.ok()) << host.status();
   auto gpu = GpuNetwork::Create(host->get(), ctx_.get());
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  EXPECT_EQ((*gpu)->Backward(1.0f).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*gpu)->Backward(1.0f).code(),
+            absl::StatusCode::kFailedPrecondition);
   const std::vector<float> labels = {1, 2};
   EXPECT_EQ((*gpu)->Forward(Tensor({2, 1, 28, 27}), labels).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -277,7 +292,8 @@ TEST_F(GpuNetworkTest, BadInputsAreInvalidArgument) {
                              return absl::UnavailableError("pull failed");
                            });
   EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ((*gpu)->Backward(1.0f).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*gpu)->Backward(1.0f).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

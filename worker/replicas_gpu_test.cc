@@ -25,10 +25,11 @@ constexpr int kBatch = 8;
 
 // `network` ("resnet" is CIFAR ResNet-20) for 3x32x32 images, replica 0
 // initialized and copied to the others.
-absl::StatusOr<std::unique_ptr<Replicas>> Make(const std::string& network, int devices,
+absl::StatusOr<std::unique_ptr<Replicas>> Make(const std::string& network,
+                                               int devices,
                                                const std::vector<int>& gpus) {
-  auto r = Replicas::Create(network, network == "resnet" ? 20 : 0, 10, {3, 32, 32}, kBatch,
-                            devices, gpus);
+  auto r = Replicas::Create(network, network == "resnet" ? 20 : 0, 10,
+                            {3, 32, 32}, kBatch, devices, gpus);
   if (!r.ok()) return r.status();
   absl::Status s = nn::Initialize((*r)->net(0), "xavier", 7);
   if (s.ok()) s = (*r)->CopyWeightsFromFirst(Soon());
@@ -56,17 +57,19 @@ Batch RandomBatch(uint32_t seed) {
   std::normal_distribution<float> nd;
   b.x.resize(kBatch * 3 * 32 * 32);
   for (float& v : b.x) v = nd(rng);
-  for (int i = 0; i < kBatch; ++i) b.labels.push_back(static_cast<float>(i % 10));
+  for (int i = 0; i < kBatch; ++i)
+    b.labels.push_back(static_cast<float>(i % 10));
   return b;
 }
 
 // Replicas on `gpus`, or a skip when they do not exist.
-#define MAKE_OR_SKIP(var, network, devices, gpus)                                 \
-  auto var##_or = Make(network, devices, gpus);                                   \
-  if (!var##_or.ok() && var##_or.status().code() == absl::StatusCode::kNotFound) { \
-    GTEST_SKIP() << "GPU test skipped: " << var##_or.status();                    \
-  }                                                                               \
-  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                                \
+#define MAKE_OR_SKIP(var, network, devices, gpus)                \
+  auto var##_or = Make(network, devices, gpus);                  \
+  if (!var##_or.ok() &&                                          \
+      var##_or.status().code() == absl::StatusCode::kNotFound) { \
+    GTEST_SKIP() << "GPU test skipped: " << var##_or.status();   \
+  }                                                              \
+  ASSERT_TRUE(var##_or.ok()) << var##_or.status();               \
   std::unique_ptr<Replicas> var = std::move(*var##_or)
 
 // ResNet-20: batch norm's moving statistics come back to the host mirrors.
@@ -76,10 +79,11 @@ TEST(ReplicasGpuTest, OneGpuMatchesTheCpu) {
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   std::vector<std::string> cpu_calls, gpu_calls;
   auto callbacks = [](std::vector<std::string>* calls) {
-    nn::Network::ParamsNeeded needed = [calls](const std::vector<nn::Param*>& ps) {
-      calls->push_back("needed " + ps.front()->name);
-      return absl::OkStatus();
-    };
+    nn::Network::ParamsNeeded needed =
+        [calls](const std::vector<nn::Param*>& ps) {
+          calls->push_back("needed " + ps.front()->name);
+          return absl::OkStatus();
+        };
     nn::Network::GradsReady ready = [calls](const std::vector<nn::Param*>& ps) {
       calls->push_back("ready " + ps.front()->name);
     };
@@ -94,13 +98,18 @@ TEST(ReplicasGpuTest, OneGpuMatchesTheCpu) {
   const auto& params = (*cpu)->params(0);
   for (size_t i = 0; i < params.size(); ++i) {
     if (params[i]->aux) {
-      EXPECT_LT(RelativeDiff(gpu->params(0)[i]->value.span(), params[i]->value.span()), 1e-4)
+      EXPECT_LT(RelativeDiff(gpu->params(0)[i]->value.span(),
+                             params[i]->value.span()),
+                1e-4)
           << params[i]->name;
     } else {
-      EXPECT_LT(RelativeDiff(gpu->Grads(i)[0], (*cpu)->Grads(i)[0]), 1e-4) << params[i]->name;
+      EXPECT_LT(RelativeDiff(gpu->Grads(i)[0], (*cpu)->Grads(i)[0]), 1e-4)
+          << params[i]->name;
     }
   }
-  EXPECT_LT(RelativeDiff(gpu->probabilities(0).span(), (*cpu)->probabilities(0).span()), 1e-4);
+  EXPECT_LT(RelativeDiff(gpu->probabilities(0).span(),
+                         (*cpu)->probabilities(0).span()),
+            1e-4);
   // Evaluation (moving statistics) after the host weights changed: the GPU
   // replica uploads them.
   for (size_t i = 0; i < params.size(); ++i) {
@@ -111,7 +120,9 @@ TEST(ReplicasGpuTest, OneGpuMatchesTheCpu) {
   }
   ASSERT_TRUE((*cpu)->Step(b.x, b.labels, false, Soon()).ok());
   ASSERT_TRUE(gpu->Step(b.x, b.labels, false, Soon()).ok());
-  EXPECT_LT(RelativeDiff(gpu->probabilities(0).span(), (*cpu)->probabilities(0).span()), 1e-4);
+  EXPECT_LT(RelativeDiff(gpu->probabilities(0).span(),
+                         (*cpu)->probabilities(0).span()),
+            1e-4);
 }
 
 // An MLP: no batch statistics, so half batches sum exactly to the whole.
@@ -128,7 +139,8 @@ TEST(ReplicasGpuTest, TwoGpusSumToTheGradientOfOne) {
     ASSERT_EQ(grads.size(), 2u);
     std::vector<float> sum(grads[0].begin(), grads[0].end());
     for (size_t j = 0; j < sum.size(); ++j) sum[j] += grads[1][j];
-    EXPECT_LT(RelativeDiff(sum, (*one)->Grads(i)[0]), 1e-4) << two->params(0)[i]->name;
+    EXPECT_LT(RelativeDiff(sum, (*one)->Grads(i)[0]), 1e-4)
+        << two->params(0)[i]->name;
   }
 }
 
@@ -136,7 +148,8 @@ TEST(ReplicasGpuTest, MissingGpuIsNotFoundAndNamed) {
   auto r = Replicas::Create("lenet", 0, 10, {1, 28, 28}, 4, 1, {977});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
-  EXPECT_NE(r.status().message().find("GPU 977"), absl::string_view::npos) << r.status();
+  EXPECT_NE(r.status().message().find("GPU 977"), absl::string_view::npos)
+      << r.status();
 }
 
 }  // namespace
