@@ -66,6 +66,9 @@ class Replicas {
   int size() const { return static_cast<int>(replicas_.size()); }
   int batch_size() const { return per_device_ * size(); }
   int per_device_batch() const { return per_device_; }
+  // Replica `device`'s host network (for a GPU replica the parameters'
+  // home; it computes on the GPU, so read probabilities() rather than its
+  // Network::probabilities()).
   nn::Network* net(int device) { return replicas_[device].net.get(); }
   // Replica `device`'s parameters, in Network::params() order (the same
   // names and shapes on every replica).
