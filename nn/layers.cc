@@ -34,8 +34,11 @@ absl::Status NeedNchw(const std::string& name, const Shape& in) {
 // A layer with one input.
 class UnaryLayer : public Layer {
  public:
-  explicit UnaryLayer(std::string name) : name_(std::move(name)) {}
+  UnaryLayer(std::string name, LayerSpec::Kind kind) : name_(std::move(name)) {
+    spec_.kind = kind;
+  }
   std::string name() const override { return name_; }
+  const LayerSpec& spec() const override { return spec_; }
   absl::Status Setup(const std::vector<Shape>& in, Shape* out,
                      std::vector<Param*>* params) final {
     if (in.size() != 1) {
@@ -68,12 +71,16 @@ class UnaryLayer : public Layer {
   }
 
   std::string name_;
+  LayerSpec spec_;
 };
 
 class ConvLayer : public UnaryLayer {
  public:
   ConvLayer(std::string name, const kernels::Conv2dParams& p, bool bias)
-      : UnaryLayer(std::move(name)), p_(p), bias_(bias) {}
+      : UnaryLayer(std::move(name), LayerSpec::kConv), p_(p), bias_(bias) {
+    spec_.conv = p;
+    spec_.bias = bias;
+  }
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>* params) override {
     PSTRAIN_RETURN_IF_ERROR(NeedNchw(name_, in));
     if (in[1] % p_.groups != 0 || p_.num_filter % p_.groups != 0) {
@@ -126,7 +133,10 @@ class ConvLayer : public UnaryLayer {
 
 class PoolLayer : public UnaryLayer {
  public:
-  PoolLayer(std::string name, const kernels::Pool2dParams& p) : UnaryLayer(std::move(name)), p_(p) {}
+  PoolLayer(std::string name, const kernels::Pool2dParams& p)
+      : UnaryLayer(std::move(name), LayerSpec::kPool), p_(p) {
+    spec_.pool = p;
+  }
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
     PSTRAIN_RETURN_IF_ERROR(NeedNchw(name_, in));
     const int kh = p_.global ? static_cast<int>(in[2]) : p_.kernel_h;
@@ -168,7 +178,10 @@ class PoolLayer : public UnaryLayer {
 
 class FcLayer : public UnaryLayer {
  public:
-  FcLayer(std::string name, int64_t hidden) : UnaryLayer(std::move(name)), hidden_(hidden) {}
+  FcLayer(std::string name, int64_t hidden)
+      : UnaryLayer(std::move(name), LayerSpec::kFc), hidden_(hidden) {
+    spec_.num_hidden = hidden;
+  }
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>* params) override {
     const int64_t k = Product(in);
     *out = {in[0], hidden_};
@@ -196,7 +209,10 @@ class FcLayer : public UnaryLayer {
 
 class ActLayer : public UnaryLayer {
  public:
-  ActLayer(std::string name, kernels::Activation a) : UnaryLayer(std::move(name)), a_(a) {}
+  ActLayer(std::string name, kernels::Activation a)
+      : UnaryLayer(std::move(name), LayerSpec::kAct), a_(a) {
+    spec_.act = a;
+  }
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
     *out = in;
     return absl::OkStatus();
@@ -224,7 +240,7 @@ class ActLayer : public UnaryLayer {
 
 class FlattenLayer : public UnaryLayer {
  public:
-  using UnaryLayer::UnaryLayer;
+  explicit FlattenLayer(std::string name) : UnaryLayer(std::move(name), LayerSpec::kFlatten) {}
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
     *out = {in[0], Product(in)};
     return absl::OkStatus();
@@ -251,7 +267,9 @@ class FlattenLayer : public UnaryLayer {
 class BatchNormLayer : public UnaryLayer {
  public:
   BatchNormLayer(std::string name, const kernels::BatchNormParams& p)
-      : UnaryLayer(std::move(name)), p_(p) {}
+      : UnaryLayer(std::move(name), LayerSpec::kBatchNorm), p_(p) {
+    spec_.bn = p;
+  }
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>* params) override {
     if (in.size() != 4 && in.size() != 2) {
       return absl::InvalidArgumentError(absl::StrCat(name_, ": needs NCHW or NC input, got ",
@@ -296,7 +314,10 @@ class BatchNormLayer : public UnaryLayer {
 
 class LrnLayer : public UnaryLayer {
  public:
-  LrnLayer(std::string name, const kernels::LrnParams& p) : UnaryLayer(std::move(name)), p_(p) {}
+  LrnLayer(std::string name, const kernels::LrnParams& p)
+      : UnaryLayer(std::move(name), LayerSpec::kLrn), p_(p) {
+    spec_.lrn = p;
+  }
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
     PSTRAIN_RETURN_IF_ERROR(NeedNchw(name_, in));
     *out = in;
@@ -329,7 +350,10 @@ class LrnLayer : public UnaryLayer {
 class DropoutLayer : public UnaryLayer {
  public:
   DropoutLayer(std::string name, float p, uint64_t seed)
-      : UnaryLayer(std::move(name)), p_(p), rng_(seed) {}
+      : UnaryLayer(std::move(name), LayerSpec::kDropout), p_(p), rng_(seed) {
+    spec_.p = p;
+    spec_.seed = seed;
+  }
   absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
     if (!(p_ >= 0.0f && p_ < 1.0f)) {
       return absl::InvalidArgumentError(absl::StrCat(name_, ": dropout probability ", p_,
@@ -375,8 +399,12 @@ class DropoutLayer : public UnaryLayer {
 
 class ConcatLayer : public Layer {
  public:
-  ConcatLayer(std::string name, int n) : name_(std::move(name)), n_(n) {}
+  ConcatLayer(std::string name, int n) : name_(std::move(name)), n_(n) {
+    spec_.kind = LayerSpec::kConcat;
+    spec_.num_inputs = n;
+  }
   std::string name() const override { return name_; }
+  const LayerSpec& spec() const override { return spec_; }
   absl::Status Setup(const std::vector<Shape>& in, Shape* out, std::vector<Param*>*) override {
     if (static_cast<int>(in.size()) != n_ || n_ < 1) {
       return absl::InvalidArgumentError(absl::StrCat(name_, ": expects ", n_, " inputs, got ",
@@ -417,13 +445,18 @@ class ConcatLayer : public Layer {
  private:
   std::string name_;
   int n_;
+  LayerSpec spec_;
   std::vector<Shape> shapes_;
 };
 
 class AddLayer : public Layer {
  public:
-  explicit AddLayer(std::string name) : name_(std::move(name)) {}
+  explicit AddLayer(std::string name) : name_(std::move(name)) {
+    spec_.kind = LayerSpec::kAdd;
+    spec_.num_inputs = 2;
+  }
   std::string name() const override { return name_; }
+  const LayerSpec& spec() const override { return spec_; }
   absl::Status Setup(const std::vector<Shape>& in, Shape* out, std::vector<Param*>*) override {
     if (in.size() != 2 || in[0] != in[1]) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -455,6 +488,7 @@ class AddLayer : public Layer {
 
  private:
   std::string name_;
+  LayerSpec spec_;
 };
 
 }  // namespace

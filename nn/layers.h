@@ -32,11 +32,36 @@ struct Param {
 // knows which buffers may be overwritten in place.
 enum class Needs { kNothing, kInput, kOutput };
 
+// What a layer computes, for executors other than the layer's own CPU
+// Forward/Backward (nn::GpuNetwork switches on it). Only the fields of the
+// layer's kind are meaningful. A layer's parameters (Network's per-node
+// params, see Network::node_params) come in this order:
+//   kConv:      weight [F, C/groups, KH, KW], then bias [F] when `bias`
+//   kFc:        weight [num_hidden, K], bias [num_hidden]
+//   kBatchNorm: gamma, beta, moving_mean (aux), moving_var (aux), each [C]
+// and the other kinds have none.
+struct LayerSpec {
+  enum Kind { kConv, kPool, kFc, kAct, kFlatten, kBatchNorm, kLrn, kDropout, kConcat, kAdd };
+  Kind kind = kAct;
+  kernels::Conv2dParams conv;  // kConv.
+  bool bias = true;            // kConv: has a bias.
+  kernels::Pool2dParams pool;  // kPool.
+  int64_t num_hidden = 0;      // kFc.
+  kernels::Activation act = kernels::Activation::kRelu;  // kAct.
+  kernels::BatchNormParams bn;                           // kBatchNorm.
+  kernels::LrnParams lrn;                                // kLrn.
+  float p = 0.0f;     // kDropout: drop probability.
+  uint64_t seed = 0;  // kDropout: the mask generator's seed.
+  int num_inputs = 1;  // kConcat (kAdd: 2; the others: 1).
+};
+
 class Layer {
  public:
   using Shape = std::vector<int64_t>;
   virtual ~Layer() = default;
   virtual std::string name() const = 0;
+  // What this layer computes (kind and hyperparameters).
+  virtual const LayerSpec& spec() const = 0;
   // Checks the input shapes, sets the output shape and creates parameters.
   virtual absl::Status Setup(const std::vector<Shape>& in, Shape* out,
                              std::vector<Param*>* params) = 0;

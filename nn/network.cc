@@ -89,9 +89,7 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_cla
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
-                                        absl::Span<const float> labels, Mode mode,
-                                        const ParamsNeeded& needed) {
+absl::Status Network::CheckBatch(const Tensor& x, absl::Span<const float> labels) const {
   if (x.shape() != input_shape_) {
     return absl::InvalidArgumentError(absl::StrCat("input ", x.ShapeString(), " but the network "
                                                    "was built for ",
@@ -101,6 +99,13 @@ absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
     return absl::InvalidArgumentError(absl::StrCat(labels.size(), " labels for a batch of ",
                                                    x.dim(0)));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
+                                        absl::Span<const float> labels, Mode mode,
+                                        const ParamsNeeded& needed) {
+  PSTRAIN_RETURN_IF_ERROR(CheckBatch(x, labels));
   const bool training = mode == Mode::kTrain;
   outs_[kInput] = x;
   std::vector<const Tensor*> ins;

@@ -109,6 +109,27 @@ class Network {
   // Whether Forward/Backward record LayerTimes (off by default).
   void set_profile(bool on) { profile_ = on; }
 
+  // Read-only access to the graph, for executors other than Forward and
+  // Backward (nn::GpuNetwork). Nodes are 1..last() in the order added, each
+  // reading only lower ids; kInput is the network input. REQUIRES: 1 <=
+  // id <= last() (kInput allowed for output_shape), and Build() has
+  // succeeded for the shapes and parameters.
+  const Layer& layer(int id) const { return *nodes_[id - 1].layer; }
+  // The node ids `id` reads, in the layer's input order.
+  const std::vector<int>& inputs(int id) const { return nodes_[id - 1].inputs; }
+  // The output shape of node `id` with the batch dimension ([batch, C, H, W]
+  // or [batch, K]); for kInput the input shape given to Build().
+  const std::vector<int64_t>& output_shape(int id) const { return ShapeOf(id); }
+  // Node `id`'s parameters in the order of its LayerSpec (arguments and
+  // auxiliary states; owned by the layer), and the learned ones among them
+  // (what ParamsNeeded and GradsReady receive).
+  const std::vector<Param*>& node_params(int id) const { return nodes_[id - 1].params; }
+  const std::vector<Param*>& node_learned(int id) const { return nodes_[id - 1].learned; }
+  int num_classes() const { return num_classes_; }
+  // OK when x has the shape the network was built for and there is one
+  // label per sample; InvalidArgument saying which does not fit otherwise.
+  absl::Status CheckBatch(const kernels::Tensor& x, absl::Span<const float> labels) const;
+
  private:
   struct Node {
     std::unique_ptr<Layer> layer;

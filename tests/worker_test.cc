@@ -132,6 +132,31 @@ TEST_F(WorkerTest, TwoCpuDevicesEqualOne) {
             1e-3);
 }
 
+#ifdef PSTRAIN_WORKER_CUDA
+// --gpus 0 trains LeNet as the CPU does (same seed, same batches, local
+// KVStore): every weight agrees to float rounding after 10 steps. Skips,
+// saying so, where GPU 0 does not exist (the worker must then exit non-zero
+// naming it).
+TEST_F(WorkerTest, OneGpuTrainsAsTheCpu) {
+  std::string out;
+  const std::string common = absl::StrCat("--num-examples=320 --model-prefix=", tmp_);
+  ASSERT_EQ(Shell(Worker(common + "/cpu"), &out), 0) << out;
+  const int rc = Shell(Worker("--gpus=0 " + common + "/gpu"), &out);
+  if (rc != 0 && (out.find("GPU 0: no usable CUDA device") != std::string::npos ||
+                  out.find("GPU 0: this machine has 0 CUDA device") != std::string::npos)) {
+    GTEST_SKIP() << "No GPU 0, GPU training skipped; the worker said: " << out;
+  }
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("10 batches of 32 per epoch on 1 device(s)"));
+  EXPECT_THAT(out, HasSubstr("Epoch[0] Validation-accuracy="));
+  const double diff = testing_util::MaxRelativeDiff(
+      testing_util::ReadParams(tmp_ + "/cpu-0001.params"),
+      testing_util::ReadParams(tmp_ + "/gpu-0001.params"));
+  std::cout << "gpus 0 vs CPU after 10 steps: max relative difference " << diff << "\n";
+  EXPECT_LT(diff, 1e-4);
+}
+#endif
+
 // Every new flag refuses bad values with an error naming the flag, in
 // either spelling, and exits non-zero.
 TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
@@ -156,7 +181,12 @@ TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
       {"--cpu_devices=3 --batch_size=64", "--batch_size 64: does not split evenly over 3"},
       {"--gpus=0,x", "--gpus 0,x"},
       {"--gpus=0,1 --cpu-devices=2", "--cpu_devices 2: cannot be combined with --gpus"},
+#ifdef PSTRAIN_WORKER_CUDA
+      // No machine has GPU 977: creating its context fails, naming it.
+      {"--gpus=977", "GPU 977: "},
+#else
       {"--gpus=0,1", "--gpus 0,1: this worker was built without CUDA"},
+#endif
   };
   for (const auto& [flags, error] : cases) {
     std::string out;

@@ -43,8 +43,9 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& options);
 int NumDevices(const TrainerOptions& options);
 
 // FailedPrecondition when the options need devices this binary cannot
-// drive: any --gpus in a build without CUDA (the message says so), and, for
-// now, in a CUDA build too (the layers run on the CPU only).
+// drive: any --gpus in a build without CUDA (the message says so). A CUDA
+// build accepts --gpus here; whether those GPUs exist is found out when the
+// replicas are created (Replicas::Create: NotFound naming the device).
 absl::Status CheckDevices(const TrainerOptions& options);
 
 // options.augment with the output size of image_shape, for training

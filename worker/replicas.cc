@@ -3,20 +3,40 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "glog/logging.h"
 #include "util/status.h"
 #include "util/wait.h"
 
+#ifdef PSTRAIN_WORKER_CUDA
+#include "kernels/gpu_context.h"
+#include "nn/gpu_network.h"
+#endif
+
 namespace pstrain {
 namespace worker {
 
+#ifdef PSTRAIN_WORKER_CUDA
+struct Replicas::Gpu {
+  // Declared first, destroyed last: the network's buffers and kernel state
+  // belong to this context's device.
+  std::unique_ptr<kernels::GpuContext> ctx;
+  std::unique_ptr<nn::GpuNetwork> net;
+};
+#endif
+
 absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
     const std::string& network, int num_layers, int num_classes,
-    const std::vector<int64_t>& image_shape, int batch_size, int num_devices) {
+    const std::vector<int64_t>& image_shape, int batch_size, int num_devices,
+    const std::vector<int>& gpus) {
   if (num_devices < 1 || batch_size < 1 || batch_size % num_devices != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--batch_size ", batch_size,
                      " does not split evenly over ", num_devices, " devices"));
+  }
+  if (!gpus.empty() && static_cast<int>(gpus.size()) != num_devices) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--gpus ", absl::StrJoin(gpus, ","), " for ", num_devices, " devices"));
   }
   std::unique_ptr<Replicas> r(new Replicas());
   r->per_device_ = batch_size / num_devices;
@@ -25,7 +45,22 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
     PSTRAIN_ASSIGN_OR_RETURN(
         rep.net, nn::BuildNetwork(network, num_layers, num_classes, image_shape,
                                   r->per_device_));
-    rep.ctx = std::make_unique<kernels::CpuContext>();
+    if (gpus.empty()) {
+      rep.ctx = std::make_unique<kernels::CpuContext>();
+    } else {
+#ifdef PSTRAIN_WORKER_CUDA
+      rep.gpu = std::make_shared<Gpu>();
+      kernels::GpuContextOptions options;
+      options.device = gpus[d];
+      PSTRAIN_ASSIGN_OR_RETURN(rep.gpu->ctx, kernels::GpuContext::Create(options));
+      PSTRAIN_ASSIGN_OR_RETURN(rep.gpu->net,
+                               nn::GpuNetwork::Create(rep.net.get(), rep.gpu->ctx.get()));
+#else
+      return absl::FailedPreconditionError(
+          absl::StrCat("--gpus ", absl::StrJoin(gpus, ","),
+                       ": this worker was built without CUDA"));
+#endif
+    }
     rep.params = rep.net->params();
     rep.x = kernels::Tensor(
         {r->per_device_, image_shape[0], image_shape[1], image_shape[2]});
@@ -118,15 +153,27 @@ absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
                   input_labels_.begin() + first + per_device_,
                   r.labels.begin());
         // Forward-only steps are evaluation: moving statistics, no dropout.
-        absl::Status s =
-            r.net
-                ->Forward(r.ctx.get(), r.x, r.labels,
-                          backward ? nn::Mode::kTrain : nn::Mode::kInference, needed)
-                .status();
+        const nn::Mode mode = backward ? nn::Mode::kTrain : nn::Mode::kInference;
+#ifdef PSTRAIN_WORKER_CUDA
+        if (r.gpu) {
+          absl::Status s = r.gpu->net->Forward(r.x, r.labels, mode, needed).status();
+          if (s.ok() && backward) s = r.gpu->net->Backward(1.0f, ready);
+          return s;
+        }
+#endif
+        absl::Status s = r.net->Forward(r.ctx.get(), r.x, r.labels, mode, needed).status();
         if (s.ok() && backward) s = r.net->Backward(r.ctx.get(), 1.0f, ready);
         return s;
       },
       deadline);
+}
+
+const kernels::Tensor& Replicas::probabilities(int device) const {
+  const Replica& r = replicas_[device];
+#ifdef PSTRAIN_WORKER_CUDA
+  if (r.gpu) return r.gpu->net->probabilities();
+#endif
+  return r.net->probabilities();
 }
 
 std::vector<absl::Span<const float>> Replicas::Grads(size_t index) const {

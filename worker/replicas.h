@@ -9,6 +9,16 @@
 // others (CopyWeightsFromFirst()), so N replicas of batch b / N train
 // exactly as one of batch b, up to float rounding.
 //
+// GPUs (--gpus, CUDA builds): replica d then runs its network on GPU
+// gpus[d] (nn::GpuNetwork on its own kernels::GpuContext), and its host
+// Network keeps the parameters as on the CPU: each step uploads every
+// layer's weights from the host before the layer runs and downloads the
+// gradients to the host Param::grad, so Grads(), CopyWeightsFromFirst(),
+// the KVStore and checkpoints work on the host mirrors unchanged. The
+// replicas' gradients are therefore summed on the host (the KVStore sums
+// Grads() into one push), which is MXNet's dist_sync behaviour; for now
+// dist_device_sync also sums on the host, not on the GPUs.
+//
 // Thread-compatible: one thread (the trainer's) calls every method.
 #ifndef PSTRAIN_WORKER_REPLICAS_H_
 #define PSTRAIN_WORKER_REPLICAS_H_
@@ -37,13 +47,18 @@ namespace worker {
 class Replicas {
  public:
   // Builds `num_devices` copies of network `network` (nn::BuildNetwork),
-  // each for batch_size / num_devices samples. Parameters are left as built:
-  // initialize replica 0 and call CopyWeightsFromFirst(). Errors are
+  // each for batch_size / num_devices samples, on the CPU when `gpus` is
+  // empty and otherwise replica d on GPU gpus[d]. Parameters are left as
+  // built: initialize replica 0 and call CopyWeightsFromFirst(). Errors are
   // BuildNetwork's; InvalidArgument naming --batch_size when it does not
-  // split evenly.
+  // split evenly, or naming --gpus when it does not list num_devices GPUs;
+  // with GPUs, FailedPrecondition in a build without CUDA, and
+  // kernels::GpuContext::Create's errors (NotFound naming the GPU when it
+  // does not exist) or device memory errors.
   static absl::StatusOr<std::unique_ptr<Replicas>> Create(
       const std::string& network, int num_layers, int num_classes,
-      const std::vector<int64_t>& image_shape, int batch_size, int num_devices);
+      const std::vector<int64_t>& image_shape, int batch_size, int num_devices,
+      const std::vector<int>& gpus = {});
   ~Replicas();  // Joins the threads (after any step still running).
   Replicas(const Replicas&) = delete;
   Replicas& operator=(const Replicas&) = delete;
@@ -51,6 +66,9 @@ class Replicas {
   int size() const { return static_cast<int>(replicas_.size()); }
   int batch_size() const { return per_device_ * size(); }
   int per_device_batch() const { return per_device_; }
+  // Replica `device`'s host network (for a GPU replica the parameters'
+  // home; it computes on the GPU, so read probabilities() rather than its
+  // Network::probabilities()).
   nn::Network* net(int device) { return replicas_[device].net.get(); }
   // Replica `device`'s parameters, in Network::params() order (the same
   // names and shapes on every replica).
@@ -61,6 +79,9 @@ class Replicas {
   absl::Span<const float> labels(int device) const {
     return replicas_[device].labels;
   }
+  // Replica `device`'s class probabilities in the last Step(),
+  // [per_device_batch(), num_classes] (on the host also for GPU replicas).
+  const kernels::Tensor& probabilities(int device) const;
 
   // Splits a batch (batch_size() x C x H x W floats, batch_size() labels)
   // over the replicas, sample range [d * b, (d + 1) * b) to replica d, and
@@ -87,9 +108,13 @@ class Replicas {
   absl::Status CopyWeightsFromFirst(absl::Time deadline);
 
  private:
+  // A replica's GPU and the network running on it (defined in
+  // replicas.cc, CUDA builds only).
+  struct Gpu;
   struct Replica {
     std::unique_ptr<nn::Network> net;
-    std::unique_ptr<kernels::CpuContext> ctx;
+    std::unique_ptr<kernels::CpuContext> ctx;  // CPU replicas.
+    std::shared_ptr<Gpu> gpu;                  // GPU replicas.
     std::vector<nn::Param*> params;
     kernels::Tensor x;
     std::vector<float> labels;

@@ -60,9 +60,9 @@ TEST(ReplicasTest, TwoDevicesSumToTheGradientOfOne) {
     EXPECT_GT(RelativeDiff(grads[0], grads[1]), 1e-3) << params[i]->name;
   }
   // The probabilities of each half match the single device's rows.
-  auto p1 = one->net(0)->probabilities().span();
+  auto p1 = one->probabilities(0).span();
   for (int d = 0; d < 2; ++d) {
-    auto pd = two->net(d)->probabilities().span();
+    auto pd = two->probabilities(d).span();
     EXPECT_LT(
         RelativeDiff(p1.subspan(d * (kBatch / 2) * 10, (kBatch / 2) * 10), pd),
         1e-5);
@@ -85,6 +85,10 @@ TEST(ReplicasTest, RejectsUnevenSplitAndWrongSizes) {
   auto bad = Replicas::Create("lenet", 0, 10, {1, 28, 28}, 9, 2);
   EXPECT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("--batch_size 9"), std::string::npos);
+  bad = Replicas::Create("lenet", 0, 10, {1, 28, 28}, 4, 2, {0});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("--gpus 0 for 2 devices"), std::string::npos)
+      << bad.status();
   auto two = Make(2, 4);
   ASSERT_TRUE(two);
   EXPECT_EQ(

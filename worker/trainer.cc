@@ -100,7 +100,7 @@ int Train(const TrainerOptions& o) {
   // One replica per local device; replica 0 holds the weights that are
   // initialized, pulled and saved, the others get copies.
   auto reps_or = Replicas::Create(o.network, o.num_layers, o.num_classes, o.image_shape,
-                                  o.batch_size, NumDevices(o));
+                                  o.batch_size, NumDevices(o), o.gpus);
   if (!reps_or.ok()) {
     LOG(ERROR) << reps_or.status().message();
     return 2;
@@ -319,8 +319,8 @@ int Train(const TrainerOptions& o) {
         return 1;
       }
       for (int d = 0; d < reps->size(); ++d) {
-        (void)local.Update(reps->net(d)->probabilities().span(), reps->labels(d), o.num_classes);
-        (void)total.Update(reps->net(d)->probabilities().span(), reps->labels(d), o.num_classes);
+        (void)local.Update(reps->probabilities(d).span(), reps->labels(d), o.num_classes);
+        (void)total.Update(reps->probabilities(d).span(), reps->labels(d), o.num_classes);
       }
       // Push every gradient (summed over the devices: one push per key) and
       // pull the new weights into device 0; the first layers get the
@@ -402,7 +402,7 @@ int Train(const TrainerOptions& o) {
         for (int d = 0; d < reps->size(); ++d) {
           const int64_t mine = std::clamp<int64_t>(real - d * reps->per_device_batch(), 0,
                                                    reps->per_device_batch());
-          (void)vm.Update(reps->net(d)->probabilities().span().subspan(0, mine * o.num_classes),
+          (void)vm.Update(reps->probabilities(d).span().subspan(0, mine * o.num_classes),
                           reps->labels(d).subspan(0, mine), o.num_classes);
         }
       }
