@@ -69,35 +69,54 @@ absl::StatusOr<std::unique_ptr<GpuNetwork>> GpuNetwork::Create(
   return g;
 }
 
+std::string GpuNetwork::Where(int id) const {
+  return id == Network::kInput ? absl::StrCat("GPU ", ctx_->device())
+                               : absl::StrCat("GPU ", ctx_->device(), ": ",
+                                              net_->layer(id).name());
+}
+
+absl::Status GpuNetwork::UploadParams(int id) {
+  Node& n = nodes_[id - 1];
+  for (size_t i = 0; i < n.params.size(); ++i) {
+    PSTRAIN_RETURN_IF_ERROR(Annotate(
+        n.values[i].Upload(ctx_, n.params[i]->value), n.params[i]->name));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<double> GpuNetwork::Forward(
     const kernels::Tensor& x, absl::Span<const float> labels, Mode mode,
     const Network::ParamsNeeded& needed) {
   PSTRAIN_RETURN_IF_ERROR(net_->CheckBatch(x, labels));
   const bool training = mode == Mode::kTrain;
   trained_forward_ = false;
-  PSTRAIN_RETURN_IF_ERROR(outs_[Network::kInput].Upload(ctx_, x));
+  PSTRAIN_RETURN_IF_ERROR(Annotate(outs_[Network::kInput].Upload(ctx_, x),
+                                   Where(Network::kInput) + ": input"));
   for (int id = 1; id <= last(); ++id) {
     Node& n = nodes_[id - 1];
+    // `needed`'s error is the caller's: returned as it is.
     if (needed && !n.learned.empty())
       PSTRAIN_RETURN_IF_ERROR(needed(n.learned));
-    for (size_t i = 0; i < n.params.size(); ++i) {
-      PSTRAIN_RETURN_IF_ERROR(n.values[i].Upload(ctx_, n.params[i]->value));
-    }
-    PSTRAIN_RETURN_IF_ERROR(
-        Annotate(LayerForward(id, training), net_->layer(id).name()));
+    PSTRAIN_RETURN_IF_ERROR(Annotate(UploadParams(id), Where(id)));
+    PSTRAIN_RETURN_IF_ERROR(Annotate(LayerForward(id, training), Where(id)));
   }
   labels_.assign(labels.begin(), labels.end());
   double loss = 0;
-  PSTRAIN_RETURN_IF_ERROR(kernels::SoftmaxCrossEntropy(ctx_, outs_[last()],
-                                                       labels, &probs_, &loss));
-  PSTRAIN_RETURN_IF_ERROR(probs_.Download(ctx_, &probs_host_));
+  const std::string softmax = Where(Network::kInput) + ": softmax";
+  PSTRAIN_RETURN_IF_ERROR(Annotate(
+      kernels::SoftmaxCrossEntropy(ctx_, outs_[last()], labels, &probs_, &loss),
+      softmax));
+  PSTRAIN_RETURN_IF_ERROR(
+      Annotate(probs_.Download(ctx_, &probs_host_), softmax));
   if (training) {
     // The moving statistics changed on the device: the host keeps them.
-    for (Node& n : nodes_) {
+    for (int id = 1; id <= last(); ++id) {
+      Node& n = nodes_[id - 1];
       for (size_t i = 0; i < n.params.size(); ++i) {
-        if (n.params[i]->aux)
-          PSTRAIN_RETURN_IF_ERROR(
-              n.values[i].Download(ctx_, &n.params[i]->value));
+        if (!n.params[i]->aux) continue;
+        PSTRAIN_RETURN_IF_ERROR(
+            Annotate(n.values[i].Download(ctx_, &n.params[i]->value),
+                     absl::StrCat(Where(id), ": ", n.params[i]->name)));
       }
     }
   }
@@ -169,8 +188,10 @@ absl::Status GpuNetwork::Backward(float scale,
         "Backward() needs a training-mode Forward() first");
   }
   std::fill(has_grad_.begin(), has_grad_.end(), false);
-  PSTRAIN_RETURN_IF_ERROR(kernels::SoftmaxCrossEntropyBackward(
-      ctx_, probs_, labels_, scale, &grads_[last()]));
+  PSTRAIN_RETURN_IF_ERROR(
+      Annotate(kernels::SoftmaxCrossEntropyBackward(ctx_, probs_, labels_,
+                                                    scale, &grads_[last()]),
+               Where(Network::kInput) + ": softmax"));
   has_grad_[last()] = true;
   std::vector<GpuTensor*> din;
   std::vector<GpuTensor> temps;
@@ -190,26 +211,33 @@ absl::Status GpuNetwork::Backward(float scale,
         din.push_back(&grads_[j]);
       } else {
         // Another reader already contributed: compute aside, then add.
-        PSTRAIN_ASSIGN_OR_RETURN(temps[k],
-                                 Scratch(shape, slots[NumElements(shape)]++));
+        auto scratch = Scratch(shape, slots[NumElements(shape)]++);
+        if (!scratch.ok()) return Annotate(scratch.status(), Where(id));
+        temps[k] = std::move(*scratch);
         din.push_back(&temps[k]);
       }
     }
-    PSTRAIN_RETURN_IF_ERROR(
-        Annotate(LayerBackward(id, din), net_->layer(id).name()));
+    PSTRAIN_RETURN_IF_ERROR(Annotate(LayerBackward(id, din), Where(id)));
     for (size_t k = 0; k < temps.size(); ++k) {
       if (din[k] != &temps[k]) continue;
       PSTRAIN_RETURN_IF_ERROR(
-          kernels::AddInPlace(ctx_, temps[k], &grads_[n.inputs[k]]));
+          Annotate(kernels::AddInPlace(ctx_, temps[k], &grads_[n.inputs[k]]),
+                   Where(id)));
     }
     if (n.learned.empty()) continue;
     for (size_t i = 0; i < n.params.size(); ++i) {
-      if (!n.params[i]->aux)
-        PSTRAIN_RETURN_IF_ERROR(n.grads[i].Download(ctx_, &n.params[i]->grad));
+      if (n.params[i]->aux) continue;
+      PSTRAIN_RETURN_IF_ERROR(
+          Annotate(n.grads[i].Download(ctx_, &n.params[i]->grad),
+                   absl::StrCat(Where(id), ": ", n.params[i]->name)));
     }
     if (ready) ready(n.learned);
   }
-  return absl::OkStatus();
+  // Layers without learned parameters after the last download (and the
+  // labels' upload from labels_, which the next Forward overwrites) may
+  // still be queued: wait, so that this step's asynchronous errors are
+  // reported here.
+  return Annotate(ctx_->Synchronize(), Where(Network::kInput));
 }
 
 absl::Status GpuNetwork::LayerBackward(int id,

@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -65,8 +66,10 @@ class GpuNetwork {
   // for) and labels, the mean cross-entropy back. `needed` is called with
   // a layer's learned parameters before they are uploaded. Errors:
   // InvalidArgument for a wrong input shape or label count or a label
-  // outside [0, num_classes), `needed`'s error, and the kernels' errors
-  // annotated with the layer's name.
+  // outside [0, num_classes), `needed`'s error (as it is), and the kernels'
+  // and copies' errors prefixed with "GPU <device>: <layer>" (or ": input",
+  // ": softmax"). CUDA reports a kernel's failure at the next
+  // synchronization, which may name a later layer.
   absl::StatusOr<double> Forward(const kernels::Tensor& x,
                                  absl::Span<const float> labels,
                                  Mode mode = Mode::kTrain,
@@ -76,6 +79,8 @@ class GpuNetwork {
   // FailedPrecondition): every learned host Param::grad becomes scale *
   // d(sum of the batch's losses)/d(param); `ready` is called per layer, in
   // reverse layer order, once that layer's host gradients are written.
+  // Waits for all of the step's work before returning. Errors are named
+  // like Forward's.
   absl::Status Backward(float scale,
                         const Network::GradsReady& ready = nullptr);
 
@@ -105,6 +110,11 @@ class GpuNetwork {
 
   GpuNetwork(Network* net, kernels::GpuContext* ctx) : net_(net), ctx_(ctx) {}
   int last() const { return static_cast<int>(nodes_.size()); }
+  // "GPU <device>: <layer name>" for error messages; "GPU <device>" for
+  // kInput.
+  std::string Where(int id) const;
+  // Uploads node `id`'s parameters from their host values.
+  absl::Status UploadParams(int id);
   absl::Status LayerForward(int id, bool training);
   absl::Status LayerBackward(int id,
                              const std::vector<kernels::GpuTensor*>& din);

@@ -1,14 +1,18 @@
 // GpuNetwork against the CPU Network (the reference) on the same initial
 // weights: loss, probabilities, every learned gradient and the moving
-// statistics after one training step, then an inference forward, for
+// statistics after one training step and after a second one from changed
+// host weights, then an inference forward, for
 // LeNet, a CIFAR ResNet (batch norm, residual additions), MiniGoogLeNet
 // (concatenation) and a small AlexNet-like network (LRN, dropout); the
 // per-layer callbacks in the CPU network's order; dropout repeats itself
-// for a seed; argument errors.
+// for a seed; the context's GPU is used whatever device is current;
+// argument errors, and kernel errors naming the GPU and layer.
 //
 // Built only with --config=cuda and tagged "gpu"; where no GPU is usable
 // every test skips and says why.
 #include "nn/gpu_network.h"
+
+#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
@@ -180,14 +184,45 @@ class GpuNetworkTest : public ::testing::Test {
                "training probabilities");
     const std::vector<Param*> cp = cpu->params(), gp = host->params();
     ASSERT_EQ(cp.size(), gp.size());
-    for (size_t i = 0; i < cp.size(); ++i) {
-      ASSERT_EQ(gp[i]->name, cp[i]->name);
-      if (cp[i]->aux) {
-        ExpectNear(gp[i]->value, cp[i]->value, cp[i]->name);
-      } else {
-        ExpectNear(gp[i]->grad, cp[i]->grad, cp[i]->name + " gradient");
+    auto compare_params = [&](const std::string& step) {
+      for (size_t i = 0; i < cp.size(); ++i) {
+        ASSERT_EQ(gp[i]->name, cp[i]->name);
+        if (cp[i]->aux) {
+          ExpectNear(gp[i]->value, cp[i]->value, step + cp[i]->name);
+        } else {
+          ExpectNear(gp[i]->grad, cp[i]->grad,
+                     step + cp[i]->name + " gradient");
+        }
       }
+    };
+    compare_params("");
+
+    // A second step from new host weights (an SGD step of the CPU's, given
+    // to both, moving statistics included) on another batch: the GPU must
+    // upload them and reuse its buffers from the first step without
+    // carrying anything over.
+    for (size_t i = 0; i < cp.size(); ++i) {
+      if (!cp[i]->aux) {
+        float* v = cp[i]->value.data();
+        const float* g = cp[i]->grad.data();
+        for (int64_t e = 0; e < cp[i]->value.size(); ++e) v[e] -= 0.1f * g[e];
+      }
+      std::copy(cp[i]->value.data(), cp[i]->value.data() + cp[i]->value.size(),
+                gp[i]->value.data());
     }
+    const Tensor x2 = RandomInput(input_shape, 17);
+    const std::vector<float> labels2 =
+        RandomLabels(input_shape[0], classes, 19);
+    want = cpu->Forward(&cpu_ctx, x2, labels2);
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_TRUE(Ok(cpu->Backward(&cpu_ctx, 0.5f)));
+    got = (*gpu)->Forward(x2, labels2);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_TRUE(Ok((*gpu)->Backward(0.5f)));
+    ExpectNearLoss(*got, *want, "second training loss");
+    ExpectNear((*gpu)->probabilities(), cpu->probabilities(),
+               "second training probabilities");
+    compare_params("second step: ");
 
     // Inference on the moving statistics of that step.
     want = cpu->Forward(&cpu_ctx, x, labels, Mode::kInference);
@@ -223,6 +258,21 @@ TEST_F(GpuNetworkTest, CifarResnetMatchesCpu) {
 
 TEST_F(GpuNetworkTest, MiniGooglenetMatchesCpu) {
   CompareBuilt({"minigooglenet", 0, {3, 32, 32}, 10, 4});
+}
+
+// Replica threads drive one GPU each, whatever device CUDA has current on
+// the thread: with GPU 1 current, a network on GPU 0's context (created
+// then too) still matches the CPU, and GPU 1 is current afterwards.
+TEST_F(GpuNetworkTest, RunsOnItsContextsGpuWhateverIsCurrent) {
+  int count = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+  if (count < 2) GTEST_SKIP() << "Needs two GPUs; this machine has " << count;
+  ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
+  CompareBuilt({"resnet", 20, {3, 32, 32}, 10, 4});
+  int current = -1;
+  EXPECT_EQ(cudaGetDevice(&current), cudaSuccess);
+  EXPECT_EQ(current, 1);
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
 }
 
 // Dropout 0 in training: the GPU and CPU masks differ by design (see
@@ -284,14 +334,44 @@ TEST_F(GpuNetworkTest, BadInputsAreInvalidArgument) {
   EXPECT_EQ((*gpu)->Forward(Tensor({2, 1, 28, 28}), {1.0f}).status().code(),
             absl::StatusCode::kInvalidArgument);
   const std::vector<float> bad = {1, 10};
-  EXPECT_EQ((*gpu)->Forward(Tensor({2, 1, 28, 28}), bad).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  const absl::Status bad_label =
+      (*gpu)->Forward(Tensor({2, 1, 28, 28}), bad).status();
+  EXPECT_EQ(bad_label.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_label.message().find("GPU 0: softmax"), absl::string_view::npos)
+      << bad_label;
   // An error from `needed` stops the forward pass.
   auto s = (*gpu)->Forward(Tensor({2, 1, 28, 28}), labels, Mode::kTrain,
                            [](const std::vector<Param*>&) {
                              return absl::UnavailableError("pull failed");
                            });
   EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*gpu)->Backward(1.0f).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// A layer the GPU kernels refuse (cuDNN's LRN takes odd sizes only; the
+// CPU kernel takes any): the error names the GPU and the layer, and no
+// Backward follows a failed Forward.
+TEST_F(GpuNetworkTest, LayerErrorsNameTheGpuAndLayer) {
+  Network host;
+  kernels::Conv2dParams c;
+  c.kernel_h = c.kernel_w = 3;
+  c.num_filter = 4;
+  kernels::LrnParams lrn;
+  lrn.nsize = 4;
+  host.Add(MakeConvolution("conv1", c));
+  host.Add(MakeLrn("lrn1", lrn));
+  host.Add(MakeFlatten("flatten"));
+  host.Add(MakeFullyConnected("fc1", 10));
+  ASSERT_TRUE(Ok(host.Build({2, 3, 8, 8}, 10)));
+  ASSERT_TRUE(Ok(Initialize(&host, "xavier", 7)));
+  auto gpu = GpuNetwork::Create(&host, ctx_.get());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const std::vector<float> labels = {1, 2};
+  const absl::Status s =
+      (*gpu)->Forward(RandomInput({2, 3, 8, 8}, 1), labels).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("GPU 0: lrn1: "), absl::string_view::npos) << s;
   EXPECT_EQ((*gpu)->Backward(1.0f).code(),
             absl::StatusCode::kFailedPrecondition);
 }

@@ -37,8 +37,11 @@ absl::StatusOr<std::unique_ptr<Replicas>> Make(const std::string& network,
   return r;
 }
 
-// Largest |a - b| relative to the largest |b| of the array.
+// Largest |a - b| relative to the largest |b| of the array; infinite when
+// the sizes differ or b is empty (so that reading an empty or wrong buffer,
+// e.g. a GPU replica's host Network::probabilities(), fails).
 double RelativeDiff(absl::Span<const float> a, absl::Span<const float> b) {
+  if (b.empty() || a.size() != b.size()) return INFINITY;
   double diff = 0, scale = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) {
     diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
