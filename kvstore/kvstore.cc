@@ -88,6 +88,16 @@ class LocalKVStore : public KVStore {
     if (s.ok()) s = PullLocked(key, out);
     return Done(s);
   }
+  absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group, int) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::Status s;
+    for (const KeyPushPull& g : group) {
+      s = PushLocked(g.key, g.device_values);
+      if (s.ok()) s = PullLocked(g.key, g.out);
+      if (!s.ok()) break;
+    }
+    return Done(s);
+  }
   absl::Status Wait(Handle h, absl::Time) override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = results_.find(h);
@@ -211,7 +221,7 @@ class DistKVStore : public KVStore {
         m.header.set_sync_mode(sync_);
         batch.push_back({server, std::move(m)});
       }
-      PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), absl::Span<float>(), -1));
+      PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), {}, -1));
       PSTRAIN_RETURN_IF_ERROR(Wait(h, deadline));
     }
     return Barrier(deadline);
@@ -227,7 +237,7 @@ class DistKVStore : public KVStore {
         *m.header.mutable_optimizer() = config;
         batch.push_back({s, std::move(m)});
       }
-      PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), absl::Span<float>(), -1));
+      PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), {}, -1));
       PSTRAIN_RETURN_IF_ERROR(Wait(h, deadline));
     }
     return Barrier(deadline);
@@ -243,6 +253,10 @@ class DistKVStore : public KVStore {
   absl::StatusOr<Handle> PushPull(int64_t key, const std::vector<absl::Span<const float>>& values,
                                   absl::Span<float> out, int priority) override {
     return SendKey(proto::PUSH_PULL, key, values, out, priority);
+  }
+  absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group,
+                                       int priority) override {
+    return SendGroup(proto::PUSH_PULL, group, priority);
   }
 
   absl::Status Wait(Handle h, absl::Time deadline) override {
@@ -320,7 +334,8 @@ class DistKVStore : public KVStore {
     int64_t key = 0;
     int outstanding = 0;
     absl::Status status;
-    absl::Span<float> out;
+    // Where each key's pulled values go.
+    std::vector<std::pair<int64_t, absl::Span<float>>> outs;
   };
   // One message for a server (by rank).
   struct Request {
@@ -342,46 +357,80 @@ class DistKVStore : public KVStore {
   absl::StatusOr<Handle> SendKey(proto::MessageType type, int64_t key,
                                  const std::vector<absl::Span<const float>>& values,
                                  absl::Span<float> out, int priority) {
-    std::vector<SliceSpec> plan;
+    return SendGroup(type, {KeyPushPull{key, values, out}}, priority);
+  }
+
+  // Sends `group` (values ignored for PULL, outputs for PUSH): the slices
+  // of all its keys, per server, packed into messages of at most
+  // max_message_bytes (one slice that alone is bigger gets its own; a key's
+  // chunks never share one, so a single key travels one message per chunk:
+  // the server applies each as it arrives).
+  absl::StatusOr<Handle> SendGroup(proto::MessageType type, const std::vector<KeyPushPull>& group,
+                                   int priority) {
+    if (group.empty()) return absl::InvalidArgumentError("an empty group of keys");
+    std::vector<std::vector<SliceSpec>> plans;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = plans_.find(key);
-      if (it == plans_.end()) {
-        return absl::NotFoundError(absl::StrCat("key ", key, " was not initialized"));
+      for (const KeyPushPull& g : group) {
+        auto it = plans_.find(g.key);
+        if (it == plans_.end()) {
+          return absl::NotFoundError(absl::StrCat("key ", g.key, " was not initialized"));
+        }
+        plans.push_back(it->second);
       }
-      plan = it->second;
     }
-    int64_t total = 0;
-    for (const auto& s : plan) total += s.length;
-    if (type != proto::PULL) PSTRAIN_RETURN_IF_ERROR(CheckDevices(values, total));
-    if (type != proto::PUSH && static_cast<int64_t>(out.size()) != total) {
-      return absl::InvalidArgumentError(absl::StrCat("pull of key ", key, " into ", out.size(),
-                                                     " floats; it holds ", total));
-    }
-    const float* data = nullptr;
-    std::shared_ptr<const void> keep;
-    if (type != proto::PULL) {
-      std::tie(data, keep) = Sum(values);
-      // Zero-copy: the caller keeps a single device's buffer valid until
-      // Wait() (the ack comes after the server has the bytes); a
-      // multi-device sum is kept alive by `keep`.
-      if (keep == nullptr) keep = std::shared_ptr<const void>(data, [](const void*) {});
-    }
-    // One message per chunk: the server applies each as it arrives.
+    std::vector<std::pair<int64_t, absl::Span<float>>> outs;
     std::vector<Request> batch;
-    for (const auto& s : plan) {
-      Message m;
-      m.header.set_type(type);
-      m.header.set_priority(priority);
-      m.header.add_keys(s.key);
-      m.header.add_offsets(s.offset);
-      m.header.add_lengths(s.length);
-      if (type != proto::PULL) {
-        m.frames.push_back(Frame::Borrow(data + s.offset, s.length * sizeof(float), keep));
+    std::map<int, size_t> open;  // Server -> index in `batch` of its message being filled.
+    std::map<int, int64_t> open_bytes;
+    for (size_t i = 0; i < group.size(); ++i) {
+      const KeyPushPull& g = group[i];
+      int64_t total = 0;
+      for (const auto& sl : plans[i]) total += sl.length;
+      if (type != proto::PULL) PSTRAIN_RETURN_IF_ERROR(CheckDevices(g.device_values, total));
+      if (type != proto::PUSH) {
+        if (static_cast<int64_t>(g.out.size()) != total) {
+          return absl::InvalidArgumentError(absl::StrCat("pull of key ", g.key, " into ",
+                                                         g.out.size(), " floats; it holds ", total));
+        }
+        for (const auto& [k, o] : outs) {
+          if (k == g.key) return absl::InvalidArgumentError(absl::StrCat("key ", k, " twice"));
+        }
+        outs.emplace_back(g.key, g.out);
       }
-      batch.push_back({s.server, std::move(m)});
+      const float* data = nullptr;
+      std::shared_ptr<const void> keep;
+      if (type != proto::PULL) {
+        std::tie(data, keep) = Sum(g.device_values);
+        // Zero-copy: the caller keeps a single device's buffer valid until
+        // Wait() (the ack comes after the server has the bytes); a
+        // multi-device sum is kept alive by `keep`.
+        if (keep == nullptr) keep = std::shared_ptr<const void>(data, [](const void*) {});
+      }
+      for (size_t c = 0; c < plans[i].size(); ++c) {
+        const SliceSpec& sl = plans[i][c];
+        const int64_t bytes = sl.length * static_cast<int64_t>(sizeof(float));
+        auto it = open.find(sl.server);
+        // A key's second chunk, or a slice that does not fit: a new message.
+        if (it == open.end() || c > 0 || open_bytes[sl.server] + bytes > options_.max_message_bytes) {
+          Message m;
+          m.header.set_type(type);
+          m.header.set_priority(priority);
+          batch.push_back({sl.server, std::move(m)});
+          open[sl.server] = batch.size() - 1;
+          open_bytes[sl.server] = 0;
+        }
+        Message& m = batch[open[sl.server]].msg;
+        m.header.add_keys(sl.key);
+        m.header.add_offsets(sl.offset);
+        m.header.add_lengths(sl.length);
+        if (type != proto::PULL) {
+          m.frames.push_back(Frame::Borrow(data + sl.offset, bytes, keep));
+        }
+        open_bytes[sl.server] += bytes;
+      }
     }
-    return Submit(std::move(batch), out, key);
+    return Submit(std::move(batch), std::move(outs), group.front().key);
   }
 
   // Data bytes a request moves both ways.
@@ -395,7 +444,10 @@ class DistKVStore : public KVStore {
     return bytes;
   }
 
-  absl::StatusOr<Handle> Submit(std::vector<Request> batch, absl::Span<float> out, int64_t key) {
+  // `key` names the operation in errors.
+  absl::StatusOr<Handle> Submit(std::vector<Request> batch,
+                                std::vector<std::pair<int64_t, absl::Span<float>>> outs,
+                                int64_t key) {
     const absl::Time deadline = absl::Now() + options_.send_timeout;
     std::vector<Outstanding> need(outstanding_.size());
     std::vector<int64_t> bytes;
@@ -431,7 +483,7 @@ class DistKVStore : public KVStore {
       Op& op = ops_[h];
       op.key = key;
       op.outstanding = static_cast<int>(batch.size());
-      op.out = out;
+      op.outs = std::move(outs);
       for (size_t i = 0; i < batch.size(); ++i) {
         const uint64_t rid = next_request_++;
         batch[i].msg.header.set_request_id(rid);
@@ -488,13 +540,26 @@ class DistKVStore : public KVStore {
       }
     } else {
       for (size_t i = 0; i < msg.frames.size(); ++i) {
+        const int64_t key = hd.keys(static_cast<int>(i));
         const int64_t off = hd.offsets(static_cast<int>(i));
         auto v = msg.frames[i].As<float>();
-        if (off < 0 || off + static_cast<int64_t>(v.size()) > static_cast<int64_t>(op.out.size())) {
-          if (op.status.ok()) op.status = absl::DataLossError("response slice outside the key");
+        absl::Span<float> out;
+        bool found = false;
+        for (const auto& [k, o] : op.outs) {
+          if (k == key) {
+            out = o;
+            found = true;
+            break;
+          }
+        }
+        if (!found || off < 0 || off + static_cast<int64_t>(v.size()) > static_cast<int64_t>(out.size())) {
+          if (op.status.ok()) {
+            op.status = absl::DataLossError(
+                absl::StrCat("response slice of key ", key, " at ", off, " outside the request"));
+          }
           continue;
         }
-        std::memcpy(op.out.data() + off, v.data(), v.size() * sizeof(float));
+        std::memcpy(out.data() + off, v.data(), v.size() * sizeof(float));
       }
     }
     --op.outstanding;

@@ -31,6 +31,14 @@ namespace kvstore {
 
 using Handle = int64_t;
 
+// One key of a PushPullGroup(): the sum of `device_values` is pushed and
+// the updated weights land in `out`.
+struct KeyPushPull {
+  int64_t key = 0;
+  std::vector<absl::Span<const float>> device_values;
+  absl::Span<float> out;
+};
+
 struct KVStoreOptions {
   // dist_*: how to join the job (role is set to WORKER).
   transport::ClusterOptions cluster;
@@ -106,6 +114,14 @@ class KVStore {
   virtual absl::StatusOr<Handle> PushPull(int64_t key,
                                           const std::vector<absl::Span<const float>>& device_values,
                                           absl::Span<float> out, int priority) = 0;
+  // PushPull of several keys as one operation (tensor fusion): dist_* send
+  // one message per server for the whole group (a new message whenever one
+  // would pass max_message_bytes) instead of one per key, which saves the
+  // per-message costs (wake-ups, syscalls, headers) of networks made of many
+  // small arrays. Each key gets PushPull's semantics; the operation fails
+  // with the first error of any key. Keys must be distinct.
+  virtual absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group,
+                                               int priority) = 0;
   // Waits for one operation. Its error (a server refusal, the job's abort)
   // or DeadlineExceeded.
   virtual absl::Status Wait(Handle handle, absl::Time deadline) = 0;

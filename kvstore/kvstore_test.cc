@@ -64,6 +64,23 @@ TEST(LocalKVStoreTest, PushStoresTheDeviceSumPullReadsIt) {
   EXPECT_EQ((*kv)->Wait(*unknown, absl::InfiniteFuture()).code(), absl::StatusCode::kNotFound);
 }
 
+TEST(LocalKVStoreTest, PushPullGroupUpdatesEveryKey) {
+  auto kv = KVStore::Create("local", KVStoreOptions());
+  ASSERT_TRUE(kv.ok()) << kv.status();
+  std::vector<float> w1(3, 0.0f), w2(2, 0.0f), a = {1, 2, 3}, b = {10, 20, 30}, c = {5, 6};
+  std::vector<float> out1(3), out2(2);
+  ASSERT_TRUE((*kv)->Init({1, 2}, {w1, w2}, absl::InfiniteFuture()).ok());
+  auto h = (*kv)->PushPullGroup(
+      {{1, {a, b}, absl::MakeSpan(out1)}, {2, {c}, absl::MakeSpan(out2)}}, 0);
+  ASSERT_TRUE(h.ok());
+  ASSERT_TRUE((*kv)->Wait(*h, absl::InfiniteFuture()).ok());
+  EXPECT_EQ(out1, (std::vector<float>{11, 22, 33}));
+  EXPECT_EQ(out2, (std::vector<float>{5, 6}));
+  auto bad = (*kv)->PushPullGroup({{3, {c}, absl::MakeSpan(out2)}}, 0);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ((*kv)->Wait(*bad, absl::InfiniteFuture()).code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace kvstore
 }  // namespace pstrain

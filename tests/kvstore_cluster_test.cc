@@ -189,6 +189,87 @@ TEST(KVStoreClusterTest, AsyncAppliesEveryPushExactlyOnce) {
   for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
 }
 
+// PushPullGroup packs many keys into few messages (a key split over both
+// servers, one in two chunks per server, small ones packed together); with
+// an optimizer it gives bit for bit what one PushPull per key gives.
+TEST(KVStoreClusterTest, PushPullGroupEqualsOnePushPullPerKey) {
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 2;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  ASSERT_EQ(kv.size(), 2u);
+  for (auto& k : kv) ASSERT_NE(k, nullptr) << c.AllOutput();
+  // Keys 0-5 go through PushPullGroup, keys 10-15 (same sizes) one by one.
+  const std::vector<int64_t> sizes = {2500000, 10, 1200000, 7, 250000, 1000};
+  std::vector<int64_t> keys;
+  std::vector<std::vector<float>> init;
+  for (int64_t base : {0, 10}) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      keys.push_back(base + static_cast<int64_t>(i));
+      init.emplace_back(sizes[i], 0.5f);
+    }
+  }
+  proto::OptimizerConfig opt;
+  opt.set_kind(proto::OptimizerConfig::SGD);
+  opt.set_learning_rate(0.05);
+  opt.set_momentum(0.9);
+  opt.set_weight_decay(0.001);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<absl::Span<const float>> spans(init.begin(), init.end());
+      ASSERT_TRUE(kv[r]->Init(keys, spans, Deadline()).ok()) << c.AllOutput();
+      ASSERT_TRUE(kv[r]->SetOptimizer(opt, Deadline()).ok());
+      for (int round = 0; round < 3; ++round) {
+        std::vector<std::vector<float>> grad(sizes.size()), grouped(sizes.size()),
+            single(sizes.size());
+        std::vector<kvstore::KeyPushPull> group;
+        std::vector<kvstore::Handle> singles;
+        for (size_t i = 0; i < sizes.size(); ++i) {
+          grad[i].resize(sizes[i]);
+          for (int64_t j = 0; j < sizes[i]; ++j) grad[i][j] = Value(r + round, j) * 1e-9f;
+          grouped[i].resize(sizes[i]);
+          single[i].resize(sizes[i]);
+          group.push_back({static_cast<int64_t>(i), {grad[i]}, absl::MakeSpan(grouped[i])});
+          auto h = kv[r]->PushPull(10 + static_cast<int64_t>(i), {grad[i]},
+                                   absl::MakeSpan(single[i]), 0);
+          ASSERT_TRUE(h.ok()) << h.status();
+          singles.push_back(*h);
+        }
+        // Every worker lists the keys in its own order.
+        std::shuffle(group.begin(), group.end(), std::mt19937(r * 10 + round));
+        auto g = kv[r]->PushPullGroup(group, 0);
+        ASSERT_TRUE(g.ok()) << g.status();
+        absl::Status gs = kv[r]->Wait(*g, Deadline());
+        ASSERT_TRUE(gs.ok()) << gs << c.AllOutput();
+        for (auto h : singles) ASSERT_TRUE(kv[r]->Wait(h, Deadline()).ok());
+        for (size_t i = 0; i < sizes.size(); ++i) {
+          ASSERT_EQ(grouped[i], single[i]) << "key " << i << " round " << round;
+          ASSERT_NE(grouped[i][0], 0.5f) << "key " << i << " was not updated";
+        }
+      }
+      // Bad groups fail before anything is sent.
+      std::vector<float> out(10), small(3);
+      EXPECT_EQ(kv[r]->PushPullGroup({{99, {out}, absl::MakeSpan(out)}}, 0).status().code(),
+                absl::StatusCode::kNotFound);
+      EXPECT_EQ(kv[r]->PushPullGroup({{1, {out}, absl::MakeSpan(small)}}, 0).status().code(),
+                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(kv[r]->PushPullGroup({{1, {out}, absl::MakeSpan(out)},
+                                      {1, {out}, absl::MakeSpan(out)}},
+                                     0)
+                    .status()
+                    .code(),
+                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(kv[r]->PushPullGroup({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
+      ASSERT_TRUE(kv[r]->Barrier(Deadline()).ok());
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+}
+
 // One worker and no optimizer: the server adopts each push's received
 // buffer as the weights. Pulls in flight while the next push lands read a
 // whole old or new version; pulls after it read exactly the push.

@@ -68,6 +68,9 @@ DEFINE_int32(cpu_devices, 1, "CPU replicas in this worker; --batch_size is split
 DEFINE_bool(overlap, true,
             "Push each layer's gradients during backward and wait for its weights only when the "
             "next forward reaches it (one device); false: push after backward.");
+DEFINE_int64(fusion_bytes, 256 << 10,
+             "Tensor fusion: push gradients ready together as one request once they add up to "
+             "this many bytes (the rest when backward ends); 0: one request per parameter.");
 DEFINE_bool(dry_run, false, "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
 // Launch-time flags (added by launch).
@@ -159,6 +162,7 @@ int main(int argc, char** argv) {
   o.gpus = OrDie(ParseInts("gpus", FLAGS_gpus));
   o.cpu_devices = FLAGS_cpu_devices;
   o.overlap = FLAGS_overlap;
+  o.fusion_bytes = FLAGS_fusion_bytes;
   o.seed = static_cast<uint32_t>(FLAGS_seed);
   absl::Status valid = pstrain::worker::ValidateTrainerOptions(o);
   if (!valid.ok()) LOG(FATAL) << valid.message();

@@ -183,6 +183,7 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast("data_nthreads", o.data_nthreads, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast<int64_t>("num_examples", o.num_examples, 0));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("disp_batches", o.disp_batches, 1));
+  PSTRAIN_RETURN_IF_ERROR(AtLeast("fusion_bytes", o.fusion_bytes, int64_t{0}));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("save_period", o.save_period, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("load_epoch", o.load_epoch, 0));
   if (o.load_epoch > 0 && o.model_prefix.empty()) {

@@ -90,6 +90,8 @@ TEST(OptionsTest, ErrorsNameTheFlag) {
       {[](TrainerOptions* o, auto*) { o->mom = 1; }, "--mom 1"},
       {[](TrainerOptions* o, auto*) { o->disp_batches = 0; },
        "--disp_batches 0"},
+      {[](TrainerOptions* o, auto*) { o->fusion_bytes = -1; },
+       "--fusion_bytes -1"},
   };
   for (const auto& [set, error] : cases) {
     TrainerOptions o;

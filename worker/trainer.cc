@@ -250,13 +250,51 @@ int Train(const TrainerOptions& o) {
   // backward produces them, first layers first; the next forward waits for
   // a layer's new weights only when it reaches that layer.
   const bool overlap = o.overlap && reps->size() == 1;
-  std::vector<std::optional<kvstore::Handle>> pending(learned.size());
+  // Gradients ready and not yet pushed (tensor fusion, --fusion_bytes):
+  // pushed together as one PushPullGroup; each key's pending operation is
+  // shared by the keys of its group and waited for once.
+  struct Pushed {
+    kvstore::Handle handle = 0;
+    bool waited = false;
+    absl::Status status;
+  };
+  std::vector<std::shared_ptr<Pushed>> pending(learned.size());
+  std::vector<size_t> unsent;
+  int64_t unsent_bytes = 0;
   absl::Status comm;  // First error of a push issued during backward.
+  auto flush = [&] {
+    if (unsent.empty() || !comm.ok()) return;
+    std::vector<kvstore::KeyPushPull> group;
+    size_t first = unsent.front();
+    for (size_t k : unsent) {
+      group.push_back({keys[k], reps->Grads(learned[k]), params[learned[k]]->value.span()});
+      first = std::min(first, k);
+    }
+    // The first layers (lowest keys) at the highest priority.
+    auto h = kv->PushPullGroup(group, -static_cast<int>(first));
+    if (h.ok()) {
+      auto p = std::make_shared<Pushed>();
+      p->handle = *h;
+      for (size_t k : unsent) pending[k] = p;
+    } else {
+      comm = h.status();
+    }
+    unsent.clear();
+    unsent_bytes = 0;
+  };
+  auto push = [&](size_t k) {
+    unsent.push_back(k);
+    unsent_bytes += static_cast<int64_t>(params[learned[k]]->grad.size() * sizeof(float));
+    if (unsent_bytes >= o.fusion_bytes) flush();
+  };
   auto wait_key = [&](size_t k) {
     if (!pending[k]) return absl::OkStatus();
-    const kvstore::Handle h = *pending[k];
-    pending[k].reset();
-    return kv->Wait(h, Later());
+    std::shared_ptr<Pushed> p = std::move(pending[k]);
+    if (!p->waited) {
+      p->status = kv->Wait(p->handle, Later());
+      p->waited = true;
+    }
+    return p->status;
   };
   auto wait_all = [&] {
     absl::Status all = comm;
@@ -271,17 +309,7 @@ int Train(const TrainerOptions& o) {
     return absl::OkStatus();
   };
   const nn::Network::GradsReady ready = [&](const std::vector<nn::Param*>& ps) {
-    for (nn::Param* p : ps) {
-      const size_t k = key_of.at(p);
-      if (!comm.ok()) return;
-      auto h = kv->PushPull(keys[k], {absl::Span<const float>(p->grad.span())}, p->value.span(),
-                            -static_cast<int>(k));
-      if (h.ok()) {
-        pending[k] = *h;
-      } else {
-        comm = h.status();
-      }
-    }
+    for (nn::Param* p : ps) push(key_of.at(p));
   };
 
   const size_t sample_floats =
@@ -318,28 +346,21 @@ int Train(const TrainerOptions& o) {
         LOG(ERROR) << "epoch " << epoch << " batch " << b << ": " << s.message();
         return 1;
       }
+      // Without overlap, push every gradient now (summed over the devices:
+      // one push per key, fused by --fusion_bytes), last layers first, and
+      // pull the new weights into device 0; with overlap only what backward
+      // left unsent goes now (the first layers).
+      for (size_t k = learned.size(); !overlap && k-- > 0;) push(k);
+      flush();
+      s = comm;
       for (int d = 0; d < reps->size(); ++d) {
         (void)local.Update(reps->probabilities(d).span(), reps->labels(d), o.num_classes);
         (void)total.Update(reps->probabilities(d).span(), reps->labels(d), o.num_classes);
       }
-      // Push every gradient (summed over the devices: one push per key) and
-      // pull the new weights into device 0; the first layers get the
-      // highest priority.
-      std::vector<kvstore::Handle> handles;
-      for (size_t k = learned.size(); !overlap && s.ok() && k-- > 0;) {
-        auto h = kv->PushPull(keys[k], reps->Grads(learned[k]), params[learned[k]]->value.span(),
-                              -static_cast<int>(k));
-        if (!h.ok()) {
-          s = h.status();
-          break;
-        }
-        handles.push_back(*h);
+      if (s.ok() && !overlap) {
+        s = wait_all();
+        if (s.ok()) s = reps->CopyWeightsFromFirst(Later());
       }
-      for (auto h : handles) {
-        absl::Status w = kv->Wait(h, Later());
-        if (s.ok()) s = w;
-      }
-      if (s.ok()) s = reps->CopyWeightsFromFirst(Later());
       if (!s.ok()) {
         LOG(ERROR) << "epoch " << epoch << " batch " << b << ": " << s.message();
         return 1;

@@ -67,6 +67,11 @@ struct TrainerOptions {
   // for a layer's new weights only when the next forward reaches it (one
   // device only; with several, the gradients are pushed after backward).
   bool overlap = true;
+  // Tensor fusion: gradients ready together are pushed as one
+  // KVStore::PushPullGroup once they add up to this many bytes (and the
+  // rest when backward ends), instead of one PushPull per parameter. 0: one
+  // per parameter.
+  int64_t fusion_bytes = int64_t{256} << 10;
   uint32_t seed = 1;
 };
 
