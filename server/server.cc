@@ -4,6 +4,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -252,10 +253,14 @@ class Server {
           if (h.type() == proto::PUSH_PULL) return Reply(h, "", WeightsOf(h), &h);
           return Reply(h, "");
         }
+        std::set<std::pair<int64_t, int64_t>> listed;
         for (int i = 0; i < h.keys_size(); ++i) {
-          if (slices_[{h.keys(i), h.offsets(i)}].pending[rank] != nullptr) {
+          // A slice listed twice in one message would count as two workers'
+          // pushes (and complete the round with another rank's still null).
+          if (!listed.insert({h.keys(i), h.offsets(i)}).second ||
+              slices_[{h.keys(i), h.offsets(i)}].pending[rank] != nullptr) {
             return Refuse(h, absl::StrCat("worker rank ", rank, " pushed key ", h.keys(i),
-                                          " twice in one round"));
+                                          " (offset ", h.offsets(i), ") twice in one round"));
           }
         }
         auto req = std::make_shared<Request>();

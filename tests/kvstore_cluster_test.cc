@@ -621,6 +621,73 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
   ASSERT_TRUE((*node)->Finish().ok());
 }
 
+// dist_sync with two workers: a push listing one slice twice would count as
+// both workers' pushes and complete the round with the other rank's push
+// missing (the server crashed); it is refused, and the server goes on.
+TEST(KVStoreClusterTest, SliceTwiceInOnePushIsRefused) {
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  transport::ClusterOptions o = c.WorkerOptions().cluster;
+  o.role = proto::WORKER;
+  std::vector<std::unique_ptr<transport::ClusterNode>> nodes(2);
+  {
+    std::vector<std::thread> starting;
+    for (int i = 0; i < 2; ++i) {
+      starting.emplace_back([&, i] {
+        auto n = transport::ClusterNode::Start(o);
+        EXPECT_TRUE(n.ok()) << n.status();
+        if (n.ok()) nodes[i] = std::move(*n);
+      });
+    }
+    for (auto& t : starting) t.join();
+  }
+  for (auto& n : nodes) ASSERT_NE(n, nullptr) << c.AllOutput();
+  std::vector<float> four(4, 1.0f);
+  // A message of `type` for key 1 (4 values), listing it `copies` times.
+  auto message = [&](proto::MessageType type, int copies, uint64_t id) {
+    transport::Message m;
+    m.header.set_type(type);
+    m.header.set_sync_mode(true);
+    m.header.set_request_id(id);
+    for (int i = 0; i < copies; ++i) {
+      m.header.add_keys(1);
+      m.header.add_offsets(0);
+      m.header.add_lengths(4);
+      m.frames.push_back(transport::Frame::Copy(four.data(), 16));
+    }
+    return m;
+  };
+  auto ask = [&](int node, transport::Message m) -> std::string {
+    const uint64_t id = m.header.request_id();
+    auto& n = nodes[node];
+    EXPECT_TRUE(n->Send(n->ServerId(0), std::move(m), Deadline(10)).ok());
+    auto r = n->ReceiveData(Deadline(10));
+    EXPECT_TRUE(r.ok()) << r.status() << c.AllOutput();
+    if (!r.ok()) return "no reply";
+    EXPECT_EQ(r->header.request_id(), id);
+    return r->header.error();
+  };
+  ASSERT_EQ(ask(0, message(proto::INIT, 1, 1)), "");
+  EXPECT_THAT(ask(0, message(proto::PUSH, 2, 2)), HasSubstr("twice in one round"));
+  // The server still runs its rounds: one push of each worker completes.
+  std::string replies[2];
+  {
+    std::vector<std::thread> pushing;
+    for (int i = 0; i < 2; ++i) {
+      pushing.emplace_back([&, i] { replies[i] = ask(i, message(proto::PUSH, 1, 3 + i)); });
+    }
+    for (auto& t : pushing) t.join();
+  }
+  EXPECT_EQ(replies[0], "");
+  EXPECT_EQ(replies[1], "");
+  std::vector<std::thread> finishing;
+  for (auto& n : nodes) finishing.emplace_back([&n] { EXPECT_TRUE(n->Finish().ok()); });
+  for (auto& t : finishing) t.join();
+}
+
 TEST(KVStoreClusterTest, KilledWorkerAbortsTheJobNamingIt) {
   ClusterSpec spec;
   spec.workers = 2;
