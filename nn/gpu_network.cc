@@ -197,7 +197,13 @@ absl::Status GpuNetwork::Backward(float scale,
   std::vector<GpuTensor> temps;
   for (int id = last(); id >= 1; --id) {
     Node& n = nodes_[id - 1];
-    if (!has_grad_[id]) continue;  // Nothing downstream reads this node.
+    if (!has_grad_[id]) {
+      // Nothing downstream reads this node: its parameters' gradients are
+      // zero, and still reported (as Network::Backward does).
+      for (Param* p : n.learned) p->grad.Fill(0.0f);
+      if (ready && !n.learned.empty()) ready(n.learned);
+      continue;
+    }
     din.clear();
     temps.assign(n.inputs.size(), GpuTensor());
     std::map<int64_t, int> slots;  // Scratch buffers taken, by element count.

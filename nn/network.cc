@@ -158,7 +158,13 @@ absl::Status Network::Backward(CpuContext* ctx, float scale, const GradsReady& r
   std::vector<Tensor> temps;
   for (int id = last(); id >= 1; --id) {
     Node& n = node(id);
-    if (grads_[id].empty()) continue;  // Nothing downstream reads this node.
+    if (grads_[id].empty()) {
+      // Nothing downstream reads this node: its parameters' gradients are
+      // zero, and still reported (a KVStore round needs every key).
+      for (Param* p : n.learned) p->grad.Fill(0.0f);
+      if (ready && !n.learned.empty()) ready(n.learned);
+      continue;
+    }
     ins.clear();
     din.clear();
     temps.assign(n.inputs.size(), Tensor());

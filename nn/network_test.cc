@@ -58,6 +58,30 @@ TEST(NetworkTest, SymbolJsonHasMxnetLayout) {
   EXPECT_THAT(json, HasSubstr("\"heads\": [[20, 0, 0]]"));
 }
 
+// A layer whose output nothing reads still reports its (zero) gradients,
+// so a KVStore round that waits for every key gets them.
+TEST(NetworkTest, DeadBranchReportsZeroGradients) {
+  Network net;
+  const int flat = net.Add(MakeFlatten("flatten0"), {Network::kInput});
+  net.Add(MakeFullyConnected("dead", 3), {flat});
+  net.Add(MakeFullyConnected("fc", 4), {flat});
+  ASSERT_TRUE(net.Build({2, 1, 2, 2}, 4).ok());
+  InitializeXavier(&net, 1);
+  Param* dead = net.FindParam("dead_weight");
+  ASSERT_NE(dead, nullptr);
+  dead->grad.Fill(7.0f);
+  kernels::CpuContext ctx;
+  kernels::Tensor x({2, 1, 2, 2});
+  x.Fill(0.5f);
+  ASSERT_TRUE(net.Forward(&ctx, x, std::vector<float>{1, 2}).ok());
+  std::vector<std::string> reported;
+  ASSERT_TRUE(net.Backward(&ctx, 1.0f, [&](const std::vector<Param*>& ps) {
+                   for (const Param* p : ps) reported.push_back(p->name);
+                 }).ok());
+  EXPECT_THAT(reported, ElementsAre("fc_weight", "fc_bias", "dead_weight", "dead_bias"));
+  for (float g : dead->grad.span()) EXPECT_EQ(g, 0.0f);
+}
+
 TEST(NetworkTest, BadCombinationsNameTheProblem) {
   auto small = BuildNetwork("lenet", 0, 10, {1, 8, 8}, 2);
   ASSERT_FALSE(small.ok());
