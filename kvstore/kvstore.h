@@ -10,7 +10,10 @@
 // outstanding-request bounds, at most KVStoreOptions::send_timeout), and
 // the caller's buffers must stay valid (and, for outputs, untouched) until
 // Wait() on it returns. Every blocking call has a deadline and fails with a
-// Status when it passes or when the job aborts. Thread-safe.
+// Status when it passes or when the job aborts. After a Wait() that ends in
+// DeadlineExceeded the operation may still be in flight: keep its buffers
+// until the KVStore is destroyed (destruction stops all traffic).
+// Thread-safe.
 #ifndef PSTRAIN_KVSTORE_KVSTORE_H_
 #define PSTRAIN_KVSTORE_KVSTORE_H_
 

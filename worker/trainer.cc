@@ -90,15 +90,11 @@ int Train(const TrainerOptions& o) {
     LOG(ERROR) << devices.message();
     return 2;
   }
-  auto kv_or = kvstore::KVStore::Create(o.kv_store, o.kv);
-  if (!kv_or.ok()) {
-    LOG(ERROR) << kv_or.status().message();
-    return 1;
-  }
-  auto kv = std::move(*kv_or);
-  const int rank = kv->rank(), workers = kv->num_workers();
   // One replica per local device; replica 0 holds the weights that are
-  // initialized, pulled and saved, the others get copies.
+  // initialized, pulled and saved, the others get copies. Built before the
+  // job is joined, so a bad network or GPU fails fast; and declared before
+  // the KVStore, so the KVStore (and any reply still landing in the
+  // weights) goes first.
   auto reps_or = Replicas::Create(o.network, o.num_layers, o.num_classes, o.image_shape,
                                   o.batch_size, NumDevices(o), o.gpus);
   if (!reps_or.ok()) {
@@ -106,6 +102,13 @@ int Train(const TrainerOptions& o) {
     return 2;
   }
   std::unique_ptr<Replicas> reps = std::move(*reps_or);
+  auto kv_or = kvstore::KVStore::Create(o.kv_store, o.kv);
+  if (!kv_or.ok()) {
+    LOG(ERROR) << kv_or.status().message();
+    return 1;
+  }
+  auto kv = std::move(*kv_or);
+  const int rank = kv->rank(), workers = kv->num_workers();
   nn::Network* net = reps->net(0);
   absl::Status init = nn::Initialize(net, o.initializer, o.seed);
   if (!init.ok()) {
