@@ -68,7 +68,7 @@ DEFINE_int32(cpu_devices, 1, "CPU replicas in this worker; --batch_size is split
 DEFINE_bool(overlap, true,
             "Push each layer's gradients during backward and wait for its weights only when the "
             "next forward reaches it (one device); false: push after backward.");
-DEFINE_int64(fusion_bytes, 256 << 10,
+DEFINE_int64(fusion_bytes, 4 << 20,
              "Tensor fusion: push gradients ready together as one request once they add up to "
              "this many bytes (the rest when backward ends); 0: one request per parameter.");
 DEFINE_bool(dry_run, false, "Check the flags and build the network, then exit.");

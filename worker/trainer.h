@@ -70,8 +70,9 @@ struct TrainerOptions {
   // Tensor fusion: gradients ready together are pushed as one
   // KVStore::PushPullGroup once they add up to this many bytes (and the
   // rest when backward ends), instead of one PushPull per parameter. 0: one
-  // per parameter.
-  int64_t fusion_bytes = int64_t{256} << 10;
+  // per parameter. The default, 4 MiB, is BytePS's partition size and our
+  // message size (KVStoreOptions::max_message_bytes).
+  int64_t fusion_bytes = int64_t{4} << 20;
   uint32_t seed = 1;
 };
 
