@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -89,6 +90,13 @@ class LocalKVStore : public KVStore {
     return Done(s);
   }
   absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group, int) override {
+    if (group.empty()) return absl::InvalidArgumentError("an empty group of keys");
+    std::set<int64_t> seen;
+    for (const KeyPushPull& g : group) {
+      if (!seen.insert(g.key).second) {
+        return absl::InvalidArgumentError(absl::StrCat("key ", g.key, " twice"));
+      }
+    }
     std::lock_guard<std::mutex> lock(mu_);
     absl::Status s;
     for (const KeyPushPull& g : group) {
@@ -645,6 +653,11 @@ absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(const std::string& type
                                                          const KVStoreOptions& options) {
   if (type == "local" || type == "device") return std::unique_ptr<KVStore>(new LocalKVStore(type));
   if (type == "dist_sync" || type == "dist_async" || type == "dist_device_sync") {
+    // Frames above 1 GiB would pass what the servers accept.
+    if (options.max_message_bytes < 4096 || options.max_message_bytes > (int64_t{1} << 30)) {
+      return absl::InvalidArgumentError(absl::StrCat("max_message_bytes ", options.max_message_bytes,
+                                                     ": must be in [4096, 1073741824]"));
+    }
     transport::ClusterOptions c = options.cluster;
     c.role = proto::WORKER;
     PSTRAIN_ASSIGN_OR_RETURN(auto node, transport::ClusterNode::Start(c));

@@ -50,7 +50,8 @@ struct KVStoreOptions {
   // dist_*: a server's slice of a key travels in messages of at most this
   // many bytes (SplitIntoChunks), so the server sums one chunk while the
   // next is on the wire and receive buffers stay small enough to be
-  // reused. Every worker of a job must use the same value.
+  // reused. Every worker of a job must use the same value, in [4096, 1 GiB]
+  // (Create() refuses others).
   int64_t max_message_bytes = int64_t{4} << 20;
   // dist_*: requests sent to one server and not yet answered, and their
   // data bytes (request plus expected reply). Push/Pull/PushPull wait for

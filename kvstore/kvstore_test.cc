@@ -79,6 +79,20 @@ TEST(LocalKVStoreTest, PushPullGroupUpdatesEveryKey) {
   auto bad = (*kv)->PushPullGroup({{3, {c}, absl::MakeSpan(out2)}}, 0);
   ASSERT_TRUE(bad.ok());
   EXPECT_EQ((*kv)->Wait(*bad, absl::InfiniteFuture()).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*kv)->PushPullGroup({{1, {a}, absl::MakeSpan(out1)}, {1, {a}, absl::MakeSpan(out1)}}, 0)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*kv)->PushPullGroup({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KVStoreTest, DistRefusesAnUnusableMessageSize) {
+  KVStoreOptions o;
+  o.max_message_bytes = int64_t{4} << 30;
+  auto kv = KVStore::Create("dist_sync", o);
+  ASSERT_FALSE(kv.ok());
+  EXPECT_EQ(kv.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(kv.status().message()).find("max_message_bytes"), std::string::npos);
 }
 
 }  // namespace
