@@ -7,6 +7,7 @@
 #include "glog/logging.h"
 #include "util/token.h"
 #include "server/server.h"
+#include "transport/cluster.h"
 #include "transport/transport.h"
 
 DEFINE_string(scheduler_address, "", "The scheduler's host:port.");
@@ -18,6 +19,10 @@ DEFINE_string(token_file, "", "File whose first line is the job token (launch pa
 DEFINE_double(start_timeout_s, 120, "Seconds to wait for the address book.");
 DEFINE_double(heartbeat_interval_s, 1, "Seconds between heartbeats.");
 DEFINE_double(heartbeat_timeout_s, 10, "Exit when the scheduler is silent this long.");
+DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
+             "Shared-memory arena for tensors to and from nodes on the same host (one copy "
+             "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
+             "off for the pair.");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("server --scheduler_address=HOST:PORT --num_workers=N --num_servers=S --token_file=F");
@@ -41,5 +46,6 @@ int main(int argc, char** argv) {
   c.start_timeout = absl::Seconds(FLAGS_start_timeout_s);
   c.heartbeat_interval = absl::Seconds(FLAGS_heartbeat_interval_s);
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
+  c.shm_bytes = FLAGS_shm_bytes;
   return pstrain::server::Run(o);
 }

@@ -28,6 +28,7 @@
 #include "glog/logging.h"
 #include "kvstore/kvstore.h"
 #include "launcher/subprocess.h"
+#include "transport/cluster.h"
 #include "util/token.h"
 
 DEFINE_int32(workers, 1, "Workers (threads in this process) when starting a cluster.");
@@ -45,6 +46,10 @@ DEFINE_int32(num_servers, 1, "Join mode: servers in the job.");
 DEFINE_string(host, "127.0.0.1", "Join mode: address to bind and advertise.");
 DEFINE_string(token_file, "", "Join mode: file with the job token.");
 DEFINE_double(heartbeat_timeout_s, 10, "Heartbeat timeout of the nodes.");
+DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
+             "Shared-memory arena of every node for tensors to and from nodes on the same host (one copy "
+             "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
+             "off for the pair.");
 DEFINE_int64(max_message_bytes, 4 << 20,
              "Largest data message: a server's slice of a key travels in chunks of this size.");
 
@@ -236,6 +241,7 @@ int main(int argc, char** argv) {
   }
   pstrain::kvstore::KVStoreOptions o;
   o.cluster.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
+  o.cluster.shm_bytes = FLAGS_shm_bytes;
   o.max_message_bytes = FLAGS_max_message_bytes;
   if (!FLAGS_scheduler_address.empty()) {
     o.cluster.scheduler_address = FLAGS_scheduler_address;
@@ -299,6 +305,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < FLAGS_servers; ++i) {
     std::vector<std::string> a = {Sibling("server/server"), "--scheduler_address=" + address};
     a.insert(a.end(), common.begin(), common.end());
+    a.push_back(absl::StrCat("--shm_bytes=", FLAGS_shm_bytes));
     auto s = pstrain::launcher::Subprocess::Start(a, env);
     if (!s.ok()) {
       std::cerr << "kv_bench: " << s.status().message() << "\n";

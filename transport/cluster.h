@@ -28,6 +28,9 @@ namespace pstrain {
 namespace transport {
 
 inline constexpr int kSchedulerId = 0;
+// The default shared-memory arena of servers and workers: room for the
+// weights of a big network in flight (virtual until used).
+inline constexpr int64_t kDefaultShmBytes = int64_t{512} << 20;
 
 struct ClusterOptions {
   proto::Role role = proto::WORKER;
@@ -42,6 +45,9 @@ struct ClusterOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(10);
   // How long to wait for the address book.
   absl::Duration start_timeout = absl::Seconds(60);
+  // Shared-memory arena for big frames to nodes on this host
+  // (TransportOptions::shm_bytes); 0: everything over TCP.
+  int64_t shm_bytes = kDefaultShmBytes;
 };
 
 // Parses "host:port". InvalidArgument names the text.

@@ -66,6 +66,8 @@ Frame& Frame::operator=(Frame&& o) noexcept {
   keep_alive_ = std::move(o.keep_alive_);
   owned_ = std::move(o.owned_);
   size_ = o.size_;
+  writable_ = o.writable_;
+  o.writable_ = false;
   data_ = has_zmq_ ? static_cast<const char*>(zmq_msg_data(&zmq_))
                    : (!owned_.empty() ? owned_.data() : o.data_);
   o.data_ = nullptr;
@@ -97,6 +99,12 @@ Frame Frame::Borrow(const void* data, size_t size, std::shared_ptr<const void> k
   return f;
 }
 
+Frame Frame::View(char* data, size_t size, std::shared_ptr<const void> keep_alive) {
+  Frame f = Borrow(data, size, std::move(keep_alive));
+  f.writable_ = true;
+  return f;
+}
+
 Frame Frame::FromZmq(zmq_msg_t* msg) {
   const void* data = zmq_msg_data(msg);
   if (kCopyReceived || reinterpret_cast<uintptr_t>(data) % alignof(double) != 0) {
@@ -124,6 +132,7 @@ size_t Frame::size() const { return size_; }
 char* Frame::mutable_data() {
   if (has_zmq_) return static_cast<char*>(zmq_msg_data(&zmq_));
   if (!owned_.empty()) return owned_.data();
+  if (writable_) return const_cast<char*>(data_);
   return nullptr;
 }
 
@@ -154,6 +163,7 @@ bool Frame::ReleaseTo(zmq_msg_t* msg, ReleaseListener* listener) {
   }
   keep_alive_.reset();
   owned_.clear();
+  writable_ = false;
   data_ = nullptr;
   size_ = 0;
   return told;

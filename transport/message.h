@@ -48,14 +48,17 @@ class Frame {
   // copy of `keep_alive` lives (sent without copying).
   static Frame Borrow(const void* data, size_t size,
                       std::shared_ptr<const void> keep_alive);
+  // Like Borrow, but the holder may also write the bytes (a received frame
+  // viewed in another process's shared memory, transport/shm.h).
+  static Frame View(char* data, size_t size, std::shared_ptr<const void> keep_alive);
   // Takes ownership of a received ZeroMQ message (viewed in place when its
   // data is 8-byte aligned, else copied once into aligned memory).
   static Frame FromZmq(zmq_msg_t* msg);
 
   const char* data() const;
   size_t size() const;
-  // The bytes, writable, when the frame owns them (received, Copy, Own);
-  // nullptr for a borrowed frame.
+  // The bytes, writable, when the frame owns them (received, Copy, Own,
+  // View); nullptr for a borrowed frame.
   char* mutable_data();
   template <typename T>
   absl::Span<const T> As() const {
@@ -75,6 +78,7 @@ class Frame {
   std::shared_ptr<const void> keep_alive_;
   const char* data_ = nullptr;
   size_t size_ = 0;
+  bool writable_ = false;  // View.
   std::string owned_;
 };
 

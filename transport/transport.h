@@ -21,6 +21,11 @@
 // saves two thread hops per request. ZeroMQ buffers at most
 // receive_hwm_messages per connection before it stops reading it (TCP
 // backpressure).
+//
+// Peers on the same host: with options.shm_bytes > 0, data frames of at
+// least kShmMinFrameBytes to a peer that has mapped this process's arena
+// travel through it (one memcpy instead of two kernel copies; transport/
+// shm.h has the handshake). Receivers see ordinary frames.
 #ifndef PSTRAIN_TRANSPORT_TRANSPORT_H_
 #define PSTRAIN_TRANSPORT_TRANSPORT_H_
 
@@ -42,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "transport/message.h"
+#include "transport/shm.h"
 #include "util/blocking_queue.h"
 
 namespace pstrain {
@@ -77,6 +83,11 @@ struct TransportOptions {
   // outgoing sockets, ZMQ_RCVHWM on the incoming one).
   int send_hwm_messages = 1000;
   int receive_hwm_messages = 256;
+  // Size of the shared-memory arena for big frames to peers on this host
+  // (virtual; pages are used as blocks touch them). 0: no shared memory
+  // either way (every byte goes over the socket). A frame that does not
+  // fit into the free part of the arena goes over the socket.
+  int64_t shm_bytes = 0;
 };
 
 struct TransportStats {
@@ -88,6 +99,11 @@ struct TransportStats {
   // max_queued_bytes_per_peer (or one message, when that is larger), plus
   // what a data handler queued (its replies are never held back).
   int64_t max_queued_bytes = 0;
+  // Data frames sent and received through shared memory, and frames that
+  // went over the socket because the arena was full.
+  int64_t shm_frames_sent = 0;
+  int64_t shm_frames_received = 0;
+  int64_t shm_frames_inline = 0;
 };
 
 // Thread-safe: Send/Connect/Receive from any thread.
@@ -156,6 +172,14 @@ class Transport {
 
  private:
   struct Peer;
+  // Offers the arena to peers that have not mapped it yet, and moves big
+  // frames to those that have into it.
+  void PrepareShm(std::vector<std::pair<int, Message>>* batch);
+  // Hands back the arena blocks of messages that will not be sent.
+  void DropShm(const Message& msg);
+  // Turns an incoming message's shared-memory frames into views ("" or
+  // what is wrong).
+  std::string ReceiveShm(Message* msg, const std::string& from);
   struct Outgoing {
     int priority;
     uint64_t seq;
@@ -192,6 +216,9 @@ class Transport {
   std::string Validate(const Message& msg) const;
 
   const TransportOptions options_;
+  std::unique_ptr<ShmArena> arena_;  // Null: no shared memory.
+  std::unique_ptr<ShmPeers> shm_peers_;  // I/O thread only.
+  uint32_t next_slot_ = 0;  // I/O thread only.
   std::string address_;
   int port_ = 0;
   void* ctx_ = nullptr;
@@ -219,6 +246,7 @@ class Transport {
   mutable std::atomic<int> busy_pollers_{0};
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0};
+  std::atomic<int64_t> shm_sent_{0}, shm_received_{0}, shm_inline_{0};
   std::thread thread_;
 };
 

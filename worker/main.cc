@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "transport/cluster.h"
 #include "transport/transport.h"
 #include "util/flags.h"
 #include "util/token.h"
@@ -80,6 +81,10 @@ DEFINE_int32(num_workers, 1, "dist_*: workers in the job.");
 DEFINE_int32(num_servers, 1, "dist_*: servers in the job.");
 DEFINE_string(token_file, "", "dist_*: file with the job token.");
 DEFINE_double(heartbeat_timeout_s, 10, "dist_*: scheduler silence that ends the job.");
+DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
+             "dist_*: shared-memory arena for tensors to and from nodes on the same host (one copy "
+             "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
+             "off for the pair.");
 
 namespace {
 
@@ -173,6 +178,7 @@ int main(int argc, char** argv) {
   c.num_workers = FLAGS_num_workers;
   c.num_servers = FLAGS_num_servers;
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
+  c.shm_bytes = FLAGS_shm_bytes;
   c.token = OrDie(pstrain::ReadTokenFile(FLAGS_token_file));
   return pstrain::worker::Train(o);
 }

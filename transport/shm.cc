@@ -1,0 +1,281 @@
+#include "transport/shm.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iterator>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "util/status.h"
+
+namespace pstrain {
+namespace transport {
+namespace {
+
+constexpr uint64_t kArenaMagic = 0x41'6e'69'61'72'74'73'70;  // "pstrainA"
+constexpr uint32_t kBlockMagic = 0x31'42'73'70;              // "psB1"
+constexpr uint64_t kAlign = 64;
+constexpr uint64_t kBlockHeaderBytes = 64;
+constexpr char kMemfdName[] = "pstrain-shm";
+
+uint64_t RoundUp(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
+// At offset 0 of an arena. Written once by its owner, except `accepted`,
+// which receivers set.
+struct ArenaHeader {
+  uint64_t magic;
+  uint64_t nonce;
+  uint64_t size;
+  uint32_t accepted[ShmArena::kMaxSlots];
+};
+const uint64_t kDataStart = RoundUp(sizeof(ArenaHeader), 4096);
+
+// kBlockHeaderBytes before each block's data.
+struct BlockHeader {
+  uint32_t magic;
+  int32_t refs;    // Receivers still reading the block (atomic).
+  uint64_t bytes;  // Usable bytes after the header.
+};
+static_assert(sizeof(BlockHeader) <= kBlockHeaderBytes, "block header");
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ShmArena>> ShmArena::Create(size_t bytes) {
+  if (bytes < (size_t{1} << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a shared-memory arena needs at least 1 MiB, not ", bytes, " bytes"));
+  }
+  bytes = RoundUp(bytes, 4096);
+  std::unique_ptr<ShmArena> a(new ShmArena);
+  a->fd_ = memfd_create(kMemfdName, MFD_CLOEXEC);
+  if (a->fd_ < 0) return ErrnoToStatus(errno, "memfd_create for the shared-memory arena");
+  if (ftruncate(a->fd_, static_cast<off_t>(bytes)) != 0) {
+    return ErrnoToStatus(errno, absl::StrCat("sizing the shared-memory arena to ", bytes, " bytes"));
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd_, 0);
+  if (p == MAP_FAILED) {
+    return ErrnoToStatus(errno, absl::StrCat("mapping the shared-memory arena (", bytes, " bytes)"));
+  }
+  a->base_ = static_cast<char*>(p);
+  a->size_ = bytes;
+  std::random_device rd;
+  uint64_t nonce = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  if (nonce == 0) nonce = 1;
+  auto* h = reinterpret_cast<ArenaHeader*>(a->base_);  // A fresh memfd reads as zeros.
+  h->magic = kArenaMagic;
+  h->nonce = nonce;
+  h->size = bytes;
+  a->identity_.set_pid(static_cast<uint32_t>(getpid()));
+  a->identity_.set_fd(a->fd_);
+  a->identity_.set_nonce(nonce);
+  a->identity_.set_size(bytes);
+  a->free_[kDataStart] = bytes - kDataStart;
+  return a;
+}
+
+ShmArena::~ShmArena() {
+  // Receivers that still map the arena keep its pages.
+  if (base_ != nullptr) munmap(base_, size_);
+  if (fd_ >= 0) close(fd_);
+}
+
+bool ShmArena::Accepted(uint32_t slot) const {
+  if (slot >= kMaxSlots) return false;
+  const auto* h = reinterpret_cast<const ArenaHeader*>(base_);
+  return __atomic_load_n(&h->accepted[slot], __ATOMIC_ACQUIRE) != 0;
+}
+
+int64_t ShmArena::CopyIn(const void* data, size_t size) {
+  const uint64_t need = kBlockHeaderBytes + RoundUp(size, kAlign);
+  uint64_t at = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ReclaimLocked();
+    // First fit: the lowest free block, so the warm start of the arena is
+    // reused and pages far up are touched only under load.
+    auto it = free_.begin();
+    while (it != free_.end() && it->second < need) ++it;
+    if (it == free_.end()) return -1;
+    at = it->first;
+    const uint64_t len = it->second;
+    free_.erase(it);
+    if (len > need) free_[at + need] = len - need;
+    used_[at] = need;
+    used_bytes_ += static_cast<int64_t>(need);
+    auto* b = reinterpret_cast<BlockHeader*>(base_ + at);
+    b->magic = kBlockMagic;
+    b->bytes = need - kBlockHeaderBytes;
+    __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
+  }
+  // Outside the lock: the block is ours until the receiver lets it go.
+  std::memcpy(base_ + at + kBlockHeaderBytes, data, size);
+  return static_cast<int64_t>(at + kBlockHeaderBytes);
+}
+
+void ShmArena::Release(uint64_t offset) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = used_.find(offset - kBlockHeaderBytes);
+  CHECK(it != used_.end()) << "no block at " << offset;
+  auto* b = reinterpret_cast<BlockHeader*>(base_ + it->first);
+  __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
+}
+
+int64_t ShmArena::bytes_in_use() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return used_bytes_;
+}
+
+void ShmArena::ReclaimLocked() {
+  for (auto it = used_.begin(); it != used_.end();) {
+    auto* b = reinterpret_cast<BlockHeader*>(base_ + it->first);
+    if (__atomic_load_n(&b->refs, __ATOMIC_ACQUIRE) <= 0) {
+      used_bytes_ -= static_cast<int64_t>(it->second);
+      FreeLocked(it->first, it->second);
+      it = used_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void ShmArena::FreeLocked(uint64_t offset, uint64_t size) {
+  auto next = free_.lower_bound(offset);
+  if (next != free_.end() && offset + size == next->first) {
+    size += next->second;
+    next = free_.erase(next);
+  }
+  if (next != free_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == offset) {
+      prev->second += size;
+      return;
+    }
+  }
+  free_[offset] = size;
+}
+
+struct ShmPeers::Mapping {
+  char* base = nullptr;
+  uint64_t size = 0;
+  ~Mapping() {
+    if (base != nullptr) munmap(base, size);
+  }
+};
+
+namespace {
+
+// Maps the arena `o` names, checking that it is the one offered.
+absl::Status MapArena(const proto::ShmArena& o, char** base) {
+  if (o.size() < kDataStart + kBlockHeaderBytes || o.size() > (uint64_t{1} << 40)) {
+    return absl::InvalidArgumentError(absl::StrCat("implausible arena size ", o.size()));
+  }
+  const std::string path = absl::StrCat("/proc/", o.pid(), "/fd/", o.fd());
+  char link[256];
+  const ssize_t n = readlink(path.c_str(), link, sizeof(link) - 1);
+  if (n < 0) return ErrnoToStatus(errno, path);
+  link[n] = '\0';
+  // Only ever open a pstrain memfd: the pid may be another host's.
+  if (!absl::StartsWith(link, absl::StrCat("/memfd:", kMemfdName))) {
+    return absl::NotFoundError(absl::StrCat(path, " is not a pstrain arena (another host?)"));
+  }
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("opening ", path));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != o.size()) {
+    close(fd);
+    return absl::NotFoundError(absl::StrCat(path, " does not have the offered size"));
+  }
+  void* p = mmap(nullptr, o.size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int e = errno;
+  close(fd);
+  if (p == MAP_FAILED) return ErrnoToStatus(e, absl::StrCat("mapping ", path));
+  const auto* h = static_cast<const ArenaHeader*>(p);
+  if (h->magic != kArenaMagic || h->nonce != o.nonce() || h->size != o.size()) {
+    munmap(p, o.size());
+    return absl::NotFoundError(absl::StrCat(path, " is another arena (another host?)"));
+  }
+  *base = static_cast<char*>(p);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
+  const Key key(offer.pid(), offer.nonce());
+  std::shared_ptr<Mapping> m;
+  auto it = mapped_.find(key);
+  if (it != mapped_.end()) {
+    m = it->second;
+  } else {
+    if (failed_.count(key) > 0) return false;
+    char* base = nullptr;
+    const absl::Status s = MapArena(offer, &base);
+    if (!s.ok()) {
+      if (failed_.size() >= 4096) failed_.clear();  // Bounded, whatever arrives.
+      failed_.insert(key);
+      LOG(INFO) << "no shared memory with " << from << " (" << s.message()
+                << "): its data comes over TCP";
+      return false;
+    }
+    m = std::make_shared<Mapping>();
+    m->base = base;
+    m->size = offer.size();
+    mapped_[key] = m;
+    VLOG(1) << "mapped the shared-memory arena of " << from << " (" << offer.size() << " bytes)";
+  }
+  if (offer.slot() < ShmArena::kMaxSlots) {
+    auto* h = reinterpret_cast<ArenaHeader*>(m->base);
+    __atomic_store_n(&h->accepted[offer.slot()], 1, __ATOMIC_RELEASE);
+  }
+  return true;
+}
+
+std::string ShmPeers::Resolve(Message* msg) {
+  proto::Header& h = msg->header;
+  std::string why;
+  if (h.shm_frames_size() > 0) {
+    auto it = mapped_.find(Key(h.shm_arena().pid(), h.shm_arena().nonce()));
+    if (it == mapped_.end()) {
+      why = "shared-memory frames in an arena this process has not mapped";
+    } else {
+      const std::shared_ptr<Mapping>& m = it->second;
+      for (const proto::ShmFrame& d : h.shm_frames()) {
+        const uint64_t off = d.offset(), size = d.size();
+        if (d.frame() >= msg->frames.size() || msg->frames[d.frame()].size() != 0 || size == 0) {
+          why = absl::StrCat("shared-memory frame ", d.frame(), " of ", msg->frames.size(),
+                             " frames is not an empty placeholder or has no bytes");
+          break;
+        }
+        if (off % kAlign != 0 || off < kDataStart + kBlockHeaderBytes || off > m->size ||
+            size > m->size - off) {
+          why = absl::StrCat("shared-memory frame at ", off, " (", size,
+                             " bytes) outside the arena of ", m->size, " bytes");
+          break;
+        }
+        auto* b = reinterpret_cast<BlockHeader*>(m->base + off - kBlockHeaderBytes);
+        if (b->magic != kBlockMagic || b->bytes < size) {
+          why = absl::StrCat("no block of ", size, " bytes at offset ", off);
+          break;
+        }
+        char* data = m->base + off;
+        msg->frames[d.frame()] = Frame::View(
+            data, size, std::shared_ptr<const void>(data, [keep = m, b](const void*) {
+              __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
+            }));
+      }
+    }
+  }
+  h.clear_shm_arena();
+  h.clear_shm_frames();
+  return why;
+}
+
+}  // namespace transport
+}  // namespace pstrain

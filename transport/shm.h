@@ -1,0 +1,127 @@
+// Shared memory between processes on the same host (DESIGN.md, Wire
+// protocol, "Co-located peers").
+//
+// Over loopback TCP a tensor is copied twice by the kernel (into the socket,
+// out of it), and a pull reply a third time into the caller's buffer. A
+// process that sends big frames to a peer on the same host instead copies
+// each one once into a block of its own arena (a memfd) and sends only a
+// descriptor (offset, size) with the header; the receiver views the bytes
+// in place and hands the block back by dropping a reference count in the
+// block's header when it is done with the frame.
+//
+// Handshake, without any extra message: until a peer has mapped the arena,
+// every message to it carries the arena's identity (pid, memfd number,
+// random nonce, size) and the peer's slot. A receiver on the same host
+// opens /proc/PID/fd/FD (only a pstrain memfd), maps it, checks the nonce,
+// and marks its slot in the arena's header; the sender sees the mark and
+// uses the arena for that peer from then on. A peer on another host (or in
+// another pid namespace, or not allowed to open the file) never marks its
+// slot: everything keeps going over the socket. When the arena is full
+// (receivers hold many blocks), a frame goes over the socket too, so a
+// send never waits for shared memory.
+//
+// A receiver that dies keeps its blocks (they are never handed back): the
+// arena shrinks for the rest of the job, which the job ends anyway.
+#ifndef PSTRAIN_TRANSPORT_SHM_H_
+#define PSTRAIN_TRANSPORT_SHM_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/messages.pb.h"
+#include "transport/message.h"
+
+namespace pstrain {
+namespace transport {
+
+// Frames smaller than this always travel on the socket (a descriptor and
+// the block bookkeeping cost about what copying them costs).
+inline constexpr size_t kShmMinFrameBytes = 32 << 10;
+
+// The sending side: one arena per process (per Transport). Thread-safe.
+class ShmArena {
+ public:
+  // Peers one arena can serve (slots 0 .. kMaxSlots - 1).
+  static constexpr uint32_t kMaxSlots = 4096;
+
+  // Creates a memfd of `bytes` (at least 1 MiB) and maps it. Pages are
+  // allocated as blocks first touch them.
+  static absl::StatusOr<std::unique_ptr<ShmArena>> Create(size_t bytes);
+  ~ShmArena();
+  ShmArena(const ShmArena&) = delete;
+  ShmArena& operator=(const ShmArena&) = delete;
+
+  // The arena's identity for offers (slot to be filled in per peer).
+  const proto::ShmArena& identity() const { return identity_; }
+  // Whether the peer given `slot` has mapped the arena.
+  bool Accepted(uint32_t slot) const;
+
+  // Copies `size` bytes into a free block referenced once (by the one
+  // receiver) and returns the data's offset; -1 when no block that large
+  // is free.
+  int64_t CopyIn(const void* data, size_t size);
+  // Hands back the block CopyIn returned `offset` for, when the frame was
+  // never sent.
+  void Release(uint64_t offset);
+
+  // Bytes of blocks handed out and not yet given back (after the last
+  // CopyIn's reclaim).
+  int64_t bytes_in_use() const;
+
+ private:
+  ShmArena() = default;
+  // Moves blocks whose reference count dropped to zero to the free list.
+  void ReclaimLocked();
+  void FreeLocked(uint64_t offset, uint64_t size);
+
+  int fd_ = -1;
+  char* base_ = nullptr;
+  size_t size_ = 0;
+  proto::ShmArena identity_;
+  mutable std::mutex mu_;
+  std::map<uint64_t, uint64_t> free_;  // Block offset -> bytes; guarded by mu_.
+  std::map<uint64_t, uint64_t> used_;  // Guarded by mu_.
+  int64_t used_bytes_ = 0;  // Guarded by mu_.
+};
+
+// The receiving side: the arenas of same-host peers this process has
+// mapped. Thread-compatible (used by the transport's I/O thread).
+class ShmPeers {
+ public:
+  ShmPeers() = default;
+  ShmPeers(const ShmPeers&) = delete;
+  ShmPeers& operator=(const ShmPeers&) = delete;
+
+  // Maps an offered arena (once; a failure is remembered and logged once,
+  // naming `from`) and marks the offer's slot. True when mapped.
+  bool Accept(const proto::ShmArena& offer, const std::string& from);
+
+  // Replaces the message's shared-memory frames (header.shm_frames, over
+  // the arena named by header.shm_arena) with views into that arena, each
+  // handing its block back when the view dies, and clears both header
+  // fields. Returns "" or what is wrong with the descriptors (the blocks
+  // of the valid ones are handed back when the caller drops the message).
+  std::string Resolve(Message* msg);
+
+  // Arenas mapped so far.
+  size_t mapped() const { return mapped_.size(); }
+
+ private:
+  struct Mapping;
+  using Key = std::pair<uint32_t, uint64_t>;  // pid, nonce.
+  std::map<Key, std::shared_ptr<Mapping>> mapped_;
+  std::set<Key> failed_;
+};
+
+}  // namespace transport
+}  // namespace pstrain
+
+#endif  // PSTRAIN_TRANSPORT_SHM_H_
