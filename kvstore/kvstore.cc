@@ -195,6 +195,9 @@ class DistKVStore : public KVStore {
   const std::string& type() const override { return type_; }
   int rank() const override { return node_->rank(); }
   int num_workers() const override { return node_->num_workers(); }
+  transport::TransportStats transport_stats() const override {
+    return node_->transport().stats();
+  }
 
   absl::Status Init(const std::vector<int64_t>& keys,
                     const std::vector<absl::Span<const float>>& values,

@@ -139,6 +139,9 @@ class KVStore {
                                     absl::Span<float> out, absl::Time deadline) = 0;
   // Worker done: tells the scheduler (dist) so the job can shut down.
   virtual absl::Status Finish() = 0;
+  // Counters of the worker's transport (dist; zeros for local types):
+  // messages, drops, frames through shared memory.
+  virtual transport::TransportStats transport_stats() const { return {}; }
 };
 
 }  // namespace kvstore

@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -24,24 +25,40 @@ struct Request {
   int outstanding = 0;  // Slices not yet applied (dist_sync pushes).
 };
 
-// One version of a slice's weights, in memory of its own or in a received
-// push adopted as the weights, and how many replies being sent still read
-// it (they release it on ZeroMQ's thread).
+// One version of a slice's weights: in memory of its own, in the
+// transport's shared-memory arena (replies to workers on this host then
+// pass it by reference), or in a received push adopted as the weights; and
+// how many replies being sent still read it (they release it on ZeroMQ's
+// thread, or, when passed by reference, in the arena).
 struct Version {
   explicit Version(std::vector<float> v) : owned(std::move(v)), values(absl::MakeSpan(owned)) {}
-  // REQUIRES: `f` owns its bytes (a received frame).
-  explicit Version(Frame f)
+  // REQUIRES: `f` owns its bytes (a received frame, or a
+  // Transport::NewSharedFrame of `shared`).
+  explicit Version(Frame f, const transport::Transport* shared = nullptr)
       : frame(std::move(f)),
-        values(reinterpret_cast<float*>(frame.mutable_data()), frame.size() / sizeof(float)) {
+        values(reinterpret_cast<float*>(frame.mutable_data()), frame.size() / sizeof(float)),
+        shared(shared) {
     CHECK(frame.mutable_data() != nullptr || frame.size() == 0);
   }
   std::vector<float> owned;
   Frame frame;
   absl::Span<float> values;
+  const transport::Transport* shared = nullptr;
   std::atomic<int> readers{0};
-  bool free() const { return readers.load(std::memory_order_acquire) == 0; }
+  bool free() const {
+    return readers.load(std::memory_order_acquire) == 0 &&
+           (shared == nullptr || !shared->SharedFrameInUse(frame));
+  }
 };
 using Buffer = std::shared_ptr<Version>;
+
+// A version of `n` floats (unset), in the shared-memory arena when it has
+// room.
+Buffer NewVersion(const transport::Transport& t, size_t n) {
+  Frame f = t.NewSharedFrame(n * sizeof(float));
+  if (f.size() > 0) return std::make_shared<Version>(std::move(f), &t);
+  return std::make_shared<Version>(std::vector<float>(n));
+}
 
 // dst = a + b, elementwise (restrict: the compiler vectorizes freely).
 void Add2(float* __restrict dst, const float* __restrict a, const float* __restrict b,
@@ -67,6 +84,7 @@ void SumInto(float* dst, const std::vector<absl::Span<const float>>& g) {
 }
 
 struct Slice {
+  const transport::Transport* transport = nullptr;
   // The current weights, sent zero-copy by pull replies. An update while a
   // reply still reads the current version moves to a spare version no
   // reply reads any more (allocating one only when every spare is still
@@ -86,7 +104,7 @@ struct Slice {
         }
       }
       if (spare == nullptr) {
-        spares.push_back(std::make_shared<Version>(std::vector<float>(weights().size())));
+        spares.push_back(NewVersion(*transport, weights().size()));
         spare = &spares.back();
       }
       std::swap(*spare, weights_ptr);
@@ -216,7 +234,9 @@ class Server {
         for (int i = 0; i < h.keys_size(); ++i) {
           Slice& s = slices_[{h.keys(i), h.offsets(i)}];
           auto v = msg.frames[i].As<float>();
-          s.weights_ptr = std::make_shared<Version>(std::vector<float>(v.begin(), v.end()));
+          s.transport = &node_->transport();
+          s.weights_ptr = NewVersion(*s.transport, v.size());
+          std::copy(v.begin(), v.end(), s.weights_ptr->values.begin());
           s.spares.clear();
           s.pending.assign(node_->num_workers(), nullptr);
           s.frame_of.assign(node_->num_workers(), -1);

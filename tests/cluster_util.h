@@ -57,6 +57,8 @@ struct ClusterSpec {
   double heartbeat_interval_s = 0.3;
   double heartbeat_timeout_s = 2.0;
   double start_timeout_s = 30;
+  // Shared memory between the nodes (0: everything over TCP).
+  int64_t shm_bytes = transport::kDefaultShmBytes;
 };
 
 class Cluster {
@@ -106,6 +108,7 @@ class Cluster {
       std::vector<std::string> sargv = {Runfile("server/server"),
                                         "--scheduler_address=" + address};
       for (auto& f : CommonFlags()) sargv.push_back(f);
+      sargv.push_back(absl::StrCat("--shm_bytes=", spec_.shm_bytes));
       auto p = launcher::Subprocess::Start(sargv, Env());
       EXPECT_TRUE(p.ok()) << p.status();
       Proc proc;
@@ -125,6 +128,7 @@ class Cluster {
     o.cluster.heartbeat_interval = absl::Seconds(spec_.heartbeat_interval_s);
     o.cluster.heartbeat_timeout = absl::Seconds(spec_.heartbeat_timeout_s);
     o.cluster.start_timeout = absl::Seconds(spec_.start_timeout_s);
+    o.cluster.shm_bytes = spec_.shm_bytes;
     return o;
   }
 

@@ -29,10 +29,12 @@ float Value(int rank, int64_t i) {
   return base[rank % 4] * static_cast<float>(1 + i % 7);
 }
 
-TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
+// Over shared memory (the nodes share this host) or TCP only.
+void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
   ClusterSpec spec;
   spec.workers = 3;
   spec.servers = 2;
+  spec.shm_bytes = shm_bytes;
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
   auto kv = c.Workers("dist_sync");
@@ -79,6 +81,18 @@ TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
     });
   }
   for (auto& t : threads) t.join();
+  for (auto& k : kv) {
+    // Key 0's pushes (1.5 M floats) and the pull replies are big enough for
+    // shared memory; nothing else may drop a message.
+    const transport::TransportStats st = k->transport_stats();
+    EXPECT_EQ(st.dropped_malformed, 0);
+    if (shm_bytes > 0) {
+      EXPECT_GT(st.shm_frames_sent, 0);
+      EXPECT_GT(st.shm_frames_received, 0);
+    } else {
+      EXPECT_EQ(st.shm_frames_sent + st.shm_frames_received, 0);
+    }
+  }
   for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
   EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
@@ -86,6 +100,14 @@ TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
     ASSERT_TRUE(s.WaitExit(Deadline(20)));
     EXPECT_TRUE(s.p->succeeded()) << c.AllOutput();
   }
+}
+
+TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
+  SyncSumsInRankOrderBitForBit(transport::kDefaultShmBytes);
+}
+
+TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTcpOnly) {
+  SyncSumsInRankOrderBitForBit(0);
 }
 
 // Least squares y = X w*: W workers with batch b each under dist_sync give

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <iterator>
 #include <random>
@@ -54,10 +55,15 @@ absl::StatusOr<std::unique_ptr<ShmArena>> ShmArena::Create(size_t bytes) {
   }
   bytes = RoundUp(bytes, 4096);
   std::unique_ptr<ShmArena> a(new ShmArena);
-  a->fd_ = memfd_create(kMemfdName, MFD_CLOEXEC);
+  a->fd_ = memfd_create(kMemfdName, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (a->fd_ < 0) return ErrnoToStatus(errno, "memfd_create for the shared-memory arena");
   if (ftruncate(a->fd_, static_cast<off_t>(bytes)) != 0) {
     return ErrnoToStatus(errno, absl::StrCat("sizing the shared-memory arena to ", bytes, " bytes"));
+  }
+  // Sealed at its size: no one can shrink it under a receiver's mapping
+  // (which would turn its reads into SIGBUS). Receivers check the seal.
+  if (fcntl(a->fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return ErrnoToStatus(errno, "sealing the shared-memory arena");
   }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd_, 0);
   if (p == MAP_FAILED) {
@@ -92,31 +98,57 @@ bool ShmArena::Accepted(uint32_t slot) const {
   return __atomic_load_n(&h->accepted[slot], __ATOMIC_ACQUIRE) != 0;
 }
 
+char* ShmArena::Allocate(size_t size) {
+  const uint64_t need = kBlockHeaderBytes + RoundUp(std::max<size_t>(size, 1), kAlign);
+  std::lock_guard<std::mutex> lock(mu_);
+  ReclaimLocked();
+  // First fit: the lowest free block, so the warm start of the arena is
+  // reused and pages far up are touched only under load.
+  auto it = free_.begin();
+  while (it != free_.end() && it->second < need) ++it;
+  if (it == free_.end()) return nullptr;
+  const uint64_t at = it->first;
+  const uint64_t len = it->second;
+  free_.erase(it);
+  if (len > need) free_[at + need] = len - need;
+  used_[at] = need;
+  used_bytes_ += static_cast<int64_t>(need);
+  auto* b = reinterpret_cast<BlockHeader*>(base_ + at);
+  b->magic = kBlockMagic;
+  b->bytes = need - kBlockHeaderBytes;
+  __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
+  return base_ + at + kBlockHeaderBytes;
+}
+
 int64_t ShmArena::CopyIn(const void* data, size_t size) {
-  const uint64_t need = kBlockHeaderBytes + RoundUp(size, kAlign);
-  uint64_t at = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ReclaimLocked();
-    // First fit: the lowest free block, so the warm start of the arena is
-    // reused and pages far up are touched only under load.
-    auto it = free_.begin();
-    while (it != free_.end() && it->second < need) ++it;
-    if (it == free_.end()) return -1;
-    at = it->first;
-    const uint64_t len = it->second;
-    free_.erase(it);
-    if (len > need) free_[at + need] = len - need;
-    used_[at] = need;
-    used_bytes_ += static_cast<int64_t>(need);
-    auto* b = reinterpret_cast<BlockHeader*>(base_ + at);
-    b->magic = kBlockMagic;
-    b->bytes = need - kBlockHeaderBytes;
-    __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
-  }
-  // Outside the lock: the block is ours until the receiver lets it go.
-  std::memcpy(base_ + at + kBlockHeaderBytes, data, size);
-  return static_cast<int64_t>(at + kBlockHeaderBytes);
+  char* block = Allocate(size);
+  if (block == nullptr) return -1;
+  // The block is ours until the receiver lets it go.
+  std::memcpy(block, data, size);
+  return static_cast<int64_t>(block - base_);
+}
+
+uint64_t ShmArena::OffsetOf(const void* data) const {
+  const char* p = static_cast<const char*>(data);
+  CHECK(p >= base_ && p < base_ + size_) << "not in the arena";
+  return static_cast<uint64_t>(p - base_);
+}
+
+int64_t ShmArena::AddRef(const void* data) {
+  const char* p = static_cast<const char*>(data);
+  if (p < base_ + kDataStart + kBlockHeaderBytes || p >= base_ + size_) return -1;
+  const uint64_t offset = static_cast<uint64_t>(p - base_);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = used_.find(offset - kBlockHeaderBytes);
+  if (it == used_.end()) return -1;
+  auto* b = reinterpret_cast<BlockHeader*>(base_ + it->first);
+  __atomic_fetch_add(&b->refs, 1, __ATOMIC_RELAXED);  // The holder has one already.
+  return static_cast<int64_t>(offset);
+}
+
+int ShmArena::Refs(uint64_t offset) const {
+  const auto* b = reinterpret_cast<const BlockHeader*>(base_ + offset - kBlockHeaderBytes);
+  return __atomic_load_n(&b->refs, __ATOMIC_ACQUIRE);
 }
 
 void ShmArena::Release(uint64_t offset) {
@@ -191,6 +223,11 @@ absl::Status MapArena(const proto::ShmArena& o, char** base) {
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != o.size()) {
     close(fd);
     return absl::NotFoundError(absl::StrCat(path, " does not have the offered size"));
+  }
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+    close(fd);
+    return absl::NotFoundError(absl::StrCat(path, " is not sealed against shrinking"));
   }
   void* p = mmap(nullptr, o.size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int e = errno;

@@ -1,5 +1,7 @@
-// Shared memory between processes on the same host (DESIGN.md, Wire
-// protocol, "Co-located peers").
+// Shared memory between processes on the same host: an addition to the
+// wire protocol of DESIGN.md for co-located peers (MXNet launches a server
+// and a worker on each host), the way BytePS and NCCL share memory within
+// a machine.
 //
 // Over loopback TCP a tensor is copied twice by the kernel (into the socket,
 // out of it), and a pull reply a third time into the caller's buffer. A
@@ -7,7 +9,9 @@
 // each one once into a block of its own arena (a memfd) and sends only a
 // descriptor (offset, size) with the header; the receiver views the bytes
 // in place and hands the block back by dropping a reference count in the
-// block's header when it is done with the frame.
+// block's header when it is done with the frame. Data the sender keeps in
+// its arena (a server's weights, Transport::NewSharedFrame) is sent by
+// reference, without even that copy.
 //
 // Handshake, without any extra message: until a peer has mapped the arena,
 // every message to it carries the arena's identity (pid, memfd number,
@@ -21,7 +25,11 @@
 // send never waits for shared memory.
 //
 // A receiver that dies keeps its blocks (they are never handed back): the
-// arena shrinks for the rest of the job, which the job ends anyway.
+// arena shrinks for the rest of the job, which the job ends anyway. A mark
+// is never cleared: a process that replaced a peer at the same address and
+// could not map the arena would drop big frames (logged) until the arena
+// filled; pstrain nodes never restart within a job. Arenas are sealed at
+// their size (a receiver never maps one that could shrink under it).
 #ifndef PSTRAIN_TRANSPORT_SHM_H_
 #define PSTRAIN_TRANSPORT_SHM_H_
 
@@ -68,8 +76,23 @@ class ShmArena {
   // receiver) and returns the data's offset; -1 when no block that large
   // is free.
   int64_t CopyIn(const void* data, size_t size);
-  // Hands back the block CopyIn returned `offset` for, when the frame was
-  // never sent.
+  // A block of `size` bytes referenced once (by the caller, who hands it
+  // back with Release), or nullptr when none that large is free.
+  char* Allocate(size_t size);
+  // When `data` is the start of a block: one more reference to it and its
+  // offset (a frame sent without copying); else -1.
+  int64_t AddRef(const void* data);
+  // References to the block at `offset` (a data offset that Allocate,
+  // CopyIn or AddRef gave, still referenced by the caller).
+  int Refs(uint64_t offset) const;
+  bool Contains(const void* data) const {
+    const char* p = static_cast<const char*>(data);
+    return p >= base_ && p < base_ + size_;
+  }
+  // Offset of `data` in the arena. REQUIRES: Contains(data).
+  uint64_t OffsetOf(const void* data) const;
+  // Drops one reference to the block at `offset` (from CopyIn, AddRef or
+  // Allocate, when that reference is not sent after all).
   void Release(uint64_t offset);
 
   // Bytes of blocks handed out and not yet given back (after the last

@@ -114,7 +114,7 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
 #else
     auto arena = ShmArena::Create(static_cast<size_t>(options.shm_bytes));
     if (arena.ok()) {
-      t->arena_ = std::move(*arena);
+      t->arena_ = std::shared_ptr<ShmArena>(std::move(*arena));
       t->shm_peers_ = std::make_unique<ShmPeers>();
     } else {
       LOG(WARNING) << "no shared memory for peers on this host (" << arena.status().message()
@@ -448,7 +448,9 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
     for (size_t f = 0; !offer && f < m.frames.size(); ++f) {
       Frame& frame = m.frames[f];
       if (frame.size() < kShmMinFrameBytes) continue;
-      const int64_t offset = arena_->CopyIn(frame.data(), frame.size());
+      // Data already in the arena (a server's weights) goes by reference.
+      int64_t offset = arena_->AddRef(frame.data());
+      if (offset < 0) offset = arena_->CopyIn(frame.data(), frame.size());
       if (offset < 0) {
         ++shm_inline_;
         continue;
@@ -467,8 +469,24 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
   }
 }
 
+Frame Transport::NewSharedFrame(size_t bytes) const {
+  if (arena_ == nullptr || bytes == 0) return Frame();
+  char* data = arena_->Allocate(bytes);
+  if (data == nullptr) return Frame();
+  return Frame::View(data, bytes,
+                     std::shared_ptr<const void>(data, [arena = arena_](const void* p) {
+                       arena->Release(arena->OffsetOf(p));
+                     }));
+}
+
+bool Transport::SharedFrameInUse(const Frame& frame) const {
+  if (arena_ == nullptr || frame.size() == 0 || !arena_->Contains(frame.data())) return false;
+  return arena_->Refs(arena_->OffsetOf(frame.data())) > 1;  // More than the holder's.
+}
+
 void Transport::DropShm(const Message& msg) {
   for (const proto::ShmFrame& d : msg.header.shm_frames()) arena_->Release(d.offset());
+  shm_sent_ -= msg.header.shm_frames_size();  // Counted as sent by PrepareShm.
 }
 
 std::string Transport::ReceiveShm(Message* msg, const std::string& from) {

@@ -160,6 +160,17 @@ class Transport {
 
   TransportStats stats() const;
 
+  // A writable frame of `bytes` in this process's shared-memory arena, for
+  // data sent again and again (a server's weights): to a peer that mapped
+  // the arena it travels by reference, without a copy; to others like any
+  // frame. An empty frame when shared memory is off or the arena has no
+  // room. The block stays valid after Stop() while the frame lives.
+  Frame NewSharedFrame(size_t bytes) const;
+  // Whether a peer still reads `frame` (a NewSharedFrame) from a message
+  // sent by reference: the holder must not write it until this is false.
+  // False for a frame outside the arena.
+  bool SharedFrameInUse(const Frame& frame) const;
+
   // While at least one caller is between BeginBusyPoll() and EndBusyPoll()
   // (waiting for a reply, briefly), the I/O thread polls without sleeping,
   // yielding its core, so a reply is read without a wake-up. Thread-safe.
@@ -216,7 +227,7 @@ class Transport {
   std::string Validate(const Message& msg) const;
 
   const TransportOptions options_;
-  std::unique_ptr<ShmArena> arena_;  // Null: no shared memory.
+  std::shared_ptr<ShmArena> arena_;  // Null: no shared memory.
   std::unique_ptr<ShmPeers> shm_peers_;  // I/O thread only.
   uint32_t next_slot_ = 0;  // I/O thread only.
   std::string address_;
