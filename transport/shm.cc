@@ -25,6 +25,7 @@ constexpr uint32_t kBlockMagic = 0x31'42'73'70;              // "psB1"
 constexpr uint64_t kAlign = 64;
 constexpr uint64_t kBlockHeaderBytes = 64;
 constexpr char kMemfdName[] = "pstrain-shm";
+constexpr uint64_t kReclaimBytes = 16 << 20;
 
 uint64_t RoundUp(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
@@ -101,12 +102,24 @@ bool ShmArena::Accepted(uint32_t slot) const {
 char* ShmArena::Allocate(size_t size) {
   const uint64_t need = kBlockHeaderBytes + RoundUp(std::max<size_t>(size, 1), kAlign);
   std::lock_guard<std::mutex> lock(mu_);
-  ReclaimLocked();
-  // First fit: the lowest free block, so the warm start of the arena is
-  // reused and pages far up are touched only under load.
-  auto it = free_.begin();
-  while (it != free_.end() && it->second < need) ++it;
+  // Reclaiming scans every block handed out, so it runs once per
+  // kReclaimBytes handed out (the warm start of the arena is reused) and
+  // whenever nothing fits.
+  if (since_reclaim_ >= kReclaimBytes) ReclaimLocked();
+  // First fit: the lowest free block, so pages far up the arena are
+  // touched only under load.
+  auto first_fit = [&] {
+    auto it = free_.begin();
+    while (it != free_.end() && it->second < need) ++it;
+    return it;
+  };
+  auto it = first_fit();
+  if (it == free_.end()) {
+    ReclaimLocked();
+    it = first_fit();
+  }
   if (it == free_.end()) return nullptr;
+  since_reclaim_ += need;
   const uint64_t at = it->first;
   const uint64_t len = it->second;
   free_.erase(it);
@@ -165,6 +178,7 @@ int64_t ShmArena::bytes_in_use() const {
 }
 
 void ShmArena::ReclaimLocked() {
+  since_reclaim_ = 0;
   for (auto it = used_.begin(); it != used_.end();) {
     auto* b = reinterpret_cast<BlockHeader*>(base_ + it->first);
     if (__atomic_load_n(&b->refs, __ATOMIC_ACQUIRE) <= 0) {
@@ -302,10 +316,13 @@ std::string ShmPeers::Resolve(Message* msg) {
           break;
         }
         char* data = m->base + off;
-        msg->frames[d.frame()] = Frame::View(
-            data, size, std::shared_ptr<const void>(data, [keep = m, b](const void*) {
-              __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
-            }));
+        std::shared_ptr<const void> hand_back(data, [keep = m, b](const void*) {
+          __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
+        });
+        // A block the sender keeps (by reference) is read-only here.
+        msg->frames[d.frame()] = d.by_reference()
+                                     ? Frame::Borrow(data, size, std::move(hand_back))
+                                     : Frame::View(data, size, std::move(hand_back));
       }
     }
   }

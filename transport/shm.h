@@ -95,8 +95,8 @@ class ShmArena {
   // Allocate, when that reference is not sent after all).
   void Release(uint64_t offset);
 
-  // Bytes of blocks handed out and not yet given back (after the last
-  // CopyIn's reclaim).
+  // Bytes of blocks handed out and not yet reclaimed (blocks given back
+  // are reclaimed once per 16 MiB handed out, or when nothing fits).
   int64_t bytes_in_use() const;
 
  private:
@@ -113,6 +113,8 @@ class ShmArena {
   std::map<uint64_t, uint64_t> free_;  // Block offset -> bytes; guarded by mu_.
   std::map<uint64_t, uint64_t> used_;  // Guarded by mu_.
   int64_t used_bytes_ = 0;  // Guarded by mu_.
+  // Bytes handed out since the last reclaim; guarded by mu_.
+  uint64_t since_reclaim_ = 0;
 };
 
 // The receiving side: the arenas of same-host peers this process has
@@ -130,7 +132,8 @@ class ShmPeers {
   // Replaces the message's shared-memory frames (header.shm_frames, over
   // the arena named by header.shm_arena) with views into that arena, each
   // handing its block back when the view dies, and clears both header
-  // fields. Returns "" or what is wrong with the descriptors (the blocks
+  // fields. Views are writable (Frame::View) except of blocks the sender
+  // keeps (ShmFrame.by_reference: Frame::Borrow). Returns "" or what is wrong with the descriptors (the blocks
   // of the valid ones are handed back when the caller drops the message).
   std::string Resolve(Message* msg);
 

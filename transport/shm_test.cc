@@ -730,6 +730,7 @@ TEST(ShmTransportTest, SharedFramesGoByReference) {
   EXPECT_EQ(a->stats().shm_frames_sent, 1);
   EXPECT_EQ(a->stats().shm_frames_inline, 0);
   EXPECT_TRUE(a->SharedFrameInUse(weights));
+  EXPECT_EQ(got->frames[0].mutable_data(), nullptr);  // The holder's: read-only.
   // The receiver sees the holder's writes: the very same bytes.
   weights.mutable_data()[0] ^= 1;
   EXPECT_EQ(got->frames[0].data()[0], weights.data()[0]);
@@ -1139,6 +1140,7 @@ TEST_F(Hostile, BadDescriptorsIntoAMappedArenaAreDropped) {
   // The blocks viewed by dropped messages, and the delivered one once it is
   // dropped, are handed back: only `kept` (and a new probe) remain.
   got = Message();
+  Reclaim(arena.get());
   const int64_t probe = arena->CopyIn(bytes[0].data(), 256);
   ASSERT_GE(probe, 0);
   EXPECT_EQ(arena->bytes_in_use(), 2 * one_block);

@@ -424,6 +424,8 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
         if (out->msg.frames[j].ReleaseTo(&g, flight)) flight->Hold();
         zmq_msg_close(&g);
       }
+      // The receiver drops the partial message: its blocks are ours again.
+      if (arena_ != nullptr) DropShm(out->msg);
       break;
     }
   }
@@ -448,9 +450,11 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
     for (size_t f = 0; !offer && f < m.frames.size(); ++f) {
       Frame& frame = m.frames[f];
       if (frame.size() < kShmMinFrameBytes) continue;
-      // Data already in the arena (a server's weights) goes by reference.
+      // Data already in the arena (a server's weights) goes by reference,
+      // read-only for the receiver.
       int64_t offset = arena_->AddRef(frame.data());
-      if (offset < 0) offset = arena_->CopyIn(frame.data(), frame.size());
+      const bool by_reference = offset >= 0;
+      if (!by_reference) offset = arena_->CopyIn(frame.data(), frame.size());
       if (offset < 0) {
         ++shm_inline_;
         continue;
@@ -459,6 +463,7 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
       d->set_frame(static_cast<uint32_t>(f));
       d->set_offset(static_cast<uint64_t>(offset));
       d->set_size(frame.size());
+      d->set_by_reference(by_reference);
       frame = Frame();  // An empty placeholder on the socket.
       ++shm_sent_;
     }
