@@ -167,9 +167,24 @@ int ShmArena::Refs(uint64_t offset) const {
 void ShmArena::Release(uint64_t offset) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = used_.find(offset - kBlockHeaderBytes);
-  CHECK(it != used_.end()) << "no block at " << offset;
+  if (it == used_.end()) {
+    // Only a peer that sent back a reference it never held gets here.
+    LOG_EVERY_N(ERROR, 100) << "shared-memory block at " << offset
+                            << " handed back more often than handed out";
+    return;
+  }
   auto* b = reinterpret_cast<BlockHeader*>(base_ + it->first);
   __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
+}
+
+const char* ShmArena::Referenced(uint64_t offset, size_t size) const {
+  if (offset < kBlockHeaderBytes || offset >= size_) return nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = used_.find(offset - kBlockHeaderBytes);
+  if (it == used_.end() || it->second - kBlockHeaderBytes < size) return nullptr;
+  const auto* b = reinterpret_cast<const BlockHeader*>(base_ + it->first);
+  if (__atomic_load_n(&b->refs, __ATOMIC_ACQUIRE) <= 0) return nullptr;
+  return base_ + offset;
 }
 
 int64_t ShmArena::bytes_in_use() const {
@@ -210,6 +225,10 @@ void ShmArena::FreeLocked(uint64_t offset, uint64_t size) {
 struct ShmPeers::Mapping {
   char* base = nullptr;
   uint64_t size = 0;
+  // Data offsets of the blocks viewed by live frames (views die on any
+  // thread).
+  std::mutex mu;
+  std::multiset<uint64_t> viewed;
   ~Mapping() {
     if (base != nullptr) munmap(base, size);
   }
@@ -279,6 +298,7 @@ bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
     m->base = base;
     m->size = offer.size();
     mapped_[key] = m;
+    arena_of_[from] = key;
     VLOG(1) << "mapped the shared-memory arena of " << from << " (" << offer.size() << " bytes)";
   }
   if (offer.slot() < ShmArena::kMaxSlots) {
@@ -288,16 +308,32 @@ bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
   return true;
 }
 
-std::string ShmPeers::Resolve(Message* msg) {
+std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own) {
   proto::Header& h = msg->header;
   std::string why;
-  if (h.shm_frames_size() > 0) {
+  // Blocks of our own arena, sent back by the peer that holds them.
+  for (const proto::ShmFrame& d : h.shm_frames()) {
+    if (!d.in_receiver_arena()) continue;
+    const char* data = own == nullptr ? nullptr : own->Referenced(d.offset(), d.size());
+    if (d.frame() >= msg->frames.size() || msg->frames[d.frame()].size() != 0 || data == nullptr) {
+      return absl::StrCat("frame ", d.frame(), " names no block of ", d.size(),
+                          " bytes at offset ", d.offset(), " in this process's arena");
+    }
+    msg->frames[d.frame()] = Frame::Borrow(
+        data, d.size(), std::shared_ptr<const void>(data, [own, offset = d.offset()](const void*) {
+          own->Release(offset);
+        }));
+  }
+  bool peer_frames = false;
+  for (const proto::ShmFrame& d : h.shm_frames()) peer_frames |= !d.in_receiver_arena();
+  if (peer_frames) {
     auto it = mapped_.find(Key(h.shm_arena().pid(), h.shm_arena().nonce()));
     if (it == mapped_.end()) {
       why = "shared-memory frames in an arena this process has not mapped";
     } else {
       const std::shared_ptr<Mapping>& m = it->second;
       for (const proto::ShmFrame& d : h.shm_frames()) {
+        if (d.in_receiver_arena()) continue;
         const uint64_t off = d.offset(), size = d.size();
         if (d.frame() >= msg->frames.size() || msg->frames[d.frame()].size() != 0 || size == 0) {
           why = absl::StrCat("shared-memory frame ", d.frame(), " of ", msg->frames.size(),
@@ -316,7 +352,15 @@ std::string ShmPeers::Resolve(Message* msg) {
           break;
         }
         char* data = m->base + off;
-        std::shared_ptr<const void> hand_back(data, [keep = m, b](const void*) {
+        {
+          std::lock_guard<std::mutex> lock(m->mu);
+          m->viewed.insert(off);
+        }
+        std::shared_ptr<const void> hand_back(data, [keep = m, b, off](const void*) {
+          {
+            std::lock_guard<std::mutex> lock(keep->mu);
+            keep->viewed.erase(keep->viewed.find(off));
+          }
           __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
         });
         // A block the sender keeps (by reference) is read-only here.
@@ -329,6 +373,48 @@ std::string ShmPeers::Resolve(Message* msg) {
   h.clear_shm_arena();
   h.clear_shm_frames();
   return why;
+}
+
+std::pair<ShmPeers::Mapping*, uint64_t> ShmPeers::FindViewed(const std::string& address,
+                                                             const void* data,
+                                                             size_t size) const {
+  auto a = arena_of_.find(address);
+  if (a == arena_of_.end()) return {nullptr, 0};
+  auto it = mapped_.find(a->second);
+  if (it == mapped_.end()) return {nullptr, 0};
+  Mapping* m = it->second.get();
+  const char* p = static_cast<const char*>(data);
+  if (p < m->base || p >= m->base + m->size) return {nullptr, 0};
+  const uint64_t off = static_cast<uint64_t>(p - m->base);
+  // Viewed (checked by the caller under m->mu): a block start Resolve
+  // checked, referenced while the view lives.
+  std::lock_guard<std::mutex> lock(m->mu);
+  if (m->viewed.count(off) == 0) return {nullptr, 0};
+  const auto* b = reinterpret_cast<const BlockHeader*>(m->base + off - kBlockHeaderBytes);
+  if (b->bytes < size) return {nullptr, 0};
+  return {m, off};
+}
+
+bool ShmPeers::Viewing(const std::string& address, const void* data, size_t size) const {
+  return FindViewed(address, data, size).first != nullptr;
+}
+
+int64_t ShmPeers::AddRefForOwner(const std::string& address, const void* data, size_t size) {
+  auto [m, off] = FindViewed(address, data, size);
+  if (m == nullptr) return -1;
+  // The caller holds the frame over the block, so its view (and reference)
+  // outlives this.
+  auto* b = reinterpret_cast<BlockHeader*>(m->base + off - kBlockHeaderBytes);
+  __atomic_fetch_add(&b->refs, 1, __ATOMIC_RELAXED);
+  return static_cast<int64_t>(off);
+}
+
+void ShmPeers::ReleaseForOwner(const std::string& address, uint64_t offset) {
+  auto a = arena_of_.find(address);
+  CHECK(a != arena_of_.end()) << "no arena of " << address;
+  Mapping* m = mapped_.at(a->second).get();
+  auto* b = reinterpret_cast<BlockHeader*>(m->base + offset - kBlockHeaderBytes);
+  __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
 }
 
 }  // namespace transport

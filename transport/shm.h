@@ -95,6 +95,10 @@ class ShmArena {
   // Allocate, when that reference is not sent after all).
   void Release(uint64_t offset);
 
+  // The bytes of the block at data `offset` when it is one, handed out,
+  // still referenced and holds at least `size` bytes; else nullptr.
+  const char* Referenced(uint64_t offset, size_t size) const;
+
   // Bytes of blocks handed out and not yet reclaimed (blocks given back
   // are reclaimed once per 16 MiB handed out, or when nothing fits).
   int64_t bytes_in_use() const;
@@ -135,7 +139,21 @@ class ShmPeers {
   // fields. Views are writable (Frame::View) except of blocks the sender
   // keeps (ShmFrame.by_reference: Frame::Borrow). Returns "" or what is wrong with the descriptors (the blocks
   // of the valid ones are handed back when the caller drops the message).
-  std::string Resolve(Message* msg);
+  // `own` (may be null) is this process's arena, for frames in it
+  // (ShmFrame.in_receiver_arena: read-only views that drop the sender's
+  // reference when they die).
+  std::string Resolve(Message* msg, const std::shared_ptr<ShmArena>& own);
+
+  // Whether `data` is the start of a block of at least `size` bytes in the
+  // arena of the peer whose routing id is `address`, viewed here right
+  // now (a frame received from it): it can go back to that peer by
+  // reference.
+  bool Viewing(const std::string& address, const void* data, size_t size) const;
+  // If Viewing(): one more reference to the block (for the peer's message)
+  // and its data offset; else -1.
+  int64_t AddRefForOwner(const std::string& address, const void* data, size_t size);
+  // Drops a reference AddRefForOwner took (the message was not sent).
+  void ReleaseForOwner(const std::string& address, uint64_t offset);
 
   // Arenas mapped so far.
   size_t mapped() const { return mapped_.size(); }
@@ -143,7 +161,12 @@ class ShmPeers {
  private:
   struct Mapping;
   using Key = std::pair<uint32_t, uint64_t>;  // pid, nonce.
+  // The mapping whose block starts at `data` and is viewed here, with its
+  // data offset; null if none (of the peer at `address`).
+  std::pair<Mapping*, uint64_t> FindViewed(const std::string& address, const void* data,
+                                           size_t size) const;
   std::map<Key, std::shared_ptr<Mapping>> mapped_;
+  std::map<std::string, Key> arena_of_;  // Routing id -> its arena.
   std::set<Key> failed_;
 };
 

@@ -123,6 +123,17 @@ Message Data(uint64_t seed, const std::vector<size_t>& sizes, int priority = 0) 
   return ::testing::AssertionSuccess();
 }
 
+// Polls `done` until it holds or 10 s pass.
+template <typename F>
+bool WaitFor(F done) {
+  const absl::Time deadline = Soon();
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
 // Sends a small message (which carries `from`'s offer) to `to`, known to
 // `from` as `peer`, and waits for it: `to` maps the arena before it
 // delivers, so big frames from `from` go through shared memory from then on.
@@ -271,7 +282,7 @@ TEST(ShmArenaTest, PeersMapTheArenaAndHandBlocksBackWhenViewsDie) {
   ASSERT_GE(blocks.size(), 2u);
   const int64_t full = a->bytes_in_use();
   Message m = InArena(a->identity(), blocks);
-  ASSERT_EQ(peers.Resolve(&m), "");
+  ASSERT_EQ(peers.Resolve(&m, nullptr), "");
   EXPECT_FALSE(m.header.has_shm_arena());
   EXPECT_EQ(m.header.shm_frames_size(), 0);
   ASSERT_EQ(m.frames.size(), blocks.size());
@@ -333,7 +344,7 @@ TEST(ShmArenaTest, PeersRefuseOffersThatAreNotThatArena) {
   const int64_t off = a->CopyIn(data.data(), data.size());
   ASSERT_GE(off, 0);
   Message m = InArena(wrong_nonce, {{off, data.size()}});
-  EXPECT_THAT(peers.Resolve(&m), HasSubstr("not mapped"));
+  EXPECT_THAT(peers.Resolve(&m, nullptr), HasSubstr("not mapped"));
   EXPECT_FALSE(m.header.has_shm_arena());
   EXPECT_EQ(m.header.shm_frames_size(), 0);
   // The genuine offer still works (the failures were remembered under the
@@ -744,6 +755,74 @@ TEST(ShmTransportTest, SharedFramesGoByReference) {
   EXPECT_EQ(c->stats().shm_frames_received, 0);
   EXPECT_FALSE(a->SharedFrameInUse(weights));
   EXPECT_FALSE(a->SharedFrameInUse(tcp->frames[0]));  // Not in the arena.
+}
+
+// A frame received through shared memory and sent back to its sender from
+// the I/O thread (a server replying with a push it adopted as its weights)
+// goes back by reference into the sender's own block: read-only there, and
+// the block comes back once both sides let go.
+TEST(ShmTransportTest, AFrameSentBackToItsOwnerGoesByReference) {
+  PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
+  TransportOptions split;
+  split.split_data = true;
+  auto a = Make(2 * kMiB), b = Make(2 * kMiB, "tok", split);
+  ASSERT_TRUE(a->Connect(1, b->address()).ok());
+  ASSERT_TRUE(b->Connect(0, a->address()).ok());
+  // B echoes every message from its I/O thread, holding it meanwhile.
+  b->SetDataHandler([&](Message m) {
+    auto keep = std::make_shared<Message>(std::move(m));
+    Message back;
+    back.header = keep->header;
+    for (const Frame& f : keep->frames) back.frames.push_back(Frame::Borrow(f.data(), f.size(), keep));
+    EXPECT_TRUE(b->Send(0, std::move(back), absl::InfinitePast()).ok());
+  });
+  ASSERT_TRUE(a->Send(1, Data(1, {64}), Soon()).ok());  // The offer.
+  auto echo = a->Receive(Soon());
+  ASSERT_TRUE(echo.ok()) << echo.status();
+  EXPECT_TRUE(Intact(*echo, 1, {64}));
+  const size_t bytes = 1536 << 10;  // Most of A's arena: each round needs the block back.
+  for (uint64_t seed = 2; seed < 6; ++seed) {
+    ASSERT_TRUE(a->Send(1, Data(seed, {bytes}), Soon()).ok());
+    auto got = a->Receive(Soon());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(Intact(*got, seed, {bytes}));
+    EXPECT_EQ(got->frames[0].mutable_data(), nullptr);  // B's weights, so to say.
+  }
+  const TransportStats sa = a->stats(), sb = b->stats();
+  EXPECT_EQ(sa.shm_frames_sent, 4);
+  EXPECT_EQ(sa.shm_frames_inline, 0);  // The block came back every time.
+  EXPECT_EQ(sb.shm_frames_received, 4);
+  EXPECT_EQ(sb.shm_frames_sent, 4);  // Back by reference, not copied.
+  EXPECT_EQ(sa.shm_frames_received, 4);
+  EXPECT_EQ(sb.shm_frames_inline, 0);
+  b->SetDataHandler(nullptr);
+}
+
+// A peer that names blocks of the receiver's own arena it does not hold is
+// refused, and nothing of the receiver's arena is handed back for it.
+TEST(ShmTransportTest, BlocksOfTheReceiversArenaMustBeHeld) {
+  PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
+  auto b = Make(2 * kMiB);
+  ASSERT_NE(b, nullptr);
+  RawPeer raw(b->address());
+  for (uint64_t offset : {uint64_t{0}, uint64_t{64}, uint64_t{1} << 40, uint64_t{65536 + 64}}) {
+    proto::Header h;
+    h.set_type(proto::PUSH);
+    h.set_token("tok");
+    h.add_keys(1);
+    h.add_offsets(0);
+    h.add_lengths(16);
+    proto::ShmFrame* d = h.add_shm_frames();
+    d->set_frame(0);
+    d->set_offset(offset);
+    d->set_size(64);
+    d->set_in_receiver_arena(true);
+    std::string header;
+    h.SerializeToString(&header);
+    raw.Send({header, ""});
+  }
+  ASSERT_TRUE(WaitFor([&] { return b->stats().dropped_malformed == 4; }));
+  EXPECT_EQ(b->stats().received, 0);
 }
 
 // Blocks of a refused batch are handed back and not counted as sent.

@@ -393,6 +393,7 @@ void Transport::PumpSends() {
 
 bool Transport::SendNow(Peer* peer, Outgoing* out) {
   void* sock = peer->dealer;
+  if (shm_peers_ != nullptr) ReturnShm(peer, &out->msg);
   std::string header;
   out->msg.header.SerializeToString(&header);
   zmq_msg_t part;
@@ -405,7 +406,7 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
     if (e == EAGAIN) return false;
     LOG_EVERY_N(ERROR, 100) << "send to peer " << peer->id << " (" << peer->endpoint
                             << ") failed: " << zmq_strerror(e);
-    if (arena_ != nullptr) DropShm(out->msg);
+    if (arena_ != nullptr) DropShm(out->msg, &peer->endpoint);
     Released(peer, out->bytes);
     return true;
   }
@@ -425,7 +426,7 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
         zmq_msg_close(&g);
       }
       // The receiver drops the partial message: its blocks are ours again.
-      if (arena_ != nullptr) DropShm(out->msg);
+      if (arena_ != nullptr) DropShm(out->msg, &peer->endpoint);
       break;
     }
   }
@@ -436,13 +437,18 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
 
 void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
   std::vector<uint32_t> slots(batch->size(), ShmArena::kMaxSlots);
+  std::vector<std::string> endpoints(batch->size());
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < batch->size(); ++i) {
       auto it = peers_.find((*batch)[i].first);
-      if (it != peers_.end()) slots[i] = it->second->shm_slot;
+      if (it != peers_.end()) {
+        slots[i] = it->second->shm_slot;
+        endpoints[i] = it->second->endpoint;
+      }
     }
   }
+  const bool io_thread = OnIoThread();
   for (size_t i = 0; i < batch->size(); ++i) {
     if (slots[i] >= ShmArena::kMaxSlots) continue;
     Message& m = (*batch)[i].second;
@@ -454,6 +460,12 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
       // read-only for the receiver.
       int64_t offset = arena_->AddRef(frame.data());
       const bool by_reference = offset >= 0;
+      // The receiver's own block (an adopted push): SendNow sends it back
+      // by reference.
+      if (!by_reference && io_thread &&
+          shm_peers_->Viewing(endpoints[i], frame.data(), frame.size())) {
+        continue;
+      }
       if (!by_reference) offset = arena_->CopyIn(frame.data(), frame.size());
       if (offset < 0) {
         ++shm_inline_;
@@ -489,8 +501,31 @@ bool Transport::SharedFrameInUse(const Frame& frame) const {
   return arena_->Refs(arena_->OffsetOf(frame.data())) > 1;  // More than the holder's.
 }
 
-void Transport::DropShm(const Message& msg) {
-  for (const proto::ShmFrame& d : msg.header.shm_frames()) arena_->Release(d.offset());
+void Transport::ReturnShm(Peer* peer, Message* msg) {
+  for (size_t f = 0; f < msg->frames.size(); ++f) {
+    Frame& frame = msg->frames[f];
+    if (frame.size() < kShmMinFrameBytes) continue;
+    const int64_t offset = shm_peers_->AddRefForOwner(peer->endpoint, frame.data(), frame.size());
+    if (offset < 0) continue;
+    proto::ShmFrame* d = msg->header.add_shm_frames();
+    d->set_frame(static_cast<uint32_t>(f));
+    d->set_offset(static_cast<uint64_t>(offset));
+    d->set_size(frame.size());
+    d->set_in_receiver_arena(true);
+    frame = Frame();
+    ++shm_sent_;
+  }
+}
+
+void Transport::DropShm(const Message& msg, const std::string* endpoint) {
+  for (const proto::ShmFrame& d : msg.header.shm_frames()) {
+    if (d.in_receiver_arena()) {
+      CHECK(endpoint != nullptr) << "a block of the receiver's arena before SendNow";
+      shm_peers_->ReleaseForOwner(*endpoint, d.offset());
+    } else {
+      arena_->Release(d.offset());
+    }
+  }
   shm_sent_ -= msg.header.shm_frames_size();  // Counted as sent by PrepareShm.
 }
 
@@ -504,7 +539,7 @@ std::string Transport::ReceiveShm(Message* msg, const std::string& from) {
   }
   if (h.has_shm_arena()) shm_peers_->Accept(h.shm_arena(), from);
   const int n = h.shm_frames_size();
-  const std::string why = shm_peers_->Resolve(msg);
+  const std::string why = shm_peers_->Resolve(msg, arena_);
   if (why.empty()) shm_received_ += n;
   return why;
 }

@@ -186,8 +186,13 @@ class Transport {
   // Offers the arena to peers that have not mapped it yet, and moves big
   // frames to those that have into it.
   void PrepareShm(std::vector<std::pair<int, Message>>* batch);
-  // Hands back the arena blocks of messages that will not be sent.
-  void DropShm(const Message& msg);
+  // Hands back the arena blocks of messages that will not be sent (those
+  // in the receiver's arena need the receiver's `endpoint`).
+  void DropShm(const Message& msg, const std::string* endpoint = nullptr);
+  // I/O thread: frames received from `peer` and now sent back to it (a
+  // server replying with a push it adopted) go by reference into its own
+  // arena.
+  void ReturnShm(Peer* peer, Message* msg);
   // Turns an incoming message's shared-memory frames into views ("" or
   // what is wrong).
   std::string ReceiveShm(Message* msg, const std::string& from);
