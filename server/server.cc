@@ -33,7 +33,8 @@ struct Request {
 struct Version {
   explicit Version(std::vector<float> v) : owned(std::move(v)), values(absl::MakeSpan(owned)) {}
   // REQUIRES: `f` owns its bytes (a received frame, or a
-  // Transport::NewSharedFrame of `shared`).
+  // Transport::NewSharedFrame of `shared`). `shared`: the transport that
+  // knows whether replies sent by reference still read it.
   explicit Version(Frame f, const transport::Transport* shared = nullptr)
       : frame(std::move(f)),
         values(reinterpret_cast<float*>(frame.mutable_data()), frame.size() / sizeof(float)),
@@ -315,7 +316,9 @@ class Server {
       // weights.
       Frame& only = s.pending[0]->msg.frames[s.frame_of[0]];
       if (grads.size() == 1 && only.mutable_data() != nullptr) {
-        s.weights_ptr = std::make_shared<Version>(std::move(only));
+        // (A push through shared memory may go back to the worker by
+        // reference: `shared` tells when a reply still reads it.)
+        s.weights_ptr = std::make_shared<Version>(std::move(only), &node_->transport());
       } else {
         SumInto(s.Writable(/*keep=*/false).data(), grads);
       }

@@ -278,6 +278,7 @@ absl::Status MapArena(const proto::ShmArena& o, char** base) {
 }  // namespace
 
 bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
+  std::lock_guard<std::mutex> lock(mu_);
   const Key key(offer.pid(), offer.nonce());
   std::shared_ptr<Mapping> m;
   auto it = mapped_.find(key);
@@ -309,6 +310,7 @@ bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
 }
 
 std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own) {
+  std::lock_guard<std::mutex> lock(mu_);
   proto::Header& h = msg->header;
   std::string why;
   // Blocks of our own arena, sent back by the peer that holds them.
@@ -353,7 +355,7 @@ std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own
         }
         char* data = m->base + off;
         {
-          std::lock_guard<std::mutex> lock(m->mu);
+          std::lock_guard<std::mutex> view_lock(m->mu);
           m->viewed.insert(off);
         }
         std::shared_ptr<const void> hand_back(data, [keep = m, b, off](const void*) {
@@ -378,6 +380,7 @@ std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own
 std::pair<ShmPeers::Mapping*, uint64_t> ShmPeers::FindViewed(const std::string& address,
                                                              const void* data,
                                                              size_t size) const {
+  std::lock_guard<std::mutex> peers_lock(mu_);
   auto a = arena_of_.find(address);
   if (a == arena_of_.end()) return {nullptr, 0};
   auto it = mapped_.find(a->second);
@@ -409,7 +412,24 @@ int64_t ShmPeers::AddRefForOwner(const std::string& address, const void* data, s
   return static_cast<int64_t>(off);
 }
 
+bool ShmPeers::SentBackInUse(const void* data) const {
+  const char* p = static_cast<const char*>(data);
+  std::lock_guard<std::mutex> peers_lock(mu_);
+  for (const auto& [key, m] : mapped_) {
+    if (p < m->base || p >= m->base + m->size) continue;
+    const uint64_t off = static_cast<uint64_t>(p - m->base);
+    std::lock_guard<std::mutex> lock(m->mu);
+    const size_t views = m->viewed.count(off);
+    if (views == 0) return false;
+    const auto* b = reinterpret_cast<const BlockHeader*>(m->base + off - kBlockHeaderBytes);
+    // One reference per view here; the rest are messages sent back.
+    return __atomic_load_n(&b->refs, __ATOMIC_ACQUIRE) > static_cast<int32_t>(views);
+  }
+  return false;
+}
+
 void ShmPeers::ReleaseForOwner(const std::string& address, uint64_t offset) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto a = arena_of_.find(address);
   CHECK(a != arena_of_.end()) << "no arena of " << address;
   Mapping* m = mapped_.at(a->second).get();

@@ -122,7 +122,7 @@ class ShmArena {
 };
 
 // The receiving side: the arenas of same-host peers this process has
-// mapped. Thread-compatible (used by the transport's I/O thread).
+// mapped. Thread-safe.
 class ShmPeers {
  public:
   ShmPeers() = default;
@@ -152,11 +152,18 @@ class ShmPeers {
   // If Viewing(): one more reference to the block (for the peer's message)
   // and its data offset; else -1.
   int64_t AddRefForOwner(const std::string& address, const void* data, size_t size);
+  // Whether a block viewed here at `data` is also referenced by a message
+  // sent back to its owner (AddRefForOwner) that the owner still reads.
+  // False for data in no mapped arena.
+  bool SentBackInUse(const void* data) const;
   // Drops a reference AddRefForOwner took (the message was not sent).
   void ReleaseForOwner(const std::string& address, uint64_t offset);
 
   // Arenas mapped so far.
-  size_t mapped() const { return mapped_.size(); }
+  size_t mapped() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return mapped_.size();
+  }
 
  private:
   struct Mapping;
@@ -165,6 +172,7 @@ class ShmPeers {
   // data offset; null if none (of the peer at `address`).
   std::pair<Mapping*, uint64_t> FindViewed(const std::string& address, const void* data,
                                            size_t size) const;
+  mutable std::mutex mu_;  // Guards the maps; taken before a Mapping's.
   std::map<Key, std::shared_ptr<Mapping>> mapped_;
   std::map<std::string, Key> arena_of_;  // Routing id -> its arena.
   std::set<Key> failed_;

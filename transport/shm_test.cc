@@ -768,9 +768,19 @@ TEST(ShmTransportTest, AFrameSentBackToItsOwnerGoesByReference) {
   auto a = Make(2 * kMiB), b = Make(2 * kMiB, "tok", split);
   ASSERT_TRUE(a->Connect(1, b->address()).ok());
   ASSERT_TRUE(b->Connect(0, a->address()).ok());
-  // B echoes every message from its I/O thread, holding it meanwhile.
+  // B echoes every message from its I/O thread, holding it meanwhile; a
+  // probe (key 0) instead reports whether the last big frame B sent back
+  // is still read by A.
+  std::shared_ptr<Message> last;  // I/O thread only.
+  std::atomic<int> in_use{-1};
   b->SetDataHandler([&](Message m) {
+    if (m.header.keys(0) == 0) {
+      in_use = b->SharedFrameInUse(last->frames[0]) ? 1 : 0;
+      if (in_use == 0) last.reset();  // Its block can go back to A.
+      return;
+    }
     auto keep = std::make_shared<Message>(std::move(m));
+    if (keep->frames[0].size() > kShmMinFrameBytes) last = keep;
     Message back;
     back.header = keep->header;
     for (const Frame& f : keep->frames) back.frames.push_back(Frame::Borrow(f.data(), f.size(), keep));
@@ -787,6 +797,20 @@ TEST(ShmTransportTest, AFrameSentBackToItsOwnerGoesByReference) {
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_TRUE(Intact(*got, seed, {bytes}));
     EXPECT_EQ(got->frames[0].mutable_data(), nullptr);  // B's weights, so to say.
+    // B may not write it while A reads it (a server's in-place update).
+    Message probe = Data(0, {64});
+    probe.header.set_keys(0, 0);
+    in_use = -1;
+    ASSERT_TRUE(a->Send(1, std::move(probe), Soon()).ok());
+    ASSERT_TRUE(WaitFor([&] { return in_use >= 0; }));
+    EXPECT_EQ(in_use, 1);
+    got = Message();
+    probe = Data(0, {64});
+    probe.header.set_keys(0, 0);
+    in_use = -1;
+    ASSERT_TRUE(a->Send(1, std::move(probe), Soon()).ok());
+    ASSERT_TRUE(WaitFor([&] { return in_use >= 0; }));
+    EXPECT_EQ(in_use, 0);
   }
   const TransportStats sa = a->stats(), sb = b->stats();
   EXPECT_EQ(sa.shm_frames_sent, 4);
@@ -796,6 +820,7 @@ TEST(ShmTransportTest, AFrameSentBackToItsOwnerGoesByReference) {
   EXPECT_EQ(sa.shm_frames_received, 4);
   EXPECT_EQ(sb.shm_frames_inline, 0);
   b->SetDataHandler(nullptr);
+  last.reset();
 }
 
 // A peer that names blocks of the receiver's own arena it does not hold is

@@ -497,8 +497,11 @@ Frame Transport::NewSharedFrame(size_t bytes) const {
 }
 
 bool Transport::SharedFrameInUse(const Frame& frame) const {
-  if (arena_ == nullptr || frame.size() == 0 || !arena_->Contains(frame.data())) return false;
-  return arena_->Refs(arena_->OffsetOf(frame.data())) > 1;  // More than the holder's.
+  if (arena_ == nullptr || frame.size() == 0) return false;
+  if (arena_->Contains(frame.data())) {
+    return arena_->Refs(arena_->OffsetOf(frame.data())) > 1;  // More than the holder's.
+  }
+  return shm_peers_->SentBackInUse(frame.data());
 }
 
 void Transport::ReturnShm(Peer* peer, Message* msg) {

@@ -166,9 +166,9 @@ class Transport {
   // frame. An empty frame when shared memory is off or the arena has no
   // room. The block stays valid after Stop() while the frame lives.
   Frame NewSharedFrame(size_t bytes) const;
-  // Whether a peer still reads `frame` (a NewSharedFrame) from a message
-  // sent by reference: the holder must not write it until this is false.
-  // False for a frame outside the arena.
+  // Whether a peer still reads `frame` (a NewSharedFrame, or a frame
+  // received through shared memory) from a message sent by reference: the
+  // holder must not write it until this is false. False for other frames.
   bool SharedFrameInUse(const Frame& frame) const;
 
   // While at least one caller is between BeginBusyPoll() and EndBusyPoll()
@@ -233,7 +233,7 @@ class Transport {
 
   const TransportOptions options_;
   std::shared_ptr<ShmArena> arena_;  // Null: no shared memory.
-  std::unique_ptr<ShmPeers> shm_peers_;  // I/O thread only.
+  std::unique_ptr<ShmPeers> shm_peers_;
   uint32_t next_slot_ = 0;  // I/O thread only.
   std::string address_;
   int port_ = 0;
