@@ -217,6 +217,23 @@ int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers)
       Report(workers, servers, sizes[i], mode, results);
     }
   }
+  // How the workers' tensors travelled (not with --json: one object per
+  // measurement only).
+  pstrain::transport::TransportStats total;
+  for (auto& kv : kvs) {
+    const pstrain::transport::TransportStats s = kv->transport_stats();
+    total.shm_frames_sent += s.shm_frames_sent;
+    total.shm_frames_received += s.shm_frames_received;
+    total.shm_frames_inline += s.shm_frames_inline;
+    total.dropped_malformed += s.dropped_malformed;
+  }
+  if (!FLAGS_json) {
+    std::cout << absl::StrFormat(
+        "workers' frames through shared memory: %d sent, %d received; %d over TCP because "
+        "the arena was full; %d malformed messages dropped\n",
+        total.shm_frames_sent, total.shm_frames_received, total.shm_frames_inline,
+        total.dropped_malformed);
+  }
   for (auto& kv : kvs) CHECK(kv->Finish().ok());
   return 0;
 }
