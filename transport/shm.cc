@@ -44,6 +44,7 @@ struct BlockHeader {
   uint32_t magic;
   int32_t refs;    // Receivers still reading the block (atomic).
   uint64_t bytes;  // Usable bytes after the header.
+  uint32_t slot;   // The peer it was copied in for (ShmArena::kMaxSlots: none).
 };
 static_assert(sizeof(BlockHeader) <= kBlockHeaderBytes, "block header");
 
@@ -129,13 +130,15 @@ char* ShmArena::Allocate(size_t size) {
   auto* b = reinterpret_cast<BlockHeader*>(base_ + at);
   b->magic = kBlockMagic;
   b->bytes = need - kBlockHeaderBytes;
+  b->slot = kMaxSlots;
   __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
   return base_ + at + kBlockHeaderBytes;
 }
 
-int64_t ShmArena::CopyIn(const void* data, size_t size) {
+int64_t ShmArena::CopyIn(const void* data, size_t size, uint32_t receiver_slot) {
   char* block = Allocate(size);
   if (block == nullptr) return -1;
+  reinterpret_cast<BlockHeader*>(block - kBlockHeaderBytes)->slot = receiver_slot;
   // The block is ours until the receiver lets it go.
   std::memcpy(block, data, size);
   return static_cast<int64_t>(block - base_);
@@ -177,12 +180,13 @@ void ShmArena::Release(uint64_t offset) {
   __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
 }
 
-const char* ShmArena::Referenced(uint64_t offset, size_t size) const {
-  if (offset < kBlockHeaderBytes || offset >= size_) return nullptr;
+const char* ShmArena::Referenced(uint64_t offset, size_t size, uint32_t slot) const {
+  if (offset < kBlockHeaderBytes || offset >= size_ || !Accepted(slot)) return nullptr;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = used_.find(offset - kBlockHeaderBytes);
   if (it == used_.end() || it->second - kBlockHeaderBytes < size) return nullptr;
   const auto* b = reinterpret_cast<const BlockHeader*>(base_ + it->first);
+  if (b->slot != slot) return nullptr;  // Not that peer's to send back.
   if (__atomic_load_n(&b->refs, __ATOMIC_ACQUIRE) <= 0) return nullptr;
   return base_ + offset;
 }
@@ -309,15 +313,18 @@ bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
   return true;
 }
 
-std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own) {
+std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own,
+                              uint32_t own_slot) {
   std::lock_guard<std::mutex> lock(mu_);
   proto::Header& h = msg->header;
   std::string why;
   // Blocks of our own arena, sent back by the peer that holds them.
   for (const proto::ShmFrame& d : h.shm_frames()) {
     if (!d.in_receiver_arena()) continue;
-    const char* data = own == nullptr ? nullptr : own->Referenced(d.offset(), d.size());
-    if (d.frame() >= msg->frames.size() || msg->frames[d.frame()].size() != 0 || data == nullptr) {
+    const char* data =
+        own == nullptr ? nullptr : own->Referenced(d.offset(), d.size(), own_slot);
+    if (d.frame() >= msg->frames.size() || msg->frames[d.frame()].size() != 0 || d.size() == 0 ||
+        data == nullptr) {
       return absl::StrCat("frame ", d.frame(), " names no block of ", d.size(),
                           " bytes at offset ", d.offset(), " in this process's arena");
     }
@@ -377,39 +384,41 @@ std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own
   return why;
 }
 
-std::pair<ShmPeers::Mapping*, uint64_t> ShmPeers::FindViewed(const std::string& address,
-                                                             const void* data,
-                                                             size_t size) const {
+void ShmPeers::FindViewed(const std::string& address, const void* data, size_t size,
+                          const std::function<void(Mapping*, uint64_t)>& found) const {
   std::lock_guard<std::mutex> peers_lock(mu_);
   auto a = arena_of_.find(address);
-  if (a == arena_of_.end()) return {nullptr, 0};
+  if (a == arena_of_.end()) return;
   auto it = mapped_.find(a->second);
-  if (it == mapped_.end()) return {nullptr, 0};
+  if (it == mapped_.end()) return;
   Mapping* m = it->second.get();
   const char* p = static_cast<const char*>(data);
-  if (p < m->base || p >= m->base + m->size) return {nullptr, 0};
+  if (p < m->base || p >= m->base + m->size) return;
   const uint64_t off = static_cast<uint64_t>(p - m->base);
-  // Viewed (checked by the caller under m->mu): a block start Resolve
-  // checked, referenced while the view lives.
+  // Viewed: a block start Resolve checked, referenced while the view lives.
   std::lock_guard<std::mutex> lock(m->mu);
-  if (m->viewed.count(off) == 0) return {nullptr, 0};
+  if (m->viewed.count(off) == 0) return;
   const auto* b = reinterpret_cast<const BlockHeader*>(m->base + off - kBlockHeaderBytes);
-  if (b->bytes < size) return {nullptr, 0};
-  return {m, off};
+  if (b->bytes < size) return;
+  found(m, off);
 }
 
 bool ShmPeers::Viewing(const std::string& address, const void* data, size_t size) const {
-  return FindViewed(address, data, size).first != nullptr;
+  bool viewing = false;
+  FindViewed(address, data, size, [&](Mapping*, uint64_t) { viewing = true; });
+  return viewing;
 }
 
 int64_t ShmPeers::AddRefForOwner(const std::string& address, const void* data, size_t size) {
-  auto [m, off] = FindViewed(address, data, size);
-  if (m == nullptr) return -1;
-  // The caller holds the frame over the block, so its view (and reference)
-  // outlives this.
-  auto* b = reinterpret_cast<BlockHeader*>(m->base + off - kBlockHeaderBytes);
-  __atomic_fetch_add(&b->refs, 1, __ATOMIC_RELAXED);
-  return static_cast<int64_t>(off);
+  int64_t offset = -1;
+  FindViewed(address, data, size, [&](Mapping* m, uint64_t off) {
+    // Under m->mu with the block viewed here: its reference count is at
+    // least one (a view's deleter leaves `viewed` before it lets go).
+    auto* b = reinterpret_cast<BlockHeader*>(m->base + off - kBlockHeaderBytes);
+    __atomic_fetch_add(&b->refs, 1, __ATOMIC_RELAXED);
+    offset = static_cast<int64_t>(off);
+  });
+  return offset;
 }
 
 bool ShmPeers::SentBackInUse(const void* data) const {
@@ -431,9 +440,14 @@ bool ShmPeers::SentBackInUse(const void* data) const {
 void ShmPeers::ReleaseForOwner(const std::string& address, uint64_t offset) {
   std::lock_guard<std::mutex> lock(mu_);
   auto a = arena_of_.find(address);
-  CHECK(a != arena_of_.end()) << "no arena of " << address;
-  Mapping* m = mapped_.at(a->second).get();
-  auto* b = reinterpret_cast<BlockHeader*>(m->base + offset - kBlockHeaderBytes);
+  auto it = a == arena_of_.end() ? mapped_.end() : mapped_.find(a->second);
+  // The peer's arena changed meanwhile (a restarted peer): nothing to do.
+  if (it == mapped_.end() || offset < kDataStart + kBlockHeaderBytes ||
+      offset >= it->second->size) {
+    return;
+  }
+  auto* b = reinterpret_cast<BlockHeader*>(it->second->base + offset - kBlockHeaderBytes);
+  if (b->magic != kBlockMagic) return;
   __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
 }
 

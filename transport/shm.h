@@ -35,6 +35,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,7 +76,9 @@ class ShmArena {
   // Copies `size` bytes into a free block referenced once (by the one
   // receiver) and returns the data's offset; -1 when no block that large
   // is free.
-  int64_t CopyIn(const void* data, size_t size);
+  // `receiver_slot`: the slot of the peer it is for, the only one that may
+  // send it back by reference (Referenced).
+  int64_t CopyIn(const void* data, size_t size, uint32_t receiver_slot = kMaxSlots);
   // A block of `size` bytes referenced once (by the caller, who hands it
   // back with Release), or nullptr when none that large is free.
   char* Allocate(size_t size);
@@ -96,8 +99,9 @@ class ShmArena {
   void Release(uint64_t offset);
 
   // The bytes of the block at data `offset` when it is one, handed out,
-  // still referenced and holds at least `size` bytes; else nullptr.
-  const char* Referenced(uint64_t offset, size_t size) const;
+  // still referenced, holds at least `size` bytes and was copied in for
+  // the peer with `slot` (which mapped the arena); else nullptr.
+  const char* Referenced(uint64_t offset, size_t size, uint32_t slot) const;
 
   // Bytes of blocks handed out and not yet reclaimed (blocks given back
   // are reclaimed once per 16 MiB handed out, or when nothing fits).
@@ -141,8 +145,9 @@ class ShmPeers {
   // of the valid ones are handed back when the caller drops the message).
   // `own` (may be null) is this process's arena, for frames in it
   // (ShmFrame.in_receiver_arena: read-only views that drop the sender's
-  // reference when they die).
-  std::string Resolve(Message* msg, const std::shared_ptr<ShmArena>& own);
+  // reference when they die), accepted only from the peer each block was
+  // copied in for: `own_slot`, the sender's slot in `own`.
+  std::string Resolve(Message* msg, const std::shared_ptr<ShmArena>& own, uint32_t own_slot);
 
   // Whether `data` is the start of a block of at least `size` bytes in the
   // arena of the peer whose routing id is `address`, viewed here right
@@ -168,10 +173,11 @@ class ShmPeers {
  private:
   struct Mapping;
   using Key = std::pair<uint32_t, uint64_t>;  // pid, nonce.
-  // The mapping whose block starts at `data` and is viewed here, with its
-  // data offset; null if none (of the peer at `address`).
-  std::pair<Mapping*, uint64_t> FindViewed(const std::string& address, const void* data,
-                                           size_t size) const;
+  // Calls `found` with the mapping and data offset of the block of the
+  // peer at `address` that starts at `data`, holds `size` bytes and is
+  // viewed here, under the mapping's lock; not at all if there is none.
+  void FindViewed(const std::string& address, const void* data, size_t size,
+                  const std::function<void(Mapping*, uint64_t)>& found) const;
   mutable std::mutex mu_;  // Guards the maps; taken before a Mapping's.
   std::map<Key, std::shared_ptr<Mapping>> mapped_;
   std::map<std::string, Key> arena_of_;  // Routing id -> its arena.

@@ -282,7 +282,7 @@ TEST(ShmArenaTest, PeersMapTheArenaAndHandBlocksBackWhenViewsDie) {
   ASSERT_GE(blocks.size(), 2u);
   const int64_t full = a->bytes_in_use();
   Message m = InArena(a->identity(), blocks);
-  ASSERT_EQ(peers.Resolve(&m, nullptr), "");
+  ASSERT_EQ(peers.Resolve(&m, nullptr, ShmArena::kMaxSlots), "");
   EXPECT_FALSE(m.header.has_shm_arena());
   EXPECT_EQ(m.header.shm_frames_size(), 0);
   ASSERT_EQ(m.frames.size(), blocks.size());
@@ -344,7 +344,7 @@ TEST(ShmArenaTest, PeersRefuseOffersThatAreNotThatArena) {
   const int64_t off = a->CopyIn(data.data(), data.size());
   ASSERT_GE(off, 0);
   Message m = InArena(wrong_nonce, {{off, data.size()}});
-  EXPECT_THAT(peers.Resolve(&m, nullptr), HasSubstr("not mapped"));
+  EXPECT_THAT(peers.Resolve(&m, nullptr, ShmArena::kMaxSlots), HasSubstr("not mapped"));
   EXPECT_FALSE(m.header.has_shm_arena());
   EXPECT_EQ(m.header.shm_frames_size(), 0);
   // The genuine offer still works (the failures were remembered under the
@@ -821,6 +821,44 @@ TEST(ShmTransportTest, AFrameSentBackToItsOwnerGoesByReference) {
   EXPECT_EQ(sb.shm_frames_inline, 0);
   b->SetDataHandler(nullptr);
   last.reset();
+}
+
+// Naming the receiver's live blocks as "sent back" (they were never copied
+// in for the sender) is refused: the block is not handed back, so it is
+// not reused under its holder.
+TEST(ShmTransportTest, OnlyThePeerABlockWasCopiedForMaySendItBack) {
+  PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
+  auto b = Make(2 * kMiB);
+  ASSERT_NE(b, nullptr);
+  const size_t bytes = kMiB / 2;
+  Frame weights = b->NewSharedFrame(bytes);
+  ASSERT_EQ(weights.size(), bytes);
+  RawPeer raw(b->address());
+  int sent = 0;
+  // Every plausible offset of the first blocks (first fit from the start).
+  for (uint64_t offset = 4096; offset < 65536 + 4096; offset += 64) {
+    proto::Header h;
+    h.set_type(proto::PUSH);
+    h.set_token("tok");
+    h.add_keys(1);
+    h.add_offsets(0);
+    h.add_lengths(static_cast<int64_t>(bytes / sizeof(float)));
+    proto::ShmFrame* d = h.add_shm_frames();
+    d->set_frame(0);
+    d->set_offset(offset);
+    d->set_size(bytes);
+    d->set_in_receiver_arena(true);
+    std::string header;
+    h.SerializeToString(&header);
+    raw.Send({header, ""});
+    ++sent;
+  }
+  ASSERT_TRUE(WaitFor([&] { return b->stats().dropped_malformed == sent; }));
+  EXPECT_EQ(b->stats().received, 0);
+  // The weights' block is still held: a new one lands elsewhere.
+  Frame other = b->NewSharedFrame(bytes);
+  ASSERT_EQ(other.size(), bytes);
+  EXPECT_NE(other.data(), weights.data());
 }
 
 // A peer that names blocks of the receiver's own arena it does not hold is

@@ -342,6 +342,7 @@ void Transport::DrainCommands() {
     if (arena_ != nullptr) peer->shm_slot = next_slot_++;  // kMaxSlots and up: none.
     {
       std::lock_guard<std::mutex> lock(mu_);
+      slot_of_endpoint_[peer->endpoint] = peer->shm_slot;
       peers_[c->peer] = std::move(peer);
     }
     c->done.set_value(absl::OkStatus());
@@ -466,7 +467,7 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
           shm_peers_->Viewing(endpoints[i], frame.data(), frame.size())) {
         continue;
       }
-      if (!by_reference) offset = arena_->CopyIn(frame.data(), frame.size());
+      if (!by_reference) offset = arena_->CopyIn(frame.data(), frame.size(), slots[i]);
       if (offset < 0) {
         ++shm_inline_;
         continue;
@@ -542,7 +543,17 @@ std::string Transport::ReceiveShm(Message* msg, const std::string& from) {
   }
   if (h.has_shm_arena()) shm_peers_->Accept(h.shm_arena(), from);
   const int n = h.shm_frames_size();
-  const std::string why = shm_peers_->Resolve(msg, arena_);
+  // The sender's slot in our arena: only blocks we copied in for it may
+  // come back from it by reference.
+  uint32_t own_slot = ShmArena::kMaxSlots;
+  for (const proto::ShmFrame& d : h.shm_frames()) {
+    if (!d.in_receiver_arena()) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = slot_of_endpoint_.find(from);
+    if (it != slot_of_endpoint_.end()) own_slot = it->second;
+    break;
+  }
+  const std::string why = shm_peers_->Resolve(msg, arena_, own_slot);
   if (why.empty()) shm_received_ += n;
   return why;
 }

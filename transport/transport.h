@@ -246,6 +246,8 @@ class Transport {
   mutable std::mutex mu_;
   std::condition_variable room_;  // Signalled when queued messages leave.
   std::map<int, std::unique_ptr<Peer>> peers_;  // Guarded by mu_ (the map).
+  // Our arena's slot of each connected endpoint; guarded by mu_.
+  std::map<std::string, uint32_t> slot_of_endpoint_;
   std::deque<std::unique_ptr<ConnectRequest>> connects_;  // Guarded by mu_.
   uint64_t seq_ = 0;  // Guarded by mu_.
   bool stopped_ = false;  // Guarded by mu_.
