@@ -443,6 +443,15 @@ int Train(const TrainerOptions& o) {
       for (const auto& line : EpochMetricLines(epoch, "Validation", combined)) Say(line);
     }
   }
+  if (o.kv_store.rfind("dist", 0) == 0) {
+    // How the tensors travelled: servers on this host share memory.
+    const transport::TransportStats st = kv->transport_stats();
+    LOG(INFO) << "worker " << kv->rank() << ": " << st.sent << " messages sent, " << st.received
+              << " received; tensors through shared memory: " << st.shm_frames_sent << " sent, "
+              << st.shm_frames_received << " received, " << st.shm_frames_inline
+              << " over TCP because the arena was full (--shm_bytes); " << st.dropped_malformed
+              << " malformed messages dropped";
+  }
   s = kv->Finish();
   if (!s.ok()) LOG(WARNING) << "finish: " << s.message();
   return 0;
