@@ -823,71 +823,6 @@ TEST(ShmTransportTest, AFrameSentBackToItsOwnerGoesByReference) {
   last.reset();
 }
 
-// Naming the receiver's live blocks as "sent back" (they were never copied
-// in for the sender) is refused: the block is not handed back, so it is
-// not reused under its holder.
-TEST(ShmTransportTest, OnlyThePeerABlockWasCopiedForMaySendItBack) {
-  PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
-  auto b = Make(2 * kMiB);
-  ASSERT_NE(b, nullptr);
-  const size_t bytes = kMiB / 2;
-  Frame weights = b->NewSharedFrame(bytes);
-  ASSERT_EQ(weights.size(), bytes);
-  RawPeer raw(b->address());
-  int sent = 0;
-  // Every plausible offset of the first blocks (first fit from the start).
-  for (uint64_t offset = 4096; offset < 65536 + 4096; offset += 64) {
-    proto::Header h;
-    h.set_type(proto::PUSH);
-    h.set_token("tok");
-    h.add_keys(1);
-    h.add_offsets(0);
-    h.add_lengths(static_cast<int64_t>(bytes / sizeof(float)));
-    proto::ShmFrame* d = h.add_shm_frames();
-    d->set_frame(0);
-    d->set_offset(offset);
-    d->set_size(bytes);
-    d->set_in_receiver_arena(true);
-    std::string header;
-    h.SerializeToString(&header);
-    raw.Send({header, ""});
-    ++sent;
-  }
-  ASSERT_TRUE(WaitFor([&] { return b->stats().dropped_malformed == sent; }));
-  EXPECT_EQ(b->stats().received, 0);
-  // The weights' block is still held: a new one lands elsewhere.
-  Frame other = b->NewSharedFrame(bytes);
-  ASSERT_EQ(other.size(), bytes);
-  EXPECT_NE(other.data(), weights.data());
-}
-
-// A peer that names blocks of the receiver's own arena it does not hold is
-// refused, and nothing of the receiver's arena is handed back for it.
-TEST(ShmTransportTest, BlocksOfTheReceiversArenaMustBeHeld) {
-  PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
-  auto b = Make(2 * kMiB);
-  ASSERT_NE(b, nullptr);
-  RawPeer raw(b->address());
-  for (uint64_t offset : {uint64_t{0}, uint64_t{64}, uint64_t{1} << 40, uint64_t{65536 + 64}}) {
-    proto::Header h;
-    h.set_type(proto::PUSH);
-    h.set_token("tok");
-    h.add_keys(1);
-    h.add_offsets(0);
-    h.add_lengths(16);
-    proto::ShmFrame* d = h.add_shm_frames();
-    d->set_frame(0);
-    d->set_offset(offset);
-    d->set_size(64);
-    d->set_in_receiver_arena(true);
-    std::string header;
-    h.SerializeToString(&header);
-    raw.Send({header, ""});
-  }
-  ASSERT_TRUE(WaitFor([&] { return b->stats().dropped_malformed == 4; }));
-  EXPECT_EQ(b->stats().received, 0);
-}
-
 // Blocks of a refused batch are handed back and not counted as sent.
 TEST(ShmTransportTest, RefusedSendsAreNotCountedAsSent) {
   PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
@@ -1013,6 +948,53 @@ void AddShmFrame(proto::Header* h, uint32_t frame, uint64_t offset, uint64_t siz
   d->set_frame(frame);
   d->set_offset(offset);
   d->set_size(size);
+}
+
+// A descriptor of a block of the receiver's own arena, as if sent back.
+std::string SentBackHeader(int64_t key, uint64_t offset, uint64_t size) {
+  proto::Header h = RawHeader(key, static_cast<int64_t>(size / sizeof(float)));
+  AddShmFrame(&h, 0, offset, size);
+  h.mutable_shm_frames(0)->set_in_receiver_arena(true);
+  return Serialize(h);
+}
+
+// Naming the receiver's live blocks as "sent back" (they were never copied
+// in for the sender) is refused: the block is not handed back, so it is
+// not reused under its holder.
+TEST(ShmTransportTest, OnlyThePeerABlockWasCopiedForMaySendItBack) {
+  PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
+  auto b = Make(2 * kMiB, "secret");
+  ASSERT_NE(b, nullptr);
+  const size_t bytes = kMiB / 2;
+  Frame weights = b->NewSharedFrame(bytes);
+  ASSERT_EQ(weights.size(), bytes);
+  RawPeer raw(b->address());
+  int sent = 0;
+  // Every plausible offset of the first blocks (first fit from the start).
+  for (uint64_t offset = 4096; offset < 65536 + 4096; offset += 64) {
+    raw.Send({SentBackHeader(1, offset, bytes), ""});
+    ++sent;
+  }
+  ASSERT_TRUE(WaitFor([&] { return b->stats().dropped_malformed == sent; }));
+  EXPECT_EQ(b->stats().received, 0);
+  // The weights' block is still held: a new one lands elsewhere.
+  Frame other = b->NewSharedFrame(bytes);
+  ASSERT_EQ(other.size(), bytes);
+  EXPECT_NE(other.data(), weights.data());
+}
+
+// A peer that names blocks of the receiver's own arena it does not hold is
+// refused, and nothing of the receiver's arena is handed back for it.
+TEST(ShmTransportTest, BlocksOfTheReceiversArenaMustBeHeld) {
+  PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
+  auto b = Make(2 * kMiB, "secret");
+  ASSERT_NE(b, nullptr);
+  RawPeer raw(b->address());
+  for (uint64_t offset : {uint64_t{0}, uint64_t{64}, uint64_t{1} << 40, uint64_t{65536 + 64}}) {
+    raw.Send({SentBackHeader(1, offset, 64), ""});
+  }
+  ASSERT_TRUE(WaitFor([&] { return b->stats().dropped_malformed == 4; }));
+  EXPECT_EQ(b->stats().received, 0);
 }
 
 // The bytes of the file behind `fd`.
