@@ -69,6 +69,8 @@ rm -f "$t"
 exit $rc)sh";
 
 constexpr char kPidMarker[] = "pstrain-node-pid ";
+// What the scheduler logs when it aborts the job (scheduler/scheduler.cc).
+constexpr char kAbortMarker[] = "scheduler: aborting the job: ";
 
 std::string JobToken() {
   unsigned char bytes[24];
@@ -131,6 +133,68 @@ absl::StatusOr<int> PickFreePort(const std::string& host) {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+// The local address this host sends from to reach `host` (a connected UDP
+// socket sends nothing: the kernel only picks the route and source).
+absl::StatusOr<std::string> RouteSourceAddress(const Host& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  const int rc = getaddrinfo(host.name.c_str(), absl::StrCat(host.ssh_port).c_str(), &hints, &res);
+  if (rc != 0) {
+    return absl::NotFoundError(absl::StrCat("cannot resolve host '", host.name, "': ", gai_strerror(rc)));
+  }
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(res);
+    return ErrnoToStatus(errno, "socket");
+  }
+  const int c = connect(fd, res->ai_addr, res->ai_addrlen);
+  const int e = errno;
+  freeaddrinfo(res);
+  sockaddr_in local{};
+  socklen_t len = sizeof(local);
+  if (c != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) {
+    close(fd);
+    return ErrnoToStatus(c != 0 ? e : errno, absl::StrCat("no route to ", host.name));
+  }
+  close(fd);
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &local.sin_addr, buf, sizeof(buf));
+  return std::string(buf);
+}
+
+// Whether a TCP connection to host:ssh_port opens within `timeout`: a cut
+// link or a powered-off host answers nothing, and ssh would wait its whole
+// ConnectTimeout.
+bool TcpReachable(const Host& host, absl::Duration timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.name.c_str(), absl::StrCat(host.ssh_port).c_str(), &hints, &res) != 0) {
+    return false;
+  }
+  bool ok = false;
+  for (addrinfo* a = res; a != nullptr && !ok; a = a->ai_next) {
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) continue;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      ok = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd pfd{fd, POLLOUT, 0};
+      if (poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) == 1) {
+        int err = 0;
+        socklen_t l = sizeof(err);
+        ok = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) == 0 && err == 0;
+      }
+    }
+    close(fd);
+  }
+  freeaddrinfo(res);
+  return ok;
 }
 
 // This host's address as other hosts see it: the first non-loopback IPv4
@@ -338,6 +402,84 @@ std::string LastLine(const std::string& text) {
 
 }  // namespace
 
+namespace {
+
+// After a failed or stopped ssh job: checks every remote host, in parallel,
+// for nodes of the job still alive, and kills them. A host that does not
+// answer on its ssh port within a few seconds (a cut link, a dead host) is
+// not waited for: its nodes stop by themselves once the scheduler has been
+// silent for their heartbeat timeout.
+template <typename Say>
+void CheckRemoteLeftovers(const LaunchOptions& o, const std::vector<Running>& running,
+                          const std::map<std::string, Host>& hosts_by_name, Say say) {
+  std::map<std::string, std::vector<int>> pids;
+  for (const auto& r : running) {
+    if (r.spec.remote && r.remote_pid > 0) {
+      pids[r.spec.host.ToString()].push_back(r.remote_pid);
+    }
+  }
+  const absl::Duration probe_timeout = std::min(o.ssh_connect_timeout, absl::Seconds(2));
+  struct Check {
+    std::string name;
+    std::unique_ptr<Subprocess> proc;
+    std::string output;
+    bool timed_out = false;
+  };
+  std::vector<Check> checks;
+  for (const auto& [name, list] : pids) {
+    const Host& host = hosts_by_name.at(name);
+    if (!TcpReachable(host, probe_timeout)) {
+      say(absl::StrCat("host ", name, " is unreachable (no answer on ssh port ", host.ssh_port,
+                       " within ", absl::FormatDuration(probe_timeout),
+                       "): not checked for leftover processes; its nodes stop by themselves "
+                       "when they have not heard from the scheduler for their heartbeat "
+                       "timeout (watchdog)"));
+      continue;
+    }
+    // The wrapper's watchdog sends SIGKILL 5 s after SIGTERM. Wait up to
+    // 8 s for the nodes to go, then kill and report whatever is left.
+    std::string script = absl::StrCat(
+        "i=0; while [ $i -lt 40 ]; do left=''; for p in ", absl::StrJoin(list, " "),
+        "; do kill -0 $p 2>/dev/null && left=\"$left $p\"; done; "
+        "[ -z \"$left\" ] && exit 0; i=$((i+1)); sleep 0.2; done; "
+        "kill -9 $left 2>/dev/null; echo \"pstrain-left$left\"");
+    std::vector<std::string> argv = SshBase(o, host);
+    argv.push_back(script);
+    Check c;
+    c.name = name;
+    auto p = Subprocess::Start(argv, OwnEnvironment());
+    if (!p.ok()) {
+      say(absl::StrCat("could not check ", name, " for leftover processes: ", p.status().message()));
+      continue;
+    }
+    p->CloseStdin();
+    c.proc = std::make_unique<Subprocess>(std::move(*p));
+    checks.push_back(std::move(c));
+  }
+  const absl::Time deadline = absl::Now() + o.ssh_connect_timeout + absl::Seconds(15);
+  for (auto& c : checks) {
+    while (true) {
+      const bool open = c.proc->ReadOutput(&c.output);
+      if (c.proc->Poll() && !open) break;
+      if (absl::Now() > deadline) {
+        c.proc->SignalGroup(SIGKILL);
+        while (!c.proc->Poll()) absl::SleepFor(absl::Milliseconds(10));
+        c.timed_out = true;
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    if (c.timed_out || !c.proc->succeeded()) {
+      say(absl::StrCat("could not check ", c.name, " for leftover processes: ",
+                       c.timed_out ? "timed out" : c.proc->DescribeExit()));
+    } else if (absl::StrContains(c.output, "pstrain-left")) {
+      say(absl::StrCat("killed leftover processes on ", c.name, ": ", LastLine(c.output)));
+    }
+  }
+}
+
+}  // namespace
+
 int Launcher::Run() {
   const LaunchOptions& o = options_;
   auto say = [this](const std::string& line) {
@@ -377,7 +519,12 @@ int Launcher::Run() {
     if (o.mode == Mode::kLocal) {
       sched_host = "127.0.0.1";
     } else {
-      auto addr = OwnAddress();
+      // The address this host uses on the route to the first host: on a
+      // machine with several networks (a cluster fabric, a test bed's
+      // bridge) that is the one the hosts can reach, not whatever the
+      // host name resolves to.
+      auto addr = RouteSourceAddress(o.hosts.front());
+      if (!addr.ok() || absl::StartsWith(*addr, "127.")) addr = OwnAddress();
       if (!addr.ok()) {
         say(std::string(addr.status().message()));
         return 1;
@@ -581,6 +728,7 @@ int Launcher::Run() {
     running.push_back(Running{spec, std::move(*proc), "", -1, false});
   }
 
+  std::string abort_reason;
   auto flush_lines = [&](Running& r, bool final) {
     size_t start = 0;
     while (true) {
@@ -594,6 +742,14 @@ int Launcher::Run() {
           r.remote_pid = pid;
         }
         continue;
+      }
+      if (r.spec.role == "scheduler" && abort_reason.empty()) {
+        // The scheduler's own account of a failure (e.g. which node went
+        // silent, on which host) goes into launch's final line.
+        const size_t at = line.find(kAbortMarker);
+        if (at != absl::string_view::npos) {
+          abort_reason = std::string(line.substr(at + sizeof(kAbortMarker) - 1));
+        }
       }
       *out_ << r.spec.Prefix() << " " << line << "\n";
     }
@@ -666,37 +822,14 @@ int Launcher::Run() {
     }
   }
   if (o.mode == Mode::kSsh && (stopping || exit_code != 0)) {
-    std::map<std::string, std::vector<int>> pids;
-    for (const auto& r : running) {
-      if (r.spec.remote && r.remote_pid > 0) {
-        pids[r.spec.host.ToString()].push_back(r.remote_pid);
-      }
-    }
-    for (const auto& [name, list] : pids) {
-      // The wrapper's watchdog sends SIGKILL 5 s after SIGTERM. Wait up to
-      // 8 s for the nodes to go, then kill and report whatever is left.
-      std::string script = absl::StrCat(
-          "i=0; while [ $i -lt 40 ]; do left=''; for p in ",
-          absl::StrJoin(list, " "),
-          "; do kill -0 $p 2>/dev/null && left=\"$left $p\"; done; "
-          "[ -z \"$left\" ] && exit 0; i=$((i+1)); sleep 0.2; done; "
-          "kill -9 $left 2>/dev/null; echo \"pstrain-left$left\"");
-      std::vector<std::string> argv = SshBase(o, hosts_by_name[name]);
-      argv.push_back(script);
-      CommandResult r = RunCommand(argv, o.ssh_connect_timeout + absl::Seconds(15));
-      if (!r.ok) {
-        say(absl::StrCat("could not check ", name, " for leftover processes: ",
-                         r.description));
-      } else if (absl::StrContains(r.output, "pstrain-left")) {
-        say(absl::StrCat("killed leftover processes on ", name, ": ",
-                         LastLine(r.output)));
-      }
-    }
+    CheckRemoteLeftovers(o, running, hosts_by_name, say);
   }
   if (left > 0) say(absl::StrCat("killed ", left, " leftover local process group(s)"));
 
   if (!first_failure.empty()) {
-    say(absl::StrCat("job failed: ", first_failure));
+    say(absl::StrCat("job failed: ", first_failure,
+                     abort_reason.empty() ? "" : absl::StrCat("; the scheduler aborted the job: ",
+                                                              abort_reason)));
   } else if (stop_signal != 0) {
     say("job stopped");
   } else {

@@ -49,7 +49,8 @@ struct LaunchOptions {
   std::string server_binary;
   std::vector<std::string> server_args;
   // Address servers and workers use to reach the scheduler. Empty: 127.0.0.1
-  // in local mode, this host's address in ssh mode.
+  // in local mode; in ssh mode the address this host sends from on its route
+  // to the first host (else the address its host name resolves to).
   std::string scheduler_host;
   // 0: a free port is picked.
   int scheduler_port = 0;

@@ -1,18 +1,27 @@
 // kv_bench: KVStore throughput and latency. Starts a real cluster (the
-// scheduler and server binaries beside this tool, workers as threads here)
-// or joins one as a single worker (--scheduler_address). Prints per value
-// size GB/s per worker and latency percentiles; --json prints one object
-// per measurement. Build optimized:
-//   bazel build --config=opt //tools:kv_bench //scheduler //server
+// scheduler and server binaries beside this tool, workers as threads here),
+// joins one as a single worker (--scheduler_address), or runs a cluster
+// across hosts (--hostfile: servers and workers as processes on the hosts,
+// started by `launch` over ssh, with raw TCP between the same two hosts
+// measured in the same run). Prints per value size GB/s per worker and
+// latency percentiles; --json prints one object per measurement. Build
+// optimized:
+//   bazel build --config=opt //tools:kv_bench //tools:launch //scheduler //server
 //   bazel-bin/tools/kv_bench --workers=1 --servers=1 --value_bytes=4096,1048576,67108864
+//   bazel-bin/tools/kv_bench --hostfile=hosts --ssh_config=cfg --workers=2 --servers=2
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <map>
 #include <fstream>
 #include <iostream>
 #include <numeric>
@@ -27,6 +36,8 @@
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "kvstore/kvstore.h"
+#include "launcher/hostfile.h"
+#include "launcher/launcher.h"
 #include "launcher/subprocess.h"
 #include "transport/cluster.h"
 #include "util/token.h"
@@ -52,6 +63,18 @@ DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
              "off for the pair.");
 DEFINE_int64(max_message_bytes, 4 << 20,
              "Largest data message: a server's slice of a key travels in chunks of this size.");
+DEFINE_string(hostfile, "",
+              "Run the cluster across these hosts (one host[:ssh_port] a line): servers and "
+              "--workers worker processes placed as `launch` places them (process i of "
+              "servers-then-workers on host i mod N), the scheduler here; raw TCP between worker "
+              "0's and server 0's hosts is measured in the same run.");
+DEFINE_string(ssh_config, "", "--hostfile: ssh client config (ssh -F), e.g. the test bed's.");
+DEFINE_string(launch_binary, "", "--hostfile: the launch tool; default: tools/launch beside this one.");
+DEFINE_int32(hosts_timeout_s, 1800, "--hostfile: the whole run's deadline, seconds.");
+DEFINE_bool(raw_tcp_serve, false,
+            "Internal (--hostfile): serve one raw TCP measurement on --host and print the port.");
+DEFINE_string(raw_tcp_connect, "",
+              "Internal (--hostfile): measure raw TCP to this HOST:PORT (a --raw_tcp_serve).");
 
 namespace {
 
@@ -163,6 +186,376 @@ void Report(int workers, int servers, int64_t bytes, const std::string& mode,
   }
 }
 
+// Raw TCP between two hosts, the reference for the KVStore's figures: the
+// same 2 GiB in 1 MiB writes as over loopback, then 4 KB round trips (4 KB
+// out, 1 byte back: a push and its acknowledgement). The serving side reads
+// a one-byte command per connection: 'T' throughput, 'L' latency.
+constexpr size_t kRawTotal = size_t{2} << 30;
+constexpr size_t kRawChunk = 1 << 20;
+constexpr int kRawRoundTrips = 2000;
+constexpr size_t kRawSmall = 4096;
+
+// Reads exactly n bytes with a deadline; false on EOF, error or timeout.
+bool ReadFull(int fd, char* buf, size_t n, absl::Time deadline) {
+  size_t got = 0;
+  while (got < n) {
+    pollfd p{fd, POLLIN, 0};
+    const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (ms <= 0 || poll(&p, 1, static_cast<int>(ms)) != 1) return false;
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool WriteFull(int fd, const char* buf, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = write(fd, buf + done, n - done);
+    if (w <= 0) return false;
+    done += static_cast<size_t>(w);
+  }
+  return true;
+}
+
+int RawTcpServe() {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  if (inet_pton(AF_INET, FLAGS_host.c_str(), &a.sin_addr) != 1) {
+    std::cerr << "kv_bench: --host '" << FLAGS_host << "' is not an IPv4 address\n";
+    return 2;
+  }
+  if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(ls, 2) != 0) {
+    std::cerr << "kv_bench: cannot listen on " << FLAGS_host << ": " << strerror(errno) << "\n";
+    return 1;
+  }
+  socklen_t len = sizeof(a);
+  getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len);
+  std::cout << "raw-tcp-port " << ntohs(a.sin_port) << std::endl;
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  std::vector<char> buf(kRawChunk);
+  for (int conn = 0; conn < 2; ++conn) {
+    pollfd p{ls, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()))) != 1) {
+      std::cerr << "kv_bench: no raw TCP client within 120 s\n";
+      return 1;
+    }
+    int c = accept(ls, nullptr, nullptr);
+    if (c < 0) return 1;
+    int one = 1;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char cmd = 0;
+    if (!ReadFull(c, &cmd, 1, deadline)) return 1;
+    if (cmd == 'T') {
+      size_t got = 0;
+      while (got < kRawTotal) {
+        if (!ReadFull(c, buf.data(), std::min(kRawChunk, kRawTotal - got), deadline)) break;
+        got += std::min(kRawChunk, kRawTotal - got);
+      }
+      WriteFull(c, "k", 1);
+    } else {
+      while (ReadFull(c, buf.data(), kRawSmall, deadline)) {
+        if (!WriteFull(c, "k", 1)) break;
+      }
+    }
+    close(c);
+  }
+  close(ls);
+  return 0;
+}
+
+int RawTcpConnect() {
+  const std::string& target = FLAGS_raw_tcp_connect;
+  const size_t colon = target.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(target.substr(colon + 1), &port)) {
+    std::cerr << "kv_bench: --raw_tcp_connect needs HOST:PORT, not '" << target << "'\n";
+    return 2;
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, target.substr(0, colon).c_str(), &a.sin_addr) != 1) {
+    std::cerr << "kv_bench: --raw_tcp_connect: '" << target << "' is not an IPv4 address\n";
+    return 2;
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  auto open = [&]() {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      std::cerr << "kv_bench: cannot connect to " << target << ": " << strerror(errno) << "\n";
+      close(s);
+      return -1;
+    }
+    return s;
+  };
+  int s = open();
+  if (s < 0) return 1;
+  std::vector<char> buf(kRawChunk, 1);
+  const absl::Time t = absl::Now();
+  size_t sent = 0;
+  bool ok = WriteFull(s, "T", 1);
+  while (ok && sent < kRawTotal) {
+    ok = WriteFull(s, buf.data(), kRawChunk);
+    sent += kRawChunk;
+  }
+  char ack = 0;
+  ok = ok && ReadFull(s, &ack, 1, deadline);
+  const double gbps = sent / 1e9 / absl::ToDoubleSeconds(absl::Now() - t);
+  close(s);
+  if (!ok) {
+    std::cerr << "kv_bench: raw TCP throughput to " << target << " failed\n";
+    return 1;
+  }
+  s = open();
+  if (s < 0) return 1;
+  std::vector<double> rtt;
+  ok = WriteFull(s, "L", 1);
+  for (int i = 0; ok && i < kRawRoundTrips + 100; ++i) {
+    const absl::Time t0 = absl::Now();
+    ok = WriteFull(s, buf.data(), kRawSmall) && ReadFull(s, &ack, 1, deadline);
+    if (i >= 100) rtt.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));  // After warm-up.
+  }
+  close(s);
+  if (!ok) {
+    std::cerr << "kv_bench: raw TCP round trips to " << target << " failed\n";
+    return 1;
+  }
+  std::cout << absl::StrFormat("raw-tcp %.4f %.2f\n", gbps, Percentile(rtt, 0.5)) << std::flush;
+  return 0;
+}
+
+// Runs `argv` to its end within `limit`, returning its exit status (-1 on
+// timeout) and its output.
+int RunTool(const std::vector<std::string>& argv, absl::Duration limit, std::string* out,
+            bool echo) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.push_back(*e);
+  auto p = pstrain::launcher::Subprocess::Start(argv, env);
+  if (!p.ok()) {
+    *out = std::string(p.status().message());
+    return -1;
+  }
+  p->CloseStdin();
+  const absl::Time deadline = absl::Now() + limit;
+  size_t shown = 0;
+  while (true) {
+    const bool open = p->ReadOutput(out);
+    if (echo) {
+      // Progress: pass whole lines on as they come.
+      const size_t nl = out->rfind('\n');
+      if (nl != std::string::npos && nl + 1 > shown) {
+        std::cerr << out->substr(shown, nl + 1 - shown) << std::flush;
+        shown = nl + 1;
+      }
+    }
+    if (p->Poll() && !open) break;
+    if (absl::Now() > deadline) {
+      p->SignalGroup(SIGTERM);
+      absl::SleepFor(absl::Seconds(2));
+      p->SignalGroup(SIGKILL);
+      while (!p->Poll()) absl::SleepFor(absl::Milliseconds(10));
+      return -1;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return p->succeeded() ? 0 : 1;
+}
+
+std::vector<std::string> SshArgv(const pstrain::launcher::Host& host) {
+  std::vector<std::string> argv = {"ssh"};
+  if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"-F", FLAGS_ssh_config});
+  argv.insert(argv.end(), {"-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p",
+                           absl::StrCat(host.ssh_port), host.name});
+  return argv;
+}
+
+// Raw TCP from `from` to `to` (two hosts of the hosts file) through ssh:
+// GB/s and the 4 KB round trip's p50 in microseconds.
+absl::StatusOr<std::pair<double, double>> RawTcpBetween(const pstrain::launcher::Host& from,
+                                                        const pstrain::launcher::Host& to,
+                                                        const std::string& self) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.push_back(*e);
+  std::vector<std::string> serve = SshArgv(to);
+  serve.push_back(absl::StrCat(pstrain::launcher::ShellQuote(self),
+                               " --raw_tcp_serve --host=", pstrain::launcher::ShellQuote(to.name)));
+  auto server = pstrain::launcher::Subprocess::Start(serve, env);
+  if (!server.ok()) return server.status();
+  server->CloseStdin();
+  std::string out;
+  int port = 0;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (port == 0 && absl::Now() < deadline) {
+    const bool open = server->ReadOutput(&out);
+    const size_t at = out.find("raw-tcp-port ");
+    const size_t end = at == std::string::npos ? at : out.find('\n', at);
+    if (end != std::string::npos) absl::SimpleAtoi(out.substr(at + 13, end - at - 13), &port);
+    if (port == 0 && server->Poll() && !open) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  if (port == 0) {
+    server->SignalGroup(SIGKILL);
+    return absl::UnavailableError(
+        absl::StrCat("raw TCP server on ", to.name, " did not start: ", out));
+  }
+  std::vector<std::string> connect = SshArgv(from);
+  connect.push_back(absl::StrCat(pstrain::launcher::ShellQuote(self), " --raw_tcp_connect=",
+                                 to.name, ":", port));
+  std::string cout_text;
+  const int rc = RunTool(connect, absl::Seconds(180), &cout_text, false);
+  server->SignalGroup(SIGKILL);
+  double gbps = 0, p50 = 0;
+  const size_t at = cout_text.find("raw-tcp ");
+  if (rc != 0 || at == std::string::npos) {
+    return absl::UnavailableError(
+        absl::StrCat("raw TCP from ", from.name, " to ", to.name, " failed: ", cout_text));
+  }
+  std::vector<std::string> words = absl::StrSplit(
+      cout_text.substr(at, cout_text.find('\n', at) - at), ' ', absl::SkipEmpty());
+  if (words.size() != 3 || !absl::SimpleAtod(words[1], &gbps) || !absl::SimpleAtod(words[2], &p50)) {
+    return absl::InternalError(absl::StrCat("unexpected raw TCP output: ", cout_text));
+  }
+  return std::make_pair(gbps, p50);
+}
+
+// Pulls `"key": number` out of one of our own JSON lines.
+double JsonNumber(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\": ");
+  double v = 0;
+  if (at == std::string::npos) return v;
+  const size_t start = at + key.size() + 4;
+  const size_t end = line.find_first_of(",}", start);
+  absl::SimpleAtod(line.substr(start, end - start), &v);
+  return v;
+}
+
+std::string JsonString(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\": \"");
+  if (at == std::string::npos) return "";
+  const size_t start = at + key.size() + 5;
+  return line.substr(start, line.find('"', start) - start);
+}
+
+// --hostfile: servers and workers as processes on the hosts (through
+// launch), raw TCP between worker 0's and server 0's hosts, one table.
+int RunOnHosts() {
+  auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
+  if (!hosts.ok()) {
+    std::cerr << "kv_bench: " << hosts.status().message() << "\n";
+    return 2;
+  }
+  if (FLAGS_workers < 1 || FLAGS_servers < 1) {
+    std::cerr << "kv_bench: --workers and --servers must be at least 1\n";
+    return 2;
+  }
+  const std::string self = Sibling("tools/kv_bench");
+  const std::string launch =
+      FLAGS_launch_binary.empty() ? Sibling("tools/launch") : FLAGS_launch_binary;
+  const int n = static_cast<int>(hosts->size());
+  const pstrain::launcher::Host server_host = (*hosts)[0];
+  const pstrain::launcher::Host worker_host = (*hosts)[FLAGS_servers % n];
+  double raw_gbps = 0, raw_p50 = 0;
+  if (FLAGS_raw_tcp) {
+    std::cerr << "kv_bench: raw TCP from " << worker_host.name << " to " << server_host.name
+              << " (2 GiB, then " << kRawRoundTrips << " round trips of 4 KB)\n";
+    auto raw = RawTcpBetween(worker_host, server_host, self);
+    if (!raw.ok()) {
+      std::cerr << "kv_bench: " << raw.status().message() << "\n";
+      return 1;
+    }
+    std::tie(raw_gbps, raw_p50) = *raw;
+    if (!FLAGS_json) {
+      std::cout << absl::StrFormat(
+          "raw TCP %s -> %s (2 GiB in 1 MiB writes): %.2f GB/s; 4 KB round trip p50 %.1f us\n",
+          worker_host.name, server_host.name, raw_gbps, raw_p50);
+    }
+  }
+  std::vector<std::string> argv = {
+      launch, "-n", absl::StrCat(FLAGS_workers), "-s", absl::StrCat(FLAGS_servers), "-H",
+      FLAGS_hostfile, "--scheduler_binary", Sibling("scheduler/scheduler"), "--server_binary",
+      Sibling("server/server"), "--scheduler_args",
+      absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s), "--server_args",
+      absl::StrCat("--shm_bytes=", FLAGS_shm_bytes, " --heartbeat_timeout_s=",
+                   FLAGS_heartbeat_timeout_s)};
+  if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
+  argv.insert(argv.end(),
+              {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes, "--mode=" + FLAGS_mode,
+               "--kv_store=" + FLAGS_kv_store, absl::StrCat("--iters=", FLAGS_iters),
+               absl::StrCat("--shm_bytes=", FLAGS_shm_bytes),
+               absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
+               absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s)});
+  std::string out;
+  const int rc = RunTool(argv, absl::Seconds(FLAGS_hosts_timeout_s), &out, !FLAGS_json);
+  if (rc != 0) {
+    std::cerr << "kv_bench: the job across hosts failed" << (rc < 0 ? " (timed out)" : "")
+              << ":\n" << (FLAGS_json ? out : "");
+    return 1;
+  }
+  // Every worker's measurements, in the order they were taken.
+  struct Agg {
+    std::vector<double> gbps, p50, p99;
+  };
+  std::vector<std::pair<int64_t, std::string>> order;
+  std::map<std::pair<int64_t, std::string>, Agg> agg;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    const size_t brace = line.find("{\"workers\"");
+    if (!absl::StartsWith(line, "[worker ") || brace == absl::string_view::npos) continue;
+    const std::string obj(line.substr(brace));
+    const auto key = std::make_pair(static_cast<int64_t>(JsonNumber(obj, "value_bytes")),
+                                    JsonString(obj, "mode"));
+    if (!agg.count(key)) order.push_back(key);
+    agg[key].gbps.push_back(JsonNumber(obj, "gbps"));
+    agg[key].p50.push_back(JsonNumber(obj, "p50_us"));
+    agg[key].p99.push_back(JsonNumber(obj, "p99_us"));
+  }
+  if (order.empty()) {
+    std::cerr << "kv_bench: no measurement came back from the workers:\n" << out;
+    return 1;
+  }
+  for (const auto& key : order) {
+    const Agg& a = agg[key];
+    if (static_cast<int>(a.gbps.size()) != FLAGS_workers) {
+      std::cerr << "kv_bench: " << a.gbps.size() << " of " << FLAGS_workers
+                << " workers reported " << key.second << " " << key.first << " B\n";
+      return 1;
+    }
+    const double gbps = std::accumulate(a.gbps.begin(), a.gbps.end(), 0.0) / a.gbps.size();
+    const double p50 = Percentile(a.p50, 0.5);
+    const double p99 = *std::max_element(a.p99.begin(), a.p99.end());
+    const double gbps_ratio = raw_gbps > 0 ? gbps / raw_gbps : 0;
+    const double p50_ratio = raw_p50 > 0 ? p50 / raw_p50 : 0;
+    if (FLAGS_json) {
+      std::cout << absl::StrFormat(
+                       "{\"hosts\": %d, \"workers\": %d, \"servers\": %d, \"value_bytes\": %d, "
+                       "\"mode\": \"%s\", \"kv_store\": \"%s\", \"gbps\": %.3f, \"p50_us\": %.1f, "
+                       "\"p99_us\": %.1f, \"raw_tcp_gbps\": %.3f, \"raw_tcp_rtt4k_p50_us\": %.1f}",
+                       n, FLAGS_workers, FLAGS_servers, key.first, key.second, FLAGS_kv_store,
+                       gbps, p50, p99, raw_gbps, raw_p50)
+                << std::endl;
+    } else {
+      std::cout << absl::StrFormat(
+          "%-9s %12d B  %dw x %ds on %d hosts  %8.3f GB/s per worker (%.2f x raw TCP)  p50 %9.1f us "
+          "(%.2f x raw 4 KB round trip)  p99 %9.1f us\n",
+          key.second, key.first, FLAGS_workers, FLAGS_servers, n, gbps, gbps_ratio, p50, p50_ratio,
+          p99);
+    }
+  }
+  if (!FLAGS_json) {
+    // The workers' own account of how their tensors travelled.
+    for (absl::string_view line : absl::StrSplit(out, '\n')) {
+      if (absl::StrContains(line, "frames through shared memory")) {
+        std::cout << line << "\n";
+      }
+    }
+  }
+  return 0;
+}
+
 int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers) {
   std::vector<int64_t> sizes;
   for (absl::string_view s : absl::StrSplit(FLAGS_value_bytes, ',', absl::SkipEmpty())) {
@@ -227,13 +620,15 @@ int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers)
     total.shm_frames_inline += s.shm_frames_inline;
     total.dropped_malformed += s.dropped_malformed;
   }
-  if (!FLAGS_json) {
-    std::cout << absl::StrFormat(
-        "workers' frames through shared memory: %d sent, %d received; %d over TCP because "
-        "the arena was full; %d malformed messages dropped\n",
-        total.shm_frames_sent, total.shm_frames_received, total.shm_frames_inline,
-        total.dropped_malformed);
-  }
+  // With --json on stderr, so that stdout stays one object per line (and
+  // --hostfile runs still see each worker's account).
+  (FLAGS_json ? std::cerr : std::cout)
+      << absl::StrFormat(
+             "workers' frames through shared memory: %d sent, %d received; %d over TCP because "
+             "the arena was full; %d malformed messages dropped\n",
+             total.shm_frames_sent, total.shm_frames_received, total.shm_frames_inline,
+             total.dropped_malformed)
+      << std::flush;
   for (auto& kv : kvs) CHECK(kv->Finish().ok());
   return 0;
 }
@@ -244,6 +639,7 @@ int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "kv_bench [--workers=N --servers=S] [--value_bytes=4096,1048576] [--mode=push,pull,pushpull]\n"
       "         [--kv_store=dist_sync|dist_async] [--iters=N] [--json]\n"
+      "         across hosts: --hostfile=FILE [--ssh_config=FILE] (workers and servers on the hosts)\n"
       "         or join a job: --scheduler_address=H:P --num_workers --num_servers --token_file");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   FLAGS_logtostderr = true;
@@ -255,6 +651,15 @@ int main(int argc, char** argv) {
   if (FLAGS_kv_store != "dist_sync" && FLAGS_kv_store != "dist_async") {
     std::cerr << "kv_bench: --kv_store must be dist_sync or dist_async\n";
     return 2;
+  }
+  if (FLAGS_raw_tcp_serve) return RawTcpServe();
+  if (!FLAGS_raw_tcp_connect.empty()) return RawTcpConnect();
+  if (!FLAGS_hostfile.empty()) {
+    if (!FLAGS_scheduler_address.empty()) {
+      std::cerr << "kv_bench: --hostfile starts its own job; it does not go with --scheduler_address\n";
+      return 2;
+    }
+    return RunOnHosts();
   }
   pstrain::kvstore::KVStoreOptions o;
   o.cluster.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);

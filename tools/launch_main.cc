@@ -22,7 +22,7 @@ DEFINE_string(scheduler_binary, "", "Scheduler binary; default: scheduler/schedu
 DEFINE_string(server_binary, "", "Server binary; default: server/server beside this tool's folder (bazel-bin).");
 DEFINE_string(scheduler_args, "", "Extra flags for the scheduler, space-separated.");
 DEFINE_string(server_args, "", "Extra flags for every server, space-separated.");
-DEFINE_string(scheduler_host, "", "Address the nodes use to reach the scheduler; default: 127.0.0.1 (local) or this host's address (ssh).");
+DEFINE_string(scheduler_host, "", "Address the nodes use to reach the scheduler; default: 127.0.0.1 (local), or (ssh) the address this host sends from on its route to the first host.");
 DEFINE_int32(scheduler_port, 0, "Scheduler port; 0 picks a free one.");
 DEFINE_string(ssh_config, "", "ssh: client config file passed as ssh -F (identity, user, known hosts).");
 DEFINE_int32(ssh_connect_timeout_s, 10, "ssh: connection timeout per host, seconds.");
