@@ -539,18 +539,13 @@ int RunOnHosts() {
                 << std::endl;
     } else {
       std::cout << absl::StrFormat(
-          "%-9s %12d B  %dw x %ds on %d hosts  %8.3f GB/s per worker (%.2f x raw TCP)  p50 %9.1f us "
-          "(%.2f x raw 4 KB round trip)  p99 %9.1f us\n",
-          key.second, key.first, FLAGS_workers, FLAGS_servers, n, gbps, gbps_ratio, p50, p50_ratio,
+          "%-9s %12d B  %dw x %ds on %d hosts  %8.3f GB/s per worker (%.2f x raw TCP)  p50 %9.1f us%s"
+          "  p99 %9.1f us\n",
+          key.second, key.first, FLAGS_workers, FLAGS_servers, n, gbps, gbps_ratio, p50,
+          key.first <= static_cast<int64_t>(kRawSmall)
+              ? absl::StrFormat(" (%.2f x raw 4 KB round trip)", p50_ratio)
+              : std::string(),
           p99);
-    }
-  }
-  if (!FLAGS_json) {
-    // The workers' own account of how their tensors travelled.
-    for (absl::string_view line : absl::StrSplit(out, '\n')) {
-      if (absl::StrContains(line, "frames through shared memory")) {
-        std::cout << line << "\n";
-      }
     }
   }
   return 0;
