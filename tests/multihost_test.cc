@@ -66,18 +66,20 @@ class MultiHostTest : public ::testing::Test {
   // The flags every job here shares (deterministic data: no shuffling, no
   // random augmentation; one decode thread).
   static std::vector<std::string> Flags(const std::vector<std::string>& more) {
-    std::vector<std::string> f = {"--network=lenet", "--rgb-mean=72.94", "--rgb-std=90.02",
-                                  "--data_nthreads=1", "--lr=0.05",       "--wd=0.0001",
-                                  "--mom=0.9",         "--shuffle=false"};
+    std::vector<std::string> f = {"--network=lenet", "--rgb-mean=72.94",
+                                  "--rgb-std=90.02", "--data_nthreads=1",
+                                  "--lr=0.05",       "--wd=0.0001",
+                                  "--mom=0.9",       "--shuffle=false"};
     f.insert(f.end(), more.begin(), more.end());
     return f;
   }
 
   // launch over ssh onto the test bed's hosts (the scheduler here, on the
   // bridge's address that launch finds by itself).
-  std::vector<std::string> LaunchArgv(const std::string& hostfile, int workers, int servers,
-                                      const std::vector<std::string>& launch_flags,
-                                      const std::vector<std::string>& worker_flags) const {
+  std::vector<std::string> LaunchArgv(
+      const std::string& hostfile, int workers, int servers,
+      const std::vector<std::string>& launch_flags,
+      const std::vector<std::string>& worker_flags) const {
     std::vector<std::string> argv = {Runfile("tools/launch"),
                                      "-n",
                                      absl::StrCat(workers),
@@ -104,8 +106,8 @@ class MultiHostTest : public ::testing::Test {
 
   // Runs a launch command line to its end; *rc is its exit code (-1 if it
   // did not end within `limit`).
-  static std::string RunLaunch(const std::vector<std::string>& argv, absl::Duration limit,
-                               int* rc) {
+  static std::string RunLaunch(const std::vector<std::string>& argv,
+                               absl::Duration limit, int* rc) {
     auto p = launcher::Subprocess::Start(argv, testing_util::Env());
     EXPECT_TRUE(p.ok()) << p.status();
     if (!p.ok()) return "";
@@ -121,26 +123,31 @@ class MultiHostTest : public ::testing::Test {
   // trains the local reference with batch 2 * kBatch.
   void PrepareReference() {
     if (!reference_.empty()) return;
-    ASSERT_EQ(testing_util::PackFashion("train", 2 * kPart, tmp_ + "/train"), "");
-    std::vector<std::string> all = testing_util::ReadPayloads(tmp_ + "/train.rec");
+    ASSERT_EQ(testing_util::PackFashion("train", 2 * kPart, tmp_ + "/train"),
+              "");
+    std::vector<std::string> all =
+        testing_util::ReadPayloads(tmp_ + "/train.rec");
     ASSERT_EQ(all.size(), 2u * kPart);
     std::vector<std::string> interleaved;
     for (int j = 0; j < kSteps; ++j) {
       for (int w = 0; w < 2; ++w) {
-        for (int i = 0; i < kBatch; ++i) interleaved.push_back(all[w * kPart + j * kBatch + i]);
+        for (int i = 0; i < kBatch; ++i)
+          interleaved.push_back(all[w * kPart + j * kBatch + i]);
       }
     }
     testing_util::WritePayloads(tmp_ + "/local.rec", interleaved);
     std::string out;
-    ASSERT_EQ(testing_util::Shell(
-                  absl::StrCat(Runfile("worker/worker"), " ",
-                               absl::StrJoin(Flags({"--kv_store=local",
-                                                    absl::StrCat("--batch_size=", 2 * kBatch),
-                                                    "--data_train=" + tmp_ + "/local.rec",
-                                                    "--model_prefix=" + tmp_ + "/local"}),
-                                             " ")),
-                  &out),
-              0)
+    ASSERT_EQ(
+        testing_util::Shell(
+            absl::StrCat(
+                Runfile("worker/worker"), " ",
+                absl::StrJoin(Flags({"--kv_store=local",
+                                     absl::StrCat("--batch_size=", 2 * kBatch),
+                                     "--data_train=" + tmp_ + "/local.rec",
+                                     "--model_prefix=" + tmp_ + "/local"}),
+                              " ")),
+            &out),
+        0)
         << out;
     reference_ = testing_util::ReadParams(tmp_ + "/local-0001.params");
     ASSERT_FALSE(reference_.empty());
@@ -156,15 +163,20 @@ class MultiHostTest : public ::testing::Test {
         LaunchArgv(bed_->hostfile(), 2, 2, {},
                    Flags({"--kv_store=dist_sync", "--fusion_bytes=65536",
                           absl::StrCat("--batch_size=", kBatch),
-                          "--data_train=" + tmp_ + "/train.rec", "--model_prefix=" + prefix})),
+                          "--data_train=" + tmp_ + "/train.rec",
+                          "--model_prefix=" + prefix})),
         absl::Seconds(180), &rc);
     EXPECT_EQ(rc, 0) << out;
-    EXPECT_EQ(LinesWith(out, absl::StrCat(kSteps, " batches of ", kBatch, " per epoch")).size(), 2u)
+    EXPECT_EQ(LinesWith(out, absl::StrCat(kSteps, " batches of ", kBatch,
+                                          " per epoch"))
+                  .size(),
+              2u)
         << out;
-    const double diff =
-        testing_util::MaxRelativeDiff(reference_, testing_util::ReadParams(prefix + "-0001.params"));
-    std::cout << "dist_sync 2 x " << kBatch << " across 3 hosts vs local " << 2 * kBatch
-              << " after " << kSteps << " steps: max relative difference " << diff << "\n";
+    const double diff = testing_util::MaxRelativeDiff(
+        reference_, testing_util::ReadParams(prefix + "-0001.params"));
+    std::cout << "dist_sync 2 x " << kBatch << " across 3 hosts vs local "
+              << 2 * kBatch << " after " << kSteps
+              << " steps: max relative difference " << diff << "\n";
     EXPECT_LT(diff, 1e-5);
     return out;
   }
@@ -174,9 +186,11 @@ class MultiHostTest : public ::testing::Test {
   static std::string JobProcesses() {
     std::string out;
     testing_util::Shell(
-        absl::StrCat("pgrep -af -- ", launcher::ShellQuote(Runfile("worker/worker")), "; pgrep -af -- ",
-                     launcher::ShellQuote(Runfile("server/server")), "; pgrep -af -- ",
-                     launcher::ShellQuote(Runfile("scheduler/scheduler")), "; true"),
+        absl::StrCat(
+            "pgrep -af -- ", launcher::ShellQuote(Runfile("worker/worker")),
+            "; pgrep -af -- ", launcher::ShellQuote(Runfile("server/server")),
+            "; pgrep -af -- ",
+            launcher::ShellQuote(Runfile("scheduler/scheduler")), "; true"),
         &out);
     return out;
   }
@@ -197,7 +211,8 @@ std::vector<std::string> ErrorLines(const std::string& out) {
   std::vector<std::string> errors;
   for (const auto& line : LinesWith(out, "] E")) {
     const size_t at = line.find("] E");
-    if (line.size() > at + 7 && isdigit(line[at + 3]) && isdigit(line[at + 6])) errors.push_back(line);
+    if (line.size() > at + 7 && isdigit(line[at + 3]) && isdigit(line[at + 6]))
+      errors.push_back(line);
   }
   return errors;
 }
@@ -205,11 +220,14 @@ std::vector<std::string> ErrorLines(const std::string& out) {
 TEST_F(MultiHostTest, DistSyncAcrossHostsEqualsLocalWithDoubleBatch) {
   const std::string out = RunDistSyncAndCompare(tmp_ + "/dist");
   // The scheduler ran here, on the bridge's address, found by launch.
-  EXPECT_THAT(out, HasSubstr(absl::StrCat("1 scheduler at ", bed_->launcher_address(), ":")));
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("1 scheduler at ",
+                                          bed_->launcher_address(), ":")));
   // Worker 0 is alone on h2: everything it sent and received went over TCP.
   // Worker 1 shares h0 with server 0: shared memory works within a host.
-  const auto w0 = LinesWith(out, absl::StrCat("[worker 0 ", bed_->hosts()[2], "]"));
-  const auto w1 = LinesWith(out, absl::StrCat("[worker 1 ", bed_->hosts()[0], "]"));
+  const auto w0 =
+      LinesWith(out, absl::StrCat("[worker 0 ", bed_->hosts()[2], "]"));
+  const auto w1 =
+      LinesWith(out, absl::StrCat("[worker 1 ", bed_->hosts()[0], "]"));
   std::string w0_travel, w1_travel;
   for (const auto& l : w0) {
     if (absl::StrContains(l, "tensors through shared memory")) w0_travel = l;
@@ -218,9 +236,12 @@ TEST_F(MultiHostTest, DistSyncAcrossHostsEqualsLocalWithDoubleBatch) {
     if (absl::StrContains(l, "tensors through shared memory")) w1_travel = l;
   }
   std::cout << w0_travel << "\n" << w1_travel << "\n";
-  EXPECT_THAT(w0_travel, HasSubstr("tensors through shared memory: 0 sent, 0 received")) << out;
+  EXPECT_THAT(w0_travel,
+              HasSubstr("tensors through shared memory: 0 sent, 0 received"))
+      << out;
   EXPECT_THAT(w1_travel, HasSubstr("tensors through shared memory: ")) << out;
-  EXPECT_THAT(w1_travel, Not(HasSubstr("shared memory: 0 sent, 0 received"))) << out;
+  EXPECT_THAT(w1_travel, Not(HasSubstr("shared memory: 0 sent, 0 received")))
+      << out;
   // Falling back to TCP between hosts is normal: nothing is logged as an
   // error.
   EXPECT_THAT(ErrorLines(out), ::testing::IsEmpty()) << out;
@@ -235,7 +256,8 @@ TEST_F(MultiHostTest, DistSyncWithLossOnEveryLinkGivesTheSameWeights) {
   if (netem) {
     shape.insert(shape.end(), {"--delay", "5ms"});
   } else {
-    std::cout << "this kernel has no netem: 2% loss on every link, no added delay\n";
+    std::cout
+        << "this kernel has no netem: 2% loss on every link, no added delay\n";
   }
   for (int i = 0; i < 3; ++i) {
     std::vector<std::string> args = {"link", TestBed::Name(i), "shape"};
@@ -246,7 +268,9 @@ TEST_F(MultiHostTest, DistSyncWithLossOnEveryLinkGivesTheSameWeights) {
   RunDistSyncAndCompare(tmp_ + "/lossy");
   for (int i = 0; i < 3; ++i) {
     std::string out;
-    EXPECT_EQ(bed_->Run({"link", TestBed::Name(i), "shape", "--loss", "0", "--rate", "0"}, &out),
+    EXPECT_EQ(bed_->Run({"link", TestBed::Name(i), "shape", "--loss", "0",
+                         "--rate", "0"},
+                        &out),
               0)
         << out;
   }
@@ -257,27 +281,31 @@ TEST_F(MultiHostTest, CutLinkStopsTheJobWithin15sAndLeavesNothing) {
   // A long job (it is cut long before its end), default heartbeat timeout
   // (10 s).
   auto p = launcher::Subprocess::Start(
-      LaunchArgv(bed_->hostfile(), 2, 2, {},
-                 Flags({"--kv_store=dist_sync", "--batch_size=16", "--num_epochs=1000",
-                        "--disp_batches=2", "--data_train=" + tmp_ + "/long.rec"})),
+      LaunchArgv(
+          bed_->hostfile(), 2, 2, {},
+          Flags({"--kv_store=dist_sync", "--batch_size=16", "--num_epochs=1000",
+                 "--disp_batches=2", "--data_train=" + tmp_ + "/long.rec"})),
       testing_util::Env());
   ASSERT_TRUE(p.ok()) << p.status();
   p->CloseStdin();
   std::string out;
   // Worker 0 runs alone on h2. Wait until both workers train.
   const absl::Time start_deadline = absl::Now() + absl::Seconds(90);
-  while (absl::Now() < start_deadline && LinesWith(out, "Batch [").size() < 4 && !p->Poll()) {
+  while (absl::Now() < start_deadline && LinesWith(out, "Batch [").size() < 4 &&
+         !p->Poll()) {
     p->ReadOutput(&out);
     absl::SleepFor(absl::Milliseconds(50));
   }
   ASSERT_GE(LinesWith(out, "Batch [").size(), 4u) << out;
   std::string cut_out;
-  ASSERT_EQ(bed_->Run({"link", TestBed::Name(2), "down"}, &cut_out), 0) << cut_out;
+  ASSERT_EQ(bed_->Run({"link", TestBed::Name(2), "down"}, &cut_out), 0)
+      << cut_out;
   const absl::Time cut = absl::Now();
   bool exited = false;
   out += testing_util::RunToEnd(&*p, absl::Seconds(30), &exited);
   const absl::Duration took = absl::Now() - cut;
-  std::cout << "launch exited " << absl::FormatDuration(took) << " after the cut\n";
+  std::cout << "launch exited " << absl::FormatDuration(took)
+            << " after the cut\n";
   ASSERT_TRUE(exited) << out;
   EXPECT_LT(took, absl::Seconds(15)) << out;
   EXPECT_NE(WEXITSTATUS(p->wait_status()), 0) << out;
@@ -290,7 +318,8 @@ TEST_F(MultiHostTest, CutLinkStopsTheJobWithin15sAndLeavesNothing) {
   EXPECT_THAT(failed[0], HasSubstr(absl::StrCat(" at ", h2, ":"))) << out;
   EXPECT_THAT(failed[0], HasSubstr("has been silent")) << out;
   // launch did not wait for the unreachable host, and said why.
-  EXPECT_THAT(out, HasSubstr(absl::StrCat("host ", h2, " is unreachable"))) << out;
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("host ", h2, " is unreachable")))
+      << out;
   // The cut host's processes stop by themselves within the same bound; the
   // others are gone already.
   std::string left = JobProcesses();
@@ -300,7 +329,8 @@ TEST_F(MultiHostTest, CutLinkStopsTheJobWithin15sAndLeavesNothing) {
   }
   std::cout << "no job process left " << absl::FormatDuration(absl::Now() - cut)
             << " after the cut\n";
-  EXPECT_EQ(left, "") << "still alive " << absl::FormatDuration(absl::Now() - cut)
+  EXPECT_EQ(left, "") << "still alive "
+                      << absl::FormatDuration(absl::Now() - cut)
                       << " after the cut";
   std::string up_out;
   EXPECT_EQ(bed_->Run({"link", TestBed::Name(2), "up"}, &up_out), 0) << up_out;
@@ -323,16 +353,19 @@ TEST_F(MultiHostTest, PreflightNamesADeadSshdAndAMissingHostAndStartsNothing) {
   out = RunLaunch(LaunchArgv(hostfile, 2, 2, {"--ssh_connect_timeout_s", "3"},
                              Flags({"--kv_store=dist_sync"})),
                   absl::Seconds(60), &rc);
-  std::cout << "preflight took " << absl::FormatDuration(absl::Now() - start) << "\n";
+  std::cout << "preflight took " << absl::FormatDuration(absl::Now() - start)
+            << "\n";
   EXPECT_EQ(rc, 1) << out;
   EXPECT_THAT(out, HasSubstr("host check failed; nothing was started")) << out;
-  const auto dead = LinesWith(out, absl::StrCat("launch: ", bed_->hosts()[1], " "));
+  const auto dead =
+      LinesWith(out, absl::StrCat("launch: ", bed_->hosts()[1], " "));
   ASSERT_EQ(dead.size(), 1u) << out;
   EXPECT_THAT(dead[0], HasSubstr("unreachable")) << out;
   const auto gone = LinesWith(out, absl::StrCat("launch: ", missing, " "));
   ASSERT_EQ(gone.size(), 1u) << out;
   EXPECT_THAT(gone[0], HasSubstr("unreachable")) << out;
-  const auto ok = LinesWith(out, absl::StrCat("launch: ", bed_->hosts()[2], " "));
+  const auto ok =
+      LinesWith(out, absl::StrCat("launch: ", bed_->hosts()[2], " "));
   ASSERT_EQ(ok.size(), 1u) << out;
   EXPECT_THAT(ok[0], HasSubstr(" ok")) << out;
   EXPECT_THAT(out, Not(HasSubstr("launch: job:"))) << out;
@@ -345,7 +378,8 @@ TEST_F(MultiHostTest, KvBenchAcrossHostsReportsAgainstRawTcp) {
   const int rc = testing_util::Shell(
       absl::StrCat(Runfile("tools/kv_bench"), " --hostfile=", bed_->hostfile(),
                    " --ssh_config=", bed_->ssh_config(),
-                   " --workers=2 --servers=2 --value_bytes=4096,1048576 --mode=push,pull --iters=20"),
+                   " --workers=2 --servers=2 --value_bytes=4096,1048576 "
+                   "--mode=push,pull --iters=20"),
       &out);
   std::cout << out;
   ASSERT_EQ(rc, 0) << out;
@@ -355,7 +389,8 @@ TEST_F(MultiHostTest, KvBenchAcrossHostsReportsAgainstRawTcp) {
     for (const char* size : {" 4096 B", " 1048576 B"}) {
       bool found = false;
       for (const auto& line : LinesWith(out, "x raw TCP")) {
-        found |= absl::StartsWith(line, mode) && absl::StrContains(line, size) &&
+        found |= absl::StartsWith(line, mode) &&
+                 absl::StrContains(line, size) &&
                  absl::StrContains(line, "2w x 2s on 3 hosts");
       }
       EXPECT_TRUE(found) << mode << size << "\n" << out;

@@ -34,14 +34,20 @@ class TestBed {
   // Brings up `hosts` hosts with `options` (e.g. {"--rate", "1gbit"}).
   // Returns nullptr and sets *skip (the script's own line) when namespaces
   // cannot be made here, or *error on any other failure.
-  static std::unique_ptr<TestBed> Up(int hosts, const std::vector<std::string>& options,
+  static std::unique_ptr<TestBed> Up(int hosts,
+                                     const std::vector<std::string>& options,
                                      std::string* skip, std::string* error) {
     if (geteuid() != 0) {
       *skip = "the test bed needs root (network namespaces); skipped";
       return nullptr;
     }
     auto bed = std::unique_ptr<TestBed>(new TestBed());
-    std::vector<std::string> argv = {"up", "--id", "auto", "--state_dir", TestTmp(), "--hosts",
+    std::vector<std::string> argv = {"up",
+                                     "--id",
+                                     "auto",
+                                     "--state_dir",
+                                     TestTmp(),
+                                     "--hosts",
                                      absl::StrCat(hosts)};
     argv.insert(argv.end(), options.begin(), options.end());
     std::string out;
@@ -53,7 +59,8 @@ class TestBed {
     // Parse "state: DIR" and read DIR/env whatever happened, so that a
     // half-made test bed is still removed.
     for (absl::string_view line : absl::StrSplit(out, '\n')) {
-      if (absl::ConsumePrefix(&line, "state: ")) bed->state_ = std::string(line);
+      if (absl::ConsumePrefix(&line, "state: "))
+        bed->state_ = std::string(line);
     }
     if (!bed->state_.empty()) bed->ReadEnv();
     if (rc != 0 || bed->hosts_.empty()) {
@@ -85,7 +92,8 @@ class TestBed {
     if (id_.empty() || !up_) return;
     std::string out;
     const int rc = Run({"down"}, &out);
-    if (rc != 0) ADD_FAILURE() << "scripts/testbed down failed (" << rc << "):\n" << out;
+    if (rc != 0)
+      ADD_FAILURE() << "scripts/testbed down failed (" << rc << "):\n" << out;
     up_ = false;
   }
 
@@ -102,7 +110,8 @@ class TestBed {
   TestBed() = default;
 
   static std::string LastLineOf(const std::string& text) {
-    std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipWhitespace());
+    std::vector<std::string> lines =
+        absl::StrSplit(text, '\n', absl::SkipWhitespace());
     return lines.empty() ? "scripts/testbed exited 77" : lines.back();
   }
 
@@ -114,8 +123,10 @@ class TestBed {
       const size_t eq = line.find('=');
       if (eq == std::string::npos) continue;
       std::string key = line.substr(0, eq);
-      absl::string_view v = absl::StripAsciiWhitespace(absl::string_view(line).substr(eq + 1));
-      if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) {
+      absl::string_view v =
+          absl::StripAsciiWhitespace(absl::string_view(line).substr(eq + 1));
+      if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') &&
+          v.back() == v.front()) {
         v = v.substr(1, v.size() - 2);
       }
       if (absl::StartsWith(key, "export ")) key = key.substr(7);
@@ -123,7 +134,8 @@ class TestBed {
       if (key == "TESTBED_HOSTFILE") hostfile_ = std::string(v);
       if (key == "TESTBED_SSH_CONFIG") ssh_config_ = std::string(v);
       if (key == "TESTBED_LAUNCHER_ADDRESS") launcher_address_ = std::string(v);
-      if (key == "TESTBED_HOSTS") hosts_ = absl::StrSplit(v, ' ', absl::SkipWhitespace());
+      if (key == "TESTBED_HOSTS")
+        hosts_ = absl::StrSplit(v, ' ', absl::SkipWhitespace());
     }
   }
 

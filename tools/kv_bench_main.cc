@@ -66,8 +66,8 @@ DEFINE_int64(max_message_bytes, 4 << 20,
 DEFINE_string(hostfile, "",
               "Run the cluster across these hosts (one host[:ssh_port] a line): servers and "
               "--workers worker processes placed as `launch` places them (process i of "
-              "servers-then-workers on host i mod N), the scheduler here; raw TCP between worker "
-              "0's and server 0's hosts is measured in the same run.");
+              "servers-then-workers on host i mod N), the scheduler here; raw TCP from worker "
+              "0's host to the first server host other than its own is measured in the same run.");
 DEFINE_string(ssh_config, "", "--hostfile: ssh client config (ssh -F), e.g. the test bed's.");
 DEFINE_string(launch_binary, "", "--hostfile: the launch tool; default: tools/launch beside this one.");
 DEFINE_int32(hosts_timeout_s, 1800, "--hostfile: the whole run's deadline, seconds.");
@@ -457,8 +457,16 @@ int RunOnHosts() {
   const std::string launch =
       FLAGS_launch_binary.empty() ? Sibling("tools/launch") : FLAGS_launch_binary;
   const int n = static_cast<int>(hosts->size());
-  const pstrain::launcher::Host server_host = (*hosts)[0];
+  // Raw TCP between worker 0's host and the first server host that is not
+  // its own (servers go to hosts 0..S-1 mod N, worker 0 to host S mod N).
   const pstrain::launcher::Host worker_host = (*hosts)[FLAGS_servers % n];
+  pstrain::launcher::Host server_host = (*hosts)[0];
+  for (int i = 0; i < FLAGS_servers; ++i) {
+    if (!((*hosts)[i % n] == worker_host)) {
+      server_host = (*hosts)[i % n];
+      break;
+    }
+  }
   double raw_gbps = 0, raw_p50 = 0;
   if (FLAGS_raw_tcp) {
     std::cerr << "kv_bench: raw TCP from " << worker_host.name << " to " << server_host.name
