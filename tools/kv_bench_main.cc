@@ -484,12 +484,24 @@ int RunOnHosts() {
     }
   }
   std::vector<std::string> argv = {
-      launch, "-n", absl::StrCat(FLAGS_workers), "-s", absl::StrCat(FLAGS_servers), "-H",
-      FLAGS_hostfile, "--scheduler_binary", Sibling("scheduler/scheduler"), "--server_binary",
-      Sibling("server/server"), "--scheduler_args",
-      absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s), "--server_args",
-      absl::StrCat("--shm_bytes=", FLAGS_shm_bytes, " --heartbeat_timeout_s=",
-                   FLAGS_heartbeat_timeout_s)};
+      launch,
+      "-n",
+      absl::StrCat(FLAGS_workers),
+      "-s",
+      absl::StrCat(FLAGS_servers),
+      "-H",
+      FLAGS_hostfile,
+      "--scheduler_binary",
+      Sibling("scheduler/scheduler"),
+      "--server_binary",
+      Sibling("server/server"),
+      "--scheduler_args",
+      absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s),
+      "--server_args",
+      absl::StrCat(
+          "--shm_bytes=", FLAGS_shm_bytes, " --heartbeat_timeout_s=",
+          FLAGS_heartbeat_timeout_s, " --max_frame_bytes=",
+          pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes))};
   if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes, "--mode=" + FLAGS_mode,
@@ -731,6 +743,9 @@ int main(int argc, char** argv) {
     std::vector<std::string> a = {Sibling("server/server"), "--scheduler_address=" + address};
     a.insert(a.end(), common.begin(), common.end());
     a.push_back(absl::StrCat("--shm_bytes=", FLAGS_shm_bytes));
+    a.push_back(absl::StrCat(
+        "--max_frame_bytes=",
+        pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
     auto s = pstrain::launcher::Subprocess::Start(a, env);
     if (!s.ok()) {
       std::cerr << "kv_bench: " << s.status().message() << "\n";
