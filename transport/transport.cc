@@ -641,9 +641,20 @@ void Transport::Deliver(std::vector<Message>* batch) {
 
 void Transport::ReadIncoming() {
   std::vector<Message> batch;
+  // Whether data goes to the handler is decided once per pass: a handler
+  // installed meanwhile first gets what was queued before it (here, or in
+  // the next DrainCommands), then what arrives after.
+  const bool to_handler = has_handler_;
+  if (to_handler) {
+    while (true) {
+      auto m = data_.Pop(absl::InfinitePast());
+      if (!m.ok()) break;
+      batch.push_back(std::move(*m));
+    }
+  }
   for (int budget = 0; budget < 256; ++budget) {
     if (incoming_.size() >= incoming_.capacity() ||
-        (!has_handler_ && data_.size() >= data_.capacity())) {
+        (!to_handler && data_.size() >= data_.capacity())) {
       break;  // Backpressure.
     }
     zmq_msg_t part;
@@ -708,7 +719,7 @@ void Transport::ReadIncoming() {
     absl::Status s;
     if (!options_.split_data || IsControl(msg.header.type())) {
       s = incoming_.TryPush(std::move(msg));
-    } else if (has_handler_) {
+    } else if (to_handler) {
       batch.push_back(std::move(msg));
     } else {
       s = data_.TryPush(std::move(msg));
