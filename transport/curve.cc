@@ -24,7 +24,8 @@ constexpr char kJobKeyContext[] = "pstrain-curve-job-key-v1";
 constexpr char kZapEndpoint[] = "inproc://zeromq.zap.01";
 
 absl::Status ZmqStatus(const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", zmq_strerror(zmq_errno())));
+  return absl::InternalError(
+      absl::StrCat(what, ": ", zmq_strerror(zmq_errno())));
 }
 
 // Receives one multipart message; false when none is complete.
@@ -37,7 +38,8 @@ bool RecvAll(void* socket, std::vector<std::string>* parts) {
       zmq_msg_close(&m);
       return false;
     }
-    parts->emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
+    parts->emplace_back(static_cast<const char*>(zmq_msg_data(&m)),
+                        zmq_msg_size(&m));
     const bool more = zmq_msg_more(&m) != 0;
     zmq_msg_close(&m);
     if (!more) return true;
@@ -48,20 +50,24 @@ bool RecvAll(void* socket, std::vector<std::string>* parts) {
 
 absl::StatusOr<CurveKeyPair> DeriveJobKeys(absl::string_view token) {
   if (token.empty()) {
-    return absl::InvalidArgumentError("no job token to derive the CURVE keys from");
+    return absl::InvalidArgumentError(
+        "no job token to derive the CURVE keys from");
   }
-  if (sodium_init() < 0) return absl::InternalError("libsodium failed to initialise");
+  if (sodium_init() < 0)
+    return absl::InternalError("libsodium failed to initialise");
   uint8_t secret[32];
   static_assert(sizeof(kJobKeyContext) - 1 >= crypto_generichash_KEYBYTES_MIN);
-  crypto_generichash(secret, sizeof(secret), reinterpret_cast<const uint8_t*>(token.data()),
-                     token.size(), reinterpret_cast<const uint8_t*>(kJobKeyContext),
-                     sizeof(kJobKeyContext) - 1);
+  crypto_generichash(
+      secret, sizeof(secret), reinterpret_cast<const uint8_t*>(token.data()),
+      token.size(), reinterpret_cast<const uint8_t*>(kJobKeyContext),
+      sizeof(kJobKeyContext) - 1);
   char secret_z85[41], public_z85[41];
   if (zmq_z85_encode(secret_z85, secret, sizeof(secret)) == nullptr) {
     return ZmqStatus("zmq_z85_encode");
   }
   sodium_memzero(secret, sizeof(secret));
-  if (zmq_curve_public(public_z85, secret_z85) != 0) return ZmqStatus("zmq_curve_public");
+  if (zmq_curve_public(public_z85, secret_z85) != 0)
+    return ZmqStatus("zmq_curve_public");
   CurveKeyPair keys{public_z85, secret_z85};
   sodium_memzero(secret_z85, sizeof(secret_z85));
   return keys;
@@ -69,7 +75,8 @@ absl::StatusOr<CurveKeyPair> DeriveJobKeys(absl::string_view token) {
 
 absl::StatusOr<CurveKeyPair> NewKeyPair() {
   char public_z85[41], secret_z85[41];
-  if (zmq_curve_keypair(public_z85, secret_z85) != 0) return ZmqStatus("zmq_curve_keypair");
+  if (zmq_curve_keypair(public_z85, secret_z85) != 0)
+    return ZmqStatus("zmq_curve_keypair");
   return CurveKeyPair{public_z85, secret_z85};
 }
 
@@ -113,16 +120,18 @@ void ZapHandler::Loop() {
     if (zmq_poll(&item, 1, 100) <= 0 || !RecvAll(socket_, &request)) continue;
     // version, request id, domain, address, routing id, mechanism,
     // credentials (CURVE: the client's 32-byte public key).
-    bool ok = request.size() >= 7 && request[0] == "1.0" && request[5] == "CURVE" &&
-              request[6].size() == 32 && accepted_.count(request[6]) > 0;
+    bool ok = request.size() >= 7 && request[0] == "1.0" &&
+              request[5] == "CURVE" && request[6].size() == 32 &&
+              accepted_.count(request[6]) > 0;
     if (ok) {
       ++admitted_;
     } else {
       ++refused_;
-      LOG_EVERY_N(WARNING, 20) << "refused a connection from "
-                               << absl::CHexEscape(request.size() > 3 ? request[3] : "?")
-                               << ": its CURVE key is not one of this job's ("
-                               << refused_.load() << " refused so far)";
+      LOG_EVERY_N(WARNING, 20)
+          << "refused a connection from "
+          << absl::CHexEscape(request.size() > 3 ? request[3] : "?")
+          << ": its CURVE key is not one of this job's (" << refused_.load()
+          << " refused so far)";
     }
     const std::string version = "1.0";
     const std::string id = request.size() > 1 ? request[1] : "";

@@ -50,14 +50,15 @@ Message Push(int64_t key, const std::vector<float>& v) {
 // optionally claiming a routing id.
 class Stranger {
  public:
-  Stranger(const std::string& host_port, const CurveKeyPair* keys, const std::string& server_key,
-           const std::string& routing_id = "") {
+  Stranger(const std::string& host_port, const CurveKeyPair* keys,
+           const std::string& server_key, const std::string& routing_id = "") {
     ctx_ = zmq_ctx_new();
     sock_ = zmq_socket(ctx_, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof(linger));
     if (!routing_id.empty()) {
-      zmq_setsockopt(sock_, ZMQ_ROUTING_ID, routing_id.data(), routing_id.size());
+      zmq_setsockopt(sock_, ZMQ_ROUTING_ID, routing_id.data(),
+                     routing_id.size());
     }
     if (keys != nullptr) {
       zmq_setsockopt(sock_, ZMQ_CURVE_SERVERKEY, server_key.c_str(), 41);
@@ -86,7 +87,8 @@ class Stranger {
 };
 
 TEST(CurveTest, JobKeysComeFromTheTokenAlone) {
-  auto a = DeriveJobKeys("token-1"), b = DeriveJobKeys("token-1"), c = DeriveJobKeys("token-2");
+  auto a = DeriveJobKeys("token-1"), b = DeriveJobKeys("token-1"),
+       c = DeriveJobKeys("token-2");
   ASSERT_TRUE(a.ok() && b.ok() && c.ok());
   EXPECT_EQ(a->public_key, b->public_key);
   EXPECT_EQ(a->secret_key, b->secret_key);
@@ -96,7 +98,8 @@ TEST(CurveTest, JobKeysComeFromTheTokenAlone) {
   char derived[41];
   ASSERT_EQ(zmq_curve_public(derived, a->secret_key.c_str()), 0);
   EXPECT_EQ(std::string(derived), a->public_key);
-  EXPECT_EQ(DeriveJobKeys("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DeriveJobKeys("").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CurveTest, NodesOfOneJobTalkBothWays) {
@@ -143,8 +146,9 @@ TEST(CurveTest, StrangersAreRefusedBeforeAnythingIsRead) {
     s.SendWithToken(token);
     absl::SleepFor(absl::Milliseconds(300));
   }
-  EXPECT_EQ(node->Receive(absl::Now() + absl::Milliseconds(300)).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(
+      node->Receive(absl::Now() + absl::Milliseconds(300)).status().code(),
+      absl::StatusCode::kDeadlineExceeded);
   const TransportStats st = node->stats();
   EXPECT_EQ(st.received, 0);
   EXPECT_EQ(st.refused_unauthenticated, 2);
@@ -159,8 +163,8 @@ TEST(CurveTest, AStrangerCannotSquatANodesRoutingId) {
   // The stranger connects first under the node's (predictable) routing id.
   auto random = NewKeyPair();
   ASSERT_TRUE(random.ok());
-  Stranger squatter(scheduler->address(), &*random, DeriveJobKeys(token)->public_key,
-                    node->address());
+  Stranger squatter(scheduler->address(), &*random,
+                    DeriveJobKeys(token)->public_key, node->address());
   squatter.SendWithToken(token);
   absl::SleepFor(absl::Milliseconds(300));
   // The node's own messages still arrive.
@@ -180,8 +184,9 @@ TEST(CurveTest, APlaintextNodeCannotJoinACurveJob) {
   ASSERT_TRUE(node && sender);
   ASSERT_TRUE(sender->Connect(0, node->address()).ok());
   ASSERT_TRUE(sender->Send(0, Push(1, {1}), Soon()).ok());
-  EXPECT_EQ(node->Receive(absl::Now() + absl::Milliseconds(500)).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(
+      node->Receive(absl::Now() + absl::Milliseconds(500)).status().code(),
+      absl::StatusCode::kDeadlineExceeded);
 }
 
 TEST(CurveTest, BadKeysAreAnError) {
@@ -189,7 +194,8 @@ TEST(CurveTest, BadKeysAreAnError) {
   o.curve_accepted_keys.insert("not-a-key");
   auto t = Transport::Create(o);
   ASSERT_FALSE(t.ok());
-  EXPECT_THAT(std::string(t.status().message()), ::testing::HasSubstr("not a Z85 CURVE public key"));
+  EXPECT_THAT(std::string(t.status().message()),
+              ::testing::HasSubstr("not a Z85 CURVE public key"));
 }
 
 }  // namespace

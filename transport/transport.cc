@@ -77,6 +77,12 @@ class Transport::InFlight final : public ReleaseListener {
   std::atomic<int> pending_{1};
 };
 
+absl::Status UseJobCurveKeys(TransportOptions* o) {
+  PSTRAIN_ASSIGN_OR_RETURN(o->curve_keys, DeriveJobKeys(o->token));
+  o->curve = true;
+  return absl::OkStatus();
+}
+
 Transport::Transport(const TransportOptions& options)
     : options_(options), incoming_(options.incoming_capacity), data_(options.incoming_capacity) {}
 

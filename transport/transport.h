@@ -123,6 +123,10 @@ struct TransportStats {
   int64_t refused_unauthenticated = 0;
 };
 
+// Turns CURVE on in `o` with the job's keys derived from o->token (every
+// node of the job derives the same; DeriveJobKeys).
+absl::Status UseJobCurveKeys(TransportOptions* o);
+
 // Thread-safe: Send/Connect/Receive from any thread.
 class Transport {
  public:
