@@ -53,6 +53,13 @@ class Scheduler {
     t.bind_host = host;
     t.bind_port = port;
     t.token = o_.token;
+    if (!o_.insecure_plaintext) {
+      s = transport::UseJobCurveKeys(&t);
+      if (!s.ok()) {
+        LOG(ERROR) << "scheduler: " << s.message();
+        return 1;
+      }
+    }
     auto tr = transport::Transport::Create(t);
     if (!tr.ok()) {
       LOG(ERROR) << "scheduler: " << tr.status().message();

@@ -574,8 +574,12 @@ std::string ServerAddress(testing_util::Proc& server) {
   return "";
 }
 
-TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCounted) {
+// Garbage and wrong tokens from a plaintext peer, into a job on plaintext
+// (--insecure_plaintext: everything reaches the nodes) and into a job on
+// CURVE (the default: nothing a stranger sends is even read).
+void GarbageIsSurvived(bool insecure_plaintext, const std::string& counts) {
   ClusterSpec spec;
+  spec.insecure_plaintext = insecure_plaintext;
   spec.workers = 2;
   spec.servers = 1;
   Cluster c(spec);
@@ -606,10 +610,18 @@ TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCounted) {
   for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
   EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
-  EXPECT_THAT(c.scheduler.output, HasSubstr("20 refused (wrong token), 30 malformed"));
+  EXPECT_THAT(c.scheduler.output, HasSubstr(counts));
 
   ASSERT_TRUE(c.servers[0].WaitExit(Deadline(20)));
   EXPECT_TRUE(c.servers[0].p->succeeded()) << c.AllOutput();
+}
+
+TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCountedOnPlaintext) {
+  GarbageIsSurvived(true, "20 refused (wrong token), 30 malformed");
+}
+
+TEST(KVStoreClusterTest, GarbageFromStrangersNeverReachesACurveJob) {
+  GarbageIsSurvived(false, "0 refused (wrong token), 0 malformed");
 }
 
 TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {

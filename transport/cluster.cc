@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   t.token = o.token;
   t.split_data = true;
   t.shm_bytes = o.shm_bytes;
+  if (!o.insecure_plaintext) PSTRAIN_RETURN_IF_ERROR(UseJobCurveKeys(&t));
   PSTRAIN_ASSIGN_OR_RETURN(node->transport_, Transport::Create(t));
   PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, o.scheduler_address));
   Message reg;

@@ -48,6 +48,11 @@ struct ClusterOptions {
   // Shared-memory arena for big frames to nodes on this host
   // (TransportOptions::shm_bytes); 0: everything over TCP.
   int64_t shm_bytes = kDefaultShmBytes;
+  // false (the default): every connection is encrypted and authenticated
+  // with ZeroMQ CURVE under keys derived from the token (transport/curve.h);
+  // true: plaintext, the token in each header the only gate. Every node of
+  // a job must agree.
+  bool insecure_plaintext = false;
 };
 
 // Parses "host:port". InvalidArgument names the text.

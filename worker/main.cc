@@ -95,6 +95,10 @@ DEFINE_int32(num_workers, 1, "dist_*: workers in the job.");
 DEFINE_int32(num_servers, 1, "dist_*: servers in the job.");
 DEFINE_string(token_file, "", "dist_*: file with the job token.");
 DEFINE_double(heartbeat_timeout_s, 10, "dist_*: scheduler silence that ends the job.");
+DEFINE_bool(insecure_plaintext, false,
+            "Plaintext wire (the job token in each header is the only gate). Default: ZeroMQ CURVE, "
+            "keys derived from the token file: every connection encrypted and authenticated. Every "
+            "node of a job must agree.");
 DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
              "dist_*: shared-memory arena for tensors to and from nodes on the same host (one copy "
              "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
@@ -196,6 +200,7 @@ int main(int argc, char** argv) {
   c.num_servers = FLAGS_num_servers;
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
   c.shm_bytes = FLAGS_shm_bytes;
+  c.insecure_plaintext = FLAGS_insecure_plaintext;
   c.token = OrDie(pstrain::ReadTokenFile(FLAGS_token_file));
   return pstrain::worker::Train(o);
 }
