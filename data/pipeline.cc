@@ -6,10 +6,45 @@
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "util/status.h"
 #include "util/wait.h"
 
 namespace pstrain {
 namespace data {
+namespace {
+
+// OK while `corrupt` of the part's `total` records are within the limits of
+// `o`; else DataLoss ending with `first`, the first corrupt record.
+// `truncated` (when not empty): a file ends inside a record.
+absl::Status CheckCorruption(const PipelineOptions& o, int64_t corrupt,
+                             int64_t total, const std::string& truncated,
+                             const std::string& first) {
+  if (!truncated.empty() &&
+      (o.max_corrupt_fraction < 1 || o.max_corrupt_records >= 0)) {
+    return absl::DataLossError(absl::StrCat(
+        "a file ends inside a record, so an unknown number of its records "
+        "are lost (only max_corrupt_fraction 1 without max_corrupt_records "
+        "reads on): ",
+        truncated));
+  }
+  if (o.max_corrupt_records >= 0 && corrupt > o.max_corrupt_records) {
+    return absl::DataLossError(
+        absl::StrCat(corrupt, " of the part's ", total,
+                     " records are corrupt, more than max_corrupt_records ",
+                     o.max_corrupt_records, "; the first: ", first));
+  }
+  if (corrupt > o.max_corrupt_fraction * static_cast<double>(total)) {
+    return absl::DataLossError(
+        absl::StrCat(corrupt, " of the part's ", total,
+                     " records are corrupt, more than max_corrupt_fraction ",
+                     o.max_corrupt_fraction, " allows (",
+                     static_cast<int64_t>(o.max_corrupt_fraction * total),
+                     "); the first: ", first));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     SampleSource* source, const PipelineOptions& o) {
@@ -23,13 +58,29 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
   }
   if (o.num_threads <= 0) return absl::InvalidArgumentError("data_nthreads must be > 0");
   if (o.prefetch <= 0) return absl::InvalidArgumentError("prefetch must be > 0");
+  if (!(o.max_corrupt_fraction >= 0 && o.max_corrupt_fraction <= 1)) {
+    return absl::InvalidArgumentError("max_corrupt_fraction must be in [0, 1]");
+  }
+  if (o.max_corrupt_records < -1) {
+    return absl::InvalidArgumentError(
+        "max_corrupt_records must be >= -1 (-1: no cap)");
+  }
   absl::Status s = ValidateAugmentOptions(o.augment);
+  if (!s.ok()) return s;
+  const recordio::SkipStats loss = source->loss();
+  s = CheckCorruption(o, loss.corrupt_records,
+                      source->size() + loss.corrupt_records, loss.truncated,
+                      loss.first);
   if (!s.ok()) return s;
   return std::unique_ptr<Pipeline>(new Pipeline(source, o));
 }
 
 Pipeline::Pipeline(SampleSource* source, const PipelineOptions& options)
-    : source_(source), options_(options) {
+    : source_(source),
+      options_(options),
+      loss_(source->loss()),
+      corrupt_(static_cast<size_t>(source->size()), false) {
+  stats_.corrupt_records = loss_.corrupt_records;
   for (int i = 0; i < options_.num_threads; ++i) {
     threads_.emplace_back([this] { WorkerLoop(); });
   }
@@ -61,11 +112,13 @@ void Pipeline::StartEpoch(int epoch) {
   next_to_claim_ = 0;
   next_to_deliver_ = 0;
   ready_.clear();
+  stats_.epoch_skipped = 0;
   cv_.notify_all();
 }
 
 absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
-                            uint64_t epoch_seed, Batch* batch) {
+                            uint64_t epoch_seed, Batch* batch,
+                            std::vector<Failure>* failures) {
   const AugmentOptions& a = options_.augment;
   const size_t image_floats = static_cast<size_t>(a.channels) * a.height * a.width;
   batch->index = index;
@@ -97,12 +150,13 @@ absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
     if (img.ok()) {
       s = Augment(*img, a, &rng,
                   absl::MakeSpan(batch->data.data() + i * image_floats, image_floats));
-      if (!s.ok()) img = s;
+      if (!s.ok()) img = Annotate(s, source_->Describe(rec));
     }
     if (!img.ok()) {
-      LOG_EVERY_N(WARNING, 100) << "skipping record " << rec << ": "
-                                << img.status().message() << " ("
-                                << google::COUNTER << " so far)";
+      LOG_EVERY_N(WARNING, 100)
+          << "skipping corrupt record: " << img.status().message() << " ("
+          << google::COUNTER << " so far)";
+      failures->push_back({rec, std::string(img.status().message())});
       ++skipped;
       continue;
     }
@@ -110,9 +164,25 @@ absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
               batch->labels.begin() + static_cast<size_t>(i) * options_.label_width);
     ++i;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.skipped += skipped;
   return absl::OkStatus();
+}
+
+void Pipeline::AddFailures(const std::vector<Failure>& failures) {
+  for (const Failure& f : failures) {
+    ++stats_.skipped;
+    ++stats_.epoch_skipped;
+    if (corrupt_[f.record]) continue;
+    corrupt_[f.record] = true;
+    ++stats_.corrupt_records;
+    if (first_bad_ < 0 || f.record < first_bad_) {
+      first_bad_ = f.record;
+      first_bad_what_ = f.what;
+    }
+  }
+  if (failures.empty() || !limit_.ok()) return;
+  limit_ = CheckCorruption(
+      options_, stats_.corrupt_records, source_->size() + loss_.corrupt_records,
+      loss_.truncated, loss_.first.empty() ? first_bad_what_ : loss_.first);
 }
 
 void Pipeline::WorkerLoop() {
@@ -136,9 +206,12 @@ void Pipeline::WorkerLoop() {
       order = order_;
     }
     Batch batch;
-    absl::Status s = Fill(index, *order, options_.seed * 7919u + epoch, &batch);
+    std::vector<Failure> failures;
+    absl::Status s =
+        Fill(index, *order, options_.seed * 7919u + epoch, &batch, &failures);
     std::lock_guard<std::mutex> lock(mu_);
     if (generation != generation_) continue;  // The epoch was restarted.
+    AddFailures(failures);
     if (s.ok()) {
       ready_.emplace(index, std::move(batch));
     } else {
@@ -153,14 +226,17 @@ absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
   if (order_ == nullptr) {
     return absl::FailedPreconditionError("StartEpoch() was not called");
   }
+  if (!limit_.ok()) return limit_;
   if (next_to_deliver_ >= options_.batches_per_epoch) {
     return absl::OutOfRangeError(absl::StrCat("epoch ", epoch_, " is over"));
   }
-  if (!WaitUntil(cv_, lock, deadline,
-                 [this] { return ready_.count(next_to_deliver_) > 0; })) {
+  if (!WaitUntil(cv_, lock, deadline, [this] {
+        return !limit_.ok() || ready_.count(next_to_deliver_) > 0;
+      })) {
     return absl::DeadlineExceededError(absl::StrCat(
         "batch ", next_to_deliver_, " of epoch ", epoch_, " not ready in time"));
   }
+  if (!limit_.ok()) return limit_;
   auto it = ready_.find(next_to_deliver_);
   absl::StatusOr<Batch> out = std::move(it->second);
   ready_.erase(it);

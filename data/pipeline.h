@@ -9,12 +9,14 @@
 // drawn from (seed, epoch), so runs are reproducible.
 //
 // A record that cannot be read or decoded is reported (where, why), counted
-// and replaced by the next sample of the order; the batch stays full.
+// and replaced by the next sample of the order; the batch stays full. Past
+// the corruption limits (PipelineOptions) the pipeline stops with an error
+// instead.
 #ifndef PSTRAIN_DATA_PIPELINE_H_
 #define PSTRAIN_DATA_PIPELINE_H_
 
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "data/augment.h"
+#include "recordio/recordio.h"
 
 namespace pstrain {
 namespace data {
@@ -49,6 +52,9 @@ class SampleSource {
   virtual absl::Status Read(int64_t index, Sample* out) = 0;
   // "file@offset" (or similar) for messages about record `index`.
   virtual std::string Describe(int64_t index) const = 0;
+  // Corrupt records the source passed over when it was opened (not among
+  // size()), e.g. found by a scan of its files.
+  virtual recordio::SkipStats loss() const { return {}; }
 };
 
 struct PipelineOptions {
@@ -63,6 +69,17 @@ struct PipelineOptions {
   bool shuffle = false;
   uint64_t seed = 0;
   AugmentOptions augment;
+  // Corruption limits over the part: the records its source lost when
+  // opened (SampleSource::loss()) plus the distinct records found corrupt
+  // (unreadable or undecodable) so far, against all of the part's records,
+  // lost ones included. Once more than `max_corrupt_fraction` of them, or
+  // more than `max_corrupt_records` (< 0: no cap), are corrupt, the
+  // pipeline stops. The fraction is of the whole part, so it is checked
+  // after every batch with no false alarm early in an epoch. A source with
+  // a file that ends inside a record (SkipStats::truncated) lost an unknown
+  // number of records: only a fraction of 1 with no cap accepts that.
+  double max_corrupt_fraction = 0.001;
+  int64_t max_corrupt_records = -1;
 };
 
 struct Batch {
@@ -74,14 +91,19 @@ struct Batch {
 struct PipelineStats {
   int64_t batches = 0;
   int64_t samples = 0;
-  int64_t skipped = 0;             // Corrupt or undecodable records.
+  int64_t skipped = 0;        // Corrupt or undecodable records met, all epochs.
+  int64_t epoch_skipped = 0;  // The same, in the current epoch.
+  // Distinct corrupt records of the part: lost by the source when it was
+  // opened plus found by reading.
+  int64_t corrupt_records = 0;
 };
 
 // Thread-safe: Next() from one consumer thread; stats() from any thread.
 class Pipeline {
  public:
-  // `source` must outlive the pipeline.
-  // REQUIRES: the options validate (Create checks them).
+  // `source` must outlive the pipeline. InvalidArgument for options that
+  // do not validate, DataLoss when what the source lost is already past the
+  // corruption limits (naming the first corrupt record).
   static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
       SampleSource* source, const PipelineOptions& options);
   ~Pipeline();  // Stops and joins the threads.
@@ -94,21 +116,36 @@ class Pipeline {
 
   // The next batch of the epoch, waiting until `deadline`. Returns
   // OutOfRange after the last batch of the epoch, DeadlineExceeded when the
-  // deadline passes, DataLoss when no record of the part can be decoded.
+  // deadline passes, DataLoss when no record of the part can be decoded or
+  // once the corruption limits are passed (one line: how many records of
+  // the part are corrupt, the limit, and the first corrupt record's file,
+  // index and byte offset; from then on, every call returns it).
   absl::StatusOr<Batch> Next(absl::Time deadline);
 
   PipelineStats stats() const;
 
  private:
+  // A record that could not be read or decoded.
+  struct Failure {
+    int64_t record;
+    std::string what;  // Names the file and byte offset.
+  };
+
   Pipeline(SampleSource* source, const PipelineOptions& options);
   void StopThreads();
   void WorkerLoop();
   // Fills batch `index` of the current epoch; positions come from `order`.
+  // The records it skipped go to `*failures`.
   absl::Status Fill(int64_t index, const std::vector<int64_t>& order,
-                    uint64_t epoch_seed, Batch* batch);
+                    uint64_t epoch_seed, Batch* batch,
+                    std::vector<Failure>* failures);
+  // Counts `failures` and checks the corruption limits.
+  void AddFailures(const std::vector<Failure>& failures)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   SampleSource* const source_;
   const PipelineOptions options_;
+  const recordio::SkipStats loss_;  // source_->loss(), taken at Create.
 
   // std::mutex, not absl::Mutex, so that --config=tsan sees the waits
   // (Debian's Abseil is not built for TSan).
@@ -122,6 +159,11 @@ class Pipeline {
   std::map<int64_t, absl::StatusOr<Batch>> ready_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   PipelineStats stats_ ABSL_GUARDED_BY(mu_);
+  // Records of the part found corrupt, and the first of them (the lowest).
+  std::vector<bool> corrupt_ ABSL_GUARDED_BY(mu_);
+  int64_t first_bad_ ABSL_GUARDED_BY(mu_) = -1;
+  std::string first_bad_what_ ABSL_GUARDED_BY(mu_);
+  absl::Status limit_ ABSL_GUARDED_BY(mu_);  // Past the limits: sticky.
   std::vector<std::thread> threads_;
 };
 

@@ -1,5 +1,6 @@
 #include "data/pipeline.h"
 
+#include <cmath>
 #include <set>
 #include <vector>
 
@@ -43,6 +44,9 @@ class MemorySource : public SampleSource {
   std::string Describe(int64_t index) const override {
     return absl::StrCat("memory@", index);
   }
+  recordio::SkipStats loss() const override { return loss_; }
+  // What the source pretends it lost when opened.
+  recordio::SkipStats loss_;
 
  private:
   std::vector<Sample> samples_;
@@ -122,6 +126,7 @@ TEST(PipelineTest, CorruptRecordsAreSkippedCountedAndReplaced) {
   MemorySource src(8, {2, 5});
   PipelineOptions o = Options(3, 2);
   o.label_width = 2;
+  o.max_corrupt_fraction = 0.25;  // 2 of 8 is within it.
   auto p = Pipeline::Create(&src, o);
   ASSERT_TRUE(p.ok());
   std::vector<int> got = Epoch(p->get(), o, 0);
@@ -129,9 +134,117 @@ TEST(PipelineTest, CorruptRecordsAreSkippedCountedAndReplaced) {
   EXPECT_EQ((*p)->stats().skipped, 2);
 }
 
+// Every skip is counted: per epoch, over all epochs, and as distinct
+// corrupt records of the part.
+TEST(PipelineTest, SkipsAreCountedPerEpochAndDistinct) {
+  MemorySource src(100, {10, 50});
+  src.loss_.corrupt_records = 1;  // One more lost when opened.
+  PipelineOptions o = Options(10, 10);
+  o.max_corrupt_fraction = 0.03;  // 3 of 101 is within it.
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(Epoch(p->get(), o, 0).size(), 100u);
+  EXPECT_EQ((*p)->stats().epoch_skipped, 2);
+  EXPECT_EQ((*p)->stats().corrupt_records, 3);
+  Epoch(p->get(), o, 1);
+  EXPECT_EQ((*p)->stats().epoch_skipped, 2);
+  EXPECT_EQ((*p)->stats().skipped, 4);
+  EXPECT_EQ((*p)->stats().corrupt_records, 3);
+}
+
+// Runs epoch 0 until an error; returns it (OK if the epoch completes).
+absl::Status RunEpoch(Pipeline* p, const PipelineOptions& o) {
+  p->StartEpoch(0);
+  for (int64_t k = 0; k < o.batches_per_epoch; ++k) {
+    auto b = p->Next(Later());
+    if (!b.ok()) return b.status();
+  }
+  return absl::OkStatus();
+}
+
+// Past --max_corrupt_fraction of the part the pipeline stops, naming the
+// first corrupt record; the fraction is of the whole part, so a corrupt
+// record in the first batch does not stop it early.
+TEST(PipelineTest, PastTheCorruptFractionStopsNamingTheFirstRecord) {
+  MemorySource src(100, {10, 50});
+  PipelineOptions o = Options(10, 10);
+  o.num_threads = 1;
+  o.max_corrupt_fraction = 0.02;  // Allows 2 of 100.
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(RunEpoch(p->get(), o).ok());
+  o.max_corrupt_fraction = 0.01;  // Allows 1.
+  p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  absl::Status s = RunEpoch(p->get(), o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(
+      std::string(s.message()),
+      HasSubstr(
+          "2 of the part's 100 records are corrupt, more than "
+          "max_corrupt_fraction 0.01 allows (1); the first: memory@10: "));
+  // It stays stopped.
+  EXPECT_EQ((*p)->Next(Later()).status(), s);
+}
+
+TEST(PipelineTest, PastMaxCorruptRecordsStops) {
+  MemorySource src(100, {10, 50, 70});
+  PipelineOptions o = Options(10, 10);
+  o.max_corrupt_fraction = 1;
+  o.max_corrupt_records = 3;
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(RunEpoch(p->get(), o).ok());
+  o.max_corrupt_records = 2;
+  p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  absl::Status s = RunEpoch(p->get(), o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("3 of the part's 100 records are corrupt, more than "
+                        "max_corrupt_records 2; the first: memory@10: "));
+}
+
+// What the source lost when opened counts too; a file cut inside a record
+// lost an unknown number of records, which only fraction 1 with no cap
+// accepts.
+TEST(PipelineTest, WhatTheSourceLostCountsAndATruncatedFileStops) {
+  MemorySource src(100, {});
+  src.loss_.corrupt_records = 3;
+  src.loss_.first = "x.rec: record 7 at byte offset 64: bad magic";
+  PipelineOptions o = Options(10, 10);
+  o.max_corrupt_fraction = 0.02;  // 3 of 103 is too many.
+  auto p = Pipeline::Create(&src, o);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(
+      std::string(p.status().message()),
+      HasSubstr(
+          "3 of the part's 103 records are corrupt, more than "
+          "max_corrupt_fraction "
+          "0.02 allows (2); the first: x.rec: record 7 at byte offset 64"));
+  src.loss_ = {};
+  src.loss_.corrupt_records = 1;
+  src.loss_.truncated = "x.rec: record 99 at byte offset 960: truncated";
+  o.max_corrupt_fraction = 0.5;
+  p = Pipeline::Create(&src, o);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(p.status().message()),
+              HasSubstr("a file ends inside a record, so an unknown number of "
+                        "its records are "
+                        "lost"));
+  EXPECT_THAT(std::string(p.status().message()),
+              HasSubstr("x.rec: record 99 at byte offset 960"));
+  o.max_corrupt_fraction = 1;
+  o.max_corrupt_records = 1000;
+  EXPECT_FALSE(Pipeline::Create(&src, o).ok());
+  o.max_corrupt_records = -1;
+  EXPECT_TRUE(Pipeline::Create(&src, o).ok());
+}
+
 TEST(PipelineTest, AllCorruptIsAnErrorNotAHang) {
   MemorySource src(3, {0, 1, 2});
   PipelineOptions o = Options(2, 1);
+  o.max_corrupt_fraction = 1;
   auto p = Pipeline::Create(&src, o);
   ASSERT_TRUE(p.ok());
   (*p)->StartEpoch(0);
@@ -154,6 +267,17 @@ TEST(PipelineTest, BadOptionsAndMissingStart) {
   EXPECT_EQ((*p)->Next(Later()).status().code(), absl::StatusCode::kDataLoss);
   MemorySource empty(0, {});
   EXPECT_FALSE(Pipeline::Create(&empty, Options(1, 1)).ok());
+  for (double f : {-0.1, 1.5, std::nan("")}) {
+    o = Options(2, 1);
+    o.max_corrupt_fraction = f;
+    EXPECT_EQ(Pipeline::Create(&src, o).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << f;
+  }
+  o = Options(2, 1);
+  o.max_corrupt_records = -2;
+  EXPECT_EQ(Pipeline::Create(&src, o).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -15,8 +15,9 @@
 namespace pstrain {
 namespace data {
 
-absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(const std::string& path,
-                                                                 int part_index, int num_parts) {
+absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(
+    const std::string& path, int part_index, int num_parts,
+    const RecordSourceOptions& options) {
   std::unique_ptr<RecordSource> s(new RecordSource());
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
@@ -31,19 +32,23 @@ absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(const std::stri
     s->files_.push_back(path);
   }
   // Indexed split when every file has its .idx.
-  bool all_idx = true;
+  bool all_idx = !options.ignore_index;
   for (const auto& f : s->files_) {
-    all_idx &= std::filesystem::exists(f.substr(0, f.size() - 4) + ".idx", ec);
+    all_idx = all_idx &&
+              std::filesystem::exists(f.substr(0, f.size() - 4) + ".idx", ec);
   }
   if (all_idx) {
-    std::vector<recordio::IndexEntry> all;
-    std::vector<int> file_of;
     for (size_t f = 0; f < s->files_.size(); ++f) {
       const std::string idx = s->files_[f].substr(0, s->files_[f].size() - 4) + ".idx";
-      PSTRAIN_ASSIGN_OR_RETURN(auto entries, recordio::ReadIndexFile(idx));
-      std::sort(entries.begin(), entries.end(),
-                [](const auto& a, const auto& b) { return a.offset < b.offset; });
-      for (const auto& e : entries) s->records_.push_back({static_cast<int>(f), e.offset});
+      // Checked against the .rec: offsets increase, so entry i is record i
+      // (when the index lists every record).
+      PSTRAIN_ASSIGN_OR_RETURN(
+          auto indexed, recordio::IndexedReader::Open(s->files_[f], idx));
+      const auto& entries = indexed->entries();
+      for (size_t i = 0; i < entries.size(); ++i) {
+        s->records_.push_back(
+            {static_cast<int>(f), entries[i].offset, static_cast<int64_t>(i)});
+      }
     }
     const int64_t n = static_cast<int64_t>(s->records_.size());
     if (num_parts < 1 || part_index < 0 || part_index >= num_parts) {
@@ -54,15 +59,21 @@ absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(const std::stri
     s->records_ = std::vector<Rec>(s->records_.begin() + lo, s->records_.begin() + hi);
     s->indexed_ = true;
   } else {
-    PSTRAIN_ASSIGN_OR_RETURN(auto reader, recordio::PartReader::Open(s->files_, part_index, num_parts));
+    recordio::ReaderOptions skip;
+    skip.policy = recordio::CorruptionPolicy::kSkip;
+    PSTRAIN_ASSIGN_OR_RETURN(
+        auto reader,
+        recordio::PartReader::Open(s->files_, part_index, num_parts, skip));
     absl::string_view v;
     while (true) {
       PSTRAIN_ASSIGN_OR_RETURN(bool more, reader->Next(&v));
       if (!more) break;
       const int f = static_cast<int>(std::find(s->files_.begin(), s->files_.end(), reader->path()) -
                                      s->files_.begin());
-      s->records_.push_back({f, reader->record_offset()});
+      s->records_.push_back(
+          {f, reader->record_offset(), reader->file_record_index()});
     }
+    s->loss_ = reader->skip_stats();
   }
   s->pool_.resize(s->files_.size());
   return s;
@@ -84,7 +95,7 @@ absl::Status RecordSource::Read(int64_t index, Sample* out) {
     PSTRAIN_ASSIGN_OR_RETURN(reader, recordio::RecordReader::Open(files_[r.file], o));
   }
   std::string payload;
-  absl::Status s = reader->ReadAt(r.offset, &payload);
+  absl::Status s = reader->ReadAt(r.offset, &payload, r.index_in_file);
   {
     std::lock_guard<std::mutex> lock(mu_);
     pool_[r.file].push_back(std::move(reader));
@@ -99,7 +110,7 @@ absl::Status RecordSource::Read(int64_t index, Sample* out) {
 
 std::string RecordSource::Describe(int64_t index) const {
   const Rec& r = records_[index];
-  return absl::StrCat(files_[r.file], " at byte offset ", r.offset);
+  return recordio::RecordLocation(files_[r.file], r.index_in_file, r.offset);
 }
 
 }  // namespace data

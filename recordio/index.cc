@@ -56,11 +56,84 @@ absl::Status WriteIndexFile(const std::string& path,
   return absl::OkStatus();
 }
 
+absl::Status CheckIndex(const std::vector<IndexEntry>& entries,
+                        const std::string& idx_path, RecordReader* rec) {
+  const std::string& rec_path = rec->path();
+  const int64_t size = rec->file_size();
+  const int64_t n = static_cast<int64_t>(entries.size());
+  auto mismatch = [&](absl::string_view what) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(idx_path, " does not match ", rec_path, ": ", what));
+  };
+  // Entry i (0-based) as "entry N (key K) at byte offset X".
+  auto entry = [&](int64_t i) {
+    return absl::StrCat("entry ", i + 1, " of ", n, " (key ", entries[i].key,
+                        ") at byte offset ", entries[i].offset);
+  };
+  if (n > size / 8) {
+    return mismatch(absl::StrCat("it lists ", n, " records, more than the ",
+                                 size,
+                                 "-byte file can hold (8 header bytes each)"));
+  }
+  // The entries whose headers fit in the file come first (offsets increase).
+  int64_t fit = n;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = entries[i].offset;
+    if (off % 4 != 0) {
+      return mismatch(absl::StrCat(
+          entry(i), " is not 4-byte aligned: no record starts there"));
+    }
+    if (i > 0 && off <= entries[i - 1].offset) {
+      return mismatch(absl::StrCat(entry(i), " does not come after entry ", i,
+                                   " at byte offset ", entries[i - 1].offset,
+                                   " (offsets must increase)"));
+    }
+    if (off + 8 > size && fit == n) fit = i;
+  }
+  const std::string cut = absl::StrCat(
+      ": ", rec_path, " (", size,
+      " bytes) is truncated, or the index belongs to another file");
+  // The last entry that fits must hold a whole record; anything after it
+  // lies past the end of the file.
+  int64_t after = 0;  // Where the records the index lists end.
+  if (fit > 0) {
+    std::string payload;
+    RecordExtent extent;
+    absl::Status s =
+        rec->ReadAt(entries[fit - 1].offset, &payload, fit - 1, &extent);
+    if (!s.ok() && s.code() != absl::StatusCode::kDataLoss) return s;
+    if (extent.past_end_of_file) {
+      return mismatch(
+          absl::StrCat(entry(fit - 1), " runs past the end of the file", cut));
+    }
+    // A corrupt last record is left to the reader; look for heads after it.
+    after = s.ok() ? extent.end : entries[fit - 1].offset + 4;
+  }
+  if (fit < n) {
+    return mismatch(
+        absl::StrCat(entry(fit), " lies past the end of the file", cut));
+  }
+  PSTRAIN_ASSIGN_OR_RETURN(int64_t head, rec->FindHead(after));
+  if (head < size) {
+    return mismatch(absl::StrCat(
+        "it lists ", n, " records, but the file holds more after byte offset ",
+        after, " (a record at byte offset ", head, " of ", size,
+        "): the index is truncated, or belongs to another file"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<IndexedReader>> IndexedReader::Open(
     const std::string& rec_path, const std::string& idx_path) {
   std::unique_ptr<IndexedReader> r(new IndexedReader());
-  PSTRAIN_ASSIGN_OR_RETURN(r->entries_, ReadIndexFile(idx_path));
+  auto entries = ReadIndexFile(idx_path);
+  if (absl::IsInvalidArgument(entries.status())) {
+    return absl::FailedPreconditionError(entries.status().message());
+  }
+  if (!entries.ok()) return entries.status();
+  r->entries_ = *std::move(entries);
   PSTRAIN_ASSIGN_OR_RETURN(r->reader_, RecordReader::Open(rec_path));
+  PSTRAIN_RETURN_IF_ERROR(CheckIndex(r->entries_, idx_path, r->reader_.get()));
   for (const auto& e : r->entries_) r->offset_of_[e.key] = e.offset;
   return r;
 }

@@ -36,11 +36,26 @@ absl::Status WriteIndexFile(const std::string& path,
 
 class RecordReader;
 
+// Checks that `entries`, read from `idx_path`, can be the index of the
+// `.rec` that `rec` reads: no more entries than the file has room for (8
+// header bytes each), offsets 4-byte aligned and strictly increasing in
+// file order, every offset inside the file and the last entry's record
+// whole, and no record head after that record (an index that stops short
+// of the file's end, e.g. a truncated `.idx`). Records in between are not
+// read; a corrupt one is found when it is read. Returns FailedPrecondition
+// naming both files, the entry (1-based, with its key) and the byte offset
+// of the first disagreement; an error reading the `.rec` as it is.
+absl::Status CheckIndex(const std::vector<IndexEntry>& entries,
+                        const std::string& idx_path, RecordReader* rec);
+
 // Random access to the records of a `.rec` by the keys of its `.idx`.
 // Not thread-safe (use one per thread).
 class IndexedReader {
  public:
-  // Opens `rec_path` and reads `idx_path`. Errors name the file.
+  // Opens `rec_path` and reads `idx_path`. FailedPrecondition when the
+  // `.idx` cannot serve as the `.rec`'s index: a malformed line (naming
+  // the file and line) or a disagreement CheckIndex finds (naming both
+  // files); other errors (a file that cannot be read) name the file.
   static absl::StatusOr<std::unique_ptr<IndexedReader>> Open(
       const std::string& rec_path, const std::string& idx_path);
   ~IndexedReader();

@@ -105,6 +105,9 @@ TEST(MxnetFilesTest, ImagedetectPackedLabelsIndexAndList) {
   auto idx = ReadIndexFile(dir + "/imagedetect_val.idx");
   ASSERT_TRUE(idx.ok()) << idx.status();
   ASSERT_EQ(idx->size(), 4u);
+  // MXNet's index passes the check every .idx gets against its .rec.
+  auto indexed = IndexedReader::Open(path, dir + "/imagedetect_val.idx");
+  EXPECT_TRUE(indexed.ok()) << indexed.status();
   // The .lst: index, 19 labels, path.
   std::vector<std::vector<float>> lst_labels;
   for (absl::string_view line :

@@ -1,6 +1,7 @@
 // libFuzzer target: any file content read through RecordReader (both
 // policies) and every payload through ParseImageRecord ends in records or a
-// Status, never a crash or an out-of-bounds read.
+// Status, never a crash or an out-of-bounds read; so does the content taken
+// as an .idx and checked against the file (CheckIndex).
 #include <unistd.h>
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "recordio/image_record.h"
+#include "recordio/index.h"
 #include "recordio/recordio.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -36,6 +38,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!more.ok() || !*more) break;
       (void)pstrain::recordio::ParseImageRecord(v);
     }
+  }
+  auto idx = pstrain::recordio::ParseIndex(
+      absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz.idx");
+  auto rec = pstrain::recordio::RecordReader::Open(path);
+  if (idx.ok() && rec.ok()) {
+    (void)pstrain::recordio::CheckIndex(*idx, "fuzz.idx", rec->get());
   }
   return 0;
 }

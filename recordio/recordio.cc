@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -43,6 +44,13 @@ void AppendRecord(absl::string_view payload, std::string* out) {
   PutWord(EncodeLRec(dptr != 0 ? 3u : 0u, len - dptr), out);
   out->append(data + dptr, len - dptr);
   out->append(Ceil4(len) - len, '\0');
+}
+
+std::string RecordLocation(absl::string_view path, int64_t index,
+                           int64_t offset) {
+  return absl::StrCat(path, ": record ",
+                      index >= 0 ? absl::StrCat(index, " ") : "",
+                      "at byte offset ", offset);
 }
 
 // ---------------------------------------------------------------- writer
@@ -164,80 +172,105 @@ uint32_t RecordReader::Word(int64_t pos) const {
   return w;
 }
 
-absl::Status RecordReader::Corrupt(int64_t offset, absl::string_view what) const {
-  return absl::DataLossError(absl::StrCat(path_, ": record ", returned_,
-                                          " at byte offset ", offset, ": ", what));
+absl::Status RecordReader::Corrupt(int64_t index, int64_t offset,
+                                   absl::string_view what) const {
+  return absl::DataLossError(
+      absl::StrCat(RecordLocation(path_, index, offset), ": ", what));
 }
 
-absl::Status RecordReader::ParseAt(int64_t pos, absl::string_view* payload,
-                                   int64_t* next) {
+absl::Status RecordReader::ParseAt(int64_t pos, int64_t index,
+                                   absl::string_view* payload,
+                                   RecordExtent* extent) {
   const int64_t head = pos;
   auto header = [&](int64_t at, uint32_t* cflag, uint32_t* len) -> absl::Status {
     PSTRAIN_ASSIGN_OR_RETURN(bool have, Ensure(at, 8));
     if (!have) {
-      return Corrupt(at, absl::StrCat("truncated: ", file_size_ - at,
-                                      " bytes left where an 8-byte record "
-                                      "header should be"));
+      extent->past_end_of_file = true;
+      if (at >= file_size_) {
+        return Corrupt(index, at,
+                       absl::StrCat("past the end of the file (", file_size_,
+                                    " bytes): truncated"));
+      }
+      return Corrupt(index, at,
+                     absl::StrCat("truncated: ", file_size_ - at,
+                                  " bytes left where an 8-byte record "
+                                  "header should be"));
     }
     const uint32_t magic = Word(at);
     if (magic != kMagic) {
-      return Corrupt(at, absl::StrFormat("bad magic 0x%08x (want 0x%08x)", magic,
-                                         kMagic));
+      return Corrupt(
+          index, at,
+          absl::StrFormat("bad magic 0x%08x (want 0x%08x)", magic, kMagic));
     }
     const uint32_t lrec = Word(at + 4);
     *cflag = CFlag(lrec);
     *len = Length(lrec);
     if (*cflag > 3) {
-      return Corrupt(at, absl::StrCat("invalid continuation flag ", *cflag));
+      return Corrupt(index, at,
+                     absl::StrCat("invalid continuation flag ", *cflag));
     }
     if (at + 8 + Ceil4(*len) > file_size_) {
-      return Corrupt(at, absl::StrCat("record length ", *len,
-                                      " runs past the end of the file (",
-                                      file_size_ - at - 8,
-                                      " bytes left): truncated"));
+      extent->past_end_of_file = true;
+      return Corrupt(
+          index, at,
+          absl::StrCat("record length ", *len,
+                       " runs past the end of the file (", file_size_ - at - 8,
+                       " bytes left): truncated"));
     }
     return absl::OkStatus();
   };
-  if (pos % 4 != 0) return Corrupt(pos, "record head is not 4-byte aligned");
+  if (pos < 0) return Corrupt(index, pos, "negative offset");
+  if (pos % 4 != 0) {
+    return Corrupt(index, pos, "record head is not 4-byte aligned");
+  }
   uint32_t cflag, len;
   PSTRAIN_RETURN_IF_ERROR(header(pos, &cflag, &len));
   if (cflag == 2 || cflag == 3) {
-    return Corrupt(pos, absl::StrCat("broken multi-part chain: record starts "
-                                     "with a continuation part (cflag ",
-                                     cflag, ")"));
+    return Corrupt(index, pos,
+                   absl::StrCat("broken multi-part chain: record starts "
+                                "with a continuation part (cflag ",
+                                cflag, ")"));
   }
   if (cflag == 0) {
     PSTRAIN_ASSIGN_OR_RETURN(bool have, Ensure(pos + 8, len));
-    if (!have) return Corrupt(pos, "truncated payload");
+    if (!have) {
+      extent->past_end_of_file = true;
+      return Corrupt(index, pos, "truncated payload");
+    }
     *payload = absl::string_view(buffer_.data() + (pos + 8 - buf_start_), len);
-    *next = pos + 8 + Ceil4(len);
+    extent->end = pos + 8 + Ceil4(len);
     return absl::OkStatus();
   }
   joined_.clear();
   while (true) {
     PSTRAIN_ASSIGN_OR_RETURN(bool have, Ensure(pos + 8, len));
-    if (!have) return Corrupt(pos, "truncated payload");
+    if (!have) {
+      extent->past_end_of_file = true;
+      return Corrupt(index, pos, "truncated payload");
+    }
     joined_.append(buffer_.data() + (pos + 8 - buf_start_), len);
     pos += 8 + Ceil4(len);
     if (cflag == 3) break;
     absl::Status s = header(pos, &cflag, &len);
     if (!s.ok()) {
-      return Corrupt(head, absl::StrCat("broken multi-part chain: ", s.message()));
+      return Corrupt(index, head,
+                     absl::StrCat("broken multi-part chain: ", s.message()));
     }
     if (cflag != 2 && cflag != 3) {
-      return Corrupt(head, absl::StrCat("broken multi-part chain: part at byte "
-                                        "offset ", pos, " has cflag ", cflag,
-                                        " (want 2 or 3)"));
+      return Corrupt(index, head,
+                     absl::StrCat("broken multi-part chain: part at byte "
+                                  "offset ",
+                                  pos, " has cflag ", cflag, " (want 2 or 3)"));
     }
     PutWord(kMagic, &joined_);
   }
   *payload = joined_;
-  *next = pos;
+  extent->end = pos;
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> RecordReader::SeekHead(int64_t pos) {
-  pos = Ceil4(pos);
+absl::StatusOr<int64_t> RecordReader::FindHead(int64_t pos) {
+  pos = Ceil4(std::max<int64_t>(pos, 0));
   while (true) {
     PSTRAIN_ASSIGN_OR_RETURN(bool have, Ensure(pos, 8));
     if (!have) return file_size_;
@@ -248,36 +281,61 @@ absl::StatusOr<int64_t> RecordReader::SeekHead(int64_t pos) {
 
 absl::StatusOr<bool> RecordReader::Next(absl::string_view* payload) {
   if (!started_) {
-    PSTRAIN_ASSIGN_OR_RETURN(pos_, SeekHead(begin_));
+    PSTRAIN_ASSIGN_OR_RETURN(pos_, FindHead(begin_));
     started_ = true;
   }
   while (true) {
     if (pos_ >= end_ || pos_ >= file_size_) return false;
-    int64_t next = 0;
-    absl::Status s = ParseAt(pos_, payload, &next);
+    // The record's index in the file, when the range starts at its head.
+    const int64_t index = begin_ == 0 ? returned_ + skips_.corrupt_records : -1;
+    RecordExtent extent;
+    absl::Status s = ParseAt(pos_, index, payload, &extent);
     if (s.ok()) {
       record_offset_ = pos_;
-      pos_ = next;
+      pos_ = extent.end;
       ++returned_;
       return true;
     }
-    if (options_.policy == CorruptionPolicy::kFail || s.code() != absl::StatusCode::kDataLoss) {
+    if (options_.policy == CorruptionPolicy::kFail ||
+        s.code() != absl::StatusCode::kDataLoss) {
       return s;
     }
-    LOG_EVERY_N(WARNING, 1000) << "skipping corrupt record: " << s.message();
-    PSTRAIN_ASSIGN_OR_RETURN(int64_t resync, SeekHead(pos_ + 4));
+    PSTRAIN_ASSIGN_OR_RETURN(int64_t resync, FindHead(pos_ + 4));
+    const std::string spot = absl::StrCat(
+        s.message(), "; skipped ", resync - pos_, " bytes to ",
+        resync < file_size_
+            ? absl::StrCat("the next record head at byte offset ", resync)
+            : std::string("the end of the file"));
+    LOG_EVERY_N(WARNING, 1000) << "skipping corrupt record: " << spot;
     ++skips_.corrupt_records;
     skips_.skipped_bytes += resync - pos_;
+    if (skips_.first.empty()) skips_.first = spot;
+    skips_.last = spot;
+    if (extent.past_end_of_file && resync >= file_size_ &&
+        skips_.truncated.empty()) {
+      skips_.truncated = spot;
+    }
     pos_ = resync;
   }
 }
 
-absl::Status RecordReader::ReadAt(int64_t offset, std::string* payload) {
+absl::Status RecordReader::ReadAt(int64_t offset, std::string* payload,
+                                  int64_t index, RecordExtent* extent) {
   absl::string_view view;
-  int64_t next;
-  PSTRAIN_RETURN_IF_ERROR(ParseAt(offset, &view, &next));
+  RecordExtent local;
+  if (extent == nullptr) extent = &local;
+  *extent = RecordExtent();
+  PSTRAIN_RETURN_IF_ERROR(ParseAt(offset, index, &view, extent));
   payload->assign(view.data(), view.size());
   return absl::OkStatus();
+}
+
+void SkipStats::Add(const SkipStats& later) {
+  corrupt_records += later.corrupt_records;
+  skipped_bytes += later.skipped_bytes;
+  if (first.empty()) first = later.first;
+  if (!later.last.empty()) last = later.last;
+  if (truncated.empty()) truncated = later.truncated;
 }
 
 }  // namespace recordio

@@ -40,6 +40,11 @@ inline uint32_t Length(uint32_t lrec) { return lrec & kMaxPartLength; }
 // 2^29.
 void AppendRecord(absl::string_view payload, std::string* out);
 
+// How messages name a record: "PATH: record INDEX at byte offset OFFSET"
+// (the index in the file; left out when `index` < 0, i.e. unknown).
+std::string RecordLocation(absl::string_view path, int64_t index,
+                           int64_t offset);
+
 // Writes records to a file. Not thread-safe.
 class RecordWriter {
  public:
@@ -79,10 +84,28 @@ struct ReaderOptions {
   size_t buffer_bytes = 4 << 20;
 };
 
-// Counts of what a kSkip reader passed over.
+// What a kSkip reader passed over. Each message names the file, the byte
+// offset, the record index where it is known, what is wrong, and how many
+// bytes were skipped to where reading went on.
 struct SkipStats {
   int64_t corrupt_records = 0;  // Corrupt spots found (each resync is one).
   int64_t skipped_bytes = 0;
+  std::string first;  // The first corrupt spot ("" if none).
+  std::string last;   // The last one.
+  // The first spot where the file ends inside a record (its header or
+  // payload runs past the end and no record head follows): the file was
+  // cut short, and how much of it was lost is unknown. "" if none.
+  std::string truncated;
+
+  // Adds the counts of `later`, read after these.
+  void Add(const SkipStats& later);
+};
+
+// Where ReadAt found a record, or why it found none.
+struct RecordExtent {
+  int64_t end = -1;  // Success: the offset after the record and its padding.
+  // Failure: the file ends before the record does (or before its head).
+  bool past_end_of_file = false;
 };
 
 // Reads the records whose heads lie in a byte range of one file, in order.
@@ -110,14 +133,26 @@ class RecordReader {
   // Its index among the records this reader returned (0-based; corrupt
   // records skipped under kSkip are not counted).
   int64_t record_index() const { return returned_ - 1; }
+  // Its index in the file, counting each corrupt spot skipped before it as
+  // one record; -1 when the reader's range starts after byte 0 (the records
+  // before it were not counted).
+  int64_t file_record_index() const {
+    return begin_ == 0 ? returned_ - 1 + skips_.corrupt_records : -1;
+  }
   const SkipStats& skip_stats() const { return skips_; }
   const std::string& path() const { return path_; }
   int64_t file_size() const { return file_size_; }
 
   // Reads the single record whose head is at `offset` (for indexed
-  // access); the reader's sequential position is unaffected. DataLoss when
-  // no valid record starts there.
-  absl::Status ReadAt(int64_t offset, std::string* payload);
+  // access); the reader's sequential position is unaffected. `index`, when
+  // >= 0, is the record's index in the file, named in errors. DataLoss
+  // (file, index, offset) when no valid record starts there. `*extent`, if
+  // given, says where the record ends or whether the file ends first.
+  absl::Status ReadAt(int64_t offset, std::string* payload, int64_t index = -1,
+                      RecordExtent* extent = nullptr);
+
+  // The first record head at or after `pos` (file_size() if none).
+  absl::StatusOr<int64_t> FindHead(int64_t pos);
 
  private:
   RecordReader(std::string path, int fd, int64_t file_size,
@@ -126,12 +161,13 @@ class RecordReader {
   // ends first. May move the buffer.
   absl::StatusOr<bool> Ensure(int64_t pos, size_t n);
   uint32_t Word(int64_t pos) const;
-  // Parses the record at `pos` into `*payload`; sets *next to the offset
-  // after it.
-  absl::Status ParseAt(int64_t pos, absl::string_view* payload, int64_t* next);
-  // First record head at or after `pos` (file_size_ if none).
-  absl::StatusOr<int64_t> SeekHead(int64_t pos);
-  absl::Status Corrupt(int64_t offset, absl::string_view what) const;
+  // Parses the record at `pos` (index `index` in the file, -1: unknown)
+  // into `*payload`; sets extent->end to the offset after it, or on failure
+  // extent->past_end_of_file.
+  absl::Status ParseAt(int64_t pos, int64_t index, absl::string_view* payload,
+                       RecordExtent* extent);
+  absl::Status Corrupt(int64_t index, int64_t offset,
+                       absl::string_view what) const;
 
   std::string path_;
   int fd_;

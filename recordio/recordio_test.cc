@@ -85,6 +85,17 @@ std::vector<std::string> WriteAndRead(const std::vector<std::string>& payloads,
   return got;
 }
 
+// A kSkip reader of `path` from byte `begin` (null, with a test failure,
+// when it does not open).
+std::unique_ptr<RecordReader> SkipReader(const std::string& path,
+                                         int64_t begin = 0) {
+  ReaderOptions skip;
+  skip.policy = CorruptionPolicy::kSkip;
+  auto r = RecordReader::Open(path, skip, begin);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *std::move(r) : nullptr;
+}
+
 TEST(RecordIOTest, RoundTripsEveryKindOfPayload) {
   const auto payloads = Payloads();
   std::vector<int64_t> offsets;
@@ -241,16 +252,108 @@ TEST(RecordIOTest, GarbageBetweenRecordsIsSkippedByResync) {
   AppendRecord("second", &bytes);
   const std::string path = TmpPath("garbage.rec");
   WriteAll(path, bytes);
-  ReaderOptions skip;
-  skip.policy = CorruptionPolicy::kSkip;
-  auto r = RecordReader::Open(path, skip);
-  ASSERT_TRUE(r.ok());
+  auto r = SkipReader(path);
+  ASSERT_NE(r, nullptr);
   absl::string_view v;
   std::vector<std::string> got;
-  while (*(*r)->Next(&v)) got.emplace_back(v);
+  while (*r->Next(&v)) got.emplace_back(v);
   EXPECT_EQ(got, (std::vector<std::string>{"first", "second"}));
-  EXPECT_EQ((*r)->skip_stats().corrupt_records, 1);
-  EXPECT_EQ((*r)->skip_stats().skipped_bytes, 40);
+  EXPECT_EQ(r->skip_stats().corrupt_records, 1);
+  EXPECT_EQ(r->skip_stats().skipped_bytes, 40);
+}
+
+// The skip log names each corrupt record by its index in the file (the
+// records skipped before it count) and says how many bytes were skipped.
+TEST(RecordIOTest, SkippedRecordsAreNamedByFileIndexWithTheBytesSkipped) {
+  std::vector<int64_t> off;
+  const std::string path = TmpPath("skips.rec");
+  WriteAndRead({"zero", "one", "two", "three", "four"}, path, &off);
+  std::string b = ReadAll(path);
+  b[off[1]] ^= 0x55;
+  b[off[3]] ^= 0x55;
+  WriteAll(path, b);
+  auto r = SkipReader(path);
+  ASSERT_NE(r, nullptr);
+  absl::string_view v;
+  std::vector<int64_t> indices;
+  while (*r->Next(&v)) indices.push_back(r->file_record_index());
+  EXPECT_EQ(indices, (std::vector<int64_t>{0, 2, 4}));
+  const SkipStats& st = r->skip_stats();
+  EXPECT_EQ(st.corrupt_records, 2);
+  EXPECT_EQ(st.skipped_bytes, (off[2] - off[1]) + (off[4] - off[3]));
+  EXPECT_THAT(st.first,
+              HasSubstr(absl::StrCat(path, ": record 1 at byte offset ", off[1],
+                                     ": bad magic")));
+  EXPECT_THAT(st.first,
+              HasSubstr(absl::StrCat(
+                  "; skipped ", off[2] - off[1],
+                  " bytes to the next record head at byte offset ", off[2])));
+  // Record 3, not "record 2" (the second record returned before it).
+  EXPECT_THAT(st.last, HasSubstr(absl::StrCat(
+                           path, ": record 3 at byte offset ", off[3])));
+  EXPECT_EQ(st.truncated, "");
+  // A reader whose range starts inside the file does not know the index.
+  auto mid = SkipReader(path, off[2]);
+  ASSERT_NE(mid, nullptr);
+  while (*mid->Next(&v)) EXPECT_EQ(mid->file_record_index(), -1);
+  EXPECT_THAT(
+      mid->skip_stats().first,
+      HasSubstr(absl::StrCat(path, ": record at byte offset ", off[3])));
+}
+
+// A file cut inside a record: the skip reaches the end of the file, and
+// the spot is reported as a truncation with the bytes it skipped.
+TEST(RecordIOTest, FileCutInsideARecordIsReportedAsTruncated) {
+  std::vector<int64_t> off;
+  const std::string path = TmpPath("cut.rec");
+  WriteAndRead({"zero", "one", "two", "a longer record three"}, path, &off);
+  const int64_t cut = off[3] + 12;
+  WriteAll(path, ReadAll(path).substr(0, cut));
+  auto r = SkipReader(path);
+  ASSERT_NE(r, nullptr);
+  absl::string_view v;
+  int n = 0;
+  while (*r->Next(&v)) ++n;
+  EXPECT_EQ(n, 3);
+  const SkipStats& st = r->skip_stats();
+  EXPECT_EQ(st.skipped_bytes, cut - off[3]);
+  EXPECT_THAT(st.truncated,
+              HasSubstr(absl::StrCat(path, ": record 3 at byte offset ", off[3],
+                                     ": record length")));
+  EXPECT_THAT(st.truncated,
+              HasSubstr(absl::StrCat("skipped ", cut - off[3],
+                                     " bytes to the end of the file")));
+}
+
+// ReadAt names the record by the index the caller gives, and an offset
+// past the end of the file is reported as such, not as a negative count.
+TEST(RecordIOTest, ReadAtPastTheEndNamesTheRecordAndNoNegativeCount) {
+  std::vector<int64_t> off;
+  const std::string path = TmpPath("past.rec");
+  WriteAndRead({"a", "bb", "ccc"}, path, &off);
+  auto r = RecordReader::Open(path);
+  ASSERT_TRUE(r.ok());
+  std::string p;
+  RecordExtent extent;
+  ASSERT_TRUE((*r)->ReadAt(off[1], &p, 1, &extent).ok());
+  EXPECT_EQ(extent.end, off[2]);
+  const int64_t far = (*r)->file_size() + 4000;
+  absl::Status s = (*r)->ReadAt(far, &p, 9711, &extent);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(extent.past_end_of_file);
+  const std::string m(s.message());
+  EXPECT_THAT(
+      m, HasSubstr(absl::StrCat(path, ": record 9711 at byte offset ", far)));
+  EXPECT_THAT(m, HasSubstr(absl::StrCat("past the end of the file (",
+                                        (*r)->file_size(), " bytes)")));
+  EXPECT_THAT(m, ::testing::Not(::testing::ContainsRegex("-[0-9]"))) << m;
+  // Without an index, none is named.
+  s = (*r)->ReadAt(off[2] + 4, &p);
+  EXPECT_THAT(
+      std::string(s.message()),
+      HasSubstr(absl::StrCat(path, ": record at byte offset ", off[2] + 4)));
+  EXPECT_EQ(*(*r)->FindHead(off[1] + 4), off[2]);
+  EXPECT_EQ(*(*r)->FindHead(off[2] + 4), (*r)->file_size());
 }
 
 TEST(RecordIOTest, ReadAtAndOpenErrors) {

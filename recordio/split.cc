@@ -83,8 +83,7 @@ absl::StatusOr<bool> PartReader::Next(absl::string_view* payload) {
     }
     PSTRAIN_ASSIGN_OR_RETURN(bool got, reader_->Next(payload));
     if (got) return true;
-    done_skips_.corrupt_records += reader_->skip_stats().corrupt_records;
-    done_skips_.skipped_bytes += reader_->skip_stats().skipped_bytes;
+    done_skips_.Add(reader_->skip_stats());
     reader_.reset();
     ++current_;
   }
@@ -100,12 +99,13 @@ int64_t PartReader::record_offset() const {
   return reader_ ? reader_->record_offset() : -1;
 }
 
+int64_t PartReader::file_record_index() const {
+  return reader_ ? reader_->file_record_index() : -1;
+}
+
 SkipStats PartReader::skip_stats() const {
   SkipStats s = done_skips_;
-  if (reader_) {
-    s.corrupt_records += reader_->skip_stats().corrupt_records;
-    s.skipped_bytes += reader_->skip_stats().skipped_bytes;
-  }
+  if (reader_) s.Add(reader_->skip_stats());
   return s;
 }
 

@@ -50,9 +50,12 @@ class PartReader {
 
   // As RecordReader::Next, across the files of the part.
   absl::StatusOr<bool> Next(absl::string_view* payload);
-  // File and head offset of the record Next() last returned.
+  // File and head offset of the record Next() last returned, and its index
+  // in that file (RecordReader::file_record_index(): -1 when the part
+  // starts inside the file).
   const std::string& path() const;
   int64_t record_offset() const;
+  int64_t file_record_index() const;
   // Summed over the files read so far.
   SkipStats skip_stats() const;
 

@@ -1,6 +1,8 @@
 #include "recordio/split.h"
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 
@@ -63,6 +65,46 @@ TEST(SplitTest, EveryRecordInExactlyOnePartForOneToEightParts) {
     for (const auto& [p, count] : seen) EXPECT_EQ(count, 1) << p;
     EXPECT_EQ(order, all) << "parts must be contiguous and in order";
   }
+}
+
+// A part over two files read with kSkip: the skip stats add up across the
+// files, keep the first and last spots and the truncation, and records are
+// numbered within their own file.
+TEST(SplitTest, SkipStatsAcrossFilesAndIndicesWithinEachFile) {
+  const std::string a = TmpPath("skip_a.rec"), b = TmpPath("skip_b.rec");
+  MakeFile(a, 5, 1);
+  MakeFile(b, 4, 2);
+  std::vector<int64_t> a_off, b_off;
+  for (const auto& [path, off] :
+       {std::make_pair(a, &a_off), std::make_pair(b, &b_off)}) {
+    auto r = RecordReader::Open(path);
+    absl::string_view v;
+    while (*(*r)->Next(&v)) off->push_back((*r)->record_offset());
+  }
+  // a: record 2 loses its magic; b: cut inside its last record.
+  std::fstream fa(a, std::ios::in | std::ios::out | std::ios::binary);
+  fa.seekp(a_off[2]);
+  fa.write("\0\0\0\0", 4);
+  fa.close();
+  std::filesystem::resize_file(b, b_off[3] + 9);
+  ReaderOptions skip;
+  skip.policy = CorruptionPolicy::kSkip;
+  auto r = PartReader::Open({a, b}, 0, 1, skip);
+  ASSERT_TRUE(r.ok());
+  absl::string_view v;
+  std::vector<std::pair<std::string, int64_t>> got;
+  while (*(*r)->Next(&v))
+    got.emplace_back((*r)->path(), (*r)->file_record_index());
+  EXPECT_EQ(got, (std::vector<std::pair<std::string, int64_t>>{
+                     {a, 0}, {a, 1}, {a, 3}, {a, 4}, {b, 0}, {b, 1}, {b, 2}}));
+  const SkipStats st = (*r)->skip_stats();
+  EXPECT_EQ(st.corrupt_records, 2);
+  EXPECT_THAT(st.first,
+              ::testing::HasSubstr(absl::StrCat(a, ": record 2 at byte offset ",
+                                                a_off[2], ": bad magic")));
+  EXPECT_THAT(st.last, ::testing::HasSubstr(absl::StrCat(
+                           b, ": record 3 at byte offset ", b_off[3])));
+  EXPECT_EQ(st.truncated, st.last);
 }
 
 TEST(SplitTest, PartRangesFollowDmlcStepRule) {

@@ -18,6 +18,10 @@ DEFINE_string(token_file, "", "File whose first line is the job token (launch pa
 DEFINE_double(start_timeout_s, 120, "Seconds for every node to register.");
 DEFINE_double(heartbeat_interval_s, 1, "Seconds between heartbeats.");
 DEFINE_double(heartbeat_timeout_s, 10, "A node silent this long is dead; the job aborts.");
+DEFINE_bool(insecure_plaintext, false,
+            "Plaintext wire (the job token in each header is the only gate). Default: ZeroMQ CURVE, "
+            "keys derived from the token file: every connection encrypted and authenticated. Every "
+            "node of a job must agree.");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("scheduler --scheduler_address=HOST:PORT --num_workers=N --num_servers=S --token_file=F");
@@ -35,6 +39,7 @@ int main(int argc, char** argv) {
   o.start_timeout = absl::Seconds(FLAGS_start_timeout_s);
   o.heartbeat_interval = absl::Seconds(FLAGS_heartbeat_interval_s);
   o.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
+  o.insecure_plaintext = FLAGS_insecure_plaintext;
   o.on_listening = [](const std::string& address) {
     std::cout << "scheduler address: " << address << std::endl;
   };

@@ -65,6 +65,13 @@ class Scheduler {
     t.max_frame_bytes = kMaxFrameBytes;
     // Every node connects once; room for as many reconnecting.
     t.max_incoming_connections = 2 * (o_.num_servers + o_.num_workers) + 16;
+    if (!o_.insecure_plaintext) {
+      s = transport::UseJobCurveKeys(&t);
+      if (!s.ok()) {
+        LOG(ERROR) << "scheduler: " << s.message();
+        return 1;
+      }
+    }
     auto tr = transport::Transport::Create(t);
     if (!tr.ok()) {
       LOG(ERROR) << "scheduler: " << tr.status().message();

@@ -21,6 +21,8 @@ struct SchedulerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // A node silent this long is declared dead and the job is aborted.
   absl::Duration heartbeat_timeout = absl::Seconds(10);
+  // ClusterOptions::insecure_plaintext: CURVE (the default) or plaintext.
+  bool insecure_plaintext = false;
   // Called with the bound "host:port" once listening (e.g. to print it).
   void (*on_listening)(const std::string& address) = nullptr;
 };

@@ -19,6 +19,10 @@ DEFINE_string(token_file, "", "File whose first line is the job token (launch pa
 DEFINE_double(start_timeout_s, 120, "Seconds to wait for the address book.");
 DEFINE_double(heartbeat_interval_s, 1, "Seconds between heartbeats.");
 DEFINE_double(heartbeat_timeout_s, 10, "Exit when the scheduler is silent this long.");
+DEFINE_bool(insecure_plaintext, false,
+            "Plaintext wire (the job token in each header is the only gate). Default: ZeroMQ CURVE, "
+            "keys derived from the token file: every connection encrypted and authenticated. Every "
+            "node of a job must agree.");
 DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
              "Shared-memory arena for tensors to and from nodes on the same host (one copy "
              "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
@@ -54,5 +58,6 @@ int main(int argc, char** argv) {
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
   c.shm_bytes = FLAGS_shm_bytes;
   c.max_frame_bytes = FLAGS_max_frame_bytes;
+  c.insecure_plaintext = FLAGS_insecure_plaintext;
   return pstrain::server::Run(o);
 }

@@ -59,6 +59,8 @@ struct ClusterSpec {
   double start_timeout_s = 30;
   // Shared memory between the nodes (0: everything over TCP).
   int64_t shm_bytes = transport::kDefaultShmBytes;
+  // ClusterOptions::insecure_plaintext (default: CURVE).
+  bool insecure_plaintext = false;
 };
 
 class Cluster {
@@ -74,7 +76,8 @@ class Cluster {
             absl::StrCat("--num_servers=", spec_.servers), "--token_file=" + token_file_,
             absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
             absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
-            absl::StrCat("--start_timeout_s=", spec_.start_timeout_s)};
+            absl::StrCat("--start_timeout_s=", spec_.start_timeout_s),
+            spec_.insecure_plaintext ? "--insecure_plaintext=true" : "--insecure_plaintext=false"};
   }
 
   // Starts the scheduler and the servers; returns false (with a test
@@ -129,6 +132,7 @@ class Cluster {
     o.cluster.heartbeat_timeout = absl::Seconds(spec_.heartbeat_timeout_s);
     o.cluster.start_timeout = absl::Seconds(spec_.start_timeout_s);
     o.cluster.shm_bytes = spec_.shm_bytes;
+    o.cluster.insecure_plaintext = spec_.insecure_plaintext;
     return o;
   }
 

@@ -575,8 +575,12 @@ std::string ServerAddress(testing_util::Proc& server) {
   return "";
 }
 
-TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCounted) {
+// Garbage and wrong tokens from a plaintext peer, into a job on plaintext
+// (--insecure_plaintext: everything reaches the nodes) and into a job on
+// CURVE (the default: nothing a stranger sends is even read).
+void GarbageIsSurvived(bool insecure_plaintext, const std::string& counts) {
   ClusterSpec spec;
+  spec.insecure_plaintext = insecure_plaintext;
   spec.workers = 2;
   spec.servers = 1;
   Cluster c(spec);
@@ -607,10 +611,18 @@ TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCounted) {
   for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
   EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
-  EXPECT_THAT(c.scheduler.output, HasSubstr("20 refused (wrong token), 30 malformed"));
+  EXPECT_THAT(c.scheduler.output, HasSubstr(counts));
 
   ASSERT_TRUE(c.servers[0].WaitExit(Deadline(20)));
   EXPECT_TRUE(c.servers[0].p->succeeded()) << c.AllOutput();
+}
+
+TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCountedOnPlaintext) {
+  GarbageIsSurvived(true, "20 refused (wrong token), 30 malformed");
+}
+
+TEST(KVStoreClusterTest, GarbageFromStrangersNeverReachesACurveJob) {
+  GarbageIsSurvived(false, "0 refused (wrong token), 0 malformed");
 }
 
 // A node's host comes from its REGISTER: a newline in it must not forge a
@@ -618,6 +630,7 @@ TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCounted) {
 // abort reason naming it.
 TEST(KVStoreClusterTest, PeerSuppliedHostsAreLoggedEscapedOnOneLine) {
   ClusterSpec spec;
+  spec.insecure_plaintext = true;  // The raw peer speaks plaintext.
   spec.workers = 1;
   spec.servers = 1;
   Cluster c(spec);

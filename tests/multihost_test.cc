@@ -128,14 +128,9 @@ class MultiHostTest : public ::testing::Test {
     std::vector<std::string> all =
         testing_util::ReadPayloads(tmp_ + "/train.rec");
     ASSERT_EQ(all.size(), 2u * kPart);
-    std::vector<std::string> interleaved;
-    for (int j = 0; j < kSteps; ++j) {
-      for (int w = 0; w < 2; ++w) {
-        for (int i = 0; i < kBatch; ++i)
-          interleaved.push_back(all[w * kPart + j * kBatch + i]);
-      }
-    }
-    testing_util::WritePayloads(tmp_ + "/local.rec", interleaved);
+    testing_util::WritePayloads(
+        tmp_ + "/local.rec",
+        testing_util::InterleaveBatches(all, 2, kBatch, kSteps));
     std::string out;
     ASSERT_EQ(
         testing_util::Shell(

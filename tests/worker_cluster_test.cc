@@ -54,14 +54,9 @@ TEST_F(WorkerClusterTest, DistSyncTwoWorkersEqualsLocalWithDoubleBatch) {
   std::vector<std::string> all =
       testing_util::ReadPayloads(tmp_ + "/train.rec");
   ASSERT_EQ(all.size(), 2u * kPart);
-  std::vector<std::string> interleaved;
-  for (int j = 0; j < kSteps; ++j) {
-    for (int w = 0; w < 2; ++w) {
-      for (int i = 0; i < kBatch; ++i)
-        interleaved.push_back(all[w * kPart + j * kBatch + i]);
-    }
-  }
-  testing_util::WritePayloads(tmp_ + "/local.rec", interleaved);
+  testing_util::WritePayloads(
+      tmp_ + "/local.rec",
+      testing_util::InterleaveBatches(all, 2, kBatch, kSteps));
 
   bool ok = false;
   std::string out = testing_util::LaunchWorkers(

@@ -10,12 +10,14 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "recordio/index.h"
 #include "tests/worker_util.h"
 
 namespace pstrain {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing_util::Runfile;
 using testing_util::Shell;
 
@@ -75,6 +77,113 @@ TEST_F(WorkerTest, TestIoBenchmarkAndBadFlags) {
   EXPECT_THAT(out, HasSubstr("--kv_store dist_sideways: must be"));
   EXPECT_NE(Shell(absl::StrCat(Runfile("worker/worker"), " --data_train=/no/such.rec"), &out), 0);
   EXPECT_THAT(out, HasSubstr("/no/such.rec"));
+}
+
+// Issue #18, case 5: a .rec truncated to half used to train and exit 0
+// ("skipped 10713 corrupt records", each named "record 0" with a negative
+// byte count). With its .idx, the index check stops the worker naming both
+// files and the first record that does not fit; split by bytes
+// (--ignore_index), the scan finds that the file ends inside a record.
+TEST_F(WorkerTest, TruncatedRecStopsNamingTheFileAndOffset) {
+  const std::string rec = tmp_ + "/train.rec", idx = tmp_ + "/train.idx";
+  auto entries = recordio::ReadIndexFile(idx);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  const int64_t full = std::filesystem::file_size(rec), half = full / 2;
+  std::filesystem::resize_file(rec, half);
+  // The first record that does not fit in the half left.
+  size_t k = 0;
+  while (k + 1 < entries->size() && (*entries)[k + 1].offset <= half) ++k;
+  const int64_t off = (*entries)[k].offset;
+  std::string out;
+  EXPECT_EQ(Shell(Worker("--network=mlp"), &out), 1) << out;
+  EXPECT_THAT(
+      out,
+      HasSubstr(absl::StrCat(
+          "--data_train: ", idx, " does not match ", rec, ": entry ", k + 1,
+          " of 1280 (key ", k, ") at byte offset ", off,
+          off + 8 <= half ? " runs past" : " lies past",
+          " the end of the file: ", rec, " (", half, " bytes) is truncated")));
+  EXPECT_THAT(out, HasSubstr("--ignore_index"));
+  EXPECT_THAT(out, Not(HasSubstr("Train-accuracy")));
+  EXPECT_NE(Shell(Worker("--network=mlp --ignore_index"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr(absl::StrCat(
+                       "--data_train: a file ends inside a record, so an "
+                       "unknown number of its "
+                       "records are lost (only max_corrupt_fraction 1 without "
+                       "max_corrupt_records reads on): ",
+                       rec, ": record ", k, " at byte offset ", off, ": ")));
+  EXPECT_THAT(out, Not(HasSubstr("Train-accuracy")));
+  EXPECT_THAT(out, Not(HasSubstr("Check failed")));
+}
+
+// Issue #18, case 6: a truncated .idx was trusted (the worker trained on
+// the records it listed, without a word). Now it is an error naming both
+// files, and --ignore_index trains on every record of the .rec.
+TEST_F(WorkerTest, TruncatedIdxIsAnErrorUnlessIgnored) {
+  const std::string rec = tmp_ + "/train.rec", idx = tmp_ + "/train.idx";
+  auto entries = recordio::ReadIndexFile(idx);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_TRUE(recordio::WriteIndexFile(
+                  idx, std::vector<recordio::IndexEntry>(
+                           entries->begin(), entries->begin() + 600))
+                  .ok());
+  std::string out;
+  EXPECT_EQ(Shell(Worker("--network=mlp"), &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr(absl::StrCat(
+                       "--data_train: ", idx, " does not match ", rec,
+                       ": it lists 600 records, but the file holds more "
+                       "after byte offset ",
+                       (*entries)[600].offset)));
+  EXPECT_THAT(out, Not(HasSubstr("Train-accuracy")));
+  ASSERT_EQ(Shell(Worker("--network=mlp --ignore_index"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("1280 records in its part of --data_train"));
+  EXPECT_THAT(out, HasSubstr("Epoch[0] skipped 0 corrupt records"));
+}
+
+// A few corrupt records within --max_corrupt_fraction: trained on, and
+// every epoch line says how many were skipped. Past the limits the worker
+// stops, naming the first corrupt record.
+TEST_F(WorkerTest, CorruptRecordsWithinTheLimitAreSkippedAndCounted) {
+  const std::string rec = tmp_ + "/train.rec";
+  auto entries = recordio::ReadIndexFile(tmp_ + "/train.idx");
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  {
+    std::fstream f(rec, std::ios::in | std::ios::out | std::ios::binary);
+    for (int r : {100, 700, 1100}) {
+      f.seekp((*entries)[r].offset);
+      f.write("\0\0\0\0", 4);  // The record's magic.
+    }
+  }
+  std::string out;
+  ASSERT_EQ(
+      Shell(Worker("--network=mlp --num-epochs=2 --max-corrupt-fraction=0.01"),
+            &out),
+      0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("Epoch[0] skipped 3 corrupt records"));
+  EXPECT_THAT(out, HasSubstr("Epoch[1] skipped 3 corrupt records"));
+  EXPECT_THAT(out, HasSubstr("Epoch[1] Validation skipped 0 corrupt records"));
+  // The default, 0.001 of 1280, allows one: reading in order, the second
+  // stops the worker.
+  EXPECT_EQ(Shell(Worker("--network=mlp --shuffle=false"), &out), 1) << out;
+  const std::string first = absl::StrCat(rec, ": record 100 at byte offset ",
+                                         (*entries)[100].offset, ": bad magic");
+  EXPECT_THAT(out, HasSubstr(absl::StrCat(
+                       "--data_train: 2 of the part's 1280 records are "
+                       "corrupt, more than max_corrupt_fraction 0.001 "
+                       "allows (1); the first: ",
+                       first)));
+  EXPECT_EQ(
+      Shell(
+          Worker(
+              "--network=mlp --max-corrupt-fraction=1 --max_corrupt_records=2"),
+          &out),
+      1)
+      << out;
+  EXPECT_THAT(out,
+              HasSubstr("3 of the part's 1280 records are corrupt, more than "
+                        "max_corrupt_records 2; the first: " +
+                        first));
 }
 
 // A residual network with batch norm through the worker (local KVStore,
@@ -178,9 +287,14 @@ TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
       {"--top-k=1", "--top_k 1"},
       {"--top_k=20", "--top_k 20"},
       {"--cpu-devices=0", "--cpu_devices 0"},
-      {"--cpu_devices=3 --batch_size=64", "--batch_size 64: does not split evenly over 3"},
+      {"--max-corrupt-fraction=1.5",
+       "--max_corrupt_fraction 1.5: must be in [0, 1]"},
+      {"--max_corrupt_records=-2", "--max_corrupt_records -2: must be >= -1"},
+      {"--cpu_devices=3 --batch_size=64",
+       "--batch_size 64: does not split evenly over 3"},
       {"--gpus=0,x", "--gpus 0,x"},
-      {"--gpus=0,1 --cpu-devices=2", "--cpu_devices 2: cannot be combined with --gpus"},
+      {"--gpus=0,1 --cpu-devices=2",
+       "--cpu_devices 2: cannot be combined with --gpus"},
 #ifdef PSTRAIN_WORKER_CUDA
       // No machine has GPU 977: creating its context fails, naming it.
       {"--gpus=977", "GPU 977: "},

@@ -57,6 +57,10 @@ DEFINE_int32(num_servers, 1, "Join mode: servers in the job.");
 DEFINE_string(host, "127.0.0.1", "Join mode: address to bind and advertise.");
 DEFINE_string(token_file, "", "Join mode: file with the job token.");
 DEFINE_double(heartbeat_timeout_s, 10, "Heartbeat timeout of the nodes.");
+DEFINE_bool(insecure_plaintext, false,
+            "Plaintext wire (the job token in each header is the only gate). Default: ZeroMQ CURVE, "
+            "keys derived from the token file: every connection encrypted and authenticated. Every "
+            "node of a job must agree.");
 DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
              "Shared-memory arena of every node for tensors to and from nodes on the same host (one copy "
              "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
@@ -484,31 +488,23 @@ int RunOnHosts() {
     }
   }
   std::vector<std::string> argv = {
-      launch,
-      "-n",
-      absl::StrCat(FLAGS_workers),
-      "-s",
-      absl::StrCat(FLAGS_servers),
-      "-H",
-      FLAGS_hostfile,
-      "--scheduler_binary",
-      Sibling("scheduler/scheduler"),
-      "--server_binary",
-      Sibling("server/server"),
-      "--scheduler_args",
-      absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s),
+      launch, "-n", absl::StrCat(FLAGS_workers), "-s", absl::StrCat(FLAGS_servers), "-H",
+      FLAGS_hostfile, "--scheduler_binary", Sibling("scheduler/scheduler"), "--server_binary",
+      Sibling("server/server"), "--scheduler_args",
+      absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s,
+                   " --insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false"),
       "--server_args",
-      absl::StrCat(
-          "--shm_bytes=", FLAGS_shm_bytes, " --heartbeat_timeout_s=",
-          FLAGS_heartbeat_timeout_s, " --max_frame_bytes=",
-          pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes))};
+      absl::StrCat("--shm_bytes=", FLAGS_shm_bytes, " --heartbeat_timeout_s=",
+                   FLAGS_heartbeat_timeout_s, " --insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false",
+                   " --max_frame_bytes=", pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes))};
   if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes, "--mode=" + FLAGS_mode,
                "--kv_store=" + FLAGS_kv_store, absl::StrCat("--iters=", FLAGS_iters),
                absl::StrCat("--shm_bytes=", FLAGS_shm_bytes),
                absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
-               absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s)});
+               absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s),
+               absl::StrCat("--insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false")});
   std::string out;
   const int rc = RunTool(argv, absl::Seconds(FLAGS_hosts_timeout_s), &out, !FLAGS_json);
   if (rc != 0) {
@@ -679,6 +675,7 @@ int main(int argc, char** argv) {
   pstrain::kvstore::KVStoreOptions o;
   o.cluster.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
   o.cluster.shm_bytes = FLAGS_shm_bytes;
+  o.cluster.insecure_plaintext = FLAGS_insecure_plaintext;
   o.max_message_bytes = FLAGS_max_message_bytes;
   if (!FLAGS_scheduler_address.empty()) {
     o.cluster.scheduler_address = FLAGS_scheduler_address;
@@ -716,7 +713,9 @@ int main(int argc, char** argv) {
   const std::vector<std::string> common = {
       absl::StrCat("--num_workers=", FLAGS_workers), absl::StrCat("--num_servers=", FLAGS_servers),
       "--token_file=" + token_file, "--minloglevel=1"};
-  std::vector<std::string> sargv = {Sibling("scheduler/scheduler"), "--scheduler_address=127.0.0.1:0"};
+  std::vector<std::string> sargv = {
+      Sibling("scheduler/scheduler"), "--scheduler_address=127.0.0.1:0",
+      absl::StrCat("--insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false")};
   sargv.insert(sargv.end(), common.begin(), common.end());
   auto sched = pstrain::launcher::Subprocess::Start(sargv, env);
   if (!sched.ok()) {
@@ -743,9 +742,9 @@ int main(int argc, char** argv) {
     std::vector<std::string> a = {Sibling("server/server"), "--scheduler_address=" + address};
     a.insert(a.end(), common.begin(), common.end());
     a.push_back(absl::StrCat("--shm_bytes=", FLAGS_shm_bytes));
-    a.push_back(absl::StrCat(
-        "--max_frame_bytes=",
-        pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
+    a.push_back(absl::StrCat("--max_frame_bytes=",
+                             pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
+    a.push_back(absl::StrCat("--insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false"));
     auto s = pstrain::launcher::Subprocess::Start(a, env);
     if (!s.ok()) {
       std::cerr << "kv_bench: " << s.status().message() << "\n";

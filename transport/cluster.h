@@ -56,6 +56,11 @@ struct ClusterOptions {
   // Also what a connection can make the node hold before it has
   // authenticated.
   int64_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // false (the default): every connection is encrypted and authenticated
+  // with ZeroMQ CURVE under keys derived from the token (transport/curve.h);
+  // true: plaintext, the token in each header the only gate. Every node of
+  // a job must agree.
+  bool insecure_plaintext = false;
 };
 
 // Parses "host:port". InvalidArgument names the text.

@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<Gate>> Gate::Create(void* ctx,
   }
   std::unique_ptr<Gate> g(new Gate(options));
   g->ctx_ = ctx;
+  if (!options.plain) return g;
   g->zap_ = zmq_socket(ctx, ZMQ_REP);
   if (g->zap_ == nullptr) return ZmqStatus("creating the ZAP handler");
   const int linger = 0;
@@ -122,7 +123,8 @@ absl::Status Gate::ArmServer(void* router) {
   const int on = 1;
   const int handshake_ms =
       static_cast<int>(absl::ToInt64Milliseconds(options_.handshake_timeout));
-  if (zmq_setsockopt(router, ZMQ_PLAIN_SERVER, &on, sizeof(on)) != 0 ||
+  if ((options_.plain &&
+       zmq_setsockopt(router, ZMQ_PLAIN_SERVER, &on, sizeof(on)) != 0) ||
       zmq_setsockopt(router, ZMQ_HANDSHAKE_IVL, &handshake_ms,
                      sizeof(handshake_ms)) != 0) {
     return ZmqStatus("setting up authentication");
@@ -160,7 +162,12 @@ absl::Status Gate::ArmClient(void* dealer, const std::string& token) {
 }
 
 void Gate::FillPollItems(zmq_pollitem_t* items) const {
-  items[0] = {zap_, 0, ZMQ_POLLIN, 0};
+  // A missing socket is polled as fd -1 (ignored) for nothing.
+  if (zap_ != nullptr) {
+    items[0] = {zap_, 0, ZMQ_POLLIN, 0};
+  } else {
+    items[0] = {nullptr, -1, 0, 0};
+  }
   items[1] = {monitor_, 0,
               static_cast<short>(monitor_ != nullptr ? ZMQ_POLLIN : 0), 0};
 }
@@ -182,12 +189,10 @@ void Gate::AnswerZap() {
   const bool well_formed = req.size() >= 6 && req[0] == "1.0";
   const bool ok = well_formed && req[5] == "PLAIN" && req.size() == 8 &&
                   ConstantTimeEquals(req[7], options_.token);
-  if (!ok) {
-    const int64_t n = ++refused_;
+  if (!ok) {  // Counted when ZeroMQ reports the failed handshake.
     LOG_EVERY_N(WARNING, 100) << "refused a connection from "
                               << (req.size() > 3 ? EscapeForLog(req[3]) : "?")
-                              << ": it does not present the job token (" << n
-                              << " connections refused so far)";
+                              << ": it does not present the job token";
   }
   // Reply: version, request id, status code and text, user id, metadata.
   const std::vector<std::string> reply = {"1.0",
@@ -219,7 +224,8 @@ void Gate::ReadEvent() {
       open_.erase(static_cast<int>(value));
       break;
     case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
-      break;  // Counted and logged by AnswerZap.
+      ++refused_;  // Logged by whoever answered ZAP.
+      break;
     default: {
       const int64_t n = ++refused_;
       LOG_EVERY_N(WARNING, 100) << "a connection failed its handshake: "

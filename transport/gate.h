@@ -27,9 +27,9 @@
 // counted as over the limit (and, if it was still in its handshake, as
 // refused too).
 //
-// CURVE (DESIGN.md) replaces PLAIN here: ArmServer/ArmClient choose the
-// mechanism and AnswerZap decides on the credentials; nothing else in the
-// transport depends on which.
+// With CURVE (transport/curve.h, the default between nodes) the CURVE
+// handshake and its ZapHandler do the authenticating (GateOptions::plain
+// false); everything else here is the same.
 //
 // Thread-compatible: created, armed and served by the transport's I/O
 // thread (or before it starts); stats() may be called from any thread.
@@ -52,6 +52,11 @@ namespace pstrain {
 namespace transport {
 
 struct GateOptions {
+  // Authenticate peers with PLAIN and `token` (this gate answers ZAP).
+  // False: the socket authenticates otherwise (CURVE, whose ZapHandler
+  // answers ZAP, transport/curve.h); the gate still bounds, times out and
+  // counts connections.
+  bool plain = true;
   // What every connecting peer must present (ZMQ_PLAIN_PASSWORD), at most
   // 255 bytes.
   std::string token;
@@ -70,17 +75,18 @@ struct GateStats {
 
 class Gate {
  public:
-  // Binds the ZAP endpoint of `ctx` (one Gate per context; before any socket
-  // of the context binds or connects). InvalidArgument for a token over 255
-  // bytes.
+  // With options.plain, binds the ZAP endpoint of `ctx` (one ZAP handler
+  // per context; before any socket of the context binds or connects).
+  // InvalidArgument for a token over 255 bytes.
   static absl::StatusOr<std::unique_ptr<Gate>> Create(
       void* ctx, const GateOptions& options);
   ~Gate();  // Close()s.
   Gate(const Gate&) = delete;
   Gate& operator=(const Gate&) = delete;
 
-  // Makes `router` authenticate every peer and starts watching its
-  // connections. REQUIRES: before `router` binds.
+  // Makes `router` authenticate every peer with PLAIN (options.plain), sets
+  // its handshake timeout and starts watching its connections. REQUIRES:
+  // before `router` binds.
   absl::Status ArmServer(void* router);
   // The port `router` listens on, once bound: only connections to it are
   // ever closed.
@@ -108,7 +114,7 @@ class Gate {
 
   const GateOptions options_;
   void* ctx_ = nullptr;
-  void* zap_ = nullptr;      // REP on inproc://zeromq.zap.01.
+  void* zap_ = nullptr;      // REP on inproc://zeromq.zap.01 (plain only).
   void* monitor_ = nullptr;  // PAIR reading the router's events.
   int port_ = -1;
   // Open incoming connections: fd -> the peer's address.

@@ -79,6 +79,12 @@ class Transport::InFlight final : public ReleaseListener {
   std::atomic<int> pending_{1};
 };
 
+absl::Status UseJobCurveKeys(TransportOptions* o) {
+  PSTRAIN_ASSIGN_OR_RETURN(o->curve_keys, DeriveJobKeys(o->token));
+  o->curve = true;
+  return absl::OkStatus();
+}
+
 Transport::Transport(const TransportOptions& options)
     : options_(options), incoming_(options.incoming_capacity), data_(options.incoming_capacity) {}
 
@@ -90,6 +96,7 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
   gate.token = options.token;
   gate.max_connections = options.max_incoming_connections;
   gate.handshake_timeout = options.handshake_timeout;
+  gate.plain = !options.curve;  // With CURVE, the ZapHandler below admits.
   PSTRAIN_ASSIGN_OR_RETURN(t->gate_, Gate::Create(t->ctx_, gate));
   t->router_ = zmq_socket(t->ctx_, ZMQ_ROUTER);
   PSTRAIN_RETURN_IF_ERROR(t->gate_->ArmServer(t->router_));
@@ -99,6 +106,19 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
   zmq_setsockopt(t->router_, ZMQ_MAXMSGSIZE, &max, sizeof(max));
   int hwm = options.receive_hwm_messages;
   zmq_setsockopt(t->router_, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+  if (options.curve) {
+    std::set<std::string> accepted = options.curve_accepted_keys;
+    accepted.insert(options.curve_keys.public_key);
+    auto zap = ZapHandler::Start(t->ctx_, accepted);
+    if (!zap.ok()) return zap.status();
+    t->zap_ = std::move(*zap);
+    const int server = 1;
+    if (zmq_setsockopt(t->router_, ZMQ_CURVE_SERVER, &server, sizeof(server)) != 0 ||
+        zmq_setsockopt(t->router_, ZMQ_CURVE_SECRETKEY, options.curve_keys.secret_key.c_str(),
+                       options.curve_keys.secret_key.size() + 1) != 0) {
+      return ZmqError("CURVE server key (not a Z85 key of 40 characters?)");
+    }
+  }
   const std::string endpoint =
       options.bind_port == 0 ? absl::StrCat("tcp://", options.bind_host, ":*")
                              : absl::StrCat("tcp://", options.bind_host, ":", options.bind_port);
@@ -163,6 +183,7 @@ void Transport::Stop() {
     for (auto& c : connects_) c->done.set_value(absl::CancelledError("transport stopped"));
     connects_.clear();
   }
+  if (zap_ != nullptr) zap_->Stop();  // Its socket closes before the context.
   // Dropped messages are released (InFlight::FrameReleased) while the
   // context terminates; they may still Wake().
   if (ctx_ != nullptr) zmq_ctx_term(ctx_);
@@ -312,6 +333,7 @@ TransportStats Transport::stats() const {
   s.shm_frames_sent = shm_sent_;
   s.shm_frames_received = shm_received_;
   s.shm_frames_inline = shm_inline_;
+  s.refused_unauthenticated = zap_ != nullptr ? zap_->refused() : 0;
   std::lock_guard<std::mutex> lock(mu_);
   s.max_queued_bytes = max_queued_bytes_;
   return s;
@@ -342,8 +364,19 @@ void Transport::DrainCommands() {
     zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(dealer, ZMQ_SNDHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(dealer, ZMQ_ROUTING_ID, address_.data(), address_.size());
+    if (options_.curve) {
+      const std::string& server_key = options_.curve_server_key.empty()
+                                          ? options_.curve_keys.public_key
+                                          : options_.curve_server_key;
+      zmq_setsockopt(dealer, ZMQ_CURVE_SERVERKEY, server_key.c_str(), server_key.size() + 1);
+      zmq_setsockopt(dealer, ZMQ_CURVE_PUBLICKEY, options_.curve_keys.public_key.c_str(),
+                     options_.curve_keys.public_key.size() + 1);
+      zmq_setsockopt(dealer, ZMQ_CURVE_SECRETKEY, options_.curve_keys.secret_key.c_str(),
+                     options_.curve_keys.secret_key.size() + 1);
+    }
     const std::string ep = absl::StrCat("tcp://", c->endpoint);
-    absl::Status armed = Gate::ArmClient(dealer, options_.token);
+    absl::Status armed =
+        options_.curve ? absl::OkStatus() : Gate::ArmClient(dealer, options_.token);
     if (!armed.ok() || zmq_connect(dealer, ep.c_str()) != 0) {
       absl::Status s = armed.ok()
                            ? ZmqError(absl::StrCat("cannot connect to ",

@@ -12,8 +12,9 @@
 // Send() until ZeroMQ has released its data frames; a producer that finds
 // the bound reached waits for room until its deadline (backpressure).
 //
-// Receiving: a peer is let in only when it presents the job token in the
-// ZeroMQ handshake, before ZeroMQ takes any frame of a message from it;
+// Receiving: a peer is let in only when it authenticates in the ZeroMQ
+// handshake (with `curve`, by its CURVE key; else by presenting the job
+// token with PLAIN), before ZeroMQ takes any frame of a message from it;
 // until then it can make the transport hold at most one handshake frame of
 // max_frame_bytes, and at most max_incoming_connections connections are
 // open (transport/gate.h). Every incoming message is then decoded and
@@ -44,6 +45,7 @@
 #include <memory>
 #include <mutex>
 #include <queue>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +53,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "transport/curve.h"
 #include "transport/gate.h"
 #include "transport/message.h"
 #include "transport/shm.h"
@@ -102,6 +105,18 @@ struct TransportOptions {
   // either way (every byte goes over the socket). A frame that does not
   // fit into the free part of the arena goes over the socket.
   int64_t shm_bytes = 0;
+  // ZeroMQ CURVE (transport/curve.h): every connection, both ways, is
+  // encrypted and authenticated with `curve_keys`, this node's key pair.
+  // Incoming connections are admitted only from clients whose public key is
+  // curve_keys.public_key or one of curve_accepted_keys (a ZAP handler
+  // checks each handshake; refusals are counted). Outgoing connections
+  // expect the peer to hold curve_server_key (empty: curve_keys.public_key,
+  // as when every node of the job derives the same keys from the token).
+  // Off: plaintext, the token in each header is the only gate.
+  bool curve = false;
+  CurveKeyPair curve_keys;
+  std::set<std::string> curve_accepted_keys;
+  std::string curve_server_key;
 };
 
 struct TransportStats {
@@ -124,7 +139,15 @@ struct TransportStats {
   int64_t shm_frames_sent = 0;
   int64_t shm_frames_received = 0;
   int64_t shm_frames_inline = 0;
+  // CURVE handshakes refused by the ZAP handler (a key the job does not
+  // know); nothing such a connection sends is read. Also counted in
+  // connections_refused.
+  int64_t refused_unauthenticated = 0;
 };
+
+// Turns CURVE on in `o` with the job's keys derived from o->token (every
+// node of the job derives the same; DeriveJobKeys).
+absl::Status UseJobCurveKeys(TransportOptions* o);
 
 // Thread-safe: Send/Connect/Receive from any thread.
 class Transport {
@@ -260,6 +283,9 @@ class Transport {
   int port_ = 0;
   void* ctx_ = nullptr;
   void* router_ = nullptr;  // I/O thread only (after Create).
+  // Answers the CURVE handshakes of router_ (options_.curve); stopped after
+  // the I/O thread, before the context ends.
+  std::unique_ptr<ZapHandler> zap_;
   int wake_fd_ = -1;
   std::atomic<bool> wake_pending_{false};
   std::atomic<std::thread::id> io_thread_id_{};

@@ -34,6 +34,20 @@ DEFINE_string(kv_store, "local", "local, device, dist_sync, dist_async, dist_dev
 DEFINE_string(data_train, "", "Training .rec file or folder of .rec files.");
 DEFINE_string(data_val, "", "Validation .rec file or folder.");
 DEFINE_int32(data_nthreads, 2, "Decode/augment threads.");
+DEFINE_double(max_corrupt_fraction, 0.001,
+              "Stop when more than this fraction of the records of this "
+              "worker's part of --data_train (or --data_val) are corrupt "
+              "(unreadable or undecodable; counted over the whole part, so "
+              "checked after every batch); 0: none tolerated, 1: no limit. A "
+              ".rec that ends inside a record lost an unknown number of "
+              "records: only 1 (without --max_corrupt_records) reads on.");
+DEFINE_int64(max_corrupt_records, -1,
+             "Also stop when more than this many records of the part are "
+             "corrupt; -1: no cap.");
+DEFINE_bool(ignore_index, false,
+            "Split .rec files by bytes (and scan them) even where .idx files "
+            "exist; without it, an .idx that does not match its .rec stops "
+            "the worker, naming both.");
 DEFINE_int64(num_examples, 0, "Training examples per epoch (0: the data's size).");
 DEFINE_int32(disp_batches, 20, "Batches between progress lines.");
 DEFINE_string(model_prefix, "", "Checkpoint prefix: PREFIX-%04d.params.");
@@ -81,6 +95,10 @@ DEFINE_int32(num_workers, 1, "dist_*: workers in the job.");
 DEFINE_int32(num_servers, 1, "dist_*: servers in the job.");
 DEFINE_string(token_file, "", "dist_*: file with the job token.");
 DEFINE_double(heartbeat_timeout_s, 10, "dist_*: scheduler silence that ends the job.");
+DEFINE_bool(insecure_plaintext, false,
+            "Plaintext wire (the job token in each header is the only gate). Default: ZeroMQ CURVE, "
+            "keys derived from the token file: every connection encrypted and authenticated. Every "
+            "node of a job must agree.");
 DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
              "dist_*: shared-memory arena for tensors to and from nodes on the same host (one copy "
              "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
@@ -134,6 +152,9 @@ int main(int argc, char** argv) {
     LOG(FATAL) << "--data_train is required (or --benchmark)";
   }
   o.data_nthreads = FLAGS_data_nthreads;
+  o.max_corrupt_fraction = FLAGS_max_corrupt_fraction;
+  o.max_corrupt_records = FLAGS_max_corrupt_records;
+  o.ignore_index = FLAGS_ignore_index;
   o.num_examples = FLAGS_num_examples;
   if (FLAGS_benchmark && o.num_examples == 0) o.num_examples = 100 * o.batch_size;
   o.disp_batches = FLAGS_disp_batches;
@@ -179,6 +200,7 @@ int main(int argc, char** argv) {
   c.num_servers = FLAGS_num_servers;
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
   c.shm_bytes = FLAGS_shm_bytes;
+  c.insecure_plaintext = FLAGS_insecure_plaintext;
   c.token = OrDie(pstrain::ReadTokenFile(FLAGS_token_file));
   return pstrain::worker::Train(o);
 }

@@ -181,6 +181,10 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
         "must be local, device, dist_sync, dist_async or dist_device_sync");
   }
   PSTRAIN_RETURN_IF_ERROR(AtLeast("data_nthreads", o.data_nthreads, 1));
+  PSTRAIN_RETURN_IF_ERROR(
+      InRange("max_corrupt_fraction", o.max_corrupt_fraction, 0.0, 1.0));
+  PSTRAIN_RETURN_IF_ERROR(
+      AtLeast<int64_t>("max_corrupt_records", o.max_corrupt_records, -1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast<int64_t>("num_examples", o.num_examples, 0));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("disp_batches", o.disp_batches, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("fusion_bytes", o.fusion_bytes, int64_t{0}));

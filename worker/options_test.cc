@@ -92,6 +92,12 @@ TEST(OptionsTest, ErrorsNameTheFlag) {
        "--disp_batches 0"},
       {[](TrainerOptions* o, auto*) { o->fusion_bytes = -1; },
        "--fusion_bytes -1"},
+      {[](TrainerOptions* o, auto*) { o->max_corrupt_fraction = 1.5; },
+       "--max_corrupt_fraction 1.5: must be in [0, 1]"},
+      {[](TrainerOptions* o, auto*) { o->max_corrupt_fraction = -0.1; },
+       "--max_corrupt_fraction -0.1"},
+      {[](TrainerOptions* o, auto*) { o->max_corrupt_records = -2; },
+       "--max_corrupt_records -2: must be >= -1"},
   };
   for (const auto& [set, error] : cases) {
     TrainerOptions o;
@@ -118,6 +124,8 @@ TEST(OptionsTest, GoodValuesPass) {
   a.resize = 320;
   o.gpus = {0, 1, 2, 3};
   o.batch_size = 128;
+  o.max_corrupt_fraction = 1;
+  o.max_corrupt_records = 0;
   EXPECT_EQ(Error(o), "");
   data::AugmentOptions t = AugmentFor(o, true);
   EXPECT_TRUE(data::ValidateAugmentOptions(t).ok());

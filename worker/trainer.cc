@@ -36,19 +36,45 @@ struct Data {
   std::unique_ptr<data::Pipeline> pipeline;
 };
 
+// Opens part `rank` of `workers` of `path` as a RecordSource; an .idx that
+// does not fit its .rec gets a hint about --ignore_index.
+absl::StatusOr<std::unique_ptr<data::RecordSource>> OpenSource(
+    const TrainerOptions& o, const std::string& path, int rank, int workers) {
+  data::RecordSourceOptions so;
+  so.ignore_index = o.ignore_index;
+  auto src = data::RecordSource::Open(path, rank, workers, so);
+  if (absl::IsFailedPrecondition(src.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        src.status().message(),
+        " (--ignore_index splits the .rec files by bytes without their .idx)"));
+  }
+  return src;
+}
+
+// Records of `d` skipped in its current epoch: found corrupt by reading,
+// or passed over when the part was opened (missing from every epoch).
+int64_t EpochSkipped(const Data& d) {
+  return d.pipeline->stats().epoch_skipped + d.source->loss().corrupt_records;
+}
+
 // Opens this worker's part of `path`. With `batches` > 0 the pipeline runs
 // that many batches an epoch; with 0, enough to cover the part once. An
-// empty part gets no pipeline (only validation allows that).
+// empty part gets no pipeline (only validation allows that, and only when
+// no record of it was corrupt).
 absl::StatusOr<Data> OpenData(const TrainerOptions& o, const std::string& path, int rank,
                               int workers, int64_t batches, bool train) {
   Data d;
-  auto src = data::RecordSource::Open(path, rank, workers);
+  auto src = OpenSource(o, path, rank, workers);
   if (!src.ok()) return src.status();
   d.source = std::move(*src);
   if (d.source->size() == 0) {
-    if (train) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "part ", rank, " of ", workers, " of ", path, " holds no record"));
+    const recordio::SkipStats loss = d.source->loss();
+    if (train || loss.corrupt_records > 0) {
+      return absl::DataLossError(absl::StrCat(
+          "part ", rank, " of ", workers, " of ", path, " holds no record",
+          loss.corrupt_records > 0
+              ? absl::StrCat(" that reads; the first corrupt one: ", loss.first)
+              : ""));
     }
     return d;
   }
@@ -60,6 +86,8 @@ absl::StatusOr<Data> OpenData(const TrainerOptions& o, const std::string& path, 
   p.shuffle = train && o.shuffle;
   p.seed = o.seed;
   p.augment = AugmentFor(o, train);
+  p.max_corrupt_fraction = o.max_corrupt_fraction;
+  p.max_corrupt_records = o.max_corrupt_records;
   auto pipe = data::Pipeline::Create(d.source.get(), p);
   if (!pipe.ok()) return pipe.status();
   d.pipeline = std::move(*pipe);
@@ -72,7 +100,7 @@ absl::StatusOr<Data> OpenData(const TrainerOptions& o, const std::string& path, 
 absl::StatusOr<int64_t> EpochSize(const TrainerOptions& o, int workers) {
   int64_t examples = o.num_examples;
   if (examples == 0) {
-    auto all = data::RecordSource::Open(o.data_train, 0, 1);
+    auto all = OpenSource(o, o.data_train, 0, 1);
     if (!all.ok()) return all.status();
     examples = (*all)->size();
     LOG(INFO) << "--data_train " << o.data_train << " holds " << examples
@@ -183,14 +211,16 @@ int Train(const TrainerOptions& o) {
       for (int64_t b = 0; b < epoch_size; ++b) {
         auto batch = train.pipeline->Next(Later());
         if (!batch.ok()) {
-          LOG(ERROR) << batch.status().message();
+          LOG(ERROR) << "--data_train: " << batch.status().message();
           return 1;
         }
       }
       const double secs = absl::ToDoubleSeconds(absl::Now() - t0);
-      Say(absl::StrFormat("Epoch[%d] test_io: %.1f images/sec (%d batches of %d), %d corrupt records skipped",
-                          e, epoch_size * o.batch_size / secs, epoch_size, o.batch_size,
-                          train.pipeline->stats().skipped));
+      Say(
+          absl::StrFormat("Epoch[%d] test_io: %.1f images/sec (%d batches of "
+                          "%d), %d corrupt records skipped",
+                          e, epoch_size * o.batch_size / secs, epoch_size,
+                          o.batch_size, EpochSkipped(train)));
     }
     (void)kv->Finish();
     return 0;
@@ -334,7 +364,7 @@ int Train(const TrainerOptions& o) {
       } else {
         auto batch = train.pipeline->Next(Later());
         if (!batch.ok()) {
-          LOG(ERROR) << "data: " << batch.status().message();
+          LOG(ERROR) << "--data_train: " << batch.status().message();
           return 1;
         }
         x = std::move(batch->data);
@@ -383,9 +413,9 @@ int Train(const TrainerOptions& o) {
     }
     for (const auto& line : EpochMetricLines(epoch, "Train", total)) Say(line);
     Say(TimeCostLine(epoch, absl::ToDoubleSeconds(absl::Now() - t0)));
-    if (!o.benchmark && train.pipeline->stats().skipped > 0) {
+    if (!o.benchmark) {
       Say(absl::StrFormat("Epoch[%d] skipped %d corrupt records", epoch,
-                          train.pipeline->stats().skipped));
+                          EpochSkipped(train)));
     }
     if (rank == 0 && !o.model_prefix.empty() && (epoch + 1) % o.save_period == 0) {
       std::vector<checkpoint::NDArray> arrays;
@@ -412,7 +442,7 @@ int Train(const TrainerOptions& o) {
       for (int64_t b = 0; b < batches; ++b) {
         auto batch = val.pipeline->Next(Later());
         if (!batch.ok()) {
-          LOG(ERROR) << "validation data: " << batch.status().message();
+          LOG(ERROR) << "--data_val: " << batch.status().message();
           return 1;
         }
         s = reps->Step(std::move(batch->data), std::move(batch->labels), /*backward=*/false,
@@ -441,6 +471,10 @@ int Train(const TrainerOptions& o) {
       Metrics combined(o.top_k, false);
       combined.AddSums(std::vector<double>(all.begin(), all.end()));
       for (const auto& line : EpochMetricLines(epoch, "Validation", combined)) Say(line);
+      if (val.pipeline) {
+        Say(absl::StrFormat("Epoch[%d] Validation skipped %d corrupt records",
+                            epoch, EpochSkipped(val)));
+      }
     }
   }
   if (o.kv_store.rfind("dist", 0) == 0) {

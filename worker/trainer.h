@@ -40,6 +40,14 @@ struct TrainerOptions {
   kvstore::KVStoreOptions kv;
   std::string data_train, data_val;
   int data_nthreads = 2;
+  // Corrupt data (data::PipelineOptions): the worker stops once more than
+  // this fraction of the records of its part of data_train (or data_val),
+  // or more than max_corrupt_records of them (-1: no cap), are corrupt.
+  double max_corrupt_fraction = 0.001;
+  int64_t max_corrupt_records = -1;
+  // Split .rec files by bytes even where .idx files exist (an .idx that
+  // does not match its .rec is otherwise an error naming both).
+  bool ignore_index = false;
   int64_t num_examples = 0;  // 0: the training set's size.
   int disp_batches = 20;
   std::string model_prefix;
