@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "nn/optimizer.h"
+#include "util/escape.h"
 #include "util/status.h"
 #include "util/wait.h"
 
@@ -547,7 +548,8 @@ class DistKVStore : public KVStore {
     if (!hd.error().empty()) {
       if (op.status.ok()) {
         op.status = absl::FailedPreconditionError(
-            absl::StrCat("server node ", hd.sender(), " refused: ", hd.error()));
+            absl::StrCat("server node ", hd.sender(),
+                         " refused: ", EscapeForLog(hd.error())));
       }
     } else {
       for (size_t i = 0; i < msg.frames.size(); ++i) {
@@ -663,6 +665,10 @@ absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(const std::string& type
     }
     transport::ClusterOptions c = options.cluster;
     c.role = proto::WORKER;
+    // Replies carry up to max_message_bytes of values (servers must accept
+    // as much: server --max_frame_bytes).
+    c.max_frame_bytes = std::max(c.max_frame_bytes,
+                                 MaxFrameBytesFor(options.max_message_bytes));
     PSTRAIN_ASSIGN_OR_RETURN(auto node, transport::ClusterNode::Start(c));
     return std::unique_ptr<KVStore>(new DistKVStore(type, options, std::move(node)));
   }

@@ -17,6 +17,7 @@
 #ifndef PSTRAIN_KVSTORE_KVSTORE_H_
 #define PSTRAIN_KVSTORE_KVSTORE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +43,14 @@ struct KeyPushPull {
   absl::Span<float> out;
 };
 
+// The largest frame a node must accept for data messages of up to
+// `max_message_bytes` (their header included): at least
+// transport::kDefaultMaxFrameBytes.
+inline int64_t MaxFrameBytesFor(int64_t max_message_bytes) {
+  return std::max(transport::kDefaultMaxFrameBytes,
+                  max_message_bytes + (int64_t{1} << 20));
+}
+
 struct KVStoreOptions {
   // dist_*: how to join the job (role is set to WORKER).
   transport::ClusterOptions cluster;
@@ -51,7 +60,9 @@ struct KVStoreOptions {
   // many bytes (SplitIntoChunks), so the server sums one chunk while the
   // next is on the wire and receive buffers stay small enough to be
   // reused. Every worker of a job must use the same value, in [4096, 1 GiB]
-  // (Create() refuses others).
+  // (Create() refuses others), and every node must accept frames this large
+  // (ClusterOptions::max_frame_bytes, at least MaxFrameBytesFor(this); the
+  // default does up to 63 MiB).
   int64_t max_message_bytes = int64_t{4} << 20;
   // dist_*: requests sent to one server and not yet answered, and their
   // data bytes (request plus expected reply). Push/Pull/PushPull wait for

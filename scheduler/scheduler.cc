@@ -13,6 +13,7 @@
 #include "glog/logging.h"
 #include "transport/cluster.h"
 #include "transport/transport.h"
+#include "util/escape.h"
 
 namespace pstrain {
 namespace scheduler {
@@ -27,10 +28,18 @@ struct Node {
   bool finished = false;
 };
 
+// The host comes from the node's REGISTER: escaped (it is logged).
 std::string Describe(const Node& n) {
-  return absl::StrCat(n.info.role() == proto::SERVER ? "server" : "worker", " rank ",
-                      n.info.rank(), " at ", n.info.host(), ":", n.info.port());
+  return absl::StrCat(n.info.role() == proto::SERVER ? "server" : "worker",
+                      " rank ", n.info.rank(), " at ",
+                      EscapeForLog(n.info.host()), ":", n.info.port());
 }
+
+// The scheduler receives control messages only (REGISTER, BARRIER,
+// HEARTBEAT, SHUTDOWN: a few hundred bytes), so no frame needs more than
+// this; it is also what a connection can make it hold before it has
+// authenticated (transport/gate.h).
+constexpr int64_t kMaxFrameBytes = int64_t{1} << 20;
 
 // The scheduler never waits for room in a node's send queue: a node whose
 // queue stays full is not reading, and its silence is detected by the
@@ -53,6 +62,9 @@ class Scheduler {
     t.bind_host = host;
     t.bind_port = port;
     t.token = o_.token;
+    t.max_frame_bytes = kMaxFrameBytes;
+    // Every node connects once; room for as many reconnecting.
+    t.max_incoming_connections = 2 * (o_.num_servers + o_.num_workers) + 16;
     if (!o_.insecure_plaintext) {
       s = transport::UseJobCurveKeys(&t);
       if (!s.ok()) {
@@ -71,8 +83,11 @@ class Scheduler {
     if (o_.on_listening != nullptr) o_.on_listening(tr_->address());
     const int rc = Loop();
     const auto st = tr_->stats();
-    LOG(INFO) << "scheduler: " << st.received << " messages received, " << st.dropped_bad_token
-              << " refused (wrong token), " << st.dropped_malformed << " malformed";
+    LOG(INFO) << "scheduler: " << st.received << " messages received, "
+              << st.dropped_bad_token << " refused (wrong token), "
+              << st.dropped_malformed << " malformed; "
+              << st.connections_refused << " connections refused, "
+              << st.connections_over_limit << " over the limit";
     // Let the last broadcast leave before the sockets close.
     absl::SleepFor(absl::Milliseconds(200));
     tr_->Stop();
@@ -154,8 +169,9 @@ class Scheduler {
       }
     }
     if (!members.count(sender)) {
-      LOG_EVERY_N(WARNING, 100) << "barrier " << key << " from node " << sender
-                                << ", not a member; ignored";
+      LOG_EVERY_N(WARNING, 100)
+          << "barrier " << EscapeForLog(key) << " from node " << sender
+          << ", not a member; ignored";
       return;
     }
     auto& entered = barriers_[key];
@@ -211,18 +227,22 @@ class Scheduler {
           }
           const std::string key = absl::StrCat(info.host(), ":", info.port());
           if (registered_.count(key)) break;
+          const std::string where =
+              absl::StrCat(EscapeForLog(info.host()), ":", info.port());
           int servers = 0, workers = 0;
           for (const auto& [k, i] : registered_) ++(i.role() == proto::SERVER ? servers : workers);
           if ((info.role() == proto::SERVER && servers >= o_.num_servers) ||
               (info.role() == proto::WORKER && workers >= o_.num_workers)) {
-            LOG(WARNING) << "extra " << proto::Role_Name(info.role()) << " at " << key
-                         << " refused: the job expects " << o_.num_servers << " server(s) and "
+            LOG(WARNING) << "extra " << proto::Role_Name(info.role()) << " at "
+                         << where << " refused: the job expects "
+                         << o_.num_servers << " server(s) and "
                          << o_.num_workers << " worker(s)";
             break;
           }
           registered_[key] = info;
-          LOG(INFO) << "registered " << proto::Role_Name(info.role()) << " at " << key << " ("
-                    << registered_.size() << "/" << o_.num_servers + o_.num_workers << ")";
+          LOG(INFO) << "registered " << proto::Role_Name(info.role()) << " at "
+                    << where << " (" << registered_.size() << "/"
+                    << o_.num_servers + o_.num_workers << ")";
           if (static_cast<int>(registered_.size()) == o_.num_servers + o_.num_workers) {
             absl::Status s = Start();
             if (!s.ok()) return Abort(absl::StrCat("cannot reach a node: ", s.message()));
@@ -257,7 +277,8 @@ class Scheduler {
     std::vector<std::string> arrived;
     for (const auto& [key, info] : registered_) {
       ++(info.role() == proto::SERVER ? servers : workers);
-      arrived.push_back(absl::StrCat(proto::Role_Name(info.role()), "@", key));
+      arrived.push_back(
+          absl::StrCat(proto::Role_Name(info.role()), "@", EscapeForLog(key)));
     }
     const std::string why = absl::StrCat(
         "start timeout after ", absl::FormatDuration(o_.start_timeout), ": missing ",

@@ -27,6 +27,12 @@ DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
              "Shared-memory arena for tensors to and from nodes on the same host (one copy "
              "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
              "off for the pair.");
+DEFINE_int64(max_frame_bytes, pstrain::transport::kDefaultMaxFrameBytes,
+             "Largest frame accepted from the network: at least the workers' "
+             "largest data "
+             "message (KVStoreOptions::max_message_bytes) plus 1 MiB; also "
+             "what a connection "
+             "can make the server hold before it has presented the job token.");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("server --scheduler_address=HOST:PORT --num_workers=N --num_servers=S --token_file=F");
@@ -51,6 +57,7 @@ int main(int argc, char** argv) {
   c.heartbeat_interval = absl::Seconds(FLAGS_heartbeat_interval_s);
   c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
   c.shm_bytes = FLAGS_shm_bytes;
+  c.max_frame_bytes = FLAGS_max_frame_bytes;
   c.insecure_plaintext = FLAGS_insecure_plaintext;
   return pstrain::server::Run(o);
 }

@@ -156,6 +156,10 @@ class Server {
       break;
     }
     node_->SetDataHandler(nullptr);  // No call of Handle() runs past here.
+    LOG(INFO) << "server rank " << node_->rank() << ": " << refused_
+              << " requests refused, " << refused_not_rank_zero_
+              << " of them INIT or SET_OPTIMIZER from a node other than worker "
+                 "rank 0";
     return rc;
   }
 
@@ -188,6 +192,24 @@ class Server {
                               << proto::MessageType_Name(req.type()) << " from node "
                               << req.sender() << ": " << why;
     Reply(req, why);
+  }
+
+  // INIT and SET_OPTIMIZER replace the weights and the update rule of the
+  // whole job: only worker rank 0 sends them (DESIGN.md, KVStore semantics).
+  void RefuseNotRankZero(const proto::Header& req) {
+    ++refused_not_rank_zero_;
+    Refuse(req, absl::StrCat(proto::MessageType_Name(req.type()),
+                             " is only for worker rank 0; node ", req.sender(),
+                             " is ", DescribeNode(req.sender())));
+  }
+
+  std::string DescribeNode(int id) const {
+    if (id == transport::kSchedulerId) return "the scheduler";
+    const int rank = node_->WorkerRank(id);
+    if (rank >= 0) return absl::StrCat("worker rank ", rank);
+    if (id >= 1 && id <= node_->num_servers())
+      return absl::StrCat("server rank ", id - 1);
+    return "not in the job";
   }
 
   // Weights of the slices `h` names, as frames.
@@ -228,6 +250,7 @@ class Server {
     const proto::Header& h = msg.header;
     switch (h.type()) {
       case proto::INIT: {
+        if (node_->WorkerRank(h.sender()) != 0) return RefuseNotRankZero(h);
         if (msg.frames.size() != static_cast<size_t>(h.keys_size())) {
           return Refuse(h, "INIT without values");
         }
@@ -247,6 +270,7 @@ class Server {
         return Reply(h, "");
       }
       case proto::SET_OPTIMIZER: {
+        if (node_->WorkerRank(h.sender()) != 0) return RefuseNotRankZero(h);
         auto opt = nn::Optimizer::Create(h.optimizer());
         if (!opt.ok()) return Refuse(h, std::string(opt.status().message()));
         optimizer_ = std::move(*opt);
@@ -351,6 +375,7 @@ class Server {
   std::unique_ptr<nn::Optimizer> optimizer_;
   bool sync_ = true;
   int64_t refused_ = 0;
+  int64_t refused_not_rank_zero_ = 0;
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -11,8 +12,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "transport/raw_peer.h"
 #include "tests/cluster_util.h"
+#include "transport/raw_peer.h"
 
 namespace pstrain {
 namespace {
@@ -528,7 +529,7 @@ namespace {
 using transport::RawPeer;
 
 void SendGarbage(const std::string& endpoint, const std::string& token) {
-  RawPeer raw(endpoint);
+  RawPeer raw(endpoint, token);
   proto::Header h;
   h.set_type(proto::PUSH);
   h.set_token(token);
@@ -624,6 +625,45 @@ TEST(KVStoreClusterTest, GarbageFromStrangersNeverReachesACurveJob) {
   GarbageIsSurvived(false, "0 refused (wrong token), 0 malformed");
 }
 
+// A node's host comes from its REGISTER: a newline in it must not forge a
+// line in the scheduler's log, nor in the logs of the nodes that hear the
+// abort reason naming it.
+TEST(KVStoreClusterTest, PeerSuppliedHostsAreLoggedEscapedOnOneLine) {
+  ClusterSpec spec;
+  spec.insecure_plaintext = true;  // The raw peer speaks plaintext.
+  spec.workers = 1;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  ASSERT_FALSE(ServerAddress(c.servers[0]).empty())
+      << c.AllOutput();  // Registered.
+  const std::string forged = "E0101 00:00:00.000000 1 scheduler.cc:1] forged";
+  {
+    RawPeer raw(c.address, "test-token-123");
+    proto::Header reg;
+    reg.set_type(proto::REGISTER);
+    reg.set_token("test-token-123");
+    reg.mutable_node()->set_role(proto::WORKER);
+    reg.mutable_node()->set_host("evil\n" + forged + "\x1b[2J");
+    reg.mutable_node()->set_port(1);
+    std::string bytes;
+    reg.SerializeToString(&bytes);
+    raw.Send({bytes});
+    // The job starts with that "worker" and aborts: its host is no host.
+    ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
+  }
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(20))) << c.AllOutput();
+  EXPECT_THAT(c.scheduler.output,
+              HasSubstr("registered WORKER at evil\\nE0101"));
+  EXPECT_THAT(c.scheduler.output, HasSubstr("cannot connect to evil\\nE0101"));
+  EXPECT_THAT(c.servers[0].output,
+              HasSubstr("evil\\\\nE0101"));  // Escaped twice.
+  for (const std::string* out : {&c.scheduler.output, &c.servers[0].output}) {
+    EXPECT_EQ(out->find("\n" + forged), std::string::npos) << *out;
+    EXPECT_EQ(out->find('\x1b'), std::string::npos) << *out;
+  }
+}
+
 TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
   ClusterSpec spec;
   spec.workers = 1;
@@ -667,54 +707,83 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
   ASSERT_TRUE((*node)->Finish().ok());
 }
 
+// The cluster's workers as bare nodes (no KVStore), joining at once,
+// index = worker rank; null where one did not start.
+std::vector<std::unique_ptr<transport::ClusterNode>> WorkerNodes(Cluster& c) {
+  transport::ClusterOptions o = c.WorkerOptions().cluster;
+  o.role = proto::WORKER;
+  std::vector<std::unique_ptr<transport::ClusterNode>> nodes(o.num_workers);
+  std::vector<std::thread> starting;
+  for (int i = 0; i < o.num_workers; ++i) {
+    starting.emplace_back([&, i] {
+      auto n = transport::ClusterNode::Start(o);
+      EXPECT_TRUE(n.ok()) << n.status();
+      if (n.ok()) nodes[i] = std::move(*n);
+    });
+  }
+  for (auto& t : starting) t.join();
+  std::sort(nodes.begin(), nodes.end(), [](const auto& a, const auto& b) {
+    return a != nullptr && (b == nullptr || a->rank() < b->rank());
+  });
+  return nodes;
+}
+
+// Every node tells the scheduler it has finished, at once.
+void FinishAll(std::vector<std::unique_ptr<transport::ClusterNode>>& nodes) {
+  std::vector<std::thread> finishing;
+  for (auto& n : nodes)
+    finishing.emplace_back([&n] { EXPECT_TRUE(n->Finish().ok()); });
+  for (auto& t : finishing) t.join();
+}
+
+ClusterSpec TwoWorkersOneServer() {
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 1;
+  return spec;
+}
+
+// A message of `type` for key 1 (4 values), listing it `copies` times.
+transport::Message KeyOneMessage(proto::MessageType type, int copies,
+                                 uint64_t id) {
+  const std::vector<float> four(4, 1.0f);
+  transport::Message m;
+  m.header.set_type(type);
+  m.header.set_sync_mode(true);
+  m.header.set_request_id(id);
+  for (int i = 0; i < copies; ++i) {
+    m.header.add_keys(1);
+    m.header.add_offsets(0);
+    m.header.add_lengths(4);
+    m.frames.push_back(transport::Frame::Copy(four.data(), 16));
+  }
+  return m;
+}
+
+// Sends `m` from `n` to server 0 and returns the reply's error ("" when
+// it was served).
+std::string AskServer(transport::ClusterNode* n, transport::Message m,
+                      Cluster& c) {
+  const uint64_t id = m.header.request_id();
+  EXPECT_TRUE(n->Send(n->ServerId(0), std::move(m), Deadline(10)).ok());
+  auto r = n->ReceiveData(Deadline(10));
+  EXPECT_TRUE(r.ok()) << r.status() << c.AllOutput();
+  if (!r.ok()) return "no reply";
+  EXPECT_EQ(r->header.request_id(), id);
+  return r->header.error();
+}
+
 // dist_sync with two workers: a push listing one slice twice would count as
 // both workers' pushes and complete the round with the other rank's push
 // missing (the server crashed); it is refused, and the server goes on.
 TEST(KVStoreClusterTest, SliceTwiceInOnePushIsRefused) {
-  ClusterSpec spec;
-  spec.workers = 2;
-  spec.servers = 1;
-  Cluster c(spec);
+  Cluster c(TwoWorkersOneServer());
   ASSERT_TRUE(c.Start());
-  transport::ClusterOptions o = c.WorkerOptions().cluster;
-  o.role = proto::WORKER;
-  std::vector<std::unique_ptr<transport::ClusterNode>> nodes(2);
-  {
-    std::vector<std::thread> starting;
-    for (int i = 0; i < 2; ++i) {
-      starting.emplace_back([&, i] {
-        auto n = transport::ClusterNode::Start(o);
-        EXPECT_TRUE(n.ok()) << n.status();
-        if (n.ok()) nodes[i] = std::move(*n);
-      });
-    }
-    for (auto& t : starting) t.join();
-  }
+  auto nodes = WorkerNodes(c);
   for (auto& n : nodes) ASSERT_NE(n, nullptr) << c.AllOutput();
-  std::vector<float> four(4, 1.0f);
-  // A message of `type` for key 1 (4 values), listing it `copies` times.
-  auto message = [&](proto::MessageType type, int copies, uint64_t id) {
-    transport::Message m;
-    m.header.set_type(type);
-    m.header.set_sync_mode(true);
-    m.header.set_request_id(id);
-    for (int i = 0; i < copies; ++i) {
-      m.header.add_keys(1);
-      m.header.add_offsets(0);
-      m.header.add_lengths(4);
-      m.frames.push_back(transport::Frame::Copy(four.data(), 16));
-    }
-    return m;
-  };
-  auto ask = [&](int node, transport::Message m) -> std::string {
-    const uint64_t id = m.header.request_id();
-    auto& n = nodes[node];
-    EXPECT_TRUE(n->Send(n->ServerId(0), std::move(m), Deadline(10)).ok());
-    auto r = n->ReceiveData(Deadline(10));
-    EXPECT_TRUE(r.ok()) << r.status() << c.AllOutput();
-    if (!r.ok()) return "no reply";
-    EXPECT_EQ(r->header.request_id(), id);
-    return r->header.error();
+  auto message = KeyOneMessage;
+  auto ask = [&](int rank, transport::Message m) {
+    return AskServer(nodes[rank].get(), std::move(m), c);
   };
   ASSERT_EQ(ask(0, message(proto::INIT, 1, 1)), "");
   EXPECT_THAT(ask(0, message(proto::PUSH, 2, 2)), HasSubstr("twice in one round"));
@@ -729,9 +798,68 @@ TEST(KVStoreClusterTest, SliceTwiceInOnePushIsRefused) {
   }
   EXPECT_EQ(replies[0], "");
   EXPECT_EQ(replies[1], "");
-  std::vector<std::thread> finishing;
-  for (auto& n : nodes) finishing.emplace_back([&n] { EXPECT_TRUE(n->Finish().ok()); });
-  for (auto& t : finishing) t.join();
+  FinishAll(nodes);
+}
+
+// INIT and SET_OPTIMIZER set the weights and the update rule for the whole
+// job: a server takes them from worker rank 0 only. From another worker
+// they are refused with an error reply and counted; the server goes on.
+TEST(KVStoreClusterTest, OnlyWorkerRankZeroMayInitOrSetTheOptimizer) {
+  Cluster c(TwoWorkersOneServer());
+  ASSERT_TRUE(c.Start());
+  auto nodes = WorkerNodes(c);
+  for (auto& n : nodes) ASSERT_NE(n, nullptr) << c.AllOutput();
+  transport::ClusterNode* rank0 = nodes[0].get();
+  transport::ClusterNode* rank1 = nodes[1].get();
+  ASSERT_EQ(rank1->rank(), 1);
+  EXPECT_THAT(
+      AskServer(rank1, KeyOneMessage(proto::INIT, 1, 1), c),
+      HasSubstr("INIT is only for worker rank 0; node 3 is worker rank 1"));
+  auto sgd = [](uint64_t id) {
+    transport::Message m;
+    m.header.set_type(proto::SET_OPTIMIZER);
+    m.header.set_request_id(id);
+    m.header.mutable_optimizer()->set_kind(proto::OptimizerConfig::SGD);
+    m.header.mutable_optimizer()->set_learning_rate(1000);
+    return m;
+  };
+  EXPECT_THAT(AskServer(rank1, sgd(2), c),
+              HasSubstr("SET_OPTIMIZER is only for worker rank 0"));
+  // Rank 1's INIT did not create key 1, and its optimizer is not in use:
+  // rank 0's INIT does, and a round of pushes (1 + 1) is stored as a sum.
+  EXPECT_THAT(AskServer(rank1, KeyOneMessage(proto::PULL, 1, 3), c),
+              HasSubstr("unknown key 1"));
+  ASSERT_EQ(AskServer(rank0, KeyOneMessage(proto::INIT, 1, 4), c), "");
+  std::string pushed[2];
+  {
+    std::vector<std::thread> pushing;
+    for (int r = 0; r < 2; ++r) {
+      pushing.emplace_back([&, r] {
+        pushed[r] =
+            AskServer(nodes[r].get(), KeyOneMessage(proto::PUSH, 1, 5), c);
+      });
+    }
+    for (auto& t : pushing) t.join();
+  }
+  EXPECT_EQ(pushed[0], "");
+  EXPECT_EQ(pushed[1], "");
+  transport::Message pull = KeyOneMessage(proto::PULL, 1, 6);
+  pull.frames.clear();
+  ASSERT_TRUE(
+      rank0->Send(rank0->ServerId(0), std::move(pull), Deadline(10)).ok());
+  auto weights = rank0->ReceiveData(Deadline(10));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  ASSERT_EQ(weights->frames.size(), 1u);
+  EXPECT_EQ(weights->frames[0].As<float>()[0], 2.0f);
+  // Rank 0 may set the optimizer.
+  EXPECT_EQ(AskServer(rank0, sgd(7), c), "");
+  FinishAll(nodes);
+  ASSERT_TRUE(c.servers[0].WaitExit(Deadline(20))) << c.AllOutput();
+  EXPECT_TRUE(c.servers[0].p->succeeded()) << c.AllOutput();
+  EXPECT_THAT(c.servers[0].output,
+              HasSubstr("3 requests refused, 2 of them INIT or SET_OPTIMIZER "
+                        "from a node other "
+                        "than worker rank 0"));
 }
 
 TEST(KVStoreClusterTest, KilledWorkerAbortsTheJobNamingIt) {

@@ -495,7 +495,8 @@ int RunOnHosts() {
                    " --insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false"),
       "--server_args",
       absl::StrCat("--shm_bytes=", FLAGS_shm_bytes, " --heartbeat_timeout_s=",
-                   FLAGS_heartbeat_timeout_s, " --insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false")};
+                   FLAGS_heartbeat_timeout_s, " --insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false",
+                   " --max_frame_bytes=", pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes))};
   if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes, "--mode=" + FLAGS_mode,
@@ -741,6 +742,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> a = {Sibling("server/server"), "--scheduler_address=" + address};
     a.insert(a.end(), common.begin(), common.end());
     a.push_back(absl::StrCat("--shm_bytes=", FLAGS_shm_bytes));
+    a.push_back(absl::StrCat("--max_frame_bytes=",
+                             pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
     a.push_back(absl::StrCat("--insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false"));
     auto s = pstrain::launcher::Subprocess::Start(a, env);
     if (!s.ok()) {

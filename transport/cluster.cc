@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
+#include "util/escape.h"
 #include "util/status.h"
 #include "util/wait.h"
 
@@ -46,6 +47,10 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   t.token = o.token;
   t.split_data = true;
   t.shm_bytes = o.shm_bytes;
+  t.max_frame_bytes = o.max_frame_bytes;
+  // The scheduler and every node (this one too) connect once; room for as
+  // many reconnecting.
+  t.max_incoming_connections = 2 * (o.num_servers + o.num_workers + 1) + 16;
   if (!o.insecure_plaintext) PSTRAIN_RETURN_IF_ERROR(UseJobCurveKeys(&t));
   PSTRAIN_ASSIGN_OR_RETURN(node->transport_, Transport::Create(t));
   PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, o.scheduler_address));
@@ -72,7 +77,9 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
           absl::FormatDuration(o.start_timeout), " (is it running, with the same token?)"));
     }
     if (msg->header.type() == proto::ABORT) {
-      return absl::AbortedError(absl::StrCat("the scheduler aborted the job: ", msg->header.error()));
+      return absl::AbortedError(
+          absl::StrCat("the scheduler aborted the job: ",
+                       EscapeForLog(msg->header.error())));
     }
     if (msg->header.type() != proto::ADDRESS_BOOK) continue;
     node->book_ = msg->header.address_book();
@@ -155,7 +162,8 @@ void ClusterNode::ControlLoop() {
       case proto::HEARTBEAT:
         break;
       case proto::ABORT:
-        Abort(absl::AbortedError(absl::StrCat("the scheduler aborted the job: ", h.error())));
+        Abort(absl::AbortedError(absl::StrCat("the scheduler aborted the job: ",
+                                              EscapeForLog(h.error()))));
         break;
       case proto::SHUTDOWN: {
         {

@@ -31,6 +31,8 @@ inline constexpr int kSchedulerId = 0;
 // The default shared-memory arena of servers and workers: room for the
 // weights of a big network in flight (virtual until used).
 inline constexpr int64_t kDefaultShmBytes = int64_t{512} << 20;
+// The default largest frame a server or worker accepts.
+inline constexpr int64_t kDefaultMaxFrameBytes = int64_t{64} << 20;
 
 struct ClusterOptions {
   proto::Role role = proto::WORKER;
@@ -48,6 +50,12 @@ struct ClusterOptions {
   // Shared-memory arena for big frames to nodes on this host
   // (TransportOptions::shm_bytes); 0: everything over TCP.
   int64_t shm_bytes = kDefaultShmBytes;
+  // Largest frame this node accepts (TransportOptions::max_frame_bytes):
+  // at least the largest data message of the job
+  // (KVStoreOptions::max_message_bytes, 4 MiB by default) plus its header.
+  // Also what a connection can make the node hold before it has
+  // authenticated.
+  int64_t max_frame_bytes = kDefaultMaxFrameBytes;
   // false (the default): every connection is encrypted and authenticated
   // with ZeroMQ CURVE under keys derived from the token (transport/curve.h);
   // true: plaintext, the token in each header the only gate. Every node of

@@ -5,8 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <iterator>
 #include <random>
@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "util/escape.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -295,8 +296,8 @@ bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
     if (!s.ok()) {
       if (failed_.size() >= 4096) failed_.clear();  // Bounded, whatever arrives.
       failed_.insert(key);
-      LOG(INFO) << "no shared memory with " << from << " (" << s.message()
-                << "): its data comes over TCP";
+      LOG(INFO) << "no shared memory with " << EscapeForLog(from) << " ("
+                << s.message() << "): its data comes over TCP";
       return false;
     }
     m = std::make_shared<Mapping>();
@@ -304,7 +305,8 @@ bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
     m->size = offer.size();
     mapped_[key] = m;
     arena_of_[from] = key;
-    VLOG(1) << "mapped the shared-memory arena of " << from << " (" << offer.size() << " bytes)";
+    VLOG(1) << "mapped the shared-memory arena of " << EscapeForLog(from)
+            << " (" << offer.size() << " bytes)";
   }
   if (offer.slot() < ShmArena::kMaxSlots) {
     auto* h = reinterpret_cast<ArenaHeader*>(m->base);

@@ -12,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "transport/wire.h"
+#include "util/escape.h"
 #include "util/status.h"
 #include "util/wait.h"
 
@@ -90,7 +92,14 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
   std::unique_ptr<Transport> t(new Transport(options));
   t->ctx_ = zmq_ctx_new();
   if (t->ctx_ == nullptr) return ZmqError("zmq_ctx_new");
+  GateOptions gate;
+  gate.token = options.token;
+  gate.max_connections = options.max_incoming_connections;
+  gate.handshake_timeout = options.handshake_timeout;
+  gate.plain = !options.curve;  // With CURVE, the ZapHandler below admits.
+  PSTRAIN_ASSIGN_OR_RETURN(t->gate_, Gate::Create(t->ctx_, gate));
   t->router_ = zmq_socket(t->ctx_, ZMQ_ROUTER);
+  PSTRAIN_RETURN_IF_ERROR(t->gate_->ArmServer(t->router_));
   int linger = 0;
   zmq_setsockopt(t->router_, ZMQ_LINGER, &linger, sizeof(linger));
   int64_t max = options.max_frame_bytes;
@@ -123,6 +132,7 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
   zmq_getsockopt(t->router_, ZMQ_LAST_ENDPOINT, last, &len);
   const std::string bound(last);
   t->port_ = std::stoi(bound.substr(bound.rfind(':') + 1));
+  t->gate_->set_port(t->port_);
   t->address_ = absl::StrCat(
       options.advertise_host.empty() ? options.bind_host : options.advertise_host, ":", t->port_);
   if (options.shm_bytes > 0) {
@@ -164,6 +174,7 @@ void Transport::Stop() {
     zmq_close(router_);  // Create() failed before the loop started.
     router_ = nullptr;
   }
+  if (gate_ != nullptr) gate_->Close();  // Closed by the loop, if it ran.
   incoming_.Close();
   data_.Close();
   {
@@ -316,6 +327,9 @@ TransportStats Transport::stats() const {
   s.sent = sent_;
   s.dropped_malformed = malformed_;
   s.dropped_bad_token = bad_token_;
+  const GateStats gate = gate_->stats();
+  s.connections_refused = gate.refused;
+  s.connections_over_limit = gate.over_limit;
   s.shm_frames_sent = shm_sent_;
   s.shm_frames_received = shm_received_;
   s.shm_frames_inline = shm_inline_;
@@ -336,11 +350,12 @@ void Transport::DrainCommands() {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = peers_.find(c->peer);
       if (it != peers_.end()) {
-        c->done.set_value(it->second->endpoint == c->endpoint
-                              ? absl::OkStatus()
-                              : absl::AlreadyExistsError(absl::StrCat(
-                                    "peer ", c->peer, " is already connected to ",
-                                    it->second->endpoint)));
+        c->done.set_value(
+            it->second->endpoint == c->endpoint
+                ? absl::OkStatus()
+                : absl::AlreadyExistsError(absl::StrCat(
+                      "peer ", c->peer, " is already connected to ",
+                      EscapeForLog(it->second->endpoint))));
         continue;
       }
     }
@@ -360,8 +375,13 @@ void Transport::DrainCommands() {
                      options_.curve_keys.secret_key.size() + 1);
     }
     const std::string ep = absl::StrCat("tcp://", c->endpoint);
-    if (zmq_connect(dealer, ep.c_str()) != 0) {
-      absl::Status s = ZmqError(absl::StrCat("cannot connect to ", c->endpoint));
+    absl::Status armed =
+        options_.curve ? absl::OkStatus() : Gate::ArmClient(dealer, options_.token);
+    if (!armed.ok() || zmq_connect(dealer, ep.c_str()) != 0) {
+      absl::Status s = armed.ok()
+                           ? ZmqError(absl::StrCat("cannot connect to ",
+                                                   EscapeForLog(c->endpoint)))
+                           : armed;
       zmq_close(dealer);
       c->done.set_value(std::move(s));  // One owner: no shared refcount across threads.
       continue;
@@ -378,17 +398,20 @@ void Transport::DrainCommands() {
     }
     c->done.set_value(absl::OkStatus());
   }
-  if (has_handler_ && data_.size() > 0) {
-    // Data that arrived before the handler was installed.
+  if (has_handler_) {
     std::vector<Message> queued;
-    while (true) {
-      auto m = data_.Pop(absl::InfinitePast());
-      if (!m.ok()) break;
-      queued.push_back(std::move(*m));
-    }
+    TakeQueuedData(&queued);
     Deliver(&queued);
   }
   PumpSends();
+}
+
+void Transport::TakeQueuedData(std::vector<Message>* batch) {
+  while (data_.size() > 0) {
+    auto m = data_.Pop(absl::InfinitePast());
+    if (!m.ok()) break;
+    batch->push_back(std::move(*m));
+  }
 }
 
 void Transport::PumpSends() {
@@ -602,27 +625,6 @@ void Transport::Released(Peer* peer, int64_t bytes) {
   if (pump) Wake();  // The window opened (on the I/O thread: no wait in the next poll).
 }
 
-std::string Transport::Validate(const Message& msg) const {
-  const proto::Header& h = msg.header;
-  const int n = h.keys_size();
-  if (h.offsets_size() != n || h.lengths_size() != n) {
-    return absl::StrCat(n, " keys but ", h.offsets_size(), " offsets and ", h.lengths_size(),
-                        " lengths");
-  }
-  if (static_cast<int>(msg.frames.size()) != n && !msg.frames.empty()) {
-    return absl::StrCat(n, " keys but ", msg.frames.size(), " data frames");
-  }
-  for (size_t i = 0; i < msg.frames.size(); ++i) {
-    const int64_t len = h.lengths(static_cast<int>(i));
-    if (len < 0 || h.offsets(static_cast<int>(i)) < 0 ||
-        static_cast<uint64_t>(len) * sizeof(float) != msg.frames[i].size()) {
-      return absl::StrCat("frame ", i, " has ", msg.frames[i].size(), " bytes but the header says ",
-                          len, " floats at offset ", h.offsets(static_cast<int>(i)));
-    }
-  }
-  return "";
-}
-
 void Transport::Deliver(std::vector<Message>* batch) {
   if (batch->empty()) return;
   // Serve the highest priority first among what arrived together.
@@ -646,18 +648,12 @@ void Transport::Deliver(std::vector<Message>* batch) {
 }
 
 void Transport::ReadIncoming() {
-  std::vector<Message> batch;
-  // Whether data goes to the handler is decided once per pass: a handler
-  // installed meanwhile first gets what was queued before it (here, or in
-  // the next DrainCommands), then what arrives after.
+  // Data goes to the handler or to the queue, the same way for the whole
+  // read, and data queued before the handler came goes first (the handler
+  // may have come since DrainCommands looked).
   const bool to_handler = has_handler_;
-  if (to_handler) {
-    while (true) {
-      auto m = data_.Pop(absl::InfinitePast());
-      if (!m.ok()) break;
-      batch.push_back(std::move(*m));
-    }
-  }
+  std::vector<Message> batch;
+  if (to_handler) TakeQueuedData(&batch);
   for (int budget = 0; budget < 256; ++budget) {
     if (incoming_.size() >= incoming_.capacity() ||
         (!to_handler && data_.size() >= data_.capacity())) {
@@ -685,41 +681,27 @@ void Transport::ReadIncoming() {
       parts.push_back(Frame::FromZmq(&p));
       zmq_msg_close(&p);
     }
-    if (parts.empty()) {
-      ++malformed_;
-      LOG_EVERY_N(WARNING, 100) << "dropped a message without header from '" << identity << "'";
+    absl::StatusOr<Message> decoded = Decode(std::move(parts), options_.token);
+    if (!decoded.ok()) {
+      const bool token =
+          decoded.status().code() == absl::StatusCode::kPermissionDenied;
+      const int64_t n = token ? ++bad_token_ : ++malformed_;
+      LOG_EVERY_N(WARNING, 100)
+          << (token ? "refused" : "dropped") << " a message from '"
+          << EscapeForLog(identity) << "': " << decoded.status().message()
+          << " (" << n << (token ? " refused" : " malformed") << " so far)";
       continue;
     }
-    Message msg;
-    if (!msg.header.ParseFromArray(parts[0].data(), static_cast<int>(parts[0].size()))) {
-      ++malformed_;
-      LOG_EVERY_N(WARNING, 100) << "dropped a message whose header does not parse ("
-                                << parts[0].size() << " bytes) from '" << identity << "' ("
-                                << malformed_ << " malformed so far)";
-      continue;
-    }
-    if (msg.header.token() != options_.token) {
-      ++bad_token_;
-      LOG_EVERY_N(WARNING, 100) << "refused a message with a wrong job token from '" << identity
-                                << "' (" << bad_token_ << " so far)";
-      continue;
-    }
-    for (size_t i = 1; i < parts.size(); ++i) msg.frames.push_back(std::move(parts[i]));
+    Message msg = std::move(*decoded);
     if (msg.header.has_shm_arena() || msg.header.shm_frames_size() > 0) {
       const std::string why = ReceiveShm(&msg, identity);
       if (!why.empty()) {
         ++malformed_;
-        LOG_EVERY_N(WARNING, 100) << "dropped a message with bad shared-memory frames from '"
-                                  << identity << "': " << why;
+        LOG_EVERY_N(WARNING, 100)
+            << "dropped a message with bad shared-memory frames from '"
+            << EscapeForLog(identity) << "': " << why;
         continue;
       }
-    }
-    const std::string why = Validate(msg);
-    if (!why.empty()) {
-      ++malformed_;
-      LOG_EVERY_N(WARNING, 100) << "dropped a malformed message from '" << identity
-                                << "': " << why;
-      continue;
     }
     ++received_;
     absl::Status s;
@@ -740,14 +722,16 @@ void Transport::ReadIncoming() {
 void Transport::Loop() {
   io_thread_id_ = std::this_thread::get_id();
   while (!stop_) {
-    zmq_pollitem_t items[2] = {{router_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[2 + Gate::kPollItems] = {
+        {router_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+    gate_->FillPollItems(items + 2);
     const bool room = incoming_.size() < incoming_.capacity() &&
                       (has_handler_ || data_.size() < data_.capacity());
     if (!room) items[0].events = 0;
     const bool busy = room && busy_pollers_.load(std::memory_order_relaxed) > 0;
     const long timeout_ms = busy ? 0 : (!room || retry_sends_) ? 5 : 100;
     retry_sends_ = false;
-    const int rc = zmq_poll(items, 2, timeout_ms);
+    const int rc = zmq_poll(items, 2 + Gate::kPollItems, timeout_ms);
     if (rc < 0 && zmq_errno() != EINTR) {
       LOG_EVERY_N(ERROR, 100) << "zmq_poll: " << zmq_strerror(zmq_errno());
     }
@@ -757,6 +741,7 @@ void Transport::Loop() {
       ssize_t n = read(wake_fd_, &v, sizeof(v));
       (void)n;
     }
+    gate_->Serve(items + 2);  // Admits or refuses new connections.
     wake_pending_ = false;  // Before draining: a later Wake() writes again.
     DrainCommands();
     if (items[0].revents & ZMQ_POLLIN) {
@@ -776,6 +761,7 @@ void Transport::Loop() {
   for (void* d : dealers) zmq_close(d);
   zmq_close(router_);
   router_ = nullptr;
+  gate_->Close();
 }
 
 bool TuneMallocForMessages() {

@@ -12,13 +12,19 @@
 // Send() until ZeroMQ has released its data frames; a producer that finds
 // the bound reached waits for room until its deadline (backpressure).
 //
-// Receiving: every incoming message is validated before anyone sees it: the
-// header must parse, carry the job token, and describe its data frames
-// exactly (one float32 frame per key, sizes agreeing). Anything else is
-// counted, logged (rate-limited) and dropped: no input from the network can
-// crash the process. Data messages go either to a queue (ReceiveData) or,
-// with a handler installed, straight to the handler on the I/O thread, which
-// saves two thread hops per request. ZeroMQ buffers at most
+// Receiving: a peer is let in only when it authenticates in the ZeroMQ
+// handshake (with `curve`, by its CURVE key; else by presenting the job
+// token with PLAIN), before ZeroMQ takes any frame of a message from it;
+// until then it can make the transport hold at most one handshake frame of
+// max_frame_bytes, and at most max_incoming_connections connections are
+// open (transport/gate.h). Every incoming message is then decoded and
+// validated before anyone sees it (transport/wire.h): the header must
+// parse, carry the job token, and describe its data frames exactly (one
+// float32 frame per key, sizes agreeing). Anything else is counted, logged
+// (rate-limited, peer-supplied text escaped) and dropped: no input from the
+// network can crash the process. Data messages go either to a queue
+// (ReceiveData) or, with a handler installed, straight to the handler on the
+// I/O thread, which saves two thread hops per request. ZeroMQ buffers at most
 // receive_hwm_messages per connection before it stops reading it (TCP
 // backpressure).
 //
@@ -48,6 +54,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "transport/curve.h"
+#include "transport/gate.h"
 #include "transport/message.h"
 #include "transport/shm.h"
 #include "util/blocking_queue.h"
@@ -67,8 +74,16 @@ struct TransportOptions {
   // Validated messages waiting in each receive queue; when full, the
   // transport stops reading the socket (backpressure through TCP).
   size_t incoming_capacity = 4096;
-  // Largest accepted incoming message part (ZMQ_MAXMSGSIZE).
+  // Largest accepted incoming message part (ZMQ_MAXMSGSIZE); a larger one
+  // drops the connection. Also what one connection can make this transport
+  // hold before it has authenticated (one handshake frame).
   int64_t max_frame_bytes = int64_t{1} << 31;
+  // Incoming connections open at once (authenticated or not); one more is
+  // closed as it arrives. Bounds, with max_frame_bytes, what connections
+  // that never authenticate can make this transport hold in total.
+  int max_incoming_connections = 1024;
+  // A connection that has not finished its handshake by then is dropped.
+  absl::Duration handshake_timeout = absl::Seconds(10);
   // Deliver data messages to ReceiveData() (or the data handler) instead of
   // Receive().
   bool split_data = false;
@@ -109,6 +124,12 @@ struct TransportStats {
   int64_t sent = 0;
   int64_t dropped_malformed = 0;  // Header missing/unparsable, sizes off.
   int64_t dropped_bad_token = 0;
+  // Incoming connections dropped before they authenticated: handshakes
+  // that failed (no or a wrong job token, not a pstrain peer, too slow),
+  // and connections closed because max_incoming_connections were open (see
+  // transport/gate.h for what is not counted).
+  int64_t connections_refused = 0;
+  int64_t connections_over_limit = 0;
   // Largest number of data bytes ever queued for one peer: at most
   // max_queued_bytes_per_peer (or one message, when that is larger), plus
   // what a data handler queued (its replies are never held back).
@@ -119,7 +140,8 @@ struct TransportStats {
   int64_t shm_frames_received = 0;
   int64_t shm_frames_inline = 0;
   // CURVE handshakes refused by the ZAP handler (a key the job does not
-  // know); nothing such a connection sends is read.
+  // know); nothing such a connection sends is read. Also counted in
+  // connections_refused.
   int64_t refused_unauthenticated = 0;
 };
 
@@ -248,13 +270,14 @@ class Transport {
   bool SendNow(Peer* peer, Outgoing* out);
   void Released(Peer* peer, int64_t bytes);
   void ReadIncoming();
+  // Appends the data messages queued for ReceiveData to `batch`.
+  void TakeQueuedData(std::vector<Message>* batch);
   void Deliver(std::vector<Message>* batch);
-  // Returns an error description, or "" when `msg` is valid.
-  std::string Validate(const Message& msg) const;
 
   const TransportOptions options_;
   std::shared_ptr<ShmArena> arena_;  // Null: no shared memory.
   std::unique_ptr<ShmPeers> shm_peers_;
+  std::unique_ptr<Gate> gate_;  // I/O thread only (after Create).
   uint32_t next_slot_ = 0;  // I/O thread only.
   std::string address_;
   int port_ = 0;

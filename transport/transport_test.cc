@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "transport/raw_peer.h"
+#include "util/test_util.h"
 
 namespace pstrain {
 namespace transport {
@@ -101,7 +102,7 @@ std::string Header(const proto::Header& h) {
 
 TEST(TransportTest, GarbageIsCountedAndDroppedAndGoodTrafficContinues) {
   auto b = Make("secret");
-  RawPeer raw(b->address());
+  RawPeer raw(b->address(), "secret");
   proto::Header good;
   good.set_type(proto::PUSH);
   good.set_token("secret");
@@ -137,6 +138,181 @@ TEST(TransportTest, GarbageIsCountedAndDroppedAndGoodTrafficContinues) {
   EXPECT_EQ(s.dropped_malformed, 5);
 }
 
+// Sanitizers keep shadow memory per byte: resident memory says little there.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Resident memory of this process.
+int64_t RssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+// Writes `frames` empty frames of one message that never ends, 1 MB at a
+// time; returns how many the receiver took before it closed the connection.
+int64_t SendUnfinishedMessage(RawZmtpPeer* raw, int64_t frames) {
+  std::string chunk;
+  for (int i = 0; i < 500000; ++i)
+    chunk += RawZmtpPeer::FrameHeader(0, /*more=*/true, false);
+  int64_t sent = 0;
+  while (sent < frames && raw->Write(chunk)) sent += 500000;
+  return sent;
+}
+
+// After `raw`'s handshake, 10 million empty frames of one message that
+// never ends (20 MB on the wire): the receiver `b` must close the
+// connection, take nothing, hold no memory for it, and count it.
+void ExpectAMessageThatNeverEndsHoldsNoMemory(Transport* b, RawZmtpPeer* raw) {
+  const int64_t rss_before = RssBytes();
+  const int64_t written = SendUnfinishedMessage(raw, 10000000);
+  EXPECT_TRUE(raw->ClosedByPeer(10000)) << "the connection stayed open";
+  const int64_t grown = RssBytes() - rss_before;
+  ::testing::Test::RecordProperty("frames_written", static_cast<int>(written));
+  ::testing::Test::RecordProperty("rss_growth_mib", static_cast<int>(grown >> 20));
+  if (!kSanitized) {
+    EXPECT_LT(grown, int64_t{32} << 20) << written << " frames written";
+  }
+  EXPECT_TRUE(WaitFor([&] { return b->stats().connections_refused >= 1; }));
+  EXPECT_EQ(b->stats().received + b->stats().dropped_malformed, 0);
+}
+
+// ZeroMQ delivers a message only once its last frame is in and keeps every
+// frame of an unfinished one (64 bytes each, however small): one connection
+// sending 20 MB of empty frames made a receiver hold over 600 MiB. A peer
+// without the job token is now turned away in the handshake, before any
+// frame of a message is taken from it: here one speaking plain ZMTP (the
+// NULL mechanism), as any ZeroMQ socket does by default.
+TEST(TransportTest, AMessageThatNeverEndsFromAPeerWithoutTheTokenHoldsNoMemory) {
+  auto b = Make("secret");
+  RawZmtpPeer raw(b->port(), "NULL");
+  ASSERT_TRUE(raw.ok());
+  raw.SendReady("flood");
+  ExpectAMessageThatNeverEndsHoldsNoMemory(b.get(), &raw);
+}
+
+// The same from a peer that speaks the right mechanism with a wrong token.
+TEST(TransportTest, AMessageThatNeverEndsAfterAWrongTokenHoldsNoMemory) {
+  auto b = Make("secret");
+  RawZmtpPeer raw(b->port(), "PLAIN");
+  ASSERT_TRUE(raw.ok());
+  raw.SendHello("pstrain", "guess");
+  ExpectAMessageThatNeverEndsHoldsNoMemory(b.get(), &raw);
+}
+
+// With CURVE (the default between nodes) the same peer fails the CURVE
+// handshake: turned away and counted by the same gate.
+TEST(TransportTest, AMessageThatNeverEndsIsTurnedAwayByCurveToo) {
+  TransportOptions o;
+  o.token = "secret";
+  ASSERT_TRUE(UseJobCurveKeys(&o).ok());
+  auto b = Make("secret", o);
+  RawZmtpPeer raw(b->port(), "NULL");
+  ASSERT_TRUE(raw.ok());
+  raw.SendReady("flood");
+  ExpectAMessageThatNeverEndsHoldsNoMemory(b.get(), &raw);
+}
+
+// Jobs without a token (an empty one) still connect; a token over what
+// PLAIN carries is refused up front.
+TEST(TransportTest, AnEmptyTokenWorksAndAnOverlongOneIsRefused) {
+  auto a = Make(""), b = Make("");
+  ASSERT_TRUE(a->Connect(1, b->address()).ok());
+  ASSERT_TRUE(a->Send(1, Push(5, {5}), Soon()).ok());
+  auto got = b->Receive(Soon());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->header.keys(0), 5);
+  TransportOptions o;
+  o.token = std::string(256, 't');
+  auto t = Transport::Create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()),
+              HasSubstr("256 bytes; at most 255"));
+}
+
+// A pstrain node with another job's token does not get in either.
+TEST(TransportTest, ANodeWithAnotherTokenIsRefusedInTheHandshake) {
+  auto b = Make("secret"), stranger = Make("other job");
+  ASSERT_TRUE(stranger->Connect(1, b->address()).ok());
+  ASSERT_TRUE(stranger->Send(1, Push(1, {1}), Soon()).ok());
+  EXPECT_TRUE(WaitFor([&] { return b->stats().connections_refused >= 1; }));
+  EXPECT_EQ(b->Receive(absl::Now() + absl::Milliseconds(200)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(b->stats().dropped_bad_token, 0);  // No message got as far.
+}
+
+// Many connections that each start a handshake frame (up to
+// max_frame_bytes) and never finish it: each holds at most one frame, at
+// most max_incoming_connections are open, and they go at the handshake
+// timeout.
+TEST(TransportTest, StalledHandshakesAreBoundedPerConnectionAndInTotal) {
+  TransportOptions o;
+  o.max_frame_bytes = 1 << 20;
+  o.max_incoming_connections = 16;
+  o.handshake_timeout = absl::Seconds(2);
+  auto b = Make("secret", o);
+  const int64_t rss_before = RssBytes();
+  constexpr int kPeers = 200;
+  std::vector<std::unique_ptr<RawZmtpPeer>> peers;
+  for (int i = 0; i < kPeers; ++i) {
+    auto raw = std::make_unique<RawZmtpPeer>(b->port(), "PLAIN");
+    // Half a frame of the largest size the receiver takes (512 KiB of 1 MiB).
+    if (raw->ok()) {
+      raw->Write(RawZmtpPeer::FrameHeader(1 << 20, false, /*command=*/true) +
+                 std::string(512 << 10, 'x'));
+    }
+    peers.push_back(std::move(raw));
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    return b->stats().connections_over_limit >= kPeers - 16;
+  })) << b->stats().connections_over_limit;
+  const int64_t grown = RssBytes() - rss_before;
+  RecordProperty("rss_growth_mib", static_cast<int>(grown >> 20));
+  if (!kSanitized) {
+    EXPECT_LT(grown, int64_t{32} << 20);
+  }
+  // The rest are dropped when their handshake times out.
+  int closed = 0;
+  for (auto& p : peers) closed += p->ClosedByPeer(10000);
+  EXPECT_EQ(closed, kPeers);
+  EXPECT_TRUE(WaitFor([&] { return b->stats().connections_refused >= 16; }));
+  // And the gate still lets a real peer in.
+  auto a = Make("secret");
+  ASSERT_TRUE(a->Connect(1, b->address()).ok());
+  ASSERT_TRUE(a->Send(1, Push(3, {3}), Soon()).ok());
+  auto got = b->Receive(Soon());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->header.keys(0), 3);
+}
+
+// A routing id is the peer's to choose: a newline in it must not forge a
+// log line.
+TEST(TransportTest, PeerSuppliedRoutingIdsAreLoggedEscapedOnOneLine) {
+  auto b = Make("secret");
+  LogCapture logs;
+  {
+    RawPeer raw(b->address(), "secret",
+                "evil\nE0101 00:00:00.000000 1 forged.cc:1] \x1b[31mforged");
+    // LOG_EVERY_N(.., 100) logs one of any 100 drops.
+    for (int i = 0; i < 100; ++i) raw.Send({"\xff\xff not protobuf"});
+    while (b->stats().dropped_malformed < 100)
+      absl::SleepFor(absl::Milliseconds(5));
+  }
+  const auto lines = logs.Containing("does not parse");
+  ASSERT_FALSE(lines.empty());
+  for (const std::string& line : lines) {
+    EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+    EXPECT_EQ(line.find('\x1b'), std::string::npos) << line;
+    EXPECT_THAT(line, HasSubstr("evil\\nE0101"));
+  }
+}
+
 TEST(TransportTest, HigherPriorityIsSentFirst) {
   auto a = Make(), b = Make();
   ASSERT_TRUE(a->Connect(1, b->address()).ok());
@@ -158,23 +334,6 @@ TEST(TransportTest, HigherPriorityIsSentFirst) {
     last_key = got->header.keys(0);
   }
   EXPECT_EQ(inversions, 0);
-}
-
-// Sanitizers keep shadow memory per byte: resident memory says little there.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-
-// Resident memory of this process.
-int64_t RssBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  }
-  return -1;
 }
 
 // A receiver that reads nothing until told, and a sender with small bounds.
