@@ -85,7 +85,8 @@ class Scheduler {
     const auto st = tr_->stats();
     LOG(INFO) << "scheduler: " << st.received << " messages received, "
               << st.dropped_bad_token << " refused (wrong token), "
-              << st.dropped_malformed << " malformed; "
+              << st.dropped_malformed << " malformed, "
+              << st.dropped_wrong_sender + wrong_register_ << " speaking for another node; "
               << st.connections_refused << " connections refused, "
               << st.connections_over_limit << " over the limit";
     // Let the last broadcast leave before the sockets close.
@@ -229,6 +230,15 @@ class Scheduler {
           if (registered_.count(key)) break;
           const std::string where =
               absl::StrCat(EscapeForLog(info.host()), ":", info.port());
+          if (msg->from != key) {
+            // A node registers only itself: the address it claims is the
+            // one its connection carries (its routing id).
+            ++wrong_register_;
+            LOG_EVERY_N(WARNING, 20)
+                << "refused a REGISTER for " << where << " that came from '"
+                << EscapeForLog(msg->from) << "' (" << wrong_register_ << " so far)";
+            break;
+          }
           int servers = 0, workers = 0;
           for (const auto& [k, i] : registered_) ++(i.role() == proto::SERVER ? servers : workers);
           if ((info.role() == proto::SERVER && servers >= o_.num_servers) ||
@@ -299,6 +309,8 @@ class Scheduler {
   const SchedulerOptions o_;
   std::unique_ptr<transport::Transport> tr_;
   std::map<std::string, proto::NodeInfo> registered_;
+  // REGISTERs refused because they named another node than their sender.
+  int64_t wrong_register_ = 0;
   std::map<int, Node> nodes_;
   std::map<std::string, std::set<int>> barriers_;
 };

@@ -638,13 +638,16 @@ TEST(KVStoreClusterTest, PeerSuppliedHostsAreLoggedEscapedOnOneLine) {
   ASSERT_FALSE(ServerAddress(c.servers[0]).empty())
       << c.AllOutput();  // Registered.
   const std::string forged = "E0101 00:00:00.000000 1 scheduler.cc:1] forged";
+  const std::string evil = "evil\n" + forged + "\x1b[2J";
   {
-    RawPeer raw(c.address, "test-token-123");
+    // A node registers only as the address its connection carries: the
+    // raw peer's routing id is the host:port it claims.
+    RawPeer raw(c.address, "test-token-123", evil + ":1");
     proto::Header reg;
     reg.set_type(proto::REGISTER);
     reg.set_token("test-token-123");
     reg.mutable_node()->set_role(proto::WORKER);
-    reg.mutable_node()->set_host("evil\n" + forged + "\x1b[2J");
+    reg.mutable_node()->set_host(evil);
     reg.mutable_node()->set_port(1);
     std::string bytes;
     reg.SerializeToString(&bytes);
@@ -662,6 +665,41 @@ TEST(KVStoreClusterTest, PeerSuppliedHostsAreLoggedEscapedOnOneLine) {
     EXPECT_EQ(out->find("\n" + forged), std::string::npos) << *out;
     EXPECT_EQ(out->find('\x1b'), std::string::npos) << *out;
   }
+}
+
+// A node registers only itself: a REGISTER naming another address than
+// its connection's is refused and counted, and the job runs with the real
+// nodes.
+TEST(KVStoreClusterTest, ARegisterForAnotherAddressIsRefused) {
+  ClusterSpec spec;
+  spec.insecure_plaintext = true;  // The raw peer speaks plaintext.
+  spec.workers = 1;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  {
+    RawPeer raw(c.address, "test-token-123", "127.0.0.1:7");
+    proto::Header reg;
+    reg.set_type(proto::REGISTER);
+    reg.set_token("test-token-123");
+    reg.mutable_node()->set_role(proto::WORKER);
+    reg.mutable_node()->set_host("127.0.0.1");
+    reg.mutable_node()->set_port(9);  // Not the connection's 7.
+    std::string bytes;
+    reg.SerializeToString(&bytes);
+    raw.Send({bytes});
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  auto kv = c.Workers("dist_sync");
+  ASSERT_NE(kv[0], nullptr) << c.AllOutput();
+  std::vector<float> v(10, 1.0f);
+  ASSERT_TRUE(kv[0]->Init({1}, {v}, Deadline()).ok());
+  ASSERT_TRUE(kv[0]->Finish().ok());
+  ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
+  EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
+  EXPECT_THAT(c.scheduler.output, HasSubstr("refused a REGISTER for 127.0.0.1:9"));
+  EXPECT_THAT(c.scheduler.output, HasSubstr("1 speaking for another node"));
+  EXPECT_THAT(c.scheduler.output, Not(HasSubstr("registered WORKER at 127.0.0.1:9")));
 }
 
 TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {

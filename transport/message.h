@@ -85,6 +85,9 @@ class Frame {
 struct Message {
   proto::Header header;
   std::vector<Frame> frames;
+  // Received messages: the routing id of the connection the message came
+  // in on (the sending node's advertised "host:port"). Empty when sending.
+  std::string from;
 };
 
 }  // namespace transport

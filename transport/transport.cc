@@ -327,6 +327,7 @@ TransportStats Transport::stats() const {
   s.sent = sent_;
   s.dropped_malformed = malformed_;
   s.dropped_bad_token = bad_token_;
+  s.dropped_wrong_sender = wrong_sender_;
   const GateStats gate = gate_->stats();
   s.connections_refused = gate.refused;
   s.connections_over_limit = gate.over_limit;
@@ -647,6 +648,17 @@ void Transport::Deliver(std::vector<Message>* batch) {
   batch->clear();
 }
 
+bool Transport::SenderMatches(int64_t sender, const std::string& from) {
+  // The scheduler (id 0) is reached at the address its nodes were given,
+  // which need not be how it names itself (a wildcard bind, a host name):
+  // only servers and workers, whose ids and addresses both come from the
+  // address book, are bound to their connection.
+  if (sender <= 0) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = peers_.find(static_cast<int>(sender));
+  return it == peers_.end() || it->second->endpoint == from;
+}
+
 void Transport::ReadIncoming() {
   // Data goes to the handler or to the queue, the same way for the whole
   // read, and data queued before the handler came goes first (the handler
@@ -693,6 +705,15 @@ void Transport::ReadIncoming() {
       continue;
     }
     Message msg = std::move(*decoded);
+    if (!SenderMatches(msg.header.sender(), identity)) {
+      const int64_t n = ++wrong_sender_;
+      LOG_EVERY_N(WARNING, 100)
+          << "dropped a message from '" << EscapeForLog(identity)
+          << "' that claims to come from node " << msg.header.sender()
+          << ", which is another node (" << n << " so far)";
+      continue;
+    }
+    msg.from = identity;
     if (msg.header.has_shm_arena() || msg.header.shm_frames_size() > 0) {
       const std::string why = ReceiveShm(&msg, identity);
       if (!why.empty()) {

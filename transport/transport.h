@@ -124,6 +124,10 @@ struct TransportStats {
   int64_t sent = 0;
   int64_t dropped_malformed = 0;  // Header missing/unparsable, sizes off.
   int64_t dropped_bad_token = 0;
+  // Messages whose header claims a sender (a connected peer's id) other
+  // than the node whose connection they came in on: nobody may speak for
+  // another node.
+  int64_t dropped_wrong_sender = 0;
   // Incoming connections dropped before they authenticated: handshakes
   // that failed (no or a wrong job token, not a pstrain peer, too slow),
   // and connections closed because max_incoming_connections were open (see
@@ -232,6 +236,11 @@ class Transport {
   // Hands back the arena blocks of messages that will not be sent (those
   // in the receiver's arena need the receiver's `endpoint`).
   void DropShm(const Message& msg, const std::string* endpoint = nullptr);
+  // Whether a message claiming `sender` may come in on the connection whose
+  // routing id is `from`: the connected peer of that id (a server or a
+  // worker; see Connect) must be the node at `from`. Unknown ids pass (the
+  // roles check them against their address book).
+  bool SenderMatches(int64_t sender, const std::string& from);
   // I/O thread: frames received from `peer` and now sent back to it (a
   // server replying with a push it adopted) go by reference into its own
   // arena.
@@ -310,7 +319,7 @@ class Transport {
   std::atomic<bool> stop_{false};
   mutable std::atomic<int> busy_pollers_{0};
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
-  std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0};
+  std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0}, wrong_sender_{0};
   std::atomic<int64_t> shm_sent_{0}, shm_received_{0}, shm_inline_{0};
   std::thread thread_;
 };

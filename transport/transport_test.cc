@@ -467,6 +467,40 @@ TEST(TransportTest, DataHandlerGetsQueuedDataFirstThenNewDataOnTheIoThread) {
   EXPECT_EQ(last->header.keys(0), 4);
 }
 
+// A node holding the token cannot speak for another: the sender id in the
+// header must be the connected peer whose connection the message came in
+// on.
+TEST(TransportTest, AMessageCannotClaimAnotherNodesId) {
+  auto a = Make(), b = Make(), c = Make();
+  ASSERT_TRUE(a->Connect(5, b->address()).ok());
+  ASSERT_TRUE(a->Connect(6, c->address()).ok());
+  ASSERT_TRUE(b->Connect(0, a->address()).ok());
+  ASSERT_TRUE(c->Connect(0, a->address()).ok());
+  Message forged = Push(1, {1});
+  forged.header.set_sender(5);  // c claims to be b.
+  ASSERT_TRUE(c->Send(0, std::move(forged), Soon()).ok());
+  Message own = Push(2, {2});
+  own.header.set_sender(6);
+  ASSERT_TRUE(c->Send(0, std::move(own), Soon()).ok());
+  Message from_b = Push(3, {3});
+  from_b.header.set_sender(5);
+  ASSERT_TRUE(b->Send(0, std::move(from_b), Soon()).ok());
+  std::vector<int64_t> keys;
+  std::vector<std::string> froms;
+  for (int i = 0; i < 2; ++i) {
+    auto got = a->Receive(Soon());
+    ASSERT_TRUE(got.ok()) << got.status();
+    keys.push_back(got->header.keys(0));
+    froms.push_back(got->from);
+  }
+  EXPECT_THAT(keys, ::testing::UnorderedElementsAre(2, 3));
+  EXPECT_THAT(froms, ::testing::UnorderedElementsAre(b->address(), c->address()));
+  EXPECT_EQ(a->Receive(absl::Now() + absl::Milliseconds(200)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(a->stats().dropped_wrong_sender, 1);
+  EXPECT_EQ(a->stats().received, 2);
+}
+
 }  // namespace
 }  // namespace transport
 }  // namespace pstrain
