@@ -27,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "launcher/subprocess.h"
+#include "util/flags.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -46,29 +47,77 @@ std::atomic<int> g_stop_signal{0};
 
 void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 
-// The wrapper every node runs under (see launcher.h). Arguments: the node's
-// argv. It prints one line "pstrain-node-pid PID" so the launcher can check
-// the node is gone at the end.
-constexpr char kWrapper[] = R"sh(t=$(mktemp "${TMPDIR:-/tmp}/pstrain-token.XXXXXX") || exit 97
-if ! IFS= read -r tok; then rm -f "$t"; echo "launch wrapper: no job token on stdin" >&2; exit 98; fi
+// Shell functions for killing by PID safely. `started PID` prints the
+// start time of process PID (field 22 of /proc/PID/stat, after the command
+// name, which may hold spaces and parentheses): with the PID it names one
+// process, never a later one that reuses the number. `same PID START` is
+// true while PID is still the process that started at START; every kill of
+// a node checks it first.
+constexpr char kSameProcess[] = R"sh(started() {
+  v=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  v=${v##*) }
+  set -- $v
+  shift 19
+  echo "$1"
+}
+same() { [ -n "$2" ] && [ "$(started "$1")" = "$2" ]; }
+)sh";
+
+// The wrapper every node runs under (see launcher.h), after kSameProcess.
+// Arguments: the node's argv. It prints one line "pstrain-node-pid PID START
+// TOKEN_FILE" so the launcher can check that the node is gone at the end,
+// and remove the token file when the wrapper could not (killed with
+// SIGKILL). The token file goes on every other way out (the EXIT trap;
+// HUP, INT and TERM are passed on to the node, whose end ends the
+// wrapper). Once the node runs, the wrapper's own stderr is /dev/null and
+// SIGPIPE is caught: when the launcher is gone, dash's "Terminated" notice
+// would otherwise end the wrapper by SIGPIPE before it removed the file.
+constexpr char kWrapper[] = R"sh(t= p= s= w= ws=
+stop() { [ -n "$p" ] || exit "$1"; if same "$p" "$s"; then kill -TERM "$p"; fi; }
+trap '[ -z "$t" ] || rm -f "$t"' EXIT
+trap 'stop 129' HUP
+trap 'stop 130' INT
+trap 'stop 143' TERM
+trap : PIPE
+t=$(mktemp "${TMPDIR:-/tmp}/pstrain-token.XXXXXX") || exit 97
+if ! IFS= read -r tok; then echo "launch wrapper: no job token on stdin" >&2; exit 98; fi
 printf '%s\n' "$tok" > "$t"
 unset tok
 exec 3<&0
 "$@" --token_file="$t" </dev/null &
 p=$!
-echo "pstrain-node-pid $p"
-(while IFS= read -r _ <&3; do :; done; kill -TERM $p 2>/dev/null; sleep 5; kill -KILL $p 2>/dev/null) >/dev/null 2>&1 &
+s=$(started "$p")
+echo "pstrain-node-pid $p $s $t"
+exec 2>/dev/null
+(while IFS= read -r _ <&3; do :; done; if same "$p" "$s"; then kill -TERM "$p"; fi; sleep 5; if same "$p" "$s"; then kill -KILL "$p"; fi) >/dev/null 2>&1 &
 w=$!
+ws=$(started "$w")
 exec 3<&-
-trap 'kill -TERM $p 2>/dev/null' TERM INT HUP
 rc=0
-wait $p || rc=$?
-while kill -0 $p 2>/dev/null; do wait $p; rc=$?; done
-kill $w 2>/dev/null
-rm -f "$t"
-exit $rc)sh";
+wait "$p" || rc=$?
+while same "$p" "$s"; do wait "$p"; rc=$?; done
+if same "$w" "$ws"; then kill "$w"; fi
+exit "$rc")sh";
+
+std::string WrapperScript() { return absl::StrCat(kSameProcess, kWrapper); }
 
 constexpr char kPidMarker[] = "pstrain-node-pid ";
+// The wrapper's token files: FOLDER/pstrain-token.XXXXXX (mktemp).
+constexpr char kTokenFilePrefix[] = "pstrain-token.";
+
+// Whether `path` has the form of a wrapper's token file, so that no other
+// file is ever removed on the word of a line of output.
+bool IsTokenFile(absl::string_view path) {
+  const size_t slash = path.rfind('/');
+  const absl::string_view base =
+      slash == absl::string_view::npos ? path : path.substr(slash + 1);
+  return absl::StartsWith(base, kTokenFilePrefix) &&
+         base.size() == sizeof(kTokenFilePrefix) - 1 + 6 &&
+         base.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+             sizeof(kTokenFilePrefix) - 1) == absl::string_view::npos;
+}
+
 // What the scheduler logs when it aborts the job (scheduler/scheduler.cc).
 constexpr char kAbortMarker[] = "scheduler: aborting the job: ";
 
@@ -242,7 +291,9 @@ struct Running {
   ProcessSpec spec;
   Subprocess proc;
   std::string partial;  // Output not yet ended by a newline.
-  int remote_pid = -1;  // The node's pid on its host (from the wrapper).
+  int remote_pid = -1;  // The node's pid on its host (from the wrapper),
+  std::string started;  // its start time there,
+  std::string token_file;  // and the wrapper's token file there.
   bool done = false;
 };
 
@@ -272,6 +323,7 @@ void InstallStopSignalHandlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
 
@@ -326,7 +378,7 @@ std::vector<std::string> WrapperCommand(const LaunchOptions& o,
                                         const std::vector<std::string>& env,
                                         const std::string& workdir) {
   if (!spec.remote) {
-    std::vector<std::string> argv = {"/bin/sh", "-c", kWrapper,
+    std::vector<std::string> argv = {"/bin/sh", "-c", WrapperScript(),
                                      "pstrain-node"};
     argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
     return argv;
@@ -339,12 +391,47 @@ std::vector<std::string> WrapperCommand(const LaunchOptions& o,
   for (const auto& e : env) words.push_back(ShellQuote(e));
   words.push_back("/bin/sh");
   words.push_back("-c");
-  words.push_back(ShellQuote(kWrapper));
+  words.push_back(ShellQuote(WrapperScript()));
   words.push_back("pstrain-node");
   for (const auto& a : spec.argv) words.push_back(ShellQuote(a));
   std::vector<std::string> argv = SshBase(o, spec.host);
   argv.push_back(absl::StrJoin(words, " "));
   return argv;
+}
+
+absl::Status ValidateLaunchOptions(const LaunchOptions& o) {
+  if (o.num_workers < 1) {
+    return BadFlag("num_workers", o.num_workers, "must be >= 1 (-n)");
+  }
+  if (o.num_servers < 1) {
+    return BadFlag("num_servers", o.num_servers, "must be >= 1 (-s)");
+  }
+  if (o.command.empty()) {
+    return absl::InvalidArgumentError(
+        "no worker command given (launch ... -- WORKER-BINARY FLAGS...)");
+  }
+  if (o.mode == Mode::kSsh && o.hosts.empty()) {
+    return absl::InvalidArgumentError(
+        "--launcher ssh needs a hosts file (-H/--hostfile)");
+  }
+  if (o.scheduler_port < 0 || o.scheduler_port > 65535) {
+    return BadFlag("scheduler_port", o.scheduler_port,
+                   "must be in [0, 65535] (0: a free port)");
+  }
+  const double connect_s = absl::ToDoubleSeconds(o.ssh_connect_timeout);
+  if (!(connect_s >= 1 && connect_s <= 3600)) {
+    return BadFlag("ssh_connect_timeout_s", connect_s, "must be in [1, 3600]");
+  }
+  const double grace_s = absl::ToDoubleSeconds(o.stop_grace);
+  if (!(grace_s >= 0 && grace_s <= 3600)) {
+    return BadFlag("stop_grace_s", grace_s, "must be in [0, 3600]");
+  }
+  for (const std::string& e : o.env) {
+    if (e.find('=') == std::string::npos || e[0] == '=') {
+      return BadFlag("env", e, "must be K=V");
+    }
+  }
+  return absl::OkStatus();
 }
 
 Launcher::Launcher(LaunchOptions options, std::ostream* out)
@@ -405,17 +492,22 @@ std::string LastLine(const std::string& text) {
 namespace {
 
 // After a failed or stopped ssh job: checks every remote host, in parallel,
-// for nodes of the job still alive, and kills them. A host that does not
+// for nodes of the job still alive, kills them, and removes token files
+// their wrappers left (see kWrapper). A host that does not
 // answer on its ssh port within a few seconds (a cut link, a dead host) is
 // not waited for: its nodes stop by themselves once the scheduler has been
 // silent for their heartbeat timeout.
 template <typename Say>
 void CheckRemoteLeftovers(const LaunchOptions& o, const std::vector<Running>& running,
                           const std::map<std::string, Host>& hosts_by_name, Say say) {
-  std::map<std::string, std::vector<int>> pids;
+  // Per host: "PID:START" of every node, and the token files.
+  std::map<std::string, std::vector<std::string>> pids, tokens;
   for (const auto& r : running) {
-    if (r.spec.remote && r.remote_pid > 0) {
-      pids[r.spec.host.ToString()].push_back(r.remote_pid);
+    if (!r.spec.remote || r.remote_pid <= 0) continue;
+    pids[r.spec.host.ToString()].push_back(
+        absl::StrCat(r.remote_pid, ":", r.started));
+    if (!r.token_file.empty()) {
+      tokens[r.spec.host.ToString()].push_back(ShellQuote(r.token_file));
     }
   }
   const absl::Duration probe_timeout = std::min(o.ssh_connect_timeout, absl::Seconds(2));
@@ -437,12 +529,17 @@ void CheckRemoteLeftovers(const LaunchOptions& o, const std::vector<Running>& ru
       continue;
     }
     // The wrapper's watchdog sends SIGKILL 5 s after SIGTERM. Wait up to
-    // 8 s for the nodes to go, then kill and report whatever is left.
+    // 8 s for the nodes to go, then kill and report whatever is left (still
+    // the same processes: see kSameProcess), and remove the token files.
     std::string script = absl::StrCat(
-        "i=0; while [ $i -lt 40 ]; do left=''; for p in ", absl::StrJoin(list, " "),
-        "; do kill -0 $p 2>/dev/null && left=\"$left $p\"; done; "
-        "[ -z \"$left\" ] && exit 0; i=$((i+1)); sleep 0.2; done; "
-        "kill -9 $left 2>/dev/null; echo \"pstrain-left$left\"");
+        kSameProcess, "i=0; while [ $i -lt 40 ]; do left=''; for ps in ",
+        absl::StrJoin(list, " "),
+        "; do same \"${ps%:*}\" \"${ps#*:}\" && left=\"$left ${ps%:*}\"; done; "
+        "[ -z \"$left\" ] && break; i=$((i+1)); sleep 0.2; done; "
+        "[ -z \"$left\" ] || { kill -9 $left 2>/dev/null; echo "
+        "\"pstrain-left$left\"; }; "
+        "rm -f ",
+        absl::StrJoin(tokens[name], " "));
     std::vector<std::string> argv = SshBase(o, host);
     argv.push_back(script);
     Check c;
@@ -485,21 +582,9 @@ int Launcher::Run() {
   auto say = [this](const std::string& line) {
     *out_ << "launch: " << line << "\n" << std::flush;
   };
-  // Options.
-  if (o.num_workers < 1) {
-    say("-n/--num_workers must be at least 1");
-    return 1;
-  }
-  if (o.num_servers < 1) {
-    say("-s/--num_servers must be at least 1");
-    return 1;
-  }
-  if (o.command.empty()) {
-    say("no worker command given (launch ... -- WORKER-BINARY FLAGS...)");
-    return 1;
-  }
-  if (o.mode == Mode::kSsh && o.hosts.empty()) {
-    say("--launcher ssh needs a hosts file (-H/--hostfile)");
+  absl::Status valid = ValidateLaunchOptions(o);
+  if (!valid.ok()) {
+    say(std::string(valid.message()));
     return 1;
   }
 
@@ -684,10 +769,16 @@ int Launcher::Run() {
   }
 
   // The node environment: whitelist + --env.
+  // An --env K=V replaces the launcher's own K: a variable given twice
+  // would mean different values to different readers.
+  std::set<std::string> given;
+  for (const std::string& e : o.env) given.insert(e.substr(0, e.find('=')));
   std::vector<std::string> node_env;
   for (int i = 0; kEnvWhitelist[i] != nullptr; ++i) {
     const char* v = getenv(kEnvWhitelist[i]);
-    if (v != nullptr) node_env.push_back(absl::StrCat(kEnvWhitelist[i], "=", v));
+    if (v != nullptr && !given.count(kEnvWhitelist[i])) {
+      node_env.push_back(absl::StrCat(kEnvWhitelist[i], "=", v));
+    }
   }
   node_env.insert(node_env.end(), o.env.begin(), o.env.end());
   std::vector<std::string> local_env = node_env;
@@ -725,7 +816,7 @@ int Launcher::Run() {
     }
     absl::Status w = proc->WriteStdin(token + "\n");
     if (!w.ok()) LOG(WARNING) << spec.Prefix() << " token not delivered: " << w;
-    running.push_back(Running{spec, std::move(*proc), "", -1, false});
+    running.push_back(Running{spec, std::move(*proc), "", -1, "", "", false});
   }
 
   std::string abort_reason;
@@ -736,10 +827,20 @@ int Launcher::Run() {
       if (nl == std::string::npos) break;
       absl::string_view line(r.partial.data() + start, nl - start);
       start = nl + 1;
-      if (absl::StartsWith(line, kPidMarker)) {
+      // The wrapper's line, written as soon as the node starts: only the
+      // first one counts, so that a node's own output cannot name the
+      // processes to kill or the files to remove afterwards.
+      if (r.remote_pid < 0 && absl::StartsWith(line, kPidMarker)) {
+        std::vector<absl::string_view> words =
+            absl::StrSplit(line.substr(sizeof(kPidMarker) - 1), ' ');
         int pid = -1;
-        if (absl::SimpleAtoi(line.substr(sizeof(kPidMarker) - 1), &pid)) {
-          r.remote_pid = pid;
+        uint64_t started = 0;
+        if (absl::SimpleAtoi(words[0], &pid) && pid > 0) r.remote_pid = pid;
+        if (words.size() == 3 && absl::SimpleAtoi(words[1], &started)) {
+          r.started = std::string(words[1]);
+        }
+        if (words.size() == 3 && IsTokenFile(words[2])) {
+          r.token_file = std::string(words[2]);
         }
         continue;
       }
@@ -767,7 +868,8 @@ int Launcher::Run() {
     int sig = g_stop_signal.exchange(0);
     if (sig != 0 && stop_signal == 0) {
       stop_signal = sig;
-      say(absl::StrCat("received ", sig == SIGINT ? "SIGINT" : "SIGTERM",
+      const char* name = sigabbrev_np(sig);
+      say(absl::StrCat("received SIG", name ? name : "?",
                        "; stopping every process"));
       if (exit_code == 0) exit_code = 128 + sig;
       begin_stop();
@@ -825,6 +927,15 @@ int Launcher::Run() {
     CheckRemoteLeftovers(o, running, hosts_by_name, say);
   }
   if (left > 0) say(absl::StrCat("killed ", left, " leftover local process group(s)"));
+  // A wrapper removes its token file however it ends, except when it is
+  // killed with SIGKILL (a node that outlived --stop_grace_s): then here.
+  for (const auto& r : running) {
+    if (!r.spec.remote && !r.token_file.empty() &&
+        unlink(r.token_file.c_str()) == 0) {
+      LOG(INFO) << r.spec.Prefix()
+                << " removed the token file its wrapper left";
+    }
+  }
 
   if (!first_failure.empty()) {
     say(absl::StrCat("job failed: ", first_failure,

@@ -7,13 +7,21 @@
 //
 // Every process is started through a small POSIX-sh wrapper that
 //   - reads the job token from the first line of its stdin into a file only
-//     the user can read, and passes `--token_file=FILE` (the token is never
-//     on a command line),
+//     the user can read ($TMPDIR/pstrain-token.XXXXXX, mode 600), and passes
+//     `--token_file=FILE` (the token is never on a command line),
 //   - runs the node with exactly the environment the launcher gives it
-//     (`env -i`: a documented whitelist plus --env; remote shell startup
-//     files cannot change it),
+//     (`env -i`: a documented whitelist plus --env, which overrides the
+//     whitelist; remote shell startup files cannot change it),
 //   - kills the node (SIGTERM, then SIGKILL after 5 s) as soon as its stdin
-//     reaches EOF, i.e. when the launcher or its ssh connection goes away.
+//     reaches EOF, i.e. when the launcher or its ssh connection goes away
+//     (also when the launcher was killed with SIGKILL); passes SIGHUP,
+//     SIGINT and SIGTERM on to the node as SIGTERM,
+//   - kills by PID only while the PID still names the node (same start time
+//     in /proc), never a later process that reuses the number,
+//   - removes the token file however it ends; when it was killed with
+//     SIGKILL itself (a node that outlived --stop_grace_s), the launcher
+//     removes the file: locally at the end of the job, on remote hosts with
+//     its check for leftover processes after a failure or a stop.
 #ifndef PSTRAIN_LAUNCHER_LAUNCHER_H_
 #define PSTRAIN_LAUNCHER_LAUNCHER_H_
 
@@ -21,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "launcher/hostfile.h"
@@ -67,6 +76,11 @@ struct LaunchOptions {
 // host).
 extern const char* const kEnvWhitelist[];
 
+// Checks `options` before anything starts. InvalidArgument names the flag,
+// its value and what is allowed ("--num_workers 0: must be >= 1 (-n)"), or
+// says what is missing (no worker command; ssh without hosts).
+absl::Status ValidateLaunchOptions(const LaunchOptions& options);
+
 // One process of the job.
 struct ProcessSpec {
   std::string role;  // "scheduler", "server" or "worker".
@@ -95,8 +109,8 @@ std::vector<std::string> WrapperCommand(const LaunchOptions& options,
 // Quotes `s` for a POSIX shell.
 std::string ShellQuote(const std::string& s);
 
-// Installs SIGINT/SIGTERM handlers that ask a running Launcher to stop the
-// job; SIGPIPE is ignored. Call once from main().
+// Installs SIGINT/SIGTERM/SIGHUP handlers that ask a running Launcher to
+// stop the job; SIGPIPE is ignored. Call once from main().
 void InstallStopSignalHandlers();
 
 // Runs a job. Thread-compatible; owns every child process.
@@ -108,11 +122,12 @@ class Launcher {
   Launcher(const Launcher&) = delete;
   Launcher& operator=(const Launcher&) = delete;
 
-  // Checks the options and every host, starts the job and waits for it.
-  // Returns the process exit code: 0 when every process exited 0; 1 when a
-  // check failed or a process failed (naming the first one); 128+signal
-  // when stopped by SIGINT/SIGTERM. Every process of the job is gone when it
-  // returns.
+  // Checks the options (ValidateLaunchOptions) and every host, starts the
+  // job and waits for it. Returns the process exit code: 0 when every
+  // process exited 0; 1 when a check failed or a process failed (naming the
+  // first one); 128+signal when stopped by SIGINT/SIGTERM/SIGHUP. Every process
+  // of the job is gone when it returns, and so are the token files of the
+  // reachable hosts.
   int Run();
 
  private:

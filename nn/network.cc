@@ -223,6 +223,18 @@ std::vector<LayerSummary> Network::Summary() const {
   return out;
 }
 
+int64_t Network::PlannedForwardBytes() const {
+  int64_t bytes = 0;
+  for (int id = 1; id <= last(); ++id) {
+    const Node& n = nodes_[id - 1];
+    if (n.in_place || n.layer->OutputIsView()) continue;
+    int64_t e = 1;
+    for (int64_t d : n.shape) e *= d;
+    bytes += e * static_cast<int64_t>(sizeof(float));
+  }
+  return bytes;
+}
+
 MemoryStats Network::Memory() const {
   MemoryStats m;
   std::set<const float*> seen;

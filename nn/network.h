@@ -96,6 +96,11 @@ class Network {
   Param* FindParam(const std::string& name);
   std::vector<LayerSummary> Summary() const;
   MemoryStats Memory() const;
+  // Bytes of the layer outputs a Forward() allocates for the shapes given
+  // to Build() (in-place layers and views share their input's buffer):
+  // MemoryStats::forward_bytes, known before anything is allocated.
+  // REQUIRES: Build() has succeeded.
+  int64_t PlannedForwardBytes() const;
   // MXNet's symbol JSON for this network (nodes, arg_nodes, node_row_ptr,
   // heads), ending in SoftmaxOutput like fit.py's models, so MXNet can load
   // it with the matching .params.

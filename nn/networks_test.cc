@@ -4,6 +4,9 @@
 // checked by finite differences; in-place buffers and pooled gradients.
 #include <cmath>
 #include <random>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
@@ -336,6 +339,28 @@ TEST(NetworksTest, InPlaceNeverOverwritesAViewsBuffer) {
   }
 }
 
+// The plan's forward bytes, computed from the shapes alone, are what a
+// forward pass allocates, for networks with views, concatenations and
+// in-place layers.
+TEST(NetworksTest, PlannedForwardBytesAreWhatForwardAllocates) {
+  for (const auto& [name, layers, shape] :
+       std::vector<std::tuple<std::string, int, std::vector<int64_t>>>{
+           {"lenet", 0, {1, 28, 28}},
+           {"mlp", 0, {1, 28, 28}},
+           {"minigooglenet", 0, {3, 32, 32}}}) {
+    auto net = BuildNetwork(name, layers, 10, shape, 2);
+    ASSERT_TRUE(net.ok()) << name;
+    const int64_t planned = (*net)->PlannedForwardBytes();
+    InitializeXavier(net->get(), 1);
+    kernels::CpuContext ctx;
+    kernels::Tensor x({2, shape[0], shape[1], shape[2]});
+    RandomInput(&x, 1);
+    ASSERT_TRUE((*net)->Forward(&ctx, x, {0, 1}).ok()) << name;
+    EXPECT_EQ(planned, (*net)->Memory().forward_bytes) << name;
+    EXPECT_GT(planned, 0) << name;
+  }
+}
+
 TEST(NetworksTest, MemoryPlanningSharesBuffers) {
   auto net = BuildNetwork("resnet", 20, 10, {3, 32, 32}, 8);
   ASSERT_TRUE(net.ok());
@@ -349,6 +374,8 @@ TEST(NetworksTest, MemoryPlanningSharesBuffers) {
     ASSERT_TRUE((*net)->Backward(&ctx, 1.0f).ok());
   }
   const MemoryStats m = (*net)->Memory();
+  // Known before the first Forward allocated anything.
+  EXPECT_EQ((*net)->PlannedForwardBytes(), m.forward_bytes);
   LOG(INFO) << "resnet-20 batch 8: forward " << m.forward_bytes << " gradients " << m.gradient_bytes
             << " unplanned " << m.unplanned_bytes;
   // ReLUs run in place: the forward keeps fewer buffers than layers.

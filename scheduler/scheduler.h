@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "transport/cluster.h"
 
 namespace pstrain {
 namespace scheduler {
@@ -17,10 +18,10 @@ struct SchedulerOptions {
   int num_servers = 1;
   std::string token;
   // Every expected node must register within this time.
-  absl::Duration start_timeout = absl::Seconds(60);
-  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration start_timeout = transport::kDefaultStartTimeout;
+  absl::Duration heartbeat_interval = transport::kDefaultHeartbeatInterval;
   // A node silent this long is declared dead and the job is aborted.
-  absl::Duration heartbeat_timeout = absl::Seconds(10);
+  absl::Duration heartbeat_timeout = transport::kDefaultHeartbeatTimeout;
   // ClusterOptions::insecure_plaintext: CURVE (the default) or plaintext.
   bool insecure_plaintext = false;
   // Called with the bound "host:port" once listening (e.g. to print it).

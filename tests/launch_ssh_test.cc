@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -113,6 +114,100 @@ std::vector<int> Pids(const std::string& dir) {
 }
 
 bool Alive(int pid) { return kill(pid, 0) == 0 || errno != ESRCH; }
+
+std::string NewDir(const std::string& name) {
+  const std::string d = absl::StrCat(TmpDir(), "/", name);
+  mkdir(d.c_str(), 0700);
+  return d;
+}
+
+// The launch wrappers' token files in `dir`.
+std::vector<std::string> TokenFiles(const std::string& dir) {
+  std::vector<std::string> names;
+  for (absl::string_view w :
+       absl::StrSplit(RunCommand({"/bin/ls", dir}), '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(w, "pstrain-token.")) names.emplace_back(w);
+  }
+  return names;
+}
+
+// Runs the launch binary for a job of 2 servers and 2 workers (`mode`: the
+// flags that choose local or ssh) whose nodes would run for two minutes, a
+// server even ignoring SIGTERM, each with PIDDIR=`piddir` and its own
+// TMPDIR=`tmpdir`. Once all five nodes run, sends `sig` to launch, then
+// checks that within 20 s every node is gone and no token file of the job
+// is left. Returns launch's output.
+std::string KillLaunchMidJob(int sig, const std::vector<std::string>& mode,
+                             const std::string& piddir,
+                             const std::string& tmpdir) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  EXPECT_NE(srcdir, nullptr);
+  if (srcdir == nullptr) return "";
+  const std::string name = absl::StrCat("kill", sig, mode.back());
+  std::vector<std::string> argv = {
+      absl::StrCat(srcdir, "/pstrain/tools/launch"), "-n", "2", "-s", "2"};
+  argv.insert(argv.end(), {"--stop_grace_s", "3", "--env", "PIDDIR=" + piddir,
+                           "--env", "TMPDIR=" + tmpdir});
+  argv.insert(
+      argv.end(),
+      {"--scheduler_binary",
+       Script(name + "_s.sh", std::string(kRecord) + "exec sleep 120\n"),
+       "--server_binary",
+       Script(name + "_v.sh",
+              std::string(kRecord) +
+                  "trap '' TERM\nwhile :; do sleep 1; done\n")});
+  argv.insert(argv.end(), mode.begin(), mode.end());
+  argv.insert(argv.end(),
+              {"--", Script(name + "_w.sh",
+                            std::string(kRecord) + "exec sleep 120\n")});
+  auto p = Subprocess::Start(argv, OwnEnv());
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return "";
+  p->CloseStdin();
+  std::string out;
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (Pids(piddir).size() < 5 && absl::Now() < deadline) {
+    p->ReadOutput(&out);
+    EXPECT_FALSE(p->Poll()) << out;
+    if (p->exited()) return out;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(Pids(piddir).size(), 5u) << out;
+  EXPECT_EQ(TokenFiles(tmpdir).size(), 5u) << out;
+  kill(p->pid(), sig);
+  deadline = absl::Now() + absl::Seconds(30);
+  while ((p->ReadOutput(&out) || !p->Poll()) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(p->exited()) << "launch did not exit:\n" << out;
+  EXPECT_FALSE(p->succeeded());
+  // Without launch (SIGKILL), the wrappers stop the nodes and clean up.
+  deadline = absl::Now() + absl::Seconds(20);
+  auto anything_left = [&] {
+    for (int pid : Pids(piddir)) {
+      if (Alive(pid)) return true;
+    }
+    return !TokenFiles(tmpdir).empty();
+  };
+  while (anything_left() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  for (int pid : Pids(piddir)) EXPECT_FALSE(Alive(pid)) << pid << "\n" << out;
+  EXPECT_THAT(TokenFiles(tmpdir), ::testing::IsEmpty()) << out;
+  return out;
+}
+
+TEST(LaunchLocalKillTest, SigtermLeavesNoNodeAndNoTokenFile) {
+  const std::string out =
+      KillLaunchMidJob(SIGTERM, {"--launcher", "local"},
+                       NewDir("local_term_pids"), NewDir("local_term_tmp"));
+  EXPECT_THAT(out, HasSubstr("received SIGTERM"));
+}
+
+TEST(LaunchLocalKillTest, SigkillLeavesNoNodeAndNoTokenFile) {
+  KillLaunchMidJob(SIGKILL, {"--launcher", "local"}, NewDir("local_kill_pids"),
+                   NewDir("local_kill_tmp"));
+}
 
 class LaunchSshTest : public ::testing::Test {
  protected:
@@ -252,40 +347,25 @@ TEST_F(LaunchSshTest, MissingBinaryOnAHostStopsTheLaunch) {
 }
 
 TEST_F(LaunchSshTest, SigtermToLaunchStopsTheJob) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  ASSERT_NE(srcdir, nullptr);
-  const std::string launch = absl::StrCat(srcdir, "/pstrain/tools/launch");
   std::ofstream(dir_ + "/hosts") << "127.0.0.1:" << port_ << "\n127.0.0.2:"
                                  << port_ << "\n";
-  std::string sched = Script("s_sig.sh", std::string(kRecord) + "sleep 120\n");
-  std::string server = Script("v_sig.sh", std::string(kRecord) + "sleep 120\n");
-  std::string worker = Script("w_sig.sh", std::string(kRecord) + "sleep 120\n");
-  auto p = Subprocess::Start(
-      {launch, "-n", "2", "-s", "2", "-H", dir_ + "/hosts", "--launcher",
-       "ssh", "--ssh-config", dir_ + "/ssh_config", "--scheduler_host",
-       "127.0.0.1", "--scheduler_binary", sched, "--server_binary", server,
-       "--stop_grace_s", "3", "--env", "PIDDIR=" + piddir_, "--", worker},
-      OwnEnv());
-  ASSERT_TRUE(p.ok()) << p.status();
-  p->CloseStdin();
-  std::string out;
-  // Wait until all five nodes run, then stop the launcher.
-  absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (Pids(piddir_).size() < 5 && absl::Now() < deadline) {
-    p->ReadOutput(&out);
-    ASSERT_FALSE(p->Poll()) << out;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  ASSERT_EQ(Pids(piddir_).size(), 5u) << out;
-  kill(p->pid(), SIGTERM);
-  deadline = absl::Now() + absl::Seconds(30);
-  while ((p->ReadOutput(&out) || !p->Poll()) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  ASSERT_TRUE(p->exited()) << "launch did not exit after SIGTERM:\n" << out;
-  EXPECT_FALSE(p->succeeded());
+  const std::string out = KillLaunchMidJob(
+      SIGTERM,
+      {"-H", dir_ + "/hosts", "--ssh-config", dir_ + "/ssh_config",
+       "--scheduler_host", "127.0.0.1", "--launcher", "ssh"},
+      piddir_, NewDir("ssh_term_tmp"));
   EXPECT_THAT(out, HasSubstr("received SIGTERM"));
-  for (int pid : Pids(piddir_)) EXPECT_FALSE(Alive(pid)) << pid << "\n" << out;
+}
+
+// launch killed with SIGKILL: every ssh session ends, and each remote
+// wrapper stops its node and removes its token file by itself.
+TEST_F(LaunchSshTest, SigkillToLaunchLeavesNoNodeAndNoTokenFile) {
+  std::ofstream(dir_ + "/hosts")
+      << "127.0.0.1:" << port_ << "\n127.0.0.2:" << port_ << "\n";
+  KillLaunchMidJob(SIGKILL,
+                   {"-H", dir_ + "/hosts", "--ssh-config", dir_ + "/ssh_config",
+                    "--scheduler_host", "127.0.0.1", "--launcher", "ssh"},
+                   piddir_, NewDir("ssh_kill_tmp"));
 }
 
 }  // namespace

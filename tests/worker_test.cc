@@ -267,7 +267,7 @@ TEST_F(WorkerTest, OneGpuTrainsAsTheCpu) {
 #endif
 
 // Every new flag refuses bad values with an error naming the flag, in
-// either spelling, and exits non-zero.
+// either spelling, and exits 2 (a usage error), without a stack trace.
 TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
   const std::string worker = Runfile("worker/worker") + " --benchmark --network=mlp ";
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -304,8 +304,9 @@ TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
   };
   for (const auto& [flags, error] : cases) {
     std::string out;
-    EXPECT_NE(Shell(worker + flags, &out), 0) << flags;
+    EXPECT_EQ(Shell(worker + flags, &out), 2) << flags << "\n" << out;
     EXPECT_THAT(out, HasSubstr(error)) << flags;
+    EXPECT_THAT(out, ::testing::Not(HasSubstr("stack trace"))) << flags;
   }
 }
 

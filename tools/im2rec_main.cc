@@ -30,12 +30,16 @@ DEFINE_bool(pack_label, false, "Pack every label of multi-label .lst lines into 
 DEFINE_double(progress_seconds, 5, "Seconds between progress lines; 0 disables.");
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "im2rec [options] PREFIX ROOT\n"
-      "  --list: write PREFIX*.lst for the images under ROOT;\n"
-      "  otherwise: pack every PREFIX*.lst into .rec + .idx (images read from ROOT).");
-  const std::vector<std::string> rest = pstrain::ParseGflags(
-      pstrain::tools::NormalizeIm2recArgs(std::vector<std::string>(argv, argv + argc)));
+  const std::vector<std::string> rest = pstrain::ParseFlagsOrExit(
+      {"im2rec",
+       "im2rec [options] PREFIX ROOT\n"
+       "  --list: write PREFIX*.lst for the images under ROOT;\n"
+       "  otherwise: pack every PREFIX*.lst into .rec + .idx (images read "
+       "from ROOT).",
+       {{__FILE__, ""}},
+       /*takes_arguments=*/true},
+      pstrain::tools::NormalizeIm2recArgs(
+          std::vector<std::string>(argv, argv + argc)));
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   if (rest.size() != 3) {

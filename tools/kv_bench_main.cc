@@ -12,18 +12,18 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -31,6 +31,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gflags/gflags.h"
@@ -40,7 +41,9 @@
 #include "launcher/launcher.h"
 #include "launcher/subprocess.h"
 #include "transport/cluster.h"
-#include "util/token.h"
+#include "transport/cluster_flags.h"
+#include "transport/node_flags.h"
+#include "util/flags.h"
 
 DEFINE_int32(workers, 1, "Workers (threads in this process) when starting a cluster.");
 DEFINE_int32(servers, 1, "Servers when starting a cluster.");
@@ -50,21 +53,8 @@ DEFINE_string(mode, "push,pull,pushpull", "Operations to measure: push, pull, pu
 DEFINE_string(kv_store, "dist_sync", "dist_sync or dist_async.");
 DEFINE_int32(iters, 0, "Operations per worker per measurement; 0: by size (about 2 GB, 20 to 2000).");
 DEFINE_bool(json, false, "Print one JSON object per measurement.");
-DEFINE_bool(raw_tcp, true, "Also measure raw TCP over loopback in the same run.");
-DEFINE_string(scheduler_address, "", "Join this job as one worker instead of starting a cluster.");
-DEFINE_int32(num_workers, 1, "Join mode: workers in the job.");
-DEFINE_int32(num_servers, 1, "Join mode: servers in the job.");
-DEFINE_string(host, "127.0.0.1", "Join mode: address to bind and advertise.");
-DEFINE_string(token_file, "", "Join mode: file with the job token.");
-DEFINE_double(heartbeat_timeout_s, 10, "Heartbeat timeout of the nodes.");
-DEFINE_bool(insecure_plaintext, false,
-            "Plaintext wire (the job token in each header is the only gate). Default: ZeroMQ CURVE, "
-            "keys derived from the token file: every connection encrypted and authenticated. Every "
-            "node of a job must agree.");
-DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
-             "Shared-memory arena of every node for tensors to and from nodes on the same host (one copy "
-             "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
-             "off for the pair.");
+DEFINE_bool(raw_tcp, true,
+            "Also measure raw TCP over loopback in the same run.");
 DEFINE_int64(max_message_bytes, 4 << 20,
              "Largest data message: a server's slice of a key travels in chunks of this size.");
 DEFINE_string(hostfile, "",
@@ -83,6 +73,7 @@ DEFINE_string(raw_tcp_connect, "",
 namespace {
 
 using pstrain::kvstore::KVStore;
+using pstrain::transport::ClusterOptions;
 
 std::string Sibling(const std::string& rel) {
   char self[4096];
@@ -223,16 +214,17 @@ bool WriteFull(int fd, const char* buf, size_t n) {
   return true;
 }
 
-int RawTcpServe() {
+int RawTcpServe(const std::string& host) {
   int ls = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  if (inet_pton(AF_INET, FLAGS_host.c_str(), &a.sin_addr) != 1) {
-    std::cerr << "kv_bench: --host '" << FLAGS_host << "' is not an IPv4 address\n";
+  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    std::cerr << "kv_bench: --host '" << host << "' is not an IPv4 address\n";
     return 2;
   }
   if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(ls, 2) != 0) {
-    std::cerr << "kv_bench: cannot listen on " << FLAGS_host << ": " << strerror(errno) << "\n";
+    std::cerr << "kv_bench: cannot listen on " << host << ": "
+              << strerror(errno) << "\n";
     return 1;
   }
   socklen_t len = sizeof(a);
@@ -447,7 +439,7 @@ std::string JsonString(const std::string& line, const std::string& key) {
 
 // --hostfile: servers and workers as processes on the hosts (through
 // launch), raw TCP between worker 0's and server 0's hosts, one table.
-int RunOnHosts() {
+int RunOnHosts(const ClusterOptions& cluster) {
   auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
   if (!hosts.ok()) {
     std::cerr << "kv_bench: " << hosts.status().message() << "\n";
@@ -487,24 +479,26 @@ int RunOnHosts() {
           worker_host.name, server_host.name, raw_gbps, raw_p50);
     }
   }
-  std::vector<std::string> argv = {
-      launch, "-n", absl::StrCat(FLAGS_workers), "-s", absl::StrCat(FLAGS_servers), "-H",
-      FLAGS_hostfile, "--scheduler_binary", Sibling("scheduler/scheduler"), "--server_binary",
-      Sibling("server/server"), "--scheduler_args",
-      absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s,
-                   " --insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false"),
-      "--server_args",
-      absl::StrCat("--shm_bytes=", FLAGS_shm_bytes, " --heartbeat_timeout_s=",
-                   FLAGS_heartbeat_timeout_s, " --insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false",
-                   " --max_frame_bytes=", pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes))};
+  // Every node gets this run's timing flags (servers and workers also its
+  // --shm_bytes).
+  const std::vector<std::string> timing =
+      pstrain::transport::TimingFlags(cluster);
+  const std::string shm = absl::StrCat("--shm_bytes=", cluster.shm_bytes);
+  std::vector<std::string> argv = {launch, "-H", FLAGS_hostfile};
+  argv.insert(argv.end(), {"-n", absl::StrCat(FLAGS_workers), "-s",
+                           absl::StrCat(FLAGS_servers)});
+  argv.insert(argv.end(), {"--scheduler_binary", Sibling("scheduler/scheduler"),
+                           "--server_binary", Sibling("server/server")});
+  argv.insert(argv.end(),
+              {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
+               absl::StrCat(shm, " ", absl::StrJoin(timing, " "))});
   if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
-              {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes, "--mode=" + FLAGS_mode,
-               "--kv_store=" + FLAGS_kv_store, absl::StrCat("--iters=", FLAGS_iters),
-               absl::StrCat("--shm_bytes=", FLAGS_shm_bytes),
-               absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
-               absl::StrCat("--heartbeat_timeout_s=", FLAGS_heartbeat_timeout_s),
-               absl::StrCat("--insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false")});
+              {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes,
+               "--mode=" + FLAGS_mode, "--kv_store=" + FLAGS_kv_store,
+               absl::StrCat("--iters=", FLAGS_iters), shm,
+               absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes)});
+  argv.insert(argv.end(), timing.begin(), timing.end());
   std::string out;
   const int rc = RunTool(argv, absl::Seconds(FLAGS_hosts_timeout_s), &out, !FLAGS_json);
   if (rc != 0) {
@@ -647,12 +641,26 @@ int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers)
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "kv_bench [--workers=N --servers=S] [--value_bytes=4096,1048576] [--mode=push,pull,pushpull]\n"
-      "         [--kv_store=dist_sync|dist_async] [--iters=N] [--json]\n"
-      "         across hosts: --hostfile=FILE [--ssh_config=FILE] (workers and servers on the hosts)\n"
-      "         or join a job: --scheduler_address=H:P --num_workers --num_servers --token_file");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  pstrain::ParseFlagsOrExit(
+      {"kv_bench",
+       "kv_bench [--workers=N --servers=S] [--value_bytes=4096,1048576] "
+       "[--mode=push,pull,pushpull]\n"
+       "         [--kv_store=dist_sync|dist_async] [--iters=N] [--json]\n"
+       "         across hosts: --hostfile=FILE [--ssh_config=FILE] (workers "
+       "and servers on the hosts)\n"
+       "         or join a job: --scheduler_address=H:P --num_workers "
+       "--num_servers --token_file\n"
+       "KVStore throughput and latency against raw TCP. The cluster flags "
+       "below also go\nto the scheduler and servers it starts.",
+       {{__FILE__, "Flags"},
+        pstrain::transport::ClusterFlagGroup(),
+        pstrain::transport::NodeFlagGroup()}},
+      {argv, argv + argc});
+  auto cluster = pstrain::transport::NodeOptionsFromFlags(
+      pstrain::proto::WORKER, /*require_scheduler_address=*/false);
+  if (!cluster.ok()) {
+    pstrain::ExitWithError("kv_bench", cluster.status().message());
+  }
   FLAGS_logtostderr = true;
   FLAGS_minloglevel = 1;
   google::InitGoogleLogging(argv[0]);
@@ -663,31 +671,19 @@ int main(int argc, char** argv) {
     std::cerr << "kv_bench: --kv_store must be dist_sync or dist_async\n";
     return 2;
   }
-  if (FLAGS_raw_tcp_serve) return RawTcpServe();
+  if (FLAGS_raw_tcp_serve) return RawTcpServe(cluster->host);
   if (!FLAGS_raw_tcp_connect.empty()) return RawTcpConnect();
   if (!FLAGS_hostfile.empty()) {
-    if (!FLAGS_scheduler_address.empty()) {
+    if (!cluster->scheduler_address.empty()) {
       std::cerr << "kv_bench: --hostfile starts its own job; it does not go with --scheduler_address\n";
       return 2;
     }
-    return RunOnHosts();
+    return RunOnHosts(*cluster);
   }
   pstrain::kvstore::KVStoreOptions o;
-  o.cluster.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
-  o.cluster.shm_bytes = FLAGS_shm_bytes;
-  o.cluster.insecure_plaintext = FLAGS_insecure_plaintext;
+  o.cluster = *cluster;
   o.max_message_bytes = FLAGS_max_message_bytes;
-  if (!FLAGS_scheduler_address.empty()) {
-    o.cluster.scheduler_address = FLAGS_scheduler_address;
-    o.cluster.host = FLAGS_host;
-    o.cluster.num_workers = FLAGS_num_workers;
-    o.cluster.num_servers = FLAGS_num_servers;
-    auto token = pstrain::ReadTokenFile(FLAGS_token_file);
-    if (!token.ok()) {
-      std::cerr << "kv_bench: " << token.status().message() << "\n";
-      return 2;
-    }
-    o.cluster.token = *token;
+  if (!o.cluster.scheduler_address.empty()) {  // Join mode.
     auto kv = KVStore::Create(FLAGS_kv_store, o);
     if (!kv.ok()) {
       std::cerr << "kv_bench: " << kv.status().message() << "\n";
@@ -695,7 +691,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::unique_ptr<KVStore>> kvs;
     kvs.push_back(std::move(*kv));
-    return RunAll(kvs, FLAGS_num_workers, FLAGS_num_servers);
+    return RunAll(kvs, o.cluster.num_workers, o.cluster.num_servers);
   }
 
   if (FLAGS_raw_tcp) {
@@ -713,10 +709,11 @@ int main(int argc, char** argv) {
   const std::vector<std::string> common = {
       absl::StrCat("--num_workers=", FLAGS_workers), absl::StrCat("--num_servers=", FLAGS_servers),
       "--token_file=" + token_file, "--minloglevel=1"};
-  std::vector<std::string> sargv = {
-      Sibling("scheduler/scheduler"), "--scheduler_address=127.0.0.1:0",
-      absl::StrCat("--insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false")};
+  const std::vector<std::string> timing =
+      pstrain::transport::TimingFlags(o.cluster);
+  std::vector<std::string> sargv = {Sibling("scheduler/scheduler"), "--scheduler_address=127.0.0.1:0"};
   sargv.insert(sargv.end(), common.begin(), common.end());
+  sargv.insert(sargv.end(), timing.begin(), timing.end());
   auto sched = pstrain::launcher::Subprocess::Start(sargv, env);
   if (!sched.ok()) {
     std::cerr << "kv_bench: " << sched.status().message()
@@ -741,10 +738,10 @@ int main(int argc, char** argv) {
   for (int i = 0; i < FLAGS_servers; ++i) {
     std::vector<std::string> a = {Sibling("server/server"), "--scheduler_address=" + address};
     a.insert(a.end(), common.begin(), common.end());
-    a.push_back(absl::StrCat("--shm_bytes=", FLAGS_shm_bytes));
+    a.insert(a.end(), timing.begin(), timing.end());
+    a.push_back(absl::StrCat("--shm_bytes=", o.cluster.shm_bytes));
     a.push_back(absl::StrCat("--max_frame_bytes=",
                              pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
-    a.push_back(absl::StrCat("--insecure_plaintext=", FLAGS_insecure_plaintext ? "true" : "false"));
     auto s = pstrain::launcher::Subprocess::Start(a, env);
     if (!s.ok()) {
       std::cerr << "kv_bench: " << s.status().message() << "\n";

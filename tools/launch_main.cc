@@ -6,12 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_split.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "launcher/args.h"
 #include "launcher/hostfile.h"
 #include "launcher/launcher.h"
+#include "util/flags.h"
 
 DEFINE_int32(num_workers, 0, "Number of workers (-n).");
 DEFINE_int32(num_servers, -1, "Number of servers (-s); default: as many as workers.");
@@ -43,31 +45,25 @@ std::string Sibling(const std::string& rel) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "launch -n WORKERS [-s SERVERS] [-H HOSTFILE] [--launcher ssh|local]\n"
-      "       [--sync_dst_dir DIR] [--env K=V ...] -- WORKER-COMMAND [FLAGS...]\n"
-      "Starts the scheduler here, then servers and workers (process i of\n"
-      "servers-then-workers on hosts[i % N]); streams their output prefixed\n"
-      "with [role index host]; stops every process when one fails or on\n"
-      "Ctrl-C, and exits non-zero naming the first failure. MXNet's dashed\n"
-      "spellings (--num-workers, --sync-dst-dir) work too.");
+  constexpr char kProgram[] = "launch";
   std::vector<std::string> raw(argv, argv + argc);
   auto split = pstrain::launcher::SplitLaunchArgs(raw);
-  if (!split.ok()) {
-    std::cerr << "launch: " << split.status().message() << "\n";
-    return 2;
-  }
-  std::vector<char*> flag_argv;
-  for (auto& f : split->flags) flag_argv.push_back(f.data());
-  int flag_argc = static_cast<int>(flag_argv.size());
-  char** flag_ptr = flag_argv.data();
-  gflags::ParseCommandLineFlags(&flag_argc, &flag_ptr, true);
+  if (!split.ok()) pstrain::ExitWithError(kProgram, split.status().message());
+  pstrain::ParseFlagsOrExit(
+      {kProgram,
+       "launch -n WORKERS [-s SERVERS] [-H HOSTFILE] [--launcher ssh|local]\n"
+       "       [--sync_dst_dir DIR] [--env K=V ...] -- WORKER-COMMAND "
+       "[FLAGS...]\n"
+       "Starts the scheduler here, then servers and workers (process i of\n"
+       "servers-then-workers on hosts[i % N]); streams their output prefixed\n"
+       "with [role index host]; stops every process when one fails or on\n"
+       "Ctrl-C, and exits non-zero naming the first failure. MXNet's dashed\n"
+       "spellings (--num-workers, --sync-dst-dir) work too. Exit codes: 0 the "
+       "job\nfinished, 1 it failed, 2 bad flags, 128+N stopped by signal N.",
+       {{__FILE__, ""}}},
+      split->flags);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  if (flag_argc > 1) {
-    LOG(FATAL) << "unexpected argument '" << flag_ptr[1]
-               << "' (the worker command goes after --)";
-  }
 
   pstrain::launcher::LaunchOptions o;
   o.num_workers = FLAGS_num_workers;
@@ -76,17 +72,24 @@ int main(int argc, char** argv) {
   if (mode.empty()) mode = FLAGS_hostfile.empty() ? "local" : "ssh";
   if (mode == "local") {
     if (!FLAGS_hostfile.empty()) {
-      LOG(FATAL) << "--hostfile is for --launcher ssh, not local";
+      pstrain::ExitWithError(
+          kProgram, pstrain::BadFlag("hostfile", FLAGS_hostfile,
+                                     "is for --launcher ssh, not local")
+                        .message());
     }
     o.mode = pstrain::launcher::Mode::kLocal;
   } else if (mode == "ssh") {
     o.mode = pstrain::launcher::Mode::kSsh;
-    if (FLAGS_hostfile.empty()) LOG(FATAL) << "--launcher ssh needs -H/--hostfile";
-    auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
-    if (!hosts.ok()) LOG(FATAL) << hosts.status().message();
-    o.hosts = *hosts;
+    if (!FLAGS_hostfile.empty()) {
+      auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
+      if (!hosts.ok())
+        pstrain::ExitWithError(kProgram, hosts.status().message());
+      o.hosts = *hosts;
+    }
   } else {
-    LOG(FATAL) << "--launcher must be ssh or local, not '" << mode << "'";
+    pstrain::ExitWithError(
+        kProgram,
+        pstrain::BadFlag("launcher", mode, "must be ssh or local").message());
   }
   o.sync_dst_dir = FLAGS_sync_dst_dir;
   o.env = split->env;
@@ -102,6 +105,8 @@ int main(int argc, char** argv) {
   o.ssh_config = FLAGS_ssh_config;
   o.ssh_connect_timeout = absl::Seconds(FLAGS_ssh_connect_timeout_s);
   o.stop_grace = absl::Seconds(FLAGS_stop_grace_s);
+  absl::Status valid = pstrain::launcher::ValidateLaunchOptions(o);
+  if (!valid.ok()) pstrain::ExitWithError(kProgram, valid.message());
 
   pstrain::launcher::InstallStopSignalHandlers();
   pstrain::launcher::Launcher launcher(std::move(o), &std::cout);

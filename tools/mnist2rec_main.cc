@@ -6,6 +6,7 @@
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "tools/mnist.h"
+#include "util/flags.h"
 
 DEFINE_string(images, "", "IDX3 image file (.gz or plain).");
 DEFINE_string(labels, "", "IDX1 label file (.gz or plain).");
@@ -15,10 +16,13 @@ DEFINE_int32(quality, 95, "JPEG quality when --encoding=.jpg.");
 DEFINE_int64(limit, -1, "Convert only the first N images (< 0: all).");
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "mnist2rec --images=F --labels=F --out=PREFIX [--encoding=.png] [--limit=N]\n"
-      "Debian's Fashion-MNIST: /usr/share/datasets/fashion-mnist/");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  pstrain::ParseFlagsOrExit(
+      {"mnist2rec",
+       "mnist2rec --images=F --labels=F --out=PREFIX [--encoding=.png] "
+       "[--limit=N]\n"
+       "Debian's Fashion-MNIST: /usr/share/datasets/fashion-mnist/",
+       {{__FILE__, ""}}},
+      {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   if (FLAGS_images.empty() || FLAGS_labels.empty() || FLAGS_out.empty()) {

@@ -196,12 +196,14 @@ int Run() {
 }  // namespace pstrain
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "model_bench --network NAME [--num_layers N] [--image_shape C,H,W] [--batch_size B] "
-      "[--iters I] [--threads T] [--json]\n"
-      "Trains a network on synthetic data in one process and prints images/s, a per-layer "
-      "time breakdown and the activation memory plan.");
-  pstrain::ParseGflags(pstrain::UnderscoreFlagNames({argv, argv + argc}));
+  pstrain::ParseFlagsOrExit(
+      {"model_bench",
+       "model_bench --network NAME [--num_layers N] [--image_shape C,H,W] "
+       "[--batch_size B] [--iters I] [--threads T] [--json]\n"
+       "Trains a network on synthetic data in one process and prints "
+       "images/s, a per-layer\ntime breakdown and the activation memory plan.",
+       {{__FILE__, ""}}},
+      {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   return pstrain::Run();

@@ -23,6 +23,7 @@
 #include "recordio/image_record.h"
 #include "recordio/recordio.h"
 #include "tools/im2rec.h"
+#include "util/flags.h"
 
 DEFINE_string(dir, "/tmp/pstrain-recordio-bench", "Scratch folder (deleted files are regenerated).");
 DEFINE_double(rec_gb, 1.0, "Size of the .rec for the reader benchmark, GB.");
@@ -96,8 +97,12 @@ cv::Mat Photo(std::mt19937* rng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("recordio_bench [--dir=D] [--rec_gb=1] [--images=200] [--threads=2]");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  pstrain::ParseFlagsOrExit(
+      {"recordio_bench",
+       "recordio_bench [--dir=D] [--rec_gb=1] [--images=200] [--threads=2]\n"
+       "The RecordIO reader's GB/s against cat, and im2rec's images/s.",
+       {{__FILE__, ""}}},
+      {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   mkdir(FLAGS_dir.c_str(), 0755);

@@ -62,7 +62,8 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   me->set_rank(-1);
   me->set_host(o.host);
   me->set_port(node->transport_->port());
-  const absl::Time deadline = absl::Now() + o.start_timeout;
+  const absl::Duration wait = o.start_timeout + o.heartbeat_timeout;
+  const absl::Time deadline = absl::Now() + wait;
   PSTRAIN_RETURN_IF_ERROR(node->transport_->Send(kSchedulerId, std::move(reg), deadline));
   LOG(INFO) << proto::Role_Name(o.role) << " at " << node->transport_->address()
             << " registered with the scheduler at " << o.scheduler_address;
@@ -73,8 +74,13 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
     auto msg = node->transport_->Receive(deadline);
     if (!msg.ok()) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "no address book from the scheduler at ", o.scheduler_address, " within ",
-          absl::FormatDuration(o.start_timeout), " (is it running, with the same token?)"));
+          "no answer from the scheduler at ", o.scheduler_address, " within ",
+          absl::FormatDuration(wait),
+          " (--start_timeout_s plus --heartbeat_timeout_s) to this ",
+          proto::Role_Name(o.role), " at ", node->transport_->address(),
+          ", which expects ", o.num_servers, " server(s) and ", o.num_workers,
+          " worker(s): is the scheduler running, at that address, with the "
+          "same job token?"));
     }
     if (msg->header.type() == proto::ABORT) {
       return absl::AbortedError(

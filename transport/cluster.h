@@ -33,6 +33,11 @@ inline constexpr int kSchedulerId = 0;
 inline constexpr int64_t kDefaultShmBytes = int64_t{512} << 20;
 // The default largest frame a server or worker accepts.
 inline constexpr int64_t kDefaultMaxFrameBytes = int64_t{64} << 20;
+// The job's timing defaults, the same for every role (the flags of
+// cluster_flags.h and SchedulerOptions use them too).
+inline constexpr absl::Duration kDefaultStartTimeout = absl::Seconds(120);
+inline constexpr absl::Duration kDefaultHeartbeatInterval = absl::Seconds(1);
+inline constexpr absl::Duration kDefaultHeartbeatTimeout = absl::Seconds(10);
 
 struct ClusterOptions {
   proto::Role role = proto::WORKER;
@@ -43,10 +48,13 @@ struct ClusterOptions {
   std::string token;
   int num_workers = 1;
   int num_servers = 1;
-  absl::Duration heartbeat_interval = absl::Seconds(1);
-  absl::Duration heartbeat_timeout = absl::Seconds(10);
-  // How long to wait for the address book.
-  absl::Duration start_timeout = absl::Seconds(60);
+  absl::Duration heartbeat_interval = kDefaultHeartbeatInterval;
+  absl::Duration heartbeat_timeout = kDefaultHeartbeatTimeout;
+  // How long the scheduler waits for every node to register (its
+  // --start_timeout_s). A node waits start_timeout + heartbeat_timeout for
+  // the address book, so that when someone is missing the scheduler's
+  // verdict, which names who, reaches it before its own deadline.
+  absl::Duration start_timeout = kDefaultStartTimeout;
   // Shared-memory arena for big frames to nodes on this host
   // (TransportOptions::shm_bytes); 0: everything over TCP.
   int64_t shm_bytes = kDefaultShmBytes;
@@ -70,6 +78,9 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, int* port
 class ClusterNode {
  public:
   // Binds, registers and waits for the address book (or an abort).
+  // Aborted with the scheduler's reason when it gives up (its start
+  // timeout names who is missing); DeadlineExceeded, naming the scheduler
+  // and the job this node expected, when the scheduler never answers.
   static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(const ClusterOptions& options);
   ~ClusterNode();  // Stops the threads and the transport.
   ClusterNode(const ClusterNode&) = delete;

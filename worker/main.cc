@@ -5,13 +5,13 @@
 #include <tuple>
 #include <vector>
 
-#include "absl/time/time.h"
+#include "absl/strings/match.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
-#include "transport/cluster.h"
+#include "transport/cluster_flags.h"
+#include "transport/node_flags.h"
 #include "transport/transport.h"
 #include "util/flags.h"
-#include "util/token.h"
 #include "worker/options.h"
 #include "worker/trainer.h"
 
@@ -88,33 +88,20 @@ DEFINE_int64(fusion_bytes, 4 << 20,
              "this many bytes (the rest when backward ends); 0: one request per parameter.");
 DEFINE_bool(dry_run, false, "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
-// Launch-time flags (added by launch).
-DEFINE_string(scheduler_address, "", "dist_*: the scheduler's host:port.");
-DEFINE_string(host, "127.0.0.1", "dist_*: address to bind and advertise.");
-DEFINE_int32(num_workers, 1, "dist_*: workers in the job.");
-DEFINE_int32(num_servers, 1, "dist_*: servers in the job.");
-DEFINE_string(token_file, "", "dist_*: file with the job token.");
-DEFINE_double(heartbeat_timeout_s, 10, "dist_*: scheduler silence that ends the job.");
-DEFINE_bool(insecure_plaintext, false,
-            "Plaintext wire (the job token in each header is the only gate). Default: ZeroMQ CURVE, "
-            "keys derived from the token file: every connection encrypted and authenticated. Every "
-            "node of a job must agree.");
-DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
-             "dist_*: shared-memory arena for tensors to and from nodes on the same host (one copy "
-             "instead of two kernel copies); 0: everything over TCP. Either side's 0 turns it "
-             "off for the pair.");
-
 namespace {
 
+constexpr char kProgram[] = "worker";
+
+// A bad flag value ends the worker with one line and exit code 2.
 template <typename T>
-T OrDie(absl::StatusOr<T> v) {
-  if (!v.ok()) LOG(FATAL) << v.status().message();
+T OrExit(absl::StatusOr<T> v) {
+  if (!v.ok()) pstrain::ExitWithError(kProgram, v.status().message());
   return *std::move(v);
 }
 
 // Per-channel values: one number for all three channels, or R,G,B.
 void ChannelValues(const char* flag, const std::string& text, float fallback, float* out) {
-  std::vector<double> v = OrDie(pstrain::worker::ParseNumbers(flag, text));
+  std::vector<double> v = OrExit(pstrain::worker::ParseNumbers(flag, text));
   for (int c = 0; c < 3; ++c) {
     out[c] = static_cast<float>(v.empty() ? fallback : v[std::min<size_t>(c, v.size() - 1)]);
   }
@@ -123,8 +110,18 @@ void ChannelValues(const char* flag, const std::string& text, float fallback, fl
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("worker --network=lenet --data_train=F.rec [--data_val=F.rec] [--kv_store=...]");
-  pstrain::ParseGflags(pstrain::UnderscoreFlagNames({argv, argv + argc}));
+  pstrain::ParseFlagsOrExit(
+      {kProgram,
+       "worker --network=lenet --data_train=F.rec [--data_val=F.rec] "
+       "[--kv_store=...]\n"
+       "Trains a CNN data-parallel with the options of MXNet's "
+       "train_imagenet.py / fit.py\n(dashed spellings too), usually from a "
+       "job's flag file: --flagfile=configs/JOB.flags.\nlaunch adds the "
+       "cluster flags.",
+       {{__FILE__, "Flags"},
+        pstrain::transport::ClusterFlagGroup(),
+        pstrain::transport::NodeFlagGroup()}},
+      {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   if (!pstrain::transport::TuneMallocForMessages()) {
@@ -135,13 +132,13 @@ int main(int argc, char** argv) {
   o.network = FLAGS_network;
   o.num_layers = FLAGS_num_layers;
   o.num_classes = FLAGS_num_classes;
-  std::vector<int> shape = OrDie(ParseInts("image_shape", FLAGS_image_shape));
+  std::vector<int> shape = OrExit(ParseInts("image_shape", FLAGS_image_shape));
   o.image_shape.assign(shape.begin(), shape.end());
   o.batch_size = FLAGS_batch_size;
   o.num_epochs = FLAGS_num_epochs;
   o.lr = FLAGS_lr;
   o.lr_factor = FLAGS_lr_factor;
-  o.lr_step_epochs = OrDie(ParseInts("lr_step_epochs", FLAGS_lr_step_epochs));
+  o.lr_step_epochs = OrExit(ParseInts("lr_step_epochs", FLAGS_lr_step_epochs));
   o.optimizer = FLAGS_optimizer;
   o.mom = FLAGS_mom;
   o.wd = FLAGS_wd;
@@ -149,14 +146,17 @@ int main(int argc, char** argv) {
   o.data_train = FLAGS_data_train;
   o.data_val = FLAGS_data_val;
   if (o.data_train.empty() && !FLAGS_benchmark && !FLAGS_dry_run) {
-    LOG(FATAL) << "--data_train is required (or --benchmark)";
+    pstrain::ExitWithError(kProgram,
+                           "--data_train '': required (or --benchmark)");
   }
   o.data_nthreads = FLAGS_data_nthreads;
   o.max_corrupt_fraction = FLAGS_max_corrupt_fraction;
   o.max_corrupt_records = FLAGS_max_corrupt_records;
   o.ignore_index = FLAGS_ignore_index;
   o.num_examples = FLAGS_num_examples;
-  if (FLAGS_benchmark && o.num_examples == 0) o.num_examples = 100 * o.batch_size;
+  if (FLAGS_benchmark && o.num_examples == 0) {
+    o.num_examples = 100 * int64_t{o.batch_size};
+  }
   o.disp_batches = FLAGS_disp_batches;
   o.model_prefix = FLAGS_model_prefix;
   o.save_period = FLAGS_save_period;
@@ -174,8 +174,9 @@ int main(int argc, char** argv) {
   a.random_resized_crop = FLAGS_random_resized_crop;
   a.min_random_area = static_cast<float>(FLAGS_min_random_area);
   a.max_random_area = static_cast<float>(FLAGS_max_random_area);
-  std::tie(a.min_aspect_ratio, a.max_aspect_ratio) = OrDie(pstrain::worker::AspectRatioRange(
-      FLAGS_min_random_aspect_ratio, FLAGS_max_random_aspect_ratio));
+  std::tie(a.min_aspect_ratio, a.max_aspect_ratio) =
+      OrExit(pstrain::worker::AspectRatioRange(FLAGS_min_random_aspect_ratio,
+                                               FLAGS_max_random_aspect_ratio));
   a.brightness = static_cast<float>(FLAGS_brightness);
   a.contrast = static_cast<float>(FLAGS_contrast);
   a.saturation = static_cast<float>(FLAGS_saturation);
@@ -185,22 +186,19 @@ int main(int argc, char** argv) {
   o.shuffle = FLAGS_shuffle;
   o.initializer = FLAGS_initializer;
   o.top_k = FLAGS_top_k;
-  o.gpus = OrDie(ParseInts("gpus", FLAGS_gpus));
+  o.gpus = OrExit(ParseInts("gpus", FLAGS_gpus));
   o.cpu_devices = FLAGS_cpu_devices;
   o.overlap = FLAGS_overlap;
   o.fusion_bytes = FLAGS_fusion_bytes;
   o.seed = static_cast<uint32_t>(FLAGS_seed);
   absl::Status valid = pstrain::worker::ValidateTrainerOptions(o);
-  if (!valid.ok()) LOG(FATAL) << valid.message();
+  if (!valid.ok()) pstrain::ExitWithError(kProgram, valid.message());
   if (FLAGS_dry_run) return pstrain::worker::DryRun(o);
-  auto& c = o.kv.cluster;
-  c.scheduler_address = FLAGS_scheduler_address;
-  c.host = FLAGS_host;
-  c.num_workers = FLAGS_num_workers;
-  c.num_servers = FLAGS_num_servers;
-  c.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
-  c.shm_bytes = FLAGS_shm_bytes;
-  c.insecure_plaintext = FLAGS_insecure_plaintext;
-  c.token = OrDie(pstrain::ReadTokenFile(FLAGS_token_file));
+  absl::Status fits = pstrain::worker::CheckBatchFits(o);
+  if (!fits.ok()) pstrain::ExitWithError(kProgram, fits.message());
+  if (absl::StartsWith(o.kv_store, "dist")) {
+    o.kv.cluster = OrExit(
+        pstrain::transport::NodeOptionsFromFlags(pstrain::proto::WORKER));
+  }
   return pstrain::worker::Train(o);
 }

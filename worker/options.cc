@@ -6,32 +6,27 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "util/flags.h"
 #include "util/status.h"
 
 namespace pstrain {
 namespace worker {
 namespace {
 
-template <typename T>
-absl::Status Bad(absl::string_view flag, const T& value,
-                 absl::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("--", flag, " ", value, ": ", why));
-}
-
 // InvalidArgument naming `flag` unless lo <= value <= hi.
 template <typename T>
 absl::Status InRange(absl::string_view flag, T value, T lo, T hi) {
   if (value >= lo && value <= hi) return absl::OkStatus();
-  return Bad(flag, value, absl::StrCat("must be in [", lo, ", ", hi, "]"));
+  return BadFlag(flag, value, absl::StrCat("must be in [", lo, ", ", hi, "]"));
 }
 
 template <typename T>
 absl::Status AtLeast(absl::string_view flag, T value, T lo) {
   if (value >= lo) return absl::OkStatus();
-  return Bad(flag, value, absl::StrCat("must be >= ", lo));
+  return BadFlag(flag, value, absl::StrCat("must be >= ", lo));
 }
 
 absl::Status ValidateAugmentation(const data::AugmentOptions& a) {
@@ -39,15 +34,15 @@ absl::Status ValidateAugmentation(const data::AugmentOptions& a) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast("pad", a.pad, 0));
   PSTRAIN_RETURN_IF_ERROR(InRange("fill_value", a.fill_value, 0, 255));
   if (!(a.min_random_area > 0 && a.min_random_area <= 1)) {
-    return Bad("min_random_area", a.min_random_area, "must be in (0, 1]");
+    return BadFlag("min_random_area", a.min_random_area, "must be in (0, 1]");
   }
   PSTRAIN_RETURN_IF_ERROR(
       InRange("max_random_area", a.max_random_area, a.min_random_area, 1.0f));
   if (!(a.min_aspect_ratio > 0 && a.min_aspect_ratio <= a.max_aspect_ratio)) {
-    return Bad("min_random_aspect_ratio",
-               absl::StrCat(a.min_aspect_ratio, " (range up to ",
-                            a.max_aspect_ratio, ")"),
-               "need 0 < min <= max");
+    return BadFlag("min_random_aspect_ratio",
+                   absl::StrCat(a.min_aspect_ratio, " (range up to ",
+                                a.max_aspect_ratio, ")"),
+                   "need 0 < min <= max");
   }
   PSTRAIN_RETURN_IF_ERROR(InRange("brightness", a.brightness, 0.0f, 1.0f));
   PSTRAIN_RETURN_IF_ERROR(InRange("contrast", a.contrast, 0.0f, 1.0f));
@@ -57,7 +52,7 @@ absl::Status ValidateAugmentation(const data::AugmentOptions& a) {
   PSTRAIN_RETURN_IF_ERROR(InRange("max_random_l", a.random_l, 0, 255));
   for (int c = 0; c < 3; ++c) {
     if (!(a.std[c] != 0 && std::isfinite(a.std[c]))) {
-      return Bad("rgb_std", a.std[c], "must be a non-zero number");
+      return BadFlag("rgb_std", a.std[c], "must be a non-zero number");
     }
   }
   return absl::OkStatus();
@@ -67,18 +62,18 @@ absl::Status ValidateDevices(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast("cpu_devices", o.cpu_devices, 1));
   const std::string gpus = absl::StrJoin(o.gpus, ",");
   if (!o.gpus.empty() && o.cpu_devices != 1) {
-    return Bad("cpu_devices", o.cpu_devices,
-               absl::StrCat("cannot be combined with --gpus ", gpus));
+    return BadFlag("cpu_devices", o.cpu_devices,
+                   absl::StrCat("cannot be combined with --gpus ", gpus));
   }
   std::set<int> seen;
   for (int g : o.gpus) {
     if (g < 0 || !seen.insert(g).second) {
-      return Bad("gpus", gpus, "must list distinct device numbers >= 0");
+      return BadFlag("gpus", gpus, "must list distinct device numbers >= 0");
     }
   }
   const int devices = NumDevices(o);
   if (o.batch_size % devices != 0) {
-    return Bad(
+    return BadFlag(
         "batch_size", o.batch_size,
         absl::StrCat("does not split evenly over ", devices, " devices (",
                      o.gpus.empty() ? "--cpu_devices" : "--gpus", ")"));
@@ -96,7 +91,7 @@ absl::StatusOr<std::vector<T>> ParseList(absl::string_view flag,
        absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     T v;
     if (!parse(p, &v)) {
-      return Bad(flag, text, absl::StrCat("'", p, "' is not ", what));
+      return BadFlag(flag, text, absl::StrCat("'", p, "' is not ", what));
     }
     out.push_back(v);
   }
@@ -122,10 +117,10 @@ absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
 absl::StatusOr<std::pair<float, float>> AspectRatioRange(double min,
                                                          double max) {
   if (!(min >= 0))
-    return Bad("min_random_aspect_ratio", min, "must be >= 0 (0: none)");
+    return BadFlag("min_random_aspect_ratio", min, "must be >= 0 (0: none)");
   if (min == 0) {
     if (!(max >= 0 && max < 1)) {
-      return Bad(
+      return BadFlag(
           "max_random_aspect_ratio", max,
           "must be in [0, 1) without --min_random_aspect_ratio (the range is "
           "[1 - max, 1 + max])");
@@ -134,10 +129,41 @@ absl::StatusOr<std::pair<float, float>> AspectRatioRange(double min,
                           static_cast<float>(1 + max));
   }
   if (!(max >= min)) {
-    return Bad("max_random_aspect_ratio", max,
-               absl::StrCat("must be >= --min_random_aspect_ratio ", min));
+    return BadFlag("max_random_aspect_ratio", max,
+                   absl::StrCat("must be >= --min_random_aspect_ratio ", min));
   }
   return std::make_pair(static_cast<float>(min), static_cast<float>(max));
+}
+
+namespace {
+
+std::string Bytes(double b) {
+  const char* units[] = {"bytes", "KB", "MB", "GB", "TB", "PB"};
+  int u = 0;
+  while (b >= 1000 && u < 5) {
+    b /= 1000;
+    ++u;
+  }
+  return u == 0 ? absl::StrCat(b, " bytes")
+                : absl::StrFormat("%.1f %s", b, units[u]);
+}
+
+}  // namespace
+
+absl::Status CheckBatchMemory(const TrainerOptions& o, const StepMemory& m,
+                              int64_t available_bytes) {
+  // In double: a batch of a million large images overflows no int64 here.
+  const double need = static_cast<double>(m.per_sample_bytes) * o.batch_size +
+                      static_cast<double>(m.fixed_bytes);
+  if (need <= static_cast<double>(available_bytes)) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      BadFlag("batch_size", o.batch_size,
+              absl::StrCat("a training step needs at least ", Bytes(need),
+                           " of memory (", Bytes(m.per_sample_bytes),
+                           " per sample, plus ", Bytes(m.fixed_bytes),
+                           " of parameters), more than the ",
+                           Bytes(available_bytes), " this machine has"))
+          .message());
 }
 
 int NumDevices(const TrainerOptions& o) {
@@ -146,37 +172,41 @@ int NumDevices(const TrainerOptions& o) {
 }
 
 absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
-  if (o.network.empty()) return Bad("network", "''", "names no network");
+  if (o.network.empty()) return BadFlag("network", "", "names no network");
   PSTRAIN_RETURN_IF_ERROR(AtLeast("num_layers", o.num_layers, 0));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("num_classes", o.num_classes, 2));
   const std::string shape = absl::StrJoin(o.image_shape, ",");
   if (o.image_shape.size() != 3 ||
       std::any_of(o.image_shape.begin(), o.image_shape.end(),
                   [](int64_t d) { return d <= 0; })) {
-    return Bad("image_shape", shape, "must be three positive numbers C,H,W");
+    return BadFlag("image_shape", shape,
+                   "must be three positive numbers C,H,W");
   }
   if (o.image_shape[0] != 1 && o.image_shape[0] != 3) {
-    return Bad("image_shape", shape, "must have 1 or 3 channels");
+    return BadFlag("image_shape", shape, "must have 1 or 3 channels");
   }
-  PSTRAIN_RETURN_IF_ERROR(AtLeast("batch_size", o.batch_size, 1));
+  PSTRAIN_RETURN_IF_ERROR(
+      InRange("batch_size", o.batch_size, 1, kMaxBatchSize));
   PSTRAIN_RETURN_IF_ERROR(ValidateDevices(o));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("num_epochs", o.num_epochs, 1));
-  if (!(o.lr > 0)) return Bad("lr", o.lr, "must be > 0");
-  if (!(o.lr_factor > 0)) return Bad("lr_factor", o.lr_factor, "must be > 0");
+  if (!(o.lr > 0)) return BadFlag("lr", o.lr, "must be > 0");
+  if (!(o.lr_factor > 0))
+    return BadFlag("lr_factor", o.lr_factor, "must be > 0");
   for (int e : o.lr_step_epochs) {
     if (e <= 0)
-      return Bad("lr_step_epochs", absl::StrJoin(o.lr_step_epochs, ","),
-                 "must be > 0");
+      return BadFlag("lr_step_epochs", absl::StrJoin(o.lr_step_epochs, ","),
+                     "must be > 0");
   }
   if (o.optimizer != "sgd" && o.optimizer != "nag" && o.optimizer != "adam") {
-    return Bad("optimizer", o.optimizer, "must be sgd, nag or adam");
+    return BadFlag("optimizer", o.optimizer, "must be sgd, nag or adam");
   }
-  if (!(o.mom >= 0 && o.mom < 1)) return Bad("mom", o.mom, "must be in [0, 1)");
-  if (!(o.wd >= 0)) return Bad("wd", o.wd, "must be >= 0");
+  if (!(o.mom >= 0 && o.mom < 1))
+    return BadFlag("mom", o.mom, "must be in [0, 1)");
+  if (!(o.wd >= 0)) return BadFlag("wd", o.wd, "must be >= 0");
   static const std::set<std::string> kKvStores = {
       "local", "device", "dist_sync", "dist_async", "dist_device_sync"};
   if (kKvStores.count(o.kv_store) == 0) {
-    return Bad(
+    return BadFlag(
         "kv_store", o.kv_store,
         "must be local, device, dist_sync, dist_async or dist_device_sync");
   }
@@ -191,17 +221,17 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast("save_period", o.save_period, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("load_epoch", o.load_epoch, 0));
   if (o.load_epoch > 0 && o.model_prefix.empty()) {
-    return Bad("load_epoch", o.load_epoch, "needs --model_prefix");
+    return BadFlag("load_epoch", o.load_epoch, "needs --model_prefix");
   }
   if (o.initializer != "xavier" && o.initializer != "default" &&
       o.initializer != "msra" && o.initializer != "normal") {
-    return Bad("initializer", o.initializer,
-               "unknown; use xavier (the default), msra or normal");
+    return BadFlag("initializer", o.initializer,
+                   "unknown; use xavier (the default), msra or normal");
   }
   if (o.top_k != 0 && (o.top_k < 2 || o.top_k > o.num_classes)) {
-    return Bad("top_k", o.top_k,
-               absl::StrCat("must be 0 (off) or in [2, --num_classes ",
-                            o.num_classes, "]"));
+    return BadFlag("top_k", o.top_k,
+                   absl::StrCat("must be 0 (off) or in [2, --num_classes ",
+                                o.num_classes, "]"));
   }
   return ValidateAugmentation(o.augment);
 }

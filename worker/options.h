@@ -32,12 +32,34 @@ absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
 absl::StatusOr<std::pair<float, float>> AspectRatioRange(double min,
                                                          double max);
 
+// The largest --batch_size a worker takes (a sanity bound; whether a batch
+// fits in memory is CheckBatchMemory's question).
+inline constexpr int kMaxBatchSize = 1 << 20;
+
 // Checks every option against what the worker can run. InvalidArgument
 // names the flag and the bad value (e.g. "--top_k 11: must be 0 (off) or
 // in [2, --num_classes 10]"). Does not check that files exist, that the
 // network name is built (see DryRun), or that --gpus has a CUDA build to
 // run on (see CheckDevices).
 absl::Status ValidateTrainerOptions(const TrainerOptions& options);
+
+// Host memory one training step holds at least: `per_sample_bytes` for
+// every sample of the batch (its input and, on CPU devices, the network's
+// planned activations) and `fixed_bytes` besides (every replica's
+// parameters and their gradients).
+struct StepMemory {
+  int64_t per_sample_bytes = 0;
+  int64_t fixed_bytes = 0;
+};
+
+// ResourceExhausted naming --batch_size, what a step of that batch needs and
+// `available_bytes` when the step cannot fit in them, before anything is
+// allocated: "--batch_size 100000: a training step needs at least 1.2 TB
+// of memory (12.3 MB per sample, plus 204.4 MB of parameters), more than
+// the 23.4 GB this machine has".
+absl::Status CheckBatchMemory(const TrainerOptions& options,
+                              const StepMemory& memory,
+                              int64_t available_bytes);
 
 // Devices the worker will train on: --cpu_devices replicas, or --gpus.
 int NumDevices(const TrainerOptions& options);

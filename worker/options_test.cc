@@ -192,6 +192,27 @@ TEST(OptionsTest, GpusNeedCuda) {
 #endif
 }
 
+TEST(OptionsTest, BatchSizeIsBoundedAndMustFitInMemory) {
+  TrainerOptions o;
+  o.batch_size = kMaxBatchSize + 1;
+  EXPECT_EQ(Error(o), "--batch_size 1048577: must be in [1, 1048576]");
+  o.batch_size = 1000;
+  StepMemory m;
+  m.per_sample_bytes = 1000000;  // 1 MB a sample: 1 GB a step, plus 5 MB.
+  m.fixed_bytes = 5000000;
+  EXPECT_TRUE(CheckBatchMemory(o, m, int64_t{2} << 30).ok());
+  absl::Status s = CheckBatchMemory(o, m, 500000000);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.message(),
+            "--batch_size 1000: a training step needs at least 1.0 GB of "
+            "memory (1.0 MB per sample, plus 5.0 MB of parameters), more than "
+            "the 500.0 MB this machine has");
+  // No overflow for the largest batch of large samples.
+  o.batch_size = kMaxBatchSize;
+  m.per_sample_bytes = int64_t{1} << 40;
+  EXPECT_FALSE(CheckBatchMemory(o, m, int64_t{1} << 50).ok());
+}
+
 }  // namespace
 }  // namespace worker
 }  // namespace pstrain

@@ -1,10 +1,13 @@
 #include "worker/trainer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <random>
 #include <unordered_map>
@@ -18,9 +21,9 @@
 #include "glog/logging.h"
 #include "kernels/cpu_ops.h"
 #include "nn/network.h"
+#include "util/status.h"
 #include "worker/metrics.h"
 #include "worker/options.h"
-#include "util/status.h"
 #include "worker/replicas.h"
 
 namespace pstrain {
@@ -30,6 +33,26 @@ namespace {
 absl::Time Later() { return absl::Now() + absl::Minutes(10); }
 
 void Say(const std::string& line) { std::cout << line << std::endl; }
+
+// This machine's physical memory, bytes.
+int64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(pages) * page;
+}
+
+// CheckBatchMemory from `one`, the network built for one sample: the
+// replicas hold the batch's input and (on CPU devices) its activations, and
+// each its parameters with their gradients.
+absl::Status CheckMemory(const TrainerOptions& o, const nn::Network& one) {
+  StepMemory m;
+  m.per_sample_bytes = static_cast<int64_t>(sizeof(float)) * o.image_shape[0] *
+                       o.image_shape[1] * o.image_shape[2];
+  if (o.gpus.empty()) m.per_sample_bytes += one.PlannedForwardBytes();
+  m.fixed_bytes = NumDevices(o) * one.Memory().param_bytes;
+  return CheckBatchMemory(o, m, PhysicalMemoryBytes());
+}
 
 struct Data {
   std::unique_ptr<data::RecordSource> source;
@@ -491,6 +514,13 @@ int Train(const TrainerOptions& o) {
   return 0;
 }
 
+absl::Status CheckBatchFits(const TrainerOptions& o) {
+  PSTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<nn::Network> one,
+                           nn::BuildNetwork(o.network, o.num_layers,
+                                            o.num_classes, o.image_shape, 1));
+  return CheckMemory(o, *one);
+}
+
 int DryRun(const TrainerOptions& o) {
   Say(absl::StrFormat("dry run: flags OK (network %s, num_layers %d, image_shape %d,%d,%d, "
                       "batch_size %d on %d device(s), kv_store %s)",
@@ -505,6 +535,11 @@ int DryRun(const TrainerOptions& o) {
   }
   Say(absl::StrFormat("dry run: network OK: %d parameters in %d layers",
                       (*net)->NumParams(), (*net)->Summary().size()));
+  absl::Status fits = CheckMemory(o, **net);
+  if (!fits.ok()) {
+    Say(absl::StrCat("dry run: ", fits.message()));
+    return 2;
+  }
   return 0;
 }
 

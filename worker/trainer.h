@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "data/augment.h"
 #include "kvstore/kvstore.h"
 
@@ -87,10 +88,17 @@ struct TrainerOptions {
 // Trains; returns the process exit code (0 on success), errors logged.
 int Train(const TrainerOptions& options);
 
+// Whether a training step of --batch_size fits in this machine's memory
+// (CheckBatchMemory, from a network built for one sample, before anything
+// of the batch's size is allocated): ResourceExhausted naming --batch_size
+// and the sizes when not; BuildNetwork's errors. Call before Train().
+absl::Status CheckBatchFits(const TrainerOptions& options);
+
 // --dry_run: the options were validated; builds the network (batch 1, one
-// device) to check its name and shape, and prints a summary. Returns 0, or
-// 3 (error printed) when the network cannot be built. Starts no threads and
-// joins no job.
+// device) to check its name and shape and that the batch fits in memory
+// (as CheckBatchFits), and prints a summary. Returns 0, 3 (error printed)
+// when the network cannot be built, or 2 when the batch does not fit.
+// Starts no threads and joins no job.
 int DryRun(const TrainerOptions& options);
 
 }  // namespace worker

@@ -1,0 +1,27 @@
+// The flags of the nodes of a job, servers and workers, defined once (see
+// cluster_flags.h): --host, --port, --shm_bytes, on top of the cluster
+// flags. Only binaries link this target.
+#ifndef PSTRAIN_TRANSPORT_NODE_FLAGS_H_
+#define PSTRAIN_TRANSPORT_NODE_FLAGS_H_
+
+#include "absl/status/statusor.h"
+#include "proto/messages.pb.h"
+#include "transport/cluster.h"
+#include "util/flags.h"
+
+namespace pstrain {
+namespace transport {
+
+// The flags above, for ProgramHelp::groups.
+FlagGroup NodeFlagGroup();
+
+// ClusterOptionsFromFlags(require_scheduler_address) plus --host, --port and
+// --shm_bytes, for a node of `role`. InvalidArgument names the flag, its
+// value and what is allowed.
+absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
+    proto::Role role, bool require_scheduler_address = true);
+
+}  // namespace transport
+}  // namespace pstrain
+
+#endif  // PSTRAIN_TRANSPORT_NODE_FLAGS_H_
