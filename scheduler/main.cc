@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   o.heartbeat_interval = c->heartbeat_interval;
   o.heartbeat_timeout = c->heartbeat_timeout;
   o.insecure_plaintext = c->insecure_plaintext;
+  o.curve_keys_dir = c->curve_keys_dir;
   o.on_listening = [](const std::string& address) {
     std::cout << "scheduler address: " << address << std::endl;
   };

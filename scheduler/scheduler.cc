@@ -66,7 +66,8 @@ class Scheduler {
     // Every node connects once; room for as many reconnecting.
     t.max_incoming_connections = 2 * (o_.num_servers + o_.num_workers) + 16;
     if (!o_.insecure_plaintext) {
-      s = transport::UseJobCurveKeys(&t);
+      s = o_.curve_keys_dir.empty() ? transport::UseJobCurveKeys(&t)
+                                    : transport::UseCurveKeysDir(o_.curve_keys_dir, &t);
       if (!s.ok()) {
         LOG(ERROR) << "scheduler: " << s.message();
         return 1;

@@ -24,6 +24,8 @@ struct SchedulerOptions {
   absl::Duration heartbeat_timeout = transport::kDefaultHeartbeatTimeout;
   // ClusterOptions::insecure_plaintext: CURVE (the default) or plaintext.
   bool insecure_plaintext = false;
+  // ClusterOptions::curve_keys_dir: per-node CURVE keys.
+  std::string curve_keys_dir;
   // Called with the bound "host:port" once listening (e.g. to print it).
   void (*on_listening)(const std::string& address) = nullptr;
 };

@@ -61,6 +61,8 @@ struct ClusterSpec {
   int64_t shm_bytes = transport::kDefaultShmBytes;
   // ClusterOptions::insecure_plaintext (default: CURVE).
   bool insecure_plaintext = false;
+  // ClusterOptions::curve_keys_dir (empty: keys from the token).
+  std::string curve_keys_dir;
 };
 
 class Cluster {
@@ -77,7 +79,8 @@ class Cluster {
             absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
             absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
             absl::StrCat("--start_timeout_s=", spec_.start_timeout_s),
-            spec_.insecure_plaintext ? "--insecure_plaintext=true" : "--insecure_plaintext=false"};
+            spec_.insecure_plaintext ? "--insecure_plaintext=true" : "--insecure_plaintext=false",
+            "--curve_keys_dir=" + spec_.curve_keys_dir};
   }
 
   // Starts the scheduler and the servers; returns false (with a test
@@ -133,6 +136,7 @@ class Cluster {
     o.cluster.start_timeout = absl::Seconds(spec_.start_timeout_s);
     o.cluster.shm_bytes = spec_.shm_bytes;
     o.cluster.insecure_plaintext = spec_.insecure_plaintext;
+    o.cluster.curve_keys_dir = spec_.curve_keys_dir;
     return o;
   }
 

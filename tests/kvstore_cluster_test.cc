@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/cluster_util.h"
+#include "transport/curve.h"
 #include "transport/raw_peer.h"
 
 namespace pstrain {
@@ -399,7 +400,9 @@ kvstore::Handle PushRetrying(kvstore::KVStore* kv, int64_t key, const std::vecto
 }
 
 TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
-  ClusterSpec spec{/*workers=*/1, /*servers=*/1};
+  ClusterSpec spec;
+  spec.workers = 1;
+  spec.servers = 1;
   spec.heartbeat_timeout_s = 20;  // The server is stopped for a while.
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
@@ -461,7 +464,9 @@ TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
 }
 
 TEST(KVStoreClusterTest, PushWaitingForRoomEndsWhenTheJobAborts) {
-  ClusterSpec spec{/*workers=*/1, /*servers=*/1};
+  ClusterSpec spec;
+  spec.workers = 1;
+  spec.servers = 1;
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
   kvstore::KVStoreOptions o = c.WorkerOptions();
@@ -700,6 +705,43 @@ TEST(KVStoreClusterTest, ARegisterForAnotherAddressIsRefused) {
   EXPECT_THAT(c.scheduler.output, HasSubstr("refused a REGISTER for 127.0.0.1:9"));
   EXPECT_THAT(c.scheduler.output, HasSubstr("1 speaking for another node"));
   EXPECT_THAT(c.scheduler.output, Not(HasSubstr("registered WORKER at 127.0.0.1:9")));
+}
+
+// --curve_keys_dir end to end: the scheduler, a server and two workers
+// with per-node keys (tools/curve_keys' layout) run a dist_sync round.
+TEST(KVStoreClusterTest, PerNodeCurveKeysRunAJob) {
+  const std::string all = std::string(std::getenv("TEST_TMPDIR")) + "/keys";
+  ASSERT_TRUE(transport::WriteCurveKeysDir(all, {"node"}).ok());
+  ASSERT_EQ(std::system(("mkdir -p " + all + "/dir/clients && cp -p " + all + "/server.key " +
+                         all + "/dir/ && cp -p " + all + "/node.key " + all +
+                         "/dir/node.key && cp " + all + "/clients/node.pub " + all +
+                         "/dir/clients/")
+                            .c_str()),
+            0);
+  ClusterSpec spec;
+  spec.workers = 2;
+  spec.servers = 1;
+  spec.curve_keys_dir = all + "/dir";
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = c.Workers("dist_sync");
+  for (auto& k : kv) ASSERT_NE(k, nullptr) << c.AllOutput();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<float> v(1000, 0.0f);
+      ASSERT_TRUE(kv[r]->Init({5}, {v}, Deadline()).ok());
+      std::vector<float> g(1000, r + 1.0f);
+      auto h = kv[r]->PushPull(5, {g}, absl::MakeSpan(v), 0);
+      ASSERT_TRUE(h.ok());
+      ASSERT_TRUE(kv[r]->Wait(*h, Deadline()).ok());
+      EXPECT_EQ(v[999], 3.0f);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+  ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
+  EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
 }
 
 TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {

@@ -51,7 +51,11 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   // The scheduler and every node (this one too) connect once; room for as
   // many reconnecting.
   t.max_incoming_connections = 2 * (o.num_servers + o.num_workers + 1) + 16;
-  if (!o.insecure_plaintext) PSTRAIN_RETURN_IF_ERROR(UseJobCurveKeys(&t));
+  if (!o.insecure_plaintext) {
+    PSTRAIN_RETURN_IF_ERROR(o.curve_keys_dir.empty()
+                                ? UseJobCurveKeys(&t)
+                                : Annotate(UseCurveKeysDir(o.curve_keys_dir, &t), "--curve_keys_dir"));
+  }
   PSTRAIN_ASSIGN_OR_RETURN(node->transport_, Transport::Create(t));
   PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, o.scheduler_address));
   Message reg;

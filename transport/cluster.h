@@ -69,6 +69,9 @@ struct ClusterOptions {
   // true: plaintext, the token in each header the only gate. Every node of
   // a job must agree.
   bool insecure_plaintext = false;
+  // With CURVE: per-node keys from this directory (transport/curve.h,
+  // ReadCurveKeysDir) instead of keys derived from the token.
+  std::string curve_keys_dir;
 };
 
 // Parses "host:port". InvalidArgument names the text.

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "gflags/gflags.h"
 #include "util/status.h"
+#include "transport/curve.h"
 #include "util/token.h"
 
 DEFINE_string(scheduler_address, "",
@@ -38,6 +39,12 @@ DEFINE_bool(insecure_plaintext, false,
             "Default: ZeroMQ CURVE with keys derived from the token file, "
             "every connection encrypted and authenticated. Every node of a "
             "job must agree.");
+
+DEFINE_string(curve_keys_dir, "",
+              "Per-node CURVE keys instead of keys derived from the token: a "
+              "folder with server.key (the job's), node.key (this node's) and "
+              "clients/*.pub (every node's public key; only these get in). "
+              "tools/curve_keys makes one.");
 
 namespace pstrain {
 namespace transport {
@@ -95,6 +102,17 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromFlags(
   o.heartbeat_timeout = absl::Seconds(FLAGS_heartbeat_timeout_s);
   PSTRAIN_ASSIGN_OR_RETURN(o.token, ReadTokenFile(FLAGS_token_file));
   o.insecure_plaintext = FLAGS_insecure_plaintext;
+  if (!FLAGS_curve_keys_dir.empty()) {
+    if (FLAGS_insecure_plaintext) {
+      return BadFlag("curve_keys_dir", FLAGS_curve_keys_dir,
+                     "goes with CURVE, not with --insecure_plaintext");
+    }
+    absl::StatusOr<CurveKeysDir> keys = ReadCurveKeysDir(FLAGS_curve_keys_dir);
+    if (!keys.ok()) {
+      return BadFlag("curve_keys_dir", FLAGS_curve_keys_dir, keys.status().message());
+    }
+  }
+  o.curve_keys_dir = FLAGS_curve_keys_dir;
   return o;
 }
 

@@ -3,7 +3,7 @@
 // one default each (DESIGN.md, Node lifecycle):
 //   --scheduler_address, --num_workers, --num_servers, --token_file,
 //   --start_timeout_s, --heartbeat_interval_s, --heartbeat_timeout_s,
-//   --insecure_plaintext.
+//   --insecure_plaintext, --curve_keys_dir.
 // Servers and workers also link node_flags.h (--host, --port, --shm_bytes).
 //
 // These are the one exception to "DEFINE_* only in main.cc" (STYLE.md): a

@@ -18,6 +18,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -34,11 +35,38 @@ struct CurveKeyPair {
 // The job's key pair, derived from the job token: the secret key is
 // BLAKE2b-256 of the token under a fixed context key, the public key its
 // Curve25519 base-point product. The same token gives the same keys on
-// every node. InvalidArgument for an empty token.
+// every node. An empty token (a job run without --token_file) gives the
+// keys of the empty token: encrypted, but open to anyone else without one.
 absl::StatusOr<CurveKeyPair> DeriveJobKeys(absl::string_view token);
 
 // A fresh random key pair (zmq_curve_keypair).
 absl::StatusOr<CurveKeyPair> NewKeyPair();
+
+// Per-node keys instead of the token's (--curve_keys_dir DIR):
+//   DIR/server.key   the job's server key pair, the same file on every node
+//                    (Z85 secret key, one line; the public key is derived):
+//                    every node listens with it, and connects expecting it;
+//   DIR/node.key     this node's own key pair (Z85 secret key), which it
+//                    presents when it connects;
+//   DIR/clients/*.pub  the public keys (Z85, one line each) of every node
+//                    of the job: only these are admitted. Removing a node's
+//                    .pub file locks that node out of the next job.
+// Secret key files must not be readable by group or others.
+struct CurveKeysDir {
+  CurveKeyPair server;
+  CurveKeyPair node;
+  std::set<std::string> clients;  // Z85 public keys.
+};
+
+// Reads DIR as above. Errors name the file and what is wrong (missing,
+// readable by others, not a Z85 key, no clients).
+absl::StatusOr<CurveKeysDir> ReadCurveKeysDir(const std::string& dir);
+
+// Writes a fresh keys dir for `node_names` (one `<name>.key` secret and
+// `clients/<name>.pub` each, plus server.key) into `dir`, to be handed
+// out: every node gets server.key, its own `<name>.key` as node.key and
+// clients/. Secret files are mode 600.
+absl::Status WriteCurveKeysDir(const std::string& dir, const std::vector<std::string>& node_names);
 
 // Answers ZeroMQ's authentication requests (ZAP, RFC 27) for every CURVE
 // server socket of `zmq_context`: a client is admitted when its public key

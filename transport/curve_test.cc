@@ -6,6 +6,7 @@
 
 #include <zmq.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -98,8 +99,9 @@ TEST(CurveTest, JobKeysComeFromTheTokenAlone) {
   char derived[41];
   ASSERT_EQ(zmq_curve_public(derived, a->secret_key.c_str()), 0);
   EXPECT_EQ(std::string(derived), a->public_key);
-  EXPECT_EQ(DeriveJobKeys("").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  // No token (a job without --token_file): the empty token's keys.
+  ASSERT_TRUE(DeriveJobKeys("").ok());
+  EXPECT_NE(DeriveJobKeys("")->public_key, a->public_key);
 }
 
 TEST(CurveTest, NodesOfOneJobTalkBothWays) {
@@ -196,6 +198,74 @@ TEST(CurveTest, BadKeysAreAnError) {
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(std::string(t.status().message()),
               ::testing::HasSubstr("not a Z85 CURVE public key"));
+}
+
+// A node's --curve_keys_dir made from WriteCurveKeysDir's output: the
+// server key, its own key as node.key, and the public keys of `clients`.
+std::string NodeDir(const std::string& all, const std::string& name,
+                    const std::vector<std::string>& clients) {
+  const std::string dir = all + "-" + name;
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir + "/clients && cp -p " + all +
+               "/server.key " + dir + "/ && cp -p " + all + "/" + name + ".key " + dir +
+               "/node.key")
+                  .c_str());
+  for (const auto& c : clients) {
+    std::system(("cp " + all + "/clients/" + c + ".pub " + dir + "/clients/").c_str());
+  }
+  return dir;
+}
+
+TEST(CurveTest, PerNodeKeysAdmitTheListedNodesOnly) {
+  const std::string all = std::string(std::getenv("TEST_TMPDIR")) + "/keys";
+  ASSERT_TRUE(WriteCurveKeysDir(all, {"a", "b", "c"}).ok());
+  auto make = [&](const std::string& name, const std::vector<std::string>& clients) {
+    TransportOptions o;
+    o.token = "tok";
+    absl::Status s = UseCurveKeysDir(NodeDir(all, name, clients), &o);
+    EXPECT_TRUE(s.ok()) << s;
+    return Make(o);
+  };
+  // a admits a and b; c's key is not among a's clients (revoked).
+  auto a = make("a", {"a", "b"}), b = make("b", {"a", "b", "c"}), c = make("c", {"a", "b", "c"});
+  ASSERT_TRUE(a && b && c);
+  ASSERT_TRUE(b->Connect(0, a->address()).ok());
+  ASSERT_TRUE(a->Connect(1, b->address()).ok());
+  ASSERT_TRUE(c->Connect(0, a->address()).ok());
+  ASSERT_TRUE(c->Send(0, Push(9, {9}), Soon()).ok());
+  ASSERT_TRUE(b->Send(0, Push(1, {1}), Soon()).ok());
+  auto got = a->Receive(Soon());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->header.keys(0), 1);
+  ASSERT_TRUE(a->Send(1, Push(2, {2}), Soon()).ok());
+  ASSERT_TRUE(b->Receive(Soon()).ok());
+  EXPECT_EQ(a->Receive(absl::Now() + absl::Milliseconds(500)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);  // c's message never came in.
+  EXPECT_GE(a->stats().refused_unauthenticated, 1);
+  // A node with the token's keys cannot join a job of per-node keys.
+  auto token_node = Make(CurveOptions("tok"));
+  ASSERT_TRUE(token_node->Connect(0, a->address()).ok());
+  ASSERT_TRUE(token_node->Send(0, Push(3, {3}), Soon()).ok());
+  EXPECT_EQ(a->Receive(absl::Now() + absl::Milliseconds(500)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(CurveTest, KeysDirErrorsNameTheFile) {
+  const std::string all = std::string(std::getenv("TEST_TMPDIR")) + "/bad";
+  ASSERT_TRUE(WriteCurveKeysDir(all, {"a"}).ok());
+  const std::string dir = NodeDir(all, "a", {"a"});
+  ASSERT_TRUE(ReadCurveKeysDir(dir).ok());
+  std::system(("chmod 644 " + dir + "/node.key").c_str());
+  auto open = ReadCurveKeysDir(dir);
+  EXPECT_EQ(open.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(open.status().message()),
+              ::testing::HasSubstr(dir + "/node.key: a secret key file must not be readable"));
+  std::system(("chmod 600 " + dir + "/node.key && rm " + dir + "/clients/a.pub").c_str());
+  EXPECT_THAT(std::string(ReadCurveKeysDir(dir).status().message()),
+              ::testing::HasSubstr("no *.pub file"));
+  std::system(("echo nonsense > " + dir + "/clients/x.pub").c_str());
+  EXPECT_THAT(std::string(ReadCurveKeysDir(dir).status().message()),
+              ::testing::HasSubstr("x.pub: not a Z85 CURVE public key"));
+  EXPECT_EQ(ReadCurveKeysDir(all + "-missing").status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

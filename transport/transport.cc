@@ -79,6 +79,16 @@ class Transport::InFlight final : public ReleaseListener {
   std::atomic<int> pending_{1};
 };
 
+absl::Status UseCurveKeysDir(const std::string& dir, TransportOptions* o) {
+  PSTRAIN_ASSIGN_OR_RETURN(CurveKeysDir keys, ReadCurveKeysDir(dir));
+  o->curve = true;
+  o->curve_keys = keys.node;
+  o->curve_router_keys = keys.server;
+  o->curve_server_key = keys.server.public_key;
+  o->curve_accepted_keys = keys.clients;
+  return absl::OkStatus();
+}
+
 absl::Status UseJobCurveKeys(TransportOptions* o) {
   PSTRAIN_ASSIGN_OR_RETURN(o->curve_keys, DeriveJobKeys(o->token));
   o->curve = true;
@@ -112,10 +122,13 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
     auto zap = ZapHandler::Start(t->ctx_, accepted);
     if (!zap.ok()) return zap.status();
     t->zap_ = std::move(*zap);
+    const CurveKeyPair& router_keys = options.curve_router_keys.secret_key.empty()
+                                          ? options.curve_keys
+                                          : options.curve_router_keys;
     const int server = 1;
     if (zmq_setsockopt(t->router_, ZMQ_CURVE_SERVER, &server, sizeof(server)) != 0 ||
-        zmq_setsockopt(t->router_, ZMQ_CURVE_SECRETKEY, options.curve_keys.secret_key.c_str(),
-                       options.curve_keys.secret_key.size() + 1) != 0) {
+        zmq_setsockopt(t->router_, ZMQ_CURVE_SECRETKEY, router_keys.secret_key.c_str(),
+                       router_keys.secret_key.size() + 1) != 0) {
       return ZmqError("CURVE server key (not a Z85 key of 40 characters?)");
     }
   }

@@ -117,6 +117,9 @@ struct TransportOptions {
   CurveKeyPair curve_keys;
   std::set<std::string> curve_accepted_keys;
   std::string curve_server_key;
+  // The key pair the incoming socket listens with (empty: curve_keys), for
+  // per-node keys (ReadCurveKeysDir: one server key, a key per node).
+  CurveKeyPair curve_router_keys;
 };
 
 struct TransportStats {
@@ -152,6 +155,11 @@ struct TransportStats {
 // Turns CURVE on in `o` with the job's keys derived from o->token (every
 // node of the job derives the same; DeriveJobKeys).
 absl::Status UseJobCurveKeys(TransportOptions* o);
+
+// Turns CURVE on in `o` with the per-node keys of `dir` (ReadCurveKeysDir):
+// listens with the server key, connects with this node's key expecting the
+// server key, admits only the keys of dir/clients.
+absl::Status UseCurveKeysDir(const std::string& dir, TransportOptions* o);
 
 // Thread-safe: Send/Connect/Receive from any thread.
 class Transport {
