@@ -580,6 +580,26 @@ std::string ServerAddress(testing_util::Proc& server) {
   return "";
 }
 
+// Two workers init key 5 and push-pull 1 and 2 once (dist_sync: both see
+// 3), then finish.
+void SyncRoundAndFinish(std::vector<std::unique_ptr<kvstore::KVStore>>& kv) {
+  ASSERT_EQ(kv.size(), 2u);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<float> v(1000, 0.0f);
+      ASSERT_TRUE(kv[r]->Init({5}, {v}, Deadline()).ok());
+      std::vector<float> g(1000, r + 1.0f);
+      auto h = kv[r]->PushPull(5, {g}, absl::MakeSpan(v), 0);
+      ASSERT_TRUE(h.ok());
+      ASSERT_TRUE(kv[r]->Wait(*h, Deadline()).ok());
+      EXPECT_EQ(v[999], 3.0f);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+}
+
 // Garbage and wrong tokens from a plaintext peer, into a job on plaintext
 // (--insecure_plaintext: everything reaches the nodes) and into a job on
 // CURVE (the default: nothing a stranger sends is even read).
@@ -600,20 +620,7 @@ void GarbageIsSurvived(bool insecure_plaintext, const std::string& counts) {
   // ...and while it runs.
   SendGarbage(c.address, "test-token-123");
   SendGarbage(server, "test-token-123");
-  std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r) {
-    threads.emplace_back([&, r] {
-      std::vector<float> v(1000, 0.0f);
-      ASSERT_TRUE(kv[r]->Init({5}, {v}, Deadline()).ok());
-      std::vector<float> g(1000, r + 1.0f);
-      auto h = kv[r]->PushPull(5, {g}, absl::MakeSpan(v), 0);
-      ASSERT_TRUE(h.ok());
-      ASSERT_TRUE(kv[r]->Wait(*h, Deadline()).ok());
-      EXPECT_EQ(v[999], 3.0f);
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+  SyncRoundAndFinish(kv);
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
   EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
   EXPECT_THAT(c.scheduler.output, HasSubstr(counts));
@@ -726,20 +733,7 @@ TEST(KVStoreClusterTest, PerNodeCurveKeysRunAJob) {
   ASSERT_TRUE(c.Start());
   auto kv = c.Workers("dist_sync");
   for (auto& k : kv) ASSERT_NE(k, nullptr) << c.AllOutput();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r) {
-    threads.emplace_back([&, r] {
-      std::vector<float> v(1000, 0.0f);
-      ASSERT_TRUE(kv[r]->Init({5}, {v}, Deadline()).ok());
-      std::vector<float> g(1000, r + 1.0f);
-      auto h = kv[r]->PushPull(5, {g}, absl::MakeSpan(v), 0);
-      ASSERT_TRUE(h.ok());
-      ASSERT_TRUE(kv[r]->Wait(*h, Deadline()).ok());
-      EXPECT_EQ(v[999], 3.0f);
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
+  SyncRoundAndFinish(kv);
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
   EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
 }
