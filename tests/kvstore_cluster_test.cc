@@ -637,6 +637,17 @@ TEST(KVStoreClusterTest, GarbageFromStrangersNeverReachesACurveJob) {
   GarbageIsSurvived(false, "0 refused (wrong token), 0 malformed");
 }
 
+// A serialized REGISTER of a worker at host:port with the test token.
+std::string WorkerRegister(const std::string& host, int port) {
+  proto::Header reg;
+  reg.set_type(proto::REGISTER);
+  reg.set_token("test-token-123");
+  reg.mutable_node()->set_role(proto::WORKER);
+  reg.mutable_node()->set_host(host);
+  reg.mutable_node()->set_port(port);
+  return reg.SerializeAsString();
+}
+
 // A node's host comes from its REGISTER: a newline in it must not forge a
 // line in the scheduler's log, nor in the logs of the nodes that hear the
 // abort reason naming it.
@@ -655,15 +666,7 @@ TEST(KVStoreClusterTest, PeerSuppliedHostsAreLoggedEscapedOnOneLine) {
     // A node registers only as the address its connection carries: the
     // raw peer's routing id is the host:port it claims.
     RawPeer raw(c.address, "test-token-123", evil + ":1");
-    proto::Header reg;
-    reg.set_type(proto::REGISTER);
-    reg.set_token("test-token-123");
-    reg.mutable_node()->set_role(proto::WORKER);
-    reg.mutable_node()->set_host(evil);
-    reg.mutable_node()->set_port(1);
-    std::string bytes;
-    reg.SerializeToString(&bytes);
-    raw.Send({bytes});
+    raw.Send({WorkerRegister(evil, 1)});
     // The job starts with that "worker" and aborts: its host is no host.
     ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
   }
@@ -691,15 +694,7 @@ TEST(KVStoreClusterTest, ARegisterForAnotherAddressIsRefused) {
   ASSERT_TRUE(c.Start());
   {
     RawPeer raw(c.address, "test-token-123", "127.0.0.1:7");
-    proto::Header reg;
-    reg.set_type(proto::REGISTER);
-    reg.set_token("test-token-123");
-    reg.mutable_node()->set_role(proto::WORKER);
-    reg.mutable_node()->set_host("127.0.0.1");
-    reg.mutable_node()->set_port(9);  // Not the connection's 7.
-    std::string bytes;
-    reg.SerializeToString(&bytes);
-    raw.Send({bytes});
+    raw.Send({WorkerRegister("127.0.0.1", 9)});  // Not the connection's 7.
     absl::SleepFor(absl::Milliseconds(300));
   }
   auto kv = c.Workers("dist_sync");
