@@ -5,11 +5,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "util/file.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -159,8 +158,12 @@ int64_t NDArray::num_elements() const {
   return n;
 }
 
-std::vector<float> NDArray::ToFloats() const {
-  CHECK(dtype == DType::kFloat32) << name << " is not float32";
+absl::StatusOr<std::vector<float>> NDArray::ToFloats() const {
+  if (dtype != DType::kFloat32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("array ", name.empty() ? "(unnamed)" : name, " has dtype ",
+                     static_cast<int>(dtype), ", not float32 (0)"));
+  }
   std::vector<float> v(data.size() / sizeof(float));
   std::memcpy(v.data(), data.data(), v.size() * sizeof(float));
   return v;
@@ -272,12 +275,8 @@ std::string SerializeNDArrayList(const std::vector<NDArray>& arrays) {
 
 absl::StatusOr<std::vector<NDArray>> ReadNDArrayListFile(
     const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoToStatus(errno, absl::StrCat("open ", path));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return ErrnoToStatus(errno, absl::StrCat("read ", path));
-  return ParseNDArrayList(buf.str(), path);
+  PSTRAIN_ASSIGN_OR_RETURN(const std::string bytes, ReadFileToString(path));
+  return ParseNDArrayList(bytes, path);
 }
 
 absl::Status WriteNDArrayListFile(const std::string& path,

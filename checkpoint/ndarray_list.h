@@ -52,8 +52,9 @@ struct NDArray {
   std::string data;  // Raw little-endian elements, C order.
 
   int64_t num_elements() const;
-  // REQUIRES: dtype == kFloat32.
-  std::vector<float> ToFloats() const;
+  // The elements as floats; InvalidArgument naming the array when its dtype
+  // (read from a file) is not float32.
+  absl::StatusOr<std::vector<float>> ToFloats() const;
   static NDArray FromFloats(std::string name, std::vector<int64_t> shape,
                             const std::vector<float>& values);
 };

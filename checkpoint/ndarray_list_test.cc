@@ -52,7 +52,7 @@ TEST(NDArrayListTest, RoundTrip) {
   ASSERT_EQ(back->size(), 4u);
   EXPECT_EQ((*back)[0].name, "arg:conv0_weight");
   EXPECT_THAT((*back)[0].shape, ElementsAre(2, 1, 2, 2));
-  EXPECT_THAT((*back)[0].ToFloats(), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_THAT((*back)[0].ToFloats().value(), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
   EXPECT_EQ((*back)[1].name, "aux:bn0_moving_mean");
   EXPECT_TRUE((*back)[2].none);
   EXPECT_EQ((*back)[3].dtype, DType::kInt64);
@@ -106,12 +106,25 @@ TEST(NDArrayListTest, ReadsV1V3AndLegacyArrays) {
   Put<uint64_t>(&s, 0);
   auto a = ParseNDArrayList(s, "mixed");
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_THAT((*a)[0].ToFloats(), ElementsAre(1.5f, 2.5f));
+  EXPECT_THAT((*a)[0].ToFloats().value(), ElementsAre(1.5f, 2.5f));
   EXPECT_TRUE((*a)[1].shape.empty());
-  EXPECT_THAT((*a)[1].ToFloats(), ElementsAre(9.0f));
+  EXPECT_THAT((*a)[1].ToFloats().value(), ElementsAre(9.0f));
   EXPECT_TRUE((*a)[2].none);
   EXPECT_THAT((*a)[3].shape, ElementsAre(1, 1));
   EXPECT_EQ((*a)[3].data, "\x2a");
+}
+
+TEST(NDArrayTest, ToFloatsOfAnotherDTypeIsAnErrorNamingTheArray) {
+  NDArray a;
+  a.name = "arg:fc1_weight";
+  a.shape = {1};
+  a.dtype = DType::kUint8;
+  a.data = "\x2a";
+  auto v = a.ToFloats();
+  ASSERT_FALSE(v.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(v.status()));
+  EXPECT_NE(v.status().message().find("arg:fc1_weight"), std::string::npos)
+      << v.status();
 }
 
 TEST(NDArrayListTest, EveryTruncationIsDataLoss) {
@@ -234,7 +247,7 @@ TEST(NDArrayListTest, ReadsMxnetLenetCheckpointExactly) {
   const uint32_t first_bits = 0x3e243258;
   float first;
   std::memcpy(&first, &first_bits, sizeof(first));
-  EXPECT_EQ((*arrays)[0].ToFloats()[0], first);
+  EXPECT_EQ((*arrays)[0].ToFloats().value()[0], first);
   EXPECT_NEAR(first, 0.1603483f, 1e-7f);
   // Writing it back reproduces MXNet's file byte for byte.
   std::ifstream in(path, std::ios::binary);

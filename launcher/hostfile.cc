@@ -1,13 +1,12 @@
 #include "launcher/hostfile.h"
 
 #include <cerrno>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "util/file.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -64,11 +63,9 @@ absl::StatusOr<std::vector<Host>> ParseHostfile(absl::string_view text,
 }
 
 absl::StatusOr<std::vector<Host>> ReadHostfile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return ErrnoToStatus(errno, absl::StrCat("open hosts file ", path));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return ParseHostfile(buf.str(), path);
+  PSTRAIN_ASSIGN_OR_RETURN(const std::string text,
+                           ReadFileToString(path, "open hosts file"));
+  return ParseHostfile(text, path);
 }
 
 }  // namespace launcher

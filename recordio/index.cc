@@ -2,12 +2,12 @@
 
 #include <cerrno>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "recordio/recordio.h"
+#include "util/file.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -35,11 +35,8 @@ absl::StatusOr<std::vector<IndexEntry>> ParseIndex(absl::string_view text,
 }
 
 absl::StatusOr<std::vector<IndexEntry>> ReadIndexFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return ErrnoToStatus(errno, absl::StrCat("open ", path));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return ParseIndex(buf.str(), path);
+  PSTRAIN_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  return ParseIndex(text, path);
 }
 
 std::string FormatIndexLine(const IndexEntry& e) {

@@ -108,7 +108,7 @@ inline Params ReadParams(const std::string& path) {
   auto arrays = checkpoint::ReadNDArrayListFile(path);
   EXPECT_TRUE(arrays.ok()) << path << ": " << arrays.status();
   if (!arrays.ok()) return out;
-  for (const auto& a : *arrays) out[a.name] = a.ToFloats();
+  for (const auto& a : *arrays) out[a.name] = a.ToFloats().value();
   return out;
 }
 

@@ -25,6 +25,7 @@
 #include "recordio/index.h"
 #include "recordio/recordio.h"
 #include "tools/py_random.h"
+#include "util/file.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -113,14 +114,12 @@ std::string EncodeItem(const LstItem& item, const PackOptions& o, std::string* w
                                      0, bytes);
   };
   if (o.pass_through) {
-    std::ifstream in(full, std::ios::binary);
-    if (!in) {
-      *why = absl::StrCat("cannot read ", full.string(), ": ", strerror(errno));
+    auto bytes = ReadFileToString(full.string(), "cannot read");
+    if (!bytes.ok()) {
+      *why = std::string(bytes.status().message());
       return "";
     }
-    std::stringstream s;
-    s << in.rdbuf();
-    return header_and(s.str());
+    return header_and(*bytes);
   }
   try {
     cv::Mat img = cv::imread(full.string(), o.color);

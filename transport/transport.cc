@@ -6,11 +6,13 @@
 #include <zmq.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "glog/logging.h"
 #include "transport/wire.h"
 #include "util/escape.h"
@@ -20,6 +22,9 @@
 namespace pstrain {
 namespace transport {
 namespace {
+
+// How long Connect waits for the I/O thread to take its request.
+constexpr std::chrono::seconds kConnectAnswerTimeout{30};
 
 absl::Status ZmqError(absl::string_view what) {
   const int e = zmq_errno();
@@ -47,7 +52,7 @@ struct Transport::Peer {
   std::string endpoint;
   void* dealer = nullptr;  // I/O thread only.
   // Not yet handed to ZeroMQ, highest priority on top.
-  std::priority_queue<std::unique_ptr<Outgoing>, std::vector<std::unique_ptr<Outgoing>>, Later>
+  std::priority_queue<std::unique_ptr<Outgoing>, std::vector<std::unique_ptr<Outgoing>>, GoesAfter>
       queue;
   // Everything counted against the bound: queued plus handed to ZeroMQ and
   // not yet released.
@@ -227,6 +232,14 @@ absl::Status Transport::Connect(int peer, const std::string& host_port) {
     connects_.push_back(std::move(req));
   }
   Wake();
+  // The I/O thread answers within one turn of its loop (ZeroMQ connects in
+  // the background); a longer wait means it is stuck, which is reported
+  // rather than waited out.
+  if (done.wait_for(kConnectAnswerTimeout) != std::future_status::ready) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "connect to ", EscapeForLog(host_port), ": the I/O thread did not answer in ",
+        absl::FormatDuration(absl::FromChrono(kConnectAnswerTimeout))));
+  }
   return done.get();
 }
 

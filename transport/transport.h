@@ -182,7 +182,9 @@ class Transport {
 
   // Opens the outgoing socket to `peer` (an id chosen by the caller) at
   // "host:port". Idempotent for the same endpoint. Errors name the
-  // endpoint and the reason.
+  // endpoint and the reason. Returns without waiting for the peer (ZeroMQ
+  // connects in the background); DeadlineExceeded if the I/O thread does
+  // not take the request within 30 s.
   absl::Status Connect(int peer, const std::string& host_port);
 
   // Queues `msg` for `peer`; the token is filled in here. Waits for room
@@ -262,7 +264,9 @@ class Transport {
     int64_t bytes;  // Data frame bytes.
     Message msg;
   };
-  struct Later {
+  // Order of the send queue (a max-heap): true when `a` goes after `b`,
+  // i.e. lower priority, or equal priority and queued later.
+  struct GoesAfter {
     bool operator()(const std::unique_ptr<Outgoing>& a,
                     const std::unique_ptr<Outgoing>& b) const {
       if (a->priority != b->priority) return a->priority < b->priority;

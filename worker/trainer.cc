@@ -189,8 +189,12 @@ int Train(const TrainerOptions& o) {
         LOG(ERROR) << path << ": array " << a.name << " does not fit the network";
         return 1;
       }
-      std::vector<float> v = a.ToFloats();
-      std::copy(v.begin(), v.end(), p->value.data());
+      auto v = a.ToFloats();
+      if (!v.ok()) {
+        LOG(ERROR) << path << ": " << v.status().message();
+        return 1;
+      }
+      std::copy(v->begin(), v->end(), p->value.data());
     }
     begin_epoch = o.load_epoch;
     Say(absl::StrFormat("Loaded checkpoint from \"%s\"", path));

@@ -1,0 +1,48 @@
+#include "util/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "util/status.h"
+
+namespace pstrain {
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path,
+                                             absl::string_view what) {
+  const std::string label = what.empty() ? absl::StrCat("open ", path)
+                                         : absl::StrCat(what, " ", path);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, label);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return ErrnoToStatus(err, label);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    close(fd);
+    return ErrnoToStatus(EISDIR, label);
+  }
+  std::string out;
+  if (S_ISREG(st.st_mode) && st.st_size > 0) out.reserve(st.st_size);
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      close(fd);
+      return ErrnoToStatus(err, absl::StrCat("read ", path));
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+}  // namespace pstrain

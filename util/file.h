@@ -1,0 +1,22 @@
+// Whole-file reads, the one place pstrain slurps a file into memory.
+#ifndef PSTRAIN_UTIL_FILE_H_
+#define PSTRAIN_UTIL_FILE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace pstrain {
+
+// Returns the bytes of the file at `path`. Errors follow ErrnoToStatus
+// (NotFound, PermissionDenied, ...) and read "<what> <path>: <reason>", where
+// `what` names the file's role ("hosts file", "index"); an empty `what`
+// gives "open <path>: ...". Reading a directory is an error, not an empty
+// file. Files are binary-safe (no newline translation).
+absl::StatusOr<std::string> ReadFileToString(const std::string& path,
+                                             absl::string_view what = "");
+
+}  // namespace pstrain
+
+#endif  // PSTRAIN_UTIL_FILE_H_
