@@ -153,22 +153,7 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
   t->gate_->set_port(t->port_);
   t->address_ = absl::StrCat(
       options.advertise_host.empty() ? options.bind_host : options.advertise_host, ":", t->port_);
-  if (options.shm_bytes > 0) {
-#if defined(__SANITIZE_THREAD__)
-    // ThreadSanitizer cannot see the hand-over of a block through the
-    // socket (libzmq is not instrumented): no shared memory under it.
-    LOG(INFO) << "shared memory is off under ThreadSanitizer";
-#else
-    auto arena = ShmArena::Create(static_cast<size_t>(options.shm_bytes));
-    if (arena.ok()) {
-      t->arena_ = std::shared_ptr<ShmArena>(std::move(*arena));
-      t->shm_peers_ = std::make_unique<ShmPeers>();
-    } else {
-      LOG(WARNING) << "no shared memory for peers on this host (" << arena.status().message()
-                   << "): every byte goes over TCP";
-    }
-#endif
-  }
+  if (options.shm_bytes > 0) t->shm_ = ShmLink::Create(options.shm_bytes);
   t->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (t->wake_fd_ < 0) return ErrnoToStatus(errno, "eventfd");
   t->thread_ = std::thread([p = t.get()] { p->Loop(); });
@@ -251,11 +236,11 @@ absl::Status Transport::Send(int peer, Message msg, absl::Time deadline) {
 
 absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, absl::Time deadline) {
   if (batch.empty()) return absl::OkStatus();
-  if (arena_ != nullptr) PrepareShm(&batch);
+  if (shm_ != nullptr) PrepareShm(&batch);
   // Hands back the arena blocks when the batch is refused.
   auto refuse = [&](absl::Status s) {
-    if (arena_ != nullptr) {
-      for (const auto& [id, m] : batch) DropShm(m);
+    if (shm_ != nullptr) {
+      for (const auto& [id, m] : batch) shm_->Drop(m);
     }
     return s;
   };
@@ -357,9 +342,12 @@ TransportStats Transport::stats() const {
   const GateStats gate = gate_->stats();
   s.connections_refused = gate.refused;
   s.connections_over_limit = gate.over_limit;
-  s.shm_frames_sent = shm_sent_;
-  s.shm_frames_received = shm_received_;
-  s.shm_frames_inline = shm_inline_;
+  if (shm_ != nullptr) {
+    const ShmCounts c = shm_->counts();
+    s.shm_frames_sent = c.sent;
+    s.shm_frames_received = c.received;
+    s.shm_frames_inline = c.inline_;
+  }
   s.refused_unauthenticated = zap_ != nullptr ? zap_->refused() : 0;
   std::lock_guard<std::mutex> lock(mu_);
   s.max_queued_bytes = max_queued_bytes_;
@@ -417,10 +405,9 @@ void Transport::DrainCommands() {
     peer->id = c->peer;
     peer->endpoint = c->endpoint;
     peer->dealer = dealer;
-    if (arena_ != nullptr) peer->shm_slot = next_slot_++;  // kMaxSlots and up: none.
+    if (shm_ != nullptr) peer->shm_slot = shm_->AddPeer(peer->endpoint);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      slot_of_endpoint_[peer->endpoint] = peer->shm_slot;
       peers_[c->peer] = std::move(peer);
     }
     c->done.set_value(absl::OkStatus());
@@ -475,7 +462,7 @@ void Transport::PumpSends() {
 
 bool Transport::SendNow(Peer* peer, Outgoing* out) {
   void* sock = peer->dealer;
-  if (shm_peers_ != nullptr) ReturnShm(peer, &out->msg);
+  if (shm_ != nullptr) shm_->ReturnToOwner(peer->endpoint, &out->msg);
   std::string header;
   out->msg.header.SerializeToString(&header);
   zmq_msg_t part;
@@ -488,7 +475,7 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
     if (e == EAGAIN) return false;
     LOG_EVERY_N(ERROR, 100) << "send to peer " << peer->id << " (" << peer->endpoint
                             << ") failed: " << zmq_strerror(e);
-    if (arena_ != nullptr) DropShm(out->msg, &peer->endpoint);
+    if (shm_ != nullptr) shm_->Drop(out->msg, &peer->endpoint);
     Released(peer, out->bytes);
     return true;
   }
@@ -508,7 +495,7 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
         zmq_msg_close(&g);
       }
       // The receiver drops the partial message: its blocks are ours again.
-      if (arena_ != nullptr) DropShm(out->msg, &peer->endpoint);
+      if (shm_ != nullptr) shm_->Drop(out->msg, &peer->endpoint);
       break;
     }
   }
@@ -518,125 +505,27 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
 }
 
 void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
-  std::vector<uint32_t> slots(batch->size(), ShmArena::kMaxSlots);
-  std::vector<std::string> endpoints(batch->size());
+  std::vector<std::pair<uint32_t, std::string>> slots(
+      batch->size(), {ShmArena::kMaxSlots, std::string()});
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < batch->size(); ++i) {
       auto it = peers_.find((*batch)[i].first);
-      if (it != peers_.end()) {
-        slots[i] = it->second->shm_slot;
-        endpoints[i] = it->second->endpoint;
-      }
+      if (it != peers_.end()) slots[i] = {it->second->shm_slot, it->second->endpoint};
     }
   }
   const bool io_thread = OnIoThread();
   for (size_t i = 0; i < batch->size(); ++i) {
-    if (slots[i] >= ShmArena::kMaxSlots) continue;
-    Message& m = (*batch)[i].second;
-    bool offer = !arena_->Accepted(slots[i]);
-    for (size_t f = 0; !offer && f < m.frames.size(); ++f) {
-      Frame& frame = m.frames[f];
-      if (frame.size() < kShmMinFrameBytes) continue;
-      // Data already in the arena (a server's weights) goes by reference,
-      // read-only for the receiver.
-      int64_t offset = arena_->AddRef(frame.data());
-      const bool by_reference = offset >= 0;
-      // The receiver's own block (an adopted push): SendNow sends it back
-      // by reference.
-      if (!by_reference && io_thread &&
-          shm_peers_->Viewing(endpoints[i], frame.data(), frame.size())) {
-        continue;
-      }
-      if (!by_reference) offset = arena_->CopyIn(frame.data(), frame.size(), slots[i]);
-      if (offset < 0) {
-        ++shm_inline_;
-        continue;
-      }
-      proto::ShmFrame* d = m.header.add_shm_frames();
-      d->set_frame(static_cast<uint32_t>(f));
-      d->set_offset(static_cast<uint64_t>(offset));
-      d->set_size(frame.size());
-      d->set_by_reference(by_reference);
-      frame = Frame();  // An empty placeholder on the socket.
-      ++shm_sent_;
-    }
-    if (offer || m.header.shm_frames_size() > 0) {
-      *m.header.mutable_shm_arena() = arena_->identity();
-      m.header.mutable_shm_arena()->set_slot(slots[i]);
-    }
+    shm_->Prepare(slots[i].first, slots[i].second, io_thread, &(*batch)[i].second);
   }
 }
 
 Frame Transport::NewSharedFrame(size_t bytes) const {
-  if (arena_ == nullptr || bytes == 0) return Frame();
-  char* data = arena_->Allocate(bytes);
-  if (data == nullptr) return Frame();
-  return Frame::View(data, bytes,
-                     std::shared_ptr<const void>(data, [arena = arena_](const void* p) {
-                       arena->Release(arena->OffsetOf(p));
-                     }));
+  return shm_ != nullptr ? shm_->NewSharedFrame(bytes) : Frame();
 }
 
 bool Transport::SharedFrameInUse(const Frame& frame) const {
-  if (arena_ == nullptr || frame.size() == 0) return false;
-  if (arena_->Contains(frame.data())) {
-    return arena_->Refs(arena_->OffsetOf(frame.data())) > 1;  // More than the holder's.
-  }
-  return shm_peers_->SentBackInUse(frame.data());
-}
-
-void Transport::ReturnShm(Peer* peer, Message* msg) {
-  for (size_t f = 0; f < msg->frames.size(); ++f) {
-    Frame& frame = msg->frames[f];
-    if (frame.size() < kShmMinFrameBytes) continue;
-    const int64_t offset = shm_peers_->AddRefForOwner(peer->endpoint, frame.data(), frame.size());
-    if (offset < 0) continue;
-    proto::ShmFrame* d = msg->header.add_shm_frames();
-    d->set_frame(static_cast<uint32_t>(f));
-    d->set_offset(static_cast<uint64_t>(offset));
-    d->set_size(frame.size());
-    d->set_in_receiver_arena(true);
-    frame = Frame();
-    ++shm_sent_;
-  }
-}
-
-void Transport::DropShm(const Message& msg, const std::string* endpoint) {
-  for (const proto::ShmFrame& d : msg.header.shm_frames()) {
-    if (d.in_receiver_arena()) {
-      CHECK(endpoint != nullptr) << "a block of the receiver's arena before SendNow";
-      shm_peers_->ReleaseForOwner(*endpoint, d.offset());
-    } else {
-      arena_->Release(d.offset());
-    }
-  }
-  shm_sent_ -= msg.header.shm_frames_size();  // Counted as sent by PrepareShm.
-}
-
-std::string Transport::ReceiveShm(Message* msg, const std::string& from) {
-  proto::Header& h = msg->header;
-  if (shm_peers_ == nullptr) {
-    const bool frames = h.shm_frames_size() > 0;
-    h.clear_shm_arena();
-    h.clear_shm_frames();
-    return frames ? "shared-memory frames, but shared memory is off here" : "";
-  }
-  if (h.has_shm_arena()) shm_peers_->Accept(h.shm_arena(), from);
-  const int n = h.shm_frames_size();
-  // The sender's slot in our arena: only blocks we copied in for it may
-  // come back from it by reference.
-  uint32_t own_slot = ShmArena::kMaxSlots;
-  for (const proto::ShmFrame& d : h.shm_frames()) {
-    if (!d.in_receiver_arena()) continue;
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = slot_of_endpoint_.find(from);
-    if (it != slot_of_endpoint_.end()) own_slot = it->second;
-    break;
-  }
-  const std::string why = shm_peers_->Resolve(msg, arena_, own_slot);
-  if (why.empty()) shm_received_ += n;
-  return why;
+  return shm_ != nullptr && shm_->SharedFrameInUse(frame);
 }
 
 void Transport::Released(Peer* peer, int64_t bytes) {
@@ -741,7 +630,8 @@ void Transport::ReadIncoming() {
     }
     msg.from = identity;
     if (msg.header.has_shm_arena() || msg.header.shm_frames_size() > 0) {
-      const std::string why = ReceiveShm(&msg, identity);
+      const std::string why =
+          shm_ != nullptr ? shm_->Receive(&msg, identity) : ShmLink::Strip(&msg);
       if (!why.empty()) {
         ++malformed_;
         LOG_EVERY_N(WARNING, 100)

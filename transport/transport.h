@@ -57,6 +57,7 @@
 #include "transport/gate.h"
 #include "transport/message.h"
 #include "transport/shm.h"
+#include "transport/shm_link.h"
 #include "util/blocking_queue.h"
 
 namespace pstrain {
@@ -240,24 +241,13 @@ class Transport {
 
  private:
   struct Peer;
-  // Offers the arena to peers that have not mapped it yet, and moves big
-  // frames to those that have into it.
+  // Hands each message of `batch` to shm_->Prepare with its peer's slot.
   void PrepareShm(std::vector<std::pair<int, Message>>* batch);
-  // Hands back the arena blocks of messages that will not be sent (those
-  // in the receiver's arena need the receiver's `endpoint`).
-  void DropShm(const Message& msg, const std::string* endpoint = nullptr);
   // Whether a message claiming `sender` may come in on the connection whose
   // routing id is `from`: the connected peer of that id (a server or a
   // worker; see Connect) must be the node at `from`. Unknown ids pass (the
   // roles check them against their address book).
   bool SenderMatches(int64_t sender, const std::string& from);
-  // I/O thread: frames received from `peer` and now sent back to it (a
-  // server replying with a push it adopted) go by reference into its own
-  // arena.
-  void ReturnShm(Peer* peer, Message* msg);
-  // Turns an incoming message's shared-memory frames into views ("" or
-  // what is wrong).
-  std::string ReceiveShm(Message* msg, const std::string& from);
   struct Outgoing {
     int priority;
     uint64_t seq;
@@ -296,10 +286,8 @@ class Transport {
   void Deliver(std::vector<Message>* batch);
 
   const TransportOptions options_;
-  std::shared_ptr<ShmArena> arena_;  // Null: no shared memory.
-  std::unique_ptr<ShmPeers> shm_peers_;
+  std::unique_ptr<ShmLink> shm_;  // Null: no shared memory.
   std::unique_ptr<Gate> gate_;  // I/O thread only (after Create).
-  uint32_t next_slot_ = 0;  // I/O thread only.
   std::string address_;
   int port_ = 0;
   void* ctx_ = nullptr;
@@ -314,8 +302,6 @@ class Transport {
   mutable std::mutex mu_;
   std::condition_variable room_;  // Signalled when queued messages leave.
   std::map<int, std::unique_ptr<Peer>> peers_;  // Guarded by mu_ (the map).
-  // Our arena's slot of each connected endpoint; guarded by mu_.
-  std::map<std::string, uint32_t> slot_of_endpoint_;
   std::deque<std::unique_ptr<ConnectRequest>> connects_;  // Guarded by mu_.
   uint64_t seq_ = 0;  // Guarded by mu_.
   bool stopped_ = false;  // Guarded by mu_.
@@ -332,7 +318,6 @@ class Transport {
   mutable std::atomic<int> busy_pollers_{0};
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0}, wrong_sender_{0};
-  std::atomic<int64_t> shm_sent_{0}, shm_received_{0}, shm_inline_{0};
   std::thread thread_;
 };
 
