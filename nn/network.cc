@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
+#include "nlohmann/json.hpp"
 #include "util/status.h"
 
 namespace pstrain {
@@ -17,7 +18,8 @@ using kernels::CpuContext;
 using kernels::Tensor;
 
 int Network::Add(std::unique_ptr<Layer> layer, std::vector<int> inputs) {
-  for (int in : inputs) CHECK(in >= 0 && in <= last()) << layer->name() << ": input node " << in;
+  for (int in : inputs)
+    CHECK(in >= 0 && in <= last()) << layer->name() << ": input node " << in;
   Node n;
   n.layer = std::move(layer);
   n.inputs = std::move(inputs);
@@ -25,14 +27,18 @@ int Network::Add(std::unique_ptr<Layer> layer, std::vector<int> inputs) {
   return last();
 }
 
-int Network::Add(std::unique_ptr<Layer> layer) { return Add(std::move(layer), {last()}); }
+int Network::Add(std::unique_ptr<Layer> layer) {
+  return Add(std::move(layer), {last()});
+}
 
 const std::vector<int64_t>& Network::ShapeOf(int id) const {
   return id == kInput ? input_shape_ : nodes_[id - 1].shape;
 }
 
-absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_classes) {
-  if (nodes_.empty()) return absl::InvalidArgumentError("the network has no layers");
+absl::Status Network::Build(const std::vector<int64_t>& input_shape,
+                            int num_classes) {
+  if (nodes_.empty())
+    return absl::InvalidArgumentError("the network has no layers");
   num_classes_ = num_classes;
   input_shape_ = input_shape;
   params_.clear();
@@ -44,7 +50,8 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_cla
     n.params.clear();
     PSTRAIN_RETURN_IF_ERROR(n.layer->Setup(in, &n.shape, &n.params));
     if (!names.insert(n.layer->name()).second) {
-      return absl::InvalidArgumentError(absl::StrCat("two layers are named ", n.layer->name()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("two layers are named ", n.layer->name()));
     }
     n.learned.clear();
     for (Param* p : n.params) {
@@ -70,16 +77,19 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_cla
   for (int id = 1; id <= last(); ++id) {
     Node& n = node(id);
     n.in_place = false;
-    if (!n.layer->CanRunInPlace() || n.inputs.size() != 1 || n.inputs[0] == kInput) continue;
+    if (!n.layer->CanRunInPlace() || n.inputs.size() != 1 ||
+        n.inputs[0] == kInput)
+      continue;
     const Node& producer = node(n.inputs[0]);
-    n.in_place = producer.consumers == 1 && producer.layer->BackwardNeeds() != Needs::kOutput &&
+    n.in_place = producer.consumers == 1 &&
+                 producer.layer->BackwardNeeds() != Needs::kOutput &&
                  !producer.layer->OutputIsView();
   }
   const std::vector<int64_t>& out = ShapeOf(last());
   if (out.size() != 2 || out[1] != num_classes) {
-    return absl::InvalidArgumentError(absl::StrCat("the network ends in ",
-                                                   kernels::ShapeToString(out), ", not [batch, ",
-                                                   num_classes, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the network ends in ", kernels::ShapeToString(out),
+                     ", not [batch, ", num_classes, "]"));
   }
   outs_.assign(last() + 1, Tensor());
   grads_.assign(last() + 1, Tensor());
@@ -89,22 +99,25 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape, int num_cla
   return absl::OkStatus();
 }
 
-absl::Status Network::CheckBatch(const Tensor& x, absl::Span<const float> labels) const {
+absl::Status Network::CheckBatch(const Tensor& x,
+                                 absl::Span<const float> labels) const {
   if (x.shape() != input_shape_) {
-    return absl::InvalidArgumentError(absl::StrCat("input ", x.ShapeString(), " but the network "
-                                                   "was built for ",
-                                                   kernels::ShapeToString(input_shape_)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input ", x.ShapeString(),
+                     " but the network "
+                     "was built for ",
+                     kernels::ShapeToString(input_shape_)));
   }
   if (static_cast<int64_t>(labels.size()) != x.dim(0)) {
-    return absl::InvalidArgumentError(absl::StrCat(labels.size(), " labels for a batch of ",
-                                                   x.dim(0)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(labels.size(), " labels for a batch of ", x.dim(0)));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
-                                        absl::Span<const float> labels, Mode mode,
-                                        const ParamsNeeded& needed) {
+                                        absl::Span<const float> labels,
+                                        Mode mode, const ParamsNeeded& needed) {
   PSTRAIN_RETURN_IF_ERROR(CheckBatch(x, labels));
   const bool training = mode == Mode::kTrain;
   outs_[kInput] = x;
@@ -114,16 +127,19 @@ absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
     ins.clear();
     for (int j : n.inputs) ins.push_back(&outs_[j]);
     if (n.in_place) outs_[id] = outs_[n.inputs[0]];
-    if (needed && !n.learned.empty()) PSTRAIN_RETURN_IF_ERROR(needed(n.learned));
+    if (needed && !n.learned.empty())
+      PSTRAIN_RETURN_IF_ERROR(needed(n.learned));
     const absl::Time t0 = profile_ ? absl::Now() : absl::Time();
-    PSTRAIN_RETURN_IF_ERROR(
-        Annotate(n.layer->Forward(ctx, ins, &outs_[id], training), n.layer->name()));
-    if (profile_) times_[id - 1].first = absl::ToDoubleSeconds(absl::Now() - t0);
+    PSTRAIN_RETURN_IF_ERROR(Annotate(
+        n.layer->Forward(ctx, ins, &outs_[id], training), n.layer->name()));
+    if (profile_)
+      times_[id - 1].first = absl::ToDoubleSeconds(absl::Now() - t0);
   }
   labels_.assign(labels.begin(), labels.end());
   trained_forward_ = training;
   double loss = 0;
-  PSTRAIN_RETURN_IF_ERROR(kernels::SoftmaxCrossEntropy(outs_[last()], labels, &probs_, &loss));
+  PSTRAIN_RETURN_IF_ERROR(
+      kernels::SoftmaxCrossEntropy(outs_[last()], labels, &probs_, &loss));
   return loss;
 }
 
@@ -146,13 +162,15 @@ void Network::ReleaseGrad(Tensor* t) {
   *t = Tensor();
 }
 
-absl::Status Network::Backward(CpuContext* ctx, float scale, const GradsReady& ready) {
+absl::Status Network::Backward(CpuContext* ctx, float scale,
+                               const GradsReady& ready) {
   if (!trained_forward_) {
-    return absl::FailedPreconditionError("Backward() needs a training-mode Forward() first");
+    return absl::FailedPreconditionError(
+        "Backward() needs a training-mode Forward() first");
   }
   grads_[last()] = AcquireGrad(ShapeOf(last()));
-  PSTRAIN_RETURN_IF_ERROR(
-      kernels::SoftmaxCrossEntropyBackward(probs_, labels_, scale, &grads_[last()]));
+  PSTRAIN_RETURN_IF_ERROR(kernels::SoftmaxCrossEntropyBackward(
+      probs_, labels_, scale, &grads_[last()]));
   std::vector<const Tensor*> ins;
   std::vector<Tensor*> din;
   std::vector<Tensor> temps;
@@ -185,13 +203,16 @@ absl::Status Network::Backward(CpuContext* ctx, float scale, const GradsReady& r
     }
     const absl::Time t0 = profile_ ? absl::Now() : absl::Time();
     PSTRAIN_RETURN_IF_ERROR(
-        Annotate(n.layer->Backward(ctx, ins, outs_[id], grads_[id], din), n.layer->name()));
+        Annotate(n.layer->Backward(ctx, ins, outs_[id], grads_[id], din),
+                 n.layer->name()));
     for (size_t k = 0; k < temps.size(); ++k) {
       if (temps[k].empty()) continue;
-      PSTRAIN_RETURN_IF_ERROR(kernels::AddInPlace(temps[k], &grads_[n.inputs[k]]));
+      PSTRAIN_RETURN_IF_ERROR(
+          kernels::AddInPlace(temps[k], &grads_[n.inputs[k]]));
       ReleaseGrad(&temps[k]);
     }
-    if (profile_) times_[id - 1].second = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (profile_)
+      times_[id - 1].second = absl::ToDoubleSeconds(absl::Now() - t0);
     ReleaseGrad(&grads_[id]);
     if (ready && !n.learned.empty()) ready(n.learned);
   }
@@ -246,53 +267,62 @@ MemoryStats Network::Memory() const {
     }();
     m.unplanned_bytes += 2 * bytes;
     const Tensor& t = outs_[id];
-    if (!t.empty() && t.data() != outs_[kInput].data() && seen.insert(t.data()).second) {
+    if (!t.empty() && t.data() != outs_[kInput].data() &&
+        seen.insert(t.data()).second) {
       m.forward_bytes += t.size() * static_cast<int64_t>(sizeof(float));
     }
   }
   m.gradient_bytes = grad_pool_bytes_;
   for (const Param* p : params_) {
-    m.param_bytes += (p->value.size() + p->grad.size()) * static_cast<int64_t>(sizeof(float));
+    m.param_bytes += (p->value.size() + p->grad.size()) *
+                     static_cast<int64_t>(sizeof(float));
   }
   return m;
 }
 
 std::string Network::SymbolJson() const {
-  std::vector<std::string> nodes;
-  std::vector<int> arg_nodes;
+  using Json = nlohmann::ordered_json;
+  Json nodes = Json::array();
+  Json arg_nodes = Json::array();
+  auto entry = [](int node) { return Json::array({node, 0, 0}); };
   auto null_node = [&](const std::string& name) {
-    arg_nodes.push_back(static_cast<int>(nodes.size()));
-    nodes.push_back(absl::StrCat("    {\"op\": \"null\", \"name\": \"", name, "\", \"inputs\": []}"));
-    return static_cast<int>(nodes.size()) - 1;
+    const int id = static_cast<int>(nodes.size());
+    arg_nodes.push_back(id);
+    nodes.push_back(
+        {{"op", "null"}, {"name", name}, {"inputs", Json::array()}});
+    return id;
   };
   std::vector<int> json_id(last() + 1);  // Network node -> JSON node.
   json_id[kInput] = null_node("data");
   for (int id = 1; id <= last(); ++id) {
     const Node& n = nodes_[id - 1];
-    std::vector<int> inputs;
-    for (int j : n.inputs) inputs.push_back(json_id[j]);
-    for (const Param* p : n.params) inputs.push_back(null_node(p->name));
+    Json inputs = Json::array();
+    for (int j : n.inputs) inputs.push_back(entry(json_id[j]));
+    for (const Param* p : n.params) inputs.push_back(entry(null_node(p->name)));
     std::vector<std::pair<std::string, std::string>> attrs;
     const std::string op = n.layer->MxnetOp(&attrs);
-    std::vector<std::string> a, in;
-    for (const auto& [k, v] : attrs) a.push_back(absl::StrCat("\"", k, "\": \"", v, "\""));
-    for (int x : inputs) in.push_back(absl::StrCat("[", x, ", 0, 0]"));
-    nodes.push_back(absl::StrCat("    {\"op\": \"", op, "\", \"name\": \"", n.layer->name(),
-                                 "\", \"attrs\": {", absl::StrJoin(a, ", "),
-                                 "}, \"inputs\": [", absl::StrJoin(in, ", "), "]}"));
-    json_id[id] = static_cast<int>(nodes.size()) - 1;
+    Json a = Json::object();
+    for (const auto& [k, v] : attrs) a[k] = v;
+    json_id[id] = static_cast<int>(nodes.size());
+    nodes.push_back({{"op", op},
+                     {"name", n.layer->name()},
+                     {"attrs", a},
+                     {"inputs", inputs}});
   }
   const int label = null_node("softmax_label");
-  nodes.push_back(absl::StrCat("    {\"op\": \"SoftmaxOutput\", \"name\": \"softmax\", "
-                               "\"inputs\": [[", json_id[last()], ", 0, 0], [", label,
-                               ", 0, 0]]}"));
-  std::vector<int> row_ptr;
-  for (size_t i = 0; i <= nodes.size(); ++i) row_ptr.push_back(static_cast<int>(i));
-  return absl::StrCat("{\n  \"nodes\": [\n", absl::StrJoin(nodes, ",\n"), "\n  ],\n",
-                      "  \"arg_nodes\": [", absl::StrJoin(arg_nodes, ", "), "],\n",
-                      "  \"node_row_ptr\": [", absl::StrJoin(row_ptr, ", "), "],\n",
-                      "  \"heads\": [[", nodes.size() - 1, ", 0, 0]],\n",
-                      "  \"attrs\": {\"mxnet_version\": [\"int\", 10901]}\n}\n");
+  nodes.push_back(
+      {{"op", "SoftmaxOutput"},
+       {"name", "softmax"},
+       {"inputs", Json::array({entry(json_id[last()]), entry(label)})}});
+  Json row_ptr = Json::array();
+  for (size_t i = 0; i <= nodes.size(); ++i) row_ptr.push_back(i);
+  Json symbol = {
+      {"nodes", nodes},
+      {"arg_nodes", arg_nodes},
+      {"node_row_ptr", row_ptr},
+      {"heads", Json::array({entry(static_cast<int>(nodes.size()) - 1)})},
+      {"attrs", {{"mxnet_version", Json::array({"int", 10901})}}}};
+  return symbol.dump(2) + "\n";
 }
 
 int64_t Network::NumParams() const {
@@ -310,16 +340,19 @@ int64_t Network::NumLearnedParams() const {
 namespace {
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
 
-absl::Status Initialize(Network* net, const std::string& initializer, uint32_t seed) {
+absl::Status Initialize(Network* net, const std::string& initializer,
+                        uint32_t seed) {
   const bool xavier = initializer == "xavier" || initializer == "default";
   if (!xavier && initializer != "msra" && initializer != "normal") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--initializer ", initializer, ": unknown; use xavier (the default), msra or normal"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--initializer ", initializer,
+                     ": unknown; use xavier (the default), msra or normal"));
   }
   std::mt19937 rng(seed);
   for (Param* p : net->params()) {
@@ -335,13 +368,15 @@ absl::Status Initialize(Network* net, const std::string& initializer, uint32_t s
       // fit.py's choice for AlexNet.
       const auto& s = p->value.shape();
       const double receptive =
-          s.size() > 2 ? static_cast<double>(p->value.size()) / (s[0] * s[1]) : 1.0;
+          s.size() > 2 ? static_cast<double>(p->value.size()) / (s[0] * s[1])
+                       : 1.0;
       const double fan_in = s.size() > 1 ? s[1] * receptive : 1.0;
       const double fan_out = s[0] * receptive;
-      const double sigma = xavier ? std::sqrt(2.0 / fan_in)
-                           : initializer == "msra"
-                               ? std::sqrt((2.0 / 1.0625) / ((fan_in + fan_out) / 2.0))
-                               : 0.01;
+      const double sigma =
+          xavier ? std::sqrt(2.0 / fan_in)
+          : initializer == "msra"
+              ? std::sqrt((2.0 / 1.0625) / ((fan_in + fan_out) / 2.0))
+              : 0.01;
       std::normal_distribution<float> nd(0.0f, static_cast<float>(sigma));
       for (auto& v : p->value.span()) v = nd(rng);
     }
@@ -349,7 +384,9 @@ absl::Status Initialize(Network* net, const std::string& initializer, uint32_t s
   return absl::OkStatus();
 }
 
-void InitializeXavier(Network* net, uint32_t seed) { CHECK(Initialize(net, "xavier", seed).ok()); }
+void InitializeXavier(Network* net, uint32_t seed) {
+  CHECK(Initialize(net, "xavier", seed).ok());
+}
 
 }  // namespace nn
 }  // namespace pstrain

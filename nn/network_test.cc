@@ -8,6 +8,7 @@
 #include "glog/logging.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "nn/optimizer.h"
 #include "tools/mnist.h"
 
@@ -44,18 +45,24 @@ TEST(NetworkTest, LenetAndMlpMatchThePublishedArchitectures) {
 TEST(NetworkTest, SymbolJsonHasMxnetLayout) {
   auto net = BuildNetwork("lenet", 0, 10, {1, 28, 28}, 2);
   ASSERT_TRUE(net.ok());
-  const std::string json = (*net)->SymbolJson();
-  EXPECT_THAT(json, HasSubstr("{\"op\": \"null\", \"name\": \"data\", \"inputs\": []}"));
-  EXPECT_THAT(json, HasSubstr("{\"op\": \"Convolution\", \"name\": \"conv0\", \"attrs\": "
-                              "{\"kernel\": \"(5, 5)\""));
-  EXPECT_THAT(json, HasSubstr("\"inputs\": [[0, 0, 0], [1, 0, 0], [2, 0, 0]]"));
-  EXPECT_THAT(json, HasSubstr("\"act_type\": \"tanh\""));
-  EXPECT_THAT(json, HasSubstr("\"pool_type\": \"max\""));
-  EXPECT_THAT(json, HasSubstr("{\"op\": \"FullyConnected\", \"name\": \"fc1\", \"attrs\": "
-                              "{\"num_hidden\": \"10\""));
+  const nlohmann::json json = nlohmann::json::parse((*net)->SymbolJson());
+  const nlohmann::json& nodes = json["nodes"];
+  ASSERT_EQ(nodes.size(), 21u);
+  EXPECT_EQ(nodes[0], nlohmann::json::parse(R"({"op": "null", "name": "data", "inputs": []})"));
+  EXPECT_EQ(nodes[3]["op"], "Convolution");
+  EXPECT_EQ(nodes[3]["name"], "conv0");
+  EXPECT_EQ(nodes[3]["attrs"]["kernel"], "(5, 5)");
+  EXPECT_EQ(nodes[3]["inputs"], nlohmann::json::parse("[[0, 0, 0], [1, 0, 0], [2, 0, 0]]"));
+  const std::string text = json.dump();
+  EXPECT_THAT(text, HasSubstr(R"("act_type":"tanh")"));
+  EXPECT_THAT(text, HasSubstr(R"("pool_type":"max")"));
+  EXPECT_EQ(nodes[18]["op"], "FullyConnected");
+  EXPECT_EQ(nodes[18]["name"], "fc1");
+  EXPECT_EQ(nodes[18]["attrs"]["num_hidden"], "10");
   // data, 8 parameters, softmax_label are the argument nodes.
-  EXPECT_THAT(json, HasSubstr("\"arg_nodes\": [0, 1, 2, 6, 7, 12, 13, 16, 17, 19]"));
-  EXPECT_THAT(json, HasSubstr("\"heads\": [[20, 0, 0]]"));
+  EXPECT_EQ(json["arg_nodes"], nlohmann::json::parse("[0, 1, 2, 6, 7, 12, 13, 16, 17, 19]"));
+  EXPECT_EQ(json["heads"], nlohmann::json::parse("[[20, 0, 0]]"));
+  EXPECT_EQ(json["node_row_ptr"].size(), 22u);
 }
 
 // A layer whose output nothing reads still reports its (zero) gradients,

@@ -12,6 +12,7 @@
 #include "glog/logging.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "nn/network.h"
 
 namespace pstrain {
@@ -88,14 +89,14 @@ TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
   EXPECT_EQ(mean->value.data()[0], 0.0f);
   EXPECT_THAT(std::string(Initialize(net->get(), "orthogonal", 1).message()),
               HasSubstr("--initializer orthogonal: unknown"));
-  const std::string json = (*net)->SymbolJson();
-  EXPECT_THAT(json, HasSubstr("\"op\": \"elemwise_add\", \"name\": \"stage1_unit1_plus\""));
-  EXPECT_THAT(json, HasSubstr("\"op\": \"BatchNorm\", \"name\": \"stem_bn\""));
+  // Compact JSON (ordered keys): "op" then "name" of each node.
+  const std::string json = nlohmann::json::parse((*net)->SymbolJson()).dump();
+  EXPECT_THAT(json, HasSubstr(R"("name":"stage1_unit1_plus","op":"elemwise_add")"));
+  EXPECT_THAT(json, HasSubstr(R"("name":"stem_bn","op":"BatchNorm")"));
   auto inception = BuildNetwork("minigooglenet", 0, 10, {3, 32, 32}, 1);
   ASSERT_TRUE(inception.ok());
-  EXPECT_THAT((*inception)->SymbolJson(),
-              HasSubstr("{\"op\": \"Concat\", \"name\": \"inception0\", \"attrs\": {\"dim\": \"1\", "
-                        "\"num_args\": \"2\"}"));
+  EXPECT_THAT(nlohmann::json::parse((*inception)->SymbolJson()).dump(),
+              HasSubstr(R"({"attrs":{"dim":"1","num_args":"2"},"inputs":)"));
 }
 
 TEST(NetworksTest, MsraAndNormalScaleWeights) {

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -40,6 +41,7 @@
 #include "launcher/hostfile.h"
 #include "launcher/launcher.h"
 #include "launcher/subprocess.h"
+#include "nlohmann/json.hpp"
 #include "transport/cluster.h"
 #include "transport/cluster_flags.h"
 #include "transport/node_flags.h"
@@ -72,7 +74,14 @@ DEFINE_string(raw_tcp_connect, "",
 
 namespace {
 
+using Json = nlohmann::ordered_json;
 using pstrain::kvstore::KVStore;
+
+// `v` to `digits` decimals, for JSON output.
+double Round(double v, int digits) {
+  const double scale = std::pow(10.0, digits);
+  return std::round(v * scale) / scale;
+}
 using pstrain::transport::ClusterOptions;
 
 std::string Sibling(const std::string& rel) {
@@ -167,13 +176,16 @@ void Report(int workers, int servers, int64_t bytes, const std::string& mode,
   gbps /= results.size();  // Per worker.
   const double p50 = Percentile(lat, 0.5), p99 = Percentile(lat, 0.99);
   if (FLAGS_json) {
-    std::cout << absl::StrFormat(
-                     "{\"workers\": %d, \"servers\": %d, \"value_bytes\": %d, \"mode\": \"%s\", "
-                     "\"kv_store\": \"%s\", \"iters\": %d, \"gbps\": %.3f, \"p50_us\": %.1f, "
-                     "\"p99_us\": %.1f}",
-                     workers, servers, bytes, mode, FLAGS_kv_store, lat.size() / results.size(),
-                     gbps, p50, p99)
-              << std::endl;
+    const Json line = {{"workers", workers},
+                       {"servers", servers},
+                       {"value_bytes", bytes},
+                       {"mode", mode},
+                       {"kv_store", FLAGS_kv_store},
+                       {"iters", lat.size() / results.size()},
+                       {"gbps", Round(gbps, 3)},
+                       {"p50_us", Round(p50, 1)},
+                       {"p99_us", Round(p99, 1)}};
+    std::cout << line.dump() << std::endl;
   } else {
     std::cout << absl::StrFormat("%-9s %12d B  %dw x %ds  %8.3f GB/s per worker  p50 %9.1f us  p99 %9.1f us\n",
                                  mode, bytes, workers, servers, gbps, p50, p99)
@@ -419,24 +431,6 @@ absl::StatusOr<std::pair<double, double>> RawTcpBetween(const pstrain::launcher:
   return std::make_pair(gbps, p50);
 }
 
-// Pulls `"key": number` out of one of our own JSON lines.
-double JsonNumber(const std::string& line, const std::string& key) {
-  const size_t at = line.find("\"" + key + "\": ");
-  double v = 0;
-  if (at == std::string::npos) return v;
-  const size_t start = at + key.size() + 4;
-  const size_t end = line.find_first_of(",}", start);
-  absl::SimpleAtod(line.substr(start, end - start), &v);
-  return v;
-}
-
-std::string JsonString(const std::string& line, const std::string& key) {
-  const size_t at = line.find("\"" + key + "\": \"");
-  if (at == std::string::npos) return "";
-  const size_t start = at + key.size() + 5;
-  return line.substr(start, line.find('"', start) - start);
-}
-
 // --hostfile: servers and workers as processes on the hosts (through
 // launch), raw TCP between worker 0's and server 0's hosts, one table.
 int RunOnHosts(const ClusterOptions& cluster) {
@@ -515,13 +509,17 @@ int RunOnHosts(const ClusterOptions& cluster) {
   for (absl::string_view line : absl::StrSplit(out, '\n')) {
     const size_t brace = line.find("{\"workers\"");
     if (!absl::StartsWith(line, "[worker ") || brace == absl::string_view::npos) continue;
-    const std::string obj(line.substr(brace));
-    const auto key = std::make_pair(static_cast<int64_t>(JsonNumber(obj, "value_bytes")),
-                                    JsonString(obj, "mode"));
+    const Json obj = Json::parse(line.substr(brace), nullptr, /*allow_exceptions=*/false);
+    if (obj.is_discarded() || !obj.is_object()) {
+      std::cerr << "kv_bench: a worker printed a line that is not JSON: " << line << "\n";
+      return 1;
+    }
+    const auto key = std::make_pair(obj.value("value_bytes", int64_t{0}),
+                                    obj.value("mode", std::string()));
     if (!agg.count(key)) order.push_back(key);
-    agg[key].gbps.push_back(JsonNumber(obj, "gbps"));
-    agg[key].p50.push_back(JsonNumber(obj, "p50_us"));
-    agg[key].p99.push_back(JsonNumber(obj, "p99_us"));
+    agg[key].gbps.push_back(obj.value("gbps", 0.0));
+    agg[key].p50.push_back(obj.value("p50_us", 0.0));
+    agg[key].p99.push_back(obj.value("p99_us", 0.0));
   }
   if (order.empty()) {
     std::cerr << "kv_bench: no measurement came back from the workers:\n" << out;
@@ -540,13 +538,18 @@ int RunOnHosts(const ClusterOptions& cluster) {
     const double gbps_ratio = raw_gbps > 0 ? gbps / raw_gbps : 0;
     const double p50_ratio = raw_p50 > 0 ? p50 / raw_p50 : 0;
     if (FLAGS_json) {
-      std::cout << absl::StrFormat(
-                       "{\"hosts\": %d, \"workers\": %d, \"servers\": %d, \"value_bytes\": %d, "
-                       "\"mode\": \"%s\", \"kv_store\": \"%s\", \"gbps\": %.3f, \"p50_us\": %.1f, "
-                       "\"p99_us\": %.1f, \"raw_tcp_gbps\": %.3f, \"raw_tcp_rtt4k_p50_us\": %.1f}",
-                       n, FLAGS_workers, FLAGS_servers, key.first, key.second, FLAGS_kv_store,
-                       gbps, p50, p99, raw_gbps, raw_p50)
-                << std::endl;
+      const Json line = {{"hosts", n},
+                         {"workers", FLAGS_workers},
+                         {"servers", FLAGS_servers},
+                         {"value_bytes", key.first},
+                         {"mode", key.second},
+                         {"kv_store", FLAGS_kv_store},
+                         {"gbps", Round(gbps, 3)},
+                         {"p50_us", Round(p50, 1)},
+                         {"p99_us", Round(p99, 1)},
+                         {"raw_tcp_gbps", Round(raw_gbps, 3)},
+                         {"raw_tcp_rtt4k_p50_us", Round(raw_p50, 1)}};
+      std::cout << line.dump() << std::endl;
     } else {
       std::cout << absl::StrFormat(
           "%-9s %12d B  %dw x %ds on %d hosts  %8.3f GB/s per worker (%.2f x raw TCP)  p50 %9.1f us%s"

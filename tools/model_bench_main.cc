@@ -3,6 +3,7 @@
 // breakdown and the activation memory plan. Build optimized:
 //   bazel run --config=opt //tools:model_bench -- --network resnet --num_layers 20
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -20,6 +21,7 @@
 #include "kernels/cpu_ops.h"
 #include "kernels/threads.h"
 #include "nn/network.h"
+#include "nlohmann/json.hpp"
 #include "nn/optimizer.h"
 #include "util/flags.h"
 
@@ -146,14 +148,23 @@ int Run() {
   }
 
   if (FLAGS_json) {
-    std::cout << absl::StrFormat(
-        "{\"network\": \"%s\", \"num_layers\": %d, \"image_shape\": \"%s\", \"batch_size\": %d, "
-        "\"threads\": %d, \"images_per_sec\": %.2f, \"ms_per_step_median\": %.3f, "
-        "\"params\": %d, \"gflops_per_image\": %.4f, \"activation_mb\": %.1f, "
-        "\"unplanned_activation_mb\": %.1f}\n",
-        FLAGS_network, FLAGS_num_layers, absl::StrJoin(shape, ","), FLAGS_batch_size, threads,
-        images_per_sec, median * 1e3, net.NumLearnedParams(), flops / 1e9,
-        (mem.forward_bytes + mem.gradient_bytes) / 1e6, mem.unplanned_bytes / 1e6);
+    auto round = [](double v, int digits) {
+      const double scale = std::pow(10.0, digits);
+      return std::round(v * scale) / scale;
+    };
+    const nlohmann::ordered_json out = {
+        {"network", FLAGS_network},
+        {"num_layers", FLAGS_num_layers},
+        {"image_shape", absl::StrJoin(shape, ",")},
+        {"batch_size", FLAGS_batch_size},
+        {"threads", threads},
+        {"images_per_sec", round(images_per_sec, 2)},
+        {"ms_per_step_median", round(median * 1e3, 3)},
+        {"params", net.NumLearnedParams()},
+        {"gflops_per_image", round(flops / 1e9, 4)},
+        {"activation_mb", round((mem.forward_bytes + mem.gradient_bytes) / 1e6, 1)},
+        {"unplanned_activation_mb", round(mem.unplanned_bytes / 1e6, 1)}};
+    std::cout << out.dump() << "\n";
     return 0;
   }
   std::cout << absl::StrFormat(
