@@ -1,4 +1,4 @@
-#include "kvstore/kvstore.h"
+#include "kvstore/dist_kvstore.h"
 
 #include <algorithm>
 #include <atomic>
@@ -6,12 +6,14 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <set>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "glog/logging.h"
+#include "kvstore/kvstore_internal.h"
+#include "kvstore/partition.h"
 #include "nn/optimizer.h"
 #include "util/escape.h"
 #include "util/status.h"
@@ -24,153 +26,10 @@ namespace {
 // How long Wait() polls for a reply before sleeping.
 constexpr int kSpinMicros = 150;
 
+using internal::CheckDevices;
+using internal::Sum;
 using transport::Frame;
 using transport::Message;
-
-absl::Status CheckDevices(const std::vector<absl::Span<const float>>& values, size_t want) {
-  if (values.empty()) return absl::InvalidArgumentError("push needs at least one device value");
-  for (const auto& v : values) {
-    if (v.size() != want) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("device value of ", v.size(), " floats for a key of ", want));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Sums the devices' values (in device order) into a new buffer, or shares
-// the single device's memory.
-std::pair<const float*, std::shared_ptr<const void>> Sum(
-    const std::vector<absl::Span<const float>>& values) {
-  if (values.size() == 1) return {values[0].data(), nullptr};
-  auto buf = std::make_shared<std::vector<float>>(values[0].begin(), values[0].end());
-  for (size_t d = 1; d < values.size(); ++d) {
-    for (size_t i = 0; i < buf->size(); ++i) (*buf)[i] += values[d][i];
-  }
-  return {buf->data(), buf};
-}
-
-// ------------------------------------------------------------------ local
-
-class LocalKVStore : public KVStore {
- public:
-  explicit LocalKVStore(std::string type) : type_(std::move(type)) {}
-  const std::string& type() const override { return type_; }
-  int rank() const override { return 0; }
-  int num_workers() const override { return 1; }
-
-  absl::Status Init(const std::vector<int64_t>& keys,
-                    const std::vector<absl::Span<const float>>& values, absl::Time) override {
-    if (keys.size() != values.size()) return absl::InvalidArgumentError("keys/values mismatch");
-    std::lock_guard<std::mutex> lock(mu_);
-    for (size_t i = 0; i < keys.size(); ++i) {
-      store_[keys[i]].assign(values[i].begin(), values[i].end());
-    }
-    return absl::OkStatus();
-  }
-  absl::Status SetOptimizer(const proto::OptimizerConfig& config, absl::Time) override {
-    PSTRAIN_ASSIGN_OR_RETURN(auto opt, nn::Optimizer::Create(config));
-    std::lock_guard<std::mutex> lock(mu_);
-    optimizer_ = std::move(opt);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<Handle> Push(int64_t key, const std::vector<absl::Span<const float>>& values,
-                              int) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return Done(PushLocked(key, values));
-  }
-  absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out, int) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return Done(PullLocked(key, out));
-  }
-  absl::StatusOr<Handle> PushPull(int64_t key, const std::vector<absl::Span<const float>>& values,
-                                  absl::Span<float> out, int) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    absl::Status s = PushLocked(key, values);
-    if (s.ok()) s = PullLocked(key, out);
-    return Done(s);
-  }
-  absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group, int) override {
-    if (group.empty()) return absl::InvalidArgumentError("an empty group of keys");
-    std::set<int64_t> seen;
-    for (const KeyPushPull& g : group) {
-      if (!seen.insert(g.key).second) {
-        return absl::InvalidArgumentError(absl::StrCat("key ", g.key, " twice"));
-      }
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    absl::Status s;
-    for (const KeyPushPull& g : group) {
-      s = PushLocked(g.key, g.device_values);
-      if (s.ok()) s = PullLocked(g.key, g.out);
-      if (!s.ok()) break;
-    }
-    return Done(s);
-  }
-  absl::Status Wait(Handle h, absl::Time) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = results_.find(h);
-    if (it == results_.end()) return absl::NotFoundError(absl::StrCat("no operation ", h));
-    absl::Status s = it->second;
-    results_.erase(it);
-    return s;
-  }
-  absl::Status WaitAll(absl::Time) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    absl::Status first;
-    for (const auto& [h, s] : results_) {
-      if (first.ok()) first = s;
-    }
-    results_.clear();
-    return first;
-  }
-  absl::Status Barrier(absl::Time) override { return absl::OkStatus(); }
-  absl::Status Finish() override { return absl::OkStatus(); }
-  absl::Status AllReduceSum(int64_t, absl::Span<const float> values, absl::Span<float> out,
-                            absl::Time) override {
-    if (values.size() != out.size()) return absl::InvalidArgumentError("AllReduceSum sizes");
-    std::copy(values.begin(), values.end(), out.begin());
-    return absl::OkStatus();
-  }
-
- private:
-  Handle Done(absl::Status s) {
-    results_[next_] = s;
-    return next_++;
-  }
-  absl::Status PushLocked(int64_t key, const std::vector<absl::Span<const float>>& values) {
-    auto it = store_.find(key);
-    if (it == store_.end()) return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
-    PSTRAIN_RETURN_IF_ERROR(CheckDevices(values, it->second.size()));
-    auto [sum, keep] = Sum(values);
-    absl::Span<const float> g(sum, it->second.size());
-    if (optimizer_) {
-      optimizer_->Update(key, 0, absl::MakeSpan(it->second), g);
-    } else {
-      std::copy(g.begin(), g.end(), it->second.begin());
-    }
-    return absl::OkStatus();
-  }
-  absl::Status PullLocked(int64_t key, absl::Span<float> out) {
-    auto it = store_.find(key);
-    if (it == store_.end()) return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
-    if (out.size() != it->second.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("pull of key ", key, " into ", out.size(),
-                                                     " floats; it holds ", it->second.size()));
-    }
-    std::copy(it->second.begin(), it->second.end(), out.begin());
-    return absl::OkStatus();
-  }
-
-  const std::string type_;
-  std::mutex mu_;
-  std::map<int64_t, std::vector<float>> store_;
-  std::unique_ptr<nn::Optimizer> optimizer_;
-  std::map<Handle, absl::Status> results_;
-  Handle next_ = 1;
-};
-
-// ------------------------------------------------------------------ dist
 
 class DistKVStore : public KVStore {
  public:
@@ -620,60 +479,11 @@ class DistKVStore : public KVStore {
 
 }  // namespace
 
-std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
-                               int64_t bigarray_bound, std::vector<int64_t>* load) {
-  std::vector<SliceSpec> out;
-  if (length > bigarray_bound && num_servers > 1) {
-    int64_t offset = 0;
-    for (int s = 0; s < num_servers; ++s) {
-      const int64_t len = length / num_servers + (s < length % num_servers ? 1 : 0);
-      out.push_back({key, s, offset, len});
-      (*load)[s] += len;
-      offset += len;
-    }
-    return out;
-  }
-  const int s = static_cast<int>(std::min_element(load->begin(), load->end()) - load->begin());
-  (*load)[s] += length;
-  out.push_back({key, s, 0, length});
-  return out;
-}
-
-std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
-                                       int64_t max_elements) {
-  std::vector<SliceSpec> out;
-  for (const SliceSpec& s : slices) {
-    const int64_t n = std::max<int64_t>(1, (s.length + max_elements - 1) / max_elements);
-    int64_t offset = s.offset;
-    for (int64_t c = 0; c < n; ++c) {
-      const int64_t len = s.length / n + (c < s.length % n ? 1 : 0);
-      out.push_back({s.key, s.server, offset, len});
-      offset += len;
-    }
-  }
-  return out;
-}
-
-absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(const std::string& type,
-                                                         const KVStoreOptions& options) {
-  if (type == "local" || type == "device") return std::unique_ptr<KVStore>(new LocalKVStore(type));
-  if (type == "dist_sync" || type == "dist_async" || type == "dist_device_sync") {
-    // Frames above 1 GiB would pass what the servers accept.
-    if (options.max_message_bytes < 4096 || options.max_message_bytes > (int64_t{1} << 30)) {
-      return absl::InvalidArgumentError(absl::StrCat("max_message_bytes ", options.max_message_bytes,
-                                                     ": must be in [4096, 1073741824]"));
-    }
-    transport::ClusterOptions c = options.cluster;
-    c.role = proto::WORKER;
-    // Replies carry up to max_message_bytes of values (servers must accept
-    // as much: server --max_frame_bytes).
-    c.max_frame_bytes = std::max(c.max_frame_bytes,
-                                 MaxFrameBytesFor(options.max_message_bytes));
-    PSTRAIN_ASSIGN_OR_RETURN(auto node, transport::ClusterNode::Start(c));
-    return std::unique_ptr<KVStore>(new DistKVStore(type, options, std::move(node)));
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--kv_store '", type, "': use local, device, dist_sync, dist_async or dist_device_sync"));
+std::unique_ptr<KVStore> NewDistKVStore(
+    std::string type, const KVStoreOptions& options,
+    std::unique_ptr<transport::ClusterNode> node) {
+  return std::unique_ptr<KVStore>(
+      new DistKVStore(std::move(type), options, std::move(node)));
 }
 
 }  // namespace kvstore

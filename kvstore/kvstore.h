@@ -57,7 +57,7 @@ struct KVStoreOptions {
   // Arrays with more elements than this are split across all servers.
   int64_t bigarray_bound = 1000000;
   // dist_*: a server's slice of a key travels in messages of at most this
-  // many bytes (SplitIntoChunks), so the server sums one chunk while the
+  // many bytes (SplitIntoChunks, partition.h), so the server sums one chunk while the
   // next is on the wire and receive buffers stay small enough to be
   // reused. Every worker of a job must use the same value, in [4096, 1 GiB]
   // (Create() refuses others), and every node must accept frames this large
@@ -73,28 +73,6 @@ struct KVStoreOptions {
   int64_t max_outstanding_bytes_per_server = int64_t{1} << 30;
   absl::Duration send_timeout = absl::Seconds(60);
 };
-
-// One slice of a key on one server.
-struct SliceSpec {
-  int64_t key = 0;
-  int server = 0;  // Server rank.
-  int64_t offset = 0;
-  int64_t length = 0;
-};
-
-// The deterministic partition plan every worker computes from the same
-// Init() calls: arrays above `bigarray_bound` elements split evenly over
-// all servers; smaller arrays whole on the server with the fewest bytes so
-// far (ties: lowest rank). `load` carries the per-server element counts
-// between calls.
-std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
-                               int64_t bigarray_bound, std::vector<int64_t>* load);
-
-// Splits each slice of `slices` into consecutive chunks of at most
-// `max_elements` elements (near-equal sizes), in order. Deterministic: the
-// workers and the servers see the same chunks.
-std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
-                                       int64_t max_elements);
 
 class KVStore {
  public:

@@ -1,6 +1,7 @@
 // The partition plan and its chunks (no cluster needed), and the local
 // KVStore.
 #include "kvstore/kvstore.h"
+#include "kvstore/partition.h"
 
 #include <vector>
 
