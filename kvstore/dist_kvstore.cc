@@ -33,12 +33,14 @@ using transport::Message;
 
 class DistKVStore : public KVStore {
  public:
-  DistKVStore(std::string type, const KVStoreOptions& o, std::unique_ptr<transport::ClusterNode> node)
+  DistKVStore(std::string type, const KVStoreOptions& o,
+              std::unique_ptr<transport::ClusterNode> node)
       : type_(std::move(type)),
         options_(o),
         node_(std::move(node)),
         sync_(type_ != "dist_async"),
-        max_chunk_elements_(std::max<int64_t>(1, o.max_message_bytes / sizeof(float))),
+        max_chunk_elements_(
+            std::max<int64_t>(1, o.max_message_bytes / sizeof(float))),
         load_(node_->num_servers(), 0),
         outstanding_(node_->num_servers()) {
     // Responses are handled on the transport's I/O thread: one thread hop
@@ -62,17 +64,19 @@ class DistKVStore : public KVStore {
   absl::Status Init(const std::vector<int64_t>& keys,
                     const std::vector<absl::Span<const float>>& values,
                     absl::Time deadline) override {
-    if (keys.size() != values.size()) return absl::InvalidArgumentError("keys/values mismatch");
+    if (keys.size() != values.size())
+      return absl::InvalidArgumentError("keys/values mismatch");
     std::map<int, Message> per_server;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (size_t i = 0; i < keys.size(); ++i) {
         if (plans_.count(keys[i])) {
-          return absl::AlreadyExistsError(absl::StrCat("key ", keys[i], " initialized twice"));
+          return absl::AlreadyExistsError(
+              absl::StrCat("key ", keys[i], " initialized twice"));
         }
         auto plan = SplitIntoChunks(
-            PlanKey(keys[i], static_cast<int64_t>(values[i].size()), node_->num_servers(),
-                    options_.bigarray_bound, &load_),
+            PlanKey(keys[i], static_cast<int64_t>(values[i].size()),
+                    node_->num_servers(), options_.bigarray_bound, &load_),
             max_chunk_elements_);
         for (const auto& s : plan) {
           Message& m = per_server[s.server];
@@ -80,7 +84,8 @@ class DistKVStore : public KVStore {
           m.header.add_offsets(s.offset);
           m.header.add_lengths(s.length);
           m.header.add_total_lengths(static_cast<int64_t>(values[i].size()));
-          m.frames.push_back(Frame::Copy(values[i].data() + s.offset, s.length * sizeof(float)));
+          m.frames.push_back(Frame::Copy(values[i].data() + s.offset,
+                                         s.length * sizeof(float)));
         }
         plans_[keys[i]] = std::move(plan);
       }
@@ -98,7 +103,8 @@ class DistKVStore : public KVStore {
     return Barrier(deadline);
   }
 
-  absl::Status SetOptimizer(const proto::OptimizerConfig& config, absl::Time deadline) override {
+  absl::Status SetOptimizer(const proto::OptimizerConfig& config,
+                            absl::Time deadline) override {
     PSTRAIN_RETURN_IF_ERROR(nn::Optimizer::Create(config).status());
     if (rank() == 0) {
       std::vector<Request> batch;
@@ -114,15 +120,18 @@ class DistKVStore : public KVStore {
     return Barrier(deadline);
   }
 
-  absl::StatusOr<Handle> Push(int64_t key, const std::vector<absl::Span<const float>>& values,
-                              int priority) override {
+  absl::StatusOr<Handle> Push(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      int priority) override {
     return SendKey(proto::PUSH, key, values, absl::Span<float>(), priority);
   }
-  absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out, int priority) override {
+  absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out,
+                              int priority) override {
     return SendKey(proto::PULL, key, {}, out, priority);
   }
-  absl::StatusOr<Handle> PushPull(int64_t key, const std::vector<absl::Span<const float>>& values,
-                                  absl::Span<float> out, int priority) override {
+  absl::StatusOr<Handle> PushPull(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      absl::Span<float> out, int priority) override {
     return SendKey(proto::PUSH_PULL, key, values, out, priority);
   }
   absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group,
@@ -133,7 +142,8 @@ class DistKVStore : public KVStore {
   absl::Status Wait(Handle h, absl::Time deadline) override {
     std::unique_lock<std::mutex> lock(mu_);
     auto it = ops_.find(h);
-    if (it == ops_.end()) return absl::NotFoundError(absl::StrCat("no operation ", h));
+    if (it == ops_.end())
+      return absl::NotFoundError(absl::StrCat("no operation ", h));
     // A small request's reply comes back within about a hundred
     // microseconds: poll briefly (yielding the core), with the I/O thread
     // polling too, before sleeping on the condition variable; that saves
@@ -149,10 +159,12 @@ class DistKVStore : public KVStore {
       }
       t.EndBusyPoll();
     }
-    const bool done = WaitUntil(cv_, lock, deadline, [&] { return it->second.outstanding == 0; });
+    const bool done = WaitUntil(cv_, lock, deadline,
+                                [&] { return it->second.outstanding == 0; });
     if (!done) {
-      return absl::DeadlineExceededError(absl::StrCat("operation ", h, " on key ", it->second.key,
-                                                      " not complete in time"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("operation ", h, " on key ", it->second.key,
+                       " not complete in time"));
     }
     absl::Status s = it->second.status;
     ops_.erase(it);
@@ -174,15 +186,19 @@ class DistKVStore : public KVStore {
   }
 
   absl::Status Barrier(absl::Time deadline) override {
-    return node_->Barrier("workers", absl::StrCat("kv", barrier_count_++), deadline);
+    return node_->Barrier("workers", absl::StrCat("kv", barrier_count_++),
+                          deadline);
   }
 
   absl::Status Finish() override { return node_->Finish(); }
 
-  absl::Status AllReduceSum(int64_t slot, absl::Span<const float> values, absl::Span<float> out,
+  absl::Status AllReduceSum(int64_t slot, absl::Span<const float> values,
+                            absl::Span<float> out,
                             absl::Time deadline) override {
-    if (slot >= 0) return absl::InvalidArgumentError("AllReduceSum slots are negative keys");
-    if (values.size() != out.size()) return absl::InvalidArgumentError("AllReduceSum sizes");
+    if (slot >= 0)
+      return absl::InvalidArgumentError("AllReduceSum slots are negative keys");
+    if (values.size() != out.size())
+      return absl::InvalidArgumentError("AllReduceSum sizes");
     if (!sync_) {  // dist_async has no rounds to sum over.
       std::copy(values.begin(), values.end(), out.begin());
       return absl::OkStatus();
@@ -225,9 +241,10 @@ class DistKVStore : public KVStore {
     int64_t bytes = 0;
   };
 
-  absl::StatusOr<Handle> SendKey(proto::MessageType type, int64_t key,
-                                 const std::vector<absl::Span<const float>>& values,
-                                 absl::Span<float> out, int priority) {
+  absl::StatusOr<Handle> SendKey(
+      proto::MessageType type, int64_t key,
+      const std::vector<absl::Span<const float>>& values, absl::Span<float> out,
+      int priority) {
     return SendGroup(type, {KeyPushPull{key, values, out}}, priority);
   }
 
@@ -236,36 +253,44 @@ class DistKVStore : public KVStore {
   // max_message_bytes (one slice that alone is bigger gets its own; a key's
   // chunks never share one, so a single key travels one message per chunk:
   // the server applies each as it arrives).
-  absl::StatusOr<Handle> SendGroup(proto::MessageType type, const std::vector<KeyPushPull>& group,
+  absl::StatusOr<Handle> SendGroup(proto::MessageType type,
+                                   const std::vector<KeyPushPull>& group,
                                    int priority) {
-    if (group.empty()) return absl::InvalidArgumentError("an empty group of keys");
+    if (group.empty())
+      return absl::InvalidArgumentError("an empty group of keys");
     std::vector<std::vector<SliceSpec>> plans;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const KeyPushPull& g : group) {
         auto it = plans_.find(g.key);
         if (it == plans_.end()) {
-          return absl::NotFoundError(absl::StrCat("key ", g.key, " was not initialized"));
+          return absl::NotFoundError(
+              absl::StrCat("key ", g.key, " was not initialized"));
         }
         plans.push_back(it->second);
       }
     }
     std::vector<std::pair<int64_t, absl::Span<float>>> outs;
     std::vector<Request> batch;
-    std::map<int, size_t> open;  // Server -> index in `batch` of its message being filled.
+    std::map<int, size_t>
+        open;  // Server -> index in `batch` of its message being filled.
     std::map<int, int64_t> open_bytes;
     for (size_t i = 0; i < group.size(); ++i) {
       const KeyPushPull& g = group[i];
       int64_t total = 0;
       for (const auto& sl : plans[i]) total += sl.length;
-      if (type != proto::PULL) PSTRAIN_RETURN_IF_ERROR(CheckDevices(g.device_values, total));
+      if (type != proto::PULL)
+        PSTRAIN_RETURN_IF_ERROR(CheckDevices(g.device_values, total));
       if (type != proto::PUSH) {
         if (static_cast<int64_t>(g.out.size()) != total) {
-          return absl::InvalidArgumentError(absl::StrCat("pull of key ", g.key, " into ",
-                                                         g.out.size(), " floats; it holds ", total));
+          return absl::InvalidArgumentError(
+              absl::StrCat("pull of key ", g.key, " into ", g.out.size(),
+                           " floats; it holds ", total));
         }
         for (const auto& [k, o] : outs) {
-          if (k == g.key) return absl::InvalidArgumentError(absl::StrCat("key ", k, " twice"));
+          if (k == g.key)
+            return absl::InvalidArgumentError(
+                absl::StrCat("key ", k, " twice"));
         }
         outs.emplace_back(g.key, g.out);
       }
@@ -276,14 +301,16 @@ class DistKVStore : public KVStore {
         // Zero-copy: the caller keeps a single device's buffer valid until
         // Wait() (the ack comes after the server has the bytes); a
         // multi-device sum is kept alive by `keep`.
-        if (keep == nullptr) keep = std::shared_ptr<const void>(data, [](const void*) {});
+        if (keep == nullptr)
+          keep = std::shared_ptr<const void>(data, [](const void*) {});
       }
       for (size_t c = 0; c < plans[i].size(); ++c) {
         const SliceSpec& sl = plans[i][c];
         const int64_t bytes = sl.length * static_cast<int64_t>(sizeof(float));
         auto it = open.find(sl.server);
         // A key's second chunk, or a slice that does not fit: a new message.
-        if (it == open.end() || c > 0 || open_bytes[sl.server] + bytes > options_.max_message_bytes) {
+        if (it == open.end() || c > 0 ||
+            open_bytes[sl.server] + bytes > options_.max_message_bytes) {
           Message m;
           m.header.set_type(type);
           m.header.set_priority(priority);
@@ -310,15 +337,16 @@ class DistKVStore : public KVStore {
     for (const Frame& f : m.frames) bytes += static_cast<int64_t>(f.size());
     const proto::MessageType t = m.header.type();
     if (t == proto::PULL || t == proto::PUSH_PULL) {
-      for (int64_t len : m.header.lengths()) bytes += len * static_cast<int64_t>(sizeof(float));
+      for (int64_t len : m.header.lengths())
+        bytes += len * static_cast<int64_t>(sizeof(float));
     }
     return bytes;
   }
 
   // `key` names the operation in errors.
-  absl::StatusOr<Handle> Submit(std::vector<Request> batch,
-                                std::vector<std::pair<int64_t, absl::Span<float>>> outs,
-                                int64_t key) {
+  absl::StatusOr<Handle> Submit(
+      std::vector<Request> batch,
+      std::vector<std::pair<int64_t, absl::Span<float>>> outs, int64_t key) {
     const absl::Time deadline = absl::Now() + options_.send_timeout;
     std::vector<Outstanding> need(outstanding_.size());
     std::vector<int64_t> bytes;
@@ -337,16 +365,20 @@ class DistKVStore : public KVStore {
         for (size_t s = 0; s < need.size(); ++s) {
           const Outstanding& o = outstanding_[s];
           if (need[s].requests == 0 || o.requests == 0) continue;
-          if (o.requests + need[s].requests > options_.max_outstanding_requests_per_server ||
-              o.bytes + need[s].bytes > options_.max_outstanding_bytes_per_server) {
+          if (o.requests + need[s].requests >
+                  options_.max_outstanding_requests_per_server ||
+              o.bytes + need[s].bytes >
+                  options_.max_outstanding_bytes_per_server) {
             return false;
           }
         }
         return true;
       };
-      if (!WaitUntil(cv_, lock, deadline, [&] { return !dead_.ok() || fits(); })) {
+      if (!WaitUntil(cv_, lock, deadline,
+                     [&] { return !dead_.ok() || fits(); })) {
         return absl::DeadlineExceededError(absl::StrCat(
-            "requests for key ", key, " found no room under the outstanding-request bounds within ",
+            "requests for key ", key,
+            " found no room under the outstanding-request bounds within ",
             absl::FormatDuration(options_.send_timeout)));
       }
       if (!dead_.ok()) return dead_;
@@ -361,7 +393,8 @@ class DistKVStore : public KVStore {
         requests_[rid] = {h, batch[i].server, bytes[i]};
         outstanding_[batch[i].server].requests += 1;
         outstanding_[batch[i].server].bytes += bytes[i];
-        to_send.emplace_back(node_->ServerId(batch[i].server), std::move(batch[i].msg));
+        to_send.emplace_back(node_->ServerId(batch[i].server),
+                             std::move(batch[i].msg));
       }
     }
     std::vector<uint64_t> rids;
@@ -424,10 +457,13 @@ class DistKVStore : public KVStore {
             break;
           }
         }
-        if (!found || off < 0 || off + static_cast<int64_t>(v.size()) > static_cast<int64_t>(out.size())) {
+        if (!found || off < 0 ||
+            off + static_cast<int64_t>(v.size()) >
+                static_cast<int64_t>(out.size())) {
           if (op.status.ok()) {
             op.status = absl::DataLossError(
-                absl::StrCat("response slice of key ", key, " at ", off, " outside the request"));
+                absl::StrCat("response slice of key ", key, " at ", off,
+                             " outside the request"));
           }
           continue;
         }
@@ -441,7 +477,8 @@ class DistKVStore : public KVStore {
   // down).
   void Watch() {
     while (!stop_) {
-      absl::Status s = node_->WaitForShutdown(absl::Now() + absl::Milliseconds(100));
+      absl::Status s =
+          node_->WaitForShutdown(absl::Now() + absl::Milliseconds(100));
       if (s.code() == absl::StatusCode::kDeadlineExceeded) continue;
       if (s.ok()) s = absl::CancelledError("the job has shut down");
       std::lock_guard<std::mutex> lock(mu_);
@@ -463,13 +500,14 @@ class DistKVStore : public KVStore {
   const bool sync_;
   const int64_t max_chunk_elements_;
   std::mutex mu_;
-  std::condition_variable cv_;  // An op finished, room opened, or the job ended.
-  std::vector<int64_t> load_;                        // Guarded by mu_.
+  std::condition_variable
+      cv_;                     // An op finished, room opened, or the job ended.
+  std::vector<int64_t> load_;  // Guarded by mu_.
   std::map<int64_t, std::vector<SliceSpec>> plans_;  // Guarded by mu_ (chunks).
   std::map<Handle, Op> ops_;                         // Guarded by mu_.
   std::map<uint64_t, Pending> requests_;             // Guarded by mu_.
-  std::vector<Outstanding> outstanding_;             // Guarded by mu_, per server.
-  absl::Status dead_;                                // Guarded by mu_.
+  std::vector<Outstanding> outstanding_;  // Guarded by mu_, per server.
+  absl::Status dead_;                     // Guarded by mu_.
   Handle next_handle_ = 1;
   uint64_t next_request_ = 1;
   int64_t barrier_count_ = 0;

@@ -11,14 +11,17 @@
 namespace pstrain {
 namespace kvstore {
 
-absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(const std::string& type,
-                                                         const KVStoreOptions& options) {
+absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(
+    const std::string& type, const KVStoreOptions& options) {
   if (type == "local" || type == "device") return NewLocalKVStore(type);
-  if (type == "dist_sync" || type == "dist_async" || type == "dist_device_sync") {
+  if (type == "dist_sync" || type == "dist_async" ||
+      type == "dist_device_sync") {
     // Frames above 1 GiB would pass what the servers accept.
-    if (options.max_message_bytes < 4096 || options.max_message_bytes > (int64_t{1} << 30)) {
-      return absl::InvalidArgumentError(absl::StrCat("max_message_bytes ", options.max_message_bytes,
-                                                     ": must be in [4096, 1073741824]"));
+    if (options.max_message_bytes < 4096 ||
+        options.max_message_bytes > (int64_t{1} << 30)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_message_bytes ", options.max_message_bytes,
+                       ": must be in [4096, 1073741824]"));
     }
     transport::ClusterOptions c = options.cluster;
     c.role = proto::WORKER;
@@ -30,7 +33,8 @@ absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(const std::string& type
     return NewDistKVStore(type, options, std::move(node));
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--kv_store '", type, "': use local, device, dist_sync, dist_async or dist_device_sync"));
+      "--kv_store '", type,
+      "': use local, device, dist_sync, dist_async or dist_device_sync"));
 }
 
 }  // namespace kvstore

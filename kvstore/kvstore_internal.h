@@ -20,11 +20,12 @@ namespace internal {
 // floats; InvalidArgument otherwise.
 inline absl::Status CheckDevices(
     const std::vector<absl::Span<const float>>& values, size_t want) {
-  if (values.empty()) return absl::InvalidArgumentError("push needs at least one device value");
+  if (values.empty())
+    return absl::InvalidArgumentError("push needs at least one device value");
   for (const auto& v : values) {
     if (v.size() != want) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("device value of ", v.size(), " floats for a key of ", want));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device value of ", v.size(), " floats for a key of ", want));
     }
   }
   return absl::OkStatus();
@@ -37,7 +38,8 @@ inline absl::Status CheckDevices(
 inline std::pair<const float*, std::shared_ptr<const void>> Sum(
     const std::vector<absl::Span<const float>>& values) {
   if (values.size() == 1) return {values[0].data(), nullptr};
-  auto buf = std::make_shared<std::vector<float>>(values[0].begin(), values[0].end());
+  auto buf =
+      std::make_shared<std::vector<float>>(values[0].begin(), values[0].end());
   for (size_t d = 1; d < values.size(); ++d) {
     for (size_t i = 0; i < buf->size(); ++i) (*buf)[i] += values[d][i];
   }

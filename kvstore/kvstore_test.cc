@@ -1,11 +1,11 @@
 // The partition plan and its chunks (no cluster needed), and the local
 // KVStore.
 #include "kvstore/kvstore.h"
-#include "kvstore/partition.h"
 
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kvstore/partition.h"
 
 namespace pstrain {
 namespace kvstore {
@@ -28,7 +28,8 @@ TEST(PlanKeyTest, BigArraysSplitOverServersSmallOnesBalanceBytes) {
 }
 
 TEST(SplitIntoChunksTest, ChunksCoverEachSliceInOrderWithinTheBound) {
-  const std::vector<SliceSpec> slices = {{3, 0, 0, 10}, {3, 1, 10, 4}, {3, 2, 14, 0}};
+  const std::vector<SliceSpec> slices = {
+      {3, 0, 0, 10}, {3, 1, 10, 4}, {3, 2, 14, 0}};
   auto chunks = SplitIntoChunks(slices, 4);
   // 10 -> 4 + 3 + 3; 4 -> 4; 0 -> one empty chunk.
   ASSERT_EQ(chunks.size(), 5u);
@@ -62,13 +63,15 @@ TEST(LocalKVStoreTest, PushStoresTheDeviceSumPullReadsIt) {
   EXPECT_EQ(out, (std::vector<float>{11, 22, 33}));
   auto unknown = (*kv)->Pull(2, absl::MakeSpan(out), 0);
   ASSERT_TRUE(unknown.ok());
-  EXPECT_EQ((*kv)->Wait(*unknown, absl::InfiniteFuture()).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*kv)->Wait(*unknown, absl::InfiniteFuture()).code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(LocalKVStoreTest, PushPullGroupUpdatesEveryKey) {
   auto kv = KVStore::Create("local", KVStoreOptions());
   ASSERT_TRUE(kv.ok()) << kv.status();
-  std::vector<float> w1(3, 0.0f), w2(2, 0.0f), a = {1, 2, 3}, b = {10, 20, 30}, c = {5, 6};
+  std::vector<float> w1(3, 0.0f), w2(2, 0.0f), a = {1, 2, 3}, b = {10, 20, 30},
+                                               c = {5, 6};
   std::vector<float> out1(3), out2(2);
   ASSERT_TRUE((*kv)->Init({1, 2}, {w1, w2}, absl::InfiniteFuture()).ok());
   auto h = (*kv)->PushPullGroup(
@@ -79,12 +82,17 @@ TEST(LocalKVStoreTest, PushPullGroupUpdatesEveryKey) {
   EXPECT_EQ(out2, (std::vector<float>{5, 6}));
   auto bad = (*kv)->PushPullGroup({{3, {c}, absl::MakeSpan(out2)}}, 0);
   ASSERT_TRUE(bad.ok());
-  EXPECT_EQ((*kv)->Wait(*bad, absl::InfiniteFuture()).code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ((*kv)->PushPullGroup({{1, {a}, absl::MakeSpan(out1)}, {1, {a}, absl::MakeSpan(out1)}}, 0)
+  EXPECT_EQ((*kv)->Wait(*bad, absl::InfiniteFuture()).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ((*kv)
+                ->PushPullGroup({{1, {a}, absl::MakeSpan(out1)},
+                                 {1, {a}, absl::MakeSpan(out1)}},
+                                0)
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*kv)->PushPullGroup({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*kv)->PushPullGroup({}, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(KVStoreTest, DistRefusesAnUnusableMessageSize) {
@@ -93,7 +101,8 @@ TEST(KVStoreTest, DistRefusesAnUnusableMessageSize) {
   auto kv = KVStore::Create("dist_sync", o);
   ASSERT_FALSE(kv.ok());
   EXPECT_EQ(kv.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(kv.status().message()).find("max_message_bytes"), std::string::npos);
+  EXPECT_NE(std::string(kv.status().message()).find("max_message_bytes"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -26,42 +26,51 @@ class LocalKVStore : public KVStore {
   int num_workers() const override { return 1; }
 
   absl::Status Init(const std::vector<int64_t>& keys,
-                    const std::vector<absl::Span<const float>>& values, absl::Time) override {
-    if (keys.size() != values.size()) return absl::InvalidArgumentError("keys/values mismatch");
+                    const std::vector<absl::Span<const float>>& values,
+                    absl::Time) override {
+    if (keys.size() != values.size())
+      return absl::InvalidArgumentError("keys/values mismatch");
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
       store_[keys[i]].assign(values[i].begin(), values[i].end());
     }
     return absl::OkStatus();
   }
-  absl::Status SetOptimizer(const proto::OptimizerConfig& config, absl::Time) override {
+  absl::Status SetOptimizer(const proto::OptimizerConfig& config,
+                            absl::Time) override {
     PSTRAIN_ASSIGN_OR_RETURN(auto opt, nn::Optimizer::Create(config));
     std::lock_guard<std::mutex> lock(mu_);
     optimizer_ = std::move(opt);
     return absl::OkStatus();
   }
-  absl::StatusOr<Handle> Push(int64_t key, const std::vector<absl::Span<const float>>& values,
-                              int) override {
+  absl::StatusOr<Handle> Push(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      int) override {
     std::lock_guard<std::mutex> lock(mu_);
     return Done(PushLocked(key, values));
   }
-  absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out, int) override {
+  absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out,
+                              int) override {
     std::lock_guard<std::mutex> lock(mu_);
     return Done(PullLocked(key, out));
   }
-  absl::StatusOr<Handle> PushPull(int64_t key, const std::vector<absl::Span<const float>>& values,
-                                  absl::Span<float> out, int) override {
+  absl::StatusOr<Handle> PushPull(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      absl::Span<float> out, int) override {
     std::lock_guard<std::mutex> lock(mu_);
     absl::Status s = PushLocked(key, values);
     if (s.ok()) s = PullLocked(key, out);
     return Done(s);
   }
-  absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group, int) override {
-    if (group.empty()) return absl::InvalidArgumentError("an empty group of keys");
+  absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group,
+                                       int) override {
+    if (group.empty())
+      return absl::InvalidArgumentError("an empty group of keys");
     std::set<int64_t> seen;
     for (const KeyPushPull& g : group) {
       if (!seen.insert(g.key).second) {
-        return absl::InvalidArgumentError(absl::StrCat("key ", g.key, " twice"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("key ", g.key, " twice"));
       }
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -76,7 +85,8 @@ class LocalKVStore : public KVStore {
   absl::Status Wait(Handle h, absl::Time) override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = results_.find(h);
-    if (it == results_.end()) return absl::NotFoundError(absl::StrCat("no operation ", h));
+    if (it == results_.end())
+      return absl::NotFoundError(absl::StrCat("no operation ", h));
     absl::Status s = it->second;
     results_.erase(it);
     return s;
@@ -92,9 +102,10 @@ class LocalKVStore : public KVStore {
   }
   absl::Status Barrier(absl::Time) override { return absl::OkStatus(); }
   absl::Status Finish() override { return absl::OkStatus(); }
-  absl::Status AllReduceSum(int64_t, absl::Span<const float> values, absl::Span<float> out,
-                            absl::Time) override {
-    if (values.size() != out.size()) return absl::InvalidArgumentError("AllReduceSum sizes");
+  absl::Status AllReduceSum(int64_t, absl::Span<const float> values,
+                            absl::Span<float> out, absl::Time) override {
+    if (values.size() != out.size())
+      return absl::InvalidArgumentError("AllReduceSum sizes");
     std::copy(values.begin(), values.end(), out.begin());
     return absl::OkStatus();
   }
@@ -104,9 +115,11 @@ class LocalKVStore : public KVStore {
     results_[next_] = s;
     return next_++;
   }
-  absl::Status PushLocked(int64_t key, const std::vector<absl::Span<const float>>& values) {
+  absl::Status PushLocked(int64_t key,
+                          const std::vector<absl::Span<const float>>& values) {
     auto it = store_.find(key);
-    if (it == store_.end()) return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
+    if (it == store_.end())
+      return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
     PSTRAIN_RETURN_IF_ERROR(CheckDevices(values, it->second.size()));
     auto [sum, keep] = Sum(values);
     absl::Span<const float> g(sum, it->second.size());
@@ -119,10 +132,12 @@ class LocalKVStore : public KVStore {
   }
   absl::Status PullLocked(int64_t key, absl::Span<float> out) {
     auto it = store_.find(key);
-    if (it == store_.end()) return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
+    if (it == store_.end())
+      return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
     if (out.size() != it->second.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("pull of key ", key, " into ", out.size(),
-                                                     " floats; it holds ", it->second.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pull of key ", key, " into ", out.size(),
+                       " floats; it holds ", it->second.size()));
     }
     std::copy(it->second.begin(), it->second.end(), out.begin());
     return absl::OkStatus();

@@ -6,19 +6,22 @@ namespace pstrain {
 namespace kvstore {
 
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
-                               int64_t bigarray_bound, std::vector<int64_t>* load) {
+                               int64_t bigarray_bound,
+                               std::vector<int64_t>* load) {
   std::vector<SliceSpec> out;
   if (length > bigarray_bound && num_servers > 1) {
     int64_t offset = 0;
     for (int s = 0; s < num_servers; ++s) {
-      const int64_t len = length / num_servers + (s < length % num_servers ? 1 : 0);
+      const int64_t len =
+          length / num_servers + (s < length % num_servers ? 1 : 0);
       out.push_back({key, s, offset, len});
       (*load)[s] += len;
       offset += len;
     }
     return out;
   }
-  const int s = static_cast<int>(std::min_element(load->begin(), load->end()) - load->begin());
+  const int s = static_cast<int>(std::min_element(load->begin(), load->end()) -
+                                 load->begin());
   (*load)[s] += length;
   out.push_back({key, s, 0, length});
   return out;
@@ -28,7 +31,8 @@ std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
                                        int64_t max_elements) {
   std::vector<SliceSpec> out;
   for (const SliceSpec& s : slices) {
-    const int64_t n = std::max<int64_t>(1, (s.length + max_elements - 1) / max_elements);
+    const int64_t n =
+        std::max<int64_t>(1, (s.length + max_elements - 1) / max_elements);
     int64_t offset = s.offset;
     for (int64_t c = 0; c < n; ++c) {
       const int64_t len = s.length / n + (c < s.length % n ? 1 : 0);
