@@ -10,6 +10,7 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kvstore/kvstore_internal.h"
@@ -185,6 +186,9 @@ class DistKVStore : public KVStore {
     return first;
   }
 
+  // Barriers are named by their order on this worker ("kv0", "kv1", ...),
+  // so every worker must pass the same number of them (Init and
+  // SetOptimizer pass one each).
   absl::Status Barrier(absl::Time deadline) override {
     return node_->Barrier("workers", absl::StrCat("kv", barrier_count_++),
                           deadline);
@@ -348,7 +352,7 @@ class DistKVStore : public KVStore {
       std::vector<Request> batch,
       std::vector<std::pair<int64_t, absl::Span<float>>> outs, int64_t key) {
     const absl::Time deadline = absl::Now() + options_.send_timeout;
-    std::vector<Outstanding> need(outstanding_.size());
+    std::vector<Outstanding> need(node_->num_servers());
     std::vector<int64_t> bytes;
     for (const Request& r : batch) {
       bytes.push_back(RequestBytes(r.msg));
@@ -414,7 +418,8 @@ class DistKVStore : public KVStore {
   }
 
   // Drops request `rid` and returns its room. REQUIRES: mu_ held.
-  bool Forget(uint64_t rid, Handle* handle = nullptr) {
+  bool Forget(uint64_t rid, Handle* handle = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = requests_.find(rid);
     if (it == requests_.end()) return false;
     Outstanding& o = outstanding_[it->second.server];
@@ -494,24 +499,36 @@ class DistKVStore : public KVStore {
     }
   }
 
+  // Set by the constructor and then only read: no lock. `node_` is
+  // thread-safe itself.
   const std::string type_;
   const KVStoreOptions options_;
-  std::unique_ptr<transport::ClusterNode> node_;
+  const std::unique_ptr<transport::ClusterNode> node_;
   const bool sync_;
   const int64_t max_chunk_elements_;
+
+  // mu_ guards the members marked ABSL_GUARDED_BY(mu_) below: the plan,
+  // the operations and requests in flight and the room they take, and the
+  // job's end. It is taken by the callers' threads, by OnResponse() on the
+  // transport's I/O thread and by the watcher thread. cv_ is waited on with
+  // mu_ held: an op finished, room opened, or the job ended.
   std::mutex mu_;
-  std::condition_variable
-      cv_;                     // An op finished, room opened, or the job ended.
-  std::vector<int64_t> load_;  // Guarded by mu_.
-  std::map<int64_t, std::vector<SliceSpec>> plans_;  // Guarded by mu_ (chunks).
-  std::map<Handle, Op> ops_;                         // Guarded by mu_.
-  std::map<uint64_t, Pending> requests_;             // Guarded by mu_.
-  std::vector<Outstanding> outstanding_;  // Guarded by mu_, per server.
-  absl::Status dead_;                     // Guarded by mu_.
-  Handle next_handle_ = 1;
-  uint64_t next_request_ = 1;
-  int64_t barrier_count_ = 0;
-  std::atomic<bool> stop_{false};
+  std::condition_variable cv_;
+  std::vector<int64_t> load_ ABSL_GUARDED_BY(mu_);  // Elements, per server.
+  // Per key: its chunks.
+  std::map<int64_t, std::vector<SliceSpec>> plans_ ABSL_GUARDED_BY(mu_);
+  std::map<Handle, Op> ops_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Pending> requests_ ABSL_GUARDED_BY(mu_);  // By request id.
+  std::vector<Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);  // Per server.
+  absl::Status dead_ ABSL_GUARDED_BY(mu_);  // Not OK once the job has ended.
+  Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
+
+  // Lock-free: Barrier() may run on several threads at once (Init,
+  // SetOptimizer, AllReduceSum and Barrier itself all pass one).
+  std::atomic<int64_t> barrier_count_{0};
+  std::atomic<bool> stop_{false};  // Tells the watcher to return.
+  // Started by the constructor, joined by the destructor.
   std::thread watcher_;
 };
 

@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "kvstore/kvstore_internal.h"
 #include "nn/optimizer.h"
@@ -111,12 +112,15 @@ class LocalKVStore : public KVStore {
   }
 
  private:
-  Handle Done(absl::Status s) {
+  // Keeps `s` for Wait() under a new handle. REQUIRES: mu_ held.
+  Handle Done(absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     results_[next_] = s;
     return next_++;
   }
+  // REQUIRES: mu_ held.
   absl::Status PushLocked(int64_t key,
-                          const std::vector<absl::Span<const float>>& values) {
+                          const std::vector<absl::Span<const float>>& values)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = store_.find(key);
     if (it == store_.end())
       return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
@@ -130,7 +134,9 @@ class LocalKVStore : public KVStore {
     }
     return absl::OkStatus();
   }
-  absl::Status PullLocked(int64_t key, absl::Span<float> out) {
+  // REQUIRES: mu_ held.
+  absl::Status PullLocked(int64_t key, absl::Span<float> out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = store_.find(key);
     if (it == store_.end())
       return absl::NotFoundError(absl::StrCat("key ", key, " not initialized"));
@@ -143,12 +149,14 @@ class LocalKVStore : public KVStore {
     return absl::OkStatus();
   }
 
-  const std::string type_;
+  const std::string type_;  // Only read: no lock.
+  // mu_ guards everything below; every operation holds it throughout.
   std::mutex mu_;
-  std::map<int64_t, std::vector<float>> store_;
-  std::unique_ptr<nn::Optimizer> optimizer_;
-  std::map<Handle, absl::Status> results_;
-  Handle next_ = 1;
+  std::map<int64_t, std::vector<float>> store_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<nn::Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
+  // Each operation's result, until Wait().
+  std::map<Handle, absl::Status> results_ ABSL_GUARDED_BY(mu_);
+  Handle next_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace
