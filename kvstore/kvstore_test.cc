@@ -1,53 +1,14 @@
-// The partition plan and its chunks (no cluster needed), and the local
-// KVStore.
+// The local KVStore and KVStore::Create's checks (no cluster needed); the
+// partition plan has partition_test.cc.
 #include "kvstore/kvstore.h"
 
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kvstore/partition.h"
 
 namespace pstrain {
 namespace kvstore {
 namespace {
-
-TEST(PlanKeyTest, BigArraysSplitOverServersSmallOnesBalanceBytes) {
-  std::vector<int64_t> load(3, 0);
-  auto big = PlanKey(7, 10, 3, /*bigarray_bound=*/5, &load);
-  ASSERT_EQ(big.size(), 3u);
-  EXPECT_EQ(big[0].offset, 0);
-  EXPECT_EQ(big[0].length, 4);
-  EXPECT_EQ(big[1].offset, 4);
-  EXPECT_EQ(big[1].length, 3);
-  EXPECT_EQ(big[2].offset, 7);
-  EXPECT_EQ(big[2].length, 3);
-  EXPECT_EQ(load, (std::vector<int64_t>{4, 3, 3}));
-  auto small = PlanKey(8, 2, 3, 5, &load);
-  ASSERT_EQ(small.size(), 1u);
-  EXPECT_EQ(small[0].server, 1);  // The first of the least loaded.
-}
-
-TEST(SplitIntoChunksTest, ChunksCoverEachSliceInOrderWithinTheBound) {
-  const std::vector<SliceSpec> slices = {
-      {3, 0, 0, 10}, {3, 1, 10, 4}, {3, 2, 14, 0}};
-  auto chunks = SplitIntoChunks(slices, 4);
-  // 10 -> 4 + 3 + 3; 4 -> 4; 0 -> one empty chunk.
-  ASSERT_EQ(chunks.size(), 5u);
-  int64_t next = 0;
-  for (const SliceSpec& c : chunks) {
-    EXPECT_EQ(c.key, 3);
-    EXPECT_EQ(c.offset, next);
-    EXPECT_LE(c.length, 4);
-    next += c.length;
-  }
-  EXPECT_EQ(next, 14);
-  EXPECT_EQ(chunks[0].server, 0);
-  EXPECT_EQ(chunks[2].server, 0);
-  EXPECT_EQ(chunks[3].server, 1);
-  EXPECT_EQ(chunks[4].server, 2);
-  // A bound at least the slice size keeps it whole.
-  EXPECT_EQ(SplitIntoChunks(slices, 100).size(), 3u);
-}
 
 TEST(LocalKVStoreTest, PushStoresTheDeviceSumPullReadsIt) {
   auto kv = KVStore::Create("local", KVStoreOptions());

@@ -2,12 +2,18 @@
 
 #include <algorithm>
 
+#include "glog/logging.h"
+
 namespace pstrain {
 namespace kvstore {
 
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                                int64_t bigarray_bound,
                                std::vector<int64_t>* load) {
+  CHECK_GE(num_servers, 1);
+  CHECK(load != nullptr);
+  CHECK_EQ(load->size(), static_cast<size_t>(num_servers));
+  CHECK_GE(length, 0);
   std::vector<SliceSpec> out;
   if (length > bigarray_bound && num_servers > 1) {
     int64_t offset = 0;
@@ -29,6 +35,7 @@ std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
 
 std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
                                        int64_t max_elements) {
+  CHECK_GT(max_elements, 0);
   std::vector<SliceSpec> out;
   for (const SliceSpec& s : slices) {
     const int64_t n =
