@@ -57,8 +57,8 @@ struct KVStoreOptions {
   // Arrays with more elements than this are split across all servers.
   int64_t bigarray_bound = 1000000;
   // dist_*: a server's slice of a key travels in messages of at most this
-  // many bytes (SplitIntoChunks), so the server sums one chunk while the
-  // next is on the wire and receive buffers stay small enough to be
+  // many bytes (SplitIntoChunks, partition.h), so the server sums one chunk
+  // while the next is on the wire and receive buffers stay small enough to be
   // reused. Every worker of a job must use the same value, in [4096, 1 GiB]
   // (Create() refuses others), and every node must accept frames this large
   // (ClusterOptions::max_frame_bytes, at least MaxFrameBytesFor(this); the
@@ -74,35 +74,13 @@ struct KVStoreOptions {
   absl::Duration send_timeout = absl::Seconds(60);
 };
 
-// One slice of a key on one server.
-struct SliceSpec {
-  int64_t key = 0;
-  int server = 0;  // Server rank.
-  int64_t offset = 0;
-  int64_t length = 0;
-};
-
-// The deterministic partition plan every worker computes from the same
-// Init() calls: arrays above `bigarray_bound` elements split evenly over
-// all servers; smaller arrays whole on the server with the fewest bytes so
-// far (ties: lowest rank). `load` carries the per-server element counts
-// between calls.
-std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
-                               int64_t bigarray_bound, std::vector<int64_t>* load);
-
-// Splits each slice of `slices` into consecutive chunks of at most
-// `max_elements` elements (near-equal sizes), in order. Deterministic: the
-// workers and the servers see the same chunks.
-std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
-                                       int64_t max_elements);
-
 class KVStore {
  public:
   // `type`: local, device, dist_sync, dist_async, dist_device_sync.
   // InvalidArgument for another type; dist types join the job (errors name
   // the scheduler address).
-  static absl::StatusOr<std::unique_ptr<KVStore>> Create(const std::string& type,
-                                                         const KVStoreOptions& options);
+  static absl::StatusOr<std::unique_ptr<KVStore>> Create(
+      const std::string& type, const KVStoreOptions& options);
   virtual ~KVStore() = default;
 
   virtual const std::string& type() const = 0;
@@ -121,22 +99,23 @@ class KVStore {
                                     absl::Time deadline) = 0;
   // Pushes the sum of `device_values` (one span per local device, equal
   // sizes) for `key`. Higher priority is sent and served first.
-  virtual absl::StatusOr<Handle> Push(int64_t key,
-                                      const std::vector<absl::Span<const float>>& device_values,
+  virtual absl::StatusOr<Handle> Push(
+      int64_t key, const std::vector<absl::Span<const float>>& device_values,
+      int priority) = 0;
+  virtual absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out,
                                       int priority) = 0;
-  virtual absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out, int priority) = 0;
   // Push then pull in one round trip: `out` receives the updated weights.
-  virtual absl::StatusOr<Handle> PushPull(int64_t key,
-                                          const std::vector<absl::Span<const float>>& device_values,
-                                          absl::Span<float> out, int priority) = 0;
+  virtual absl::StatusOr<Handle> PushPull(
+      int64_t key, const std::vector<absl::Span<const float>>& device_values,
+      absl::Span<float> out, int priority) = 0;
   // PushPull of several keys as one operation (tensor fusion): dist_* send
   // one message per server for the whole group (a new message whenever one
   // would pass max_message_bytes) instead of one per key, which saves the
   // per-message costs (wake-ups, syscalls, headers) of networks made of many
   // small arrays. Each key gets PushPull's semantics; the operation fails
   // with the first error of any key. Keys must be distinct.
-  virtual absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group,
-                                               int priority) = 0;
+  virtual absl::StatusOr<Handle> PushPullGroup(
+      const std::vector<KeyPushPull>& group, int priority) = 0;
   // Waits for one operation. Its error (a server refusal, the job's abort)
   // or DeadlineExceeded.
   virtual absl::Status Wait(Handle handle, absl::Time deadline) = 0;
@@ -146,8 +125,10 @@ class KVStore {
   // types return their own values) into `out`, through the reserved
   // negative key `slot` (< 0), initialized on first use. Every worker must
   // call it with the same slot and size. Blocking.
-  virtual absl::Status AllReduceSum(int64_t slot, absl::Span<const float> values,
-                                    absl::Span<float> out, absl::Time deadline) = 0;
+  virtual absl::Status AllReduceSum(int64_t slot,
+                                    absl::Span<const float> values,
+                                    absl::Span<float> out,
+                                    absl::Time deadline) = 0;
   // Worker done: tells the scheduler (dist) so the job can shut down.
   virtual absl::Status Finish() = 0;
   // Counters of the worker's transport (dist; zeros for local types):

@@ -12,6 +12,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kvstore/partition.h"
 #include "tests/cluster_util.h"
 #include "transport/curve.h"
 #include "transport/raw_peer.h"

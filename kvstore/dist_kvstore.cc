@@ -1,0 +1,545 @@
+#include "kvstore/dist_kvstore.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <tuple>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kvstore/kvstore_internal.h"
+#include "kvstore/partition.h"
+#include "nn/optimizer.h"
+#include "util/escape.h"
+#include "util/status.h"
+#include "util/wait.h"
+
+namespace pstrain {
+namespace kvstore {
+namespace {
+
+// How long Wait() polls for a reply before sleeping.
+constexpr int kSpinMicros = 150;
+
+using internal::CheckDevices;
+using internal::Sum;
+using transport::Frame;
+using transport::Message;
+
+class DistKVStore : public KVStore {
+ public:
+  DistKVStore(std::string type, const KVStoreOptions& o,
+              std::unique_ptr<transport::ClusterNode> node)
+      : type_(std::move(type)),
+        options_(o),
+        node_(std::move(node)),
+        sync_(type_ != "dist_async"),
+        max_chunk_elements_(
+            std::max<int64_t>(1, o.max_message_bytes / sizeof(float))),
+        load_(node_->num_servers(), 0),
+        outstanding_(node_->num_servers()) {
+    // Responses are handled on the transport's I/O thread: one thread hop
+    // less per request.
+    node_->SetDataHandler([this](Message m) { OnResponse(std::move(m)); });
+    watcher_ = std::thread([this] { Watch(); });
+  }
+  ~DistKVStore() override {
+    node_->SetDataHandler(nullptr);
+    stop_ = true;
+    watcher_.join();
+  }
+
+  const std::string& type() const override { return type_; }
+  int rank() const override { return node_->rank(); }
+  int num_workers() const override { return node_->num_workers(); }
+  transport::TransportStats transport_stats() const override {
+    return node_->transport().stats();
+  }
+
+  absl::Status Init(const std::vector<int64_t>& keys,
+                    const std::vector<absl::Span<const float>>& values,
+                    absl::Time deadline) override {
+    if (keys.size() != values.size())
+      return absl::InvalidArgumentError("keys/values mismatch");
+    std::map<int, Message> per_server;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (plans_.count(keys[i])) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("key ", keys[i], " initialized twice"));
+        }
+        auto plan = SplitIntoChunks(
+            PlanKey(keys[i], static_cast<int64_t>(values[i].size()),
+                    node_->num_servers(), options_.bigarray_bound, &load_),
+            max_chunk_elements_);
+        for (const auto& s : plan) {
+          Message& m = per_server[s.server];
+          m.header.add_keys(s.key);
+          m.header.add_offsets(s.offset);
+          m.header.add_lengths(s.length);
+          m.header.add_total_lengths(static_cast<int64_t>(values[i].size()));
+          m.frames.push_back(Frame::Copy(values[i].data() + s.offset,
+                                         s.length * sizeof(float)));
+        }
+        plans_[keys[i]] = std::move(plan);
+      }
+    }
+    if (rank() == 0) {
+      std::vector<Request> batch;
+      for (auto& [server, m] : per_server) {
+        m.header.set_type(proto::INIT);
+        m.header.set_sync_mode(sync_);
+        batch.push_back({server, std::move(m)});
+      }
+      PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), {}, -1));
+      PSTRAIN_RETURN_IF_ERROR(Wait(h, deadline));
+    }
+    return Barrier(deadline);
+  }
+
+  absl::Status SetOptimizer(const proto::OptimizerConfig& config,
+                            absl::Time deadline) override {
+    PSTRAIN_RETURN_IF_ERROR(nn::Optimizer::Create(config).status());
+    if (rank() == 0) {
+      std::vector<Request> batch;
+      for (int s = 0; s < node_->num_servers(); ++s) {
+        Message m;
+        m.header.set_type(proto::SET_OPTIMIZER);
+        *m.header.mutable_optimizer() = config;
+        batch.push_back({s, std::move(m)});
+      }
+      PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), {}, -1));
+      PSTRAIN_RETURN_IF_ERROR(Wait(h, deadline));
+    }
+    return Barrier(deadline);
+  }
+
+  absl::StatusOr<Handle> Push(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      int priority) override {
+    return SendKey(proto::PUSH, key, values, absl::Span<float>(), priority);
+  }
+  absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out,
+                              int priority) override {
+    return SendKey(proto::PULL, key, {}, out, priority);
+  }
+  absl::StatusOr<Handle> PushPull(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      absl::Span<float> out, int priority) override {
+    return SendKey(proto::PUSH_PULL, key, values, out, priority);
+  }
+  absl::StatusOr<Handle> PushPullGroup(const std::vector<KeyPushPull>& group,
+                                       int priority) override {
+    return SendGroup(proto::PUSH_PULL, group, priority);
+  }
+
+  absl::Status Wait(Handle h, absl::Time deadline) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto it = ops_.find(h);
+    if (it == ops_.end())
+      return absl::NotFoundError(absl::StrCat("no operation ", h));
+    // A small request's reply comes back within about a hundred
+    // microseconds: poll briefly (yielding the core), with the I/O thread
+    // polling too, before sleeping on the condition variable; that saves
+    // the wake-ups on the reply's path.
+    if (it->second.outstanding != 0) {
+      const transport::Transport& t = node_->transport();
+      t.BeginBusyPoll();
+      const absl::Time spin_end = absl::Now() + absl::Microseconds(kSpinMicros);
+      while (it->second.outstanding != 0 && absl::Now() < spin_end) {
+        lock.unlock();
+        std::this_thread::yield();
+        lock.lock();
+      }
+      t.EndBusyPoll();
+    }
+    const bool done = WaitUntil(cv_, lock, deadline,
+                                [&] { return it->second.outstanding == 0; });
+    if (!done) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("operation ", h, " on key ", it->second.key,
+                       " not complete in time"));
+    }
+    absl::Status s = it->second.status;
+    ops_.erase(it);
+    return s;
+  }
+
+  absl::Status WaitAll(absl::Time deadline) override {
+    std::vector<Handle> handles;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [h, op] : ops_) handles.push_back(h);
+    }
+    absl::Status first;
+    for (Handle h : handles) {
+      absl::Status s = Wait(h, deadline);
+      if (first.ok() && !s.ok()) first = s;
+    }
+    return first;
+  }
+
+  // Barriers are named by their order on this worker ("kv0", "kv1", ...),
+  // so every worker must pass the same number of them (Init and
+  // SetOptimizer pass one each).
+  absl::Status Barrier(absl::Time deadline) override {
+    return node_->Barrier("workers", absl::StrCat("kv", barrier_count_++),
+                          deadline);
+  }
+
+  absl::Status Finish() override { return node_->Finish(); }
+
+  absl::Status AllReduceSum(int64_t slot, absl::Span<const float> values,
+                            absl::Span<float> out,
+                            absl::Time deadline) override {
+    if (slot >= 0)
+      return absl::InvalidArgumentError("AllReduceSum slots are negative keys");
+    if (values.size() != out.size())
+      return absl::InvalidArgumentError("AllReduceSum sizes");
+    if (!sync_) {  // dist_async has no rounds to sum over.
+      std::copy(values.begin(), values.end(), out.begin());
+      return absl::OkStatus();
+    }
+    bool known;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      known = plans_.count(slot) > 0;
+    }
+    if (!known) {
+      std::vector<float> zeros(values.size(), 0.0f);
+      PSTRAIN_RETURN_IF_ERROR(Init({slot}, {zeros}, deadline));
+    }
+    PSTRAIN_ASSIGN_OR_RETURN(Handle h, PushPull(slot, {values}, out, 1 << 19));
+    return Wait(h, deadline);
+  }
+
+ private:
+  struct Op {
+    int64_t key = 0;
+    int outstanding = 0;
+    absl::Status status;
+    // Where each key's pulled values go.
+    std::vector<std::pair<int64_t, absl::Span<float>>> outs;
+  };
+  // One message for a server (by rank).
+  struct Request {
+    int server;
+    Message msg;
+  };
+  // A request sent and not yet answered.
+  struct Pending {
+    Handle handle;
+    int server;
+    int64_t bytes;
+  };
+  // Per server: what is sent and not yet answered.
+  struct Outstanding {
+    int requests = 0;
+    int64_t bytes = 0;
+  };
+
+  absl::StatusOr<Handle> SendKey(
+      proto::MessageType type, int64_t key,
+      const std::vector<absl::Span<const float>>& values, absl::Span<float> out,
+      int priority) {
+    return SendGroup(type, {KeyPushPull{key, values, out}}, priority);
+  }
+
+  // Sends `group` (values ignored for PULL, outputs for PUSH): the slices
+  // of all its keys, per server, packed into messages of at most
+  // max_message_bytes (one slice that alone is bigger gets its own; a key's
+  // chunks never share one, so a single key travels one message per chunk:
+  // the server applies each as it arrives).
+  absl::StatusOr<Handle> SendGroup(proto::MessageType type,
+                                   const std::vector<KeyPushPull>& group,
+                                   int priority) {
+    if (group.empty())
+      return absl::InvalidArgumentError("an empty group of keys");
+    std::vector<std::vector<SliceSpec>> plans;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const KeyPushPull& g : group) {
+        auto it = plans_.find(g.key);
+        if (it == plans_.end()) {
+          return absl::NotFoundError(
+              absl::StrCat("key ", g.key, " was not initialized"));
+        }
+        plans.push_back(it->second);
+      }
+    }
+    std::vector<std::pair<int64_t, absl::Span<float>>> outs;
+    std::vector<Request> batch;
+    std::map<int, size_t>
+        open;  // Server -> index in `batch` of its message being filled.
+    std::map<int, int64_t> open_bytes;
+    for (size_t i = 0; i < group.size(); ++i) {
+      const KeyPushPull& g = group[i];
+      int64_t total = 0;
+      for (const auto& sl : plans[i]) total += sl.length;
+      if (type != proto::PULL)
+        PSTRAIN_RETURN_IF_ERROR(CheckDevices(g.device_values, total));
+      if (type != proto::PUSH) {
+        if (static_cast<int64_t>(g.out.size()) != total) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("pull of key ", g.key, " into ", g.out.size(),
+                           " floats; it holds ", total));
+        }
+        for (const auto& [k, o] : outs) {
+          if (k == g.key)
+            return absl::InvalidArgumentError(
+                absl::StrCat("key ", k, " twice"));
+        }
+        outs.emplace_back(g.key, g.out);
+      }
+      const float* data = nullptr;
+      std::shared_ptr<const void> keep;
+      if (type != proto::PULL) {
+        std::tie(data, keep) = Sum(g.device_values);
+        // Zero-copy: the caller keeps a single device's buffer valid until
+        // Wait() (the ack comes after the server has the bytes); a
+        // multi-device sum is kept alive by `keep`.
+        if (keep == nullptr)
+          keep = std::shared_ptr<const void>(data, [](const void*) {});
+      }
+      for (size_t c = 0; c < plans[i].size(); ++c) {
+        const SliceSpec& sl = plans[i][c];
+        const int64_t bytes = sl.length * static_cast<int64_t>(sizeof(float));
+        auto it = open.find(sl.server);
+        // A key's second chunk, or a slice that does not fit: a new message.
+        if (it == open.end() || c > 0 ||
+            open_bytes[sl.server] + bytes > options_.max_message_bytes) {
+          Message m;
+          m.header.set_type(type);
+          m.header.set_priority(priority);
+          batch.push_back({sl.server, std::move(m)});
+          open[sl.server] = batch.size() - 1;
+          open_bytes[sl.server] = 0;
+        }
+        Message& m = batch[open[sl.server]].msg;
+        m.header.add_keys(sl.key);
+        m.header.add_offsets(sl.offset);
+        m.header.add_lengths(sl.length);
+        if (type != proto::PULL) {
+          m.frames.push_back(Frame::Borrow(data + sl.offset, bytes, keep));
+        }
+        open_bytes[sl.server] += bytes;
+      }
+    }
+    return Submit(std::move(batch), std::move(outs), group.front().key);
+  }
+
+  // Data bytes a request moves both ways.
+  static int64_t RequestBytes(const Message& m) {
+    int64_t bytes = 0;
+    for (const Frame& f : m.frames) bytes += static_cast<int64_t>(f.size());
+    const proto::MessageType t = m.header.type();
+    if (t == proto::PULL || t == proto::PUSH_PULL) {
+      for (int64_t len : m.header.lengths())
+        bytes += len * static_cast<int64_t>(sizeof(float));
+    }
+    return bytes;
+  }
+
+  // `key` names the operation in errors.
+  absl::StatusOr<Handle> Submit(
+      std::vector<Request> batch,
+      std::vector<std::pair<int64_t, absl::Span<float>>> outs, int64_t key) {
+    const absl::Time deadline = absl::Now() + options_.send_timeout;
+    std::vector<Outstanding> need(node_->num_servers());
+    std::vector<int64_t> bytes;
+    for (const Request& r : batch) {
+      bytes.push_back(RequestBytes(r.msg));
+      need[r.server].requests += 1;
+      need[r.server].bytes += bytes.back();
+    }
+    Handle h;
+    std::vector<std::pair<int, Message>> to_send;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Wait for room at every server involved (anything fits when nothing
+      // is outstanding there).
+      auto fits = [&] {
+        for (size_t s = 0; s < need.size(); ++s) {
+          const Outstanding& o = outstanding_[s];
+          if (need[s].requests == 0 || o.requests == 0) continue;
+          if (o.requests + need[s].requests >
+                  options_.max_outstanding_requests_per_server ||
+              o.bytes + need[s].bytes >
+                  options_.max_outstanding_bytes_per_server) {
+            return false;
+          }
+        }
+        return true;
+      };
+      if (!WaitUntil(cv_, lock, deadline,
+                     [&] { return !dead_.ok() || fits(); })) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "requests for key ", key,
+            " found no room under the outstanding-request bounds within ",
+            absl::FormatDuration(options_.send_timeout)));
+      }
+      if (!dead_.ok()) return dead_;
+      h = next_handle_++;
+      Op& op = ops_[h];
+      op.key = key;
+      op.outstanding = static_cast<int>(batch.size());
+      op.outs = std::move(outs);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const uint64_t rid = next_request_++;
+        batch[i].msg.header.set_request_id(rid);
+        requests_[rid] = {h, batch[i].server, bytes[i]};
+        outstanding_[batch[i].server].requests += 1;
+        outstanding_[batch[i].server].bytes += bytes[i];
+        to_send.emplace_back(node_->ServerId(batch[i].server),
+                             std::move(batch[i].msg));
+      }
+    }
+    std::vector<uint64_t> rids;
+    for (const auto& [id, m] : to_send) rids.push_back(m.header.request_id());
+    absl::Status s = node_->SendBatch(std::move(to_send), deadline);
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (uint64_t rid : rids) Forget(rid);
+      auto it = ops_.find(h);
+      if (it != ops_.end()) {
+        it->second.status = s;
+        it->second.outstanding = 0;
+      }
+      cv_.notify_all();
+    }
+    return h;
+  }
+
+  // Drops request `rid` and returns its room. REQUIRES: mu_ held.
+  bool Forget(uint64_t rid, Handle* handle = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = requests_.find(rid);
+    if (it == requests_.end()) return false;
+    Outstanding& o = outstanding_[it->second.server];
+    o.requests -= 1;
+    o.bytes -= it->second.bytes;
+    if (handle != nullptr) *handle = it->second.handle;
+    requests_.erase(it);
+    return true;
+  }
+
+  // On the transport's I/O thread.
+  void OnResponse(Message msg) {
+    const proto::Header& hd = msg.header;
+    if (hd.type() != proto::RESPONSE) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    Handle h;
+    if (!Forget(hd.request_id(), &h)) return;
+    cv_.notify_all();  // Room for waiting senders, maybe a finished op.
+    auto oit = ops_.find(h);
+    if (oit == ops_.end()) return;
+    Op& op = oit->second;
+    if (op.outstanding == 0) return;  // Already failed (the job ended).
+    if (!hd.error().empty()) {
+      if (op.status.ok()) {
+        op.status = absl::FailedPreconditionError(
+            absl::StrCat("server node ", hd.sender(),
+                         " refused: ", EscapeForLog(hd.error())));
+      }
+    } else {
+      for (size_t i = 0; i < msg.frames.size(); ++i) {
+        const int64_t key = hd.keys(static_cast<int>(i));
+        const int64_t off = hd.offsets(static_cast<int>(i));
+        auto v = msg.frames[i].As<float>();
+        absl::Span<float> out;
+        bool found = false;
+        for (const auto& [k, o] : op.outs) {
+          if (k == key) {
+            out = o;
+            found = true;
+            break;
+          }
+        }
+        if (!found || off < 0 ||
+            off + static_cast<int64_t>(v.size()) >
+                static_cast<int64_t>(out.size())) {
+          if (op.status.ok()) {
+            op.status = absl::DataLossError(
+                absl::StrCat("response slice of key ", key, " at ", off,
+                             " outside the request"));
+          }
+          continue;
+        }
+        std::memcpy(out.data() + off, v.data(), v.size() * sizeof(float));
+      }
+    }
+    --op.outstanding;
+  }
+
+  // Fails every pending operation once the job is over (aborted or shut
+  // down).
+  void Watch() {
+    while (!stop_) {
+      absl::Status s =
+          node_->WaitForShutdown(absl::Now() + absl::Milliseconds(100));
+      if (s.code() == absl::StatusCode::kDeadlineExceeded) continue;
+      if (s.ok()) s = absl::CancelledError("the job has shut down");
+      std::lock_guard<std::mutex> lock(mu_);
+      dead_ = s;
+      for (auto& [h, op] : ops_) {
+        if (op.outstanding > 0) {
+          op.status = s;
+          op.outstanding = 0;
+        }
+      }
+      cv_.notify_all();
+      return;
+    }
+  }
+
+  // Set by the constructor and then only read: no lock. `node_` is
+  // thread-safe itself.
+  const std::string type_;
+  const KVStoreOptions options_;
+  const std::unique_ptr<transport::ClusterNode> node_;
+  const bool sync_;
+  const int64_t max_chunk_elements_;
+
+  // mu_ guards the members marked ABSL_GUARDED_BY(mu_) below: the plan,
+  // the operations and requests in flight and the room they take, and the
+  // job's end. It is taken by the callers' threads, by OnResponse() on the
+  // transport's I/O thread and by the watcher thread. cv_ is waited on with
+  // mu_ held: an op finished, room opened, or the job ended.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int64_t> load_ ABSL_GUARDED_BY(mu_);  // Elements, per server.
+  // Per key: its chunks.
+  std::map<int64_t, std::vector<SliceSpec>> plans_ ABSL_GUARDED_BY(mu_);
+  std::map<Handle, Op> ops_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Pending> requests_ ABSL_GUARDED_BY(mu_);  // By request id.
+  std::vector<Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);  // Per server.
+  absl::Status dead_ ABSL_GUARDED_BY(mu_);  // Not OK once the job has ended.
+  Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
+
+  // Lock-free: Barrier() may run on several threads at once (Init,
+  // SetOptimizer, AllReduceSum and Barrier itself all pass one).
+  std::atomic<int64_t> barrier_count_{0};
+  std::atomic<bool> stop_{false};  // Tells the watcher to return.
+  // Started by the constructor, joined by the destructor.
+  std::thread watcher_;
+};
+
+}  // namespace
+
+std::unique_ptr<KVStore> NewDistKVStore(
+    std::string type, const KVStoreOptions& options,
+    std::unique_ptr<transport::ClusterNode> node) {
+  return std::unique_ptr<KVStore>(
+      new DistKVStore(std::move(type), options, std::move(node)));
+}
+
+}  // namespace kvstore
+}  // namespace pstrain

@@ -1,0 +1,48 @@
+// The key partition plan of the dist_* KVStores: which server holds which
+// slice of each key, and the chunks a slice travels in. Pure functions of
+// their arguments, no cluster needed, so every worker (and anyone else, such
+// as a test) computes the same plan from the same calls in the same order.
+// Thread-compatible: the functions keep no state; `load` belongs to the
+// caller.
+#ifndef PSTRAIN_KVSTORE_PARTITION_H_
+#define PSTRAIN_KVSTORE_PARTITION_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace pstrain {
+namespace kvstore {
+
+// One slice of a key on one server: elements [offset, offset + length) of
+// the key's array.
+struct SliceSpec {
+  int64_t key = 0;
+  int server = 0;  // Server rank.
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+
+// The deterministic partition plan every worker computes from the same
+// Init() calls: arrays above `bigarray_bound` elements split evenly over
+// all servers (the first length % num_servers servers get one element
+// more); smaller arrays, and every array when there is one server, go whole
+// to the server with the fewest elements so far (ties: lowest rank).
+// `load` carries the per-server element counts between calls and is updated
+// with this key's slices. Returns the slices in offset order.
+// REQUIRES: num_servers >= 1, load->size() == num_servers, length >= 0.
+std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
+                               int64_t bigarray_bound,
+                               std::vector<int64_t>* load);
+
+// Splits each slice of `slices` into consecutive chunks of at most
+// `max_elements` elements (near-equal sizes, the first ones one element
+// longer), in order; an empty slice stays one empty chunk. Deterministic:
+// the workers and the servers see the same chunks.
+// REQUIRES: max_elements > 0.
+std::vector<SliceSpec> SplitIntoChunks(const std::vector<SliceSpec>& slices,
+                                       int64_t max_elements);
+
+}  // namespace kvstore
+}  // namespace pstrain
+
+#endif  // PSTRAIN_KVSTORE_PARTITION_H_

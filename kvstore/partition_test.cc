@@ -1,0 +1,220 @@
+// The partition plan (PlanKey) and its chunks (SplitIntoChunks) on their
+// own: placement, big-array splitting and chunking edge cases.
+#include "kvstore/partition.h"
+
+#include <cstdint>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace pstrain {
+namespace kvstore {
+namespace {
+
+// Checks that `slices` of `key` cover [0, length) in order, without gaps.
+void ExpectCoversInOrder(const std::vector<SliceSpec>& slices, int64_t key,
+                         int64_t length) {
+  int64_t next = 0;
+  for (const SliceSpec& s : slices) {
+    EXPECT_EQ(s.key, key);
+    EXPECT_EQ(s.offset, next);
+    EXPECT_GE(s.length, 0);
+    next += s.length;
+  }
+  EXPECT_EQ(next, length);
+}
+
+// The lengths of `slices`, in order.
+std::vector<int64_t> Lengths(const std::vector<SliceSpec>& slices) {
+  std::vector<int64_t> out;
+  for (const SliceSpec& s : slices) out.push_back(s.length);
+  return out;
+}
+
+TEST(PlanKeyTest, BigArraysSplitOverServersSmallOnesBalanceBytes) {
+  std::vector<int64_t> load(3, 0);
+  auto big = PlanKey(7, 10, 3, /*bigarray_bound=*/5, &load);
+  ASSERT_EQ(big.size(), 3u);
+  EXPECT_EQ(big[0].offset, 0);
+  EXPECT_EQ(big[0].length, 4);
+  EXPECT_EQ(big[1].offset, 4);
+  EXPECT_EQ(big[1].length, 3);
+  EXPECT_EQ(big[2].offset, 7);
+  EXPECT_EQ(big[2].length, 3);
+  EXPECT_EQ(load, (std::vector<int64_t>{4, 3, 3}));
+  auto small = PlanKey(8, 2, 3, 5, &load);
+  ASSERT_EQ(small.size(), 1u);
+  EXPECT_EQ(small[0].server, 1);  // The first of the least loaded.
+}
+
+TEST(PlanKeyTest, SmallArraysGoWholeToTheLeastLoadedServer) {
+  std::vector<int64_t> load(3, 0);
+  const int64_t bound = 100;
+  // Empty servers: ties go to the lowest rank.
+  auto a = PlanKey(1, 5, 3, bound, &load);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].key, 1);
+  EXPECT_EQ(a[0].server, 0);
+  EXPECT_EQ(a[0].offset, 0);
+  EXPECT_EQ(a[0].length, 5);
+  EXPECT_EQ(PlanKey(2, 3, 3, bound, &load)[0].server, 1);
+  EXPECT_EQ(PlanKey(3, 3, 3, bound, &load)[0].server, 2);
+  EXPECT_EQ(load, (std::vector<int64_t>{5, 3, 3}));
+  // 1 and 2 tie at 3: the lower rank wins.
+  EXPECT_EQ(PlanKey(4, 1, 3, bound, &load)[0].server, 1);
+  EXPECT_EQ(PlanKey(5, 10, 3, bound, &load)[0].server, 2);
+  EXPECT_EQ(load, (std::vector<int64_t>{5, 4, 13}));
+  // An empty array still gets a place (and adds nothing).
+  auto empty = PlanKey(6, 0, 3, bound, &load);
+  EXPECT_EQ(Lengths(empty), (std::vector<int64_t>{0}));
+  EXPECT_EQ(empty[0].server, 1);
+  EXPECT_EQ(load, (std::vector<int64_t>{5, 4, 13}));
+}
+
+TEST(PlanKeyTest, TheBoundItselfIsNotBig) {
+  std::vector<int64_t> load(4, 0);
+  // Exactly the bound: whole, on one server.
+  EXPECT_EQ(Lengths(PlanKey(1, 8, 4, /*bigarray_bound=*/8, &load)),
+            (std::vector<int64_t>{8}));
+  // One more: split over all four, the remainder on the first ranks.
+  auto above = PlanKey(2, 9, 4, 8, &load);
+  EXPECT_EQ(Lengths(above), (std::vector<int64_t>{3, 2, 2, 2}));
+  ExpectCoversInOrder(above, 2, 9);
+  for (int s = 0; s < 4; ++s) EXPECT_EQ(above[s].server, s);
+  EXPECT_EQ(load, (std::vector<int64_t>{11, 2, 2, 2}));
+}
+
+TEST(PlanKeyTest, BigArraysIgnoreTheLoadAndSplitEvenly) {
+  // Server 0 already holds the most: a big array still starts there, in
+  // near-equal slices.
+  std::vector<int64_t> load = {100, 0, 50};
+  auto big = PlanKey(9, 1000, 3, /*bigarray_bound=*/10, &load);
+  EXPECT_EQ(Lengths(big), (std::vector<int64_t>{334, 333, 333}));
+  ExpectCoversInOrder(big, 9, 1000);
+  EXPECT_EQ(load, (std::vector<int64_t>{434, 333, 383}));
+}
+
+TEST(PlanKeyTest, BigArraysShorterThanTheServerCountLeaveEmptySlices) {
+  std::vector<int64_t> load(3, 0);
+  auto big = PlanKey(1, 2, 3, /*bigarray_bound=*/1, &load);
+  EXPECT_EQ(Lengths(big), (std::vector<int64_t>{1, 1, 0}));
+  ExpectCoversInOrder(big, 1, 2);
+  EXPECT_EQ(load, (std::vector<int64_t>{1, 1, 0}));
+}
+
+TEST(PlanKeyTest, OneServerHoldsEveryArrayWhole) {
+  std::vector<int64_t> load(1, 0);
+  auto big = PlanKey(1, 1000, 1, /*bigarray_bound=*/10, &load);
+  EXPECT_EQ(Lengths(big), (std::vector<int64_t>{1000}));
+  EXPECT_EQ(big[0].server, 0);
+  EXPECT_EQ(load, (std::vector<int64_t>{1000}));
+}
+
+TEST(PlanKeyTest, SameCallsGiveTheSamePlan) {
+  const std::vector<int64_t> lengths = {7, 1, 50, 3, 3, 0, 12, 9, 100, 2};
+  std::vector<int64_t> load1(4, 0), load2(4, 0);
+  for (size_t k = 0; k < lengths.size(); ++k) {
+    auto p1 = PlanKey(k, lengths[k], 4, /*bigarray_bound=*/20, &load1);
+    auto p2 = PlanKey(k, lengths[k], 4, 20, &load2);
+    ASSERT_EQ(p1.size(), p2.size()) << "key " << k;
+    for (size_t i = 0; i < p1.size(); ++i) {
+      EXPECT_EQ(p1[i].server, p2[i].server) << "key " << k;
+      EXPECT_EQ(p1[i].offset, p2[i].offset) << "key " << k;
+      EXPECT_EQ(p1[i].length, p2[i].length) << "key " << k;
+    }
+    ExpectCoversInOrder(p1, k, lengths[k]);
+  }
+  EXPECT_EQ(load1, load2);
+}
+
+TEST(SplitIntoChunksTest, ChunksCoverEachSliceInOrderWithinTheBound) {
+  const std::vector<SliceSpec> slices = {
+      {3, 0, 0, 10}, {3, 1, 10, 4}, {3, 2, 14, 0}};
+  auto chunks = SplitIntoChunks(slices, 4);
+  // 10 -> 4 + 3 + 3; 4 -> 4; 0 -> one empty chunk.
+  ASSERT_EQ(chunks.size(), 5u);
+  int64_t next = 0;
+  for (const SliceSpec& c : chunks) {
+    EXPECT_EQ(c.key, 3);
+    EXPECT_EQ(c.offset, next);
+    EXPECT_LE(c.length, 4);
+    next += c.length;
+  }
+  EXPECT_EQ(next, 14);
+  EXPECT_EQ(chunks[0].server, 0);
+  EXPECT_EQ(chunks[2].server, 0);
+  EXPECT_EQ(chunks[3].server, 1);
+  EXPECT_EQ(chunks[4].server, 2);
+  // A bound at least the slice size keeps it whole.
+  EXPECT_EQ(SplitIntoChunks(slices, 100).size(), 3u);
+}
+
+TEST(SplitIntoChunksTest, NoSlicesNoChunks) {
+  EXPECT_TRUE(SplitIntoChunks({}, 4).empty());
+}
+
+TEST(SplitIntoChunksTest, OneOverTheBoundMakesTwoNearEqualChunks) {
+  EXPECT_EQ(Lengths(SplitIntoChunks({{1, 0, 0, 4}}, 4)),
+            (std::vector<int64_t>{4}));
+  auto above = SplitIntoChunks({{1, 0, 0, 5}}, 4);
+  EXPECT_EQ(Lengths(above), (std::vector<int64_t>{3, 2}));  // Not 4 + 1.
+  ExpectCoversInOrder(above, 1, 5);
+}
+
+TEST(SplitIntoChunksTest, ABoundOfOneGivesOneElementPerChunk) {
+  auto chunks = SplitIntoChunks({{2, 1, 0, 5}}, 1);
+  EXPECT_EQ(Lengths(chunks), (std::vector<int64_t>(5, 1)));
+  for (const SliceSpec& c : chunks) EXPECT_EQ(c.server, 1);
+  ExpectCoversInOrder(chunks, 2, 5);
+}
+
+TEST(SplitIntoChunksTest, ChunksStartAtTheSliceOffset) {
+  auto chunks = SplitIntoChunks({{4, 2, 100, 7}}, 3);
+  EXPECT_EQ(Lengths(chunks), (std::vector<int64_t>{3, 2, 2}));
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(chunks[0].offset, 100);
+  EXPECT_EQ(chunks[1].offset, 103);
+  EXPECT_EQ(chunks[2].offset, 105);
+}
+
+TEST(SplitIntoChunksTest, SlicesBeyondTwoToTheThirtyOneElements) {
+  const int64_t length = int64_t{3} << 31;  // 6 Gi elements.
+  auto chunks = SplitIntoChunks({{5, 0, 0, length}}, int64_t{1} << 30);
+  EXPECT_EQ(Lengths(chunks), (std::vector<int64_t>(6, int64_t{1} << 30)));
+  ExpectCoversInOrder(chunks, 5, length);
+}
+
+TEST(PartitionDeathTest, MisuseIsABug) {
+  std::vector<int64_t> load(2, 0);
+  EXPECT_DEATH(PlanKey(1, 4, 3, 10, &load), "load->size");
+  EXPECT_DEATH(SplitIntoChunks({{1, 0, 0, 4}}, 0), "max_elements");
+}
+
+TEST(PartitionTest, ThePlanAndItsChunksAsTheDistStoreUsesThem) {
+  // Defaults of KVStoreOptions: big above 1M floats, 4 MiB messages.
+  const int64_t bound = 1000000, max_elements = (int64_t{4} << 20) / 4;
+  const std::vector<int64_t> lengths = {9408, 64, 2359296, 1000, 25690112, 1};
+  std::vector<int64_t> load(3, 0);
+  for (size_t k = 0; k < lengths.size(); ++k) {
+    auto plan = PlanKey(k, lengths[k], 3, bound, &load);
+    auto chunks = SplitIntoChunks(plan, max_elements);
+    ExpectCoversInOrder(chunks, k, lengths[k]);
+    // Chunks stay on their slice's server, within the bound.
+    size_t next = 0;
+    for (const SliceSpec& c : chunks) {
+      EXPECT_LE(c.length, max_elements);
+      while (c.offset >= plan[next].offset + plan[next].length &&
+             next + 1 < plan.size()) {
+        ++next;
+      }
+      EXPECT_EQ(c.server, plan[next].server) << "key " << k;
+    }
+  }
+  int64_t total = 0;
+  for (int64_t l : lengths) total += l;
+  EXPECT_EQ(load[0] + load[1] + load[2], total);
+}
+
+}  // namespace
+}  // namespace kvstore
+}  // namespace pstrain
