@@ -1,16 +1,13 @@
 #include "scheduler/scheduler.h"
 
-#include <algorithm>
-#include <map>
-#include <set>
-#include <tuple>
-#include <vector>
+#include <memory>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
+#include "scheduler/membership.h"
 #include "transport/cluster.h"
 #include "transport/transport.h"
 #include "util/escape.h"
@@ -20,20 +17,6 @@ namespace scheduler {
 namespace {
 
 using transport::Message;
-
-struct Node {
-  proto::NodeInfo info;
-  int id = -1;
-  absl::Time last_seen;
-  bool finished = false;
-};
-
-// The host comes from the node's REGISTER: escaped (it is logged).
-std::string Describe(const Node& n) {
-  return absl::StrCat(n.info.role() == proto::SERVER ? "server" : "worker",
-                      " rank ", n.info.rank(), " at ",
-                      EscapeForLog(n.info.host()), ":", n.info.port());
-}
 
 // The scheduler receives control messages only (REGISTER, BARRIER,
 // HEARTBEAT, SHUTDOWN: a few hundred bytes), so no frame needs more than
@@ -45,6 +28,18 @@ constexpr int64_t kMaxFrameBytes = int64_t{1} << 20;
 // queue stays full is not reading, and its silence is detected by the
 // heartbeat check instead.
 constexpr absl::Time kNoWait = absl::InfinitePast();
+
+// How long the scheduler lets its last broadcast (SHUTDOWN or ABORT) leave
+// before it closes its sockets, which drops whatever is still queued
+// (Transport::Stop; ZeroMQ's linger is 0). Nothing tells it when a message
+// has reached a node: the transport has no flush and the protocol no
+// acknowledgement for these. The grace is safe, not a hidden dependency:
+// a node that misses the message does not hang, it finds the scheduler
+// silent for its heartbeat timeout and exits non-zero (ClusterNode), which
+// for ABORT is the intended outcome anyway and for SHUTDOWN turns a clean
+// exit into a timed-out one. A true synchronisation needs a transport flush
+// with a deadline (or an acknowledgement, a protocol change).
+constexpr absl::Duration kLastBroadcastGrace = absl::Milliseconds(200);
 
 class Scheduler {
  public:
@@ -66,8 +61,9 @@ class Scheduler {
     // Every node connects once; room for as many reconnecting.
     t.max_incoming_connections = 2 * (o_.num_servers + o_.num_workers) + 16;
     if (!o_.insecure_plaintext) {
-      s = o_.curve_keys_dir.empty() ? transport::UseJobCurveKeys(&t)
-                                    : transport::UseCurveKeysDir(o_.curve_keys_dir, &t);
+      s = o_.curve_keys_dir.empty()
+              ? transport::UseJobCurveKeys(&t)
+              : transport::UseCurveKeysDir(o_.curve_keys_dir, &t);
       if (!s.ok()) {
         LOG(ERROR) << "scheduler: " << s.message();
         return 1;
@@ -79,19 +75,27 @@ class Scheduler {
       return 1;
     }
     tr_ = std::move(*tr);
-    LOG(INFO) << "scheduler listening on " << tr_->address() << ", expecting " << o_.num_servers
-              << " server(s) and " << o_.num_workers << " worker(s)";
+    LOG(INFO) << "scheduler listening on " << tr_->address() << ", expecting "
+              << o_.num_servers << " server(s) and " << o_.num_workers
+              << " worker(s)";
     if (o_.on_listening != nullptr) o_.on_listening(tr_->address());
+    MembershipOptions m;
+    m.num_servers = o_.num_servers;
+    m.num_workers = o_.num_workers;
+    m.start_timeout = o_.start_timeout;
+    m.heartbeat_timeout = o_.heartbeat_timeout;
+    membership_ = std::make_unique<Membership>(m, absl::Now());
     const int rc = Loop();
     const auto st = tr_->stats();
     LOG(INFO) << "scheduler: " << st.received << " messages received, "
               << st.dropped_bad_token << " refused (wrong token), "
               << st.dropped_malformed << " malformed, "
-              << st.dropped_wrong_sender + wrong_register_ << " speaking for another node; "
-              << st.connections_refused << " connections refused, "
-              << st.connections_over_limit << " over the limit";
-    // Let the last broadcast leave before the sockets close.
-    absl::SleepFor(absl::Milliseconds(200));
+              << st.dropped_wrong_sender + membership_->wrong_registers()
+              << " speaking for another node; " << st.connections_refused
+              << " connections refused, " << st.connections_over_limit
+              << " over the limit";
+    // A grace period, not a synchronisation: see kLastBroadcastGrace.
+    absl::SleepFor(kLastBroadcastGrace);
     tr_->Stop();
     return rc;
   }
@@ -99,7 +103,7 @@ class Scheduler {
  private:
   void Broadcast(proto::MessageType type, const std::string& error = "",
                  const std::string& barrier = "", bool servers_only = false) {
-    for (const auto& [id, n] : nodes_) {
+    for (const auto& [id, n] : membership_->members()) {
       if (servers_only && n.info.role() != proto::SERVER) continue;
       Message m;
       m.header.set_type(type);
@@ -118,68 +122,37 @@ class Scheduler {
     return 1;
   }
 
-  // Assigns ranks (by role, then host, then port), connects to every node
-  // and sends the address book.
+  absl::Status ConnectTo(const Member& n) {
+    return tr_->Connect(n.id, absl::StrCat(n.info.host(), ":", n.info.port()));
+  }
+
+  // Assigns ranks, connects to every node and sends the address book.
   absl::Status Start() {
-    std::vector<proto::NodeInfo> servers, workers;
-    for (const auto& [key, info] : registered_) {
-      (info.role() == proto::SERVER ? servers : workers).push_back(info);
-    }
-    auto order = [](const proto::NodeInfo& a, const proto::NodeInfo& b) {
-      return std::make_tuple(a.host(), a.port()) < std::make_tuple(b.host(), b.port());
-    };
-    std::sort(servers.begin(), servers.end(), order);
-    std::sort(workers.begin(), workers.end(), order);
-    proto::AddressBook book;
-    auto add = [&](std::vector<proto::NodeInfo>& list, int first_id) -> absl::Status {
-      for (size_t r = 0; r < list.size(); ++r) {
-        list[r].set_rank(static_cast<int>(r));
-        *book.add_nodes() = list[r];
-        Node n;
-        n.info = list[r];
-        n.id = first_id + static_cast<int>(r);
-        n.last_seen = absl::Now();
-        absl::Status s =
-            tr_->Connect(n.id, absl::StrCat(list[r].host(), ":", list[r].port()));
-        if (!s.ok()) return s;
-        nodes_[n.id] = n;
-      }
-      return absl::OkStatus();
-    };
-    absl::Status s = add(servers, 1);
-    if (s.ok()) s = add(workers, 1 + o_.num_servers);
-    if (!s.ok()) return s;
-    for (const auto& [id, n] : nodes_) {
+    auto book = membership_->Start(
+        absl::Now(), [this](const Member& n) { return ConnectTo(n); });
+    if (!book.ok()) return book.status();
+    for (const auto& [id, n] : membership_->members()) {
       Message m;
       m.header.set_type(proto::ADDRESS_BOOK);
       m.header.set_sender(transport::kSchedulerId);
-      *m.header.mutable_address_book() = book;
-      s = tr_->Send(id, std::move(m), kNoWait);
+      *m.header.mutable_address_book() = *book;
+      absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) return s;
     }
-    LOG(INFO) << "scheduler: all " << nodes_.size() << " nodes registered; address book sent";
+    LOG(INFO) << "scheduler: all " << membership_->members().size()
+              << " nodes registered; address book sent";
     return absl::OkStatus();
   }
 
   void HandleBarrier(int sender, const std::string& key) {
-    const std::string group = key.substr(0, key.find(':'));
-    std::set<int> members;
-    for (const auto& [id, n] : nodes_) {
-      const bool is_server = n.info.role() == proto::SERVER;
-      if (group == "all" || (group == "servers" && is_server) || (group == "workers" && !is_server)) {
-        members.insert(id);
+    auto release = membership_->EnterBarrier(sender, key);
+    if (!release.ok()) {
+      if (release.status().code() == absl::StatusCode::kPermissionDenied) {
+        LOG_EVERY_N(WARNING, 100) << release.status().message();
       }
-    }
-    if (!members.count(sender)) {
-      LOG_EVERY_N(WARNING, 100)
-          << "barrier " << EscapeForLog(key) << " from node " << sender
-          << ", not a member; ignored";
       return;
     }
-    auto& entered = barriers_[key];
-    entered.insert(sender);
-    if (entered.size() < members.size()) return;
-    for (int id : members) {
+    for (int id : *release) {
       Message m;
       m.header.set_type(proto::BARRIER);
       m.header.set_sender(transport::kSchedulerId);
@@ -188,90 +161,68 @@ class Scheduler {
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) LOG(WARNING) << "barrier reply: " << s;
     }
-    barriers_.erase(key);
+  }
+
+  void HandleRegister(const proto::NodeInfo& info, const std::string& from) {
+    absl::Status s = membership_->Register(info, from);
+    switch (s.code()) {
+      case absl::StatusCode::kOk:
+        LOG(INFO) << "registered " << proto::Role_Name(info.role()) << " at "
+                  << EscapeForLog(info.host()) << ":" << info.port() << " ("
+                  << membership_->num_registered() << "/"
+                  << o_.num_servers + o_.num_workers << ")";
+        break;
+      case absl::StatusCode::kAlreadyExists:
+        break;  // A repeat.
+      case absl::StatusCode::kPermissionDenied:
+        LOG_EVERY_N(WARNING, 20)
+            << s.message() << " (" << membership_->wrong_registers()
+            << " so far)";
+        break;
+      default:
+        LOG(WARNING) << s.message();
+        break;
+    }
   }
 
   int Loop() {
-    const absl::Time start_deadline = absl::Now() + o_.start_timeout;
     absl::Time next_beat = absl::Now();
-    bool started = false;
     while (true) {
       const absl::Time now = absl::Now();
-      if (!started && now > start_deadline) {
-        return StartTimeout();
-      }
-      if (started && now >= next_beat) {
+      absl::Status s = membership_->CheckStartDeadline(now);
+      if (!s.ok()) return StartTimeout(std::string(s.message()));
+      if (membership_->started() && now >= next_beat) {
         Broadcast(proto::HEARTBEAT);
         next_beat = now + o_.heartbeat_interval;
-        for (const auto& [id, n] : nodes_) {
-          if (n.finished) continue;
-          const absl::Duration silent = now - n.last_seen;
-          if (silent > o_.heartbeat_timeout) {
-            return Abort(absl::StrCat("node dead: ", Describe(n), " has been silent for ",
-                                      absl::StrFormat("%.1f", absl::ToDoubleSeconds(silent)),
-                                      " s (heartbeat timeout ",
-                                      absl::FormatDuration(o_.heartbeat_timeout), ")"));
-          }
-        }
+        s = membership_->CheckLiveness(now);
+        if (!s.ok()) return Abort(std::string(s.message()));
       }
       auto msg = tr_->Receive(now + absl::Milliseconds(50));
       if (!msg.ok()) continue;
       const proto::Header& h = msg->header;
-      auto it = nodes_.find(h.sender());
-      if (it != nodes_.end()) it->second.last_seen = absl::Now();
+      membership_->HeardFrom(h.sender(), absl::Now());
       switch (h.type()) {
         case proto::REGISTER: {
-          if (started) break;  // Duplicate.
-          const proto::NodeInfo& info = h.node();
-          if (info.role() != proto::SERVER && info.role() != proto::WORKER) {
-            LOG(WARNING) << "REGISTER with role " << info.role() << " ignored";
-            break;
-          }
-          const std::string key = absl::StrCat(info.host(), ":", info.port());
-          if (registered_.count(key)) break;
-          const std::string where =
-              absl::StrCat(EscapeForLog(info.host()), ":", info.port());
-          if (msg->from != key) {
-            // A node registers only itself: the address it claims is the
-            // one its connection carries (its routing id).
-            ++wrong_register_;
-            LOG_EVERY_N(WARNING, 20)
-                << "refused a REGISTER for " << where << " that came from '"
-                << EscapeForLog(msg->from) << "' (" << wrong_register_ << " so far)";
-            break;
-          }
-          int servers = 0, workers = 0;
-          for (const auto& [k, i] : registered_) ++(i.role() == proto::SERVER ? servers : workers);
-          if ((info.role() == proto::SERVER && servers >= o_.num_servers) ||
-              (info.role() == proto::WORKER && workers >= o_.num_workers)) {
-            LOG(WARNING) << "extra " << proto::Role_Name(info.role()) << " at "
-                         << where << " refused: the job expects "
-                         << o_.num_servers << " server(s) and "
-                         << o_.num_workers << " worker(s)";
-            break;
-          }
-          registered_[key] = info;
-          LOG(INFO) << "registered " << proto::Role_Name(info.role()) << " at "
-                    << where << " (" << registered_.size() << "/"
-                    << o_.num_servers + o_.num_workers << ")";
-          if (static_cast<int>(registered_.size()) == o_.num_servers + o_.num_workers) {
-            absl::Status s = Start();
-            if (!s.ok()) return Abort(absl::StrCat("cannot reach a node: ", s.message()));
-            started = true;
+          if (membership_->started()) break;  // Duplicate.
+          HandleRegister(h.node(), msg->from);
+          if (membership_->all_registered()) {
+            s = Start();
+            if (!s.ok())
+              return Abort(absl::StrCat("cannot reach a node: ", s.message()));
           }
           break;
         }
         case proto::BARRIER:
-          if (started) HandleBarrier(h.sender(), h.barrier_name());
+          HandleBarrier(h.sender(), h.barrier_name());
           break;
         case proto::SHUTDOWN: {
-          if (it == nodes_.end() || it->second.info.role() != proto::WORKER) break;
-          it->second.finished = true;
-          int done = 0;
-          for (const auto& [id, n] : nodes_) done += n.finished && n.info.role() == proto::WORKER;
-          LOG(INFO) << Describe(it->second) << " finished (" << done << "/" << o_.num_workers << ")";
-          if (done == o_.num_workers) {
-            LOG(INFO) << "scheduler: every worker finished; shutting the job down";
+          if (!membership_->WorkerFinished(h.sender()).ok()) break;
+          LOG(INFO) << Describe(membership_->members().at(h.sender()))
+                    << " finished (" << membership_->num_finished_workers()
+                    << "/" << o_.num_workers << ")";
+          if (membership_->all_workers_finished()) {
+            LOG(INFO)
+                << "scheduler: every worker finished; shutting the job down";
             Broadcast(proto::SHUTDOWN);
             return 0;
           }
@@ -283,37 +234,16 @@ class Scheduler {
     }
   }
 
-  int StartTimeout() {
-    int servers = 0, workers = 0;
-    std::vector<std::string> arrived;
-    for (const auto& [key, info] : registered_) {
-      ++(info.role() == proto::SERVER ? servers : workers);
-      arrived.push_back(
-          absl::StrCat(proto::Role_Name(info.role()), "@", EscapeForLog(key)));
-    }
-    const std::string why = absl::StrCat(
-        "start timeout after ", absl::FormatDuration(o_.start_timeout), ": missing ",
-        o_.num_servers - servers, " of ", o_.num_servers, " server(s) and ", o_.num_workers - workers,
-        " of ", o_.num_workers, " worker(s); arrived: ",
-        arrived.empty() ? "none" : absl::StrJoin(arrived, ", "));
-    // Tell whoever did register, so they exit too.
-    int id = 1000;
-    for (const auto& [key, info] : registered_) {
-      Node n;
-      n.info = info;
-      n.id = id++;
-      if (tr_->Connect(n.id, key).ok()) nodes_[n.id] = n;
-    }
+  // Tells whoever did register, so they exit too.
+  int StartTimeout(const std::string& why) {
+    membership_->AddUnrankedForAbort(
+        absl::Now(), [this](const Member& n) { return ConnectTo(n); });
     return Abort(why);
   }
 
   const SchedulerOptions o_;
   std::unique_ptr<transport::Transport> tr_;
-  std::map<std::string, proto::NodeInfo> registered_;
-  // REGISTERs refused because they named another node than their sender.
-  int64_t wrong_register_ = 0;
-  std::map<int, Node> nodes_;
-  std::map<std::string, std::set<int>> barriers_;
+  std::unique_ptr<Membership> membership_;  // Made when the loop starts.
 };
 
 }  // namespace

@@ -1,0 +1,325 @@
+#include "server/shard.h"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+
+namespace pstrain {
+namespace server {
+namespace {
+
+using transport::Frame;
+using transport::Message;
+
+// dst = a + b, elementwise (restrict: the compiler vectorizes freely).
+void Add2(float* __restrict dst, const float* __restrict a,
+          const float* __restrict b, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = a[i] + b[i];
+}
+
+// dst += src.
+void AddTo(float* __restrict dst, const float* __restrict src, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+// dst = ((g[0] + g[1]) + g[2]) + ..., straight from the received frames, in
+// this (worker rank) order: bitwise reproducible. REQUIRES: !g.empty().
+void SumInto(float* dst, const std::vector<absl::Span<const float>>& g) {
+  const size_t n = g[0].size();
+  if (g.size() == 1) {
+    std::memcpy(dst, g[0].data(), n * sizeof(float));
+    return;
+  }
+  Add2(dst, g[0].data(), g[1].data(), n);
+  for (size_t r = 2; r < g.size(); ++r) AddTo(dst, g[r].data(), n);
+}
+
+// OK when `msg` has one frame of float32 values per slice its header
+// names, each as long as the header states (the transport has checked
+// this for messages from the network; the shard does not rely on it).
+absl::Status CheckFrames(const Message& msg, const char* what) {
+  const proto::Header& h = msg.header;
+  if (msg.frames.size() != static_cast<size_t>(h.keys_size())) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " without values"));
+  }
+  if (h.offsets_size() != h.keys_size() || h.lengths_size() != h.keys_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", h.keys_size(), " keys, ", h.offsets_size(),
+                     " offsets, ", h.lengths_size(), " lengths"));
+  }
+  for (int i = 0; i < h.keys_size(); ++i) {
+    const size_t bytes = msg.frames[i].size();
+    if (h.lengths(i) < 0 ||
+        bytes != static_cast<uint64_t>(h.lengths(i)) * sizeof(float)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": key ", h.keys(i), " offset ", h.offsets(i),
+                       " has ", bytes, " bytes for ", h.lengths(i), " values"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Message MakeReply(const proto::Header& req, const std::string& error,
+                  std::vector<Frame> frames, bool with_slices) {
+  Message r;
+  r.header.set_type(proto::RESPONSE);
+  r.header.set_request_id(req.request_id());
+  r.header.set_priority(req.priority());
+  r.header.set_error(error);
+  if (with_slices) {
+    for (int i = 0; i < req.keys_size(); ++i) {
+      r.header.add_keys(req.keys(i));
+      r.header.add_offsets(req.offsets(i));
+      r.header.add_lengths(req.lengths(i));
+    }
+  }
+  r.frames = std::move(frames);
+  return r;
+}
+
+Shard::Version::Version(std::vector<float> v)
+    : owned(std::move(v)), values(absl::MakeSpan(owned)) {}
+
+Shard::Version::Version(Frame f, const transport::Transport* shared)
+    : frame(std::move(f)),
+      values(reinterpret_cast<float*>(frame.mutable_data()),
+             frame.size() / sizeof(float)),
+      shared(shared) {
+  CHECK(frame.mutable_data() != nullptr || frame.size() == 0);
+}
+
+bool Shard::Version::free() const {
+  return readers.load(std::memory_order_acquire) == 0 &&
+         (shared == nullptr || !shared->SharedFrameInUse(frame));
+}
+
+Shard::Shard(const ShardOptions& options) : options_(options) {
+  CHECK_GE(options_.num_workers, 1);
+}
+
+Shard::~Shard() = default;
+
+Shard::Buffer Shard::NewVersion(size_t n) const {
+  if (options_.shared != nullptr) {
+    Frame f = options_.shared->NewSharedFrame(n * sizeof(float));
+    if (f.size() > 0)
+      return std::make_shared<Version>(std::move(f), options_.shared);
+  }
+  return std::make_shared<Version>(std::vector<float>(n));
+}
+
+absl::Span<float> Shard::Writable(Slice& s, bool keep) {
+  if (!s.weights_ptr->free()) {
+    Buffer* spare = nullptr;
+    for (Buffer& b : s.spares) {
+      if (b->free()) {
+        spare = &b;
+        break;
+      }
+    }
+    if (spare == nullptr) {
+      s.spares.push_back(NewVersion(s.weights().size()));
+      spare = &s.spares.back();
+    }
+    std::swap(*spare, s.weights_ptr);
+    if (keep) {
+      std::memcpy(s.weights_ptr->values.data(), (*spare)->values.data(),
+                  s.weights_ptr->values.size() * sizeof(float));
+    }
+  }
+  return s.weights_ptr->values;
+}
+
+Frame Shard::Share(const Slice& s) {
+  Buffer b = s.weights_ptr;
+  b->readers.fetch_add(1, std::memory_order_relaxed);
+  const absl::Span<const float> v = b->values;
+  return Frame::Borrow(v.data(), v.size() * sizeof(float),
+                       std::shared_ptr<const void>(v.data(), [b](const void*) {
+                         b->readers.fetch_sub(1, std::memory_order_release);
+                       }));
+}
+
+absl::Status Shard::CheckSlices(const proto::Header& h) const {
+  if (h.offsets_size() != h.keys_size() || h.lengths_size() != h.keys_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(h.keys_size(), " keys, ", h.offsets_size(), " offsets, ",
+                     h.lengths_size(), " lengths"));
+  }
+  for (int i = 0; i < h.keys_size(); ++i) {
+    auto it = slices_.find({h.keys(i), h.offsets(i)});
+    if (it == slices_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown key ", h.keys(i), " (offset ", h.offsets(i), ")"));
+    }
+    if (static_cast<int64_t>(it->second.weights().size()) != h.lengths(i)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "key ", h.keys(i), " offset ", h.offsets(i), " holds ",
+          it->second.weights().size(), " values, not ", h.lengths(i)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<Frame> Shard::WeightsOf(const proto::Header& h) {
+  std::vector<Frame> out;
+  for (int i = 0; i < h.keys_size(); ++i) {
+    auto it = slices_.find({h.keys(i), h.offsets(i)});
+    CHECK(it != slices_.end());
+    out.push_back(Share(it->second));
+  }
+  return out;
+}
+
+Reply Shard::Ack(const proto::Header& h) {
+  Reply r;
+  r.to = h.sender();
+  if (h.type() == proto::PUSH_PULL) {
+    r.msg = MakeReply(h, "", WeightsOf(h), /*with_slices=*/true);
+  } else {
+    r.msg = MakeReply(h, "");
+  }
+  return r;
+}
+
+absl::Status Shard::Init(const Message& msg) {
+  const proto::Header& h = msg.header;
+  if (msg.frames.size() != static_cast<size_t>(h.keys_size())) {
+    return absl::InvalidArgumentError("INIT without values");
+  }
+  if (h.offsets_size() != h.keys_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "INIT: ", h.keys_size(), " keys, ", h.offsets_size(), " offsets"));
+  }
+  sync_ = h.sync_mode();
+  for (int i = 0; i < h.keys_size(); ++i) {
+    Slice& s = slices_[{h.keys(i), h.offsets(i)}];
+    auto v = msg.frames[i].As<float>();
+    s.weights_ptr = NewVersion(v.size());
+    std::copy(v.begin(), v.end(), s.weights_ptr->values.begin());
+    s.spares.clear();
+    s.pending.assign(options_.num_workers, nullptr);
+    s.frame_of.assign(options_.num_workers, -1);
+    s.received = 0;
+    s.merged.clear();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::SetOptimizer(const proto::OptimizerConfig& config) {
+  auto opt = nn::Optimizer::Create(config);
+  if (!opt.ok()) return opt.status();
+  optimizer_ = std::move(*opt);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Message> Shard::Pull(const proto::Header& req) {
+  absl::Status s = CheckSlices(req);
+  if (!s.ok()) return s;
+  return MakeReply(req, "", WeightsOf(req), /*with_slices=*/true);
+}
+
+void Shard::ApplyAsync(const SliceId& id, Slice& s,
+                       absl::Span<const float> grad) {
+  // Negative keys are plain sums (e.g. metrics), never optimized.
+  if (optimizer_ != nullptr && id.first >= 0) {
+    optimizer_->Update(id.first, id.second, Writable(s), grad);
+  } else {
+    AddTo(Writable(s).data(), grad.data(), grad.size());
+  }
+}
+
+absl::Status Shard::Push(int worker_rank, Message&& msg,
+                         std::vector<Reply>* replies) {
+  const proto::Header& h = msg.header;
+  absl::Status st = CheckSlices(h);
+  if (!st.ok()) return st;
+  if (msg.frames.size() != static_cast<size_t>(h.keys_size())) {
+    return absl::InvalidArgumentError("push without values");
+  }
+  st = CheckFrames(msg, "push");
+  if (!st.ok()) return st;
+  const int rank = worker_rank;
+  if (rank < 0 || rank >= options_.num_workers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("node ", h.sender(), " is not a worker"));
+  }
+  if (!sync_) {
+    for (int i = 0; i < h.keys_size(); ++i) {
+      const SliceId id{h.keys(i), h.offsets(i)};
+      ApplyAsync(id, slices_.find(id)->second, msg.frames[i].As<float>());
+    }
+    replies->push_back(Ack(h));
+    return absl::OkStatus();
+  }
+  std::set<SliceId> listed;
+  for (int i = 0; i < h.keys_size(); ++i) {
+    // A slice listed twice in one message would count as two workers'
+    // pushes (and complete the round with another rank's still null).
+    if (!listed.insert({h.keys(i), h.offsets(i)}).second ||
+        slices_.find({h.keys(i), h.offsets(i)})->second.pending[rank] !=
+            nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("worker rank ", rank, " pushed key ", h.keys(i),
+                       " (offset ", h.offsets(i), ") twice in one round"));
+    }
+  }
+  auto req = std::make_shared<Request>();
+  req->outstanding = h.keys_size();
+  req->msg = std::move(msg);
+  const proto::Header& rh = req->msg.header;
+  for (int i = 0; i < rh.keys_size(); ++i) {
+    const SliceId id{rh.keys(i), rh.offsets(i)};
+    Slice& s = slices_.find(id)->second;
+    s.pending[rank] = req;
+    s.frame_of[rank] = i;
+    if (++s.received == options_.num_workers) Complete(id, s, replies);
+  }
+  return absl::OkStatus();
+}
+
+void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
+  std::vector<absl::Span<const float>> grads;
+  for (size_t r = 0; r < s.pending.size(); ++r) {
+    grads.push_back(s.pending[r]->msg.frames[s.frame_of[r]].As<float>());
+  }
+  if (optimizer_ == nullptr || id.first < 0) {
+    // Store the sum. With one worker that is its push: the received
+    // buffer becomes the weights (no copy; the old version goes when no
+    // reply reads it any more). Otherwise summed straight into the
+    // weights.
+    Frame& only = s.pending[0]->msg.frames[s.frame_of[0]];
+    if (grads.size() == 1 && only.mutable_data() != nullptr) {
+      // (A push through shared memory may go back to the worker by
+      // reference: `shared` tells when a reply still reads it.)
+      s.weights_ptr =
+          std::make_shared<Version>(std::move(only), options_.shared);
+    } else {
+      SumInto(Writable(s, /*keep=*/false).data(), grads);
+    }
+  } else {
+    absl::Span<const float> g = grads[0];
+    if (grads.size() > 1) {
+      s.merged.resize(s.weights().size());
+      SumInto(s.merged.data(), grads);
+      g = s.merged;
+    }
+    optimizer_->Update(id.first, id.second, Writable(s), g);
+  }
+  std::vector<std::shared_ptr<Request>> pending;
+  pending.swap(s.pending);
+  s.pending.assign(pending.size(), nullptr);
+  s.received = 0;
+  for (auto& req : pending) {
+    if (--req->outstanding > 0) continue;
+    replies->push_back(Ack(req->msg.header));
+  }
+}
+
+}  // namespace server
+}  // namespace pstrain

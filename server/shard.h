@@ -1,0 +1,187 @@
+// The state of the key slices one server owns and the rules that change it
+// (DESIGN.md, KVStore semantics), without sockets: the server's message loop
+// (server.cc) hands each request here and sends the replies it gets back.
+//
+// - Init stores worker rank 0's values (and the job's sync mode); a slice
+//   initialised again starts over (a round in progress is forgotten).
+// - dist_sync: a slice holds each worker's push until every worker has
+//   pushed it once, sums them in worker-rank order (bitwise reproducible),
+//   applies the optimizer once (or, without one, stores the sum), and only
+//   then acknowledges the pushes whose every slice is now applied.
+// - dist_async: each push is applied on arrival and acknowledged at once.
+// - Negative keys are never optimized: they store the sum of the round's
+//   pushes (dist_sync) or add each push (dist_async); used to combine
+//   metrics across workers.
+// - Pull returns the current weights: a pull during a dist_sync round sees
+//   the previous round's weights, never a partial sum. Replies carry the
+//   weights zero-copy; an update while a reply still reads them moves to a
+//   spare buffer, so no reply ever sees a half-applied update.
+//
+// Bad input (an unknown slice, a wrong length, a missing frame, a push
+// listed twice in a round) is refused with InvalidArgument naming it; the
+// state is unchanged then. Nothing a request carries can crash the shard.
+//
+// Thread-compatible: one thread (the transport's I/O thread) calls every
+// method. Replies may outlive the shard and be released on any thread.
+#ifndef PSTRAIN_SERVER_SHARD_H_
+#define PSTRAIN_SERVER_SHARD_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "nn/optimizer.h"
+#include "proto/messages.pb.h"
+#include "transport/message.h"
+#include "transport/transport.h"
+
+namespace pstrain {
+namespace server {
+
+struct ShardOptions {
+  // Pushes per dist_sync round (the job's workers). REQUIRES: >= 1.
+  int num_workers = 1;
+  // The transport whose shared-memory arena holds the weights (replies to
+  // workers on this host then pass them by reference) and that tells when
+  // a reply sent by reference still reads them. nullptr: the weights live
+  // in ordinary memory (tests). Not owned; must outlive the shard and
+  // every reply it made.
+  const transport::Transport* shared = nullptr;
+};
+
+// A message to send to node `to`.
+struct Reply {
+  int to = -1;
+  transport::Message msg;
+};
+
+// The RESPONSE to the request `req`: its request id and priority, `error`
+// (empty: success), `frames`, and, with `with_slices`, the keys, offsets
+// and lengths of `req` (the slices `frames` hold).
+transport::Message MakeReply(const proto::Header& req, const std::string& error,
+                             std::vector<transport::Frame> frames = {},
+                             bool with_slices = false);
+
+class Shard {
+ public:
+  explicit Shard(const ShardOptions& options);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  // INIT: stores msg's values as the weights of the slices its header
+  // names (keys, offsets; one frame each) and takes its sync_mode for the
+  // job. The values are copied. The caller checks the sender is worker
+  // rank 0. InvalidArgument when frames and header disagree.
+  absl::Status Init(const transport::Message& msg);
+
+  // SET_OPTIMIZER: the update rule from now on. InvalidArgument for an
+  // impossible configuration (the previous rule stays).
+  absl::Status SetOptimizer(const proto::OptimizerConfig& config);
+
+  // PULL: the reply carrying the current weights of the slices `req`
+  // names. InvalidArgument for an unknown slice or a wrong length.
+  absl::StatusOr<transport::Message> Pull(const proto::Header& req);
+
+  // PUSH or PUSH_PULL from `worker_rank` (-1: the sender is not a worker)
+  // carrying one gradient frame per slice its header names. Appends to
+  // `replies` the acknowledgements now due (a PUSH_PULL's carries the
+  // slices' new weights): dist_async, this push's; dist_sync, none until
+  // the push completes a round, then those of every push the round
+  // completed. InvalidArgument, with nothing applied or held, for an
+  // unknown slice, a wrong length, missing frames, a sender that is not a
+  // worker, or (dist_sync) a slice this worker already pushed this round.
+  // Takes `msg` only when it returns OK (dist_sync holds its gradient
+  // frames until their rounds complete; nothing is copied); after an error
+  // `msg` is untouched, so the caller can still answer it.
+  absl::Status Push(int worker_rank, transport::Message&& msg,
+                    std::vector<Reply>* replies);
+
+  // Number of slices held.
+  size_t num_slices() const { return slices_.size(); }
+
+ private:
+  using SliceId = std::pair<int64_t, int64_t>;  // Key, offset.
+
+  // A dist_sync push held until every slice it names is applied.
+  struct Request {
+    transport::Message msg;
+    int outstanding = 0;  // Slices not yet applied.
+  };
+
+  // One version of a slice's weights: in memory of its own, in the
+  // transport's shared-memory arena (replies to workers on this host then
+  // pass it by reference), or in a received push adopted as the weights;
+  // and how many replies being sent still read it (they release it on
+  // ZeroMQ's thread, or, when passed by reference, in the arena).
+  struct Version {
+    explicit Version(std::vector<float> v);
+    // REQUIRES: `f` owns its bytes (a received frame, or a
+    // Transport::NewSharedFrame of `shared`). `shared`: the transport that
+    // knows whether replies sent by reference still read it.
+    explicit Version(transport::Frame f,
+                     const transport::Transport* shared = nullptr);
+    bool free() const;
+
+    std::vector<float> owned;
+    transport::Frame frame;
+    absl::Span<float> values;
+    const transport::Transport* shared = nullptr;
+    std::atomic<int> readers{0};
+  };
+  using Buffer = std::shared_ptr<Version>;
+
+  struct Slice {
+    // The current weights, sent zero-copy by pull replies. An update while
+    // a reply still reads the current version moves to a spare version no
+    // reply reads any more (allocating one only when every spare is still
+    // read), so the steady state allocates nothing.
+    Buffer weights_ptr;
+    std::vector<Buffer> spares;
+    absl::Span<const float> weights() const { return weights_ptr->values; }
+    // dist_sync: this round's push of each worker rank (request + frame
+    // index), and how many have arrived.
+    std::vector<std::shared_ptr<Request>> pending;
+    std::vector<int> frame_of;
+    int received = 0;
+    // dist_sync with an optimizer and several workers: the round's sum.
+    // Allocated on first use, then reused.
+    std::vector<float> merged;
+  };
+
+  // A version of `n` floats (unset), in the shared-memory arena when it
+  // has room.
+  Buffer NewVersion(size_t n) const;
+  // The weights of `s` to modify in place; `keep`: with their current
+  // values (false when the caller overwrites every value).
+  absl::Span<float> Writable(Slice& s, bool keep = true);
+  // A frame over the current weights of `s` for a reply (zero-copy).
+  static transport::Frame Share(const Slice& s);
+
+  // OK when every slice `h` names exists and `h` states its length.
+  absl::Status CheckSlices(const proto::Header& h) const;
+  // Weights of the slices `h` names, as frames. REQUIRES: CheckSlices(h).
+  std::vector<transport::Frame> WeightsOf(const proto::Header& h);
+  // The acknowledgement of push `h` (with the weights for a PUSH_PULL).
+  Reply Ack(const proto::Header& h);
+  void ApplyAsync(const SliceId& id, Slice& s, absl::Span<const float> grad);
+  // dist_sync: every worker has pushed slice `id`: sum, apply, ack.
+  void Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies);
+
+  const ShardOptions options_;
+  std::map<SliceId, Slice> slices_;
+  std::unique_ptr<nn::Optimizer> optimizer_;
+  bool sync_ = true;
+};
+
+}  // namespace server
+}  // namespace pstrain
+
+#endif  // PSTRAIN_SERVER_SHARD_H_

@@ -1,0 +1,369 @@
+// The shard in process, without sockets: simulated workers push and pull
+// as they would over the wire, and the replies are checked against hand
+// computations (values chosen so float arithmetic is exact).
+#include "server/shard.h"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/messages.pb.h"
+#include "transport/message.h"
+
+namespace pstrain {
+namespace server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using transport::Frame;
+using transport::Message;
+
+// One slice in a request: key, offset and its values (empty for a pull).
+struct Part {
+  int64_t key;
+  int64_t offset;
+  std::vector<float> values;
+};
+
+// Worker rank r is node id kFirstWorkerId + r (as in the address book,
+// where servers come first).
+constexpr int kFirstWorkerId = 10;
+
+Message Request(proto::MessageType type, int sender, uint64_t request_id,
+                const std::vector<Part>& parts, bool with_frames = true) {
+  Message m;
+  m.header.set_type(type);
+  m.header.set_sender(sender);
+  m.header.set_request_id(request_id);
+  m.header.set_priority(7);
+  for (const Part& p : parts) {
+    m.header.add_keys(p.key);
+    m.header.add_offsets(p.offset);
+    m.header.add_lengths(static_cast<int64_t>(p.values.size()));
+    if (with_frames) {
+      m.frames.push_back(
+          Frame::Copy(p.values.data(), p.values.size() * sizeof(float)));
+    }
+  }
+  return m;
+}
+
+std::vector<float> Values(const Frame& f) {
+  auto v = f.As<float>();
+  return std::vector<float>(v.begin(), v.end());
+}
+
+class ShardTest : public ::testing::Test {
+ protected:
+  void MakeShard(int num_workers) {
+    ShardOptions o;
+    o.num_workers = num_workers;
+    shard_ = std::make_unique<Shard>(o);
+  }
+
+  // Worker rank 0 initialises `parts`.
+  void Init(const std::vector<Part>& parts, bool sync = true) {
+    Message m = Request(proto::INIT, kFirstWorkerId, next_id_++, parts);
+    m.header.set_sync_mode(sync);
+    ASSERT_TRUE(shard_->Init(m).ok());
+  }
+
+  void Sgd(double lr, double rescale) {
+    proto::OptimizerConfig c;
+    c.set_kind(proto::OptimizerConfig::SGD);
+    c.set_learning_rate(lr);
+    c.set_rescale_grad(rescale);
+    ASSERT_TRUE(shard_->SetOptimizer(c).ok());
+  }
+
+  // Worker `rank` pushes `parts`; returns the replies now due.
+  std::vector<Reply> Push(int rank, const std::vector<Part>& parts,
+                          proto::MessageType type = proto::PUSH) {
+    std::vector<Reply> replies;
+    Message m = Request(type, kFirstWorkerId + rank, next_id_++, parts);
+    absl::Status s = shard_->Push(rank, std::move(m), &replies);
+    EXPECT_TRUE(s.ok()) << s;
+    return replies;
+  }
+
+  // The status of a push that should be refused; checks nothing is due.
+  absl::Status BadPush(int rank, Message m) {
+    std::vector<Reply> replies;
+    absl::Status s = shard_->Push(rank, std::move(m), &replies);
+    EXPECT_THAT(replies, IsEmpty());
+    return s;
+  }
+
+  std::vector<float> Pull(int64_t key, int64_t offset, size_t n) {
+    Message m =
+        Request(proto::PULL, kFirstWorkerId, next_id_++,
+                {{key, offset, std::vector<float>(n)}}, /*with_frames=*/false);
+    auto r = shard_->Pull(m.header);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return {};
+    EXPECT_EQ(r->frames.size(), 1u);
+    return Values(r->frames[0]);
+  }
+
+  std::unique_ptr<Shard> shard_;
+  uint64_t next_id_ = 1;
+};
+
+TEST_F(ShardTest, SyncRepliesOnlyAfterEveryWorkerPushedAndStoresTheSum) {
+  MakeShard(3);
+  Init({{0, 0, {0, 0, 0, 0}}});
+  EXPECT_THAT(Push(0, {{0, 0, {1, 2, 3, 4}}}), IsEmpty());
+  EXPECT_THAT(Push(1, {{0, 0, {0.5f, 0.25f, -1, 8}}}), IsEmpty());
+  const uint64_t last_id = next_id_;
+  std::vector<Reply> replies = Push(2, {{0, 0, {10, 20, 30, 40}}});
+  // Every push of the round is acknowledged, in worker-rank order, to its
+  // sender, as an empty success reply to its request.
+  ASSERT_EQ(replies.size(), 3u);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(replies[r].to, kFirstWorkerId + r);
+    EXPECT_EQ(replies[r].msg.header.type(), proto::RESPONSE);
+    EXPECT_EQ(replies[r].msg.header.error(), "");
+    EXPECT_EQ(replies[r].msg.header.priority(), 7);
+    EXPECT_THAT(replies[r].msg.frames, IsEmpty());
+  }
+  EXPECT_EQ(replies[2].msg.header.request_id(), last_id);
+  // Without an optimizer the round's sum becomes the weights.
+  EXPECT_THAT(Pull(0, 0, 4), ElementsAre(11.5f, 22.25f, 32, 52));
+}
+
+TEST_F(ShardTest, SyncSumsInWorkerRankOrderWhateverTheArrivalOrder) {
+  MakeShard(3);
+  Init({{0, 0, {0}}});
+  // (1e8 + 1) + -1e8 == 0 in float, but (-1e8 + 1e8) + 1 == 1: the result
+  // shows the order of the sum.
+  EXPECT_THAT(Push(2, {{0, 0, {-1e8f}}}), IsEmpty());
+  EXPECT_THAT(Push(0, {{0, 0, {1e8f}}}), IsEmpty());
+  EXPECT_EQ(Push(1, {{0, 0, {1}}}).size(), 3u);
+  EXPECT_THAT(Pull(0, 0, 1), ElementsAre(0.0f));
+}
+
+TEST_F(ShardTest, SyncAppliesTheOptimizerOnceToTheSum) {
+  MakeShard(2);
+  Init({{3, 0, {1, 2, 3, 4}}});
+  Sgd(/*lr=*/0.5, /*rescale=*/0.25);
+  EXPECT_THAT(Push(0, {{3, 0, {1, 2, 3, 4}}}), IsEmpty());
+  EXPECT_EQ(Push(1, {{3, 0, {3, 2, 1, -4}}}).size(), 2u);
+  // w -= lr * rescale * (g0 + g1) = w - 0.125 * {4, 4, 4, 0}.
+  EXPECT_THAT(Pull(3, 0, 4), ElementsAre(0.5f, 1.5f, 2.5f, 4));
+  // Second round, as PUSH_PULL: the acks carry the new weights.
+  EXPECT_THAT(Push(1, {{3, 0, {8, 0, 0, 0}}}, proto::PUSH_PULL), IsEmpty());
+  std::vector<Reply> replies =
+      Push(0, {{3, 0, {0, 0, 0, 8}}}, proto::PUSH_PULL);
+  ASSERT_EQ(replies.size(), 2u);
+  for (const Reply& r : replies) {
+    EXPECT_THAT(r.msg.header.keys(), ElementsAre(3));
+    EXPECT_THAT(r.msg.header.lengths(), ElementsAre(4));
+    ASSERT_EQ(r.msg.frames.size(), 1u);
+    EXPECT_THAT(Values(r.msg.frames[0]), ElementsAre(-0.5f, 1.5f, 2.5f, 3));
+  }
+}
+
+TEST_F(ShardTest, SyncNegativeKeysStoreTheSumEvenWithAnOptimizer) {
+  MakeShard(2);
+  Init({{-1, 0, {0, 0}}});
+  Sgd(0.5, 0.25);
+  EXPECT_THAT(Push(0, {{-1, 0, {3, 4}}}), IsEmpty());
+  EXPECT_EQ(Push(1, {{-1, 0, {5, 6}}}).size(), 2u);
+  EXPECT_THAT(Pull(-1, 0, 2), ElementsAre(8, 10));
+}
+
+TEST_F(ShardTest, SyncOneWorkerStoresItsPush) {
+  MakeShard(1);
+  Init({{0, 0, {1, 1}}});
+  EXPECT_EQ(Push(0, {{0, 0, {2, 3}}}).size(), 1u);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(2, 3));
+  EXPECT_EQ(Push(0, {{0, 0, {4, 5}}}).size(), 1u);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(4, 5));
+}
+
+TEST_F(ShardTest, SyncPushOfSeveralSlicesIsAckedWhenItsLastRoundCompletes) {
+  MakeShard(2);
+  Init({{0, 0, {0, 0}}, {0, 2, {0, 0}}, {1, 0, {0}}});
+  EXPECT_THAT(Push(0, {{0, 0, {1, 2}}, {0, 2, {3, 4}}, {1, 0, {5}}}),
+              IsEmpty());
+  // Completes slice (0, 0) only: worker 1's push is done, worker 0's not.
+  std::vector<Reply> replies = Push(1, {{0, 0, {1, 1}}});
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].to, kFirstWorkerId + 1);
+  EXPECT_EQ(Push(1, {{0, 2, {1, 1}}}).size(), 1u);
+  replies = Push(1, {{1, 0, {1}}});
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_EQ(replies[0].to, kFirstWorkerId);
+  EXPECT_EQ(replies[1].to, kFirstWorkerId + 1);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(2, 3));
+  EXPECT_THAT(Pull(0, 2, 2), ElementsAre(4, 5));
+  EXPECT_THAT(Pull(1, 0, 1), ElementsAre(6));
+}
+
+TEST_F(ShardTest, PullDuringARoundSeesThePreviousVersion) {
+  MakeShard(2);
+  Init({{0, 0, {1, 2}}});
+  Sgd(1, 1);
+  EXPECT_THAT(Push(0, {{0, 0, {1, 1}}}), IsEmpty());
+  // Half the round has arrived: the weights are still the initial ones.
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(1, 2));
+  // A pull reply still being sent holds that version...
+  Message pull =
+      Request(proto::PULL, kFirstWorkerId, 99, {{0, 0, {0, 0}}}, false);
+  auto held = shard_->Pull(pull.header);
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(Push(1, {{0, 0, {1, 1}}}).size(), 2u);
+  // ...which the update does not touch: it went to another buffer.
+  EXPECT_THAT(Values(held->frames[0]), ElementsAre(1, 2));
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(-1, 0));
+  // Once released, the next rounds reuse the buffers.
+  held = absl::InternalError("released");
+  EXPECT_THAT(Push(0, {{0, 0, {1, 0}}}), IsEmpty());
+  EXPECT_EQ(Push(1, {{0, 0, {1, 0}}}).size(), 2u);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(-3, 0));
+}
+
+TEST_F(ShardTest, AsyncAppliesAndAcknowledgesEachPush) {
+  MakeShard(3);
+  Init({{0, 0, {1, 2}}, {-2, 0, {0}}}, /*sync=*/false);
+  Sgd(0.5, 0.5);
+  std::vector<Reply> r = Push(2, {{0, 0, {4, 8}}});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].to, kFirstWorkerId + 2);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(0, 0));  // w -= 0.25 * g.
+  r = Push(0, {{0, 0, {-4, 4}}, {-2, 0, {3}}}, proto::PUSH_PULL);
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(r[0].msg.frames.size(), 2u);
+  EXPECT_THAT(Values(r[0].msg.frames[0]), ElementsAre(1, -1));
+  // Negative keys add each push, never optimized.
+  EXPECT_THAT(Values(r[0].msg.frames[1]), ElementsAre(3));
+  // The same worker may push again at once: no rounds.
+  EXPECT_EQ(Push(0, {{-2, 0, {4}}}).size(), 1u);
+  EXPECT_THAT(Pull(-2, 0, 1), ElementsAre(7));
+}
+
+TEST_F(ShardTest, BadPushesAreRefusedAndChangeNothing) {
+  MakeShard(2);
+  Init({{0, 0, {1, 2}}});
+  auto message = [&](int rank, const std::vector<Part>& parts) {
+    return Request(proto::PUSH, kFirstWorkerId + rank, next_id_++, parts);
+  };
+  absl::Status s = BadPush(0, message(0, {{5, 0, {1, 1}}}));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("unknown key 5 (offset 0)"));
+  s = BadPush(0, message(0, {{0, 1, {1, 1}}}));
+  EXPECT_THAT(s.message(), HasSubstr("unknown key 0 (offset 1)"));
+  s = BadPush(0, message(0, {{0, 0, {1, 1, 1}}}));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("holds 2 values, not 3"));
+  // No frames, and a frame that disagrees with the header.
+  s = BadPush(0,
+              Request(proto::PUSH, kFirstWorkerId, 1, {{0, 0, {1, 1}}}, false));
+  EXPECT_THAT(s.message(), HasSubstr("push without values"));
+  Message short_frame = message(0, {{0, 0, {1, 1}}});
+  short_frame.frames[0] = Frame::Copy("abc", 3);
+  s = BadPush(0, std::move(short_frame));
+  EXPECT_THAT(s.message(), HasSubstr("3 bytes for 2 values"));
+  // Header lists that disagree.
+  Message lists = message(0, {{0, 0, {1, 1}}});
+  lists.header.add_offsets(0);
+  s = BadPush(0, std::move(lists));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  // Not a worker of the job.
+  s = BadPush(-1, message(0, {{0, 0, {1, 1}}}));
+  EXPECT_THAT(s.message(), HasSubstr("is not a worker"));
+  s = BadPush(2, message(2, {{0, 0, {1, 1}}}));
+  EXPECT_THAT(s.message(), HasSubstr("is not a worker"));
+  // Twice in one message, and twice in one round.
+  s = BadPush(0, message(0, {{0, 0, {1, 1}}, {0, 0, {1, 1}}}));
+  EXPECT_THAT(s.message(), HasSubstr("twice in one round"));
+  EXPECT_THAT(Push(0, {{0, 0, {1, 1}}}), IsEmpty());
+  s = BadPush(0, message(0, {{0, 0, {1, 1}}}));
+  EXPECT_THAT(
+      s.message(),
+      HasSubstr("worker rank 0 pushed key 0 (offset 0) twice in one round"));
+  // None of that touched the weights or the round.
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(1, 2));
+  EXPECT_EQ(Push(1, {{0, 0, {2, 2}}}).size(), 2u);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(3, 3));
+}
+
+TEST_F(ShardTest, RefusedPushLeavesTheMessageToTheCaller) {
+  MakeShard(1);
+  Init({{0, 0, {1}}});
+  Message m = Request(proto::PUSH, kFirstWorkerId, 42, {{9, 0, {1}}});
+  std::vector<Reply> replies;
+  EXPECT_FALSE(shard_->Push(0, std::move(m), &replies).ok());
+  EXPECT_EQ(m.header.request_id(), 42u);
+  EXPECT_EQ(m.frames.size(), 1u);
+}
+
+TEST_F(ShardTest, BadPullsInitsAndOptimizersAreRefused) {
+  MakeShard(1);
+  Init({{0, 0, {1, 2}}});
+  Message pull = Request(proto::PULL, kFirstWorkerId, 1, {{4, 0, {0}}}, false);
+  auto r = shard_->Pull(pull.header);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("unknown key 4"));
+  pull = Request(proto::PULL, kFirstWorkerId, 1, {{0, 0, {0}}}, false);
+  EXPECT_THAT(shard_->Pull(pull.header).status().message(),
+              HasSubstr("holds 2 values, not 1"));
+
+  Message init = Request(proto::INIT, kFirstWorkerId, 2, {{1, 0, {1}}}, false);
+  absl::Status s = shard_->Init(init);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("INIT without values"));
+  EXPECT_EQ(shard_->num_slices(), 1u);
+
+  proto::OptimizerConfig bad;
+  bad.set_kind(proto::OptimizerConfig::SGD);
+  bad.set_learning_rate(-1);
+  EXPECT_EQ(shard_->SetOptimizer(bad).code(),
+            absl::StatusCode::kInvalidArgument);
+  // No optimizer was installed: a push still stores the sum.
+  EXPECT_EQ(Push(0, {{0, 0, {5, 6}}}).size(), 1u);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(5, 6));
+}
+
+TEST_F(ShardTest, InitAgainRestartsTheSlice) {
+  MakeShard(2);
+  Init({{0, 0, {1, 2}}});
+  EXPECT_THAT(Push(0, {{0, 0, {1, 1}}}), IsEmpty());
+  Init({{0, 0, {7, 8, 9}}});
+  EXPECT_THAT(Pull(0, 0, 3), ElementsAre(7, 8, 9));
+  // The round in progress was forgotten: worker 0 may push again.
+  EXPECT_THAT(Push(0, {{0, 0, {1, 1, 1}}}), IsEmpty());
+  EXPECT_EQ(Push(1, {{0, 0, {1, 1, 1}}}).size(), 2u);
+  EXPECT_THAT(Pull(0, 0, 3), ElementsAreArray({2.0f, 2.0f, 2.0f}));
+}
+
+TEST(MakeReplyTest, CopiesIdsAndSlices) {
+  proto::Header req;
+  req.set_type(proto::PULL);
+  req.set_request_id(5);
+  req.set_priority(-3);
+  req.add_keys(1);
+  req.add_offsets(2);
+  req.add_lengths(3);
+  Message r = MakeReply(req, "boom");
+  EXPECT_EQ(r.header.type(), proto::RESPONSE);
+  EXPECT_EQ(r.header.request_id(), 5u);
+  EXPECT_EQ(r.header.priority(), -3);
+  EXPECT_EQ(r.header.error(), "boom");
+  EXPECT_EQ(r.header.keys_size(), 0);
+  r = MakeReply(req, "", {}, /*with_slices=*/true);
+  EXPECT_THAT(r.header.keys(), ElementsAre(1));
+  EXPECT_THAT(r.header.offsets(), ElementsAre(2));
+  EXPECT_THAT(r.header.lengths(), ElementsAre(3));
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace pstrain
