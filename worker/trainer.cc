@@ -139,6 +139,65 @@ absl::StatusOr<int64_t> EpochSize(const TrainerOptions& o, int workers) {
   return std::max<int64_t>(1, (examples + per_round - 1) / per_round);
 }
 
+// This worker's parts of --data_train and --data_val (none with
+// --benchmark; no validation with --test_io) and the batches per epoch.
+struct JobData {
+  Data train, val;
+  int64_t epoch_size = 0;
+};
+
+// Opens `out`'s data and logs the training part's size. Errors start with
+// the flag of the data that failed ("--data_train: ...").
+absl::Status OpenJobData(const TrainerOptions& o, int rank, int workers,
+                         int devices, JobData* out) {
+  if (o.benchmark) {
+    out->epoch_size =
+        std::max<int64_t>(1, o.num_examples / workers / o.batch_size);
+    return absl::OkStatus();
+  }
+  auto size = EpochSize(o, workers);
+  if (!size.ok()) return Annotate(size.status(), "--data_train");
+  out->epoch_size = *size;
+  auto t = OpenData(o, o.data_train, rank, workers, out->epoch_size, true);
+  if (!t.ok()) return Annotate(t.status(), "--data_train");
+  out->train = std::move(*t);
+  LOG(INFO) << "worker " << rank << " of " << workers << ": "
+            << out->train.source->size()
+            << " records in its part of --data_train, " << out->epoch_size
+            << " batches of " << o.batch_size << " per epoch on " << devices
+            << " device(s)";
+  if (!o.data_val.empty() && !o.test_io) {
+    auto v = OpenData(o, o.data_val, rank, workers, 0, false);
+    if (!v.ok()) return Annotate(v.status(), "--data_val");
+    out->val = std::move(*v);
+  }
+  return absl::OkStatus();
+}
+
+// --benchmark's batch: normal pixels and uniform labels from `rng`.
+void RandomBatch(const TrainerOptions& o, std::mt19937* rng,
+                 std::vector<float>* x, std::vector<float>* labels) {
+  std::normal_distribution<float> nd;
+  x->resize(static_cast<size_t>(o.image_shape[0] * o.image_shape[1] *
+                                o.image_shape[2]) *
+            o.batch_size);
+  labels->resize(o.batch_size);
+  for (auto& v : *x) v = nd(*rng);
+  for (auto& l : *labels) l = static_cast<float>((*rng)() % o.num_classes);
+}
+
+// How the tensors travelled (dist KVStores): servers on this host share
+// memory.
+void LogTransportStats(const kvstore::KVStore& kv) {
+  const transport::TransportStats st = kv.transport_stats();
+  LOG(INFO) << "worker " << kv.rank() << ": " << st.sent << " messages sent, "
+            << st.received << " received; tensors through shared memory: "
+            << st.shm_frames_sent << " sent, " << st.shm_frames_received
+            << " received, " << st.shm_frames_inline
+            << " over TCP because the arena was full (--shm_bytes); "
+            << st.dropped_malformed << " malformed messages dropped";
+}
+
 // Reads --data_train's batches for epochs [begin_epoch, num_epochs) without
 // training (--test_io) and prints the speed of each epoch. False (error
 // logged) when a batch does not come.
@@ -235,37 +294,15 @@ int Train(const TrainerOptions& o) {
   }
 
   // Data and epoch size: every worker runs the same number of batches.
-  Data train, val;
-  int64_t epoch_size = 0;
-  if (!o.benchmark) {
-    auto size = EpochSize(o, workers);
-    if (!size.ok()) {
-      LOG(ERROR) << "--data_train: " << size.status().message();
-      return 1;
-    }
-    epoch_size = *size;
-    auto t = OpenData(o, o.data_train, rank, workers, epoch_size, true);
-    if (!t.ok()) {
-      LOG(ERROR) << "--data_train: " << t.status().message();
-      return 1;
-    }
-    train = std::move(*t);
-    LOG(INFO) << "worker " << rank << " of " << workers << ": "
-              << train.source->size()
-              << " records in its part of --data_train, " << epoch_size
-              << " batches of " << o.batch_size << " per epoch on "
-              << reps->size() << " device(s)";
-    if (!o.data_val.empty() && !o.test_io) {
-      auto v = OpenData(o, o.data_val, rank, workers, 0, false);
-      if (!v.ok()) {
-        LOG(ERROR) << "--data_val: " << v.status().message();
-        return 1;
-      }
-      val = std::move(*v);
-    }
-  } else {
-    epoch_size = std::max<int64_t>(1, o.num_examples / workers / o.batch_size);
+  JobData data;
+  absl::Status opened = OpenJobData(o, rank, workers, reps->size(), &data);
+  if (!opened.ok()) {
+    LOG(ERROR) << opened.message();
+    return 1;
   }
+  Data& train = data.train;
+  Data& val = data.val;
+  const int64_t epoch_size = data.epoch_size;
 
   if (o.test_io) {
     if (!TestIo(o, begin_epoch, epoch_size, train)) return 1;
@@ -286,8 +323,6 @@ int Train(const TrainerOptions& o) {
     return 1;
   }
 
-  const size_t sample_floats = static_cast<size_t>(
-      o.image_shape[0] * o.image_shape[1] * o.image_shape[2]);
   std::mt19937 rng(o.seed + rank);
   for (int epoch = begin_epoch; epoch < o.num_epochs; ++epoch) {
     const absl::Time t0 = absl::Now();
@@ -297,11 +332,7 @@ int Train(const TrainerOptions& o) {
     for (int64_t b = 0; b < epoch_size; ++b) {
       std::vector<float> x, labels;
       if (o.benchmark) {
-        std::normal_distribution<float> nd;
-        x.resize(sample_floats * o.batch_size);
-        labels.resize(o.batch_size);
-        for (auto& v : x) v = nd(rng);
-        for (auto& l : labels) l = static_cast<float>(rng() % o.num_classes);
+        RandomBatch(o, &rng, &x, &labels);
       } else {
         auto batch = train.pipeline->Next(DeadlineFromNow());
         if (!batch.ok()) {
@@ -365,17 +396,7 @@ int Train(const TrainerOptions& o) {
       }
     }
   }
-  if (o.kv_store.rfind("dist", 0) == 0) {
-    // How the tensors travelled: servers on this host share memory.
-    const transport::TransportStats st = kv->transport_stats();
-    LOG(INFO) << "worker " << kv->rank() << ": " << st.sent
-              << " messages sent, " << st.received
-              << " received; tensors through shared memory: "
-              << st.shm_frames_sent << " sent, " << st.shm_frames_received
-              << " received, " << st.shm_frames_inline
-              << " over TCP because the arena was full (--shm_bytes); "
-              << st.dropped_malformed << " malformed messages dropped";
-  }
+  if (o.kv_store.rfind("dist", 0) == 0) LogTransportStats(*kv);
   FinishJob(kv.get());
   return 0;
 }
