@@ -1,0 +1,127 @@
+#include "worker/gradient_sync.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "util/status.h"
+
+namespace pstrain {
+namespace worker {
+
+GradientSync::GradientSync(kvstore::KVStore* kv, Replicas* replicas,
+                           const Options& options)
+    : kv_(kv),
+      replicas_(replicas),
+      options_(options),
+      overlap_(options.overlap && replicas->size() == 1) {
+  // Arguments and auxiliary states: the KVStore trains the arguments,
+  // auxiliary states (batch norm's moving statistics) stay local to each
+  // worker and device, as in MXNet.
+  const std::vector<nn::Param*>& params = replicas_->params(0);
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i]->aux) continue;
+    key_of_[params[i]] = learned_.size();
+    learned_.push_back(params[i]);
+    param_index_.push_back(i);
+  }
+  pending_.resize(learned_.size());
+  needed_ = [this](const std::vector<nn::Param*>& ps) {
+    for (const nn::Param* p : ps)
+      PSTRAIN_RETURN_IF_ERROR(WaitKey(key_of_.at(p)));
+    return absl::OkStatus();
+  };
+  ready_ = [this](const std::vector<nn::Param*>& ps) {
+    for (nn::Param* p : ps) Push(key_of_.at(p));
+  };
+}
+
+absl::Status GradientSync::Init(const proto::OptimizerConfig& optimizer) {
+  std::vector<int64_t> keys;
+  std::vector<absl::Span<const float>> values;
+  for (size_t k = 0; k < learned_.size(); ++k) {
+    keys.push_back(static_cast<int64_t>(k));
+    values.push_back(learned_[k]->value.span());
+  }
+  PSTRAIN_RETURN_IF_ERROR(kv_->Init(keys, values, Deadline()));
+  PSTRAIN_RETURN_IF_ERROR(kv_->SetOptimizer(optimizer, Deadline()));
+  for (size_t k = 0; k < learned_.size(); ++k) {
+    PSTRAIN_ASSIGN_OR_RETURN(kvstore::Handle h,
+                             kv_->Pull(keys[k], learned_[k]->value.span(), 0));
+    PSTRAIN_RETURN_IF_ERROR(kv_->Wait(h, Deadline()));
+  }
+  return replicas_->CopyWeightsFromFirst(Deadline());
+}
+
+absl::Status GradientSync::Step(std::vector<float> data,
+                                std::vector<float> labels) {
+  absl::Status s =
+      overlap_ ? replicas_->Step(std::move(data), std::move(labels),
+                                 /*backward=*/true, Deadline(), needed_, ready_)
+               : replicas_->Step(std::move(data), std::move(labels),
+                                 /*backward=*/true, Deadline());
+  if (s.ok()) s = comm_;
+  if (!s.ok()) return s;
+  // Without overlap, push every gradient now (summed over the devices: one
+  // push per key, fused by fusion_bytes), last layers first; with overlap
+  // only what backward left unsent goes now (the first layers).
+  for (size_t k = learned_.size(); !overlap_ && k-- > 0;) Push(k);
+  Flush();
+  return comm_;
+}
+
+absl::Status GradientSync::FinishStep() {
+  if (!comm_.ok() || overlap_) return comm_;
+  PSTRAIN_RETURN_IF_ERROR(WaitAll());
+  return replicas_->CopyWeightsFromFirst(Deadline());
+}
+
+absl::Status GradientSync::WaitAll() {
+  absl::Status all = comm_;
+  for (size_t k = 0; k < pending_.size(); ++k) {
+    absl::Status w = WaitKey(k);
+    if (all.ok()) all = w;
+  }
+  return all;
+}
+
+void GradientSync::Push(size_t k) {
+  unsent_.push_back(k);
+  unsent_bytes_ +=
+      static_cast<int64_t>(learned_[k]->grad.size() * sizeof(float));
+  if (unsent_bytes_ >= options_.fusion_bytes) Flush();
+}
+
+void GradientSync::Flush() {
+  if (unsent_.empty() || !comm_.ok()) return;
+  std::vector<kvstore::KeyPushPull> group;
+  size_t first = unsent_.front();
+  for (size_t k : unsent_) {
+    group.push_back({static_cast<int64_t>(k), replicas_->Grads(param_index_[k]),
+                     learned_[k]->value.span()});
+    first = std::min(first, k);
+  }
+  // The first layers (lowest keys) at the highest priority.
+  auto h = kv_->PushPullGroup(group, -static_cast<int>(first));
+  if (h.ok()) {
+    auto p = std::make_shared<Pushed>();
+    p->handle = *h;
+    for (size_t k : unsent_) pending_[k] = p;
+  } else {
+    comm_ = h.status();
+  }
+  unsent_.clear();
+  unsent_bytes_ = 0;
+}
+
+absl::Status GradientSync::WaitKey(size_t k) {
+  if (!pending_[k]) return absl::OkStatus();
+  std::shared_ptr<Pushed> p = std::move(pending_[k]);
+  if (!p->waited) {
+    p->status = kv_->Wait(p->handle, Deadline());
+    p->waited = true;
+  }
+  return p->status;
+}
+
+}  // namespace worker
+}  // namespace pstrain

@@ -1,0 +1,308 @@
+#include "worker/gradient_sync.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "glog/logging.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pstrain {
+namespace worker {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kBatch = 8;
+
+absl::Time Soon() { return absl::Now() + absl::Seconds(60); }
+
+// The local KVStore, with a log of the operations GradientSync issues
+// ("push K1,K2@P" for a group, "wait" for a wait) and errors on demand.
+class LoggingKVStore : public kvstore::KVStore {
+ public:
+  LoggingKVStore() {
+    auto local = kvstore::KVStore::Create("local", {});
+    CHECK(local.ok()) << local.status();
+    local_ = std::move(*local);
+  }
+  const std::string& type() const override { return local_->type(); }
+  int rank() const override { return local_->rank(); }
+  int num_workers() const override { return local_->num_workers(); }
+  absl::Status Init(const std::vector<int64_t>& keys,
+                    const std::vector<absl::Span<const float>>& values,
+                    absl::Time deadline) override {
+    return local_->Init(keys, values, deadline);
+  }
+  absl::Status SetOptimizer(const proto::OptimizerConfig& config,
+                            absl::Time deadline) override {
+    return local_->SetOptimizer(config, deadline);
+  }
+  absl::StatusOr<kvstore::Handle> Push(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      int priority) override {
+    return local_->Push(key, values, priority);
+  }
+  absl::StatusOr<kvstore::Handle> Pull(int64_t key, absl::Span<float> out,
+                                       int priority) override {
+    return local_->Pull(key, out, priority);
+  }
+  absl::StatusOr<kvstore::Handle> PushPull(
+      int64_t key, const std::vector<absl::Span<const float>>& values,
+      absl::Span<float> out, int priority) override {
+    return local_->PushPull(key, values, out, priority);
+  }
+  absl::StatusOr<kvstore::Handle> PushPullGroup(
+      const std::vector<kvstore::KeyPushPull>& group, int priority) override {
+    if (!push_error.ok()) return push_error;
+    std::string entry = "push ";
+    for (const auto& g : group) {
+      absl::StrAppend(&entry, g.key, g.key == group.back().key ? "" : ",");
+    }
+    log.push_back(absl::StrCat(entry, "@", priority));
+    return local_->PushPullGroup(group, priority);
+  }
+  absl::Status Wait(kvstore::Handle h, absl::Time deadline) override {
+    log.push_back("wait");
+    absl::Status s = local_->Wait(h, deadline);
+    return wait_error.ok() ? s : wait_error;
+  }
+  absl::Status WaitAll(absl::Time deadline) override {
+    return local_->WaitAll(deadline);
+  }
+  absl::Status Barrier(absl::Time deadline) override {
+    return local_->Barrier(deadline);
+  }
+  absl::Status AllReduceSum(int64_t slot, absl::Span<const float> values,
+                            absl::Span<float> out,
+                            absl::Time deadline) override {
+    return local_->AllReduceSum(slot, values, out, deadline);
+  }
+  absl::Status Finish() override { return local_->Finish(); }
+
+  std::vector<std::string> log;
+  absl::Status push_error, wait_error;
+
+ private:
+  std::unique_ptr<kvstore::KVStore> local_;
+};
+
+std::unique_ptr<Replicas> MakeReplicas(int devices) {
+  auto r = Replicas::Create("lenet", 0, 10, {1, 28, 28}, kBatch, devices);
+  CHECK(r.ok()) << r.status();
+  CHECK(nn::Initialize((*r)->net(0), "xavier", 7).ok());
+  CHECK((*r)->CopyWeightsFromFirst(Soon()).ok());
+  return std::move(*r);
+}
+
+void RandomBatch(int seed, std::vector<float>* x, std::vector<float>* labels) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  x->resize(kBatch * 28 * 28);
+  labels->resize(kBatch);
+  for (auto& v : *x) v = nd(rng);
+  for (int i = 0; i < kBatch; ++i) (*labels)[i] = static_cast<float>(i % 10);
+}
+
+absl::Status RunStep(GradientSync* sync, int seed) {
+  std::vector<float> x, labels;
+  RandomBatch(seed, &x, &labels);
+  absl::Status s = sync->Step(std::move(x), std::move(labels));
+  if (s.ok()) s = sync->FinishStep();
+  return s;
+}
+
+// No optimizer: the KVStore stores the pushed sum, so after a step every
+// key's weights on every device are the sum of the devices' gradients.
+proto::OptimizerConfig StoreTheSum() {
+  proto::OptimizerConfig c;
+  c.set_kind(proto::OptimizerConfig::NONE);
+  return c;
+}
+
+struct Case {
+  int devices;
+  bool overlap;
+  int64_t fusion_bytes;
+};
+
+class GradientSyncCaseTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GradientSyncCaseTest, WeightsBecomeTheSummedGradientsOnEveryDevice) {
+  const Case c = GetParam();
+  auto reps = MakeReplicas(c.devices);
+  LoggingKVStore kv;
+  GradientSync::Options o;
+  o.overlap = c.overlap;
+  o.fusion_bytes = c.fusion_bytes;
+  GradientSync sync(&kv, reps.get(), o);
+  EXPECT_EQ(sync.overlap(), c.overlap && c.devices == 1);
+  ASSERT_TRUE(sync.Init(StoreTheSum()).ok());
+  for (int step = 0; step < 2; ++step) {
+    ASSERT_TRUE(RunStep(&sync, step).ok());
+    ASSERT_TRUE(sync.WaitAll().ok());
+    const std::vector<nn::Param*>& params = reps->params(0);
+    size_t key = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i]->aux) continue;
+      ASSERT_LT(key, sync.learned().size());
+      EXPECT_EQ(sync.learned()[key++], params[i]);
+      std::vector<absl::Span<const float>> grads = reps->Grads(i);
+      absl::Span<const float> w = params[i]->value.span();
+      for (size_t j = 0; j < w.size(); ++j) {
+        float sum = 0;
+        for (const auto& g : grads) sum += g[j];
+        ASSERT_EQ(w[j], sum) << params[i]->name << "[" << j << "]";
+        for (int d = 1; d < reps->size(); ++d) {
+          ASSERT_EQ(reps->params(d)[i]->value.span()[j], w[j])
+              << "device " << d;
+        }
+      }
+    }
+    EXPECT_EQ(key, sync.learned().size());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    DevicesOverlapFusion, GradientSyncCaseTest,
+    ::testing::Values(Case{1, true, 0}, Case{1, true, int64_t{1} << 30},
+                      Case{1, false, 0}, Case{1, false, 4 << 20},
+                      Case{2, true, 0}, Case{2, false, int64_t{1} << 30}));
+
+// A GradientSync over a LoggingKVStore, initialized with StoreTheSum().
+class GradientSyncTest : public ::testing::Test {
+ protected:
+  // Replicas on `devices`, the sync started and the log cleared.
+  void Start(int devices, bool overlap, int64_t fusion_bytes) {
+    reps_ = MakeReplicas(devices);
+    GradientSync::Options o;
+    o.overlap = overlap;
+    o.fusion_bytes = fusion_bytes;
+    sync_ = std::make_unique<GradientSync>(&kv_, reps_.get(), o);
+    ASSERT_TRUE(sync_->Init(StoreTheSum()).ok());
+    kv_.log.clear();
+  }
+
+  LoggingKVStore kv_;
+  std::unique_ptr<Replicas> reps_;
+  std::unique_ptr<GradientSync> sync_;
+};
+
+TEST(GradientSyncInitTest, CopiesRankZerosWeightsToEveryDevice) {
+  auto reps = MakeReplicas(2);
+  for (float& v : reps->params(1)[0]->value.span()) v = 42;
+  LoggingKVStore kv;
+  GradientSync sync(&kv, reps.get(), {});
+  ASSERT_TRUE(sync.Init(StoreTheSum()).ok());
+  for (size_t i = 0; i < reps->params(0).size(); ++i) {
+    absl::Span<const float> a = reps->params(0)[i]->value.span();
+    absl::Span<const float> b = reps->params(1)[i]->value.span();
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end()))
+        << reps->params(0)[i]->name;
+  }
+}
+
+std::vector<std::string> Pushes(const std::vector<std::string>& log) {
+  std::vector<std::string> p;
+  for (const auto& e : log) {
+    if (e != "wait") p.push_back(e);
+  }
+  return p;
+}
+
+TEST_F(GradientSyncTest, WithoutFusionEachKeyIsPushedAloneLastLayersFirst) {
+  Start(1, /*overlap=*/false, /*fusion_bytes=*/0);
+  ASSERT_TRUE(RunStep(sync_.get(), 1).ok());
+  std::vector<std::string> want;
+  for (size_t k = sync_->learned().size(); k-- > 0;) {
+    want.push_back(absl::StrCat("push ", k, "@", -static_cast<int>(k)));
+  }
+  EXPECT_EQ(Pushes(kv_.log), want);
+  // Without overlap, the step waits for every key before it ends.
+  EXPECT_EQ(kv_.log.size(), 2 * want.size());
+  EXPECT_EQ(kv_.log.back(), "wait");
+}
+
+TEST_F(GradientSyncTest, FusionPushesOneGroupAtTheFirstKeysPriority) {
+  Start(1, /*overlap=*/false, int64_t{1} << 30);
+  ASSERT_TRUE(RunStep(sync_.get(), 1).ok());
+  std::string keys;
+  for (size_t k = sync_->learned().size(); k-- > 0;) {
+    absl::StrAppend(&keys, k, k > 0 ? "," : "");
+  }
+  // One group, waited for once.
+  EXPECT_EQ(kv_.log, (std::vector<std::string>{
+                         absl::StrCat("push ", keys, "@0"), "wait"}));
+}
+
+TEST_F(GradientSyncTest, OverlapWaitsForAKeyOnlyWhenTheNextForwardNeedsIt) {
+  Start(1, /*overlap=*/true, /*fusion_bytes=*/0);
+  ASSERT_TRUE(RunStep(sync_.get(), 1).ok());
+  // Pushed during backward, not waited for by the step.
+  const size_t keys = sync_->learned().size();
+  EXPECT_EQ(kv_.log.size(), keys);
+  EXPECT_EQ(std::count(kv_.log.begin(), kv_.log.end(), "wait"), 0);
+  // The next step's forward waits for every key before its backward
+  // pushes any.
+  kv_.log.clear();
+  ASSERT_TRUE(RunStep(sync_.get(), 2).ok());
+  ASSERT_EQ(kv_.log.size(), 2 * keys);
+  for (size_t i = 0; i < keys; ++i) EXPECT_EQ(kv_.log[i], "wait") << i;
+  // WaitAll waits for what the last step pushed.
+  kv_.log.clear();
+  ASSERT_TRUE(sync_->WaitAll().ok());
+  EXPECT_EQ(kv_.log.size(), keys);
+  kv_.log.clear();
+  ASSERT_TRUE(sync_->WaitAll().ok());
+  EXPECT_TRUE(kv_.log.empty());
+}
+
+TEST_F(GradientSyncTest, APushErrorFailsTheStepAndEveryLaterCall) {
+  Start(1, /*overlap=*/true, /*fusion_bytes=*/0);
+  kv_.push_error = absl::UnavailableError("server 1 gone");
+  std::vector<float> x, labels;
+  RandomBatch(1, &x, &labels);
+  absl::Status s = sync_->Step(std::move(x), std::move(labels));
+  EXPECT_THAT(s.message(), HasSubstr("server 1 gone"));
+  EXPECT_EQ(sync_->FinishStep().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(sync_->WaitAll().code(), absl::StatusCode::kUnavailable);
+  kv_.push_error = absl::OkStatus();
+  EXPECT_EQ(RunStep(sync_.get(), 2).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(GradientSyncTest, AWaitErrorEndsTheStepOrFailsTheNextForward) {
+  for (bool overlap : {false, true}) {
+    SCOPED_TRACE(overlap ? "overlap" : "no overlap");
+    kv_.wait_error = absl::OkStatus();
+    Start(1, overlap, /*fusion_bytes=*/0);
+    kv_.wait_error = absl::DeadlineExceededError("no reply");
+    absl::Status s = RunStep(sync_.get(), 1);
+    if (overlap) {
+      ASSERT_TRUE(s.ok()) << s;
+      s = RunStep(sync_.get(), 2);
+    }
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+  }
+}
+
+TEST(GradientSyncInitTest, ReportsTheKVStoresError) {
+  auto reps = MakeReplicas(1);
+  LoggingKVStore kv;
+  GradientSync sync(&kv, reps.get(), {});
+  proto::OptimizerConfig bad;
+  bad.set_kind(proto::OptimizerConfig::SGD);
+  bad.set_momentum(1.5);
+  absl::Status s = sync.Init(bad);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("momentum"));
+}
+
+}  // namespace
+}  // namespace worker
+}  // namespace pstrain
