@@ -94,8 +94,8 @@ struct ProcessSpec {
                      // scheduler assigns).
   Host host;
   bool remote = false;
-  std::vector<std::string>
-      argv;  // Without --token_file, which the wrapper adds.
+  // Without --token_file, which the wrapper adds.
+  std::vector<std::string> argv;
 
   // "[worker 1 host]".
   std::string Prefix() const;
