@@ -22,6 +22,12 @@
 //     SIGKILL itself (a node that outlived --stop_grace_s), the launcher
 //     removes the file: locally at the end of the job, on remote hosts with
 //     its check for leftover processes after a failure or a stop.
+//
+// A job runs in four phases (launcher.cc): preflight (options, the
+// scheduler's address, the plan, every host checked; nothing starts unless
+// all pass), start, watch (output, failures, stop signals) and stop (nothing
+// left, the final line). How a process starts on its host is a Backend
+// (backend.h: local_backend.h, ssh_backend.h); the wrapper is in wrapper.h.
 #ifndef PSTRAIN_LAUNCHER_LAUNCHER_H_
 #define PSTRAIN_LAUNCHER_LAUNCHER_H_
 
@@ -88,7 +94,8 @@ struct ProcessSpec {
                      // scheduler assigns).
   Host host;
   bool remote = false;
-  std::vector<std::string> argv;  // Without --token_file, which the wrapper adds.
+  // Without --token_file, which the wrapper adds.
+  std::vector<std::string> argv;
 
   // "[worker 1 host]".
   std::string Prefix() const;
