@@ -22,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "launcher/subprocess.h"
+#include "util/test_util.h"
 
 namespace pstrain {
 namespace launcher {
@@ -196,7 +197,17 @@ TEST(LauncherLocalTest, FailingWorkerStopsEveryProcessAndIsNamed) {
   std::vector<int> pids = RecordedPids(piddir);
   EXPECT_EQ(pids.size(), 4u) << text;
   for (int pid : pids) {
-    EXPECT_TRUE(kill(pid, 0) != 0 && errno == ESRCH) << "pid " << pid << " alive";
+    // A killed process may stay a zombie for a moment until whoever
+    // inherited it reaps it: that is gone too.
+    auto gone = [pid] {
+      if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+      std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+      std::string text((std::istreambuf_iterator<char>(stat)), {});
+      const size_t paren = text.rfind(')');
+      return paren != std::string::npos && paren + 2 < text.size() &&
+             text[paren + 2] == 'Z';
+    };
+    EXPECT_TRUE(WaitFor(gone, absl::Seconds(5))) << "pid " << pid << " alive";
   }
   // No token file is left, not even the stubborn server's, whose wrapper
   // took SIGKILL after the grace.

@@ -16,6 +16,7 @@
 #include "tests/cluster_util.h"
 #include "transport/curve.h"
 #include "transport/raw_peer.h"
+#include "util/test_util.h"
 
 namespace pstrain {
 namespace {
@@ -387,6 +388,21 @@ int64_t ProcStatusBytes(pid_t pid, const std::string& field) {
   return -1;
 }
 
+// Stops `p`'s process group and waits until the kernel reports the process
+// stopped (state T): the signal takes effect asynchronously, and under load
+// a server could otherwise still answer a request sent right after it.
+bool StopAndWait(launcher::Subprocess* p) {
+  p->SignalGroup(SIGSTOP);
+  return WaitFor([&] {
+    std::ifstream status(absl::StrCat("/proc/", p->pid(), "/status"));
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("State:", 0) == 0) return line.find('T') != std::string::npos;
+    }
+    return false;
+  });
+}
+
 // Pushes `values` to `key` until a push is queued, counting the pushes that
 // found no room in time (DeadlineExceeded, nothing queued).
 kvstore::Handle PushRetrying(kvstore::KVStore* kv, int64_t key, const std::vector<float>& values,
@@ -421,7 +437,7 @@ TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
   const int64_t rss_before = ProcStatusBytes(server, "VmRSS");
   // A stopped server takes nothing: after the bound, Push gives up at its
   // deadline instead of queueing more.
-  c.servers[0].p->SignalGroup(SIGSTOP);
+  ASSERT_TRUE(StopAndWait(c.servers[0].p.get()));
   std::vector<kvstore::Handle> handles;
   absl::Status full;
   while (handles.size() < kPushes) {
@@ -477,7 +493,7 @@ TEST(KVStoreClusterTest, PushWaitingForRoomEndsWhenTheJobAborts) {
   ASSERT_TRUE(kv.ok()) << kv.status() << c.AllOutput();
   std::vector<float> v(1000, 1.0f);
   ASSERT_TRUE((*kv)->Init({1}, {v}, Deadline()).ok());
-  c.servers[0].p->SignalGroup(SIGSTOP);
+  ASSERT_TRUE(StopAndWait(c.servers[0].p.get()));
   auto first = (*kv)->Push(1, {v}, 0);  // Outstanding: the bound is reached.
   ASSERT_TRUE(first.ok());
   absl::StatusOr<kvstore::Handle> second;
