@@ -35,7 +35,7 @@ using transport::Message;
 class DistKVStore : public KVStore {
  public:
   DistKVStore(std::string type, const KVStoreOptions& o,
-              std::unique_ptr<transport::ClusterNode> node)
+              std::unique_ptr<cluster::ClusterNode> node)
       : type_(std::move(type)),
         options_(o),
         node_(std::move(node)),
@@ -503,7 +503,7 @@ class DistKVStore : public KVStore {
   // thread-safe itself.
   const std::string type_;
   const KVStoreOptions options_;
-  const std::unique_ptr<transport::ClusterNode> node_;
+  const std::unique_ptr<cluster::ClusterNode> node_;
   const bool sync_;
   const int64_t max_chunk_elements_;
 
@@ -536,7 +536,7 @@ class DistKVStore : public KVStore {
 
 std::unique_ptr<KVStore> NewDistKVStore(
     std::string type, const KVStoreOptions& options,
-    std::unique_ptr<transport::ClusterNode> node) {
+    std::unique_ptr<cluster::ClusterNode> node) {
   return std::unique_ptr<KVStore>(
       new DistKVStore(std::move(type), options, std::move(node)));
 }

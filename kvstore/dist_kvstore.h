@@ -13,7 +13,7 @@
 #include <string>
 
 #include "kvstore/kvstore.h"
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 
 namespace pstrain {
 namespace kvstore {
@@ -26,7 +26,7 @@ namespace kvstore {
 // worker and accepts frames of MaxFrameBytesFor(options.max_message_bytes).
 std::unique_ptr<KVStore> NewDistKVStore(
     std::string type, const KVStoreOptions& options,
-    std::unique_ptr<transport::ClusterNode> node);
+    std::unique_ptr<cluster::ClusterNode> node);
 
 }  // namespace kvstore
 }  // namespace pstrain

@@ -23,13 +23,13 @@ absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(
           absl::StrCat("max_message_bytes ", options.max_message_bytes,
                        ": must be in [4096, 1073741824]"));
     }
-    transport::ClusterOptions c = options.cluster;
+    cluster::ClusterOptions c = options.cluster;
     c.role = proto::WORKER;
     // Replies carry up to max_message_bytes of values (servers must accept
     // as much: server --max_frame_bytes).
     c.max_frame_bytes = std::max(c.max_frame_bytes,
                                  MaxFrameBytesFor(options.max_message_bytes));
-    PSTRAIN_ASSIGN_OR_RETURN(auto node, transport::ClusterNode::Start(c));
+    PSTRAIN_ASSIGN_OR_RETURN(auto node, cluster::ClusterNode::Start(c));
     return NewDistKVStore(type, options, std::move(node));
   }
   return absl::InvalidArgumentError(absl::StrCat(

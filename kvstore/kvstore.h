@@ -28,7 +28,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "proto/messages.pb.h"
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 
 namespace pstrain {
 namespace kvstore {
@@ -45,15 +45,15 @@ struct KeyPushPull {
 
 // The largest frame a node must accept for data messages of up to
 // `max_message_bytes` (their header included): at least
-// transport::kDefaultMaxFrameBytes.
+// cluster::kDefaultMaxFrameBytes.
 inline int64_t MaxFrameBytesFor(int64_t max_message_bytes) {
-  return std::max(transport::kDefaultMaxFrameBytes,
+  return std::max(cluster::kDefaultMaxFrameBytes,
                   max_message_bytes + (int64_t{1} << 20));
 }
 
 struct KVStoreOptions {
   // dist_*: how to join the job (role is set to WORKER).
-  transport::ClusterOptions cluster;
+  cluster::ClusterOptions cluster;
   // Arrays with more elements than this are split across all servers.
   int64_t bigarray_bound = 1000000;
   // dist_*: a server's slice of a key travels in messages of at most this

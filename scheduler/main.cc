@@ -4,7 +4,7 @@
 
 #include "glog/logging.h"
 #include "scheduler/scheduler.h"
-#include "transport/cluster_flags.h"
+#include "cluster/cluster_flags.h"
 #include "util/flags.h"
 
 int main(int argc, char** argv) {
@@ -15,9 +15,9 @@ int main(int argc, char** argv) {
        "The scheduler of a pstrain job (launch starts it): registers the "
        "servers and\nworkers, assigns ranks, runs barriers and heartbeats, "
        "and aborts the job when\na node is missing or dead.",
-       {pstrain::transport::ClusterFlagGroup()}},
+       {pstrain::cluster::ClusterFlagGroup()}},
       {argv, argv + argc});
-  auto c = pstrain::transport::ClusterOptionsFromFlags();
+  auto c = pstrain::cluster::ClusterOptionsFromFlags();
   if (!c.ok()) pstrain::ExitWithError("scheduler", c.status().message());
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);

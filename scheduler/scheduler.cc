@@ -8,7 +8,7 @@
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "scheduler/membership.h"
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 #include "transport/transport.h"
 #include "util/escape.h"
 
@@ -48,7 +48,7 @@ class Scheduler {
   int Run() {
     std::string host;
     int port;
-    absl::Status s = transport::ParseHostPort(o_.address, &host, &port);
+    absl::Status s = cluster::ParseHostPort(o_.address, &host, &port);
     if (!s.ok()) {
       LOG(ERROR) << "--scheduler_address: " << s.message();
       return 1;
@@ -107,7 +107,7 @@ class Scheduler {
       if (servers_only && n.info.role() != proto::SERVER) continue;
       Message m;
       m.header.set_type(type);
-      m.header.set_sender(transport::kSchedulerId);
+      m.header.set_sender(cluster::kSchedulerId);
       m.header.set_error(error);
       m.header.set_barrier_name(barrier);
       m.header.set_priority(1 << 20);
@@ -134,7 +134,7 @@ class Scheduler {
     for (const auto& [id, n] : membership_->members()) {
       Message m;
       m.header.set_type(proto::ADDRESS_BOOK);
-      m.header.set_sender(transport::kSchedulerId);
+      m.header.set_sender(cluster::kSchedulerId);
       *m.header.mutable_address_book() = *book;
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) return s;
@@ -155,7 +155,7 @@ class Scheduler {
     for (int id : *release) {
       Message m;
       m.header.set_type(proto::BARRIER);
-      m.header.set_sender(transport::kSchedulerId);
+      m.header.set_sender(cluster::kSchedulerId);
       m.header.set_barrier_name(key);
       m.header.set_priority(1 << 20);
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);

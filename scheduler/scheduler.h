@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 
 namespace pstrain {
 namespace scheduler {
@@ -18,10 +18,10 @@ struct SchedulerOptions {
   int num_servers = 1;
   std::string token;
   // Every expected node must register within this time.
-  absl::Duration start_timeout = transport::kDefaultStartTimeout;
-  absl::Duration heartbeat_interval = transport::kDefaultHeartbeatInterval;
+  absl::Duration start_timeout = cluster::kDefaultStartTimeout;
+  absl::Duration heartbeat_interval = cluster::kDefaultHeartbeatInterval;
   // A node silent this long is declared dead and the job is aborted.
-  absl::Duration heartbeat_timeout = transport::kDefaultHeartbeatTimeout;
+  absl::Duration heartbeat_timeout = cluster::kDefaultHeartbeatTimeout;
   // ClusterOptions::insecure_plaintext: CURVE (the default) or plaintext.
   bool insecure_plaintext = false;
   // ClusterOptions::curve_keys_dir: per-node CURVE keys.

@@ -1,12 +1,12 @@
 // server: a key-value parameter server of a pstrain job.
 #include "glog/logging.h"
 #include "server/server.h"
-#include "transport/cluster_flags.h"
-#include "transport/node_flags.h"
+#include "cluster/cluster_flags.h"
+#include "cluster/node_flags.h"
 #include "transport/transport.h"
 #include "util/flags.h"
 
-DEFINE_int64(max_frame_bytes, pstrain::transport::kDefaultMaxFrameBytes,
+DEFINE_int64(max_frame_bytes, pstrain::cluster::kDefaultMaxFrameBytes,
              "Largest frame accepted from the network: at least the workers' "
              "largest data message (KVStoreOptions::max_message_bytes) plus "
              "1 MiB; also what a connection can make the server hold before "
@@ -18,11 +18,11 @@ int main(int argc, char** argv) {
        "server --scheduler_address=HOST:PORT --num_workers=N --num_servers=S "
        "--token_file=F [--host=ADDR]\n"
        "A key-value parameter server of a pstrain job (launch starts it).",
-       {pstrain::transport::ClusterFlagGroup(),
-        pstrain::transport::NodeFlagGroup()}},
+       {pstrain::cluster::ClusterFlagGroup(),
+        pstrain::cluster::NodeFlagGroup()}},
       {argv, argv + argc});
   pstrain::server::ServerOptions o;
-  auto c = pstrain::transport::NodeOptionsFromFlags(pstrain::proto::SERVER);
+  auto c = pstrain::cluster::NodeOptionsFromFlags(pstrain::proto::SERVER);
   if (!c.ok()) pstrain::ExitWithError("server", c.status().message());
   o.cluster = *c;
   FLAGS_logtostderr = true;

@@ -16,7 +16,7 @@ namespace {
 
 using transport::Message;
 
-ShardOptions ShardOptionsFor(const transport::ClusterNode& node) {
+ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
   ShardOptions o;
   o.num_workers = node.num_workers();
   o.shared = &node.transport();
@@ -27,7 +27,7 @@ ShardOptions ShardOptionsFor(const transport::ClusterNode& node) {
 // another thread: a request is read, applied and answered in one go).
 class Server {
  public:
-  explicit Server(std::unique_ptr<transport::ClusterNode> node)
+  explicit Server(std::unique_ptr<cluster::ClusterNode> node)
       : node_(std::move(node)), shard_(ShardOptionsFor(*node_)) {}
 
   int Serve() {
@@ -86,7 +86,7 @@ class Server {
   }
 
   std::string DescribeNode(int id) const {
-    if (id == transport::kSchedulerId) return "the scheduler";
+    if (id == cluster::kSchedulerId) return "the scheduler";
     const int rank = node_->WorkerRank(id);
     if (rank >= 0) return absl::StrCat("worker rank ", rank);
     if (id >= 1 && id <= node_->num_servers())
@@ -130,7 +130,7 @@ class Server {
     }
   }
 
-  std::unique_ptr<transport::ClusterNode> node_;
+  std::unique_ptr<cluster::ClusterNode> node_;
   Shard shard_;
   // Push acknowledgements to send; kept to reuse its memory.
   std::vector<Reply> replies_;
@@ -141,9 +141,9 @@ class Server {
 }  // namespace
 
 int Run(const ServerOptions& options) {
-  transport::ClusterOptions c = options.cluster;
+  cluster::ClusterOptions c = options.cluster;
   c.role = proto::SERVER;
-  auto node = transport::ClusterNode::Start(c);
+  auto node = cluster::ClusterNode::Start(c);
   if (!node.ok()) {
     LOG(ERROR) << "server: " << node.status().message();
     return 1;

@@ -9,13 +9,13 @@
 #ifndef PSTRAIN_SERVER_SERVER_H_
 #define PSTRAIN_SERVER_SERVER_H_
 
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 
 namespace pstrain {
 namespace server {
 
 struct ServerOptions {
-  transport::ClusterOptions cluster;  // role is set to SERVER.
+  cluster::ClusterOptions cluster;  // role is set to SERVER.
 };
 
 // Joins the job and serves until the scheduler shuts it down (returns 0) or

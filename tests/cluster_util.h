@@ -58,7 +58,7 @@ struct ClusterSpec {
   double heartbeat_timeout_s = 2.0;
   double start_timeout_s = 30;
   // Shared memory between the nodes (0: everything over TCP).
-  int64_t shm_bytes = transport::kDefaultShmBytes;
+  int64_t shm_bytes = cluster::kDefaultShmBytes;
   // ClusterOptions::insecure_plaintext (default: CURVE).
   bool insecure_plaintext = false;
   // ClusterOptions::curve_keys_dir (empty: keys from the token).

@@ -107,7 +107,7 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
 }
 
 TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
-  SyncSumsInRankOrderBitForBit(transport::kDefaultShmBytes);
+  SyncSumsInRankOrderBitForBit(cluster::kDefaultShmBytes);
 }
 
 TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTcpOnly) {
@@ -756,9 +756,9 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
   spec.servers = 1;
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
-  transport::ClusterOptions o = c.WorkerOptions().cluster;
+  cluster::ClusterOptions o = c.WorkerOptions().cluster;
   o.role = proto::WORKER;
-  auto node = transport::ClusterNode::Start(o);
+  auto node = cluster::ClusterNode::Start(o);
   ASSERT_TRUE(node.ok()) << node.status();
   auto ask = [&](int64_t key, int64_t len, uint64_t id) {
     transport::Message m;
@@ -795,14 +795,14 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
 
 // The cluster's workers as bare nodes (no KVStore), joining at once,
 // index = worker rank; null where one did not start.
-std::vector<std::unique_ptr<transport::ClusterNode>> WorkerNodes(Cluster& c) {
-  transport::ClusterOptions o = c.WorkerOptions().cluster;
+std::vector<std::unique_ptr<cluster::ClusterNode>> WorkerNodes(Cluster& c) {
+  cluster::ClusterOptions o = c.WorkerOptions().cluster;
   o.role = proto::WORKER;
-  std::vector<std::unique_ptr<transport::ClusterNode>> nodes(o.num_workers);
+  std::vector<std::unique_ptr<cluster::ClusterNode>> nodes(o.num_workers);
   std::vector<std::thread> starting;
   for (int i = 0; i < o.num_workers; ++i) {
     starting.emplace_back([&, i] {
-      auto n = transport::ClusterNode::Start(o);
+      auto n = cluster::ClusterNode::Start(o);
       EXPECT_TRUE(n.ok()) << n.status();
       if (n.ok()) nodes[i] = std::move(*n);
     });
@@ -815,7 +815,7 @@ std::vector<std::unique_ptr<transport::ClusterNode>> WorkerNodes(Cluster& c) {
 }
 
 // Every node tells the scheduler it has finished, at once.
-void FinishAll(std::vector<std::unique_ptr<transport::ClusterNode>>& nodes) {
+void FinishAll(std::vector<std::unique_ptr<cluster::ClusterNode>>& nodes) {
   std::vector<std::thread> finishing;
   for (auto& n : nodes)
     finishing.emplace_back([&n] { EXPECT_TRUE(n->Finish().ok()); });
@@ -848,7 +848,7 @@ transport::Message KeyOneMessage(proto::MessageType type, int copies,
 
 // Sends `m` from `n` to server 0 and returns the reply's error ("" when
 // it was served).
-std::string AskServer(transport::ClusterNode* n, transport::Message m,
+std::string AskServer(cluster::ClusterNode* n, transport::Message m,
                       Cluster& c) {
   const uint64_t id = m.header.request_id();
   EXPECT_TRUE(n->Send(n->ServerId(0), std::move(m), Deadline(10)).ok());
@@ -895,8 +895,8 @@ TEST(KVStoreClusterTest, OnlyWorkerRankZeroMayInitOrSetTheOptimizer) {
   ASSERT_TRUE(c.Start());
   auto nodes = WorkerNodes(c);
   for (auto& n : nodes) ASSERT_NE(n, nullptr) << c.AllOutput();
-  transport::ClusterNode* rank0 = nodes[0].get();
-  transport::ClusterNode* rank1 = nodes[1].get();
+  cluster::ClusterNode* rank0 = nodes[0].get();
+  cluster::ClusterNode* rank1 = nodes[1].get();
   ASSERT_EQ(rank1->rank(), 1);
   EXPECT_THAT(
       AskServer(rank1, KeyOneMessage(proto::INIT, 1, 1), c),

@@ -42,9 +42,9 @@
 #include "launcher/launcher.h"
 #include "launcher/subprocess.h"
 #include "nlohmann/json.hpp"
-#include "transport/cluster.h"
-#include "transport/cluster_flags.h"
-#include "transport/node_flags.h"
+#include "cluster/cluster.h"
+#include "cluster/cluster_flags.h"
+#include "cluster/node_flags.h"
 #include "util/flags.h"
 
 DEFINE_int32(workers, 1, "Workers (threads in this process) when starting a cluster.");
@@ -82,7 +82,7 @@ double Round(double v, int digits) {
   const double scale = std::pow(10.0, digits);
   return std::round(v * scale) / scale;
 }
-using pstrain::transport::ClusterOptions;
+using pstrain::cluster::ClusterOptions;
 
 std::string Sibling(const std::string& rel) {
   char self[4096];
@@ -476,7 +476,7 @@ int RunOnHosts(const ClusterOptions& cluster) {
   // Every node gets this run's timing flags (servers and workers also its
   // --shm_bytes).
   const std::vector<std::string> timing =
-      pstrain::transport::TimingFlags(cluster);
+      pstrain::cluster::TimingFlags(cluster);
   const std::string shm = absl::StrCat("--shm_bytes=", cluster.shm_bytes);
   std::vector<std::string> argv = {launch, "-H", FLAGS_hostfile};
   argv.insert(argv.end(), {"-n", absl::StrCat(FLAGS_workers), "-s",
@@ -656,10 +656,10 @@ int main(int argc, char** argv) {
        "KVStore throughput and latency against raw TCP. The cluster flags "
        "below also go\nto the scheduler and servers it starts.",
        {{__FILE__, "Flags"},
-        pstrain::transport::ClusterFlagGroup(),
-        pstrain::transport::NodeFlagGroup()}},
+        pstrain::cluster::ClusterFlagGroup(),
+        pstrain::cluster::NodeFlagGroup()}},
       {argv, argv + argc});
-  auto cluster = pstrain::transport::NodeOptionsFromFlags(
+  auto cluster = pstrain::cluster::NodeOptionsFromFlags(
       pstrain::proto::WORKER, /*require_scheduler_address=*/false);
   if (!cluster.ok()) {
     pstrain::ExitWithError("kv_bench", cluster.status().message());
@@ -713,7 +713,7 @@ int main(int argc, char** argv) {
       absl::StrCat("--num_workers=", FLAGS_workers), absl::StrCat("--num_servers=", FLAGS_servers),
       "--token_file=" + token_file, "--minloglevel=1"};
   const std::vector<std::string> timing =
-      pstrain::transport::TimingFlags(o.cluster);
+      pstrain::cluster::TimingFlags(o.cluster);
   std::vector<std::string> sargv = {Sibling("scheduler/scheduler"), "--scheduler_address=127.0.0.1:0"};
   sargv.insert(sargv.end(), common.begin(), common.end());
   sargv.insert(sargv.end(), timing.begin(), timing.end());

@@ -32,7 +32,7 @@ struct ProgramHelp {
   std::string name;   // Prefixes every error line: "worker: ...".
   std::string usage;  // Printed first.
   // The flags --help lists, group by group (usually the main's own __FILE__,
-  // then shared groups such as transport::ClusterFlagGroup()). Flags of
+  // then shared groups such as cluster::ClusterFlagGroup()). Flags of
   // other files (glog's --v, --logtostderr, ...) are listed by --helpfull.
   std::vector<FlagGroup> groups;
   // Whether the program takes arguments besides its flags; when not,

@@ -8,8 +8,8 @@
 #include "absl/strings/match.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
-#include "transport/cluster_flags.h"
-#include "transport/node_flags.h"
+#include "cluster/cluster_flags.h"
+#include "cluster/node_flags.h"
 #include "transport/transport.h"
 #include "util/flags.h"
 #include "worker/options.h"
@@ -119,8 +119,8 @@ int main(int argc, char** argv) {
        "job's flag file: --flagfile=configs/JOB.flags.\nlaunch adds the "
        "cluster flags.",
        {{__FILE__, "Flags"},
-        pstrain::transport::ClusterFlagGroup(),
-        pstrain::transport::NodeFlagGroup()}},
+        pstrain::cluster::ClusterFlagGroup(),
+        pstrain::cluster::NodeFlagGroup()}},
       {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
   if (!fits.ok()) pstrain::ExitWithError(kProgram, fits.message());
   if (absl::StartsWith(o.kv_store, "dist")) {
     o.kv.cluster = OrExit(
-        pstrain::transport::NodeOptionsFromFlags(pstrain::proto::WORKER));
+        pstrain::cluster::NodeOptionsFromFlags(pstrain::proto::WORKER));
   }
   return pstrain::worker::Train(o);
 }

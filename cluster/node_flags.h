@@ -1,16 +1,16 @@
 // The flags of the nodes of a job, servers and workers, defined once (see
 // cluster_flags.h): --host, --port, --shm_bytes, on top of the cluster
 // flags. Only binaries link this target.
-#ifndef PSTRAIN_TRANSPORT_NODE_FLAGS_H_
-#define PSTRAIN_TRANSPORT_NODE_FLAGS_H_
+#ifndef PSTRAIN_CLUSTER_NODE_FLAGS_H_
+#define PSTRAIN_CLUSTER_NODE_FLAGS_H_
 
 #include "absl/status/statusor.h"
 #include "proto/messages.pb.h"
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 #include "util/flags.h"
 
 namespace pstrain {
-namespace transport {
+namespace cluster {
 
 // The flags above, for ProgramHelp::groups.
 FlagGroup NodeFlagGroup();
@@ -21,7 +21,7 @@ FlagGroup NodeFlagGroup();
 absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
     proto::Role role, bool require_scheduler_address = true);
 
-}  // namespace transport
+}  // namespace cluster
 }  // namespace pstrain
 
-#endif  // PSTRAIN_TRANSPORT_NODE_FLAGS_H_
+#endif  // PSTRAIN_CLUSTER_NODE_FLAGS_H_

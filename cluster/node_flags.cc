@@ -1,20 +1,20 @@
-#include "transport/node_flags.h"
+#include "cluster/node_flags.h"
 
 #include "gflags/gflags.h"
-#include "transport/cluster_flags.h"
+#include "cluster/cluster_flags.h"
 #include "util/status.h"
 
 DEFINE_string(host, "127.0.0.1",
               "Address this node binds and advertises to the other nodes "
               "(launch passes the host of the hosts file).");
 DEFINE_int32(port, 0, "Port this node binds (0: any free port).");
-DEFINE_int64(shm_bytes, pstrain::transport::kDefaultShmBytes,
+DEFINE_int64(shm_bytes, pstrain::cluster::kDefaultShmBytes,
              "Shared-memory arena for tensors to and from nodes on the same "
              "host (one copy instead of two kernel copies); 0: everything "
              "over TCP. Either side's 0 turns it off for the pair.");
 
 namespace pstrain {
-namespace transport {
+namespace cluster {
 
 FlagGroup NodeFlagGroup() {
   return {__FILE__, "Flags common to servers and workers"};
@@ -47,5 +47,5 @@ absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
   return o;
 }
 
-}  // namespace transport
+}  // namespace cluster
 }  // namespace pstrain

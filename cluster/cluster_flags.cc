@@ -1,4 +1,4 @@
-#include "transport/cluster_flags.h"
+#include "cluster/cluster_flags.h"
 
 #include <cmath>
 
@@ -19,18 +19,18 @@ DEFINE_string(token_file, "",
               "File whose first line is the job token; messages without it "
               "are refused (launch passes it). Empty: no token.");
 DEFINE_double(start_timeout_s,
-              absl::ToDoubleSeconds(pstrain::transport::kDefaultStartTimeout),
+              absl::ToDoubleSeconds(pstrain::cluster::kDefaultStartTimeout),
               "Seconds the scheduler waits for every node to register; it "
               "then aborts the job naming who is missing. Servers and workers "
               "wait this plus --heartbeat_timeout_s for the scheduler's "
               "answer.");
 DEFINE_double(
     heartbeat_interval_s,
-    absl::ToDoubleSeconds(pstrain::transport::kDefaultHeartbeatInterval),
+    absl::ToDoubleSeconds(pstrain::cluster::kDefaultHeartbeatInterval),
     "Seconds between heartbeats.");
 DEFINE_double(
     heartbeat_timeout_s,
-    absl::ToDoubleSeconds(pstrain::transport::kDefaultHeartbeatTimeout),
+    absl::ToDoubleSeconds(pstrain::cluster::kDefaultHeartbeatTimeout),
     "A node silent this long is declared dead and the job aborts; "
     "nodes exit when the scheduler is silent this long.");
 
@@ -47,7 +47,7 @@ DEFINE_string(curve_keys_dir, "",
               "tools/curve_keys makes one.");
 
 namespace pstrain {
-namespace transport {
+namespace cluster {
 namespace {
 
 // Every wait has a deadline: no timing flag may be unbounded.
@@ -107,7 +107,7 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromFlags(
       return BadFlag("curve_keys_dir", FLAGS_curve_keys_dir,
                      "goes with CURVE, not with --insecure_plaintext");
     }
-    absl::StatusOr<CurveKeysDir> keys = ReadCurveKeysDir(FLAGS_curve_keys_dir);
+    absl::StatusOr<transport::CurveKeysDir> keys = transport::ReadCurveKeysDir(FLAGS_curve_keys_dir);
     if (!keys.ok()) {
       return BadFlag("curve_keys_dir", FLAGS_curve_keys_dir, keys.status().message());
     }
@@ -127,5 +127,5 @@ std::vector<std::string> TimingFlags(const ClusterOptions& o) {
                                : "--insecure_plaintext=false"};
 }
 
-}  // namespace transport
+}  // namespace cluster
 }  // namespace pstrain

@@ -9,18 +9,18 @@
 // These are the one exception to "DEFINE_* only in main.cc" (STYLE.md): a
 // job's nodes must agree on them, so they are defined in one place. Only
 // binaries link this target; libraries still take ClusterOptions.
-#ifndef PSTRAIN_TRANSPORT_CLUSTER_FLAGS_H_
-#define PSTRAIN_TRANSPORT_CLUSTER_FLAGS_H_
+#ifndef PSTRAIN_CLUSTER_CLUSTER_FLAGS_H_
+#define PSTRAIN_CLUSTER_CLUSTER_FLAGS_H_
 
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 #include "util/flags.h"
 
 namespace pstrain {
-namespace transport {
+namespace cluster {
 
 // The flags above, for ProgramHelp::groups.
 FlagGroup ClusterFlagGroup();
@@ -40,7 +40,7 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromFlags(
 // lines of nodes a program starts itself.
 std::vector<std::string> TimingFlags(const ClusterOptions& options);
 
-}  // namespace transport
+}  // namespace cluster
 }  // namespace pstrain
 
-#endif  // PSTRAIN_TRANSPORT_CLUSTER_FLAGS_H_
+#endif  // PSTRAIN_CLUSTER_CLUSTER_FLAGS_H_

@@ -1,4 +1,4 @@
-#include "transport/cluster.h"
+#include "cluster/cluster.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -9,7 +9,11 @@
 #include "util/wait.h"
 
 namespace pstrain {
-namespace transport {
+namespace cluster {
+
+using transport::Message;
+using transport::Transport;
+using transport::TransportOptions;
 
 absl::Status ParseHostPort(const std::string& text, std::string* host, int* port) {
   const size_t colon = text.rfind(':');
@@ -255,5 +259,5 @@ absl::Status ClusterNode::WaitForShutdown(absl::Time deadline) {
   return absl::OkStatus();
 }
 
-}  // namespace transport
+}  // namespace cluster
 }  // namespace pstrain

@@ -6,8 +6,8 @@
 // Every wait has a deadline; when the scheduler aborts the job or falls
 // silent for heartbeat_timeout, every pending and future call fails with
 // Aborted naming the reason.
-#ifndef PSTRAIN_TRANSPORT_CLUSTER_H_
-#define PSTRAIN_TRANSPORT_CLUSTER_H_
+#ifndef PSTRAIN_CLUSTER_CLUSTER_H_
+#define PSTRAIN_CLUSTER_CLUSTER_H_
 
 #include <atomic>
 #include <condition_variable>
@@ -25,7 +25,7 @@
 #include "util/blocking_queue.h"
 
 namespace pstrain {
-namespace transport {
+namespace cluster {
 
 inline constexpr int kSchedulerId = 0;
 // The default shared-memory arena of servers and workers: room for the
@@ -102,15 +102,15 @@ class ClusterNode {
   // Sends a data message (PUSH, PULL, RESPONSE, ...) to node `id`, waiting
   // for room in its queue until `deadline` (Transport::Send). The job's
   // abort reason once it is over.
-  absl::Status Send(int id, Message msg, absl::Time deadline);
-  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch, absl::Time deadline);
+  absl::Status Send(int id, transport::Message msg, absl::Time deadline);
+  absl::Status SendBatch(std::vector<std::pair<int, transport::Message>> batch, absl::Time deadline);
   // The next data message for this node. Aborted when the job is over.
-  absl::StatusOr<Message> ReceiveData(absl::Time deadline);
+  absl::StatusOr<transport::Message> ReceiveData(absl::Time deadline);
   // Delivers data messages to `handler` on the transport's I/O thread
   // instead (Transport::SetDataHandler); nullptr goes back to
   // ReceiveData(). Whoever installs a handler learns that the job is over
   // from WaitForShutdown() or health().
-  void SetDataHandler(Transport::DataHandler handler) {
+  void SetDataHandler(transport::Transport::DataHandler handler) {
     transport_->SetDataHandler(std::move(handler));
   }
 
@@ -126,7 +126,7 @@ class ClusterNode {
 
   // OK while the job runs; the abort reason afterwards.
   absl::Status health() const;
-  const Transport& transport() const { return *transport_; }
+  const transport::Transport& transport() const { return *transport_; }
 
  private:
   explicit ClusterNode(const ClusterOptions& options);
@@ -136,7 +136,7 @@ class ClusterNode {
                            const std::string& barrier = "");
 
   const ClusterOptions options_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<transport::Transport> transport_;
   int rank_ = -1;
   int id_ = -1;
   proto::AddressBook book_;
@@ -153,7 +153,7 @@ class ClusterNode {
   std::thread control_;
 };
 
-}  // namespace transport
+}  // namespace cluster
 }  // namespace pstrain
 
-#endif  // PSTRAIN_TRANSPORT_CLUSTER_H_
+#endif  // PSTRAIN_CLUSTER_CLUSTER_H_

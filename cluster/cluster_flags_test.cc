@@ -1,4 +1,4 @@
-#include "transport/cluster_flags.h"
+#include "cluster/cluster_flags.h"
 
 #include <string>
 #include <vector>
@@ -6,10 +6,10 @@
 #include "gflags/gflags.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "transport/node_flags.h"
+#include "cluster/node_flags.h"
 
 namespace pstrain {
-namespace transport {
+namespace cluster {
 namespace {
 
 using ::testing::ElementsAre;
@@ -106,5 +106,5 @@ TEST(ClusterFlagGroupTest, HelpListsTheSharedFlags) {
 }
 
 }  // namespace
-}  // namespace transport
+}  // namespace cluster
 }  // namespace pstrain
