@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -46,6 +47,21 @@ int ForEach(const std::string& path, std::ostream& err, Fn fn) {
   }
 }
 
+// Parses record `i` (at byte `offset`) of `path`; nullopt, reported on
+// `err`, when it is not an image record.
+std::optional<recordio::ImageRecord> ParseReporting(const std::string& path,
+                                                    int64_t i, int64_t offset,
+                                                    absl::string_view payload,
+                                                    std::ostream& err) {
+  auto rec = recordio::ParseImageRecord(payload);
+  if (!rec.ok()) {
+    err << "rectool: " << path << ": record " << i << " at byte offset "
+        << offset << ": " << rec.status().message() << "\n";
+    return std::nullopt;
+  }
+  return *std::move(rec);
+}
+
 }  // namespace
 
 int RunRectool(const std::vector<std::string>& args, bool json,
@@ -67,13 +83,8 @@ int RunRectool(const std::vector<std::string>& args, bool json,
   if (cmd == "headers" && args.size() == 2) {
     return ForEach(
         args[1], err, [&](int64_t i, int64_t off, absl::string_view p) {
-          auto rec = recordio::ParseImageRecord(p);
-          if (!rec.ok()) {
-            err << "rectool: " << args[1] << ": record " << i
-                << " at byte offset " << off << ": " << rec.status().message()
-                << "\n";
-            return false;
-          }
+          auto rec = ParseReporting(args[1], i, off, p, err);
+          if (!rec) return false;
           if (json) {
             // Labels that are not finite become null.
             const nlohmann::ordered_json line = {{"index", i},
@@ -101,13 +112,8 @@ int RunRectool(const std::vector<std::string>& args, bool json,
     int64_t images = 0;
     int rc =
         ForEach(args[1], err, [&](int64_t i, int64_t off, absl::string_view p) {
-          auto rec = recordio::ParseImageRecord(p);
-          if (!rec.ok()) {
-            err << "rectool: " << args[1] << ": record " << i
-                << " at byte offset " << off << ": " << rec.status().message()
-                << "\n";
-            return false;
-          }
+          auto rec = ParseReporting(args[1], i, off, p, err);
+          if (!rec) return false;
           cv::Mat img;
           try {
             img = cv::imdecode(
@@ -171,13 +177,8 @@ int RunRectool(const std::vector<std::string>& args, bool json,
     int rc =
         ForEach(args[1], err, [&](int64_t i, int64_t off, absl::string_view p) {
           if (i != want) return true;
-          auto rec = recordio::ParseImageRecord(p);
-          if (!rec.ok()) {
-            err << "rectool: " << args[1] << ": record " << i
-                << " at byte offset " << off << ": " << rec.status().message()
-                << "\n";
-            return false;
-          }
+          auto rec = ParseReporting(args[1], i, off, p, err);
+          if (!rec) return false;
           std::ofstream f(args[3], std::ios::binary | std::ios::trunc);
           f.write(rec->image.data(),
                   static_cast<std::streamsize>(rec->image.size()));
