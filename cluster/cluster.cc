@@ -6,7 +6,6 @@
 #include "glog/logging.h"
 #include "util/escape.h"
 #include "util/status.h"
-#include "util/wait.h"
 
 namespace pstrain {
 namespace cluster {
@@ -114,7 +113,11 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   }
   LOG(INFO) << proto::Role_Name(o.role) << " rank " << node->rank_ << " (node " << node->id_
             << ") of " << o.num_servers << " server(s) and " << o.num_workers << " worker(s)";
-  node->last_from_scheduler_ = absl::Now();
+  {
+    // No other thread runs yet; the lock is for the analysis.
+    MutexLock lock(&node->mu_);
+    node->last_from_scheduler_ = absl::Now();
+  }
   node->control_ = std::thread([p = node.get()] { p->ControlLoop(); });
   return node;
 }
@@ -131,12 +134,12 @@ absl::Status ClusterNode::SendControl(proto::MessageType type, absl::Time deadli
 
 void ClusterNode::Abort(const absl::Status& why) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!health_.ok() || shutdown_) return;
     health_ = why;
   }
   LOG(ERROR) << "job aborted: " << why.message();
-  cv_.notify_all();
+  cv_.SignalAll();
   transport_->CloseData();
 }
 
@@ -155,7 +158,7 @@ void ClusterNode::ControlLoop() {
     }
     double silent = 0;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (health_.ok() && !shutdown_) silent = absl::ToDoubleSeconds(now - last_from_scheduler_);
     }
     if (silent > absl::ToDoubleSeconds(options_.heartbeat_timeout)) {
@@ -169,7 +172,7 @@ void ClusterNode::ControlLoop() {
     }
     const proto::Header& h = msg->header;
     if (h.sender() == kSchedulerId) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       last_from_scheduler_ = absl::Now();
     }
     switch (h.type()) {
@@ -181,19 +184,19 @@ void ClusterNode::ControlLoop() {
         break;
       case proto::SHUTDOWN: {
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(&mu_);
           shutdown_ = true;
         }
-        cv_.notify_all();
+        cv_.SignalAll();
         transport_->CloseData();
         break;
       }
       case proto::BARRIER: {
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(&mu_);
           barrier_done_[h.barrier_name()] = true;
         }
-        cv_.notify_all();
+        cv_.SignalAll();
         break;
       }
       default:
@@ -203,7 +206,7 @@ void ClusterNode::ControlLoop() {
 }
 
 absl::Status ClusterNode::health() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return health_;
 }
 
@@ -234,8 +237,8 @@ absl::Status ClusterNode::Barrier(const std::string& group, const std::string& n
                                   absl::Time deadline) {
   const std::string key = absl::StrCat(group, ":", name);
   PSTRAIN_RETURN_IF_ERROR(SendControl(proto::BARRIER, deadline, key));
-  std::unique_lock<std::mutex> lock(mu_);
-  const bool done = WaitUntil(cv_, lock, deadline, [&] {
+  MutexLock lock(&mu_);
+  const bool done = cv_.WaitUntil(&mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return barrier_done_.count(key) > 0 || !health_.ok() || shutdown_;
   });
   if (!health_.ok()) return health_;
@@ -252,8 +255,9 @@ absl::Status ClusterNode::Finish() {
 }
 
 absl::Status ClusterNode::WaitForShutdown(absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  WaitUntil(cv_, lock, deadline, [&] { return shutdown_ || !health_.ok(); });
+  MutexLock lock(&mu_);
+  cv_.WaitUntil(&mu_, deadline,
+                [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_ || !health_.ok(); });
   if (!health_.ok()) return health_;
   if (!shutdown_) return absl::DeadlineExceededError("no shutdown in time");
   return absl::OkStatus();

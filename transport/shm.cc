@@ -85,7 +85,11 @@ absl::StatusOr<std::unique_ptr<ShmArena>> ShmArena::Create(size_t bytes) {
   a->identity_.set_fd(a->fd_);
   a->identity_.set_nonce(nonce);
   a->identity_.set_size(bytes);
-  a->free_[kDataStart] = bytes - kDataStart;
+  {
+    // Not shared yet; the lock is for the analysis.
+    MutexLock lock(&a->mu_);
+    a->free_[kDataStart] = bytes - kDataStart;
+  }
   return a;
 }
 
@@ -103,14 +107,14 @@ bool ShmArena::Accepted(uint32_t slot) const {
 
 char* ShmArena::Allocate(size_t size) {
   const uint64_t need = kBlockHeaderBytes + RoundUp(std::max<size_t>(size, 1), kAlign);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // Reclaiming scans every block handed out, so it runs once per
   // kReclaimBytes handed out (the warm start of the arena is reused) and
   // whenever nothing fits.
   if (since_reclaim_ >= kReclaimBytes) ReclaimLocked();
   // First fit: the lowest free block, so pages far up the arena are
   // touched only under load.
-  auto first_fit = [&] {
+  auto first_fit = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = free_.begin();
     while (it != free_.end() && it->second < need) ++it;
     return it;
@@ -155,7 +159,7 @@ int64_t ShmArena::AddRef(const void* data) {
   const char* p = static_cast<const char*>(data);
   if (p < base_ + kDataStart + kBlockHeaderBytes || p >= base_ + size_) return -1;
   const uint64_t offset = static_cast<uint64_t>(p - base_);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = used_.find(offset - kBlockHeaderBytes);
   if (it == used_.end()) return -1;
   auto* b = reinterpret_cast<BlockHeader*>(base_ + it->first);
@@ -169,7 +173,7 @@ int ShmArena::Refs(uint64_t offset) const {
 }
 
 void ShmArena::Release(uint64_t offset) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = used_.find(offset - kBlockHeaderBytes);
   if (it == used_.end()) {
     // Only a peer that sent back a reference it never held gets here.
@@ -183,7 +187,7 @@ void ShmArena::Release(uint64_t offset) {
 
 const char* ShmArena::Referenced(uint64_t offset, size_t size, uint32_t slot) const {
   if (offset < kBlockHeaderBytes || offset >= size_ || !Accepted(slot)) return nullptr;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = used_.find(offset - kBlockHeaderBytes);
   if (it == used_.end() || it->second - kBlockHeaderBytes < size) return nullptr;
   const auto* b = reinterpret_cast<const BlockHeader*>(base_ + it->first);
@@ -193,7 +197,7 @@ const char* ShmArena::Referenced(uint64_t offset, size_t size, uint32_t slot) co
 }
 
 int64_t ShmArena::bytes_in_use() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return used_bytes_;
 }
 
@@ -232,8 +236,8 @@ struct ShmPeers::Mapping {
   uint64_t size = 0;
   // Data offsets of the blocks viewed by live frames (views die on any
   // thread).
-  std::mutex mu;
-  std::multiset<uint64_t> viewed;
+  Mutex mu;
+  std::multiset<uint64_t> viewed ABSL_GUARDED_BY(mu);
   ~Mapping() {
     if (base != nullptr) munmap(base, size);
   }
@@ -283,7 +287,7 @@ absl::Status MapArena(const proto::ShmArena& o, char** base) {
 }  // namespace
 
 bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const Key key(offer.pid(), offer.nonce());
   std::shared_ptr<Mapping> m;
   auto it = mapped_.find(key);
@@ -317,7 +321,7 @@ bool ShmPeers::Accept(const proto::ShmArena& offer, const std::string& from) {
 
 std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own,
                               uint32_t own_slot) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   proto::Header& h = msg->header;
   std::string why;
   // Blocks of our own arena, sent back by the peer that holds them.
@@ -364,12 +368,12 @@ std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own
         }
         char* data = m->base + off;
         {
-          std::lock_guard<std::mutex> view_lock(m->mu);
+          MutexLock view_lock(&m->mu);
           m->viewed.insert(off);
         }
         std::shared_ptr<const void> hand_back(data, [keep = m, b, off](const void*) {
           {
-            std::lock_guard<std::mutex> lock(keep->mu);
+            MutexLock lock(&keep->mu);
             keep->viewed.erase(keep->viewed.find(off));
           }
           __atomic_fetch_sub(&b->refs, 1, __ATOMIC_RELEASE);
@@ -388,7 +392,7 @@ std::string ShmPeers::Resolve(Message* msg, const std::shared_ptr<ShmArena>& own
 
 void ShmPeers::FindViewed(const std::string& address, const void* data, size_t size,
                           const std::function<void(Mapping*, uint64_t)>& found) const {
-  std::lock_guard<std::mutex> peers_lock(mu_);
+  MutexLock peers_lock(&mu_);
   auto a = arena_of_.find(address);
   if (a == arena_of_.end()) return;
   auto it = mapped_.find(a->second);
@@ -398,7 +402,7 @@ void ShmPeers::FindViewed(const std::string& address, const void* data, size_t s
   if (p < m->base || p >= m->base + m->size) return;
   const uint64_t off = static_cast<uint64_t>(p - m->base);
   // Viewed: a block start Resolve checked, referenced while the view lives.
-  std::lock_guard<std::mutex> lock(m->mu);
+  MutexLock lock(&m->mu);
   if (m->viewed.count(off) == 0) return;
   const auto* b = reinterpret_cast<const BlockHeader*>(m->base + off - kBlockHeaderBytes);
   if (b->bytes < size) return;
@@ -425,11 +429,11 @@ int64_t ShmPeers::AddRefForOwner(const std::string& address, const void* data, s
 
 bool ShmPeers::SentBackInUse(const void* data) const {
   const char* p = static_cast<const char*>(data);
-  std::lock_guard<std::mutex> peers_lock(mu_);
+  MutexLock peers_lock(&mu_);
   for (const auto& [key, m] : mapped_) {
     if (p < m->base || p >= m->base + m->size) continue;
     const uint64_t off = static_cast<uint64_t>(p - m->base);
-    std::lock_guard<std::mutex> lock(m->mu);
+    MutexLock lock(&m->mu);
     const size_t views = m->viewed.count(off);
     if (views == 0) return false;
     const auto* b = reinterpret_cast<const BlockHeader*>(m->base + off - kBlockHeaderBytes);
@@ -440,7 +444,7 @@ bool ShmPeers::SentBackInUse(const void* data) const {
 }
 
 void ShmPeers::ReleaseForOwner(const std::string& address, uint64_t offset) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto a = arena_of_.find(address);
   auto it = a == arena_of_.end() ? mapped_.end() : mapped_.find(a->second);
   // The peer's arena changed meanwhile (a restarted peer): nothing to do.

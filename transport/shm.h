@@ -38,15 +38,16 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "proto/messages.pb.h"
 #include "transport/message.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace transport {
@@ -110,19 +111,19 @@ class ShmArena {
  private:
   ShmArena() = default;
   // Moves blocks whose reference count dropped to zero to the free list.
-  void ReclaimLocked();
-  void FreeLocked(uint64_t offset, uint64_t size);
+  void ReclaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeLocked(uint64_t offset, uint64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   int fd_ = -1;
   char* base_ = nullptr;
   size_t size_ = 0;
   proto::ShmArena identity_;
-  mutable std::mutex mu_;
-  std::map<uint64_t, uint64_t> free_;  // Block offset -> bytes; guarded by mu_.
-  std::map<uint64_t, uint64_t> used_;  // Guarded by mu_.
-  int64_t used_bytes_ = 0;  // Guarded by mu_.
-  // Bytes handed out since the last reclaim; guarded by mu_.
-  uint64_t since_reclaim_ = 0;
+  mutable Mutex mu_;
+  std::map<uint64_t, uint64_t> free_ ABSL_GUARDED_BY(mu_);  // Block offset -> bytes.
+  std::map<uint64_t, uint64_t> used_ ABSL_GUARDED_BY(mu_);
+  int64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes handed out since the last reclaim.
+  uint64_t since_reclaim_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The receiving side: the arenas of same-host peers this process has
@@ -165,8 +166,8 @@ class ShmPeers {
   void ReleaseForOwner(const std::string& address, uint64_t offset);
 
   // Arenas mapped so far.
-  size_t mapped() const {
-    std::lock_guard<std::mutex> lock(mu_);
+  size_t mapped() const ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     return mapped_.size();
   }
 
@@ -177,11 +178,12 @@ class ShmPeers {
   // peer at `address` that starts at `data`, holds `size` bytes and is
   // viewed here, under the mapping's lock; not at all if there is none.
   void FindViewed(const std::string& address, const void* data, size_t size,
-                  const std::function<void(Mapping*, uint64_t)>& found) const;
-  mutable std::mutex mu_;  // Guards the maps; taken before a Mapping's.
-  std::map<Key, std::shared_ptr<Mapping>> mapped_;
-  std::map<std::string, Key> arena_of_;  // Routing id -> its arena.
-  std::set<Key> failed_;
+                  const std::function<void(Mapping*, uint64_t)>& found) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  mutable Mutex mu_;  // Guards the maps; taken before a Mapping's.
+  std::map<Key, std::shared_ptr<Mapping>> mapped_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Key> arena_of_ ABSL_GUARDED_BY(mu_);  // Routing id -> its arena.
+  std::set<Key> failed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace transport

@@ -17,7 +17,6 @@
 #include "transport/wire.h"
 #include "util/escape.h"
 #include "util/status.h"
-#include "util/wait.h"
 
 namespace pstrain {
 namespace transport {
@@ -46,7 +45,9 @@ bool IsControl(proto::MessageType type) {
 }  // namespace
 
 // One outgoing peer. The socket belongs to the I/O thread; the rest is
-// guarded by Transport::mu_.
+// guarded by Transport::mu_ (not annotated: ABSL_GUARDED_BY cannot name the
+// mutex of the Transport that holds the Peer), and `id` and `endpoint` are
+// not written after the Peer is in Transport::peers_.
 struct Transport::Peer {
   int id = 0;
   std::string endpoint;
@@ -164,11 +165,11 @@ Transport::~Transport() { Stop(); }
 
 void Transport::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return;
     stopped_ = true;
   }
-  room_.notify_all();
+  room_.SignalAll();
   stop_ = true;
   Wake();
   if (thread_.joinable()) {
@@ -182,7 +183,7 @@ void Transport::Stop() {
   data_.Close();
   {
     // Reject connects that raced with the stop.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& c : connects_) c->done.set_value(absl::CancelledError("transport stopped"));
     connects_.clear();
   }
@@ -212,7 +213,7 @@ absl::Status Transport::Connect(int peer, const std::string& host_port) {
   req->endpoint = host_port;
   std::future<absl::Status> done = req->done.get_future();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return absl::CancelledError("transport stopped");
     connects_.push_back(std::move(req));
   }
@@ -255,7 +256,7 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, ab
   }
   const bool io_thread = OnIoThread();
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return refuse(absl::CancelledError("transport stopped"));
     std::vector<std::pair<Peer*, std::pair<size_t, int64_t>>> targets;
     for (const auto& [id, s] : share) {
@@ -265,7 +266,8 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, ab
       }
       targets.emplace_back(it->second.get(), s);
     }
-    auto fits = [&] {
+    // Peer's counts are guarded by mu_ (see Peer).
+    auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       for (const auto& [p, s] : targets) {
         if (p->messages == 0) continue;  // Anything fits into an empty queue.
         if (p->messages + s.first > options_.max_queued_messages_per_peer ||
@@ -278,7 +280,8 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, ab
     // The I/O thread never waits: it is the one that drains the queues.
     if (!io_thread) {
       ++room_waiters_;
-      const bool ok = WaitUntil(room_, lock, deadline, [&] { return stopped_ || fits(); });
+      const bool ok = room_.WaitUntil(
+          &mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopped_ || fits(); });
       --room_waiters_;
       if (stopped_) return refuse(absl::CancelledError("transport stopped"));
       if (!ok) {
@@ -325,7 +328,7 @@ absl::StatusOr<Message> Transport::ReceiveData(absl::Time deadline) {
 void Transport::SetDataHandler(DataHandler handler) {
   CHECK(!OnIoThread()) << "SetDataHandler from a data handler";
   {
-    std::lock_guard<std::mutex> lock(handler_mu_);  // Waits for a running call.
+    MutexLock lock(&handler_mu_);  // Waits for a running call.
     handler_ = std::move(handler);
     has_handler_ = handler_ != nullptr;
   }
@@ -349,7 +352,7 @@ TransportStats Transport::stats() const {
     s.shm_frames_inline = c.inline_;
   }
   s.refused_unauthenticated = zap_ != nullptr ? zap_->refused() : 0;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   s.max_queued_bytes = max_queued_bytes_;
   return s;
 }
@@ -357,12 +360,12 @@ TransportStats Transport::stats() const {
 void Transport::DrainCommands() {
   std::deque<std::unique_ptr<ConnectRequest>> connects;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     connects.swap(connects_);
   }
   for (auto& c : connects) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = peers_.find(c->peer);
       if (it != peers_.end()) {
         c->done.set_value(
@@ -407,7 +410,7 @@ void Transport::DrainCommands() {
     peer->dealer = dealer;
     if (shm_ != nullptr) peer->shm_slot = shm_->AddPeer(peer->endpoint);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       peers_[c->peer] = std::move(peer);
     }
     c->done.set_value(absl::OkStatus());
@@ -431,7 +434,7 @@ void Transport::TakeQueuedData(std::vector<Message>* batch) {
 void Transport::PumpSends() {
   std::vector<std::pair<Peer*, std::unique_ptr<Outgoing>>> ready;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [id, p] : peers_) {
       while (!p->queue.empty()) {
         const std::unique_ptr<Outgoing>& top = p->queue.top();
@@ -450,7 +453,7 @@ void Transport::PumpSends() {
     if (SendNow(ready[i].first, ready[i].second.get())) continue;
     // ZeroMQ's pipe to that peer is full (send_hwm_messages): requeue this
     // one and the rest of the round, and retry shortly.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (size_t j = i; j < ready.size(); ++j) {
       ready[j].first->window_bytes -= ready[j].second->bytes;
       ready[j].first->queue.push(std::move(ready[j].second));
@@ -508,7 +511,7 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
   std::vector<std::pair<uint32_t, std::string>> slots(
       batch->size(), {ShmArena::kMaxSlots, std::string()});
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (size_t i = 0; i < batch->size(); ++i) {
       auto it = peers_.find((*batch)[i].first);
       if (it != peers_.end()) slots[i] = {it->second->shm_slot, it->second->endpoint};
@@ -531,12 +534,12 @@ bool Transport::SharedFrameInUse(const Frame& frame) const {
 void Transport::Released(Peer* peer, int64_t bytes) {
   bool pump = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     peer->messages -= 1;
     peer->bytes -= bytes;
     peer->window_bytes -= bytes;
     pump = !peer->queue.empty();
-    if (room_waiters_ > 0) room_.notify_all();
+    if (room_waiters_ > 0) room_.SignalAll();
   }
   if (pump) Wake();  // The window opened (on the I/O thread: no wait in the next poll).
 }
@@ -547,7 +550,7 @@ void Transport::Deliver(std::vector<Message>* batch) {
   std::stable_sort(batch->begin(), batch->end(), [](const Message& a, const Message& b) {
     return a.header.priority() > b.header.priority();
   });
-  std::lock_guard<std::mutex> lock(handler_mu_);
+  MutexLock lock(&handler_mu_);
   for (Message& m : *batch) {
     if (handler_) {
       handler_(std::move(m));
@@ -569,7 +572,7 @@ bool Transport::SenderMatches(int64_t sender, const std::string& from) {
   // only servers and workers, whose ids and addresses both come from the
   // address book, are bound to their connection.
   if (sender <= 0) return true;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = peers_.find(static_cast<int>(sender));
   return it == peers_.end() || it->second->endpoint == from;
 }
@@ -689,7 +692,7 @@ void Transport::Loop() {
   // the sockets first.
   std::vector<void*> dealers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [id, p] : peers_) {
       dealers.push_back(p->dealer);
       p->dealer = nullptr;
