@@ -75,7 +75,8 @@ struct ClusterOptions {
 };
 
 // Parses "host:port". InvalidArgument names the text.
-absl::Status ParseHostPort(const std::string& text, std::string* host, int* port);
+absl::Status ParseHostPort(const std::string& text, std::string* host,
+                           int* port);
 
 // Thread-safe.
 class ClusterNode {
@@ -84,7 +85,8 @@ class ClusterNode {
   // Aborted with the scheduler's reason when it gives up (its start
   // timeout names who is missing); DeadlineExceeded, naming the scheduler
   // and the job this node expected, when the scheduler never answers.
-  static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(const ClusterOptions& options);
+  static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(
+      const ClusterOptions& options);
   ~ClusterNode();  // Stops the threads and the transport.
   ClusterNode(const ClusterNode&) = delete;
   ClusterNode& operator=(const ClusterNode&) = delete;
@@ -103,7 +105,8 @@ class ClusterNode {
   // for room in its queue until `deadline` (Transport::Send). The job's
   // abort reason once it is over.
   absl::Status Send(int id, transport::Message msg, absl::Time deadline);
-  absl::Status SendBatch(std::vector<std::pair<int, transport::Message>> batch, absl::Time deadline);
+  absl::Status SendBatch(std::vector<std::pair<int, transport::Message>> batch,
+                         absl::Time deadline);
   // The next data message for this node. Aborted when the job is over.
   absl::StatusOr<transport::Message> ReceiveData(absl::Time deadline);
   // Delivers data messages to `handler` on the transport's I/O thread
@@ -116,8 +119,8 @@ class ClusterNode {
 
   // Waits until every member of `group` ("workers", "servers", "all") has
   // entered the barrier `name`.
-  absl::Status Barrier(const std::string& group, const std::string& name, absl::Time deadline)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Barrier(const std::string& group, const std::string& name,
+                       absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Worker: tells the scheduler it has finished.
   absl::Status Finish();

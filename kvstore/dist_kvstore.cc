@@ -158,8 +158,8 @@ class DistKVStore : public KVStore {
       }
       t.EndBusyPoll();
     }
-    const bool done = cv_.WaitUntil(
-        &mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const bool done =
+        cv_.WaitUntil(&mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return it->second.outstanding == 0;
         });
     if (!done) {

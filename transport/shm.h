@@ -79,7 +79,8 @@ class ShmArena {
   // is free.
   // `receiver_slot`: the slot of the peer it is for, the only one that may
   // send it back by reference (Referenced).
-  int64_t CopyIn(const void* data, size_t size, uint32_t receiver_slot = kMaxSlots);
+  int64_t CopyIn(const void* data, size_t size,
+                 uint32_t receiver_slot = kMaxSlots);
   // A block of `size` bytes referenced once (by the caller, who hands it
   // back with Release), or nullptr when none that large is free.
   char* Allocate(size_t size);
@@ -112,14 +113,16 @@ class ShmArena {
   ShmArena() = default;
   // Moves blocks whose reference count dropped to zero to the free list.
   void ReclaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FreeLocked(uint64_t offset, uint64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeLocked(uint64_t offset, uint64_t size)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   int fd_ = -1;
   char* base_ = nullptr;
   size_t size_ = 0;
   proto::ShmArena identity_;
   mutable Mutex mu_;
-  std::map<uint64_t, uint64_t> free_ ABSL_GUARDED_BY(mu_);  // Block offset -> bytes.
+  std::map<uint64_t, uint64_t> free_
+      ABSL_GUARDED_BY(mu_);  // Block offset -> bytes.
   std::map<uint64_t, uint64_t> used_ ABSL_GUARDED_BY(mu_);
   int64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Bytes handed out since the last reclaim.
@@ -142,13 +145,14 @@ class ShmPeers {
   // the arena named by header.shm_arena) with views into that arena, each
   // handing its block back when the view dies, and clears both header
   // fields. Views are writable (Frame::View) except of blocks the sender
-  // keeps (ShmFrame.by_reference: Frame::Borrow). Returns "" or what is wrong with the descriptors (the blocks
-  // of the valid ones are handed back when the caller drops the message).
-  // `own` (may be null) is this process's arena, for frames in it
-  // (ShmFrame.in_receiver_arena: read-only views that drop the sender's
-  // reference when they die), accepted only from the peer each block was
-  // copied in for: `own_slot`, the sender's slot in `own`.
-  std::string Resolve(Message* msg, const std::shared_ptr<ShmArena>& own, uint32_t own_slot);
+  // keeps (ShmFrame.by_reference: Frame::Borrow). Returns "" or what is wrong
+  // with the descriptors (the blocks of the valid ones are handed back when the
+  // caller drops the message). `own` (may be null) is this process's arena, for
+  // frames in it (ShmFrame.in_receiver_arena: read-only views that drop the
+  // sender's reference when they die), accepted only from the peer each block
+  // was copied in for: `own_slot`, the sender's slot in `own`.
+  std::string Resolve(Message* msg, const std::shared_ptr<ShmArena>& own,
+                      uint32_t own_slot);
 
   // Whether `data` is the start of a block of at least `size` bytes in the
   // arena of the peer whose routing id is `address`, viewed here right
@@ -157,7 +161,8 @@ class ShmPeers {
   bool Viewing(const std::string& address, const void* data, size_t size) const;
   // If Viewing(): one more reference to the block (for the peer's message)
   // and its data offset; else -1.
-  int64_t AddRefForOwner(const std::string& address, const void* data, size_t size);
+  int64_t AddRefForOwner(const std::string& address, const void* data,
+                         size_t size);
   // Whether a block viewed here at `data` is also referenced by a message
   // sent back to its owner (AddRefForOwner) that the owner still reads.
   // False for data in no mapped arena.
@@ -182,7 +187,8 @@ class ShmPeers {
       ABSL_LOCKS_EXCLUDED(mu_);
   mutable Mutex mu_;  // Guards the maps; taken before a Mapping's.
   std::map<Key, std::shared_ptr<Mapping>> mapped_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, Key> arena_of_ ABSL_GUARDED_BY(mu_);  // Routing id -> its arena.
+  std::map<std::string, Key> arena_of_
+      ABSL_GUARDED_BY(mu_);  // Routing id -> its arena.
   std::set<Key> failed_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -57,8 +57,8 @@
 #include "transport/message.h"
 #include "transport/shm.h"
 #include "transport/shm_link.h"
-#include "util/mutex.h"
 #include "util/blocking_queue.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace transport {
@@ -172,7 +172,8 @@ class Transport {
   using DataHandler = std::function<void(Message)>;
 
   // Binds and starts the I/O thread. Errors name host:port and the reason.
-  static absl::StatusOr<std::unique_ptr<Transport>> Create(const TransportOptions& options);
+  static absl::StatusOr<std::unique_ptr<Transport>> Create(
+      const TransportOptions& options);
   ~Transport();  // Stop()s.
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
@@ -186,7 +187,8 @@ class Transport {
   // endpoint and the reason. Returns without waiting for the peer (ZeroMQ
   // connects in the background); DeadlineExceeded if the I/O thread does
   // not take the request within 30 s.
-  absl::Status Connect(int peer, const std::string& host_port) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Connect(int peer, const std::string& host_port)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Queues `msg` for `peer`; the token is filled in here. Waits for room
   // in the peer's queue until `deadline` (DeadlineExceeded, naming the
@@ -197,8 +199,8 @@ class Transport {
   // Queues several messages at once, waiting until every peer involved has
   // room for its share: among them, higher priority is sent first. All or
   // nothing: on error none is queued.
-  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch, absl::Time deadline)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status SendBatch(std::vector<std::pair<int, Message>> batch,
+                         absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The next validated incoming control message (REGISTER, ADDRESS_BOOK,
   // BARRIER, HEARTBEAT, ABORT, SHUTDOWN), waiting until `deadline`
@@ -233,8 +235,12 @@ class Transport {
   // While at least one caller is between BeginBusyPoll() and EndBusyPoll()
   // (waiting for a reply, briefly), the I/O thread polls without sleeping,
   // yielding its core, so a reply is read without a wake-up. Thread-safe.
-  void BeginBusyPoll() const { busy_pollers_.fetch_add(1, std::memory_order_relaxed); }
-  void EndBusyPoll() const { busy_pollers_.fetch_sub(1, std::memory_order_relaxed); }
+  void BeginBusyPoll() const {
+    busy_pollers_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void EndBusyPoll() const {
+    busy_pollers_.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   // Stops the I/O thread, closes the sockets (unsent messages are dropped)
   // and wakes every waiting Send (Cancelled). Idempotent.
@@ -243,12 +249,14 @@ class Transport {
  private:
   struct Peer;
   // Hands each message of `batch` to shm_->Prepare with its peer's slot.
-  void PrepareShm(std::vector<std::pair<int, Message>>* batch) ABSL_LOCKS_EXCLUDED(mu_);
+  void PrepareShm(std::vector<std::pair<int, Message>>* batch)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Whether a message claiming `sender` may come in on the connection whose
   // routing id is `from`: the connected peer of that id (a server or a
   // worker; see Connect) must be the node at `from`. Unknown ids pass (the
   // roles check them against their address book).
-  bool SenderMatches(int64_t sender, const std::string& from) ABSL_LOCKS_EXCLUDED(mu_);
+  bool SenderMatches(int64_t sender, const std::string& from)
+      ABSL_LOCKS_EXCLUDED(mu_);
   struct Outgoing {
     int priority;
     uint64_t seq;
@@ -269,7 +277,8 @@ class Transport {
     std::string endpoint;
     std::promise<absl::Status> done;
   };
-  class InFlight;  // One message handed to ZeroMQ, until its frames are released.
+  class InFlight;  // One message handed to ZeroMQ, until its frames are
+                   // released.
 
   explicit Transport(const TransportOptions& options);
   void Loop();
@@ -284,11 +293,12 @@ class Transport {
   void ReadIncoming() ABSL_LOCKS_EXCLUDED(mu_, handler_mu_);
   // Appends the data messages queued for ReceiveData to `batch`.
   void TakeQueuedData(std::vector<Message>* batch);
-  void Deliver(std::vector<Message>* batch) ABSL_LOCKS_EXCLUDED(mu_, handler_mu_);
+  void Deliver(std::vector<Message>* batch)
+      ABSL_LOCKS_EXCLUDED(mu_, handler_mu_);
 
   const TransportOptions options_;
   std::unique_ptr<ShmLink> shm_;  // Null: no shared memory.
-  std::unique_ptr<Gate> gate_;  // I/O thread only (after Create).
+  std::unique_ptr<Gate> gate_;    // I/O thread only (after Create).
   std::string address_;
   int port_ = 0;
   void* ctx_ = nullptr;
@@ -321,7 +331,8 @@ class Transport {
   std::atomic<bool> stop_{false};
   mutable std::atomic<int> busy_pollers_{0};
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
-  std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0}, wrong_sender_{0};
+  std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0},
+      wrong_sender_{0};
   std::thread thread_;
 };
 

@@ -16,7 +16,8 @@
 //   ...
 //   MutexLock lock(&mu_);
 //   cv_.WaitUntil(&mu_, deadline,
-//                 [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_ > 0; });
+//                 [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_ > 0;
+//                 });
 //
 // Thread-safe, like the std types they wrap.
 #ifndef PSTRAIN_UTIL_MUTEX_H_
