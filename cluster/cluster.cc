@@ -6,7 +6,6 @@
 #include "glog/logging.h"
 #include "util/escape.h"
 #include "util/status.h"
-#include "util/wait.h"
 
 namespace pstrain {
 namespace cluster {
@@ -15,18 +14,20 @@ using transport::Message;
 using transport::Transport;
 using transport::TransportOptions;
 
-absl::Status ParseHostPort(const std::string& text, std::string* host, int* port) {
+absl::Status ParseHostPort(const std::string& text, std::string* host,
+                           int* port) {
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(text.substr(colon + 1), port) || *port < 0 || *port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not host:port"));
+      !absl::SimpleAtoi(text.substr(colon + 1), port) || *port < 0 ||
+      *port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not host:port"));
   }
   *host = text.substr(0, colon);
   return absl::OkStatus();
 }
 
-ClusterNode::ClusterNode(const ClusterOptions& options)
-    : options_(options) {}
+ClusterNode::ClusterNode(const ClusterOptions& options) : options_(options) {}
 
 ClusterNode::~ClusterNode() {
   stop_ = true;
@@ -39,11 +40,13 @@ int ClusterNode::WorkerRank(int id) const {
   return it == worker_rank_of_id_.end() ? -1 : it->second;
 }
 
-absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOptions& o) {
+absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(
+    const ClusterOptions& o) {
   std::string sched_host;
   int sched_port;
   PSTRAIN_RETURN_IF_ERROR(
-      Annotate(ParseHostPort(o.scheduler_address, &sched_host, &sched_port), "--scheduler_address"));
+      Annotate(ParseHostPort(o.scheduler_address, &sched_host, &sched_port),
+               "--scheduler_address"));
   std::unique_ptr<ClusterNode> node(new ClusterNode(o));
   TransportOptions t;
   t.bind_host = o.host;
@@ -56,12 +59,15 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   // many reconnecting.
   t.max_incoming_connections = 2 * (o.num_servers + o.num_workers + 1) + 16;
   if (!o.insecure_plaintext) {
-    PSTRAIN_RETURN_IF_ERROR(o.curve_keys_dir.empty()
-                                ? UseJobCurveKeys(&t)
-                                : Annotate(UseCurveKeysDir(o.curve_keys_dir, &t), "--curve_keys_dir"));
+    PSTRAIN_RETURN_IF_ERROR(
+        o.curve_keys_dir.empty()
+            ? UseJobCurveKeys(&t)
+            : Annotate(UseCurveKeysDir(o.curve_keys_dir, &t),
+                       "--curve_keys_dir"));
   }
   PSTRAIN_ASSIGN_OR_RETURN(node->transport_, Transport::Create(t));
-  PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, o.scheduler_address));
+  PSTRAIN_RETURN_IF_ERROR(
+      node->transport_->Connect(kSchedulerId, o.scheduler_address));
   Message reg;
   reg.header.set_type(proto::REGISTER);
   reg.header.set_sender(-1);
@@ -72,7 +78,8 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   me->set_port(node->transport_->port());
   const absl::Duration wait = o.start_timeout + o.heartbeat_timeout;
   const absl::Time deadline = absl::Now() + wait;
-  PSTRAIN_RETURN_IF_ERROR(node->transport_->Send(kSchedulerId, std::move(reg), deadline));
+  PSTRAIN_RETURN_IF_ERROR(
+      node->transport_->Send(kSchedulerId, std::move(reg), deadline));
   LOG(INFO) << proto::Role_Name(o.role) << " at " << node->transport_->address()
             << " registered with the scheduler at " << o.scheduler_address;
 
@@ -101,25 +108,33 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(const ClusterOpt
   }
   for (int i = 0; i < node->book_.nodes_size(); ++i) {
     const proto::NodeInfo& n = node->book_.nodes(i);
-    const int id = n.role() == proto::SERVER ? node->ServerId(n.rank()) : node->WorkerId(n.rank());
+    const int id = n.role() == proto::SERVER ? node->ServerId(n.rank())
+                                             : node->WorkerId(n.rank());
     if (n.role() == proto::WORKER) node->worker_rank_of_id_[id] = n.rank();
     if (n.host() == o.host && n.port() == node->transport_->port()) {
       node->rank_ = n.rank();
       node->id_ = id;
     }
-    PSTRAIN_RETURN_IF_ERROR(node->transport_->Connect(id, absl::StrCat(n.host(), ":", n.port())));
+    PSTRAIN_RETURN_IF_ERROR(
+        node->transport_->Connect(id, absl::StrCat(n.host(), ":", n.port())));
   }
   if (node->id_ < 0) {
     return absl::InternalError("the address book does not list this node");
   }
-  LOG(INFO) << proto::Role_Name(o.role) << " rank " << node->rank_ << " (node " << node->id_
-            << ") of " << o.num_servers << " server(s) and " << o.num_workers << " worker(s)";
-  node->last_from_scheduler_ = absl::Now();
+  LOG(INFO) << proto::Role_Name(o.role) << " rank " << node->rank_ << " (node "
+            << node->id_ << ") of " << o.num_servers << " server(s) and "
+            << o.num_workers << " worker(s)";
+  {
+    // No other thread runs yet; the lock is for the analysis.
+    MutexLock lock(&node->mu_);
+    node->last_from_scheduler_ = absl::Now();
+  }
   node->control_ = std::thread([p = node.get()] { p->ControlLoop(); });
   return node;
 }
 
-absl::Status ClusterNode::SendControl(proto::MessageType type, absl::Time deadline,
+absl::Status ClusterNode::SendControl(proto::MessageType type,
+                                      absl::Time deadline,
                                       const std::string& barrier) {
   Message m;
   m.header.set_type(type);
@@ -131,12 +146,12 @@ absl::Status ClusterNode::SendControl(proto::MessageType type, absl::Time deadli
 
 void ClusterNode::Abort(const absl::Status& why) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!health_.ok() || shutdown_) return;
     health_ = why;
   }
   LOG(ERROR) << "job aborted: " << why.message();
-  cv_.notify_all();
+  cv_.SignalAll();
   transport_->CloseData();
 }
 
@@ -155,21 +170,24 @@ void ClusterNode::ControlLoop() {
     }
     double silent = 0;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (health_.ok() && !shutdown_) silent = absl::ToDoubleSeconds(now - last_from_scheduler_);
+      MutexLock lock(&mu_);
+      if (health_.ok() && !shutdown_)
+        silent = absl::ToDoubleSeconds(now - last_from_scheduler_);
     }
     if (silent > absl::ToDoubleSeconds(options_.heartbeat_timeout)) {
-      Abort(absl::AbortedError(absl::StrCat("the scheduler at ", options_.scheduler_address,
-                                            " has been silent for ", silent, " s")));
+      Abort(absl::AbortedError(
+          absl::StrCat("the scheduler at ", options_.scheduler_address,
+                       " has been silent for ", silent, " s")));
     }
-    auto msg = transport_->Receive(std::min(next_beat, now + absl::Milliseconds(100)));
+    auto msg =
+        transport_->Receive(std::min(next_beat, now + absl::Milliseconds(100)));
     if (!msg.ok()) {
       if (msg.status().code() == absl::StatusCode::kCancelled) return;
       continue;
     }
     const proto::Header& h = msg->header;
     if (h.sender() == kSchedulerId) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       last_from_scheduler_ = absl::Now();
     }
     switch (h.type()) {
@@ -181,19 +199,19 @@ void ClusterNode::ControlLoop() {
         break;
       case proto::SHUTDOWN: {
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(&mu_);
           shutdown_ = true;
         }
-        cv_.notify_all();
+        cv_.SignalAll();
         transport_->CloseData();
         break;
       }
       case proto::BARRIER: {
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(&mu_);
           barrier_done_[h.barrier_name()] = true;
         }
-        cv_.notify_all();
+        cv_.SignalAll();
         break;
       }
       default:
@@ -203,7 +221,7 @@ void ClusterNode::ControlLoop() {
 }
 
 absl::Status ClusterNode::health() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return health_;
 }
 
@@ -230,19 +248,23 @@ absl::StatusOr<Message> ClusterNode::ReceiveData(absl::Time deadline) {
   return m;
 }
 
-absl::Status ClusterNode::Barrier(const std::string& group, const std::string& name,
+absl::Status ClusterNode::Barrier(const std::string& group,
+                                  const std::string& name,
                                   absl::Time deadline) {
   const std::string key = absl::StrCat(group, ":", name);
   PSTRAIN_RETURN_IF_ERROR(SendControl(proto::BARRIER, deadline, key));
-  std::unique_lock<std::mutex> lock(mu_);
-  const bool done = WaitUntil(cv_, lock, deadline, [&] {
-    return barrier_done_.count(key) > 0 || !health_.ok() || shutdown_;
-  });
+  MutexLock lock(&mu_);
+  const bool done =
+      cv_.WaitUntil(&mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return barrier_done_.count(key) > 0 || !health_.ok() || shutdown_;
+      });
   if (!health_.ok()) return health_;
   if (!done) {
-    return absl::DeadlineExceededError(absl::StrCat("barrier ", key, " not reached in time"));
+    return absl::DeadlineExceededError(
+        absl::StrCat("barrier ", key, " not reached in time"));
   }
-  if (shutdown_ && !barrier_done_.count(key)) return absl::CancelledError("the job has shut down");
+  if (shutdown_ && !barrier_done_.count(key))
+    return absl::CancelledError("the job has shut down");
   barrier_done_.erase(key);
   return absl::OkStatus();
 }
@@ -252,8 +274,10 @@ absl::Status ClusterNode::Finish() {
 }
 
 absl::Status ClusterNode::WaitForShutdown(absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  WaitUntil(cv_, lock, deadline, [&] { return shutdown_ || !health_.ok(); });
+  MutexLock lock(&mu_);
+  cv_.WaitUntil(&mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || !health_.ok();
+  });
   if (!health_.ok()) return health_;
   if (!shutdown_) return absl::DeadlineExceededError("no shutdown in time");
   return absl::OkStatus();

@@ -10,19 +10,19 @@
 #define PSTRAIN_CLUSTER_CLUSTER_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/messages.pb.h"
 #include "transport/transport.h"
 #include "util/blocking_queue.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace cluster {
@@ -75,7 +75,8 @@ struct ClusterOptions {
 };
 
 // Parses "host:port". InvalidArgument names the text.
-absl::Status ParseHostPort(const std::string& text, std::string* host, int* port);
+absl::Status ParseHostPort(const std::string& text, std::string* host,
+                           int* port);
 
 // Thread-safe.
 class ClusterNode {
@@ -84,7 +85,8 @@ class ClusterNode {
   // Aborted with the scheduler's reason when it gives up (its start
   // timeout names who is missing); DeadlineExceeded, naming the scheduler
   // and the job this node expected, when the scheduler never answers.
-  static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(const ClusterOptions& options);
+  static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(
+      const ClusterOptions& options);
   ~ClusterNode();  // Stops the threads and the transport.
   ClusterNode(const ClusterNode&) = delete;
   ClusterNode& operator=(const ClusterNode&) = delete;
@@ -103,7 +105,8 @@ class ClusterNode {
   // for room in its queue until `deadline` (Transport::Send). The job's
   // abort reason once it is over.
   absl::Status Send(int id, transport::Message msg, absl::Time deadline);
-  absl::Status SendBatch(std::vector<std::pair<int, transport::Message>> batch, absl::Time deadline);
+  absl::Status SendBatch(std::vector<std::pair<int, transport::Message>> batch,
+                         absl::Time deadline);
   // The next data message for this node. Aborted when the job is over.
   absl::StatusOr<transport::Message> ReceiveData(absl::Time deadline);
   // Delivers data messages to `handler` on the transport's I/O thread
@@ -116,22 +119,23 @@ class ClusterNode {
 
   // Waits until every member of `group` ("workers", "servers", "all") has
   // entered the barrier `name`.
-  absl::Status Barrier(const std::string& group, const std::string& name, absl::Time deadline);
+  absl::Status Barrier(const std::string& group, const std::string& name,
+                       absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Worker: tells the scheduler it has finished.
   absl::Status Finish();
   // Waits until the scheduler ends the job: OK for an orderly SHUTDOWN,
   // Aborted otherwise.
-  absl::Status WaitForShutdown(absl::Time deadline);
+  absl::Status WaitForShutdown(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
   // OK while the job runs; the abort reason afterwards.
-  absl::Status health() const;
+  absl::Status health() const ABSL_LOCKS_EXCLUDED(mu_);
   const transport::Transport& transport() const { return *transport_; }
 
  private:
   explicit ClusterNode(const ClusterOptions& options);
-  void ControlLoop();
-  void Abort(const absl::Status& why);
+  void ControlLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Abort(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SendControl(proto::MessageType type, absl::Time deadline,
                            const std::string& barrier = "");
 
@@ -142,12 +146,12 @@ class ClusterNode {
   proto::AddressBook book_;
   std::map<int, int> worker_rank_of_id_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  absl::Status health_;            // Guarded by mu_.
-  bool shutdown_ = false;          // Guarded by mu_.
-  std::map<std::string, bool> barrier_done_;  // Guarded by mu_.
-  absl::Time last_from_scheduler_;  // Guarded by mu_.
+  mutable Mutex mu_;
+  CondVar cv_;  // Signalled when the job ends or a barrier is passed.
+  absl::Status health_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, bool> barrier_done_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_from_scheduler_ ABSL_GUARDED_BY(mu_);
 
   std::atomic<bool> stop_{false};
   std::thread control_;

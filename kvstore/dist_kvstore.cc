@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -17,8 +15,8 @@
 #include "kvstore/partition.h"
 #include "nn/optimizer.h"
 #include "util/escape.h"
+#include "util/mutex.h"
 #include "util/status.h"
-#include "util/wait.h"
 
 namespace pstrain {
 namespace kvstore {
@@ -69,7 +67,7 @@ class DistKVStore : public KVStore {
       return absl::InvalidArgumentError("keys/values mismatch");
     std::map<int, Message> per_server;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       for (size_t i = 0; i < keys.size(); ++i) {
         if (plans_.count(keys[i])) {
           return absl::AlreadyExistsError(
@@ -141,7 +139,7 @@ class DistKVStore : public KVStore {
   }
 
   absl::Status Wait(Handle h, absl::Time deadline) override {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = ops_.find(h);
     if (it == ops_.end())
       return absl::NotFoundError(absl::StrCat("no operation ", h));
@@ -154,14 +152,16 @@ class DistKVStore : public KVStore {
       t.BeginBusyPoll();
       const absl::Time spin_end = absl::Now() + absl::Microseconds(kSpinMicros);
       while (it->second.outstanding != 0 && absl::Now() < spin_end) {
-        lock.unlock();
+        mu_.Unlock();
         std::this_thread::yield();
-        lock.lock();
+        mu_.Lock();
       }
       t.EndBusyPoll();
     }
-    const bool done = WaitUntil(cv_, lock, deadline,
-                                [&] { return it->second.outstanding == 0; });
+    const bool done =
+        cv_.WaitUntil(&mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return it->second.outstanding == 0;
+        });
     if (!done) {
       return absl::DeadlineExceededError(
           absl::StrCat("operation ", h, " on key ", it->second.key,
@@ -175,7 +175,7 @@ class DistKVStore : public KVStore {
   absl::Status WaitAll(absl::Time deadline) override {
     std::vector<Handle> handles;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       for (const auto& [h, op] : ops_) handles.push_back(h);
     }
     absl::Status first;
@@ -209,7 +209,7 @@ class DistKVStore : public KVStore {
     }
     bool known;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       known = plans_.count(slot) > 0;
     }
     if (!known) {
@@ -264,7 +264,7 @@ class DistKVStore : public KVStore {
       return absl::InvalidArgumentError("an empty group of keys");
     std::vector<std::vector<SliceSpec>> plans;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       for (const KeyPushPull& g : group) {
         auto it = plans_.find(g.key);
         if (it == plans_.end()) {
@@ -362,10 +362,10 @@ class DistKVStore : public KVStore {
     Handle h;
     std::vector<std::pair<int, Message>> to_send;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       // Wait for room at every server involved (anything fits when nothing
       // is outstanding there).
-      auto fits = [&] {
+      auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         for (size_t s = 0; s < need.size(); ++s) {
           const Outstanding& o = outstanding_[s];
           if (need[s].requests == 0 || o.requests == 0) continue;
@@ -378,8 +378,10 @@ class DistKVStore : public KVStore {
         }
         return true;
       };
-      if (!WaitUntil(cv_, lock, deadline,
-                     [&] { return !dead_.ok() || fits(); })) {
+      if (!cv_.WaitUntil(&mu_, deadline,
+                         [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                           return !dead_.ok() || fits();
+                         })) {
         return absl::DeadlineExceededError(absl::StrCat(
             "requests for key ", key,
             " found no room under the outstanding-request bounds within ",
@@ -405,14 +407,14 @@ class DistKVStore : public KVStore {
     for (const auto& [id, m] : to_send) rids.push_back(m.header.request_id());
     absl::Status s = node_->SendBatch(std::move(to_send), deadline);
     if (!s.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       for (uint64_t rid : rids) Forget(rid);
       auto it = ops_.find(h);
       if (it != ops_.end()) {
         it->second.status = s;
         it->second.outstanding = 0;
       }
-      cv_.notify_all();
+      cv_.SignalAll();
     }
     return h;
   }
@@ -434,10 +436,10 @@ class DistKVStore : public KVStore {
   void OnResponse(Message msg) {
     const proto::Header& hd = msg.header;
     if (hd.type() != proto::RESPONSE) return;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Handle h;
     if (!Forget(hd.request_id(), &h)) return;
-    cv_.notify_all();  // Room for waiting senders, maybe a finished op.
+    cv_.SignalAll();  // Room for waiting senders, maybe a finished op.
     auto oit = ops_.find(h);
     if (oit == ops_.end()) return;
     Op& op = oit->second;
@@ -486,7 +488,7 @@ class DistKVStore : public KVStore {
           node_->WaitForShutdown(absl::Now() + absl::Milliseconds(100));
       if (s.code() == absl::StatusCode::kDeadlineExceeded) continue;
       if (s.ok()) s = absl::CancelledError("the job has shut down");
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       dead_ = s;
       for (auto& [h, op] : ops_) {
         if (op.outstanding > 0) {
@@ -494,7 +496,7 @@ class DistKVStore : public KVStore {
           op.outstanding = 0;
         }
       }
-      cv_.notify_all();
+      cv_.SignalAll();
       return;
     }
   }
@@ -512,8 +514,8 @@ class DistKVStore : public KVStore {
   // job's end. It is taken by the callers' threads, by OnResponse() on the
   // transport's I/O thread and by the watcher thread. cv_ is waited on with
   // mu_ held: an op finished, room opened, or the job ended.
-  std::mutex mu_;
-  std::condition_variable cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::vector<int64_t> load_ ABSL_GUARDED_BY(mu_);  // Elements, per server.
   // Per key: its chunks.
   std::map<int64_t, std::vector<SliceSpec>> plans_ ABSL_GUARDED_BY(mu_);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <map>
-#include <mutex>
 #include <set>
 #include <utility>
 
@@ -10,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kvstore/kvstore_internal.h"
 #include "nn/optimizer.h"
+#include "util/mutex.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -31,7 +31,7 @@ class LocalKVStore : public KVStore {
                     absl::Time) override {
     if (keys.size() != values.size())
       return absl::InvalidArgumentError("keys/values mismatch");
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
       store_[keys[i]].assign(values[i].begin(), values[i].end());
     }
@@ -40,25 +40,25 @@ class LocalKVStore : public KVStore {
   absl::Status SetOptimizer(const proto::OptimizerConfig& config,
                             absl::Time) override {
     PSTRAIN_ASSIGN_OR_RETURN(auto opt, nn::Optimizer::Create(config));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     optimizer_ = std::move(opt);
     return absl::OkStatus();
   }
   absl::StatusOr<Handle> Push(
       int64_t key, const std::vector<absl::Span<const float>>& values,
       int) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return Done(PushLocked(key, values));
   }
   absl::StatusOr<Handle> Pull(int64_t key, absl::Span<float> out,
                               int) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return Done(PullLocked(key, out));
   }
   absl::StatusOr<Handle> PushPull(
       int64_t key, const std::vector<absl::Span<const float>>& values,
       absl::Span<float> out, int) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     absl::Status s = PushLocked(key, values);
     if (s.ok()) s = PullLocked(key, out);
     return Done(s);
@@ -74,7 +74,7 @@ class LocalKVStore : public KVStore {
             absl::StrCat("key ", g.key, " twice"));
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     absl::Status s;
     for (const KeyPushPull& g : group) {
       s = PushLocked(g.key, g.device_values);
@@ -84,7 +84,7 @@ class LocalKVStore : public KVStore {
     return Done(s);
   }
   absl::Status Wait(Handle h, absl::Time) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = results_.find(h);
     if (it == results_.end())
       return absl::NotFoundError(absl::StrCat("no operation ", h));
@@ -93,7 +93,7 @@ class LocalKVStore : public KVStore {
     return s;
   }
   absl::Status WaitAll(absl::Time) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     absl::Status first;
     for (const auto& [h, s] : results_) {
       if (first.ok()) first = s;
@@ -151,7 +151,7 @@ class LocalKVStore : public KVStore {
 
   const std::string type_;  // Only read: no lock.
   // mu_ guards everything below; every operation holds it throughout.
-  std::mutex mu_;
+  Mutex mu_;
   std::map<int64_t, std::vector<float>> store_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<nn::Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
   // Each operation's result, until Wait().

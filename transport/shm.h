@@ -38,15 +38,16 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "proto/messages.pb.h"
 #include "transport/message.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace transport {
@@ -78,7 +79,8 @@ class ShmArena {
   // is free.
   // `receiver_slot`: the slot of the peer it is for, the only one that may
   // send it back by reference (Referenced).
-  int64_t CopyIn(const void* data, size_t size, uint32_t receiver_slot = kMaxSlots);
+  int64_t CopyIn(const void* data, size_t size,
+                 uint32_t receiver_slot = kMaxSlots);
   // A block of `size` bytes referenced once (by the caller, who hands it
   // back with Release), or nullptr when none that large is free.
   char* Allocate(size_t size);
@@ -110,19 +112,21 @@ class ShmArena {
  private:
   ShmArena() = default;
   // Moves blocks whose reference count dropped to zero to the free list.
-  void ReclaimLocked();
-  void FreeLocked(uint64_t offset, uint64_t size);
+  void ReclaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeLocked(uint64_t offset, uint64_t size)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   int fd_ = -1;
   char* base_ = nullptr;
   size_t size_ = 0;
   proto::ShmArena identity_;
-  mutable std::mutex mu_;
-  std::map<uint64_t, uint64_t> free_;  // Block offset -> bytes; guarded by mu_.
-  std::map<uint64_t, uint64_t> used_;  // Guarded by mu_.
-  int64_t used_bytes_ = 0;  // Guarded by mu_.
-  // Bytes handed out since the last reclaim; guarded by mu_.
-  uint64_t since_reclaim_ = 0;
+  mutable Mutex mu_;
+  std::map<uint64_t, uint64_t> free_
+      ABSL_GUARDED_BY(mu_);  // Block offset -> bytes.
+  std::map<uint64_t, uint64_t> used_ ABSL_GUARDED_BY(mu_);
+  int64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes handed out since the last reclaim.
+  uint64_t since_reclaim_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The receiving side: the arenas of same-host peers this process has
@@ -141,13 +145,14 @@ class ShmPeers {
   // the arena named by header.shm_arena) with views into that arena, each
   // handing its block back when the view dies, and clears both header
   // fields. Views are writable (Frame::View) except of blocks the sender
-  // keeps (ShmFrame.by_reference: Frame::Borrow). Returns "" or what is wrong with the descriptors (the blocks
-  // of the valid ones are handed back when the caller drops the message).
-  // `own` (may be null) is this process's arena, for frames in it
-  // (ShmFrame.in_receiver_arena: read-only views that drop the sender's
-  // reference when they die), accepted only from the peer each block was
-  // copied in for: `own_slot`, the sender's slot in `own`.
-  std::string Resolve(Message* msg, const std::shared_ptr<ShmArena>& own, uint32_t own_slot);
+  // keeps (ShmFrame.by_reference: Frame::Borrow). Returns "" or what is wrong
+  // with the descriptors (the blocks of the valid ones are handed back when the
+  // caller drops the message). `own` (may be null) is this process's arena, for
+  // frames in it (ShmFrame.in_receiver_arena: read-only views that drop the
+  // sender's reference when they die), accepted only from the peer each block
+  // was copied in for: `own_slot`, the sender's slot in `own`.
+  std::string Resolve(Message* msg, const std::shared_ptr<ShmArena>& own,
+                      uint32_t own_slot);
 
   // Whether `data` is the start of a block of at least `size` bytes in the
   // arena of the peer whose routing id is `address`, viewed here right
@@ -156,7 +161,8 @@ class ShmPeers {
   bool Viewing(const std::string& address, const void* data, size_t size) const;
   // If Viewing(): one more reference to the block (for the peer's message)
   // and its data offset; else -1.
-  int64_t AddRefForOwner(const std::string& address, const void* data, size_t size);
+  int64_t AddRefForOwner(const std::string& address, const void* data,
+                         size_t size);
   // Whether a block viewed here at `data` is also referenced by a message
   // sent back to its owner (AddRefForOwner) that the owner still reads.
   // False for data in no mapped arena.
@@ -165,8 +171,8 @@ class ShmPeers {
   void ReleaseForOwner(const std::string& address, uint64_t offset);
 
   // Arenas mapped so far.
-  size_t mapped() const {
-    std::lock_guard<std::mutex> lock(mu_);
+  size_t mapped() const ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     return mapped_.size();
   }
 
@@ -177,11 +183,13 @@ class ShmPeers {
   // peer at `address` that starts at `data`, holds `size` bytes and is
   // viewed here, under the mapping's lock; not at all if there is none.
   void FindViewed(const std::string& address, const void* data, size_t size,
-                  const std::function<void(Mapping*, uint64_t)>& found) const;
-  mutable std::mutex mu_;  // Guards the maps; taken before a Mapping's.
-  std::map<Key, std::shared_ptr<Mapping>> mapped_;
-  std::map<std::string, Key> arena_of_;  // Routing id -> its arena.
-  std::set<Key> failed_;
+                  const std::function<void(Mapping*, uint64_t)>& found) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  mutable Mutex mu_;  // Guards the maps; taken before a Mapping's.
+  std::map<Key, std::shared_ptr<Mapping>> mapped_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Key> arena_of_
+      ABSL_GUARDED_BY(mu_);  // Routing id -> its arena.
+  std::set<Key> failed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace transport

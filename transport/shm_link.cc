@@ -39,7 +39,7 @@ std::string ShmLink::Strip(Message* msg) {
 
 uint32_t ShmLink::AddPeer(const std::string& endpoint) {
   const uint32_t slot = next_slot_++;  // kMaxSlots and up: none.
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   slot_of_endpoint_[endpoint] = slot;
   return slot;
 }
@@ -120,7 +120,7 @@ std::string ShmLink::Receive(Message* msg, const std::string& from) {
   uint32_t own_slot = ShmArena::kMaxSlots;
   for (const proto::ShmFrame& d : h.shm_frames()) {
     if (!d.in_receiver_arena()) continue;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = slot_of_endpoint_.find(from);
     if (it != slot_of_endpoint_.end()) own_slot = it->second;
     break;

@@ -10,11 +10,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "transport/message.h"
 #include "transport/shm.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace transport {
@@ -71,8 +72,8 @@ class ShmLink {
   const std::shared_ptr<ShmArena> arena_;
   ShmPeers peers_;
   uint32_t next_slot_ = 0;  // I/O thread only.
-  mutable std::mutex mu_;
-  std::map<std::string, uint32_t> slot_of_endpoint_;  // Guarded by mu_.
+  mutable Mutex mu_;
+  std::map<std::string, uint32_t> slot_of_endpoint_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> sent_{0}, received_{0}, inline_{0};
 };
 

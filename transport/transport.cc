@@ -6,8 +6,8 @@
 #include <zmq.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -17,7 +17,6 @@
 #include "transport/wire.h"
 #include "util/escape.h"
 #include "util/status.h"
-#include "util/wait.h"
 
 namespace pstrain {
 namespace transport {
@@ -28,7 +27,8 @@ constexpr std::chrono::seconds kConnectAnswerTimeout{30};
 
 absl::Status ZmqError(absl::string_view what) {
   const int e = zmq_errno();
-  return absl::UnavailableError(absl::StrCat(what, ": ", zmq_strerror(e), " (errno ", e, ")"));
+  return absl::UnavailableError(
+      absl::StrCat(what, ": ", zmq_strerror(e), " (errno ", e, ")"));
 }
 
 // Receives one part; returns false when none is waiting.
@@ -39,20 +39,24 @@ bool RecvPart(void* socket, zmq_msg_t* msg, bool* more) {
 }
 
 bool IsControl(proto::MessageType type) {
-  return type == proto::REGISTER || type == proto::ADDRESS_BOOK || type == proto::BARRIER ||
-         type == proto::HEARTBEAT || type == proto::ABORT || type == proto::SHUTDOWN;
+  return type == proto::REGISTER || type == proto::ADDRESS_BOOK ||
+         type == proto::BARRIER || type == proto::HEARTBEAT ||
+         type == proto::ABORT || type == proto::SHUTDOWN;
 }
 
 }  // namespace
 
 // One outgoing peer. The socket belongs to the I/O thread; the rest is
-// guarded by Transport::mu_.
+// guarded by Transport::mu_ (not annotated: ABSL_GUARDED_BY cannot name the
+// mutex of the Transport that holds the Peer), and `id` and `endpoint` are
+// not written after the Peer is in Transport::peers_.
 struct Transport::Peer {
   int id = 0;
   std::string endpoint;
   void* dealer = nullptr;  // I/O thread only.
   // Not yet handed to ZeroMQ, highest priority on top.
-  std::priority_queue<std::unique_ptr<Outgoing>, std::vector<std::unique_ptr<Outgoing>>, GoesAfter>
+  std::priority_queue<std::unique_ptr<Outgoing>,
+                      std::vector<std::unique_ptr<Outgoing>>, GoesAfter>
       queue;
   // Everything counted against the bound: queued plus handed to ZeroMQ and
   // not yet released.
@@ -68,7 +72,8 @@ struct Transport::Peer {
 // sender holds one extra count until every frame is handed over.
 class Transport::InFlight final : public ReleaseListener {
  public:
-  InFlight(Transport* t, Peer* peer, int64_t bytes) : t_(t), peer_(peer), bytes_(bytes) {}
+  InFlight(Transport* t, Peer* peer, int64_t bytes)
+      : t_(t), peer_(peer), bytes_(bytes) {}
   void Hold() { pending_.fetch_add(1, std::memory_order_relaxed); }
   void FrameReleased() override {
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
@@ -101,9 +106,12 @@ absl::Status UseJobCurveKeys(TransportOptions* o) {
 }
 
 Transport::Transport(const TransportOptions& options)
-    : options_(options), incoming_(options.incoming_capacity), data_(options.incoming_capacity) {}
+    : options_(options),
+      incoming_(options.incoming_capacity),
+      data_(options.incoming_capacity) {}
 
-absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOptions& options) {
+absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(
+    const TransportOptions& options) {
   std::unique_ptr<Transport> t(new Transport(options));
   t->ctx_ = zmq_ctx_new();
   if (t->ctx_ == nullptr) return ZmqError("zmq_ctx_new");
@@ -127,23 +135,28 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
     auto zap = ZapHandler::Start(t->ctx_, accepted);
     if (!zap.ok()) return zap.status();
     t->zap_ = std::move(*zap);
-    const CurveKeyPair& router_keys = options.curve_router_keys.secret_key.empty()
-                                          ? options.curve_keys
-                                          : options.curve_router_keys;
+    const CurveKeyPair& router_keys =
+        options.curve_router_keys.secret_key.empty()
+            ? options.curve_keys
+            : options.curve_router_keys;
     const int server = 1;
-    if (zmq_setsockopt(t->router_, ZMQ_CURVE_SERVER, &server, sizeof(server)) != 0 ||
-        zmq_setsockopt(t->router_, ZMQ_CURVE_SECRETKEY, router_keys.secret_key.c_str(),
+    if (zmq_setsockopt(t->router_, ZMQ_CURVE_SERVER, &server, sizeof(server)) !=
+            0 ||
+        zmq_setsockopt(t->router_, ZMQ_CURVE_SECRETKEY,
+                       router_keys.secret_key.c_str(),
                        router_keys.secret_key.size() + 1) != 0) {
       return ZmqError("CURVE server key (not a Z85 key of 40 characters?)");
     }
   }
   const std::string endpoint =
-      options.bind_port == 0 ? absl::StrCat("tcp://", options.bind_host, ":*")
-                             : absl::StrCat("tcp://", options.bind_host, ":", options.bind_port);
+      options.bind_port == 0
+          ? absl::StrCat("tcp://", options.bind_host, ":*")
+          : absl::StrCat("tcp://", options.bind_host, ":", options.bind_port);
   if (zmq_bind(t->router_, endpoint.c_str()) != 0) {
     return ZmqError(absl::StrCat("cannot listen on ", options.bind_host, ":",
-                                 options.bind_port == 0 ? std::string("(any port)")
-                                                        : absl::StrCat(options.bind_port)));
+                                 options.bind_port == 0
+                                     ? std::string("(any port)")
+                                     : absl::StrCat(options.bind_port)));
   }
   char last[256];
   size_t len = sizeof(last);
@@ -151,8 +164,10 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(const TransportOpti
   const std::string bound(last);
   t->port_ = std::stoi(bound.substr(bound.rfind(':') + 1));
   t->gate_->set_port(t->port_);
-  t->address_ = absl::StrCat(
-      options.advertise_host.empty() ? options.bind_host : options.advertise_host, ":", t->port_);
+  t->address_ =
+      absl::StrCat(options.advertise_host.empty() ? options.bind_host
+                                                  : options.advertise_host,
+                   ":", t->port_);
   if (options.shm_bytes > 0) t->shm_ = ShmLink::Create(options.shm_bytes);
   t->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (t->wake_fd_ < 0) return ErrnoToStatus(errno, "eventfd");
@@ -164,11 +179,11 @@ Transport::~Transport() { Stop(); }
 
 void Transport::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return;
     stopped_ = true;
   }
-  room_.notify_all();
+  room_.SignalAll();
   stop_ = true;
   Wake();
   if (thread_.joinable()) {
@@ -182,8 +197,9 @@ void Transport::Stop() {
   data_.Close();
   {
     // Reject connects that raced with the stop.
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& c : connects_) c->done.set_value(absl::CancelledError("transport stopped"));
+    MutexLock lock(&mu_);
+    for (auto& c : connects_)
+      c->done.set_value(absl::CancelledError("transport stopped"));
     connects_.clear();
   }
   if (zap_ != nullptr) zap_->Stop();  // Its socket closes before the context.
@@ -203,7 +219,8 @@ void Transport::Wake() {
 }
 
 bool Transport::OnIoThread() const {
-  return io_thread_id_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+  return io_thread_id_.load(std::memory_order_relaxed) ==
+         std::this_thread::get_id();
 }
 
 absl::Status Transport::Connect(int peer, const std::string& host_port) {
@@ -212,7 +229,7 @@ absl::Status Transport::Connect(int peer, const std::string& host_port) {
   req->endpoint = host_port;
   std::future<absl::Status> done = req->done.get_future();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return absl::CancelledError("transport stopped");
     connects_.push_back(std::move(req));
   }
@@ -222,7 +239,8 @@ absl::Status Transport::Connect(int peer, const std::string& host_port) {
   // rather than waited out.
   if (done.wait_for(kConnectAnswerTimeout) != std::future_status::ready) {
     return absl::DeadlineExceededError(absl::StrCat(
-        "connect to ", EscapeForLog(host_port), ": the I/O thread did not answer in ",
+        "connect to ", EscapeForLog(host_port),
+        ": the I/O thread did not answer in ",
         absl::FormatDuration(absl::FromChrono(kConnectAnswerTimeout))));
   }
   return done.get();
@@ -234,7 +252,8 @@ absl::Status Transport::Send(int peer, Message msg, absl::Time deadline) {
   return SendBatch(std::move(batch), deadline);
 }
 
-absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, absl::Time deadline) {
+absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch,
+                                  absl::Time deadline) {
   if (batch.empty()) return absl::OkStatus();
   if (shm_ != nullptr) PrepareShm(&batch);
   // Hands back the arena blocks when the batch is refused.
@@ -248,24 +267,27 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, ab
   std::map<int, std::pair<size_t, int64_t>> share;
   std::vector<int64_t> bytes(batch.size(), 0);
   for (size_t i = 0; i < batch.size(); ++i) {
-    for (const Frame& f : batch[i].second.frames) bytes[i] += static_cast<int64_t>(f.size());
+    for (const Frame& f : batch[i].second.frames)
+      bytes[i] += static_cast<int64_t>(f.size());
     auto& s = share[batch[i].first];
     s.first += 1;
     s.second += bytes[i];
   }
   const bool io_thread = OnIoThread();
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return refuse(absl::CancelledError("transport stopped"));
     std::vector<std::pair<Peer*, std::pair<size_t, int64_t>>> targets;
     for (const auto& [id, s] : share) {
       auto it = peers_.find(id);
       if (it == peers_.end()) {
-        return refuse(absl::FailedPreconditionError(absl::StrCat("no connection to peer ", id)));
+        return refuse(absl::FailedPreconditionError(
+            absl::StrCat("no connection to peer ", id)));
       }
       targets.emplace_back(it->second.get(), s);
     }
-    auto fits = [&] {
+    // Peer's counts are guarded by mu_ (see Peer).
+    auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       for (const auto& [p, s] : targets) {
         if (p->messages == 0) continue;  // Anything fits into an empty queue.
         if (p->messages + s.first > options_.max_queued_messages_per_peer ||
@@ -278,17 +300,20 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch, ab
     // The I/O thread never waits: it is the one that drains the queues.
     if (!io_thread) {
       ++room_waiters_;
-      const bool ok = WaitUntil(room_, lock, deadline, [&] { return stopped_ || fits(); });
+      const bool ok = room_.WaitUntil(&mu_, deadline,
+                                      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                                        return stopped_ || fits();
+                                      });
       --room_waiters_;
       if (stopped_) return refuse(absl::CancelledError("transport stopped"));
       if (!ok) {
         for (const auto& [p, s] : targets) {
           if (p->messages > 0) {
             return refuse(absl::DeadlineExceededError(absl::StrCat(
-                "the queue to peer ", p->id, " (", p->endpoint, ") stayed full: ", p->messages,
-                " messages, ", p->bytes, " bytes queued (bounds ",
-                options_.max_queued_messages_per_peer, ", ", options_.max_queued_bytes_per_peer,
-                ")")));
+                "the queue to peer ", p->id, " (", p->endpoint,
+                ") stayed full: ", p->messages, " messages, ", p->bytes,
+                " bytes queued (bounds ", options_.max_queued_messages_per_peer,
+                ", ", options_.max_queued_bytes_per_peer, ")")));
           }
         }
         return refuse(absl::DeadlineExceededError("send queue full"));
@@ -325,7 +350,7 @@ absl::StatusOr<Message> Transport::ReceiveData(absl::Time deadline) {
 void Transport::SetDataHandler(DataHandler handler) {
   CHECK(!OnIoThread()) << "SetDataHandler from a data handler";
   {
-    std::lock_guard<std::mutex> lock(handler_mu_);  // Waits for a running call.
+    MutexLock lock(&handler_mu_);  // Waits for a running call.
     handler_ = std::move(handler);
     has_handler_ = handler_ != nullptr;
   }
@@ -349,7 +374,7 @@ TransportStats Transport::stats() const {
     s.shm_frames_inline = c.inline_;
   }
   s.refused_unauthenticated = zap_ != nullptr ? zap_->refused() : 0;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   s.max_queued_bytes = max_queued_bytes_;
   return s;
 }
@@ -357,12 +382,12 @@ TransportStats Transport::stats() const {
 void Transport::DrainCommands() {
   std::deque<std::unique_ptr<ConnectRequest>> connects;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     connects.swap(connects_);
   }
   for (auto& c : connects) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = peers_.find(c->peer);
       if (it != peers_.end()) {
         c->done.set_value(
@@ -383,22 +408,27 @@ void Transport::DrainCommands() {
       const std::string& server_key = options_.curve_server_key.empty()
                                           ? options_.curve_keys.public_key
                                           : options_.curve_server_key;
-      zmq_setsockopt(dealer, ZMQ_CURVE_SERVERKEY, server_key.c_str(), server_key.size() + 1);
-      zmq_setsockopt(dealer, ZMQ_CURVE_PUBLICKEY, options_.curve_keys.public_key.c_str(),
+      zmq_setsockopt(dealer, ZMQ_CURVE_SERVERKEY, server_key.c_str(),
+                     server_key.size() + 1);
+      zmq_setsockopt(dealer, ZMQ_CURVE_PUBLICKEY,
+                     options_.curve_keys.public_key.c_str(),
                      options_.curve_keys.public_key.size() + 1);
-      zmq_setsockopt(dealer, ZMQ_CURVE_SECRETKEY, options_.curve_keys.secret_key.c_str(),
+      zmq_setsockopt(dealer, ZMQ_CURVE_SECRETKEY,
+                     options_.curve_keys.secret_key.c_str(),
                      options_.curve_keys.secret_key.size() + 1);
     }
     const std::string ep = absl::StrCat("tcp://", c->endpoint);
-    absl::Status armed =
-        options_.curve ? absl::OkStatus() : Gate::ArmClient(dealer, options_.token);
+    absl::Status armed = options_.curve
+                             ? absl::OkStatus()
+                             : Gate::ArmClient(dealer, options_.token);
     if (!armed.ok() || zmq_connect(dealer, ep.c_str()) != 0) {
       absl::Status s = armed.ok()
                            ? ZmqError(absl::StrCat("cannot connect to ",
                                                    EscapeForLog(c->endpoint)))
                            : armed;
       zmq_close(dealer);
-      c->done.set_value(std::move(s));  // One owner: no shared refcount across threads.
+      c->done.set_value(
+          std::move(s));  // One owner: no shared refcount across threads.
       continue;
     }
     auto peer = std::make_unique<Peer>();
@@ -407,7 +437,7 @@ void Transport::DrainCommands() {
     peer->dealer = dealer;
     if (shm_ != nullptr) peer->shm_slot = shm_->AddPeer(peer->endpoint);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       peers_[c->peer] = std::move(peer);
     }
     c->done.set_value(absl::OkStatus());
@@ -431,7 +461,7 @@ void Transport::TakeQueuedData(std::vector<Message>* batch) {
 void Transport::PumpSends() {
   std::vector<std::pair<Peer*, std::unique_ptr<Outgoing>>> ready;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [id, p] : peers_) {
       while (!p->queue.empty()) {
         const std::unique_ptr<Outgoing>& top = p->queue.top();
@@ -441,7 +471,8 @@ void Transport::PumpSends() {
         }
         p->window_bytes += top->bytes;
         // priority_queue::top is const; the element is moved out right away.
-        ready.emplace_back(p.get(), std::move(const_cast<std::unique_ptr<Outgoing>&>(top)));
+        ready.emplace_back(
+            p.get(), std::move(const_cast<std::unique_ptr<Outgoing>&>(top)));
         p->queue.pop();
       }
     }
@@ -450,7 +481,7 @@ void Transport::PumpSends() {
     if (SendNow(ready[i].first, ready[i].second.get())) continue;
     // ZeroMQ's pipe to that peer is full (send_hwm_messages): requeue this
     // one and the rest of the round, and retry shortly.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (size_t j = i; j < ready.size(); ++j) {
       ready[j].first->window_bytes -= ready[j].second->bytes;
       ready[j].first->queue.push(std::move(ready[j].second));
@@ -473,8 +504,9 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
     const int e = zmq_errno();
     zmq_msg_close(&part);
     if (e == EAGAIN) return false;
-    LOG_EVERY_N(ERROR, 100) << "send to peer " << peer->id << " (" << peer->endpoint
-                            << ") failed: " << zmq_strerror(e);
+    LOG_EVERY_N(ERROR, 100)
+        << "send to peer " << peer->id << " (" << peer->endpoint
+        << ") failed: " << zmq_strerror(e);
     if (shm_ != nullptr) shm_->Drop(out->msg, &peer->endpoint);
     Released(peer, out->bytes);
     return true;
@@ -485,8 +517,8 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
     zmq_msg_t f;
     if (out->msg.frames[i].ReleaseTo(&f, flight)) flight->Hold();
     if (zmq_msg_send(&f, sock, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) {
-      LOG_EVERY_N(ERROR, 100) << "send to peer " << peer->id << " failed: "
-                              << zmq_strerror(zmq_errno());
+      LOG_EVERY_N(ERROR, 100) << "send to peer " << peer->id
+                              << " failed: " << zmq_strerror(zmq_errno());
       zmq_msg_close(&f);  // Releases it (and tells `flight`).
       // Release the frames that will never be handed over.
       for (size_t j = i + 1; j < n; ++j) {
@@ -508,15 +540,17 @@ void Transport::PrepareShm(std::vector<std::pair<int, Message>>* batch) {
   std::vector<std::pair<uint32_t, std::string>> slots(
       batch->size(), {ShmArena::kMaxSlots, std::string()});
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (size_t i = 0; i < batch->size(); ++i) {
       auto it = peers_.find((*batch)[i].first);
-      if (it != peers_.end()) slots[i] = {it->second->shm_slot, it->second->endpoint};
+      if (it != peers_.end())
+        slots[i] = {it->second->shm_slot, it->second->endpoint};
     }
   }
   const bool io_thread = OnIoThread();
   for (size_t i = 0; i < batch->size(); ++i) {
-    shm_->Prepare(slots[i].first, slots[i].second, io_thread, &(*batch)[i].second);
+    shm_->Prepare(slots[i].first, slots[i].second, io_thread,
+                  &(*batch)[i].second);
   }
 }
 
@@ -531,23 +565,25 @@ bool Transport::SharedFrameInUse(const Frame& frame) const {
 void Transport::Released(Peer* peer, int64_t bytes) {
   bool pump = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     peer->messages -= 1;
     peer->bytes -= bytes;
     peer->window_bytes -= bytes;
     pump = !peer->queue.empty();
-    if (room_waiters_ > 0) room_.notify_all();
+    if (room_waiters_ > 0) room_.SignalAll();
   }
-  if (pump) Wake();  // The window opened (on the I/O thread: no wait in the next poll).
+  if (pump)
+    Wake();  // The window opened (on the I/O thread: no wait in the next poll).
 }
 
 void Transport::Deliver(std::vector<Message>* batch) {
   if (batch->empty()) return;
   // Serve the highest priority first among what arrived together.
-  std::stable_sort(batch->begin(), batch->end(), [](const Message& a, const Message& b) {
-    return a.header.priority() > b.header.priority();
-  });
-  std::lock_guard<std::mutex> lock(handler_mu_);
+  std::stable_sort(batch->begin(), batch->end(),
+                   [](const Message& a, const Message& b) {
+                     return a.header.priority() > b.header.priority();
+                   });
+  MutexLock lock(&handler_mu_);
   for (Message& m : *batch) {
     if (handler_) {
       handler_(std::move(m));
@@ -569,7 +605,7 @@ bool Transport::SenderMatches(int64_t sender, const std::string& from) {
   // only servers and workers, whose ids and addresses both come from the
   // address book, are bound to their connection.
   if (sender <= 0) return true;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = peers_.find(static_cast<int>(sender));
   return it == peers_.end() || it->second->endpoint == from;
 }
@@ -594,13 +630,15 @@ void Transport::ReadIncoming() {
       break;
     }
     // Part 0 is the sender's routing id, part 1 the header, then data.
-    const std::string identity(static_cast<const char*>(zmq_msg_data(&part)), zmq_msg_size(&part));
+    const std::string identity(static_cast<const char*>(zmq_msg_data(&part)),
+                               zmq_msg_size(&part));
     zmq_msg_close(&part);
     std::vector<Frame> parts;
     while (more) {
       zmq_msg_t p;
       zmq_msg_init(&p);
-      if (zmq_msg_recv(&p, router_, 0) < 0) {  // Rest of a multipart: already here.
+      if (zmq_msg_recv(&p, router_, 0) <
+          0) {  // Rest of a multipart: already here.
         zmq_msg_close(&p);
         break;
       }
@@ -630,8 +668,8 @@ void Transport::ReadIncoming() {
     }
     msg.from = identity;
     if (msg.header.has_shm_arena() || msg.header.shm_frames_size() > 0) {
-      const std::string why =
-          shm_ != nullptr ? shm_->Receive(&msg, identity) : ShmLink::Strip(&msg);
+      const std::string why = shm_ != nullptr ? shm_->Receive(&msg, identity)
+                                              : ShmLink::Strip(&msg);
       if (!why.empty()) {
         ++malformed_;
         LOG_EVERY_N(WARNING, 100)
@@ -650,7 +688,8 @@ void Transport::ReadIncoming() {
       s = data_.TryPush(std::move(msg));
     }
     if (!s.ok()) {
-      LOG_EVERY_N(WARNING, 100) << "incoming message dropped: " << s;  // Closed at shutdown.
+      LOG_EVERY_N(WARNING, 100)
+          << "incoming message dropped: " << s;  // Closed at shutdown.
     }
   }
   Deliver(&batch);
@@ -679,7 +718,7 @@ void Transport::Loop() {
       (void)n;
     }
     gate_->Serve(items + 2);  // Admits or refuses new connections.
-    wake_pending_ = false;  // Before draining: a later Wake() writes again.
+    wake_pending_ = false;    // Before draining: a later Wake() writes again.
     DrainCommands();
     if (items[0].revents & ZMQ_POLLIN) {
       ReadIncoming();
@@ -689,7 +728,7 @@ void Transport::Loop() {
   // the sockets first.
   std::vector<void*> dealers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [id, p] : peers_) {
       dealers.push_back(p->dealer);
       p->dealer = nullptr;

@@ -1,4 +1,6 @@
 // Deadline waits on std::condition_variable with absl::Time deadlines.
+// Code on pstrain::Mutex (util/mutex.h), which clang's thread-safety
+// analysis checks, uses CondVar::WaitUntil instead.
 #ifndef PSTRAIN_UTIL_WAIT_H_
 #define PSTRAIN_UTIL_WAIT_H_
 
