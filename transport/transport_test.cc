@@ -52,7 +52,8 @@ TEST(TransportTest, MessagesWithFramesBothWays) {
   Message m = Push(7, {});
   m.frames.clear();
   m.header.set_lengths(0, static_cast<int64_t>(big->size()));
-  m.frames.push_back(Frame::Borrow(big->data(), big->size() * sizeof(float), big));
+  m.frames.push_back(
+      Frame::Borrow(big->data(), big->size() * sizeof(float), big));
   ASSERT_TRUE(a->Send(1, std::move(m), Soon()).ok());
   auto got = b->Receive(Soon());
   ASSERT_TRUE(got.ok()) << got.status();
@@ -67,7 +68,8 @@ TEST(TransportTest, MessagesWithFramesBothWays) {
   EXPECT_THAT(std::vector<float>(back->frames[0].As<float>().begin(),
                                  back->frames[0].As<float>().end()),
               ::testing::ElementsAre(1, 2, 3));
-  EXPECT_EQ(a->Send(5, Push(1, {}), Soon()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(a->Send(5, Push(1, {}), Soon()).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(TransportTest, ReceiveHasADeadlineAndStopCancels) {
@@ -76,7 +78,8 @@ TEST(TransportTest, ReceiveHasADeadlineAndStopCancels) {
             absl::StatusCode::kDeadlineExceeded);
   a->Stop();
   EXPECT_EQ(a->Receive(Soon()).status().code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(a->Send(0, Push(1, {}), Soon()).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(a->Send(0, Push(1, {}), Soon()).code(),
+            absl::StatusCode::kCancelled);
 }
 
 TEST(TransportTest, BindAndConnectErrorsNameTheEndpoint) {
@@ -87,12 +90,13 @@ TEST(TransportTest, BindAndConnectErrorsNameTheEndpoint) {
   ASSERT_FALSE(b.ok());
   EXPECT_THAT(std::string(b.status().message()),
               HasSubstr(absl::StrCat("127.0.0.1:", a->port())));
-  EXPECT_THAT(std::string(b.status().message()), HasSubstr("Address already in use"));
+  EXPECT_THAT(std::string(b.status().message()),
+              HasSubstr("Address already in use"));
   absl::Status c = a->Connect(3, "no-such-host-name.invalid:x");
   EXPECT_FALSE(c.ok());
-  EXPECT_THAT(std::string(c.message()), HasSubstr("no-such-host-name.invalid:x"));
+  EXPECT_THAT(std::string(c.message()),
+              HasSubstr("no-such-host-name.invalid:x"));
 }
-
 
 std::string Header(const proto::Header& h) {
   std::string s;
@@ -111,21 +115,21 @@ TEST(TransportTest, GarbageIsCountedAndDroppedAndGoodTrafficContinues) {
   good.add_lengths(2);
   const std::string two_floats(8, '\0');
 
-  raw.Send({"\xff\xff\xff garbage that is not protobuf"});       // Unparsable.
+  raw.Send({"\xff\xff\xff garbage that is not protobuf"});  // Unparsable.
   proto::Header truncated = good;
   std::string cut = Header(truncated);
-  raw.Send({cut.substr(0, cut.size() - 3), two_floats});         // Truncated header.
+  raw.Send({cut.substr(0, cut.size() - 3), two_floats});  // Truncated header.
   proto::Header wrong_token = good;
   wrong_token.set_token("guess");
-  raw.Send({Header(wrong_token), two_floats});                   // Wrong token.
+  raw.Send({Header(wrong_token), two_floats});  // Wrong token.
   proto::Header huge = good;
   huge.set_lengths(0, int64_t{1} << 40);
-  raw.Send({Header(huge), two_floats});                          // Huge declared length.
-  raw.Send({Header(good), two_floats, two_floats});              // Extra frame.
+  raw.Send({Header(huge), two_floats});              // Huge declared length.
+  raw.Send({Header(good), two_floats, two_floats});  // Extra frame.
   proto::Header neg = good;
   neg.set_lengths(0, -2);
-  raw.Send({Header(neg), two_floats});                           // Negative length.
-  raw.Send({Header(good), two_floats});                          // Valid.
+  raw.Send({Header(neg), two_floats});   // Negative length.
+  raw.Send({Header(good), two_floats});  // Valid.
 
   auto got = b->Receive(Soon());
   ASSERT_TRUE(got.ok()) << got.status();
@@ -175,7 +179,8 @@ void ExpectAMessageThatNeverEndsHoldsNoMemory(Transport* b, RawZmtpPeer* raw) {
   EXPECT_TRUE(raw->ClosedByPeer(10000)) << "the connection stayed open";
   const int64_t grown = RssBytes() - rss_before;
   ::testing::Test::RecordProperty("frames_written", static_cast<int>(written));
-  ::testing::Test::RecordProperty("rss_growth_mib", static_cast<int>(grown >> 20));
+  ::testing::Test::RecordProperty("rss_growth_mib",
+                                  static_cast<int>(grown >> 20));
   if (!kSanitized) {
     EXPECT_LT(grown, int64_t{32} << 20) << written << " frames written";
   }
@@ -189,7 +194,8 @@ void ExpectAMessageThatNeverEndsHoldsNoMemory(Transport* b, RawZmtpPeer* raw) {
 // without the job token is now turned away in the handshake, before any
 // frame of a message is taken from it: here one speaking plain ZMTP (the
 // NULL mechanism), as any ZeroMQ socket does by default.
-TEST(TransportTest, AMessageThatNeverEndsFromAPeerWithoutTheTokenHoldsNoMemory) {
+TEST(TransportTest,
+     AMessageThatNeverEndsFromAPeerWithoutTheTokenHoldsNoMemory) {
   auto b = Make("secret");
   RawZmtpPeer raw(b->port(), "NULL");
   ASSERT_TRUE(raw.ok());
@@ -255,7 +261,10 @@ TEST(TransportTest, StalledHandshakesAreBoundedPerConnectionAndInTotal) {
   TransportOptions o;
   o.max_frame_bytes = 1 << 20;
   o.max_incoming_connections = 16;
-  o.handshake_timeout = absl::Seconds(2);
+  // Every peer must arrive while the first 16 still hold their slots:
+  // sanitizers slow the 200 connections down several times.
+  const absl::Duration handshake = absl::Seconds(kSanitized ? 15 : 2);
+  o.handshake_timeout = handshake;
   auto b = Make("secret", o);
   const int64_t rss_before = RssBytes();
   constexpr int kPeers = 200;
@@ -269,9 +278,10 @@ TEST(TransportTest, StalledHandshakesAreBoundedPerConnectionAndInTotal) {
     }
     peers.push_back(std::move(raw));
   }
-  EXPECT_TRUE(WaitFor([&] {
-    return b->stats().connections_over_limit >= kPeers - 16;
-  })) << b->stats().connections_over_limit;
+  EXPECT_TRUE(
+      WaitFor([&] { return b->stats().connections_over_limit >= kPeers - 16; },
+              handshake + absl::Seconds(8)))
+      << b->stats().connections_over_limit;
   const int64_t grown = RssBytes() - rss_before;
   RecordProperty("rss_growth_mib", static_cast<int>(grown >> 20));
   if (!kSanitized) {
@@ -279,7 +289,9 @@ TEST(TransportTest, StalledHandshakesAreBoundedPerConnectionAndInTotal) {
   }
   // The rest are dropped when their handshake times out.
   int closed = 0;
-  for (auto& p : peers) closed += p->ClosedByPeer(10000);
+  const int close_wait_ms =
+      static_cast<int>(absl::ToInt64Milliseconds(handshake)) + 8000;
+  for (auto& p : peers) closed += p->ClosedByPeer(close_wait_ms);
   EXPECT_EQ(closed, kPeers);
   EXPECT_TRUE(WaitFor([&] { return b->stats().connections_refused >= 16; }));
   // And the gate still lets a real peer in.
@@ -354,7 +366,9 @@ struct Flood {
     EXPECT_TRUE(sender->Connect(1, receiver->address()).ok());
   }
   absl::Status Send(int i, absl::Time deadline) {
-    return sender->Send(1, Push(i, std::vector<float>(kFloats, static_cast<float>(i))), deadline);
+    return sender->Send(
+        1, Push(i, std::vector<float>(kFloats, static_cast<float>(i))),
+        deadline);
   }
   // Sends until the bound stops the sender; returns how many went.
   int FillUp() {
@@ -401,7 +415,8 @@ TEST(TransportTest, AFloodLargerThanTheBoundWaitsAndNeverDeadlocks) {
       ++received;
     }
   });
-  for (; sent < kMessages; ++sent) ASSERT_TRUE(f.Send(sent, Soon()).ok()) << sent;
+  for (; sent < kMessages; ++sent)
+    ASSERT_TRUE(f.Send(sent, Soon()).ok()) << sent;
   consumer.join();
   EXPECT_EQ(received, kMessages);
   EXPECT_LE(f.sender->stats().max_queued_bytes, Flood::kBound);
@@ -412,7 +427,8 @@ TEST(TransportTest, StopWakesASenderWaitingForRoom) {
   f.FillUp();
   absl::Status blocked;
   const absl::Time start = absl::Now();
-  std::thread t([&] { blocked = f.Send(999, absl::Now() + absl::Seconds(60)); });
+  std::thread t(
+      [&] { blocked = f.Send(999, absl::Now() + absl::Seconds(60)); });
   f.sender->Stop();
   t.join();
   EXPECT_EQ(blocked.code(), absl::StatusCode::kCancelled) << blocked;
@@ -444,7 +460,9 @@ TEST(TransportTest, DataHandlerGetsQueuedDataFirstThenNewDataOnTheIoThread) {
   b->SetDataHandler([&](Message m) {
     if (std::this_thread::get_id() == caller) on_caller_thread = true;
     // Answer from the handler: queued without waiting.
-    EXPECT_TRUE(b->Send(0, Push(100 + m.header.keys(0), {0}), absl::InfinitePast()).ok());
+    EXPECT_TRUE(
+        b->Send(0, Push(100 + m.header.keys(0), {0}), absl::InfinitePast())
+            .ok());
     std::lock_guard<std::mutex> lock(mu);
     keys.push_back(m.header.keys(0));
   });
@@ -494,7 +512,8 @@ TEST(TransportTest, AMessageCannotClaimAnotherNodesId) {
     froms.push_back(got->from);
   }
   EXPECT_THAT(keys, ::testing::UnorderedElementsAre(2, 3));
-  EXPECT_THAT(froms, ::testing::UnorderedElementsAre(b->address(), c->address()));
+  EXPECT_THAT(froms,
+              ::testing::UnorderedElementsAre(b->address(), c->address()));
   EXPECT_EQ(a->Receive(absl::Now() + absl::Milliseconds(200)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(a->stats().dropped_wrong_sender, 1);
