@@ -50,8 +50,8 @@ class Reader {
         absl::StrCat(source_, ": ", what, " at byte offset ", at));
   }
   absl::Status Truncated(absl::string_view what) const {
-    return Error(absl::StrCat("file truncated reading ", what,
-                              " (file has ", bytes_.size(), " bytes)"),
+    return Error(absl::StrCat("file truncated reading ", what, " (file has ",
+                              bytes_.size(), " bytes)"),
                  pos_);
   }
 
@@ -130,7 +130,8 @@ absl::Status ReadArray(Reader& r, size_t index, NDArray* a) {
   }
   const uint64_t nbytes = static_cast<uint64_t>(count) * size;
   if (nbytes > r.remaining()) {
-    return r.Error(where(absl::StrCat("data of ", nbytes, " bytes runs past "
+    return r.Error(where(absl::StrCat("data of ", nbytes,
+                                      " bytes runs past "
                                       "the end of the file")),
                    r.offset());
   }
@@ -143,11 +144,25 @@ absl::Status ReadArray(Reader& r, size_t index, NDArray* a) {
 
 int DTypeSize(int32_t flag) {
   switch (flag) {
-    case 0: case 4: case 10: return 4;
-    case 1: case 6: case 11: return 8;
-    case 2: case 8: case 9: case 12: return 2;
-    case 3: case 5: case 7: return 1;
-    default: return 0;
+    case 0:
+    case 4:
+    case 10:
+      return 4;
+    case 1:
+    case 6:
+    case 11:
+      return 8;
+    case 2:
+    case 8:
+    case 9:
+    case 12:
+      return 2;
+    case 3:
+    case 5:
+    case 7:
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -180,8 +195,8 @@ NDArray NDArray::FromFloats(std::string name, std::vector<int64_t> shape,
   return a;
 }
 
-absl::StatusOr<std::vector<NDArray>> ParseNDArrayList(absl::string_view bytes,
-                                                      absl::string_view source) {
+absl::StatusOr<std::vector<NDArray>> ParseNDArrayList(
+    absl::string_view bytes, absl::string_view source) {
   Reader r(bytes, source);
   uint64_t magic, reserved, n;
   PSTRAIN_RETURN_IF_ERROR(r.Read(&magic, "header"));
@@ -207,8 +222,9 @@ absl::StatusOr<std::vector<NDArray>> ParseNDArrayList(absl::string_view bytes,
   const size_t names_at = r.offset();
   PSTRAIN_RETURN_IF_ERROR(r.Read(&k, "name count"));
   if (k != 0 && k != n) {
-    return r.Error(absl::StrCat("name count ", k, " differs from array count ", n),
-                   names_at);
+    return r.Error(
+        absl::StrCat("name count ", k, " differs from array count ", n),
+        names_at);
   }
   for (uint64_t i = 0; i < k; ++i) {
     uint64_t len;

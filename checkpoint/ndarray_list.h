@@ -45,7 +45,7 @@ enum class DType : int32_t {
 int DTypeSize(int32_t dtype_flag);
 
 struct NDArray {
-  std::string name;  // Empty when the file has no names.
+  std::string name;   // Empty when the file has no names.
   bool none = false;  // MXNet's "none" array: no shape, no data.
   std::vector<int64_t> shape;
   DType dtype = DType::kFloat32;
@@ -71,7 +71,8 @@ absl::StatusOr<std::vector<NDArray>> ParseNDArrayList(absl::string_view bytes,
 std::string SerializeNDArrayList(const std::vector<NDArray>& arrays);
 
 // Reads and parses the file at `path` (errors name the path).
-absl::StatusOr<std::vector<NDArray>> ReadNDArrayListFile(const std::string& path);
+absl::StatusOr<std::vector<NDArray>> ReadNDArrayListFile(
+    const std::string& path);
 
 // Writes `arrays` to `path` atomically: a temporary file in the same folder,
 // fsync, then rename, so a crash never leaves a half-written checkpoint.

@@ -52,7 +52,8 @@ TEST(NDArrayListTest, RoundTrip) {
   ASSERT_EQ(back->size(), 4u);
   EXPECT_EQ((*back)[0].name, "arg:conv0_weight");
   EXPECT_THAT((*back)[0].shape, ElementsAre(2, 1, 2, 2));
-  EXPECT_THAT((*back)[0].ToFloats().value(), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_THAT((*back)[0].ToFloats().value(),
+              ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
   EXPECT_EQ((*back)[1].name, "aux:bn0_moving_mean");
   EXPECT_TRUE((*back)[2].none);
   EXPECT_EQ((*back)[3].dtype, DType::kInt64);

@@ -5,8 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "gflags/gflags.h"
-#include "util/status.h"
 #include "transport/curve.h"
+#include "util/status.h"
 #include "util/token.h"
 
 DEFINE_string(scheduler_address, "",
@@ -28,11 +28,10 @@ DEFINE_double(
     heartbeat_interval_s,
     absl::ToDoubleSeconds(pstrain::cluster::kDefaultHeartbeatInterval),
     "Seconds between heartbeats.");
-DEFINE_double(
-    heartbeat_timeout_s,
-    absl::ToDoubleSeconds(pstrain::cluster::kDefaultHeartbeatTimeout),
-    "A node silent this long is declared dead and the job aborts; "
-    "nodes exit when the scheduler is silent this long.");
+DEFINE_double(heartbeat_timeout_s,
+              absl::ToDoubleSeconds(pstrain::cluster::kDefaultHeartbeatTimeout),
+              "A node silent this long is declared dead and the job aborts; "
+              "nodes exit when the scheduler is silent this long.");
 
 DEFINE_bool(insecure_plaintext, false,
             "Plaintext wire: the job token in each header is the only gate. "
@@ -107,9 +106,11 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromFlags(
       return BadFlag("curve_keys_dir", FLAGS_curve_keys_dir,
                      "goes with CURVE, not with --insecure_plaintext");
     }
-    absl::StatusOr<transport::CurveKeysDir> keys = transport::ReadCurveKeysDir(FLAGS_curve_keys_dir);
+    absl::StatusOr<transport::CurveKeysDir> keys =
+        transport::ReadCurveKeysDir(FLAGS_curve_keys_dir);
     if (!keys.ok()) {
-      return BadFlag("curve_keys_dir", FLAGS_curve_keys_dir, keys.status().message());
+      return BadFlag("curve_keys_dir", FLAGS_curve_keys_dir,
+                     keys.status().message());
     }
   }
   o.curve_keys_dir = FLAGS_curve_keys_dir;

@@ -3,10 +3,10 @@
 #include <string>
 #include <vector>
 
+#include "cluster/node_flags.h"
 #include "gflags/gflags.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "cluster/node_flags.h"
 
 namespace pstrain {
 namespace cluster {
@@ -46,9 +46,10 @@ TEST_F(ClusterFlagsTest, DefaultsAreTheLibrarysAndOneEach) {
   EXPECT_EQ(o->port, defaults.port);
   EXPECT_EQ(o->shm_bytes, defaults.shm_bytes);
   EXPECT_EQ(o->token, "");
-  EXPECT_THAT(TimingFlags(*o),
-              ElementsAre("--start_timeout_s=120", "--heartbeat_interval_s=1",
-                          "--heartbeat_timeout_s=10", "--insecure_plaintext=false"));
+  EXPECT_THAT(
+      TimingFlags(*o),
+      ElementsAre("--start_timeout_s=120", "--heartbeat_interval_s=1",
+                  "--heartbeat_timeout_s=10", "--insecure_plaintext=false"));
   EXPECT_FALSE(o->insecure_plaintext);
 }
 

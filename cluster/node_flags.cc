@@ -1,7 +1,7 @@
 #include "cluster/node_flags.h"
 
-#include "gflags/gflags.h"
 #include "cluster/cluster_flags.h"
+#include "gflags/gflags.h"
 #include "util/status.h"
 
 DEFINE_string(host, "127.0.0.1",

@@ -5,8 +5,8 @@
 #define PSTRAIN_CLUSTER_NODE_FLAGS_H_
 
 #include "absl/status/statusor.h"
-#include "proto/messages.pb.h"
 #include "cluster/cluster.h"
+#include "proto/messages.pb.h"
 #include "util/flags.h"
 
 namespace pstrain {

@@ -44,11 +44,12 @@ cv::Mat RandomResizedCrop(const cv::Mat& img, const AugmentOptions& o,
                           std::mt19937* rng) {
   const double area = static_cast<double>(img.rows) * img.cols;
   for (int attempt = 0; attempt < 10; ++attempt) {
-    const double target = area * Uniform(rng, o.min_random_area, o.max_random_area);
+    const double target =
+        area * Uniform(rng, o.min_random_area, o.max_random_area);
     const double log_lo = std::log(o.min_aspect_ratio);
     const double log_hi = std::log(o.max_aspect_ratio);
-    const double ratio = std::exp(log_lo == log_hi ? log_lo
-                                                   : Uniform(rng, log_lo, log_hi));
+    const double ratio =
+        std::exp(log_lo == log_hi ? log_lo : Uniform(rng, log_lo, log_hi));
     const int w = static_cast<int>(std::lround(std::sqrt(target * ratio)));
     const int h = static_cast<int>(std::lround(std::sqrt(target / ratio)));
     if (w >= 1 && h >= 1 && w <= img.cols && h <= img.rows) {
@@ -62,8 +63,9 @@ cv::Mat RandomResizedCrop(const cv::Mat& img, const AugmentOptions& o,
   }
   cv::Mat out;
   const int side = std::min(img.rows, img.cols);
-  cv::resize(img(cv::Rect((img.cols - side) / 2, (img.rows - side) / 2, side, side)),
-             out, cv::Size(o.width, o.height), 0, 0, o.inter_method);
+  cv::resize(
+      img(cv::Rect((img.cols - side) / 2, (img.rows - side) / 2, side, side)),
+      out, cv::Size(o.width, o.height), 0, 0, o.inter_method);
   return out;
 }
 
@@ -124,14 +126,16 @@ absl::Status ValidateAugmentOptions(const AugmentOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("augmentation: ", what));
   };
   if (o.channels != 1 && o.channels != 3) {
-    return bad(absl::StrCat("image_shape channels must be 1 or 3, not ", o.channels));
+    return bad(
+        absl::StrCat("image_shape channels must be 1 or 3, not ", o.channels));
   }
   if (o.height <= 0 || o.width <= 0) {
     return bad(absl::StrCat("image_shape ", o.height, "x", o.width,
                             " must be positive"));
   }
   if (o.pad < 0) return bad("pad must be >= 0");
-  if (o.fill_value < 0 || o.fill_value > 255) return bad("fill_value must be in [0, 255]");
+  if (o.fill_value < 0 || o.fill_value > 255)
+    return bad("fill_value must be in [0, 255]");
   if (o.random_resized_crop) {
     if (!(o.min_random_area > 0 && o.min_random_area <= o.max_random_area &&
           o.max_random_area <= 1)) {
@@ -141,15 +145,17 @@ absl::Status ValidateAugmentOptions(const AugmentOptions& o) {
     }
     if (!(o.min_aspect_ratio > 0 && o.min_aspect_ratio <= o.max_aspect_ratio)) {
       return bad(absl::StrCat("need 0 < min_aspect_ratio (", o.min_aspect_ratio,
-                              ") <= max_aspect_ratio (", o.max_aspect_ratio, ")"));
+                              ") <= max_aspect_ratio (", o.max_aspect_ratio,
+                              ")"));
     }
   }
-  if (o.brightness < 0 || o.contrast < 0 || o.saturation < 0 || o.random_h < 0 ||
-      o.random_s < 0 || o.random_l < 0) {
+  if (o.brightness < 0 || o.contrast < 0 || o.saturation < 0 ||
+      o.random_h < 0 || o.random_s < 0 || o.random_l < 0) {
     return bad("jitter amounts must be >= 0");
   }
   for (int c = 0; c < 3; ++c) {
-    if (o.std[c] == 0) return bad(absl::StrCat("rgb_std[", c, "] must not be 0"));
+    if (o.std[c] == 0)
+      return bad(absl::StrCat("rgb_std[", c, "] must not be 0"));
   }
   return absl::OkStatus();
 }
@@ -163,14 +169,15 @@ absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, int channels,
   try {
     cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U,
                 const_cast<char*>(bytes.data()));
-    img = cv::imdecode(buf, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+    img = cv::imdecode(buf,
+                       channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
     return absl::DataLossError(
         absl::StrCat(source, ": image does not decode: ", e.what()));
   }
   if (img.empty()) {
-    return absl::DataLossError(absl::StrCat(
-        source, ": image does not decode (", bytes.size(), " bytes)"));
+    return absl::DataLossError(absl::StrCat(source, ": image does not decode (",
+                                            bytes.size(), " bytes)"));
   }
   return img;
 }
@@ -201,10 +208,12 @@ absl::Status Augment(const cv::Mat& image, const AugmentOptions& o,
         const double s = std::max(static_cast<double>(o.height) / img.rows,
                                   static_cast<double>(o.width) / img.cols);
         cv::Mat up;
-        cv::resize(img, up,
-                   cv::Size(std::max(o.width, static_cast<int>(std::ceil(img.cols * s))),
-                            std::max(o.height, static_cast<int>(std::ceil(img.rows * s)))),
-                   0, 0, o.inter_method);
+        cv::resize(
+            img, up,
+            cv::Size(
+                std::max(o.width, static_cast<int>(std::ceil(img.cols * s))),
+                std::max(o.height, static_cast<int>(std::ceil(img.rows * s)))),
+            0, 0, o.inter_method);
         img = up;
       }
       int x = (img.cols - o.width) / 2, y = (img.rows - o.height) / 2;

@@ -170,15 +170,17 @@ TEST(DecodeImageTest, DecodesJpegAndPngAndRejectsGarbage) {
   for (const char* ext : {".jpg", ".png"}) {
     std::vector<uchar> buf;
     ASSERT_TRUE(cv::imencode(ext, img, buf));
-    auto m = DecodeImage(
-        absl::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()),
-        3, "x");
+    auto m =
+        DecodeImage(absl::string_view(reinterpret_cast<const char*>(buf.data()),
+                                      buf.size()),
+                    3, "x");
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_EQ(m->rows, 20);
     EXPECT_EQ(m->cols, 30);
-    auto gray = DecodeImage(
-        absl::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()),
-        1, "x");
+    auto gray =
+        DecodeImage(absl::string_view(reinterpret_cast<const char*>(buf.data()),
+                                      buf.size()),
+                    1, "x");
     ASSERT_TRUE(gray.ok());
     EXPECT_EQ(gray->channels(), 1);
   }

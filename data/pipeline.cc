@@ -51,13 +51,17 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
   if (source->size() <= 0) {
     return absl::InvalidArgumentError("the data part holds no record");
   }
-  if (o.batch_size <= 0) return absl::InvalidArgumentError("batch_size must be > 0");
-  if (o.label_width <= 0) return absl::InvalidArgumentError("label_width must be > 0");
+  if (o.batch_size <= 0)
+    return absl::InvalidArgumentError("batch_size must be > 0");
+  if (o.label_width <= 0)
+    return absl::InvalidArgumentError("label_width must be > 0");
   if (o.batches_per_epoch <= 0) {
     return absl::InvalidArgumentError("batches_per_epoch must be > 0");
   }
-  if (o.num_threads <= 0) return absl::InvalidArgumentError("data_nthreads must be > 0");
-  if (o.prefetch <= 0) return absl::InvalidArgumentError("prefetch must be > 0");
+  if (o.num_threads <= 0)
+    return absl::InvalidArgumentError("data_nthreads must be > 0");
+  if (o.prefetch <= 0)
+    return absl::InvalidArgumentError("prefetch must be > 0");
   if (!(o.max_corrupt_fraction >= 0 && o.max_corrupt_fraction <= 1)) {
     return absl::InvalidArgumentError("max_corrupt_fraction must be in [0, 1]");
   }
@@ -102,7 +106,8 @@ void Pipeline::StartEpoch(int epoch) {
   auto order = std::make_shared<std::vector<int64_t>>(source_->size());
   std::iota(order->begin(), order->end(), 0);
   if (options_.shuffle) {
-    std::mt19937_64 rng(options_.seed * 1000003u + static_cast<uint64_t>(epoch));
+    std::mt19937_64 rng(options_.seed * 1000003u +
+                        static_cast<uint64_t>(epoch));
     std::shuffle(order->begin(), order->end(), rng);
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -120,36 +125,40 @@ absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
                             uint64_t epoch_seed, Batch* batch,
                             std::vector<Failure>* failures) {
   const AugmentOptions& a = options_.augment;
-  const size_t image_floats = static_cast<size_t>(a.channels) * a.height * a.width;
+  const size_t image_floats =
+      static_cast<size_t>(a.channels) * a.height * a.width;
   batch->index = index;
   batch->data.assign(image_floats * options_.batch_size, 0.0f);
-  batch->labels.assign(static_cast<size_t>(options_.batch_size) * options_.label_width,
-                       0.0f);
+  batch->labels.assign(
+      static_cast<size_t>(options_.batch_size) * options_.label_width, 0.0f);
   // Each batch has its own generator, so results do not depend on which
   // thread fills it.
-  std::mt19937 rng(static_cast<uint32_t>(epoch_seed ^ (index * 0x9E3779B97F4A7C15ull)));
+  std::mt19937 rng(
+      static_cast<uint32_t>(epoch_seed ^ (index * 0x9E3779B97F4A7C15ull)));
   const int64_t n = static_cast<int64_t>(order.size());
   int64_t pos = index * options_.batch_size;  // Position in the wrapped order.
   int64_t skipped = 0;
   Sample sample;
   for (int i = 0; i < options_.batch_size; ++pos) {
     if (skipped > n) {
-      return absl::DataLossError(absl::StrCat(
-          "no record of the data part (", n, " records) can be decoded"));
+      return absl::DataLossError(absl::StrCat("no record of the data part (", n,
+                                              " records) can be decoded"));
     }
     const int64_t rec = order[pos % n];
     absl::Status s = source_->Read(rec, &sample);
-    absl::StatusOr<cv::Mat> img = s.ok() ? DecodeImage(sample.image, a.channels,
-                                                       source_->Describe(rec))
-                                         : absl::StatusOr<cv::Mat>(s);
-    if (img.ok() && static_cast<int>(sample.labels.size()) < options_.label_width) {
+    absl::StatusOr<cv::Mat> img =
+        s.ok() ? DecodeImage(sample.image, a.channels, source_->Describe(rec))
+               : absl::StatusOr<cv::Mat>(s);
+    if (img.ok() &&
+        static_cast<int>(sample.labels.size()) < options_.label_width) {
       img = absl::InvalidArgumentError(absl::StrCat(
           source_->Describe(rec), ": record has ", sample.labels.size(),
           " labels, label_width is ", options_.label_width));
     }
     if (img.ok()) {
-      s = Augment(*img, a, &rng,
-                  absl::MakeSpan(batch->data.data() + i * image_floats, image_floats));
+      s = Augment(
+          *img, a, &rng,
+          absl::MakeSpan(batch->data.data() + i * image_floats, image_floats));
       if (!s.ok()) img = Annotate(s, source_->Describe(rec));
     }
     if (!img.ok()) {
@@ -160,8 +169,9 @@ absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
       ++skipped;
       continue;
     }
-    std::copy(sample.labels.begin(), sample.labels.begin() + options_.label_width,
-              batch->labels.begin() + static_cast<size_t>(i) * options_.label_width);
+    std::copy(
+        sample.labels.begin(), sample.labels.begin() + options_.label_width,
+        batch->labels.begin() + static_cast<size_t>(i) * options_.label_width);
     ++i;
   }
   return absl::OkStatus();
@@ -233,8 +243,9 @@ absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
   if (!WaitUntil(cv_, lock, deadline, [this] {
         return !limit_.ok() || ready_.count(next_to_deliver_) > 0;
       })) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "batch ", next_to_deliver_, " of epoch ", epoch_, " not ready in time"));
+    return absl::DeadlineExceededError(absl::StrCat("batch ", next_to_deliver_,
+                                                    " of epoch ", epoch_,
+                                                    " not ready in time"));
   }
   if (!limit_.ok()) return limit_;
   auto it = ready_.find(next_to_deliver_);

@@ -83,9 +83,9 @@ struct PipelineOptions {
 };
 
 struct Batch {
-  int64_t index = 0;               // Within the epoch.
-  std::vector<float> data;         // batch_size x C x H x W.
-  std::vector<float> labels;       // batch_size x label_width.
+  int64_t index = 0;          // Within the epoch.
+  std::vector<float> data;    // batch_size x C x H x W.
+  std::vector<float> labels;  // batch_size x label_width.
 };
 
 struct PipelineStats {

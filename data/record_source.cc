@@ -22,13 +22,16 @@ absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     for (const auto& e : std::filesystem::directory_iterator(path, ec)) {
-      if (absl::EndsWith(e.path().string(), ".rec")) s->files_.push_back(e.path().string());
+      if (absl::EndsWith(e.path().string(), ".rec"))
+        s->files_.push_back(e.path().string());
     }
     std::sort(s->files_.begin(), s->files_.end());
-    if (s->files_.empty()) return absl::NotFoundError(absl::StrCat("no .rec file in ", path));
+    if (s->files_.empty())
+      return absl::NotFoundError(absl::StrCat("no .rec file in ", path));
   } else {
     struct stat st;
-    if (stat(path.c_str(), &st) != 0) return ErrnoToStatus(errno, absl::StrCat("open ", path));
+    if (stat(path.c_str(), &st) != 0)
+      return ErrnoToStatus(errno, absl::StrCat("open ", path));
     s->files_.push_back(path);
   }
   // Indexed split when every file has its .idx.
@@ -39,7 +42,8 @@ absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(
   }
   if (all_idx) {
     for (size_t f = 0; f < s->files_.size(); ++f) {
-      const std::string idx = s->files_[f].substr(0, s->files_[f].size() - 4) + ".idx";
+      const std::string idx =
+          s->files_[f].substr(0, s->files_[f].size() - 4) + ".idx";
       // Checked against the .rec: offsets increase, so entry i is record i
       // (when the index lists every record).
       PSTRAIN_ASSIGN_OR_RETURN(
@@ -55,8 +59,10 @@ absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(
       return absl::InvalidArgumentError("bad part");
     }
     const int64_t per = (n + num_parts - 1) / num_parts;
-    const int64_t lo = std::min(n, per * part_index), hi = std::min(n, per * (part_index + 1));
-    s->records_ = std::vector<Rec>(s->records_.begin() + lo, s->records_.begin() + hi);
+    const int64_t lo = std::min(n, per * part_index),
+                  hi = std::min(n, per * (part_index + 1));
+    s->records_ =
+        std::vector<Rec>(s->records_.begin() + lo, s->records_.begin() + hi);
     s->indexed_ = true;
   } else {
     recordio::ReaderOptions skip;
@@ -68,8 +74,9 @@ absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(
     while (true) {
       PSTRAIN_ASSIGN_OR_RETURN(bool more, reader->Next(&v));
       if (!more) break;
-      const int f = static_cast<int>(std::find(s->files_.begin(), s->files_.end(), reader->path()) -
-                                     s->files_.begin());
+      const int f = static_cast<int>(
+          std::find(s->files_.begin(), s->files_.end(), reader->path()) -
+          s->files_.begin());
       s->records_.push_back(
           {f, reader->record_offset(), reader->file_record_index()});
     }
@@ -92,7 +99,8 @@ absl::Status RecordSource::Read(int64_t index, Sample* out) {
   if (reader == nullptr) {
     recordio::ReaderOptions o;
     o.buffer_bytes = 64 << 10;  // Random access: small reads.
-    PSTRAIN_ASSIGN_OR_RETURN(reader, recordio::RecordReader::Open(files_[r.file], o));
+    PSTRAIN_ASSIGN_OR_RETURN(reader,
+                             recordio::RecordReader::Open(files_[r.file], o));
   }
   std::string payload;
   absl::Status s = reader->ReadAt(r.offset, &payload, r.index_in_file);

@@ -34,7 +34,9 @@ class RecordSource : public SampleSource {
   static absl::StatusOr<std::unique_ptr<RecordSource>> Open(
       const std::string& path, int part_index, int num_parts,
       const RecordSourceOptions& options = {});
-  int64_t size() const override { return static_cast<int64_t>(records_.size()); }
+  int64_t size() const override {
+    return static_cast<int64_t>(records_.size());
+  }
   absl::Status Read(int64_t index, Sample* out) override;
   // "FILE: record N at byte offset X" (N, the record's index in its file,
   // when known).

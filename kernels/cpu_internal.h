@@ -25,7 +25,9 @@ using dnnl::memory;
 using tag = dnnl::memory::format_tag;
 constexpr auto f32 = dnnl::memory::data_type::f32;
 
-inline absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
+inline absl::Status Bad(const std::string& what) {
+  return absl::InvalidArgumentError(what);
+}
 
 // Replaces *t with a zero-filled tensor of `shape` unless it already has it
 // (then its storage, and any view of it, is reused).
@@ -143,7 +145,8 @@ class ScratchBuffers {
   float* Get(int role, size_t bytes) {
     if (role >= static_cast<int>(buffers_.size())) buffers_.resize(role + 1);
     Tensor& t = buffers_[role];
-    const int64_t floats = static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
+    const int64_t floats =
+        static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
     if (t.size() < floats) t = Tensor({floats});
     return t.data();
   }
@@ -161,22 +164,27 @@ class ScratchBuffers {
 class StagedArg {
  public:
   StagedArg() = default;
-  StagedArg(CpuContext* ctx, const memory::desc& user_md, const memory::desc& prim_md, bool input)
+  StagedArg(CpuContext* ctx, const memory::desc& user_md,
+            const memory::desc& prim_md, bool input)
       : user_(user_md, ctx->engine(), nullptr), same_(user_md == prim_md) {
     if (same_) {
       prim_ = user_;
       return;
     }
     prim_ = memory(prim_md, ctx->engine(), nullptr);
-    reorder_ = input ? dnnl::reorder(user_, prim_) : dnnl::reorder(prim_, user_);
+    reorder_ =
+        input ? dnnl::reorder(user_, prim_) : dnnl::reorder(prim_, user_);
   }
   // Bytes of scratch the primitive's layout needs (0 when no reorder).
-  size_t scratch_bytes() const { return same_ ? 0 : prim_.get_desc().get_size(); }
+  size_t scratch_bytes() const {
+    return same_ ? 0 : prim_.get_desc().get_size();
+  }
 
   // Input: points the memories at `data` and at scratch role `role` of
   // *scratch and reorders the caller's data into the primitive's layout.
   // Returns the memory to pass to the primitive.
-  const memory& In(CpuContext* ctx, ScratchBuffers* scratch, int role, const float* data) {
+  const memory& In(CpuContext* ctx, ScratchBuffers* scratch, int role,
+                   const float* data) {
     Point(scratch, role, const_cast<float*>(data));
     if (!same_) reorder_.execute(ctx->stream(), user_, prim_);
     return prim_;

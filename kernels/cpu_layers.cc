@@ -38,24 +38,29 @@ struct NcsDims {
 
 // Checks x and eps and views x as [N, C, S].
 absl::Status BnDims(const Tensor& x, const BatchNormParams& p, NcsDims* d) {
-  if (!(p.eps > 0)) return Bad(absl::StrCat("batch norm eps must be positive, got ", p.eps));
+  if (!(p.eps > 0))
+    return Bad(absl::StrCat("batch norm eps must be positive, got ", p.eps));
   if (x.ndim() == 4) {
     *d = {x.dim(0), x.dim(1), x.dim(2) * x.dim(3)};
   } else if (x.ndim() == 2) {
     *d = {x.dim(0), x.dim(1), 1};
   } else {
     return Bad(
-        absl::StrCat("batch norm input must be [N, C, H, W] or [N, C], got ", x.ShapeString()));
+        absl::StrCat("batch norm input must be [N, C, H, W] or [N, C], got ",
+                     x.ShapeString()));
   }
-  if (x.empty()) return Bad(absl::StrCat("batch norm input ", x.ShapeString(), " is empty"));
+  if (x.empty())
+    return Bad(absl::StrCat("batch norm input ", x.ShapeString(), " is empty"));
   return absl::OkStatus();
 }
 
 // A per-channel tensor (gamma, beta, a statistic) must be [C].
-absl::Status CheckPerChannel(const char* name, const Tensor& t, const Tensor& x) {
+absl::Status CheckPerChannel(const char* name, const Tensor& t,
+                             const Tensor& x) {
   if (t.shape() != std::vector<int64_t>{x.dim(1)}) {
-    return Bad(absl::StrCat("batch norm ", name, " is ", t.ShapeString(), ", want [", x.dim(1),
-                            "] for input ", x.ShapeString()));
+    return Bad(absl::StrCat("batch norm ", name, " is ", t.ShapeString(),
+                            ", want [", x.dim(1), "] for input ",
+                            x.ShapeString()));
   }
   return absl::OkStatus();
 }
@@ -93,11 +98,14 @@ void ForChannel(const NcsDims& d, int64_t c, Fn f) {
 // ----------------------------------------------------------------------- LRN
 
 absl::Status CheckLrn(const Tensor& x, const LrnParams& p) {
-  if (x.ndim() != 4) return Bad(absl::StrCat("LRN input must be NCHW, got ", x.ShapeString()));
+  if (x.ndim() != 4)
+    return Bad(absl::StrCat("LRN input must be NCHW, got ", x.ShapeString()));
   if (p.nsize < 1 || p.nsize % 2 == 0) {
-    return Bad(absl::StrCat("LRN nsize must be odd and positive, got ", p.nsize));
+    return Bad(
+        absl::StrCat("LRN nsize must be odd and positive, got ", p.nsize));
   }
-  if (!(p.knorm > 0)) return Bad(absl::StrCat("LRN knorm must be positive, got ", p.knorm));
+  if (!(p.knorm > 0))
+    return Bad(absl::StrCat("LRN knorm must be positive, got ", p.knorm));
   return absl::OkStatus();
 }
 
@@ -105,18 +113,20 @@ absl::Status CheckLrn(const Tensor& x, const LrnParams& p) {
 // (dst = src / (k + alpha / n * sum of n squares)^beta, the sum clipped at
 // the channel edges but still divided by n); cpu_layers_test checks this
 // against a reference.
-std::shared_ptr<dnnl::lrn_forward> GetLrnForward(CpuContext* ctx, const Tensor& x,
+std::shared_ptr<dnnl::lrn_forward> GetLrnForward(CpuContext* ctx,
+                                                 const Tensor& x,
                                                  const LrnParams& p) {
-  const std::string key = absl::StrCat("lrn:", x.ShapeString(), ":", p.nsize, ",", Bits(p.alpha),
-                                       ",", Bits(p.beta), ",", Bits(p.knorm));
+  const std::string key =
+      absl::StrCat("lrn:", x.ShapeString(), ":", p.nsize, ",", Bits(p.alpha),
+                   ",", Bits(p.beta), ",", Bits(p.knorm));
   auto& slot = ctx->cache()[key];
   if (slot) return std::static_pointer_cast<dnnl::lrn_forward>(slot);
   memory::desc md({x.dim(0), x.dim(1), x.dim(2), x.dim(3)}, f32, tag::nchw);
   dnnl::lrn_forward::desc fd(dnnl::prop_kind::forward_inference,
-                             dnnl::algorithm::lrn_across_channels, md, p.nsize, p.alpha, p.beta,
-                             p.knorm);
-  auto fwd =
-      std::make_shared<dnnl::lrn_forward>(dnnl::lrn_forward::primitive_desc(fd, ctx->engine()));
+                             dnnl::algorithm::lrn_across_channels, md, p.nsize,
+                             p.alpha, p.beta, p.knorm);
+  auto fwd = std::make_shared<dnnl::lrn_forward>(
+      dnnl::lrn_forward::primitive_desc(fd, ctx->engine()));
   slot = fwd;
   return fwd;
 }
@@ -125,11 +135,13 @@ std::shared_ptr<dnnl::lrn_forward> GetLrnForward(CpuContext* ctx, const Tensor& 
 // NCHW backward is always the reference loop (about 20x slower than its
 // forward on AlexNet's first LRN), and its NHWC JIT backward crashes for
 // nsize 1. With h = nsize / 2 and the normalizer recomputed from x,
-//   s_c  = knorm + alpha / nsize * sum_{|c'-c|<=h} x_c'^2,   y_c = x_c s_c^-beta,
-//   dx_c = dy_c s_c^-beta
-//          - 2 alpha beta / nsize * x_c * sum_{|c'-c|<=h} dy_c' x_c' s_c'^(-beta-1).
+//   s_c  = knorm + alpha / nsize * sum_{|c'-c|<=h} x_c'^2,   y_c = x_c
+//   s_c^-beta, dx_c = dy_c s_c^-beta
+//          - 2 alpha beta / nsize * x_c * sum_{|c'-c|<=h} dy_c' x_c'
+//          s_c'^(-beta-1).
 // Every loop but the one calling pow runs along a contiguous H*W plane.
-void LrnBackwardLoops(const Tensor& x, const Tensor& dy, const LrnParams& p, Tensor* dx) {
+void LrnBackwardLoops(const Tensor& x, const Tensor& dy, const LrnParams& p,
+                      Tensor* dx) {
   const int64_t channels = x.dim(1), plane = x.dim(2) * x.dim(3);
   const int64_t half = p.nsize / 2;
   const float a = p.alpha / p.nsize;
@@ -144,25 +156,30 @@ void LrnBackwardLoops(const Tensor& x, const Tensor& dy, const LrnParams& p, Ten
     float* out = dx->data() + base;
     for (int64_t c = 0; c < channels; ++c) {
       std::fill(sum.begin(), sum.end(), 0.0f);
-      for (int64_t k = std::max<int64_t>(0, c - half); k <= std::min(channels - 1, c + half); ++k) {
+      for (int64_t k = std::max<int64_t>(0, c - half);
+           k <= std::min(channels - 1, c + half); ++k) {
         const float* xk = xs + k * plane;
         for (int64_t i = 0; i < plane; ++i) sum[i] += xk[i] * xk[i];
       }
       for (int64_t i = 0; i < plane; ++i) sum[i] = p.knorm + a * sum[i];  // s
       float* ps = pow_s.data() + c * plane;
-      if (p.beta == 0.75f) {  // MXNet's and AlexNet's: no pow, and the loop vectorises.
-        for (int64_t i = 0; i < plane; ++i) ps[i] = 1.0f / std::sqrt(sum[i] * std::sqrt(sum[i]));
+      if (p.beta ==
+          0.75f) {  // MXNet's and AlexNet's: no pow, and the loop vectorises.
+        for (int64_t i = 0; i < plane; ++i)
+          ps[i] = 1.0f / std::sqrt(sum[i] * std::sqrt(sum[i]));
       } else {
         for (int64_t i = 0; i < plane; ++i) ps[i] = std::pow(sum[i], -p.beta);
       }
       const float* xc = xs + c * plane;
       const float* gc = gs + c * plane;
       float* tc = t.data() + c * plane;
-      for (int64_t i = 0; i < plane; ++i) tc[i] = gc[i] * xc[i] * ps[i] / sum[i];
+      for (int64_t i = 0; i < plane; ++i)
+        tc[i] = gc[i] * xc[i] * ps[i] / sum[i];
     }
     for (int64_t c = 0; c < channels; ++c) {
       std::fill(sum.begin(), sum.end(), 0.0f);
-      for (int64_t k = std::max<int64_t>(0, c - half); k <= std::min(channels - 1, c + half); ++k) {
+      for (int64_t k = std::max<int64_t>(0, c - half);
+           k <= std::min(channels - 1, c + half); ++k) {
         const float* tk = t.data() + k * plane;
         for (int64_t i = 0; i < plane; ++i) sum[i] += tk[i];
       }
@@ -170,7 +187,8 @@ void LrnBackwardLoops(const Tensor& x, const Tensor& dy, const LrnParams& p, Ten
       const float* gc = gs + c * plane;
       const float* ps = pow_s.data() + c * plane;
       float* oc = out + c * plane;
-      for (int64_t i = 0; i < plane; ++i) oc[i] = gc[i] * ps[i] - coef * xc[i] * sum[i];
+      for (int64_t i = 0; i < plane; ++i)
+        oc[i] = gc[i] * ps[i] - coef * xc[i] * sum[i];
     }
   }
 }
@@ -179,7 +197,8 @@ void LrnBackwardLoops(const Tensor& x, const Tensor& dy, const LrnParams& p, Ten
 
 // The shape the inputs concatenate to along axis 1, or InvalidArgument
 // naming the first input that disagrees with input 0 elsewhere.
-absl::StatusOr<std::vector<int64_t>> ConcatShape(absl::Span<const std::vector<int64_t>> shapes) {
+absl::StatusOr<std::vector<int64_t>> ConcatShape(
+    absl::Span<const std::vector<int64_t>> shapes) {
   if (shapes.empty()) return Bad("concat needs at least one input");
   const std::vector<int64_t>& first = shapes[0];
   if (first.size() < 2) {
@@ -191,10 +210,12 @@ absl::StatusOr<std::vector<int64_t>> ConcatShape(absl::Span<const std::vector<in
   for (size_t i = 0; i < shapes.size(); ++i) {
     const std::vector<int64_t>& s = shapes[i];
     bool same = s.size() == first.size();
-    for (size_t d = 0; same && d < s.size(); ++d) same = d == 1 || s[d] == first[d];
+    for (size_t d = 0; same && d < s.size(); ++d)
+      same = d == 1 || s[d] == first[d];
     if (!same) {
       return Bad(absl::StrCat("concat input ", i, " is ", ShapeToString(s),
-                              ", which differs from input 0 ", ShapeToString(first),
+                              ", which differs from input 0 ",
+                              ShapeToString(first),
                               " outside the channel axis 1"));
     }
     out[1] += s[1];
@@ -222,8 +243,8 @@ void ForEachConcatBlock(absl::Span<const std::vector<int64_t>> shapes,
 
 absl::Status SameShape(const char* what, const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) {
-    return Bad(
-        absl::StrCat(what, ": shapes ", a.ShapeString(), " and ", b.ShapeString(), " differ"));
+    return Bad(absl::StrCat(what, ": shapes ", a.ShapeString(), " and ",
+                            b.ShapeString(), " differ"));
   }
   return absl::OkStatus();
 }
@@ -231,7 +252,8 @@ absl::Status SameShape(const char* what, const Tensor& a, const Tensor& b) {
 // *out = op(a[i], b[i]) for every i, once the shapes agree. *out may share
 // storage with a or b (each element is read before it is written).
 template <typename Op>
-absl::Status Elementwise(const char* what, const Tensor& a, const Tensor& b, Tensor* out, Op op) {
+absl::Status Elementwise(const char* what, const Tensor& a, const Tensor& b,
+                         Tensor* out, Op op) {
   PSTRAIN_RETURN_IF_ERROR(SameShape(what, a, b));
   Resize(out, a.shape());
   const float* pa = a.data();
@@ -243,10 +265,11 @@ absl::Status Elementwise(const char* what, const Tensor& a, const Tensor& b, Ten
 
 }  // namespace
 
-absl::Status BatchNormForwardTraining(CpuContext* /*ctx*/, const Tensor& x, const Tensor& gamma,
-                                      const Tensor& beta, const BatchNormParams& p, Tensor* y,
-                                      BatchNormState* state, Tensor* moving_mean,
-                                      Tensor* moving_var) {
+absl::Status BatchNormForwardTraining(CpuContext* /*ctx*/, const Tensor& x,
+                                      const Tensor& gamma, const Tensor& beta,
+                                      const BatchNormParams& p, Tensor* y,
+                                      BatchNormState* state,
+                                      Tensor* moving_mean, Tensor* moving_var) {
   NcsDims d;
   PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
@@ -267,7 +290,8 @@ absl::Status BatchNormForwardTraining(CpuContext* /*ctx*/, const Tensor& x, cons
   float* mv = moving_var->data();
   const float m = p.momentum;
   ParallelForRows(d.c, d.n * d.s, [=](int64_t c) {
-    const float mu = static_cast<float>(ChannelSum(d, c, [=](int64_t i) { return in[i]; }) / count);
+    const float mu = static_cast<float>(
+        ChannelSum(d, c, [=](int64_t i) { return in[i]; }) / count);
     // The biased variance, from the centred values (no cancellation).
     auto square = [=](int64_t i) { return (in[i] - mu) * (in[i] - mu); };
     const float var = static_cast<float>(ChannelSum(d, c, square) / count);
@@ -283,10 +307,11 @@ absl::Status BatchNormForwardTraining(CpuContext* /*ctx*/, const Tensor& x, cons
   return absl::OkStatus();
 }
 
-absl::Status BatchNormForwardInference(CpuContext* /*ctx*/, const Tensor& x, const Tensor& gamma,
-                                       const Tensor& beta, const Tensor& moving_mean,
-                                       const Tensor& moving_var, const BatchNormParams& p,
-                                       Tensor* y) {
+absl::Status BatchNormForwardInference(CpuContext* /*ctx*/, const Tensor& x,
+                                       const Tensor& gamma, const Tensor& beta,
+                                       const Tensor& moving_mean,
+                                       const Tensor& moving_var,
+                                       const BatchNormParams& p, Tensor* y) {
   NcsDims d;
   PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
@@ -313,16 +338,19 @@ absl::Status BatchNormForwardInference(CpuContext* /*ctx*/, const Tensor& x, con
 // elements per channel:
 //   dbeta = sum dy,  dgamma = inv * sum dy xc,
 //   dx = g inv (dy - dbeta / m) - g inv^3 xc (sum dy xc) / m.
-absl::Status BatchNormBackward(CpuContext* /*ctx*/, const Tensor& x, const Tensor& gamma,
-                               const Tensor& dy, const BatchNormParams& p,
-                               const BatchNormState& state, Tensor* dx, Tensor* dgamma,
-                               Tensor* dbeta) {
+absl::Status BatchNormBackward(CpuContext* /*ctx*/, const Tensor& x,
+                               const Tensor& gamma, const Tensor& dy,
+                               const BatchNormParams& p,
+                               const BatchNormState& state, Tensor* dx,
+                               Tensor* dgamma, Tensor* dbeta) {
   NcsDims d;
   PSTRAIN_RETURN_IF_ERROR(BnDims(x, p, &d));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("gamma", gamma, x));
-  PSTRAIN_RETURN_IF_ERROR(SameShape("batch norm backward: input and output gradient", x, dy));
+  PSTRAIN_RETURN_IF_ERROR(
+      SameShape("batch norm backward: input and output gradient", x, dy));
   if (state.mean.empty() || state.inv_std.empty()) {
-    return absl::FailedPreconditionError("batch norm backward needs its training forward's state");
+    return absl::FailedPreconditionError(
+        "batch norm backward needs its training forward's state");
   }
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("saved mean", state.mean, x));
   PSTRAIN_RETURN_IF_ERROR(CheckPerChannel("saved 1/std", state.inv_std, x));
@@ -341,45 +369,51 @@ absl::Status BatchNormBackward(CpuContext* /*ctx*/, const Tensor& x, const Tenso
   ParallelForRows(d.c, d.n * d.s, [=](int64_t c) {
     const float mu = mean[c], inv = inv_std[c];
     const double sum_dy = ChannelSum(d, c, [=](int64_t i) { return grad[i]; });
-    const double sum_dy_xc = ChannelSum(d, c, [=](int64_t i) { return grad[i] * (in[i] - mu); });
+    const double sum_dy_xc =
+        ChannelSum(d, c, [=](int64_t i) { return grad[i] * (in[i] - mu); });
     db[c] = static_cast<float>(sum_dy);
     dg[c] = p.fix_gamma ? 0.0f : static_cast<float>(sum_dy_xc * inv);
     if (out == nullptr) return;
     const float gc = p.fix_gamma ? 1.0f : g[c];
     const float a = gc * inv;
     const float mean_dy = static_cast<float>(sum_dy / count);
-    const float k =
-        static_cast<float>(gc * static_cast<double>(inv) * inv * inv * sum_dy_xc / count);
-    ForChannel(d, c, [=](int64_t i) { out[i] = a * (grad[i] - mean_dy) - k * (in[i] - mu); });
+    const float k = static_cast<float>(gc * static_cast<double>(inv) * inv *
+                                       inv * sum_dy_xc / count);
+    ForChannel(d, c, [=](int64_t i) {
+      out[i] = a * (grad[i] - mean_dy) - k * (in[i] - mu);
+    });
   });
   return absl::OkStatus();
 }
 
-absl::Status LrnForward(CpuContext* ctx, const Tensor& x, const LrnParams& p, Tensor* y,
-                        LrnState* state) {
+absl::Status LrnForward(CpuContext* ctx, const Tensor& x, const LrnParams& p,
+                        Tensor* y, LrnState* state) {
   PSTRAIN_RETURN_IF_ERROR(CheckLrn(x, p));
   Resize(y, x.shape());
   state->workspace.reset();  // Backward needs nothing saved.
   return Guard("LRN forward", [&] {
     auto fwd = GetLrnForward(ctx, x, p);
-    const memory::desc md({x.dim(0), x.dim(1), x.dim(2), x.dim(3)}, f32, tag::nchw);
-    fwd->execute(ctx->stream(),
-                 {{DNNL_ARG_SRC, Mem(md, ctx, x.data())}, {DNNL_ARG_DST, Mem(md, ctx, y->data())}});
+    const memory::desc md({x.dim(0), x.dim(1), x.dim(2), x.dim(3)}, f32,
+                          tag::nchw);
+    fwd->execute(ctx->stream(), {{DNNL_ARG_SRC, Mem(md, ctx, x.data())},
+                                 {DNNL_ARG_DST, Mem(md, ctx, y->data())}});
     ctx->stream().wait();
   });
 }
 
-absl::Status LrnBackward(CpuContext* /*ctx*/, const Tensor& x, const Tensor& dy, const LrnParams& p,
-                         const LrnState& /*state*/, Tensor* dx) {
+absl::Status LrnBackward(CpuContext* /*ctx*/, const Tensor& x, const Tensor& dy,
+                         const LrnParams& p, const LrnState& /*state*/,
+                         Tensor* dx) {
   PSTRAIN_RETURN_IF_ERROR(CheckLrn(x, p));
-  PSTRAIN_RETURN_IF_ERROR(SameShape("LRN backward: input and output gradient", x, dy));
+  PSTRAIN_RETURN_IF_ERROR(
+      SameShape("LRN backward: input and output gradient", x, dy));
   Resize(dx, x.shape());
   LrnBackwardLoops(x, dy, p, dx);
   return absl::OkStatus();
 }
 
-absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tensor* y,
-                            Tensor* mask) {
+absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x,
+                            Tensor* y, Tensor* mask) {
   if (!(p >= 0.0f && p < 1.0f)) {
     return Bad(absl::StrCat("dropout probability ", p, " is not in [0, 1)"));
   }
@@ -404,7 +438,8 @@ absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tens
     }
     if (i < n) m[i] = ((*rng)() & 0xffffffffu) < threshold ? scale : 0.0f;
   }
-  return Elementwise("dropout", x, *mask, y, [](float v, float k) { return v * k; });
+  return Elementwise("dropout", x, *mask, y,
+                     [](float v, float k) { return v * k; });
 }
 
 absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx) {
@@ -416,28 +451,32 @@ absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y) {
   std::vector<std::vector<int64_t>> shapes;
   shapes.reserve(xs.size());
   for (const Tensor* x : xs) {
-    CHECK(x != y && (y->empty() || x->data() != y->data())) << "concat output is an input";
+    CHECK(x != y && (y->empty() || x->data() != y->data()))
+        << "concat output is an input";
     shapes.push_back(x->shape());
   }
   PSTRAIN_ASSIGN_OR_RETURN(const std::vector<int64_t> out, ConcatShape(shapes));
   Resize(y, out);
   float* dst = y->data();
-  ForEachConcatBlock(shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {
-    std::memcpy(dst + out_at, xs[i]->data() + in_at, count * sizeof(float));
-  });
+  ForEachConcatBlock(
+      shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {
+        std::memcpy(dst + out_at, xs[i]->data() + in_at, count * sizeof(float));
+      });
   return absl::OkStatus();
 }
 
-absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64_t>> shapes,
+absl::Status ConcatBackward(const Tensor& dy,
+                            absl::Span<const std::vector<int64_t>> shapes,
                             absl::Span<Tensor* const> dxs) {
   if (dxs.size() != shapes.size()) {
-    return Bad(absl::StrCat("concat backward: ", shapes.size(), " input shapes but ", dxs.size(),
-                            " gradients"));
+    return Bad(absl::StrCat("concat backward: ", shapes.size(),
+                            " input shapes but ", dxs.size(), " gradients"));
   }
   PSTRAIN_ASSIGN_OR_RETURN(const std::vector<int64_t> out, ConcatShape(shapes));
   if (out != dy.shape()) {
-    return Bad(absl::StrCat("concat backward: output gradient is ", dy.ShapeString(),
-                            ", but the inputs concatenate to ", ShapeToString(out)));
+    return Bad(
+        absl::StrCat("concat backward: output gradient is ", dy.ShapeString(),
+                     ", but the inputs concatenate to ", ShapeToString(out)));
   }
   for (size_t i = 0; i < dxs.size(); ++i) {
     if (dxs[i] == nullptr) continue;
@@ -446,9 +485,12 @@ absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64
     Resize(dxs[i], shapes[i]);
   }
   const float* src = dy.data();
-  ForEachConcatBlock(shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {
-    if (dxs[i] != nullptr) std::memcpy(dxs[i]->data() + in_at, src + out_at, count * sizeof(float));
-  });
+  ForEachConcatBlock(
+      shapes, out, [&](size_t i, int64_t out_at, int64_t in_at, int64_t count) {
+        if (dxs[i] != nullptr)
+          std::memcpy(dxs[i]->data() + in_at, src + out_at,
+                      count * sizeof(float));
+      });
   return absl::OkStatus();
 }
 
@@ -457,7 +499,8 @@ absl::Status AddForward(const Tensor& a, const Tensor& b, Tensor* y) {
 }
 
 absl::Status AddInPlace(const Tensor& x, Tensor* acc) {
-  return Elementwise("add in place", x, *acc, acc, [](float u, float v) { return u + v; });
+  return Elementwise("add in place", x, *acc, acc,
+                     [](float u, float v) { return u + v; });
 }
 
 }  // namespace kernels

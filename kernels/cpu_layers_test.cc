@@ -23,15 +23,18 @@ using test_util::Ok;
 using test_util::Random;
 using ::testing::HasSubstr;
 
-void ExpectNear(const std::string& what, const Tensor& got, const std::vector<double>& want,
-                double tol) {
+void ExpectNear(const std::string& what, const Tensor& got,
+                const std::vector<double>& want, double tol) {
   ASSERT_EQ(got.size(), static_cast<int64_t>(want.size())) << what;
   for (int64_t i = 0; i < got.size(); ++i) {
-    ASSERT_NEAR(got.data()[i], want[i], tol * (1 + std::fabs(want[i]))) << what << " element " << i;
+    ASSERT_NEAR(got.data()[i], want[i], tol * (1 + std::fabs(want[i])))
+        << what << " element " << i;
   }
 }
 
-std::vector<double> Values(const Tensor& t) { return {t.data(), t.data() + t.size()}; }
+std::vector<double> Values(const Tensor& t) {
+  return {t.data(), t.data() + t.size()};
+}
 
 std::string Message(const absl::Status& s) { return std::string(s.message()); }
 
@@ -41,12 +44,17 @@ std::string Message(const absl::Status& s) { return std::string(s.message()); }
 struct NcsView {
   int64_t n, c, s;
   explicit NcsView(const Tensor& x)
-      : n(x.dim(0)), c(x.dim(1)), s(x.size() / std::max<int64_t>(1, x.dim(0) * x.dim(1))) {}
-  int64_t At(int64_t in, int64_t ic, int64_t is) const { return (in * c + ic) * s + is; }
+      : n(x.dim(0)),
+        c(x.dim(1)),
+        s(x.size() / std::max<int64_t>(1, x.dim(0) * x.dim(1))) {}
+  int64_t At(int64_t in, int64_t ic, int64_t is) const {
+    return (in * c + ic) * s + is;
+  }
 };
 
 // Per-channel biased batch statistics in double.
-void RefBatchStats(const Tensor& x, std::vector<double>* mean, std::vector<double>* var) {
+void RefBatchStats(const Tensor& x, std::vector<double>* mean,
+                   std::vector<double>* var) {
   const NcsView v(x);
   mean->assign(v.c, 0.0);
   var->assign(v.c, 0.0);
@@ -65,8 +73,10 @@ void RefBatchStats(const Tensor& x, std::vector<double>* mean, std::vector<doubl
 }
 
 // y = gamma * (x - mean) / sqrt(var + eps) + beta, gamma = 1 if fix_gamma.
-std::vector<double> RefNormalize(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                 const std::vector<double>& mean, const std::vector<double>& var,
+std::vector<double> RefNormalize(const Tensor& x, const Tensor& gamma,
+                                 const Tensor& beta,
+                                 const std::vector<double>& mean,
+                                 const std::vector<double>& var,
                                  const BatchNormParams& p) {
   const NcsView v(x);
   std::vector<double> y(x.size());
@@ -142,15 +152,18 @@ TEST(BatchNormTest, TrainingForwardMatchesReferenceAndUpdatesMovingStats) {
   for (BnCase& bc : BnCases(100)) {
     SCOPED_TRACE(bc.name);
     bc.p.momentum = 0.8f;
-    const std::vector<double> mm0 = Values(bc.moving_mean), mv0 = Values(bc.moving_var);
+    const std::vector<double> mm0 = Values(bc.moving_mean),
+                              mv0 = Values(bc.moving_var);
     Tensor y;
     BatchNormState st;
-    ASSERT_TRUE(Ok(BatchNormForwardTraining(&ctx, bc.x, bc.gamma, bc.beta, bc.p, &y, &st,
-                                            &bc.moving_mean, &bc.moving_var)));
+    ASSERT_TRUE(
+        Ok(BatchNormForwardTraining(&ctx, bc.x, bc.gamma, bc.beta, bc.p, &y,
+                                    &st, &bc.moving_mean, &bc.moving_var)));
     ASSERT_EQ(y.shape(), bc.x.shape());
     std::vector<double> mean, var;
     RefBatchStats(bc.x, &mean, &var);
-    ExpectNear("y", y, RefNormalize(bc.x, bc.gamma, bc.beta, mean, var, bc.p), 1e-4);
+    ExpectNear("y", y, RefNormalize(bc.x, bc.gamma, bc.beta, mean, var, bc.p),
+               1e-4);
     ExpectNear("saved mean", st.mean, mean, 1e-5);
     std::vector<double> inv(bc.c), want_mm(bc.c), want_mv(bc.c);
     for (int64_t i = 0; i < bc.c; ++i) {
@@ -178,15 +191,18 @@ TEST(BatchNormTest, MovingStatsAfterTwoStepsFollowTheFormula) {
       Tensor x = BnInput({3, 4, 2, 3}, 200 + step);
       Tensor y;
       BatchNormState st;
-      ASSERT_TRUE(Ok(BatchNormForwardTraining(&ctx, x, gamma, beta, p, &y, &st, &mm, &mv)));
+      ASSERT_TRUE(Ok(BatchNormForwardTraining(&ctx, x, gamma, beta, p, &y, &st,
+                                              &mm, &mv)));
       std::vector<double> mean, var;
       RefBatchStats(x, &mean, &var);
       for (int c = 0; c < 4; ++c) {
         want_mm[c] = want_mm[c] * momentum + mean[c] * (1 - momentum);
         want_mv[c] = want_mv[c] * momentum + var[c] * (1 - momentum);
       }
-      ExpectNear(absl::StrCat("moving mean after step ", step + 1), mm, want_mm, 1e-5);
-      ExpectNear(absl::StrCat("moving variance after step ", step + 1), mv, want_mv, 1e-5);
+      ExpectNear(absl::StrCat("moving mean after step ", step + 1), mm, want_mm,
+                 1e-5);
+      ExpectNear(absl::StrCat("moving variance after step ", step + 1), mv,
+                 want_mv, 1e-5);
     }
   }
 }
@@ -197,16 +213,22 @@ TEST(BatchNormTest, InferenceUsesTheMovingStats) {
     SCOPED_TRACE(bc.name);
     const Tensor &mm = bc.moving_mean, &mv = bc.moving_var;
     Tensor y;
-    ASSERT_TRUE(Ok(BatchNormForwardInference(&ctx, bc.x, bc.gamma, bc.beta, mm, mv, bc.p, &y)));
-    ExpectNear("y", y, RefNormalize(bc.x, bc.gamma, bc.beta, Values(mm), Values(mv), bc.p), 1e-4);
+    ASSERT_TRUE(Ok(BatchNormForwardInference(&ctx, bc.x, bc.gamma, bc.beta, mm,
+                                             mv, bc.p, &y)));
+    ExpectNear(
+        "y", y,
+        RefNormalize(bc.x, bc.gamma, bc.beta, Values(mm), Values(mv), bc.p),
+        1e-4);
     // Each sample is normalized alone: the first sample by itself gives the
     // first row of the batch's output.
     std::vector<int64_t> one = bc.x.shape();
     one[0] = 1;
     Tensor x0(one), y0;
     std::copy(bc.x.data(), bc.x.data() + x0.size(), x0.data());
-    ASSERT_TRUE(Ok(BatchNormForwardInference(&ctx, x0, bc.gamma, bc.beta, mm, mv, bc.p, &y0)));
-    for (int64_t i = 0; i < y0.size(); ++i) ASSERT_EQ(y0.data()[i], y.data()[i]) << i;
+    ASSERT_TRUE(Ok(BatchNormForwardInference(&ctx, x0, bc.gamma, bc.beta, mm,
+                                             mv, bc.p, &y0)));
+    for (int64_t i = 0; i < y0.size(); ++i)
+      ASSERT_EQ(y0.data()[i], y.data()[i]) << i;
   }
 }
 
@@ -220,19 +242,21 @@ TEST(BatchNormTest, BackwardMatchesFiniteDifferences) {
     const BatchNormParams& p = bc.p;
     Tensor y;
     BatchNormState st;
-    ASSERT_TRUE(Ok(BatchNormForwardTraining(&ctx, x, gamma, beta, p, &y, &st, &bc.moving_mean,
-                                            &bc.moving_var)));
+    ASSERT_TRUE(Ok(BatchNormForwardTraining(&ctx, x, gamma, beta, p, &y, &st,
+                                            &bc.moving_mean, &bc.moving_var)));
     Tensor r = Random(y.shape(), seed++);  // L = sum(y * r).
     // Outputs of the right shape holding old values are overwritten.
     Tensor dx(x.shape()), dgamma({bc.c}), dbeta({bc.c});
     dx.Fill(7.0f);
     dgamma.Fill(7.0f);
     dbeta.Fill(7.0f);
-    ASSERT_TRUE(Ok(BatchNormBackward(&ctx, x, gamma, r, p, st, &dx, &dgamma, &dbeta)));
+    ASSERT_TRUE(
+        Ok(BatchNormBackward(&ctx, x, gamma, r, p, st, &dx, &dgamma, &dbeta)));
     auto loss = [&] {
       Tensor out, m({bc.c}), v({bc.c});
       BatchNormState s;
-      EXPECT_TRUE(Ok(BatchNormForwardTraining(&ctx, x, gamma, beta, p, &out, &s, &m, &v)));
+      EXPECT_TRUE(Ok(
+          BatchNormForwardTraining(&ctx, x, gamma, beta, p, &out, &s, &m, &v)));
       return Dot(out, r);
     };
     CheckGradient("dx", &x, dx, loss);
@@ -243,7 +267,8 @@ TEST(BatchNormTest, BackwardMatchesFiniteDifferences) {
     }
     // Without dx, the parameter gradients are the same.
     Tensor dgamma2, dbeta2;
-    ASSERT_TRUE(Ok(BatchNormBackward(&ctx, x, gamma, r, p, st, nullptr, &dgamma2, &dbeta2)));
+    ASSERT_TRUE(Ok(BatchNormBackward(&ctx, x, gamma, r, p, st, nullptr,
+                                     &dgamma2, &dbeta2)));
     ExpectNear("dgamma without dx", dgamma2, Values(dgamma), 0);
     ExpectNear("dbeta without dx", dbeta2, Values(dbeta), 0);
   }
@@ -255,13 +280,16 @@ TEST(BatchNormTest, BadShapesAreErrorsNamingThem) {
   Tensor x({2, 3, 4, 4}), c3({3}), c4({4}), y, dx, dg, db;
   Tensor mm({3}), mv({3});
   BatchNormState st;
-  absl::Status s = BatchNormForwardTraining(&ctx, x, c4, c3, p, &y, &st, &mm, &mv);
+  absl::Status s =
+      BatchNormForwardTraining(&ctx, x, c4, c3, p, &y, &st, &mm, &mv);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(Message(s), HasSubstr("gamma is [4], want [3] for input [2, 3, 4, 4]"));
+  EXPECT_THAT(Message(s),
+              HasSubstr("gamma is [4], want [3] for input [2, 3, 4, 4]"));
   s = BatchNormForwardInference(&ctx, x, c3, c3, c3, c4, p, &y);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s), HasSubstr("moving variance is [4], want [3]"));
-  s = BatchNormForwardTraining(&ctx, Tensor({2, 3, 4}), c3, c3, p, &y, &st, &mm, &mv);
+  s = BatchNormForwardTraining(&ctx, Tensor({2, 3, 4}), c3, c3, p, &y, &st, &mm,
+                               &mv);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s), HasSubstr("[N, C, H, W] or [N, C], got [2, 3, 4]"));
   p.eps = 0;
@@ -272,8 +300,10 @@ TEST(BatchNormTest, BadShapesAreErrorsNamingThem) {
   // Backward before any forward, then with a mismatched output gradient.
   s = BatchNormBackward(&ctx, x, c3, x, p, st, &dx, &dg, &db);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(Ok(BatchNormForwardTraining(&ctx, x, c3, c3, p, &y, &st, &mm, &mv)));
-  s = BatchNormBackward(&ctx, x, c3, Tensor({2, 3, 4, 5}), p, st, &dx, &dg, &db);
+  ASSERT_TRUE(
+      Ok(BatchNormForwardTraining(&ctx, x, c3, c3, p, &y, &st, &mm, &mv)));
+  s = BatchNormBackward(&ctx, x, c3, Tensor({2, 3, 4, 5}), p, st, &dx, &dg,
+                        &db);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s), HasSubstr("[2, 3, 4, 4] and [2, 3, 4, 5]"));
 }
@@ -288,12 +318,14 @@ std::vector<double> RefLrn(const Tensor& x, const LrnParams& p) {
     for (int64_t c = 0; c < v.c; ++c)
       for (int64_t s = 0; s < v.s; ++s) {
         double sum = 0;
-        for (int64_t k = std::max<int64_t>(0, c - half); k <= std::min(v.c - 1, c + half); ++k) {
+        for (int64_t k = std::max<int64_t>(0, c - half);
+             k <= std::min(v.c - 1, c + half); ++k) {
           const double e = x.data()[v.At(n, k, s)];
           sum += e * e;
         }
         const int64_t i = v.At(n, c, s);
-        y[i] = x.data()[i] / std::pow(p.knorm + p.alpha / p.nsize * sum, p.beta);
+        y[i] =
+            x.data()[i] / std::pow(p.knorm + p.alpha / p.nsize * sum, p.beta);
       }
   return y;
 }
@@ -312,13 +344,15 @@ std::vector<LrnCase> LrnCases(uint32_t seed) {
   const LrnParams strong5{5, 2.0f, 0.6f, 1.5f};
   const LrnParams one{1, 0.8f, 0.5f, 1.0f};
   const std::vector<std::pair<std::vector<int64_t>, LrnParams>> params = {
-      {{2, 5, 4, 3}, mxnet_default}, {{2, 7, 3, 3}, strong3}, {{1, 6, 5, 5}, strong5},
-      {{3, 1, 2, 2}, strong3},       {{1, 3, 1, 1}, strong5}, {{2, 4, 3, 2}, one},
+      {{2, 5, 4, 3}, mxnet_default}, {{2, 7, 3, 3}, strong3},
+      {{1, 6, 5, 5}, strong5},       {{3, 1, 2, 2}, strong3},
+      {{1, 3, 1, 1}, strong5},       {{2, 4, 3, 2}, one},
       {{1, 9, 2, 3}, strong5}};
   std::vector<LrnCase> cases;
   for (const auto& [shape, p] : params) {
-    cases.push_back({absl::StrCat(ShapeToString(shape), " nsize ", p.nsize, " alpha ", p.alpha), p,
-                     Random(shape, seed++)});
+    cases.push_back({absl::StrCat(ShapeToString(shape), " nsize ", p.nsize,
+                                  " alpha ", p.alpha),
+                     p, Random(shape, seed++)});
   }
   return cases;
 }
@@ -406,7 +440,8 @@ TEST(DropoutTest, KeepsAboutOneMinusPAndScalesTheKept) {
     // The standard deviations of these fractions are below 0.003 here.
     EXPECT_NEAR(static_cast<double>(kept) / x.size(), 1.0 - p, 0.015);
     // Neighbours are independent.
-    EXPECT_NEAR(static_cast<double>(pairs_kept) / (x.size() / 2), (1.0 - p) * (1.0 - p), 0.015);
+    EXPECT_NEAR(static_cast<double>(pairs_kept) / (x.size() / 2),
+                (1.0 - p) * (1.0 - p), 0.015);
   }
 }
 
@@ -447,7 +482,8 @@ TEST(DropoutTest, BackwardUsesTheMask) {
     ASSERT_TRUE(Ok(DropoutForward(0.4f, &rng, x, &y, &mask)));
     Tensor r = Random(shape, 731);
     ASSERT_TRUE(Ok(DropoutBackward(mask, r, &dx)));
-    for (int64_t i = 0; i < x.size(); ++i) ASSERT_EQ(dx.data()[i], r.data()[i] * mask.data()[i]);
+    for (int64_t i = 0; i < x.size(); ++i)
+      ASSERT_EQ(dx.data()[i], r.data()[i] * mask.data()[i]);
     // The same seed redraws the same mask, so the loss is a fixed linear
     // function of x.
     auto loss = [&] {
@@ -503,8 +539,9 @@ struct ConcatCase {
 
 TEST(ConcatTest, ForwardMatchesReferenceAndBackwardRoundTrips) {
   const std::vector<ConcatCase> cases = {
-      {{3, 5}, 2, {4}},      {{3, 5}, 2, {1, 3}},       {{2, 3}, 1, {2, 1, 5, 3}}, {{}, 3, {2, 5}},
-      {{}, 1, {1, 1, 1, 1}}, {{7, 1}, 4, {3, 2, 1, 6}}, {{1, 1}, 5, {1, 2}}};
+      {{3, 5}, 2, {4}},   {{3, 5}, 2, {1, 3}},   {{2, 3}, 1, {2, 1, 5, 3}},
+      {{}, 3, {2, 5}},    {{}, 1, {1, 1, 1, 1}}, {{7, 1}, 4, {3, 2, 1, 6}},
+      {{1, 1}, 5, {1, 2}}};
   uint32_t seed = 800;
   for (const auto& cc : cases) {
     std::vector<Tensor> xs;
@@ -517,7 +554,8 @@ TEST(ConcatTest, ForwardMatchesReferenceAndBackwardRoundTrips) {
       shapes.push_back(shape);
     }
     for (const Tensor& x : xs) ptrs.push_back(&x);
-    SCOPED_TRACE(absl::StrCat(xs.size(), " inputs, first ", xs[0].ShapeString()));
+    SCOPED_TRACE(
+        absl::StrCat(xs.size(), " inputs, first ", xs[0].ShapeString()));
     Tensor y;
     ASSERT_TRUE(Ok(ConcatForward(ptrs, &y)));
     ExpectNear("y", y, RefConcat(xs), 0);
@@ -556,15 +594,18 @@ TEST(ConcatTest, MismatchedShapesAreErrorsNamingThem) {
     std::vector<int64_t> shape;
     std::string what;
   };
-  for (const Bad& bad : std::vector<Bad>{
-           {{3, 2, 4, 4}, "N"}, {{2, 2, 5, 4}, "H"}, {{2, 2, 4, 3}, "W"}, {{2, 2, 4}, "rank"}}) {
+  for (const Bad& bad : std::vector<Bad>{{{3, 2, 4, 4}, "N"},
+                                         {{2, 2, 5, 4}, "H"},
+                                         {{2, 2, 4, 3}, "W"},
+                                         {{2, 2, 4}, "rank"}}) {
     SCOPED_TRACE(bad.what);
     Tensor b(bad.shape);
     const Tensor* xs[] = {&a, &a, &b};
     absl::Status s = ConcatForward(xs, &y);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(Message(s), HasSubstr(absl::StrCat("input 2 is ", ShapeToString(bad.shape),
-                                                   ", which differs from input 0 [2, 3, 4, 4]")));
+    EXPECT_THAT(Message(s), HasSubstr(absl::StrCat(
+                                "input 2 is ", ShapeToString(bad.shape),
+                                ", which differs from input 0 [2, 3, 4, 4]")));
   }
   EXPECT_EQ(ConcatForward({}, &y).code(), absl::StatusCode::kInvalidArgument);
   Tensor flat({5});
@@ -576,8 +617,9 @@ TEST(ConcatTest, MismatchedShapesAreErrorsNamingThem) {
   Tensor* dxs[] = {&dx0, &dx1};
   absl::Status s = ConcatBackward(Tensor({2, 5, 4, 4}), shapes, dxs);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(Message(s), HasSubstr("output gradient is [2, 5, 4, 4], but the inputs "
-                                    "concatenate to [2, 4, 4, 4]"));
+  EXPECT_THAT(Message(s),
+              HasSubstr("output gradient is [2, 5, 4, 4], but the inputs "
+                        "concatenate to [2, 4, 4, 4]"));
   Tensor* too_few[] = {&dx0};
   EXPECT_EQ(ConcatBackward(Tensor({2, 4, 4, 4}), shapes, too_few).code(),
             absl::StatusCode::kInvalidArgument);
@@ -588,13 +630,18 @@ TEST(ConcatTest, MismatchedShapesAreErrorsNamingThem) {
 TEST(AddTest, ForwardInPlaceAndGradients) {
   SetCpuThreads(2);
   for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{
-           {1}, {3, 7}, {2, 3, 5, 5}, {1, 1, 1, 17}, {3, 37, 29, 13}}) {  // Threads split the last.
+           {1},
+           {3, 7},
+           {2, 3, 5, 5},
+           {1, 1, 1, 17},
+           {3, 37, 29, 13}}) {  // Threads split the last.
     SCOPED_TRACE(ShapeToString(shape));
     Tensor a = Random(shape, 900), b = Random(shape, 901);
     Tensor y;
     ASSERT_TRUE(Ok(AddForward(a, b, &y)));
     std::vector<double> want(a.size());
-    for (int64_t i = 0; i < a.size(); ++i) want[i] = static_cast<double>(a.data()[i]) + b.data()[i];
+    for (int64_t i = 0; i < a.size(); ++i)
+      want[i] = static_cast<double>(a.data()[i]) + b.data()[i];
     ExpectNear("a + b", y, want, 1e-7);
 
     Tensor acc = a.Clone();

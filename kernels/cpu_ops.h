@@ -10,7 +10,6 @@
 #define PSTRAIN_KERNELS_CPU_OPS_H_
 
 #include <dnnl.hpp>
-
 #include <map>
 #include <memory>
 #include <random>
@@ -54,18 +53,20 @@ int64_t ConvOutSize(int64_t in, int kernel, int stride, int pad, int dilation);
 // Checks the shapes of a convolution's input x, weight w and bias b (empty
 // for none) against p and computes the output size; InvalidArgument names
 // the mismatch. Shared by the CPU and GPU kernels.
-absl::Status CheckConv2dShapes(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
-                               const std::vector<int64_t>& b, const Conv2dParams& p, int64_t* oh,
-                               int64_t* ow);
+absl::Status CheckConv2dShapes(const std::vector<int64_t>& x,
+                               const std::vector<int64_t>& w,
+                               const std::vector<int64_t>& b,
+                               const Conv2dParams& p, int64_t* oh, int64_t* ow);
 
 // y = conv(x, w) + b. x [N,C,H,W], w [F, C/groups, KH, KW], b [F] or empty.
 // Resizes *y to [N, F, OH, OW] when its shape differs.
-absl::Status Conv2dForward(CpuContext* ctx, const Tensor& x, const Tensor& w, const Tensor& b,
-                           const Conv2dParams& p, Tensor* y);
+absl::Status Conv2dForward(CpuContext* ctx, const Tensor& x, const Tensor& w,
+                           const Tensor& b, const Conv2dParams& p, Tensor* y);
 // Gradients: dx (may be null), dw, db (may be null or empty when no bias),
 // all overwritten (not accumulated).
-absl::Status Conv2dBackward(CpuContext* ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
-                            const Conv2dParams& p, Tensor* dx, Tensor* dw, Tensor* db);
+absl::Status Conv2dBackward(CpuContext* ctx, const Tensor& x, const Tensor& w,
+                            const Tensor& dy, const Conv2dParams& p, Tensor* dx,
+                            Tensor* dw, Tensor* db);
 
 enum class PoolKind { kMax, kAvg };
 
@@ -80,44 +81,51 @@ struct Pool2dParams {
 // Resolves global pooling in *p (kernel = the input's H x W, stride 1, no
 // padding) and computes the output size of pooling x [N, C, H, W];
 // InvalidArgument when x is not 4-D or the window does not fit.
-absl::Status Pool2dGeometry(const std::vector<int64_t>& x, Pool2dParams* p, int64_t* oh,
-                            int64_t* ow);
+absl::Status Pool2dGeometry(const std::vector<int64_t>& x, Pool2dParams* p,
+                            int64_t* oh, int64_t* ow);
 
 // Pooling state between forward and backward (max: the argmax workspace).
 struct PoolState {
   std::shared_ptr<void> workspace;
 };
 
-absl::Status Pool2dForward(CpuContext* ctx, const Tensor& x, const Pool2dParams& p, Tensor* y,
-                           PoolState* state);
+absl::Status Pool2dForward(CpuContext* ctx, const Tensor& x,
+                           const Pool2dParams& p, Tensor* y, PoolState* state);
 absl::Status Pool2dBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy,
-                            const Pool2dParams& p, const PoolState& state, Tensor* dx);
+                            const Pool2dParams& p, const PoolState& state,
+                            Tensor* dx);
 
 // y = x w^T + b. x [N, K] (or any [N, ...] flattened), w [O, K], b [O] or
 // empty.
-absl::Status FullyConnectedForward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor* y);
-absl::Status FullyConnectedBackward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
-                                    Tensor* dw, Tensor* db);
+absl::Status FullyConnectedForward(const Tensor& x, const Tensor& w,
+                                   const Tensor& b, Tensor* y);
+absl::Status FullyConnectedBackward(const Tensor& x, const Tensor& w,
+                                    const Tensor& dy, Tensor* dx, Tensor* dw,
+                                    Tensor* db);
 
 enum class Activation { kRelu, kTanh, kSigmoid };
 absl::Status ActivationForward(Activation a, const Tensor& x, Tensor* y);
 // Uses the forward output y (all three derivatives are functions of y).
-absl::Status ActivationBackward(Activation a, const Tensor& y, const Tensor& dy, Tensor* dx);
+absl::Status ActivationBackward(Activation a, const Tensor& y, const Tensor& dy,
+                                Tensor* dx);
 
 // Softmax over the last axis of logits [N, C] and the mean cross-entropy
 // against integer labels (as floats). Writes probabilities, returns the
 // loss; the gradient with respect to the logits is (p - onehot) * scale.
-absl::Status SoftmaxCrossEntropy(const Tensor& logits, absl::Span<const float> labels,
-                                 Tensor* probs, double* loss);
-absl::Status SoftmaxCrossEntropyBackward(const Tensor& probs, absl::Span<const float> labels,
+absl::Status SoftmaxCrossEntropy(const Tensor& logits,
+                                 absl::Span<const float> labels, Tensor* probs,
+                                 double* loss);
+absl::Status SoftmaxCrossEntropyBackward(const Tensor& probs,
+                                         absl::Span<const float> labels,
                                          float scale, Tensor* dlogits);
 
 // Batch normalization over the channel axis of x [N, C, H, W] or [N, C]
 // (MXNet's BatchNorm). gamma, beta, moving_mean, moving_var are [C].
 struct BatchNormParams {
-  float eps = 1e-3f;        // MXNet's default. Must be positive.
-  float momentum = 0.9f;    // moving = moving * momentum + batch * (1 - momentum).
-  bool fix_gamma = false;   // When true gamma is treated as 1 (and dgamma = 0).
+  float eps = 1e-3f;  // MXNet's default. Must be positive.
+  float momentum =
+      0.9f;  // moving = moving * momentum + batch * (1 - momentum).
+  bool fix_gamma = false;  // When true gamma is treated as 1 (and dgamma = 0).
 };
 
 // What training-mode forward saves for backward: the batch mean and
@@ -130,21 +138,24 @@ struct BatchNormState {
 // Training mode: normalizes with the batch statistics (biased variance),
 // saves them in *state and updates the moving statistics in place (the
 // moving variance takes the biased batch variance, as MXNet does).
-absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
-                                      const Tensor& beta, const BatchNormParams& p, Tensor* y,
-                                      BatchNormState* state, Tensor* moving_mean,
-                                      Tensor* moving_var);
+absl::Status BatchNormForwardTraining(CpuContext* ctx, const Tensor& x,
+                                      const Tensor& gamma, const Tensor& beta,
+                                      const BatchNormParams& p, Tensor* y,
+                                      BatchNormState* state,
+                                      Tensor* moving_mean, Tensor* moving_var);
 // Inference mode: normalizes with the moving statistics.
-absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
-                                       const Tensor& beta, const Tensor& moving_mean,
-                                       const Tensor& moving_var, const BatchNormParams& p,
-                                       Tensor* y);
+absl::Status BatchNormForwardInference(CpuContext* ctx, const Tensor& x,
+                                       const Tensor& gamma, const Tensor& beta,
+                                       const Tensor& moving_mean,
+                                       const Tensor& moving_var,
+                                       const BatchNormParams& p, Tensor* y);
 // Backward of the training-mode forward. dx (may be null), dgamma, dbeta
 // overwritten.
-absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x, const Tensor& gamma,
-                               const Tensor& dy, const BatchNormParams& p,
-                               const BatchNormState& state, Tensor* dx, Tensor* dgamma,
-                               Tensor* dbeta);
+absl::Status BatchNormBackward(CpuContext* ctx, const Tensor& x,
+                               const Tensor& gamma, const Tensor& dy,
+                               const BatchNormParams& p,
+                               const BatchNormState& state, Tensor* dx,
+                               Tensor* dgamma, Tensor* dbeta);
 
 // Local response normalization across channels (MXNet's LRN, AlexNet):
 // y = x / (knorm + alpha / nsize * sum over nsize neighbouring channels of
@@ -160,18 +171,18 @@ struct LrnParams {
 struct LrnState {
   std::shared_ptr<void> workspace;
 };
-absl::Status LrnForward(CpuContext* ctx, const Tensor& x, const LrnParams& p, Tensor* y,
-                        LrnState* state);
-absl::Status LrnBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy, const LrnParams& p,
-                         const LrnState& state, Tensor* dx);
+absl::Status LrnForward(CpuContext* ctx, const Tensor& x, const LrnParams& p,
+                        Tensor* y, LrnState* state);
+absl::Status LrnBackward(CpuContext* ctx, const Tensor& x, const Tensor& dy,
+                         const LrnParams& p, const LrnState& state, Tensor* dx);
 
 // Inverted dropout: in training y = x * mask / (1 - p) with mask drawn
 // Bernoulli(1 - p) from *rng (seeded by the caller); *mask keeps
 // mask / (1 - p) for backward. p in [0, 1). The mask depends only on *rng's
 // state (two elements per 64-bit draw), so a seed gives the same mask on
 // every platform; p = 0 draws nothing.
-absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x, Tensor* y,
-                            Tensor* mask);
+absl::Status DropoutForward(float p, std::mt19937_64* rng, const Tensor& x,
+                            Tensor* y, Tensor* mask);
 // dx = dy * mask.
 absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx);
 
@@ -181,7 +192,8 @@ absl::Status DropoutBackward(const Tensor& mask, const Tensor& dy, Tensor* dx);
 absl::Status ConcatForward(absl::Span<const Tensor* const> xs, Tensor* y);
 // Splits dy back into dxs; each *dxs[i] is resized to the shape of the
 // corresponding forward input, given by `shapes`. Null entries are skipped.
-absl::Status ConcatBackward(const Tensor& dy, absl::Span<const std::vector<int64_t>> shapes,
+absl::Status ConcatBackward(const Tensor& dy,
+                            absl::Span<const std::vector<int64_t>> shapes,
                             absl::Span<Tensor* const> dxs);
 
 // y = a + b, same shapes (residual connections).

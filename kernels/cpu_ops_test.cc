@@ -25,10 +25,13 @@ using test_util::Random;
 // convolution of an input of shape xs by weights of parameters p (NCHW,
 // OIHW), skipping taps in the padding.
 template <typename Fn>
-void ForEachConvTap(const std::vector<int64_t>& xs, const Conv2dParams& p, Fn fn) {
+void ForEachConvTap(const std::vector<int64_t>& xs, const Conv2dParams& p,
+                    Fn fn) {
   const int64_t n = xs[0], c = xs[1], h = xs[2], wd = xs[3];
-  const int64_t oh = ConvOutSize(h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-  const int64_t ow = ConvOutSize(wd, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+  const int64_t oh =
+      ConvOutSize(h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+  const int64_t ow =
+      ConvOutSize(wd, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
   const int64_t cg = c / p.groups, fg = p.num_filter / p.groups;
   for (int64_t in = 0; in < n; ++in)
     for (int64_t f = 0; f < p.num_filter; ++f)
@@ -39,8 +42,10 @@ void ForEachConvTap(const std::vector<int64_t>& xs, const Conv2dParams& p, Fn fn
           for (int64_t cc = 0; cc < cg; ++cc)
             for (int ky = 0; ky < p.kernel_h; ++ky)
               for (int kx = 0; kx < p.kernel_w; ++kx) {
-                const int64_t iy = yy * p.stride_h - p.pad_h + ky * p.dilation_h;
-                const int64_t ix = xx * p.stride_w - p.pad_w + kx * p.dilation_w;
+                const int64_t iy =
+                    yy * p.stride_h - p.pad_h + ky * p.dilation_h;
+                const int64_t ix =
+                    xx * p.stride_w - p.pad_w + kx * p.dilation_w;
                 if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
                 fn(yi, ((in * c + g * cg + cc) * h + iy) * wd + ix,
                    ((f * cg + cc) * p.kernel_h + ky) * p.kernel_w + kx);
@@ -55,7 +60,8 @@ std::vector<int64_t> ConvOutShape(const Tensor& x, const Conv2dParams& p) {
 }
 
 // Reference convolution in double.
-Tensor RefConv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
+Tensor RefConv(const Tensor& x, const Tensor& w, const Tensor& b,
+               const Conv2dParams& p) {
   Tensor y(ConvOutShape(x, p));
   const int64_t plane = y.dim(2) * y.dim(3);
   std::vector<double> acc(y.size());
@@ -64,7 +70,8 @@ Tensor RefConv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPa
   ForEachConvTap(x.shape(), p, [&](int64_t yi, int64_t xi, int64_t wi) {
     acc[yi] += static_cast<double>(x.data()[xi]) * w.data()[wi];
   });
-  for (int64_t i = 0; i < y.size(); ++i) y.data()[i] = static_cast<float>(acc[i]);
+  for (int64_t i = 0; i < y.size(); ++i)
+    y.data()[i] = static_cast<float>(acc[i]);
   return y;
 }
 
@@ -83,8 +90,8 @@ struct ConvCase {
     return p;
   }
   std::string Name() const {
-    return absl::StrCat("c", c, " f", f, " h", h, " k", k, " s", stride, " p", pad, " d", dilation,
-                        " g", groups);
+    return absl::StrCat("c", c, " f", f, " h", h, " k", k, " s", stride, " p",
+                        pad, " d", dilation, " g", groups);
   }
 };
 
@@ -105,11 +112,14 @@ TEST(CpuOpsTest, ConvolutionForwardAndGradients) {
     ASSERT_TRUE(Conv2dForward(&ctx, x, w, b, p, &y).ok());
     Tensor ref = RefConv(x, w, b, p);
     ASSERT_EQ(y.shape(), ref.shape());
-    for (int64_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y.data()[i], ref.data()[i], 1e-4) << i;
+    for (int64_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(y.data()[i], ref.data()[i], 1e-4) << i;
 
     Tensor r = Random(y.shape(), seed++);  // L = sum(y * r): dL/dy = r.
     Tensor dx, dw, db;
-    ASSERT_TRUE(Conv2dBackward(&ctx, x, w, r, p, &dx, &dw, cc.bias ? &db : nullptr).ok());
+    ASSERT_TRUE(
+        Conv2dBackward(&ctx, x, w, r, p, &dx, &dw, cc.bias ? &db : nullptr)
+            .ok());
     auto loss = [&] {
       Tensor out;
       EXPECT_TRUE(Conv2dForward(&ctx, x, w, b, p, &out).ok());
@@ -121,10 +131,12 @@ TEST(CpuOpsTest, ConvolutionForwardAndGradients) {
   }
 }
 
-void ExpectNearRef(const char* what, const Tensor& got, const std::vector<double>& want) {
+void ExpectNearRef(const char* what, const Tensor& got,
+                   const std::vector<double>& want) {
   ASSERT_EQ(got.size(), static_cast<int64_t>(want.size())) << what;
   for (int64_t i = 0; i < got.size(); ++i) {
-    ASSERT_NEAR(got.data()[i], want[i], 2e-4 * (1 + std::fabs(want[i]))) << what << " " << i;
+    ASSERT_NEAR(got.data()[i], want[i], 2e-4 * (1 + std::fabs(want[i])))
+        << what << " " << i;
   }
 }
 
@@ -137,11 +149,14 @@ void ExpectNearRef(const char* what, const Tensor& got, const std::vector<double
 // convolutions share hold another layout's data when a case starts.
 TEST(CpuOpsTest, ConvolutionOnBlockedLayoutsMatchesReferences) {
   CpuContext ctx;
-  const std::vector<ConvCase> cases = {
-      {16, 9, 9, 32, 3, 1, 1, 1, 1, false},  {20, 9, 7, 50, 3, 2, 1, 1, 1, true},
-      {3, 11, 11, 16, 7, 2, 3, 1, 1, false}, {32, 8, 8, 32, 3, 1, 2, 2, 2, true},
-      {16, 8, 8, 16, 3, 1, 1, 1, 16, false}, {64, 7, 7, 128, 1, 2, 0, 1, 1, false},
-      {24, 6, 6, 40, 1, 1, 0, 1, 4, true},   {17, 5, 6, 33, 3, 1, 1, 1, 1, true}};
+  const std::vector<ConvCase> cases = {{16, 9, 9, 32, 3, 1, 1, 1, 1, false},
+                                       {20, 9, 7, 50, 3, 2, 1, 1, 1, true},
+                                       {3, 11, 11, 16, 7, 2, 3, 1, 1, false},
+                                       {32, 8, 8, 32, 3, 1, 2, 2, 2, true},
+                                       {16, 8, 8, 16, 3, 1, 1, 1, 16, false},
+                                       {64, 7, 7, 128, 1, 2, 0, 1, 1, false},
+                                       {24, 6, 6, 40, 1, 1, 0, 1, 4, true},
+                                       {17, 5, 6, 33, 3, 1, 1, 1, 1, true}};
   std::vector<size_t> order;
   for (size_t i = 0; i < cases.size(); ++i) order.push_back(i);
   for (size_t i = cases.size(); i-- > 0;) order.push_back(i);
@@ -157,7 +172,8 @@ TEST(CpuOpsTest, ConvolutionOnBlockedLayoutsMatchesReferences) {
     y.Fill(7.0f);  // Old values are overwritten.
     ASSERT_TRUE(Ok(Conv2dForward(&ctx, x, w, b, p, &y)));
     const Tensor ref = RefConv(x, w, b, p);
-    ExpectNearRef("y", y, std::vector<double>(ref.data(), ref.data() + ref.size()));
+    ExpectNearRef("y", y,
+                  std::vector<double>(ref.data(), ref.data() + ref.size()));
 
     const Tensor dy = Random(y.shape(), seed + 3);
     std::vector<double> want_dx(x.size()), want_dw(w.size()), want_db(cc.f);
@@ -166,12 +182,14 @@ TEST(CpuOpsTest, ConvolutionOnBlockedLayoutsMatchesReferences) {
       want_dw[wi] += static_cast<double>(dy.data()[yi]) * x.data()[xi];
     });
     const int64_t plane = y.dim(2) * y.dim(3);
-    for (int64_t i = 0; i < dy.size(); ++i) want_db[i / plane % cc.f] += dy.data()[i];
+    for (int64_t i = 0; i < dy.size(); ++i)
+      want_db[i / plane % cc.f] += dy.data()[i];
     Tensor dx(x.shape()), dw(w.shape()), db({cc.f});
     dx.Fill(7.0f);
     dw.Fill(7.0f);
     db.Fill(7.0f);
-    ASSERT_TRUE(Ok(Conv2dBackward(&ctx, x, w, dy, p, &dx, &dw, cc.bias ? &db : nullptr)));
+    ASSERT_TRUE(Ok(
+        Conv2dBackward(&ctx, x, w, dy, p, &dx, &dw, cc.bias ? &db : nullptr)));
     ExpectNearRef("dx", dx, want_dx);
     ExpectNearRef("dw", dw, want_dw);
     if (cc.bias) ExpectNearRef("db", db, want_db);
@@ -194,7 +212,8 @@ TEST(CpuOpsTest, PoolingForwardAndGradients) {
         p.pad_h = p.pad_w = 1;
       }
       p.global = variant == 2;
-      SCOPED_TRACE(absl::StrCat("kind ", static_cast<int>(kind), " variant ", variant));
+      SCOPED_TRACE(
+          absl::StrCat("kind ", static_cast<int>(kind), " variant ", variant));
       Tensor x = Random({2, 3, 6, 6}, 10 + variant);
       Tensor y;
       PoolState st;
@@ -216,7 +235,9 @@ TEST(CpuOpsTest, PoolingForwardAndGradients) {
                   sum += v;
                 }
               const double want = kind == PoolKind::kMax ? best : sum / (k * k);
-              ASSERT_NEAR(y.data()[((n * 3 + c) * y.dim(2) + oy) * y.dim(3) + ox], want, 1e-5);
+              ASSERT_NEAR(
+                  y.data()[((n * 3 + c) * y.dim(2) + oy) * y.dim(3) + ox], want,
+                  1e-5);
             }
       Tensor r = Random(y.shape(), 20 + variant);
       Tensor dx;
@@ -243,7 +264,8 @@ TEST(CpuOpsTest, FullyConnectedForwardAndGradients) {
   for (int i = 0; i < 4; ++i)
     for (int o = 0; o < 5; ++o) {
       double s = b.data()[o];
-      for (int k = 0; k < 12; ++k) s += static_cast<double>(x.data()[i * 12 + k]) * w.data()[o * 12 + k];
+      for (int k = 0; k < 12; ++k)
+        s += static_cast<double>(x.data()[i * 12 + k]) * w.data()[o * 12 + k];
       ASSERT_NEAR(y.data()[i * 5 + o], s, 1e-4);
     }
   Tensor r = Random(y.shape(), 34), dx, dw, db;
@@ -260,7 +282,8 @@ TEST(CpuOpsTest, FullyConnectedForwardAndGradients) {
 }
 
 TEST(CpuOpsTest, ActivationsAndTheirGradients) {
-  for (Activation a : {Activation::kRelu, Activation::kTanh, Activation::kSigmoid}) {
+  for (Activation a :
+       {Activation::kRelu, Activation::kTanh, Activation::kSigmoid}) {
     Tensor x = Random({3, 7}, 40);
     for (auto& v : x.span()) {
       if (std::fabs(v) < 0.05f) v = 0.3f;  // Away from ReLU's kink.
@@ -279,7 +302,8 @@ TEST(CpuOpsTest, ActivationsAndTheirGradients) {
       EXPECT_TRUE(ActivationForward(a, x, &out).ok());
       return Dot(out, r);
     };
-    CheckGradient(absl::StrCat("activation ", static_cast<int>(a)), &x, dx, loss, 1e-3, 5e-3);
+    CheckGradient(absl::StrCat("activation ", static_cast<int>(a)), &x, dx,
+                  loss, 1e-3, 5e-3);
   }
 }
 
@@ -291,12 +315,15 @@ TEST(CpuOpsTest, ActivationsOnLargeTensorsFollowTheFormulas) {
   SetCpuThreads(2);
   Tensor x({3, 37, 29, 13});
   const int64_t n = x.size();
-  for (int64_t i = 0; i < n; ++i) x.data()[i] = -12.0f + 24.0f * static_cast<float>(i) / n;
-  const std::vector<float> special = {0.0f,  -0.0f,  1e-30f, -1e-8f,  0.625f, -0.625f, 0.62499f,
-                                      30.0f, -30.0f, 100.0f, -100.0f, 1e6f,   -1e6f};
+  for (int64_t i = 0; i < n; ++i)
+    x.data()[i] = -12.0f + 24.0f * static_cast<float>(i) / n;
+  const std::vector<float> special = {0.0f,    -0.0f,    1e-30f, -1e-8f, 0.625f,
+                                      -0.625f, 0.62499f, 30.0f,  -30.0f, 100.0f,
+                                      -100.0f, 1e6f,     -1e6f};
   for (size_t i = 0; i < special.size(); ++i) x.data()[i * 997] = special[i];
   const Tensor dy = Random(x.shape(), 45);
-  for (Activation a : {Activation::kRelu, Activation::kTanh, Activation::kSigmoid}) {
+  for (Activation a :
+       {Activation::kRelu, Activation::kTanh, Activation::kSigmoid}) {
     SCOPED_TRACE(static_cast<int>(a));
     Tensor y, dx;
     ASSERT_TRUE(ActivationForward(a, x, &y).ok());
@@ -307,13 +334,15 @@ TEST(CpuOpsTest, ActivationsOnLargeTensorsFollowTheFormulas) {
                           : a == Activation::kTanh ? std::tanh(v)
                                                    : 1 / (1 + std::exp(-v));
       // Within 4 ulps, or (sigmoid far below -87, clamped) 1e-37.
-      ASSERT_LE(std::fabs(y.data()[i] - want), std::max(5e-7 * std::fabs(want), 1e-37))
+      ASSERT_LE(std::fabs(y.data()[i] - want),
+                std::max(5e-7 * std::fabs(want), 1e-37))
           << "x = " << v;
       const double out = y.data()[i], g = dy.data()[i];
       const double want_dx = a == Activation::kRelu   ? (out > 0 ? g : 0)
                              : a == Activation::kTanh ? g * (1 - out * out)
                                                       : g * out * (1 - out);
-      ASSERT_NEAR(dx.data()[i], want_dx, 1e-6 * (1 + std::fabs(want_dx))) << "x = " << v;
+      ASSERT_NEAR(dx.data()[i], want_dx, 1e-6 * (1 + std::fabs(want_dx)))
+          << "x = " << v;
     }
     // NaN propagates (a diverging network shows it).
     Tensor nan({1});
@@ -324,7 +353,8 @@ TEST(CpuOpsTest, ActivationsOnLargeTensorsFollowTheFormulas) {
     // In place (the network's in-place activations): the same values.
     Tensor in_place = x.Clone();
     ASSERT_TRUE(ActivationForward(a, in_place, &in_place).ok());
-    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(in_place.data()[i], y.data()[i]) << i;
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(in_place.data()[i], y.data()[i]) << i;
   }
 }
 
@@ -348,7 +378,8 @@ TEST(CpuOpsTest, SoftmaxCrossEntropyAndGradient) {
     return l;
   };
   CheckGradient("dlogits", &z, dz, f, 1e-3, 5e-3);
-  EXPECT_FALSE(SoftmaxCrossEntropy(z, {0, 6, 1, 1}, &p, &loss).ok());  // Label 6 of 6 classes.
+  EXPECT_FALSE(SoftmaxCrossEntropy(z, {0, 6, 1, 1}, &p, &loss)
+                   .ok());  // Label 6 of 6 classes.
 }
 
 TEST(CpuOpsTest, BadShapesAreErrorsNamingThem) {
@@ -359,12 +390,15 @@ TEST(CpuOpsTest, BadShapesAreErrorsNamingThem) {
   Tensor x({1, 3, 2, 2}), w({4, 3, 3, 3}), y;
   absl::Status s = Conv2dForward(&ctx, x, w, Tensor(), p, &y);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("does not fit input [1, 3, 2, 2]"));
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::HasSubstr("does not fit input [1, 3, 2, 2]"));
   Tensor bad_w({4, 2, 3, 3});
   Tensor x2({1, 3, 8, 8});
-  EXPECT_THAT(std::string(Conv2dForward(&ctx, x2, bad_w, Tensor(), p, &y).message()),
-              ::testing::HasSubstr("want [4, 3, 3, 3]"));
-  EXPECT_FALSE(FullyConnectedForward(Tensor({2, 5}), Tensor({3, 4}), Tensor(), &y).ok());
+  EXPECT_THAT(
+      std::string(Conv2dForward(&ctx, x2, bad_w, Tensor(), p, &y).message()),
+      ::testing::HasSubstr("want [4, 3, 3, 3]"));
+  EXPECT_FALSE(
+      FullyConnectedForward(Tensor({2, 5}), Tensor({3, 4}), Tensor(), &y).ok());
 }
 
 }  // namespace

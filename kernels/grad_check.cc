@@ -25,12 +25,14 @@ Tensor Random(std::vector<int64_t> shape, uint32_t seed, float scale) {
 
 double Dot(const Tensor& a, const Tensor& b) {
   double s = 0;
-  for (int64_t i = 0; i < a.size(); ++i) s += static_cast<double>(a.data()[i]) * b.data()[i];
+  for (int64_t i = 0; i < a.size(); ++i)
+    s += static_cast<double>(a.data()[i]) * b.data()[i];
   return s;
 }
 
 void CheckGradient(const std::string& what, Tensor* t, const Tensor& analytic,
-                   const std::function<double()>& loss, double eps, double tol, int samples) {
+                   const std::function<double()>& loss, double eps, double tol,
+                   int samples) {
   ASSERT_EQ(t->shape(), analytic.shape()) << what;
   const int64_t n = t->size();
   const int64_t step = std::max<int64_t>(1, n / samples);

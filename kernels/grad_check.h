@@ -31,8 +31,8 @@ double Dot(const Tensor& a, const Tensor& b);
 // tol * (1 + |numeric|). Reports failures with gtest, naming `what` and the
 // element. Restores *t.
 void CheckGradient(const std::string& what, Tensor* t, const Tensor& analytic,
-                   const std::function<double()>& loss, double eps = 1e-2, double tol = 2e-3,
-                   int samples = 150);
+                   const std::function<double()>& loss, double eps = 1e-2,
+                   double tol = 2e-3, int samples = 150);
 
 }  // namespace test_util
 }  // namespace kernels

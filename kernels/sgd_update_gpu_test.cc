@@ -1,5 +1,7 @@
 // Compares the CUDA SGD update with the CPU reference. Built only with
 // --config=cuda and tagged "gpu"; where no GPU is usable it skips and says so.
+#include "kernels/sgd_update_gpu.h"
+
 #include <cuda_runtime.h>
 
 #include <random>
@@ -8,7 +10,6 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda_check.h"
 #include "kernels/sgd_update.h"
-#include "kernels/sgd_update_gpu.h"
 
 namespace pstrain {
 namespace kernels {
@@ -18,8 +19,7 @@ bool HaveGpu(std::string* why) {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
-    *why = std::string("cudaGetDeviceCount failed: ") +
-           cudaGetErrorString(err);
+    *why = std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(err);
     return false;
   }
   if (count == 0) {

@@ -16,7 +16,8 @@ std::string ShapeToString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-TensorShape::TensorShape(std::vector<int64_t> shape) : shape_(std::move(shape)) {
+TensorShape::TensorShape(std::vector<int64_t> shape)
+    : shape_(std::move(shape)) {
   size_ = 1;
   for (int64_t d : shape_) {
     CHECK_GE(d, 0) << ShapeToString(shape_);
@@ -32,11 +33,13 @@ void TensorShape::Reshape(std::vector<int64_t> shape) {
 }
 
 Tensor::Tensor(std::vector<int64_t> shape) : TensorShape(std::move(shape)) {
-  const size_t bytes = std::max<size_t>(64, (size() * sizeof(float) + 63) / 64 * 64);
+  const size_t bytes =
+      std::max<size_t>(64, (size() * sizeof(float) + 63) / 64 * 64);
   void* p = std::aligned_alloc(64, bytes);
   CHECK(p != nullptr) << "out of memory for " << ShapeString();
   std::memset(p, 0, bytes);
-  storage_ = std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+  storage_ = std::shared_ptr<float>(static_cast<float*>(p),
+                                    [](float* q) { std::free(q); });
   data_ = storage_.get();
 }
 

@@ -51,7 +51,9 @@ class Tensor : public TensorShape {
   float* data() { return data_; }
   const float* data() const { return data_; }
   absl::Span<float> span() { return absl::Span<float>(data_, size()); }
-  absl::Span<const float> span() const { return absl::Span<const float>(data_, size()); }
+  absl::Span<const float> span() const {
+    return absl::Span<const float>(data_, size());
+  }
 
   // A view with another shape of the same element count.
   Tensor Reshaped(std::vector<int64_t> shape) const;

@@ -12,8 +12,8 @@
 #include <memory>
 #include <string>
 
-#include "kvstore/kvstore.h"
 #include "cluster/cluster.h"
+#include "kvstore/kvstore.h"
 
 namespace pstrain {
 namespace kvstore {

@@ -27,8 +27,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "proto/messages.pb.h"
 #include "cluster/cluster.h"
+#include "proto/messages.pb.h"
 
 namespace pstrain {
 namespace kvstore {

@@ -29,7 +29,8 @@ struct LaunchArgs {
 //   --env K=V / --env=K=V -> env.
 // Returns InvalidArgument for a short option without its value, an `--env`
 // without K=V, or a short option it does not know (naming it).
-absl::StatusOr<LaunchArgs> SplitLaunchArgs(const std::vector<std::string>& argv);
+absl::StatusOr<LaunchArgs> SplitLaunchArgs(
+    const std::vector<std::string>& argv);
 
 }  // namespace launcher
 }  // namespace pstrain

@@ -15,10 +15,9 @@ TEST(SplitLaunchArgsTest, MxnetSpellingBecomesGflags) {
                             "--env", "A=1", "--env=B=2=3", "--", "worker",
                             "--flagfile=f", "-n", "9"});
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_THAT(a->flags,
-              ElementsAre("launch", "--num_workers=2", "--num_servers=1",
-                          "--hostfile=hosts", "--launcher=ssh",
-                          "--sync_dst_dir=/tmp/x"));
+  EXPECT_THAT(a->flags, ElementsAre("launch", "--num_workers=2",
+                                    "--num_servers=1", "--hostfile=hosts",
+                                    "--launcher=ssh", "--sync_dst_dir=/tmp/x"));
   EXPECT_THAT(a->env, ElementsAre("A=1", "B=2=3"));
   // Everything after -- belongs to the worker, even options it shares.
   EXPECT_THAT(a->command, ElementsAre("worker", "--flagfile=f", "-n", "9"));

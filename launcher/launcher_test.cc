@@ -104,19 +104,18 @@ TEST(PlanTest, ServersThenWorkersRoundRobinOverHosts) {
   EXPECT_EQ(plan[4].Prefix(), "[worker 1 b]");
   EXPECT_EQ(plan[5].Prefix(), "[worker 2 a]");
   EXPECT_EQ(plan[4].host.ssh_port, 2200);
-  EXPECT_THAT(plan[4].argv,
-              ::testing::ElementsAre("wrk", "--flagfile=x",
-                                     "--scheduler_address=h:1",
-                                     "--num_workers=3", "--num_servers=2",
-                                     "--host=b"));
+  EXPECT_THAT(
+      plan[4].argv,
+      ::testing::ElementsAre("wrk", "--flagfile=x", "--scheduler_address=h:1",
+                             "--num_workers=3", "--num_servers=2", "--host=b"));
 }
 
 TEST(ShellQuoteTest, SurvivesTheShell) {
-  for (std::string s : {std::string("plain"), std::string("a b"),
-                        std::string("it's"), std::string("$HOME `x` \"q\""),
-                        std::string("")}) {
-    auto p = Subprocess::Start(
-        {"/bin/sh", "-c", "printf %s " + ShellQuote(s)}, {});
+  for (std::string s :
+       {std::string("plain"), std::string("a b"), std::string("it's"),
+        std::string("$HOME `x` \"q\""), std::string("")}) {
+    auto p =
+        Subprocess::Start({"/bin/sh", "-c", "printf %s " + ShellQuote(s)}, {});
     ASSERT_TRUE(p.ok());
     p->CloseStdin();
     std::string out;
@@ -144,7 +143,8 @@ TEST(LauncherLocalTest, SuccessfulJobStreamsPrefixedOutputAndHidesToken) {
   EXPECT_THAT(text, HasSubstr("[scheduler 0 127.0.0.1] token="));
   EXPECT_THAT(text, HasSubstr("[server 0 127.0.0.1] token="));
   EXPECT_THAT(text, HasSubstr("[worker 1 127.0.0.1] token="));
-  EXPECT_THAT(text, HasSubstr("--flagfile=job.flags --scheduler_address=127.0.0.1:"));
+  EXPECT_THAT(text,
+              HasSubstr("--flagfile=job.flags --scheduler_address=127.0.0.1:"));
   EXPECT_THAT(text, HasSubstr("mode=600"));  // Token file readable by us only.
   // --env TMPDIR replaces the launcher's TMPDIR, and the token files went
   // there (and are gone).
@@ -176,13 +176,14 @@ TEST(LauncherLocalTest, FailingWorkerStopsEveryProcessAndIsNamed) {
   o.env.push_back("TMPDIR=" + tmpdir);
   // Scheduler and server would run for a minute; a stubborn server even
   // ignores SIGTERM, so it takes SIGKILL after stop_grace.
-  o.scheduler_binary = Script("sched_long.sh", std::string(kRecord) + "sleep 60\n");
+  o.scheduler_binary =
+      Script("sched_long.sh", std::string(kRecord) + "sleep 60\n");
   o.server_binary = Script(
       "server_stubborn.sh",
       std::string(kRecord) + "trap '' TERM\nwhile :; do sleep 1; done\n");
-  o.command = {Script("worker_fail.sh",
-                      std::string(kRecord) +
-                          "sleep 0.3\necho 'bad thing' >&2\nexit 3\n")};
+  o.command = {Script(
+      "worker_fail.sh",
+      std::string(kRecord) + "sleep 0.3\necho 'bad thing' >&2\nexit 3\n")};
   std::ostringstream out;
   Launcher launcher(o, &out);
   const absl::Time start = absl::Now();
@@ -222,7 +223,8 @@ TEST(LauncherLocalTest, MissingBinaryStopsBeforeStarting) {
   std::ostringstream out;
   Launcher launcher(o, &out);
   EXPECT_EQ(launcher.Run(), 1);
-  EXPECT_THAT(out.str(), HasSubstr("'/no/such/scheduler' is not an executable"));
+  EXPECT_THAT(out.str(),
+              HasSubstr("'/no/such/scheduler' is not an executable"));
 }
 
 TEST(LauncherLocalTest, BadCountsAreRefused) {

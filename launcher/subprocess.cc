@@ -182,8 +182,8 @@ std::string Subprocess::DescribeExit() const {
   if (WIFSIGNALED(wait_status_)) {
     int sig = WTERMSIG(wait_status_);
     const char* name = sigabbrev_np(sig);
-    return absl::StrCat("killed by signal ", sig, " (SIG",
-                        name ? name : "?", ")");
+    return absl::StrCat("killed by signal ", sig, " (SIG", name ? name : "?",
+                        ")");
   }
   return absl::StrCat("wait status ", wait_status_);
 }

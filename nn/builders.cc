@@ -20,8 +20,8 @@ class Builder {
  public:
   explicit Builder(Network* net) : net_(net) {}
 
-  int Conv(const std::string& name, int in, int filters, int kh, int kw, int sh = 1, int sw = 1,
-           int ph = 0, int pw = 0, bool bias = true) {
+  int Conv(const std::string& name, int in, int filters, int kh, int kw,
+           int sh = 1, int sw = 1, int ph = 0, int pw = 0, bool bias = true) {
     kernels::Conv2dParams c;
     c.kernel_h = kh;
     c.kernel_w = kw;
@@ -34,9 +34,11 @@ class Builder {
   }
   // Convolution without bias, batch norm and ReLU: NAME_conv, NAME_bn,
   // NAME_relu.
-  int ConvBnRelu(const std::string& name, int in, int filters, int kh, int kw, int sh, int sw,
-                 int ph, int pw, const kernels::BatchNormParams& bn) {
-    int x = Conv(name + "_conv", in, filters, kh, kw, sh, sw, ph, pw, /*bias=*/false);
+  int ConvBnRelu(const std::string& name, int in, int filters, int kh, int kw,
+                 int sh, int sw, int ph, int pw,
+                 const kernels::BatchNormParams& bn) {
+    int x = Conv(name + "_conv", in, filters, kh, kw, sh, sw, ph, pw,
+                 /*bias=*/false);
     x = Bn(name + "_bn", x, bn);
     return Relu(name + "_relu", x);
   }
@@ -49,7 +51,8 @@ class Builder {
   int Act(const std::string& name, int in, Activation a) {
     return net_->Add(MakeActivation(name, a), {in});
   }
-  int Pool(const std::string& name, int in, PoolKind kind, int k, int s, int pad = 0) {
+  int Pool(const std::string& name, int in, PoolKind kind, int k, int s,
+           int pad = 0) {
     kernels::Pool2dParams p;
     p.kind = kind;
     p.kernel_h = p.kernel_w = k;
@@ -66,7 +69,9 @@ class Builder {
   int Fc(const std::string& name, int in, int64_t hidden) {
     return net_->Add(MakeFullyConnected(name, hidden), {in});
   }
-  int Flatten(const std::string& name, int in) { return net_->Add(MakeFlatten(name), {in}); }
+  int Flatten(const std::string& name, int in) {
+    return net_->Add(MakeFlatten(name), {in});
+  }
   int Dropout(const std::string& name, int in, float p) {
     return net_->Add(MakeDropout(name, p, ++dropout_seed_), {in});
   }
@@ -77,7 +82,9 @@ class Builder {
     const int n = static_cast<int>(ins.size());
     return net_->Add(MakeConcat(name, n), std::move(ins));
   }
-  int Plus(const std::string& name, int a, int b) { return net_->Add(MakeAdd(name), {a, b}); }
+  int Plus(const std::string& name, int a, int b) {
+    return net_->Add(MakeAdd(name), {a, b});
+  }
 
  private:
   Network* net_;
@@ -99,9 +106,11 @@ void Mlp(Builder* b, int classes) {
 // max 2x2; fc 500, tanh; fc classes.
 void Lenet(Builder* b, int classes) {
   int x = b->Conv("conv0", Network::kInput, 20, 5, 5);
-  x = b->Pool("pool0", b->Act("tanh0", x, Activation::kTanh), PoolKind::kMax, 2, 2);
+  x = b->Pool("pool0", b->Act("tanh0", x, Activation::kTanh), PoolKind::kMax, 2,
+              2);
   x = b->Conv("conv1", x, 50, 5, 5);
-  x = b->Pool("pool1", b->Act("tanh1", x, Activation::kTanh), PoolKind::kMax, 2, 2);
+  x = b->Pool("pool1", b->Act("tanh1", x, Activation::kTanh), PoolKind::kMax, 2,
+              2);
   x = b->Flatten("flatten0", x);
   x = b->Act("tanh2", b->Fc("fc0", x, 500), Activation::kTanh);
   b->Fc("fc1", x, classes);
@@ -126,14 +135,16 @@ void Alexnet(Builder* b, int classes) {
 // symbols/vgg.py without batch norm: 3x3 convolutions in five stages, each
 // ending in 2x2 max pooling, then fc6/fc7 (4096, dropout 0.5) and fc8.
 void Vgg(Builder* b, int num_layers, int classes) {
-  const std::vector<int> per_stage =
-      num_layers == 11 ? std::vector<int>{1, 1, 2, 2, 2} : std::vector<int>{2, 2, 3, 3, 3};
+  const std::vector<int> per_stage = num_layers == 11
+                                         ? std::vector<int>{1, 1, 2, 2, 2}
+                                         : std::vector<int>{2, 2, 3, 3, 3};
   const int filters[5] = {64, 128, 256, 512, 512};
   int x = Network::kInput;
   for (int s = 0; s < 5; ++s) {
     for (int i = 0; i < per_stage[s]; ++i) {
       const std::string id = absl::StrCat(s + 1, "_", i + 1);
-      x = b->Relu("relu" + id, b->Conv("conv" + id, x, filters[s], 3, 3, 1, 1, 1, 1));
+      x = b->Relu("relu" + id,
+                  b->Conv("conv" + id, x, filters[s], 3, 3, 1, 1, 1, 1));
     }
     x = b->Pool(absl::StrCat("pool", s + 1), x, PoolKind::kMax, 2, 2);
   }
@@ -146,26 +157,35 @@ void Vgg(Builder* b, int num_layers, int classes) {
 // One residual unit of ResNet v1 (post-activation): basic (two 3x3) or
 // bottleneck (1x1, 3x3 with the stride, 1x1 to 4x); a 1x1 convolution and
 // batch norm on the shortcut when the shape changes.
-int ResidualUnit(Builder* b, const std::string& name, int in, int filters, int stride,
-                 bool project, bool bottleneck, const kernels::BatchNormParams& bn) {
+int ResidualUnit(Builder* b, const std::string& name, int in, int filters,
+                 int stride, bool project, bool bottleneck,
+                 const kernels::BatchNormParams& bn) {
   int x;
   if (bottleneck) {
     x = b->ConvBnRelu(name + "_1", in, filters / 4, 1, 1, 1, 1, 0, 0, bn);
-    x = b->ConvBnRelu(name + "_2", x, filters / 4, 3, 3, stride, stride, 1, 1, bn);
-    x = b->Bn(name + "_bn3", b->Conv(name + "_conv3", x, filters, 1, 1, 1, 1, 0, 0, false), bn);
+    x = b->ConvBnRelu(name + "_2", x, filters / 4, 3, 3, stride, stride, 1, 1,
+                      bn);
+    x = b->Bn(name + "_bn3",
+              b->Conv(name + "_conv3", x, filters, 1, 1, 1, 1, 0, 0, false),
+              bn);
   } else {
     x = b->ConvBnRelu(name + "_1", in, filters, 3, 3, stride, stride, 1, 1, bn);
-    x = b->Bn(name + "_bn2", b->Conv(name + "_conv2", x, filters, 3, 3, 1, 1, 1, 1, false), bn);
+    x = b->Bn(name + "_bn2",
+              b->Conv(name + "_conv2", x, filters, 3, 3, 1, 1, 1, 1, false),
+              bn);
   }
   int shortcut = in;
   if (project) {
-    shortcut = b->Bn(name + "_sc_bn",
-                     b->Conv(name + "_sc", in, filters, 1, 1, stride, stride, 0, 0, false), bn);
+    shortcut = b->Bn(
+        name + "_sc_bn",
+        b->Conv(name + "_sc", in, filters, 1, 1, stride, stride, 0, 0, false),
+        bn);
   }
   return b->Relu(name + "_relu", b->Plus(name + "_plus", x, shortcut));
 }
 
-absl::Status Resnet(Builder* b, int num_layers, int classes, const std::vector<int64_t>& image) {
+absl::Status Resnet(Builder* b, int num_layers, int classes,
+                    const std::vector<int64_t>& image) {
   kernels::BatchNormParams bn;
   bn.eps = 2e-5f;  // symbols/resnet.py
   bn.momentum = 0.9f;
@@ -177,29 +197,44 @@ absl::Status Resnet(Builder* b, int num_layers, int classes, const std::vector<i
     // The CIFAR family (He et al. 2016, section 4.2): 6n + 2 layers, three
     // stages of n basic units with 16, 32, 64 filters.
     if (num_layers < 8 || (num_layers - 2) % 6 != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--network resnet --num_layers ", num_layers, " with --image_shape ", Shape3(image),
-          ": 32x32 ResNets have 6n+2 layers (20, 32, 44, 56, 110); the 224x224 ones "
-          "(18, 34, 50, 101, 152) need a larger --image_shape"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--network resnet --num_layers ", num_layers,
+                       " with --image_shape ", Shape3(image),
+                       ": 32x32 ResNets have 6n+2 layers (20, 32, 44, 56, "
+                       "110); the 224x224 ones "
+                       "(18, 34, 50, 101, 152) need a larger --image_shape"));
     }
     units.assign(3, (num_layers - 2) / 6);
     filters = {16, 32, 64};
     x = b->ConvBnRelu("stem", x, 16, 3, 3, 1, 1, 1, 1, bn);
   } else {
     switch (num_layers) {
-      case 18: units = {2, 2, 2, 2}; break;
-      case 34: units = {3, 4, 6, 3}; break;
-      case 50: units = {3, 4, 6, 3}; break;
-      case 101: units = {3, 4, 23, 3}; break;
-      case 152: units = {3, 8, 36, 3}; break;
+      case 18:
+        units = {2, 2, 2, 2};
+        break;
+      case 34:
+        units = {3, 4, 6, 3};
+        break;
+      case 50:
+        units = {3, 4, 6, 3};
+        break;
+      case 101:
+        units = {3, 4, 23, 3};
+        break;
+      case 152:
+        units = {3, 8, 36, 3};
+        break;
       default:
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--network resnet --num_layers ", num_layers, " with --image_shape ", Shape3(image),
-            ": ImageNet ResNets have 18, 34, 50, 101 or 152 layers (20, 56, 110 need "
-            "--image_shape 3,32,32)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--network resnet --num_layers ", num_layers,
+                         " with --image_shape ", Shape3(image),
+                         ": ImageNet ResNets have 18, 34, 50, 101 or 152 "
+                         "layers (20, 56, 110 need "
+                         "--image_shape 3,32,32)"));
     }
     bottleneck = num_layers >= 50;
-    filters = bottleneck ? std::vector<int>{256, 512, 1024, 2048} : std::vector<int>{64, 128, 256, 512};
+    filters = bottleneck ? std::vector<int>{256, 512, 1024, 2048}
+                         : std::vector<int>{64, 128, 256, 512};
     x = b->ConvBnRelu("stem", x, 64, 7, 7, 2, 2, 3, 3, bn);
     x = b->Pool("stem_pool", x, PoolKind::kMax, 3, 2, 1);
   }
@@ -208,8 +243,8 @@ absl::Status Resnet(Builder* b, int num_layers, int classes, const std::vector<i
     for (int u = 0; u < units[s]; ++u) {
       const int stride = (s > 0 && u == 0) ? 2 : 1;
       const bool project = u == 0 && (stride != 1 || channels != filters[s]);
-      x = ResidualUnit(b, absl::StrCat("stage", s + 1, "_unit", u + 1), x, filters[s], stride,
-                       project, bottleneck, bn);
+      x = ResidualUnit(b, absl::StrCat("stage", s + 1, "_unit", u + 1), x,
+                       filters[s], stride, project, bottleneck, bn);
       channels = filters[s];
     }
   }
@@ -239,7 +274,8 @@ void MiniGooglenet(Builder* b, int classes) {
   int down = 0;
   auto downsample = [&](int in, int k) {
     const int a = conv(in, k, 3, 2, false);
-    const int p = b->Pool(absl::StrCat("down", down, "_pool"), in, PoolKind::kMax, 3, 2);
+    const int p =
+        b->Pool(absl::StrCat("down", down, "_pool"), in, PoolKind::kMax, 3, 2);
     return b->Concat(absl::StrCat("down", down++), {a, p});
   };
   int x = conv(Network::kInput, 96, 3, 1, true);
@@ -281,15 +317,17 @@ class InceptionV3 {
     x = C("mixed_6", x, 192, 160, 160, 192, 160, 160, 160, 160, 192, 192);
     x = C("mixed_7", x, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192);
     x = D("mixed_8", x, 192, 320, 192, 192, 192, 192);
-    x = E("mixed_9", x, 320, 384, 384, 384, 448, 384, 384, 384, PoolKind::kAvg, 192);
-    x = E("mixed_10", x, 320, 384, 384, 384, 448, 384, 384, 384, PoolKind::kMax, 192);
+    x = E("mixed_9", x, 320, 384, 384, 384, 448, 384, 384, 384, PoolKind::kAvg,
+          192);
+    x = E("mixed_10", x, 320, 384, 384, 384, 448, 384, 384, 384, PoolKind::kMax,
+          192);
     x = b_->Flatten("flatten", b_->GlobalAvgPool("global_pool", x));
     b_->Fc("fc1", x, classes);
   }
 
  private:
-  int Conv(const std::string& name, int in, int filters, int kh, int kw, int sh = 1, int sw = 1,
-           int ph = 0, int pw = 0) {
+  int Conv(const std::string& name, int in, int filters, int kh, int kw,
+           int sh = 1, int sw = 1, int ph = 0, int pw = 0) {
     return b_->ConvBnRelu(name, in, filters, kh, kw, sh, sw, ph, pw, bn_);
   }
   // A 3x3 stride-1 pooling (padded) and a 1x1 projection.
@@ -297,10 +335,11 @@ class InceptionV3 {
     const int p = b_->Pool(name + "_pool", in, kind, 3, 1, 1);
     return Conv(name + "_proj", p, proj, 1, 1);
   }
-  int A(const std::string& n, int in, int c1, int r3, int c3a, int c3b, int r5, int c5,
-        PoolKind pool, int proj) {
+  int A(const std::string& n, int in, int c1, int r3, int c3a, int c3b, int r5,
+        int c5, PoolKind pool, int proj) {
     const int t1 = Conv(n + "_1x1", in, c1, 1, 1);
-    const int t5 = Conv(n + "_5x5", Conv(n + "_5x5_red", in, r5, 1, 1), c5, 5, 5, 1, 1, 2, 2);
+    const int t5 = Conv(n + "_5x5", Conv(n + "_5x5_red", in, r5, 1, 1), c5, 5,
+                        5, 1, 1, 2, 2);
     int t3 = Conv(n + "_3x3_red", in, r3, 1, 1);
     t3 = Conv(n + "_3x3_1", t3, c3a, 3, 3, 1, 1, 1, 1);
     t3 = Conv(n + "_3x3_2", t3, c3b, 3, 3, 1, 1, 1, 1);
@@ -314,8 +353,8 @@ class InceptionV3 {
     const int p = b_->Pool(n + "_pool", in, PoolKind::kMax, 3, 2);
     return b_->Concat(n, {t3, td, p});
   }
-  int C(const std::string& n, int in, int c1, int rd, int d1, int d2, int rq, int q1, int q2,
-        int q3, int q4, int proj) {
+  int C(const std::string& n, int in, int c1, int rd, int d1, int d2, int rq,
+        int q1, int q2, int q3, int q4, int proj) {
     const int t1 = Conv(n + "_1x1", in, c1, 1, 1);
     int td = Conv(n + "_d7_red", in, rd, 1, 1);
     td = Conv(n + "_d7_1", td, d1, 1, 7, 1, 1, 0, 3);
@@ -327,8 +366,10 @@ class InceptionV3 {
     tq = Conv(n + "_q7_4", tq, q4, 1, 7, 1, 1, 0, 3);
     return b_->Concat(n, {t1, td, tq, PoolProj(n, in, PoolKind::kAvg, proj)});
   }
-  int D(const std::string& n, int in, int r3, int c3, int rd, int d1, int d2, int d3) {
-    const int t3 = Conv(n + "_3x3", Conv(n + "_3x3_red", in, r3, 1, 1), c3, 3, 3, 2, 2);
+  int D(const std::string& n, int in, int r3, int c3, int rd, int d1, int d2,
+        int d3) {
+    const int t3 =
+        Conv(n + "_3x3", Conv(n + "_3x3_red", in, r3, 1, 1), c3, 3, 3, 2, 2);
     int td = Conv(n + "_d7_red", in, rd, 1, 1);
     td = Conv(n + "_d7_1", td, d1, 1, 7, 1, 1, 0, 3);
     td = Conv(n + "_d7_2", td, d2, 7, 1, 1, 1, 3, 0);
@@ -336,8 +377,8 @@ class InceptionV3 {
     const int p = b_->Pool(n + "_pool", in, PoolKind::kMax, 3, 2);
     return b_->Concat(n, {t3, td, p});
   }
-  int E(const std::string& n, int in, int c1, int rd, int d1, int d2, int r3, int c3, int e1,
-        int e2, PoolKind pool, int proj) {
+  int E(const std::string& n, int in, int c1, int rd, int d1, int d2, int r3,
+        int c3, int e1, int e2, PoolKind pool, int proj) {
     const int t1 = Conv(n + "_1x1", in, c1, 1, 1);
     const int td = Conv(n + "_d3_red", in, rd, 1, 1);
     const int td_a = Conv(n + "_d3_a", td, d1, 1, 3, 1, 1, 0, 1);
@@ -346,7 +387,8 @@ class InceptionV3 {
     t3 = Conv(n + "_3x3", t3, c3, 3, 3, 1, 1, 1, 1);
     const int t3_a = Conv(n + "_3x3_a", t3, e1, 1, 3, 1, 1, 0, 1);
     const int t3_b = Conv(n + "_3x3_b", t3, e2, 3, 1, 1, 1, 1, 0);
-    return b_->Concat(n, {t1, td_a, td_b, t3_a, t3_b, PoolProj(n, in, pool, proj)});
+    return b_->Concat(
+        n, {t1, td_a, td_b, t3_a, t3_b, PoolProj(n, in, pool, proj)});
   }
 
   Builder* b_;
@@ -356,21 +398,25 @@ class InceptionV3 {
 }  // namespace
 
 std::string BuiltNetworks() {
-  return "mlp, lenet, alexnet, vgg (--num_layers 11, 16), resnet (18, 34, 50, 101, 152 for "
-         "224x224; 20, 56, 110 for 32x32), inception-v3 (299x299), minigooglenet (32x32)";
+  return "mlp, lenet, alexnet, vgg (--num_layers 11, 16), resnet (18, 34, 50, "
+         "101, 152 for "
+         "224x224; 20, 56, 110 for 32x32), inception-v3 (299x299), "
+         "minigooglenet (32x32)";
 }
 
-absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(const std::string& name, int num_layers,
-                                                      int num_classes,
-                                                      const std::vector<int64_t>& image_shape,
-                                                      int batch_size) {
-  if (image_shape.size() != 3 || image_shape[0] <= 0 || image_shape[1] <= 0 || image_shape[2] <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--image_shape ",
-                                                   kernels::ShapeToString(image_shape),
-                                                   " is not C,H,W"));
+absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(
+    const std::string& name, int num_layers, int num_classes,
+    const std::vector<int64_t>& image_shape, int batch_size) {
+  if (image_shape.size() != 3 || image_shape[0] <= 0 || image_shape[1] <= 0 ||
+      image_shape[2] <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--image_shape ", kernels::ShapeToString(image_shape),
+                     " is not C,H,W"));
   }
-  if (num_classes < 2) return absl::InvalidArgumentError("--num_classes must be >= 2");
-  if (batch_size < 1) return absl::InvalidArgumentError("--batch_size must be >= 1");
+  if (num_classes < 2)
+    return absl::InvalidArgumentError("--num_classes must be >= 2");
+  if (batch_size < 1)
+    return absl::InvalidArgumentError("--batch_size must be >= 1");
   auto net = std::make_unique<Network>();
   Builder b(net.get());
   // The smallest input each architecture's downsampling takes.
@@ -400,17 +446,19 @@ absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(const std::string& name, i
     MiniGooglenet(&b, num_classes);
     min_size = 7;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--network '", name,
-                                                   "' is unknown; built: ", BuiltNetworks()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--network '", name, "' is unknown; built: ", BuiltNetworks()));
   }
   if (image_shape[1] < min_size || image_shape[2] < min_size) {
-    return absl::InvalidArgumentError(absl::StrCat("--network ", name, " needs images of at least ",
-                                                   min_size, "x", min_size, ", not --image_shape ",
-                                                   Shape3(image_shape)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--network ", name, " needs images of at least ", min_size, "x",
+        min_size, ", not --image_shape ", Shape3(image_shape)));
   }
   PSTRAIN_RETURN_IF_ERROR(Annotate(
-      net->Build({batch_size, image_shape[0], image_shape[1], image_shape[2]}, num_classes),
-      absl::StrCat("--network ", name, " with --image_shape ", Shape3(image_shape))));
+      net->Build({batch_size, image_shape[0], image_shape[1], image_shape[2]},
+                 num_classes),
+      absl::StrCat("--network ", name, " with --image_shape ",
+                   Shape3(image_shape))));
   return net;
 }
 

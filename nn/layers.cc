@@ -27,8 +27,8 @@ int64_t Product(const Shape& s, size_t from = 1) {
 
 absl::Status NeedNchw(const std::string& name, const Shape& in) {
   if (in.size() == 4) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(name, ": needs NCHW input, got ", kernels::ShapeToString(in)));
+  return absl::InvalidArgumentError(absl::StrCat(
+      name, ": needs NCHW input, got ", kernels::ShapeToString(in)));
 }
 
 // A layer with one input.
@@ -42,27 +42,33 @@ class UnaryLayer : public Layer {
   absl::Status Setup(const std::vector<Shape>& in, Shape* out,
                      std::vector<Param*>* params) final {
     if (in.size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(name_, ": takes one input, got ", in.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name_, ": takes one input, got ", in.size()));
     }
     return Setup1(in[0], out, params);
   }
-  absl::Status Forward(CpuContext* ctx, const std::vector<const Tensor*>& in, Tensor* out,
-                       bool training) final {
+  absl::Status Forward(CpuContext* ctx, const std::vector<const Tensor*>& in,
+                       Tensor* out, bool training) final {
     return Forward1(ctx, *in[0], out, training);
   }
-  absl::Status Backward(CpuContext* ctx, const std::vector<const Tensor*>& in, const Tensor& out,
-                        const Tensor& dout, const std::vector<Tensor*>& din) final {
+  absl::Status Backward(CpuContext* ctx, const std::vector<const Tensor*>& in,
+                        const Tensor& out, const Tensor& dout,
+                        const std::vector<Tensor*>& din) final {
     return Backward1(ctx, *in[0], out, dout, din[0]);
   }
 
  protected:
-  virtual absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>* params) = 0;
-  virtual absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out, bool training) = 0;
+  virtual absl::Status Setup1(const Shape& in, Shape* out,
+                              std::vector<Param*>* params) = 0;
+  virtual absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out,
+                                bool training) = 0;
   // `din` may be null.
-  virtual absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor& out,
-                                 const Tensor& dout, Tensor* din) = 0;
+  virtual absl::Status Backward1(CpuContext* ctx, const Tensor& in,
+                                 const Tensor& out, const Tensor& dout,
+                                 Tensor* din) = 0;
   // A learned parameter NAME_suffix of `shape`.
-  Param* NewParam(Param* p, const std::string& suffix, Shape shape, int64_t fan_in, float wd_mult) {
+  Param* NewParam(Param* p, const std::string& suffix, Shape shape,
+                  int64_t fan_in, float wd_mult) {
     p->name = absl::StrCat(name_, "_", suffix);
     p->value = Tensor(std::move(shape));
     p->fan_in = fan_in;
@@ -81,34 +87,41 @@ class ConvLayer : public UnaryLayer {
     spec_.conv = p;
     spec_.bias = bias;
   }
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>* params) override {
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>* params) override {
     PSTRAIN_RETURN_IF_ERROR(NeedNchw(name_, in));
     if (in[1] % p_.groups != 0 || p_.num_filter % p_.groups != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(name_, ": ", in[1], " input channels and ",
-                                                     p_.num_filter, " filters for ", p_.groups,
-                                                     " groups"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name_, ": ", in[1], " input channels and ",
+                       p_.num_filter, " filters for ", p_.groups, " groups"));
     }
-    const int64_t oh = kernels::ConvOutSize(in[2], p_.kernel_h, p_.stride_h, p_.pad_h, p_.dilation_h);
-    const int64_t ow = kernels::ConvOutSize(in[3], p_.kernel_w, p_.stride_w, p_.pad_w, p_.dilation_w);
+    const int64_t oh = kernels::ConvOutSize(in[2], p_.kernel_h, p_.stride_h,
+                                            p_.pad_h, p_.dilation_h);
+    const int64_t ow = kernels::ConvOutSize(in[3], p_.kernel_w, p_.stride_w,
+                                            p_.pad_w, p_.dilation_w);
     if (oh <= 0 || ow <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(name_, ": ", p_.kernel_h, "x", p_.kernel_w,
-                                                     " kernel does not fit input ",
-                                                     kernels::ShapeToString(in)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          name_, ": ", p_.kernel_h, "x", p_.kernel_w,
+          " kernel does not fit input ", kernels::ShapeToString(in)));
     }
     *out = {in[0], p_.num_filter, oh, ow};
     const int64_t fan_in = in[1] / p_.groups * p_.kernel_h * p_.kernel_w;
     params->push_back(
-        NewParam(&w_, "weight", {p_.num_filter, in[1] / p_.groups, p_.kernel_h, p_.kernel_w},
+        NewParam(&w_, "weight",
+                 {p_.num_filter, in[1] / p_.groups, p_.kernel_h, p_.kernel_w},
                  fan_in, 1.0f));
-    if (bias_) params->push_back(NewParam(&b_, "bias", {p_.num_filter}, 1, 0.0f));
+    if (bias_)
+      params->push_back(NewParam(&b_, "bias", {p_.num_filter}, 1, 0.0f));
     flops_ = oh * ow * p_.num_filter * fan_in;
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out, bool) override {
-    return kernels::Conv2dForward(ctx, in, w_.value, bias_ ? b_.value : Tensor(), p_, out);
+  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out,
+                        bool) override {
+    return kernels::Conv2dForward(ctx, in, w_.value,
+                                  bias_ ? b_.value : Tensor(), p_, out);
   }
-  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&, const Tensor& dout,
-                         Tensor* din) override {
+  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
     return kernels::Conv2dBackward(ctx, in, w_.value, dout, p_, din, &w_.grad,
                                    bias_ ? &b_.grad : nullptr);
   }
@@ -137,25 +150,32 @@ class PoolLayer : public UnaryLayer {
       : UnaryLayer(std::move(name), LayerSpec::kPool), p_(p) {
     spec_.pool = p;
   }
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>*) override {
     PSTRAIN_RETURN_IF_ERROR(NeedNchw(name_, in));
     const int kh = p_.global ? static_cast<int>(in[2]) : p_.kernel_h;
     const int kw = p_.global ? static_cast<int>(in[3]) : p_.kernel_w;
-    const int64_t oh = p_.global ? 1 : kernels::ConvOutSize(in[2], kh, p_.stride_h, p_.pad_h, 1);
-    const int64_t ow = p_.global ? 1 : kernels::ConvOutSize(in[3], kw, p_.stride_w, p_.pad_w, 1);
+    const int64_t oh =
+        p_.global ? 1
+                  : kernels::ConvOutSize(in[2], kh, p_.stride_h, p_.pad_h, 1);
+    const int64_t ow =
+        p_.global ? 1
+                  : kernels::ConvOutSize(in[3], kw, p_.stride_w, p_.pad_w, 1);
     if (oh <= 0 || ow <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(name_, ": pooling window does not fit input ",
-                                                     kernels::ShapeToString(in)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name_, ": pooling window does not fit input ",
+                       kernels::ShapeToString(in)));
     }
     *out = {in[0], in[1], oh, ow};
     flops_ = in[1] * oh * ow * kh * kw;
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out, bool) override {
+  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out,
+                        bool) override {
     return kernels::Pool2dForward(ctx, in, p_, out, &state_);
   }
-  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&, const Tensor& dout,
-                         Tensor* din) override {
+  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
     if (din == nullptr) return absl::OkStatus();
     return kernels::Pool2dBackward(ctx, in, dout, p_, state_, din);
   }
@@ -182,23 +202,28 @@ class FcLayer : public UnaryLayer {
       : UnaryLayer(std::move(name), LayerSpec::kFc), hidden_(hidden) {
     spec_.num_hidden = hidden;
   }
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>* params) override {
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>* params) override {
     const int64_t k = Product(in);
     *out = {in[0], hidden_};
     params->push_back(NewParam(&w_, "weight", {hidden_, k}, k, 1.0f));
     params->push_back(NewParam(&b_, "bias", {hidden_}, 1, 0.0f));
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out, bool) override {
+  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out,
+                        bool) override {
     return kernels::FullyConnectedForward(in, w_.value, b_.value, out);
   }
-  absl::Status Backward1(CpuContext*, const Tensor& in, const Tensor&, const Tensor& dout,
-                         Tensor* din) override {
-    return kernels::FullyConnectedBackward(in, w_.value, dout, din, &w_.grad, &b_.grad);
+  absl::Status Backward1(CpuContext*, const Tensor& in, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
+    return kernels::FullyConnectedBackward(in, w_.value, dout, din, &w_.grad,
+                                           &b_.grad);
   }
   int64_t Flops() const override { return w_.value.size(); }
   std::string MxnetOp(Attrs* a) const override {
-    *a = {{"num_hidden", absl::StrCat(hidden_)}, {"no_bias", "False"}, {"flatten", "True"}};
+    *a = {{"num_hidden", absl::StrCat(hidden_)},
+          {"no_bias", "False"},
+          {"flatten", "True"}};
     return "FullyConnected";
   }
 
@@ -213,15 +238,17 @@ class ActLayer : public UnaryLayer {
       : UnaryLayer(std::move(name), LayerSpec::kAct), a_(a) {
     spec_.act = a;
   }
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>*) override {
     *out = in;
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out, bool) override {
+  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out,
+                        bool) override {
     return kernels::ActivationForward(a_, in, out);
   }
-  absl::Status Backward1(CpuContext*, const Tensor&, const Tensor& out, const Tensor& dout,
-                         Tensor* din) override {
+  absl::Status Backward1(CpuContext*, const Tensor&, const Tensor& out,
+                         const Tensor& dout, Tensor* din) override {
     if (din == nullptr) return absl::OkStatus();
     return kernels::ActivationBackward(a_, out, dout, din);
   }
@@ -240,17 +267,20 @@ class ActLayer : public UnaryLayer {
 
 class FlattenLayer : public UnaryLayer {
  public:
-  explicit FlattenLayer(std::string name) : UnaryLayer(std::move(name), LayerSpec::kFlatten) {}
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
+  explicit FlattenLayer(std::string name)
+      : UnaryLayer(std::move(name), LayerSpec::kFlatten) {}
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>*) override {
     *out = {in[0], Product(in)};
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out, bool) override {
+  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out,
+                        bool) override {
     *out = in.Reshaped({in.dim(0), in.size() / in.dim(0)});
     return absl::OkStatus();
   }
-  absl::Status Backward1(CpuContext*, const Tensor& in, const Tensor&, const Tensor& dout,
-                         Tensor* din) override {
+  absl::Status Backward1(CpuContext*, const Tensor& in, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
     if (din == nullptr) return absl::OkStatus();
     if (din->shape() != in.shape()) *din = Tensor(in.shape());
     std::copy(dout.data(), dout.data() + dout.size(), din->data());
@@ -270,10 +300,11 @@ class BatchNormLayer : public UnaryLayer {
       : UnaryLayer(std::move(name), LayerSpec::kBatchNorm), p_(p) {
     spec_.bn = p;
   }
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>* params) override {
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>* params) override {
     if (in.size() != 4 && in.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(name_, ": needs NCHW or NC input, got ",
-                                                     kernels::ShapeToString(in)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          name_, ": needs NCHW or NC input, got ", kernels::ShapeToString(in)));
     }
     *out = in;
     params->push_back(NewParam(&gamma_, "gamma", {in[1]}, 1, 0.0f));
@@ -284,18 +315,20 @@ class BatchNormLayer : public UnaryLayer {
     flops_ = Product(in) * 2;
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out, bool training) override {
+  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out,
+                        bool training) override {
     if (!training) {
-      return kernels::BatchNormForwardInference(ctx, in, gamma_.value, beta_.value, mean_.value,
-                                                var_.value, p_, out);
+      return kernels::BatchNormForwardInference(
+          ctx, in, gamma_.value, beta_.value, mean_.value, var_.value, p_, out);
     }
-    return kernels::BatchNormForwardTraining(ctx, in, gamma_.value, beta_.value, p_, out, &state_,
-                                             &mean_.value, &var_.value);
+    return kernels::BatchNormForwardTraining(ctx, in, gamma_.value, beta_.value,
+                                             p_, out, &state_, &mean_.value,
+                                             &var_.value);
   }
-  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&, const Tensor& dout,
-                         Tensor* din) override {
-    return kernels::BatchNormBackward(ctx, in, gamma_.value, dout, p_, state_, din, &gamma_.grad,
-                                      &beta_.grad);
+  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
+    return kernels::BatchNormBackward(ctx, in, gamma_.value, dout, p_, state_,
+                                      din, &gamma_.grad, &beta_.grad);
   }
   int64_t Flops() const override { return flops_; }
   std::string MxnetOp(Attrs* a) const override {
@@ -318,17 +351,19 @@ class LrnLayer : public UnaryLayer {
       : UnaryLayer(std::move(name), LayerSpec::kLrn), p_(p) {
     spec_.lrn = p;
   }
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>*) override {
     PSTRAIN_RETURN_IF_ERROR(NeedNchw(name_, in));
     *out = in;
     flops_ = Product(in) * p_.nsize;
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out, bool) override {
+  absl::Status Forward1(CpuContext* ctx, const Tensor& in, Tensor* out,
+                        bool) override {
     return kernels::LrnForward(ctx, in, p_, out, &state_);
   }
-  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&, const Tensor& dout,
-                         Tensor* din) override {
+  absl::Status Backward1(CpuContext* ctx, const Tensor& in, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
     if (din == nullptr) return absl::OkStatus();
     return kernels::LrnBackward(ctx, in, dout, p_, state_, din);
   }
@@ -354,15 +389,17 @@ class DropoutLayer : public UnaryLayer {
     spec_.p = p;
     spec_.seed = seed;
   }
-  absl::Status Setup1(const Shape& in, Shape* out, std::vector<Param*>*) override {
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>*) override {
     if (!(p_ >= 0.0f && p_ < 1.0f)) {
-      return absl::InvalidArgumentError(absl::StrCat(name_, ": dropout probability ", p_,
-                                                     " is not in [0, 1)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          name_, ": dropout probability ", p_, " is not in [0, 1)"));
     }
     *out = in;
     return absl::OkStatus();
   }
-  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out, bool training) override {
+  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out,
+                        bool training) override {
     training_ = training && p_ > 0.0f;
     if (!training_) {
       if (out->data() != in.data()) {
@@ -373,8 +410,8 @@ class DropoutLayer : public UnaryLayer {
     }
     return kernels::DropoutForward(p_, &rng_, in, out, &mask_);
   }
-  absl::Status Backward1(CpuContext*, const Tensor&, const Tensor&, const Tensor& dout,
-                         Tensor* din) override {
+  absl::Status Backward1(CpuContext*, const Tensor&, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
     if (din == nullptr) return absl::OkStatus();
     if (!training_) {
       if (din->shape() != dout.shape()) *din = Tensor(dout.shape());
@@ -405,35 +442,38 @@ class ConcatLayer : public Layer {
   }
   std::string name() const override { return name_; }
   const LayerSpec& spec() const override { return spec_; }
-  absl::Status Setup(const std::vector<Shape>& in, Shape* out, std::vector<Param*>*) override {
+  absl::Status Setup(const std::vector<Shape>& in, Shape* out,
+                     std::vector<Param*>*) override {
     if (static_cast<int>(in.size()) != n_ || n_ < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(name_, ": expects ", n_, " inputs, got ",
-                                                     in.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name_, ": expects ", n_, " inputs, got ", in.size()));
     }
     *out = in[0];
     for (size_t i = 1; i < in.size(); ++i) {
       Shape a = in[i], b = in[0];
       if (a.size() < 2 || a.size() != b.size()) {
-        return absl::InvalidArgumentError(absl::StrCat(name_, ": input ", i, " is ",
-                                                       kernels::ShapeToString(in[i])));
+        return absl::InvalidArgumentError(absl::StrCat(
+            name_, ": input ", i, " is ", kernels::ShapeToString(in[i])));
       }
       a[1] = b[1] = 0;
       if (a != b) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            name_, ": inputs differ beyond the channel axis: ", kernels::ShapeToString(in[0]),
-            " and ", kernels::ShapeToString(in[i])));
+        return absl::InvalidArgumentError(
+            absl::StrCat(name_, ": inputs differ beyond the channel axis: ",
+                         kernels::ShapeToString(in[0]), " and ",
+                         kernels::ShapeToString(in[i])));
       }
       (*out)[1] += in[i][1];
     }
     shapes_ = in;
     return absl::OkStatus();
   }
-  absl::Status Forward(CpuContext*, const std::vector<const Tensor*>& in, Tensor* out,
-                       bool) override {
+  absl::Status Forward(CpuContext*, const std::vector<const Tensor*>& in,
+                       Tensor* out, bool) override {
     return kernels::ConcatForward(in, out);
   }
-  absl::Status Backward(CpuContext*, const std::vector<const Tensor*>&, const Tensor&,
-                        const Tensor& dout, const std::vector<Tensor*>& din) override {
+  absl::Status Backward(CpuContext*, const std::vector<const Tensor*>&,
+                        const Tensor&, const Tensor& dout,
+                        const std::vector<Tensor*>& din) override {
     return kernels::ConcatBackward(dout, shapes_, din);
   }
   Needs BackwardNeeds() const override { return Needs::kNothing; }
@@ -457,22 +497,25 @@ class AddLayer : public Layer {
   }
   std::string name() const override { return name_; }
   const LayerSpec& spec() const override { return spec_; }
-  absl::Status Setup(const std::vector<Shape>& in, Shape* out, std::vector<Param*>*) override {
+  absl::Status Setup(const std::vector<Shape>& in, Shape* out,
+                     std::vector<Param*>*) override {
     if (in.size() != 2 || in[0] != in[1]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name_, ": adds two inputs of the same shape, got ",
-          in.empty() ? "none" : kernels::ShapeToString(in[0]), in.size() > 1 ? " and " : "",
-          in.size() > 1 ? kernels::ShapeToString(in[1]) : ""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name_, ": adds two inputs of the same shape, got ",
+                       in.empty() ? "none" : kernels::ShapeToString(in[0]),
+                       in.size() > 1 ? " and " : "",
+                       in.size() > 1 ? kernels::ShapeToString(in[1]) : ""));
     }
     *out = in[0];
     return absl::OkStatus();
   }
-  absl::Status Forward(CpuContext*, const std::vector<const Tensor*>& in, Tensor* out,
-                       bool) override {
+  absl::Status Forward(CpuContext*, const std::vector<const Tensor*>& in,
+                       Tensor* out, bool) override {
     return kernels::AddForward(*in[0], *in[1], out);
   }
-  absl::Status Backward(CpuContext*, const std::vector<const Tensor*>&, const Tensor&,
-                        const Tensor& dout, const std::vector<Tensor*>& din) override {
+  absl::Status Backward(CpuContext*, const std::vector<const Tensor*>&,
+                        const Tensor&, const Tensor& dout,
+                        const std::vector<Tensor*>& din) override {
     for (Tensor* d : din) {
       if (d == nullptr) continue;
       if (d->shape() != dout.shape()) *d = Tensor(dout.shape());
@@ -493,13 +536,17 @@ class AddLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> MakeConvolution(std::string name, const kernels::Conv2dParams& p, bool bias) {
+std::unique_ptr<Layer> MakeConvolution(std::string name,
+                                       const kernels::Conv2dParams& p,
+                                       bool bias) {
   return std::make_unique<ConvLayer>(std::move(name), p, bias);
 }
-std::unique_ptr<Layer> MakePooling(std::string name, const kernels::Pool2dParams& p) {
+std::unique_ptr<Layer> MakePooling(std::string name,
+                                   const kernels::Pool2dParams& p) {
   return std::make_unique<PoolLayer>(std::move(name), p);
 }
-std::unique_ptr<Layer> MakeFullyConnected(std::string name, int64_t num_hidden) {
+std::unique_ptr<Layer> MakeFullyConnected(std::string name,
+                                          int64_t num_hidden) {
   return std::make_unique<FcLayer>(std::move(name), num_hidden);
 }
 std::unique_ptr<Layer> MakeActivation(std::string name, kernels::Activation a) {
@@ -508,7 +555,8 @@ std::unique_ptr<Layer> MakeActivation(std::string name, kernels::Activation a) {
 std::unique_ptr<Layer> MakeFlatten(std::string name) {
   return std::make_unique<FlattenLayer>(std::move(name));
 }
-std::unique_ptr<Layer> MakeBatchNorm(std::string name, const kernels::BatchNormParams& p) {
+std::unique_ptr<Layer> MakeBatchNorm(std::string name,
+                                     const kernels::BatchNormParams& p) {
   return std::make_unique<BatchNormLayer>(std::move(name), p);
 }
 std::unique_ptr<Layer> MakeLrn(std::string name, const kernels::LrnParams& p) {
@@ -520,7 +568,9 @@ std::unique_ptr<Layer> MakeDropout(std::string name, float p, uint64_t seed) {
 std::unique_ptr<Layer> MakeConcat(std::string name, int num_inputs) {
   return std::make_unique<ConcatLayer>(std::move(name), num_inputs);
 }
-std::unique_ptr<Layer> MakeAdd(std::string name) { return std::make_unique<AddLayer>(std::move(name)); }
+std::unique_ptr<Layer> MakeAdd(std::string name) {
+  return std::make_unique<AddLayer>(std::move(name));
+}
 
 }  // namespace nn
 }  // namespace pstrain

@@ -19,7 +19,7 @@ namespace pstrain {
 namespace nn {
 
 struct Param {
-  std::string name;      // e.g. "conv0_weight"
+  std::string name;  // e.g. "conv0_weight"
   kernels::Tensor value;
   kernels::Tensor grad;  // Same shape; written by Backward() (empty for aux).
   bool aux = false;      // Auxiliary state (not learned by gradient).
@@ -41,17 +41,28 @@ enum class Needs { kNothing, kInput, kOutput };
 //   kBatchNorm: gamma, beta, moving_mean (aux), moving_var (aux), each [C]
 // and the other kinds have none.
 struct LayerSpec {
-  enum Kind { kConv, kPool, kFc, kAct, kFlatten, kBatchNorm, kLrn, kDropout, kConcat, kAdd };
+  enum Kind {
+    kConv,
+    kPool,
+    kFc,
+    kAct,
+    kFlatten,
+    kBatchNorm,
+    kLrn,
+    kDropout,
+    kConcat,
+    kAdd
+  };
   Kind kind = kAct;
-  kernels::Conv2dParams conv;  // kConv.
-  bool bias = true;            // kConv: has a bias.
-  kernels::Pool2dParams pool;  // kPool.
-  int64_t num_hidden = 0;      // kFc.
+  kernels::Conv2dParams conv;                            // kConv.
+  bool bias = true;                                      // kConv: has a bias.
+  kernels::Pool2dParams pool;                            // kPool.
+  int64_t num_hidden = 0;                                // kFc.
   kernels::Activation act = kernels::Activation::kRelu;  // kAct.
   kernels::BatchNormParams bn;                           // kBatchNorm.
   kernels::LrnParams lrn;                                // kLrn.
-  float p = 0.0f;     // kDropout: drop probability.
-  uint64_t seed = 0;  // kDropout: the mask generator's seed.
+  float p = 0.0f;      // kDropout: drop probability.
+  uint64_t seed = 0;   // kDropout: the mask generator's seed.
   int num_inputs = 1;  // kConcat (kAdd: 2; the others: 1).
 };
 
@@ -66,13 +77,15 @@ class Layer {
   virtual absl::Status Setup(const std::vector<Shape>& in, Shape* out,
                              std::vector<Param*>* params) = 0;
   // `training`: batch statistics and dropout on.
-  virtual absl::Status Forward(kernels::CpuContext* ctx, const std::vector<const kernels::Tensor*>& in,
+  virtual absl::Status Forward(kernels::CpuContext* ctx,
+                               const std::vector<const kernels::Tensor*>& in,
                                kernels::Tensor* out, bool training) = 0;
   // Fills parameter gradients and the input gradients din[i] that are not
   // null (resized as needed, overwritten).
   virtual absl::Status Backward(kernels::CpuContext* ctx,
                                 const std::vector<const kernels::Tensor*>& in,
-                                const kernels::Tensor& out, const kernels::Tensor& dout,
+                                const kernels::Tensor& out,
+                                const kernels::Tensor& dout,
                                 const std::vector<kernels::Tensor*>& din) = 0;
   virtual Needs BackwardNeeds() const { return Needs::kInput; }
   // Elementwise: the output may share the input's buffer.
@@ -83,18 +96,22 @@ class Layer {
   virtual int64_t Flops() const { return 0; }
   // The MXNet operator this layer is ("Convolution", ...) and its
   // attributes, for symbol.json.
-  virtual std::string MxnetOp(std::vector<std::pair<std::string, std::string>>* attrs) const = 0;
+  virtual std::string MxnetOp(
+      std::vector<std::pair<std::string, std::string>>* attrs) const = 0;
 };
 
-std::unique_ptr<Layer> MakeConvolution(std::string name, const kernels::Conv2dParams& p,
+std::unique_ptr<Layer> MakeConvolution(std::string name,
+                                       const kernels::Conv2dParams& p,
                                        bool bias = true);
-std::unique_ptr<Layer> MakePooling(std::string name, const kernels::Pool2dParams& p);
+std::unique_ptr<Layer> MakePooling(std::string name,
+                                   const kernels::Pool2dParams& p);
 std::unique_ptr<Layer> MakeFullyConnected(std::string name, int64_t num_hidden);
 std::unique_ptr<Layer> MakeActivation(std::string name, kernels::Activation a);
 std::unique_ptr<Layer> MakeFlatten(std::string name);
 // Parameters NAME_gamma, NAME_beta (wd_mult 0) and auxiliary
 // NAME_moving_mean, NAME_moving_var.
-std::unique_ptr<Layer> MakeBatchNorm(std::string name, const kernels::BatchNormParams& p);
+std::unique_ptr<Layer> MakeBatchNorm(std::string name,
+                                     const kernels::BatchNormParams& p);
 std::unique_ptr<Layer> MakeLrn(std::string name, const kernels::LrnParams& p);
 // Dropout with probability p; the mask generator is seeded with `seed`.
 std::unique_ptr<Layer> MakeDropout(std::string name, float p, uint64_t seed);

@@ -71,13 +71,16 @@ class Network {
 
   // Called by Forward() before a layer with learned parameters runs, with
   // those parameters (e.g. to wait for their pull); an error stops Forward.
-  using ParamsNeeded = std::function<absl::Status(const std::vector<Param*>& params)>;
+  using ParamsNeeded =
+      std::function<absl::Status(const std::vector<Param*>& params)>;
 
   // Forward to the class probabilities; returns the mean cross-entropy.
   // kTrain uses batch statistics (and updates moving ones) and dropout;
   // kInference uses moving statistics and no dropout.
-  absl::StatusOr<double> Forward(kernels::CpuContext* ctx, const kernels::Tensor& x,
-                                 absl::Span<const float> labels, Mode mode = Mode::kTrain,
+  absl::StatusOr<double> Forward(kernels::CpuContext* ctx,
+                                 const kernels::Tensor& x,
+                                 absl::Span<const float> labels,
+                                 Mode mode = Mode::kTrain,
                                  const ParamsNeeded& needed = nullptr);
 
   // Called during Backward() as soon as the gradients of `params` (one
@@ -87,7 +90,8 @@ class Network {
   // Backward from the last kTrain Forward(): every learned Param::grad
   // becomes scale * d(sum of the batch's losses)/d(param) (MXNet's
   // rescale_grad is usually applied by the optimizer instead: pass 1).
-  absl::Status Backward(kernels::CpuContext* ctx, float scale, const GradsReady& ready = nullptr);
+  absl::Status Backward(kernels::CpuContext* ctx, float scale,
+                        const GradsReady& ready = nullptr);
 
   const kernels::Tensor& probabilities() const { return probs_; }
   // Every parameter: learned arguments and auxiliary states (Param::aux),
@@ -110,7 +114,9 @@ class Network {
   // Elements of the learned parameters only.
   int64_t NumLearnedParams() const;
   // Per-layer time of the last Forward and Backward, seconds, by layer.
-  const std::vector<std::pair<double, double>>& LayerTimes() const { return times_; }
+  const std::vector<std::pair<double, double>>& LayerTimes() const {
+    return times_;
+  }
   // Whether Forward/Backward record LayerTimes (off by default).
   void set_profile(bool on) { profile_ = on; }
 
@@ -128,12 +134,17 @@ class Network {
   // Node `id`'s parameters in the order of its LayerSpec (arguments and
   // auxiliary states; owned by the layer), and the learned ones among them
   // (what ParamsNeeded and GradsReady receive).
-  const std::vector<Param*>& node_params(int id) const { return nodes_[id - 1].params; }
-  const std::vector<Param*>& node_learned(int id) const { return nodes_[id - 1].learned; }
+  const std::vector<Param*>& node_params(int id) const {
+    return nodes_[id - 1].params;
+  }
+  const std::vector<Param*>& node_learned(int id) const {
+    return nodes_[id - 1].learned;
+  }
   int num_classes() const { return num_classes_; }
   // OK when x has the shape the network was built for and there is one
   // label per sample; InvalidArgument saying which does not fit otherwise.
-  absl::Status CheckBatch(const kernels::Tensor& x, absl::Span<const float> labels) const;
+  absl::Status CheckBatch(const kernels::Tensor& x,
+                          absl::Span<const float> labels) const;
 
  private:
   struct Node {
@@ -141,8 +152,8 @@ class Network {
     std::vector<int> inputs;
     std::vector<Param*> params;
     std::vector<Param*> learned;  // params without the auxiliary states.
-    std::vector<int64_t> shape;  // Output.
-    bool in_place = false;       // Output shares its input's buffer.
+    std::vector<int64_t> shape;   // Output.
+    bool in_place = false;        // Output shares its input's buffer.
     int consumers = 0;
   };
   // Node i + 1 is nodes_[i]; node 0 is the input.
@@ -155,7 +166,8 @@ class Network {
   std::vector<int64_t> input_shape_;
   std::vector<kernels::Tensor> outs_;   // outs_[0] = input.
   std::vector<kernels::Tensor> grads_;  // Gradient w.r.t. each node's output.
-  std::map<int64_t, std::vector<kernels::Tensor>> free_grads_;  // By element count.
+  std::map<int64_t, std::vector<kernels::Tensor>>
+      free_grads_;  // By element count.
   int64_t grad_pool_bytes_ = 0;
   std::vector<Param*> params_;
   kernels::Tensor probs_;
@@ -171,17 +183,17 @@ class Network {
 // N(0, sqrt(2 / fan_in))), "msra" MXNet's MSRAPrelu (slope 0.25), "normal"
 // N(0, 0.01); biases and beta 0, gamma 1, moving mean 0, moving variance 1.
 // InvalidArgument naming --initializer for another name.
-absl::Status Initialize(Network* net, const std::string& initializer, uint32_t seed);
+absl::Status Initialize(Network* net, const std::string& initializer,
+                        uint32_t seed);
 // Initialize(net, "xavier", seed).
 void InitializeXavier(Network* net, uint32_t seed);
 
 // Builds a network by name (see BuiltNetworks()). `image_shape` is
 // {C, H, W}. InvalidArgument names an unknown network, depth or a shape it
 // cannot take.
-absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(const std::string& name, int num_layers,
-                                                      int num_classes,
-                                                      const std::vector<int64_t>& image_shape,
-                                                      int batch_size);
+absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(
+    const std::string& name, int num_layers, int num_classes,
+    const std::vector<int64_t>& image_shape, int batch_size);
 // "mlp, lenet, alexnet, vgg (11, 16), ...", for help texts and errors.
 std::string BuiltNetworks();
 

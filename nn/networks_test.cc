@@ -34,21 +34,50 @@ struct Published {
 // (moving mean and variance).
 const Published kPublished[] = {
     {"lenet", 0, {1, 28, 28}, 10, 431080, "MXNet example lenet"},
-    {"alexnet", 0, {3, 224, 224}, 1000, 50844008, "MXNet symbols/alexnet.py (203 MB)"},
+    {"alexnet",
+     0,
+     {3, 224, 224},
+     1000,
+     50844008,
+     "MXNet symbols/alexnet.py (203 MB)"},
     {"vgg", 11, {3, 224, 224}, 1000, 132863336, "torchvision vgg11"},
     {"vgg", 16, {3, 224, 224}, 1000, 138357544, "torchvision vgg16"},
     {"resnet", 18, {3, 224, 224}, 1000, 11689512, "torchvision resnet18"},
     {"resnet", 34, {3, 224, 224}, 1000, 21797672, "torchvision resnet34"},
     {"resnet", 50, {3, 224, 224}, 1000, 25557032, "torchvision resnet50"},
     {"resnet", 101, {3, 224, 224}, 1000, 44549160, "torchvision resnet101"},
-    {"resnet", 152, {3, 224, 224}, 1000, 60192808, "torchvision resnet152 (240 MB)"},
+    {"resnet",
+     152,
+     {3, 224, 224},
+     1000,
+     60192808,
+     "torchvision resnet152 (240 MB)"},
     // He et al. 2016 CIFAR ResNets use zero-padding shortcuts (0.27M, 0.85M,
     // 1.7M: 269722, 853018, 1727962 parameters); MXNet's and ours use 1x1
     // projections where the shape changes, 2752 parameters more.
-    {"resnet", 20, {3, 32, 32}, 10, 269722 + 2752, "He et al. 2016 (0.27M) + projections"},
-    {"resnet", 56, {3, 32, 32}, 10, 853018 + 2752, "He et al. 2016 (0.85M) + projections"},
-    {"resnet", 110, {3, 32, 32}, 10, 1727962 + 2752, "He et al. 2016 (1.7M) + projections"},
-    {"inception-v3", 0, {3, 299, 299}, 1000, 23834568,
+    {"resnet",
+     20,
+     {3, 32, 32},
+     10,
+     269722 + 2752,
+     "He et al. 2016 (0.27M) + projections"},
+    {"resnet",
+     56,
+     {3, 32, 32},
+     10,
+     853018 + 2752,
+     "He et al. 2016 (0.85M) + projections"},
+    {"resnet",
+     110,
+     {3, 32, 32},
+     10,
+     1727962 + 2752,
+     "He et al. 2016 (1.7M) + projections"},
+    {"inception-v3",
+     0,
+     {3, 299, 299},
+     1000,
+     23834568,
      "torchvision inception_v3 without the auxiliary head (95 MB)"},
 };
 
@@ -56,10 +85,11 @@ TEST(NetworksTest, ParameterCountsMatchThePublishedArchitectures) {
   for (const Published& p : kPublished) {
     auto net = BuildNetwork(p.network, p.num_layers, p.classes, p.image, 1);
     ASSERT_TRUE(net.ok()) << p.network << p.num_layers << ": " << net.status();
-    EXPECT_EQ((*net)->NumLearnedParams(), p.learned) << p.network << " " << p.num_layers << " ("
-                                                     << p.source << ")";
-    LOG(INFO) << p.network << " " << p.num_layers << ": " << (*net)->NumLearnedParams()
-              << " learned, " << (*net)->NumParams() << " with auxiliary states ("
+    EXPECT_EQ((*net)->NumLearnedParams(), p.learned)
+        << p.network << " " << p.num_layers << " (" << p.source << ")";
+    LOG(INFO) << p.network << " " << p.num_layers << ": "
+              << (*net)->NumLearnedParams() << " learned, "
+              << (*net)->NumParams() << " with auxiliary states ("
               << (*net)->NumParams() * 4 / 1e6 << " MB float32)";
   }
 }
@@ -91,7 +121,8 @@ TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
               HasSubstr("--initializer orthogonal: unknown"));
   // Compact JSON (ordered keys): "op" then "name" of each node.
   const std::string json = nlohmann::json::parse((*net)->SymbolJson()).dump();
-  EXPECT_THAT(json, HasSubstr(R"("name":"stage1_unit1_plus","op":"elemwise_add")"));
+  EXPECT_THAT(json,
+              HasSubstr(R"("name":"stage1_unit1_plus","op":"elemwise_add")"));
   EXPECT_THAT(json, HasSubstr(R"("name":"stem_bn","op":"BatchNorm")"));
   auto inception = BuildNetwork("minigooglenet", 0, 10, {3, 32, 32}, 1);
   ASSERT_TRUE(inception.ok());
@@ -137,11 +168,11 @@ TEST(NetworksTest, EveryNetworkTrainsOneStep) {
     std::vector<int64_t> image;
   };
   const Case cases[] = {
-      {"mlp", 0, {1, 28, 28}},        {"lenet", 0, {1, 28, 28}},
-      {"alexnet", 0, {3, 99, 99}},    {"vgg", 11, {3, 64, 64}},
-      {"vgg", 16, {3, 32, 32}},       {"resnet", 18, {3, 64, 64}},
-      {"resnet", 50, {3, 64, 64}},    {"resnet", 152, {3, 64, 64}},
-      {"resnet", 20, {3, 32, 32}},    {"resnet", 110, {3, 32, 32}},
+      {"mlp", 0, {1, 28, 28}},          {"lenet", 0, {1, 28, 28}},
+      {"alexnet", 0, {3, 99, 99}},      {"vgg", 11, {3, 64, 64}},
+      {"vgg", 16, {3, 32, 32}},         {"resnet", 18, {3, 64, 64}},
+      {"resnet", 50, {3, 64, 64}},      {"resnet", 152, {3, 64, 64}},
+      {"resnet", 20, {3, 32, 32}},      {"resnet", 110, {3, 32, 32}},
       {"inception-v3", 0, {3, 75, 75}}, {"minigooglenet", 0, {3, 32, 32}},
   };
   kernels::CpuContext ctx;
@@ -162,13 +193,15 @@ TEST(NetworksTest, EveryNetworkTrainsOneStep) {
       double sum = 0;
       for (float g : p->grad.span()) sum += std::fabs(g);
       ASSERT_TRUE(std::isfinite(sum)) << p->name;
-      if (p->name.size() > 7 && p->name.substr(p->name.size() - 7) == "_weight") {
+      if (p->name.size() > 7 &&
+          p->name.substr(p->name.size() - 7) == "_weight") {
         ++weights;
         nonzero += sum > 0;
       }
     }
     EXPECT_GT(nonzero, weights * 9 / 10);
-    auto infer = (*net)->Forward(&ctx, x, std::vector<float>{3, 7}, Mode::kInference);
+    auto infer =
+        (*net)->Forward(&ctx, x, std::vector<float>{3, 7}, Mode::kInference);
     ASSERT_TRUE(infer.ok()) << infer.status();
     EXPECT_TRUE(std::isfinite(*infer));
   }
@@ -232,7 +265,8 @@ TEST(NetworksTest, GraphGradientMatchesFiniteDifferences) {
   for (Param* p : net->params()) {
     if (p->aux) continue;
     kernels::Tensor analytic = p->grad.Clone();
-    for (int64_t i = 0; i < p->value.size(); i += std::max<int64_t>(1, p->value.size() / 12)) {
+    for (int64_t i = 0; i < p->value.size();
+         i += std::max<int64_t>(1, p->value.size() / 12)) {
       const float keep = p->value.data()[i];
       const float eps = 1e-3f;
       p->value.data()[i] = keep + eps;
@@ -257,12 +291,15 @@ TEST(NetworksTest, ForwardAndBackwardReportParametersInLayerOrder) {
   EXPECT_FALSE(net->Backward(&ctx, 1.0f).ok());  // No forward yet.
   ASSERT_TRUE(net->Forward(&ctx, x, std::vector<float>{0, 1}).ok());
   std::vector<std::string> order;
-  ASSERT_TRUE(net->Backward(&ctx, 1.0f, [&](const std::vector<Param*>& ps) {
-                    for (Param* p : ps) order.push_back(p->name);
-                  }).ok());
-  EXPECT_THAT(order, ::testing::ElementsAre("fc_weight", "fc_bias", "proj_weight", "proj_bias",
-                                            "branch_a_weight", "branch_a_bias", "bn_gamma",
-                                            "bn_beta", "stem_weight", "stem_bias"));
+  ASSERT_TRUE(net->Backward(&ctx, 1.0f,
+                            [&](const std::vector<Param*>& ps) {
+                              for (Param* p : ps) order.push_back(p->name);
+                            })
+                  .ok());
+  EXPECT_THAT(order, ::testing::ElementsAre(
+                         "fc_weight", "fc_bias", "proj_weight", "proj_bias",
+                         "branch_a_weight", "branch_a_bias", "bn_gamma",
+                         "bn_beta", "stem_weight", "stem_bias"));
   // Forward asks for each layer's parameters before running it, in layer
   // order, and stops at the first error.
   std::vector<std::string> needed;
@@ -274,8 +311,8 @@ TEST(NetworksTest, ForwardAndBackwardReportParametersInLayerOrder) {
                                         : absl::OkStatus();
                            });
   EXPECT_THAT(std::string(loss.status().message()), HasSubstr("pull failed"));
-  EXPECT_THAT(needed, ::testing::ElementsAre("stem_weight", "bn_gamma", "branch_a_weight",
-                                             "proj_weight"));
+  EXPECT_THAT(needed, ::testing::ElementsAre("stem_weight", "bn_gamma",
+                                             "branch_a_weight", "proj_weight"));
 }
 
 TEST(NetworksTest, InferenceUsesMovingStatisticsAndNoDropout) {
@@ -312,7 +349,8 @@ TEST(NetworksTest, InPlaceNeverOverwritesAViewsBuffer) {
   p.kernel_h = p.kernel_w = p.stride_h = p.stride_w = 1;
   const int pool = net->Add(MakePooling("pool", p));
   const int flat = net->Add(MakeFlatten("flatten"), {pool});
-  const int relu = net->Add(MakeActivation("relu", kernels::Activation::kRelu), {flat});
+  const int relu =
+      net->Add(MakeActivation("relu", kernels::Activation::kRelu), {flat});
   const int flat2 = net->Add(MakeFlatten("flatten2"), {pool});
   const int cat = net->Add(MakeConcat("concat", 2), {relu, flat2});
   net->Add(MakeFullyConnected("fc", 3), {cat});
@@ -333,7 +371,8 @@ TEST(NetworksTest, InPlaceNeverOverwritesAViewsBuffer) {
     for (int j = 0; j < 18; ++j) {
       double want = 0;
       for (int n = 0; n < 2; ++n) {
-        want += (probs[n * 3 + o] - (o == labels[n] ? 1.0 : 0.0)) * x.data()[n * 18 + j];
+        want += (probs[n * 3 + o] - (o == labels[n] ? 1.0 : 0.0)) *
+                x.data()[n * 18 + j];
       }
       EXPECT_NEAR(w->grad.data()[o * 36 + 18 + j], want, 1e-5) << o << " " << j;
     }
@@ -377,8 +416,8 @@ TEST(NetworksTest, MemoryPlanningSharesBuffers) {
   const MemoryStats m = (*net)->Memory();
   // Known before the first Forward allocated anything.
   EXPECT_EQ((*net)->PlannedForwardBytes(), m.forward_bytes);
-  LOG(INFO) << "resnet-20 batch 8: forward " << m.forward_bytes << " gradients " << m.gradient_bytes
-            << " unplanned " << m.unplanned_bytes;
+  LOG(INFO) << "resnet-20 batch 8: forward " << m.forward_bytes << " gradients "
+            << m.gradient_bytes << " unplanned " << m.unplanned_bytes;
   // ReLUs run in place: the forward keeps fewer buffers than layers.
   EXPECT_LT(m.forward_bytes, m.unplanned_bytes / 2);
   // Gradients live only between their producer's and consumer's backward.

@@ -20,8 +20,9 @@ enum class Sgd { kPlain, kMomentum, kNag };
 // One element of MXNet's sgd_update, sgd_mom_update or nag_mom_update,
 // with the gradient g = clip(rescale * grad) + wd * w.
 template <Sgd kKind, bool kClip>
-inline void SgdElement(const Rule& r, float* __restrict w, const float* __restrict grad,
-                       float* __restrict m, size_t i) {
+inline void SgdElement(const Rule& r, float* __restrict w,
+                       const float* __restrict grad, float* __restrict m,
+                       size_t i) {
   float g = r.rescale * grad[i];
   if (kClip) g = std::min(r.clip, std::max(-r.clip, g));
   g += r.wd * w[i];
@@ -43,8 +44,8 @@ inline void SgdElement(const Rule& r, float* __restrict w, const float* __restri
 // Update's body GCC does not vectorise it.
 template <Sgd kKind, bool kClip>
 __attribute__((noinline)) void SgdLoop(const Rule r, float* __restrict w,
-                                       const float* __restrict grad, float* __restrict m,
-                                       size_t n) {
+                                       const float* __restrict grad,
+                                       float* __restrict m, size_t n) {
   const size_t head = n & ~size_t{15};
   for (size_t i = 0; i < head; ++i) SgdElement<kKind, kClip>(r, w, grad, m, i);
   for (size_t i = head; i < n; ++i) SgdElement<kKind, kClip>(r, w, grad, m, i);
@@ -61,7 +62,8 @@ void SgdUpdate(const Rule& r, float* w, const float* grad, float* m, size_t n) {
 
 }  // namespace
 
-double ScheduledLearningRate(const proto::OptimizerConfig& c, int64_t num_update) {
+double ScheduledLearningRate(const proto::OptimizerConfig& c,
+                             int64_t num_update) {
   double lr = c.learning_rate();
   const proto::LearningRateSchedule& s = c.schedule();
   switch (s.kind()) {
@@ -69,7 +71,8 @@ double ScheduledLearningRate(const proto::OptimizerConfig& c, int64_t num_update
       const double floor = s.stop_factor_lr() > 0 ? s.stop_factor_lr() : 1e-8;
       // MXNet: while num_update > count + step: count += step; lr *= factor.
       if (s.step() > 0) {
-        for (int64_t count = 0; num_update > count + s.step(); count += s.step()) {
+        for (int64_t count = 0; num_update > count + s.step();
+             count += s.step()) {
           lr *= s.factor();
           if (lr < floor) {
             lr = floor;
@@ -89,31 +92,38 @@ double ScheduledLearningRate(const proto::OptimizerConfig& c, int64_t num_update
   }
 }
 
-absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::OptimizerConfig& c) {
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
+    const proto::OptimizerConfig& c) {
   auto bad = [](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat("optimizer: ", what));
   };
   if (c.learning_rate() < 0) return bad("learning rate must be >= 0");
-  if (c.momentum() < 0 || c.momentum() >= 1) return bad("momentum must be in [0, 1)");
+  if (c.momentum() < 0 || c.momentum() >= 1)
+    return bad("momentum must be in [0, 1)");
   if (c.weight_decay() < 0) return bad("weight decay must be >= 0");
   if (c.kind() == proto::OptimizerConfig::ADAM &&
-      (c.beta1() < 0 || c.beta1() >= 1 || c.beta2() < 0 || c.beta2() >= 1 || c.epsilon() <= 0)) {
+      (c.beta1() < 0 || c.beta1() >= 1 || c.beta2() < 0 || c.beta2() >= 1 ||
+       c.epsilon() <= 0)) {
     return bad("Adam needs 0 <= beta1, beta2 < 1 and epsilon > 0");
   }
   const auto& s = c.schedule();
-  if (s.kind() == proto::LearningRateSchedule::FACTOR && (s.step() < 1 || s.factor() <= 0)) {
+  if (s.kind() == proto::LearningRateSchedule::FACTOR &&
+      (s.step() < 1 || s.factor() <= 0)) {
     return bad("the factor schedule needs step >= 1 and factor > 0");
   }
   if (s.kind() == proto::LearningRateSchedule::MULTI_FACTOR) {
-    if (s.steps().empty() || s.factor() <= 0) return bad("the multi-factor schedule needs steps and factor > 0");
+    if (s.steps().empty() || s.factor() <= 0)
+      return bad("the multi-factor schedule needs steps and factor > 0");
     for (int i = 1; i < s.steps_size(); ++i) {
-      if (s.steps(i) <= s.steps(i - 1)) return bad("multi-factor steps must increase");
+      if (s.steps(i) <= s.steps(i - 1))
+        return bad("multi-factor steps must increase");
     }
   }
   return std::unique_ptr<Optimizer>(new Optimizer(c));
 }
 
-void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w, absl::Span<const float> g) {
+void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w,
+                       absl::Span<const float> g) {
   CHECK_EQ(w.size(), g.size());
   const proto::OptimizerConfig& c = config_;
   State& st = state_[{key, slot}];
@@ -124,9 +134,11 @@ void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w, absl::Spa
   num_update_ = std::max(num_update_, kc);
   const double lr_mult = c.lr_mult().count(key) ? c.lr_mult().at(key) : 1.0;
   const double wd_mult = c.wd_mult().count(key) ? c.wd_mult().at(key) : 1.0;
-  const float lr = static_cast<float>(ScheduledLearningRate(c, num_update_) * lr_mult);
+  const float lr =
+      static_cast<float>(ScheduledLearningRate(c, num_update_) * lr_mult);
   const float wd = static_cast<float>(c.weight_decay() * wd_mult);
-  const float rescale = c.rescale_grad() != 0 ? static_cast<float>(c.rescale_grad()) : 1.0f;
+  const float rescale =
+      c.rescale_grad() != 0 ? static_cast<float>(c.rescale_grad()) : 1.0f;
   const float clip = static_cast<float>(c.clip_gradient());
   const float mom = static_cast<float>(c.momentum());
   const size_t n = w.size();
@@ -150,10 +162,12 @@ void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w, absl::Spa
         st.v.assign(n, 0.0f);
       }
       const double t = static_cast<double>(st.count);
-      const float b1 = static_cast<float>(c.beta1()), b2 = static_cast<float>(c.beta2());
+      const float b1 = static_cast<float>(c.beta1()),
+                  b2 = static_cast<float>(c.beta2());
       const float eps = static_cast<float>(c.epsilon());
-      const float lr_t = static_cast<float>(lr * std::sqrt(1 - std::pow(c.beta2(), t)) /
-                                            (1 - std::pow(c.beta1(), t)));
+      const float lr_t =
+          static_cast<float>(lr * std::sqrt(1 - std::pow(c.beta2(), t)) /
+                             (1 - std::pow(c.beta1(), t)));
       for (size_t i = 0; i < n; ++i) {
         float gi = rescale * g[i] + wd * w[i];
         if (clip > 0) gi = std::min(clip, std::max(-clip, gi));

@@ -22,7 +22,8 @@ namespace nn {
 //   FACTOR: lr *= factor every `step` updates (floor stop_factor_lr, 1e-8
 //           by default);
 //   MULTI_FACTOR: lr *= factor once num_update > steps[i], for each i.
-double ScheduledLearningRate(const proto::OptimizerConfig& config, int64_t num_update);
+double ScheduledLearningRate(const proto::OptimizerConfig& config,
+                             int64_t num_update);
 
 // One optimizer for many keys (or key slices). Not thread-safe: callers
 // serialize updates (the server does per key).
@@ -30,14 +31,16 @@ class Optimizer {
  public:
   // InvalidArgument for an impossible configuration (negative lr, momentum
   // outside [0, 1), Adam betas outside [0, 1), schedule without steps).
-  static absl::StatusOr<std::unique_ptr<Optimizer>> Create(const proto::OptimizerConfig& config);
+  static absl::StatusOr<std::unique_ptr<Optimizer>> Create(
+      const proto::OptimizerConfig& config);
 
   // Applies one update of `key` (the state is kept per key; `slot`
   // distinguishes slices of the same key, e.g. its offset). `grad` is the
   // raw (summed) gradient; rescale_grad and clipping are applied here.
   // REQUIRES: weights.size() == grad.size(), same for every call of a slot;
   // weights and grad do not overlap.
-  void Update(int64_t key, int64_t slot, absl::Span<float> weights, absl::Span<const float> grad);
+  void Update(int64_t key, int64_t slot, absl::Span<float> weights,
+              absl::Span<const float> grad);
 
   // The update count MXNet's schedules see: the largest number of updates
   // applied to any key.

@@ -21,8 +21,8 @@ proto::OptimizerConfig Base(proto::OptimizerConfig::Kind kind) {
   return c;
 }
 
-const std::vector<std::vector<float>> kGrads = {{1.0f, -2.0f, 0.5f}, {0.3f, 4.0f, -1.0f},
-                                                {-0.7f, 0.1f, 2.0f}};
+const std::vector<std::vector<float>> kGrads = {
+    {1.0f, -2.0f, 0.5f}, {0.3f, 4.0f, -1.0f}, {-0.7f, 0.1f, 2.0f}};
 
 std::vector<float> RunSteps(const proto::OptimizerConfig& c) {
   auto opt = Optimizer::Create(c);
@@ -32,9 +32,11 @@ std::vector<float> RunSteps(const proto::OptimizerConfig& c) {
   return w;
 }
 
-void ExpectNear(const std::vector<float>& got, const std::vector<double>& want) {
+void ExpectNear(const std::vector<float>& got,
+                const std::vector<double>& want) {
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << i;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << i;
 }
 
 TEST(OptimizerTest, SgdWithMomentumClipAndMultipliers) {
@@ -86,7 +88,8 @@ TEST(OptimizerTest, Adam) {
   int t = 0;
   for (const auto& g : kGrads) {
     ++t;
-    const double lr = 0.1 * std::sqrt(1 - std::pow(0.999, t)) / (1 - std::pow(0.9, t));
+    const double lr =
+        0.1 * std::sqrt(1 - std::pow(0.999, t)) / (1 - std::pow(0.9, t));
     for (int i = 0; i < 3; ++i) {
       const double gi = 0.5 * g[i] + 0.01 * w[i];
       m[i] = 0.9 * m[i] + 0.1 * gi;
@@ -109,9 +112,11 @@ TEST(OptimizerTest, LongArraysFollowTheFormulaInEveryElement) {
       grads[s][i] = 0.3f * static_cast<float>((i * 5 + s * 3) % 13) - 1.8f;
   }
   for (int variant = 0; variant < 3; ++variant) {
-    SCOPED_TRACE(variant == 0 ? "sgd" : variant == 1 ? "momentum and clip" : "nag");
-    proto::OptimizerConfig c =
-        Base(variant == 2 ? proto::OptimizerConfig::NAG : proto::OptimizerConfig::SGD);
+    SCOPED_TRACE(variant == 0   ? "sgd"
+                 : variant == 1 ? "momentum and clip"
+                                : "nag");
+    proto::OptimizerConfig c = Base(variant == 2 ? proto::OptimizerConfig::NAG
+                                                 : proto::OptimizerConfig::SGD);
     if (variant > 0) c.set_momentum(0.9);
     if (variant == 1) c.set_clip_gradient(0.6);
     auto opt = Optimizer::Create(c);

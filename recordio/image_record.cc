@@ -14,9 +14,10 @@ std::vector<float> ImageRecord::AllLabels() const {
 
 absl::StatusOr<ImageRecord> ParseImageRecord(absl::string_view payload) {
   if (payload.size() < kIRHeaderSize) {
-    return absl::DataLossError(absl::StrCat("image record of ", payload.size(),
-                                            " bytes is shorter than its 24-byte "
-                                            "header"));
+    return absl::DataLossError(
+        absl::StrCat("image record of ", payload.size(),
+                     " bytes is shorter than its 24-byte "
+                     "header"));
   }
   ImageRecord r;
   const char* p = payload.data();
@@ -26,9 +27,9 @@ absl::StatusOr<ImageRecord> ParseImageRecord(absl::string_view payload) {
   std::memcpy(&r.id2, p + 16, 8);
   const size_t rest = payload.size() - kIRHeaderSize;
   if (r.flag > rest / 4) {
-    return absl::DataLossError(absl::StrCat(
-        "image record header announces ", r.flag, " labels but only ", rest,
-        " bytes follow it"));
+    return absl::DataLossError(absl::StrCat("image record header announces ",
+                                            r.flag, " labels but only ", rest,
+                                            " bytes follow it"));
   }
   r.labels.resize(r.flag);
   if (r.flag > 0) std::memcpy(r.labels.data(), p + kIRHeaderSize, 4 * r.flag);
@@ -37,7 +38,8 @@ absl::StatusOr<ImageRecord> ParseImageRecord(absl::string_view payload) {
 }
 
 std::string PackImageRecord(float label, const std::vector<float>& labels,
-                            uint64_t id, uint64_t id2, absl::string_view image) {
+                            uint64_t id, uint64_t id2,
+                            absl::string_view image) {
   std::string out(kIRHeaderSize + 4 * labels.size() + image.size(), '\0');
   const uint32_t flag = static_cast<uint32_t>(labels.size());
   const float header_label = labels.empty() ? label : 0.0f;
@@ -46,9 +48,11 @@ std::string PackImageRecord(float label, const std::vector<float>& labels,
   std::memcpy(p + 4, &header_label, 4);
   std::memcpy(p + 8, &id, 8);
   std::memcpy(p + 16, &id2, 8);
-  if (!labels.empty()) std::memcpy(p + kIRHeaderSize, labels.data(), 4 * labels.size());
+  if (!labels.empty())
+    std::memcpy(p + kIRHeaderSize, labels.data(), 4 * labels.size());
   if (!image.empty()) {
-    std::memcpy(p + kIRHeaderSize + 4 * labels.size(), image.data(), image.size());
+    std::memcpy(p + kIRHeaderSize + 4 * labels.size(), image.data(),
+                image.size());
   }
   return out;
 }

@@ -17,9 +17,9 @@ namespace recordio {
 inline constexpr size_t kIRHeaderSize = 24;
 
 struct ImageRecord {
-  uint32_t flag = 0;   // Number of packed labels (0: the scalar `label`).
-  float label = 0;     // The label when flag == 0 (MXNet writes 0 otherwise).
-  uint64_t id = 0;     // im2rec: the .lst index.
+  uint32_t flag = 0;  // Number of packed labels (0: the scalar `label`).
+  float label = 0;    // The label when flag == 0 (MXNet writes 0 otherwise).
+  uint64_t id = 0;    // im2rec: the .lst index.
   uint64_t id2 = 0;
   std::vector<float> labels;  // The packed labels (flag of them).
   absl::string_view image;    // Encoded image bytes (a view into the payload).

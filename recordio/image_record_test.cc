@@ -46,7 +46,8 @@ TEST(ImageRecordTest, EmptyImageAndCorruptHeaders) {
   huge[3] = 0x7f;  // flag ~ 2^30 labels.
   auto h = ParseImageRecord(huge);
   EXPECT_EQ(h.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(std::string(h.status().message()), ::testing::HasSubstr("labels"));
+  EXPECT_THAT(std::string(h.status().message()),
+              ::testing::HasSubstr("labels"));
 }
 
 }  // namespace

@@ -25,9 +25,9 @@ absl::StatusOr<std::vector<IndexEntry>> ParseIndex(absl::string_view text,
     IndexEntry e;
     if (f.size() != 2 || !absl::SimpleAtoi(f[0], &e.key) ||
         !absl::SimpleAtoi(f[1], &e.offset) || e.offset < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ":", line_no, ": malformed index line '", line,
-          "' (want key<TAB>offset)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ":", line_no, ": malformed index line '", line,
+                       "' (want key<TAB>offset)"));
     }
     out.push_back(e);
   }
@@ -140,8 +140,8 @@ IndexedReader::~IndexedReader() = default;
 absl::Status IndexedReader::Read(int64_t key, std::string* payload) {
   auto it = offset_of_.find(key);
   if (it == offset_of_.end()) {
-    return absl::NotFoundError(absl::StrCat(reader_->path(), ": no record with key ", key,
-                                            " in its index"));
+    return absl::NotFoundError(absl::StrCat(
+        reader_->path(), ": no record with key ", key, " in its index"));
   }
   return reader_->ReadAt(it->second, payload);
 }

@@ -30,12 +30,15 @@ TEST(IndexTest, ParsesWritesAndRoundTrips) {
 }
 
 TEST(IndexTest, MalformedLinesNameFileAndLine) {
-  for (const char* bad : {"0\t0\nx\t4\n", "0\t0\n1\n", "0\t0\n1\t-4\n", "0\t0\n1\t2\t3\n"}) {
+  for (const char* bad :
+       {"0\t0\nx\t4\n", "0\t0\n1\n", "0\t0\n1\t-4\n", "0\t0\n1\t2\t3\n"}) {
     auto e = ParseIndex(bad, "bad.idx");
     ASSERT_FALSE(e.ok()) << bad;
-    EXPECT_THAT(std::string(e.status().message()), ::testing::HasSubstr("bad.idx:2"));
+    EXPECT_THAT(std::string(e.status().message()),
+                ::testing::HasSubstr("bad.idx:2"));
   }
-  EXPECT_EQ(ReadIndexFile("/no/such.idx").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadIndexFile("/no/such.idx").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(IndexedReaderTest, ReadsByKey) {

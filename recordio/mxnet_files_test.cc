@@ -28,11 +28,11 @@ std::string DataDir() {
   return dir;
 }
 
-#define REQUIRE_MXNET_DATA(dir)                                         \
-  const std::string dir = DataDir();                                    \
-  if (dir.empty()) {                                                    \
+#define REQUIRE_MXNET_DATA(dir)                                          \
+  const std::string dir = DataDir();                                     \
+  if (dir.empty()) {                                                     \
     GTEST_SKIP() << "MXNet test data not found (set PSTRAIN_SHARED_DIR " \
-                    "to ../shared; scripts/test does); test skipped";   \
+                    "to ../shared; scripts/test does); test skipped";    \
   }
 
 std::string ReadAll(const std::string& path) {
@@ -86,10 +86,10 @@ TEST(MxnetFilesTest, CgzztEveryRecordDecodesAndReencodesByteForByte) {
     auto rec = ParseImageRecord(p);
     ASSERT_TRUE(rec.ok()) << rec.status();
     EXPECT_EQ(rec->flag, 0u);
-    cv::Mat img = cv::imdecode(
-        cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
-                const_cast<char*>(rec->image.data())),
-        cv::IMREAD_COLOR);
+    cv::Mat img =
+        cv::imdecode(cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
+                             const_cast<char*>(rec->image.data())),
+                     cv::IMREAD_COLOR);
     ASSERT_FALSE(img.empty()) << "record " << rec->id << " does not decode";
     AppendRecord(p, &rewritten);
   }
@@ -110,8 +110,8 @@ TEST(MxnetFilesTest, ImagedetectPackedLabelsIndexAndList) {
   EXPECT_TRUE(indexed.ok()) << indexed.status();
   // The .lst: index, 19 labels, path.
   std::vector<std::vector<float>> lst_labels;
-  for (absl::string_view line :
-       absl::StrSplit(ReadAll(dir + "/imagedetect_val.lst"), '\n', absl::SkipEmpty())) {
+  for (absl::string_view line : absl::StrSplit(
+           ReadAll(dir + "/imagedetect_val.lst"), '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> f = absl::StrSplit(line, '\t');
     std::vector<float> labels;
     for (size_t i = 1; i + 1 < f.size(); ++i) {
@@ -130,9 +130,10 @@ TEST(MxnetFilesTest, ImagedetectPackedLabelsIndexAndList) {
     ASSERT_TRUE(rec.ok());
     EXPECT_EQ(rec->flag, 19u);
     EXPECT_EQ(rec->labels, lst_labels[rec->id]);
-    cv::Mat img = cv::imdecode(cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
-                                       const_cast<char*>(rec->image.data())),
-                               cv::IMREAD_COLOR);
+    cv::Mat img =
+        cv::imdecode(cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
+                             const_cast<char*>(rec->image.data())),
+                     cv::IMREAD_COLOR);
     EXPECT_FALSE(img.empty());
     // Each .idx offset is the head of the record whose id is the key.
     EXPECT_EQ((*idx)[i].offset, got.offsets[i]);
@@ -145,7 +146,8 @@ TEST(MxnetFilesTest, ImagedetectPackedLabelsIndexAndList) {
   ExpectSplitsReadEachOnce(path, 4);
   for (int parts = 1; parts <= 8; ++parts) {
     size_t total = 0;
-    for (int k = 0; k < parts; ++k) total += IndexedPart(*idx, k, parts)->size();
+    for (int k = 0; k < parts; ++k)
+      total += IndexedPart(*idx, k, parts)->size();
     EXPECT_EQ(total, 4u);
   }
 }

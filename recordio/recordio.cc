@@ -70,12 +70,13 @@ RecordWriter::~RecordWriter() {
 
 absl::Status RecordWriter::Write(absl::string_view payload) {
   if (file_ == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(path_, ": writer closed"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": writer closed"));
   }
   if (payload.size() > kMaxPartLength) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path_, ": record of ", payload.size(),
-        " bytes is too large for RecordIO (limit 2^29 - 1)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": record of ", payload.size(),
+                     " bytes is too large for RecordIO (limit 2^29 - 1)"));
   }
   buf_.clear();
   AppendRecord(payload, &buf_);
@@ -128,7 +129,10 @@ absl::StatusOr<std::unique_ptr<RecordReader>> RecordReader::Open(
 
 RecordReader::RecordReader(std::string path, int fd, int64_t file_size,
                            const ReaderOptions& options)
-    : path_(std::move(path)), fd_(fd), file_size_(file_size), options_(options) {
+    : path_(std::move(path)),
+      fd_(fd),
+      file_size_(file_size),
+      options_(options) {
   if (options_.buffer_bytes < 4096) options_.buffer_bytes = 4096;
 }
 
@@ -136,8 +140,8 @@ RecordReader::~RecordReader() { close(fd_); }
 
 absl::StatusOr<bool> RecordReader::Ensure(int64_t pos, size_t n) {
   if (pos < 0 || pos + static_cast<int64_t>(n) > file_size_) return false;
-  if (pos >= buf_start_ &&
-      pos + static_cast<int64_t>(n) <= buf_start_ + static_cast<int64_t>(buf_len_)) {
+  if (pos >= buf_start_ && pos + static_cast<int64_t>(n) <=
+                               buf_start_ + static_cast<int64_t>(buf_len_)) {
     return true;
   }
   // Keep what is already buffered from `pos` on, read the rest.
@@ -157,8 +161,9 @@ absl::StatusOr<bool> RecordReader::Ensure(int64_t pos, size_t n) {
                         pos + static_cast<int64_t>(buf_len_));
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
-      return ErrnoToStatus(errno, absl::StrCat("read ", path_, " at byte offset ",
-                                               pos + buf_len_));
+      return ErrnoToStatus(
+          errno,
+          absl::StrCat("read ", path_, " at byte offset ", pos + buf_len_));
     }
     if (got == 0) break;  // The file shrank under us.
     buf_len_ += static_cast<size_t>(got);
@@ -182,7 +187,8 @@ absl::Status RecordReader::ParseAt(int64_t pos, int64_t index,
                                    absl::string_view* payload,
                                    RecordExtent* extent) {
   const int64_t head = pos;
-  auto header = [&](int64_t at, uint32_t* cflag, uint32_t* len) -> absl::Status {
+  auto header = [&](int64_t at, uint32_t* cflag,
+                    uint32_t* len) -> absl::Status {
     PSTRAIN_ASSIGN_OR_RETURN(bool have, Ensure(at, 8));
     if (!have) {
       extent->past_end_of_file = true;

@@ -140,8 +140,8 @@ TEST(RecordIOTest, RangeReadsOnlyHeadsInsideIt) {
 }
 
 TEST(RecordIOTest, EveryCorruptionModeIsReportedWithOffsetAndIndex) {
-  const std::vector<std::string> payloads = {"record-zero", "head" + Magic() + "tail",
-                                             "record-two!!", "record-three"};
+  const std::vector<std::string> payloads = {
+      "record-zero", "head" + Magic() + "tail", "record-two!!", "record-three"};
   std::vector<int64_t> off;
   const std::string good_path = TmpPath("good.rec");
   WriteAndRead(payloads, good_path, &off);
@@ -186,7 +186,8 @@ TEST(RecordIOTest, EveryCorruptionModeIsReportedWithOffsetAndIndex) {
     // Record 2 starts with a continuation part.
     uint32_t lrec = EncodeLRec(2, static_cast<uint32_t>(payloads[2].size()));
     std::memcpy(b.data() + off[2] + 4, &lrec, 4);
-    cases.push_back({"starts with continuation", b, off[2], "continuation part", 2});
+    cases.push_back(
+        {"starts with continuation", b, off[2], "continuation part", 2});
   }
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -211,8 +212,8 @@ TEST(RecordIOTest, EveryCorruptionModeIsReportedWithOffsetAndIndex) {
     EXPECT_EQ(n, c.good_before);
     EXPECT_THAT(std::string(err.message()), HasSubstr(path));
     EXPECT_THAT(std::string(err.message()),
-                HasSubstr(absl::StrCat("record ", c.good_before, " at byte offset ",
-                                       c.offset)));
+                HasSubstr(absl::StrCat("record ", c.good_before,
+                                       " at byte offset ", c.offset)));
     EXPECT_THAT(std::string(err.message()), HasSubstr(c.what));
 
     // The skip policy reads every intact record and counts the damage.
@@ -235,7 +236,8 @@ TEST(RecordIOTest, EveryCorruptionModeIsReportedWithOffsetAndIndex) {
     if (c.name != "broken chain") {
       EXPECT_LT(got.size(), payloads.size());
       for (const auto& g : got) {
-        EXPECT_NE(std::find(payloads.begin(), payloads.end(), g), payloads.end());
+        EXPECT_NE(std::find(payloads.begin(), payloads.end(), g),
+                  payloads.end());
       }
     }
     // Records after the damage are still found (except for the tail cases).

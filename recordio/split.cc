@@ -15,9 +15,9 @@ namespace {
 
 absl::Status CheckPart(int part_index, int num_parts) {
   if (num_parts < 1 || part_index < 0 || part_index >= num_parts) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "part_index ", part_index, " of num_parts ", num_parts,
-        ": need 0 <= part_index < num_parts"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("part_index ", part_index, " of num_parts ", num_parts,
+                     ": need 0 <= part_index < num_parts"));
   }
   return absl::OkStatus();
 }
@@ -38,16 +38,16 @@ absl::StatusOr<std::vector<FileRange>> PartRanges(
   std::vector<FileRange> out;
   int64_t start = 0;
   for (size_t f = 0; f < files.size(); ++f) {
-    const int64_t lo = std::max(begin, start), hi = std::min(end, start + sizes[f]);
+    const int64_t lo = std::max(begin, start),
+                  hi = std::min(end, start + sizes[f]);
     if (lo < hi) out.push_back({files[f], lo - start, hi - start});
     start += sizes[f];
   }
   return out;
 }
 
-absl::StatusOr<std::vector<IndexEntry>> IndexedPart(std::vector<IndexEntry> entries,
-                                                    int part_index,
-                                                    int num_parts) {
+absl::StatusOr<std::vector<IndexEntry>> IndexedPart(
+    std::vector<IndexEntry> entries, int part_index, int num_parts) {
   PSTRAIN_RETURN_IF_ERROR(CheckPart(part_index, num_parts));
   std::stable_sort(entries.begin(), entries.end(),
                    [](const IndexEntry& a, const IndexEntry& b) {
@@ -55,7 +55,8 @@ absl::StatusOr<std::vector<IndexEntry>> IndexedPart(std::vector<IndexEntry> entr
                    });
   const size_t n = entries.size();
   const size_t per = (n + num_parts - 1) / num_parts;
-  const size_t lo = std::min(n, per * part_index), hi = std::min(n, per * (part_index + 1));
+  const size_t lo = std::min(n, per * part_index),
+               hi = std::min(n, per * (part_index + 1));
   return std::vector<IndexEntry>(entries.begin() + lo, entries.begin() + hi);
 }
 
@@ -65,11 +66,13 @@ absl::StatusOr<std::unique_ptr<PartReader>> PartReader::Open(
   std::vector<int64_t> sizes;
   for (const auto& f : files) {
     struct stat st;
-    if (stat(f.c_str(), &st) != 0) return ErrnoToStatus(errno, absl::StrCat("stat ", f));
+    if (stat(f.c_str(), &st) != 0)
+      return ErrnoToStatus(errno, absl::StrCat("stat ", f));
     sizes.push_back(st.st_size);
   }
   std::unique_ptr<PartReader> r(new PartReader());
-  PSTRAIN_ASSIGN_OR_RETURN(r->ranges_, PartRanges(files, sizes, part_index, num_parts));
+  PSTRAIN_ASSIGN_OR_RETURN(r->ranges_,
+                           PartRanges(files, sizes, part_index, num_parts));
   r->options_ = options;
   return r;
 }
@@ -78,8 +81,8 @@ absl::StatusOr<bool> PartReader::Next(absl::string_view* payload) {
   while (current_ < ranges_.size()) {
     if (reader_ == nullptr) {
       const FileRange& fr = ranges_[current_];
-      PSTRAIN_ASSIGN_OR_RETURN(reader_,
-                               RecordReader::Open(fr.path, options_, fr.begin, fr.end));
+      PSTRAIN_ASSIGN_OR_RETURN(
+          reader_, RecordReader::Open(fr.path, options_, fr.begin, fr.end));
     }
     PSTRAIN_ASSIGN_OR_RETURN(bool got, reader_->Next(payload));
     if (got) return true;

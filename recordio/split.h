@@ -35,9 +35,8 @@ absl::StatusOr<std::vector<FileRange>> PartRanges(
 
 // Split type "indexed_recordio": the entries sorted by offset; part k holds
 // entries [k*c, (k+1)*c) with c = ceil(N / num_parts).
-absl::StatusOr<std::vector<IndexEntry>> IndexedPart(std::vector<IndexEntry> entries,
-                                                    int part_index,
-                                                    int num_parts);
+absl::StatusOr<std::vector<IndexEntry>> IndexedPart(
+    std::vector<IndexEntry> entries, int part_index, int num_parts);
 
 // Reads part `part_index` of `num_parts` of a list of `.rec` files
 // sequentially (split type "recordio"). Not thread-safe.

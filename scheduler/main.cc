@@ -2,9 +2,9 @@
 #include <iostream>
 #include <string>
 
+#include "cluster/cluster_flags.h"
 #include "glog/logging.h"
 #include "scheduler/scheduler.h"
-#include "cluster/cluster_flags.h"
 #include "util/flags.h"
 
 int main(int argc, char** argv) {

@@ -6,9 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "cluster/cluster.h"
 #include "glog/logging.h"
 #include "scheduler/membership.h"
-#include "cluster/cluster.h"
 #include "transport/transport.h"
 #include "util/escape.h"
 

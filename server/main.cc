@@ -1,8 +1,8 @@
 // server: a key-value parameter server of a pstrain job.
-#include "glog/logging.h"
-#include "server/server.h"
 #include "cluster/cluster_flags.h"
 #include "cluster/node_flags.h"
+#include "glog/logging.h"
+#include "server/server.h"
 #include "transport/transport.h"
 #include "util/flags.h"
 
@@ -31,7 +31,10 @@ int main(int argc, char** argv) {
     LOG(WARNING) << "could not tune malloc for message buffers (not glibc?)";
   }
   if (FLAGS_max_frame_bytes < (int64_t{1} << 20)) {
-    pstrain::ExitWithError("server", pstrain::BadFlag("max_frame_bytes", FLAGS_max_frame_bytes, "must be >= 1048576").message());
+    pstrain::ExitWithError(
+        "server", pstrain::BadFlag("max_frame_bytes", FLAGS_max_frame_bytes,
+                                   "must be >= 1048576")
+                      .message());
   }
   o.cluster.max_frame_bytes = FLAGS_max_frame_bytes;
   return pstrain::server::Run(o);

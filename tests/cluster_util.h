@@ -75,11 +75,13 @@ class Cluster {
 
   std::vector<std::string> CommonFlags() const {
     return {absl::StrCat("--num_workers=", spec_.workers),
-            absl::StrCat("--num_servers=", spec_.servers), "--token_file=" + token_file_,
+            absl::StrCat("--num_servers=", spec_.servers),
+            "--token_file=" + token_file_,
             absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
             absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
             absl::StrCat("--start_timeout_s=", spec_.start_timeout_s),
-            spec_.insecure_plaintext ? "--insecure_plaintext=true" : "--insecure_plaintext=false",
+            spec_.insecure_plaintext ? "--insecure_plaintext=true"
+                                     : "--insecure_plaintext=false",
             "--curve_keys_dir=" + spec_.curve_keys_dir};
   }
 
@@ -102,12 +104,14 @@ class Cluster {
       if (at != std::string::npos) {
         size_t end = scheduler.output.find('\n', at);
         if (end != std::string::npos) {
-          address = scheduler.output.substr(at + marker.size(), end - at - marker.size());
+          address = scheduler.output.substr(at + marker.size(),
+                                            end - at - marker.size());
         }
       }
       absl::SleepFor(absl::Milliseconds(10));
     }
-    EXPECT_FALSE(address.empty()) << "scheduler did not start:\n" << scheduler.output;
+    EXPECT_FALSE(address.empty()) << "scheduler did not start:\n"
+                                  << scheduler.output;
     if (address.empty()) return false;
     if (servers_to_start < 0) servers_to_start = spec_.servers;
     for (int i = 0; i < servers_to_start; ++i) {
@@ -141,7 +145,8 @@ class Cluster {
   }
 
   // Creates all workers concurrently (registration needs everyone).
-  std::vector<std::unique_ptr<kvstore::KVStore>> Workers(const std::string& type, int n = -1) {
+  std::vector<std::unique_ptr<kvstore::KVStore>> Workers(
+      const std::string& type, int n = -1) {
     if (n < 0) n = spec_.workers;
     std::vector<std::unique_ptr<kvstore::KVStore>> kv(n);
     std::vector<std::thread> threads;
@@ -178,11 +183,14 @@ class Cluster {
   std::vector<Proc> servers;
 };
 
-inline absl::Time Deadline(double seconds = 30) { return absl::Now() + absl::Seconds(seconds); }
+inline absl::Time Deadline(double seconds = 30) {
+  return absl::Now() + absl::Seconds(seconds);
+}
 
 // Collects `p`'s output until it exits or `limit` passes; *exited says
 // which.
-inline std::string RunToEnd(launcher::Subprocess* p, absl::Duration limit, bool* exited) {
+inline std::string RunToEnd(launcher::Subprocess* p, absl::Duration limit,
+                            bool* exited) {
   std::string out;
   const absl::Time deadline = absl::Now() + limit;
   while ((p->ReadOutput(&out) || !p->Poll()) && absl::Now() < deadline) {

@@ -62,7 +62,8 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
         std::vector<kvstore::Handle> handles;
         for (int64_t k : order) {
           vals[k].resize(sizes[k]);
-          for (int64_t i = 0; i < sizes[k]; ++i) vals[k][i] = Value(r + round, i);
+          for (int64_t i = 0; i < sizes[k]; ++i)
+            vals[k][i] = Value(r + round, i);
           auto h = kv[r]->Push(k, {vals[k]}, static_cast<int>(-k));
           ASSERT_TRUE(h.ok()) << h.status();
           handles.push_back(*h);
@@ -77,7 +78,8 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
             // Rank order: ((v0 + v1) + v2), in float.
             float want = 0.0f;
             for (int w = 0; w < 3; ++w) want += Value(w + round, i);
-            ASSERT_EQ(out[i], want) << "key " << k << " i " << i << " round " << round;
+            ASSERT_EQ(out[i], want)
+                << "key " << k << " i " << i << " round " << round;
           }
         }
         ASSERT_TRUE(kv[r]->Barrier(Deadline()).ok());
@@ -170,12 +172,14 @@ TEST(KVStoreClusterTest, DistSyncEqualsOneWorkerWithTheWholeBatch) {
   std::vector<std::vector<float>> got(kW);
   std::vector<std::thread> threads;
   for (int r = 0; r < kW; ++r) {
-    threads.emplace_back([&, r] { got[r] = train(kv[r].get(), r * kB, (r + 1) * kB); });
+    threads.emplace_back(
+        [&, r] { got[r] = train(kv[r].get(), r * kB, (r + 1) * kB); });
   }
   for (auto& t : threads) t.join();
   for (int r = 0; r < kW; ++r) {
     for (int d = 0; d < kDim; ++d) {
-      EXPECT_NEAR(got[r][d], want[d], 1e-5 * std::max(1.0f, std::fabs(want[d]))) << r << " " << d;
+      EXPECT_NEAR(got[r][d], want[d], 1e-5 * std::max(1.0f, std::fabs(want[d])))
+          << r << " " << d;
     }
   }
   EXPECT_NE(want, std::vector<float>(kDim, 0.0f));  // It did train.
@@ -250,16 +254,18 @@ TEST(KVStoreClusterTest, PushPullGroupEqualsOnePushPullPerKey) {
       ASSERT_TRUE(kv[r]->Init(keys, spans, Deadline()).ok()) << c.AllOutput();
       ASSERT_TRUE(kv[r]->SetOptimizer(opt, Deadline()).ok());
       for (int round = 0; round < 3; ++round) {
-        std::vector<std::vector<float>> grad(sizes.size()), grouped(sizes.size()),
-            single(sizes.size());
+        std::vector<std::vector<float>> grad(sizes.size()),
+            grouped(sizes.size()), single(sizes.size());
         std::vector<kvstore::KeyPushPull> group;
         std::vector<kvstore::Handle> singles;
         for (size_t i = 0; i < sizes.size(); ++i) {
           grad[i].resize(sizes[i]);
-          for (int64_t j = 0; j < sizes[i]; ++j) grad[i][j] = Value(r + round, j) * 1e-9f;
+          for (int64_t j = 0; j < sizes[i]; ++j)
+            grad[i][j] = Value(r + round, j) * 1e-9f;
           grouped[i].resize(sizes[i]);
           single[i].resize(sizes[i]);
-          group.push_back({static_cast<int64_t>(i), {grad[i]}, absl::MakeSpan(grouped[i])});
+          group.push_back(
+              {static_cast<int64_t>(i), {grad[i]}, absl::MakeSpan(grouped[i])});
           auto h = kv[r]->PushPull(10 + static_cast<int64_t>(i), {grad[i]},
                                    absl::MakeSpan(single[i]), 0);
           ASSERT_TRUE(h.ok()) << h.status();
@@ -279,17 +285,25 @@ TEST(KVStoreClusterTest, PushPullGroupEqualsOnePushPullPerKey) {
       }
       // Bad groups fail before anything is sent.
       std::vector<float> out(10), small(3);
-      EXPECT_EQ(kv[r]->PushPullGroup({{99, {out}, absl::MakeSpan(out)}}, 0).status().code(),
+      EXPECT_EQ(kv[r]
+                    ->PushPullGroup({{99, {out}, absl::MakeSpan(out)}}, 0)
+                    .status()
+                    .code(),
                 absl::StatusCode::kNotFound);
-      EXPECT_EQ(kv[r]->PushPullGroup({{1, {out}, absl::MakeSpan(small)}}, 0).status().code(),
-                absl::StatusCode::kInvalidArgument);
-      EXPECT_EQ(kv[r]->PushPullGroup({{1, {out}, absl::MakeSpan(out)},
-                                      {1, {out}, absl::MakeSpan(out)}},
-                                     0)
+      EXPECT_EQ(kv[r]
+                    ->PushPullGroup({{1, {out}, absl::MakeSpan(small)}}, 0)
                     .status()
                     .code(),
                 absl::StatusCode::kInvalidArgument);
-      EXPECT_EQ(kv[r]->PushPullGroup({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(kv[r]
+                    ->PushPullGroup({{1, {out}, absl::MakeSpan(out)},
+                                     {1, {out}, absl::MakeSpan(out)}},
+                                    0)
+                    .status()
+                    .code(),
+                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(kv[r]->PushPullGroup({}, 0).status().code(),
+                absl::StatusCode::kInvalidArgument);
       ASSERT_TRUE(kv[r]->Barrier(Deadline()).ok());
     });
   }
@@ -315,8 +329,11 @@ TEST(KVStoreClusterTest, OneWorkerStoresEachPushWhilePullsAreInFlight) {
   const std::vector<int64_t> sizes = {2500000, 3};
   std::vector<std::vector<float>> init;
   for (int64_t n : sizes) init.emplace_back(n, -1.0f);
-  ASSERT_TRUE(kv[0]->Init({0, 1}, {init[0], init[1]}, Deadline()).ok()) << c.AllOutput();
-  auto round_value = [](int round, int64_t i) { return static_cast<float>(round * 1000 + i % 997); };
+  ASSERT_TRUE(kv[0]->Init({0, 1}, {init[0], init[1]}, Deadline()).ok())
+      << c.AllOutput();
+  auto round_value = [](int round, int64_t i) {
+    return static_cast<float>(round * 1000 + i % 997);
+  };
   for (int round = 0; round < 8; ++round) {
     for (int64_t k = 0; k < 2; ++k) {
       const int64_t n = sizes[k];
@@ -335,9 +352,10 @@ TEST(KVStoreClusterTest, OneWorkerStoresEachPushWhilePullsAreInFlight) {
       // version per chunk (one message each): never a mixture, which is what
       // a version rewritten while its reply is still being sent would give.
       std::vector<int64_t> load(1, 0);
-      const auto chunks = kvstore::SplitIntoChunks(
-          kvstore::PlanKey(k, n, 1, n, &load),
-          c.WorkerOptions().max_message_bytes / static_cast<int64_t>(sizeof(float)));
+      const auto chunks =
+          kvstore::SplitIntoChunks(kvstore::PlanKey(k, n, 1, n, &load),
+                                   c.WorkerOptions().max_message_bytes /
+                                       static_cast<int64_t>(sizeof(float)));
       for (const kvstore::SliceSpec& ch : chunks) {
         bool all_old = true, all_new = true;
         for (int64_t i = ch.offset; i < ch.offset + ch.length; ++i) {
@@ -383,7 +401,8 @@ int64_t ProcStatusBytes(pid_t pid, const std::string& field) {
   std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
+    if (line.rfind(field + ":", 0) == 0)
+      return std::stoll(line.substr(field.size() + 1)) * 1024;
   }
   return -1;
 }
@@ -397,7 +416,8 @@ bool StopAndWait(launcher::Subprocess* p) {
     std::ifstream status(absl::StrCat("/proc/", p->pid(), "/status"));
     std::string line;
     while (std::getline(status, line)) {
-      if (line.rfind("State:", 0) == 0) return line.find('T') != std::string::npos;
+      if (line.rfind("State:", 0) == 0)
+        return line.find('T') != std::string::npos;
     }
     return false;
   });
@@ -405,12 +425,13 @@ bool StopAndWait(launcher::Subprocess* p) {
 
 // Pushes `values` to `key` until a push is queued, counting the pushes that
 // found no room in time (DeadlineExceeded, nothing queued).
-kvstore::Handle PushRetrying(kvstore::KVStore* kv, int64_t key, const std::vector<float>& values,
-                             int* timeouts) {
+kvstore::Handle PushRetrying(kvstore::KVStore* kv, int64_t key,
+                             const std::vector<float>& values, int* timeouts) {
   while (true) {
     auto h = kv->Push(key, {values}, 0);
     if (h.ok()) return *h;
-    EXPECT_EQ(h.status().code(), absl::StatusCode::kDeadlineExceeded) << h.status();
+    EXPECT_EQ(h.status().code(), absl::StatusCode::kDeadlineExceeded)
+        << h.status();
     if (h.status().code() != absl::StatusCode::kDeadlineExceeded) return -1;
     ++*timeouts;
   }
@@ -449,7 +470,8 @@ TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
     handles.push_back(*h);
   }
   EXPECT_EQ(full.code(), absl::StatusCode::kDeadlineExceeded) << full;
-  EXPECT_THAT(std::string(full.message()), HasSubstr("outstanding-request bounds"));
+  EXPECT_THAT(std::string(full.message()),
+              HasSubstr("outstanding-request bounds"));
   EXPECT_LE(static_cast<int64_t>(handles.size()) * kFloats * 4, kBound);
   c.servers[0].p->SignalGroup(SIGCONT);
   // The rest of the flood, without waiting for acknowledgements.
@@ -472,7 +494,8 @@ TEST(KVStoreClusterTest, PushFloodStaysBoundedAndIsAppliedExactlyOnce) {
   RecordProperty("server_rss_before_mib", static_cast<int>(rss_before >> 20));
   RecordProperty("server_peak_rss_mib", static_cast<int>(peak >> 20));
   RecordProperty("push_timeouts_after_resume", timeouts);
-#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)  // Shadow memory.
+#if !defined(__SANITIZE_THREAD__) && \
+    !defined(__SANITIZE_ADDRESS__)  // Shadow memory.
   EXPECT_LT(peak - rss_before, int64_t{256} << 20);
 #endif
   ASSERT_TRUE((*kv)->Finish().ok());
@@ -501,9 +524,12 @@ TEST(KVStoreClusterTest, PushWaitingForRoomEndsWhenTheJobAborts) {
   std::thread t([&] { second = (*kv)->Push(1, {v}, 0); });
   c.servers[0].p->SignalGroup(SIGKILL);
   t.join();
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kAborted) << second.status();
-  EXPECT_THAT(std::string(second.status().message()), HasSubstr("node dead: server rank 0"));
-  EXPECT_EQ((*kv)->Wait(*first, Deadline(1)).code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAborted)
+      << second.status();
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr("node dead: server rank 0"));
+  EXPECT_EQ((*kv)->Wait(*first, Deadline(1)).code(),
+            absl::StatusCode::kAborted);
   EXPECT_LT(absl::Now() - start, absl::Seconds(15));
 }
 
@@ -533,11 +559,13 @@ TEST(KVStoreClusterTest, StartTimeoutNamesWhoIsMissing) {
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
   std::unique_ptr<kvstore::KVStore> lonely;
-  auto r = kvstore::KVStore::Create("dist_sync", c.WorkerOptions());  // Only 1 of 2.
+  auto r =
+      kvstore::KVStore::Create("dist_sync", c.WorkerOptions());  // Only 1 of 2.
   EXPECT_FALSE(r.ok());
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(15)));
   EXPECT_FALSE(c.scheduler.p->succeeded());
-  EXPECT_THAT(c.scheduler.output, HasSubstr("missing 0 of 1 server(s) and 1 of 2 worker(s)"));
+  EXPECT_THAT(c.scheduler.output,
+              HasSubstr("missing 0 of 1 server(s) and 1 of 2 worker(s)"));
   ASSERT_TRUE(c.servers[0].WaitExit(Deadline(15)));
   EXPECT_FALSE(c.servers[0].p->succeeded());
 }
@@ -580,7 +608,8 @@ void SendGarbage(const std::string& endpoint, const std::string& token) {
     raw.Send({bad_token, std::string(4, 'x')});
     raw.Send({bad_reg});
   }
-  absl::SleepFor(absl::Milliseconds(200));  // Let the bytes leave before closing.
+  absl::SleepFor(
+      absl::Milliseconds(200));  // Let the bytes leave before closing.
 }
 
 std::string ServerAddress(testing_util::Proc& server) {
@@ -590,7 +619,8 @@ std::string ServerAddress(testing_util::Proc& server) {
     size_t at = server.output.find("SERVER at ");
     if (at != std::string::npos) {
       size_t end = server.output.find(' ', at + 10);
-      if (end != std::string::npos) return server.output.substr(at + 10, end - at - 10);
+      if (end != std::string::npos)
+        return server.output.substr(at + 10, end - at - 10);
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -646,7 +676,8 @@ void GarbageIsSurvived(bool insecure_plaintext, const std::string& counts) {
   EXPECT_TRUE(c.servers[0].p->succeeded()) << c.AllOutput();
 }
 
-TEST(KVStoreClusterTest, GarbageAndWrongTokensAreSurvivedAndCountedOnPlaintext) {
+TEST(KVStoreClusterTest,
+     GarbageAndWrongTokensAreSurvivedAndCountedOnPlaintext) {
   GarbageIsSurvived(true, "20 refused (wrong token), 30 malformed");
 }
 
@@ -721,9 +752,11 @@ TEST(KVStoreClusterTest, ARegisterForAnotherAddressIsRefused) {
   ASSERT_TRUE(kv[0]->Finish().ok());
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
   EXPECT_TRUE(c.scheduler.p->succeeded()) << c.AllOutput();
-  EXPECT_THAT(c.scheduler.output, HasSubstr("refused a REGISTER for 127.0.0.1:9"));
+  EXPECT_THAT(c.scheduler.output,
+              HasSubstr("refused a REGISTER for 127.0.0.1:9"));
   EXPECT_THAT(c.scheduler.output, HasSubstr("1 speaking for another node"));
-  EXPECT_THAT(c.scheduler.output, Not(HasSubstr("registered WORKER at 127.0.0.1:9")));
+  EXPECT_THAT(c.scheduler.output,
+              Not(HasSubstr("registered WORKER at 127.0.0.1:9")));
 }
 
 // --curve_keys_dir end to end: the scheduler, a server and two workers
@@ -731,10 +764,10 @@ TEST(KVStoreClusterTest, ARegisterForAnotherAddressIsRefused) {
 TEST(KVStoreClusterTest, PerNodeCurveKeysRunAJob) {
   const std::string all = std::string(std::getenv("TEST_TMPDIR")) + "/keys";
   ASSERT_TRUE(transport::WriteCurveKeysDir(all, {"node"}).ok());
-  ASSERT_EQ(std::system(("mkdir -p " + all + "/dir/clients && cp -p " + all + "/server.key " +
-                         all + "/dir/ && cp -p " + all + "/node.key " + all +
-                         "/dir/node.key && cp " + all + "/clients/node.pub " + all +
-                         "/dir/clients/")
+  ASSERT_EQ(std::system(("mkdir -p " + all + "/dir/clients && cp -p " + all +
+                         "/server.key " + all + "/dir/ && cp -p " + all +
+                         "/node.key " + all + "/dir/node.key && cp " + all +
+                         "/clients/node.pub " + all + "/dir/clients/")
                             .c_str()),
             0);
   ClusterSpec spec;
@@ -768,8 +801,10 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
     m.header.add_offsets(0);
     m.header.add_lengths(len);
     std::vector<float> v(len, 1.0f);
-    m.frames.push_back(transport::Frame::Copy(v.data(), v.size() * sizeof(float)));
-    EXPECT_TRUE((*node)->Send((*node)->ServerId(0), std::move(m), Deadline(10)).ok());
+    m.frames.push_back(
+        transport::Frame::Copy(v.data(), v.size() * sizeof(float)));
+    EXPECT_TRUE(
+        (*node)->Send((*node)->ServerId(0), std::move(m), Deadline(10)).ok());
     auto r = (*node)->ReceiveData(Deadline(10));
     EXPECT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->header.request_id(), id);
@@ -785,7 +820,8 @@ TEST(KVStoreClusterTest, UnknownKeyAndWrongLengthAreRefused) {
   init.header.add_lengths(4);
   std::vector<float> four(4, 0.0f);
   init.frames.push_back(transport::Frame::Copy(four.data(), 16));
-  ASSERT_TRUE((*node)->Send((*node)->ServerId(0), std::move(init), Deadline(10)).ok());
+  ASSERT_TRUE(
+      (*node)->Send((*node)->ServerId(0), std::move(init), Deadline(10)).ok());
   ASSERT_TRUE((*node)->ReceiveData(Deadline(10)).ok());
   EXPECT_THAT(ask(99, 4, 2), HasSubstr("unknown key 99"));
   EXPECT_THAT(ask(1, 3, 3), HasSubstr("holds 4 values, not 3"));
@@ -872,13 +908,15 @@ TEST(KVStoreClusterTest, SliceTwiceInOnePushIsRefused) {
     return AskServer(nodes[rank].get(), std::move(m), c);
   };
   ASSERT_EQ(ask(0, message(proto::INIT, 1, 1)), "");
-  EXPECT_THAT(ask(0, message(proto::PUSH, 2, 2)), HasSubstr("twice in one round"));
+  EXPECT_THAT(ask(0, message(proto::PUSH, 2, 2)),
+              HasSubstr("twice in one round"));
   // The server still runs its rounds: one push of each worker completes.
   std::string replies[2];
   {
     std::vector<std::thread> pushing;
     for (int i = 0; i < 2; ++i) {
-      pushing.emplace_back([&, i] { replies[i] = ask(i, message(proto::PUSH, 1, 3 + i)); });
+      pushing.emplace_back(
+          [&, i] { replies[i] = ask(i, message(proto::PUSH, 1, 3 + i)); });
     }
     for (auto& t : pushing) t.join();
   }
@@ -956,9 +994,14 @@ TEST(KVStoreClusterTest, KilledWorkerAbortsTheJobNamingIt) {
   ASSERT_TRUE(c.Start());
   // Worker A: the kv_bench binary joining the job; worker B: this process.
   std::vector<std::string> argv = {
-      testing_util::Runfile("tools/kv_bench"), "--scheduler_address=" + c.address,
-      "--num_workers=2", "--num_servers=1", "--token_file=" + c.token_file_,
-      "--value_bytes=4096", "--mode=push", "--iters=1000000",
+      testing_util::Runfile("tools/kv_bench"),
+      "--scheduler_address=" + c.address,
+      "--num_workers=2",
+      "--num_servers=1",
+      "--token_file=" + c.token_file_,
+      "--value_bytes=4096",
+      "--mode=push",
+      "--iters=1000000",
       absl::StrCat("--heartbeat_timeout_s=", spec.heartbeat_timeout_s)};
   auto bench = launcher::Subprocess::Start(argv, testing_util::Env());
   ASSERT_TRUE(bench.ok()) << bench.status();
@@ -1003,8 +1046,10 @@ TEST(KVStoreClusterTest, AllReduceSumCombinesWorkersAndSkipsTheOptimizer) {
       sgd.set_learning_rate(0.5);
       ASSERT_TRUE(kv[r]->SetOptimizer(sgd, Deadline()).ok());
       for (int round = 0; round < 2; ++round) {
-        std::vector<float> mine = {1.0f * (r + 1), 10.0f * round, 100.0f}, all(3);
-        absl::Status s = kv[r]->AllReduceSum(-1, mine, absl::MakeSpan(all), Deadline());
+        std::vector<float> mine = {1.0f * (r + 1), 10.0f * round, 100.0f},
+                           all(3);
+        absl::Status s =
+            kv[r]->AllReduceSum(-1, mine, absl::MakeSpan(all), Deadline());
         ASSERT_TRUE(s.ok()) << s;
         EXPECT_EQ(all, (std::vector<float>{6.0f, 30.0f * round, 300.0f}));
       }

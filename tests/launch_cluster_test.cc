@@ -27,23 +27,27 @@ using testing_util::Runfile;
 using testing_util::RunToEnd;
 
 // `command`: the workers' command line.
-std::vector<std::string> LaunchArgv(int workers, int servers, std::vector<std::string> command) {
+std::vector<std::string> LaunchArgv(int workers, int servers,
+                                    std::vector<std::string> command) {
   std::vector<std::string> argv = {
-      Runfile("tools/launch"),
-      "-n", absl::StrCat(workers), "-s", absl::StrCat(servers), "--launcher", "local",
-      "--scheduler_binary", Runfile("scheduler/scheduler"),
-      "--server_binary", Runfile("server/server"),
+      Runfile("tools/launch"), "-n", absl::StrCat(workers), "-s",
+      absl::StrCat(servers), "--launcher", "local", "--scheduler_binary",
+      Runfile("scheduler/scheduler"), "--server_binary",
+      Runfile("server/server"),
       // 120.0123: a marker to find exactly this test's processes.
-      "--scheduler_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 --start_timeout_s=120.0123",
-      "--server_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 --start_timeout_s=120.0123",
+      "--scheduler_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 "
+      "--start_timeout_s=120.0123",
+      "--server_args=--heartbeat_interval_s=0.3 --heartbeat_timeout_s=3 "
+      "--start_timeout_s=120.0123",
       "--stop_grace_s", "3", "--"};
   argv.insert(argv.end(), command.begin(), command.end());
   return argv;
 }
 
 std::vector<std::string> KvBench(const std::string& iters) {
-  return {Runfile("tools/kv_bench"), "--value_bytes=4096,262144", "--mode=push,pull",
-          "--iters=" + iters, "--heartbeat_timeout_s=3.0123"};
+  return {Runfile("tools/kv_bench"), "--value_bytes=4096,262144",
+          "--mode=push,pull", "--iters=" + iters,
+          "--heartbeat_timeout_s=3.0123"};
 }
 
 // The pids of the running processes whose command line matches `pattern`.
@@ -52,7 +56,8 @@ std::vector<int> Pgrep(const std::string& pattern) {
   CHECK(pg.ok()) << pg.status();
   pg->CloseStdin();
   std::string list;
-  while (pg->ReadOutput(&list) || !pg->Poll()) absl::SleepFor(absl::Milliseconds(5));
+  while (pg->ReadOutput(&list) || !pg->Poll())
+    absl::SleepFor(absl::Milliseconds(5));
   std::vector<int> pids;
   for (absl::string_view w : absl::StrSplit(list, '\n', absl::SkipEmpty())) {
     int pid;
@@ -64,7 +69,8 @@ std::vector<int> Pgrep(const std::string& pattern) {
 // Starts a job of 2 workers running `command`, kill -9s the first worker
 // (found by `worker_pattern`) once `running` appears in the output, and
 // checks that the launcher stops everything within 20 s naming it.
-void KillOneWorker(const std::vector<std::string>& command, const std::string& worker_pattern,
+void KillOneWorker(const std::vector<std::string>& command,
+                   const std::string& worker_pattern,
                    const std::string& running) {
   auto p = launcher::Subprocess::Start(LaunchArgv(2, 1, command), Env());
   ASSERT_TRUE(p.ok()) << p.status();
@@ -91,7 +97,8 @@ void KillOneWorker(const std::vector<std::string>& command, const std::string& w
   EXPECT_THAT(out, HasSubstr("killed by signal 9"));
   // Nothing of the job remains.
   for (const std::string& name :
-       {worker_pattern, std::string("^[^ ]*scheduler/scheduler .*start_timeout_s=120.0123"),
+       {worker_pattern,
+        std::string("^[^ ]*scheduler/scheduler .*start_timeout_s=120.0123"),
         std::string("^[^ ]*server/server .*start_timeout_s=120.0123")}) {
     EXPECT_THAT(Pgrep(name), ::testing::IsEmpty()) << name << " still running";
   }
@@ -112,16 +119,19 @@ TEST(LaunchClusterTest, JobWithRealBinariesFinishes) {
 }
 
 TEST(LaunchClusterTest, KilledWorkerStopsTheJobAndNothingRemains) {
-  KillOneWorker(KvBench("100000000"), "^[^ ]*kv_bench .*heartbeat_timeout_s=3.0123",
+  KillOneWorker(KvBench("100000000"),
+                "^[^ ]*kv_bench .*heartbeat_timeout_s=3.0123",
                 "address book sent");
 }
 
 TEST(LaunchClusterTest, KilledTrainingWorkerMidEpochStopsTheJob) {
   // Synthetic data, an epoch far longer than the test.
-  KillOneWorker({Runfile("worker/worker"), "--benchmark", "--network=mlp", "--batch_size=16",
-                 "--num_examples=100000000", "--disp_batches=5", "--kv_store=dist_sync",
-                 "--heartbeat_timeout_s=3.0123"},
-                "^[^ ]*worker/worker .*heartbeat_timeout_s=3.0123", "Epoch[0] Batch [5-10]");
+  KillOneWorker(
+      {Runfile("worker/worker"), "--benchmark", "--network=mlp",
+       "--batch_size=16", "--num_examples=100000000", "--disp_batches=5",
+       "--kv_store=dist_sync", "--heartbeat_timeout_s=3.0123"},
+      "^[^ ]*worker/worker .*heartbeat_timeout_s=3.0123",
+      "Epoch[0] Batch [5-10]");
 }
 
 }  // namespace

@@ -32,12 +32,12 @@
 namespace pstrain {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::Not;
-using launcher::LaunchOptions;
 using launcher::Launcher;
+using launcher::LaunchOptions;
 using launcher::Mode;
 using launcher::Subprocess;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string TmpDir() {
   const char* t = std::getenv("TEST_TMPDIR");
@@ -51,7 +51,8 @@ std::vector<std::string> OwnEnv() {
 }
 
 // Runs a command to completion (bounded) and returns its output.
-std::string RunCommand(const std::vector<std::string>& argv, int* status = nullptr) {
+std::string RunCommand(const std::vector<std::string>& argv,
+                       int* status = nullptr) {
   auto p = Subprocess::Start(argv, OwnEnv());
   if (!p.ok()) return std::string(p.status().message());
   p->CloseStdin();
@@ -224,7 +225,7 @@ class LaunchSshTest : public ::testing::Test {
     mkdir(dir_.c_str(), 0700);
     for (const char* k : {"host_key", "user_key"}) {
       RunCommand({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
-           absl::StrCat(dir_, "/", k)});
+                  absl::StrCat(dir_, "/", k)});
     }
     RunCommand({"cp", dir_ + "/user_key.pub", dir_ + "/authorized_keys"});
     port_ = FreePort();
@@ -251,10 +252,9 @@ class LaunchSshTest : public ::testing::Test {
       ASSERT_LT(absl::Now(), deadline) << "sshd did not listen on " << port_;
       absl::SleepFor(absl::Milliseconds(20));
     }
-    piddir_ = absl::StrCat(TmpDir(), "/pids_",
-                           ::testing::UnitTest::GetInstance()
-                               ->current_test_info()
-                               ->name());
+    piddir_ = absl::StrCat(
+        TmpDir(), "/pids_",
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     mkdir(piddir_.c_str(), 0700);
     setenv("PSTRAIN_TEST_SECRET", "must-not-leak", 1);
   }
@@ -286,7 +286,8 @@ TEST_F(LaunchSshTest, JobRunsAcrossTwoHostsWithExplicitEnvironment) {
   LaunchOptions o = Options();
   o.scheduler_binary = Script("s_ok.sh", std::string(kRecord) + "exit 0\n");
   o.server_binary = Script("v_ok.sh", std::string(kRecord) + "exit 0\n");
-  o.command = {Script("w_ok.sh", std::string(kRecord) + "exit 0\n"), "--lr=0.1"};
+  o.command = {Script("w_ok.sh", std::string(kRecord) + "exit 0\n"),
+               "--lr=0.1"};
   std::ostringstream out;
   ASSERT_EQ(Launcher(o, &out).Run(), 0) << out.str();
   const std::string text = out.str();
@@ -307,10 +308,11 @@ TEST_F(LaunchSshTest, JobRunsAcrossTwoHostsWithExplicitEnvironment) {
 
 TEST_F(LaunchSshTest, RemoteFailureStopsEveryProcessOnEveryHost) {
   LaunchOptions o = Options();
-  o.scheduler_binary = Script("s_long.sh", std::string(kRecord) + "sleep 120\n");
+  o.scheduler_binary =
+      Script("s_long.sh", std::string(kRecord) + "sleep 120\n");
   o.server_binary = Script("v_long.sh", std::string(kRecord) + "sleep 120\n");
-  o.command = {Script("w_fail.sh", std::string(kRecord) +
-                                       "sleep 1\necho dying >&2\nexit 7\n")};
+  o.command = {Script(
+      "w_fail.sh", std::string(kRecord) + "sleep 1\necho dying >&2\nexit 7\n")};
   std::ostringstream out;
   const absl::Time start = absl::Now();
   EXPECT_EQ(Launcher(o, &out).Run(), 1);
@@ -324,7 +326,8 @@ TEST_F(LaunchSshTest, RemoteFailureStopsEveryProcessOnEveryHost) {
 
 TEST_F(LaunchSshTest, UnreachableHostStopsTheLaunchWithATable) {
   LaunchOptions o = Options();
-  o.hosts = {{"127.0.0.1", port_}, {"127.0.0.2", FreePort()}};  // Nothing there.
+  o.hosts = {{"127.0.0.1", port_},
+             {"127.0.0.2", FreePort()}};  // Nothing there.
   o.scheduler_binary = Script("s_x.sh", std::string(kRecord));
   o.server_binary = Script("v_x.sh", std::string(kRecord));
   o.command = {Script("w_x.sh", std::string(kRecord))};
@@ -347,8 +350,8 @@ TEST_F(LaunchSshTest, MissingBinaryOnAHostStopsTheLaunch) {
 }
 
 TEST_F(LaunchSshTest, SigtermToLaunchStopsTheJob) {
-  std::ofstream(dir_ + "/hosts") << "127.0.0.1:" << port_ << "\n127.0.0.2:"
-                                 << port_ << "\n";
+  std::ofstream(dir_ + "/hosts")
+      << "127.0.0.1:" << port_ << "\n127.0.0.2:" << port_ << "\n";
   const std::string out = KillLaunchMidJob(
       SIGTERM,
       {"-H", dir_ + "/hosts", "--ssh-config", dir_ + "/ssh_config",

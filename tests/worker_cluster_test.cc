@@ -63,8 +63,8 @@ TEST_F(WorkerClusterTest, DistSyncTwoWorkersEqualsLocalWithDoubleBatch) {
       2, 2,
       // 64 KiB fusion: LeNet's gradients go in three groups during
       // backward (the other tests use the default, one group).
-      Flags({"--kv_store=dist_sync", "--mom=0.9", "--shuffle=false", "--fusion_bytes=65536",
-             absl::StrCat("--batch_size=", kBatch),
+      Flags({"--kv_store=dist_sync", "--mom=0.9", "--shuffle=false",
+             "--fusion_bytes=65536", absl::StrCat("--batch_size=", kBatch),
              "--data_train=" + tmp_ + "/train.rec",
              "--model_prefix=" + tmp_ + "/dist"}),
       absl::Seconds(90), &ok);

@@ -25,34 +25,47 @@ class WorkerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!testing_util::HaveFashionMnist()) {
-      GTEST_SKIP() << "Debian's dataset-fashion-mnist is not installed; skipped";
+      GTEST_SKIP()
+          << "Debian's dataset-fashion-mnist is not installed; skipped";
     }
     tmp_ = testing_util::TestTmp();
     ASSERT_EQ(testing_util::PackFashion("train", 1280, tmp_ + "/train"), "");
     ASSERT_EQ(testing_util::PackFashion("t10k", 320, tmp_ + "/val"), "");
   }
   std::string Worker(const std::string& flags) {
-    return absl::StrCat(Runfile("worker/worker"), " --network=lenet --batch-size=32 --data-train=",
-                        tmp_, "/train.rec --data-val=", tmp_, "/val.rec --rgb-mean=72.94 ",
-                        "--rgb-std=90.02 --disp-batches=10 --data_nthreads=1 ", flags);
+    return absl::StrCat(
+        Runfile("worker/worker"),
+        " --network=lenet --batch-size=32 --data-train=", tmp_,
+        "/train.rec --data-val=", tmp_, "/val.rec --rgb-mean=72.94 ",
+        "--rgb-std=90.02 --disp-batches=10 --data_nthreads=1 ", flags);
   }
   std::string tmp_;
 };
 
 TEST_F(WorkerTest, TrainsChecksPointsAndResumes) {
   std::string out;
-  ASSERT_EQ(Shell(Worker(absl::StrCat("--num-epochs=2 --model-prefix=", tmp_, "/m")), &out), 0) << out;
-  EXPECT_THAT(out, ::testing::ContainsRegex("Epoch\\[0\\] Batch \\[0-10\\]\tSpeed: .* samples/sec\taccuracy="));
+  ASSERT_EQ(
+      Shell(Worker(absl::StrCat("--num-epochs=2 --model-prefix=", tmp_, "/m")),
+            &out),
+      0)
+      << out;
+  EXPECT_THAT(
+      out,
+      ::testing::ContainsRegex(
+          "Epoch\\[0\\] Batch \\[0-10\\]\tSpeed: .* samples/sec\taccuracy="));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Train-accuracy="));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Time cost="));
-  EXPECT_THAT(out, HasSubstr(absl::StrCat("Saved checkpoint to \"", tmp_, "/m-0002.params\"")));
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("Saved checkpoint to \"", tmp_,
+                                          "/m-0002.params\"")));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Validation-accuracy="));
   std::ifstream symbol(tmp_ + "/m-symbol.json");
   std::string json((std::istreambuf_iterator<char>(symbol)), {});
   EXPECT_THAT(json, HasSubstr("\"op\": \"SoftmaxOutput\""));
-  ASSERT_EQ(Shell(Worker(absl::StrCat("--num-epochs=3 --load-epoch=2 --model-prefix=", tmp_, "/m")),
-                &out),
-            0)
+  ASSERT_EQ(
+      Shell(Worker(absl::StrCat(
+                "--num-epochs=3 --load-epoch=2 --model-prefix=", tmp_, "/m")),
+            &out),
+      0)
       << out;
   EXPECT_THAT(out, HasSubstr("Loaded checkpoint"));
   EXPECT_THAT(out, HasSubstr("Epoch[2] Train-accuracy="));
@@ -65,17 +78,23 @@ TEST_F(WorkerTest, TestIoBenchmarkAndBadFlags) {
   ASSERT_EQ(Shell(Worker("--test-io"), &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("test_io:"));
   EXPECT_THAT(out, HasSubstr("images/sec"));
-  ASSERT_EQ(Shell(absl::StrCat(Runfile("worker/worker"),
-                             " --benchmark --network=mlp --num_examples=320 --batch_size=32"),
-                &out),
-            0)
+  ASSERT_EQ(
+      Shell(
+          absl::StrCat(
+              Runfile("worker/worker"),
+              " --benchmark --network=mlp --num_examples=320 --batch_size=32"),
+          &out),
+      0)
       << out;
   EXPECT_THAT(out, HasSubstr("Epoch[0] Train-accuracy="));
   EXPECT_NE(Shell(Worker("--network=resnext"), &out), 0);
   EXPECT_THAT(out, HasSubstr("--network 'resnext'"));
   EXPECT_NE(Shell(Worker("--kv_store=dist_sideways"), &out), 0);
   EXPECT_THAT(out, HasSubstr("--kv_store dist_sideways: must be"));
-  EXPECT_NE(Shell(absl::StrCat(Runfile("worker/worker"), " --data_train=/no/such.rec"), &out), 0);
+  EXPECT_NE(Shell(absl::StrCat(Runfile("worker/worker"),
+                               " --data_train=/no/such.rec"),
+                  &out),
+            0);
   EXPECT_THAT(out, HasSubstr("/no/such.rec"));
 }
 
@@ -194,7 +213,8 @@ TEST(WorkerNetworksTest, BatchNormStatesAreSavedAndResumed) {
   const std::string tmp = testing_util::TestTmp();
   const std::string base = absl::StrCat(
       Runfile("worker/worker"), " --benchmark --network=resnet --num_layers=8 ",
-      "--image_shape=3,16,16 --num_examples=64 --batch_size=16 --disp_batches=2 --model_prefix=",
+      "--image_shape=3,16,16 --num_examples=64 --batch_size=16 "
+      "--disp_batches=2 --model_prefix=",
       tmp, "/r");
   std::string out;
   ASSERT_EQ(Shell(base + " --num_epochs=1", &out), 0) << out;
@@ -219,25 +239,30 @@ TEST(WorkerNetworksTest, BatchNormStatesAreSavedAndResumed) {
 TEST_F(WorkerTest, TwoCpuDevicesEqualOne) {
   std::string out;
   for (int devices : {1, 2}) {
-    ASSERT_EQ(Shell(Worker(absl::StrCat("--cpu-devices=", devices, " --num-examples=320 ",
-                                        "--top-k=3 --model-prefix=", tmp_, "/dev", devices)),
+    ASSERT_EQ(Shell(Worker(absl::StrCat(
+                        "--cpu-devices=", devices, " --num-examples=320 ",
+                        "--top-k=3 --model-prefix=", tmp_, "/dev", devices)),
                     &out),
               0)
         << out;
-    EXPECT_THAT(out, HasSubstr("10 batches of 32 per epoch on " + std::to_string(devices) +
-                               " device(s)"));
+    EXPECT_THAT(out, HasSubstr("10 batches of 32 per epoch on " +
+                               std::to_string(devices) + " device(s)"));
     EXPECT_THAT(out, HasSubstr("Epoch[0] Validation-top_k_accuracy_3="));
   }
   auto one = testing_util::ReadParams(tmp_ + "/dev1-0001.params");
   auto two = testing_util::ReadParams(tmp_ + "/dev2-0001.params");
   const double diff = testing_util::MaxRelativeDiff(one, two);
-  std::cout << "cpu_devices 2 vs 1 after 10 steps: max relative difference " << diff << "\n";
+  std::cout << "cpu_devices 2 vs 1 after 10 steps: max relative difference "
+            << diff << "\n";
   EXPECT_LT(diff, 1e-5);
   // The comparison can fail: one more step moves the weights far more.
-  ASSERT_EQ(Shell(Worker(absl::StrCat("--num-examples=352 --model-prefix=", tmp_, "/dev11")), &out),
+  ASSERT_EQ(Shell(Worker(absl::StrCat(
+                      "--num-examples=352 --model-prefix=", tmp_, "/dev11")),
+                  &out),
             0)
       << out;
-  EXPECT_GT(testing_util::MaxRelativeDiff(one, testing_util::ReadParams(tmp_ + "/dev11-0001.params")),
+  EXPECT_GT(testing_util::MaxRelativeDiff(
+                one, testing_util::ReadParams(tmp_ + "/dev11-0001.params")),
             1e-3);
 }
 
@@ -248,11 +273,14 @@ TEST_F(WorkerTest, TwoCpuDevicesEqualOne) {
 // naming it).
 TEST_F(WorkerTest, OneGpuTrainsAsTheCpu) {
   std::string out;
-  const std::string common = absl::StrCat("--num-examples=320 --model-prefix=", tmp_);
+  const std::string common =
+      absl::StrCat("--num-examples=320 --model-prefix=", tmp_);
   ASSERT_EQ(Shell(Worker(common + "/cpu"), &out), 0) << out;
   const int rc = Shell(Worker("--gpus=0 " + common + "/gpu"), &out);
-  if (rc != 0 && (out.find("GPU 0: no usable CUDA device") != std::string::npos ||
-                  out.find("GPU 0: this machine has 0 CUDA device") != std::string::npos)) {
+  if (rc != 0 &&
+      (out.find("GPU 0: no usable CUDA device") != std::string::npos ||
+       out.find("GPU 0: this machine has 0 CUDA device") !=
+           std::string::npos)) {
     GTEST_SKIP() << "No GPU 0, GPU training skipped; the worker said: " << out;
   }
   ASSERT_EQ(rc, 0) << out;
@@ -261,7 +289,8 @@ TEST_F(WorkerTest, OneGpuTrainsAsTheCpu) {
   const double diff = testing_util::MaxRelativeDiff(
       testing_util::ReadParams(tmp_ + "/cpu-0001.params"),
       testing_util::ReadParams(tmp_ + "/gpu-0001.params"));
-  std::cout << "gpus 0 vs CPU after 10 steps: max relative difference " << diff << "\n";
+  std::cout << "gpus 0 vs CPU after 10 steps: max relative difference " << diff
+            << "\n";
   EXPECT_LT(diff, 1e-4);
 }
 #endif
@@ -269,7 +298,8 @@ TEST_F(WorkerTest, OneGpuTrainsAsTheCpu) {
 // Every new flag refuses bad values with an error naming the flag, in
 // either spelling, and exits 2 (a usage error), without a stack trace.
 TEST(WorkerFlagsTest, BadValuesNameTheFlag) {
-  const std::string worker = Runfile("worker/worker") + " --benchmark --network=mlp ";
+  const std::string worker =
+      Runfile("worker/worker") + " --benchmark --network=mlp ";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--random-resized-crop --min-random-area=0", "--min_random_area 0"},
       {"--max_random_area=1.5", "--max_random_area 1.5"},
@@ -319,9 +349,10 @@ TEST(WorkerFlagsTest, EveryConfigParses) {
     if (e.path().extension() != ".flags") continue;
     ++configs;
     std::string out;
-    const int rc = Shell(absl::StrCat(Runfile("worker/worker"), " --flagfile=", e.path().string(),
-                                      " --dry_run"),
-                         &out);
+    const int rc =
+        Shell(absl::StrCat(Runfile("worker/worker"),
+                           " --flagfile=", e.path().string(), " --dry_run"),
+              &out);
     EXPECT_THAT(out, HasSubstr("dry run: flags OK")) << e.path();
     EXPECT_EQ(rc, 0) << e.path() << ":\n" << out;
     EXPECT_THAT(out, HasSubstr("dry run: network OK")) << e.path();

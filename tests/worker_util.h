@@ -88,13 +88,14 @@ inline void WritePayloads(const std::string& path,
 // with an .idx and part_index = rank) reordered so that batch j of
 // `workers * batch` holds every worker's batch j in rank order: one local
 // run on the result sees exactly the samples a dist_sync step sums.
-inline std::vector<std::string> InterleaveBatches(const std::vector<std::string>& all,
-                                                  int workers, int batch, int steps) {
+inline std::vector<std::string> InterleaveBatches(
+    const std::vector<std::string>& all, int workers, int batch, int steps) {
   const size_t part = static_cast<size_t>(batch) * steps;
   std::vector<std::string> out;
   for (int j = 0; j < steps; ++j) {
     for (int w = 0; w < workers; ++w) {
-      for (int i = 0; i < batch; ++i) out.push_back(all[w * part + j * batch + i]);
+      for (int i = 0; i < batch; ++i)
+        out.push_back(all[w * part + j * batch + i]);
     }
   }
   return out;

@@ -1,11 +1,10 @@
 // Proves every system-library wrapper in third_party/ compiles, links and
 // works at run time: one real call into each library.
-#include <dnnl.hpp>
-#include <zmq.hpp>
-
 #include <cstring>
+#include <dnnl.hpp>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "gflags/gflags.h"

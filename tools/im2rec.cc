@@ -50,12 +50,14 @@ absl::Status Walk(const fs::path& root, const fs::path& dir, bool recursive,
                   std::vector<LstItem>* items,
                   std::vector<std::pair<std::string, int>>* cats) {
   if (depth > 64) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "folder nesting deeper than 64 at ", dir.string(), " (a symlink loop?)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("folder nesting deeper than 64 at ", dir.string(),
+                     " (a symlink loop?)"));
   }
   std::error_code ec;
   std::vector<std::string> files, dirs;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
     const std::string name = it->path().filename().string();
     std::error_code ec2;
     if (fs::is_directory(it->path(), ec2)) {
@@ -64,12 +66,15 @@ absl::Status Walk(const fs::path& root, const fs::path& dir, bool recursive,
       files.push_back(name);
     }
   }
-  if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
+  if (ec)
+    return absl::NotFoundError(
+        absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
   std::sort(files.begin(), files.end());
   std::sort(dirs.begin(), dirs.end());
   int label = -1;
   for (const auto& f : files) {
-    if (std::find(exts.begin(), exts.end(), LowerSuffix(f)) == exts.end()) continue;
+    if (std::find(exts.begin(), exts.end(), LowerSuffix(f)) == exts.end())
+      continue;
     if (recursive && label < 0) {
       label = static_cast<int>(cats->size());
       fs::path rel = fs::relative(dir, root, ec);
@@ -83,13 +88,15 @@ absl::Status Walk(const fs::path& root, const fs::path& dir, bool recursive,
   }
   if (!recursive) return absl::OkStatus();
   for (const auto& d : dirs) {
-    PSTRAIN_RETURN_IF_ERROR(Walk(root, dir / d, recursive, exts, depth + 1, items, cats));
+    PSTRAIN_RETURN_IF_ERROR(
+        Walk(root, dir / d, recursive, exts, depth + 1, items, cats));
   }
   return absl::OkStatus();
 }
 
-absl::Status WriteList(const std::string& path, const std::vector<LstItem>& items,
-                       size_t begin, size_t end) {
+absl::Status WriteList(const std::string& path,
+                       const std::vector<LstItem>& items, size_t begin,
+                       size_t end) {
   std::ofstream out(path, std::ios::trunc);
   if (!out) return ErrnoToStatus(errno, absl::StrCat("create ", path));
   for (size_t i = begin; i < end && i < items.size(); ++i) {
@@ -104,14 +111,15 @@ absl::Status WriteList(const std::string& path, const std::vector<LstItem>& item
 }
 
 // Encodes one image record; empty result = skipped (reason in *why).
-std::string EncodeItem(const LstItem& item, const PackOptions& o, std::string* why) {
+std::string EncodeItem(const LstItem& item, const PackOptions& o,
+                       std::string* why) {
   const fs::path full = fs::path(o.root) / item.path;
   std::vector<float> packed;
   if (o.pack_label && item.labels.size() > 1) packed = item.labels;
   const float label = item.labels.empty() ? 0.0f : item.labels[0];
   auto header_and = [&](absl::string_view bytes) {
-    return recordio::PackImageRecord(label, packed, static_cast<uint64_t>(item.index),
-                                     0, bytes);
+    return recordio::PackImageRecord(
+        label, packed, static_cast<uint64_t>(item.index), 0, bytes);
   };
   if (o.pass_through) {
     auto bytes = ReadFileToString(full.string(), "cannot read");
@@ -137,9 +145,12 @@ std::string EncodeItem(const LstItem& item, const PackOptions& o, std::string* w
     if (o.resize > 0) {
       cv::Size size;
       if (img.rows > img.cols) {
-        size = cv::Size(o.resize, static_cast<int>(int64_t{img.rows} * o.resize / img.cols));
+        size = cv::Size(o.resize, static_cast<int>(int64_t{img.rows} *
+                                                   o.resize / img.cols));
       } else {
-        size = cv::Size(static_cast<int>(int64_t{img.cols} * o.resize / img.rows), o.resize);
+        size =
+            cv::Size(static_cast<int>(int64_t{img.cols} * o.resize / img.rows),
+                     o.resize);
       }
       cv::Mat resized;
       cv::resize(img, resized, size);
@@ -157,8 +168,8 @@ std::string EncodeItem(const LstItem& item, const PackOptions& o, std::string* w
       *why = absl::StrCat("cannot encode ", full.string(), " as ", o.encoding);
       return "";
     }
-    return header_and(absl::string_view(reinterpret_cast<const char*>(buf.data()),
-                                        buf.size()));
+    return header_and(absl::string_view(
+        reinterpret_cast<const char*>(buf.data()), buf.size()));
   } catch (const cv::Exception& e) {
     *why = absl::StrCat("OpenCV failed on ", full.string(), ": ", e.what());
     return "";
@@ -178,18 +189,21 @@ std::string Eta(double seconds) {
 absl::StatusOr<std::vector<std::string>> MakeLists(const ListOptions& o,
                                                    std::ostream* out) {
   if (o.chunks < 1) return absl::InvalidArgumentError("--chunks must be >= 1");
-  if (o.train_ratio < 0 || o.test_ratio < 0 || o.train_ratio + o.test_ratio > 1.0 + 1e-12) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--train_ratio (", o.train_ratio, ") and --test_ratio (", o.test_ratio,
-        ") must be >= 0 and sum to at most 1"));
+  if (o.train_ratio < 0 || o.test_ratio < 0 ||
+      o.train_ratio + o.test_ratio > 1.0 + 1e-12) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--train_ratio (", o.train_ratio, ") and --test_ratio (",
+                     o.test_ratio, ") must be >= 0 and sum to at most 1"));
   }
   std::error_code ec;
   if (!fs::is_directory(o.root, ec)) {
-    return absl::NotFoundError(absl::StrCat("image root ", o.root, " is not a folder"));
+    return absl::NotFoundError(
+        absl::StrCat("image root ", o.root, " is not a folder"));
   }
   std::vector<LstItem> items;
   std::vector<std::pair<std::string, int>> cats;
-  PSTRAIN_RETURN_IF_ERROR(Walk(o.root, o.root, o.recursive, o.exts, 0, &items, &cats));
+  PSTRAIN_RETURN_IF_ERROR(
+      Walk(o.root, o.root, o.recursive, o.exts, 0, &items, &cats));
   for (const auto& [rel, label] : cats) *out << rel << " " << label << "\n";
   if (o.shuffle) PyRandom(100).Shuffle(&items);
   const size_t n = items.size();
@@ -198,10 +212,12 @@ absl::StatusOr<std::vector<std::string>> MakeLists(const ListOptions& o,
   for (int i = 0; i < o.chunks; ++i) {
     const size_t lo = std::min(n, chunk * i), hi = std::min(n, chunk * (i + 1));
     std::vector<LstItem> part(items.begin() + lo, items.begin() + hi);
-    const std::string base = o.chunks > 1 ? absl::StrCat(o.prefix, "_", i) : o.prefix;
+    const std::string base =
+        o.chunks > 1 ? absl::StrCat(o.prefix, "_", i) : o.prefix;
     const size_t sep = static_cast<size_t>(chunk * o.train_ratio);
     const size_t sep_test = static_cast<size_t>(chunk * o.test_ratio);
-    auto emit = [&](const std::string& path, size_t b, size_t e) -> absl::Status {
+    auto emit = [&](const std::string& path, size_t b,
+                    size_t e) -> absl::Status {
       PSTRAIN_RETURN_IF_ERROR(WriteList(path, part, b, e));
       written.push_back(path);
       return absl::OkStatus();
@@ -209,11 +225,14 @@ absl::StatusOr<std::vector<std::string>> MakeLists(const ListOptions& o,
     if (o.train_ratio == 1.0) {
       PSTRAIN_RETURN_IF_ERROR(emit(base + ".lst", 0, part.size()));
     } else {
-      if (o.test_ratio > 0) PSTRAIN_RETURN_IF_ERROR(emit(base + "_test.lst", 0, sep_test));
+      if (o.test_ratio > 0)
+        PSTRAIN_RETURN_IF_ERROR(emit(base + "_test.lst", 0, sep_test));
       if (o.train_ratio + o.test_ratio < 1.0) {
-        PSTRAIN_RETURN_IF_ERROR(emit(base + "_val.lst", sep_test + sep, part.size()));
+        PSTRAIN_RETURN_IF_ERROR(
+            emit(base + "_val.lst", sep_test + sep, part.size()));
       }
-      PSTRAIN_RETURN_IF_ERROR(emit(base + "_train.lst", sep_test, sep_test + sep));
+      PSTRAIN_RETURN_IF_ERROR(
+          emit(base + "_train.lst", sep_test, sep_test + sep));
     }
   }
   return written;
@@ -235,8 +254,10 @@ absl::StatusOr<std::vector<LstItem>> ReadLst(const std::string& path,
       f.emplace_back(absl::StripAsciiWhitespace(part));
     }
     if (f.size() < 3) {
-      *warnings << path << ":" << line_no << ": a .lst line needs index, label(s) "
-                << "and path, this one has " << f.size() << " field(s); skipped\n";
+      *warnings << path << ":" << line_no
+                << ": a .lst line needs index, label(s) "
+                << "and path, this one has " << f.size()
+                << " field(s); skipped\n";
       continue;
     }
     LstItem item;
@@ -247,7 +268,8 @@ absl::StatusOr<std::vector<LstItem>> ReadLst(const std::string& path,
       item.labels.push_back(v);
     }
     if (!ok) {
-      *warnings << path << ":" << line_no << ": cannot parse '" << l << "'; skipped\n";
+      *warnings << path << ":" << line_no << ": cannot parse '" << l
+                << "'; skipped\n";
       continue;
     }
     item.path = f.back();
@@ -260,9 +282,11 @@ absl::StatusOr<PackStats> PackList(const std::string& lst_path,
                                    const std::string& rec_path,
                                    const std::string& idx_path,
                                    const PackOptions& o, std::ostream* out) {
-  if (o.num_thread < 1) return absl::InvalidArgumentError("--num_thread must be >= 1");
+  if (o.num_thread < 1)
+    return absl::InvalidArgumentError("--num_thread must be >= 1");
   PSTRAIN_ASSIGN_OR_RETURN(std::vector<LstItem> items, ReadLst(lst_path, out));
-  PSTRAIN_ASSIGN_OR_RETURN(auto writer, recordio::RecordWriter::Create(rec_path));
+  PSTRAIN_ASSIGN_OR_RETURN(auto writer,
+                           recordio::RecordWriter::Create(rec_path));
   std::ofstream idx(idx_path, std::ios::trunc);
   if (!idx) return ErrnoToStatus(errno, absl::StrCat("create ", idx_path));
 
@@ -280,7 +304,9 @@ absl::StatusOr<PackStats> PackList(const std::string& lst_path,
       size_t i;
       {
         std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return abort || next_claim >= n || next_claim < next_write + window; });
+        cv.wait(lock, [&] {
+          return abort || next_claim >= n || next_claim < next_write + window;
+        });
         if (abort || next_claim >= n) return;
         i = next_claim++;
       }
@@ -311,7 +337,8 @@ absl::StatusOr<PackStats> PackList(const std::string& lst_path,
     }
     if (result.first.empty()) {
       ++stats.skipped;
-      *out << "im2rec: warning: skipping " << items[i].path << ": " << result.second << "\n";
+      *out << "im2rec: warning: skipping " << items[i].path << ": "
+           << result.second << "\n";
     } else {
       const int64_t offset = writer->Tell();
       status = writer->Write(result.first);
@@ -325,12 +352,13 @@ absl::StatusOr<PackStats> PackList(const std::string& lst_path,
     }
     cv.notify_all();
     const absl::Time now = absl::Now();
-    if (o.progress_seconds > 0 && now - last_progress >= absl::Seconds(o.progress_seconds)) {
+    if (o.progress_seconds > 0 &&
+        now - last_progress >= absl::Seconds(o.progress_seconds)) {
       last_progress = now;
       const double secs = absl::ToDoubleSeconds(now - start);
       const double rate = (i + 1) / secs;
-      *out << absl::StrFormat("im2rec: %d/%d images, %.1f images/s, ETA %s\n", i + 1, n,
-                              rate, Eta((n - i - 1) / rate))
+      *out << absl::StrFormat("im2rec: %d/%d images, %.1f images/s, ETA %s\n",
+                              i + 1, n, rate, Eta((n - i - 1) / rate))
            << std::flush;
     }
   }
@@ -347,26 +375,32 @@ absl::StatusOr<PackStats> PackList(const std::string& lst_path,
   stats.bytes = writer->Tell();
   stats.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   *out << absl::StrFormat(
-      "im2rec: done %s: %d packed, %d skipped, %d bytes, %.2f s (%.1f images/s)\n",
+      "im2rec: done %s: %d packed, %d skipped, %d bytes, %.2f s (%.1f "
+      "images/s)\n",
       rec_path, stats.packed, stats.skipped, stats.bytes, stats.seconds,
       stats.seconds > 0 ? stats.packed / stats.seconds : 0.0);
   return stats;
 }
 
-absl::StatusOr<PackStats> PackAll(const std::string& prefix, const PackOptions& o,
-                                  std::ostream* out) {
+absl::StatusOr<PackStats> PackAll(const std::string& prefix,
+                                  const PackOptions& o, std::ostream* out) {
   std::error_code ec;
-  const fs::path dir =
-      fs::is_directory(prefix, ec) ? fs::path(prefix) : fs::path(prefix).parent_path();
+  const fs::path dir = fs::is_directory(prefix, ec)
+                           ? fs::path(prefix)
+                           : fs::path(prefix).parent_path();
   std::vector<std::string> lists;
   for (fs::directory_iterator it(dir.empty() ? fs::path(".") : dir, ec), end;
        !ec && it != end; it.increment(ec)) {
     std::error_code ec2;
     if (!fs::is_regular_file(it->path(), ec2)) continue;
-    std::string p = dir.empty() ? it->path().filename().string() : it->path().string();
-    if (absl::StartsWith(p, prefix) && absl::EndsWith(p, ".lst")) lists.push_back(p);
+    std::string p =
+        dir.empty() ? it->path().filename().string() : it->path().string();
+    if (absl::StartsWith(p, prefix) && absl::EndsWith(p, ".lst"))
+      lists.push_back(p);
   }
-  if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
+  if (ec)
+    return absl::NotFoundError(
+        absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
   std::sort(lists.begin(), lists.end());
   if (lists.empty()) {
     return absl::NotFoundError(absl::StrCat("no .lst file with prefix ", prefix,
@@ -375,7 +409,8 @@ absl::StatusOr<PackStats> PackAll(const std::string& prefix, const PackOptions& 
   PackStats total;
   for (const auto& lst : lists) {
     const std::string base = lst.substr(0, lst.size() - 4);
-    PSTRAIN_ASSIGN_OR_RETURN(PackStats s, PackList(lst, base + ".rec", base + ".idx", o, out));
+    PSTRAIN_ASSIGN_OR_RETURN(
+        PackStats s, PackList(lst, base + ".rec", base + ".idx", o, out));
     total.packed += s.packed;
     total.skipped += s.skipped;
     total.bytes += s.bytes;
@@ -390,7 +425,8 @@ absl::StatusOr<PackStats> PackAll(const std::string& prefix, const PackOptions& 
 namespace pstrain {
 namespace tools {
 
-std::vector<std::string> NormalizeIm2recArgs(const std::vector<std::string>& argv) {
+std::vector<std::string> NormalizeIm2recArgs(
+    const std::vector<std::string>& argv) {
   std::vector<std::string> out;
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
@@ -415,7 +451,8 @@ std::vector<std::string> NormalizeIm2recArgs(const std::vector<std::string>& arg
       out.push_back(absl::StrCat("--exts=", absl::StrJoin(exts, ",")));
       continue;
     }
-    out.push_back(has_value ? absl::StrCat("--", name, "=", value) : "--" + name);
+    out.push_back(has_value ? absl::StrCat("--", name, "=", value)
+                            : "--" + name);
   }
   return out;
 }

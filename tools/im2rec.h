@@ -47,10 +47,10 @@ absl::StatusOr<std::vector<LstItem>> ReadLst(const std::string& path,
 
 struct PackOptions {
   std::string root;
-  int color = 1;           // cv2.imread flag: 1 color, 0 gray, -1 unchanged.
-  int resize = 0;          // Shorter edge to this; 0: keep.
+  int color = 1;   // cv2.imread flag: 1 color, 0 gray, -1 unchanged.
+  int resize = 0;  // Shorter edge to this; 0: keep.
   bool center_crop = false;
-  int quality = 95;        // JPEG quality, or PNG compression level (0-9).
+  int quality = 95;  // JPEG quality, or PNG compression level (0-9).
   std::string encoding = ".jpg";
   bool pass_through = false;  // Store the file bytes as they are.
   bool pack_label = false;    // Store every label of a multi-label line.
@@ -73,13 +73,15 @@ struct PackStats {
 absl::StatusOr<PackStats> PackList(const std::string& lst_path,
                                    const std::string& rec_path,
                                    const std::string& idx_path,
-                                   const PackOptions& options, std::ostream* out);
+                                   const PackOptions& options,
+                                   std::ostream* out);
 
 // Pack mode of im2rec.py: every `*.lst` in the prefix's folder whose path
 // starts with `prefix` is packed into `<lst without .lst>.rec/.idx`.
 // Returns NotFound when there is no such list.
 absl::StatusOr<PackStats> PackAll(const std::string& prefix,
-                                  const PackOptions& options, std::ostream* out);
+                                  const PackOptions& options,
+                                  std::ostream* out);
 
 }  // namespace tools
 }  // namespace pstrain
@@ -90,7 +92,8 @@ namespace tools {
 // Rewrites im2rec.py's spelling into gflags': --dashed-name -> --dashed_name,
 // --no-shuffle -> --noshuffle, and `--exts .jpg .png` (several values) ->
 // --exts=.jpg,.png. Positional arguments are kept in place.
-std::vector<std::string> NormalizeIm2recArgs(const std::vector<std::string>& argv);
+std::vector<std::string> NormalizeIm2recArgs(
+    const std::vector<std::string>& argv);
 
 }  // namespace tools
 }  // namespace pstrain

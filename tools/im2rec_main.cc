@@ -12,22 +12,40 @@
 #include "tools/im2rec.h"
 #include "util/flags.h"
 
-DEFINE_bool(list, false, "Make .lst files from the images under ROOT instead of packing.");
-DEFINE_bool(recursive, false, "--list: walk sub-folders; each folder with images is a label (sorted order).");
-DEFINE_string(exts, ".jpeg,.jpg,.png", "--list: accepted file suffixes, comma-separated (also: --exts .jpg .png).");
-DEFINE_int32(chunks, 1, "--list: split the list into this many chunks (PREFIX_<i>.lst).");
-DEFINE_double(train_ratio, 1.0, "--list: fraction of each chunk for PREFIX_train.lst.");
-DEFINE_double(test_ratio, 0.0, "--list: fraction of each chunk for PREFIX_test.lst.");
-DEFINE_bool(shuffle, true, "--list: shuffle as im2rec.py does (Python's random.seed(100)); --no-shuffle keeps walk order.");
-DEFINE_bool(pass_through, false, "Pack the files' bytes unchanged (no decode/resize/re-encode).");
-DEFINE_int32(resize, 0, "Resize the shorter edge to this many pixels; 0 keeps the size.");
+DEFINE_bool(list, false,
+            "Make .lst files from the images under ROOT instead of packing.");
+DEFINE_bool(recursive, false,
+            "--list: walk sub-folders; each folder with images is a label "
+            "(sorted order).");
+DEFINE_string(exts, ".jpeg,.jpg,.png",
+              "--list: accepted file suffixes, comma-separated (also: --exts "
+              ".jpg .png).");
+DEFINE_int32(chunks, 1,
+             "--list: split the list into this many chunks (PREFIX_<i>.lst).");
+DEFINE_double(train_ratio, 1.0,
+              "--list: fraction of each chunk for PREFIX_train.lst.");
+DEFINE_double(test_ratio, 0.0,
+              "--list: fraction of each chunk for PREFIX_test.lst.");
+DEFINE_bool(shuffle, true,
+            "--list: shuffle as im2rec.py does (Python's random.seed(100)); "
+            "--no-shuffle keeps walk order.");
+DEFINE_bool(pass_through, false,
+            "Pack the files' bytes unchanged (no decode/resize/re-encode).");
+DEFINE_int32(resize, 0,
+             "Resize the shorter edge to this many pixels; 0 keeps the size.");
 DEFINE_bool(center_crop, false, "Crop the center square before resizing.");
-DEFINE_int32(quality, 95, "JPEG quality (1-100), or PNG compression level (0-9).");
-DEFINE_int32(num_thread, 1, "Decode/encode threads; records stay in .lst order.");
-DEFINE_int32(color, 1, "Load images as: 1 color, 0 grayscale, -1 unchanged (with alpha).");
+DEFINE_int32(quality, 95,
+             "JPEG quality (1-100), or PNG compression level (0-9).");
+DEFINE_int32(num_thread, 1,
+             "Decode/encode threads; records stay in .lst order.");
+DEFINE_int32(
+    color, 1,
+    "Load images as: 1 color, 0 grayscale, -1 unchanged (with alpha).");
 DEFINE_string(encoding, ".jpg", "Encoding of packed images: .jpg or .png.");
-DEFINE_bool(pack_label, false, "Pack every label of multi-label .lst lines into the record.");
-DEFINE_double(progress_seconds, 5, "Seconds between progress lines; 0 disables.");
+DEFINE_bool(pack_label, false,
+            "Pack every label of multi-label .lst lines into the record.");
+DEFINE_double(progress_seconds, 5,
+              "Seconds between progress lines; 0 disables.");
 
 int main(int argc, char** argv) {
   const std::vector<std::string> rest = pstrain::ParseFlagsOrExit(
@@ -66,7 +84,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (FLAGS_encoding != ".jpg" && FLAGS_encoding != ".png") {
-    std::cerr << "im2rec: --encoding must be .jpg or .png, not " << FLAGS_encoding << "\n";
+    std::cerr << "im2rec: --encoding must be .jpg or .png, not "
+              << FLAGS_encoding << "\n";
     return 2;
   }
   pstrain::tools::PackOptions o;

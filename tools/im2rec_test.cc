@@ -1,5 +1,7 @@
 // im2rec end to end: the real binary on a generated folder tree of JPEG and
 // PNG images with one corrupt file.
+#include "tools/im2rec.h"
+
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -7,8 +9,8 @@
 #include <numeric>
 #include <sstream>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -17,7 +19,6 @@
 #include "recordio/image_record.h"
 #include "recordio/index.h"
 #include "recordio/recordio.h"
-#include "tools/im2rec.h"
 #include "tools/py_random.h"
 
 namespace pstrain {
@@ -38,9 +39,11 @@ std::string ReadAll(const std::string& path) {
 
 // Runs the im2rec binary; returns its exit code, output in *out.
 int Im2rec(const std::string& args, std::string* out) {
-  const std::string bin = absl::StrCat(std::getenv("TEST_SRCDIR"), "/pstrain/tools/im2rec");
+  const std::string bin =
+      absl::StrCat(std::getenv("TEST_SRCDIR"), "/pstrain/tools/im2rec");
   const std::string log = Tmp() + "/im2rec.log";
-  int rc = std::system(absl::StrCat(bin, " ", args, " > ", log, " 2>&1").c_str());
+  int rc =
+      std::system(absl::StrCat(bin, " ", args, " > ", log, " 2>&1").c_str());
   *out = ReadAll(log);
   return WEXITSTATUS(rc);
 }
@@ -76,7 +79,10 @@ std::string MakeTree(const std::string& name) {
 TEST(Im2recTest, RecursiveListLabelsFoldersInSortedWalkOrder) {
   const std::string root = MakeTree("tree1");
   std::string out;
-  ASSERT_EQ(Im2rec(absl::StrCat("--list --recursive --no-shuffle ", Tmp(), "/l1 ", root), &out), 0)
+  ASSERT_EQ(Im2rec(absl::StrCat("--list --recursive --no-shuffle ", Tmp(),
+                                "/l1 ", root),
+                   &out),
+            0)
       << out;
   EXPECT_THAT(out, HasSubstr(". 0\ncat 1\ncat/kitten 2\ndog 3\n"));
   EXPECT_EQ(ReadAll(Tmp() + "/l1.lst"),
@@ -88,20 +94,27 @@ TEST(Im2recTest, RecursiveListLabelsFoldersInSortedWalkOrder) {
             "5\t3.000000\tdog/d1.png\n"
             "6\t3.000000\tdog/d2.jpg\n");
   // Shuffled exactly as Python's random.seed(100); random.shuffle would.
-  ASSERT_EQ(Im2rec(absl::StrCat("--list --recursive ", Tmp(), "/l2 ", root), &out), 0);
+  ASSERT_EQ(
+      Im2rec(absl::StrCat("--list --recursive ", Tmp(), "/l2 ", root), &out),
+      0);
   std::vector<int> order(7);
   std::iota(order.begin(), order.end(), 0);
   PyRandom(100).Shuffle(&order);
-  std::vector<std::string> lines = absl::StrSplit(ReadAll(Tmp() + "/l2.lst"), '\n', absl::SkipEmpty());
+  std::vector<std::string> lines =
+      absl::StrSplit(ReadAll(Tmp() + "/l2.lst"), '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 7u);
   for (size_t i = 0; i < 7; ++i) {
-    EXPECT_TRUE(absl::StartsWith(lines[i], absl::StrCat(order[i], "\t"))) << lines[i];
+    EXPECT_TRUE(absl::StartsWith(lines[i], absl::StrCat(order[i], "\t")))
+        << lines[i];
   }
   // Without --recursive: only root's own images, label 0.
   ASSERT_EQ(Im2rec(absl::StrCat("--list ", Tmp(), "/l3 ", root), &out), 0);
   EXPECT_EQ(ReadAll(Tmp() + "/l3.lst"), "0\t0.000000\ta.jpg\n");
   // --exts restricts suffixes (case-insensitively).
-  ASSERT_EQ(Im2rec(absl::StrCat("--list --recursive --no-shuffle --exts .png ", Tmp(), "/l4 ", root), &out), 0);
+  ASSERT_EQ(Im2rec(absl::StrCat("--list --recursive --no-shuffle --exts .png ",
+                                Tmp(), "/l4 ", root),
+                   &out),
+            0);
   EXPECT_EQ(ReadAll(Tmp() + "/l4.lst"),
             "0\t0.000000\tcat/c2.PNG\n1\t1.000000\tdog/d1.png\n");
 }
@@ -109,15 +122,17 @@ TEST(Im2recTest, RecursiveListLabelsFoldersInSortedWalkOrder) {
 TEST(Im2recTest, ChunksAndRatiosSplitLikeIm2recPy) {
   const std::string root = MakeTree("tree2");
   std::string out;
-  ASSERT_EQ(Im2rec(absl::StrCat("--list --recursive --chunks 2 --train-ratio 0.5 "
-                                "--test-ratio 0.25 ",
-                                Tmp(), "/c ", root),
-                   &out),
-            0)
+  ASSERT_EQ(
+      Im2rec(absl::StrCat("--list --recursive --chunks 2 --train-ratio 0.5 "
+                          "--test-ratio 0.25 ",
+                          Tmp(), "/c ", root),
+             &out),
+      0)
       << out;
   // 7 images, chunk size 4: test int(4*.25)=1, train int(4*.5)=2, val rest.
   auto count = [&](const std::string& f) {
-    std::vector<std::string> l = absl::StrSplit(ReadAll(Tmp() + "/" + f), '\n', absl::SkipEmpty());
+    std::vector<std::string> l =
+        absl::StrSplit(ReadAll(Tmp() + "/" + f), '\n', absl::SkipEmpty());
     return l.size();
   };
   EXPECT_EQ(count("c_0_test.lst"), 1u);
@@ -126,21 +141,32 @@ TEST(Im2recTest, ChunksAndRatiosSplitLikeIm2recPy) {
   EXPECT_EQ(count("c_1_test.lst"), 1u);
   EXPECT_EQ(count("c_1_train.lst"), 2u);
   EXPECT_EQ(count("c_1_val.lst"), 0u);
-  EXPECT_NE(Im2rec(absl::StrCat("--list --train-ratio 0.9 --test-ratio 0.5 ", Tmp(), "/x ", root), &out), 0);
+  EXPECT_NE(Im2rec(absl::StrCat("--list --train-ratio 0.9 --test-ratio 0.5 ",
+                                Tmp(), "/x ", root),
+                   &out),
+            0);
   EXPECT_THAT(out, HasSubstr("sum to at most 1"));
 }
 
 TEST(Im2recTest, PacksInListOrderSkipsCorruptAndWritesIdx) {
   const std::string root = MakeTree("tree3");
   std::string out;
-  ASSERT_EQ(Im2rec(absl::StrCat("--list --recursive ", Tmp(), "/p1 ", root), &out), 0);
+  ASSERT_EQ(
+      Im2rec(absl::StrCat("--list --recursive ", Tmp(), "/p1 ", root), &out),
+      0);
   std::string lst = ReadAll(Tmp() + "/p1.lst");
   std::ofstream(Tmp() + "/p3.lst") << lst;  // Same list for the 3-thread run.
-  ASSERT_EQ(Im2rec(absl::StrCat(Tmp(), "/p1 ", root, " --resize 24 --quality 90 --num-thread 1"), &out), 0)
+  ASSERT_EQ(Im2rec(absl::StrCat(Tmp(), "/p1 ", root,
+                                " --resize 24 --quality 90 --num-thread 1"),
+                   &out),
+            0)
       << out;
   EXPECT_THAT(out, HasSubstr("skipping dog/bad.jpg"));
   EXPECT_THAT(out, HasSubstr("6 packed, 1 skipped"));
-  ASSERT_EQ(Im2rec(absl::StrCat(Tmp(), "/p3 ", root, " --resize=24 --quality=90 --num_thread=3"), &out), 0)
+  ASSERT_EQ(Im2rec(absl::StrCat(Tmp(), "/p3 ", root,
+                                " --resize=24 --quality=90 --num_thread=3"),
+                   &out),
+            0)
       << out;
   // Same records whatever the thread count.
   EXPECT_EQ(ReadAll(Tmp() + "/p1.rec"), ReadAll(Tmp() + "/p3.rec"));
@@ -166,9 +192,10 @@ TEST(Im2recTest, PacksInListOrderSkipsCorruptAndWritesIdx) {
     EXPECT_EQ(absl::StrFormat("%f", rec->label), f[1]);
     EXPECT_EQ((*idx)[r].key, static_cast<int64_t>(rec->id));
     EXPECT_EQ((*idx)[r].offset, (*reader)->record_offset());
-    cv::Mat img = cv::imdecode(cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
-                                       const_cast<char*>(rec->image.data())),
-                               cv::IMREAD_COLOR);
+    cv::Mat img =
+        cv::imdecode(cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
+                             const_cast<char*>(rec->image.data())),
+                     cv::IMREAD_COLOR);
     ASSERT_FALSE(img.empty());
     EXPECT_EQ(std::min(img.rows, img.cols), 24) << f.back();
     ++r;
@@ -182,7 +209,10 @@ TEST(Im2recTest, PassThroughAndPackLabel) {
                                   << "bad line\n"
                                   << "8\t4\tdog/d1.png\n";
   std::string out;
-  ASSERT_EQ(Im2rec(absl::StrCat("--pass-through --pack-label ", Tmp(), "/m ", root), &out), 0)
+  ASSERT_EQ(
+      Im2rec(absl::StrCat("--pass-through --pack-label ", Tmp(), "/m ", root),
+             &out),
+      0)
       << out;
   EXPECT_THAT(out, HasSubstr("m.lst:2"));  // The malformed line is reported.
   auto reader = recordio::RecordReader::Open(Tmp() + "/m.rec");
@@ -204,14 +234,16 @@ TEST(Im2recTest, ErrorsAreClear) {
   std::string out;
   EXPECT_NE(Im2rec(absl::StrCat(Tmp(), "/nothing ", Tmp()), &out), 0);
   EXPECT_THAT(out, HasSubstr("no .lst file with prefix"));
-  EXPECT_NE(Im2rec(absl::StrCat("--list ", Tmp(), "/x /no/such/root"), &out), 0);
+  EXPECT_NE(Im2rec(absl::StrCat("--list ", Tmp(), "/x /no/such/root"), &out),
+            0);
   EXPECT_THAT(out, HasSubstr("/no/such/root"));
   EXPECT_NE(Im2rec("onlyone", &out), 0);
 }
 
 TEST(NormalizeIm2recArgsTest, MxnetSpelling) {
-  EXPECT_THAT(NormalizeIm2recArgs({"im2rec", "--num-thread", "16", "--no-shuffle",
-                                   "--exts", ".jpg", ".png", "p", "r", "--center-crop"}),
+  EXPECT_THAT(NormalizeIm2recArgs({"im2rec", "--num-thread", "16",
+                                   "--no-shuffle", "--exts", ".jpg", ".png",
+                                   "p", "r", "--center-crop"}),
               ElementsAre("im2rec", "--num_thread", "16", "--noshuffle",
                           "--exts=.jpg,.png", "p", "r", "--center_crop"));
 }

@@ -6,9 +6,10 @@
 // measured in the same run). Prints per value size GB/s per worker and
 // latency percentiles; --json prints one object per measurement. Build
 // optimized:
-//   bazel build --config=opt //tools:kv_bench //tools:launch //scheduler //server
-//   bazel-bin/tools/kv_bench --workers=1 --servers=1 --value_bytes=4096,1048576,67108864
-//   bazel-bin/tools/kv_bench --hostfile=hosts --ssh_config=cfg --workers=2 --servers=2
+//   bazel build --config=opt //tools:kv_bench //tools:launch //scheduler
+//   //server bazel-bin/tools/kv_bench --workers=1 --servers=1
+//   --value_bytes=4096,1048576,67108864 bazel-bin/tools/kv_bench
+//   --hostfile=hosts --ssh_config=cfg --workers=2 --servers=2
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -35,6 +36,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "cluster/cluster.h"
+#include "cluster/cluster_flags.h"
+#include "cluster/node_flags.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "kvstore/kvstore.h"
@@ -42,35 +46,47 @@
 #include "launcher/launcher.h"
 #include "launcher/subprocess.h"
 #include "nlohmann/json.hpp"
-#include "cluster/cluster.h"
-#include "cluster/cluster_flags.h"
-#include "cluster/node_flags.h"
 #include "util/flags.h"
 
-DEFINE_int32(workers, 1, "Workers (threads in this process) when starting a cluster.");
+DEFINE_int32(workers, 1,
+             "Workers (threads in this process) when starting a cluster.");
 DEFINE_int32(servers, 1, "Servers when starting a cluster.");
 DEFINE_string(value_bytes, "4096,65536,1048576,16777216,67108864,268435456",
               "Value sizes in bytes, comma-separated.");
-DEFINE_string(mode, "push,pull,pushpull", "Operations to measure: push, pull, pushpull.");
+DEFINE_string(mode, "push,pull,pushpull",
+              "Operations to measure: push, pull, pushpull.");
 DEFINE_string(kv_store, "dist_sync", "dist_sync or dist_async.");
-DEFINE_int32(iters, 0, "Operations per worker per measurement; 0: by size (about 2 GB, 20 to 2000).");
+DEFINE_int32(iters, 0,
+             "Operations per worker per measurement; 0: by size (about 2 GB, "
+             "20 to 2000).");
 DEFINE_bool(json, false, "Print one JSON object per measurement.");
 DEFINE_bool(raw_tcp, true,
             "Also measure raw TCP over loopback in the same run.");
 DEFINE_int64(max_message_bytes, 4 << 20,
-             "Largest data message: a server's slice of a key travels in chunks of this size.");
-DEFINE_string(hostfile, "",
-              "Run the cluster across these hosts (one host[:ssh_port] a line): servers and "
-              "--workers worker processes placed as `launch` places them (process i of "
-              "servers-then-workers on host i mod N), the scheduler here; raw TCP from worker "
-              "0's host to the first server host other than its own is measured in the same run.");
-DEFINE_string(ssh_config, "", "--hostfile: ssh client config (ssh -F), e.g. the test bed's.");
-DEFINE_string(launch_binary, "", "--hostfile: the launch tool; default: tools/launch beside this one.");
-DEFINE_int32(hosts_timeout_s, 1800, "--hostfile: the whole run's deadline, seconds.");
+             "Largest data message: a server's slice of a key travels in "
+             "chunks of this size.");
+DEFINE_string(
+    hostfile, "",
+    "Run the cluster across these hosts (one host[:ssh_port] a line): servers "
+    "and "
+    "--workers worker processes placed as `launch` places them (process i of "
+    "servers-then-workers on host i mod N), the scheduler here; raw TCP from "
+    "worker "
+    "0's host to the first server host other than its own is measured in the "
+    "same run.");
+DEFINE_string(ssh_config, "",
+              "--hostfile: ssh client config (ssh -F), e.g. the test bed's.");
+DEFINE_string(
+    launch_binary, "",
+    "--hostfile: the launch tool; default: tools/launch beside this one.");
+DEFINE_int32(hosts_timeout_s, 1800,
+             "--hostfile: the whole run's deadline, seconds.");
 DEFINE_bool(raw_tcp_serve, false,
-            "Internal (--hostfile): serve one raw TCP measurement on --host and print the port.");
+            "Internal (--hostfile): serve one raw TCP measurement on --host "
+            "and print the port.");
 DEFINE_string(raw_tcp_connect, "",
-              "Internal (--hostfile): measure raw TCP to this HOST:PORT (a --raw_tcp_serve).");
+              "Internal (--hostfile): measure raw TCP to this HOST:PORT (a "
+              "--raw_tcp_serve).");
 
 namespace {
 
@@ -105,7 +121,8 @@ struct Result {
 };
 
 // One worker's loop for one (size, mode).
-Result Measure(KVStore* kv, int64_t key, int64_t floats, const std::string& mode, int iters) {
+Result Measure(KVStore* kv, int64_t key, int64_t floats,
+               const std::string& mode, int iters) {
   std::vector<float> grad(floats, 0.001f), out(floats);
   Result r;
   const absl::Time start = absl::Now();
@@ -170,25 +187,25 @@ void Report(int workers, int servers, int64_t bytes, const std::string& mode,
   double gbps = 0;
   std::vector<double> lat;
   for (const auto& r : results) {
-    gbps += bytes * static_cast<double>(r.latencies_us.size()) / r.seconds / 1e9;
+    gbps +=
+        bytes * static_cast<double>(r.latencies_us.size()) / r.seconds / 1e9;
     lat.insert(lat.end(), r.latencies_us.begin(), r.latencies_us.end());
   }
   gbps /= results.size();  // Per worker.
   const double p50 = Percentile(lat, 0.5), p99 = Percentile(lat, 0.99);
   if (FLAGS_json) {
-    const Json line = {{"workers", workers},
-                       {"servers", servers},
-                       {"value_bytes", bytes},
-                       {"mode", mode},
-                       {"kv_store", FLAGS_kv_store},
-                       {"iters", lat.size() / results.size()},
-                       {"gbps", Round(gbps, 3)},
-                       {"p50_us", Round(p50, 1)},
-                       {"p99_us", Round(p99, 1)}};
+    const Json line = {
+        {"workers", workers},         {"servers", servers},
+        {"value_bytes", bytes},       {"mode", mode},
+        {"kv_store", FLAGS_kv_store}, {"iters", lat.size() / results.size()},
+        {"gbps", Round(gbps, 3)},     {"p50_us", Round(p50, 1)},
+        {"p99_us", Round(p99, 1)}};
     std::cout << line.dump() << std::endl;
   } else {
-    std::cout << absl::StrFormat("%-9s %12d B  %dw x %ds  %8.3f GB/s per worker  p50 %9.1f us  p99 %9.1f us\n",
-                                 mode, bytes, workers, servers, gbps, p50, p99)
+    std::cout << absl::StrFormat(
+                     "%-9s %12d B  %dw x %ds  %8.3f GB/s per worker  p50 %9.1f "
+                     "us  p99 %9.1f us\n",
+                     mode, bytes, workers, servers, gbps, p50, p99)
               << std::flush;
   }
 }
@@ -234,7 +251,8 @@ int RawTcpServe(const std::string& host) {
     std::cerr << "kv_bench: --host '" << host << "' is not an IPv4 address\n";
     return 2;
   }
-  if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(ls, 2) != 0) {
+  if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      listen(ls, 2) != 0) {
     std::cerr << "kv_bench: cannot listen on " << host << ": "
               << strerror(errno) << "\n";
     return 1;
@@ -246,7 +264,9 @@ int RawTcpServe(const std::string& host) {
   std::vector<char> buf(kRawChunk);
   for (int conn = 0; conn < 2; ++conn) {
     pollfd p{ls, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()))) != 1) {
+    if (poll(&p, 1,
+             static_cast<int>(
+                 absl::ToInt64Milliseconds(deadline - absl::Now()))) != 1) {
       std::cerr << "kv_bench: no raw TCP client within 120 s\n";
       return 1;
     }
@@ -259,7 +279,9 @@ int RawTcpServe(const std::string& host) {
     if (cmd == 'T') {
       size_t got = 0;
       while (got < kRawTotal) {
-        if (!ReadFull(c, buf.data(), std::min(kRawChunk, kRawTotal - got), deadline)) break;
+        if (!ReadFull(c, buf.data(), std::min(kRawChunk, kRawTotal - got),
+                      deadline))
+          break;
         got += std::min(kRawChunk, kRawTotal - got);
       }
       WriteFull(c, "k", 1);
@@ -278,15 +300,18 @@ int RawTcpConnect() {
   const std::string& target = FLAGS_raw_tcp_connect;
   const size_t colon = target.rfind(':');
   int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(target.substr(colon + 1), &port)) {
-    std::cerr << "kv_bench: --raw_tcp_connect needs HOST:PORT, not '" << target << "'\n";
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(target.substr(colon + 1), &port)) {
+    std::cerr << "kv_bench: --raw_tcp_connect needs HOST:PORT, not '" << target
+              << "'\n";
     return 2;
   }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   if (inet_pton(AF_INET, target.substr(0, colon).c_str(), &a.sin_addr) != 1) {
-    std::cerr << "kv_bench: --raw_tcp_connect: '" << target << "' is not an IPv4 address\n";
+    std::cerr << "kv_bench: --raw_tcp_connect: '" << target
+              << "' is not an IPv4 address\n";
     return 2;
   }
   const absl::Time deadline = absl::Now() + absl::Seconds(120);
@@ -295,7 +320,8 @@ int RawTcpConnect() {
     int one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-      std::cerr << "kv_bench: cannot connect to " << target << ": " << strerror(errno) << "\n";
+      std::cerr << "kv_bench: cannot connect to " << target << ": "
+                << strerror(errno) << "\n";
       close(s);
       return -1;
     }
@@ -326,21 +352,25 @@ int RawTcpConnect() {
   for (int i = 0; ok && i < kRawRoundTrips + 100; ++i) {
     const absl::Time t0 = absl::Now();
     ok = WriteFull(s, buf.data(), kRawSmall) && ReadFull(s, &ack, 1, deadline);
-    if (i >= 100) rtt.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));  // After warm-up.
+    if (i >= 100)
+      rtt.push_back(
+          absl::ToDoubleMicroseconds(absl::Now() - t0));  // After warm-up.
   }
   close(s);
   if (!ok) {
     std::cerr << "kv_bench: raw TCP round trips to " << target << " failed\n";
     return 1;
   }
-  std::cout << absl::StrFormat("raw-tcp %.4f %.2f\n", gbps, Percentile(rtt, 0.5)) << std::flush;
+  std::cout << absl::StrFormat("raw-tcp %.4f %.2f\n", gbps,
+                               Percentile(rtt, 0.5))
+            << std::flush;
   return 0;
 }
 
 // Runs `argv` to its end within `limit`, returning its exit status (-1 on
 // timeout) and its output.
-int RunTool(const std::vector<std::string>& argv, absl::Duration limit, std::string* out,
-            bool echo) {
+int RunTool(const std::vector<std::string>& argv, absl::Duration limit,
+            std::string* out, bool echo) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) env.push_back(*e);
   auto p = pstrain::launcher::Subprocess::Start(argv, env);
@@ -376,22 +406,24 @@ int RunTool(const std::vector<std::string>& argv, absl::Duration limit, std::str
 
 std::vector<std::string> SshArgv(const pstrain::launcher::Host& host) {
   std::vector<std::string> argv = {"ssh"};
-  if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"-F", FLAGS_ssh_config});
-  argv.insert(argv.end(), {"-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p",
-                           absl::StrCat(host.ssh_port), host.name});
+  if (!FLAGS_ssh_config.empty())
+    argv.insert(argv.end(), {"-F", FLAGS_ssh_config});
+  argv.insert(argv.end(), {"-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                           "-p", absl::StrCat(host.ssh_port), host.name});
   return argv;
 }
 
 // Raw TCP from `from` to `to` (two hosts of the hosts file) through ssh:
 // GB/s and the 4 KB round trip's p50 in microseconds.
-absl::StatusOr<std::pair<double, double>> RawTcpBetween(const pstrain::launcher::Host& from,
-                                                        const pstrain::launcher::Host& to,
-                                                        const std::string& self) {
+absl::StatusOr<std::pair<double, double>> RawTcpBetween(
+    const pstrain::launcher::Host& from, const pstrain::launcher::Host& to,
+    const std::string& self) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) env.push_back(*e);
   std::vector<std::string> serve = SshArgv(to);
-  serve.push_back(absl::StrCat(pstrain::launcher::ShellQuote(self),
-                               " --raw_tcp_serve --host=", pstrain::launcher::ShellQuote(to.name)));
+  serve.push_back(absl::StrCat(
+      pstrain::launcher::ShellQuote(self),
+      " --raw_tcp_serve --host=", pstrain::launcher::ShellQuote(to.name)));
   auto server = pstrain::launcher::Subprocess::Start(serve, env);
   if (!server.ok()) return server.status();
   server->CloseStdin();
@@ -402,7 +434,8 @@ absl::StatusOr<std::pair<double, double>> RawTcpBetween(const pstrain::launcher:
     const bool open = server->ReadOutput(&out);
     const size_t at = out.find("raw-tcp-port ");
     const size_t end = at == std::string::npos ? at : out.find('\n', at);
-    if (end != std::string::npos) absl::SimpleAtoi(out.substr(at + 13, end - at - 13), &port);
+    if (end != std::string::npos)
+      absl::SimpleAtoi(out.substr(at + 13, end - at - 13), &port);
     if (port == 0 && server->Poll() && !open) break;
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -412,21 +445,24 @@ absl::StatusOr<std::pair<double, double>> RawTcpBetween(const pstrain::launcher:
         absl::StrCat("raw TCP server on ", to.name, " did not start: ", out));
   }
   std::vector<std::string> connect = SshArgv(from);
-  connect.push_back(absl::StrCat(pstrain::launcher::ShellQuote(self), " --raw_tcp_connect=",
-                                 to.name, ":", port));
+  connect.push_back(absl::StrCat(pstrain::launcher::ShellQuote(self),
+                                 " --raw_tcp_connect=", to.name, ":", port));
   std::string cout_text;
   const int rc = RunTool(connect, absl::Seconds(180), &cout_text, false);
   server->SignalGroup(SIGKILL);
   double gbps = 0, p50 = 0;
   const size_t at = cout_text.find("raw-tcp ");
   if (rc != 0 || at == std::string::npos) {
-    return absl::UnavailableError(
-        absl::StrCat("raw TCP from ", from.name, " to ", to.name, " failed: ", cout_text));
+    return absl::UnavailableError(absl::StrCat(
+        "raw TCP from ", from.name, " to ", to.name, " failed: ", cout_text));
   }
-  std::vector<std::string> words = absl::StrSplit(
-      cout_text.substr(at, cout_text.find('\n', at) - at), ' ', absl::SkipEmpty());
-  if (words.size() != 3 || !absl::SimpleAtod(words[1], &gbps) || !absl::SimpleAtod(words[2], &p50)) {
-    return absl::InternalError(absl::StrCat("unexpected raw TCP output: ", cout_text));
+  std::vector<std::string> words =
+      absl::StrSplit(cout_text.substr(at, cout_text.find('\n', at) - at), ' ',
+                     absl::SkipEmpty());
+  if (words.size() != 3 || !absl::SimpleAtod(words[1], &gbps) ||
+      !absl::SimpleAtod(words[2], &p50)) {
+    return absl::InternalError(
+        absl::StrCat("unexpected raw TCP output: ", cout_text));
   }
   return std::make_pair(gbps, p50);
 }
@@ -444,8 +480,9 @@ int RunOnHosts(const ClusterOptions& cluster) {
     return 2;
   }
   const std::string self = Sibling("tools/kv_bench");
-  const std::string launch =
-      FLAGS_launch_binary.empty() ? Sibling("tools/launch") : FLAGS_launch_binary;
+  const std::string launch = FLAGS_launch_binary.empty()
+                                 ? Sibling("tools/launch")
+                                 : FLAGS_launch_binary;
   const int n = static_cast<int>(hosts->size());
   // Raw TCP between worker 0's host and the first server host that is not
   // its own (servers go to hosts 0..S-1 mod N, worker 0 to host S mod N).
@@ -459,8 +496,9 @@ int RunOnHosts(const ClusterOptions& cluster) {
   }
   double raw_gbps = 0, raw_p50 = 0;
   if (FLAGS_raw_tcp) {
-    std::cerr << "kv_bench: raw TCP from " << worker_host.name << " to " << server_host.name
-              << " (2 GiB, then " << kRawRoundTrips << " round trips of 4 KB)\n";
+    std::cerr << "kv_bench: raw TCP from " << worker_host.name << " to "
+              << server_host.name << " (2 GiB, then " << kRawRoundTrips
+              << " round trips of 4 KB)\n";
     auto raw = RawTcpBetween(worker_host, server_host, self);
     if (!raw.ok()) {
       std::cerr << "kv_bench: " << raw.status().message() << "\n";
@@ -469,7 +507,8 @@ int RunOnHosts(const ClusterOptions& cluster) {
     std::tie(raw_gbps, raw_p50) = *raw;
     if (!FLAGS_json) {
       std::cout << absl::StrFormat(
-          "raw TCP %s -> %s (2 GiB in 1 MiB writes): %.2f GB/s; 4 KB round trip p50 %.1f us\n",
+          "raw TCP %s -> %s (2 GiB in 1 MiB writes): %.2f GB/s; 4 KB round "
+          "trip p50 %.1f us\n",
           worker_host.name, server_host.name, raw_gbps, raw_p50);
     }
   }
@@ -486,7 +525,8 @@ int RunOnHosts(const ClusterOptions& cluster) {
   argv.insert(argv.end(),
               {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
                absl::StrCat(shm, " ", absl::StrJoin(timing, " "))});
-  if (!FLAGS_ssh_config.empty()) argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
+  if (!FLAGS_ssh_config.empty())
+    argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes,
                "--mode=" + FLAGS_mode, "--kv_store=" + FLAGS_kv_store,
@@ -494,10 +534,12 @@ int RunOnHosts(const ClusterOptions& cluster) {
                absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes)});
   argv.insert(argv.end(), timing.begin(), timing.end());
   std::string out;
-  const int rc = RunTool(argv, absl::Seconds(FLAGS_hosts_timeout_s), &out, !FLAGS_json);
+  const int rc =
+      RunTool(argv, absl::Seconds(FLAGS_hosts_timeout_s), &out, !FLAGS_json);
   if (rc != 0) {
-    std::cerr << "kv_bench: the job across hosts failed" << (rc < 0 ? " (timed out)" : "")
-              << ":\n" << (FLAGS_json ? out : "");
+    std::cerr << "kv_bench: the job across hosts failed"
+              << (rc < 0 ? " (timed out)" : "") << ":\n"
+              << (FLAGS_json ? out : "");
     return 1;
   }
   // Every worker's measurements, in the order they were taken.
@@ -508,10 +550,13 @@ int RunOnHosts(const ClusterOptions& cluster) {
   std::map<std::pair<int64_t, std::string>, Agg> agg;
   for (absl::string_view line : absl::StrSplit(out, '\n')) {
     const size_t brace = line.find("{\"workers\"");
-    if (!absl::StartsWith(line, "[worker ") || brace == absl::string_view::npos) continue;
-    const Json obj = Json::parse(line.substr(brace), nullptr, /*allow_exceptions=*/false);
+    if (!absl::StartsWith(line, "[worker ") || brace == absl::string_view::npos)
+      continue;
+    const Json obj =
+        Json::parse(line.substr(brace), nullptr, /*allow_exceptions=*/false);
     if (obj.is_discarded() || !obj.is_object()) {
-      std::cerr << "kv_bench: a worker printed a line that is not JSON: " << line << "\n";
+      std::cerr << "kv_bench: a worker printed a line that is not JSON: "
+                << line << "\n";
       return 1;
     }
     const auto key = std::make_pair(obj.value("value_bytes", int64_t{0}),
@@ -522,17 +567,20 @@ int RunOnHosts(const ClusterOptions& cluster) {
     agg[key].p99.push_back(obj.value("p99_us", 0.0));
   }
   if (order.empty()) {
-    std::cerr << "kv_bench: no measurement came back from the workers:\n" << out;
+    std::cerr << "kv_bench: no measurement came back from the workers:\n"
+              << out;
     return 1;
   }
   for (const auto& key : order) {
     const Agg& a = agg[key];
     if (static_cast<int>(a.gbps.size()) != FLAGS_workers) {
       std::cerr << "kv_bench: " << a.gbps.size() << " of " << FLAGS_workers
-                << " workers reported " << key.second << " " << key.first << " B\n";
+                << " workers reported " << key.second << " " << key.first
+                << " B\n";
       return 1;
     }
-    const double gbps = std::accumulate(a.gbps.begin(), a.gbps.end(), 0.0) / a.gbps.size();
+    const double gbps =
+        std::accumulate(a.gbps.begin(), a.gbps.end(), 0.0) / a.gbps.size();
     const double p50 = Percentile(a.p50, 0.5);
     const double p99 = *std::max_element(a.p99.begin(), a.p99.end());
     const double gbps_ratio = raw_gbps > 0 ? gbps / raw_gbps : 0;
@@ -552,9 +600,11 @@ int RunOnHosts(const ClusterOptions& cluster) {
       std::cout << line.dump() << std::endl;
     } else {
       std::cout << absl::StrFormat(
-          "%-9s %12d B  %dw x %ds on %d hosts  %8.3f GB/s per worker (%.2f x raw TCP)  p50 %9.1f us%s"
+          "%-9s %12d B  %dw x %ds on %d hosts  %8.3f GB/s per worker (%.2f x "
+          "raw TCP)  p50 %9.1f us%s"
           "  p99 %9.1f us\n",
-          key.second, key.first, FLAGS_workers, FLAGS_servers, n, gbps, gbps_ratio, p50,
+          key.second, key.first, FLAGS_workers, FLAGS_servers, n, gbps,
+          gbps_ratio, p50,
           key.first <= static_cast<int64_t>(kRawSmall)
               ? absl::StrFormat(" (%.2f x raw 4 KB round trip)", p50_ratio)
               : std::string(),
@@ -564,9 +614,11 @@ int RunOnHosts(const ClusterOptions& cluster) {
   return 0;
 }
 
-int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers) {
+int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
+           int servers) {
   std::vector<int64_t> sizes;
-  for (absl::string_view s : absl::StrSplit(FLAGS_value_bytes, ',', absl::SkipEmpty())) {
+  for (absl::string_view s :
+       absl::StrSplit(FLAGS_value_bytes, ',', absl::SkipEmpty())) {
     int64_t b;
     if (!absl::SimpleAtoi(s, &b) || b < 4) {
       std::cerr << "kv_bench: bad --value_bytes entry '" << s << "'\n";
@@ -574,7 +626,8 @@ int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers)
     }
     sizes.push_back(b);
   }
-  std::vector<std::string> modes = absl::StrSplit(FLAGS_mode, ',', absl::SkipEmpty());
+  std::vector<std::string> modes =
+      absl::StrSplit(FLAGS_mode, ',', absl::SkipEmpty());
   for (const auto& m : modes) {
     if (m != "push" && m != "pull" && m != "pushpull") {
       std::cerr << "kv_bench: bad --mode '" << m << "'\n";
@@ -601,14 +654,17 @@ int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers)
   for (size_t i = 0; i < sizes.size(); ++i) {
     const int iters = FLAGS_iters > 0
                           ? FLAGS_iters
-                          : static_cast<int>(std::clamp<int64_t>((int64_t{2} << 30) / sizes[i], 20, 2000));
+                          : static_cast<int>(std::clamp<int64_t>(
+                                (int64_t{2} << 30) / sizes[i], 20, 2000));
     for (const auto& mode : modes) {
       std::vector<Result> results(kvs.size());
       for (size_t w = 0; w < kvs.size(); ++w) {
         threads.emplace_back([&, w] {
-          Measure(kvs[w].get(), keys[i], sizes[i] / 4, mode, std::min(iters, 3));  // Warm-up.
+          Measure(kvs[w].get(), keys[i], sizes[i] / 4, mode,
+                  std::min(iters, 3));  // Warm-up.
           CHECK(kvs[w]->Barrier(absl::Now() + absl::Seconds(300)).ok());
-          results[w] = Measure(kvs[w].get(), keys[i], sizes[i] / 4, mode, iters);
+          results[w] =
+              Measure(kvs[w].get(), keys[i], sizes[i] / 4, mode, iters);
           CHECK(kvs[w]->Barrier(absl::Now() + absl::Seconds(300)).ok());
         });
       }
@@ -632,10 +688,11 @@ int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers)
   // --hostfile runs still see each worker's account).
   (FLAGS_json ? std::cerr : std::cout)
       << absl::StrFormat(
-             "workers' frames through shared memory: %d sent, %d received; %d over TCP because "
+             "workers' frames through shared memory: %d sent, %d received; %d "
+             "over TCP because "
              "the arena was full; %d malformed messages dropped\n",
-             total.shm_frames_sent, total.shm_frames_received, total.shm_frames_inline,
-             total.dropped_malformed)
+             total.shm_frames_sent, total.shm_frames_received,
+             total.shm_frames_inline, total.dropped_malformed)
       << std::flush;
   for (auto& kv : kvs) CHECK(kv->Finish().ok());
   return 0;
@@ -678,7 +735,8 @@ int main(int argc, char** argv) {
   if (!FLAGS_raw_tcp_connect.empty()) return RawTcpConnect();
   if (!FLAGS_hostfile.empty()) {
     if (!cluster->scheduler_address.empty()) {
-      std::cerr << "kv_bench: --hostfile starts its own job; it does not go with --scheduler_address\n";
+      std::cerr << "kv_bench: --hostfile starts its own job; it does not go "
+                   "with --scheduler_address\n";
       return 2;
     }
     return RunOnHosts(*cluster);
@@ -698,23 +756,25 @@ int main(int argc, char** argv) {
   }
 
   if (FLAGS_raw_tcp) {
-    std::cout << absl::StrFormat("raw TCP over loopback (2 GiB in 1 MiB writes): %.2f GB/s\n",
-                                 RawTcpGbps());
+    std::cout << absl::StrFormat(
+        "raw TCP over loopback (2 GiB in 1 MiB writes): %.2f GB/s\n",
+        RawTcpGbps());
   }
   // Start the cluster: scheduler and servers as processes.
-  const std::string token = absl::StrCat("kvbench-", getpid(), "-", absl::ToUnixNanos(absl::Now()));
+  const std::string token =
+      absl::StrCat("kvbench-", getpid(), "-", absl::ToUnixNanos(absl::Now()));
   const std::string token_file = absl::StrCat("/tmp/kv_bench_token_", getpid());
-  {
-    std::ofstream(token_file) << token << "\n";
-  }
+  { std::ofstream(token_file) << token << "\n"; }
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) env.push_back(*e);
   const std::vector<std::string> common = {
-      absl::StrCat("--num_workers=", FLAGS_workers), absl::StrCat("--num_servers=", FLAGS_servers),
+      absl::StrCat("--num_workers=", FLAGS_workers),
+      absl::StrCat("--num_servers=", FLAGS_servers),
       "--token_file=" + token_file, "--minloglevel=1"};
   const std::vector<std::string> timing =
       pstrain::cluster::TimingFlags(o.cluster);
-  std::vector<std::string> sargv = {Sibling("scheduler/scheduler"), "--scheduler_address=127.0.0.1:0"};
+  std::vector<std::string> sargv = {Sibling("scheduler/scheduler"),
+                                    "--scheduler_address=127.0.0.1:0"};
   sargv.insert(sargv.end(), common.begin(), common.end());
   sargv.insert(sargv.end(), timing.begin(), timing.end());
   auto sched = pstrain::launcher::Subprocess::Start(sargv, env);
@@ -739,12 +799,14 @@ int main(int argc, char** argv) {
   }
   std::vector<pstrain::launcher::Subprocess> servers;
   for (int i = 0; i < FLAGS_servers; ++i) {
-    std::vector<std::string> a = {Sibling("server/server"), "--scheduler_address=" + address};
+    std::vector<std::string> a = {Sibling("server/server"),
+                                  "--scheduler_address=" + address};
     a.insert(a.end(), common.begin(), common.end());
     a.insert(a.end(), timing.begin(), timing.end());
     a.push_back(absl::StrCat("--shm_bytes=", o.cluster.shm_bytes));
-    a.push_back(absl::StrCat("--max_frame_bytes=",
-                             pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
+    a.push_back(absl::StrCat(
+        "--max_frame_bytes=",
+        pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
     auto s = pstrain::launcher::Subprocess::Start(a, env);
     if (!s.ok()) {
       std::cerr << "kv_bench: " << s.status().message() << "\n";

@@ -16,19 +16,37 @@
 #include "util/flags.h"
 
 DEFINE_int32(num_workers, 0, "Number of workers (-n).");
-DEFINE_int32(num_servers, -1, "Number of servers (-s); default: as many as workers.");
+DEFINE_int32(num_servers, -1,
+             "Number of servers (-s); default: as many as workers.");
 DEFINE_string(hostfile, "", "Hosts file (-H): one host[:ssh_port] a line.");
-DEFINE_string(launcher, "", "ssh or local; default: ssh with a hosts file, else local.");
-DEFINE_string(sync_dst_dir, "", "ssh: rsync the current directory to this directory on every host and run there.");
-DEFINE_string(scheduler_binary, "", "Scheduler binary; default: scheduler/scheduler beside this tool's folder (bazel-bin).");
-DEFINE_string(server_binary, "", "Server binary; default: server/server beside this tool's folder (bazel-bin).");
-DEFINE_string(scheduler_args, "", "Extra flags for the scheduler, space-separated.");
-DEFINE_string(server_args, "", "Extra flags for every server, space-separated.");
-DEFINE_string(scheduler_host, "", "Address the nodes use to reach the scheduler; default: 127.0.0.1 (local), or (ssh) the address this host sends from on its route to the first host.");
+DEFINE_string(launcher, "",
+              "ssh or local; default: ssh with a hosts file, else local.");
+DEFINE_string(sync_dst_dir, "",
+              "ssh: rsync the current directory to this directory on every "
+              "host and run there.");
+DEFINE_string(scheduler_binary, "",
+              "Scheduler binary; default: scheduler/scheduler beside this "
+              "tool's folder (bazel-bin).");
+DEFINE_string(server_binary, "",
+              "Server binary; default: server/server beside this tool's folder "
+              "(bazel-bin).");
+DEFINE_string(scheduler_args, "",
+              "Extra flags for the scheduler, space-separated.");
+DEFINE_string(server_args, "",
+              "Extra flags for every server, space-separated.");
+DEFINE_string(scheduler_host, "",
+              "Address the nodes use to reach the scheduler; default: "
+              "127.0.0.1 (local), or (ssh) the address this host sends from on "
+              "its route to the first host.");
 DEFINE_int32(scheduler_port, 0, "Scheduler port; 0 picks a free one.");
-DEFINE_string(ssh_config, "", "ssh: client config file passed as ssh -F (identity, user, known hosts).");
-DEFINE_int32(ssh_connect_timeout_s, 10, "ssh: connection timeout per host, seconds.");
-DEFINE_int32(stop_grace_s, 10, "Seconds processes get after SIGTERM before SIGKILL when the job stops.");
+DEFINE_string(
+    ssh_config, "",
+    "ssh: client config file passed as ssh -F (identity, user, known hosts).");
+DEFINE_int32(ssh_connect_timeout_s, 10,
+             "ssh: connection timeout per host, seconds.");
+DEFINE_int32(
+    stop_grace_s, 10,
+    "Seconds processes get after SIGTERM before SIGKILL when the job stops.");
 
 namespace {
 
@@ -94,11 +112,13 @@ int main(int argc, char** argv) {
   o.sync_dst_dir = FLAGS_sync_dst_dir;
   o.env = split->env;
   o.command = split->command;
-  o.scheduler_binary = FLAGS_scheduler_binary.empty() ? Sibling("scheduler/scheduler")
-                                                      : FLAGS_scheduler_binary;
-  o.server_binary =
-      FLAGS_server_binary.empty() ? Sibling("server/server") : FLAGS_server_binary;
-  o.scheduler_args = absl::StrSplit(FLAGS_scheduler_args, ' ', absl::SkipEmpty());
+  o.scheduler_binary = FLAGS_scheduler_binary.empty()
+                           ? Sibling("scheduler/scheduler")
+                           : FLAGS_scheduler_binary;
+  o.server_binary = FLAGS_server_binary.empty() ? Sibling("server/server")
+                                                : FLAGS_server_binary;
+  o.scheduler_args =
+      absl::StrSplit(FLAGS_scheduler_args, ' ', absl::SkipEmpty());
   o.server_args = absl::StrSplit(FLAGS_server_args, ' ', absl::SkipEmpty());
   o.scheduler_host = FLAGS_scheduler_host;
   o.scheduler_port = FLAGS_scheduler_port;

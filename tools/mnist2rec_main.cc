@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   if (FLAGS_images.empty() || FLAGS_labels.empty() || FLAGS_out.empty()) {
-    std::cerr << "mnist2rec: --images, --labels and --out are required (see --help)\n";
+    std::cerr << "mnist2rec: --images, --labels and --out are required (see "
+                 "--help)\n";
     return 2;
   }
   if (FLAGS_encoding != ".png" && FLAGS_encoding != ".jpg") {
@@ -37,12 +38,13 @@ int main(int argc, char** argv) {
   o.encoding = FLAGS_encoding;
   o.quality = FLAGS_quality;
   o.limit = FLAGS_limit;
-  auto n = pstrain::tools::ConvertMnist(FLAGS_images, FLAGS_labels, FLAGS_out, o);
+  auto n =
+      pstrain::tools::ConvertMnist(FLAGS_images, FLAGS_labels, FLAGS_out, o);
   if (!n.ok()) {
     std::cerr << "mnist2rec: " << n.status().message() << "\n";
     return 1;
   }
-  std::cout << "mnist2rec: wrote " << *n << " records to " << FLAGS_out << ".rec and "
-            << FLAGS_out << ".idx\n";
+  std::cout << "mnist2rec: wrote " << *n << " records to " << FLAGS_out
+            << ".rec and " << FLAGS_out << ".idx\n";
   return 0;
 }

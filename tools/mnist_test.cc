@@ -22,7 +22,8 @@ std::string Tmp(const std::string& name) {
 }
 
 void PutBE(std::string* s, uint32_t v) {
-  for (int i = 3; i >= 0; --i) s->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  for (int i = 3; i >= 0; --i)
+    s->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
 void WriteGz(const std::string& path, const std::string& bytes) {
@@ -57,9 +58,10 @@ TEST(MnistTest, ConvertsIdxToRecordsLosslessly) {
     auto rec = recordio::ParseImageRecord(v);
     EXPECT_EQ(rec->id, static_cast<uint64_t>(i));
     EXPECT_EQ(rec->label, static_cast<float>(labels[8 + i]));
-    cv::Mat img = cv::imdecode(cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
-                                       const_cast<char*>(rec->image.data())),
-                               cv::IMREAD_UNCHANGED);
+    cv::Mat img =
+        cv::imdecode(cv::Mat(1, static_cast<int>(rec->image.size()), CV_8U,
+                             const_cast<char*>(rec->image.data())),
+                     cv::IMREAD_UNCHANGED);
     ASSERT_EQ(img.rows, 4);
     ASSERT_EQ(img.cols, 5);
     for (int p = 0; p < 20; ++p) {
@@ -81,7 +83,8 @@ TEST(MnistTest, BadFilesAreNamed) {
   std::ofstream(Tmp("short"), std::ios::binary) << short_images;
   EXPECT_THAT(std::string(ReadIdxImages(Tmp("short")).status().message()),
               ::testing::HasSubstr("header says 1000 images"));
-  EXPECT_EQ(ReadIdxLabels(Tmp("none")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadIdxLabels(Tmp("none")).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(MnistTest, RealFashionMnistWhenInstalled) {
@@ -91,8 +94,8 @@ TEST(MnistTest, RealFashionMnistWhenInstalled) {
   }
   MnistOptions o;
   o.limit = 200;
-  auto n = ConvertMnist(dir + "t10k-images-idx3-ubyte.gz", dir + "t10k-labels-idx1-ubyte.gz",
-                        Tmp("fm"), o);
+  auto n = ConvertMnist(dir + "t10k-images-idx3-ubyte.gz",
+                        dir + "t10k-labels-idx1-ubyte.gz", Tmp("fm"), o);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 200);
   auto r = recordio::RecordReader::Open(Tmp("fm.rec"));

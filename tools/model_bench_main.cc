@@ -1,7 +1,8 @@
 // model_bench: single-process training speed of a network on synthetic
 // data (forward + backward + SGD momentum update), with a per-layer time
 // breakdown and the activation memory plan. Build optimized:
-//   bazel run --config=opt //tools:model_bench -- --network resnet --num_layers 20
+//   bazel run --config=opt //tools:model_bench -- --network resnet --num_layers
+//   20
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -20,20 +21,25 @@
 #include "glog/logging.h"
 #include "kernels/cpu_ops.h"
 #include "kernels/threads.h"
-#include "nn/network.h"
 #include "nlohmann/json.hpp"
+#include "nn/network.h"
 #include "nn/optimizer.h"
 #include "util/flags.h"
 
-DEFINE_string(network, "lenet", "Network to build (see --help of the worker for the list).");
-DEFINE_int32(num_layers, 0, "Depth for resnet (18..152, 20/56/110) and vgg (11, 16).");
+DEFINE_string(network, "lenet",
+              "Network to build (see --help of the worker for the list).");
+DEFINE_int32(num_layers, 0,
+             "Depth for resnet (18..152, 20/56/110) and vgg (11, 16).");
 DEFINE_string(image_shape, "",
-              "Input C,H,W (default: 1,28,28 for mlp/lenet, 3,32,32 for CIFAR ResNets and "
+              "Input C,H,W (default: 1,28,28 for mlp/lenet, 3,32,32 for CIFAR "
+              "ResNets and "
               "minigooglenet, 3,299,299 for inception-v3, else 3,224,224).");
-DEFINE_int32(num_classes, 0, "Classes (default: 10 for 28/32-pixel inputs, else 1000).");
+DEFINE_int32(num_classes, 0,
+             "Classes (default: 10 for 28/32-pixel inputs, else 1000).");
 DEFINE_int32(batch_size, 32, "Images per training step.");
 DEFINE_int32(iters, 20, "Timed training steps.");
-DEFINE_int32(warmup, 3, "Untimed steps first (primitive creation, page faults).");
+DEFINE_int32(warmup, 3,
+             "Untimed steps first (primitive creation, page faults).");
 DEFINE_int32(threads, 0, "CPU threads for the kernels (0: every core).");
 DEFINE_bool(json, false, "Print one JSON object instead of the report.");
 DEFINE_int32(top_layers, 15, "Layers listed in the time breakdown (0: none).");
@@ -45,7 +51,8 @@ std::vector<int64_t> DefaultShape() {
   if (FLAGS_network == "mlp" || FLAGS_network == "lenet") return {1, 28, 28};
   // The CIFAR ResNets (6n + 2 layers) that are not also ImageNet depths
   // (50 is both: 224x224 here, as in tools/torch_bench.py).
-  const bool cifar_resnet = FLAGS_network == "resnet" && (FLAGS_num_layers - 2) % 6 == 0 &&
+  const bool cifar_resnet = FLAGS_network == "resnet" &&
+                            (FLAGS_num_layers - 2) % 6 == 0 &&
                             FLAGS_num_layers != 50 && FLAGS_num_layers < 152;
   if (FLAGS_network == "minigooglenet" || cifar_resnet) return {3, 32, 32};
   if (FLAGS_network == "inception-v3") return {3, 299, 299};
@@ -64,21 +71,26 @@ int Run() {
     for (absl::string_view d : absl::StrSplit(FLAGS_image_shape, ',')) {
       int64_t v;
       if (!absl::SimpleAtoi(d, &v)) {
-        std::cerr << "--image_shape '" << FLAGS_image_shape << "' is not C,H,W\n";
+        std::cerr << "--image_shape '" << FLAGS_image_shape
+                  << "' is not C,H,W\n";
         return 2;
       }
       shape.push_back(v);
     }
   }
-  const int classes = FLAGS_num_classes > 0 ? FLAGS_num_classes : (shape.size() == 3 && shape[1] <= 32 ? 10 : 1000);
+  const int classes = FLAGS_num_classes > 0
+                          ? FLAGS_num_classes
+                          : (shape.size() == 3 && shape[1] <= 32 ? 10 : 1000);
   if (FLAGS_iters < 1 || FLAGS_warmup < 0 || FLAGS_threads < 0) {
     std::cerr << "--iters must be >= 1, --warmup and --threads >= 0\n";
     return 2;
   }
-  const int threads = FLAGS_threads > 0 ? FLAGS_threads
-                                        : static_cast<int>(std::thread::hardware_concurrency());
+  const int threads =
+      FLAGS_threads > 0 ? FLAGS_threads
+                        : static_cast<int>(std::thread::hardware_concurrency());
   kernels::SetCpuThreads(threads);
-  auto net_or = nn::BuildNetwork(FLAGS_network, FLAGS_num_layers, classes, shape, FLAGS_batch_size);
+  auto net_or = nn::BuildNetwork(FLAGS_network, FLAGS_num_layers, classes,
+                                 shape, FLAGS_batch_size);
   if (!net_or.ok()) {
     std::cerr << net_or.status().message() << "\n";
     return 2;
@@ -110,16 +122,19 @@ int Run() {
     CHECK(loss.ok()) << loss.status();
     CHECK(net.Backward(&ctx, 1.0f).ok());
     for (size_t k = 0; k < learned.size(); ++k) {
-      (*opt)->Update(static_cast<int64_t>(k), 0, learned[k]->value.span(), learned[k]->grad.span());
+      (*opt)->Update(static_cast<int64_t>(k), 0, learned[k]->value.span(),
+                     learned[k]->grad.span());
     }
   };
   if (!FLAGS_json) {
-    std::cout << absl::StrFormat("%s%s %s batch %d, %d threads: %.2fM parameters, warming up\n",
-                                 FLAGS_network,
-                                 FLAGS_num_layers ? absl::StrCat("-", FLAGS_num_layers) : "",
-                                 absl::StrJoin(shape, "x"), FLAGS_batch_size, threads,
-                                 net.NumLearnedParams() / 1e6)
-              << std::flush;
+    std::cout
+        << absl::StrFormat(
+               "%s%s %s batch %d, %d threads: %.2fM parameters, warming up\n",
+               FLAGS_network,
+               FLAGS_num_layers ? absl::StrCat("-", FLAGS_num_layers) : "",
+               absl::StrJoin(shape, "x"), FLAGS_batch_size, threads,
+               net.NumLearnedParams() / 1e6)
+        << std::flush;
   }
   for (int i = 0; i < FLAGS_warmup; ++i) step();
   std::vector<double> secs;
@@ -162,44 +177,56 @@ int Run() {
         {"ms_per_step_median", round(median * 1e3, 3)},
         {"params", net.NumLearnedParams()},
         {"gflops_per_image", round(flops / 1e9, 4)},
-        {"activation_mb", round((mem.forward_bytes + mem.gradient_bytes) / 1e6, 1)},
+        {"activation_mb",
+         round((mem.forward_bytes + mem.gradient_bytes) / 1e6, 1)},
         {"unplanned_activation_mb", round(mem.unplanned_bytes / 1e6, 1)}};
     std::cout << out.dump() << "\n";
     return 0;
   }
   std::cout << absl::StrFormat(
-      "training: %.1f images/s (median of %d steps: %.1f ms; min %.1f, max %.1f)\n"
+      "training: %.1f images/s (median of %d steps: %.1f ms; min %.1f, max "
+      "%.1f)\n"
       "forward: %.3f GFLOP (multiply-adds) per image\n"
-      "memory: activations %.1f MB + gradients %.1f MB = %.1f MB (one buffer per layer and "
+      "memory: activations %.1f MB + gradients %.1f MB = %.1f MB (one buffer "
+      "per layer and "
       "gradient: %.1f MB); parameters and their gradients %.1f MB\n",
-      images_per_sec, FLAGS_iters, median * 1e3, *std::min_element(secs.begin(), secs.end()) * 1e3,
-      *std::max_element(secs.begin(), secs.end()) * 1e3, flops / 1e9, mem.forward_bytes / 1e6,
-      mem.gradient_bytes / 1e6, (mem.forward_bytes + mem.gradient_bytes) / 1e6,
-      mem.unplanned_bytes / 1e6, mem.param_bytes / 1e6);
+      images_per_sec, FLAGS_iters, median * 1e3,
+      *std::min_element(secs.begin(), secs.end()) * 1e3,
+      *std::max_element(secs.begin(), secs.end()) * 1e3, flops / 1e9,
+      mem.forward_bytes / 1e6, mem.gradient_bytes / 1e6,
+      (mem.forward_bytes + mem.gradient_bytes) / 1e6, mem.unplanned_bytes / 1e6,
+      mem.param_bytes / 1e6);
   std::vector<std::pair<double, std::string>> ops;
   for (const auto& [op, t] : by_op) ops.push_back({t, op});
   std::sort(ops.rbegin(), ops.rend());
-  std::cout << "time by operator (one profiled step, layers only; the rest is loss and update):\n";
+  std::cout << "time by operator (one profiled step, layers only; the rest is "
+               "loss and update):\n";
   for (const auto& [t, op] : ops) {
-    std::cout << absl::StrFormat("  %-16s %8.2f ms %5.1f%%\n", op, t * 1e3, 100 * t / layer_total);
+    std::cout << absl::StrFormat("  %-16s %8.2f ms %5.1f%%\n", op, t * 1e3,
+                                 100 * t / layer_total);
   }
   if (FLAGS_top_layers > 0) {
     std::vector<size_t> order(times.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      return times[a].first + times[a].second > times[b].first + times[b].second;
+      return times[a].first + times[a].second >
+             times[b].first + times[b].second;
     });
-    std::cout << absl::StrFormat("slowest layers:  %-28s %-16s %9s %9s %s\n", "layer", "output",
-                                 "fwd ms", "bwd ms", "GFLOP");
-    for (size_t k = 0; k < order.size() && k < static_cast<size_t>(FLAGS_top_layers); ++k) {
+    std::cout << absl::StrFormat("slowest layers:  %-28s %-16s %9s %9s %s\n",
+                                 "layer", "output", "fwd ms", "bwd ms",
+                                 "GFLOP");
+    for (size_t k = 0;
+         k < order.size() && k < static_cast<size_t>(FLAGS_top_layers); ++k) {
       const size_t i = order[k];
-      std::cout << absl::StrFormat("  %-28s %-16s %9.2f %9.2f %.3f\n", summary[i].name,
-                                   absl::StrJoin(summary[i].out_shape, "x"), times[i].first * 1e3,
-                                   times[i].second * 1e3, summary[i].flops * FLAGS_batch_size / 1e9);
+      std::cout << absl::StrFormat(
+          "  %-28s %-16s %9.2f %9.2f %.3f\n", summary[i].name,
+          absl::StrJoin(summary[i].out_shape, "x"), times[i].first * 1e3,
+          times[i].second * 1e3, summary[i].flops * FLAGS_batch_size / 1e9);
     }
   }
-  std::cout << absl::StrFormat("layers total %.1f ms of the %.1f ms median step\n",
-                               layer_total * 1e3, median * 1e3);
+  std::cout << absl::StrFormat(
+      "layers total %.1f ms of the %.1f ms median step\n", layer_total * 1e3,
+      median * 1e3);
   return 0;
 }
 

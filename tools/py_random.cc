@@ -34,8 +34,8 @@ void PyRandom::InitByArray(const std::vector<uint32_t>& key) {
   size_t j = 0;
   const size_t len = key.size();
   for (size_t k = (kN > len ? kN : len); k; --k) {
-    mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1664525u)) + key[j] +
-             static_cast<uint32_t>(j);
+    mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1664525u)) +
+             key[j] + static_cast<uint32_t>(j);
     ++i;
     ++j;
     if (i >= kN) {

@@ -26,10 +26,12 @@ TEST(PyRandomTest, MatchesCPython) {
   std::vector<int64_t> w(1000);
   std::iota(w.begin(), w.end(), 0);
   PyRandom(100).Shuffle(&w);
-  EXPECT_THAT(std::vector<int64_t>(w.begin(), w.begin() + 10),
-              ::testing::ElementsAre(342, 471, 929, 100, 543, 231, 154, 450, 721, 788));
+  EXPECT_THAT(
+      std::vector<int64_t>(w.begin(), w.begin() + 10),
+      ::testing::ElementsAre(342, 471, 929, 100, 543, 231, 154, 450, 721, 788));
   int64_t weighted = 0;
-  for (size_t i = 0; i < w.size(); ++i) weighted += static_cast<int64_t>(i) * w[i];
+  for (size_t i = 0; i < w.size(); ++i)
+    weighted += static_cast<int64_t>(i) * w[i];
   EXPECT_EQ(weighted, 248457308);
 }
 

@@ -25,10 +25,12 @@
 #include "tools/im2rec.h"
 #include "util/flags.h"
 
-DEFINE_string(dir, "/tmp/pstrain-recordio-bench", "Scratch folder (deleted files are regenerated).");
+DEFINE_string(dir, "/tmp/pstrain-recordio-bench",
+              "Scratch folder (deleted files are regenerated).");
 DEFINE_double(rec_gb, 1.0, "Size of the .rec for the reader benchmark, GB.");
 DEFINE_int32(repeats, 5, "Timed repetitions; the median is reported.");
-DEFINE_int32(images, 200, "Generated photographs for the im2rec benchmark (0: skip).");
+DEFINE_int32(images, 200,
+             "Generated photographs for the im2rec benchmark (0: skip).");
 DEFINE_int32(threads, 2, "im2rec thread count compared against 1.");
 DEFINE_bool(keep, false, "Keep the generated files.");
 
@@ -54,7 +56,8 @@ double CatSeconds(const std::string& path) {
   return absl::ToDoubleSeconds(absl::Now() - t);
 }
 
-double ReaderSeconds(const std::string& path, int64_t* records, uint64_t* checksum) {
+double ReaderSeconds(const std::string& path, int64_t* records,
+                     uint64_t* checksum) {
   const absl::Time t = absl::Now();
   auto r = pstrain::recordio::RecordReader::Open(path);
   CHECK(r.ok()) << r.status();
@@ -66,7 +69,9 @@ double ReaderSeconds(const std::string& path, int64_t* records, uint64_t* checks
     CHECK(more.ok()) << more.status();
     if (!*more) break;
     // Touch the payload as a consumer would (first and last byte).
-    if (!v.empty()) sum += static_cast<unsigned char>(v.front()) + static_cast<unsigned char>(v.back());
+    if (!v.empty())
+      sum += static_cast<unsigned char>(v.front()) +
+             static_cast<unsigned char>(v.back());
     ++*records;
   }
   *checksum = sum;
@@ -79,8 +84,9 @@ cv::Mat Photo(std::mt19937* rng) {
   std::uniform_int_distribution<int> c(0, 255);
   for (int y = 0; y < img.rows; ++y) {
     for (int x = 0; x < img.cols; ++x) {
-      img.at<cv::Vec3b>(y, x) = cv::Vec3b((x * 255) / img.cols, (y * 255) / img.rows,
-                                          ((x + y) * 255) / (img.rows + img.cols));
+      img.at<cv::Vec3b>(y, x) =
+          cv::Vec3b((x * 255) / img.cols, (y * 255) / img.rows,
+                    ((x + y) * 255) / (img.rows + img.cols));
     }
   }
   for (int i = 0; i < 12; ++i) {
@@ -112,14 +118,16 @@ int main(int argc, char** argv) {
   struct stat st;
   const int64_t want = static_cast<int64_t>(FLAGS_rec_gb * 1e9);
   if (stat(rec.c_str(), &st) != 0 || st.st_size < want) {
-    std::cout << "generating " << rec << " (" << FLAGS_rec_gb << " GB of 100-200 KB records)\n";
+    std::cout << "generating " << rec << " (" << FLAGS_rec_gb
+              << " GB of 100-200 KB records)\n";
     auto w = pstrain::recordio::RecordWriter::Create(rec);
     CHECK(w.ok()) << w.status();
     std::mt19937 rng(1);
     std::string payload;
     while ((*w)->Tell() < want) {
       payload.resize(100000 + rng() % 100000);
-      for (size_t i = 0; i < payload.size(); i += 64) payload[i] = static_cast<char>(rng());
+      for (size_t i = 0; i < payload.size(); i += 64)
+        payload[i] = static_cast<char>(rng());
       CHECK((*w)->Write(payload).ok());
     }
     CHECK((*w)->Close().ok());
@@ -135,11 +143,14 @@ int main(int argc, char** argv) {
     cat_t.push_back(CatSeconds(rec));
     reader_t.push_back(ReaderSeconds(rec, &records, &checksum));
   }
-  const double cat_gbps = gb / Median(cat_t), reader_gbps = gb / Median(reader_t);
+  const double cat_gbps = gb / Median(cat_t),
+               reader_gbps = gb / Median(reader_t);
   std::cout << absl::StrFormat(
-      "reader: %.2f GB, %d records; median of %d: cat %.2f GB/s, RecordReader %.2f GB/s, "
+      "reader: %.2f GB, %d records; median of %d: cat %.2f GB/s, RecordReader "
+      "%.2f GB/s, "
       "ratio %.2f (checksum %d)\n",
-      gb, records, FLAGS_repeats, cat_gbps, reader_gbps, reader_gbps / cat_gbps, checksum);
+      gb, records, FLAGS_repeats, cat_gbps, reader_gbps, reader_gbps / cat_gbps,
+      checksum);
 
   // 2. im2rec packing rate.
   if (FLAGS_images > 0) {
@@ -150,7 +161,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < FLAGS_images; ++i) {
       const std::string name = absl::StrCat("p", i, ".jpg");
       if (stat((root + "/" + name).c_str(), &st) != 0) {
-        CHECK(cv::imwrite(root + "/" + name, Photo(&rng), {cv::IMWRITE_JPEG_QUALITY, 95}));
+        CHECK(cv::imwrite(root + "/" + name, Photo(&rng),
+                          {cv::IMWRITE_JPEG_QUALITY, 95}));
       }
       lst << i << "\t" << (i % 10) << ".000000\t" << name << "\n";
     }
@@ -166,7 +178,8 @@ int main(int argc, char** argv) {
       std::vector<double> rates;
       for (int rep = 0; rep < 3; ++rep) {
         std::ostringstream log;
-        auto s = pstrain::tools::PackList(FLAGS_dir + "/photos.lst", FLAGS_dir + "/photos.rec",
+        auto s = pstrain::tools::PackList(FLAGS_dir + "/photos.lst",
+                                          FLAGS_dir + "/photos.rec",
                                           FLAGS_dir + "/photos.idx", o, &log);
         CHECK(s.ok()) << s.status();
         rates.push_back(s->packed / s->seconds);
@@ -174,10 +187,12 @@ int main(int argc, char** argv) {
       const double rate = Median(rates);
       if (threads == 1) single = rate;
       std::cout << absl::StrFormat(
-          "im2rec: %d photos 500x375 -> --resize 480 --quality 90, %d thread(s): %.1f "
+          "im2rec: %d photos 500x375 -> --resize 480 --quality 90, %d "
+          "thread(s): %.1f "
           "images/s (median of 3)%s\n",
           FLAGS_images, threads, rate,
-          threads == 1 ? "" : absl::StrFormat(", speedup %.2fx", rate / single));
+          threads == 1 ? ""
+                       : absl::StrFormat(", speedup %.2fx", rate / single));
     }
   }
   if (!FLAGS_keep) {

@@ -18,8 +18,8 @@ namespace tools {
 // the exit code: 0 on success, 1 when the file is corrupt or a check fails
 // (the first problem, with file, byte offset and record index, goes to
 // `err`), 2 on a usage error.
-int RunRectool(const std::vector<std::string>& args, bool json, std::ostream& out,
-               std::ostream& err);
+int RunRectool(const std::vector<std::string>& args, bool json,
+               std::ostream& out, std::ostream& err);
 
 }  // namespace tools
 }  // namespace pstrain

@@ -1,14 +1,13 @@
 #include "transport/curve.h"
 
+#include <dirent.h>
 #include <sodium.h>
+#include <sys/stat.h>
 #include <zmq.h>
 
-#include <dirent.h>
-#include <sys/stat.h>
-
 #include <cerrno>
-#include <fstream>
 #include <cstring>
+#include <fstream>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -91,8 +90,10 @@ absl::StatusOr<CurveKeyPair> ReadSecretKeyFile(const std::string& path) {
     return absl::NotFoundError(absl::StrCat(path, ": ", strerror(errno)));
   }
   if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        path, ": a secret key file must not be readable by group or others (chmod 600)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(path,
+                     ": a secret key file must not be readable by group or "
+                     "others (chmod 600)"));
   }
   std::ifstream in(path);
   std::string line;
@@ -104,19 +105,22 @@ absl::StatusOr<CurveKeyPair> ReadSecretKeyFile(const std::string& path) {
   uint8_t binary[32];
   if (line.size() != 40 || zmq_z85_decode(binary, line.c_str()) == nullptr ||
       zmq_curve_public(public_z85, line.c_str()) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a Z85 CURVE secret key (40 characters on the first line)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path,
+        ": not a Z85 CURVE secret key (40 characters on the first line)"));
   }
   keys.public_key = public_z85;
   return keys;
 }
 
-absl::Status WriteLine(const std::string& path, const std::string& text, mode_t mode) {
+absl::Status WriteLine(const std::string& path, const std::string& text,
+                       mode_t mode) {
   std::ofstream out(path, std::ios::trunc);
   out << text << "\n";
   out.close();
   if (!out || chmod(path.c_str(), mode) != 0) {
-    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("cannot write ", path, ": ", strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -133,7 +137,8 @@ absl::StatusOr<CurveKeysDir> ReadCurveKeysDir(const std::string& dir) {
   keys.node = *node;
   const std::string clients = dir + "/clients";
   DIR* d = opendir(clients.c_str());
-  if (d == nullptr) return absl::NotFoundError(absl::StrCat(clients, ": ", strerror(errno)));
+  if (d == nullptr)
+    return absl::NotFoundError(absl::StrCat(clients, ": ", strerror(errno)));
   absl::Status bad;
   while (dirent* e = readdir(d)) {
     const std::string name = e->d_name;
@@ -145,7 +150,8 @@ absl::StatusOr<CurveKeysDir> ReadCurveKeysDir(const std::string& dir) {
     uint8_t binary[32];
     if (line.size() != 40 || zmq_z85_decode(binary, line.c_str()) == nullptr) {
       bad = absl::InvalidArgumentError(absl::StrCat(
-          clients, "/", name, ": not a Z85 CURVE public key (40 characters on the first line)"));
+          clients, "/", name,
+          ": not a Z85 CURVE public key (40 characters on the first line)"));
       break;
     }
     keys.clients.insert(line);
@@ -153,32 +159,39 @@ absl::StatusOr<CurveKeysDir> ReadCurveKeysDir(const std::string& dir) {
   closedir(d);
   if (!bad.ok()) return bad;
   if (keys.clients.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(clients, ": no *.pub file: nobody could connect"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(clients, ": no *.pub file: nobody could connect"));
   }
   return keys;
 }
 
-absl::Status WriteCurveKeysDir(const std::string& dir, const std::vector<std::string>& node_names) {
+absl::Status WriteCurveKeysDir(const std::string& dir,
+                               const std::vector<std::string>& node_names) {
   if (node_names.empty()) return absl::InvalidArgumentError("no node names");
   if ((mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ||
       (mkdir((dir + "/clients").c_str(), 0755) != 0 && errno != EEXIST)) {
-    return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("cannot create ", dir, ": ", strerror(errno)));
   }
   auto server = NewKeyPair();
   if (!server.ok()) return server.status();
-  if (absl::Status s = WriteLine(dir + "/server.key", server->secret_key, 0600); !s.ok()) return s;
+  if (absl::Status s = WriteLine(dir + "/server.key", server->secret_key, 0600);
+      !s.ok())
+    return s;
   for (const auto& name : node_names) {
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') {
-      return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a usable node name"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", name, "' is not a usable node name"));
     }
     auto node = NewKeyPair();
     if (!node.ok()) return node.status();
-    if (absl::Status s = WriteLine(absl::StrCat(dir, "/", name, ".key"), node->secret_key, 0600);
+    if (absl::Status s = WriteLine(absl::StrCat(dir, "/", name, ".key"),
+                                   node->secret_key, 0600);
         !s.ok()) {
       return s;
     }
-    if (absl::Status s =
-            WriteLine(absl::StrCat(dir, "/clients/", name, ".pub"), node->public_key, 0644);
+    if (absl::Status s = WriteLine(absl::StrCat(dir, "/clients/", name, ".pub"),
+                                   node->public_key, 0644);
         !s.ok()) {
       return s;
     }

@@ -66,7 +66,8 @@ absl::StatusOr<CurveKeysDir> ReadCurveKeysDir(const std::string& dir);
 // `clients/<name>.pub` each, plus server.key) into `dir`, to be handed
 // out: every node gets server.key, its own `<name>.key` as node.key and
 // clients/. Secret files are mode 600.
-absl::Status WriteCurveKeysDir(const std::string& dir, const std::vector<std::string>& node_names);
+absl::Status WriteCurveKeysDir(const std::string& dir,
+                               const std::vector<std::string>& node_names);
 
 // Answers ZeroMQ's authentication requests (ZAP, RFC 27) for every CURVE
 // server socket of `zmq_context`: a client is admitted when its public key

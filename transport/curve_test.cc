@@ -205,12 +205,13 @@ TEST(CurveTest, BadKeysAreAnError) {
 std::string NodeDir(const std::string& all, const std::string& name,
                     const std::vector<std::string>& clients) {
   const std::string dir = all + "-" + name;
-  std::system(("rm -rf " + dir + " && mkdir -p " + dir + "/clients && cp -p " + all +
-               "/server.key " + dir + "/ && cp -p " + all + "/" + name + ".key " + dir +
-               "/node.key")
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir + "/clients && cp -p " +
+               all + "/server.key " + dir + "/ && cp -p " + all + "/" + name +
+               ".key " + dir + "/node.key")
                   .c_str());
   for (const auto& c : clients) {
-    std::system(("cp " + all + "/clients/" + c + ".pub " + dir + "/clients/").c_str());
+    std::system(
+        ("cp " + all + "/clients/" + c + ".pub " + dir + "/clients/").c_str());
   }
   return dir;
 }
@@ -218,7 +219,8 @@ std::string NodeDir(const std::string& all, const std::string& name,
 TEST(CurveTest, PerNodeKeysAdmitTheListedNodesOnly) {
   const std::string all = std::string(std::getenv("TEST_TMPDIR")) + "/keys";
   ASSERT_TRUE(WriteCurveKeysDir(all, {"a", "b", "c"}).ok());
-  auto make = [&](const std::string& name, const std::vector<std::string>& clients) {
+  auto make = [&](const std::string& name,
+                  const std::vector<std::string>& clients) {
     TransportOptions o;
     o.token = "tok";
     absl::Status s = UseCurveKeysDir(NodeDir(all, name, clients), &o);
@@ -226,7 +228,8 @@ TEST(CurveTest, PerNodeKeysAdmitTheListedNodesOnly) {
     return Make(o);
   };
   // a admits a and b; c's key is not among a's clients (revoked).
-  auto a = make("a", {"a", "b"}), b = make("b", {"a", "b", "c"}), c = make("c", {"a", "b", "c"});
+  auto a = make("a", {"a", "b"}), b = make("b", {"a", "b", "c"}),
+       c = make("c", {"a", "b", "c"});
   ASSERT_TRUE(a && b && c);
   ASSERT_TRUE(b->Connect(0, a->address()).ok());
   ASSERT_TRUE(a->Connect(1, b->address()).ok());
@@ -258,14 +261,17 @@ TEST(CurveTest, KeysDirErrorsNameTheFile) {
   auto open = ReadCurveKeysDir(dir);
   EXPECT_EQ(open.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(std::string(open.status().message()),
-              ::testing::HasSubstr(dir + "/node.key: a secret key file must not be readable"));
-  std::system(("chmod 600 " + dir + "/node.key && rm " + dir + "/clients/a.pub").c_str());
+              ::testing::HasSubstr(
+                  dir + "/node.key: a secret key file must not be readable"));
+  std::system(("chmod 600 " + dir + "/node.key && rm " + dir + "/clients/a.pub")
+                  .c_str());
   EXPECT_THAT(std::string(ReadCurveKeysDir(dir).status().message()),
               ::testing::HasSubstr("no *.pub file"));
   std::system(("echo nonsense > " + dir + "/clients/x.pub").c_str());
   EXPECT_THAT(std::string(ReadCurveKeysDir(dir).status().message()),
               ::testing::HasSubstr("x.pub: not a Z85 CURVE public key"));
-  EXPECT_EQ(ReadCurveKeysDir(all + "-missing").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadCurveKeysDir(all + "-missing").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -91,7 +91,8 @@ Frame Frame::Own(std::string bytes) {
   return f;
 }
 
-Frame Frame::Borrow(const void* data, size_t size, std::shared_ptr<const void> keep_alive) {
+Frame Frame::Borrow(const void* data, size_t size,
+                    std::shared_ptr<const void> keep_alive) {
   Frame f;
   f.data_ = static_cast<const char*>(data);
   f.size_ = size;
@@ -99,7 +100,8 @@ Frame Frame::Borrow(const void* data, size_t size, std::shared_ptr<const void> k
   return f;
 }
 
-Frame Frame::View(char* data, size_t size, std::shared_ptr<const void> keep_alive) {
+Frame Frame::View(char* data, size_t size,
+                  std::shared_ptr<const void> keep_alive) {
   Frame f = Borrow(data, size, std::move(keep_alive));
   f.writable_ = true;
   return f;
@@ -107,7 +109,8 @@ Frame Frame::View(char* data, size_t size, std::shared_ptr<const void> keep_aliv
 
 Frame Frame::FromZmq(zmq_msg_t* msg) {
   const void* data = zmq_msg_data(msg);
-  if (kCopyReceived || reinterpret_cast<uintptr_t>(data) % alignof(double) != 0) {
+  if (kCopyReceived ||
+      reinterpret_cast<uintptr_t>(data) % alignof(double) != 0) {
     // ZeroMQ may hand out data at any offset of its receive buffer; tensors
     // are read as floats, so an unaligned frame is copied once.
     IgnoreReadsBegin();
@@ -158,7 +161,9 @@ bool Frame::ReleaseTo(zmq_msg_t* msg, ReleaseListener* listener) {
       hold->owned = std::move(owned_);
       data = hold->owned.data();  // Short strings live inside the string.
     }
-    CHECK_EQ(zmq_msg_init_data(msg, const_cast<char*>(data), size_, ReleaseHold, hold), 0);
+    CHECK_EQ(zmq_msg_init_data(msg, const_cast<char*>(data), size_, ReleaseHold,
+                               hold),
+             0);
     told = listener != nullptr;
   }
   keep_alive_.reset();

@@ -50,7 +50,8 @@ class Frame {
                       std::shared_ptr<const void> keep_alive);
   // Like Borrow, but the holder may also write the bytes (a received frame
   // viewed in another process's shared memory, transport/shm.h).
-  static Frame View(char* data, size_t size, std::shared_ptr<const void> keep_alive);
+  static Frame View(char* data, size_t size,
+                    std::shared_ptr<const void> keep_alive);
   // Takes ownership of a received ZeroMQ message (viewed in place when its
   // data is 8-byte aligned, else copied once into aligned memory).
   static Frame FromZmq(zmq_msg_t* msg);
@@ -62,7 +63,8 @@ class Frame {
   char* mutable_data();
   template <typename T>
   absl::Span<const T> As() const {
-    return absl::Span<const T>(reinterpret_cast<const T*>(data()), size() / sizeof(T));
+    return absl::Span<const T>(reinterpret_cast<const T*>(data()),
+                               size() / sizeof(T));
   }
 
   // Moves the frame into `*msg` for zmq_msg_send without copying its bytes

@@ -37,16 +37,18 @@ constexpr bool kTransportShm = false;
 #else
 constexpr bool kTransportShm = true;
 #endif
-#define PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM()                                       \
-  do {                                                                             \
-    if (!kTransportShm) GTEST_SKIP() << "transports have no shared memory here";   \
+#define PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM()                   \
+  do {                                                         \
+    if (!kTransportShm)                                        \
+      GTEST_SKIP() << "transports have no shared memory here"; \
   } while (false)
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(10); }
 
-std::unique_ptr<Transport> Make(int64_t shm_bytes, const std::string& token = "tok",
+std::unique_ptr<Transport> Make(int64_t shm_bytes,
+                                const std::string& token = "tok",
                                 TransportOptions o = TransportOptions()) {
   o.token = token;
   o.shm_bytes = shm_bytes;
@@ -76,7 +78,8 @@ uint64_t FrameSeed(uint64_t seed, size_t frame) { return seed * 1000 + frame; }
 
 // A PUSH with one frame of sizes[i] bytes (a multiple of 4) per key; key i
 // is seed * 1000 + i and frame i holds Pattern(FrameSeed(seed, i)).
-Message Data(uint64_t seed, const std::vector<size_t>& sizes, int priority = 0) {
+Message Data(uint64_t seed, const std::vector<size_t>& sizes,
+             int priority = 0) {
   Message m;
   m.header.set_type(proto::PUSH);
   m.header.set_priority(priority);
@@ -92,33 +95,43 @@ Message Data(uint64_t seed, const std::vector<size_t>& sizes, int priority = 0) 
 // Whether `m` is exactly what Data(seed, sizes, priority) sent, bit for bit,
 // with no shared-memory field left in the header.
 ::testing::AssertionResult Intact(const Message& m, uint64_t seed,
-                                  const std::vector<size_t>& sizes, int priority = 0) {
+                                  const std::vector<size_t>& sizes,
+                                  int priority = 0) {
   const proto::Header& h = m.header;
   if (h.has_shm_arena() || h.shm_frames_size() > 0) {
-    return ::testing::AssertionFailure() << "shared-memory fields left: " << h.ShortDebugString();
+    return ::testing::AssertionFailure()
+           << "shared-memory fields left: " << h.ShortDebugString();
   }
   if (h.type() != proto::PUSH || h.priority() != priority) {
-    return ::testing::AssertionFailure() << "header changed: " << h.ShortDebugString();
+    return ::testing::AssertionFailure()
+           << "header changed: " << h.ShortDebugString();
   }
-  if (h.keys_size() != static_cast<int>(sizes.size()) || m.frames.size() != sizes.size()) {
-    return ::testing::AssertionFailure() << h.keys_size() << " keys and " << m.frames.size()
-                                         << " frames, want " << sizes.size();
+  if (h.keys_size() != static_cast<int>(sizes.size()) ||
+      m.frames.size() != sizes.size()) {
+    return ::testing::AssertionFailure()
+           << h.keys_size() << " keys and " << m.frames.size()
+           << " frames, want " << sizes.size();
   }
   for (size_t i = 0; i < sizes.size(); ++i) {
-    if (h.keys(static_cast<int>(i)) != static_cast<int64_t>(FrameSeed(seed, i))) {
-      return ::testing::AssertionFailure() << "key " << i << " is " << h.keys(static_cast<int>(i))
-                                           << ", want " << FrameSeed(seed, i);
+    if (h.keys(static_cast<int>(i)) !=
+        static_cast<int64_t>(FrameSeed(seed, i))) {
+      return ::testing::AssertionFailure()
+             << "key " << i << " is " << h.keys(static_cast<int>(i))
+             << ", want " << FrameSeed(seed, i);
     }
     if (m.frames[i].size() != sizes[i]) {
-      return ::testing::AssertionFailure() << "frame " << i << " has " << m.frames[i].size()
-                                           << " bytes, want " << sizes[i];
+      return ::testing::AssertionFailure()
+             << "frame " << i << " has " << m.frames[i].size()
+             << " bytes, want " << sizes[i];
     }
     const std::string want = Pattern(FrameSeed(seed, i), sizes[i]);
-    if (sizes[i] > 0 && std::memcmp(m.frames[i].data(), want.data(), sizes[i]) != 0) {
+    if (sizes[i] > 0 &&
+        std::memcmp(m.frames[i].data(), want.data(), sizes[i]) != 0) {
       size_t at = 0;
       while (m.frames[i].data()[at] == want[at]) ++at;
-      return ::testing::AssertionFailure() << "frame " << i << " of message " << seed
-                                           << " differs from byte " << at << " of " << sizes[i];
+      return ::testing::AssertionFailure()
+             << "frame " << i << " of message " << seed << " differs from byte "
+             << at << " of " << sizes[i];
     }
   }
   return ::testing::AssertionSuccess();
@@ -278,7 +291,9 @@ TEST(ShmArenaTest, PeersMapTheArenaAndHandBlocksBackWhenViewsDie) {
   ASSERT_EQ(m.frames.size(), blocks.size());
   for (size_t i = 0; i < blocks.size(); ++i) {
     ASSERT_EQ(m.frames[i].size(), kBlock);
-    EXPECT_EQ(std::memcmp(m.frames[i].data(), Pattern(FrameSeed(7, i), kBlock).data(), kBlock), 0)
+    EXPECT_EQ(std::memcmp(m.frames[i].data(),
+                          Pattern(FrameSeed(7, i), kBlock).data(), kBlock),
+              0)
         << i;
     EXPECT_NE(m.frames[i].mutable_data(), nullptr) << i;
   }
@@ -293,7 +308,9 @@ TEST(ShmArenaTest, PeersMapTheArenaAndHandBlocksBackWhenViewsDie) {
   EXPECT_EQ(a->CopyIn(more.data(), more.size()), -1);
   EXPECT_EQ(a->bytes_in_use(), full);
   // The others still read their own data.
-  EXPECT_EQ(std::memcmp(m.frames[0].data(), Pattern(FrameSeed(7, 0), kBlock).data(), kBlock), 0);
+  EXPECT_EQ(std::memcmp(m.frames[0].data(),
+                        Pattern(FrameSeed(7, 0), kBlock).data(), kBlock),
+            0);
 
   // The message dies: every other block comes back.
   m = Message();
@@ -334,7 +351,8 @@ TEST(ShmArenaTest, PeersRefuseOffersThatAreNotThatArena) {
   const int64_t off = a->CopyIn(data.data(), data.size());
   ASSERT_GE(off, 0);
   Message m = InArena(wrong_nonce, {{off, data.size()}});
-  EXPECT_THAT(peers.Resolve(&m, nullptr, ShmArena::kMaxSlots), HasSubstr("not mapped"));
+  EXPECT_THAT(peers.Resolve(&m, nullptr, ShmArena::kMaxSlots),
+              HasSubstr("not mapped"));
   EXPECT_FALSE(m.header.has_shm_arena());
   EXPECT_EQ(m.header.shm_frames_size(), 0);
   // The genuine offer still works (the failures were remembered under the
@@ -351,8 +369,8 @@ TEST(ShmArenaTest, PeersRefuseOffersThatAreNotThatArena) {
 TEST(ShmArenaTest, FreedNeighboursCoalesceInAnyOrder) {
   constexpr size_t kSize = 64 << 10;
   const std::string data = Pattern(3, 3 * kSize);
-  const std::vector<std::vector<int>> orders = {{0, 2, 1}, {0, 1, 2}, {2, 1, 0},
-                                                {1, 0, 2}, {1, 2, 0}, {2, 0, 1}};
+  const std::vector<std::vector<int>> orders = {
+      {0, 2, 1}, {0, 1, 2}, {2, 1, 0}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}};
   for (const std::vector<int>& order : orders) {
     SCOPED_TRACE(::testing::PrintToString(order));
     auto a = MakeArena(kMiB);
@@ -381,7 +399,8 @@ TEST(ShmArenaTest, FreedNeighboursCoalesceInAnyOrder) {
     const int64_t merged = a->CopyIn(data.data(), 3 * kSize);
     EXPECT_EQ(merged, abc[0]);
     if (merged >= 0) {
-      EXPECT_LT(LargestFit(a.get(), kSize), kSize / 2);  // And little else is free.
+      EXPECT_LT(LargestFit(a.get(), kSize),
+                kSize / 2);  // And little else is free.
     }
   }
 }
@@ -396,8 +415,8 @@ TEST(ShmTransportTest, OfferFirstThenBigFramesInSharedMemoryBothWays) {
   ASSERT_TRUE(b->Connect(0, a->address()).ok());
   // Small, just below, exactly at the threshold, big, tiny: two frames per
   // message qualify for shared memory, the others stay inline.
-  const std::vector<size_t> sizes = {4096, kShmMinFrameBytes - 4, kShmMinFrameBytes,
-                                     kMiB + 4, 12};
+  const std::vector<size_t> sizes = {4096, kShmMinFrameBytes - 4,
+                                     kShmMinFrameBytes, kMiB + 4, 12};
   constexpr int kShmPerMessage = 2;
 
   // The first message carries the offer: everything over TCP.
@@ -418,11 +437,13 @@ TEST(ShmTransportTest, OfferFirstThenBigFramesInSharedMemoryBothWays) {
     auto got = b->Receive(Soon());
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_TRUE(Intact(*got, seed, sizes, 3));
-    EXPECT_EQ(b->stats().shm_frames_received, kShmPerMessage * static_cast<int64_t>(seed - 1));
+    EXPECT_EQ(b->stats().shm_frames_received,
+              kShmPerMessage * static_cast<int64_t>(seed - 1));
     held.push_back(std::move(*got));
   }
   // Frames held together do not share blocks.
-  for (size_t i = 0; i < held.size(); ++i) EXPECT_TRUE(Intact(held[i], i + 1, sizes, 3)) << i;
+  for (size_t i = 0; i < held.size(); ++i)
+    EXPECT_TRUE(Intact(held[i], i + 1, sizes, 3)) << i;
   TransportStats sa = a->stats(), sb = b->stats();
   EXPECT_EQ(sa.shm_frames_sent, 4 * kShmPerMessage);
   EXPECT_EQ(sa.shm_frames_sent, sb.shm_frames_received);
@@ -456,7 +477,8 @@ TEST(ShmTransportTest, OfferFirstThenBigFramesInSharedMemoryBothWays) {
 
 TEST(ShmTransportTest, EachPeerIsOfferedTheArenaUntilItAcceptsIt) {
   PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
-  auto a = Make(8 * kMiB), b = Make(8 * kMiB), c = Make(8 * kMiB), off = Make(0);
+  auto a = Make(8 * kMiB), b = Make(8 * kMiB), c = Make(8 * kMiB),
+       off = Make(0);
   ASSERT_TRUE(a->Connect(1, b->address()).ok());
   ASSERT_TRUE(a->Connect(2, c->address()).ok());
   ASSERT_TRUE(a->Connect(3, off->address()).ok());
@@ -472,7 +494,8 @@ TEST(ShmTransportTest, EachPeerIsOfferedTheArenaUntilItAcceptsIt) {
   // has none.
   for (uint64_t seed = 2; seed <= 4; ++seed) {
     std::vector<std::pair<int, Message>> batch;
-    for (int peer : {1, 2, 3}) batch.emplace_back(peer, Data(seed * 10 + peer, sizes));
+    for (int peer : {1, 2, 3})
+      batch.emplace_back(peer, Data(seed * 10 + peer, sizes));
     ASSERT_TRUE(a->SendBatch(std::move(batch), Soon()).ok());
     Transport* receivers[] = {b.get(), c.get(), off.get()};
     for (int peer : {1, 2, 3}) {
@@ -527,7 +550,8 @@ TEST(ShmTransportTest, AFullArenaFallsBackToTheSocket) {
     ASSERT_TRUE(got.ok()) << got.status();
     held.push_back(std::move(*got));
   }
-  for (int i = 0; i < kMessages; ++i) EXPECT_TRUE(Intact(held[i], i, sizes)) << i;
+  for (int i = 0; i < kMessages; ++i)
+    EXPECT_TRUE(Intact(held[i], i, sizes)) << i;
   TransportStats sa = a->stats();
   const int64_t fit = sa.shm_frames_sent;
   EXPECT_GE(fit, 1);
@@ -558,7 +582,8 @@ TEST(ShmTransportTest, AFullArenaFallsBackToTheSocket) {
   sa = a->stats();
   EXPECT_EQ(sa.shm_frames_sent, 2 * fit);
   EXPECT_EQ(sa.shm_frames_inline, kMessages - fit + 5);
-  for (int i = 0; i < fit; ++i) EXPECT_TRUE(Intact(held[i], 100 + i, sizes)) << i;
+  for (int i = 0; i < fit; ++i)
+    EXPECT_TRUE(Intact(held[i], 100 + i, sizes)) << i;
 
   // A message of five big frames into an emptied arena: some go through
   // shared memory, the rest inline, in the same message.
@@ -596,7 +621,8 @@ TEST(ShmTransportTest, ReceivedFramesAreWritableWithoutHarmToOthers) {
   std::memset(p, 0xAB, kBytes);
   EXPECT_EQ(frame.data()[0], static_cast<char>(0xAB));
   EXPECT_EQ(frame.data()[kBytes - 1], static_cast<char>(0xAB));
-  EXPECT_EQ(*source, Pattern(FrameSeed(1, 0), kBytes)) << "the sender's memory changed";
+  EXPECT_EQ(*source, Pattern(FrameSeed(1, 0), kBytes))
+      << "the sender's memory changed";
   // While it is held and scribbled over, the next messages are intact.
   std::vector<Message> held;
   for (uint64_t seed = 2; seed <= 4; ++seed) {
@@ -710,7 +736,7 @@ TEST(ShmTransportTest, SharedFramesGoByReference) {
   ASSERT_TRUE(a->Connect(1, b->address()).ok());
   ASSERT_TRUE(a->Connect(2, c->address()).ok());
   Handshake(a.get(), 1, b.get());
-  EXPECT_EQ(c->NewSharedFrame(4096).size(), 0u);  // No arena.
+  EXPECT_EQ(c->NewSharedFrame(4096).size(), 0u);      // No arena.
   EXPECT_EQ(a->NewSharedFrame(4 * kMiB).size(), 0u);  // No room.
   const size_t bytes = 1536 << 10;  // Most of the arena: a copy could not fit.
   Frame weights = a->NewSharedFrame(bytes);
@@ -731,7 +757,8 @@ TEST(ShmTransportTest, SharedFramesGoByReference) {
   EXPECT_EQ(a->stats().shm_frames_sent, 1);
   EXPECT_EQ(a->stats().shm_frames_inline, 0);
   EXPECT_TRUE(a->SharedFrameInUse(weights));
-  EXPECT_EQ(got->frames[0].mutable_data(), nullptr);  // The holder's: read-only.
+  EXPECT_EQ(got->frames[0].mutable_data(),
+            nullptr);  // The holder's: read-only.
   // The receiver sees the holder's writes: the very same bytes.
   weights.mutable_data()[0] ^= 1;
   EXPECT_EQ(got->frames[0].data()[0], weights.data()[0]);
@@ -773,20 +800,23 @@ TEST(ShmTransportTest, AFrameSentBackToItsOwnerGoesByReference) {
     if (keep->frames[0].size() > kShmMinFrameBytes) last = keep;
     Message back;
     back.header = keep->header;
-    for (const Frame& f : keep->frames) back.frames.push_back(Frame::Borrow(f.data(), f.size(), keep));
+    for (const Frame& f : keep->frames)
+      back.frames.push_back(Frame::Borrow(f.data(), f.size(), keep));
     EXPECT_TRUE(b->Send(0, std::move(back), absl::InfinitePast()).ok());
   });
   ASSERT_TRUE(a->Send(1, Data(1, {64}), Soon()).ok());  // The offer.
   auto echo = a->Receive(Soon());
   ASSERT_TRUE(echo.ok()) << echo.status();
   EXPECT_TRUE(Intact(*echo, 1, {64}));
-  const size_t bytes = 1536 << 10;  // Most of A's arena: each round needs the block back.
+  const size_t bytes =
+      1536 << 10;  // Most of A's arena: each round needs the block back.
   for (uint64_t seed = 2; seed < 6; ++seed) {
     ASSERT_TRUE(a->Send(1, Data(seed, {bytes}), Soon()).ok());
     auto got = a->Receive(Soon());
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_TRUE(Intact(*got, seed, {bytes}));
-    EXPECT_EQ(got->frames[0].mutable_data(), nullptr);  // B's weights, so to say.
+    EXPECT_EQ(got->frames[0].mutable_data(),
+              nullptr);  // B's weights, so to say.
     // B may not write it while A reads it (a server's in-place update).
     Message probe = Data(0, {64});
     probe.header.set_keys(0, 0);
@@ -837,7 +867,8 @@ TEST(ShmTransportTest, RefusedSendsAreNotCountedAsSent) {
 // Sends messages (seeds after *seed) from `a` to its peer 1 until `b` gets
 // one, waiting 200 ms for each: `b` has just restarted at peer 1's address
 // and ZeroMQ reconnects in its own time.
-absl::StatusOr<Message> SendUntilReceived(Transport* a, Transport* b, uint64_t* seed,
+absl::StatusOr<Message> SendUntilReceived(Transport* a, Transport* b,
+                                          uint64_t* seed,
                                           const std::vector<size_t>& sizes,
                                           absl::Duration total) {
   const absl::Time end = absl::Now() + total;
@@ -871,7 +902,8 @@ TEST(ShmTransportTest, ARestartedReceiverMapsTheArenaAgain) {
   b = Make(8 * kMiB, "tok", o);
   ASSERT_NE(b, nullptr);
   uint64_t seed = 100;
-  auto got = SendUntilReceived(a.get(), b.get(), &seed, sizes, absl::Seconds(5));
+  auto got =
+      SendUntilReceived(a.get(), b.get(), &seed, sizes, absl::Seconds(5));
   ASSERT_TRUE(got.ok()) << got.status();
   const uint64_t first = static_cast<uint64_t>(got->header.keys(0)) / 1000;
   EXPECT_TRUE(Intact(*got, first, sizes));
@@ -888,7 +920,8 @@ TEST(ShmTransportTest, ARestartedReceiverMapsTheArenaAgain) {
 // never restart within a job (a dead node ends it), so this does not
 // happen in a job; the fix would be to clear the mark when the DEALER
 // disconnects (zmq_socket_monitor). Disabled until then.
-TEST(ShmTransportTest, DISABLED_ARestartedReceiverWithoutSharedMemoryGetsTheData) {
+TEST(ShmTransportTest,
+     DISABLED_ARestartedReceiverWithoutSharedMemoryGetsTheData) {
   PSTRAIN_SKIP_WITHOUT_TRANSPORT_SHM();
   auto a = Make(8 * kMiB), b = Make(8 * kMiB);
   ASSERT_TRUE(a->Connect(1, b->address()).ok());
@@ -901,7 +934,8 @@ TEST(ShmTransportTest, DISABLED_ARestartedReceiverWithoutSharedMemoryGetsTheData
   b = Make(0, "tok", o);
   ASSERT_NE(b, nullptr);
   uint64_t seed = 100;
-  auto got = SendUntilReceived(a.get(), b.get(), &seed, sizes, absl::Seconds(3));
+  auto got =
+      SendUntilReceived(a.get(), b.get(), &seed, sizes, absl::Seconds(3));
   ASSERT_TRUE(got.ok()) << got.status() << "; " << b->stats().dropped_malformed
                         << " dropped as malformed";
   EXPECT_EQ(b->stats().dropped_malformed, 0);
@@ -933,7 +967,8 @@ proto::Header RawHeader(int64_t key, int64_t floats, int extra = 0) {
   return h;
 }
 
-void AddShmFrame(proto::Header* h, uint32_t frame, uint64_t offset, uint64_t size) {
+void AddShmFrame(proto::Header* h, uint32_t frame, uint64_t offset,
+                 uint64_t size) {
   proto::ShmFrame* d = h->add_shm_frames();
   d->set_frame(frame);
   d->set_offset(offset);
@@ -980,7 +1015,8 @@ TEST(ShmTransportTest, BlocksOfTheReceiversArenaMustBeHeld) {
   auto b = Make(2 * kMiB, "secret");
   ASSERT_NE(b, nullptr);
   RawPeer raw(b->address(), "secret");
-  for (uint64_t offset : {uint64_t{0}, uint64_t{64}, uint64_t{1} << 40, uint64_t{65536 + 64}}) {
+  for (uint64_t offset :
+       {uint64_t{0}, uint64_t{64}, uint64_t{1} << 40, uint64_t{65536 + 64}}) {
     raw.Send({SentBackHeader(1, offset, 64), ""});
   }
   ASSERT_TRUE(WaitFor([&] { return b->stats().dropped_malformed == 4; }));
@@ -1023,7 +1059,8 @@ struct Hostile : ::testing::Test {
     EXPECT_EQ(got->header.keys(0), key);
     EXPECT_FALSE(got->header.has_shm_arena());
     ASSERT_EQ(got->frames.size(), 1u);
-    EXPECT_EQ(std::string(got->frames[0].data(), got->frames[0].size()), Pattern(key, 64));
+    EXPECT_EQ(std::string(got->frames[0].data(), got->frames[0].size()),
+              Pattern(key, 64));
   }
 
   std::unique_ptr<Transport> b;
@@ -1070,11 +1107,13 @@ Forgery Forge(int fd) {
   f.original = MakeArena(kMiB);
   if (f.original == nullptr) return f;
   const std::string block = Pattern(5, 256);
-  f.block_offset = static_cast<uint64_t>(f.original->CopyIn(block.data(), block.size()));
+  f.block_offset =
+      static_cast<uint64_t>(f.original->CopyIn(block.data(), block.size()));
   f.identity = f.original->identity();
   f.identity.set_fd(fd);
   f.bytes = Contents(f.original->identity().fd(), f.identity.size());
-  EXPECT_EQ(pwrite(fd, f.bytes.data(), f.bytes.size(), 0), static_cast<ssize_t>(f.bytes.size()));
+  EXPECT_EQ(pwrite(fd, f.bytes.data(), f.bytes.size(), 0),
+            static_cast<ssize_t>(f.bytes.size()));
   return f;
 }
 
@@ -1083,8 +1122,10 @@ TEST_F(Hostile, OffersOfFilesThatAreNotPstrainArenasAreIgnoredNotDropped) {
   const int memfd = memfd_create("not-pstrain", MFD_CLOEXEC);
   ASSERT_GE(memfd, 0);
   const char* tmpdir = getenv("TEST_TMPDIR");
-  const std::string path = absl::StrCat(tmpdir != nullptr ? tmpdir : "/tmp", "/shm_test_file");
-  const int file = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const std::string path =
+      absl::StrCat(tmpdir != nullptr ? tmpdir : "/tmp", "/shm_test_file");
+  const int file =
+      open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   ASSERT_GE(file, 0);
   int pipe_fds[2];
   ASSERT_EQ(pipe(pipe_fds), 0);
@@ -1103,7 +1144,8 @@ TEST_F(Hostile, OffersOfFilesThatAreNotPstrainArenasAreIgnoredNotDropped) {
   }
   // Standard streams, a pipe, no such fd: with a nonce of nothing.
   for (int fd : {0, 1, 2, pipe_fds[0], -1, 1 << 30}) {
-    for (uint32_t slot : {0u, ShmArena::kMaxSlots, std::numeric_limits<uint32_t>::max()}) {
+    for (uint32_t slot :
+         {0u, ShmArena::kMaxSlots, std::numeric_limits<uint32_t>::max()}) {
       SCOPED_TRACE(absl::StrCat("fd ", fd, " slot ", slot));
       proto::ShmArena offer;
       offer.set_pid(pid);
@@ -1171,7 +1213,8 @@ TEST_F(Hostile, BadDescriptorsIntoAMappedArenaAreDropped) {
   ASSERT_NE(arena, nullptr);
   const uint64_t size = arena->identity().size();
   proto::ShmArena offer = arena->identity();
-  for (uint32_t slot : {ShmArena::kMaxSlots, std::numeric_limits<uint32_t>::max()}) {
+  for (uint32_t slot :
+       {ShmArena::kMaxSlots, std::numeric_limits<uint32_t>::max()}) {
     offer.set_slot(slot);
     OfferAndExpectDelivery(offer, slot == ShmArena::kMaxSlots ? 1 : 2);
   }
@@ -1188,13 +1231,17 @@ TEST_F(Hostile, BadDescriptorsIntoAMappedArenaAreDropped) {
   // descriptors that fail before a view exists (Decode refuses a frame
   // described twice, or a size that disagrees with the header, before any
   // block is looked at); `good` is viewed and handed back.
-  const std::string bytes[] = {Pattern(21, 256), Pattern(22, 256), Pattern(23, 256),
-                               Pattern(24, 256)};
-  const uint64_t kept = static_cast<uint64_t>(arena->CopyIn(bytes[0].data(), 256));
+  const std::string bytes[] = {Pattern(21, 256), Pattern(22, 256),
+                               Pattern(23, 256), Pattern(24, 256)};
+  const uint64_t kept =
+      static_cast<uint64_t>(arena->CopyIn(bytes[0].data(), 256));
   const int64_t one_block = arena->bytes_in_use();
-  const uint64_t dup = static_cast<uint64_t>(arena->CopyIn(bytes[1].data(), 256));
-  const uint64_t invalid = static_cast<uint64_t>(arena->CopyIn(bytes[2].data(), 256));
-  const uint64_t good = static_cast<uint64_t>(arena->CopyIn(bytes[3].data(), 256));
+  const uint64_t dup =
+      static_cast<uint64_t>(arena->CopyIn(bytes[1].data(), 256));
+  const uint64_t invalid =
+      static_cast<uint64_t>(arena->CopyIn(bytes[2].data(), 256));
+  const uint64_t good =
+      static_cast<uint64_t>(arena->CopyIn(bytes[3].data(), 256));
   ASSERT_LT(good, size);
 
   const std::string empty;
@@ -1225,10 +1272,13 @@ TEST_F(Hostile, BadDescriptorsIntoAMappedArenaAreDropped) {
   };
   int64_t key = 100;
   for (const Case& c : cases) {
-    proto::Header h = RawHeader(++key, c.floats, static_cast<int>(c.frames.size()) - 1);
-    if (c.frames.size() > 1) h.set_lengths(1, 64);  // Duplicate: both 256 bytes.
+    proto::Header h =
+        RawHeader(++key, c.floats, static_cast<int>(c.frames.size()) - 1);
+    if (c.frames.size() > 1)
+      h.set_lengths(1, 64);  // Duplicate: both 256 bytes.
     *h.mutable_shm_arena() = offer;
-    for (const auto& [frame, off, bytes_] : c.descriptors) AddShmFrame(&h, frame, off, bytes_);
+    for (const auto& [frame, off, bytes_] : c.descriptors)
+      AddShmFrame(&h, frame, off, bytes_);
     std::vector<std::string> parts = {Serialize(h)};
     parts.insert(parts.end(), c.frames.begin(), c.frames.end());
     raw->Send(parts);
@@ -1244,8 +1294,10 @@ TEST_F(Hostile, BadDescriptorsIntoAMappedArenaAreDropped) {
   EXPECT_FALSE(got->header.has_shm_arena());
   EXPECT_EQ(got->header.shm_frames_size(), 0);
   ASSERT_EQ(got->frames.size(), 2u);
-  EXPECT_EQ(std::string(got->frames[0].data(), got->frames[0].size()), bytes[3]);
-  EXPECT_EQ(std::string(got->frames[1].data(), got->frames[1].size()), Pattern(25, 8));
+  EXPECT_EQ(std::string(got->frames[0].data(), got->frames[0].size()),
+            bytes[3]);
+  EXPECT_EQ(std::string(got->frames[1].data(), got->frames[1].size()),
+            Pattern(25, 8));
   const TransportStats s = b->stats();
   EXPECT_EQ(s.dropped_malformed, static_cast<int64_t>(cases.size()));
   EXPECT_EQ(s.shm_frames_received, 1);  // The delivered frame.

@@ -54,8 +54,7 @@ TEST(BlockingQueueTest, CloseWakesWaitersAndDrains) {
   BlockingQueue<int> empty(1);
   std::thread waiter([&] {
     // Would wait 30 s if Close() did not wake it.
-    EXPECT_EQ(empty.Pop(Later()).status().code(),
-              absl::StatusCode::kCancelled);
+    EXPECT_EQ(empty.Pop(Later()).status().code(), absl::StatusCode::kCancelled);
   });
   empty.Close();
   waiter.join();

@@ -14,9 +14,9 @@
 
 // Evaluates `expr` (an absl::Status); returns it from the enclosing function
 // if it is not OK.
-#define PSTRAIN_RETURN_IF_ERROR(expr)                 \
-  do {                                                \
-    ::absl::Status pstrain_status_ = (expr);          \
+#define PSTRAIN_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::absl::Status pstrain_status_ = (expr);           \
     if (!pstrain_status_.ok()) return pstrain_status_; \
   } while (0)
 
@@ -26,8 +26,8 @@
 // Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status from
 // the enclosing function, otherwise moves the value into `lhs`, which may be
 // a declaration: PSTRAIN_ASSIGN_OR_RETURN(auto reader, Reader::Open(path));
-#define PSTRAIN_ASSIGN_OR_RETURN(lhs, rexpr)                                 \
-  PSTRAIN_ASSIGN_OR_RETURN_IMPL_(                                            \
+#define PSTRAIN_ASSIGN_OR_RETURN(lhs, rexpr) \
+  PSTRAIN_ASSIGN_OR_RETURN_IMPL_(            \
       PSTRAIN_STATUS_CONCAT_(pstrain_statusor_, __LINE__), lhs, rexpr)
 
 #define PSTRAIN_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \

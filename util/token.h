@@ -20,7 +20,8 @@ inline absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   std::string token;
   if (!in) return ErrnoToStatus(errno, absl::StrCat("--token_file ", path));
   if (!std::getline(in, token)) {
-    return absl::InvalidArgumentError(absl::StrCat("--token_file ", path, " is empty"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token_file ", path, " is empty"));
   }
   return token;
 }

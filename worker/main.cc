@@ -6,31 +6,36 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "gflags/gflags.h"
-#include "glog/logging.h"
 #include "cluster/cluster_flags.h"
 #include "cluster/node_flags.h"
+#include "gflags/gflags.h"
+#include "glog/logging.h"
 #include "transport/transport.h"
 #include "util/flags.h"
 #include "worker/options.h"
 #include "worker/trainer.h"
 
-DEFINE_string(network, "lenet",
-              "Network, built by name: mlp, lenet, alexnet, vgg (--num_layers 11, 16), resnet "
-              "(18, 34, 50, 101, 152 for 224x224; 20, 56, 110 for 32x32), inception-v3 "
-              "(299x299), minigooglenet (32x32).");
+DEFINE_string(
+    network, "lenet",
+    "Network, built by name: mlp, lenet, alexnet, vgg (--num_layers 11, 16), "
+    "resnet "
+    "(18, 34, 50, 101, 152 for 224x224; 20, 56, 110 for 32x32), inception-v3 "
+    "(299x299), minigooglenet (32x32).");
 DEFINE_int32(num_layers, 0, "Depth, for networks that have variants.");
 DEFINE_int32(num_classes, 10, "Classes.");
 DEFINE_string(image_shape, "1,28,28", "Input C,H,W.");
 DEFINE_int32(batch_size, 64, "Batch per worker.");
 DEFINE_int32(num_epochs, 1, "Epochs.");
 DEFINE_double(lr, 0.05, "Learning rate.");
-DEFINE_double(lr_factor, 0.1, "Learning-rate factor at each --lr_step_epochs epoch.");
-DEFINE_string(lr_step_epochs, "", "Epochs at which the learning rate drops, comma-separated.");
+DEFINE_double(lr_factor, 0.1,
+              "Learning-rate factor at each --lr_step_epochs epoch.");
+DEFINE_string(lr_step_epochs, "",
+              "Epochs at which the learning rate drops, comma-separated.");
 DEFINE_string(optimizer, "sgd", "sgd, nag or adam.");
 DEFINE_double(mom, 0.9, "Momentum.");
 DEFINE_double(wd, 0.0001, "Weight decay.");
-DEFINE_string(kv_store, "local", "local, device, dist_sync, dist_async, dist_device_sync.");
+DEFINE_string(kv_store, "local",
+              "local, device, dist_sync, dist_async, dist_device_sync.");
 DEFINE_string(data_train, "", "Training .rec file or folder of .rec files.");
 DEFINE_string(data_val, "", "Validation .rec file or folder.");
 DEFINE_int32(data_nthreads, 2, "Decode/augment threads.");
@@ -48,45 +53,64 @@ DEFINE_bool(ignore_index, false,
             "Split .rec files by bytes (and scan them) even where .idx files "
             "exist; without it, an .idx that does not match its .rec stops "
             "the worker, naming both.");
-DEFINE_int64(num_examples, 0, "Training examples per epoch (0: the data's size).");
+DEFINE_int64(num_examples, 0,
+             "Training examples per epoch (0: the data's size).");
 DEFINE_int32(disp_batches, 20, "Batches between progress lines.");
 DEFINE_string(model_prefix, "", "Checkpoint prefix: PREFIX-%04d.params.");
 DEFINE_int32(save_period, 1, "Epochs between checkpoints.");
 DEFINE_int32(load_epoch, 0, "Resume from PREFIX-<load_epoch>.params.");
 DEFINE_bool(test_io, false, "Measure the data pipeline only.");
 DEFINE_bool(benchmark, false, "Train on synthetic data.");
-DEFINE_string(rgb_mean, "0,0,0", "Per-channel mean (pixel units), R,G,B or one value.");
+DEFINE_string(rgb_mean, "0,0,0",
+              "Per-channel mean (pixel units), R,G,B or one value.");
 DEFINE_string(rgb_std, "1,1,1", "Per-channel std (pixel units).");
 DEFINE_bool(rand_mirror, false, "Random horizontal flips.");
 DEFINE_bool(rand_crop, false, "Random crops.");
 DEFINE_int32(pad, 0, "Padding before cropping.");
 DEFINE_int32(fill_value, 127, "Pixel value of the --pad border, 0-255.");
-DEFINE_int32(resize, 0, "Resize the shorter edge to this many pixels first (<= 0: off).");
-DEFINE_bool(random_resized_crop, false, "Inception-style crop: random area and aspect ratio.");
-DEFINE_double(min_random_area, 1, "--random_resized_crop: minimum area fraction, (0, 1].");
-DEFINE_double(max_random_area, 1, "--random_resized_crop: maximum area fraction, (0, 1].");
+DEFINE_int32(resize, 0,
+             "Resize the shorter edge to this many pixels first (<= 0: off).");
+DEFINE_bool(random_resized_crop, false,
+            "Inception-style crop: random area and aspect ratio.");
+DEFINE_double(min_random_area, 1,
+              "--random_resized_crop: minimum area fraction, (0, 1].");
+DEFINE_double(max_random_area, 1,
+              "--random_resized_crop: maximum area fraction, (0, 1].");
 DEFINE_double(min_random_aspect_ratio, 0,
-              "--random_resized_crop: minimum aspect ratio (0: MXNet's None, the range is "
+              "--random_resized_crop: minimum aspect ratio (0: MXNet's None, "
+              "the range is "
               "[1 - max, 1 + max]).");
-DEFINE_double(max_random_aspect_ratio, 0, "--random_resized_crop: maximum aspect ratio.");
-DEFINE_double(brightness, 0, "Brightness jitter: factor in [1 - x, 1 + x], x in [0, 1].");
+DEFINE_double(max_random_aspect_ratio, 0,
+              "--random_resized_crop: maximum aspect ratio.");
+DEFINE_double(brightness, 0,
+              "Brightness jitter: factor in [1 - x, 1 + x], x in [0, 1].");
 DEFINE_double(contrast, 0, "Contrast jitter, x in [0, 1].");
 DEFINE_double(saturation, 0, "Saturation jitter, x in [0, 1].");
-DEFINE_int32(max_random_h, 0, "HLS hue jitter in [-x, x] (OpenCV units, 0-180).");
+DEFINE_int32(max_random_h, 0,
+             "HLS hue jitter in [-x, x] (OpenCV units, 0-180).");
 DEFINE_int32(max_random_s, 0, "HLS saturation jitter in [-x, x] (0-255).");
 DEFINE_int32(max_random_l, 0, "HLS lightness jitter in [-x, x] (0-255).");
 DEFINE_bool(shuffle, true, "Shuffle the training part every epoch.");
-DEFINE_string(initializer, "xavier", "xavier (fit.py's default), msra or normal (N(0, 0.01) weights).");
+DEFINE_string(
+    initializer, "xavier",
+    "xavier (fit.py's default), msra or normal (N(0, 0.01) weights).");
 DEFINE_int32(top_k, 0, "Also report top-k accuracy (0: off).");
-DEFINE_string(gpus, "", "GPUs, e.g. 0,1,2,3 (empty: CPU). Needs a --config=cuda build.");
-DEFINE_int32(cpu_devices, 1, "CPU replicas in this worker; --batch_size is split across them.");
-DEFINE_bool(overlap, true,
-            "Push each layer's gradients during backward and wait for its weights only when the "
-            "next forward reaches it (one device); false: push after backward.");
+DEFINE_string(gpus, "",
+              "GPUs, e.g. 0,1,2,3 (empty: CPU). Needs a --config=cuda build.");
+DEFINE_int32(cpu_devices, 1,
+             "CPU replicas in this worker; --batch_size is split across them.");
+DEFINE_bool(
+    overlap, true,
+    "Push each layer's gradients during backward and wait for its weights only "
+    "when the "
+    "next forward reaches it (one device); false: push after backward.");
 DEFINE_int64(fusion_bytes, 4 << 20,
-             "Tensor fusion: push gradients ready together as one request once they add up to "
-             "this many bytes (the rest when backward ends); 0: one request per parameter.");
-DEFINE_bool(dry_run, false, "Check the flags and build the network, then exit.");
+             "Tensor fusion: push gradients ready together as one request once "
+             "they add up to "
+             "this many bytes (the rest when backward ends); 0: one request "
+             "per parameter.");
+DEFINE_bool(dry_run, false,
+            "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
 namespace {
 
@@ -100,10 +124,12 @@ T OrExit(absl::StatusOr<T> v) {
 }
 
 // Per-channel values: one number for all three channels, or R,G,B.
-void ChannelValues(const char* flag, const std::string& text, float fallback, float* out) {
+void ChannelValues(const char* flag, const std::string& text, float fallback,
+                   float* out) {
   std::vector<double> v = OrExit(pstrain::worker::ParseNumbers(flag, text));
   for (int c = 0; c < 3; ++c) {
-    out[c] = static_cast<float>(v.empty() ? fallback : v[std::min<size_t>(c, v.size() - 1)]);
+    out[c] = static_cast<float>(
+        v.empty() ? fallback : v[std::min<size_t>(c, v.size() - 1)]);
   }
 }
 
@@ -197,8 +223,8 @@ int main(int argc, char** argv) {
   absl::Status fits = pstrain::worker::CheckBatchFits(o);
   if (!fits.ok()) pstrain::ExitWithError(kProgram, fits.message());
   if (absl::StartsWith(o.kv_store, "dist")) {
-    o.kv.cluster = OrExit(
-        pstrain::cluster::NodeOptionsFromFlags(pstrain::proto::WORKER));
+    o.kv.cluster =
+        OrExit(pstrain::cluster::NodeOptionsFromFlags(pstrain::proto::WORKER));
   }
   return pstrain::worker::Train(o);
 }

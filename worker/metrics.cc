@@ -16,16 +16,16 @@ Metrics::Metrics(int top_k, bool cross_entropy)
 absl::Status Metrics::Update(absl::Span<const float> probs,
                              absl::Span<const float> labels, int classes) {
   if (classes <= 0 || probs.size() != labels.size() * classes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics: ", probs.size(), " outputs for ", labels.size(),
-        " labels of ", classes, " classes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics: ", probs.size(), " outputs for ", labels.size(),
+                     " labels of ", classes, " classes"));
   }
   for (size_t i = 0; i < labels.size(); ++i) {
     const float l = labels[i];
     if (!(l >= 0 && l < classes) || l != std::floor(l)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "metrics: label ", l, " of sample ", i, " is not a class in [0, ",
-          classes, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("metrics: label ", l, " of sample ", i,
+                       " is not a class in [0, ", classes, ")"));
     }
   }
   for (size_t i = 0; i < labels.size(); ++i) {
@@ -68,9 +68,11 @@ void Metrics::Reset() {
 
 std::vector<std::pair<std::string, double>> Metrics::NameValues() const {
   const double n = count_ > 0 ? static_cast<double>(count_) : NAN;
-  std::vector<std::pair<std::string, double>> out = {{"accuracy", correct_ / n}};
+  std::vector<std::pair<std::string, double>> out = {
+      {"accuracy", correct_ / n}};
   if (top_k_ > 1) {
-    out.emplace_back(absl::StrCat("top_k_accuracy_", top_k_), top_k_correct_ / n);
+    out.emplace_back(absl::StrCat("top_k_accuracy_", top_k_),
+                     top_k_correct_ / n);
   }
   if (cross_entropy_) out.emplace_back("cross-entropy", ce_sum_ / n);
   return out;
@@ -78,8 +80,9 @@ std::vector<std::pair<std::string, double>> Metrics::NameValues() const {
 
 std::string BatchLine(int epoch, int64_t from_batch, int64_t to_batch,
                       double samples_per_sec, const Metrics& metrics) {
-  std::string line = absl::StrFormat("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec",
-                                     epoch, from_batch, to_batch, samples_per_sec);
+  std::string line =
+      absl::StrFormat("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec", epoch,
+                      from_batch, to_batch, samples_per_sec);
   for (const auto& [name, value] : metrics.NameValues()) {
     absl::StrAppendFormat(&line, "\t%s=%f", name, value);
   }
@@ -90,7 +93,8 @@ std::vector<std::string> EpochMetricLines(int epoch, const std::string& phase,
                                           const Metrics& metrics) {
   std::vector<std::string> lines;
   for (const auto& [name, value] : metrics.NameValues()) {
-    lines.push_back(absl::StrFormat("Epoch[%d] %s-%s=%f", epoch, phase, name, value));
+    lines.push_back(
+        absl::StrFormat("Epoch[%d] %s-%s=%f", epoch, phase, name, value));
   }
   return lines;
 }

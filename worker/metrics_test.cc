@@ -14,8 +14,8 @@ using ::testing::HasSubstr;
 
 // Three samples, four classes.
 const std::vector<float> kProbs = {
-    0.1f, 0.6f, 0.2f, 0.1f,   // argmax 1
-    0.4f, 0.3f, 0.2f, 0.1f,   // argmax 0
+    0.1f,  0.6f, 0.2f, 0.1f,  // argmax 1
+    0.4f,  0.3f, 0.2f, 0.1f,  // argmax 0
     0.25f, 0.2f, 0.3f, 0.25f  // argmax 2
 };
 
@@ -38,7 +38,8 @@ TEST(MetricsTest, AccuracyTopKAndCrossEntropy) {
 TEST(MetricsTest, MergingWorkersEqualsOneAccumulator) {
   Metrics all(0, false), a(0, false), b(0, false);
   ASSERT_TRUE(all.Update(kProbs, {1, 0, 0}, 4).ok());
-  ASSERT_TRUE(a.Update(absl::MakeConstSpan(kProbs).subspan(0, 8), {1, 0}, 4).ok());
+  ASSERT_TRUE(
+      a.Update(absl::MakeConstSpan(kProbs).subspan(0, 8), {1, 0}, 4).ok());
   ASSERT_TRUE(b.Update(absl::MakeConstSpan(kProbs).subspan(8), {0}, 4).ok());
   a.Merge(b);
   EXPECT_EQ(a.count(), 3);
@@ -61,8 +62,9 @@ TEST(MetricsTest, BadInputIsAnError) {
 TEST(MetricsTest, LogLinesMatchMxnet) {
   Metrics m(0, false);
   ASSERT_TRUE(m.Update(kProbs, {1, 1, 3}, 4).ok());
-  EXPECT_EQ(BatchLine(0, 0, 20, 1234.5612, m),
-            "Epoch[0] Batch [0-20]\tSpeed: 1234.56 samples/sec\taccuracy=0.333333");
+  EXPECT_EQ(
+      BatchLine(0, 0, 20, 1234.5612, m),
+      "Epoch[0] Batch [0-20]\tSpeed: 1234.56 samples/sec\taccuracy=0.333333");
   EXPECT_THAT(EpochMetricLines(3, "Validation", m),
               ElementsAre("Epoch[3] Validation-accuracy=0.333333"));
   EXPECT_EQ(TimeCostLine(3, 12.3456), "Epoch[3] Time cost=12.346");

@@ -52,9 +52,11 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
       rep.gpu = std::make_shared<Gpu>();
       kernels::GpuContextOptions options;
       options.device = gpus[d];
-      PSTRAIN_ASSIGN_OR_RETURN(rep.gpu->ctx, kernels::GpuContext::Create(options));
-      PSTRAIN_ASSIGN_OR_RETURN(rep.gpu->net,
-                               nn::GpuNetwork::Create(rep.net.get(), rep.gpu->ctx.get()));
+      PSTRAIN_ASSIGN_OR_RETURN(rep.gpu->ctx,
+                               kernels::GpuContext::Create(options));
+      PSTRAIN_ASSIGN_OR_RETURN(
+          rep.gpu->net,
+          nn::GpuNetwork::Create(rep.net.get(), rep.gpu->ctx.get()));
 #else
       return absl::FailedPreconditionError(
           absl::StrCat("--gpus ", absl::StrJoin(gpus, ","),
@@ -132,7 +134,8 @@ absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
                             bool backward, absl::Time deadline,
                             const nn::Network::ParamsNeeded& needed,
                             const nn::Network::GradsReady& ready) {
-  CHECK(size() == 1 || (!needed && !ready)) << "per-layer callbacks need one device";
+  CHECK(size() == 1 || (!needed && !ready))
+      << "per-layer callbacks need one device";
   const size_t sample =
       static_cast<size_t>(replicas_[0].x.size() / per_device_);
   if (data.size() != sample * batch_size() ||
@@ -153,15 +156,18 @@ absl::Status Replicas::Step(std::vector<float> data, std::vector<float> labels,
                   input_labels_.begin() + first + per_device_,
                   r.labels.begin());
         // Forward-only steps are evaluation: moving statistics, no dropout.
-        const nn::Mode mode = backward ? nn::Mode::kTrain : nn::Mode::kInference;
+        const nn::Mode mode =
+            backward ? nn::Mode::kTrain : nn::Mode::kInference;
 #ifdef PSTRAIN_WORKER_CUDA
         if (r.gpu) {
-          absl::Status s = r.gpu->net->Forward(r.x, r.labels, mode, needed).status();
+          absl::Status s =
+              r.gpu->net->Forward(r.x, r.labels, mode, needed).status();
           if (s.ok() && backward) s = r.gpu->net->Backward(1.0f, ready);
           return s;
         }
 #endif
-        absl::Status s = r.net->Forward(r.ctx.get(), r.x, r.labels, mode, needed).status();
+        absl::Status s =
+            r.net->Forward(r.ctx.get(), r.x, r.labels, mode, needed).status();
         if (s.ok() && backward) s = r.net->Backward(r.ctx.get(), 1.0f, ready);
         return s;
       },

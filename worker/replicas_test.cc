@@ -87,7 +87,8 @@ TEST(ReplicasTest, RejectsUnevenSplitAndWrongSizes) {
   EXPECT_NE(bad.status().message().find("--batch_size 9"), std::string::npos);
   bad = Replicas::Create("lenet", 0, 10, {1, 28, 28}, 4, 2, {0});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("--gpus 0 for 2 devices"), std::string::npos)
+  EXPECT_NE(bad.status().message().find("--gpus 0 for 2 devices"),
+            std::string::npos)
       << bad.status();
   auto two = Make(2, 4);
   ASSERT_TRUE(two);
