@@ -140,28 +140,38 @@ class DistKVStore : public KVStore {
 
   absl::Status Wait(Handle h, absl::Time deadline) override {
     MutexLock lock(&mu_);
-    auto it = ops_.find(h);
-    if (it == ops_.end())
+    if (ops_.find(h) == ops_.end()) {
       return absl::NotFoundError(absl::StrCat("no operation ", h));
+    }
+    // The operation is looked up again after every unlock: another thread
+    // waiting for the same handle may have taken it meanwhile.
+    auto pending = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      auto it = ops_.find(h);
+      return it != ops_.end() && it->second.outstanding != 0;
+    };
     // A small request's reply comes back within about a hundred
     // microseconds: poll briefly (yielding the core), with the I/O thread
     // polling too, before sleeping on the condition variable; that saves
     // the wake-ups on the reply's path.
-    if (it->second.outstanding != 0) {
+    if (pending()) {
       const transport::Transport& t = node_->transport();
       t.BeginBusyPoll();
       const absl::Time spin_end = absl::Now() + absl::Microseconds(kSpinMicros);
-      while (it->second.outstanding != 0 && absl::Now() < spin_end) {
+      while (pending() && absl::Now() < spin_end) {
         mu_.Unlock();
         std::this_thread::yield();
         mu_.Lock();
       }
       t.EndBusyPoll();
     }
-    const bool done =
-        cv_.WaitUntil(&mu_, deadline, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return it->second.outstanding == 0;
-        });
+    const bool done = cv_.WaitUntil(
+        &mu_, deadline,
+        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !pending(); });
+    auto it = ops_.find(h);
+    if (it == ops_.end()) {
+      return absl::NotFoundError(absl::StrCat(
+          "operation ", h, " was waited for by another thread meanwhile"));
+    }
     if (!done) {
       return absl::DeadlineExceededError(
           absl::StrCat("operation ", h, " on key ", it->second.key,

@@ -117,7 +117,9 @@ class KVStore {
   virtual absl::StatusOr<Handle> PushPullGroup(
       const std::vector<KeyPushPull>& group, int priority) = 0;
   // Waits for one operation. Its error (a server refusal, the job's abort)
-  // or DeadlineExceeded.
+  // or DeadlineExceeded. A handle is consumed by the Wait that returns its
+  // result: a later Wait of it, or one that raced it on another thread,
+  // gets NotFound.
   virtual absl::Status Wait(Handle handle, absl::Time deadline) = 0;
   virtual absl::Status WaitAll(absl::Time deadline) = 0;
   virtual absl::Status Barrier(absl::Time deadline) = 0;

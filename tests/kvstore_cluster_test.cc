@@ -533,6 +533,36 @@ TEST(KVStoreClusterTest, PushWaitingForRoomEndsWhenTheJobAborts) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(15));
 }
 
+// Two threads waiting for the same handle: one gets the result, the other
+// NotFound, and neither touches the operation after the first took it (run
+// under ASan to see).
+TEST(KVStoreClusterTest, TwoWaitsOfOneHandleGetTheResultOnce) {
+  ClusterSpec spec;
+  spec.workers = 1;
+  spec.servers = 1;
+  Cluster c(spec);
+  ASSERT_TRUE(c.Start());
+  auto kv = kvstore::KVStore::Create("dist_async", c.WorkerOptions());
+  ASSERT_TRUE(kv.ok()) << kv.status() << c.AllOutput();
+  std::vector<float> v(1000, 1.0f);
+  ASSERT_TRUE((*kv)->Init({1}, {v}, Deadline()).ok());
+  ASSERT_TRUE(StopAndWait(c.servers[0].p.get()));
+  auto h = (*kv)->Push(1, {v}, 0);
+  ASSERT_TRUE(h.ok()) << h.status();
+  absl::Status a, b;
+  std::thread ta([&] { a = (*kv)->Wait(*h, Deadline(20)); });
+  std::thread tb([&] { b = (*kv)->Wait(*h, Deadline(20)); });
+  absl::SleepFor(absl::Milliseconds(300));  // Both are waiting.
+  c.servers[0].p->SignalGroup(SIGCONT);
+  ta.join();
+  tb.join();
+  EXPECT_TRUE(a.ok() != b.ok()) << a << " / " << b;
+  const absl::Status& other = a.ok() ? b : a;
+  EXPECT_EQ(other.code(), absl::StatusCode::kNotFound) << other;
+  EXPECT_EQ((*kv)->Wait(*h, Deadline(1)).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE((*kv)->Finish().ok());
+}
+
 TEST(KVStoreClusterTest, KilledSchedulerIsNoticedByEveryone) {
   ClusterSpec spec;
   spec.workers = 1;
