@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "util/status.h"
-#include "util/wait.h"
 
 namespace pstrain {
 namespace data {
@@ -94,10 +93,10 @@ Pipeline::~Pipeline() { StopThreads(); }
 
 void Pipeline::StopThreads() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   for (auto& t : threads_) t.join();
   threads_.clear();
 }
@@ -110,7 +109,7 @@ void Pipeline::StartEpoch(int epoch) {
                         static_cast<uint64_t>(epoch));
     std::shuffle(order->begin(), order->end(), rng);
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   epoch_ = epoch;
   ++generation_;
   order_ = std::move(order);
@@ -118,7 +117,7 @@ void Pipeline::StartEpoch(int epoch) {
   next_to_deliver_ = 0;
   ready_.clear();
   stats_.epoch_skipped = 0;
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
@@ -202,13 +201,16 @@ void Pipeline::WorkerLoop() {
     int epoch;
     std::shared_ptr<const std::vector<int64_t>> order;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       // Woken by StartEpoch, Next and Stop; the threads exit at Stop.
-      cv_.wait(lock, [this] {
-        return stop_ || (order_ != nullptr &&
-                         next_to_claim_ < options_.batches_per_epoch &&
-                         next_to_claim_ < next_to_deliver_ + options_.prefetch);
-      });
+      cv_.WaitUntil(
+          &mu_, absl::InfiniteFuture(),
+          [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return stop_ ||
+                   (order_ != nullptr &&
+                    next_to_claim_ < options_.batches_per_epoch &&
+                    next_to_claim_ < next_to_deliver_ + options_.prefetch);
+          });
       if (stop_) return;
       index = next_to_claim_++;
       generation = generation_;
@@ -219,7 +221,7 @@ void Pipeline::WorkerLoop() {
     std::vector<Failure> failures;
     absl::Status s =
         Fill(index, *order, options_.seed * 7919u + epoch, &batch, &failures);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (generation != generation_) continue;  // The epoch was restarted.
     AddFailures(failures);
     if (s.ok()) {
@@ -227,12 +229,12 @@ void Pipeline::WorkerLoop() {
     } else {
       ready_.emplace(index, s);
     }
-    cv_.notify_all();
+    cv_.SignalAll();
   }
 }
 
 absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (order_ == nullptr) {
     return absl::FailedPreconditionError("StartEpoch() was not called");
   }
@@ -240,9 +242,10 @@ absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
   if (next_to_deliver_ >= options_.batches_per_epoch) {
     return absl::OutOfRangeError(absl::StrCat("epoch ", epoch_, " is over"));
   }
-  if (!WaitUntil(cv_, lock, deadline, [this] {
-        return !limit_.ok() || ready_.count(next_to_deliver_) > 0;
-      })) {
+  if (!cv_.WaitUntil(
+          &mu_, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return !limit_.ok() || ready_.count(next_to_deliver_) > 0;
+          })) {
     return absl::DeadlineExceededError(absl::StrCat("batch ", next_to_deliver_,
                                                     " of epoch ", epoch_,
                                                     " not ready in time"));
@@ -252,7 +255,7 @@ absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
   absl::StatusOr<Batch> out = std::move(it->second);
   ready_.erase(it);
   ++next_to_deliver_;
-  cv_.notify_all();  // A prefetch slot is free.
+  cv_.SignalAll();  // A prefetch slot is free.
   if (out.ok()) {
     ++stats_.batches;
     stats_.samples += options_.batch_size;
@@ -261,7 +264,7 @@ absl::StatusOr<Batch> Pipeline::Next(absl::Time deadline) {
 }
 
 PipelineStats Pipeline::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 

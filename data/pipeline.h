@@ -15,11 +15,9 @@
 #ifndef PSTRAIN_DATA_PIPELINE_H_
 #define PSTRAIN_DATA_PIPELINE_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +28,7 @@
 #include "absl/time/time.h"
 #include "data/augment.h"
 #include "recordio/recordio.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace data {
@@ -147,10 +146,10 @@ class Pipeline {
   const PipelineOptions options_;
   const recordio::SkipStats loss_;  // source_->loss(), taken at Create.
 
-  // std::mutex, not absl::Mutex, so that --config=tsan sees the waits
-  // (Debian's Abseil is not built for TSan).
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  // pstrain::Mutex (std::mutex underneath, so that --config=tsan sees the
+  // waits; annotated, so that --config=tsa checks the members below).
+  mutable Mutex mu_;
+  CondVar cv_;
   int epoch_ ABSL_GUARDED_BY(mu_) = -1;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Bumped per StartEpoch.
   std::shared_ptr<const std::vector<int64_t>> order_ ABSL_GUARDED_BY(mu_);

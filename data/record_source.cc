@@ -82,7 +82,10 @@ absl::StatusOr<std::unique_ptr<RecordSource>> RecordSource::Open(
     }
     s->loss_ = reader->skip_stats();
   }
-  s->pool_.resize(s->files_.size());
+  {
+    MutexLock lock(&s->mu_);  // No other thread sees `s` yet.
+    s->pool_.resize(s->files_.size());
+  }
   return s;
 }
 
@@ -90,7 +93,7 @@ absl::Status RecordSource::Read(int64_t index, Sample* out) {
   const Rec& r = records_[index];
   std::unique_ptr<recordio::RecordReader> reader;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!pool_[r.file].empty()) {
       reader = std::move(pool_[r.file].back());
       pool_[r.file].pop_back();
@@ -105,7 +108,7 @@ absl::Status RecordSource::Read(int64_t index, Sample* out) {
   std::string payload;
   absl::Status s = reader->ReadAt(r.offset, &payload, r.index_in_file);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     pool_[r.file].push_back(std::move(reader));
   }
   PSTRAIN_RETURN_IF_ERROR(s);

@@ -6,13 +6,13 @@
 #define PSTRAIN_DATA_RECORD_SOURCE_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "data/pipeline.h"
 #include "recordio/recordio.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace data {
@@ -54,9 +54,10 @@ class RecordSource : public SampleSource {
   std::vector<Rec> records_;
   bool indexed_ = false;
   recordio::SkipStats loss_;  // What the scan of the part skipped.
-  std::mutex mu_;
+  Mutex mu_;
   // Idle readers per file (RecordReader is not thread-safe).
-  std::vector<std::vector<std::unique_ptr<recordio::RecordReader>>> pool_;
+  std::vector<std::vector<std::unique_ptr<recordio::RecordReader>>> pool_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace data

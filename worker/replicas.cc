@@ -6,7 +6,6 @@
 #include "absl/strings/str_join.h"
 #include "glog/logging.h"
 #include "util/status.h"
-#include "util/wait.h"
 
 #ifdef PSTRAIN_WORKER_CUDA
 #include "kernels/gpu_context.h"
@@ -70,7 +69,7 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
     r->replicas_.push_back(std::move(rep));
   }
   {
-    std::lock_guard<std::mutex> lock(r->mu_);
+    MutexLock lock(&r->mu_);
     r->results_.resize(num_devices);
   }
   if (num_devices > 1) {
@@ -83,10 +82,10 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
 
 Replicas::~Replicas() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  work_cv_.notify_all();
+  work_cv_.SignalAll();
   for (auto& t : threads_) t.join();
 }
 
@@ -95,18 +94,21 @@ void Replicas::ThreadLoop(int device) {
   while (true) {
     std::function<absl::Status(int)> task;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       // Woken by RunOnEach (new generation) and the destructor; the only
       // exit is stop_.
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      work_cv_.WaitUntil(&mu_, absl::InfiniteFuture(),
+                         [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                           return stop_ || generation_ != seen;
+                         });
       if (stop_) return;
       seen = generation_;
       task = task_;
     }
     absl::Status s = task(device);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     results_[device] = std::move(s);
-    if (--pending_ == 0) done_cv_.notify_all();
+    if (--pending_ == 0) done_cv_.SignalAll();
   }
 }
 
@@ -114,12 +116,15 @@ absl::Status Replicas::RunOnEach(std::function<absl::Status(int)> task,
                                  absl::Time deadline) {
   CHECK(!broken_) << "Replicas used after a step missed its deadline";
   if (threads_.empty()) return task(0);
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   task_ = std::move(task);
   pending_ = size();
   ++generation_;
-  work_cv_.notify_all();
-  if (!WaitUntil(done_cv_, lock, deadline, [this] { return pending_ == 0; })) {
+  work_cv_.SignalAll();
+  if (!done_cv_.WaitUntil(&mu_, deadline,
+                          [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                            return pending_ == 0;
+                          })) {
     broken_ = true;
     return absl::DeadlineExceededError(absl::StrCat(
         pending_, " of ", size(), " device replicas did not finish in time"));

@@ -23,11 +23,9 @@
 #ifndef PSTRAIN_WORKER_REPLICAS_H_
 #define PSTRAIN_WORKER_REPLICAS_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +38,7 @@
 #include "kernels/cpu_ops.h"
 #include "kernels/tensor.h"
 #include "nn/network.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace worker {
@@ -133,9 +132,10 @@ class Replicas {
   // caller's memory.
   std::vector<float> input_, input_labels_;
 
-  // std::mutex (not absl::Mutex) so that --config=tsan sees the waits.
-  std::mutex mu_;
-  std::condition_variable work_cv_, done_cv_;
+  // pstrain::Mutex (std::mutex underneath, so that --config=tsan sees the
+  // waits; annotated, so that --config=tsa checks the members below).
+  Mutex mu_;
+  CondVar work_cv_, done_cv_;
   std::function<absl::Status(int)> task_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
