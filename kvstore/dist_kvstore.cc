@@ -75,7 +75,8 @@ class DistKVStore : public KVStore {
         }
         auto plan = SplitIntoChunks(
             PlanKey(keys[i], static_cast<int64_t>(values[i].size()),
-                    node_->num_servers(), options_.bigarray_bound, &load_),
+                    node_->num_servers(), options_.bigarray_bound, &load_,
+                    options_.placement),
             max_chunk_elements_);
         for (const auto& s : plan) {
           Message& m = per_server[s.server];

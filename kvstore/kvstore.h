@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "cluster/cluster.h"
+#include "kvstore/partition.h"
 #include "proto/messages.pb.h"
 
 namespace pstrain {
@@ -56,6 +57,9 @@ struct KVStoreOptions {
   cluster::ClusterOptions cluster;
   // Arrays with more elements than this are split across all servers.
   int64_t bigarray_bound = 1000000;
+  // Where the smaller arrays go (partition.h): balanced by elements, or
+  // MXNet's hash of the key (worker --kvstore_mode=mxnet).
+  Placement placement = Placement::kBalanced;
   // dist_*: a server's slice of a key travels in messages of at most this
   // many bytes (SplitIntoChunks, partition.h), so the server sums one chunk
   // while the next is on the wire and receive buffers stay small enough to be

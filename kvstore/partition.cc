@@ -9,7 +9,8 @@ namespace kvstore {
 
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                                int64_t bigarray_bound,
-                               std::vector<int64_t>* load) {
+                               std::vector<int64_t>* load,
+                               Placement placement) {
   CHECK_GE(num_servers, 1);
   CHECK(load != nullptr);
   CHECK_EQ(load->size(), static_cast<size_t>(num_servers));
@@ -26,8 +27,12 @@ std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
     }
     return out;
   }
-  const int s = static_cast<int>(std::min_element(load->begin(), load->end()) -
-                                 load->begin());
+  const int s =
+      placement == Placement::kMxnetHash
+          ? static_cast<int>(((key * 9973) % num_servers + num_servers) %
+                             num_servers)
+          : static_cast<int>(std::min_element(load->begin(), load->end()) -
+                             load->begin());
   (*load)[s] += length;
   out.push_back({key, s, 0, length});
   return out;

@@ -22,17 +22,27 @@ struct SliceSpec {
   int64_t length = 0;
 };
 
+// Where arrays of at most bigarray_bound elements go.
+enum class Placement {
+  // To the server with the fewest elements so far (ties: lowest rank).
+  kBalanced,
+  // To server (key * 9973) % num_servers, as MXNet 1.x's KVStoreDist
+  // (EncodeKey in src/kvstore/kvstore_dist.h), whatever their sizes.
+  kMxnetHash,
+};
+
 // The deterministic partition plan every worker computes from the same
 // Init() calls: arrays above `bigarray_bound` elements split evenly over
 // all servers (the first length % num_servers servers get one element
 // more); smaller arrays, and every array when there is one server, go whole
-// to the server with the fewest elements so far (ties: lowest rank).
-// `load` carries the per-server element counts between calls and is updated
-// with this key's slices. Returns the slices in offset order.
+// to the server `placement` picks. `load` carries the per-server element
+// counts between calls and is updated with this key's slices. Returns the
+// slices in offset order.
 // REQUIRES: num_servers >= 1, load->size() == num_servers, length >= 0.
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                                int64_t bigarray_bound,
-                               std::vector<int64_t>* load);
+                               std::vector<int64_t>* load,
+                               Placement placement = Placement::kBalanced);
 
 // Splits each slice of `slices` into consecutive chunks of at most
 // `max_elements` elements (near-equal sizes, the first ones one element

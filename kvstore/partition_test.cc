@@ -215,6 +215,21 @@ TEST(PartitionTest, ThePlanAndItsChunksAsTheDistStoreUsesThem) {
   EXPECT_EQ(load[0] + load[1] + load[2], total);
 }
 
+TEST(PlanKeyTest, MxnetHashPlacesSmallArraysByKeyAlone) {
+  std::vector<int64_t> load(4, 0);
+  // MXNet: server (key * 9973) % num_servers, whatever the load.
+  for (int64_t key : {0, 1, 2, 3, 7, 100}) {
+    auto plan = PlanKey(key, 10, 4, 1000, &load, Placement::kMxnetHash);
+    ASSERT_EQ(plan.size(), 1u);
+    EXPECT_EQ(plan[0].server, (key * 9973) % 4) << "key " << key;
+  }
+  // Big arrays still split evenly over every server.
+  auto big = PlanKey(9, 4001, 4, 1000, &load, Placement::kMxnetHash);
+  ASSERT_EQ(big.size(), 4u);
+  EXPECT_EQ(big[0].length, 1001);
+  EXPECT_EQ(big[3].length, 1000);
+}
+
 }  // namespace
 }  // namespace kvstore
 }  // namespace pstrain

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <random>
@@ -25,6 +26,7 @@
 #include "nn/network.h"
 #include "nn/optimizer.h"
 #include "util/flags.h"
+#include "worker/emulation.h"
 
 DEFINE_string(network, "lenet",
               "Network to build (see --help of the worker for the list).");
@@ -43,6 +45,23 @@ DEFINE_int32(warmup, 3,
 DEFINE_int32(threads, 0, "CPU threads for the kernels (0: every core).");
 DEFINE_bool(json, false, "Print one JSON object instead of the report.");
 DEFINE_int32(top_layers, 15, "Layers listed in the time breakdown (0: none).");
+DEFINE_string(write_profile, "",
+              "Also write an emulated-device profile (worker --emulate_device) "
+              "to this file: --profile_images_per_sec spread over the layers "
+              "by FLOPs, with --profile_machine's PCIe model; and compare "
+              "those shares with this CPU's per-layer times.");
+DEFINE_double(profile_images_per_sec, 0,
+              "--write_profile: the device's published training rate at "
+              "--profile_batch images per device.");
+DEFINE_int32(profile_batch, 0,
+             "--write_profile: images per device of that rate (0: "
+             "--batch_size).");
+DEFINE_string(profile_device, "", "--write_profile: the device's name.");
+DEFINE_string(profile_machine, "",
+              "--write_profile: the machine model, a JSON file "
+              "(configs/profiles/*.machine.json).");
+DEFINE_string(profile_source, "",
+              "--write_profile: where the rate comes from (a citation).");
 
 namespace pstrain {
 namespace {
@@ -62,6 +81,80 @@ std::vector<int64_t> DefaultShape() {
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// --write_profile: the profile from FLOPs, and how far its per-layer
+// shares of a step are from this CPU's (half the sum of the absolute
+// differences: 0 same, 1 disjoint). Returns an exit code.
+int WriteProfile(const std::vector<nn::LayerSummary>& summary,
+                 const std::vector<std::pair<double, double>>& cpu_times,
+                 const std::vector<int64_t>& shape) {
+  if (FLAGS_profile_machine.empty() || !(FLAGS_profile_images_per_sec > 0)) {
+    std::cerr << "--write_profile needs --profile_machine and "
+                 "--profile_images_per_sec > 0\n";
+    return 2;
+  }
+  auto machine = worker::ReadMachineModel(FLAGS_profile_machine);
+  if (!machine.ok()) {
+    std::cerr << "--profile_machine " << machine.status().message() << "\n";
+    return 2;
+  }
+  const int batch =
+      FLAGS_profile_batch > 0 ? FLAGS_profile_batch : FLAGS_batch_size;
+  auto profile =
+      worker::ProfileFromFlops(summary, batch, FLAGS_profile_images_per_sec);
+  if (!profile.ok()) {
+    std::cerr << "--write_profile: " << profile.status().message() << "\n";
+    return 2;
+  }
+  profile->device = FLAGS_profile_device;
+  profile->network = FLAGS_network;
+  profile->num_layers = FLAGS_num_layers;
+  profile->machine = *machine;
+  double flops_total = 0, cpu_total = 0;
+  for (const auto& l : profile->layers)
+    flops_total += l.forward_s + l.backward_s;
+  for (const auto& t : cpu_times) cpu_total += t.first + t.second;
+  double distance = 0;
+  std::vector<std::pair<double, size_t>> apart;
+  for (size_t i = 0; i < profile->layers.size() && i < cpu_times.size(); ++i) {
+    const auto& l = profile->layers[i];
+    const double a = (l.forward_s + l.backward_s) / flops_total;
+    const double b = (cpu_times[i].first + cpu_times[i].second) / cpu_total;
+    distance += std::abs(a - b) / 2;
+    apart.push_back({std::abs(a - b), i});
+  }
+  profile->source =
+      absl::StrCat(FLAGS_profile_source, "; ", FLAGS_profile_images_per_sec,
+                   " images/s at batch ", batch,
+                   " spread over layers by FLOPs "
+                   "(model_bench --write_profile, image_shape ",
+                   absl::StrJoin(shape, ","),
+                   "); per-layer shares differ from this CPU's by ",
+                   absl::StrFormat("%.3f", distance), " (total variation)");
+  std::ofstream out(FLAGS_write_profile);
+  out << worker::DeviceProfileJson(*profile);
+  out.close();
+  if (!out) {
+    std::cerr << "--write_profile " << FLAGS_write_profile
+              << ": cannot write\n";
+    return 1;
+  }
+  std::sort(apart.rbegin(), apart.rend());
+  std::cerr << absl::StrFormat(
+      "profile: wrote %s (%d layers); FLOP shares vs this CPU's per-layer "
+      "shares (batch %d): total variation %.3f; most apart:",
+      FLAGS_write_profile, profile->layers.size(), FLAGS_batch_size, distance);
+  for (size_t k = 0; k < apart.size() && k < 5; ++k) {
+    const size_t i = apart[k].second;
+    const auto& l = profile->layers[i];
+    std::cerr << absl::StrFormat(
+        " %s %.1f%% vs %.1f%%;", l.name,
+        100 * (l.forward_s + l.backward_s) / flops_total,
+        100 * (cpu_times[i].first + cpu_times[i].second) / cpu_total);
+  }
+  std::cerr << "\n";
+  return 0;
 }
 
 int Run() {
@@ -162,6 +255,10 @@ int Run() {
     by_op[summary[i].op] += times[i].first + times[i].second;
   }
 
+  if (!FLAGS_write_profile.empty()) {
+    const int rc = WriteProfile(summary, times, shape);
+    if (rc != 0) return rc;
+  }
   if (FLAGS_json) {
     auto round = [](double v, int digits) {
       const double scale = std::pow(10.0, digits);

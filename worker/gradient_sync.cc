@@ -54,11 +54,13 @@ absl::Status GradientSync::Init(const proto::OptimizerConfig& optimizer) {
 
 absl::Status GradientSync::Step(std::vector<float> data,
                                 std::vector<float> labels) {
+  const nn::Network::ParamsNeeded& needed = overlap_ ? needed_ : nullptr;
+  const nn::Network::GradsReady& ready = overlap_ ? ready_ : nullptr;
   absl::Status s =
-      overlap_ ? replicas_->Step(std::move(data), std::move(labels),
-                                 /*backward=*/true, Deadline(), needed_, ready_)
-               : replicas_->Step(std::move(data), std::move(labels),
-                                 /*backward=*/true, Deadline());
+      options_.emulated != nullptr
+          ? options_.emulated->Step(needed, ready)
+          : replicas_->Step(std::move(data), std::move(labels),
+                            /*backward=*/true, Deadline(), needed, ready);
   if (s.ok()) s = comm_;
   if (!s.ok()) return s;
   // Without overlap, push every gradient now (summed over the devices: one
@@ -101,7 +103,10 @@ void GradientSync::Flush() {
     first = std::min(first, k);
   }
   // The first layers (lowest keys) at the highest priority.
-  auto h = kv_->PushPullGroup(group, -static_cast<int>(first));
+  const absl::Time t0 = absl::Now();
+  auto h = kv_->PushPullGroup(
+      group, options_.priorities ? -static_cast<int>(first) : 0);
+  times_.push_s += absl::ToDoubleSeconds(absl::Now() - t0);
   if (h.ok()) {
     auto p = std::make_shared<Pushed>();
     p->handle = *h;
@@ -117,7 +122,9 @@ absl::Status GradientSync::WaitKey(size_t k) {
   if (!pending_[k]) return absl::OkStatus();
   std::shared_ptr<Pushed> p = std::move(pending_[k]);
   if (!p->waited) {
+    const absl::Time t0 = absl::Now();
     p->status = kv_->Wait(p->handle, Deadline());
+    times_.pull_s += absl::ToDoubleSeconds(absl::Now() - t0);
     p->waited = true;
   }
   return p->status;

@@ -31,6 +31,7 @@
 #include "kvstore/kvstore.h"
 #include "nn/network.h"
 #include "proto/messages.pb.h"
+#include "worker/emulation.h"
 #include "worker/replicas.h"
 
 namespace pstrain {
@@ -47,6 +48,19 @@ class GradientSync {
     // Every blocking wait (a key's push and pull, the replicas' copies)
     // fails with DeadlineExceeded after this long.
     absl::Duration wait_timeout = absl::Minutes(10);
+    // Send the first layers' gradients first (KVStore priorities); false:
+    // every push at priority 0 (MXNet's ZeroMQ van ignores priorities).
+    bool priorities = true;
+    // Emulated devices (worker --emulate_device) instead of the replicas'
+    // forward and backward; the replicas then hold one replica, whose
+    // buffers stand for the reduced gradient. Not owned.
+    EmulatedDevices* emulated = nullptr;
+  };
+
+  // Where the time of the steps so far went on this thread, seconds.
+  struct Times {
+    double push_s = 0;  // In KVStore pushes (gradients leaving).
+    double pull_s = 0;  // Waiting for pushed keys' new weights.
   };
 
   // `kv` and `replicas` must outlive this object. Builds no KVStore state:
@@ -85,6 +99,9 @@ class GradientSync {
   // checkpoint and validation. Returns the first push or wait error.
   absl::Status WaitAll();
 
+  const Times& times() const { return times_; }
+  void ResetTimes() { times_ = Times(); }
+
  private:
   // One PushPullGroup and whether (and how) it ended.
   struct Pushed {
@@ -116,6 +133,7 @@ class GradientSync {
   std::vector<size_t> unsent_;
   int64_t unsent_bytes_ = 0;
   absl::Status comm_;  // The first push error.
+  Times times_;
   // Replicas::Step's callbacks (overlap): built once, not per step.
   nn::Network::ParamsNeeded needed_;
   nn::Network::GradsReady ready_;

@@ -109,6 +109,23 @@ DEFINE_int64(fusion_bytes, 4 << 20,
              "they add up to "
              "this many bytes (the rest when backward ends); 0: one request "
              "per parameter.");
+DEFINE_string(kvstore_mode, "pstrain",
+              "pstrain, or mxnet: behave as MXNet 1.x's KVStore with ps-lite's "
+              "ZeroMQ van (small arrays on server (key * 9973) % servers, one "
+              "request per key, no priorities, local reduce on one device).");
+DEFINE_string(emulate_device, "",
+              "With --benchmark: a device profile (JSON, configs/profiles/); "
+              "the devices (--gpus or --cpu_devices) are emulated: their "
+              "forward, backward and copies sleep for the profile's times.");
+DEFINE_string(local_reduce, "",
+              "Emulated devices' local reduce: one_device or partitioned "
+              "(default: one_device in mxnet mode, else partitioned).");
+DEFINE_double(time_dilation, 1,
+              "Multiply every emulated time by this (>= 1) and the reported "
+              "images/s back, so the real network and CPUs keep pace.");
+DEFINE_int32(warmup_batches, 2,
+             "--benchmark: batches before the timed ones of the final "
+             "'benchmark:' line.");
 DEFINE_bool(dry_run, false,
             "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
@@ -216,6 +233,11 @@ int main(int argc, char** argv) {
   o.cpu_devices = FLAGS_cpu_devices;
   o.overlap = FLAGS_overlap;
   o.fusion_bytes = FLAGS_fusion_bytes;
+  o.kvstore_mode = FLAGS_kvstore_mode;
+  o.emulate_device = FLAGS_emulate_device;
+  o.local_reduce = FLAGS_local_reduce;
+  o.time_dilation = FLAGS_time_dilation;
+  o.warmup_batches = FLAGS_warmup_batches;
   o.seed = static_cast<uint32_t>(FLAGS_seed);
   absl::Status valid = pstrain::worker::ValidateTrainerOptions(o);
   if (!valid.ok()) pstrain::ExitWithError(kProgram, valid.message());

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "glog/logging.h"
+#include "nlohmann/json.hpp"
 
 namespace pstrain {
 namespace worker {
@@ -76,6 +77,27 @@ std::vector<std::pair<std::string, double>> Metrics::NameValues() const {
   }
   if (cross_entropy_) out.emplace_back("cross-entropy", ce_sum_ / n);
   return out;
+}
+
+std::string BenchmarkLine(const BenchmarkSummary& s) {
+  const double k = s.time_dilation;
+  const double emulated = s.wall_seconds / k;
+  const double images = static_cast<double>(s.batches) * s.batch_size;
+  nlohmann::ordered_json j = {
+      {"rank", s.rank},
+      {"devices", s.devices},
+      {"batch_size", s.batch_size},
+      {"batches", s.batches},
+      {"warmup_batches", s.warmup_batches},
+      {"time_dilation", k},
+      {"wall_seconds", s.wall_seconds},
+      {"images_per_sec", emulated > 0 ? images / emulated : 0.0},
+      {"compute_s", s.compute_s},
+      {"push_wait_s", s.push_wait_s},
+      {"pull_wait_s", s.pull_wait_s},
+      {"other_s",
+       std::max(0.0, emulated - s.compute_s - s.push_wait_s - s.pull_wait_s)}};
+  return "benchmark: " + j.dump();
 }
 
 std::string BatchLine(int epoch, int64_t from_batch, int64_t to_batch,

@@ -57,6 +57,27 @@ class Metrics {
 };
 
 // "Epoch[0] Batch [0-20]\tSpeed: 1234.56 samples/sec\taccuracy=0.510000".
+// What a --benchmark run measured after its warm-up batches, for the
+// line the scaling driver reads (tools/scaling.h).
+struct BenchmarkSummary {
+  int rank = 0;
+  int devices = 1;
+  int batch_size = 0;  // Per worker.
+  int64_t batches = 0;
+  int warmup_batches = 0;
+  double time_dilation = 1;
+  double wall_seconds = 0;  // Of the timed batches, real time.
+  // Undilated totals over the timed batches: device compute, waiting for
+  // gradients to leave (pushes, local reduces), waiting for weights
+  // (pulls, broadcasts), the rest.
+  double compute_s = 0, push_wait_s = 0, pull_wait_s = 0;
+};
+
+// "benchmark: {...}": one line of JSON with the fields above,
+// images_per_sec (batches * batch_size / wall_seconds * time_dilation) and
+// other_s (undilated wall time less the three parts, at least 0).
+std::string BenchmarkLine(const BenchmarkSummary& s);
+
 std::string BatchLine(int epoch, int64_t from_batch, int64_t to_batch,
                       double samples_per_sec, const Metrics& metrics);
 

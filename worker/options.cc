@@ -233,6 +233,25 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
                    absl::StrCat("must be 0 (off) or in [2, --num_classes ",
                                 o.num_classes, "]"));
   }
+  if (o.kvstore_mode != "pstrain" && o.kvstore_mode != "mxnet") {
+    return BadFlag("kvstore_mode", o.kvstore_mode, "use pstrain or mxnet");
+  }
+  if (!o.local_reduce.empty() && o.local_reduce != "one_device" &&
+      o.local_reduce != "partitioned") {
+    return BadFlag("local_reduce", o.local_reduce,
+                   "use one_device or partitioned");
+  }
+  if (!o.emulate_device.empty() && !o.benchmark) {
+    return BadFlag("emulate_device", o.emulate_device,
+                   "emulated devices run --benchmark only");
+  }
+  if (!(o.time_dilation >= 1) ||
+      (o.time_dilation != 1 && o.emulate_device.empty())) {
+    return BadFlag("time_dilation", o.time_dilation,
+                   "must be >= 1, and 1 without --emulate_device (only "
+                   "emulated times can be dilated)");
+  }
+  PSTRAIN_RETURN_IF_ERROR(AtLeast("warmup_batches", o.warmup_batches, 0));
   return ValidateAugmentation(o.augment);
 }
 

@@ -18,6 +18,7 @@
 #include "nn/network.h"
 #include "util/status.h"
 #include "worker/checkpointing.h"
+#include "worker/emulation.h"
 #include "worker/gradient_sync.h"
 #include "worker/metrics.h"
 #include "worker/optimizer_config.h"
@@ -51,6 +52,11 @@ int64_t PhysicalMemoryBytes() {
 // each its parameters with their gradients.
 absl::Status CheckMemory(const TrainerOptions& o, const nn::Network& one) {
   StepMemory m;
+  if (!o.emulate_device.empty()) {
+    // One real replica for one sample; the batch is never made.
+    m.fixed_bytes = one.Memory().param_bytes + one.PlannedForwardBytes();
+    return CheckBatchMemory(o, m, PhysicalMemoryBytes());
+  }
   m.per_sample_bytes = static_cast<int64_t>(sizeof(float)) * o.image_shape[0] *
                        o.image_shape[1] * o.image_shape[2];
   if (o.gpus.empty()) m.per_sample_bytes += one.PlannedForwardBytes();
@@ -238,6 +244,91 @@ absl::Status UpdateMetrics(const Replicas& reps, int num_classes,
   return absl::OkStatus();
 }
 
+// Emulated devices for --emulate_device (worker/emulation.h) over `net`,
+// one replica built for one sample.
+absl::StatusOr<std::unique_ptr<EmulatedDevices>> MakeEmulatedDevices(
+    const TrainerOptions& o, nn::Network* net) {
+  auto read = ReadDeviceProfile(o.emulate_device);
+  if (!read.ok()) return Annotate(read.status(), "--emulate_device");
+  const DeviceProfile& profile = *read;
+  const std::string reduce =
+      !o.local_reduce.empty()
+          ? o.local_reduce
+          : (o.kvstore_mode == "mxnet" ? "one_device" : "partitioned");
+  PSTRAIN_ASSIGN_OR_RETURN(LocalReduce mode, ParseLocalReduce(reduce));
+  const int devices = NumDevices(o);
+  auto e = EmulatedDevices::Create(
+      profile, net, devices, o.batch_size / devices, o.time_dilation, mode);
+  if (!e.ok()) {
+    return Annotate(e.status(), "--emulate_device " + o.emulate_device);
+  }
+  LOG(INFO) << "emulating " << devices << " " << profile.device
+            << " device(s) of " << profile.machine.name << " ("
+            << o.emulate_device << "), local reduce " << reduce
+            << ", time dilation " << o.time_dilation;
+  return e;
+}
+
+// The "benchmark:" line of a --benchmark run: the batches after the first
+// warmup_batches, until the last one's weights are back.
+class BenchmarkClock {
+ public:
+  BenchmarkClock(const TrainerOptions& o, int rank, int devices,
+                 EmulatedDevices* emulated, GradientSync* sync)
+      : o_(o), emulated_(emulated), sync_(sync) {
+    s_.rank = rank;
+    s_.devices = devices;
+    s_.batch_size = o.batch_size;
+    s_.warmup_batches = o.warmup_batches;
+    s_.time_dilation = o.time_dilation;
+    if (o.warmup_batches == 0) Start();
+  }
+  // After each batch's FinishStep.
+  void BatchDone() {
+    ++done_;
+    if (done_ == o_.warmup_batches) {
+      if (emulated_ != nullptr) emulated_->ResetTimes();
+      Start();
+    }
+  }
+  // After the last WaitAll: prints the line (only with --benchmark).
+  void Finish() {
+    if (!o_.benchmark) return;
+    if (done_ <= o_.warmup_batches) {
+      LOG(WARNING) << "--benchmark: no batch after the " << o_.warmup_batches
+                   << " warm-up batches (--warmup_batches, --num_examples)";
+      return;
+    }
+    const double k = o_.time_dilation;
+    s_.batches = done_ - o_.warmup_batches;
+    s_.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+    const GradientSync::Times& t = sync_->times();
+    s_.push_wait_s = t.push_s / k;
+    s_.pull_wait_s = t.pull_s / k;
+    if (emulated_ != nullptr) {
+      s_.compute_s = emulated_->times().compute_s;
+      // Local reduces and broadcasts: what the thread waited for copies.
+      s_.push_wait_s += emulated_->times().copy_s;
+    } else {
+      s_.compute_s = std::max(
+          0.0, s_.wall_seconds - t.push_s - t.pull_s);  // Not split further.
+    }
+    Say(BenchmarkLine(s_));
+  }
+
+ private:
+  void Start() {
+    start_ = absl::Now();
+    sync_->ResetTimes();
+  }
+  const TrainerOptions& o_;
+  EmulatedDevices* emulated_;
+  GradientSync* sync_;
+  BenchmarkSummary s_;
+  int64_t done_ = 0;
+  absl::Time start_ = absl::Now();
+};
+
 // Tells the job that this worker is done. A failure is logged and
 // otherwise ignored, as it always was at the end of training: by then this
 // worker's work is complete (its last pushes waited for, its checkpoint
@@ -250,7 +341,8 @@ void FinishJob(kvstore::KVStore* kv) {
 }  // namespace
 
 int Train(const TrainerOptions& o) {
-  absl::Status devices = CheckDevices(o);
+  const bool emulated = !o.emulate_device.empty();
+  absl::Status devices = emulated ? absl::OkStatus() : CheckDevices(o);
   if (!devices.ok()) {
     LOG(ERROR) << devices.message();
     return 2;
@@ -260,15 +352,32 @@ int Train(const TrainerOptions& o) {
   // job is joined, so a bad network or GPU fails fast; and declared before
   // the KVStore, so the KVStore (and any reply still landing in the
   // weights) goes first.
-  auto reps_or =
-      Replicas::Create(o.network, o.num_layers, o.num_classes, o.image_shape,
-                       o.batch_size, NumDevices(o), o.gpus);
+  // Emulated devices run one CPU replica for one sample: its buffers stand
+  // for the devices' reduced gradients.
+  auto reps_or = emulated
+                     ? Replicas::Create(o.network, o.num_layers, o.num_classes,
+                                        o.image_shape, 1, 1)
+                     : Replicas::Create(o.network, o.num_layers, o.num_classes,
+                                        o.image_shape, o.batch_size,
+                                        NumDevices(o), o.gpus);
   if (!reps_or.ok()) {
     LOG(ERROR) << reps_or.status().message();
     return 2;
   }
   std::unique_ptr<Replicas> reps = std::move(*reps_or);
-  auto kv_or = kvstore::KVStore::Create(o.kv_store, o.kv);
+  std::unique_ptr<EmulatedDevices> emu;
+  if (emulated) {
+    auto e = MakeEmulatedDevices(o, reps->net(0));
+    if (!e.ok()) {
+      LOG(ERROR) << e.status().message();
+      return 2;
+    }
+    emu = std::move(*e);
+  }
+  const bool mxnet = o.kvstore_mode == "mxnet";
+  kvstore::KVStoreOptions kv_options = o.kv;
+  if (mxnet) kv_options.placement = kvstore::Placement::kMxnetHash;
+  auto kv_or = kvstore::KVStore::Create(o.kv_store, kv_options);
   if (!kv_or.ok()) {
     LOG(ERROR) << kv_or.status().message();
     return 1;
@@ -313,7 +422,9 @@ int Train(const TrainerOptions& o) {
   // Everyone starts from rank 0's weights, on every device.
   GradientSync::Options so;
   so.overlap = o.overlap;
-  so.fusion_bytes = o.fusion_bytes;
+  so.fusion_bytes = mxnet ? 0 : o.fusion_bytes;
+  so.priorities = !mxnet;
+  so.emulated = emu.get();
   so.wait_timeout = kWaitTimeout;
   GradientSync sync(kv.get(), reps.get(), so);
   absl::Status s = sync.Init(
@@ -324,6 +435,7 @@ int Train(const TrainerOptions& o) {
   }
 
   std::mt19937 rng(o.seed + rank);
+  BenchmarkClock clock(o, rank, NumDevices(o), emu.get(), &sync);
   for (int epoch = begin_epoch; epoch < o.num_epochs; ++epoch) {
     const absl::Time t0 = absl::Now();
     Metrics local(o.top_k, false), total(o.top_k, false);
@@ -331,7 +443,9 @@ int Train(const TrainerOptions& o) {
     absl::Time tic = absl::Now();
     for (int64_t b = 0; b < epoch_size; ++b) {
       std::vector<float> x, labels;
-      if (o.benchmark) {
+      if (emulated) {
+        // The emulated devices read no input.
+      } else if (o.benchmark) {
         RandomBatch(o, &rng, &x, &labels);
       } else {
         auto batch = train.pipeline->Next(DeadlineFromNow());
@@ -345,15 +459,18 @@ int Train(const TrainerOptions& o) {
       // Forward and backward on every device, each on its slice, and the
       // gradients pushed; the metrics are counted while they travel.
       s = sync.Step(std::move(x), std::move(labels));
-      if (s.ok()) s = UpdateMetrics(*reps, o.num_classes, &local, &total);
+      if (s.ok() && !emulated)
+        s = UpdateMetrics(*reps, o.num_classes, &local, &total);
       if (s.ok()) s = sync.FinishStep();
       if (!s.ok()) {
         LOG(ERROR) << "epoch " << epoch << " batch " << b << ": "
                    << s.message();
         return 1;
       }
+      clock.BatchDone();
       if ((b + 1) % o.disp_batches == 0) {
-        const double speed = o.disp_batches * o.batch_size /
+        // Emulated devices: the emulated machine's speed.
+        const double speed = o.disp_batches * o.batch_size * o.time_dilation /
                              absl::ToDoubleSeconds(absl::Now() - tic);
         Say(BatchLine(epoch, b + 1 - o.disp_batches, b + 1, speed, local));
         local.Reset();
@@ -396,6 +513,7 @@ int Train(const TrainerOptions& o) {
       }
     }
   }
+  clock.Finish();
   if (o.kv_store.rfind("dist", 0) == 0) LogTransportStats(*kv);
   FinishJob(kv.get());
   return 0;

@@ -82,6 +82,22 @@ struct TrainerOptions {
   // per parameter. The default, 4 MiB, is BytePS's partition size and our
   // message size (KVStoreOptions::max_message_bytes).
   int64_t fusion_bytes = int64_t{4} << 20;
+  // "pstrain", or "mxnet": behave as MXNet 1.x's KVStore with ps-lite's
+  // ZeroMQ van (small arrays on server (key * 9973) % servers, no fusion,
+  // no priorities on the wire, local reduce of a key on one device).
+  std::string kvstore_mode = "pstrain";
+  // --benchmark with emulated devices (worker/emulation.h): a device
+  // profile; the devices (--gpus, or --cpu_devices) only sleep for its
+  // times. Empty: real devices.
+  std::string emulate_device;
+  // Emulated devices' local reduce: "one_device" or "partitioned"; empty:
+  // one_device in mxnet mode, else partitioned.
+  std::string local_reduce;
+  // Every emulated time is multiplied by this (>= 1; only with
+  // emulate_device), and the reported images/s multiplied back.
+  double time_dilation = 1;
+  // --benchmark: batches before the timed ones of the "benchmark:" line.
+  int warmup_batches = 2;
   uint32_t seed = 1;
 };
 

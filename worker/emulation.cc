@@ -1,0 +1,352 @@
+#include "worker/emulation.h"
+
+#include <algorithm>
+#include <iterator>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "util/file.h"
+#include "util/status.h"
+
+namespace pstrain {
+namespace worker {
+namespace {
+
+constexpr int kHost = -1;
+
+// Bytes on each link of the machine, per direction, for one transfer.
+class LinkLoad {
+ public:
+  LinkLoad(const MachineModel& m, int devices)
+      : m_(m),
+        gpu_up_(devices, 0),
+        gpu_down_(devices, 0),
+        board_up_(Board(devices - 1) + 1, 0),
+        board_down_(Board(devices - 1) + 1, 0) {}
+
+  // A copy of `bytes` from `src` to `dst` (device indices or kHost).
+  void Copy(int src, int dst, double bytes) {
+    if (src == dst || bytes <= 0) return;
+    if (src != kHost) gpu_up_[src] += bytes;
+    if (dst != kHost) gpu_down_[dst] += bytes;
+    if (src != kHost && dst != kHost && Board(src) == Board(dst)) return;
+    if (src != kHost) board_up_[Board(src)] += bytes;
+    if (dst != kHost) board_down_[Board(dst)] += bytes;
+    const int from = Socket(src), to = Socket(dst);
+    if (from < to) socket_up_ += bytes;
+    if (from > to) socket_down_ += bytes;
+  }
+
+  // copy_latency + the busiest link's bytes over its bandwidth; 0 when
+  // nothing moved.
+  double Seconds() const {
+    double worst = 0;
+    for (double b : gpu_up_)
+      worst = std::max(worst, b / m_.gpu_link_bytes_per_s);
+    for (double b : gpu_down_)
+      worst = std::max(worst, b / m_.gpu_link_bytes_per_s);
+    for (double b : board_up_)
+      worst = std::max(worst, b / m_.board_link_bytes_per_s);
+    for (double b : board_down_)
+      worst = std::max(worst, b / m_.board_link_bytes_per_s);
+    worst = std::max(worst, socket_up_ / m_.socket_link_bytes_per_s);
+    worst = std::max(worst, socket_down_ / m_.socket_link_bytes_per_s);
+    return worst > 0 ? m_.copy_latency_s + worst : 0;
+  }
+
+ private:
+  int Board(int device) const { return device / m_.gpus_per_board; }
+  int Socket(int place) const {
+    return place == kHost ? 0 : Board(place) / m_.boards_per_socket;
+  }
+
+  const MachineModel& m_;
+  std::vector<double> gpu_up_, gpu_down_, board_up_, board_down_;
+  double socket_up_ = 0, socket_down_ = 0;
+};
+
+absl::Status Bad(const std::string& path, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
+}
+
+// o[key] as a number >= lo.
+absl::Status Number(const std::string& path, const nlohmann::json& o,
+                    const char* key, double lo, double* out) {
+  if (!o.contains(key) || !o[key].is_number())
+    return Bad(path, absl::StrCat("\"", key, "\": a number is required"));
+  *out = o[key].get<double>();
+  if (!(*out >= lo))
+    return Bad(path, absl::StrCat("\"", key, "\": ", *out, " < ", lo));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MachineModel> ParseMachine(const std::string& path,
+                                          const nlohmann::json& m) {
+  MachineModel mm;
+  mm.name = m.value("name", "");
+  mm.source = m.value("source", "");
+  double v = 0;
+  PSTRAIN_RETURN_IF_ERROR(Number(path, m, "gpus_per_board", 1, &v));
+  mm.gpus_per_board = static_cast<int>(v);
+  PSTRAIN_RETURN_IF_ERROR(Number(path, m, "boards_per_socket", 1, &v));
+  mm.boards_per_socket = static_cast<int>(v);
+  PSTRAIN_RETURN_IF_ERROR(Number(path, m, "gpu_link_gbytes_per_s", 1e-3, &v));
+  mm.gpu_link_bytes_per_s = v * 1e9;
+  PSTRAIN_RETURN_IF_ERROR(Number(path, m, "board_link_gbytes_per_s", 1e-3, &v));
+  mm.board_link_bytes_per_s = v * 1e9;
+  PSTRAIN_RETURN_IF_ERROR(
+      Number(path, m, "socket_link_gbytes_per_s", 1e-3, &v));
+  mm.socket_link_bytes_per_s = v * 1e9;
+  PSTRAIN_RETURN_IF_ERROR(Number(path, m, "copy_latency_us", 0, &v));
+  mm.copy_latency_s = v / 1e6;
+  return mm;
+}
+
+}  // namespace
+
+absl::StatusOr<MachineModel> ReadMachineModel(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return Bad(path, std::string(text.status().message()));
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Bad(path, "not a JSON object");
+  return ParseMachine(path, j);
+}
+
+KeyCopyTimes KeyCopyCost(const MachineModel& m, int devices, LocalReduce mode,
+                         int64_t bytes, int owner) {
+  const double s = static_cast<double>(bytes);
+  KeyCopyTimes t;
+  if (mode == LocalReduce::kOneDevice || devices == 1) {
+    LinkLoad gather(m, devices), up(m, devices), down(m, devices),
+        scatter(m, devices);
+    for (int d = 0; d < devices; ++d) {
+      gather.Copy(d, owner, s);
+      scatter.Copy(owner, d, s);
+    }
+    up.Copy(owner, kHost, s);
+    down.Copy(kHost, owner, s);
+    t.reduce_s = gather.Seconds() + up.Seconds();
+    t.broadcast_s = down.Seconds() + scatter.Seconds();
+    return t;
+  }
+  const double part = s / devices;
+  LinkLoad scatter_reduce(m, devices), up(m, devices), down(m, devices),
+      all_gather(m, devices);
+  for (int j = 0; j < devices; ++j) {
+    for (int i = 0; i < devices; ++i) {
+      scatter_reduce.Copy(i, j, part);
+      all_gather.Copy(j, i, part);
+    }
+    up.Copy(j, kHost, part);
+    down.Copy(kHost, j, part);
+  }
+  t.reduce_s = scatter_reduce.Seconds() + up.Seconds();
+  t.broadcast_s = down.Seconds() + all_gather.Seconds();
+  return t;
+}
+
+absl::StatusOr<LocalReduce> ParseLocalReduce(const std::string& text) {
+  if (text == "one_device") return LocalReduce::kOneDevice;
+  if (text == "partitioned") return LocalReduce::kPartitioned;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--local_reduce '", text, "': one_device or partitioned"));
+}
+
+absl::StatusOr<DeviceProfile> ReadDeviceProfile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return Bad(path, std::string(text.status().message()));
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Bad(path, "not a JSON object");
+  DeviceProfile p;
+  auto number = [&](const nlohmann::json& o, const char* key, double lo,
+                    double* out) { return Number(path, o, key, lo, out); };
+  p.device = j.value("device", "");
+  p.network = j.value("network", "");
+  p.source = j.value("source", "");
+  p.num_layers = j.value("num_layers", 0);
+  double batch = 0;
+  PSTRAIN_RETURN_IF_ERROR(number(j, "batch_per_device", 1, &batch));
+  p.batch_per_device = static_cast<int>(batch);
+  if (!j.contains("layers") || !j["layers"].is_array() || j["layers"].empty())
+    return Bad(path, "\"layers\": a non-empty array is required");
+  for (size_t i = 0; i < j["layers"].size(); ++i) {
+    const nlohmann::json& l = j["layers"][i];
+    LayerProfile lp;
+    if (!l.is_object() || !l.contains("name") || !l["name"].is_string())
+      return Bad(path, absl::StrCat("layers[", i, "]: no \"name\""));
+    lp.name = l["name"].get<std::string>();
+    double f = 0, b = 0;
+    PSTRAIN_RETURN_IF_ERROR(number(l, "forward_ms", 0, &f));
+    PSTRAIN_RETURN_IF_ERROR(number(l, "backward_ms", 0, &b));
+    lp.forward_s = f / 1e3;
+    lp.backward_s = b / 1e3;
+    p.layers.push_back(lp);
+  }
+  if (!j.contains("machine") || !j["machine"].is_object())
+    return Bad(path, "\"machine\": an object is required");
+  PSTRAIN_ASSIGN_OR_RETURN(p.machine, ParseMachine(path, j["machine"]));
+  return p;
+}
+
+std::string DeviceProfileJson(const DeviceProfile& p) {
+  nlohmann::ordered_json j;
+  j["device"] = p.device;
+  j["network"] = p.network;
+  j["num_layers"] = p.num_layers;
+  j["batch_per_device"] = p.batch_per_device;
+  j["source"] = p.source;
+  const MachineModel& m = p.machine;
+  j["machine"] = {{"name", m.name},
+                  {"gpus_per_board", m.gpus_per_board},
+                  {"boards_per_socket", m.boards_per_socket},
+                  {"gpu_link_gbytes_per_s", m.gpu_link_bytes_per_s / 1e9},
+                  {"board_link_gbytes_per_s", m.board_link_bytes_per_s / 1e9},
+                  {"socket_link_gbytes_per_s", m.socket_link_bytes_per_s / 1e9},
+                  {"copy_latency_us", m.copy_latency_s * 1e6},
+                  {"source", m.source}};
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+  for (const LayerProfile& l : p.layers) {
+    layers.push_back({{"name", l.name},
+                      {"forward_ms", l.forward_s * 1e3},
+                      {"backward_ms", l.backward_s * 1e3}});
+  }
+  j["layers"] = layers;
+  return j.dump(1) + "\n";
+}
+
+absl::StatusOr<DeviceProfile> ProfileFromFlops(
+    const std::vector<nn::LayerSummary>& summary, int batch_per_device,
+    double images_per_sec) {
+  if (!(images_per_sec > 0) || batch_per_device < 1) {
+    return absl::InvalidArgumentError(
+        "a profile needs a rate > 0 and a batch >= 1");
+  }
+  double work = 0;
+  for (const auto& s : summary)
+    work += static_cast<double>(s.flops) * (s.params > 0 ? 3 : 2);
+  if (work <= 0) return absl::InvalidArgumentError("the network has no FLOPs");
+  const double step_s = batch_per_device / images_per_sec;
+  DeviceProfile p;
+  p.batch_per_device = batch_per_device;
+  for (const auto& s : summary) {
+    const double f = static_cast<double>(s.flops);
+    LayerProfile l;
+    l.name = s.name;
+    l.forward_s = step_s * f / work;
+    l.backward_s = step_s * f * (s.params > 0 ? 2 : 1) / work;
+    p.layers.push_back(l);
+  }
+  return p;
+}
+
+absl::StatusOr<std::unique_ptr<EmulatedDevices>> EmulatedDevices::Create(
+    const DeviceProfile& profile, nn::Network* net, int devices,
+    int batch_per_device, double time_dilation, LocalReduce mode) {
+  if (devices < 1 || batch_per_device < 1 || !(time_dilation >= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("emulated devices: ", devices, " devices of batch ",
+                     batch_per_device, ", time dilation ", time_dilation,
+                     " (need >= 1 device, batch >= 1, dilation >= 1)"));
+  }
+  std::map<std::string, const LayerProfile*> by_name;
+  for (const LayerProfile& l : profile.layers) by_name[l.name] = &l;
+  std::unique_ptr<EmulatedDevices> e(new EmulatedDevices());
+  e->net_ = net;
+  e->devices_ = devices;
+  e->k_ = time_dilation;
+  const double scale =
+      time_dilation * batch_per_device / profile.batch_per_device;
+  // Keys on devices as MXNet's InitMergeBuffer: largest first, each on
+  // the device with the fewest bytes so far.
+  std::vector<std::pair<int64_t, size_t>> sizes;
+  for (int id = 1; id <= net->last(); ++id) {
+    const nn::Layer& layer = net->layer(id);
+    auto it = by_name.find(layer.name());
+    if (it == by_name.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the device profile (", profile.network, " on ",
+                       profile.device, ") has no layer '", layer.name(),
+                       "': it was made for another network"));
+    }
+    Layer l;
+    l.node = id;
+    l.forward_s = it->second->forward_s * scale;
+    l.backward_s = it->second->backward_s * scale;
+    int64_t bytes = 0;
+    for (const nn::Param* p : net->node_learned(id))
+      bytes += static_cast<int64_t>(p->value.size() * sizeof(float));
+    if (bytes > 0) sizes.emplace_back(bytes, e->layers_.size());
+    e->layers_.push_back(l);
+  }
+  std::stable_sort(
+      sizes.begin(), sizes.end(),
+      [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<int64_t> load(devices, 0);
+  for (const auto& [bytes, index] : sizes) {
+    const int owner = static_cast<int>(
+        std::min_element(load.begin(), load.end()) - load.begin());
+    load[owner] += bytes;
+    KeyCopyTimes t = KeyCopyCost(profile.machine, devices, mode, bytes, owner);
+    t.reduce_s *= time_dilation;
+    t.broadcast_s *= time_dilation;
+    e->layers_[index].copies = t;
+  }
+  return e;
+}
+
+void EmulatedDevices::SleepUntil(absl::Time t,
+                                 const nn::Network::GradsReady& ready) {
+  while (!reduces_.empty() && reduces_.begin()->first <= t) {
+    auto it = reduces_.begin();
+    absl::SleepFor(it->first - absl::Now());
+    const size_t index = it->second;
+    reduces_.erase(it);
+    if (ready) ready(net_->node_learned(layers_[index].node));
+  }
+  absl::SleepFor(t - absl::Now());
+}
+
+absl::Status EmulatedDevices::Step(const nn::Network::ParamsNeeded& needed,
+                                   const nn::Network::GradsReady& ready) {
+  for (const Layer& l : layers_) {
+    if (!net_->node_learned(l.node).empty()) {
+      if (needed) PSTRAIN_RETURN_IF_ERROR(needed(net_->node_learned(l.node)));
+      if (!first_step_) {
+        // The pulled weights go back to the devices before the layer runs.
+        const absl::Time now = absl::Now();
+        copy_free_ =
+            std::max(now, copy_free_) + absl::Seconds(l.copies.broadcast_s);
+        SleepUntil(copy_free_, ready);
+        times_.copy_s += absl::ToDoubleSeconds(absl::Now() - now) / k_;
+      }
+    }
+    SleepUntil(absl::Now() + absl::Seconds(l.forward_s), ready);
+    times_.compute_s += l.forward_s / k_;
+  }
+  // The devices compute backward back to back; each layer's reduce starts
+  // when its gradients exist and the copy engine is free.
+  absl::Time device = absl::Now();
+  for (size_t i = layers_.size(); i-- > 0;) {
+    const Layer& l = layers_[i];
+    device += absl::Seconds(l.backward_s);
+    times_.compute_s += l.backward_s / k_;
+    if (!net_->node_learned(l.node).empty()) {
+      copy_free_ =
+          std::max(device, copy_free_) + absl::Seconds(l.copies.reduce_s);
+      reduces_.emplace(copy_free_, i);
+    }
+    SleepUntil(device, ready);
+  }
+  const absl::Time tail = absl::Now();
+  const absl::Time last =
+      reduces_.empty() ? tail : std::prev(reduces_.end())->first;
+  SleepUntil(last, ready);
+  times_.copy_s += absl::ToDoubleSeconds(absl::Now() - tail) / k_;
+  first_step_ = false;
+  return absl::OkStatus();
+}
+
+}  // namespace worker
+}  // namespace pstrain
