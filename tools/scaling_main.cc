@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <iostream>
@@ -335,7 +336,10 @@ int main(int argc, char** argv) {
     if (k > 0) {
       const absl::Duration left = absl::Seconds(done_seconds / k * (n - k));
       eta = absl::StrCat(
-          "ETA ", absl::FormatDuration(absl::Trunc(left, absl::Seconds(1))),
+          "ETA ",
+          left < absl::Seconds(1)
+              ? "<1s"
+              : absl::FormatDuration(absl::Trunc(left, absl::Seconds(1))),
           " (",
           absl::FormatTime("%H:%M", absl::Now() + left, absl::LocalTimeZone()),
           ")");
@@ -349,16 +353,15 @@ int main(int argc, char** argv) {
         absl::StrCat(o.out_dir, "/point-", plan.gpus, "gpus.log"), &g_stop);
     done_seconds += r.wall_seconds;
     if (r.ok) {
+      double lo = r.workers.front().images_per_sec, hi = lo;
+      for (const auto& w : r.workers) {
+        lo = std::min(lo, w.images_per_sec);
+        hi = std::max(hi, w.images_per_sec);
+      }
       std::cout << absl::StrFormat(
-                       "  %.2f images/s (%s), machine CPU %.0f%%, %.0f s",
-                       r.images_per_sec,
-                       absl::StrJoin(
-                           r.workers, " + ",
-                           [](std::string* out, const sc::WorkerResult& w) {
-                             absl::StrAppend(
-                                 out,
-                                 absl::StrFormat("%.2f", w.images_per_sec));
-                           }),
+                       "  %.2f images/s (%d workers, %.2f to %.2f each), "
+                       "machine CPU %.0f%%, %.1f s",
+                       r.images_per_sec, r.workers.size(), lo, hi,
                        r.cpu_percent, r.wall_seconds)
                 << std::endl;
     } else {
