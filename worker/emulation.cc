@@ -82,11 +82,23 @@ absl::Status Number(const std::string& path, const nlohmann::json& o,
   return absl::OkStatus();
 }
 
+// o[key] as a string, "" when absent (nlohmann's value() would throw for
+// another type).
+absl::Status OptionalText(const std::string& path, const nlohmann::json& o,
+                          const char* key, std::string* out) {
+  out->clear();
+  if (!o.contains(key)) return absl::OkStatus();
+  if (!o[key].is_string())
+    return Bad(path, absl::StrCat("\"", key, "\": a string is required"));
+  *out = o[key].get<std::string>();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<MachineModel> ParseMachine(const std::string& path,
                                           const nlohmann::json& m) {
   MachineModel mm;
-  mm.name = m.value("name", "");
-  mm.source = m.value("source", "");
+  PSTRAIN_RETURN_IF_ERROR(OptionalText(path, m, "name", &mm.name));
+  PSTRAIN_RETURN_IF_ERROR(OptionalText(path, m, "source", &mm.source));
   double v = 0;
   PSTRAIN_RETURN_IF_ERROR(Number(path, m, "gpus_per_board", 1, &v));
   mm.gpus_per_board = static_cast<int>(v);
@@ -162,10 +174,14 @@ absl::StatusOr<DeviceProfile> ReadDeviceProfile(const std::string& path) {
   DeviceProfile p;
   auto number = [&](const nlohmann::json& o, const char* key, double lo,
                     double* out) { return Number(path, o, key, lo, out); };
-  p.device = j.value("device", "");
-  p.network = j.value("network", "");
-  p.source = j.value("source", "");
-  p.num_layers = j.value("num_layers", 0);
+  PSTRAIN_RETURN_IF_ERROR(OptionalText(path, j, "device", &p.device));
+  PSTRAIN_RETURN_IF_ERROR(OptionalText(path, j, "network", &p.network));
+  PSTRAIN_RETURN_IF_ERROR(OptionalText(path, j, "source", &p.source));
+  if (j.contains("num_layers")) {
+    double layers = 0;
+    PSTRAIN_RETURN_IF_ERROR(number(j, "num_layers", 0, &layers));
+    p.num_layers = static_cast<int>(layers);
+  }
   double batch = 0;
   PSTRAIN_RETURN_IF_ERROR(number(j, "batch_per_device", 1, &batch));
   p.batch_per_device = static_cast<int>(batch);

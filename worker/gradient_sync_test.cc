@@ -12,6 +12,7 @@
 #include "glog/logging.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "worker/emulation.h"
 
 namespace pstrain {
 namespace worker {
@@ -301,6 +302,69 @@ TEST(GradientSyncInitTest, ReportsTheKVStoresError) {
   absl::Status s = sync.Init(bad);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("momentum"));
+}
+
+// Emulated devices (worker --emulate_device) drive the steps: one real
+// replica built for one sample, as the trainer builds it, and MXNet mode's
+// pushes at priority 0.
+TEST(GradientSyncEmulatedTest, EveryKeyIsPushedWithoutPriorities) {
+  auto r = Replicas::Create("lenet", 0, 10, {1, 28, 28}, 1, 1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::unique_ptr<Replicas> reps = std::move(*r);
+  ASSERT_TRUE(nn::Initialize(reps->net(0), "xavier", 7).ok());
+  // 4 devices of batch 8 at 800 images/s: 10 ms of compute a step.
+  auto profile = ProfileFromFlops(reps->net(0)->Summary(), 8, 800);
+  ASSERT_TRUE(profile.ok()) << profile.status();
+  auto emu = EmulatedDevices::Create(*profile, reps->net(0), 4, 8, 1,
+                                     LocalReduce::kOneDevice);
+  ASSERT_TRUE(emu.ok()) << emu.status();
+  LoggingKVStore kv;
+  GradientSync::Options o;
+  o.fusion_bytes = 0;
+  o.priorities = false;
+  o.emulated = emu->get();
+  GradientSync sync(&kv, reps.get(), o);
+  // One replica: the emulated devices' gradients overlap as one device's.
+  EXPECT_TRUE(sync.overlap());
+  ASSERT_TRUE(sync.Init(StoreTheSum()).ok());
+  const size_t keys = sync.learned().size();
+  ASSERT_GT(keys, 2u);
+  double last_push = 0, last_total = 0;
+  for (int step = 0; step < 3; ++step) {
+    kv.log.clear();
+    // The emulated devices read no input.
+    ASSERT_TRUE(sync.Step({}, {}).ok()) << "step " << step;
+    ASSERT_TRUE(sync.FinishStep().ok()) << "step " << step;
+    std::vector<int> pushed;
+    for (const std::string& entry : kv.log) {
+      if (entry == "wait") continue;
+      // "push K@0": one key a group (no fusion), every one at priority 0.
+      ASSERT_THAT(entry, ::testing::StartsWith("push ")) << entry;
+      ASSERT_THAT(entry, ::testing::EndsWith("@0")) << entry;
+      pushed.push_back(std::stoi(entry.substr(5)));
+    }
+    std::sort(pushed.begin(), pushed.end());
+    std::vector<int> all(keys);
+    for (size_t k = 0; k < keys; ++k) all[k] = static_cast<int>(k);
+    EXPECT_EQ(pushed, all) << "step " << step;
+    // Every step after the first waits for the last one's weights.
+    if (step > 0) {
+      EXPECT_EQ(std::count(kv.log.begin(), kv.log.end(), "wait"),
+                static_cast<int>(keys))
+          << "step " << step;
+    }
+    const GradientSync::Times& t = sync.times();
+    EXPECT_GT(t.push_s, last_push) << "step " << step;
+    EXPECT_GT(t.push_s + t.pull_s, last_total) << "step " << step;
+    last_push = t.push_s;
+    last_total = t.push_s + t.pull_s;
+  }
+  ASSERT_TRUE(sync.WaitAll().ok());
+  // Three steps of 10 ms of emulated compute.
+  EXPECT_NEAR((*emu)->times().compute_s, 0.03, 1e-9);
+  sync.ResetTimes();
+  EXPECT_EQ(sync.times().push_s, 0);
+  EXPECT_EQ(sync.times().pull_s, 0);
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 #include "worker/metrics.h"
 
 #include <cmath>
+#include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace pstrain {
 namespace worker {
@@ -68,6 +70,82 @@ TEST(MetricsTest, LogLinesMatchMxnet) {
   EXPECT_THAT(EpochMetricLines(3, "Validation", m),
               ElementsAre("Epoch[3] Validation-accuracy=0.333333"));
   EXPECT_EQ(TimeCostLine(3, 12.3456), "Epoch[3] Time cost=12.346");
+}
+
+// The JSON of a "benchmark: {...}" line (fails the test for another line).
+nlohmann::json BenchmarkJson(const BenchmarkSummary& s) {
+  const std::string line = BenchmarkLine(s);
+  const std::string prefix = "benchmark: ";
+  EXPECT_EQ(line.substr(0, prefix.size()), prefix) << line;
+  EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+  const nlohmann::json j =
+      nlohmann::json::parse(line.substr(prefix.size()), nullptr, false);
+  EXPECT_TRUE(j.is_object()) << line;
+  return j;
+}
+
+BenchmarkSummary Summary() {
+  BenchmarkSummary s;
+  s.rank = 3;
+  s.devices = 4;
+  s.batch_size = 64;
+  s.batches = 10;
+  s.warmup_batches = 2;
+  s.time_dilation = 2;
+  s.wall_seconds = 4;
+  // 2 s of emulated time: 1.5 + 0.2 + 0.1 + 0.2 other.
+  s.compute_s = 1.5;
+  s.push_wait_s = 0.2;
+  s.pull_wait_s = 0.1;
+  return s;
+}
+
+TEST(BenchmarkLineTest, IsOneLineOfJsonWithTheRate) {
+  const nlohmann::json j = BenchmarkJson(Summary());
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["rank"], 3);
+  EXPECT_EQ(j["devices"], 4);
+  EXPECT_EQ(j["batch_size"], 64);
+  EXPECT_EQ(j["batches"], 10);
+  EXPECT_EQ(j["warmup_batches"], 2);
+  EXPECT_DOUBLE_EQ(j["time_dilation"].get<double>(), 2);
+  EXPECT_DOUBLE_EQ(j["wall_seconds"].get<double>(), 4);
+  // 10 batches of 64 in 4 s, dilated 2x: 320 images/s on the emulated
+  // machine.
+  EXPECT_DOUBLE_EQ(j["images_per_sec"].get<double>(), 10.0 * 64 / 4 * 2);
+  EXPECT_DOUBLE_EQ(j["compute_s"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(j["push_wait_s"].get<double>(), 0.2);
+  EXPECT_DOUBLE_EQ(j["pull_wait_s"].get<double>(), 0.1);
+  EXPECT_NEAR(j["other_s"].get<double>(), 0.2, 1e-12);
+}
+
+TEST(BenchmarkLineTest, WithoutDilationTheRateIsTheWallRate) {
+  BenchmarkSummary s = Summary();
+  s.time_dilation = 1;
+  s.compute_s = 3;
+  const nlohmann::json j = BenchmarkJson(s);
+  EXPECT_DOUBLE_EQ(j["images_per_sec"].get<double>(), 10.0 * 64 / 4);
+  EXPECT_NEAR(j["other_s"].get<double>(), 4 - 3 - 0.2 - 0.1, 1e-12);
+}
+
+TEST(BenchmarkLineTest, OtherIsNeverNegative) {
+  BenchmarkSummary s = Summary();
+  s.compute_s = 5;  // More than the 2 s of emulated wall time.
+  nlohmann::json j = BenchmarkJson(s);
+  EXPECT_EQ(j["other_s"].get<double>(), 0);
+  s = Summary();
+  s.pull_wait_s = 1;  // 1.5 + 0.2 + 1 > 2.
+  j = BenchmarkJson(s);
+  EXPECT_EQ(j["other_s"].get<double>(), 0);
+}
+
+TEST(BenchmarkLineTest, NoTimeGivesNoRate) {
+  BenchmarkSummary s = Summary();
+  s.wall_seconds = 0;
+  const nlohmann::json j = BenchmarkJson(s);
+  // 0, not inf (which would not even be JSON).
+  EXPECT_EQ(j["images_per_sec"].get<double>(), 0);
+  EXPECT_EQ(j["other_s"].get<double>(), 0);
 }
 
 }  // namespace

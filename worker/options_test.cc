@@ -213,6 +213,58 @@ TEST(OptionsTest, BatchSizeIsBoundedAndMustFitInMemory) {
   EXPECT_FALSE(CheckBatchMemory(o, m, int64_t{1} << 50).ok());
 }
 
+TEST(OptionsTest, BenchmarkAndEmulationErrorsNameTheFlag) {
+  const std::vector<
+      std::pair<std::function<void(TrainerOptions*)>, std::string>>
+      cases = {
+          {[](TrainerOptions* o) { o->kvstore_mode = "byteps"; },
+           "--kvstore_mode byteps: use pstrain or mxnet"},
+          {[](TrainerOptions* o) { o->kvstore_mode = ""; }, "--kvstore_mode"},
+          {[](TrainerOptions* o) { o->local_reduce = "ring"; },
+           "--local_reduce ring: use one_device or partitioned"},
+          {[](TrainerOptions* o) { o->emulate_device = "k80.json"; },
+           "--emulate_device k80.json: emulated devices run --benchmark "
+           "only"},
+          {[](TrainerOptions* o) {
+             o->benchmark = true, o->emulate_device = "k80.json";
+             o->time_dilation = 0.5;
+           },
+           "--time_dilation 0.5: must be >= 1"},
+          {[](TrainerOptions* o) {
+             o->benchmark = true;
+             o->time_dilation = 4;
+           },
+           "--time_dilation 4: must be >= 1, and 1 without --emulate_device"},
+          {[](TrainerOptions* o) { o->warmup_batches = -1; },
+           "--warmup_batches -1: must be >= 0"},
+      };
+  for (const auto& [set, error] : cases) {
+    TrainerOptions o;
+    set(&o);
+    EXPECT_THAT(Error(o), HasSubstr(error));
+  }
+}
+
+TEST(OptionsTest, EmulatedBenchmarksPass) {
+  TrainerOptions o;
+  o.benchmark = true;
+  o.emulate_device = "configs/profiles/k80_resnet152.json";
+  o.time_dilation = 10;
+  o.kvstore_mode = "mxnet";
+  o.local_reduce = "partitioned";
+  o.warmup_batches = 0;
+  o.gpus = {0, 1, 2, 3};
+  o.batch_size = 128;
+  EXPECT_EQ(Error(o), "");
+  o.local_reduce = "one_device";
+  o.kvstore_mode = "pstrain";
+  o.time_dilation = 1;
+  EXPECT_EQ(Error(o), "");
+  // --benchmark alone (real devices) needs no profile.
+  o.emulate_device.clear();
+  EXPECT_EQ(Error(o), "");
+}
+
 }  // namespace
 }  // namespace worker
 }  // namespace pstrain

@@ -1,0 +1,485 @@
+#include "worker/emulation.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "nn/network.h"
+
+namespace pstrain {
+namespace worker {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+std::string Runfile(const std::string& rel) {
+  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/pstrain/", rel);
+}
+
+std::string Tmp(const std::string& name) {
+  return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+}
+
+std::string Write(const std::string& name, const std::string& text) {
+  const std::string path = Tmp(name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The error message of `s` ("" when OK).
+template <typename T>
+std::string Error(const absl::StatusOr<T>& s) {
+  return std::string(s.status().message());
+}
+
+// A valid profile of two layers on the p2.16xlarge model.
+nlohmann::json GoodProfile() {
+  return nlohmann::json::parse(R"({
+    "device": "K80", "network": "test", "num_layers": 0,
+    "batch_per_device": 32, "source": "made up",
+    "layers": [{"name": "conv1", "forward_ms": 1.5, "backward_ms": 3},
+               {"name": "fc1", "forward_ms": 0.5, "backward_ms": 1}],
+    "machine": {"name": "p2.16xlarge", "gpus_per_board": 2,
+                "boards_per_socket": 4, "gpu_link_gbytes_per_s": 10,
+                "board_link_gbytes_per_s": 12, "socket_link_gbytes_per_s": 3,
+                "copy_latency_us": 10, "source": "made up"}})");
+}
+
+MachineModel P2() {
+  MachineModel m;
+  m.gpus_per_board = 2;
+  m.boards_per_socket = 4;
+  m.gpu_link_bytes_per_s = 10e9;
+  m.board_link_bytes_per_s = 12e9;
+  m.socket_link_bytes_per_s = 3e9;
+  m.copy_latency_s = 10e-6;
+  return m;
+}
+
+TEST(ReadDeviceProfileTest, ReadsTheK80Profiles) {
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"alexnet", "alexnet"},
+      {"inception_v3", "inception-v3"},
+      {"resnet152", "resnet"}};
+  for (const auto& [file, network] : files) {
+    const std::string path =
+        Runfile(absl::StrCat("configs/profiles/k80_", file, ".json"));
+    auto p = ReadDeviceProfile(path);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->device, "K80") << path;
+    EXPECT_EQ(p->network, network) << path;
+    EXPECT_GE(p->batch_per_device, 1) << path;
+    ASSERT_FALSE(p->layers.empty()) << path;
+    double total = 0;
+    for (const LayerProfile& l : p->layers) {
+      EXPECT_FALSE(l.name.empty()) << path;
+      EXPECT_GE(l.forward_s, 0) << path << " " << l.name;
+      EXPECT_GE(l.backward_s, 0) << path << " " << l.name;
+      total += l.forward_s + l.backward_s;
+    }
+    EXPECT_GT(total, 0) << path;
+    EXPECT_EQ(p->machine.name, "p2.16xlarge") << path;
+    EXPECT_EQ(p->machine.gpus_per_board, 2) << path;
+    EXPECT_DOUBLE_EQ(p->machine.socket_link_bytes_per_s, 3e9) << path;
+  }
+}
+
+TEST(ReadDeviceProfileTest, ReadsTheCiProfile) {
+  auto p = ReadDeviceProfile(Runfile("configs/profiles/ci_resnet20.json"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->network, "resnet");
+  EXPECT_EQ(p->num_layers, 20);
+  EXPECT_EQ(p->batch_per_device, 32);
+  // Made by model_bench --profile_images_per_sec 2000 --profile_batch 32.
+  double total = 0;
+  for (const LayerProfile& l : p->layers) total += l.forward_s + l.backward_s;
+  EXPECT_NEAR(total, 32.0 / 2000, 1e-6);
+}
+
+TEST(ReadDeviceProfileTest, RoundTripsThroughJson) {
+  const std::string path = Write("good.json", GoodProfile().dump());
+  auto p = ReadDeviceProfile(path);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->device, "K80");
+  EXPECT_EQ(p->batch_per_device, 32);
+  ASSERT_EQ(p->layers.size(), 2u);
+  EXPECT_EQ(p->layers[0].name, "conv1");
+  EXPECT_DOUBLE_EQ(p->layers[0].forward_s, 1.5e-3);
+  EXPECT_DOUBLE_EQ(p->layers[0].backward_s, 3e-3);
+  EXPECT_DOUBLE_EQ(p->machine.board_link_bytes_per_s, 12e9);
+  EXPECT_DOUBLE_EQ(p->machine.copy_latency_s, 10e-6);
+  auto again = ReadDeviceProfile(Write("again.json", DeviceProfileJson(*p)));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->layers.size(), 2u);
+  EXPECT_DOUBLE_EQ(again->layers[1].backward_s, 1e-3);
+  EXPECT_DOUBLE_EQ(again->machine.socket_link_bytes_per_s, 3e9);
+  EXPECT_EQ(again->machine.boards_per_socket, 4);
+}
+
+TEST(ReadDeviceProfileTest, ErrorsNameTheFileAndTheField) {
+  const std::string missing = Tmp("no_such_profile.json");
+  auto p = ReadDeviceProfile(missing);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Error(p), HasSubstr(missing));
+
+  std::string path = Write("not_json.json", "{\"layers\": [");
+  EXPECT_THAT(Error(ReadDeviceProfile(path)),
+              AllOf(HasSubstr(path), HasSubstr("not a JSON object")));
+
+  struct Case {
+    std::string name;
+    void (*edit)(nlohmann::json*);
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {"no_layers", [](nlohmann::json* j) { j->erase("layers"); },
+       "\"layers\""},
+      {"empty_layers",
+       [](nlohmann::json* j) { (*j)["layers"] = nlohmann::json::array(); },
+       "\"layers\""},
+      {"negative_forward",
+       [](nlohmann::json* j) { (*j)["layers"][1]["forward_ms"] = -1; },
+       "\"forward_ms\": -1 < 0"},
+      {"no_backward",
+       [](nlohmann::json* j) { (*j)["layers"][0].erase("backward_ms"); },
+       "\"backward_ms\""},
+      {"no_name", [](nlohmann::json* j) { (*j)["layers"][1].erase("name"); },
+       "layers[1]: no \"name\""},
+      {"batch_0", [](nlohmann::json* j) { (*j)["batch_per_device"] = 0; },
+       "\"batch_per_device\": 0 < 1"},
+      {"no_machine", [](nlohmann::json* j) { j->erase("machine"); },
+       "\"machine\""},
+      {"no_socket_link",
+       [](nlohmann::json* j) {
+         (*j)["machine"].erase("socket_link_gbytes_per_s");
+       },
+       "\"socket_link_gbytes_per_s\""},
+      {"zero_gpus_per_board",
+       [](nlohmann::json* j) { (*j)["machine"]["gpus_per_board"] = 0; },
+       "\"gpus_per_board\": 0 < 1"},
+      {"device_number", [](nlohmann::json* j) { (*j)["device"] = 5; },
+       "\"device\""},
+      {"num_layers_text",
+       [](nlohmann::json* j) { (*j)["num_layers"] = "twenty"; },
+       "\"num_layers\""},
+      {"latency_text",
+       [](nlohmann::json* j) { (*j)["machine"]["copy_latency_us"] = "10"; },
+       "\"copy_latency_us\""},
+  };
+  for (const Case& c : cases) {
+    nlohmann::json j = GoodProfile();
+    c.edit(&j);
+    path = Write(c.name + ".json", j.dump());
+    auto bad = ReadDeviceProfile(path);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.name;
+    EXPECT_THAT(Error(bad), AllOf(HasSubstr(path), HasSubstr(c.field)))
+        << c.name;
+  }
+}
+
+TEST(ReadMachineModelTest, ReadsTheP2Model) {
+  auto m =
+      ReadMachineModel(Runfile("configs/profiles/p2.16xlarge.machine.json"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->name, "p2.16xlarge");
+  EXPECT_EQ(m->gpus_per_board, 2);
+  EXPECT_EQ(m->boards_per_socket, 4);
+  EXPECT_DOUBLE_EQ(m->gpu_link_bytes_per_s, 10e9);
+  EXPECT_DOUBLE_EQ(m->board_link_bytes_per_s, 12e9);
+  EXPECT_DOUBLE_EQ(m->socket_link_bytes_per_s, 3e9);
+  EXPECT_DOUBLE_EQ(m->copy_latency_s, 10e-6);
+  EXPECT_FALSE(m->source.empty());
+}
+
+TEST(ReadMachineModelTest, ErrorsNameTheFileAndTheField) {
+  nlohmann::json m = GoodProfile()["machine"];
+  m.erase("board_link_gbytes_per_s");
+  const std::string path = Write("machine.json", m.dump());
+  auto r = ReadMachineModel(path);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Error(r),
+              AllOf(HasSubstr(path), HasSubstr("\"board_link_gbytes_per_s\"")));
+  const std::string list = Write("list.json", "[1, 2]");
+  EXPECT_THAT(Error(ReadMachineModel(list)),
+              AllOf(HasSubstr(list), HasSubstr("not a JSON object")));
+  const std::string missing = Tmp("no_such_machine.json");
+  EXPECT_THAT(Error(ReadMachineModel(missing)), HasSubstr(missing));
+}
+
+std::unique_ptr<nn::Network> Lenet() {
+  auto net = nn::BuildNetwork("lenet", 0, 10, {1, 28, 28}, 1);
+  if (!net.ok()) {
+    ADD_FAILURE() << net.status();
+    return nullptr;
+  }
+  return std::move(*net);
+}
+
+TEST(ProfileFromFlopsTest, SplitsTheStepByFlops) {
+  auto net = Lenet();
+  ASSERT_NE(net, nullptr);
+  const std::vector<nn::LayerSummary> summary = net->Summary();
+  auto p = ProfileFromFlops(summary, 16, 400);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->batch_per_device, 16);
+  ASSERT_EQ(p->layers.size(), summary.size());
+  double total = 0;
+  int with_params = 0, without = 0;
+  for (size_t i = 0; i < summary.size(); ++i) {
+    const LayerProfile& l = p->layers[i];
+    EXPECT_EQ(l.name, summary[i].name);
+    total += l.forward_s + l.backward_s;
+    if (summary[i].flops == 0) {
+      EXPECT_EQ(l.forward_s, 0) << l.name;
+      EXPECT_EQ(l.backward_s, 0) << l.name;
+      continue;
+    }
+    EXPECT_GT(l.forward_s, 0) << l.name;
+    if (summary[i].params > 0) {
+      ++with_params;
+      EXPECT_NEAR(l.backward_s, 2 * l.forward_s, 1e-15) << l.name;
+    } else {
+      ++without;
+      EXPECT_NEAR(l.backward_s, l.forward_s, 1e-15) << l.name;
+    }
+  }
+  // Both kinds were seen (convolutions and e.g. pooling).
+  EXPECT_GT(with_params, 0);
+  EXPECT_GT(without, 0);
+  EXPECT_NEAR(total, 16.0 / 400, 1e-12);
+  // Forward times are in proportion to FLOPs.
+  for (size_t i = 1; i < summary.size(); ++i) {
+    if (summary[0].flops == 0) break;
+    EXPECT_NEAR(p->layers[i].forward_s / p->layers[0].forward_s,
+                static_cast<double>(summary[i].flops) / summary[0].flops, 1e-9)
+        << summary[i].name;
+  }
+}
+
+TEST(ProfileFromFlopsTest, BadRatesAndNetworksAreErrors) {
+  auto net = Lenet();
+  ASSERT_NE(net, nullptr);
+  const std::vector<nn::LayerSummary> summary = net->Summary();
+  for (double rate : {0.0, -1.0, std::nan("")}) {
+    auto p = ProfileFromFlops(summary, 32, rate);
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << rate;
+  }
+  EXPECT_EQ(ProfileFromFlops(summary, 0, 100).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto none = ProfileFromFlops({}, 32, 100);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Error(none), HasSubstr("no FLOPs"));
+}
+
+TEST(KeyCopyCostTest, OneDeviceIsOneCopyToTheHost) {
+  const MachineModel m = P2();
+  const int64_t bytes = 40 << 20;
+  // Device 0 -> its board's switch (10 GB/s) -> socket 0 (12 GB/s): the
+  // slower link bounds it.
+  const double expected = m.copy_latency_s + bytes / m.gpu_link_bytes_per_s;
+  for (LocalReduce mode :
+       {LocalReduce::kOneDevice, LocalReduce::kPartitioned}) {
+    const KeyCopyTimes t = KeyCopyCost(m, 1, mode, bytes, 0);
+    EXPECT_NEAR(t.reduce_s, expected, 1e-12);
+    EXPECT_NEAR(t.broadcast_s, expected, 1e-12);
+  }
+}
+
+TEST(KeyCopyCostTest, OneDeviceReduceIsSlowerThanPartitionedAt16) {
+  const MachineModel m = P2();
+  const int64_t bytes = 40 << 20;
+  const KeyCopyTimes one =
+      KeyCopyCost(m, 16, LocalReduce::kOneDevice, bytes, 0);
+  const KeyCopyTimes part =
+      KeyCopyCost(m, 16, LocalReduce::kPartitioned, bytes, 0);
+  EXPECT_GT(one.reduce_s, part.reduce_s);
+  EXPECT_GT(one.broadcast_s, part.broadcast_s);
+  // Neither is free, and neither beats one device's copy to the host.
+  const KeyCopyTimes single =
+      KeyCopyCost(m, 1, LocalReduce::kOneDevice, bytes, 0);
+  EXPECT_GE(part.reduce_s, single.reduce_s * 0.1);
+  EXPECT_GT(one.reduce_s, single.reduce_s);
+}
+
+TEST(KeyCopyCostTest, MoreDevicesNeverMakeOneDeviceCheaper) {
+  const MachineModel m = P2();
+  for (int64_t bytes : {int64_t{4}, int64_t{1} << 20, int64_t{100} << 20}) {
+    KeyCopyTimes last = KeyCopyCost(m, 1, LocalReduce::kOneDevice, bytes, 0);
+    for (int devices = 2; devices <= 16; ++devices) {
+      const KeyCopyTimes t =
+          KeyCopyCost(m, devices, LocalReduce::kOneDevice, bytes, 0);
+      EXPECT_GE(t.reduce_s, last.reduce_s) << devices << " " << bytes;
+      EXPECT_GE(t.broadcast_s, last.broadcast_s) << devices << " " << bytes;
+      last = t;
+    }
+  }
+}
+
+TEST(KeyCopyCostTest, CrossingSocketsCostsMoreThanOneBoard) {
+  const int64_t bytes = 40 << 20;
+  // Two devices on one board, and two devices each on its own socket.
+  const MachineModel board = P2();
+  MachineModel sockets = P2();
+  sockets.gpus_per_board = 1;
+  sockets.boards_per_socket = 1;
+  for (LocalReduce mode :
+       {LocalReduce::kOneDevice, LocalReduce::kPartitioned}) {
+    const KeyCopyTimes near = KeyCopyCost(board, 2, mode, bytes, 0);
+    const KeyCopyTimes far = KeyCopyCost(sockets, 2, mode, bytes, 0);
+    EXPECT_GT(far.reduce_s, near.reduce_s);
+    EXPECT_GT(far.broadcast_s, near.broadcast_s);
+  }
+  // A key owned by a device on socket 1 crosses to the host's socket 0.
+  const KeyCopyTimes owner0 =
+      KeyCopyCost(board, 16, LocalReduce::kOneDevice, bytes, 0);
+  const KeyCopyTimes owner8 =
+      KeyCopyCost(board, 16, LocalReduce::kOneDevice, bytes, 8);
+  EXPECT_GT(owner8.reduce_s, owner0.reduce_s);
+}
+
+TEST(ParseLocalReduceTest, NamesTheFlag) {
+  EXPECT_EQ(*ParseLocalReduce("one_device"), LocalReduce::kOneDevice);
+  EXPECT_EQ(*ParseLocalReduce("partitioned"), LocalReduce::kPartitioned);
+  EXPECT_THAT(Error(ParseLocalReduce("ring")),
+              HasSubstr("--local_reduce 'ring'"));
+}
+
+// Emulated devices over LeNet built for one sample, with a profile made
+// from its FLOPs.
+class EmulatedDevicesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    net_ = Lenet();
+    ASSERT_NE(net_, nullptr);
+    for (int id = 1; id <= net_->last(); ++id) {
+      if (!net_->node_learned(id).empty()) learned_.push_back(id);
+    }
+    ASSERT_GE(learned_.size(), 2u);
+  }
+
+  // A profile whose step of `batch` takes `step_s`.
+  DeviceProfile Profile(int batch, double step_s) {
+    auto p = ProfileFromFlops(net_->Summary(), batch, batch / step_s);
+    EXPECT_TRUE(p.ok()) << p.status();
+    p->network = "lenet";
+    p->device = "test GPU";
+    p->machine = P2();
+    return *p;
+  }
+
+  std::unique_ptr<nn::Network> net_;
+  std::vector<int> learned_;  // Nodes with learned parameters, in order.
+};
+
+TEST_F(EmulatedDevicesTest, ALayerMissingFromTheProfileIsNamed) {
+  DeviceProfile p = Profile(8, 0.1);
+  const std::string gone = net_->layer(learned_[1]).name();
+  p.layers.erase(p.layers.begin() + (learned_[1] - 1));
+  ASSERT_EQ(p.layers.size(), static_cast<size_t>(net_->last() - 1));
+  auto e = EmulatedDevices::Create(p, net_.get(), 2, 8, 1,
+                                   LocalReduce::kPartitioned);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Error(e), HasSubstr(absl::StrCat("'", gone, "'")));
+}
+
+TEST_F(EmulatedDevicesTest, BadArgumentsAreErrors) {
+  const DeviceProfile p = Profile(8, 0.1);
+  EXPECT_FALSE(
+      EmulatedDevices::Create(p, net_.get(), 0, 8, 1, LocalReduce::kOneDevice)
+          .ok());
+  EXPECT_FALSE(
+      EmulatedDevices::Create(p, net_.get(), 2, 0, 1, LocalReduce::kOneDevice)
+          .ok());
+  EXPECT_FALSE(
+      EmulatedDevices::Create(p, net_.get(), 2, 8, 0.5, LocalReduce::kOneDevice)
+          .ok());
+}
+
+TEST_F(EmulatedDevicesTest, StepRunsTheLayersAndSleepsTheDilatedTime) {
+  // 0.2 s a step, dilated 2x: at least 0.4 s of sleep.
+  constexpr double kStep = 0.2, kDilation = 2;
+  const DeviceProfile p = Profile(8, kStep);
+  auto e = EmulatedDevices::Create(p, net_.get(), 4, 8, kDilation,
+                                   LocalReduce::kPartitioned);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ((*e)->devices(), 4);
+  EXPECT_DOUBLE_EQ((*e)->time_dilation(), kDilation);
+  for (int step = 0; step < 2; ++step) {
+    std::vector<int> needed, ready;
+    auto node_of = [&](const std::vector<nn::Param*>& ps) {
+      for (int id : learned_) {
+        if (net_->node_learned(id) == ps) return id;
+      }
+      ADD_FAILURE() << "parameters of no learned layer";
+      return 0;
+    };
+    const absl::Time t0 = absl::Now();
+    absl::Status s = (*e)->Step(
+        [&](const std::vector<nn::Param*>& ps) {
+          // Forward has not reached past the layers already needed.
+          EXPECT_EQ(ready.size(), 0u);
+          needed.push_back(node_of(ps));
+          return absl::OkStatus();
+        },
+        [&](const std::vector<nn::Param*>& ps) {
+          ready.push_back(node_of(ps));
+        });
+    const double secs = absl::ToDoubleSeconds(absl::Now() - t0);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(needed, learned_) << "step " << step;
+    const std::vector<int> reversed(learned_.rbegin(), learned_.rend());
+    EXPECT_EQ(ready, reversed) << "step " << step;
+    // Sleeps are at least as long as asked; 1 ms for rounding.
+    EXPECT_GE(secs, kStep * kDilation - 1e-3) << "step " << step;
+    EXPECT_LT(secs, 5) << "step " << step;
+    // compute_s is undilated: the profile's step time per step.
+    EXPECT_NEAR((*e)->times().compute_s, (step + 1) * kStep, 1e-9);
+    EXPECT_GE((*e)->times().copy_s, 0);
+  }
+  // The second step waits for broadcasts before the learned layers.
+  EXPECT_GT((*e)->times().copy_s, 0);
+  (*e)->ResetTimes();
+  EXPECT_EQ((*e)->times().compute_s, 0);
+  EXPECT_EQ((*e)->times().copy_s, 0);
+}
+
+TEST_F(EmulatedDevicesTest, TimesScaleWithTheBatch) {
+  // The profile is for 8 per device; 4 per device takes half as long.
+  const DeviceProfile p = Profile(8, 0.1);
+  auto e =
+      EmulatedDevices::Create(p, net_.get(), 1, 4, 1, LocalReduce::kOneDevice);
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_TRUE((*e)->Step(nullptr, nullptr).ok());
+  EXPECT_NEAR((*e)->times().compute_s, 0.05, 1e-9);
+}
+
+TEST_F(EmulatedDevicesTest, NeededsErrorStopsTheStep) {
+  const DeviceProfile p = Profile(8, 0.01);
+  auto e =
+      EmulatedDevices::Create(p, net_.get(), 2, 8, 1, LocalReduce::kOneDevice);
+  ASSERT_TRUE(e.ok()) << e.status();
+  int ready = 0;
+  absl::Status s = (*e)->Step(
+      [](const std::vector<nn::Param*>&) {
+        return absl::UnavailableError("pull failed");
+      },
+      [&](const std::vector<nn::Param*>&) { ++ready; });
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ready, 0);
+}
+
+}  // namespace
+}  // namespace worker
+}  // namespace pstrain
