@@ -183,6 +183,12 @@ class DistKVStore : public KVStore {
     return s;
   }
 
+  bool Done(Handle h) const override {
+    MutexLock lock(&mu_);
+    auto it = ops_.find(h);
+    return it == ops_.end() || it->second.outstanding == 0;
+  }
+
   absl::Status WaitAll(absl::Time deadline) override {
     std::vector<Handle> handles;
     {
@@ -525,7 +531,7 @@ class DistKVStore : public KVStore {
   // job's end. It is taken by the callers' threads, by OnResponse() on the
   // transport's I/O thread and by the watcher thread. cv_ is waited on with
   // mu_ held: an op finished, room opened, or the job ended.
-  Mutex mu_;
+  mutable Mutex mu_;
   CondVar cv_;
   std::vector<int64_t> load_ ABSL_GUARDED_BY(mu_);  // Elements, per server.
   // Per key: its chunks.

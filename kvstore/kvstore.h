@@ -125,6 +125,9 @@ class KVStore {
   // result: a later Wait of it, or one that raced it on another thread,
   // gets NotFound.
   virtual absl::Status Wait(Handle handle, absl::Time deadline) = 0;
+  // Whether a Wait of `handle` would return at once (its operation ended,
+  // or the handle is unknown); consumes nothing, never blocks.
+  virtual bool Done(Handle handle) const = 0;
   virtual absl::Status WaitAll(absl::Time deadline) = 0;
   virtual absl::Status Barrier(absl::Time deadline) = 0;
   // Sums `values` over all workers (dist_sync, dist_device_sync; other

@@ -143,16 +143,23 @@ KeyCopyTimes KeyCopyCost(const MachineModel& m, int devices, LocalReduce mode,
     t.broadcast_s = down.Seconds() + scatter.Seconds();
     return t;
   }
-  const double part = s / devices;
+  // The devices of each socket reduce-scatter among themselves, and every
+  // device sends its part of its socket's sum to the host (which adds the
+  // sockets' sums); the pull comes back the same way.
+  const int per_socket = m.gpus_per_board * m.boards_per_socket;
   LinkLoad scatter_reduce(m, devices), up(m, devices), down(m, devices),
       all_gather(m, devices);
-  for (int j = 0; j < devices; ++j) {
-    for (int i = 0; i < devices; ++i) {
-      scatter_reduce.Copy(i, j, part);
-      all_gather.Copy(j, i, part);
+  for (int first = 0; first < devices; first += per_socket) {
+    const int last = std::min(devices, first + per_socket);
+    const double part = s / (last - first);
+    for (int j = first; j < last; ++j) {
+      for (int i = first; i < last; ++i) {
+        scatter_reduce.Copy(i, j, part);
+        all_gather.Copy(j, i, part);
+      }
+      up.Copy(j, kHost, part);
+      down.Copy(kHost, j, part);
     }
-    up.Copy(j, kHost, part);
-    down.Copy(kHost, j, part);
   }
   t.reduce_s = scatter_reduce.Seconds() + up.Seconds();
   t.broadcast_s = down.Seconds() + all_gather.Seconds();
@@ -259,7 +266,8 @@ absl::StatusOr<DeviceProfile> ProfileFromFlops(
 
 absl::StatusOr<std::unique_ptr<EmulatedDevices>> EmulatedDevices::Create(
     const DeviceProfile& profile, nn::Network* net, int devices,
-    int batch_per_device, double time_dilation, LocalReduce mode) {
+    int batch_per_device, double time_dilation, LocalReduce mode,
+    bool copies_overlap_compute) {
   if (devices < 1 || batch_per_device < 1 || !(time_dilation >= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("emulated devices: ", devices, " devices of batch ",
@@ -272,6 +280,7 @@ absl::StatusOr<std::unique_ptr<EmulatedDevices>> EmulatedDevices::Create(
   e->net_ = net;
   e->devices_ = devices;
   e->k_ = time_dilation;
+  e->overlap_ = copies_overlap_compute;
   const double scale =
       time_dilation * batch_per_device / profile.batch_per_device;
   // Keys on devices as MXNet's InitMergeBuffer: largest first, each on
@@ -312,33 +321,61 @@ absl::StatusOr<std::unique_ptr<EmulatedDevices>> EmulatedDevices::Create(
   return e;
 }
 
+void EmulatedDevices::StartBroadcast(size_t i) {
+  awaiting_pull_.erase(i);
+  copy_free_ = std::max(absl::Now(), copy_free_) +
+               absl::Seconds(layers_[i].copies.broadcast_s);
+  on_devices_[i] = copy_free_;
+}
+
 void EmulatedDevices::SleepUntil(absl::Time t,
-                                 const nn::Network::GradsReady& ready) {
-  while (!reduces_.empty() && reduces_.begin()->first <= t) {
-    auto it = reduces_.begin();
-    absl::SleepFor(it->first - absl::Now());
-    const size_t index = it->second;
-    reduces_.erase(it);
-    if (ready) ready(net_->node_learned(layers_[index].node));
+                                 const nn::Network::GradsReady& ready,
+                                 const ParamsArrived& arrived) {
+  // How often the pulls are polled, in real time.
+  constexpr absl::Duration kPoll = absl::Milliseconds(1);
+  while (true) {
+    const absl::Time now = absl::Now();
+    while (!reduces_.empty() && reduces_.begin()->first <= now) {
+      const size_t index = reduces_.begin()->second;
+      reduces_.erase(reduces_.begin());
+      awaiting_pull_.insert(index);
+      if (ready) ready(net_->node_learned(layers_[index].node));
+    }
+    if (arrived) {
+      // In layer order: the next forward needs the first layers first.
+      for (auto it = awaiting_pull_.begin(); it != awaiting_pull_.end();) {
+        const size_t index = *it++;
+        if (arrived(net_->node_learned(layers_[index].node)))
+          StartBroadcast(index);
+      }
+    }
+    if (now >= t) return;
+    absl::Time until = t;
+    if (!reduces_.empty()) until = std::min(until, reduces_.begin()->first);
+    if (arrived && !awaiting_pull_.empty())
+      until = std::min(until, now + kPoll);
+    absl::SleepFor(until - now);
   }
-  absl::SleepFor(t - absl::Now());
 }
 
 absl::Status EmulatedDevices::Step(const nn::Network::ParamsNeeded& needed,
-                                   const nn::Network::GradsReady& ready) {
-  for (const Layer& l : layers_) {
+                                   const nn::Network::GradsReady& ready,
+                                   const ParamsArrived& arrived_or_null) {
+  // Without overlap a broadcast waits for the forward that needs it.
+  const ParamsArrived& arrived = overlap_ ? arrived_or_null : nullptr;
+  if (on_devices_.empty())
+    on_devices_.assign(layers_.size(), absl::InfinitePast());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
     if (!net_->node_learned(l.node).empty()) {
       if (needed) PSTRAIN_RETURN_IF_ERROR(needed(net_->node_learned(l.node)));
-      if (!first_step_) {
-        // The pulled weights go back to the devices before the layer runs.
-        const absl::Time now = absl::Now();
-        copy_free_ =
-            std::max(now, copy_free_) + absl::Seconds(l.copies.broadcast_s);
-        SleepUntil(copy_free_, ready);
-        times_.copy_s += absl::ToDoubleSeconds(absl::Now() - now) / k_;
-      }
+      // Pulled weights still on their way to the devices go now.
+      if (awaiting_pull_.count(i) > 0) StartBroadcast(i);
+      const absl::Time now = absl::Now();
+      SleepUntil(on_devices_[i], ready, arrived);
+      times_.copy_s += absl::ToDoubleSeconds(absl::Now() - now) / k_;
     }
-    SleepUntil(absl::Now() + absl::Seconds(l.forward_s), ready);
+    SleepUntil(absl::Now() + absl::Seconds(l.forward_s), ready, arrived);
     times_.compute_s += l.forward_s / k_;
   }
   // The devices compute backward back to back; each layer's reduce starts
@@ -352,15 +389,19 @@ absl::Status EmulatedDevices::Step(const nn::Network::ParamsNeeded& needed,
       copy_free_ =
           std::max(device, copy_free_) + absl::Seconds(l.copies.reduce_s);
       reduces_.emplace(copy_free_, i);
+      if (!overlap_) {
+        // The devices wait for their copies.
+        times_.copy_s += absl::ToDoubleSeconds(copy_free_ - device) / k_;
+        device = copy_free_;
+      }
     }
-    SleepUntil(device, ready);
+    SleepUntil(device, ready, arrived);
   }
   const absl::Time tail = absl::Now();
-  const absl::Time last =
-      reduces_.empty() ? tail : std::prev(reduces_.end())->first;
-  SleepUntil(last, ready);
+  absl::Time last = tail;
+  for (const auto& [t, index] : reduces_) last = std::max(last, t);
+  SleepUntil(last, ready, arrived);
   times_.copy_s += absl::ToDoubleSeconds(absl::Now() - tail) / k_;
-  first_step_ = false;
   return absl::OkStatus();
 }
 

@@ -36,19 +36,31 @@
 //     the device with the fewest bytes so far, as MXNet's InitMergeBuffer),
 //     which sends the sum to the host; the pull comes back to that device
 //     and is copied to the others.
-//   kPartitioned (pstrain): device j reduces part j (s / G bytes) of every
-//     key (reduce-scatter), and each sends its part to the host; after the
-//     pull, each part goes back to its device and is gathered by all.
-// One key is reduced (or broadcast) at a time, in the order backward
-// produces them (the forward needs them), on one copy engine per worker.
+//   kPartitioned (pstrain): the n devices of each CPU socket reduce-scatter
+//     every key among themselves (device j sums part j, s / n bytes) and
+//     each sends its part to the host, which adds the sockets' sums; after
+//     the pull, each part goes back to its device and is gathered by the
+//     socket's devices. Only one copy of the key crosses between sockets.
+// Copies overlap the devices' compute (copy streams apart from compute, as
+// pstrain's GPU path must do), or not (MXNet mode: a device computes
+// nothing while its copies run, as MXNet's CommDevice on K80s behaves in
+// the published table; README, Scaling): then a layer's reduce delays the
+// rest of backward and its broadcast the forward.
+// One key is reduced (or broadcast) at a time on one copy engine per
+// worker: a key's reduce starts when backward has produced it and the
+// engine is free; its broadcast as soon as its pull has arrived (polled)
+// and the engine is free, as MXNet's engine runs a pull's broadcast once
+// the pull completes; the next forward waits for a layer's broadcast.
 //
 // Thread-compatible: one thread (the trainer's) calls everything.
 #ifndef PSTRAIN_WORKER_EMULATION_H_
 #define PSTRAIN_WORKER_EMULATION_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -134,16 +146,22 @@ class EmulatedDevices {
   // scales the profile's times; `time_dilation` >= 1 multiplies them.
   static absl::StatusOr<std::unique_ptr<EmulatedDevices>> Create(
       const DeviceProfile& profile, nn::Network* net, int devices,
-      int batch_per_device, double time_dilation, LocalReduce mode);
+      int batch_per_device, double time_dilation, LocalReduce mode,
+      bool copies_overlap_compute = true);
 
   // One emulated training step: forward in layer order (calling `needed`
   // with a layer's learned parameters before it runs, then waiting for the
   // broadcast of their pulled weights), then backward in reverse order;
   // each layer's learned parameters are passed to `ready` once their local
-  // reduce is done. Sleeps for every emulated time. Returns `needed`'s
-  // first error.
+  // reduce is done. Sleeps for every emulated time, polling `arrived`
+  // about every millisecond. Returns `needed`'s first error.
+  // `arrived` (non-blocking) tells whether the pulls of a layer's pushed
+  // parameters have come back, so their broadcast can start; null: only
+  // when `needed` returns.
+  using ParamsArrived = std::function<bool(const std::vector<nn::Param*>&)>;
   absl::Status Step(const nn::Network::ParamsNeeded& needed,
-                    const nn::Network::GradsReady& ready);
+                    const nn::Network::GradsReady& ready,
+                    const ParamsArrived& arrived = nullptr);
 
   const EmulatedTimes& times() const { return times_; }
   void ResetTimes() { times_ = EmulatedTimes(); }
@@ -152,8 +170,12 @@ class EmulatedDevices {
 
  private:
   EmulatedDevices() = default;
-  // Sleeps until `t`, firing the reduces that finish by then.
-  void SleepUntil(absl::Time t, const nn::Network::GradsReady& ready);
+  // Sleeps until `t`, firing the reduces that finish by then and starting
+  // the broadcasts whose pulls have arrived.
+  void SleepUntil(absl::Time t, const nn::Network::GradsReady& ready,
+                  const ParamsArrived& arrived);
+  // Starts layer i's broadcast on the copy engine, now or when it is free.
+  void StartBroadcast(size_t i);
 
   struct Layer {
     int node = 0;
@@ -163,11 +185,15 @@ class EmulatedDevices {
   nn::Network* net_ = nullptr;
   int devices_ = 1;
   double k_ = 1;
+  bool overlap_ = true;
   std::vector<Layer> layers_;  // Network order.
   // Reduces scheduled on the copy engine: (finish time, layer index).
   std::multimap<absl::Time, size_t> reduces_;
+  // Layers pushed whose pulls have not arrived, and when each layer's
+  // weights are on the devices again (InfinitePast: already there).
+  std::set<size_t> awaiting_pull_;
+  std::vector<absl::Time> on_devices_;
   absl::Time copy_free_ = absl::InfinitePast();
-  bool first_step_ = true;
   EmulatedTimes times_;
 };
 

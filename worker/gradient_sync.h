@@ -137,6 +137,9 @@ class GradientSync {
   // Replicas::Step's callbacks (overlap): built once, not per step.
   nn::Network::ParamsNeeded needed_;
   nn::Network::GradsReady ready_;
+  // Whether a layer's pushed keys have their weights back (emulated
+  // devices start their broadcast then).
+  EmulatedDevices::ParamsArrived arrived_;
 };
 
 }  // namespace worker

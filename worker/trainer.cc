@@ -257,15 +257,20 @@ absl::StatusOr<std::unique_ptr<EmulatedDevices>> MakeEmulatedDevices(
           : (o.kvstore_mode == "mxnet" ? "one_device" : "partitioned");
   PSTRAIN_ASSIGN_OR_RETURN(LocalReduce mode, ParseLocalReduce(reduce));
   const int devices = NumDevices(o);
-  auto e = EmulatedDevices::Create(
-      profile, net, devices, o.batch_size / devices, o.time_dilation, mode);
+  // MXNet's devices compute nothing while their copies run (README,
+  // Scaling); pstrain's copies overlap the compute.
+  const bool overlap = o.kvstore_mode != "mxnet";
+  auto e =
+      EmulatedDevices::Create(profile, net, devices, o.batch_size / devices,
+                              o.time_dilation, mode, overlap);
   if (!e.ok()) {
     return Annotate(e.status(), "--emulate_device " + o.emulate_device);
   }
   LOG(INFO) << "emulating " << devices << " " << profile.device
             << " device(s) of " << profile.machine.name << " ("
-            << o.emulate_device << "), local reduce " << reduce
-            << ", time dilation " << o.time_dilation;
+            << o.emulate_device << "), local reduce " << reduce << ", copies "
+            << (overlap ? "overlap" : "stall")
+            << " the devices' compute, time dilation " << o.time_dilation;
   return e;
 }
 
