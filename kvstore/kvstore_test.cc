@@ -17,6 +17,7 @@ TEST(LocalKVStoreTest, PushStoresTheDeviceSumPullReadsIt) {
   ASSERT_TRUE((*kv)->Init({1}, {w}, absl::InfiniteFuture()).ok());
   auto h = (*kv)->Push(1, {a, b}, 0);
   ASSERT_TRUE(h.ok());
+  EXPECT_TRUE((*kv)->Done(*h));  // Local operations end before returning.
   ASSERT_TRUE((*kv)->Wait(*h, absl::InfiniteFuture()).ok());
   auto p = (*kv)->Pull(1, absl::MakeSpan(out), 0);
   ASSERT_TRUE(p.ok());

@@ -68,7 +68,15 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
           ASSERT_TRUE(h.ok()) << h.status();
           handles.push_back(*h);
         }
-        for (auto h : handles) ASSERT_TRUE(kv[r]->Wait(h, Deadline()).ok());
+        // Done() polls without consuming: once it says so, Wait returns
+        // at once.
+        for (auto h : handles) {
+          const absl::Time give_up = Deadline();
+          while (!kv[r]->Done(h) && absl::Now() < give_up)
+            absl::SleepFor(absl::Milliseconds(1));
+          ASSERT_TRUE(kv[r]->Done(h));
+          ASSERT_TRUE(kv[r]->Wait(h, absl::InfinitePast()).ok());
+        }
         for (int64_t k : keys) {
           std::vector<float> out(sizes[k]);
           auto h = kv[r]->Pull(k, absl::MakeSpan(out), 0);

@@ -89,9 +89,21 @@ TEST(ReadDeviceProfileTest, ReadsTheK80Profiles) {
       total += l.forward_s + l.backward_s;
     }
     EXPECT_GT(total, 0) << path;
-    EXPECT_EQ(p->machine.name, "p2.16xlarge") << path;
-    EXPECT_EQ(p->machine.gpus_per_board, 2) << path;
-    EXPECT_DOUBLE_EQ(p->machine.socket_link_bytes_per_s, 3e9) << path;
+    // Every K80 profile carries the machine model of the .machine.json.
+    auto m =
+        ReadMachineModel(Runfile("configs/profiles/p2.16xlarge.machine.json"));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(p->machine.name, m->name) << path;
+    EXPECT_EQ(p->machine.gpus_per_board, m->gpus_per_board) << path;
+    EXPECT_EQ(p->machine.boards_per_socket, m->boards_per_socket) << path;
+    EXPECT_DOUBLE_EQ(p->machine.gpu_link_bytes_per_s, m->gpu_link_bytes_per_s)
+        << path;
+    EXPECT_DOUBLE_EQ(p->machine.board_link_bytes_per_s,
+                     m->board_link_bytes_per_s)
+        << path;
+    EXPECT_DOUBLE_EQ(p->machine.socket_link_bytes_per_s,
+                     m->socket_link_bytes_per_s)
+        << path;
   }
 }
 
@@ -197,8 +209,8 @@ TEST(ReadMachineModelTest, ReadsTheP2Model) {
   EXPECT_EQ(m->gpus_per_board, 2);
   EXPECT_EQ(m->boards_per_socket, 4);
   EXPECT_DOUBLE_EQ(m->gpu_link_bytes_per_s, 10e9);
-  EXPECT_DOUBLE_EQ(m->board_link_bytes_per_s, 12e9);
-  EXPECT_DOUBLE_EQ(m->socket_link_bytes_per_s, 3e9);
+  EXPECT_DOUBLE_EQ(m->board_link_bytes_per_s, 10e9);
+  EXPECT_DOUBLE_EQ(m->socket_link_bytes_per_s, 4.2e9);
   EXPECT_DOUBLE_EQ(m->copy_latency_s, 10e-6);
   EXPECT_FALSE(m->source.empty());
 }
@@ -325,6 +337,21 @@ TEST(KeyCopyCostTest, MoreDevicesNeverMakeOneDeviceCheaper) {
       last = t;
     }
   }
+}
+
+TEST(KeyCopyCostTest, PartitionedReduceCrossesSocketsOnce) {
+  // 16 devices on 2 sockets: the partitioned reduce sends one copy of the
+  // key between the sockets, each way; the one-device reduce 8.
+  const MachineModel m = P2();
+  const int64_t bytes = 100 << 20;
+  const KeyCopyTimes part =
+      KeyCopyCost(m, 16, LocalReduce::kPartitioned, bytes, 0);
+  const double one_socket_crossing = bytes / m.socket_link_bytes_per_s;
+  EXPECT_GE(part.reduce_s, one_socket_crossing);
+  EXPECT_LT(part.reduce_s, 2.5 * one_socket_crossing);
+  const KeyCopyTimes one =
+      KeyCopyCost(m, 16, LocalReduce::kOneDevice, bytes, 0);
+  EXPECT_GE(one.reduce_s, 8 * one_socket_crossing);
 }
 
 TEST(KeyCopyCostTest, CrossingSocketsCostsMoreThanOneBoard) {
@@ -463,6 +490,77 @@ TEST_F(EmulatedDevicesTest, TimesScaleWithTheBatch) {
   ASSERT_TRUE(e.ok()) << e.status();
   ASSERT_TRUE((*e)->Step(nullptr, nullptr).ok());
   EXPECT_NEAR((*e)->times().compute_s, 0.05, 1e-9);
+}
+
+// Links of 20 MB/s: LeNet's 1.7 MB of parameters take about as long to
+// copy as its 50 ms step computes.
+MachineModel SlowLinks() {
+  MachineModel m = P2();
+  m.gpu_link_bytes_per_s = m.board_link_bytes_per_s =
+      m.socket_link_bytes_per_s = 20e6;
+  return m;
+}
+
+TEST_F(EmulatedDevicesTest, CopiesThatStallTheDevicesLengthenTheStep) {
+  // Same profile and links; copies overlapping the compute, or not.
+  DeviceProfile p = Profile(8, 0.05);
+  p.machine = SlowLinks();
+  double step_s[2] = {0, 0};
+  for (bool overlap : {true, false}) {
+    auto e = EmulatedDevices::Create(p, net_.get(), 2, 8, 1,
+                                     LocalReduce::kOneDevice, overlap);
+    ASSERT_TRUE(e.ok()) << e.status();
+    for (int step = 0; step < 2; ++step) {
+      ASSERT_TRUE((*e)->Step(nullptr, nullptr).ok());
+    }
+    // Undilated compute is the profile's either way; the copies were
+    // waited for.
+    EXPECT_NEAR((*e)->times().compute_s, 2 * 0.05, 1e-9);
+    EXPECT_GT((*e)->times().copy_s, 0);
+    step_s[overlap ? 0 : 1] = (*e)->times().copy_s;
+  }
+  // Stalled devices wait for every reduce, not just the tail's.
+  EXPECT_GT(step_s[1], step_s[0]);
+}
+
+TEST_F(EmulatedDevicesTest, BroadcastsStartWhenTheirPullsArrive) {
+  DeviceProfile p = Profile(8, 0.05);
+  // Copies about as long as the forward: lazily they add to it, eagerly
+  // they overlap it.
+  p.machine = SlowLinks();
+  p.machine.gpu_link_bytes_per_s = p.machine.board_link_bytes_per_s =
+      p.machine.socket_link_bytes_per_s = 100e6;
+  // Lazy (no `arrived`): every broadcast waits for the forward that needs
+  // it; eager: the pulls arrive once the step's last reduce is done, and
+  // the broadcasts run from then on, overlapping the next forward.
+  double copy_s[2] = {0, 0};
+  for (bool eager : {false, true}) {
+    auto e = EmulatedDevices::Create(p, net_.get(), 2, 8, 1,
+                                     LocalReduce::kPartitioned, true);
+    ASSERT_TRUE(e.ok()) << e.status();
+    int polls = 0;
+    size_t reduced = 0;
+    EmulatedDevices::ParamsArrived arrived = nullptr;
+    if (eager) {
+      arrived = [&](const std::vector<nn::Param*>&) {
+        ++polls;
+        return reduced == learned_.size();
+      };
+    }
+    for (int step = 0; step < 2; ++step) {
+      reduced = 0;
+      ASSERT_TRUE((*e)->Step(
+                          nullptr,
+                          [&](const std::vector<nn::Param*>&) { ++reduced; },
+                          arrived)
+                      .ok());
+    }
+    if (eager) {
+      EXPECT_GT(polls, 0);
+    }
+    copy_s[eager ? 1 : 0] = (*e)->times().copy_s;
+  }
+  EXPECT_LT(copy_s[1], copy_s[0]);
 }
 
 TEST_F(EmulatedDevicesTest, NeededsErrorStopsTheStep) {

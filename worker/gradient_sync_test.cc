@@ -360,7 +360,9 @@ TEST(GradientSyncEmulatedTest, EveryKeyIsPushedWithoutPriorities) {
     const GradientSync::Times& t = sync.times();
     EXPECT_EQ(t.push_s, 0) << "step " << step;
     EXPECT_GE(t.pull_s, last_pull) << "step " << step;
-    if (step > 0) EXPECT_GT(t.pull_s, 0) << "step " << step;
+    if (step > 0) {
+      EXPECT_GT(t.pull_s, 0) << "step " << step;
+    }
     last_pull = t.pull_s;
   }
   ASSERT_TRUE(sync.WaitAll().ok());
