@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/worker_util.h"
+#include "util/file.h"
 
 namespace pstrain {
 namespace {
@@ -24,11 +25,9 @@ namespace {
 using ::testing::HasSubstr;
 using testing_util::Runfile;
 
+// The file's bytes, or "" when it cannot be read.
 std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return ReadFileToString(path).value_or("");
 }
 
 // Runs the scaling tool with `flags` (after the binaries' paths); *rc is

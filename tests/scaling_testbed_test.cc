@@ -25,6 +25,7 @@
 #include "launcher/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "tests/worker_util.h"
+#include "util/file.h"
 
 namespace pstrain {
 namespace {
@@ -32,11 +33,9 @@ namespace {
 using ::testing::HasSubstr;
 using testing_util::Runfile;
 
+// The file's bytes, or "" when it cannot be read.
 std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return ReadFileToString(path).value_or("");
 }
 
 // The last non-empty line of `text`.

@@ -46,6 +46,7 @@
 #include "launcher/launcher.h"
 #include "launcher/subprocess.h"
 #include "nlohmann/json.hpp"
+#include "util/file.h"
 #include "util/flags.h"
 
 DEFINE_int32(workers, 1,
@@ -99,15 +100,6 @@ double Round(double v, int digits) {
   return std::round(v * scale) / scale;
 }
 using pstrain::cluster::ClusterOptions;
-
-std::string Sibling(const std::string& rel) {
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  std::string dir(self, n > 0 ? static_cast<size_t>(n) : 0);
-  dir = dir.substr(0, dir.rfind('/'));
-  dir = dir.substr(0, dir.rfind('/'));
-  return dir + "/" + rel;
-}
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -479,10 +471,11 @@ int RunOnHosts(const ClusterOptions& cluster) {
     std::cerr << "kv_bench: --workers and --servers must be at least 1\n";
     return 2;
   }
-  const std::string self = Sibling("tools/kv_bench");
-  const std::string launch = FLAGS_launch_binary.empty()
-                                 ? Sibling("tools/launch")
-                                 : FLAGS_launch_binary;
+  const std::string self = pstrain::PathBesideThisProgram("tools/kv_bench");
+  const std::string launch =
+      FLAGS_launch_binary.empty()
+          ? pstrain::PathBesideThisProgram("tools/launch")
+          : FLAGS_launch_binary;
   const int n = static_cast<int>(hosts->size());
   // Raw TCP between worker 0's host and the first server host that is not
   // its own (servers go to hosts 0..S-1 mod N, worker 0 to host S mod N).
@@ -520,8 +513,11 @@ int RunOnHosts(const ClusterOptions& cluster) {
   std::vector<std::string> argv = {launch, "-H", FLAGS_hostfile};
   argv.insert(argv.end(), {"-n", absl::StrCat(FLAGS_workers), "-s",
                            absl::StrCat(FLAGS_servers)});
-  argv.insert(argv.end(), {"--scheduler_binary", Sibling("scheduler/scheduler"),
-                           "--server_binary", Sibling("server/server")});
+  argv.insert(
+      argv.end(),
+      {"--scheduler_binary",
+       pstrain::PathBesideThisProgram("scheduler/scheduler"), "--server_binary",
+       pstrain::PathBesideThisProgram("server/server")});
   argv.insert(argv.end(),
               {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
                absl::StrCat(shm, " ", absl::StrJoin(timing, " "))});
@@ -773,8 +769,9 @@ int main(int argc, char** argv) {
       "--token_file=" + token_file, "--minloglevel=1"};
   const std::vector<std::string> timing =
       pstrain::cluster::TimingFlags(o.cluster);
-  std::vector<std::string> sargv = {Sibling("scheduler/scheduler"),
-                                    "--scheduler_address=127.0.0.1:0"};
+  std::vector<std::string> sargv = {
+      pstrain::PathBesideThisProgram("scheduler/scheduler"),
+      "--scheduler_address=127.0.0.1:0"};
   sargv.insert(sargv.end(), common.begin(), common.end());
   sargv.insert(sargv.end(), timing.begin(), timing.end());
   auto sched = pstrain::launcher::Subprocess::Start(sargv, env);
@@ -799,8 +796,9 @@ int main(int argc, char** argv) {
   }
   std::vector<pstrain::launcher::Subprocess> servers;
   for (int i = 0; i < FLAGS_servers; ++i) {
-    std::vector<std::string> a = {Sibling("server/server"),
-                                  "--scheduler_address=" + address};
+    std::vector<std::string> a = {
+        pstrain::PathBesideThisProgram("server/server"),
+        "--scheduler_address=" + address};
     a.insert(a.end(), common.begin(), common.end());
     a.insert(a.end(), timing.begin(), timing.end());
     a.push_back(absl::StrCat("--shm_bytes=", o.cluster.shm_bytes));

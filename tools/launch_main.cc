@@ -13,6 +13,7 @@
 #include "launcher/args.h"
 #include "launcher/hostfile.h"
 #include "launcher/launcher.h"
+#include "util/file.h"
 #include "util/flags.h"
 
 DEFINE_int32(num_workers, 0, "Number of workers (-n).");
@@ -48,19 +49,7 @@ DEFINE_int32(
     stop_grace_s, 10,
     "Seconds processes get after SIGTERM before SIGKILL when the job stops.");
 
-namespace {
-
-std::string Sibling(const std::string& rel) {
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return rel;
-  std::string dir(self, static_cast<size_t>(n));
-  dir = dir.substr(0, dir.rfind('/'));  // .../tools
-  dir = dir.substr(0, dir.rfind('/'));  // ...
-  return dir + "/" + rel;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   constexpr char kProgram[] = "launch";
@@ -112,11 +101,13 @@ int main(int argc, char** argv) {
   o.sync_dst_dir = FLAGS_sync_dst_dir;
   o.env = split->env;
   o.command = split->command;
-  o.scheduler_binary = FLAGS_scheduler_binary.empty()
-                           ? Sibling("scheduler/scheduler")
-                           : FLAGS_scheduler_binary;
-  o.server_binary = FLAGS_server_binary.empty() ? Sibling("server/server")
-                                                : FLAGS_server_binary;
+  o.scheduler_binary =
+      FLAGS_scheduler_binary.empty()
+          ? pstrain::PathBesideThisProgram("scheduler/scheduler")
+          : FLAGS_scheduler_binary;
+  o.server_binary = FLAGS_server_binary.empty()
+                        ? pstrain::PathBesideThisProgram("server/server")
+                        : FLAGS_server_binary;
   o.scheduler_args =
       absl::StrSplit(FLAGS_scheduler_args, ' ', absl::SkipEmpty());
   o.server_args = absl::StrSplit(FLAGS_server_args, ' ', absl::SkipEmpty());

@@ -24,6 +24,7 @@
 #include "launcher/hostfile.h"
 #include "launcher/launcher.h"
 #include "tools/scaling.h"
+#include "util/file.h"
 #include "util/flags.h"
 
 DEFINE_string(hostfile, "",
@@ -86,16 +87,6 @@ constexpr char kProgram[] = "scaling";
 std::atomic<int> g_stop{0};
 
 void OnStopSignal(int signal) { g_stop.store(signal); }
-
-std::string Sibling(const std::string& rel) {
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return rel;
-  std::string dir(self, static_cast<size_t>(n));
-  dir = dir.substr(0, dir.rfind('/'));  // .../tools
-  dir = dir.substr(0, dir.rfind('/'));  // ...
-  return dir + "/" + rel;
-}
 
 std::string Quoted(const std::vector<std::string>& argv) {
   return absl::StrJoin(argv, " ", [](std::string* out, const std::string& a) {
@@ -227,10 +218,12 @@ int main(int argc, char** argv) {
   o.cpu_devices = FLAGS_cpu_devices;
   o.worker_args = absl::StrSplit(FLAGS_worker_args, ' ', absl::SkipEmpty());
   o.launch_args = absl::StrSplit(FLAGS_launch_args, ' ', absl::SkipEmpty());
-  o.launch_binary = FLAGS_launch_binary.empty() ? Sibling("tools/launch")
-                                                : FLAGS_launch_binary;
-  o.worker_binary = FLAGS_worker_binary.empty() ? Sibling("worker/worker")
-                                                : FLAGS_worker_binary;
+  o.launch_binary = FLAGS_launch_binary.empty()
+                        ? pstrain::PathBesideThisProgram("tools/launch")
+                        : FLAGS_launch_binary;
+  o.worker_binary = FLAGS_worker_binary.empty()
+                        ? pstrain::PathBesideThisProgram("worker/worker")
+                        : FLAGS_worker_binary;
   o.out_dir = FLAGS_out_dir;
   if (FLAGS_point_timeout_s < 1)
     bad(pstrain::BadFlag("point_timeout_s", FLAGS_point_timeout_s,

@@ -45,4 +45,14 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path,
   return out;
 }
 
+std::string PathBesideThisProgram(const std::string& rel) {
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return rel;
+  std::string dir(self, static_cast<size_t>(n));
+  dir = dir.substr(0, dir.rfind('/'));  // .../tools
+  dir = dir.substr(0, dir.rfind('/'));  // ...
+  return dir + "/" + rel;
+}
+
 }  // namespace pstrain

@@ -17,6 +17,12 @@ namespace pstrain {
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              absl::string_view what = "");
 
+// The path `rel` (like "scheduler/scheduler") relative to the folder above
+// this program's own folder: how the tools in bazel-bin/tools find the
+// other binaries of bazel-bin. `rel` itself when /proc/self/exe is
+// unreadable.
+std::string PathBesideThisProgram(const std::string& rel);
+
 }  // namespace pstrain
 
 #endif  // PSTRAIN_UTIL_FILE_H_
