@@ -3,6 +3,8 @@
 #ifndef PSTRAIN_TESTS_CLUSTER_UTIL_H_
 #define PSTRAIN_TESTS_CLUSTER_UTIL_H_
 
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -197,6 +199,21 @@ inline std::string RunToEnd(launcher::Subprocess* p, absl::Duration limit,
     absl::SleepFor(absl::Milliseconds(20));
   }
   *exited = p->exited();
+  return out;
+}
+
+// Runs `argv` (stdin closed) to its end and returns its output; *rc is its
+// exit code, or -1 if it did not end within `limit` (it is then left to
+// the Subprocess's destructor).
+inline std::string RunCommand(const std::vector<std::string>& argv,
+                              absl::Duration limit, int* rc) {
+  auto p = launcher::Subprocess::Start(argv, Env());
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return "";
+  p->CloseStdin();
+  bool exited = false;
+  std::string out = RunToEnd(&*p, limit, &exited);
+  *rc = exited ? WEXITSTATUS(p->wait_status()) : -1;
   return out;
 }
 

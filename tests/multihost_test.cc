@@ -108,14 +108,7 @@ class MultiHostTest : public ::testing::Test {
   // did not end within `limit`).
   static std::string RunLaunch(const std::vector<std::string>& argv,
                                absl::Duration limit, int* rc) {
-    auto p = launcher::Subprocess::Start(argv, testing_util::Env());
-    EXPECT_TRUE(p.ok()) << p.status();
-    if (!p.ok()) return "";
-    p->CloseStdin();
-    bool exited = false;
-    std::string out = testing_util::RunToEnd(&*p, limit, &exited);
-    *rc = exited ? WEXITSTATUS(p->wait_status()) : -1;
-    return out;
+    return testing_util::RunCommand(argv, limit, rc);
   }
 
   // Packs the data once: train.rec (worker 0 reads [0, kPart), worker 1

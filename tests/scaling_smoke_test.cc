@@ -17,18 +17,12 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/worker_util.h"
-#include "util/file.h"
 
 namespace pstrain {
 namespace {
 
 using ::testing::HasSubstr;
 using testing_util::Runfile;
-
-// The file's bytes, or "" when it cannot be read.
-std::string ReadAll(const std::string& path) {
-  return ReadFileToString(path).value_or("");
-}
 
 // Runs the scaling tool with `flags` (after the binaries' paths); *rc is
 // its exit code (-1 if it did not end within `limit`).
@@ -47,14 +41,7 @@ std::string RunScaling(const std::vector<std::string>& flags,
                    " --server_binary ", Runfile("server/server"),
                    " --env OMP_NUM_THREADS=1 --stop_grace_s 3")};
   argv.insert(argv.end(), flags.begin(), flags.end());
-  auto p = launcher::Subprocess::Start(argv, testing_util::Env());
-  EXPECT_TRUE(p.ok()) << p.status();
-  if (!p.ok()) return "";
-  p->CloseStdin();
-  bool exited = false;
-  std::string out = testing_util::RunToEnd(&*p, limit, &exited);
-  *rc = exited ? WEXITSTATUS(p->wait_status()) : -1;
-  return out;
+  return testing_util::RunCommand(argv, limit, rc);
 }
 
 TEST(ScalingSmokeTest, TwoPointsLocally) {
@@ -94,14 +81,16 @@ TEST(ScalingSmokeTest, TwoPointsLocally) {
 
   // The CSV: a header and two rows, both ok.
   std::vector<std::string> csv =
-      absl::StrSplit(ReadAll(dir + "/scaling.csv"), '\n', absl::SkipEmpty());
+      absl::StrSplit(testing_util::ReadFileOrEmpty(dir + "/scaling.csv"), '\n',
+                     absl::SkipEmpty());
   ASSERT_EQ(csv.size(), 3u) << absl::StrJoin(csv, "\n");
   EXPECT_THAT(csv[1], HasSubstr("1,1,1,1,1,ok,"));
   EXPECT_THAT(csv[2], HasSubstr("2,2,2,2,1,ok,"));
 
   // The JSON: every worker's line, with the batch and devices asked for.
-  const auto j = nlohmann::json::parse(ReadAll(dir + "/scaling.json"), nullptr,
-                                       /*allow_exceptions=*/false);
+  const auto j = nlohmann::json::parse(
+      testing_util::ReadFileOrEmpty(dir + "/scaling.json"), nullptr,
+      /*allow_exceptions=*/false);
   ASSERT_FALSE(j.is_discarded());
   ASSERT_EQ(j["points"].size(), 2u);
   for (int k = 0; k < 2; ++k) {
@@ -119,10 +108,12 @@ TEST(ScalingSmokeTest, TwoPointsLocally) {
   EXPECT_DOUBLE_EQ(j["points"][0]["efficiency"].get<double>(), 1.0);
   EXPECT_GT(j["points"][0]["cpu_percent"].get<double>(), 0);
   // Each point's log and, where gnuplot is installed, the plot.
-  EXPECT_THAT(ReadAll(dir + "/point-2gpus.log"), HasSubstr("benchmark: {"));
+  EXPECT_THAT(testing_util::ReadFileOrEmpty(dir + "/point-2gpus.log"),
+              HasSubstr("benchmark: {"));
   if (plot) {
-    EXPECT_FALSE(ReadAll(dir + "/scaling.png").empty());
-    EXPECT_THAT(ReadAll(dir + "/scaling.svg"), HasSubstr("<svg"));
+    EXPECT_FALSE(testing_util::ReadFileOrEmpty(dir + "/scaling.png").empty());
+    EXPECT_THAT(testing_util::ReadFileOrEmpty(dir + "/scaling.svg"),
+                HasSubstr("<svg"));
   }
 }
 

@@ -25,18 +25,12 @@
 #include "launcher/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "tests/worker_util.h"
-#include "util/file.h"
 
 namespace pstrain {
 namespace {
 
 using ::testing::HasSubstr;
 using testing_util::Runfile;
-
-// The file's bytes, or "" when it cannot be read.
-std::string ReadAll(const std::string& path) {
-  return ReadFileToString(path).value_or("");
-}
 
 // The last non-empty line of `text`.
 std::string LastLine(const std::string& text) {
@@ -139,19 +133,25 @@ TEST_P(ScalingTestbedTest, ResNet20OnEmulatedGpusAcrossFourHosts) {
   // Every result file, the plots included (gnuplot is in scripts/setup).
   for (const char* name :
        {"scaling.csv", "scaling.json", "scaling.png", "scaling.svg"}) {
-    EXPECT_FALSE(ReadAll(absl::StrCat(dir, "/", name)).empty()) << name;
+    EXPECT_FALSE(
+        testing_util::ReadFileOrEmpty(absl::StrCat(dir, "/", name)).empty())
+        << name;
   }
-  EXPECT_THAT(ReadAll(dir + "/scaling.svg"), HasSubstr("<svg"));
+  EXPECT_THAT(testing_util::ReadFileOrEmpty(dir + "/scaling.svg"),
+              HasSubstr("<svg"));
   std::vector<std::string> csv =
-      absl::StrSplit(ReadAll(dir + "/scaling.csv"), '\n', absl::SkipEmpty());
+      absl::StrSplit(testing_util::ReadFileOrEmpty(dir + "/scaling.csv"), '\n',
+                     absl::SkipEmpty());
   EXPECT_EQ(csv.size(), 5u) << absl::StrJoin(csv, "\n");
   std::cout << absl::StrJoin(csv, "\n") << std::endl;
 
   // The JSON: 4 points of 1, 1, 2 and 4 workers, each worker with 1 or 2
   // emulated GPUs of 32 images and a positive rate.
-  const auto j = nlohmann::json::parse(ReadAll(dir + "/scaling.json"), nullptr,
-                                       /*allow_exceptions=*/false);
-  ASSERT_TRUE(j.is_object()) << ReadAll(dir + "/scaling.json");
+  const auto j = nlohmann::json::parse(
+      testing_util::ReadFileOrEmpty(dir + "/scaling.json"), nullptr,
+      /*allow_exceptions=*/false);
+  ASSERT_TRUE(j.is_object())
+      << testing_util::ReadFileOrEmpty(dir + "/scaling.json");
   EXPECT_EQ(j["flags"]["mode"], mode);
   ASSERT_TRUE(j["points"].is_array());
   ASSERT_EQ(j["points"].size(), 4u);

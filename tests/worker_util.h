@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -23,6 +24,12 @@
 
 namespace pstrain {
 namespace testing_util {
+
+// The file's bytes, or "" when it cannot be read.
+inline std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 inline std::string TestTmp() { return std::getenv("TEST_TMPDIR"); }
 
