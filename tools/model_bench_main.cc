@@ -62,6 +62,14 @@ DEFINE_string(profile_machine, "",
               "(configs/profiles/*.machine.json).");
 DEFINE_string(profile_source, "",
               "--write_profile: where the rate comes from (a citation).");
+DEFINE_string(predict_profile, "",
+              "Instead of timing: a device profile (worker --emulate_device); "
+              "print the images/s that the emulation predicts inside one "
+              "machine for --predict_devices devices, for each local reduce "
+              "and copy model, with pulls back as soon as the reduces are "
+              "done (no network). Runs in virtual time: takes seconds.");
+DEFINE_string(predict_devices, "1,2,4,8,16",
+              "--predict_profile: the device counts.");
 
 namespace pstrain {
 namespace {
@@ -157,6 +165,77 @@ int WriteProfile(const std::vector<nn::LayerSummary>& summary,
   return 0;
 }
 
+// --predict_profile: the emulation's rates inside one machine, in virtual
+// time. Returns an exit code.
+int Predict(const std::vector<int64_t>& shape, int classes) {
+  auto profile = worker::ReadDeviceProfile(FLAGS_predict_profile);
+  if (!profile.ok()) {
+    std::cerr << "--predict_profile " << profile.status().message() << "\n";
+    return 2;
+  }
+  std::vector<int> counts;
+  for (absl::string_view d : absl::StrSplit(FLAGS_predict_devices, ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(d, &v) || v < 1) {
+      std::cerr << "--predict_devices '" << FLAGS_predict_devices
+                << "': a list of counts >= 1\n";
+      return 2;
+    }
+    counts.push_back(v);
+  }
+  auto net =
+      nn::BuildNetwork(FLAGS_network, FLAGS_num_layers, classes, shape, 1);
+  if (!net.ok()) {
+    std::cerr << net.status().message() << "\n";
+    return 2;
+  }
+  const int batch = profile->batch_per_device;
+  std::cout << absl::StrFormat(
+      "%s on %s (%s), batch %d per device: predicted images/s inside one "
+      "machine (efficiency)\n",
+      FLAGS_network, profile->device, profile->machine.name, batch);
+  const std::vector<std::pair<const char*, const char*>> models = {
+      {"one_device", "stall_all"},
+      {"one_device", "per_device"},
+      {"one_device", "overlap"},
+      {"partitioned", "overlap"}};
+  std::cout << absl::StrFormat("%-8s", "devices");
+  for (const auto& [reduce, copies] : models)
+    std::cout << absl::StrFormat(" %24s", absl::StrCat(reduce, "/", copies));
+  std::cout << "\n";
+  // Each model's rate at one device, the base of its efficiency.
+  std::vector<double> one(models.size(), 0);
+  for (int devices : counts) {
+    std::cout << absl::StrFormat("%-8d", devices);
+    for (size_t m = 0; m < models.size(); ++m) {
+      const auto& [reduce, copies] = models[m];
+      const worker::LocalReduce r = *worker::ParseLocalReduce(reduce);
+      const worker::CopyModel c = *worker::ParseCopyModel(copies);
+      auto e = worker::EmulatedDevices::Create(*profile, net->get(), devices,
+                                               batch, 1, r, c, true);
+      if (!e.ok()) {
+        std::cerr << "--predict_profile " << FLAGS_predict_profile << ": "
+                  << e.status().message() << "\n";
+        return 2;
+      }
+      auto arrived = [](const std::vector<nn::Param*>&) { return true; };
+      // One step to reach the steady state, then three timed.
+      CHECK((*e)->Step(nullptr, nullptr, arrived).ok());
+      const absl::Time t0 = (*e)->Now();
+      constexpr int kSteps = 3;
+      for (int i = 0; i < kSteps; ++i)
+        CHECK((*e)->Step(nullptr, nullptr, arrived).ok());
+      const double rate =
+          kSteps * devices * batch / absl::ToDoubleSeconds((*e)->Now() - t0);
+      if (devices == 1 && one[m] == 0) one[m] = rate;
+      const double linear = one[m] > 0 ? one[m] * devices : rate;
+      std::cout << absl::StrFormat(" %15.1f (%5.3f)", rate, rate / linear);
+    }
+    std::cout << "\n";
+  }
+  return 0;
+}
+
 int Run() {
   std::vector<int64_t> shape = DefaultShape();
   if (!FLAGS_image_shape.empty()) {
@@ -174,6 +253,7 @@ int Run() {
   const int classes = FLAGS_num_classes > 0
                           ? FLAGS_num_classes
                           : (shape.size() == 3 && shape[1] <= 32 ? 10 : 1000);
+  if (!FLAGS_predict_profile.empty()) return Predict(shape, classes);
   if (FLAGS_iters < 1 || FLAGS_warmup < 0 || FLAGS_threads < 0) {
     std::cerr << "--iters must be >= 1, --warmup and --threads >= 0\n";
     return 2;

@@ -24,13 +24,19 @@ class LinkLoad {
         gpu_up_(devices, 0),
         gpu_down_(devices, 0),
         board_up_(Board(devices - 1) + 1, 0),
-        board_down_(Board(devices - 1) + 1, 0) {}
+        board_down_(Board(devices - 1) + 1, 0),
+        host_up_(Socket(devices - 1) + 1, 0),
+        host_down_(Socket(devices - 1) + 1, 0) {}
 
   // A copy of `bytes` from `src` to `dst` (device indices or kHost).
   void Copy(int src, int dst, double bytes) {
     if (src == dst || bytes <= 0) return;
     if (src != kHost) gpu_up_[src] += bytes;
     if (dst != kHost) gpu_down_[dst] += bytes;
+    // The host's memory is on socket 0; a device reaches it through its
+    // own socket's host link.
+    if (dst == kHost) host_up_[Socket(src)] += bytes;
+    if (src == kHost) host_down_[Socket(dst)] += bytes;
     if (src != kHost && dst != kHost && Board(src) == Board(dst)) return;
     if (src != kHost) board_up_[Board(src)] += bytes;
     if (dst != kHost) board_down_[Board(dst)] += bytes;
@@ -43,17 +49,23 @@ class LinkLoad {
   // nothing moved.
   double Seconds() const {
     double worst = 0;
-    for (double b : gpu_up_)
-      worst = std::max(worst, b / m_.gpu_link_bytes_per_s);
-    for (double b : gpu_down_)
-      worst = std::max(worst, b / m_.gpu_link_bytes_per_s);
-    for (double b : board_up_)
-      worst = std::max(worst, b / m_.board_link_bytes_per_s);
-    for (double b : board_down_)
-      worst = std::max(worst, b / m_.board_link_bytes_per_s);
-    worst = std::max(worst, socket_up_ / m_.socket_link_bytes_per_s);
-    worst = std::max(worst, socket_down_ / m_.socket_link_bytes_per_s);
+    for (double s : Busy()) worst = std::max(worst, s);
     return worst > 0 ? m_.copy_latency_s + worst : 0;
+  }
+
+  // The seconds each link is busy, in LinkCount's order.
+  std::vector<double> Busy() const {
+    std::vector<double> busy;
+    for (double b : gpu_up_) busy.push_back(b / m_.gpu_link_bytes_per_s);
+    for (double b : gpu_down_) busy.push_back(b / m_.gpu_link_bytes_per_s);
+    for (double b : board_up_) busy.push_back(b / m_.board_link_bytes_per_s);
+    for (double b : board_down_) busy.push_back(b / m_.board_link_bytes_per_s);
+    const double host = m_.host_link_bytes_per_s;
+    for (double b : host_up_) busy.push_back(host > 0 ? b / host : 0);
+    for (double b : host_down_) busy.push_back(host > 0 ? b / host : 0);
+    busy.push_back(socket_up_ / m_.socket_link_bytes_per_s);
+    busy.push_back(socket_down_ / m_.socket_link_bytes_per_s);
+    return busy;
   }
 
  private:
@@ -63,7 +75,8 @@ class LinkLoad {
   }
 
   const MachineModel& m_;
-  std::vector<double> gpu_up_, gpu_down_, board_up_, board_down_;
+  std::vector<double> gpu_up_, gpu_down_, board_up_, board_down_, host_up_,
+      host_down_;
   double socket_up_ = 0, socket_down_ = 0;
 };
 
@@ -111,6 +124,11 @@ absl::StatusOr<MachineModel> ParseMachine(const std::string& path,
   PSTRAIN_RETURN_IF_ERROR(
       Number(path, m, "socket_link_gbytes_per_s", 1e-3, &v));
   mm.socket_link_bytes_per_s = v * 1e9;
+  if (m.contains("host_link_gbytes_per_s")) {
+    PSTRAIN_RETURN_IF_ERROR(
+        Number(path, m, "host_link_gbytes_per_s", 1e-3, &v));
+    mm.host_link_bytes_per_s = v * 1e9;
+  }
   PSTRAIN_RETURN_IF_ERROR(Number(path, m, "copy_latency_us", 0, &v));
   mm.copy_latency_s = v / 1e6;
   return mm;
@@ -141,6 +159,8 @@ KeyCopyTimes KeyCopyCost(const MachineModel& m, int devices, LocalReduce mode,
     down.Copy(kHost, owner, s);
     t.reduce_s = gather.Seconds() + up.Seconds();
     t.broadcast_s = down.Seconds() + scatter.Seconds();
+    t.reduce_links = {gather.Busy(), up.Busy()};
+    t.broadcast_links = {down.Busy(), scatter.Busy()};
     return t;
   }
   // The devices of each socket reduce-scatter among themselves, and every
@@ -163,7 +183,33 @@ KeyCopyTimes KeyCopyCost(const MachineModel& m, int devices, LocalReduce mode,
   }
   t.reduce_s = scatter_reduce.Seconds() + up.Seconds();
   t.broadcast_s = down.Seconds() + all_gather.Seconds();
+  t.reduce_links = {scatter_reduce.Busy(), up.Busy()};
+  t.broadcast_links = {down.Busy(), all_gather.Busy()};
   return t;
+}
+
+int LinkCount(const MachineModel& m, int devices) {
+  const int boards = (devices - 1) / m.gpus_per_board + 1;
+  const int sockets = (boards - 1) / m.boards_per_socket + 1;
+  return 2 * devices + 2 * boards + 2 * sockets + 2;
+}
+
+std::vector<std::vector<double>> InputCopyLinks(const MachineModel& m,
+                                                int devices, int64_t bytes,
+                                                int only) {
+  LinkLoad load(m, devices);
+  for (int d = 0; d < devices; ++d) {
+    if (only < 0 || d == only) load.Copy(kHost, d, static_cast<double>(bytes));
+  }
+  return {load.Busy()};
+}
+
+absl::StatusOr<CopyModel> ParseCopyModel(const std::string& text) {
+  if (text == "overlap") return CopyModel::kOverlap;
+  if (text == "stall_all") return CopyModel::kStallAll;
+  if (text == "per_device") return CopyModel::kPerDevice;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--emulate_copies '", text, "': overlap, per_device or stall_all"));
 }
 
 absl::StatusOr<LocalReduce> ParseLocalReduce(const std::string& text) {
@@ -267,7 +313,7 @@ absl::StatusOr<DeviceProfile> ProfileFromFlops(
 absl::StatusOr<std::unique_ptr<EmulatedDevices>> EmulatedDevices::Create(
     const DeviceProfile& profile, nn::Network* net, int devices,
     int batch_per_device, double time_dilation, LocalReduce mode,
-    bool copies_overlap_compute) {
+    CopyModel copies, bool virtual_time) {
   if (devices < 1 || batch_per_device < 1 || !(time_dilation >= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("emulated devices: ", devices, " devices of batch ",
@@ -280,7 +326,30 @@ absl::StatusOr<std::unique_ptr<EmulatedDevices>> EmulatedDevices::Create(
   e->net_ = net;
   e->devices_ = devices;
   e->k_ = time_dilation;
-  e->overlap_ = copies_overlap_compute;
+  e->copies_ = copies;
+  e->copy_latency_s_ = profile.machine.copy_latency_s * time_dilation;
+  e->virtual_ = virtual_time;
+  // Key queues, then input queues.
+  const int queues = copies == CopyModel::kPerDevice ? devices : 1;
+  e->queue_free_.assign(2 * queues, absl::InfinitePast());
+  int64_t sample = 1;
+  const std::vector<int64_t>& shape = net->output_shape(nn::Network::kInput);
+  for (size_t i = 1; i < shape.size(); ++i) sample *= shape[i];
+  // MXNet copies float32 pixels; pstrain's design copies the decoded
+  // uint8 pixels and normalizes them on the device (4 times fewer bytes).
+  const int64_t element_bytes =
+      copies == CopyModel::kOverlap ? 1 : static_cast<int64_t>(sizeof(float));
+  const int64_t input_bytes = sample * batch_per_device * element_bytes;
+  for (int q = 0; q < queues; ++q) {
+    auto links = InputCopyLinks(profile.machine, devices, input_bytes,
+                                queues == 1 ? -1 : q);
+    for (auto& phase : links) {
+      for (double& s : phase) s *= time_dilation;
+    }
+    e->inputs_.push_back(std::move(links));
+  }
+  e->link_free_.assign(LinkCount(profile.machine, devices),
+                       absl::InfinitePast());
   const double scale =
       time_dilation * batch_per_device / profile.batch_per_device;
   // Keys on devices as MXNet's InitMergeBuffer: largest first, each on
@@ -316,16 +385,57 @@ absl::StatusOr<std::unique_ptr<EmulatedDevices>> EmulatedDevices::Create(
     KeyCopyTimes t = KeyCopyCost(profile.machine, devices, mode, bytes, owner);
     t.reduce_s *= time_dilation;
     t.broadcast_s *= time_dilation;
+    for (auto* phases : {&t.reduce_links, &t.broadcast_links}) {
+      for (auto& phase : *phases) {
+        for (double& s : phase) s *= time_dilation;
+      }
+    }
     e->layers_[index].copies = t;
+    e->layers_[index].owner = owner;
   }
   return e;
 }
 
+void EmulatedDevices::SleepFor(absl::Duration d) {
+  if (d <= absl::ZeroDuration()) return;
+  if (virtual_) {
+    virtual_now_ += d;
+  } else {
+    absl::SleepFor(d);
+  }
+}
+
+absl::Time EmulatedDevices::ScheduleCopies(
+    int queue, absl::Time earliest,
+    const std::vector<std::vector<double>>& phases) {
+  absl::Time t = std::max(earliest, queue_free_[queue]);
+  for (const std::vector<double>& phase : phases) {
+    absl::Time end = t;
+    for (size_t link = 0; link < phase.size(); ++link) {
+      if (phase[link] <= 0) continue;
+      const absl::Time start = std::max(t, link_free_[link]);
+      link_free_[link] = start + absl::Seconds(phase[link]);
+      end = std::max(end, link_free_[link]);
+    }
+    if (end > t) t = end + absl::Seconds(copy_latency_s_);
+  }
+  queue_free_[queue] = t;
+  return t;
+}
+
+absl::Time EmulatedDevices::CopyInputs(absl::Time earliest) {
+  const int queues = static_cast<int>(inputs_.size());
+  absl::Time done = earliest;
+  for (int q = 0; q < queues; ++q)
+    done = std::max(done, ScheduleCopies(queues + q, earliest, inputs_[q]));
+  return done;
+}
+
 void EmulatedDevices::StartBroadcast(size_t i) {
   awaiting_pull_.erase(i);
-  copy_free_ = std::max(absl::Now(), copy_free_) +
-               absl::Seconds(layers_[i].copies.broadcast_s);
-  on_devices_[i] = copy_free_;
+  const int queue = inputs_.size() > 1 ? layers_[i].owner : 0;
+  on_devices_[i] =
+      ScheduleCopies(queue, Now(), layers_[i].copies.broadcast_links);
 }
 
 void EmulatedDevices::SleepUntil(absl::Time t,
@@ -334,7 +444,7 @@ void EmulatedDevices::SleepUntil(absl::Time t,
   // How often the pulls are polled, in real time.
   constexpr absl::Duration kPoll = absl::Milliseconds(1);
   while (true) {
-    const absl::Time now = absl::Now();
+    const absl::Time now = Now();
     while (!reduces_.empty() && reduces_.begin()->first <= now) {
       const size_t index = reduces_.begin()->second;
       reduces_.erase(reduces_.begin());
@@ -354,54 +464,76 @@ void EmulatedDevices::SleepUntil(absl::Time t,
     if (!reduces_.empty()) until = std::min(until, reduces_.begin()->first);
     if (arrived && !awaiting_pull_.empty())
       until = std::min(until, now + kPoll);
-    absl::SleepFor(until - now);
+    SleepFor(until - now);
   }
 }
 
 absl::Status EmulatedDevices::Step(const nn::Network::ParamsNeeded& needed,
                                    const nn::Network::GradsReady& ready,
                                    const ParamsArrived& arrived_or_null) {
-  // Without overlap a broadcast waits for the forward that needs it.
-  const ParamsArrived& arrived = overlap_ ? arrived_or_null : nullptr;
-  if (on_devices_.empty())
+  // With every device stalled by copies, a broadcast waits for the
+  // forward that needs it.
+  const ParamsArrived& arrived =
+      copies_ == CopyModel::kStallAll ? nullptr : arrived_or_null;
+  if (on_devices_.empty()) {
     on_devices_.assign(layers_.size(), absl::InfinitePast());
+    if (copies_ == CopyModel::kOverlap) inputs_ready_ = CopyInputs(Now());
+  }
+  // The input: prefetched during the last backward (kOverlap), or copied
+  // now.
+  if (copies_ != CopyModel::kOverlap) inputs_ready_ = CopyInputs(Now());
+  const absl::Time input_wait = Now();
+  SleepUntil(inputs_ready_, ready, arrived);
+  times_.copy_s += absl::ToDoubleSeconds(Now() - input_wait) / k_;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     if (!net_->node_learned(l.node).empty()) {
       if (needed) PSTRAIN_RETURN_IF_ERROR(needed(net_->node_learned(l.node)));
       // Pulled weights still on their way to the devices go now.
       if (awaiting_pull_.count(i) > 0) StartBroadcast(i);
-      const absl::Time now = absl::Now();
+      const absl::Time now = Now();
       SleepUntil(on_devices_[i], ready, arrived);
-      times_.copy_s += absl::ToDoubleSeconds(absl::Now() - now) / k_;
+      times_.copy_s += absl::ToDoubleSeconds(Now() - now) / k_;
     }
-    SleepUntil(absl::Now() + absl::Seconds(l.forward_s), ready, arrived);
+    SleepUntil(Now() + absl::Seconds(l.forward_s), ready, arrived);
     times_.compute_s += l.forward_s / k_;
   }
-  // The devices compute backward back to back; each layer's reduce starts
-  // when its gradients exist and the copy engine is free.
-  absl::Time device = absl::Now();
+  // The devices compute backward; each layer's reduce starts when every
+  // device has produced its gradients and its copy queue is free. Stalled
+  // devices wait for the reduce (every device, or the key's owner).
+  const absl::Time start = Now();
+  if (copies_ == CopyModel::kOverlap) inputs_ready_ = CopyInputs(start);
+  std::vector<absl::Time> device(devices_, start);
+  double backward_s = 0;
   for (size_t i = layers_.size(); i-- > 0;) {
     const Layer& l = layers_[i];
-    device += absl::Seconds(l.backward_s);
+    for (absl::Time& d : device) d += absl::Seconds(l.backward_s);
+    backward_s += l.backward_s;
     times_.compute_s += l.backward_s / k_;
     if (!net_->node_learned(l.node).empty()) {
-      copy_free_ =
-          std::max(device, copy_free_) + absl::Seconds(l.copies.reduce_s);
-      reduces_.emplace(copy_free_, i);
-      if (!overlap_) {
-        // The devices wait for their copies.
-        times_.copy_s += absl::ToDoubleSeconds(copy_free_ - device) / k_;
-        device = copy_free_;
+      const absl::Time produced =
+          *std::max_element(device.begin(), device.end());
+      const int queue = inputs_.size() > 1 ? l.owner : 0;
+      const absl::Time done =
+          ScheduleCopies(queue, produced, l.copies.reduce_links);
+      reduces_.emplace(done, i);
+      if (copies_ == CopyModel::kStallAll) {
+        for (absl::Time& d : device) d = std::max(d, done);
       }
     }
-    SleepUntil(device, ready, arrived);
+    SleepUntil(*std::min_element(device.begin(), device.end()), ready, arrived);
   }
-  const absl::Time tail = absl::Now();
+  const absl::Time backward_end =
+      *std::max_element(device.begin(), device.end());
+  SleepUntil(backward_end, ready, arrived);
+  times_.copy_s +=
+      std::max(0.0, absl::ToDoubleSeconds(backward_end - start) - backward_s) /
+      k_;
+  const absl::Time tail = Now();
   absl::Time last = tail;
   for (const auto& [t, index] : reduces_) last = std::max(last, t);
   SleepUntil(last, ready, arrived);
-  times_.copy_s += absl::ToDoubleSeconds(absl::Now() - tail) / k_;
+  times_.copy_s += absl::ToDoubleSeconds(Now() - tail) / k_;
   return absl::OkStatus();
 }
 

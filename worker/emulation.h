@@ -20,6 +20,8 @@
 //                "gpu_link_gbytes_per_s": 10,     // GPU <-> board switch
 //                "board_link_gbytes_per_s": 12,   // switch <-> CPU socket
 //                "socket_link_gbytes_per_s": 3,   // between CPU sockets
+//                "host_link_gbytes_per_s": 5,     // optional: a socket's
+//                                                 // memory <-> its PCIe
 //                "copy_latency_us": 10,
 //                "source": "..."}}
 // Layer times scale linearly with the per-device batch.
@@ -41,16 +43,33 @@
 //     each sends its part to the host, which adds the sockets' sums; after
 //     the pull, each part goes back to its device and is gathered by the
 //     socket's devices. Only one copy of the key crosses between sockets.
-// Copies overlap the devices' compute (copy streams apart from compute, as
-// pstrain's GPU path must do), or not (MXNet mode: a device computes
-// nothing while its copies run, as MXNet's CommDevice on K80s behaves in
-// the published table; README, Scaling): then a layer's reduce delays the
-// rest of backward and its broadcast the forward.
-// One key is reduced (or broadcast) at a time on one copy engine per
-// worker: a key's reduce starts when backward has produced it and the
-// engine is free; its broadcast as soon as its pull has arrived (polled)
-// and the engine is free, as MXNet's engine runs a pull's broadcast once
-// the pull completes; the next forward waits for a layer's broadcast.
+// Every step also copies each device's input batch (batch_per_device
+// samples; float32 but for kOverlap) from the host, as MXNet's
+// --benchmark 1 does: its
+// SyntheticDataIter keeps the batch in pinned host memory and the executor
+// group copies each device's slice at every forward. A copy between a
+// device and the host also loads its socket's host link (the socket's
+// memory to its PCIe tree, host_link_gbytes_per_s; unlimited when absent).
+// How copies are scheduled (CopyModel):
+//   kOverlap (pstrain): one copy engine per worker runs one key's copies at
+//     a time, apart from compute (copy streams, as pstrain's GPU path must
+//     do); a key's reduce starts when backward has produced it and the
+//     engine is free, its broadcast as soon as its pull has arrived (polled)
+//     and the engine is free. The next batch's input is copied during
+//     backward (prefetched), as uint8 pixels that the device normalizes
+//     (a quarter of float32's bytes).
+//   kPerDevice (MXNet mode: CommDevice on K80s): a copy queue per device,
+//     each running the reduces and broadcasts of the keys placed on it, one
+//     at a time, apart from compute; the queues share the machine's links,
+//     each link serving transfers first come first served. Broadcasts start
+//     as soon as the pull has arrived, as MXNet's engine runs a pull's
+//     broadcast once the pull completes. The input is copied when the
+//     forward starts, and the forward waits for it.
+//   kStallAll (the first MXNet model, kept for comparison): one engine, and
+//     every device computes nothing while any copy runs, so a layer's
+//     reduce delays the rest of backward, and a broadcast waits for the
+//     forward that needs it; inputs as kPerDevice.
+// The next forward waits for a layer's broadcast.
 //
 // Thread-compatible: one thread (the trainer's) calls everything.
 #ifndef PSTRAIN_WORKER_EMULATION_H_
@@ -66,6 +85,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "nn/network.h"
 
@@ -79,6 +99,7 @@ struct MachineModel {
   double gpu_link_bytes_per_s = 10e9;
   double board_link_bytes_per_s = 12e9;
   double socket_link_bytes_per_s = 3e9;
+  double host_link_bytes_per_s = 0;  // Per socket; 0: unlimited.
   double copy_latency_s = 10e-6;
   std::string source;
 };
@@ -123,14 +144,35 @@ enum class LocalReduce { kOneDevice, kPartitioned };
 // "one_device" / "partitioned"; InvalidArgument otherwise.
 absl::StatusOr<LocalReduce> ParseLocalReduce(const std::string& text);
 
+// The time of copying `bytes` from the host to each of `devices` devices
+// at once (one phase, as KeyCopyTimes), or to device `only` alone (>= 0).
+std::vector<std::vector<double>> InputCopyLinks(const MachineModel& machine,
+                                                int devices, int64_t bytes,
+                                                int only = -1);
+
 // Times of the copies of one key of `bytes` between `devices` devices and
 // the host under `machine` (see the file comment), seconds, undilated.
 struct KeyCopyTimes {
   double reduce_s = 0;     // Devices -> summed -> host.
   double broadcast_s = 0;  // Host -> every device.
+  // The same as phases (copies that run at once, one phase after the
+  // other): the seconds each link of the machine is busy in each phase,
+  // without the per-phase copy latency; indexed as LinkCount describes.
+  std::vector<std::vector<double>> reduce_links, broadcast_links;
 };
+// The machine's links for `devices` devices: every device's link to its
+// board up and down (2 * devices), every board's to its socket up and down,
+// every socket's host link up and down, then the link between the sockets
+// both ways.
+int LinkCount(const MachineModel& machine, int devices);
 KeyCopyTimes KeyCopyCost(const MachineModel& machine, int devices,
                          LocalReduce mode, int64_t bytes, int owner_device);
+
+// How copies are scheduled and whether they stall the devices (see the
+// file comment).
+enum class CopyModel { kOverlap, kPerDevice, kStallAll };
+// "overlap" / "per_device" / "stall_all"; InvalidArgument otherwise.
+absl::StatusOr<CopyModel> ParseCopyModel(const std::string& text);
 
 // Where the emulated time of the steps went, undilated seconds.
 struct EmulatedTimes {
@@ -141,13 +183,16 @@ struct EmulatedTimes {
 class EmulatedDevices {
  public:
   // `net` (one real replica, e.g. built for one sample) supplies the
-  // layers and the parameters; every layer of it must be in `profile`
+  // layers, the parameters and the input's shape (its batch is ignored);
+  // every layer of it must be in `profile`
   // (InvalidArgument naming the first that is not). `batch_per_device`
   // scales the profile's times; `time_dilation` >= 1 multiplies them.
+  // With `virtual_time` nothing sleeps: Step advances a clock of its own
+  // (for predictions; `arrived` then decides at once, in emulated time).
   static absl::StatusOr<std::unique_ptr<EmulatedDevices>> Create(
       const DeviceProfile& profile, nn::Network* net, int devices,
       int batch_per_device, double time_dilation, LocalReduce mode,
-      bool copies_overlap_compute = true);
+      CopyModel copies = CopyModel::kOverlap, bool virtual_time = false);
 
   // One emulated training step: forward in layer order (calling `needed`
   // with a layer's learned parameters before it runs, then waiting for the
@@ -164,6 +209,8 @@ class EmulatedDevices {
                     const ParamsArrived& arrived = nullptr);
 
   const EmulatedTimes& times() const { return times_; }
+  // The clock Step runs on: absl::Now(), or the virtual one.
+  absl::Time Now() const { return virtual_ ? virtual_now_ : absl::Now(); }
   void ResetTimes() { times_ = EmulatedTimes(); }
   int devices() const { return devices_; }
   double time_dilation() const { return k_; }
@@ -174,26 +221,45 @@ class EmulatedDevices {
   // the broadcasts whose pulls have arrived.
   void SleepUntil(absl::Time t, const nn::Network::GradsReady& ready,
                   const ParamsArrived& arrived);
-  // Starts layer i's broadcast on the copy engine, now or when it is free.
+  // Starts layer i's broadcast on its copy queue, now or when it is free.
   void StartBroadcast(size_t i);
+  // Schedules `phases` of copies on `queue` from `earliest`: each phase
+  // starts when the previous has ended, each link carries its share once
+  // it is free; returns when the last phase ends.
+  absl::Time ScheduleCopies(int queue, absl::Time earliest,
+                            const std::vector<std::vector<double>>& phases);
+  void SleepFor(absl::Duration d);
+  // Schedules the input copies of a step from `earliest`; returns when the
+  // last is done.
+  absl::Time CopyInputs(absl::Time earliest);
 
   struct Layer {
     int node = 0;
+    int owner = 0;  // The device a key is reduced on (kOneDevice).
     double forward_s = 0, backward_s = 0;  // Dilated.
     KeyCopyTimes copies;                   // Dilated; its learned params.
   };
   nn::Network* net_ = nullptr;
   int devices_ = 1;
   double k_ = 1;
-  bool overlap_ = true;
+  CopyModel copies_ = CopyModel::kOverlap;
+  double copy_latency_s_ = 0;  // Dilated.
+  bool virtual_ = false;
+  absl::Time virtual_now_ = absl::UnixEpoch();
   std::vector<Layer> layers_;  // Network order.
+  // Input copies: one transfer to every device (kOverlap), or one per
+  // device (phases as KeyCopyTimes); when the next step's input is there.
+  std::vector<std::vector<std::vector<double>>> inputs_;
+  absl::Time inputs_ready_ = absl::InfinitePast();
   // Reduces scheduled on the copy engine: (finish time, layer index).
   std::multimap<absl::Time, size_t> reduces_;
   // Layers pushed whose pulls have not arrived, and when each layer's
   // weights are on the devices again (InfinitePast: already there).
   std::set<size_t> awaiting_pull_;
   std::vector<absl::Time> on_devices_;
-  absl::Time copy_free_ = absl::InfinitePast();
+  // When each copy queue is free (one, or one per device; then the input
+  // queues, one or one per device) and each link is.
+  std::vector<absl::Time> queue_free_, link_free_;
   EmulatedTimes times_;
 };
 

@@ -1,8 +1,10 @@
 #include "worker/emulation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -210,7 +212,8 @@ TEST(ReadMachineModelTest, ReadsTheP2Model) {
   EXPECT_EQ(m->boards_per_socket, 4);
   EXPECT_DOUBLE_EQ(m->gpu_link_bytes_per_s, 10e9);
   EXPECT_DOUBLE_EQ(m->board_link_bytes_per_s, 10e9);
-  EXPECT_DOUBLE_EQ(m->socket_link_bytes_per_s, 4.2e9);
+  EXPECT_DOUBLE_EQ(m->socket_link_bytes_per_s, 3.5e9);
+  EXPECT_DOUBLE_EQ(m->host_link_bytes_per_s, 6e9);
   EXPECT_DOUBLE_EQ(m->copy_latency_s, 10e-6);
   EXPECT_FALSE(m->source.empty());
 }
@@ -502,13 +505,15 @@ MachineModel SlowLinks() {
 }
 
 TEST_F(EmulatedDevicesTest, CopiesThatStallTheDevicesLengthenTheStep) {
-  // Same profile and links; copies overlapping the compute, or not.
+  // Same profile and links; copies overlapping the compute (one engine, or
+  // a queue per device), or stalling every device.
   DeviceProfile p = Profile(8, 0.05);
   p.machine = SlowLinks();
-  double step_s[2] = {0, 0};
-  for (bool overlap : {true, false}) {
-    auto e = EmulatedDevices::Create(p, net_.get(), 2, 8, 1,
-                                     LocalReduce::kOneDevice, overlap);
+  std::map<CopyModel, double> copy_s;
+  for (CopyModel copies :
+       {CopyModel::kOverlap, CopyModel::kPerDevice, CopyModel::kStallAll}) {
+    auto e = EmulatedDevices::Create(p, net_.get(), 4, 8, 1,
+                                     LocalReduce::kOneDevice, copies);
     ASSERT_TRUE(e.ok()) << e.status();
     for (int step = 0; step < 2; ++step) {
       ASSERT_TRUE((*e)->Step(nullptr, nullptr).ok());
@@ -517,10 +522,114 @@ TEST_F(EmulatedDevicesTest, CopiesThatStallTheDevicesLengthenTheStep) {
     // waited for.
     EXPECT_NEAR((*e)->times().compute_s, 2 * 0.05, 1e-9);
     EXPECT_GT((*e)->times().copy_s, 0);
-    step_s[overlap ? 0 : 1] = (*e)->times().copy_s;
+    copy_s[copies] = (*e)->times().copy_s;
   }
   // Stalled devices wait for every reduce, not just the tail's.
-  EXPECT_GT(step_s[1], step_s[0]);
+  EXPECT_GT(copy_s[CopyModel::kStallAll], copy_s[CopyModel::kOverlap]);
+  EXPECT_GT(copy_s[CopyModel::kStallAll], copy_s[CopyModel::kPerDevice]);
+}
+
+// A step in virtual time, with the pulls back as soon as the reduces are
+// done: seconds per step.
+double VirtualStep(const DeviceProfile& p, nn::Network* net, int devices,
+                   CopyModel copies) {
+  auto e = EmulatedDevices::Create(p, net, devices, p.batch_per_device, 1,
+                                   LocalReduce::kOneDevice, copies, true);
+  EXPECT_TRUE(e.ok()) << e.status();
+  if (!e.ok()) return 0;
+  const absl::Time wall = absl::Now();
+  auto arrived = [](const std::vector<nn::Param*>&) { return true; };
+  EXPECT_TRUE((*e)->Step(nullptr, nullptr, arrived).ok());
+  const absl::Time t0 = (*e)->Now();
+  EXPECT_TRUE((*e)->Step(nullptr, nullptr, arrived).ok());
+  const double step_s = absl::ToDoubleSeconds((*e)->Now() - t0);
+  // Nothing slept.
+  EXPECT_LT(absl::ToDoubleSeconds(absl::Now() - wall), 0.5);
+  return step_s;
+}
+
+TEST_F(EmulatedDevicesTest, VirtualTimeSleepsNotAndCountsTheSame) {
+  // A 0.5 s step takes no real time, and the virtual clock sees it.
+  DeviceProfile p = Profile(8, 0.5);
+  EXPECT_NEAR(VirtualStep(p, net_.get(), 1, CopyModel::kOverlap), 0.5, 0.01);
+  p.machine = SlowLinks();
+  // With copies as slow as the step, stalling every device costs more than
+  // overlapping, with one copy engine or a queue per device.
+  const double overlap = VirtualStep(p, net_.get(), 8, CopyModel::kOverlap);
+  const double per_device =
+      VirtualStep(p, net_.get(), 8, CopyModel::kPerDevice);
+  const double all = VirtualStep(p, net_.get(), 8, CopyModel::kStallAll);
+  EXPECT_GT(overlap, 0.5);
+  EXPECT_GT(per_device, 0.5);
+  EXPECT_GT(all, overlap);
+  EXPECT_GT(all, per_device);
+}
+
+TEST_F(EmulatedDevicesTest, InputCopiesLoadTheHostLink) {
+  // A host link so slow that copying the input takes about a step: MXNet's
+  // copy when the forward starts adds it to the step; pstrain's prefetched
+  // uint8 copy (a quarter of the bytes) hides behind backward.
+  // A batch big enough that the input (25.7 MB for 2 devices) outweighs
+  // LeNet's 1.7 MB of parameters, which cross the host link too.
+  constexpr int kBatch = 4096;
+  DeviceProfile p = Profile(kBatch, 0.5);
+  const double fast = VirtualStep(p, net_.get(), 2, CopyModel::kPerDevice);
+  p.machine.host_link_bytes_per_s = 2.0 * kBatch * 28 * 28 * 4 / 0.5;
+  const double slow = VirtualStep(p, net_.get(), 2, CopyModel::kPerDevice);
+  const double prefetched = VirtualStep(p, net_.get(), 2, CopyModel::kOverlap);
+  EXPECT_GE(slow - fast, 0.5 - 1e-3);
+  EXPECT_LT(prefetched, slow - 0.4);
+}
+
+TEST(InputCopyLinksTest, SharesTheSocketsHostLink) {
+  MachineModel m = P2();
+  m.host_link_bytes_per_s = 5e9;
+  const int64_t bytes = int64_t{100} << 20;
+  // 16 devices: 8 per socket share its host link; socket 1's also cross
+  // between the sockets.
+  const auto all = InputCopyLinks(m, 16, bytes);
+  ASSERT_EQ(all.size(), 1u);
+  ASSERT_EQ(all[0].size(), static_cast<size_t>(LinkCount(m, 16)));
+  const double busiest = *std::max_element(all[0].begin(), all[0].end());
+  EXPECT_NEAR(busiest, 8.0 * bytes / m.socket_link_bytes_per_s, 1e-9);
+  // One device alone: its own link, or the host link, whichever is slower.
+  const auto one = InputCopyLinks(m, 16, bytes, 3);
+  const double alone = *std::max_element(one[0].begin(), one[0].end());
+  EXPECT_NEAR(alone, bytes / 5e9, 1e-9);
+  // Without a host link figure the host side is not a limit.
+  m.host_link_bytes_per_s = 0;
+  const auto free = InputCopyLinks(m, 1, bytes);
+  EXPECT_NEAR(*std::max_element(free[0].begin(), free[0].end()),
+              bytes / m.gpu_link_bytes_per_s, 1e-9);
+}
+
+TEST(KeyCopyCostTest, ListsEachPhasesLinks) {
+  // Two keys of the same size on devices 0 and 1 of one board, each
+  // reduced from both devices, list the links each phase loads: per-device
+  // queues share those links.
+  MachineModel m = P2();
+  const int64_t bytes = int64_t{100} << 20;
+  const KeyCopyTimes t0 = KeyCopyCost(m, 2, LocalReduce::kOneDevice, bytes, 0);
+  const KeyCopyTimes t1 = KeyCopyCost(m, 2, LocalReduce::kOneDevice, bytes, 1);
+  ASSERT_EQ(t0.reduce_links.size(), 2u);
+  ASSERT_EQ(t0.reduce_links[0].size(), static_cast<size_t>(LinkCount(m, 2)));
+  // Device 1 sends up its link, device 0 receives: the gather phase of
+  // key 0 and the host phase of key 1 both load device 1's uplink.
+  const double up1 = t0.reduce_links[0][1] + t1.reduce_links[1][1];
+  EXPECT_NEAR(up1, 2 * bytes / m.gpu_link_bytes_per_s, 1e-9);
+  // The phases sum to the key's seconds, less the per-phase latency.
+  double busiest = 0;
+  for (const auto& phase : t0.reduce_links)
+    busiest += *std::max_element(phase.begin(), phase.end());
+  EXPECT_NEAR(busiest + 2 * m.copy_latency_s, t0.reduce_s, 1e-9);
+}
+
+TEST(ParseCopyModelTest, NamesTheFlag) {
+  EXPECT_EQ(*ParseCopyModel("overlap"), CopyModel::kOverlap);
+  EXPECT_EQ(*ParseCopyModel("stall_all"), CopyModel::kStallAll);
+  EXPECT_EQ(*ParseCopyModel("per_device"), CopyModel::kPerDevice);
+  EXPECT_THAT(std::string(ParseCopyModel("stall").status().message()),
+              HasSubstr("--emulate_copies 'stall': overlap, per_device"));
 }
 
 TEST_F(EmulatedDevicesTest, BroadcastsStartWhenTheirPullsArrive) {
@@ -535,8 +644,8 @@ TEST_F(EmulatedDevicesTest, BroadcastsStartWhenTheirPullsArrive) {
   // the broadcasts run from then on, overlapping the next forward.
   double copy_s[2] = {0, 0};
   for (bool eager : {false, true}) {
-    auto e = EmulatedDevices::Create(p, net_.get(), 2, 8, 1,
-                                     LocalReduce::kPartitioned, true);
+    auto e = EmulatedDevices::Create(
+        p, net_.get(), 2, 8, 1, LocalReduce::kPartitioned, CopyModel::kOverlap);
     ASSERT_TRUE(e.ok()) << e.status();
     int polls = 0;
     size_t reduced = 0;

@@ -120,6 +120,12 @@ DEFINE_string(emulate_device, "",
 DEFINE_string(local_reduce, "",
               "Emulated devices' local reduce: one_device or partitioned "
               "(default: one_device in mxnet mode, else partitioned).");
+DEFINE_string(emulate_copies, "",
+              "Emulated devices' copies: overlap (a copy engine apart from "
+              "compute), stall_all (one engine, every device waits for every "
+              "copy) or per_device (a copy queue per device, the key's "
+              "device waits for its reduce); default: per_device in mxnet "
+              "mode, else overlap.");
 DEFINE_double(time_dilation, 1,
               "Multiply every emulated time by this (>= 1) and the reported "
               "images/s back, so the real network and CPUs keep pace.");
@@ -236,6 +242,7 @@ int main(int argc, char** argv) {
   o.kvstore_mode = FLAGS_kvstore_mode;
   o.emulate_device = FLAGS_emulate_device;
   o.local_reduce = FLAGS_local_reduce;
+  o.emulate_copies = FLAGS_emulate_copies;
   o.time_dilation = FLAGS_time_dilation;
   o.warmup_batches = FLAGS_warmup_batches;
   o.seed = static_cast<uint32_t>(FLAGS_seed);

@@ -241,6 +241,11 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
     return BadFlag("local_reduce", o.local_reduce,
                    "use one_device or partitioned");
   }
+  if (!o.emulate_copies.empty() && o.emulate_copies != "overlap" &&
+      o.emulate_copies != "stall_all" && o.emulate_copies != "per_device") {
+    return BadFlag("emulate_copies", o.emulate_copies,
+                   "use overlap, stall_all or per_device");
+  }
   if (!o.emulate_device.empty() && !o.benchmark) {
     return BadFlag("emulate_device", o.emulate_device,
                    "emulated devices run --benchmark only");

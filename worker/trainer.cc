@@ -257,20 +257,23 @@ absl::StatusOr<std::unique_ptr<EmulatedDevices>> MakeEmulatedDevices(
           : (o.kvstore_mode == "mxnet" ? "one_device" : "partitioned");
   PSTRAIN_ASSIGN_OR_RETURN(LocalReduce mode, ParseLocalReduce(reduce));
   const int devices = NumDevices(o);
-  // MXNet's devices compute nothing while their copies run (README,
-  // Scaling); pstrain's copies overlap the compute.
-  const bool overlap = o.kvstore_mode != "mxnet";
+  // MXNet's key's device computes nothing while the key's reduce runs
+  // (README, Scaling); pstrain's copies overlap the compute.
+  const std::string copies_name =
+      !o.emulate_copies.empty()
+          ? o.emulate_copies
+          : (o.kvstore_mode == "mxnet" ? "per_device" : "overlap");
+  PSTRAIN_ASSIGN_OR_RETURN(CopyModel copies, ParseCopyModel(copies_name));
   auto e =
       EmulatedDevices::Create(profile, net, devices, o.batch_size / devices,
-                              o.time_dilation, mode, overlap);
+                              o.time_dilation, mode, copies);
   if (!e.ok()) {
     return Annotate(e.status(), "--emulate_device " + o.emulate_device);
   }
   LOG(INFO) << "emulating " << devices << " " << profile.device
             << " device(s) of " << profile.machine.name << " ("
             << o.emulate_device << "), local reduce " << reduce << ", copies "
-            << (overlap ? "overlap" : "stall")
-            << " the devices' compute, time dilation " << o.time_dilation;
+            << copies_name << ", time dilation " << o.time_dilation;
   return e;
 }
 

@@ -93,6 +93,9 @@ struct TrainerOptions {
   // Emulated devices' local reduce: "one_device" or "partitioned"; empty:
   // one_device in mxnet mode, else partitioned.
   std::string local_reduce;
+  // Emulated devices' copies: "overlap", "stall_all" or "per_device"
+  // (worker/emulation.h); empty: per_device in mxnet mode, else overlap.
+  std::string emulate_copies;
   // Every emulated time is multiplied by this (>= 1; only with
   // emulate_device), and the reported images/s multiplied back.
   double time_dilation = 1;
