@@ -441,8 +441,9 @@ void EmulatedDevices::StartBroadcast(size_t i) {
 void EmulatedDevices::SleepUntil(absl::Time t,
                                  const nn::Network::GradsReady& ready,
                                  const ParamsArrived& arrived) {
-  // How often the pulls are polled, in real time.
-  constexpr absl::Duration kPoll = absl::Milliseconds(1);
+  // How often the pulls are polled: every emulated millisecond (k real
+  // ones), so that polling costs the same CPU share at any dilation.
+  const absl::Duration poll = absl::Milliseconds(1) * k_;
   while (true) {
     const absl::Time now = Now();
     while (!reduces_.empty() && reduces_.begin()->first <= now) {
@@ -462,8 +463,7 @@ void EmulatedDevices::SleepUntil(absl::Time t,
     if (now >= t) return;
     absl::Time until = t;
     if (!reduces_.empty()) until = std::min(until, reduces_.begin()->first);
-    if (arrived && !awaiting_pull_.empty())
-      until = std::min(until, now + kPoll);
+    if (arrived && !awaiting_pull_.empty()) until = std::min(until, now + poll);
     SleepFor(until - now);
   }
 }
@@ -498,37 +498,28 @@ absl::Status EmulatedDevices::Step(const nn::Network::ParamsNeeded& needed,
     SleepUntil(Now() + absl::Seconds(l.forward_s), ready, arrived);
     times_.compute_s += l.forward_s / k_;
   }
-  // The devices compute backward; each layer's reduce starts when every
-  // device has produced its gradients and its copy queue is free. Stalled
-  // devices wait for the reduce (every device, or the key's owner).
+  // The devices compute backward back to back; each layer's reduce starts
+  // when its gradients exist and its copy queue is free. With kStallAll
+  // the devices wait for it.
   const absl::Time start = Now();
   if (copies_ == CopyModel::kOverlap) inputs_ready_ = CopyInputs(start);
-  std::vector<absl::Time> device(devices_, start);
-  double backward_s = 0;
+  absl::Time device = start;
   for (size_t i = layers_.size(); i-- > 0;) {
     const Layer& l = layers_[i];
-    for (absl::Time& d : device) d += absl::Seconds(l.backward_s);
-    backward_s += l.backward_s;
+    device += absl::Seconds(l.backward_s);
     times_.compute_s += l.backward_s / k_;
     if (!net_->node_learned(l.node).empty()) {
-      const absl::Time produced =
-          *std::max_element(device.begin(), device.end());
       const int queue = inputs_.size() > 1 ? l.owner : 0;
       const absl::Time done =
-          ScheduleCopies(queue, produced, l.copies.reduce_links);
+          ScheduleCopies(queue, device, l.copies.reduce_links);
       reduces_.emplace(done, i);
       if (copies_ == CopyModel::kStallAll) {
-        for (absl::Time& d : device) d = std::max(d, done);
+        times_.copy_s += absl::ToDoubleSeconds(done - device) / k_;
+        device = done;
       }
     }
-    SleepUntil(*std::min_element(device.begin(), device.end()), ready, arrived);
+    SleepUntil(device, ready, arrived);
   }
-  const absl::Time backward_end =
-      *std::max_element(device.begin(), device.end());
-  SleepUntil(backward_end, ready, arrived);
-  times_.copy_s +=
-      std::max(0.0, absl::ToDoubleSeconds(backward_end - start) - backward_s) /
-      k_;
   const absl::Time tail = Now();
   absl::Time last = tail;
   for (const auto& [t, index] : reduces_) last = std::max(last, t);

@@ -31,6 +31,8 @@
 // of s bytes between two places loads every link it crosses (each link has
 // a bandwidth per direction); a transfer of many copies at once takes
 // copy_latency + max over links of (bytes on the link / its bandwidth).
+// Transfers that run at the same time share the links: each link serves
+// them first come, first served.
 // Local reduce of a key of s bytes over G devices, then its copy to the
 // host (and, after the pull, the copy back and the broadcast):
 //   kOneDevice (MXNet's CommDevice): every device copies its gradient to
@@ -44,10 +46,10 @@
 //     the pull, each part goes back to its device and is gathered by the
 //     socket's devices. Only one copy of the key crosses between sockets.
 // Every step also copies each device's input batch (batch_per_device
-// samples; float32 but for kOverlap) from the host, as MXNet's
-// --benchmark 1 does: its
-// SyntheticDataIter keeps the batch in pinned host memory and the executor
-// group copies each device's slice at every forward. A copy between a
+// samples; float32 but for kOverlap) from the host, as MXNet's --benchmark
+// 1 does: its SyntheticDataIter keeps the batch in pinned host memory and
+// the executor group copies each device's slice at every forward. A copy
+// between a
 // device and the host also loads its socket's host link (the socket's
 // memory to its PCIe tree, host_link_gbytes_per_s; unlimited when absent).
 // How copies are scheduled (CopyModel):
@@ -60,8 +62,8 @@
 //     (a quarter of float32's bytes).
 //   kPerDevice (MXNet mode: CommDevice on K80s): a copy queue per device,
 //     each running the reduces and broadcasts of the keys placed on it, one
-//     at a time, apart from compute; the queues share the machine's links,
-//     each link serving transfers first come first served. Broadcasts start
+//     at a time, apart from compute; the queues share the machine's links.
+//     Broadcasts start
 //     as soon as the pull has arrived, as MXNet's engine runs a pull's
 //     broadcast once the pull completes. The input is copied when the
 //     forward starts, and the forward waits for it.
@@ -199,8 +201,8 @@ class EmulatedDevices {
   // broadcast of their pulled weights), then backward in reverse order;
   // each layer's learned parameters are passed to `ready` once their local
   // reduce is done. Sleeps for every emulated time, polling `arrived`
-  // about every millisecond. Returns `needed`'s first error.
-  // `arrived` (non-blocking) tells whether the pulls of a layer's pushed
+  // about every emulated millisecond (k real ones). Returns `needed`'s first
+  // error. `arrived` (non-blocking) tells whether the pulls of a layer's pushed
   // parameters have come back, so their broadcast can start; null: only
   // when `needed` returns.
   using ParamsArrived = std::function<bool(const std::vector<nn::Param*>&)>;

@@ -121,11 +121,11 @@ DEFINE_string(local_reduce, "",
               "Emulated devices' local reduce: one_device or partitioned "
               "(default: one_device in mxnet mode, else partitioned).");
 DEFINE_string(emulate_copies, "",
-              "Emulated devices' copies: overlap (a copy engine apart from "
-              "compute), stall_all (one engine, every device waits for every "
-              "copy) or per_device (a copy queue per device, the key's "
-              "device waits for its reduce); default: per_device in mxnet "
-              "mode, else overlap.");
+              "Emulated devices' copies: per_device (a copy queue per device "
+              "sharing the links, the input copied when the forward starts), "
+              "overlap (one copy engine beside compute, the input prefetched "
+              "as uint8) or stall_all (every device waits for every copy); "
+              "default: per_device in mxnet mode, else overlap.");
 DEFINE_double(time_dilation, 1,
               "Multiply every emulated time by this (>= 1) and the reported "
               "images/s back, so the real network and CPUs keep pace.");

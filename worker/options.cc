@@ -242,9 +242,9 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
                    "use one_device or partitioned");
   }
   if (!o.emulate_copies.empty() && o.emulate_copies != "overlap" &&
-      o.emulate_copies != "stall_all" && o.emulate_copies != "per_device") {
+      o.emulate_copies != "per_device" && o.emulate_copies != "stall_all") {
     return BadFlag("emulate_copies", o.emulate_copies,
-                   "use overlap, stall_all or per_device");
+                   "use overlap, per_device or stall_all");
   }
   if (!o.emulate_device.empty() && !o.benchmark) {
     return BadFlag("emulate_device", o.emulate_device,

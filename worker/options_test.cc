@@ -222,6 +222,8 @@ TEST(OptionsTest, BenchmarkAndEmulationErrorsNameTheFlag) {
           {[](TrainerOptions* o) { o->kvstore_mode = ""; }, "--kvstore_mode"},
           {[](TrainerOptions* o) { o->local_reduce = "ring"; },
            "--local_reduce ring: use one_device or partitioned"},
+          {[](TrainerOptions* o) { o->emulate_copies = "stall"; },
+           "--emulate_copies stall: use overlap, per_device or stall_all"},
           {[](TrainerOptions* o) { o->emulate_device = "k80.json"; },
            "--emulate_device k80.json: emulated devices run --benchmark "
            "only"},
@@ -257,6 +259,7 @@ TEST(OptionsTest, EmulatedBenchmarksPass) {
   o.batch_size = 128;
   EXPECT_EQ(Error(o), "");
   o.local_reduce = "one_device";
+  o.emulate_copies = "stall_all";
   o.kvstore_mode = "pstrain";
   o.time_dilation = 1;
   EXPECT_EQ(Error(o), "");
