@@ -75,6 +75,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(
   me->set_role(o.role);
   me->set_rank(-1);
   me->set_host(o.host);
+  if (o.rank_hint >= 0) me->set_rank_hint(o.rank_hint);
   me->set_port(node->transport_->port());
   const absl::Duration wait = o.start_timeout + o.heartbeat_timeout;
   const absl::Time deadline = absl::Now() + wait;

@@ -44,6 +44,9 @@ struct ClusterOptions {
   // Address this node binds and advertises; port 0 picks a free one.
   std::string host = "127.0.0.1";
   int port = 0;
+  // The rank this node would like (-1: none): the scheduler ranks hinted
+  // nodes of a role first, in hint order (NodeInfo.rank_hint).
+  int rank_hint = -1;
   std::string scheduler_address;  // host:port
   std::string token;
   int num_workers = 1;

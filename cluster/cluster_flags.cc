@@ -1,10 +1,22 @@
 #include "cluster/cluster_flags.h"
 
-#include <cmath>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "gflags/gflags.h"
+#include "glog/logging.h"
 #include "transport/curve.h"
 #include "util/status.h"
 #include "util/token.h"
@@ -58,7 +70,185 @@ absl::Status Seconds(const char* flag, double value) {
                  absl::StrCat("must be in (0, ", kMaxSeconds, "]"));
 }
 
+// True when --`flag` exists in this binary and was given (command line or
+// flag file).
+bool FlagGiven(const char* flag) {
+  gflags::CommandLineFlagInfo info;
+  return gflags::GetCommandLineFlagInfo(flag, &info) && !info.is_default;
+}
+
+std::string FlagValue(const char* flag) {
+  std::string v;
+  gflags::GetCommandLineOption(flag, &v);
+  return v;
+}
+
+// Sets --`flag` to `value` unless it was given; a given value that differs
+// is kept and noted.
+void SetUnlessGiven(const char* flag, const std::string& value,
+                    const std::string& from, std::vector<std::string>* notes) {
+  if (FlagGiven(flag)) {
+    if (FlagValue(flag) != value) {
+      notes->push_back(absl::StrCat("--", flag, "=", FlagValue(flag),
+                                    " (given) wins over ", from));
+    }
+    return;
+  }
+  CHECK(!gflags::SetCommandLineOption(flag, value.c_str()).empty())
+      << "--" << flag << " " << value;
+}
+
+absl::Status BadVariable(const std::string& name, const std::string& value,
+                         absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("environment variable ", name, "='", value, "': ", why));
+}
+
+// The IPv4 address of network interface `name`.
+absl::StatusOr<std::string> InterfaceAddress(const std::string& name) {
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) {
+    return absl::InternalError(absl::StrCat(
+        "cannot list the network interfaces: ", std::strerror(errno)));
+  }
+  std::string found;
+  std::set<std::string> names;
+  for (ifaddrs* i = all; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    names.insert(i->ifa_name);
+    if (found.empty() && name == i->ifa_name) {
+      char ip[INET_ADDRSTRLEN] = {0};
+      const auto* v4 = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+      inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof(ip));
+      found = ip;
+    }
+  }
+  freeifaddrs(all);
+  if (found.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "environment variable DMLC_INTERFACE='", name,
+        "': no such interface with an IPv4 address here (there are: ",
+        absl::StrJoin(names, ", "), ")"));
+  }
+  return found;
+}
+
 }  // namespace
+
+Environment ProcessEnvironment() {
+  Environment env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const char* eq = std::strchr(*e, '=');
+    if (eq != nullptr)
+      env[std::string(*e, static_cast<size_t>(eq - *e))] = eq + 1;
+  }
+  return env;
+}
+
+absl::StatusOr<std::vector<std::string>> ApplyEnvironment(
+    proto::Role role, const Environment& env) {
+  CHECK(role == proto::SCHEDULER || role == proto::SERVER ||
+        role == proto::WORKER)
+      << proto::Role_Name(role);
+  auto get = [&env](const char* name) -> const std::string* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : &it->second;
+  };
+  std::vector<std::string> notes;
+  const std::string mine = absl::AsciiStrToLower(proto::Role_Name(role));
+  if (const std::string* r = get("DMLC_ROLE")) {
+    if (*r != "scheduler" && *r != "server" && *r != "worker") {
+      return BadVariable("DMLC_ROLE", *r,
+                         "must be scheduler, server or worker");
+    }
+    if (*r != mine) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "environment variable DMLC_ROLE='", *r, "', but this is the ", mine,
+          " binary: start `", *r, "` for that role"));
+    }
+  }
+  auto count = [&](const char* name, const char* flag) -> absl::Status {
+    const std::string* v = get(name);
+    if (v == nullptr) return absl::OkStatus();
+    int n = 0;
+    if (!absl::SimpleAtoi(*v, &n) || n < 1) {
+      return BadVariable(name, *v, "must be an integer >= 1");
+    }
+    SetUnlessGiven(flag, absl::StrCat(n), absl::StrCat(name, "=", *v), &notes);
+    return absl::OkStatus();
+  };
+  PSTRAIN_RETURN_IF_ERROR(count("DMLC_NUM_WORKER", "num_workers"));
+  PSTRAIN_RETURN_IF_ERROR(count("DMLC_NUM_SERVER", "num_servers"));
+
+  // This node's address: DMLC_NODE_HOST, else DMLC_INTERFACE's.
+  std::string host, host_from;
+  if (const std::string* h = get("DMLC_NODE_HOST"); h != nullptr) {
+    if (h->empty()) return BadVariable("DMLC_NODE_HOST", *h, "is empty");
+    host = *h;
+    host_from = absl::StrCat("DMLC_NODE_HOST=", *h);
+  } else if (const std::string* i = get("DMLC_INTERFACE"); i != nullptr) {
+    PSTRAIN_ASSIGN_OR_RETURN(host, InterfaceAddress(*i));
+    host_from = absl::StrCat("DMLC_INTERFACE=", *i, " (", host, ")");
+  }
+  if (!host.empty() && role != proto::SCHEDULER) {
+    SetUnlessGiven("host", host, host_from, &notes);
+  }
+
+  const std::string* uri = get("DMLC_PS_ROOT_URI");
+  const std::string* port = get("DMLC_PS_ROOT_PORT");
+  if ((uri == nullptr) != (port == nullptr)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("environment variable ",
+                     uri == nullptr ? "DMLC_PS_ROOT_PORT" : "DMLC_PS_ROOT_URI",
+                     " is set without ",
+                     uri == nullptr ? "DMLC_PS_ROOT_URI" : "DMLC_PS_ROOT_PORT",
+                     ": give both, the scheduler's address and port"));
+  }
+  if (uri != nullptr) {
+    int p = 0;
+    if (!absl::SimpleAtoi(*port, &p) || p < 1 || p > 65535) {
+      return BadVariable("DMLC_PS_ROOT_PORT", *port, "must be in [1, 65535]");
+    }
+    if (uri->empty()) return BadVariable("DMLC_PS_ROOT_URI", *uri, "is empty");
+    const std::string from =
+        absl::StrCat("DMLC_PS_ROOT_URI=", *uri, " DMLC_PS_ROOT_PORT=", *port);
+    if (role != proto::SCHEDULER) {
+      SetUnlessGiven("scheduler_address", absl::StrCat(*uri, ":", p), from,
+                     &notes);
+    } else {
+      const std::string bind =
+          absl::StrCat(host.empty() ? "0.0.0.0" : host, ":", p);
+      if (host.empty() && !FlagGiven("scheduler_address")) {
+        notes.push_back(
+            absl::StrCat("binding every interface (", bind, ") for ", from,
+                         "; DMLC_NODE_HOST or DMLC_INTERFACE would name one"));
+      }
+      SetUnlessGiven("scheduler_address", bind, from, &notes);
+    }
+  }
+
+  if (const std::string* id = get("DMLC_WORKER_ID");
+      id != nullptr && role == proto::WORKER) {
+    int r = 0;
+    if (!absl::SimpleAtoi(*id, &r) || r < 0) {
+      return BadVariable("DMLC_WORKER_ID", *id, "must be an integer >= 0");
+    }
+    SetUnlessGiven("rank_hint", absl::StrCat(r),
+                   absl::StrCat("DMLC_WORKER_ID=", *id), &notes);
+  }
+  if (const std::string* t = get("PSTRAIN_TOKEN_FILE")) {
+    SetUnlessGiven("token_file", *t, absl::StrCat("PSTRAIN_TOKEN_FILE=", *t),
+                   &notes);
+  }
+  return notes;
+}
+
+void ApplyEnvironmentOrExit(absl::string_view program, proto::Role role) {
+  absl::StatusOr<std::vector<std::string>> notes =
+      ApplyEnvironment(role, ProcessEnvironment());
+  if (!notes.ok()) ExitWithError(program, notes.status().message());
+  for (const std::string& n : *notes) LOG(WARNING) << n;
+}
 
 FlagGroup ClusterFlagGroup() {
   return {__FILE__, "Flags common to the scheduler, servers and workers"};

@@ -1,5 +1,7 @@
 #include "cluster/cluster_flags.h"
 
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,7 @@ namespace pstrain {
 namespace cluster {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -94,6 +97,122 @@ TEST_F(ClusterFlagsTest, SchedulerAddressMayBeLeftEmptyWhereOptional) {
   // The scheduler may bind port 0.
   ASSERT_TRUE(ParseFlags({"prog", "--scheduler_address=127.0.0.1:0"}).ok());
   EXPECT_TRUE(ClusterOptionsFromFlags().ok());
+}
+
+// MXNet's variables as Kubeflow's MXJob operator sets them for a worker.
+Environment MxJobWorker() {
+  const std::string token = std::string(std::getenv("TEST_TMPDIR")) + "/tok";
+  std::ofstream(token) << "job-token\n";
+  return {{"DMLC_ROLE", "worker"},       {"DMLC_PS_ROOT_URI", "10.1.2.3"},
+          {"DMLC_PS_ROOT_PORT", "9091"}, {"DMLC_NUM_WORKER", "4"},
+          {"DMLC_NUM_SERVER", "2"},      {"DMLC_NODE_HOST", "10.1.2.9"},
+          {"PSTRAIN_TOKEN_FILE", token}, {"DMLC_WORKER_ID", "3"},
+          {"PATH", "/usr/bin"}};
+}
+
+TEST_F(ClusterFlagsTest, DmlcVariablesGiveTheFlagsANodeLacks) {
+  ASSERT_TRUE(ParseFlags({"prog"}).ok()) << ParseFlags({"prog"}).status();
+  auto notes = ApplyEnvironment(proto::WORKER, MxJobWorker());
+  ASSERT_TRUE(notes.ok()) << notes.status();
+  EXPECT_THAT(*notes, ::testing::IsEmpty());
+  auto o = NodeOptionsFromFlags(proto::WORKER);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->scheduler_address, "10.1.2.3:9091");
+  EXPECT_EQ(o->num_workers, 4);
+  EXPECT_EQ(o->num_servers, 2);
+  EXPECT_EQ(o->host, "10.1.2.9");
+  EXPECT_EQ(o->rank_hint, 3);
+  EXPECT_EQ(o->token, "job-token");
+}
+
+TEST_F(ClusterFlagsTest, GivenFlagsWinAndTheConflictIsNoted) {
+  ASSERT_TRUE(ParseFlags({"prog", "--num_workers=8", "--host=10.1.2.9"}).ok());
+  auto notes = ApplyEnvironment(proto::WORKER, MxJobWorker());
+  ASSERT_TRUE(notes.ok()) << notes.status();
+  // Equal values are no conflict.
+  EXPECT_THAT(*notes, ElementsAre("--num_workers=8 (given) wins over "
+                                  "DMLC_NUM_WORKER=4"));
+  auto o = NodeOptionsFromFlags(proto::WORKER);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->num_workers, 8);
+  EXPECT_EQ(o->num_servers, 2);
+}
+
+TEST_F(ClusterFlagsTest, TheSchedulerBindsTheRootPort) {
+  Environment env = MxJobWorker();
+  env["DMLC_ROLE"] = "scheduler";
+  {
+    gflags::FlagSaver restore;
+    ASSERT_TRUE(ParseFlags({"prog"}).ok());
+    auto notes = ApplyEnvironment(proto::SCHEDULER, env);
+    ASSERT_TRUE(notes.ok()) << notes.status();
+    auto o = ClusterOptionsFromFlags();
+    ASSERT_TRUE(o.ok()) << o.status();
+    EXPECT_EQ(o->scheduler_address, "10.1.2.9:9091");  // DMLC_NODE_HOST's.
+  }
+  // In a pod the URI names a service: without a node address, every
+  // interface, said so.
+  env.erase("DMLC_NODE_HOST");
+  ASSERT_TRUE(ParseFlags({"prog"}).ok());
+  auto notes = ApplyEnvironment(proto::SCHEDULER, env);
+  ASSERT_TRUE(notes.ok()) << notes.status();
+  ASSERT_EQ(notes->size(), 1u);
+  EXPECT_THAT((*notes)[0], HasSubstr("binding every interface (0.0.0.0:9091)"));
+  EXPECT_EQ(ClusterOptionsFromFlags()->scheduler_address, "0.0.0.0:9091");
+}
+
+TEST_F(ClusterFlagsTest, TheLoopbackInterfaceGivesItsAddress) {
+  ASSERT_TRUE(ParseFlags({"prog"}).ok()) << ParseFlags({"prog"}).status();
+  Environment env = MxJobWorker();
+  env.erase("DMLC_NODE_HOST");
+  env["DMLC_INTERFACE"] = "lo";
+  auto notes = ApplyEnvironment(proto::SERVER, env);
+  ASSERT_FALSE(notes.ok());  // DMLC_ROLE=worker.
+  env["DMLC_ROLE"] = "server";
+  notes = ApplyEnvironment(proto::SERVER, env);
+  ASSERT_TRUE(notes.ok()) << notes.status();
+  auto o = NodeOptionsFromFlags(proto::SERVER);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->host, "127.0.0.1");
+  EXPECT_EQ(o->rank_hint, -1);  // DMLC_WORKER_ID is a worker's.
+}
+
+TEST_F(ClusterFlagsTest, BadVariablesAreRefusedByName) {
+  auto error = [](proto::Role role, const Environment& changes,
+                  const std::vector<std::string>& drop = {}) {
+    gflags::FlagSaver restore;
+    Environment env = MxJobWorker();
+    for (const auto& [k, v] : changes) env[k] = v;
+    for (const auto& k : drop) env.erase(k);
+    auto notes = ApplyEnvironment(role, env);
+    return notes.ok() ? std::string() : std::string(notes.status().message());
+  };
+  EXPECT_EQ(error(proto::SERVER, {}),
+            "environment variable DMLC_ROLE='worker', but this is the server "
+            "binary: start `worker` for that role");
+  EXPECT_EQ(error(proto::WORKER, {{"DMLC_ROLE", "Worker"}}),
+            "environment variable DMLC_ROLE='Worker': must be scheduler, "
+            "server or worker");
+  EXPECT_EQ(error(proto::WORKER, {{"DMLC_NUM_WORKER", "four"}}),
+            "environment variable DMLC_NUM_WORKER='four': must be an integer "
+            ">= 1");
+  EXPECT_EQ(error(proto::WORKER, {{"DMLC_NUM_SERVER", "0"}}),
+            "environment variable DMLC_NUM_SERVER='0': must be an integer "
+            ">= 1");
+  EXPECT_EQ(error(proto::WORKER, {{"DMLC_PS_ROOT_PORT", "70000"}}),
+            "environment variable DMLC_PS_ROOT_PORT='70000': must be in [1, "
+            "65535]");
+  EXPECT_THAT(error(proto::WORKER, {}, {"DMLC_PS_ROOT_URI"}),
+              HasSubstr("DMLC_PS_ROOT_PORT is set without DMLC_PS_ROOT_URI"));
+  EXPECT_EQ(error(proto::WORKER, {{"DMLC_WORKER_ID", "-1"}}),
+            "environment variable DMLC_WORKER_ID='-1': must be an integer "
+            ">= 0");
+  EXPECT_THAT(error(proto::WORKER, {{"DMLC_INTERFACE", "no-such-if0"}},
+                    {"DMLC_NODE_HOST"}),
+              AllOf(HasSubstr("DMLC_INTERFACE='no-such-if0': no such "
+                              "interface"),
+                    HasSubstr("lo")));
+  EXPECT_EQ(error(proto::WORKER, {}), "");
 }
 
 TEST(ClusterFlagGroupTest, HelpListsTheSharedFlags) {

@@ -8,6 +8,10 @@ DEFINE_string(host, "127.0.0.1",
               "Address this node binds and advertises to the other nodes "
               "(launch passes the host of the hosts file).");
 DEFINE_int32(port, 0, "Port this node binds (0: any free port).");
+DEFINE_int32(rank_hint, -1,
+             "The rank this node would like (BytePS's DMLC_WORKER_ID); the "
+             "scheduler still assigns ranks, hinted nodes first in hint "
+             "order. -1: none.");
 DEFINE_int64(shm_bytes, pstrain::cluster::kDefaultShmBytes,
              "Shared-memory arena for tensors to and from nodes on the same "
              "host (one copy instead of two kernel copies); 0: everything "
@@ -40,6 +44,10 @@ absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
                    "port 0 is for the scheduler to pick one; give its real "
                    "port");
   }
+  if (FLAGS_rank_hint < -1) {
+    return BadFlag("rank_hint", FLAGS_rank_hint, "must be >= 0 (-1: none)");
+  }
+  o.rank_hint = FLAGS_rank_hint;
   o.role = role;
   o.host = FLAGS_host;
   o.port = FLAGS_port;

@@ -12,15 +12,21 @@ int main(int argc, char** argv) {
       {"scheduler",
        "scheduler --scheduler_address=HOST:PORT --num_workers=N "
        "--num_servers=S --token_file=F\n"
+       "   or with MXNet's DMLC_ROLE=scheduler DMLC_PS_ROOT_URI "
+       "DMLC_PS_ROOT_PORT DMLC_NUM_WORKER\n   DMLC_NUM_SERVER "
+       "[DMLC_NODE_HOST | DMLC_INTERFACE] PSTRAIN_TOKEN_FILE in the\n"
+       "   environment (flags win).\n"
        "The scheduler of a pstrain job (launch starts it): registers the "
        "servers and\nworkers, assigns ranks, runs barriers and heartbeats, "
        "and aborts the job when\na node is missing or dead.",
        {pstrain::cluster::ClusterFlagGroup()}},
       {argv, argv + argc});
-  auto c = pstrain::cluster::ClusterOptionsFromFlags();
-  if (!c.ok()) pstrain::ExitWithError("scheduler", c.status().message());
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  pstrain::cluster::ApplyEnvironmentOrExit("scheduler",
+                                           pstrain::proto::SCHEDULER);
+  auto c = pstrain::cluster::ClusterOptionsFromFlags();
+  if (!c.ok()) pstrain::ExitWithError("scheduler", c.status().message());
   pstrain::scheduler::SchedulerOptions o;
   o.address = c->scheduler_address;
   o.num_workers = c->num_workers;

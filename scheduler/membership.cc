@@ -63,9 +63,13 @@ absl::StatusOr<proto::AddressBook> Membership::Start(
   for (const auto& [key, info] : registered_) {
     (info.role() == proto::SERVER ? servers : workers).push_back(info);
   }
+  // Hinted nodes first, in hint order (ties and the rest by address).
   auto order = [](const proto::NodeInfo& a, const proto::NodeInfo& b) {
-    return std::make_tuple(a.host(), a.port()) <
-           std::make_tuple(b.host(), b.port());
+    auto hint = [](const proto::NodeInfo& n) {
+      return n.has_rank_hint() ? int64_t{n.rank_hint()} : int64_t{1} << 40;
+    };
+    return std::make_tuple(hint(a), a.host(), a.port()) <
+           std::make_tuple(hint(b), b.host(), b.port());
   };
   std::sort(servers.begin(), servers.end(), order);
   std::sort(workers.begin(), workers.end(), order);

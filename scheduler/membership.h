@@ -8,9 +8,10 @@
 // Registration: a node registers itself (the address it claims is the
 // connection's routing id) once; when num_servers servers and num_workers
 // workers have registered, Start() assigns ranks deterministically (by
-// role, then host, then port) and node ids (servers 1..S, workers
-// S+1..S+W). Refused registrations (wrong role, another node's address, one
-// more than the job expects) are errors; repeats are AlreadyExists.
+// role, then rank hint where given, then host, then port) and node ids
+// (servers 1..S, workers S+1..S+W). Refused registrations (wrong role, another
+// node's address, one more than the job expects) are errors; repeats are
+// AlreadyExists.
 //
 // Thread-compatible: the scheduler's loop thread calls every method.
 #ifndef PSTRAIN_SCHEDULER_MEMBERSHIP_H_

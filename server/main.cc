@@ -17,16 +17,19 @@ int main(int argc, char** argv) {
       {"server",
        "server --scheduler_address=HOST:PORT --num_workers=N --num_servers=S "
        "--token_file=F [--host=ADDR]\n"
+       "   or with MXNet's DMLC_* variables in the environment (see "
+       "scheduler --help).\n"
        "A key-value parameter server of a pstrain job (launch starts it).",
        {pstrain::cluster::ClusterFlagGroup(),
         pstrain::cluster::NodeFlagGroup()}},
       {argv, argv + argc});
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  pstrain::cluster::ApplyEnvironmentOrExit("server", pstrain::proto::SERVER);
   pstrain::server::ServerOptions o;
   auto c = pstrain::cluster::NodeOptionsFromFlags(pstrain::proto::SERVER);
   if (!c.ok()) pstrain::ExitWithError("server", c.status().message());
   o.cluster = *c;
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
   if (!pstrain::transport::TuneMallocForMessages()) {
     LOG(WARNING) << "could not tune malloc for message buffers (not glibc?)";
   }

@@ -107,6 +107,37 @@ TEST(CommandLineTest, BadValuesEndWithOneLineAndExitCode2) {
 }
 
 // gflags alone skips an unknown flag in a flag file without a word.
+// MXNet's variables are checked like flags: a binary started for another
+// role, or a variable that makes no sense, ends it with one line naming
+// the variable.
+TEST(CommandLineTest, BadDmlcVariablesEndWithOneLineAndExitCode2) {
+  const std::string worker = Runfile("worker/worker") +
+                             " --benchmark --network=mlp --kv_store=dist_sync";
+  ExpectUsageError("DMLC_ROLE=server " + worker,
+                   "worker: environment variable DMLC_ROLE='server', but this "
+                   "is the worker binary: start `server` for that role");
+  ExpectUsageError(
+      "DMLC_ROLE=scheduler DMLC_PS_ROOT_URI=127.0.0.1 DMLC_PS_ROOT_PORT=x " +
+          Runfile("scheduler/scheduler"),
+      "scheduler: environment variable DMLC_PS_ROOT_PORT='x': must be in "
+      "[1, 65535]");
+  ExpectUsageError("DMLC_INTERFACE=no-such-if0 " + Runfile("server/server"),
+                   "server: environment variable DMLC_INTERFACE='no-such-if0'"
+                   ": no such interface");
+  // A flag wins over its variable, said so (here the flag's value is
+  // refused; the variable's would have been taken).
+  std::string out;
+  EXPECT_EQ(Shell("DMLC_NUM_WORKER=2 DMLC_PS_ROOT_URI=127.0.0.1 "
+                  "DMLC_PS_ROOT_PORT=9 " +
+                      Runfile("server/server") + " --num_workers=0",
+                  &out),
+            2)
+      << out;
+  EXPECT_THAT(out, HasSubstr("--num_workers=0 (given) wins over "
+                             "DMLC_NUM_WORKER=2\nserver: --num_workers 0: "
+                             "must be >= 1\n"));
+}
+
 TEST(CommandLineTest, UnknownFlagsAreRefusedInFlagFilesAndOnTheCommandLine) {
   const std::string job =
       Write("typo.flags",

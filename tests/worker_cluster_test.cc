@@ -5,7 +5,15 @@
 //   --kv_store local with batch 2b on the same samples;
 // - dist_async with 2 workers trains LeNet to a sensible accuracy;
 // - uneven shards (parts of 100, 97 and 1 records on three workers) finish
-//   every epoch with ceil(num_examples / workers / batch_size) batches.
+//   every epoch with ceil(num_examples / workers / batch_size) batches;
+// - processes started with only MXNet's DMLC_* variables train the same
+//   weights as the launched job.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -106,6 +114,98 @@ TEST_F(WorkerClusterTest, DistSyncTwoWorkersEqualsLocalWithDoubleBatch) {
   EXPECT_GT(testing_util::MaxRelativeDiff(
                 testing_util::ReadParams(tmp_ + "/plain-0001.params"), dist),
             1e-3);
+}
+
+// A free TCP port on 127.0.0.1 (closed again: MXNet's environment names a
+// fixed scheduler port, so the test picks one).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// Every process started with nothing but MXNet's DMLC_* variables (as
+// tools/launch.py --launcher local or a Kubeflow MXJob pod would start them)
+// trains the same weights as the same job under launch, bit for bit; the
+// workers take the ranks DMLC_WORKER_ID hints.
+TEST_F(WorkerClusterTest, DmlcEnvironmentAloneRunsTheSameJobAsLaunch) {
+  constexpr int kBatch = 16, kSteps = 4;
+  ASSERT_EQ(
+      testing_util::PackFashion("train", 2 * kBatch * kSteps, tmp_ + "/train"),
+      "");
+  const std::vector<std::string> flags =
+      Flags({"--kv_store=dist_sync", "--mom=0.9", "--shuffle=false",
+             absl::StrCat("--batch_size=", kBatch),
+             "--data_train=" + tmp_ + "/train.rec"});
+  const std::string token = tmp_ + "/env-token";
+  std::ofstream(token) << "env-token-456\n";
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  std::vector<std::string> env = testing_util::Env();
+  for (const std::string& v :
+       {std::string("DMLC_PS_ROOT_URI=127.0.0.1"),
+        absl::StrCat("DMLC_PS_ROOT_PORT=", port),
+        std::string("DMLC_NUM_WORKER=2"), std::string("DMLC_NUM_SERVER=1"),
+        std::string("DMLC_NODE_HOST=127.0.0.1"), "PSTRAIN_TOKEN_FILE=" + token,
+        std::string("OMP_NUM_THREADS=1")}) {
+    env.push_back(v);
+  }
+  auto with = [&env](std::initializer_list<std::string> more) {
+    std::vector<std::string> e = env;
+    e.insert(e.end(), more.begin(), more.end());
+    return e;
+  };
+  std::vector<testing_util::Proc> procs(4);
+  auto start = [&](int i, const std::vector<std::string>& argv,
+                   const std::vector<std::string>& e) {
+    auto p = launcher::Subprocess::Start(argv, e);
+    ASSERT_TRUE(p.ok()) << p.status();
+    procs[i].p = std::make_unique<launcher::Subprocess>(std::move(*p));
+    procs[i].p->CloseStdin();
+  };
+  start(0, {testing_util::Runfile("scheduler/scheduler")},
+        with({"DMLC_ROLE=scheduler"}));
+  start(1, {testing_util::Runfile("server/server")},
+        with({"DMLC_ROLE=server"}));
+  for (int w = 0; w < 2; ++w) {
+    std::vector<std::string> argv = {testing_util::Runfile("worker/worker")};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.push_back(absl::StrCat("--model_prefix=", tmp_, "/env", w));
+    // The first started asks for rank 1, the second for rank 0.
+    start(2 + w, argv,
+          with({"DMLC_ROLE=worker", absl::StrCat("DMLC_WORKER_ID=", 1 - w)}));
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  for (auto& p : procs) {
+    ASSERT_TRUE(p.WaitExit(deadline)) << p.output;
+    EXPECT_TRUE(p.p->succeeded()) << p.p->DescribeExit() << "\n" << p.output;
+  }
+  EXPECT_THAT(procs[2].output, HasSubstr("worker 1 of 2"));
+  EXPECT_THAT(procs[3].output, HasSubstr("worker 0 of 2"));
+  EXPECT_THAT(procs[0].output, HasSubstr(absl::StrCat(":", port)));
+
+  bool ok = false;
+  std::vector<std::string> launched = flags;
+  launched.push_back("--model_prefix=" + tmp_ + "/launched");
+  std::string out =
+      testing_util::LaunchWorkers(2, 1, launched, absl::Seconds(90), &ok);
+  ASSERT_TRUE(ok) << out;
+  // Rank 0 saves the checkpoint.
+  const auto params = testing_util::ReadParams(tmp_ + "/env1-0001.params");
+  ASSERT_FALSE(params.empty());
+  EXPECT_EQ(
+      testing_util::MaxRelativeDiff(
+          params, testing_util::ReadParams(tmp_ + "/launched-0001.params")),
+      0.0);
 }
 
 TEST_F(WorkerClusterTest, DistAsyncTrainsToASensibleAccuracy) {

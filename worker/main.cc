@@ -166,13 +166,15 @@ int main(int argc, char** argv) {
        "Trains a CNN data-parallel with the options of MXNet's "
        "train_imagenet.py / fit.py\n(dashed spellings too), usually from a "
        "job's flag file: --flagfile=configs/JOB.flags.\nlaunch adds the "
-       "cluster flags.",
+       "cluster flags, or MXNet's DMLC_* variables give them (see "
+       "scheduler --help).",
        {{__FILE__, "Flags"},
         pstrain::cluster::ClusterFlagGroup(),
         pstrain::cluster::NodeFlagGroup()}},
       {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  pstrain::cluster::ApplyEnvironmentOrExit(kProgram, pstrain::proto::WORKER);
   if (!pstrain::transport::TuneMallocForMessages()) {
     LOG(WARNING) << "could not tune malloc for message buffers (not glibc?)";
   }
