@@ -49,6 +49,12 @@ using Environment = std::map<std::string, std::string>;
 // This process's environment.
 Environment ProcessEnvironment();
 
+// The variables ApplyEnvironment reads.
+inline constexpr const char* kEnvironmentVariables[] = {
+    "DMLC_ROLE",       "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT",
+    "DMLC_NUM_WORKER", "DMLC_NUM_SERVER",  "DMLC_NODE_HOST",
+    "DMLC_INTERFACE",  "DMLC_WORKER_ID",   "PSTRAIN_TOKEN_FILE"};
+
 // MXNet/ps-lite's environment (as Kubeflow's MXJob operator, MXNet's
 // tools/launch.py and BytePS set it), applied to the flags a binary of
 // `role` has where they were not given on the command line or in a flag
@@ -69,6 +75,7 @@ Environment ProcessEnvironment();
 //   DMLC_WORKER_ID     --rank_hint (workers; BytePS's worker id);
 //   PSTRAIN_TOKEN_FILE --token_file. A variable holding the token itself is
 //                      never read: it would show in every process listing.
+// Every name above is in kEnvironmentVariables; no other is read.
 // Returns the notes to log (conflicts, the wildcard bind); InvalidArgument
 // names the variable, its value and what is allowed. `role` is SCHEDULER,
 // SERVER or WORKER. Sets flags: call after parsing them, before

@@ -2,9 +2,11 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cluster/node_flags.h"
 #include "gflags/gflags.h"
 #include "gmock/gmock.h"
@@ -213,6 +215,50 @@ TEST_F(ClusterFlagsTest, BadVariablesAreRefusedByName) {
                               "interface"),
                     HasSubstr("lo")));
   EXPECT_EQ(error(proto::WORKER, {}), "");
+}
+
+// What a worker makes of `env`: its options, or the error.
+std::string Outcome(const Environment& env) {
+  gflags::FlagSaver restore;
+  EXPECT_TRUE(ParseFlags({"prog"}).ok());
+  absl::StatusOr<std::vector<std::string>> notes =
+      ApplyEnvironment(proto::WORKER, env);
+  if (!notes.ok()) return std::string(notes.status().message());
+  absl::StatusOr<ClusterOptions> o = NodeOptionsFromFlags(proto::WORKER);
+  if (!o.ok()) return std::string(o.status().message());
+  return absl::StrCat(o->scheduler_address, " ", o->num_workers, " ",
+                      o->num_servers, " ", o->host, " ", o->rank_hint, " ",
+                      o->token);
+}
+
+// kEnvironmentVariables is what ApplyEnvironment reads: another value of
+// any of them changes the outcome, other DMLC_ variables change nothing.
+TEST_F(ClusterFlagsTest, EveryListedVariableIsReadAndNoOther) {
+  Environment base = MxJobWorker();
+  base.erase("DMLC_NODE_HOST");
+  base["DMLC_INTERFACE"] = "lo";
+  const std::string outcome = Outcome(base);
+  EXPECT_THAT(outcome, HasSubstr("10.1.2.3:9091 4 2 127.0.0.1 3 job-token"));
+  const std::map<std::string, std::string> other = {
+      {"DMLC_ROLE", "server"},
+      {"DMLC_PS_ROOT_URI", "10.9.9.9"},
+      {"DMLC_PS_ROOT_PORT", "9092"},
+      {"DMLC_NUM_WORKER", "5"},
+      {"DMLC_NUM_SERVER", "3"},
+      {"DMLC_NODE_HOST", "10.9.9.8"},
+      {"DMLC_INTERFACE", "no-such-if0"},
+      {"DMLC_WORKER_ID", "7"},
+      {"PSTRAIN_TOKEN_FILE", "/no/such/token"}};
+  for (const char* name : kEnvironmentVariables) {
+    ASSERT_EQ(other.count(name), 1u) << name;
+    Environment env = base;
+    env[name] = other.at(name);
+    EXPECT_NE(Outcome(env), outcome) << name;
+  }
+  Environment env = base;
+  env["DMLC_USE_KUBERNETES"] = "1";
+  env["DMLC_NUM_SERVERS"] = "x";
+  EXPECT_EQ(Outcome(env), outcome);
 }
 
 TEST(ClusterFlagGroupTest, HelpListsTheSharedFlags) {
