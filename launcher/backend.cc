@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "launcher/local_backend.h"
+#include "launcher/slurm_backend.h"
 #include "launcher/ssh_backend.h"
 
 namespace pstrain {
@@ -40,6 +41,8 @@ std::unique_ptr<Backend> MakeNodeBackend(const JobContext& context) {
       return std::make_unique<LocalBackend>(context);
     case Mode::kSsh:
       return std::make_unique<SshBackend>(context);
+    case Mode::kSlurm:
+      return std::make_unique<SlurmBackend>(context);
   }
   LOG(FATAL) << "unknown launcher mode "
              << static_cast<int>(context.options->mode);

@@ -134,6 +134,11 @@ struct CommandResult {
 CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout);
 
+// The address this host sends from on its route to `host` (on a machine
+// with several networks, the one `host` can reach); when that is loopback,
+// the first non-loopback address of this host's name.
+absl::StatusOr<std::string> AddressTowards(const Host& host);
+
 // The last non-blank line of `text`, stripped; "" when none.
 std::string LastLine(const std::string& text);
 

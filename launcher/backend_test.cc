@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <optional>
@@ -19,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "launcher/local_backend.h"
+#include "launcher/slurm_backend.h"
 #include "launcher/ssh_backend.h"
 
 namespace pstrain {
@@ -100,6 +102,64 @@ TEST(LocalBackendTest, CommandRunsTheWrapperHere) {
         << c.env[i];
   }
   EXPECT_EQ(local.DefaultSchedulerHost().value(), "127.0.0.1");
+}
+
+// scontrol's one-line node records give each node's address; a record
+// without one is refused, quoted.
+TEST(SlurmBackendTest, ScontrolNodeLinesGiveAddresses) {
+  auto nodes = ParseScontrolNodes(
+      "NodeName=n1 Arch=x86_64 CoresPerSocket=1 NodeAddr=10.0.0.1 "
+      "NodeHostName=a Port=1\nNodeName=gpu-07 NodeAddr=gpu-07.ib "
+      "NodeHostName=gpu-07\n\n");
+  ASSERT_TRUE(nodes.ok()) << nodes.status();
+  EXPECT_EQ(nodes->size(), 2u);
+  EXPECT_EQ(nodes->at("n1"), "10.0.0.1");
+  EXPECT_EQ(nodes->at("gpu-07"), "gpu-07.ib");
+  auto bad = ParseScontrolNodes("NodeName=n1 State=IDLE\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("without NodeName and NodeAddr: 'NodeName=n1 "
+                        "State=IDLE'"));
+}
+
+// The plan of a Slurm job becomes one srun step per server and worker on
+// its node of the allocation, named after its role, with exactly the node
+// environment and the wrapper; nodes bind their node's address.
+TEST(SlurmBackendTest, PlanBecomesSrunSteps) {
+  LaunchOptions o = SshOptions(
+      1, 2, {Host("10.0.0.1", 22, "n1"), Host("10.0.0.2", 22, "n2")});
+  o.mode = Mode::kSlurm;
+  o.slurm_job_id = "77";
+  std::ostringstream out;
+  JobContext context = Context(&o, &out);
+  context.workdir = "/work dir";
+  context.node_env = {"A=1"};
+  SlurmBackend slurm(context);
+  std::vector<ProcessSpec> plan = PlanProcesses(o, "10.0.0.9:5");
+  ASSERT_EQ(plan.size(), 4u);
+  EXPECT_EQ(plan[1].Prefix(), "[server 0 n1]");
+  EXPECT_EQ(plan[3].Prefix(), "[worker 1 n1]");
+  EXPECT_THAT(plan[2].argv, ::testing::Contains("--host=10.0.0.2"));
+  const std::vector<std::string> argv = slurm.Command(plan[2]).argv;
+  const std::vector<std::string> head = {"srun",
+                                         "--jobid=77",
+                                         "--nodes=1",
+                                         "--ntasks=1",
+                                         "--ntasks-per-node=1",
+                                         "--nodelist=n2",
+                                         "--overlap",
+                                         "--quiet",
+                                         "--job-name=pstrain-worker-0",
+                                         "--chdir=/work dir",
+                                         "env",
+                                         "-i"};
+  ASSERT_GT(argv.size(), head.size());
+  EXPECT_TRUE(std::equal(head.begin(), head.end(), argv.begin()));
+  EXPECT_THAT(argv, ::testing::Contains("A=1"));
+  const auto sh = std::find(argv.begin(), argv.end(), "/bin/sh");
+  ASSERT_NE(sh, argv.end());
+  EXPECT_EQ(*(sh + 3), "pstrain-node");
+  EXPECT_EQ(*(sh + 4), "wrk");
 }
 
 // The plan of an ssh job becomes one ssh command per server and worker,

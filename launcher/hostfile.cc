@@ -13,6 +13,7 @@ namespace pstrain {
 namespace launcher {
 
 std::string Host::ToString() const {
+  if (!node.empty()) return node;
   if (ssh_port == 22) return name;
   return absl::StrCat(name, ":", ssh_port);
 }

@@ -4,6 +4,7 @@
 #define PSTRAIN_LAUNCHER_HOSTFILE_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -13,12 +14,19 @@ namespace pstrain {
 namespace launcher {
 
 struct Host {
+  Host() = default;
+  Host(std::string name, int ssh_port = 22, std::string node = "")
+      : name(std::move(name)), ssh_port(ssh_port), node(std::move(node)) {}
+
   std::string name;  // Host name or address, as written.
   int ssh_port = 22;
+  // Slurm: the node's name (srun --nodelist); `name` is then its NodeAddr.
+  std::string node;
 
-  std::string ToString() const;  // "name" or "name:port" when not 22.
+  // "node" (Slurm), else "name" or "name:port" when not 22.
+  std::string ToString() const;
   bool operator==(const Host& o) const {
-    return name == o.name && ssh_port == o.ssh_port;
+    return name == o.name && ssh_port == o.ssh_port && node == o.node;
   }
 };
 

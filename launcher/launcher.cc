@@ -21,6 +21,7 @@
 #include "glog/logging.h"
 #include "launcher/backend.h"
 #include "launcher/local_backend.h"
+#include "launcher/slurm_backend.h"
 #include "launcher/ssh_backend.h"
 #include "launcher/subprocess.h"
 #include "launcher/wrapper.h"
@@ -137,7 +138,8 @@ void InstallStopSignalHandlers() {
 }
 
 std::string ProcessSpec::Prefix() const {
-  return absl::StrCat("[", role, " ", index, " ", host.name, "]");
+  return absl::StrCat("[", role, " ", index, " ",
+                      host.node.empty() ? host.name : host.node, "]");
 }
 
 std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
@@ -161,7 +163,7 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
     const bool server = i < o.num_servers;
     p.role = server ? "server" : "worker";
     p.index = server ? i : i - o.num_servers;
-    if (o.mode == Mode::kSsh) {
+    if (o.mode == Mode::kSsh || o.mode == Mode::kSlurm) {
       p.host = o.hosts[i % o.hosts.size()];
       p.remote = true;
     } else {
@@ -191,6 +193,7 @@ std::vector<std::string> WrapperCommand(const LaunchOptions& o,
   context.workdir = workdir;
   context.node_env = env;
   if (!spec.remote) return LocalBackend(context).Command(spec).argv;
+  if (o.mode == Mode::kSlurm) return SlurmBackend(context).Command(spec).argv;
   return SshBackend(context).Command(spec).argv;
 }
 
@@ -208,6 +211,11 @@ absl::Status ValidateLaunchOptions(const LaunchOptions& o) {
   if (o.mode == Mode::kSsh && o.hosts.empty()) {
     return absl::InvalidArgumentError(
         "--launcher ssh needs a hosts file (-H/--hostfile)");
+  }
+  if (o.mode == Mode::kSlurm && (o.hosts.empty() || o.slurm_job_id.empty())) {
+    return absl::InvalidArgumentError(
+        "--launcher slurm needs the allocation's job id and nodes "
+        "(ReadSlurmAllocation)");
   }
   if (o.scheduler_port < 0 || o.scheduler_port > 65535) {
     return BadFlag("scheduler_port", o.scheduler_port,

@@ -43,14 +43,17 @@
 namespace pstrain {
 namespace launcher {
 
-enum class Mode { kLocal, kSsh };
+enum class Mode { kLocal, kSsh, kSlurm };
 
 struct LaunchOptions {
   int num_workers = 0;
   int num_servers = 0;
   Mode mode = Mode::kLocal;
-  // ssh mode: where servers and workers go.
+  // ssh and slurm modes: where servers and workers go (slurm: the
+  // allocation's nodes, ReadSlurmAllocation()).
   std::vector<Host> hosts;
+  // slurm mode: the allocation (SLURM_JOB_ID) whose steps run the nodes.
+  std::string slurm_job_id;
   // ssh mode: rsync the current directory there first and run the job there.
   // Empty: run in the launcher's current directory on every host.
   std::string sync_dst_dir;

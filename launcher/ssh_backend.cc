@@ -174,14 +174,17 @@ std::vector<std::string> SshBackend::SshArgv(const Host& host) const {
   return argv;
 }
 
-absl::StatusOr<std::string> SshBackend::DefaultSchedulerHost() const {
-  // The address this host uses on the route to the first host: on a
-  // machine with several networks (a cluster fabric, a test bed's
-  // bridge) that is the one the hosts can reach, not whatever the
-  // host name resolves to.
-  auto addr = RouteSourceAddress(options().hosts.front());
+absl::StatusOr<std::string> AddressTowards(const Host& host) {
+  // On a machine with several networks (a cluster fabric, a test bed's
+  // bridge) the route's source is the one the hosts can reach, not
+  // whatever the host name resolves to.
+  auto addr = RouteSourceAddress(host);
   if (!addr.ok() || absl::StartsWith(*addr, "127.")) addr = OwnAddress();
   return addr;
+}
+
+absl::StatusOr<std::string> SshBackend::DefaultSchedulerHost() const {
+  return AddressTowards(options().hosts.front());
 }
 
 absl::Status SshBackend::Preflight(const std::vector<ProcessSpec>& specs) {

@@ -1,5 +1,6 @@
 #include "launcher/subprocess.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -7,6 +8,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
@@ -197,11 +201,43 @@ void Subprocess::SignalGroup(int signal) {
   if (pid_ > 0) kill(-pid_, signal);
 }
 
+namespace {
+
+// Whether a process of group `pgid` other than a zombie is in /proc.
+bool GroupHasLiveMember(pid_t pgid) {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return true;  // Cannot tell: assume so.
+  bool found = false;
+  while (dirent* e = readdir(proc)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream in(absl::StrCat("/proc/", e->d_name, "/stat"));
+    std::string stat;
+    std::getline(in, stat);
+    // "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and parens.
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    char state = 0;
+    long ppid = 0, pgrp = 0;
+    if (rest >> state >> ppid >> pgrp && pgrp == pgid && state != 'Z') {
+      found = true;
+      break;
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
+}  // namespace
+
 bool Subprocess::GroupAlive() const {
   if (pid_ <= 0) return false;
+  if (kill(-pid_, 0) != 0 && errno == ESRCH) return false;
   // An exited but unreaped leader still counts: callers reap via Poll().
-  if (kill(-pid_, 0) == 0) return true;
-  return errno != ESRCH;
+  if (!exited_) return true;
+  // Zombies left in the group (children of a reaped leader, such as srun's
+  // helper, that init has not reaped yet) are gone for every purpose.
+  return GroupHasLiveMember(pid_);
 }
 
 }  // namespace launcher

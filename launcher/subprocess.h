@@ -63,7 +63,8 @@ class Subprocess {
   // is gone).
   void SignalGroup(int signal);
   // True while any process of the child's group is alive (including
-  // grandchildren that stayed in it).
+  // grandchildren that stayed in it), or the child itself is unreaped;
+  // zombies of a reaped child's group do not count.
   bool GroupAlive() const;
 
  private:

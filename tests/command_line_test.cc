@@ -90,7 +90,15 @@ TEST(CommandLineTest, BadValuesEndWithOneLineAndExitCode2) {
       {Runfile("server/server"),
        "server: --scheduler_address '': must be host:port"},
       {launch + " -n 1 --launcher foo -- /bin/true",
-       "launch: --launcher foo: must be ssh or local"},
+       "launch: --launcher foo: must be ssh, slurm or local"},
+      {"env -u SLURM_JOB_ID " + launch + " -n 1 --launcher slurm -- /bin/true",
+       "launch: --launcher slurm runs inside a Slurm allocation, and "
+       "SLURM_JOB_ID / SLURM_JOB_NODELIST are not set: run it inside salloc "
+       "or an sbatch script"},
+      {launch + " -n 1 --launcher slurm -H " + hosts + " -- /bin/true",
+       "launch: --hostfile " + hosts +
+           ": is for --launcher ssh; slurm runs "
+           "on the allocation's nodes"},
       {launch + " -n 0 -- /bin/true",
        "launch: --num_workers 0: must be >= 1 (-n)"},
       {launch + " -n 1 --stop_grace_s=-1 -- /bin/true",

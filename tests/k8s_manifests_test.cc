@@ -4,9 +4,8 @@
 // plays and the same job shape as every other pod: the scheduler's service
 // and port, the number of servers and workers their Jobs start, and the
 // token as a file from a Secret. Nothing here runs Kubernetes.
-#include <yaml-cpp/yaml.h>
-
 #include <dirent.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <map>
@@ -129,7 +128,7 @@ std::map<std::string, std::string> FlagsFrom(const Pod& pod) {
 TEST(K8sManifestsTest, EveryFileParsesAndEveryPodAgreesOnTheJob) {
   const std::vector<std::string> files = Manifests();
   ASSERT_GE(files.size(), 4u) << "configs/k8s has no manifests";
-  std::vector<Pod> pods;          // Plain Kubernetes Jobs.
+  std::vector<Pod> pods;                   // Plain Kubernetes Jobs.
   std::map<std::string, int> completions;  // Job role -> pods.
   int service_port = 0;
   for (const std::string& file : files) {
@@ -148,9 +147,9 @@ TEST(K8sManifestsTest, EveryFileParsesAndEveryPodAgreesOnTheJob) {
                   "pstrain-scheduler");
       } else if (kind == "Job") {
         Pod pod = ReadPod(file, doc["spec"]["template"]["spec"]);
-        completions[pod.role] =
-            doc["spec"]["completions"] ? doc["spec"]["completions"].as<int>()
-                                       : 1;
+        completions[pod.role] = doc["spec"]["completions"]
+                                    ? doc["spec"]["completions"].as<int>()
+                                    : 1;
         pods.push_back(pod);
       } else if (kind == "MXJob") {
         // The operator sets the cluster variables of every replica.
@@ -160,8 +159,10 @@ TEST(K8sManifestsTest, EveryFileParsesAndEveryPodAgreesOnTheJob) {
           pod.env["DMLC_ROLE"] = pod.role;
           pod.env["DMLC_PS_ROOT_URI"] = "pstrain-lenet-scheduler-0";
           pod.env["DMLC_PS_ROOT_PORT"] = "9991";
-          pod.env["DMLC_NUM_SERVER"] = specs["Server"]["replicas"].as<std::string>();
-          pod.env["DMLC_NUM_WORKER"] = specs["Worker"]["replicas"].as<std::string>();
+          pod.env["DMLC_NUM_SERVER"] =
+              specs["Server"]["replicas"].as<std::string>();
+          pod.env["DMLC_NUM_WORKER"] =
+              specs["Worker"]["replicas"].as<std::string>();
           EXPECT_EQ(pod.role, absl::AsciiStrToLower(type)) << file;
           const std::map<std::string, std::string> flags = FlagsFrom(pod);
           EXPECT_EQ(flags.at("num_workers"), "4") << file << " " << type;
@@ -213,8 +214,10 @@ TEST(K8sManifestsTest, EveryFileParsesAndEveryPodAgreesOnTheJob) {
       // The flag file the workers name is the repository's.
       for (const std::string& a : pod.args) {
         if (absl::StartsWith(a, "--flagfile=/opt/pstrain/configs/")) {
-          const std::string rel = a.substr(std::string("--flagfile=/opt/pstrain/").size());
-          EXPECT_FALSE(testing_util::ReadFileOrEmpty(testing_util::Runfile(rel)).empty())
+          const std::string rel =
+              a.substr(std::string("--flagfile=/opt/pstrain/").size());
+          EXPECT_FALSE(
+              testing_util::ReadFileOrEmpty(testing_util::Runfile(rel)).empty())
               << where << ": " << a;
         }
       }

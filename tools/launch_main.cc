@@ -1,5 +1,6 @@
-// launch: starts a pstrain job (scheduler, servers, workers) locally or over
-// ssh from a hosts file. See launcher/launcher.h and README.md.
+// launch: starts a pstrain job (scheduler, servers, workers) locally, over
+// ssh from a hosts file, or as steps of a Slurm allocation. See
+// launcher/launcher.h and README.md.
 #include <unistd.h>
 
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "launcher/args.h"
 #include "launcher/hostfile.h"
 #include "launcher/launcher.h"
+#include "launcher/slurm_backend.h"
 #include "util/file.h"
 #include "util/flags.h"
 
@@ -21,7 +23,9 @@ DEFINE_int32(num_servers, -1,
              "Number of servers (-s); default: as many as workers.");
 DEFINE_string(hostfile, "", "Hosts file (-H): one host[:ssh_port] a line.");
 DEFINE_string(launcher, "",
-              "ssh or local; default: ssh with a hosts file, else local.");
+              "ssh, slurm or local; default: ssh with a hosts file, else "
+              "local. slurm: inside an allocation (salloc, sbatch), servers "
+              "and workers run as job steps (srun) on its nodes.");
 DEFINE_string(sync_dst_dir, "",
               "ssh: rsync the current directory to this directory on every "
               "host and run there.");
@@ -58,7 +62,8 @@ int main(int argc, char** argv) {
   if (!split.ok()) pstrain::ExitWithError(kProgram, split.status().message());
   pstrain::ParseFlagsOrExit(
       {kProgram,
-       "launch -n WORKERS [-s SERVERS] [-H HOSTFILE] [--launcher ssh|local]\n"
+       "launch -n WORKERS [-s SERVERS] [-H HOSTFILE] "
+       "[--launcher ssh|slurm|local]\n"
        "       [--sync_dst_dir DIR] [--env K=V ...] -- WORKER-COMMAND "
        "[FLAGS...]\n"
        "Starts the scheduler here, then servers and workers (process i of\n"
@@ -93,10 +98,26 @@ int main(int argc, char** argv) {
         pstrain::ExitWithError(kProgram, hosts.status().message());
       o.hosts = *hosts;
     }
+  } else if (mode == "slurm") {
+    if (!FLAGS_hostfile.empty()) {
+      pstrain::ExitWithError(
+          kProgram, pstrain::BadFlag("hostfile", FLAGS_hostfile,
+                                     "is for --launcher ssh; slurm runs on "
+                                     "the allocation's nodes")
+                        .message());
+    }
+    o.mode = pstrain::launcher::Mode::kSlurm;
+    auto allocation = pstrain::launcher::ReadSlurmAllocation();
+    if (!allocation.ok()) {
+      pstrain::ExitWithError(kProgram, allocation.status().message());
+    }
+    o.slurm_job_id = allocation->job_id;
+    o.hosts = allocation->nodes;
   } else {
     pstrain::ExitWithError(
         kProgram,
-        pstrain::BadFlag("launcher", mode, "must be ssh or local").message());
+        pstrain::BadFlag("launcher", mode, "must be ssh, slurm or local")
+            .message());
   }
   o.sync_dst_dir = FLAGS_sync_dst_dir;
   o.env = split->env;
