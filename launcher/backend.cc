@@ -43,6 +43,8 @@ std::unique_ptr<Backend> MakeNodeBackend(const JobContext& context) {
       return std::make_unique<SshBackend>(context);
     case Mode::kSlurm:
       return std::make_unique<SlurmBackend>(context);
+    case Mode::kMpi:  // mpirun runs here; see mpi.h.
+      return std::make_unique<LocalBackend>(context);
   }
   LOG(FATAL) << "unknown launcher mode "
              << static_cast<int>(context.options->mode);

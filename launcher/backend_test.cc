@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "launcher/local_backend.h"
+#include "launcher/mpi.h"
 #include "launcher/slurm_backend.h"
 #include "launcher/ssh_backend.h"
 
@@ -160,6 +161,65 @@ TEST(SlurmBackendTest, PlanBecomesSrunSteps) {
   ASSERT_NE(sh, argv.end());
   EXPECT_EQ(*(sh + 3), "pstrain-node");
   EXPECT_EQ(*(sh + 4), "wrk");
+}
+
+// mpirun's tagged output lines go to their rank; its report of the rank
+// that ended the job is read from the lines Open MPI 4.1 prints.
+TEST(MpiTest, TaggedLinesAndFailureReports) {
+  auto t = ParseTaggedLine("[1,3]<stderr>:W1205 x.cc:1] hi [2,3]");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->rank, 3);
+  EXPECT_EQ(t->text, "W1205 x.cc:1] hi [2,3]");
+  EXPECT_FALSE(ParseTaggedLine("[1,x]<stdout>:a").has_value());
+  EXPECT_FALSE(
+      ParseTaggedLine("mpirun noticed that process rank 1").has_value());
+  MpiFailure exit_code;
+  for (const char* line :
+       {"mpirun detected that one or more processes exited with non-zero "
+        "status, thus causing",
+        "the job to be terminated. The first process "
+        "to do so was:",
+        "", "  Process name: [[50183,1],2]", "  Exit code:    3"}) {
+    exit_code.Scan(line);
+  }
+  EXPECT_EQ(exit_code.rank, 2);
+  EXPECT_EQ(exit_code.how, "exited with status 3");
+  MpiFailure signal;
+  signal.Scan(
+      "mpirun noticed that process rank 1 with PID 0 on node vm exited on "
+      "signal 9 (Killed).");
+  EXPECT_EQ(signal.rank, 1);
+  EXPECT_EQ(signal.how, "was killed by signal 9 (Killed)");
+}
+
+// The job's processes become the ranks of one mpirun, round-robin over the
+// hosts (the scheduler, rank 0, on the first), each rank's argv in the
+// dispatch script.
+TEST(MpiTest, PlanBecomesOneMpirun) {
+  LaunchOptions o = SshOptions(1, 2, {Host("10.0.0.1"), Host("10.0.0.2")});
+  o.mode = Mode::kMpi;
+  o.mpi_args = {"--mca", "btl_tcp_if_include", "10.0.0.0/24"};
+  o.ssh_config = "/etc/cfg";
+  std::vector<ProcessSpec> ranks = PlanProcesses(o, "10.0.0.1:7");
+  ASSERT_EQ(ranks.size(), 4u);
+  EXPECT_EQ(ranks[0].host.name, "10.0.0.1");  // Scheduler.
+  EXPECT_EQ(ranks[1].host.name, "10.0.0.2");  // Server 0.
+  EXPECT_EQ(ranks[2].host.name, "10.0.0.1");  // Worker 0.
+  EXPECT_THAT(ranks[2].argv, ::testing::Contains("--host=10.0.0.1"));
+  std::vector<std::string> argv = MpirunCommand(o, ranks, {"A=1"}, "/w");
+  EXPECT_EQ(argv[0], "mpirun");
+  EXPECT_THAT(argv, ::testing::Contains("10.0.0.1:2,10.0.0.2:2"));
+  EXPECT_THAT(argv, ::testing::Contains("ssh -F /etc/cfg"));
+  EXPECT_THAT(argv, ::testing::Contains("btl_tcp_if_include"));
+  const std::string& script = argv[argv.size() - 2];
+  EXPECT_EQ(argv.back(), "pstrain-mpi");
+  EXPECT_THAT(script, HasSubstr("OMPI_COMM_WORLD_RANK"));
+  EXPECT_THAT(script, HasSubstr(" 0) set -- sched "));
+  EXPECT_THAT(script, HasSubstr(" 1) set -- srv "));
+  EXPECT_THAT(script, HasSubstr(" 3) set -- wrk "));
+  EXPECT_THAT(script, HasSubstr("PMI_RANK"));
+  EXPECT_THAT(script, HasSubstr("setpriv --pdeathsig TERM env -i"));
+  EXPECT_THAT(script, HasSubstr(" A=1 "));
 }
 
 // The plan of an ssh job becomes one ssh command per server and worker,

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,12 +16,14 @@
 #include <memory>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "launcher/backend.h"
 #include "launcher/local_backend.h"
+#include "launcher/mpi.h"
 #include "launcher/slurm_backend.h"
 #include "launcher/ssh_backend.h"
 #include "launcher/subprocess.h"
@@ -152,6 +155,10 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
   ProcessSpec sched;
   sched.role = "scheduler";
   sched.host.name = o.mode == Mode::kLocal ? "127.0.0.1" : "localhost";
+  // mpi: rank r on hosts[r % N] (mpirun --map-by node), the scheduler too.
+  const bool mpi_hosts = o.mode == Mode::kMpi && !o.hosts.empty();
+  if (mpi_hosts) sched.host = o.hosts[0];
+  if (o.mode == Mode::kMpi && o.hosts.empty()) sched.host.name = "127.0.0.1";
   sched.argv.push_back(o.scheduler_binary);
   sched.argv.insert(sched.argv.end(), common.begin(), common.end());
   sched.argv.insert(sched.argv.end(), o.scheduler_args.begin(),
@@ -166,6 +173,8 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
     if (o.mode == Mode::kSsh || o.mode == Mode::kSlurm) {
       p.host = o.hosts[i % o.hosts.size()];
       p.remote = true;
+    } else if (mpi_hosts) {
+      p.host = o.hosts[(i + 1) % o.hosts.size()];
     } else {
       p.host.name = "127.0.0.1";
     }
@@ -290,10 +299,17 @@ class Job {
   int Stop();
 
  private:
-  // Which backend starts `spec`: the scheduler always runs here.
+  // Which backend starts `spec`: the scheduler (and mpirun) always run
+  // here.
   Backend* BackendFor(const ProcessSpec& spec) const {
+    if (spec.role == "mpirun") return mpirun_.get();
     return spec.role == "scheduler" ? local_.get() : nodes_.get();
   }
+  // mpi mode: plans the one mpirun that runs `ranks_`.
+  absl::Status PlanMpirun();
+  // The line's prefix and text: an mpirun rank's tagged line goes under
+  // that rank's prefix.
+  void PrintLine(Running* r, absl::string_view line);
   // The specs of `plan_` that `backend` starts.
   std::vector<ProcessSpec> SpecsFor(const Backend* backend) const;
   // Asks every process to stop (once).
@@ -311,6 +327,12 @@ class Job {
   std::unique_ptr<Backend> nodes_;  // The servers' and workers'.
   std::string scheduler_address_;
   std::vector<ProcessSpec> plan_;
+  // mpi mode: the job's processes as MPI ranks, the backend that runs
+  // mpirun here (TMPDIR: the job directory) and what mpirun said failed.
+  std::vector<ProcessSpec> ranks_;
+  JobContext mpirun_context_;
+  std::unique_ptr<Backend> mpirun_;
+  MpiFailure mpi_failure_;
 
   std::vector<Running> running_;
   int exit_code_ = 0;
@@ -348,6 +370,9 @@ absl::Status Job::Preflight() {
   nodes_ = MakeNodeBackend(context_);
 
   std::string sched_host = o.scheduler_host;
+  if (sched_host.empty() && o.mode == Mode::kMpi && !o.hosts.empty()) {
+    sched_host = o.hosts[0].name;  // Rank 0's host.
+  }
   if (sched_host.empty()) {
     PSTRAIN_ASSIGN_OR_RETURN(sched_host, nodes_->DefaultSchedulerHost());
   }
@@ -362,11 +387,47 @@ absl::Status Job::Preflight() {
   }
   scheduler_address_ = absl::StrCat(sched_host, ":", port);
   plan_ = PlanProcesses(o, scheduler_address_);
+  if (o.mode == Mode::kMpi) PSTRAIN_RETURN_IF_ERROR(PlanMpirun());
 
-  for (Backend* backend : {local_.get(), nodes_.get()}) {
+  for (Backend* backend : {local_.get(), nodes_.get(), mpirun_.get()}) {
+    if (backend == nullptr) continue;
     std::vector<ProcessSpec> specs = SpecsFor(backend);
     if (!specs.empty()) PSTRAIN_RETURN_IF_ERROR(backend->Preflight(specs));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Job::PlanMpirun() {
+  const LaunchOptions& o = options_;
+  PSTRAIN_RETURN_IF_ERROR(CheckOpenMpi(o.mpirun));
+  ranks_ = plan_;
+  // The wrapper's token file goes where every host can read it: a job
+  // directory under the work directory (only the user can enter it).
+  mpirun_context_ = context_;
+  if (!o.hosts.empty()) {
+    const std::string dir = absl::StrCat(context_.workdir, "/.pstrain-jobs");
+    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return ErrnoToStatus(errno, absl::StrCat("cannot make ", dir));
+    }
+    chmod(dir.c_str(), 0700);
+    std::vector<std::string> env;
+    for (const std::string& e : mpirun_context_.node_env) {
+      if (!absl::StartsWith(e, "TMPDIR=")) env.push_back(e);
+    }
+    env.push_back("TMPDIR=" + dir);
+    mpirun_context_.node_env = env;
+  }
+  mpirun_ = std::make_unique<LocalBackend>(mpirun_context_);
+  ProcessSpec run;
+  run.role = "mpirun";
+  run.host.name = "127.0.0.1";
+  run.argv = MpirunCommand(o, ranks_, context_.node_env, context_.workdir);
+  plan_ = {run};
+  std::ostream& out = *out_;
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    out << "launch: MPI rank " << r << ": " << ranks_[r].Prefix() << "\n";
+  }
+  out.flush();
   return absl::OkStatus();
 }
 
@@ -383,7 +444,8 @@ void Job::Start() {
   const std::string token = JobToken();
   Say(absl::StrCat("job: 1 scheduler at ", scheduler_address_, ", ",
                    options_.num_servers, " server(s), ", options_.num_workers,
-                   " worker(s), launcher ", nodes_->name()));
+                   " worker(s), launcher ",
+                   options_.mode == Mode::kMpi ? "mpi" : nodes_->name()));
   running_.reserve(plan_.size());
   for (const auto& spec : plan_) {
     Backend* backend = BackendFor(spec);
@@ -425,22 +487,38 @@ void Job::FlushLines(Running* r, bool final) {
         continue;
       }
     }
-    if (r->spec.role == "scheduler" && abort_reason_.empty()) {
-      // The scheduler's own account of a failure (e.g. which node went
-      // silent, on which host) goes into launch's final line.
-      const size_t at = line.find(kAbortMarker);
-      if (at != absl::string_view::npos) {
-        abort_reason_ = std::string(line.substr(at + sizeof(kAbortMarker) - 1));
-      }
-    }
-    *out_ << r->spec.Prefix() << " " << line << "\n";
+    PrintLine(r, line);
   }
   r->partial.erase(0, start);
   if (final && !r->partial.empty()) {
-    *out_ << r->spec.Prefix() << " " << r->partial << "\n";
+    PrintLine(r, r->partial);
     r->partial.clear();
   }
   out_->flush();
+}
+
+void Job::PrintLine(Running* r, absl::string_view line) {
+  const ProcessSpec* spec = &r->spec;
+  std::string text(line);
+  if (spec->role == "mpirun") {
+    std::optional<TaggedLine> tagged = ParseTaggedLine(line);
+    if (tagged && tagged->rank >= 0 &&
+        tagged->rank < static_cast<int>(ranks_.size())) {
+      spec = &ranks_[tagged->rank];
+      text = tagged->text;
+    } else {
+      mpi_failure_.Scan(line);
+    }
+  }
+  if (spec->role == "scheduler" && abort_reason_.empty()) {
+    // The scheduler's own account of a failure (e.g. which node went
+    // silent, on which host) goes into launch's final line.
+    const size_t at = text.find(kAbortMarker);
+    if (at != std::string::npos) {
+      abort_reason_ = text.substr(at + sizeof(kAbortMarker) - 1);
+    }
+  }
+  *out_ << spec->Prefix() << " " << text << "\n";
 }
 
 void Job::Watch() {
@@ -476,6 +554,14 @@ void Job::Watch() {
           if (first_failure_.empty() && !stopping_) {
             first_failure_ =
                 absl::StrCat(r.spec.Prefix(), " ", DescribeNodeExit(r.proc));
+            const int rank = mpi_failure_.rank;
+            if (r.spec.role == "mpirun" && rank >= 0 &&
+                rank < static_cast<int>(ranks_.size())) {
+              first_failure_ = absl::StrCat(
+                  ranks_[rank].Prefix(), " ",
+                  mpi_failure_.how.empty() ? "failed" : mpi_failure_.how,
+                  " (MPI rank ", rank, "; mpirun then ended every rank)");
+            }
             Say(first_failure_ + "; stopping every process");
             exit_code_ = 1;
             BeginStop();
@@ -510,7 +596,8 @@ int Job::Stop() {
     }
   }
   const bool failed = stopping_ || exit_code_ != 0;
-  for (Backend* backend : {local_.get(), nodes_.get()}) {
+  for (Backend* backend : {local_.get(), nodes_.get(), mpirun_.get()}) {
+    if (backend == nullptr) continue;
     std::vector<StartedNode> nodes;
     for (const auto& r : running_) {
       if (r.backend == backend) nodes.push_back(StartedNode{r.spec, r.report});

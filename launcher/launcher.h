@@ -43,7 +43,7 @@
 namespace pstrain {
 namespace launcher {
 
-enum class Mode { kLocal, kSsh, kSlurm };
+enum class Mode { kLocal, kSsh, kSlurm, kMpi };
 
 struct LaunchOptions {
   int num_workers = 0;
@@ -54,6 +54,10 @@ struct LaunchOptions {
   std::vector<Host> hosts;
   // slurm mode: the allocation (SLURM_JOB_ID) whose steps run the nodes.
   std::string slurm_job_id;
+  // mpi mode (launcher/mpi.h): Open MPI's mpirun and extra arguments for it
+  // (e.g. --mca btl_tcp_if_include NET). `hosts` may be empty: all here.
+  std::string mpirun = "mpirun";
+  std::vector<std::string> mpi_args;
   // ssh mode: rsync the current directory there first and run the job there.
   // Empty: run in the launcher's current directory on every host.
   std::string sync_dst_dir;

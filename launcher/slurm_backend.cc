@@ -30,9 +30,11 @@ absl::StatusOr<std::map<std::string, std::string>> ParseScontrolNodes(
   std::map<std::string, std::string> addr;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::string name, node_addr;
-    for (absl::string_view word : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
+    for (absl::string_view word :
+         absl::StrSplit(line, ' ', absl::SkipEmpty())) {
       if (absl::ConsumePrefix(&word, "NodeName=")) name = std::string(word);
-      if (absl::ConsumePrefix(&word, "NodeAddr=")) node_addr = std::string(word);
+      if (absl::ConsumePrefix(&word, "NodeAddr="))
+        node_addr = std::string(word);
     }
     if (name.empty() || node_addr.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -58,16 +60,16 @@ absl::StatusOr<SlurmAllocation> ReadSlurmAllocation() {
   CommandResult names =
       RunCommand({"scontrol", "show", "hostnames", list}, absl::Seconds(30));
   if (!names.ok) {
-    return absl::UnavailableError(
-        absl::StrCat("scontrol show hostnames ", list, " failed (",
-                     names.description, "): ", LastLine(names.output)));
+    return absl::UnavailableError(absl::StrCat("scontrol show hostnames ", list,
+                                               " failed (", names.description,
+                                               "): ", LastLine(names.output)));
   }
   CommandResult nodes =
       RunCommand({"scontrol", "-o", "show", "node", list}, absl::Seconds(30));
   if (!nodes.ok) {
-    return absl::UnavailableError(
-        absl::StrCat("scontrol -o show node ", list, " failed (",
-                     nodes.description, "): ", LastLine(nodes.output)));
+    return absl::UnavailableError(absl::StrCat("scontrol -o show node ", list,
+                                               " failed (", nodes.description,
+                                               "): ", LastLine(nodes.output)));
   }
   absl::StatusOr<std::map<std::string, std::string>> addr =
       ParseScontrolNodes(nodes.output);
@@ -77,8 +79,8 @@ absl::StatusOr<SlurmAllocation> ReadSlurmAllocation() {
     const std::string name(absl::StripAsciiWhitespace(n));
     auto it = addr->find(name);
     if (it == addr->end()) {
-      return absl::UnavailableError(absl::StrCat(
-          "scontrol -o show node ", list, " does not list node ", name));
+      return absl::UnavailableError(absl::StrCat("scontrol -o show node ", list,
+                                                 " does not list node ", name));
     }
     Host h;
     h.node = name;
@@ -124,7 +126,8 @@ absl::Status SlurmBackend::Preflight(const std::vector<ProcessSpec>& specs) {
   for (const auto& [node, bins] : needs) {
     node_names.push_back(node);
     absl::StrAppend(&script, " ", ShellQuote(node), ") set --");
-    for (const std::string& b : bins) absl::StrAppend(&script, " ", ShellQuote(b));
+    for (const std::string& b : bins)
+      absl::StrAppend(&script, " ", ShellQuote(b));
     absl::StrAppend(&script, ";;");
   }
   absl::StrAppend(&script,
@@ -133,7 +136,8 @@ absl::Status SlurmBackend::Preflight(const std::vector<ProcessSpec>& specs) {
                   "$b\"; done; echo \"pstrain-check: $SLURMD_NODENAME ok\"");
   std::vector<std::string> argv =
       Srun(absl::StrJoin(node_names, ","), static_cast<int>(node_names.size()));
-  for (const std::string& a : {std::string("/bin/sh"), std::string("-c"), script}) {
+  for (const std::string& a :
+       {std::string("/bin/sh"), std::string("-c"), script}) {
     argv.push_back(a);
   }
   CommandResult r = RunCommand(argv, absl::Seconds(60));
@@ -197,9 +201,8 @@ NodeCommand SlurmBackend::Command(const ProcessSpec& spec) const {
   }
   c.argv.insert(c.argv.end(), context().node_env.begin(),
                 context().node_env.end());
-  for (const std::string& a :
-       {std::string("/bin/sh"), std::string("-c"), WrapperScript(),
-        std::string("pstrain-node")}) {
+  for (const std::string& a : {std::string("/bin/sh"), std::string("-c"),
+                               WrapperScript(), std::string("pstrain-node")}) {
     c.argv.push_back(a);
   }
   c.argv.insert(c.argv.end(), spec.argv.begin(), spec.argv.end());
@@ -213,10 +216,10 @@ namespace {
 std::map<std::string, std::string> OurSteps(const std::string& job_id,
                                             std::string* error) {
   std::map<std::string, std::string> steps;
-  CommandResult r = RunCommand({"squeue", "--steps", "--noheader",
-                                absl::StrCat("--jobs=", job_id),
-                                "--format=%i %j"},
-                               absl::Seconds(15));
+  CommandResult r =
+      RunCommand({"squeue", "--steps", "--noheader",
+                  absl::StrCat("--jobs=", job_id), "--format=%i %j"},
+                 absl::Seconds(15));
   if (!r.ok) {
     *error = absl::StrCat("squeue ", r.description, ": ", LastLine(r.output));
     return steps;
@@ -234,8 +237,7 @@ std::map<std::string, std::string> OurSteps(const std::string& job_id,
 
 }  // namespace
 
-void SlurmBackend::CleanUp(const std::vector<StartedNode>& nodes,
-                           bool failed) {
+void SlurmBackend::CleanUp(const std::vector<StartedNode>& nodes, bool failed) {
   const std::string& job = options().slurm_job_id;
   std::string error;
   std::map<std::string, std::string> steps = OurSteps(job, &error);
@@ -252,10 +254,11 @@ void SlurmBackend::CleanUp(const std::vector<StartedNode>& nodes,
       names.push_back(absl::StrCat(name, " (", id, ")"));
     }
     CommandResult r = RunCommand(argv, absl::Seconds(15));
-    Say(absl::StrCat("cancelled ", steps.size(), " job step(s) still running: ",
-                     absl::StrJoin(names, ", "),
-                     r.ok ? "" : absl::StrCat(" (scancel ", r.description,
-                                              ": ", LastLine(r.output), ")")));
+    Say(absl::StrCat("cancelled ", steps.size(),
+                     " job step(s) still running: ", absl::StrJoin(names, ", "),
+                     r.ok ? ""
+                          : absl::StrCat(" (scancel ", r.description, ": ",
+                                         LastLine(r.output), ")")));
     const absl::Time deadline = absl::Now() + absl::Seconds(15);
     while (!steps.empty() && error.empty() && absl::Now() < deadline) {
       absl::SleepFor(absl::Milliseconds(300));
@@ -264,9 +267,9 @@ void SlurmBackend::CleanUp(const std::vector<StartedNode>& nodes,
     if (!steps.empty()) {
       std::vector<std::string> left;
       for (const auto& [id, name] : steps) left.push_back(id);
-      Say(absl::StrCat("job steps still there after scancel: ",
-                       absl::StrJoin(left, ", "),
-                       error.empty() ? "" : absl::StrCat(" (", error, ")")));
+      Say(absl::StrCat(
+          "job steps still there after scancel: ", absl::StrJoin(left, ", "),
+          error.empty() ? "" : absl::StrCat(" (", error, ")")));
     }
   }
   if (!failed) return;

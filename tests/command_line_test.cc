@@ -90,7 +90,7 @@ TEST(CommandLineTest, BadValuesEndWithOneLineAndExitCode2) {
       {Runfile("server/server"),
        "server: --scheduler_address '': must be host:port"},
       {launch + " -n 1 --launcher foo -- /bin/true",
-       "launch: --launcher foo: must be ssh, slurm or local"},
+       "launch: --launcher foo: must be ssh, slurm, mpi or local"},
       {"env -u SLURM_JOB_ID " + launch + " -n 1 --launcher slurm -- /bin/true",
        "launch: --launcher slurm runs inside a Slurm allocation, and "
        "SLURM_JOB_ID / SLURM_JOB_NODELIST are not set: run it inside salloc "

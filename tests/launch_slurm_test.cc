@@ -37,14 +37,15 @@ class LaunchSlurmTest : public ::testing::Test {
     const int rc = Shell(absl::StrCat(Runfile("scripts/slurm_cluster"),
                                       " up --nodes 3 --state_dir ", *state_),
                          &out);
-    status_ = new std::string(rc == 0    ? ""
-                              : rc == 77 ? "skip: " + out
-                                         : absl::StrCat("exit ", rc, ": ", out));
+    status_ =
+        new std::string(rc == 0    ? ""
+                        : rc == 77 ? "skip: " + out
+                                   : absl::StrCat("exit ", rc, ": ", out));
   }
   static void TearDownTestSuite() {
     std::string out;
-    Shell(absl::StrCat(Runfile("scripts/slurm_cluster"),
-                       " down --state_dir ", *state_),
+    Shell(absl::StrCat(Runfile("scripts/slurm_cluster"), " down --state_dir ",
+                       *state_),
           &out);
     delete state_;
     delete status_;
@@ -59,8 +60,7 @@ class LaunchSlurmTest : public ::testing::Test {
   std::string Job(const std::string& worker_flags) const {
     return absl::StrCat(
         "cd ", testing_util::TestTmp(), " && SLURM_CONF=", *state_,
-        "/slurm.conf timeout 120 salloc --quiet -N 3 ",
-        Runfile("tools/launch"),
+        "/slurm.conf timeout 120 salloc --quiet -N 3 ", Runfile("tools/launch"),
         " -n 2 -s 1 --launcher slurm --stop_grace_s 3 --scheduler_binary ",
         Runfile("scheduler/scheduler"), " --server_binary ",
         Runfile("server/server"), " --env OMP_NUM_THREADS=1 -- ",
@@ -72,8 +72,9 @@ class LaunchSlurmTest : public ::testing::Test {
     Shell(absl::StrCat("SLURM_CONF=", *state_,
                        "/slurm.conf squeue --steps --noheader"),
           &out);
-    Shell(absl::StrCat("pgrep -af '", Runfile(""), "(worker|server|scheduler)/'"),
-          &procs);
+    Shell(
+        absl::StrCat("pgrep -af '", Runfile(""), "(worker|server|scheduler)/'"),
+        &procs);
     return std::string(absl::StripAsciiWhitespace(out + procs));
   }
 
@@ -90,8 +91,7 @@ constexpr char kBenchmark[] =
 
 TEST_F(LaunchSlurmTest, EveryRoleRunsAsAStepOnTheAllocationsNodes) {
   std::string out;
-  ASSERT_EQ(Shell(Job(absl::StrCat(kBenchmark, "--num_examples=512")), &out),
-            0)
+  ASSERT_EQ(Shell(Job(absl::StrCat(kBenchmark, "--num_examples=512")), &out), 0)
       << out;
   // The node table, then each process under its node's name.
   EXPECT_THAT(out, HasSubstr("launch: n1               127.0.0.1        "
@@ -111,7 +111,8 @@ TEST_F(LaunchSlurmTest, ADeadServerEndsTheJobNamingItAndNothingIsLeft) {
   std::string out;
   // The server is killed once the job runs; the job would take minutes.
   const std::string kill_server = absl::StrCat(
-      "true; ( for i in $(seq 100); do p=$(pgrep -f '^", Runfile("server/server"),
+      "true; ( for i in $(seq 100); do p=$(pgrep -f '^",
+      Runfile("server/server"),
       "'); [ -n \"$p\" ] && sleep 2 && kill -9 $p && exit; sleep 0.2; done ) "
       "& ");
   const int rc = Shell(
@@ -124,10 +125,11 @@ TEST_F(LaunchSlurmTest, ADeadServerEndsTheJobNamingItAndNothingIsLeft) {
 
 TEST_F(LaunchSlurmTest, SigtermStopsEveryStep) {
   std::string out;
-  const std::string stop_launch = absl::StrCat(
-      "true; ( for i in $(seq 100); do p=$(pgrep -f '^", Runfile("worker/worker"),
-      "'); [ -n \"$p\" ] && sleep 2 && pkill -TERM -f '^",
-      Runfile("tools/launch"), "' && exit; sleep 0.2; done ) & ");
+  const std::string stop_launch =
+      absl::StrCat("true; ( for i in $(seq 100); do p=$(pgrep -f '^",
+                   Runfile("worker/worker"),
+                   "'); [ -n \"$p\" ] && sleep 2 && pkill -TERM -f '^",
+                   Runfile("tools/launch"), "' && exit; sleep 0.2; done ) & ");
   const int rc = Shell(
       stop_launch + Job(absl::StrCat(kBenchmark, "--num_examples=51200000")),
       &out);

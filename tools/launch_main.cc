@@ -23,7 +23,7 @@ DEFINE_int32(num_servers, -1,
              "Number of servers (-s); default: as many as workers.");
 DEFINE_string(hostfile, "", "Hosts file (-H): one host[:ssh_port] a line.");
 DEFINE_string(launcher, "",
-              "ssh, slurm or local; default: ssh with a hosts file, else "
+              "ssh, slurm, mpi or local; default: ssh with a hosts file, else "
               "local. slurm: inside an allocation (salloc, sbatch), servers "
               "and workers run as job steps (srun) on its nodes.");
 DEFINE_string(sync_dst_dir, "",
@@ -49,6 +49,12 @@ DEFINE_string(
     "ssh: client config file passed as ssh -F (identity, user, known hosts).");
 DEFINE_int32(ssh_connect_timeout_s, 10,
              "ssh: connection timeout per host, seconds.");
+DEFINE_string(mpirun, "mpirun",
+              "mpi: Open MPI's mpirun (the whole job is one mpirun; rank 0 "
+              "the scheduler, then the servers, then the workers).");
+DEFINE_string(mpi_args, "",
+              "mpi: extra arguments for mpirun, space-separated (e.g. "
+              "'--mca btl_tcp_if_include 10.0.0.0/24').");
 DEFINE_int32(
     stop_grace_s, 10,
     "Seconds processes get after SIGTERM before SIGKILL when the job stops.");
@@ -63,7 +69,7 @@ int main(int argc, char** argv) {
   pstrain::ParseFlagsOrExit(
       {kProgram,
        "launch -n WORKERS [-s SERVERS] [-H HOSTFILE] "
-       "[--launcher ssh|slurm|local]\n"
+       "[--launcher ssh|slurm|mpi|local]\n"
        "       [--sync_dst_dir DIR] [--env K=V ...] -- WORKER-COMMAND "
        "[FLAGS...]\n"
        "Starts the scheduler here, then servers and workers (process i of\n"
@@ -98,6 +104,16 @@ int main(int argc, char** argv) {
         pstrain::ExitWithError(kProgram, hosts.status().message());
       o.hosts = *hosts;
     }
+  } else if (mode == "mpi") {
+    o.mode = pstrain::launcher::Mode::kMpi;
+    if (!FLAGS_hostfile.empty()) {
+      auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
+      if (!hosts.ok())
+        pstrain::ExitWithError(kProgram, hosts.status().message());
+      o.hosts = *hosts;
+    }
+    o.mpirun = FLAGS_mpirun;
+    o.mpi_args = absl::StrSplit(FLAGS_mpi_args, ' ', absl::SkipEmpty());
   } else if (mode == "slurm") {
     if (!FLAGS_hostfile.empty()) {
       pstrain::ExitWithError(
@@ -116,7 +132,7 @@ int main(int argc, char** argv) {
   } else {
     pstrain::ExitWithError(
         kProgram,
-        pstrain::BadFlag("launcher", mode, "must be ssh, slurm or local")
+        pstrain::BadFlag("launcher", mode, "must be ssh, slurm, mpi or local")
             .message());
   }
   o.sync_dst_dir = FLAGS_sync_dst_dir;

@@ -1,0 +1,116 @@
+// `launch --launcher mpi` with Open MPI's real mpirun on this host: the
+// whole job (real scheduler, server and workers) is one mpirun, rank 0 the
+// scheduler, then the server, then the workers. Checks that every rank
+// plays its role under its own prefix, that a dead rank ends the job naming
+// it, that SIGTERM stops it, and that nothing is left either way. Skips,
+// saying why, where mpirun is missing.
+#include <signal.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/worker_util.h"
+
+namespace pstrain {
+namespace {
+
+using ::testing::HasSubstr;
+using testing_util::Runfile;
+using testing_util::Shell;
+
+class LaunchMpiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string out;
+    if (Shell("mpirun --version", &out) != 0) {
+      GTEST_SKIP() << "Open MPI's mpirun is not installed (openmpi-bin); "
+                      "skipped: "
+                   << out;
+    }
+  }
+  static std::string Job(const std::string& worker_flags) {
+    return absl::StrCat(
+        "cd ", testing_util::TestTmp(), " && timeout 120 ",
+        Runfile("tools/launch"),
+        " -n 2 -s 1 --launcher mpi --stop_grace_s 3 --scheduler_binary ",
+        Runfile("scheduler/scheduler"), " --server_binary ",
+        Runfile("server/server"), " --env OMP_NUM_THREADS=1 -- ",
+        Runfile("worker/worker"),
+        " --network=mlp --benchmark --batch_size=64 --kv_store=dist_sync "
+        "--num_epochs=1 ",
+        worker_flags);
+  }
+  // Processes of the job (or of mpirun) still there 5 s after launch
+  // ended ("" none): ranks get SIGTERM when mpirun goes, and take a moment.
+  static std::string Leftovers() {
+    std::string procs;
+    for (int i = 0; i < 25; ++i) {
+      Shell(absl::StrCat("pgrep -af '", Runfile(""),
+                         "(worker|server|scheduler)/|[o]rted|[m]pirun'"),
+            &procs);
+      procs = std::string(absl::StripAsciiWhitespace(procs));
+      if (procs.empty()) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return procs;
+  }
+  // A shell loop that waits for `binary` to run, then (after 2 s) runs
+  // `action` with $p its pid, in the background.
+  static std::string WhenRunning(const std::string& binary,
+                                 const std::string& action) {
+    return absl::StrCat("true; ( for i in $(seq 100); do p=$(pgrep -f '^",
+                        Runfile(binary), "'); [ -n \"$p\" ] && sleep 2 && ",
+                        action, " && exit; sleep 0.2; done ) & ");
+  }
+};
+
+TEST_F(LaunchMpiTest, EveryRankPlaysItsRoleUnderItsPrefix) {
+  std::string out;
+  ASSERT_EQ(Shell(Job("--num_examples=512"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("launch: MPI rank 0: [scheduler 0 127.0.0.1]"));
+  EXPECT_THAT(out, HasSubstr("launch: MPI rank 1: [server 0 127.0.0.1]"));
+  EXPECT_THAT(out, HasSubstr("launch: MPI rank 3: [worker 1 127.0.0.1]"));
+  EXPECT_THAT(out, HasSubstr("launcher mpi"));
+  EXPECT_THAT(out, HasSubstr("[scheduler 0 127.0.0.1] scheduler address: "));
+  EXPECT_THAT(out, HasSubstr("[server 0 127.0.0.1] "));
+  EXPECT_EQ(testing_util::LinesWith(out, "127.0.0.1] benchmark: {").size(),
+            2u)
+      << out;
+  EXPECT_THAT(out, HasSubstr("launch: job finished: every process exited 0"));
+  EXPECT_EQ(Leftovers(), "");
+}
+
+TEST_F(LaunchMpiTest, ADeadRankEndsTheJobNamingIt) {
+  std::string out;
+  EXPECT_EQ(Shell(WhenRunning("server/server", "kill -9 $p") +
+                      Job("--num_examples=51200000"),
+                  &out),
+            1)
+      << out;
+  EXPECT_THAT(out, HasSubstr("launch: job failed: [server 0 127.0.0.1] was "
+                             "killed by signal 9"))
+      << out;
+  EXPECT_THAT(out, HasSubstr("(MPI rank 1;")) << out;
+  EXPECT_EQ(Leftovers(), "");
+}
+
+TEST_F(LaunchMpiTest, SigtermStopsEveryRank) {
+  std::string out;
+  EXPECT_EQ(Shell(WhenRunning("worker/worker",
+                              absl::StrCat("pkill -TERM -f '^",
+                                           Runfile("tools/launch"), "'")) +
+                      Job("--num_examples=51200000"),
+                  &out),
+            128 + SIGTERM)
+      << out;
+  EXPECT_THAT(out, HasSubstr("launch: received SIGTERM")) << out;
+  EXPECT_THAT(out, HasSubstr("launch: job stopped")) << out;
+  EXPECT_EQ(Leftovers(), "");
+}
+
+}  // namespace
+}  // namespace pstrain
