@@ -377,6 +377,15 @@ absl::Status Job::Preflight() {
     PSTRAIN_ASSIGN_OR_RETURN(sched_host, nodes_->DefaultSchedulerHost());
   }
   int port = o.scheduler_port;
+  if (port == 0 && o.mode == Mode::kMpi && !PickFreePort(sched_host).ok()) {
+    // mpi: rank 0 runs on the first host, whose address is not this host's.
+    uint16_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r)) r = getpid();
+    port = 20000 + r % 10000;
+    Say(absl::StrCat("scheduler port ", port, " picked at random: ", sched_host,
+                     " is not an address of this host "
+                     "(--scheduler_port sets one)"));
+  }
   if (port == 0) {
     auto p = PickFreePort(sched_host);
     if (!p.ok()) {

@@ -25,9 +25,9 @@ absl::Status CheckOpenMpi(const std::string& mpirun) {
   }
   if (!absl::StrContains(r.output, "Open MPI") &&
       !absl::StrContains(r.output, "OpenRTE")) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "--launcher mpi supports Open MPI's mpirun; '", mpirun,
-        " --version' says: ", LastLine(r.output)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("--launcher mpi supports Open MPI's mpirun; '", mpirun,
+                     " --version' says: ", LastLine(r.output)));
   }
   return absl::OkStatus();
 }
@@ -53,8 +53,10 @@ std::vector<std::string> MpirunCommand(const LaunchOptions& o,
   std::vector<std::string> env_words;
   for (const std::string& e : env) env_words.push_back(ShellQuote(e));
   absl::StrAppend(
-      &script, " *) echo \"pstrain-mpi: MPI rank '$r' has no role in this job "
-      "of ", ranks.size(),
+      &script,
+      " *) echo \"pstrain-mpi: MPI rank '$r' has no role in this job "
+      "of ",
+      ranks.size(),
       " processes (OMPI_COMM_WORLD_RANK, PMI_RANK)\" >&2; exit 96;; esac; cd ",
       ShellQuote(workdir),
       " || exit 96; exec setpriv --pdeathsig TERM env -i HOME=\"$HOME\" "
@@ -91,9 +93,8 @@ std::vector<std::string> MpirunCommand(const LaunchOptions& o,
     }
   }
   argv.insert(argv.end(), o.mpi_args.begin(), o.mpi_args.end());
-  for (const std::string& a :
-       {std::string("/bin/sh"), std::string("-c"), script,
-        std::string("pstrain-mpi")}) {
+  for (const std::string& a : {std::string("/bin/sh"), std::string("-c"),
+                               script, std::string("pstrain-mpi")}) {
     argv.push_back(a);
   }
   return argv;

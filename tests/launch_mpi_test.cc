@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testbed_util.h"
 #include "tests/worker_util.h"
 
 namespace pstrain {
@@ -77,8 +78,7 @@ TEST_F(LaunchMpiTest, EveryRankPlaysItsRoleUnderItsPrefix) {
   EXPECT_THAT(out, HasSubstr("launcher mpi"));
   EXPECT_THAT(out, HasSubstr("[scheduler 0 127.0.0.1] scheduler address: "));
   EXPECT_THAT(out, HasSubstr("[server 0 127.0.0.1] "));
-  EXPECT_EQ(testing_util::LinesWith(out, "127.0.0.1] benchmark: {").size(),
-            2u)
+  EXPECT_EQ(testing_util::LinesWith(out, "127.0.0.1] benchmark: {").size(), 2u)
       << out;
   EXPECT_THAT(out, HasSubstr("launch: job finished: every process exited 0"));
   EXPECT_EQ(Leftovers(), "");
@@ -109,6 +109,61 @@ TEST_F(LaunchMpiTest, SigtermStopsEveryRank) {
       << out;
   EXPECT_THAT(out, HasSubstr("launch: received SIGTERM")) << out;
   EXPECT_THAT(out, HasSubstr("launch: job stopped")) << out;
+  EXPECT_EQ(Leftovers(), "");
+}
+
+// Across three test-bed hosts (network namespaces with their own sshd; root
+// only): mpirun here starts Open MPI's orted on each over the test bed's
+// ssh config, rank r runs on host r mod 3 and binds its address, and a rank
+// killed on another host ends the job naming it, with nothing left.
+TEST_F(LaunchMpiTest, AcrossThreeTestBedHosts) {
+  std::string skip, error;
+  auto bed = testing_util::TestBed::Up(3, {}, &skip, &error);
+  if (bed == nullptr && !skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_NE(bed, nullptr) << error;
+  const std::string subnet = absl::StrCat(
+      bed->launcher_address().substr(0, bed->launcher_address().rfind('.')),
+      ".0/24");
+  auto job = [&](const std::string& worker_flags) {
+    return absl::StrCat(
+        "cd ", testing_util::TestTmp(), " && timeout 120 ",
+        Runfile("tools/launch"), " -n 2 -s 1 --launcher mpi -H ",
+        bed->hostfile(), " --ssh_config ", bed->ssh_config(),
+        " '--mpi_args=--mca oob_tcp_if_include ", subnet,
+        " --mca btl_tcp_if_include ", subnet,
+        "' --stop_grace_s 3 --scheduler_binary ",
+        Runfile("scheduler/scheduler"), " --server_binary ",
+        Runfile("server/server"), " --env OMP_NUM_THREADS=1 -- ",
+        Runfile("worker/worker"),
+        " --network=mlp --benchmark --batch_size=64 --kv_store=dist_sync "
+        "--num_epochs=1 ",
+        worker_flags);
+  };
+  const std::vector<std::string>& h = bed->hosts();
+  std::string out;
+  ASSERT_EQ(Shell(job("--num_examples=512"), &out), 0) << out;
+  EXPECT_THAT(out,
+              HasSubstr(absl::StrCat("MPI rank 0: [scheduler 0 ", h[0], "]")));
+  EXPECT_THAT(out,
+              HasSubstr(absl::StrCat("MPI rank 1: [server 0 ", h[1], "]")));
+  EXPECT_THAT(out,
+              HasSubstr(absl::StrCat("MPI rank 2: [worker 0 ", h[2], "]")));
+  EXPECT_THAT(out, HasSubstr("picked at random"));
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("[scheduler 0 ", h[0],
+                                          "] scheduler address: ", h[0])));
+  EXPECT_EQ(testing_util::LinesWith(out, "] benchmark: {").size(), 2u) << out;
+  EXPECT_THAT(out, HasSubstr("launch: job finished: every process exited 0"));
+  EXPECT_EQ(Leftovers(), "");
+
+  // The server on host 1 dies mid-job.
+  out.clear();
+  const int rc = Shell(WhenRunning("server/server", "kill -9 $p") +
+                           job("--num_examples=51200000"),
+                       &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("launch: job failed: [server 0 ",
+                                          h[1], "] was killed by signal 9")))
+      << out;
   EXPECT_EQ(Leftovers(), "");
 }
 
