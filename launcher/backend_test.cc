@@ -171,6 +171,22 @@ TEST(MpiTest, TaggedLinesAndFailureReports) {
   EXPECT_EQ(t->rank, 3);
   EXPECT_EQ(t->text, "W1205 x.cc:1] hi [2,3]");
   EXPECT_FALSE(ParseTaggedLine("[1,x]<stdout>:a").has_value());
+  auto hydra = ParseTaggedLine("[12] I1205 server.cc:40] up");
+  ASSERT_TRUE(hydra.has_value());
+  EXPECT_EQ(hydra->rank, 12);
+  EXPECT_EQ(hydra->text, "I1205 server.cc:40] up");
+  EXPECT_FALSE(ParseTaggedLine("[x] a").has_value());
+  EXPECT_FALSE(ParseTaggedLine("[-1] a").has_value());
+  auto killed = ParseRankExit("pstrain-mpi-exit 3 137");
+  ASSERT_TRUE(killed.has_value());
+  EXPECT_EQ(killed->rank, 3);
+  EXPECT_TRUE(killed->failed);
+  EXPECT_EQ(killed->how, "was killed by signal 9 (SIGKILL)");
+  auto ok = ParseRankExit("pstrain-mpi-exit 0 0");
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_FALSE(ok->failed);
+  EXPECT_EQ(ParseRankExit("pstrain-mpi-exit 2 1")->how, "exited with status 1");
+  EXPECT_FALSE(ParseRankExit("pstrain-mpi-exit x 1").has_value());
   EXPECT_FALSE(
       ParseTaggedLine("mpirun noticed that process rank 1").has_value());
   MpiFailure exit_code;
@@ -206,7 +222,8 @@ TEST(MpiTest, PlanBecomesOneMpirun) {
   EXPECT_EQ(ranks[1].host.name, "10.0.0.2");  // Server 0.
   EXPECT_EQ(ranks[2].host.name, "10.0.0.1");  // Worker 0.
   EXPECT_THAT(ranks[2].argv, ::testing::Contains("--host=10.0.0.1"));
-  std::vector<std::string> argv = MpirunCommand(o, ranks, {"A=1"}, "/w");
+  std::vector<std::string> argv =
+      MpirunCommand(o, MpiFlavor::kOpenMpi, ranks, {"A=1"}, "/w");
   EXPECT_EQ(argv[0], "mpirun");
   EXPECT_THAT(argv, ::testing::Contains("10.0.0.1:2,10.0.0.2:2"));
   EXPECT_THAT(argv, ::testing::Contains("ssh -F /etc/cfg"));
@@ -220,6 +237,14 @@ TEST(MpiTest, PlanBecomesOneMpirun) {
   EXPECT_THAT(script, HasSubstr("PMI_RANK"));
   EXPECT_THAT(script, HasSubstr("setpriv --pdeathsig TERM env -i"));
   EXPECT_THAT(script, HasSubstr(" A=1 "));
+  EXPECT_THAT(script, HasSubstr("echo \"pstrain-mpi-exit $r $rc\""));
+  // MPICH's Hydra: its own options, the same script.
+  std::vector<std::string> hydra =
+      MpirunCommand(o, MpiFlavor::kHydra, ranks, {"A=1"}, "/w");
+  EXPECT_THAT(hydra, ::testing::Contains("-prepend-rank"));
+  EXPECT_THAT(hydra, ::testing::Contains("10.0.0.1,10.0.0.2"));
+  EXPECT_THAT(hydra, ::testing::Contains("-launcher-exec"));
+  EXPECT_EQ(hydra[hydra.size() - 2], script);
 }
 
 // The plan of an ssh job becomes one ssh command per server and worker,

@@ -333,6 +333,7 @@ class Job {
   JobContext mpirun_context_;
   std::unique_ptr<Backend> mpirun_;
   MpiFailure mpi_failure_;
+  MpiFlavor mpi_flavor_ = MpiFlavor::kOpenMpi;
 
   std::vector<Running> running_;
   int exit_code_ = 0;
@@ -408,7 +409,7 @@ absl::Status Job::Preflight() {
 
 absl::Status Job::PlanMpirun() {
   const LaunchOptions& o = options_;
-  PSTRAIN_RETURN_IF_ERROR(CheckOpenMpi(o.mpirun));
+  PSTRAIN_ASSIGN_OR_RETURN(mpi_flavor_, DetectMpi(o.mpirun));
   ranks_ = plan_;
   // The wrapper's token file goes where every host can read it: a job
   // directory under the work directory (only the user can enter it).
@@ -430,7 +431,8 @@ absl::Status Job::PlanMpirun() {
   ProcessSpec run;
   run.role = "mpirun";
   run.host.name = "127.0.0.1";
-  run.argv = MpirunCommand(o, ranks_, context_.node_env, context_.workdir);
+  run.argv = MpirunCommand(o, mpi_flavor_, ranks_, context_.node_env,
+                           context_.workdir);
   plan_ = {run};
   std::ostream& out = *out_;
   for (size_t r = 0; r < ranks_.size(); ++r) {
@@ -515,6 +517,21 @@ void Job::PrintLine(Running* r, absl::string_view line) {
         tagged->rank < static_cast<int>(ranks_.size())) {
       spec = &ranks_[tagged->rank];
       text = tagged->text;
+      // The dispatch script's report of how the rank's node ended: the
+      // first failure stops the job (MPICH would let the others run on).
+      std::optional<RankExit> exit = ParseRankExit(text);
+      if (exit && exit->rank == tagged->rank) {
+        if (!exit->failed) {
+          if (!stopping_) Say(absl::StrCat(spec->Prefix(), " finished"));
+        } else if (first_failure_.empty() && !stopping_) {
+          first_failure_ = absl::StrCat(spec->Prefix(), " ", exit->how,
+                                        " (MPI rank ", exit->rank, ")");
+          exit_code_ = 1;
+          Say(first_failure_ + "; stopping every process");
+          BeginStop();
+        }
+        return;
+      }
     } else {
       mpi_failure_.Scan(line);
     }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -15,31 +16,31 @@
 namespace pstrain {
 namespace launcher {
 
-absl::Status CheckOpenMpi(const std::string& mpirun) {
+absl::StatusOr<MpiFlavor> DetectMpi(const std::string& mpirun) {
   CommandResult r = RunCommand({mpirun, "--version"}, absl::Seconds(30));
   if (!r.ok) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "--launcher mpi needs Open MPI's mpirun, and '", mpirun,
-        " --version' failed (", r.description, "): ", LastLine(r.output),
-        " (Debian: apt-get install openmpi-bin)"));
+        "--launcher mpi needs mpirun (Open MPI's, or MPICH's mpiexec), and '",
+        mpirun, " --version' failed (", r.description,
+        "): ", LastLine(r.output),
+        " (Debian: apt-get install openmpi-bin; --mpirun names another)"));
   }
-  if (!absl::StrContains(r.output, "Open MPI") &&
-      !absl::StrContains(r.output, "OpenRTE")) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("--launcher mpi supports Open MPI's mpirun; '", mpirun,
-                     " --version' says: ", LastLine(r.output)));
+  if (absl::StrContains(r.output, "Open MPI") ||
+      absl::StrContains(r.output, "OpenRTE")) {
+    return MpiFlavor::kOpenMpi;
   }
-  return absl::OkStatus();
+  if (absl::StrContains(r.output, "HYDRA")) return MpiFlavor::kHydra;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "--launcher mpi supports Open MPI's mpirun and MPICH's Hydra mpiexec; '",
+      mpirun, " --version' says: ", LastLine(r.output)));
 }
 
-std::vector<std::string> MpirunCommand(const LaunchOptions& o,
+std::vector<std::string> MpirunCommand(const LaunchOptions& o, MpiFlavor flavor,
                                        const std::vector<ProcessSpec>& ranks,
                                        const std::vector<std::string>& env,
                                        const std::string& workdir) {
-  // The dispatch script: rank -> role, then exactly the node environment.
-  // The node gets SIGTERM when its parent (mpirun, or Open MPI's orted on
-  // another host) dies: an mpirun stopped by signals or killed does not
-  // always end its ranks (they run in process groups of their own).
+  // The dispatch script: rank -> role, then exactly the node environment;
+  // its exit is reported for launch to name a failed rank.
   std::string script = absl::StrCat(
       "r=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-}}; tf=; for a; do tf=$a; done; "
       "case \"$tf\" in --token_file=*) ;; *) echo \"pstrain-mpi: rank $r "
@@ -59,42 +60,72 @@ std::vector<std::string> MpirunCommand(const LaunchOptions& o,
       ranks.size(),
       " processes (OMPI_COMM_WORLD_RANK, PMI_RANK)\" >&2; exit 96;; esac; cd ",
       ShellQuote(workdir),
-      " || exit 96; exec setpriv --pdeathsig TERM env -i HOME=\"$HOME\" "
+      " || exit 96; setpriv --pdeathsig TERM env -i HOME=\"$HOME\" "
       "USER=\"$USER\" ",
-      absl::StrJoin(env_words, " "), " \"$@\" \"$tf\"");
+      absl::StrJoin(env_words, " "),
+      " \"$@\" \"$tf\"; rc=$?; echo \"pstrain-mpi-exit $r $rc\"; exit $rc");
 
-  std::vector<std::string> argv = {o.mpirun, "--tag-output", "-np",
-                                   absl::StrCat(ranks.size())};
-  if (geteuid() == 0) argv.push_back("--allow-run-as-root");
-  if (o.hosts.empty()) {
-    argv.push_back("--oversubscribe");
-  } else {
-    // Rank r on hosts[r % N]: each host with the slots its ranks need.
-    std::map<std::string, int> slots;
-    std::vector<std::string> order;
-    for (const ProcessSpec& r : ranks) {
-      if (slots[r.host.name]++ == 0) order.push_back(r.host.name);
-    }
-    std::vector<std::string> hosts;
-    for (const std::string& h : order) {
-      hosts.push_back(absl::StrCat(h, ":", slots[h]));
-    }
+  std::vector<std::string> argv = {o.mpirun};
+  if (flavor == MpiFlavor::kOpenMpi) {
     for (const std::string& a :
-         {std::string("--host"), absl::StrJoin(hosts, ","),
-          std::string("--map-by"), std::string("node")}) {
+         {std::string("--tag-output"), std::string("-np"),
+          absl::StrCat(ranks.size())}) {
       argv.push_back(a);
     }
-    if (!o.ssh_config.empty()) {
+    if (geteuid() == 0) argv.push_back("--allow-run-as-root");
+    if (o.hosts.empty()) {
+      argv.push_back("--oversubscribe");
+    } else {
+      // Rank r on hosts[r % N]: each host with the slots its ranks need.
+      std::map<std::string, int> slots;
+      std::vector<std::string> order;
+      for (const ProcessSpec& r : ranks) {
+        if (slots[r.host.name]++ == 0) order.push_back(r.host.name);
+      }
+      std::vector<std::string> hosts;
+      for (const std::string& h : order) {
+        hosts.push_back(absl::StrCat(h, ":", slots[h]));
+      }
       for (const std::string& a :
-           {std::string("--mca"), std::string("plm_rsh_agent"),
-            absl::StrCat("ssh -F ", o.ssh_config)}) {
+           {std::string("--host"), absl::StrJoin(hosts, ","),
+            std::string("--map-by"), std::string("node")}) {
         argv.push_back(a);
+      }
+      if (!o.ssh_config.empty()) {
+        for (const std::string& a :
+             {std::string("--mca"), std::string("plm_rsh_agent"),
+              absl::StrCat("ssh -F ", o.ssh_config)}) {
+          argv.push_back(a);
+        }
+      }
+    }
+  } else {
+    for (const std::string& a :
+         {std::string("-prepend-rank"), std::string("-n"),
+          absl::StrCat(ranks.size())}) {
+      argv.push_back(a);
+    }
+    if (!o.hosts.empty()) {
+      // One slot per host and cycling: rank r on hosts[r % N].
+      std::vector<std::string> hosts;
+      for (const Host& h : o.hosts) hosts.push_back(h.name);
+      argv.push_back("-hosts");
+      argv.push_back(absl::StrJoin(hosts, ","));
+      if (!o.ssh_config.empty()) {
+        for (const std::string& a :
+             {std::string("-launcher"), std::string("ssh"),
+              std::string("-launcher-exec"),
+              absl::StrCat("ssh -F ", o.ssh_config)}) {
+          argv.push_back(a);
+        }
       }
     }
   }
   argv.insert(argv.end(), o.mpi_args.begin(), o.mpi_args.end());
-  for (const std::string& a : {std::string("/bin/sh"), std::string("-c"),
-                               script, std::string("pstrain-mpi")}) {
+  for (const std::string& a :
+       {std::string("setpriv"), std::string("--pdeathsig"), std::string("TERM"),
+        std::string("/bin/sh"), std::string("-c"), script,
+        std::string("pstrain-mpi")}) {
     argv.push_back(a);
   }
   return argv;
@@ -102,23 +133,49 @@ std::vector<std::string> MpirunCommand(const LaunchOptions& o,
 
 std::optional<TaggedLine> ParseTaggedLine(absl::string_view line) {
   if (!absl::ConsumePrefix(&line, "[")) return std::nullopt;
-  const size_t comma = line.find(',');
   const size_t close = line.find(']');
-  if (comma == absl::string_view::npos || close == absl::string_view::npos ||
-      comma > close) {
-    return std::nullopt;
-  }
-  TaggedLine t;
-  if (!absl::SimpleAtoi(line.substr(comma + 1, close - comma - 1), &t.rank)) {
-    return std::nullopt;
-  }
+  if (close == absl::string_view::npos) return std::nullopt;
+  absl::string_view inside = line.substr(0, close);
   line.remove_prefix(close + 1);
-  if (!absl::ConsumePrefix(&line, "<stdout>:") &&
-      !absl::ConsumePrefix(&line, "<stderr>:")) {
-    return std::nullopt;
+  TaggedLine t;
+  const size_t comma = inside.find(',');
+  if (comma != absl::string_view::npos) {  // Open MPI.
+    if (!absl::SimpleAtoi(inside.substr(comma + 1), &t.rank) ||
+        (!absl::ConsumePrefix(&line, "<stdout>:") &&
+         !absl::ConsumePrefix(&line, "<stderr>:"))) {
+      return std::nullopt;
+    }
+  } else {  // Hydra.
+    if (!absl::SimpleAtoi(inside, &t.rank) ||
+        !absl::ConsumePrefix(&line, " ")) {
+      return std::nullopt;
+    }
   }
+  if (t.rank < 0) return std::nullopt;
   t.text = std::string(line);
   return t;
+}
+
+std::optional<RankExit> ParseRankExit(absl::string_view text) {
+  if (!absl::ConsumePrefix(&text, "pstrain-mpi-exit ")) return std::nullopt;
+  const size_t sp = text.find(' ');
+  RankExit e;
+  int status = 0;
+  if (sp == absl::string_view::npos ||
+      !absl::SimpleAtoi(text.substr(0, sp), &e.rank) ||
+      !absl::SimpleAtoi(text.substr(sp + 1), &status) || e.rank < 0 ||
+      status < 0) {
+    return std::nullopt;
+  }
+  e.failed = status != 0;
+  if (status > 128 && status < 128 + 65) {
+    const char* name = sigabbrev_np(status - 128);
+    e.how = absl::StrCat("was killed by signal ", status - 128, " (SIG",
+                         name ? name : "?", ")");
+  } else {
+    e.how = absl::StrCat("exited with status ", status);
+  }
+  return e;
 }
 
 void MpiFailure::Scan(absl::string_view line) {

@@ -50,8 +50,9 @@ DEFINE_string(
 DEFINE_int32(ssh_connect_timeout_s, 10,
              "ssh: connection timeout per host, seconds.");
 DEFINE_string(mpirun, "mpirun",
-              "mpi: Open MPI's mpirun (the whole job is one mpirun; rank 0 "
-              "the scheduler, then the servers, then the workers).");
+              "mpi: Open MPI's mpirun or MPICH's Hydra mpiexec (e.g. "
+              "mpiexec.mpich). The whole job is one mpirun: rank 0 the "
+              "scheduler, then the servers, then the workers.");
 DEFINE_string(mpi_args, "",
               "mpi: extra arguments for mpirun, space-separated (e.g. "
               "'--mca btl_tcp_if_include 10.0.0.0/24').");
