@@ -33,11 +33,13 @@ class LaunchMpiTest : public ::testing::Test {
                    << out;
     }
   }
+  // A 1-server, 2-worker job; `launch_flags` (e.g. "--mpirun X", "-H F")
+  // go to launch.
   static std::string Job(const std::string& worker_flags,
-                         const std::string& mpirun = "mpirun") {
+                         const std::string& launch_flags = "") {
     return absl::StrCat(
         "cd ", testing_util::TestTmp(), " && timeout 120 ",
-        Runfile("tools/launch"), " --mpirun ", mpirun,
+        Runfile("tools/launch"), " ", launch_flags,
         " -n 2 -s 1 --launcher mpi --stop_grace_s 3 --scheduler_binary ",
         Runfile("scheduler/scheduler"), " --server_binary ",
         Runfile("server/server"), " --env OMP_NUM_THREADS=1 -- ",
@@ -122,14 +124,15 @@ TEST_F(LaunchMpiTest, MpichRunsTheJobAndADeadRankEndsIt) {
   if (Shell("mpiexec.mpich --version", &out) != 0) {
     GTEST_SKIP() << "MPICH's mpiexec.mpich is not installed (mpich); skipped";
   }
-  ASSERT_EQ(Shell(Job("--num_examples=512", "mpiexec.mpich"), &out), 0) << out;
+  ASSERT_EQ(Shell(Job("--num_examples=512", "--mpirun mpiexec.mpich"), &out), 0)
+      << out;
   EXPECT_THAT(out, HasSubstr("launch: [worker 1 127.0.0.1] finished"));
   EXPECT_EQ(testing_util::LinesWith(out, "127.0.0.1] benchmark: {").size(), 2u)
       << out;
   EXPECT_THAT(out, HasSubstr("launch: job finished: every process exited 0"));
   EXPECT_EQ(Leftovers(), "");
   EXPECT_EQ(Shell(WhenRunning("server/server", "kill -9 $p") +
-                      Job("--num_examples=51200000", "mpiexec.mpich"),
+                      Job("--num_examples=51200000", "--mpirun mpiexec.mpich"),
                   &out),
             1)
       << out;
@@ -152,19 +155,11 @@ TEST_F(LaunchMpiTest, AcrossThreeTestBedHosts) {
       bed->launcher_address().substr(0, bed->launcher_address().rfind('.')),
       ".0/24");
   auto job = [&](const std::string& worker_flags) {
-    return absl::StrCat(
-        "cd ", testing_util::TestTmp(), " && timeout 120 ",
-        Runfile("tools/launch"), " -n 2 -s 1 --launcher mpi -H ",
-        bed->hostfile(), " --ssh_config ", bed->ssh_config(),
-        " '--mpi_args=--mca oob_tcp_if_include ", subnet,
-        " --mca btl_tcp_if_include ", subnet,
-        "' --stop_grace_s 3 --scheduler_binary ",
-        Runfile("scheduler/scheduler"), " --server_binary ",
-        Runfile("server/server"), " --env OMP_NUM_THREADS=1 -- ",
-        Runfile("worker/worker"),
-        " --network=mlp --benchmark --batch_size=64 --kv_store=dist_sync "
-        "--num_epochs=1 ",
-        worker_flags);
+    return Job(worker_flags,
+               absl::StrCat("-H ", bed->hostfile(), " --ssh_config ",
+                            bed->ssh_config(),
+                            " '--mpi_args=--mca oob_tcp_if_include ", subnet,
+                            " --mca btl_tcp_if_include ", subnet, "'"));
   };
   const std::vector<std::string>& h = bed->hosts();
   std::string out;

@@ -99,20 +99,8 @@ int main(int argc, char** argv) {
     o.mode = pstrain::launcher::Mode::kLocal;
   } else if (mode == "ssh") {
     o.mode = pstrain::launcher::Mode::kSsh;
-    if (!FLAGS_hostfile.empty()) {
-      auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
-      if (!hosts.ok())
-        pstrain::ExitWithError(kProgram, hosts.status().message());
-      o.hosts = *hosts;
-    }
   } else if (mode == "mpi") {
     o.mode = pstrain::launcher::Mode::kMpi;
-    if (!FLAGS_hostfile.empty()) {
-      auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
-      if (!hosts.ok())
-        pstrain::ExitWithError(kProgram, hosts.status().message());
-      o.hosts = *hosts;
-    }
     o.mpirun = FLAGS_mpirun;
     o.mpi_args = absl::StrSplit(FLAGS_mpi_args, ' ', absl::SkipEmpty());
   } else if (mode == "slurm") {
@@ -135,6 +123,11 @@ int main(int argc, char** argv) {
         kProgram,
         pstrain::BadFlag("launcher", mode, "must be ssh, slurm, mpi or local")
             .message());
+  }
+  if ((mode == "ssh" || mode == "mpi") && !FLAGS_hostfile.empty()) {
+    auto hosts = pstrain::launcher::ReadHostfile(FLAGS_hostfile);
+    if (!hosts.ok()) pstrain::ExitWithError(kProgram, hosts.status().message());
+    o.hosts = *hosts;
   }
   o.sync_dst_dir = FLAGS_sync_dst_dir;
   o.env = split->env;
