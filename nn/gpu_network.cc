@@ -143,6 +143,9 @@ absl::Status GpuNetwork::LayerForward(int id, bool training) {
     case LayerSpec::kFlatten:
       *y = x.Reshaped({x.dim(0), x.size() / x.dim(0)});
       return absl::OkStatus();
+    case LayerSpec::kIdentity:
+      *y = x.Reshaped(x.shape());
+      return absl::OkStatus();
     case LayerSpec::kBatchNorm:
       if (!training) {
         return kernels::BatchNormForwardInference(ctx_, x, n.values[0],
@@ -286,6 +289,7 @@ absl::Status GpuNetwork::LayerBackward(int id,
     case LayerSpec::kAct:
       return kernels::ActivationBackward(ctx_, s.act, outs_[id], dy, dx);
     case LayerSpec::kFlatten:
+    case LayerSpec::kIdentity:
       return CopyOnDevice(ctx_, dy, x.shape(), dx);
     case LayerSpec::kLrn:
       return kernels::LrnBackward(ctx_, x, dy, s.lrn, n.lrn, dx);

@@ -294,6 +294,35 @@ class FlattenLayer : public UnaryLayer {
   }
 };
 
+class IdentityLayer : public UnaryLayer {
+ public:
+  explicit IdentityLayer(std::string name)
+      : UnaryLayer(std::move(name), LayerSpec::kIdentity) {}
+  absl::Status Setup1(const Shape& in, Shape* out,
+                      std::vector<Param*>*) override {
+    *out = in;
+    return absl::OkStatus();
+  }
+  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out,
+                        bool) override {
+    *out = in.Reshaped(in.shape());
+    return absl::OkStatus();
+  }
+  absl::Status Backward1(CpuContext*, const Tensor& in, const Tensor&,
+                         const Tensor& dout, Tensor* din) override {
+    if (din == nullptr) return absl::OkStatus();
+    if (din->shape() != in.shape()) *din = Tensor(in.shape());
+    std::copy(dout.data(), dout.data() + dout.size(), din->data());
+    return absl::OkStatus();
+  }
+  Needs BackwardNeeds() const override { return Needs::kNothing; }
+  bool OutputIsView() const override { return true; }
+  std::string MxnetOp(Attrs* a) const override {
+    a->clear();
+    return "_copy";
+  }
+};
+
 class BatchNormLayer : public UnaryLayer {
  public:
   BatchNormLayer(std::string name, const kernels::BatchNormParams& p)
@@ -307,7 +336,7 @@ class BatchNormLayer : public UnaryLayer {
           name_, ": needs NCHW or NC input, got ", kernels::ShapeToString(in)));
     }
     *out = in;
-    params->push_back(NewParam(&gamma_, "gamma", {in[1]}, 1, 0.0f));
+    params->push_back(NewParam(&gamma_, "gamma", {in[1]}, 1, 1.0f));
     params->push_back(NewParam(&beta_, "beta", {in[1]}, 1, 0.0f));
     params->push_back(NewParam(&mean_, "moving_mean", {in[1]}, 1, 0.0f));
     params->push_back(NewParam(&var_, "moving_var", {in[1]}, 1, 0.0f));
@@ -570,6 +599,9 @@ std::unique_ptr<Layer> MakeConcat(std::string name, int num_inputs) {
 }
 std::unique_ptr<Layer> MakeAdd(std::string name) {
   return std::make_unique<AddLayer>(std::move(name));
+}
+std::unique_ptr<Layer> MakeIdentity(std::string name) {
+  return std::make_unique<IdentityLayer>(std::move(name));
 }
 
 }  // namespace nn

@@ -24,7 +24,7 @@ struct Param {
   kernels::Tensor grad;  // Same shape; written by Backward() (empty for aux).
   bool aux = false;      // Auxiliary state (not learned by gradient).
   float lr_mult = 1.0f;
-  float wd_mult = 1.0f;  // 0 for biases and batch norm (MXNet convention).
+  float wd_mult = 1.0f;  // 0 for biases and beta (MXNet's Optimizer rule).
   int64_t fan_in = 1;    // For initializers.
 };
 
@@ -51,7 +51,8 @@ struct LayerSpec {
     kLrn,
     kDropout,
     kConcat,
-    kAdd
+    kAdd,
+    kIdentity
   };
   Kind kind = kAct;
   kernels::Conv2dParams conv;                            // kConv.
@@ -108,7 +109,8 @@ std::unique_ptr<Layer> MakePooling(std::string name,
 std::unique_ptr<Layer> MakeFullyConnected(std::string name, int64_t num_hidden);
 std::unique_ptr<Layer> MakeActivation(std::string name, kernels::Activation a);
 std::unique_ptr<Layer> MakeFlatten(std::string name);
-// Parameters NAME_gamma, NAME_beta (wd_mult 0) and auxiliary
+// Parameters NAME_gamma (wd_mult 1, as MXNet decays *_gamma), NAME_beta
+// (wd_mult 0) and auxiliary
 // NAME_moving_mean, NAME_moving_var.
 std::unique_ptr<Layer> MakeBatchNorm(std::string name,
                                      const kernels::BatchNormParams& p);
@@ -119,6 +121,8 @@ std::unique_ptr<Layer> MakeDropout(std::string name, float p, uint64_t seed);
 std::unique_ptr<Layer> MakeConcat(std::string name, int num_inputs);
 // Elementwise sum of two inputs (residual connections).
 std::unique_ptr<Layer> MakeAdd(std::string name);
+// The input unchanged (MXNet's identity, "_copy"): a view of its buffer.
+std::unique_ptr<Layer> MakeIdentity(std::string name);
 
 }  // namespace nn
 }  // namespace pstrain

@@ -31,6 +31,19 @@ int Network::Add(std::unique_ptr<Layer> layer) {
   return Add(std::move(layer), {last()});
 }
 
+void Network::SetSymbolNode(int id, std::string op, SymbolAttrs attrs) {
+  CHECK(id >= 1 && id <= last()) << "node " << id;
+  Node& n = node(id);
+  n.symbol_set = true;
+  n.symbol_op = std::move(op);
+  n.symbol_attrs = std::move(attrs);
+}
+
+void Network::SetParamNames(int id, std::vector<std::string> names) {
+  CHECK(id >= 1 && id <= last()) << "node " << id;
+  node(id).param_names = std::move(names);
+}
+
 const std::vector<int64_t>& Network::ShapeOf(int id) const {
   return id == kInput ? input_shape_ : nodes_[id - 1].shape;
 }
@@ -42,7 +55,7 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape,
   num_classes_ = num_classes;
   input_shape_ = input_shape;
   params_.clear();
-  std::set<std::string> names;
+  std::set<std::string> names, param_names;
   for (int id = 1; id <= last(); ++id) {
     Node& n = node(id);
     std::vector<std::vector<int64_t>> in;
@@ -52,6 +65,23 @@ absl::Status Network::Build(const std::vector<int64_t>& input_shape,
     if (!names.insert(n.layer->name()).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("two layers are named ", n.layer->name()));
+    }
+    if (!n.param_names.empty()) {
+      if (n.param_names.size() != n.params.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            n.layer->name(), ": ", n.param_names.size(),
+            " parameter names for ", n.params.size(), " parameters"));
+      }
+      for (size_t i = 0; i < n.params.size(); ++i)
+        n.params[i]->name = n.param_names[i];
+    }
+    for (const Param* p : n.params) {
+      if (!param_names.insert(p->name).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(n.layer->name(), ": parameter ", p->name,
+                         " is already another layer's (shared parameters "
+                         "are not supported)"));
+      }
     }
     n.learned.clear();
     for (Param* p : n.params) {
@@ -285,11 +315,13 @@ std::string Network::SymbolJson() const {
   Json nodes = Json::array();
   Json arg_nodes = Json::array();
   auto entry = [](int node) { return Json::array({node, 0, 0}); };
-  auto null_node = [&](const std::string& name) {
+  auto null_node = [&](const std::string& name, const char* init = nullptr) {
     const int id = static_cast<int>(nodes.size());
     arg_nodes.push_back(id);
-    nodes.push_back(
-        {{"op", "null"}, {"name", name}, {"inputs", Json::array()}});
+    Json n = {{"op", "null"}, {"name", name}};
+    if (init != nullptr) n["attrs"] = {{"__init__", init}};
+    n["inputs"] = Json::array();
+    nodes.push_back(std::move(n));
     return id;
   };
   std::vector<int> json_id(last() + 1);  // Network node -> JSON node.
@@ -298,16 +330,27 @@ std::string Network::SymbolJson() const {
     const Node& n = nodes_[id - 1];
     Json inputs = Json::array();
     for (int j : n.inputs) inputs.push_back(entry(json_id[j]));
-    for (const Param* p : n.params) inputs.push_back(entry(null_node(p->name)));
-    std::vector<std::pair<std::string, std::string>> attrs;
-    const std::string op = n.layer->MxnetOp(&attrs);
-    Json a = Json::object();
-    for (const auto& [k, v] : attrs) a[k] = v;
+    const bool bn = n.layer->spec().kind == LayerSpec::kBatchNorm;
+    for (size_t i = 0; i < n.params.size(); ++i) {
+      // MXNet's BatchNorm sets these on its auxiliary variables.
+      const char* init = !bn ? nullptr
+                         : i == 2 ? "[\"zero\", {}]"
+                         : i == 3 ? "[\"one\", {}]"
+                                  : nullptr;
+      inputs.push_back(entry(null_node(n.params[i]->name, init)));
+    }
+    SymbolAttrs attrs = n.symbol_attrs;
+    const std::string op =
+        n.symbol_set ? n.symbol_op : n.layer->MxnetOp(&attrs);
+    Json node_json = {{"op", op}, {"name", n.layer->name()}};
+    if (!attrs.empty()) {
+      Json a = Json::object();
+      for (const auto& [k, v] : attrs) a[k] = v;
+      node_json["attrs"] = a;
+    }
+    node_json["inputs"] = inputs;
     json_id[id] = static_cast<int>(nodes.size());
-    nodes.push_back({{"op", op},
-                     {"name", n.layer->name()},
-                     {"attrs", a},
-                     {"inputs", inputs}});
+    nodes.push_back(std::move(node_json));
   }
   const int label = null_node("softmax_label");
   nodes.push_back(

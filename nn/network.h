@@ -65,6 +65,18 @@ class Network {
   // The id of the last node added (kInput when empty).
   int last() const { return static_cast<int>(nodes_.size()); }
 
+  // MXNet attributes: (key, value) in the order written.
+  using SymbolAttrs = std::vector<std::pair<std::string, std::string>>;
+  // Makes SymbolJson() write node `id` as MXNet operator `op` with exactly
+  // `attrs` (what an MXNet script passed, or what an imported symbol had)
+  // instead of the layer's own MxnetOp(). REQUIRES: 1 <= id <= last().
+  void SetSymbolNode(int id, std::string op, SymbolAttrs attrs);
+  // Names node `id`'s parameters, in node_params order, instead of
+  // LAYER_suffix (e.g. Gluon's "dense0_weight" for a layer "dense0_fwd").
+  // Build() applies them and fails with InvalidArgument naming the layer
+  // when the count does not match. REQUIRES: 1 <= id <= last().
+  void SetParamNames(int id, std::vector<std::string> names);
+
   // Shape inference for inputs [batch, C, H, W]; creates the parameters and
   // plans buffers. InvalidArgument names the layer whose input does not fit.
   absl::Status Build(const std::vector<int64_t>& input_shape, int num_classes);
@@ -107,7 +119,8 @@ class Network {
   int64_t PlannedForwardBytes() const;
   // MXNet's symbol JSON for this network (nodes, arg_nodes, node_row_ptr,
   // heads), ending in SoftmaxOutput like fit.py's models, so MXNet can load
-  // it with the matching .params.
+  // it with the matching .params. Nodes without attributes have no "attrs";
+  // batch norm's moving statistics carry the "__init__" MXNet gives them.
   std::string SymbolJson() const;
   // Elements of all parameters (arguments and auxiliary states).
   int64_t NumParams() const;
@@ -155,6 +168,10 @@ class Network {
     std::vector<int64_t> shape;   // Output.
     bool in_place = false;        // Output shares its input's buffer.
     int consumers = 0;
+    bool symbol_set = false;  // SetSymbolNode() was called.
+    std::string symbol_op;
+    SymbolAttrs symbol_attrs;
+    std::vector<std::string> param_names;  // SetParamNames(), or empty.
   };
   // Node i + 1 is nodes_[i]; node 0 is the input.
   Node& node(int id) { return nodes_[id - 1]; }

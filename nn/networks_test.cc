@@ -110,7 +110,8 @@ TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
   Param* var = (*net)->FindParam("stem_bn_moving_var");
   ASSERT_TRUE(gamma && mean && var && (*net)->FindParam("stem_bn_beta"));
   EXPECT_FALSE(gamma->aux);
-  EXPECT_EQ(gamma->wd_mult, 0.0f);
+  EXPECT_EQ(gamma->wd_mult, 1.0f);  // MXNet decays *_gamma.
+  EXPECT_EQ((*net)->FindParam("stem_bn_beta")->wd_mult, 0.0f);
   EXPECT_TRUE(mean->aux && var->aux);
   EXPECT_TRUE(mean->grad.empty());
   ASSERT_TRUE(Initialize(net->get(), "xavier", 1).ok());
