@@ -34,7 +34,8 @@ struct ImportOptions {
   // fresh layer for fine-tuning, as MXNet's fine-tune.py makes; its
   // parameters keep their names and shapes change).
   int num_classes = 0;
-  // Seeds the dropout layers' masks (the i-th dropout gets seed + i).
+  // Seeds the dropout layers' masks: the i-th dropout (from 1) gets
+  // seed + i, as nn::BuildNetwork seeds its own.
   uint64_t seed = 0;
 };
 
@@ -47,13 +48,13 @@ struct ImportOptions {
 // output, or an unsupported operator or attribute (the message names the
 // node); Build()'s errors for shapes that do not fit.
 absl::StatusOr<std::unique_ptr<Network>> ImportSymbol(
-    const std::string& json, const std::vector<int64_t>& image_shape,
-    int batch, const ImportOptions& options = {});
+    const std::string& json, const std::vector<int64_t>& image_shape, int batch,
+    const ImportOptions& options = {});
 
 // ImportSymbol() of the file at `path`; errors start with the path.
 absl::StatusOr<std::unique_ptr<Network>> ImportSymbolFile(
-    const std::string& path, const std::vector<int64_t>& image_shape,
-    int batch, const ImportOptions& options = {});
+    const std::string& path, const std::vector<int64_t>& image_shape, int batch,
+    const ImportOptions& options = {});
 
 }  // namespace nn
 }  // namespace pstrain
