@@ -23,6 +23,9 @@ struct Param {
   kernels::Tensor value;
   kernels::Tensor grad;  // Same shape; written by Backward() (empty for aux).
   bool aux = false;      // Auxiliary state (not learned by gradient).
+  // Frozen (worker --fixed_params): keeps its value; no gradient of it is
+  // pushed, as MXNet's fixed_param_names.
+  bool fixed = false;
   float lr_mult = 1.0f;
   float wd_mult = 1.0f;  // 0 for biases and beta (MXNet's Optimizer rule).
   int64_t fan_in = 1;    // For initializers.

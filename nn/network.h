@@ -205,6 +205,12 @@ absl::Status Initialize(Network* net, const std::string& initializer,
 // Initialize(net, "xavier", seed).
 void InitializeXavier(Network* net, uint32_t seed);
 
+// Builds a network for a batch size (e.g. BuildNetwork or ImportSymbol
+// with the rest of their arguments bound), for code that builds one per
+// device.
+using NetworkFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Network>>(int batch_size)>;
+
 // Builds a network by name (see BuiltNetworks()). `image_shape` is
 // {C, H, W}. InvalidArgument names an unknown network, depth or a shape it
 // cannot take.

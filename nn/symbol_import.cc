@@ -42,8 +42,8 @@ class NodeAttrs {
   explicit NodeAttrs(const SymNode& n) : n_(n) {}
 
   std::string Where() const {
-    return absl::StrCat("symbol node ", n_.index, " \"", n_.name, "\" (",
-                        n_.op, ")");
+    return absl::StrCat("symbol node ", n_.index, " \"", n_.name, "\" (", n_.op,
+                        ")");
   }
   absl::Status Bad(const std::string& key, const std::string& why) const {
     auto it = n_.attr_map.find(key);
@@ -127,8 +127,8 @@ class NodeAttrs {
 // Attributes that change how an operator runs on a device, never what it
 // computes.
 const std::set<std::string>& Ignorable() {
-  static const auto* s = new std::set<std::string>{
-      "workspace", "cudnn_tune", "cudnn_off", "ctx_group"};
+  static const auto* s = new std::set<std::string>{"workspace", "cudnn_tune",
+                                                   "cudnn_off", "ctx_group"};
   return *s;
 }
 
@@ -145,9 +145,9 @@ absl::Status ReadAttrs(const Json& j, SymNode* n) {
     if (!j.contains(key)) continue;
     const Json& a = j[key];
     if (!a.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "symbol node ", n->index, " \"", n->name, "\": \"", key,
-          "\" is not an object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("symbol node ", n->index, " \"", n->name, "\": \"", key,
+                       "\" is not an object"));
     }
     for (auto it = a.begin(); it != a.end(); ++it) {
       const std::string v =
@@ -195,16 +195,16 @@ absl::StatusOr<std::vector<SymNode>> ReadNodes(const Json& root,
         }
         const int src = e[0].get<int>();
         if (src < 0 || src >= static_cast<int>(i)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "symbol node ", i, " \"", n.name, "\": input node ", src,
-              " is not an earlier node"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("symbol node ", i, " \"", n.name, "\": input node ",
+                           src, " is not an earlier node"));
         }
         if (e[1].get<int>() != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "symbol node ", i, " \"", n.name, "\" (", n.op,
-              "): reads output ", e[1].get<int>(), " of node ", src, " \"",
-              nodes[src].value("name", ""),
-              "\"; pstrain's layers have one output"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("symbol node ", i, " \"", n.name, "\" (", n.op,
+                           "): reads output ", e[1].get<int>(), " of node ",
+                           src, " \"", nodes[src].value("name", ""),
+                           "\"; pstrain's layers have one output"));
         }
         n.inputs.push_back(src);
       }
@@ -281,9 +281,9 @@ class Importer {
  private:
   absl::Status CheckSoftmaxOutput(const SymNode& n) {
     NodeAttrs a(n);
-    PSTRAIN_RETURN_IF_ERROR(a.OnlyKnown(Known(
-        {"grad_scale", "normalization", "use_ignore", "ignore_label",
-         "multi_output", "preserve_shape", "out_grad", "smooth_alpha"})));
+    PSTRAIN_RETURN_IF_ERROR(a.OnlyKnown(
+        Known({"grad_scale", "normalization", "use_ignore", "ignore_label",
+               "multi_output", "preserve_shape", "out_grad", "smooth_alpha"})));
     PSTRAIN_ASSIGN_OR_RETURN(double scale, a.Number("grad_scale", 1.0));
     if (scale != 1.0) return a.Bad("grad_scale", "only 1 is supported");
     PSTRAIN_RETURN_IF_ERROR(a.OneOf("normalization", {"null"},
@@ -309,9 +309,9 @@ class Importer {
     const int src = n.inputs[i];
     if (nodes_[src].op != "null") {
       if (node_id_[src] < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            NodeAttrs(n).Where(), ": reads node ", src, " \"",
-            nodes_[src].name, "\", which was not imported"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(NodeAttrs(n).Where(), ": reads node ", src, " \"",
+                         nodes_[src].name, "\", which was not imported"));
       }
       return node_id_[src];
     }
@@ -390,8 +390,8 @@ class Importer {
                  "pooling_convention", "count_include_pad", "layout"})));
       PSTRAIN_RETURN_IF_ERROR(
           a.OneOf("layout", {"nchw", "none"}, "pstrain runs NCHW only"));
-      PSTRAIN_RETURN_IF_ERROR(a.OneOf("pool_type", {"max", "avg"},
-                                      "pstrain pools max or avg"));
+      PSTRAIN_RETURN_IF_ERROR(
+          a.OneOf("pool_type", {"max", "avg"}, "pstrain pools max or avg"));
       PSTRAIN_RETURN_IF_ERROR(a.OneOf("pooling_convention", {"valid"},
                                       "pstrain computes \"valid\" (floor) "
                                       "output sizes only"));
@@ -468,10 +468,9 @@ class Importer {
       PSTRAIN_RETURN_IF_ERROR(a.OnlyKnown(Known({})));
       layer = MakeFlatten(n.name);
     } else if (op == "BatchNorm") {
-      PSTRAIN_RETURN_IF_ERROR(a.OnlyKnown(
-          Known({"eps", "momentum", "fix_gamma", "use_global_stats",
-                 "output_mean_var", "axis", "min_calib_range",
-                 "max_calib_range"})));
+      PSTRAIN_RETURN_IF_ERROR(a.OnlyKnown(Known(
+          {"eps", "momentum", "fix_gamma", "use_global_stats",
+           "output_mean_var", "axis", "min_calib_range", "max_calib_range"})));
       kernels::BatchNormParams p;
       PSTRAIN_ASSIGN_OR_RETURN(double eps, a.Number("eps", 1e-3));
       PSTRAIN_ASSIGN_OR_RETURN(double mom, a.Number("momentum", 0.9));
@@ -484,9 +483,9 @@ class Importer {
       if (mean_var) return a.Bad("output_mean_var", "only False is supported");
       if (axis != 1) return a.Bad("axis", "pstrain normalizes channels (1)");
       if (a.Has("min_calib_range") || a.Has("max_calib_range")) {
-        return a.Bad(a.Has("min_calib_range") ? "min_calib_range"
-                                              : "max_calib_range",
-                     "quantized models are not supported");
+        return a.Bad(
+            a.Has("min_calib_range") ? "min_calib_range" : "max_calib_range",
+            "quantized models are not supported");
       }
       if (!(eps > 0)) return a.Bad("eps", "must be positive");
       p.eps = static_cast<float>(eps);
@@ -509,9 +508,9 @@ class Importer {
       layer = MakeLrn(n.name, p);
     } else if (op == "Dropout") {
       PSTRAIN_RETURN_IF_ERROR(a.OnlyKnown(Known({"p", "mode", "axes"})));
-      PSTRAIN_RETURN_IF_ERROR(a.OneOf(
-          "mode", {"training"},
-          "only \"training\" (dropout while training) is supported"));
+      PSTRAIN_RETURN_IF_ERROR(
+          a.OneOf("mode", {"training"},
+                  "only \"training\" (dropout while training) is supported"));
       if (a.Has("axes") && a.Get("axes", "") != "()") {
         return a.Bad("axes", "only () is supported");
       }
@@ -526,9 +525,8 @@ class Importer {
       data_inputs = static_cast<int>(n.inputs.size());
       PSTRAIN_ASSIGN_OR_RETURN(int num_args, a.Int("num_args", data_inputs));
       if (num_args != data_inputs || data_inputs < 1) {
-        return a.Bad("num_args",
-                     absl::StrCat("does not match the ", data_inputs,
-                                  " inputs"));
+        return a.Bad("num_args", absl::StrCat("does not match the ",
+                                              data_inputs, " inputs"));
       }
       layer = MakeConcat(n.name, data_inputs);
     } else if (op == "elemwise_add" || op == "_Plus" || op == "_plus" ||
@@ -601,8 +599,8 @@ class Importer {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Network>> ImportSymbol(
-    const std::string& json, const std::vector<int64_t>& image_shape,
-    int batch, const ImportOptions& options) {
+    const std::string& json, const std::vector<int64_t>& image_shape, int batch,
+    const ImportOptions& options) {
   if (image_shape.size() != 3 || batch < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("importing a symbol needs an image shape C,H,W and a "
@@ -620,8 +618,8 @@ absl::StatusOr<std::unique_ptr<Network>> ImportSymbol(
 }
 
 absl::StatusOr<std::unique_ptr<Network>> ImportSymbolFile(
-    const std::string& path, const std::vector<int64_t>& image_shape,
-    int batch, const ImportOptions& options) {
+    const std::string& path, const std::vector<int64_t>& image_shape, int batch,
+    const ImportOptions& options) {
   PSTRAIN_ASSIGN_OR_RETURN(std::string json,
                            ReadFileToString(path, "symbol file"));
   auto net = ImportSymbol(json, image_shape, batch, options);

@@ -129,8 +129,7 @@ TEST(SymbolImportTest, ImportsAndRunsMxnetsOwnLenetExport) {
   // Gluon writes __wd_mult__ 1.0 on every variable, biases included, and
   // MXNet's optimizer follows the symbol.
   EXPECT_EQ(n.FindParam("hybridsequential0_dense1_bias")->wd_mult, 1.0f);
-  auto arrays =
-      checkpoint::ReadNDArrayListFile(dir + "/lenet-0001.params");
+  auto arrays = checkpoint::ReadNDArrayListFile(dir + "/lenet-0001.params");
   ASSERT_TRUE(arrays.ok()) << arrays.status();
   ASSERT_EQ(arrays->size(), n.params().size());
   for (const auto& a : *arrays) {
@@ -150,7 +149,8 @@ TEST(SymbolImportTest, ImportsAndRunsMxnetsOwnLenetExport) {
   EXPECT_TRUE(std::isfinite(*loss));
   for (int64_t r = 0; r < 4; ++r) {
     double sum = 0;
-    for (int64_t k = 0; k < 10; ++k) sum += n.probabilities().data()[r * 10 + k];
+    for (int64_t k = 0; k < 10; ++k)
+      sum += n.probabilities().data()[r * 10 + k];
     EXPECT_NEAR(sum, 1.0, 1e-5);
   }
   // Exported again, it is the same graph with MXNet's names and attributes.
@@ -174,9 +174,9 @@ TEST(SymbolImportTest, ImportsAndRunsMxnetsOwnLenetExport) {
 // A small symbol in MXNet's JSON, written the way old and new MXNet
 // versions name things; `body` is the node list after "data".
 std::string Symbol(const std::string& body, int head) {
-  return absl::StrCat(R"({"nodes": [{"op": "null", "name": "data", "inputs": []},)",
-                      body, R"(], "arg_nodes": [0], "heads": [[)", head,
-                      R"(, 0, 0]]})");
+  return absl::StrCat(
+      R"({"nodes": [{"op": "null", "name": "data", "inputs": []},)", body,
+      R"(], "arg_nodes": [0], "heads": [[)", head, R"(, 0, 0]]})");
 }
 
 constexpr char kConvFc[] = R"j(
@@ -267,26 +267,23 @@ TEST(SymbolImportTest, ErrorsNameTheNodeOperatorAndAttribute) {
   EXPECT_THAT(Err(Fc({{"\"relu\"", "\"LeakyReLU\""}})),
               HasSubstr("symbol node 8 \"r\" (LeakyReLU): operator LeakyReLU "
                         "is not supported"));
-  EXPECT_THAT(
-      Err(Fc({{"\"workspace\"", "\"layout\""}})),
-      HasSubstr("symbol node 2 \"c\" (Convolution): attribute "
-                "layout=\"512\": pstrain runs NCHW only"));
+  EXPECT_THAT(Err(Fc({{"\"workspace\"", "\"layout\""}})),
+              HasSubstr("symbol node 2 \"c\" (Convolution): attribute "
+                        "layout=\"512\": pstrain runs NCHW only"));
   EXPECT_THAT(Err(Fc({{"\"workspace\"", "\"foo\""}})),
               HasSubstr("attribute foo=\"512\": not supported by pstrain"));
   EXPECT_THAT(Err(Fc({{"(3,3)", "(3,3,3)"}})),
               HasSubstr("kernel=\"(3,3,3)\": pstrain runs 2-D operators"));
   EXPECT_THAT(
-      Err(Fc({{R"("eps": "2e-05")",
-                                      R"("use_global_stats": "True")"}})),
+      Err(Fc({{R"("eps": "2e-05")", R"("use_global_stats": "True")"}})),
       HasSubstr("\"bn\" (BatchNorm): attribute use_global_stats=\"True\""));
-  EXPECT_THAT(
-      Err(Fc({{R"("num_hidden": "3")",
-                                      R"("num_hidden": "3", "no_bias": "1")"}})),
-      HasSubstr("\"fc\" (FullyConnected): attribute no_bias=\"1\""));
+  EXPECT_THAT(Err(Fc({{R"("num_hidden": "3")",
+                       R"("num_hidden": "3", "no_bias": "1")"}})),
+              HasSubstr("\"fc\" (FullyConnected): attribute no_bias=\"1\""));
   EXPECT_THAT(Err(Symbol(R"j({"op": "Pooling", "name": "p", "attrs":
       {"kernel": "(2, 2)", "pooling_convention": "full"},
       "inputs": [[0, 0, 0]]})j",
-                      1)),
+                         1)),
               HasSubstr("pooling_convention=\"full\""));
   // broadcast_add on unequal shapes would broadcast: refused by shape.
   EXPECT_FALSE(ImportSymbol(Symbol(R"j(

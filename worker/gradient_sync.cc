@@ -16,25 +16,31 @@ GradientSync::GradientSync(kvstore::KVStore* kv, Replicas* replicas,
       overlap_(options.overlap && replicas->size() == 1) {
   // Arguments and auxiliary states: the KVStore trains the arguments,
   // auxiliary states (batch norm's moving statistics) stay local to each
-  // worker and device, as in MXNet.
+  // worker and device, as in MXNet. Fixed parameters (--fixed_params) are
+  // not keys: nothing of them is pushed or pulled.
   const std::vector<nn::Param*>& params = replicas_->params(0);
   for (size_t i = 0; i < params.size(); ++i) {
-    if (params[i]->aux) continue;
+    if (params[i]->aux || params[i]->fixed) continue;
     key_of_[params[i]] = learned_.size();
     learned_.push_back(params[i]);
     param_index_.push_back(i);
   }
   pending_.resize(learned_.size());
   needed_ = [this](const std::vector<nn::Param*>& ps) {
-    for (const nn::Param* p : ps)
+    for (const nn::Param* p : ps) {
+      if (p->fixed) continue;
       PSTRAIN_RETURN_IF_ERROR(WaitKey(key_of_.at(p)));
+    }
     return absl::OkStatus();
   };
   ready_ = [this](const std::vector<nn::Param*>& ps) {
-    for (nn::Param* p : ps) Push(key_of_.at(p));
+    for (nn::Param* p : ps) {
+      if (!p->fixed) Push(key_of_.at(p));
+    }
   };
   arrived_ = [this](const std::vector<nn::Param*>& ps) {
     for (const nn::Param* p : ps) {
+      if (p->fixed) continue;
       const size_t k = key_of_.at(p);
       // Queued for a fused push: not even sent yet.
       if (std::find(unsent_.begin(), unsent_.end(), k) != unsent_.end())

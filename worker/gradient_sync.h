@@ -70,7 +70,8 @@ class GradientSync {
   GradientSync(const GradientSync&) = delete;
   GradientSync& operator=(const GradientSync&) = delete;
 
-  // The learned parameters of replica 0 in key order: key k is learned()[k].
+  // The learned parameters of replica 0 in key order: key k is learned()[k]
+  // (neither auxiliary states nor fixed parameters).
   const std::vector<nn::Param*>& learned() const { return learned_; }
   // Whether Step() overlaps (options.overlap and one device).
   bool overlap() const { return overlap_; }

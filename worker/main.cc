@@ -10,6 +10,7 @@
 #include "cluster/node_flags.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "nn/symbol_import.h"
 #include "transport/transport.h"
 #include "util/flags.h"
 #include "worker/options.h"
@@ -21,8 +22,24 @@ DEFINE_string(
     "resnet "
     "(18, 34, 50, 101, 152 for 224x224; 20, 56, 110 for 32x32), inception-v3 "
     "(299x299), minigooglenet (32x32).");
+DEFINE_string(symbol, "",
+              "Train the network of this MXNet symbol JSON (PREFIX-symbol.json "
+              "from save_checkpoint or a Gluon export) instead of --network. "
+              "Its operators and attributes must be ones pstrain computes "
+              "exactly; anything else is an error naming the node.");
 DEFINE_int32(num_layers, 0, "Depth, for networks that have variants.");
-DEFINE_int32(num_classes, 10, "Classes.");
+DEFINE_int32(num_classes, 10,
+             "Classes. With --symbol, the default is the symbol's; a "
+             "different number replaces its last FullyConnected layer with a "
+             "freshly initialized one (fine-tuning).");
+DEFINE_string(pretrained, "",
+              "PREFIX,EPOCH: start a new job from PREFIX-EPOCH.params, "
+              "loaded by name; the classifier's arrays are skipped when "
+              "--num_classes differs (MXNet's fine-tune.py).");
+DEFINE_string(fixed_params, "",
+              "POSIX extended regex: parameters whose whole name matches are "
+              "frozen (no gradient pushed, never updated), e.g. "
+              "'conv.*|bn.*'.");
 DEFINE_string(image_shape, "1,28,28", "Input C,H,W.");
 DEFINE_int32(batch_size, 64, "Batch per worker.");
 DEFINE_int32(num_epochs, 1, "Epochs.");
@@ -181,10 +198,20 @@ int main(int argc, char** argv) {
   using pstrain::worker::ParseInts;
   pstrain::worker::TrainerOptions o;
   o.network = FLAGS_network;
+  o.symbol = FLAGS_symbol;
+  o.pretrained = FLAGS_pretrained;
+  o.fixed_params = FLAGS_fixed_params;
   o.num_layers = FLAGS_num_layers;
   o.num_classes = FLAGS_num_classes;
   std::vector<int> shape = OrExit(ParseInts("image_shape", FLAGS_image_shape));
   o.image_shape.assign(shape.begin(), shape.end());
+  if (!o.symbol.empty() &&
+      gflags::GetCommandLineFlagInfoOrDie("num_classes").is_default) {
+    // The symbol's own class count.
+    auto net =
+        OrExit(pstrain::nn::ImportSymbolFile(o.symbol, o.image_shape, 1));
+    o.num_classes = net->num_classes();
+  }
   o.batch_size = FLAGS_batch_size;
   o.num_epochs = FLAGS_num_epochs;
   o.lr = FLAGS_lr;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "util/flags.h"
 #include "util/status.h"
+#include "worker/finetune.h"
 
 namespace pstrain {
 namespace worker {
@@ -222,6 +223,15 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast("load_epoch", o.load_epoch, 0));
   if (o.load_epoch > 0 && o.model_prefix.empty()) {
     return BadFlag("load_epoch", o.load_epoch, "needs --model_prefix");
+  }
+  if (!o.pretrained.empty()) {
+    PSTRAIN_RETURN_IF_ERROR(ParsePretrained(o.pretrained).status());
+    if (o.load_epoch > 0) {
+      return BadFlag("pretrained", o.pretrained,
+                     "and --load_epoch both give the starting weights: "
+                     "--load_epoch resumes a job, --pretrained starts a new "
+                     "one from a checkpoint's weights; give one");
+    }
   }
   if (o.initializer != "xavier" && o.initializer != "default" &&
       o.initializer != "msra" && o.initializer != "normal") {

@@ -28,6 +28,17 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
     const std::string& network, int num_layers, int num_classes,
     const std::vector<int64_t>& image_shape, int batch_size, int num_devices,
     const std::vector<int>& gpus) {
+  return Create(
+      [&](int batch) {
+        return nn::BuildNetwork(network, num_layers, num_classes, image_shape,
+                                batch);
+      },
+      batch_size, num_devices, gpus);
+}
+
+absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
+    const nn::NetworkFactory& factory, int batch_size, int num_devices,
+    const std::vector<int>& gpus) {
   if (num_devices < 1 || batch_size < 1 || batch_size % num_devices != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--batch_size ", batch_size,
@@ -41,9 +52,7 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
   r->per_device_ = batch_size / num_devices;
   for (int d = 0; d < num_devices; ++d) {
     Replica rep;
-    PSTRAIN_ASSIGN_OR_RETURN(
-        rep.net, nn::BuildNetwork(network, num_layers, num_classes, image_shape,
-                                  r->per_device_));
+    PSTRAIN_ASSIGN_OR_RETURN(rep.net, factory(r->per_device_));
     if (gpus.empty()) {
       rep.ctx = std::make_unique<kernels::CpuContext>();
     } else {
@@ -63,8 +72,7 @@ absl::StatusOr<std::unique_ptr<Replicas>> Replicas::Create(
 #endif
     }
     rep.params = rep.net->params();
-    rep.x = kernels::Tensor(
-        {r->per_device_, image_shape[0], image_shape[1], image_shape[2]});
+    rep.x = kernels::Tensor(rep.net->output_shape(nn::Network::kInput));
     rep.labels.resize(r->per_device_);
     r->replicas_.push_back(std::move(rep));
   }

@@ -58,6 +58,11 @@ class Replicas {
       const std::string& network, int num_layers, int num_classes,
       const std::vector<int64_t>& image_shape, int batch_size, int num_devices,
       const std::vector<int>& gpus = {});
+  // The same with each replica's network from `factory` (called with the
+  // per-device batch); its errors are returned as they are.
+  static absl::StatusOr<std::unique_ptr<Replicas>> Create(
+      const nn::NetworkFactory& factory, int batch_size, int num_devices,
+      const std::vector<int>& gpus = {});
   ~Replicas();  // Joins the threads (after any step still running).
   Replicas(const Replicas&) = delete;
   Replicas& operator=(const Replicas&) = delete;

@@ -10,15 +10,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "data/pipeline.h"
 #include "data/record_source.h"
 #include "glog/logging.h"
 #include "kernels/cpu_ops.h"
 #include "nn/network.h"
+#include "nn/symbol_import.h"
 #include "util/status.h"
 #include "worker/checkpointing.h"
 #include "worker/emulation.h"
+#include "worker/finetune.h"
 #include "worker/gradient_sync.h"
 #include "worker/metrics.h"
 #include "worker/optimizer_config.h"
@@ -362,12 +365,10 @@ int Train(const TrainerOptions& o) {
   // weights) goes first.
   // Emulated devices run one CPU replica for one sample: its buffers stand
   // for the devices' reduced gradients.
-  auto reps_or = emulated
-                     ? Replicas::Create(o.network, o.num_layers, o.num_classes,
-                                        o.image_shape, 1, 1)
-                     : Replicas::Create(o.network, o.num_layers, o.num_classes,
-                                        o.image_shape, o.batch_size,
-                                        NumDevices(o), o.gpus);
+  const nn::NetworkFactory factory = NetworkFactoryFor(o);
+  auto reps_or =
+      emulated ? Replicas::Create(factory, 1, 1)
+               : Replicas::Create(factory, o.batch_size, NumDevices(o), o.gpus);
   if (!reps_or.ok()) {
     LOG(ERROR) << reps_or.status().message();
     return 2;
@@ -408,6 +409,35 @@ int Train(const TrainerOptions& o) {
     }
     begin_epoch = o.load_epoch;
     Say(absl::StrFormat("Loaded checkpoint from \"%s\"", path));
+  } else if (!o.pretrained.empty()) {
+    auto pre = ParsePretrained(o.pretrained);
+    auto loaded =
+        pre.ok()
+            ? LoadPretrained(CheckpointParamsPath(pre->prefix, pre->epoch), net)
+            : absl::StatusOr<PretrainedLoad>(pre.status());
+    if (!loaded.ok()) {
+      LOG(ERROR) << "--pretrained: " << loaded.status().message();
+      return 1;
+    }
+    Say(absl::StrFormat(
+        "Loaded %d pretrained arrays from \"%s\"%s", loaded->loaded,
+        CheckpointParamsPath(pre->prefix, pre->epoch),
+        loaded->fresh.empty()
+            ? ""
+            : absl::StrCat("; freshly initialized: ",
+                           absl::StrJoin(loaded->fresh, ", "))));
+  }
+  // Fixed parameters: the same on every device, none of them a key.
+  for (int d = 0; d < reps->size(); ++d) {
+    auto fixed = FixParams(o.fixed_params, reps->net(d));
+    if (!fixed.ok()) {
+      LOG(ERROR) << fixed.status().message();
+      return 2;
+    }
+    if (d == 0 && !fixed->empty()) {
+      Say(absl::StrFormat("Fixed %d parameters (--fixed_params): %s",
+                          fixed->size(), absl::StrJoin(*fixed, ", ")));
+    }
   }
 
   // Data and epoch size: every worker runs the same number of batches.
@@ -527,10 +557,23 @@ int Train(const TrainerOptions& o) {
   return 0;
 }
 
+nn::NetworkFactory NetworkFactoryFor(const TrainerOptions& o) {
+  if (!o.symbol.empty()) {
+    nn::ImportOptions io;
+    io.num_classes = o.num_classes;
+    return [path = o.symbol, shape = o.image_shape, io](int batch) {
+      return nn::ImportSymbolFile(path, shape, batch, io);
+    };
+  }
+  return [name = o.network, layers = o.num_layers, classes = o.num_classes,
+          shape = o.image_shape](int batch) {
+    return nn::BuildNetwork(name, layers, classes, shape, batch);
+  };
+}
+
 absl::Status CheckBatchFits(const TrainerOptions& o) {
   PSTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<nn::Network> one,
-                           nn::BuildNetwork(o.network, o.num_layers,
-                                            o.num_classes, o.image_shape, 1));
+                           NetworkFactoryFor(o)(1));
   return CheckMemory(o, *one);
 }
 
@@ -538,12 +581,12 @@ int DryRun(const TrainerOptions& o) {
   Say(absl::StrFormat(
       "dry run: flags OK (network %s, num_layers %d, image_shape %d,%d,%d, "
       "batch_size %d on %d device(s), kv_store %s)",
-      o.network, o.num_layers, o.image_shape[0], o.image_shape[1],
-      o.image_shape[2], o.batch_size, NumDevices(o), o.kv_store));
+      o.symbol.empty() ? o.network : o.symbol, o.num_layers, o.image_shape[0],
+      o.image_shape[1], o.image_shape[2], o.batch_size, NumDevices(o),
+      o.kv_store));
   absl::Status devices = CheckDevices(o);
   if (!devices.ok()) Say(absl::StrCat("dry run: note: ", devices.message()));
-  auto net = nn::BuildNetwork(o.network, o.num_layers, o.num_classes,
-                              o.image_shape, 1);
+  auto net = NetworkFactoryFor(o)(1);
   if (!net.ok()) {
     Say(absl::StrCat("dry run: network: ", net.status().message()));
     return 3;

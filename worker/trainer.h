@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "data/augment.h"
 #include "kvstore/kvstore.h"
+#include "nn/network.h"
 
 namespace pstrain {
 namespace worker {
@@ -26,6 +27,16 @@ inline data::AugmentOptions DefaultAugment() {
 
 struct TrainerOptions {
   std::string network = "lenet";
+  // An MXNet symbol JSON file (nn::ImportSymbol) to train instead of
+  // `network`; num_classes different from the symbol's replaces its last
+  // FullyConnected layer (fine-tuning).
+  std::string symbol;
+  // "PREFIX,EPOCH": start from PREFIX-%04d.params by name
+  // (worker/finetune.h: LoadPretrained), then train from epoch 0.
+  std::string pretrained;
+  // POSIX extended regex over parameter names: those parameters are fixed
+  // (no gradient pushed, never updated; MXNet's fixed_param_names).
+  std::string fixed_params;
   int num_layers = 0;
   int num_classes = 10;
   std::vector<int64_t> image_shape = {1, 28, 28};
@@ -103,6 +114,10 @@ struct TrainerOptions {
   int warmup_batches = 2;
   uint32_t seed = 1;
 };
+
+// Builds the network `options` ask for (--symbol, else --network) for a
+// batch size: nn::ImportSymbolFile's or nn::BuildNetwork's errors.
+nn::NetworkFactory NetworkFactoryFor(const TrainerOptions& options);
 
 // Trains; returns the process exit code (0 on success), errors logged.
 int Train(const TrainerOptions& options);
