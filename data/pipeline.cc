@@ -130,6 +130,8 @@ absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
   batch->data.assign(image_floats * options_.batch_size, 0.0f);
   batch->labels.assign(
       static_cast<size_t>(options_.batch_size) * options_.label_width, 0.0f);
+  batch->records.assign(options_.batch_size, -1);
+  batch->ids.assign(options_.batch_size, 0);
   // Each batch has its own generator, so results do not depend on which
   // thread fills it.
   std::mt19937 rng(
@@ -171,6 +173,8 @@ absl::Status Pipeline::Fill(int64_t index, const std::vector<int64_t>& order,
     std::copy(
         sample.labels.begin(), sample.labels.begin() + options_.label_width,
         batch->labels.begin() + static_cast<size_t>(i) * options_.label_width);
+    batch->records[i] = rec;
+    batch->ids[i] = sample.id;
     ++i;
   }
   return absl::OkStatus();

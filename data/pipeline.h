@@ -37,6 +37,7 @@ namespace data {
 struct Sample {
   std::vector<float> labels;
   std::string image;
+  uint64_t id = 0;  // The record header's id (im2rec: the .lst index).
 };
 
 // A worker's part of a dataset, with random access. Implementations must
@@ -85,6 +86,11 @@ struct Batch {
   int64_t index = 0;          // Within the epoch.
   std::vector<float> data;    // batch_size x C x H x W.
   std::vector<float> labels;  // batch_size x label_width.
+  // Per sample: the record's index in the part (SampleSource::Read's
+  // `index`) and its Sample::id; with skipped corrupt records and the
+  // wrap-around, a record may appear in two batches.
+  std::vector<int64_t> records;
+  std::vector<uint64_t> ids;
 };
 
 struct PipelineStats {

@@ -25,6 +25,7 @@ class MemorySource : public SampleSource {
     for (int i = 0; i < n; ++i) {
       Sample s;
       s.labels = {static_cast<float>(i), 100.0f + i};
+      s.id = 1000 + i;
       if (corrupt.count(i)) {
         s.image = "definitely not an image";
       } else {
@@ -65,13 +66,19 @@ PipelineOptions Options(int batch, int64_t batches) {
 
 absl::Time Later() { return absl::Now() + absl::Seconds(30); }
 
-// The record each sample of the batch came from (from its pixels).
+// The record each sample of the batch came from (from its pixels), which
+// its label, Batch::records and Batch::ids (MemorySource: 1000 + i) agree
+// with.
 std::vector<int> Records(const Batch& b, const PipelineOptions& o) {
   std::vector<int> r;
   const size_t per = 3 * o.augment.height * o.augment.width;
+  EXPECT_EQ(b.records.size(), static_cast<size_t>(o.batch_size));
+  EXPECT_EQ(b.ids.size(), static_cast<size_t>(o.batch_size));
   for (int i = 0; i < o.batch_size; ++i) {
     r.push_back(static_cast<int>(b.data[i * per]));
     EXPECT_EQ(b.labels[i * o.label_width], r.back());
+    EXPECT_EQ(b.records[i], r.back());
+    EXPECT_EQ(b.ids[i], 1000u + r.back());
   }
   return r;
 }

@@ -115,6 +115,7 @@ absl::Status RecordSource::Read(int64_t index, Sample* out) {
   auto rec = recordio::ParseImageRecord(payload);
   if (!rec.ok()) return Annotate(rec.status(), Describe(index));
   out->labels = rec->AllLabels();
+  out->id = rec->id;
   out->image.assign(rec->image.data(), rec->image.size());
   return absl::OkStatus();
 }

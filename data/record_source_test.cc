@@ -75,6 +75,7 @@ TEST_F(RecordSourceTest, IndexedWhenTheIndexMatches) {
   Sample sample;
   ASSERT_TRUE((*s)->Read(7, &sample).ok());
   EXPECT_EQ(sample.labels, std::vector<float>{7});
+  EXPECT_EQ(sample.id, 7u);  // The header's id.
 }
 
 // Case 6 of issue #18: a truncated .idx used to be trusted (the worker

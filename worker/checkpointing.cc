@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <fstream>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,9 +18,23 @@ std::string CheckpointParamsPath(const std::string& prefix, int epoch) {
   return absl::StrFormat("%s-%04d.params", prefix, epoch);
 }
 
-absl::Status LoadCheckpoint(const std::string& path, nn::Network* net) {
+absl::Status LoadCheckpoint(const std::string& path, nn::Network* net,
+                            bool require_every_param) {
   PSTRAIN_ASSIGN_OR_RETURN(std::vector<checkpoint::NDArray> arrays,
                            checkpoint::ReadNDArrayListFile(path));
+  if (require_every_param) {
+    std::set<std::string> names;
+    for (const auto& a : arrays) {
+      names.insert(a.name.substr(a.name.find(':') + 1));
+    }
+    for (nn::Param* p : net->params()) {
+      if (names.count(p->name) == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": no array for the network's parameter ",
+                         p->aux ? "aux:" : "arg:", p->name));
+      }
+    }
+  }
   for (const auto& a : arrays) {
     const std::string name = a.name.substr(a.name.find(':') + 1);
     nn::Param* p = net->FindParam(name);

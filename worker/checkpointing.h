@@ -22,8 +22,12 @@ std::string CheckpointParamsPath(const std::string& prefix, int epoch);
 // ReadNDArrayListFile's errors (which name the path), or InvalidArgument
 // "PATH: array NAME does not fit the network" for an array whose name,
 // size or dtype (float32 only) does not match a parameter of `net`; the
-// parameters copied before it keep their new values.
-absl::Status LoadCheckpoint(const std::string& path, nn::Network* net);
+// parameters copied before it keep their new values. With
+// `require_every_param` (as MXNet's load_params without allow_missing),
+// also InvalidArgument "PATH: no array for the network's parameter NAME"
+// when a parameter of `net` (auxiliary states included) is not in the file.
+absl::Status LoadCheckpoint(const std::string& path, nn::Network* net,
+                            bool require_every_param = false);
 
 // Writes PREFIX-symbol.json and CheckpointParamsPath(prefix, epoch) from
 // `net` (every parameter, auxiliary states included; the .params file

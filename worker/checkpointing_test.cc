@@ -5,7 +5,9 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "checkpoint/ndarray_list.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -63,6 +65,30 @@ TEST(CheckpointingTest, AnArrayThatDoesNotFitNamesItAndThePath) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr(*path));
   EXPECT_THAT(s.message(), HasSubstr("does not fit the network"));
+}
+
+// A file that lacks one of the network's parameters loads (the others)
+// by default, as --load_epoch always did, and is refused with
+// require_every_param, naming the parameter.
+TEST(CheckpointingTest, AMissingParameterIsRefusedOnlyWhenRequired) {
+  auto net = Lenet(1);
+  ASSERT_TRUE(net);
+  std::vector<checkpoint::NDArray> arrays;
+  for (nn::Param* p : net->params()) {
+    if (p->name == "fc1_bias") continue;
+    std::vector<float> v(p->value.data(), p->value.data() + p->value.size());
+    arrays.push_back(checkpoint::NDArray::FromFloats(
+        (p->aux ? "aux:" : "arg:") + p->name, p->value.shape(), v));
+  }
+  ASSERT_LT(arrays.size(), net->params().size()) << "no fc1_bias in LeNet?";
+  const std::string path = TmpDir() + "partial-0001.params";
+  ASSERT_TRUE(checkpoint::WriteNDArrayListFile(path, arrays).ok());
+  EXPECT_TRUE(LoadCheckpoint(path, net.get()).ok());
+  absl::Status s = LoadCheckpoint(path, net.get(), true);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr(path));
+  EXPECT_THAT(s.message(),
+              HasSubstr("no array for the network's parameter arg:fc1_bias"));
 }
 
 TEST(CheckpointingTest, ErrorsNameTheFile) {

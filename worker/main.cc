@@ -166,11 +166,9 @@ T OrExit(absl::StatusOr<T> v) {
 // Per-channel values: one number for all three channels, or R,G,B.
 void ChannelValues(const char* flag, const std::string& text, float fallback,
                    float* out) {
-  std::vector<double> v = OrExit(pstrain::worker::ParseNumbers(flag, text));
-  for (int c = 0; c < 3; ++c) {
-    out[c] = static_cast<float>(
-        v.empty() ? fallback : v[std::min<size_t>(c, v.size() - 1)]);
-  }
+  absl::Status s =
+      pstrain::worker::ParseChannelValues(flag, text, fallback, out);
+  if (!s.ok()) pstrain::ExitWithError(kProgram, s.message());
 }
 
 }  // namespace

@@ -286,6 +286,16 @@ absl::Status CheckDevices(const TrainerOptions& o) {
 #endif
 }
 
+absl::Status ParseChannelValues(absl::string_view flag, absl::string_view text,
+                                float fallback, float out[3]) {
+  PSTRAIN_ASSIGN_OR_RETURN(std::vector<double> v, ParseNumbers(flag, text));
+  for (int c = 0; c < 3; ++c) {
+    out[c] = static_cast<float>(
+        v.empty() ? fallback : v[std::min<size_t>(c, v.size() - 1)]);
+  }
+  return absl::OkStatus();
+}
+
 data::AugmentOptions AugmentFor(const TrainerOptions& o, bool train) {
   data::AugmentOptions a = o.augment;
   a.channels = static_cast<int>(o.image_shape[0]);

@@ -25,6 +25,14 @@ absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag,
 absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
                                            absl::string_view text);
 
+// Per-channel values of --rgb_mean / --rgb_std into out[0..2] (R, G, B):
+// one number for all three channels, R,G,B (extra numbers ignored, missing
+// ones repeat the last), or empty text for `fallback`. InvalidArgument
+// naming `flag` for a part that does not parse (ParseNumbers); `out` is
+// then untouched.
+absl::Status ParseChannelValues(absl::string_view flag, absl::string_view text,
+                                float fallback, float out[3]);
+
 // MXNet's aspect-ratio range for --random_resized_crop from
 // --min_random_aspect_ratio and --max_random_aspect_ratio: [min, max], or
 // [1 - max, 1 + max] when min is 0 (MXNet's None). InvalidArgument naming

@@ -178,6 +178,21 @@ TEST(OptionsTest, ParsesListsAndNamesTheFlag) {
               HasSubstr("--rgb_mean 1,b: 'b' is not a number"));
 }
 
+TEST(OptionsTest, ChannelValuesRepeatTheLastOrFallBack) {
+  float v[3] = {-1, -1, -1};
+  ASSERT_TRUE(ParseChannelValues("rgb_mean", "123.68,116.779", 0, v).ok());
+  EXPECT_EQ(std::vector<float>(v, v + 3),
+            (std::vector<float>{123.68f, 116.779f, 116.779f}));
+  ASSERT_TRUE(ParseChannelValues("rgb_std", "58", 1, v).ok());
+  EXPECT_EQ(std::vector<float>(v, v + 3), (std::vector<float>{58, 58, 58}));
+  ASSERT_TRUE(ParseChannelValues("rgb_std", "", 1, v).ok());
+  EXPECT_EQ(std::vector<float>(v, v + 3), (std::vector<float>{1, 1, 1}));
+  absl::Status s = ParseChannelValues("rgb_std", "1,x", 1, v);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("--rgb_std 1,x: 'x' is not a number"));
+  EXPECT_EQ(std::vector<float>(v, v + 3), (std::vector<float>{1, 1, 1}));
+}
+
 TEST(OptionsTest, GpusNeedCuda) {
   TrainerOptions o;
   EXPECT_TRUE(CheckDevices(o).ok());
