@@ -38,9 +38,7 @@ std::vector<double> ValidationAccuracies(const std::string& out) {
   std::vector<double> acc;
   for (const std::string& line : LinesWith(out, "Validation-accuracy=")) {
     double a = 0;
-    EXPECT_TRUE(
-        absl::SimpleAtod(line.substr(line.find('=') + 1), &a))
-        << line;
+    EXPECT_TRUE(absl::SimpleAtod(line.substr(line.find('=') + 1), &a)) << line;
     acc.push_back(a);
   }
   return acc;
@@ -70,8 +68,7 @@ class FineTuneTest : public ::testing::Test {
     // The first 3,000 images of classes 0-4 (pretraining), and the first
     // 400 of all ten classes (fine-tuning).
     std::vector<std::string> five, ten;
-    for (const std::string& p :
-         testing_util::ReadPayloads(tmp_ + "/all.rec")) {
+    for (const std::string& p : testing_util::ReadPayloads(tmp_ + "/all.rec")) {
       if (Label(p) < 5 && five.size() < 3000) five.push_back(p);
       if (ten.size() < 400) ten.push_back(p);
     }
@@ -109,19 +106,18 @@ class FineTuneTest : public ::testing::Test {
 
 TEST_F(FineTuneTest, FineTunedLenetReachesTheTargetBeforeOneFromScratch) {
   Pretrain();
-  const std::string ten =
-      "--network=lenet --num_classes=10 --num-epochs=3 ";
+  const std::string ten = "--network=lenet --num_classes=10 --num-epochs=3 ";
   std::string tuned, scratch;
-  ASSERT_EQ(Shell(Worker("ten.rec", absl::StrCat(ten, "--pretrained=", tmp_,
-                                                 "/five,2")),
+  ASSERT_EQ(Shell(Worker("ten.rec",
+                         absl::StrCat(ten, "--pretrained=", tmp_, "/five,2")),
                   &tuned),
             0)
       << tuned;
   // Every array but the classifier's (5 classes there, 10 here).
-  EXPECT_THAT(tuned, HasSubstr(absl::StrCat(
-                         "Loaded 6 pretrained arrays from \"", tmp_,
-                         "/five-0002.params\"; freshly initialized: "
-                         "fc1_weight, fc1_bias")));
+  EXPECT_THAT(
+      tuned, HasSubstr(absl::StrCat("Loaded 6 pretrained arrays from \"", tmp_,
+                                    "/five-0002.params\"; freshly initialized: "
+                                    "fc1_weight, fc1_bias")));
   ASSERT_EQ(Shell(Worker("ten.rec", ten), &scratch), 0) << scratch;
   const auto a = ValidationAccuracies(tuned);
   const auto b = ValidationAccuracies(scratch);
@@ -166,12 +162,12 @@ TEST_F(FineTuneTest, AnExportedSymbolTrainsAsTheBuiltInNetwork) {
   Pretrain();  // Writes five-symbol.json too.
   std::string built, imported;
   const std::string flags = "--num_classes=5 --num-epochs=1 --model-prefix=";
-  ASSERT_EQ(Shell(Worker("five.rec",
-                         absl::StrCat("--network=lenet ", flags, tmp_,
-                                      "/built"),
-                         /*validate=*/false),
-                  &built),
-            0)
+  ASSERT_EQ(
+      Shell(Worker("five.rec",
+                   absl::StrCat("--network=lenet ", flags, tmp_, "/built"),
+                   /*validate=*/false),
+            &built),
+      0)
       << built;
   ASSERT_EQ(Shell(Worker("five.rec",
                          absl::StrCat("--symbol=", tmp_, "/five-symbol.json ",
@@ -204,13 +200,13 @@ TEST_F(FineTuneTest, TrainsMxnetsOwnLenetExport) {
                  << "); compatibility test skipped";
   }
   std::string out;
-  ASSERT_EQ(Shell(Worker("ten.rec",
-                         absl::StrCat("--symbol=", dir,
-                                      "/lenet-symbol.json --num-epochs=2 "
-                                      "--model-prefix=",
-                                      tmp_, "/mx")),
-                  &out),
-            0)
+  ASSERT_EQ(
+      Shell(Worker("ten.rec", absl::StrCat("--symbol=", dir,
+                                           "/lenet-symbol.json --num-epochs=2 "
+                                           "--model-prefix=",
+                                           tmp_, "/mx")),
+            &out),
+      0)
       << out;
   const auto acc = ValidationAccuracies(out);
   ASSERT_EQ(acc.size(), 2u) << out;
@@ -245,8 +241,7 @@ TEST_F(FineTuneTest, BadModelFlagsNameTheFlagOrFile) {
                   &out),
             0);
   EXPECT_THAT(out, HasSubstr(absl::StrCat(tmp_, "/five-0002.params: array ")));
-  EXPECT_NE(Shell(Worker("ten.rec", "--symbol=/no/such-symbol.json"), &out),
-            0);
+  EXPECT_NE(Shell(Worker("ten.rec", "--symbol=/no/such-symbol.json"), &out), 0);
   EXPECT_THAT(out, HasSubstr("/no/such-symbol.json"));
   // An operator pstrain lacks is named with its node.
   std::ifstream in(tmp_ + "/five-symbol.json");
@@ -255,8 +250,8 @@ TEST_F(FineTuneTest, BadModelFlagsNameTheFlagOrFile) {
   ASSERT_NE(at, std::string::npos);
   json.replace(at, 12, "\"LeakyReLU\"");
   std::ofstream(tmp_ + "/leaky-symbol.json") << json;
-  EXPECT_NE(Shell(Worker("ten.rec", absl::StrCat("--symbol=", tmp_,
-                                                 "/leaky-symbol.json")),
+  EXPECT_NE(Shell(Worker("ten.rec",
+                         absl::StrCat("--symbol=", tmp_, "/leaky-symbol.json")),
                   &out),
             0);
   EXPECT_THAT(out, HasSubstr("operator LeakyReLU is not supported"));

@@ -18,8 +18,7 @@ namespace pstrain {
 namespace tools {
 
 FlagGroup PreprocessFlagGroup() {
-  return {__FILE__,
-          "Preprocessing (the worker's flags; its validation path)"};
+  return {__FILE__, "Preprocessing (the worker's flags; its validation path)"};
 }
 
 absl::StatusOr<PreprocessOptions> PreprocessOptionsFromFlags() {

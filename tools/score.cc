@@ -107,8 +107,7 @@ absl::Status PreprocessImage(absl::string_view bytes,
 
 absl::StatusOr<std::vector<float>> PreprocessImageFile(
     const std::string& path, const data::AugmentOptions& augment) {
-  PSTRAIN_ASSIGN_OR_RETURN(std::string bytes,
-                           ReadFileToString(path, "image"));
+  PSTRAIN_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, "image"));
   std::vector<float> out(static_cast<size_t>(augment.channels) *
                          augment.height * augment.width);
   PSTRAIN_RETURN_IF_ERROR(
@@ -123,14 +122,13 @@ absl::StatusOr<std::unique_ptr<nn::Network>> LoadModel(
   if (params_path.empty()) return BadFlag("params", "", "required");
   auto net = nn::ImportSymbolFile(symbol_path, image_shape, batch);
   if (!net.ok()) {
-    return Annotate(net.status(),
-                    absl::StrCat("--symbol (with --image_shape ",
-                                 ShapeText(image_shape), ")"));
+    return Annotate(net.status(), absl::StrCat("--symbol (with --image_shape ",
+                                               ShapeText(image_shape), ")"));
   }
-  PSTRAIN_RETURN_IF_ERROR(Annotate(
-      worker::LoadCheckpoint(params_path, net->get(),
-                             /*require_every_param=*/true),
-      "--params"));
+  PSTRAIN_RETURN_IF_ERROR(
+      Annotate(worker::LoadCheckpoint(params_path, net->get(),
+                                      /*require_every_param=*/true),
+               "--params"));
   return std::move(*net);
 }
 
@@ -138,18 +136,15 @@ std::vector<int> TopK(absl::Span<const float> probs, int k) {
   std::vector<int> idx(probs.size());
   std::iota(idx.begin(), idx.end(), 0);
   const size_t n = std::min<size_t>(std::max(k, 0), idx.size());
-  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
-                    [&](int a, int b) {
-                      return probs[a] > probs[b] ||
-                             (probs[a] == probs[b] && a < b);
-                    });
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](int a, int b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+  });
   idx.resize(n);
   return idx;
 }
 
 ConfusionMatrix::ConfusionMatrix(int classes)
-    : classes_(classes),
-      counts_(static_cast<size_t>(classes) * classes, 0) {
+    : classes_(classes), counts_(static_cast<size_t>(classes) * classes, 0) {
   CHECK_GT(classes, 0);
 }
 
@@ -169,9 +164,9 @@ std::string ConfusionMatrix::Format() const {
                         " classes, more than ", kMaxConfusionClasses, ")\n");
   }
   const int64_t most = *std::max_element(counts_.begin(), counts_.end());
-  const int width = 1 + static_cast<int>(std::max(
-                            absl::StrCat(most).size(),
-                            absl::StrCat(classes_ - 1).size()));
+  const int width =
+      1 + static_cast<int>(std::max(absl::StrCat(most).size(),
+                                    absl::StrCat(classes_ - 1).size()));
   const std::string corner = "label\\pred";
   std::string s =
       "Confusion matrix (rows: label, columns: top-1 prediction):\n";
@@ -181,7 +176,8 @@ std::string ConfusionMatrix::Format() const {
   }
   absl::StrAppend(&s, "\n");
   for (int l = 0; l < classes_; ++l) {
-    absl::StrAppend(&s, absl::StrFormat("%*d", static_cast<int>(corner.size()), l));
+    absl::StrAppend(&s,
+                    absl::StrFormat("%*d", static_cast<int>(corner.size()), l));
     for (int p = 0; p < classes_; ++p) {
       absl::StrAppend(&s, absl::StrFormat("%*d", width, count(l, p)));
     }
@@ -302,9 +298,9 @@ absl::StatusOr<ScoreResult> Score(const ScoreOptions& o,
       LoadModel(o.symbol, o.params, o.preprocess.image_shape, o.batch_size));
   const int classes = net->num_classes();
   if (o.top_k > classes) {
-    return BadFlag("top_k", o.top_k,
-                   absl::StrCat("must be in [1, ", classes,
-                                "], the network's classes"));
+    return BadFlag(
+        "top_k", o.top_k,
+        absl::StrCat("must be in [1, ", classes, "], the network's classes"));
   }
 
   const int64_t n = src.size();
@@ -408,11 +404,10 @@ absl::StatusOr<ScoreResult> Score(const ScoreOptions& o,
                           probs.begin() + (r + 1) * classes);
     }
     const int64_t count = static_cast<int64_t>(order.size());
-    absl::Status written =
-        absl::EndsWith(o.dump, ".npy")
-            ? WriteNpy(o.dump, count, classes, sorted_probs)
-            : WriteCsv(o.dump, sorted_ids, sorted_labels, sorted_probs,
-                       classes);
+    absl::Status written = absl::EndsWith(o.dump, ".npy")
+                               ? WriteNpy(o.dump, count, classes, sorted_probs)
+                               : WriteCsv(o.dump, sorted_ids, sorted_labels,
+                                          sorted_probs, classes);
     PSTRAIN_RETURN_IF_ERROR(Annotate(written, "--dump"));
   }
   return result;

@@ -104,7 +104,8 @@ TEST(ConfusionMatrixTest, CountsAndFormats) {
 // NPY 1.0, byte by byte: magic, version, header length 118 (so the data
 // starts at 128), the dict padded with spaces and a newline.
 TEST(NpyTest, HeaderAndFileBytesAreExact) {
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }";
+  std::string dict =
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }";
   std::string want("\x93NUMPY\x01\x00", 8);
   const size_t len = 128 - 10;  // The dict is 59 bytes: 10 + 59 + 1 > 64.
   want.push_back(static_cast<char>(len));
@@ -137,12 +138,12 @@ TEST(NpyTest, HeaderAndFileBytesAreExact) {
               << "\n";
     return;
   }
-  ASSERT_EQ(Shell(absl::StrCat("python3 -c \"import numpy as np; a = np.load('",
-                               path,
-                               "'); print(a.dtype, a.shape, repr(a[1, 0]), "
-                               "repr(a[2, 1]), a.flags['C_CONTIGUOUS'])\""),
-                  &out),
-            0)
+  ASSERT_EQ(
+      Shell(absl::StrCat("python3 -c \"import numpy as np; a = np.load('", path,
+                         "'); print(a.dtype, a.shape, repr(a[1, 0]), "
+                         "repr(a[2, 1]), a.flags['C_CONTIGUOUS'])\""),
+            &out),
+      0)
       << out;
   EXPECT_THAT(out, HasSubstr("float32 (3, 2) -2.5 1e+30 True"));
 }
@@ -165,8 +166,8 @@ TEST(SynsetTest, OneNameALine) {
   WriteAll(path, "n01440764 tench, Tinca tinca\r\nn01443537 goldfish\n\n");
   auto names = ReadSynset(path);
   ASSERT_TRUE(names.ok()) << names.status();
-  EXPECT_EQ(*names, std::vector<std::string>(
-                        {"n01440764 tench, Tinca tinca", "n01443537 goldfish"}));
+  EXPECT_EQ(*names, std::vector<std::string>({"n01440764 tench, Tinca tinca",
+                                              "n01443537 goldfish"}));
   WriteAll(path, "a\n\nb\n");
   EXPECT_THAT(std::string(ReadSynset(path).status().message()),
               HasSubstr(path + ": line 2 is blank"));
@@ -226,9 +227,8 @@ cv::Mat TestImage(int i) {
   cv::Mat m(32, 30, CV_8UC1);
   for (int y = 0; y < m.rows; ++y) {
     for (int x = 0; x < m.cols; ++x) {
-      m.at<uint8_t>(y, x) = static_cast<uint8_t>((x * 7 + y * (i % 5) * 3 +
-                                                  ((x / 6 + y / 6 + i) % 3) * 60) %
-                                                 256);
+      m.at<uint8_t>(y, x) = static_cast<uint8_t>(
+          (x * 7 + y * (i % 5) * 3 + ((x / 6 + y / 6 + i) % 3) * 60) % 256);
     }
   }
   return m;
@@ -301,8 +301,8 @@ class ScoreEndToEnd : public ::testing::Test {
                         "--rgb_std=50");
   }
   static std::string Score(const std::string& more) {
-    return absl::StrCat(Runfile("tools/score"), Flags(), " --data_val=",
-                        *dir_, "/val.rec --batch_size=8 ", more);
+    return absl::StrCat(Runfile("tools/score"), Flags(), " --data_val=", *dir_,
+                        "/val.rec --batch_size=8 ", more);
   }
   static std::string Predict(const std::string& more) {
     return absl::StrCat(Runfile("tools/predict"), Flags(), " ", more);
@@ -369,8 +369,8 @@ TEST_F(ScoreEndToEnd, AccuracyAndDumpsMatchADirectForward) {
 
   const std::string bytes = ReadAll(npy);
   ASSERT_GT(bytes.size(), 10u);
-  const size_t header =
-      10 + static_cast<uint8_t>(bytes[8]) + 256 * static_cast<uint8_t>(bytes[9]);
+  const size_t header = 10 + static_cast<uint8_t>(bytes[8]) +
+                        256 * static_cast<uint8_t>(bytes[9]);
   EXPECT_EQ(bytes.substr(0, header), NpyHeader(kRecords, 10));
   ASSERT_EQ(bytes.size(), header + kRecords * 10 * sizeof(float));
   std::vector<float> got(kRecords * 10);
@@ -409,25 +409,26 @@ TEST_F(ScoreEndToEnd, AccuracyAndDumpsMatchADirectForward) {
   }
   ASSERT_EQ(Shell(Predict("--top_k=3 --batch_size=2" + files), &out, &err), 0)
       << out << err;
-  std::vector<std::string> plines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  std::vector<std::string> plines =
+      absl::StrSplit(out, '\n', absl::SkipEmpty());
   ASSERT_EQ(plines.size(), picked.size() * 4) << out;
   for (size_t k = 0; k < picked.size(); ++k) {
-    EXPECT_TRUE(absl::EndsWith(plines[k * 4], absl::StrCat("/rec", picked[k],
-                                                           picked[k] % 2 == 0
-                                                               ? ".png"
-                                                               : ".jpg")));
+    EXPECT_TRUE(absl::EndsWith(
+        plines[k * 4],
+        absl::StrCat("/rec", picked[k], picked[k] % 2 == 0 ? ".png" : ".jpg")));
     std::vector<std::string> top =
         absl::StrSplit(plines[k * 4 + 1], ' ', absl::SkipEmpty());
     ASSERT_EQ(top.size(), 2u) << plines[k * 4 + 1];
     EXPECT_EQ(top[1], absl::StrCat(Top1(picked[k]))) << "record " << picked[k];
-    EXPECT_EQ(top[1], absl::StrCat(TopK(absl::MakeSpan(got).subspan(
-                                            picked[k] * 10, 10),
-                                        1)[0]));
+    EXPECT_EQ(top[1],
+              absl::StrCat(
+                  TopK(absl::MakeSpan(got).subspan(picked[k] * 10, 10), 1)[0]));
   }
 
   // With a synset, names follow.
   std::string synset;
-  for (int c = 0; c < 10; ++c) absl::StrAppend(&synset, "n0", c, " class ", c, "\n");
+  for (int c = 0; c < 10; ++c)
+    absl::StrAppend(&synset, "n0", c, " class ", c, "\n");
   WriteAll(*dir_ + "/synset.txt", synset);
   ASSERT_EQ(Shell(Predict(absl::StrCat("--top_k=1 --synset=", *dir_,
                                        "/synset.txt ", *dir_, "/rec0.png")),
@@ -476,8 +477,8 @@ TEST_F(ScoreEndToEnd, BadInputIsOneLineAndANonZeroExit) {
         (*w)->Write(recordio::PackImageRecord(12, {}, 2, 0, Encoded(1))).ok());
     ASSERT_TRUE((*w)->Close().ok());
   }
-  EXPECT_EQ(Shell(absl::StrCat(Runfile("tools/score"), Flags(), " --data_val=",
-                               *dir_, "/bad_label.rec"),
+  EXPECT_EQ(Shell(absl::StrCat(Runfile("tools/score"), Flags(),
+                               " --data_val=", *dir_, "/bad_label.rec"),
                   &out, &err),
             2);
   EXPECT_THAT(err, HasSubstr("label 12 is not a class of the network"));
@@ -499,9 +500,8 @@ TEST_F(ScoreEndToEnd, BadInputIsOneLineAndANonZeroExit) {
   EXPECT_EQ(Shell(Predict(""), &out, &err), 2);
   EXPECT_THAT(err, HasSubstr("no IMAGE given"));
   WriteAll(*dir_ + "/short_synset.txt", "a\nb\n");
-  EXPECT_EQ(Shell(Predict(absl::StrCat("--synset=", *dir_,
-                                       "/short_synset.txt ", *dir_,
-                                       "/good.png")),
+  EXPECT_EQ(Shell(Predict(absl::StrCat("--synset=", *dir_, "/short_synset.txt ",
+                                       *dir_, "/good.png")),
                   &out, &err),
             2);
   EXPECT_THAT(err, HasSubstr("2 class names for a network of 10 classes"));
