@@ -333,7 +333,7 @@ std::string Network::SymbolJson() const {
     const bool bn = n.layer->spec().kind == LayerSpec::kBatchNorm;
     for (size_t i = 0; i < n.params.size(); ++i) {
       // MXNet's BatchNorm sets these on its auxiliary variables.
-      const char* init = !bn ? nullptr
+      const char* init = !bn      ? nullptr
                          : i == 2 ? "[\"zero\", {}]"
                          : i == 3 ? "[\"one\", {}]"
                                   : nullptr;

@@ -47,13 +47,13 @@ struct ImportOptions {
 // output, or an unsupported operator or attribute (the message names the
 // node); Build()'s errors for shapes that do not fit.
 absl::StatusOr<std::unique_ptr<Network>> ImportSymbol(
-    const std::string& json, const std::vector<int64_t>& image_shape,
-    int batch, const ImportOptions& options = {});
+    const std::string& json, const std::vector<int64_t>& image_shape, int batch,
+    const ImportOptions& options = {});
 
 // ImportSymbol() of the file at `path`; errors start with the path.
 absl::StatusOr<std::unique_ptr<Network>> ImportSymbolFile(
-    const std::string& path, const std::vector<int64_t>& image_shape,
-    int batch, const ImportOptions& options = {});
+    const std::string& path, const std::vector<int64_t>& image_shape, int batch,
+    const ImportOptions& options = {});
 
 }  // namespace nn
 }  // namespace pstrain
