@@ -2,6 +2,7 @@
 // (example/image-classification/symbols/*.py) for layer order, names and
 // hyper-parameters.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -84,6 +85,15 @@ class Builder {
   }
   int Plus(const std::string& name, int a, int b) {
     return net_->Add(MakeAdd(name), {a, b});
+  }
+  int Identity(const std::string& name, int in) {
+    return net_->Add(MakeIdentity(name), {in});
+  }
+  // Makes symbol.json write node `id` as MXNet operator `op` with exactly
+  // `attrs`; returns `id`.
+  int Symbol(int id, const std::string& op, Network::SymbolAttrs attrs) {
+    net_->SetSymbolNode(id, op, std::move(attrs));
+    return id;
   }
 
  private:
@@ -184,8 +194,10 @@ int ResidualUnit(Builder* b, const std::string& name, int in, int filters,
   return b->Relu(name + "_relu", b->Plus(name + "_plus", x, shortcut));
 }
 
-absl::Status Resnet(Builder* b, int num_layers, int classes,
-                    const std::vector<int64_t>& image) {
+// The original (post-activation) ResNet, He et al. 2016 ("Deep residual
+// learning for image recognition"): --network resnet_v1.
+absl::Status ResnetV1(Builder* b, int num_layers, int classes,
+                      const std::vector<int64_t>& image) {
   kernels::BatchNormParams bn;
   bn.eps = 2e-5f;  // symbols/resnet.py
   bn.momentum = 0.9f;
@@ -198,7 +210,7 @@ absl::Status Resnet(Builder* b, int num_layers, int classes,
     // stages of n basic units with 16, 32, 64 filters.
     if (num_layers < 8 || (num_layers - 2) % 6 != 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--network resnet --num_layers ", num_layers,
+          absl::StrCat("--network resnet_v1 --num_layers ", num_layers,
                        " with --image_shape ", Shape3(image),
                        ": 32x32 ResNets have 6n+2 layers (20, 32, 44, 56, "
                        "110); the 224x224 ones "
@@ -226,7 +238,7 @@ absl::Status Resnet(Builder* b, int num_layers, int classes,
         break;
       default:
         return absl::InvalidArgumentError(
-            absl::StrCat("--network resnet --num_layers ", num_layers,
+            absl::StrCat("--network resnet_v1 --num_layers ", num_layers,
                          " with --image_shape ", Shape3(image),
                          ": ImageNet ResNets have 18, 34, 50, 101 or 152 "
                          "layers (20, 56, 110 need "
@@ -252,6 +264,185 @@ absl::Status Resnet(Builder* b, int num_layers, int classes,
   b->Fc("fc1", x, classes);
   return absl::OkStatus();
 }
+
+// MXNet's ResNet, symbols/resnet.py: the pre-activation ResNet (He et al.
+// 2016, "Identity mappings in deep residual networks"), node for node: the
+// same operators, names, order and attributes, so that SymbolJson() is the
+// JSON MXNet saves for get_symbol() of the same depth and image shape and an
+// MXNet checkpoint loads. Each node's attributes are those the script
+// passes, written as Python's str() writes them and sorted by key, as MXNet
+// saves them. --network resnet.
+class ResnetV2 {
+ public:
+  explicit ResnetV2(Builder* b) : b_(b) {}
+
+  absl::Status Build(int num_layers, int classes,
+                     const std::vector<int64_t>& image) {
+    const int64_t height = image[1];
+    std::vector<int> units, filters;
+    bool bottleneck = false;
+    // get_symbol() takes the CIFAR family (three stages) for images up to
+    // 28 pixels high (train_cifar10.py crops to 28x28) and refuses depths
+    // outside the ImageNet table above that. pstrain also takes the CIFAR
+    // family for 29 to 32 pixels where get_symbol() would refuse the depth
+    // (--num_layers 20 --image_shape 3,32,32: configs/cifar10_resnet20.flags);
+    // resnet() itself already gives such images the 3x3 stem. Where
+    // get_symbol() does build a network (an ImageNet depth at 29 to 32
+    // pixels: 3x3 stem, four stages), this builds the same one.
+    const bool imagenet_depth = ImagenetUnits(num_layers, &units);
+    if (height <= 28 || (height <= 32 && !imagenet_depth)) {
+      int per_stage = 0;
+      if ((num_layers - 2) % 9 == 0 && num_layers >= 164) {
+        per_stage = (num_layers - 2) / 9;
+        filters = {16, 64, 128, 256};
+        bottleneck = true;
+      } else if ((num_layers - 2) % 6 == 0 && num_layers >= 8 &&
+                 num_layers < 164) {
+        per_stage = (num_layers - 2) / 6;
+        filters = {16, 16, 32, 64};
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--network resnet --num_layers ", num_layers,
+            " with --image_shape ", Shape3(image),
+            ": ResNets for images up to 32x32 have 6n+2 layers below 164 (20, "
+            "32, 44, 56, 110) or 9n+2 from 164 (164, 1001); the ImageNet ones "
+            "(18, 34, 50, 101, 152, 200, 269) take larger images (or 29 to 32 "
+            "pixels, as MXNet's get_symbol)"));
+      }
+      units.assign(3, per_stage);
+    } else {
+      if (!imagenet_depth) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--network resnet --num_layers ", num_layers,
+            " with --image_shape ", Shape3(image),
+            ": ImageNet ResNets have 18, 34, 50, 101, 152, 200 or 269 layers "
+            "(20, 32, 44, 56, 110 need --image_shape 3,32,32 or smaller)"));
+      }
+      bottleneck = num_layers >= 50;
+      filters = bottleneck ? std::vector<int>{64, 256, 512, 1024, 2048}
+                           : std::vector<int>{64, 64, 128, 256, 512};
+    }
+    int x = b_->Symbol(b_->Identity("id", Network::kInput), "_copy", {});
+    x = Bn("bn_data", x, /*fix_gamma=*/true);
+    if (height <= 32) {
+      x = Conv("conv0", x, filters[0], 3, 1, 1);
+    } else {
+      x = Conv("conv0", x, filters[0], 7, 2, 3);
+      x = Relu("relu0", Bn("bn0", x));
+      x = b_->Symbol(b_->Pool("pooling0", x, PoolKind::kMax, 3, 2, 1),
+                     "Pooling",
+                     {{"kernel", Pair(3)},
+                      {"pad", Pair(1)},
+                      {"pool_type", "max"},
+                      {"stride", Pair(2)}});
+    }
+    for (size_t i = 0; i < units.size(); ++i) {
+      for (int j = 0; j < units[i]; ++j) {
+        x = Unit(absl::StrCat("stage", i + 1, "_unit", j + 1), x,
+                 filters[i + 1], i > 0 && j == 0 ? 2 : 1,
+                 /*dim_match=*/j > 0, bottleneck);
+      }
+    }
+    x = Relu("relu1", Bn("bn1", x));
+    x = b_->Symbol(
+        b_->GlobalAvgPool("pool1", x), "Pooling",
+        {{"global_pool", "True"}, {"kernel", Pair(7)}, {"pool_type", "avg"}});
+    x = b_->Symbol(b_->Flatten("flatten0", x), "Flatten", {});
+    b_->Symbol(b_->Fc("fc1", x, classes), "FullyConnected",
+               {{"num_hidden", absl::StrCat(classes)}});
+    return absl::OkStatus();
+  }
+
+ private:
+  // get_symbol()'s units per stage of the ImageNet ResNets; false for
+  // another depth.
+  static bool ImagenetUnits(int num_layers, std::vector<int>* units) {
+    switch (num_layers) {
+      case 18:
+        *units = {2, 2, 2, 2};
+        return true;
+      case 34:
+      case 50:
+        *units = {3, 4, 6, 3};
+        return true;
+      case 101:
+        *units = {3, 4, 23, 3};
+        return true;
+      case 152:
+        *units = {3, 8, 36, 3};
+        return true;
+      case 200:
+        *units = {3, 24, 36, 3};
+        return true;
+      case 269:
+        *units = {3, 30, 48, 8};
+        return true;
+      default:
+        return false;
+    }
+  }
+  // Python's str() of the tuple (v, v).
+  static std::string Pair(int v) { return absl::StrCat("(", v, ", ", v, ")"); }
+
+  // residual_unit(): batch norm and ReLU before each convolution; the
+  // shortcut is the input, or (dim_match false) a 1x1 convolution of the
+  // first ReLU's output, without a "pad" attribute.
+  int Unit(const std::string& name, int in, int filters, int stride,
+           bool dim_match, bool bottleneck) {
+    const int act1 = Relu(name + "_relu1", Bn(name + "_bn1", in));
+    int x;
+    if (bottleneck) {
+      // int(num_filter * 0.25); every filter count is a multiple of 4.
+      const int mid = filters / 4;
+      x = Conv(name + "_conv1", act1, mid, 1, 1, 0);
+      x = Relu(name + "_relu2", Bn(name + "_bn2", x));
+      x = Conv(name + "_conv2", x, mid, 3, stride, 1);
+      x = Relu(name + "_relu3", Bn(name + "_bn3", x));
+      x = Conv(name + "_conv3", x, filters, 1, 1, 0);
+    } else {
+      x = Conv(name + "_conv1", act1, filters, 3, stride, 1);
+      x = Relu(name + "_relu2", Bn(name + "_bn2", x));
+      x = Conv(name + "_conv2", x, filters, 3, 1, 1);
+    }
+    const int shortcut =
+        dim_match ? in : Conv(name + "_sc", act1, filters, 1, stride, -1);
+    // conv + shortcut: MXNet's NameManager names the sums _plus0, _plus1, ...
+    return b_->Symbol(b_->Plus(absl::StrCat("_plus", plus_++), x, shortcut),
+                      "elemwise_add", {});
+  }
+  // Square kernel and stride, no bias, workspace 256; pad < 0: no "pad"
+  // attribute (MXNet's default, 0).
+  int Conv(const std::string& name, int in, int filters, int kernel, int stride,
+           int pad) {
+    const int p = pad < 0 ? 0 : pad;
+    const int id = b_->Conv(name, in, filters, kernel, kernel, stride, stride,
+                            p, p, /*bias=*/false);
+    Network::SymbolAttrs attrs = {{"kernel", Pair(kernel)},
+                                  {"no_bias", "True"},
+                                  {"num_filter", absl::StrCat(filters)}};
+    if (pad >= 0) attrs.push_back({"pad", Pair(pad)});
+    attrs.push_back({"stride", Pair(stride)});
+    attrs.push_back({"workspace", "256"});
+    return b_->Symbol(id, "Convolution", std::move(attrs));
+  }
+  // eps 2e-5, momentum 0.9 (bn_mom).
+  int Bn(const std::string& name, int in, bool fix_gamma = false) {
+    kernels::BatchNormParams p;
+    p.eps = 2e-5f;
+    p.momentum = 0.9f;
+    p.fix_gamma = fix_gamma;
+    return b_->Symbol(b_->Bn(name, in, p), "BatchNorm",
+                      {{"eps", "2e-05"},
+                       {"fix_gamma", fix_gamma ? "True" : "False"},
+                       {"momentum", "0.9"}});
+  }
+  int Relu(const std::string& name, int in) {
+    return b_->Symbol(b_->Relu(name, in), "Activation", {{"act_type", "relu"}});
+  }
+
+  Builder* b_;
+  int plus_ = 0;
+};
 
 // The small Inception for 32x32 images (Zhang et al. 2017, "Understanding
 // deep learning requires rethinking generalization"): conv modules are
@@ -398,10 +589,11 @@ class InceptionV3 {
 }  // namespace
 
 std::string BuiltNetworks() {
-  return "mlp, lenet, alexnet, vgg (--num_layers 11, 16), resnet (18, 34, 50, "
-         "101, 152 for "
-         "224x224; 20, 56, 110 for 32x32), inception-v3 (299x299), "
-         "minigooglenet (32x32)";
+  return "mlp, lenet, alexnet, vgg (--num_layers 11, 16), resnet (MXNet's, "
+         "pre-activation: 18, 34, 50, 101, 152, 200, 269 for 224x224; 6n+2 "
+         "such as 20, 56, 110, or 9n+2 from 164, for 32x32), resnet_v1 "
+         "(post-activation: 18, 34, 50, 101, 152 for 224x224; 20, 56, 110 for "
+         "32x32), inception-v3 (299x299), minigooglenet (32x32)";
 }
 
 absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(
@@ -437,7 +629,11 @@ absl::StatusOr<std::unique_ptr<Network>> BuildNetwork(
     Vgg(&b, num_layers, num_classes);
     min_size = 32;
   } else if (name == "resnet") {
-    PSTRAIN_RETURN_IF_ERROR(Resnet(&b, num_layers, num_classes, image_shape));
+    PSTRAIN_RETURN_IF_ERROR(
+        ResnetV2(&b).Build(num_layers, num_classes, image_shape));
+    min_size = image_shape[1] <= 32 ? 8 : 33;
+  } else if (name == "resnet_v1") {
+    PSTRAIN_RETURN_IF_ERROR(ResnetV1(&b, num_layers, num_classes, image_shape));
     min_size = image_shape[1] <= 32 ? 8 : 33;
   } else if (name == "inception-v3") {
     InceptionV3(&b).Build(num_classes);

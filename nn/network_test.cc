@@ -106,7 +106,9 @@ TEST(NetworkTest, BadCombinationsNameTheProblem) {
               HasSubstr("at least 16x16"));
   EXPECT_THAT(std::string(small.status().message()),
               HasSubstr("--image_shape 1,8,8"));
-  auto resnet = BuildNetwork("resnet", 18, 10, {3, 32, 32}, 2);
+  // MXNet's get_symbol() builds ImageNet depths from 29 pixels up (so does
+  // resnet), and the CIFAR family up to 28.
+  auto resnet = BuildNetwork("resnet", 18, 10, {3, 28, 28}, 2);
   ASSERT_FALSE(resnet.ok());
   EXPECT_THAT(std::string(resnet.status().message()),
               HasSubstr("--num_layers 18"));
@@ -114,6 +116,15 @@ TEST(NetworkTest, BadCombinationsNameTheProblem) {
               HasSubstr("20, 32, 44, 56, 110"));
   auto resnet21 = BuildNetwork("resnet", 21, 10, {3, 224, 224}, 2);
   EXPECT_THAT(std::string(resnet21.status().message()),
+              HasSubstr("18, 34, 50, 101, 152, 200 or 269"));
+  auto resnet_v1 = BuildNetwork("resnet_v1", 18, 10, {3, 32, 32}, 2);
+  ASSERT_FALSE(resnet_v1.ok());
+  EXPECT_THAT(std::string(resnet_v1.status().message()),
+              HasSubstr("--network resnet_v1 --num_layers 18"));
+  EXPECT_THAT(std::string(resnet_v1.status().message()),
+              HasSubstr("20, 32, 44, 56, 110"));
+  auto resnet_v1_21 = BuildNetwork("resnet_v1", 21, 10, {3, 224, 224}, 2);
+  EXPECT_THAT(std::string(resnet_v1_21.status().message()),
               HasSubstr("18, 34, 50, 101 or 152"));
   auto vgg = BuildNetwork("vgg", 13, 10, {3, 224, 224}, 2);
   EXPECT_THAT(std::string(vgg.status().message()), HasSubstr("11 or 16"));

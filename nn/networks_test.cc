@@ -42,32 +42,34 @@ const Published kPublished[] = {
      "MXNet symbols/alexnet.py (203 MB)"},
     {"vgg", 11, {3, 224, 224}, 1000, 132863336, "torchvision vgg11"},
     {"vgg", 16, {3, 224, 224}, 1000, 138357544, "torchvision vgg16"},
-    {"resnet", 18, {3, 224, 224}, 1000, 11689512, "torchvision resnet18"},
-    {"resnet", 34, {3, 224, 224}, 1000, 21797672, "torchvision resnet34"},
-    {"resnet", 50, {3, 224, 224}, 1000, 25557032, "torchvision resnet50"},
-    {"resnet", 101, {3, 224, 224}, 1000, 44549160, "torchvision resnet101"},
-    {"resnet",
+    // The post-activation ResNets (torchvision's are too); MXNet's
+    // pre-activation "resnet" is checked in ResnetIsMxnetsSymbol.
+    {"resnet_v1", 18, {3, 224, 224}, 1000, 11689512, "torchvision resnet18"},
+    {"resnet_v1", 34, {3, 224, 224}, 1000, 21797672, "torchvision resnet34"},
+    {"resnet_v1", 50, {3, 224, 224}, 1000, 25557032, "torchvision resnet50"},
+    {"resnet_v1", 101, {3, 224, 224}, 1000, 44549160, "torchvision resnet101"},
+    {"resnet_v1",
      152,
      {3, 224, 224},
      1000,
      60192808,
      "torchvision resnet152 (240 MB)"},
     // He et al. 2016 CIFAR ResNets use zero-padding shortcuts (0.27M, 0.85M,
-    // 1.7M: 269722, 853018, 1727962 parameters); MXNet's and ours use 1x1
+    // 1.7M: 269722, 853018, 1727962 parameters); resnet_v1 uses 1x1
     // projections where the shape changes, 2752 parameters more.
-    {"resnet",
+    {"resnet_v1",
      20,
      {3, 32, 32},
      10,
      269722 + 2752,
      "He et al. 2016 (0.27M) + projections"},
-    {"resnet",
+    {"resnet_v1",
      56,
      {3, 32, 32},
      10,
      853018 + 2752,
      "He et al. 2016 (0.85M) + projections"},
-    {"resnet",
+    {"resnet_v1",
      110,
      {3, 32, 32},
      10,
@@ -103,7 +105,7 @@ TEST(NetworksTest, MiniGooglenetMatchesTheKerasModel) {
 }
 
 TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
-  auto net = BuildNetwork("resnet", 20, 10, {3, 32, 32}, 2);
+  auto net = BuildNetwork("resnet_v1", 20, 10, {3, 32, 32}, 2);
   ASSERT_TRUE(net.ok());
   Param* gamma = (*net)->FindParam("stem_bn_gamma");
   Param* mean = (*net)->FindParam("stem_bn_moving_mean");
@@ -129,6 +131,257 @@ TEST(NetworksTest, BatchNormParametersHaveMxnetNamesAndFlags) {
   ASSERT_TRUE(inception.ok());
   EXPECT_THAT(nlohmann::json::parse((*inception)->SymbolJson()).dump(),
               HasSubstr(R"({"attrs":{"dim":"1","num_args":"2"},"inputs":)"));
+}
+
+// MXNet's symbols/resnet.py, node for node. Node i of resnet-18's symbol
+// (3x224x224) as get_symbol(1000, 18, "3,224,224") saves it: operator,
+// name, attributes (as MXNet writes them: Python's str() of what the script
+// passed, sorted by key; "" for none) and the nodes read. Variables (op
+// "null") come just before the node that takes them, in argument order.
+struct SymbolNode {
+  const char* op;
+  const char* name;
+  const char* attrs;
+  std::vector<int> inputs;
+};
+
+constexpr char kBn[] =
+    R"x({"eps":"2e-05","fix_gamma":"False","momentum":"0.9"})x";
+constexpr char kRelu[] = R"x({"act_type":"relu"})x";
+constexpr char kMean[] = R"x({"__init__":"[\"zero\", {}]"})x";
+constexpr char kVar[] = R"x({"__init__":"[\"one\", {}]"})x";
+constexpr char kConv3x3[] =
+    R"x({"kernel":"(3, 3)","no_bias":"True","num_filter":"64","pad":"(1, 1)",)x"
+    R"x("stride":"(1, 1)","workspace":"256"})x";
+
+const std::vector<SymbolNode>& Resnet18Head() {
+  static const auto* nodes = new std::vector<SymbolNode>{
+      {"null", "data", "", {}},
+      {"_copy", "id", "", {0}},  // mx.sym.identity(name='id')
+      {"null", "bn_data_gamma", "", {}},
+      {"null", "bn_data_beta", "", {}},
+      {"null", "bn_data_moving_mean", kMean, {}},
+      {"null", "bn_data_moving_var", kVar, {}},
+      {"BatchNorm",
+       "bn_data",
+       R"x({"eps":"2e-05","fix_gamma":"True","momentum":"0.9"})x",
+       {1, 2, 3, 4, 5}},
+      {"null", "conv0_weight", "", {}},
+      {"Convolution",
+       "conv0",
+       R"x({"kernel":"(7, 7)","no_bias":"True","num_filter":"64",)x"
+       R"x("pad":"(3, 3)","stride":"(2, 2)","workspace":"256"})x",
+       {6, 7}},
+      {"null", "bn0_gamma", "", {}},
+      {"null", "bn0_beta", "", {}},
+      {"null", "bn0_moving_mean", kMean, {}},
+      {"null", "bn0_moving_var", kVar, {}},
+      {"BatchNorm", "bn0", kBn, {8, 9, 10, 11, 12}},
+      {"Activation", "relu0", kRelu, {13}},
+      // Pooling without a name: MXNet's NameManager calls it pooling0.
+      {"Pooling",
+       "pooling0",
+       R"x({"kernel":"(3, 3)","pad":"(1, 1)","pool_type":"max",)x"
+       R"x("stride":"(2, 2)"})x",
+       {14}},
+      // residual_unit(stride (1,1), dim_match False): pre-activation.
+      {"null", "stage1_unit1_bn1_gamma", "", {}},
+      {"null", "stage1_unit1_bn1_beta", "", {}},
+      {"null", "stage1_unit1_bn1_moving_mean", kMean, {}},
+      {"null", "stage1_unit1_bn1_moving_var", kVar, {}},
+      {"BatchNorm", "stage1_unit1_bn1", kBn, {15, 16, 17, 18, 19}},
+      {"Activation", "stage1_unit1_relu1", kRelu, {20}},
+      {"null", "stage1_unit1_conv1_weight", "", {}},
+      {"Convolution", "stage1_unit1_conv1", kConv3x3, {21, 22}},
+      {"null", "stage1_unit1_bn2_gamma", "", {}},
+      {"null", "stage1_unit1_bn2_beta", "", {}},
+      {"null", "stage1_unit1_bn2_moving_mean", kMean, {}},
+      {"null", "stage1_unit1_bn2_moving_var", kVar, {}},
+      {"BatchNorm", "stage1_unit1_bn2", kBn, {23, 24, 25, 26, 27}},
+      {"Activation", "stage1_unit1_relu2", kRelu, {28}},
+      {"null", "stage1_unit1_conv2_weight", "", {}},
+      {"Convolution", "stage1_unit1_conv2", kConv3x3, {29, 30}},
+      // The projection reads relu1 (not the unit's input) and has no "pad".
+      {"null", "stage1_unit1_sc_weight", "", {}},
+      {"Convolution",
+       "stage1_unit1_sc",
+       R"x({"kernel":"(1, 1)","no_bias":"True","num_filter":"64",)x"
+       R"x("stride":"(1, 1)","workspace":"256"})x",
+       {21, 32}},
+      // conv2 + shortcut.
+      {"elemwise_add", "_plus0", "", {31, 33}},
+  };
+  return *nodes;
+}
+
+// The symbol's nodes, keys in the order written.
+nlohmann::ordered_json SymbolOf(const std::string& network, int num_layers,
+                                int classes, std::vector<int64_t> image) {
+  auto net = BuildNetwork(network, num_layers, classes, image, 1);
+  CHECK(net.ok()) << net.status();
+  return nlohmann::ordered_json::parse((*net)->SymbolJson());
+}
+
+std::vector<std::string> ArgsNamed(const nlohmann::ordered_json& symbol,
+                                   const std::string& prefix) {
+  std::vector<std::string> names;
+  for (const auto& n : symbol["nodes"]) {
+    const std::string name = n["name"];
+    if (n["op"] == "null" && name.rfind(prefix, 0) == 0) names.push_back(name);
+  }
+  return names;
+}
+
+const nlohmann::ordered_json& NodeNamed(const nlohmann::ordered_json& symbol,
+                                        const std::string& name) {
+  for (const auto& n : symbol["nodes"]) {
+    if (n["name"] == name) return n;
+  }
+  static const nlohmann::ordered_json kNone;
+  ADD_FAILURE() << "no node " << name;
+  return kNone;
+}
+
+std::string Attrs(const nlohmann::ordered_json& node) {
+  return node.contains("attrs") ? node["attrs"].dump() : "";
+}
+
+TEST(NetworksTest, ResnetIsMxnetsSymbol) {
+  const nlohmann::ordered_json s = SymbolOf("resnet", 18, 1000, {3, 224, 224});
+  const auto& nodes = s["nodes"];
+  // 2 + 4 units x (2 BN of 5 nodes, 2 ReLU, 2 conv of 2) + 4 projections
+  // x 2 + 8 sums, bn_data, conv0, bn0, relu0, pooling0, bn1, relu1, pool1,
+  // flatten0, fc1 (3), softmax_label, softmax: 173 nodes, 101 of them
+  // variables (data, softmax_label and 99 parameters).
+  ASSERT_EQ(nodes.size(), 173u);
+  EXPECT_EQ(s["arg_nodes"].size(), 101u);
+  const auto& head = Resnet18Head();
+  for (size_t i = 0; i < head.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("node ", i, " ", head[i].name));
+    EXPECT_EQ(nodes[i]["op"], head[i].op);
+    EXPECT_EQ(nodes[i]["name"], head[i].name);
+    EXPECT_EQ(Attrs(nodes[i]), head[i].attrs);
+    std::vector<int> inputs;
+    for (const auto& e : nodes[i]["inputs"]) inputs.push_back(e[0]);
+    EXPECT_EQ(inputs, head[i].inputs);
+  }
+  // The last unit (dim_match: no projection), then the head of the net.
+  EXPECT_THAT(ArgsNamed(s, "stage4_unit2_"),
+              ::testing::ElementsAre(
+                  "stage4_unit2_bn1_gamma", "stage4_unit2_bn1_beta",
+                  "stage4_unit2_bn1_moving_mean", "stage4_unit2_bn1_moving_var",
+                  "stage4_unit2_conv1_weight", "stage4_unit2_bn2_gamma",
+                  "stage4_unit2_bn2_beta", "stage4_unit2_bn2_moving_mean",
+                  "stage4_unit2_bn2_moving_var", "stage4_unit2_conv2_weight"));
+  std::vector<std::string> tail;
+  for (size_t i = 159; i < nodes.size(); ++i) tail.push_back(nodes[i]["name"]);
+  EXPECT_THAT(tail, ::testing::ElementsAre("_plus7", "bn1_gamma", "bn1_beta",
+                                           "bn1_moving_mean", "bn1_moving_var",
+                                           "bn1", "relu1", "pool1", "flatten0",
+                                           "fc1_weight", "fc1_bias", "fc1",
+                                           "softmax_label", "softmax"));
+  EXPECT_EQ(Attrs(NodeNamed(s, "pool1")),
+            R"x({"global_pool":"True","kernel":"(7, 7)","pool_type":"avg"})x");
+  EXPECT_EQ(Attrs(NodeNamed(s, "flatten0")), "");
+  EXPECT_EQ(Attrs(NodeNamed(s, "fc1")), R"x({"num_hidden":"1000"})x");
+  EXPECT_EQ(Attrs(NodeNamed(s, "stage2_unit1_sc")),
+            R"x({"kernel":"(1, 1)","no_bias":"True","num_filter":"128",)x"
+            R"x("stride":"(2, 2)","workspace":"256"})x");
+  EXPECT_EQ(NodeNamed(s, "_plus7")["inputs"],
+            nlohmann::ordered_json::parse("[[158,0,0],[142,0,0]]"));
+  EXPECT_EQ(s["heads"], nlohmann::ordered_json::parse("[[172,0,0]]"));
+}
+
+TEST(NetworksTest, CifarResnetIsMxnetsSymbol) {
+  // get_symbol(10, 20, "3,28,28"): three stages of 3 basic units (16, 32,
+  // 64 filters), a 3x3 stem without batch norm or pooling. MXNet refuses 20
+  // layers at 32x32; pstrain builds the same symbol there (the JSON has no
+  // image shape).
+  const nlohmann::ordered_json s28 = SymbolOf("resnet", 20, 10, {3, 28, 28});
+  EXPECT_EQ(s28, SymbolOf("resnet", 20, 10, {3, 32, 32}));
+  const auto& nodes = s28["nodes"];
+  ASSERT_EQ(nodes.size(), 181u);
+  EXPECT_EQ(s28["arg_nodes"].size(), 106u);
+  EXPECT_EQ(nodes[8]["name"], "conv0");
+  EXPECT_EQ(nodes[8]["inputs"],
+            nlohmann::ordered_json::parse("[[6,0,0],[7,0,0]]"));
+  EXPECT_EQ(Attrs(nodes[8]),
+            R"x({"kernel":"(3, 3)","no_bias":"True","num_filter":"16",)x"
+            R"x("pad":"(1, 1)","stride":"(1, 1)","workspace":"256"})x");
+  EXPECT_EQ(nodes[9]["name"], "stage1_unit1_bn1_gamma");
+  EXPECT_EQ(Attrs(NodeNamed(s28, "stage1_unit1_sc")),
+            R"x({"kernel":"(1, 1)","no_bias":"True","num_filter":"16",)x"
+            R"x("stride":"(1, 1)","workspace":"256"})x");
+  EXPECT_EQ(Attrs(NodeNamed(s28, "stage3_unit1_conv1")),
+            R"x({"kernel":"(3, 3)","no_bias":"True","num_filter":"64",)x"
+            R"x("pad":"(1, 1)","stride":"(2, 2)","workspace":"256"})x");
+  EXPECT_EQ(nodes[167]["name"], "_plus8");
+  EXPECT_EQ(Attrs(NodeNamed(s28, "fc1")), R"x({"num_hidden":"10"})x");
+  EXPECT_THAT(ArgsNamed(s28, "stage3_unit3_"),
+              ::testing::ElementsAre(
+                  "stage3_unit3_bn1_gamma", "stage3_unit3_bn1_beta",
+                  "stage3_unit3_bn1_moving_mean", "stage3_unit3_bn1_moving_var",
+                  "stage3_unit3_conv1_weight", "stage3_unit3_bn2_gamma",
+                  "stage3_unit3_bn2_beta", "stage3_unit3_bn2_moving_mean",
+                  "stage3_unit3_bn2_moving_var", "stage3_unit3_conv2_weight"));
+  // Where get_symbol() builds an ImageNet depth at 29 to 32 pixels (3x3
+  // stem, four stages), so does pstrain; at 28 it refuses it.
+  const nlohmann::ordered_json s18 = SymbolOf("resnet", 18, 10, {3, 32, 32});
+  EXPECT_EQ(s18["nodes"].size(), 173u - 7);  // No bn0, relu0, pooling0.
+  EXPECT_EQ(Attrs(NodeNamed(s18, "conv0")),
+            R"x({"kernel":"(3, 3)","no_bias":"True","num_filter":"64",)x"
+            R"x("pad":"(1, 1)","stride":"(1, 1)","workspace":"256"})x");
+  auto refused = BuildNetwork("resnet", 18, 10, {3, 28, 28}, 1);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("6n+2 layers below 164"));
+}
+
+TEST(NetworksTest, Resnet50IsMxnetsSymbol) {
+  auto net = BuildNetwork("resnet", 50, 1000, {3, 224, 224}, 1);
+  ASSERT_TRUE(net.ok()) << net.status();
+  // Convolutions 23,454,912 weights (the same shapes as torchvision's
+  // resnet50); batch norm over 22,787 channels (bn_data 3, bn0 64, each
+  // unit's bn1 on its input's channels and bn2, bn3 on the bottleneck's,
+  // the final bn1 2048), each with gamma and beta (45,574 learned) and
+  // moving mean and variance (45,574 auxiliary); fc1 2048 x 1000 + 1000 =
+  // 2,049,000. torchvision's post-activation resnet50 (25,557,032) has batch
+  // norm on the projections instead of bn_data and the final bn1.
+  EXPECT_EQ((*net)->NumLearnedParams(), 23454912 + 45574 + 2049000);
+  EXPECT_EQ((*net)->NumParams(), 25549486 + 45574);
+  const nlohmann::ordered_json s =
+      nlohmann::ordered_json::parse((*net)->SymbolJson());
+  // 16 bottleneck units (3 BN of 5 nodes, 3 ReLU, 3 conv of 2) + 4
+  // projections x 2 + 16 sums + the 29 nodes around them.
+  EXPECT_EQ(s["nodes"].size(), 437u);
+  EXPECT_EQ(s["arg_nodes"].size(), 261u);
+  EXPECT_EQ(Attrs(NodeNamed(s, "stage2_unit1_conv2")),
+            R"x({"kernel":"(3, 3)","no_bias":"True","num_filter":"128",)x"
+            R"x("pad":"(1, 1)","stride":"(2, 2)","workspace":"256"})x");
+  EXPECT_EQ(Attrs(NodeNamed(s, "stage2_unit1_conv3")),
+            R"x({"kernel":"(1, 1)","no_bias":"True","num_filter":"512",)x"
+            R"x("pad":"(0, 0)","stride":"(1, 1)","workspace":"256"})x");
+  EXPECT_EQ(Attrs(NodeNamed(s, "stage4_unit1_sc")),
+            R"x({"kernel":"(1, 1)","no_bias":"True","num_filter":"2048",)x"
+            R"x("stride":"(2, 2)","workspace":"256"})x");
+  const auto& sc = NodeNamed(s, "stage4_unit1_sc");
+  EXPECT_EQ(s["nodes"][sc["inputs"][0][0].get<int>()]["name"],
+            "stage4_unit1_relu1");
+  EXPECT_EQ(NodeNamed(s, "_plus15")["op"], "elemwise_add");
+  EXPECT_THAT(ArgsNamed(s, "stage4_unit3_"),
+              ::testing::ElementsAre(
+                  "stage4_unit3_bn1_gamma", "stage4_unit3_bn1_beta",
+                  "stage4_unit3_bn1_moving_mean", "stage4_unit3_bn1_moving_var",
+                  "stage4_unit3_conv1_weight", "stage4_unit3_bn2_gamma",
+                  "stage4_unit3_bn2_beta", "stage4_unit3_bn2_moving_mean",
+                  "stage4_unit3_bn2_moving_var", "stage4_unit3_conv2_weight",
+                  "stage4_unit3_bn3_gamma", "stage4_unit3_bn3_beta",
+                  "stage4_unit3_bn3_moving_mean", "stage4_unit3_bn3_moving_var",
+                  "stage4_unit3_conv3_weight"));
+  // bn_data's gamma is fixed at 1 (fix_gamma), as MXNet's.
+  Param* gamma = (*net)->FindParam("bn_data_gamma");
+  ASSERT_NE(gamma, nullptr);
+  EXPECT_TRUE((*net)->layer(2).spec().bn.fix_gamma);
+  EXPECT_EQ((*net)->layer(2).name(), "bn_data");
 }
 
 TEST(NetworksTest, MsraAndNormalScaleWeights) {
@@ -169,12 +422,15 @@ TEST(NetworksTest, EveryNetworkTrainsOneStep) {
     std::vector<int64_t> image;
   };
   const Case cases[] = {
-      {"mlp", 0, {1, 28, 28}},          {"lenet", 0, {1, 28, 28}},
-      {"alexnet", 0, {3, 99, 99}},      {"vgg", 11, {3, 64, 64}},
-      {"vgg", 16, {3, 32, 32}},         {"resnet", 18, {3, 64, 64}},
-      {"resnet", 50, {3, 64, 64}},      {"resnet", 152, {3, 64, 64}},
-      {"resnet", 20, {3, 32, 32}},      {"resnet", 110, {3, 32, 32}},
-      {"inception-v3", 0, {3, 75, 75}}, {"minigooglenet", 0, {3, 32, 32}},
+      {"mlp", 0, {1, 28, 28}},           {"lenet", 0, {1, 28, 28}},
+      {"alexnet", 0, {3, 99, 99}},       {"vgg", 11, {3, 64, 64}},
+      {"vgg", 16, {3, 32, 32}},          {"resnet", 18, {3, 64, 64}},
+      {"resnet", 50, {3, 64, 64}},       {"resnet", 152, {3, 64, 64}},
+      {"resnet", 20, {3, 32, 32}},       {"resnet", 110, {3, 32, 32}},
+      {"resnet", 18, {3, 32, 32}},       {"resnet", 164, {3, 28, 28}},
+      {"resnet_v1", 18, {3, 64, 64}},    {"resnet_v1", 50, {3, 64, 64}},
+      {"resnet_v1", 20, {3, 32, 32}},    {"inception-v3", 0, {3, 75, 75}},
+      {"minigooglenet", 0, {3, 32, 32}},
   };
   kernels::CpuContext ctx;
   for (const Case& c : cases) {

@@ -219,16 +219,19 @@ TEST(WorkerNetworksTest, BatchNormStatesAreSavedAndResumed) {
   std::string out;
   ASSERT_EQ(Shell(base + " --num_epochs=1", &out), 0) << out;
   auto saved = testing_util::ReadParams(tmp + "/r-0001.params");
-  ASSERT_TRUE(saved.count("aux:stem_bn_moving_var")) << out;
-  ASSERT_TRUE(saved.count("arg:stem_bn_gamma"));
-  ASSERT_TRUE(saved.count("arg:stage1_unit1_1_conv_weight"));
+  // MXNet's resnet.py names (--network resnet).
+  ASSERT_TRUE(saved.count("aux:stage1_unit1_bn1_moving_var")) << out;
+  ASSERT_TRUE(saved.count("arg:bn_data_gamma"));
+  ASSERT_TRUE(saved.count("arg:stage1_unit1_conv1_weight"));
   double moved = 0;
-  for (float v : saved["aux:stem_bn_moving_var"]) moved += std::fabs(v - 1.0f);
+  for (float v : saved["aux:stage1_unit1_bn1_moving_var"])
+    moved += std::fabs(v - 1.0f);
   EXPECT_GT(moved, 0) << "moving variance still at its initial 1";
   std::ifstream symbol(tmp + "/r-symbol.json");
   std::string json((std::istreambuf_iterator<char>(symbol)), {});
   EXPECT_THAT(json, HasSubstr("\"op\": \"BatchNorm\""));
   EXPECT_THAT(json, HasSubstr("\"op\": \"elemwise_add\""));
+  EXPECT_THAT(json, HasSubstr("\"name\": \"_plus0\""));
   ASSERT_EQ(Shell(base + " --num_epochs=2 --load_epoch=1", &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("Loaded checkpoint"));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Train-accuracy="));

@@ -31,7 +31,8 @@
 DEFINE_string(network, "lenet",
               "Network to build (see --help of the worker for the list).");
 DEFINE_int32(num_layers, 0,
-             "Depth for resnet (18..152, 20/56/110) and vgg (11, 16).");
+             "Depth for resnet and resnet_v1 (18..152, 20/56/110) and vgg "
+             "(11, 16).");
 DEFINE_string(image_shape, "",
               "Input C,H,W (default: 1,28,28 for mlp/lenet, 3,32,32 for CIFAR "
               "ResNets and "
@@ -76,11 +77,15 @@ namespace {
 
 std::vector<int64_t> DefaultShape() {
   if (FLAGS_network == "mlp" || FLAGS_network == "lenet") return {1, 28, 28};
-  // The CIFAR ResNets (6n + 2 layers) that are not also ImageNet depths
-  // (50 is both: 224x224 here, as in tools/torch_bench.py).
-  const bool cifar_resnet = FLAGS_network == "resnet" &&
-                            (FLAGS_num_layers - 2) % 6 == 0 &&
-                            FLAGS_num_layers != 50 && FLAGS_num_layers < 152;
+  // The CIFAR ResNets (6n + 2 layers, and resnet's 9n + 2 from 164) that
+  // are not also ImageNet depths (50, 152 and 200 are both: 224x224 here, as
+  // in tools/torch_bench.py).
+  const int n = FLAGS_num_layers;
+  const bool imagenet_depth = n == 18 || n == 34 || n == 50 || n == 101 ||
+                              n == 152 || n == 200 || n == 269;
+  const bool cifar_resnet =
+      (FLAGS_network == "resnet" || FLAGS_network == "resnet_v1") &&
+      !imagenet_depth && ((n - 2) % 6 == 0 || (n - 2) % 9 == 0);
   if (FLAGS_network == "minigooglenet" || cifar_resnet) return {3, 32, 32};
   if (FLAGS_network == "inception-v3") return {3, 299, 299};
   return {3, 224, 224};

@@ -4,9 +4,11 @@ synthetic training step (forward, cross-entropy, backward, SGD with momentum
 and weight decay), the same threads and batch. Debian's python3-torch (1.13,
 CPU, oneDNN 2.6.3).
 
-  /usr/bin/python3 tools/torch_bench.py --network resnet --num_layers 20 --batch_size 32 --threads 2
+  /usr/bin/python3 tools/torch_bench.py --network resnet_v1 --num_layers 20 --batch_size 32 --threads 2
 
-Prints one JSON object with the fields model_bench --json prints.
+Prints one JSON object with the fields model_bench --json prints. The ResNet
+here is pstrain's resnet_v1 (post-activation, as torchvision's); pstrain's
+"resnet" is MXNet's pre-activation symbols/resnet.py, not built here.
 """
 import argparse
 import json
@@ -77,7 +79,7 @@ def resnet(num_layers, classes, cifar):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--network", default="lenet", choices=["lenet", "resnet"])
+    ap.add_argument("--network", default="lenet", choices=["lenet", "resnet_v1"])
     ap.add_argument("--num_layers", type=int, default=0)
     ap.add_argument("--image_shape", default="")
     ap.add_argument("--num_classes", type=int, default=0)

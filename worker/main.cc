@@ -19,8 +19,9 @@
 DEFINE_string(
     network, "lenet",
     "Network, built by name: mlp, lenet, alexnet, vgg (--num_layers 11, 16), "
-    "resnet "
-    "(18, 34, 50, 101, 152 for 224x224; 20, 56, 110 for 32x32), inception-v3 "
+    "resnet (MXNet's symbols/resnet.py, pre-activation: 18, 34, 50, 101, 152, "
+    "200, 269 for 224x224; 20, 56, 110 for 32x32), resnet_v1 "
+    "(post-activation: 18, 34, 50, 101, 152; 20, 56, 110), inception-v3 "
     "(299x299), minigooglenet (32x32).");
 DEFINE_string(symbol, "",
               "Train the network of this MXNet symbol JSON (PREFIX-symbol.json "
