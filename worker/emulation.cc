@@ -275,6 +275,17 @@ std::string DeviceProfileJson(const DeviceProfile& p) {
                   {"socket_link_gbytes_per_s", m.socket_link_bytes_per_s / 1e9},
                   {"copy_latency_us", m.copy_latency_s * 1e6},
                   {"source", m.source}};
+  if (m.host_link_bytes_per_s > 0) {
+    // Optional (0: unlimited), before "source" as in the hand-written files.
+    nlohmann::ordered_json machine;
+    for (auto it = j["machine"].begin(); it != j["machine"].end(); ++it) {
+      if (it.key() == "copy_latency_us") {
+        machine["host_link_gbytes_per_s"] = m.host_link_bytes_per_s / 1e9;
+      }
+      machine[it.key()] = it.value();
+    }
+    j["machine"] = machine;
+  }
   nlohmann::ordered_json layers = nlohmann::ordered_json::array();
   for (const LayerProfile& l : p.layers) {
     layers.push_back({{"name", l.name},

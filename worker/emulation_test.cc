@@ -139,6 +139,13 @@ TEST(ReadDeviceProfileTest, RoundTripsThroughJson) {
   EXPECT_DOUBLE_EQ(again->layers[1].backward_s, 1e-3);
   EXPECT_DOUBLE_EQ(again->machine.socket_link_bytes_per_s, 3e9);
   EXPECT_EQ(again->machine.boards_per_socket, 4);
+  EXPECT_DOUBLE_EQ(again->machine.host_link_bytes_per_s, 0);
+  // The optional host link survives the round trip (model_bench
+  // --write_profile once dropped it).
+  p->machine.host_link_bytes_per_s = 6e9;
+  again = ReadDeviceProfile(Write("host.json", DeviceProfileJson(*p)));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_DOUBLE_EQ(again->machine.host_link_bytes_per_s, 6e9);
 }
 
 TEST(ReadDeviceProfileTest, ErrorsNameTheFileAndTheField) {
