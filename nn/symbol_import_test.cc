@@ -93,6 +93,9 @@ TEST(SymbolImportTest, EveryBuiltInNetworkRoundTrips) {
       {"resnet", 20, {3, 32, 32}, true},
       {"resnet", 18, {3, 64, 64}, false},
       {"resnet", 50, {3, 64, 64}, false},
+      {"resnet", 164, {3, 28, 28}, false},
+      {"resnet_v1", 20, {3, 32, 32}, true},
+      {"resnet_v1", 50, {3, 64, 64}, false},
       {"inception-v3", 0, {3, 75, 75}, false},
       {"minigooglenet", 0, {3, 32, 32}, true},
   };
