@@ -265,18 +265,24 @@ class ActLayer : public UnaryLayer {
   kernels::Activation a_;
 };
 
-class FlattenLayer : public UnaryLayer {
+// A view of the input's buffer in another shape (flatten, identity): the
+// gradient is copied back in the input's shape.
+class ViewLayer : public UnaryLayer {
  public:
-  explicit FlattenLayer(std::string name)
-      : UnaryLayer(std::move(name), LayerSpec::kFlatten) {}
+  ViewLayer(std::string name, LayerSpec::Kind kind, bool flatten,
+            std::string op)
+      : UnaryLayer(std::move(name), kind),
+        flatten_(flatten),
+        op_(std::move(op)) {}
   absl::Status Setup1(const Shape& in, Shape* out,
                       std::vector<Param*>*) override {
-    *out = {in[0], Product(in)};
+    *out = flatten_ ? Shape{in[0], Product(in)} : in;
     return absl::OkStatus();
   }
   absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out,
                         bool) override {
-    *out = in.Reshaped({in.dim(0), in.size() / in.dim(0)});
+    *out = in.Reshaped(flatten_ ? Shape{in.dim(0), in.size() / in.dim(0)}
+                                : in.shape());
     return absl::OkStatus();
   }
   absl::Status Backward1(CpuContext*, const Tensor& in, const Tensor&,
@@ -290,37 +296,12 @@ class FlattenLayer : public UnaryLayer {
   bool OutputIsView() const override { return true; }
   std::string MxnetOp(Attrs* a) const override {
     a->clear();
-    return "Flatten";
+    return op_;
   }
-};
 
-class IdentityLayer : public UnaryLayer {
- public:
-  explicit IdentityLayer(std::string name)
-      : UnaryLayer(std::move(name), LayerSpec::kIdentity) {}
-  absl::Status Setup1(const Shape& in, Shape* out,
-                      std::vector<Param*>*) override {
-    *out = in;
-    return absl::OkStatus();
-  }
-  absl::Status Forward1(CpuContext*, const Tensor& in, Tensor* out,
-                        bool) override {
-    *out = in.Reshaped(in.shape());
-    return absl::OkStatus();
-  }
-  absl::Status Backward1(CpuContext*, const Tensor& in, const Tensor&,
-                         const Tensor& dout, Tensor* din) override {
-    if (din == nullptr) return absl::OkStatus();
-    if (din->shape() != in.shape()) *din = Tensor(in.shape());
-    std::copy(dout.data(), dout.data() + dout.size(), din->data());
-    return absl::OkStatus();
-  }
-  Needs BackwardNeeds() const override { return Needs::kNothing; }
-  bool OutputIsView() const override { return true; }
-  std::string MxnetOp(Attrs* a) const override {
-    a->clear();
-    return "_copy";
-  }
+ private:
+  bool flatten_;
+  std::string op_;
 };
 
 class BatchNormLayer : public UnaryLayer {
@@ -582,7 +563,8 @@ std::unique_ptr<Layer> MakeActivation(std::string name, kernels::Activation a) {
   return std::make_unique<ActLayer>(std::move(name), a);
 }
 std::unique_ptr<Layer> MakeFlatten(std::string name) {
-  return std::make_unique<FlattenLayer>(std::move(name));
+  return std::make_unique<ViewLayer>(std::move(name), LayerSpec::kFlatten,
+                                     /*flatten=*/true, "Flatten");
 }
 std::unique_ptr<Layer> MakeBatchNorm(std::string name,
                                      const kernels::BatchNormParams& p) {
@@ -601,7 +583,8 @@ std::unique_ptr<Layer> MakeAdd(std::string name) {
   return std::make_unique<AddLayer>(std::move(name));
 }
 std::unique_ptr<Layer> MakeIdentity(std::string name) {
-  return std::make_unique<IdentityLayer>(std::move(name));
+  return std::make_unique<ViewLayer>(std::move(name), LayerSpec::kIdentity,
+                                     /*flatten=*/false, "_copy");
 }
 
 }  // namespace nn
