@@ -142,7 +142,17 @@ absl::Status ClusterNode::SendControl(proto::MessageType type,
   m.header.set_sender(id_);
   m.header.set_barrier_name(barrier);
   m.header.set_priority(1 << 20);  // Control first.
+  if (type == proto::HEARTBEAT) {
+    MutexLock lock(&mu_);
+    if (has_stats_) *m.header.mutable_stats() = stats_;
+  }
   return transport_->Send(kSchedulerId, std::move(m), deadline);
+}
+
+void ClusterNode::SetHeartbeatStats(const proto::NodeStats& stats) {
+  MutexLock lock(&mu_);
+  stats_ = stats;
+  has_stats_ = true;
 }
 
 void ClusterNode::Abort(const absl::Status& why) {

@@ -131,6 +131,12 @@ class ClusterNode {
   // Aborted otherwise.
   absl::Status WaitForShutdown(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The stats this node's heartbeats carry to the scheduler from now on
+  // (Header.stats; issue #17), replacing the previous ones. Any thread; a
+  // copy is kept. Heartbeats before the first call carry none.
+  void SetHeartbeatStats(const proto::NodeStats& stats)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // OK while the job runs; the abort reason afterwards.
   absl::Status health() const ABSL_LOCKS_EXCLUDED(mu_);
   const transport::Transport& transport() const { return *transport_; }
@@ -140,7 +146,8 @@ class ClusterNode {
   void ControlLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void Abort(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SendControl(proto::MessageType type, absl::Time deadline,
-                           const std::string& barrier = "");
+                           const std::string& barrier = "")
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   const ClusterOptions options_;
   std::unique_ptr<transport::Transport> transport_;
@@ -155,6 +162,9 @@ class ClusterNode {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, bool> barrier_done_ ABSL_GUARDED_BY(mu_);
   absl::Time last_from_scheduler_ ABSL_GUARDED_BY(mu_);
+  // For the heartbeats: set once SetHeartbeatStats() was called.
+  bool has_stats_ ABSL_GUARDED_BY(mu_) = false;
+  proto::NodeStats stats_ ABSL_GUARDED_BY(mu_);
 
   std::atomic<bool> stop_{false};
   std::thread control_;

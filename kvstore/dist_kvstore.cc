@@ -59,6 +59,9 @@ class DistKVStore : public KVStore {
   transport::TransportStats transport_stats() const override {
     return node_->transport().stats();
   }
+  void SetNodeStats(const proto::NodeStats& stats) override {
+    node_->SetHeartbeatStats(stats);
+  }
 
   absl::Status Init(const std::vector<int64_t>& keys,
                     const std::vector<absl::Span<const float>>& values,

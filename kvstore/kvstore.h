@@ -143,6 +143,14 @@ class KVStore {
   // Counters of the worker's transport (dist; zeros for local types):
   // messages, drops, frames through shared memory.
   virtual transport::TransportStats transport_stats() const { return {}; }
+  // dist_*: this worker's next heartbeats carry `stats` to the scheduler
+  // (cluster::ClusterNode::SetHeartbeatStats); local types ignore it.
+  // Thread-safe.
+  virtual void SetNodeStats(const proto::NodeStats& stats) { (void)stats; }
+  // Seconds spent so far in the optimizer's update rule in this process
+  // (local, device: it runs inside Push/PushPull on the caller's thread);
+  // 0 for dist_* (the servers run it). Thread-safe.
+  virtual double optimizer_seconds() const { return 0; }
 };
 
 }  // namespace kvstore

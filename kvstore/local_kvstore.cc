@@ -7,6 +7,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "kvstore/kvstore_internal.h"
 #include "nn/optimizer.h"
 #include "util/mutex.h"
@@ -103,6 +104,10 @@ class LocalKVStore : public KVStore {
     results_.clear();
     return first;
   }
+  double optimizer_seconds() const override {
+    MutexLock lock(&mu_);
+    return optimizer_s_;
+  }
   absl::Status Barrier(absl::Time) override { return absl::OkStatus(); }
   absl::Status Finish() override { return absl::OkStatus(); }
   absl::Status AllReduceSum(int64_t, absl::Span<const float> values,
@@ -130,7 +135,9 @@ class LocalKVStore : public KVStore {
     auto [sum, keep] = Sum(values);
     absl::Span<const float> g(sum, it->second.size());
     if (optimizer_) {
+      const absl::Time t0 = absl::Now();
       optimizer_->Update(key, 0, absl::MakeSpan(it->second), g);
+      optimizer_s_ += absl::ToDoubleSeconds(absl::Now() - t0);
     } else {
       std::copy(g.begin(), g.end(), it->second.begin());
     }
@@ -153,9 +160,10 @@ class LocalKVStore : public KVStore {
 
   const std::string type_;  // Only read: no lock.
   // mu_ guards everything below; every operation holds it throughout.
-  Mutex mu_;
+  mutable Mutex mu_;
   std::map<int64_t, std::vector<float>> store_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<nn::Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
+  double optimizer_s_ ABSL_GUARDED_BY(mu_) = 0;  // In optimizer_->Update.
   // Each operation's result, until Wait().
   std::map<Handle, absl::Status> results_ ABSL_GUARDED_BY(mu_);
   Handle next_ ABSL_GUARDED_BY(mu_) = 1;

@@ -139,6 +139,9 @@ class Scheduler {
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) return s;
     }
+    if (o_.node_stats != nullptr) {
+      for (const proto::NodeInfo& n : book->nodes()) o_.node_stats->AddNode(n);
+    }
     LOG(INFO) << "scheduler: all " << membership_->members().size()
               << " nodes registered; address book sent";
     return absl::OkStatus();
@@ -228,10 +231,23 @@ class Scheduler {
           }
           break;
         }
+        case proto::HEARTBEAT:
+          RecordHeartbeat(h);
+          break;
         default:
-          break;  // Heartbeats only refresh last_seen.
+          break;
       }
     }
+  }
+
+  // Keeps a started member's heartbeat time and stats (o_.node_stats).
+  void RecordHeartbeat(const proto::Header& h) {
+    if (o_.node_stats == nullptr || !membership_->started()) return;
+    auto it = membership_->members().find(h.sender());
+    if (it == membership_->members().end()) return;
+    const proto::NodeInfo& info = it->second.info;
+    o_.node_stats->Heartbeat(info.role(), info.rank(), absl::Now(),
+                             h.has_stats() ? &h.stats() : nullptr);
   }
 
   // Tells whoever did register, so they exit too.

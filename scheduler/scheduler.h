@@ -8,6 +8,7 @@
 
 #include "absl/time/time.h"
 #include "cluster/cluster.h"
+#include "scheduler/node_stats.h"
 
 namespace pstrain {
 namespace scheduler {
@@ -28,6 +29,11 @@ struct SchedulerOptions {
   std::string curve_keys_dir;
   // Called with the bound "host:port" once listening (e.g. to print it).
   void (*on_listening)(const std::string& address) = nullptr;
+  // Where the scheduler keeps each node's latest heartbeat stats
+  // (node_stats.h): every node is listed when the job starts, and updated
+  // with each heartbeat. nullptr: not kept. Not owned; must outlive Run();
+  // readable from any thread while Run() runs and after it returns.
+  NodeStatsTable* node_stats = nullptr;
 };
 
 // Runs the job's scheduler until it ends. Returns the exit code: 0 when

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "server/shard.h"
+#include "server/time_split.h"
 
 namespace pstrain {
 namespace server {
@@ -46,6 +47,7 @@ class Server {
       break;
     }
     node_->SetDataHandler(nullptr);  // No call of Handle() runs past here.
+    LOG(INFO) << ServerTimeSplitLine(node_->rank(), split_.Totals(absl::Now()));
     LOG(INFO) << "server rank " << node_->rank() << ": " << refused_
               << " requests refused, " << refused_not_rank_zero_
               << " of them INIT or SET_OPTIMIZER from a node other than worker "
@@ -56,11 +58,16 @@ class Server {
  private:
   void Send(Reply r) {
     // On the I/O thread: never waits (the request already counted).
+    const absl::Time t0 = absl::Now();
+    int64_t bytes = 0;
+    for (const transport::Frame& f : r.msg.frames) bytes += f.size();
+    split_.AddBytes(0, bytes);
     const int to = r.to;
     absl::Status s = node_->Send(to, std::move(r.msg), absl::InfinitePast());
     if (!s.ok()) {
       LOG_EVERY_N(WARNING, 100) << "reply to node " << to << ": " << s;
     }
+    send_s_ += absl::ToDoubleSeconds(absl::Now() - t0);
   }
 
   // An empty (success) reply to `req`.
@@ -94,7 +101,33 @@ class Server {
     return "not in the job";
   }
 
+  // Handles `msg` and measures it (split_); publishes the split to the
+  // heartbeats once a second.
   void Handle(Message msg) {
+    const absl::Time t0 = absl::Now();
+    split_.MessageBegins(t0);
+    int64_t bytes = 0;
+    for (const transport::Frame& f : msg.frames) bytes += f.size();
+    split_.AddBytes(bytes, 0);
+    const Shard::Times before = shard_.times();
+    send_s_ = 0;
+    Apply(std::move(msg));
+    const absl::Time t1 = absl::Now();
+    const Shard::Times& after = shard_.times();
+    split_.MessageEnds(t1, after.sum_s - before.sum_s,
+                       after.update_s - before.update_s, send_s_,
+                       shard_.open_rounds() > 0);
+    if (t1 - last_published_ >= kPublishEvery) {
+      last_published_ = t1;
+      const ServerTimes t = split_.Totals(t1);
+      proto::NodeStats st;
+      FillServerStats(t, &st);
+      node_->SetHeartbeatStats(st);
+      VLOG(1) << ServerTimeSplitLine(node_->rank(), t);
+    }
+  }
+
+  void Apply(Message msg) {
     const proto::Header& h = msg.header;
     switch (h.type()) {
       case proto::INIT: {
@@ -136,6 +169,11 @@ class Server {
   std::vector<Reply> replies_;
   int64_t refused_ = 0;
   int64_t refused_not_rank_zero_ = 0;
+  // The time split (I/O thread; read by Serve() once no handler runs).
+  static constexpr absl::Duration kPublishEvery = absl::Seconds(1);
+  ServerTimeSplit split_;
+  double send_s_ = 0;  // Of the message being handled.
+  absl::Time last_published_ = absl::InfinitePast();
 };
 
 }  // namespace

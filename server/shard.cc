@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "glog/logging.h"
 
 namespace pstrain {
@@ -199,6 +200,7 @@ absl::Status Shard::Init(const Message& msg) {
   sync_ = h.sync_mode();
   for (int i = 0; i < h.keys_size(); ++i) {
     Slice& s = slices_[{h.keys(i), h.offsets(i)}];
+    if (s.received > 0) --open_rounds_;  // Forgotten.
     auto v = msg.frames[i].As<float>();
     s.weights_ptr = NewVersion(v.size());
     std::copy(v.begin(), v.end(), s.weights_ptr->values.begin());
@@ -227,10 +229,13 @@ absl::StatusOr<Message> Shard::Pull(const proto::Header& req) {
 void Shard::ApplyAsync(const SliceId& id, Slice& s,
                        absl::Span<const float> grad) {
   // Negative keys are plain sums (e.g. metrics), never optimized.
+  const absl::Time t0 = absl::Now();
   if (optimizer_ != nullptr && id.first >= 0) {
     optimizer_->Update(id.first, id.second, Writable(s), grad);
+    times_.update_s += absl::ToDoubleSeconds(absl::Now() - t0);
   } else {
     AddTo(Writable(s).data(), grad.data(), grad.size());
+    times_.sum_s += absl::ToDoubleSeconds(absl::Now() - t0);
   }
 }
 
@@ -278,6 +283,7 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
     Slice& s = slices_.find(id)->second;
     s.pending[rank] = req;
     s.frame_of[rank] = i;
+    if (s.received == 0) ++open_rounds_;
     if (++s.received == options_.num_workers) Complete(id, s, replies);
   }
   return absl::OkStatus();
@@ -288,6 +294,8 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
   for (size_t r = 0; r < s.pending.size(); ++r) {
     grads.push_back(s.pending[r]->msg.frames[s.frame_of[r]].As<float>());
   }
+  --open_rounds_;
+  const absl::Time t0 = absl::Now();
   if (optimizer_ == nullptr || id.first < 0) {
     // Store the sum. With one worker that is its push: the received
     // buffer becomes the weights (no copy; the old version goes when no
@@ -302,6 +310,7 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
     } else {
       SumInto(Writable(s, /*keep=*/false).data(), grads);
     }
+    times_.sum_s += absl::ToDoubleSeconds(absl::Now() - t0);
   } else {
     absl::Span<const float> g = grads[0];
     if (grads.size() > 1) {
@@ -309,7 +318,10 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
       SumInto(s.merged.data(), grads);
       g = s.merged;
     }
+    const absl::Time t1 = absl::Now();
+    times_.sum_s += absl::ToDoubleSeconds(t1 - t0);
     optimizer_->Update(id.first, id.second, Writable(s), g);
+    times_.update_s += absl::ToDoubleSeconds(absl::Now() - t1);
   }
   std::vector<std::shared_ptr<Request>> pending;
   pending.swap(s.pending);

@@ -107,6 +107,17 @@ class Shard {
   // Number of slices held.
   size_t num_slices() const { return slices_.size(); }
 
+  // Seconds spent so far summing pushes (dist_sync rounds, and dist_async
+  // or optimizer-less adds) and in the optimizer's update rule.
+  struct Times {
+    double sum_s = 0;
+    double update_s = 0;
+  };
+  const Times& times() const { return times_; }
+  // dist_sync slices with a round in progress: some worker has pushed
+  // them, not every worker yet (the server waits for the slowest).
+  int64_t open_rounds() const { return open_rounds_; }
+
  private:
   using SliceId = std::pair<int64_t, int64_t>;  // Key, offset.
 
@@ -179,6 +190,8 @@ class Shard {
   std::map<SliceId, Slice> slices_;
   std::unique_ptr<nn::Optimizer> optimizer_;
   bool sync_ = true;
+  Times times_;
+  int64_t open_rounds_ = 0;
 };
 
 }  // namespace server

@@ -364,6 +364,29 @@ TEST(MakeReplyTest, CopiesIdsAndSlices) {
   EXPECT_THAT(r.header.lengths(), ElementsAre(3));
 }
 
+// The time split's inputs (server/time_split.h): rounds open while some
+// worker has pushed a slice and not every one, and the time summing and
+// updating is counted.
+TEST_F(ShardTest, OpenRoundsAndTimes) {
+  MakeShard(2);
+  Init({{0, 0, {1, 2}}, {1, 0, {3, 4}}});
+  Sgd(0.5, 1);
+  EXPECT_EQ(shard_->open_rounds(), 0);
+  Push(0, {{0, 0, {1, 1}}, {1, 0, {1, 1}}});
+  EXPECT_EQ(shard_->open_rounds(), 2);
+  Push(1, {{0, 0, {1, 1}}});
+  EXPECT_EQ(shard_->open_rounds(), 1);
+  Push(1, {{1, 0, {1, 1}}});
+  EXPECT_EQ(shard_->open_rounds(), 0);
+  EXPECT_GT(shard_->times().sum_s, 0);
+  EXPECT_GT(shard_->times().update_s, 0);
+  // A slice initialised again forgets its open round.
+  Push(0, {{0, 0, {1, 1}}});
+  EXPECT_EQ(shard_->open_rounds(), 1);
+  Init({{0, 0, {1, 2}}});
+  EXPECT_EQ(shard_->open_rounds(), 0);
+}
+
 }  // namespace
 }  // namespace server
 }  // namespace pstrain

@@ -82,6 +82,12 @@ TEST_F(WorkerClusterTest, DistSyncTwoWorkersEqualsLocalWithDoubleBatch) {
           .size(),
       2u)
       << out;
+  // Each worker's epoch ends with its time split (the servers run the
+  // optimizer: none here), each server's run with its own.
+  EXPECT_EQ(LinesWith(out, "Epoch[0] Time split: data ").size(), 2u) << out;
+  EXPECT_TRUE(LinesWith(out, "% optimizer ").empty()) << out;
+  EXPECT_EQ(LinesWith(out, "server 0: time split: sum ").size(), 1u) << out;
+  EXPECT_EQ(LinesWith(out, "server 1: time split: sum ").size(), 1u) << out;
   std::string local_out;
   const std::string local = absl::StrCat(
       testing_util::Runfile("worker/worker"), " ",

@@ -55,6 +55,12 @@ TEST_F(WorkerTest, TrainsChecksPointsAndResumes) {
           "Epoch\\[0\\] Batch \\[0-10\\]\tSpeed: .* samples/sec\taccuracy="));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Train-accuracy="));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Time cost="));
+  // The time split follows it; the local KVStore runs the optimizer here.
+  EXPECT_THAT(out, ::testing::ContainsRegex(
+                       "Epoch\\[1\\] Time cost=[0-9.]+\n"
+                       "Epoch\\[1\\] Time split: data [0-9]+% compute "
+                       "[0-9]+% wait-pull [0-9]+% wait-push [0-9]+% "
+                       "optimizer [0-9]+% other [0-9]+%\n"));
   EXPECT_THAT(out, HasSubstr(absl::StrCat("Saved checkpoint to \"", tmp_,
                                           "/m-0002.params\"")));
   EXPECT_THAT(out, HasSubstr("Epoch[1] Validation-accuracy="));
@@ -87,6 +93,10 @@ TEST_F(WorkerTest, TestIoBenchmarkAndBadFlags) {
       0)
       << out;
   EXPECT_THAT(out, HasSubstr("Epoch[0] Train-accuracy="));
+  EXPECT_THAT(out, HasSubstr("Epoch[0] Time split: data "));
+  EXPECT_THAT(out, ::testing::ContainsRegex(
+                       "benchmark: \\{.*\"compute_s\":.*\"data_s\":.*"
+                       "\"optimizer_s\":.*\"other_s\":"));
   EXPECT_NE(Shell(Worker("--network=resnext"), &out), 0);
   EXPECT_THAT(out, HasSubstr("--network 'resnext'"));
   EXPECT_NE(Shell(Worker("--kv_store=dist_sideways"), &out), 0);

@@ -95,8 +95,10 @@ std::string BenchmarkLine(const BenchmarkSummary& s) {
       {"compute_s", s.compute_s},
       {"push_wait_s", s.push_wait_s},
       {"pull_wait_s", s.pull_wait_s},
-      {"other_s",
-       std::max(0.0, emulated - s.compute_s - s.push_wait_s - s.pull_wait_s)}};
+      {"data_s", s.data_s},
+      {"optimizer_s", s.optimizer_s},
+      {"other_s", std::max(0.0, emulated - s.compute_s - s.push_wait_s -
+                                    s.pull_wait_s - s.data_s - s.optimizer_s)}};
   return "benchmark: " + j.dump();
 }
 

@@ -67,15 +67,18 @@ struct BenchmarkSummary {
   int warmup_batches = 0;
   double time_dilation = 1;
   double wall_seconds = 0;  // Of the timed batches, real time.
-  // Undilated totals over the timed batches: device compute, waiting for
-  // gradients to leave (pushes, local reduces), waiting for weights
-  // (pulls, broadcasts), the rest.
+  // Undilated totals over the timed batches, the parts of the epochs' time
+  // split (worker/time_split.h): device compute, waiting for gradients to
+  // leave (pushes, local reduces), waiting for weights (pulls,
+  // broadcasts), waiting for batches, the optimizer run in this process.
   double compute_s = 0, push_wait_s = 0, pull_wait_s = 0;
+  double data_s = 0, optimizer_s = 0;
 };
 
 // "benchmark: {...}": one line of JSON with the fields above,
 // images_per_sec (batches * batch_size / wall_seconds * time_dilation) and
-// other_s (undilated wall time less the three parts, at least 0).
+// other_s (undilated wall time less the five parts, at least 0: the time
+// split's "other").
 std::string BenchmarkLine(const BenchmarkSummary& s);
 
 std::string BatchLine(int epoch, int64_t from_batch, int64_t to_batch,

@@ -128,6 +128,16 @@ TEST(BenchmarkLineTest, WithoutDilationTheRateIsTheWallRate) {
   EXPECT_NEAR(j["other_s"].get<double>(), 4 - 3 - 0.2 - 0.1, 1e-12);
 }
 
+TEST(BenchmarkLineTest, DataAndOptimizerArePartsOfTheSplit) {
+  BenchmarkSummary s = Summary();
+  s.data_s = 0.05;
+  s.optimizer_s = 0.1;
+  const nlohmann::json j = BenchmarkJson(s);
+  EXPECT_DOUBLE_EQ(j["data_s"].get<double>(), 0.05);
+  EXPECT_DOUBLE_EQ(j["optimizer_s"].get<double>(), 0.1);
+  EXPECT_NEAR(j["other_s"].get<double>(), 0.2 - 0.05 - 0.1, 1e-12);
+}
+
 TEST(BenchmarkLineTest, OtherIsNeverNegative) {
   BenchmarkSummary s = Summary();
   s.compute_s = 5;  // More than the 2 s of emulated wall time.

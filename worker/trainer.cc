@@ -27,6 +27,7 @@
 #include "worker/optimizer_config.h"
 #include "worker/options.h"
 #include "worker/replicas.h"
+#include "worker/time_split.h"
 #include "worker/validation.h"
 
 namespace pstrain {
@@ -280,13 +281,93 @@ absl::StatusOr<std::unique_ptr<EmulatedDevices>> MakeEmulatedDevices(
   return e;
 }
 
+// The time split (worker/time_split.h) of the trainer's thread: each
+// measured interval's seconds go to the epoch's split and to the job's
+// running total (which the benchmark line takes differences of). The
+// KVStore's and the devices' own clocks say how much of an interval was
+// pushing, waiting for weights, the local optimizer, or (emulated)
+// device compute and local copies.
+class SplitClock {
+ public:
+  SplitClock(const TrainerOptions& o, const GradientSync* sync,
+             const EmulatedDevices* emulated, const kvstore::KVStore* kv)
+      : k_(o.time_dilation), sync_(sync), emulated_(emulated), kv_(kv) {}
+
+  // The clocks at the start of an interval.
+  struct Mark {
+    absl::Time t;
+    GradientSync::Times sync;
+    double optimizer_s = 0, device_compute_s = 0, device_copy_s = 0;
+  };
+  Mark Now() const {
+    Mark m;
+    m.t = absl::Now();
+    m.sync = sync_->times();
+    m.optimizer_s = kv_->optimizer_seconds();
+    if (emulated_ != nullptr) {
+      m.device_compute_s = emulated_->times().compute_s;
+      m.device_copy_s = emulated_->times().copy_s;
+    }
+    return m;
+  }
+
+  void StartEpoch(absl::Time now) { epoch_.Start(now); }
+  // Since `m`: waiting for a batch.
+  void Data(const Mark& m) {
+    TimeParts p;
+    p.data_s = absl::ToDoubleSeconds(absl::Now() - m.t);
+    Add(p);
+  }
+  // Since `m`: GradientSync::Step (forward, backward, pushes) when `step`,
+  // else FinishStep or WaitAll (waiting for weights).
+  void Sync(const Mark& m, bool step) {
+    const Mark e = Now();
+    const double wall = absl::ToDoubleSeconds(e.t - m.t);
+    const double push = e.sync.push_s - m.sync.push_s;
+    const double pull = e.sync.pull_s - m.sync.pull_s;
+    const double opt = e.optimizer_s - m.optimizer_s;
+    TimeParts p;
+    p.optimizer_s = opt;
+    // A local KVStore runs the optimizer inside the push.
+    p.wait_push_s = std::max(0.0, push - opt);
+    p.wait_pull_s = pull;
+    if (emulated_ != nullptr) {
+      // Undilated device clocks, in real seconds.
+      p.compute_s = (e.device_compute_s - m.device_compute_s) * k_;
+      p.wait_push_s += (e.device_copy_s - m.device_copy_s) * k_;
+    } else if (step) {
+      p.compute_s = std::max(0.0, wall - push - pull);
+    }
+    // Waits: the rest (copying the new weights to the other replicas)
+    // is waiting for weights too.
+    if (!step) p.wait_pull_s += std::max(0.0, wall - p.sum());
+    Add(p);
+  }
+
+  const TimeSplit& epoch() const { return epoch_; }
+  // Real seconds since the job started.
+  const TimeParts& total() const { return total_; }
+
+ private:
+  void Add(const TimeParts& p) {
+    epoch_.Add(p);
+    total_ += p;
+  }
+  const double k_;
+  const GradientSync* sync_;
+  const EmulatedDevices* emulated_;
+  const kvstore::KVStore* kv_;
+  TimeSplit epoch_;
+  TimeParts total_;
+};
+
 // The "benchmark:" line of a --benchmark run: the batches after the first
 // warmup_batches, until the last one's weights are back.
 class BenchmarkClock {
  public:
   BenchmarkClock(const TrainerOptions& o, int rank, int devices,
-                 EmulatedDevices* emulated, GradientSync* sync)
-      : o_(o), emulated_(emulated), sync_(sync) {
+                 EmulatedDevices* emulated, const SplitClock* split)
+      : o_(o), emulated_(emulated), split_(split) {
     s_.rank = rank;
     s_.devices = devices;
     s_.batch_size = o.batch_size;
@@ -310,35 +391,45 @@ class BenchmarkClock {
                    << " warm-up batches (--warmup_batches, --num_examples)";
       return;
     }
-    const double k = o_.time_dilation;
     s_.batches = done_ - o_.warmup_batches;
     s_.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start_);
-    const GradientSync::Times& t = sync_->times();
-    s_.push_wait_s = t.push_s / k;
-    s_.pull_wait_s = t.pull_s / k;
-    if (emulated_ != nullptr) {
-      s_.compute_s = emulated_->times().compute_s;
-      // Local reduces and broadcasts: what the thread waited for copies.
-      s_.push_wait_s += emulated_->times().copy_s;
-    } else {
-      s_.compute_s = std::max(
-          0.0, s_.wall_seconds - t.push_s - t.pull_s);  // Not split further.
-    }
+    // The epochs' time split over the timed batches, undilated.
+    const TimeParts t =
+        (split_->total() - start_parts_) * (1 / o_.time_dilation);
+    s_.compute_s = t.compute_s;
+    s_.push_wait_s = t.wait_push_s;
+    s_.pull_wait_s = t.wait_pull_s;
+    s_.data_s = t.data_s;
+    s_.optimizer_s = t.optimizer_s;
     Say(BenchmarkLine(s_));
   }
 
  private:
   void Start() {
     start_ = absl::Now();
-    sync_->ResetTimes();
+    start_parts_ = split_->total();
   }
   const TrainerOptions& o_;
   EmulatedDevices* emulated_;
-  GradientSync* sync_;
+  const SplitClock* split_;
+  TimeParts start_parts_;
   BenchmarkSummary s_;
   int64_t done_ = 0;
   absl::Time start_ = absl::Now();
 };
+
+// What this worker's next heartbeats tell the scheduler (dist_*): `steps`
+// done, the `epoch` it is in, `images_per_sec` over the last interval, and
+// the time split of the epoch so far.
+void PublishStats(const TimeSplit& split, int64_t steps, int epoch,
+                  double images_per_sec, kvstore::KVStore* kv) {
+  proto::NodeStats st;
+  st.set_steps(steps);
+  st.set_epoch(epoch);
+  st.set_images_per_sec(images_per_sec);
+  split.FillStats(absl::Now(), &st);
+  kv->SetNodeStats(st);
+}
 
 // Tells the job that this worker is done. A failure is logged and
 // otherwise ignored, as it always was at the end of training: by then this
@@ -473,14 +564,18 @@ int Train(const TrainerOptions& o) {
   }
 
   std::mt19937 rng(o.seed + rank);
-  BenchmarkClock clock(o, rank, NumDevices(o), emu.get(), &sync);
+  SplitClock split(o, &sync, emu.get(), kv.get());
+  BenchmarkClock clock(o, rank, NumDevices(o), emu.get(), &split);
+  int64_t steps = 0;  // For the heartbeats.
   for (int epoch = begin_epoch; epoch < o.num_epochs; ++epoch) {
     const absl::Time t0 = absl::Now();
+    split.StartEpoch(t0);
     Metrics local(o.top_k, false), total(o.top_k, false);
     if (!o.benchmark) train.pipeline->StartEpoch(epoch);
     absl::Time tic = absl::Now();
     for (int64_t b = 0; b < epoch_size; ++b) {
       std::vector<float> x, labels;
+      SplitClock::Mark m = split.Now();
       if (emulated) {
         // The emulated devices read no input.
       } else if (o.benchmark) {
@@ -494,35 +589,52 @@ int Train(const TrainerOptions& o) {
         x = std::move(batch->data);
         labels = std::move(batch->labels);
       }
+      if (!emulated) split.Data(m);
       // Forward and backward on every device, each on its slice, and the
       // gradients pushed; the metrics are counted while they travel.
+      m = split.Now();
       s = sync.Step(std::move(x), std::move(labels));
+      split.Sync(m, /*step=*/true);
       if (s.ok() && !emulated)
         s = UpdateMetrics(*reps, o.num_classes, &local, &total);
-      if (s.ok()) s = sync.FinishStep();
+      if (s.ok()) {
+        m = split.Now();
+        s = sync.FinishStep();
+        split.Sync(m, /*step=*/false);
+      }
       if (!s.ok()) {
         LOG(ERROR) << "epoch " << epoch << " batch " << b << ": "
                    << s.message();
         return 1;
       }
       clock.BatchDone();
+      ++steps;
       if ((b + 1) % o.disp_batches == 0) {
         // Emulated devices: the emulated machine's speed.
         const double speed = o.disp_batches * o.batch_size * o.time_dilation /
                              absl::ToDoubleSeconds(absl::Now() - tic);
         Say(BatchLine(epoch, b + 1 - o.disp_batches, b + 1, speed, local));
+        PublishStats(split.epoch(), steps, epoch, speed, kv.get());
         local.Reset();
         tic = absl::Now();
       }
     }
     // The epoch's last pushes land before metrics, checkpoints, validation.
+    SplitClock::Mark m = split.Now();
     s = sync.WaitAll();
+    split.Sync(m, /*step=*/false);
     if (!s.ok()) {
       LOG(ERROR) << "epoch " << epoch << ": " << s.message();
       return 1;
     }
+    const absl::Time loop_end = absl::Now();
     for (const auto& line : EpochMetricLines(epoch, "Train", total)) Say(line);
-    Say(TimeCostLine(epoch, absl::ToDoubleSeconds(absl::Now() - t0)));
+    Say(TimeCostLine(epoch, absl::ToDoubleSeconds(loop_end - t0)));
+    Say(split.epoch().Line(epoch, loop_end));
+    PublishStats(split.epoch(), steps, epoch,
+                 epoch_size * o.batch_size * o.time_dilation /
+                     std::max(1e-9, absl::ToDoubleSeconds(loop_end - t0)),
+                 kv.get());
     if (!o.benchmark) {
       Say(absl::StrFormat("Epoch[%d] skipped %d corrupt records", epoch,
                           EpochSkipped(train)));
