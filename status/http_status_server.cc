@@ -96,11 +96,10 @@ absl::Status HttpStatusServer::Start() {
     }
     if (needs_token_) {
       const std::string auth = req.get_header_value("Authorization");
-      const bool ok =
-          (absl::StartsWith(auth, "Bearer ") &&
-           SameToken(auth.substr(7), options_.token)) ||
-          (req.has_param("token") &&
-           SameToken(req.get_param_value("token"), options_.token));
+      const bool ok = (absl::StartsWith(auth, "Bearer ") &&
+                       SameToken(auth.substr(7), options_.token)) ||
+                      (req.has_param("token") &&
+                       SameToken(req.get_param_value("token"), options_.token));
       if (!ok) {
         res.status = 401;
         res.set_header("WWW-Authenticate", "Bearer");
@@ -118,10 +117,10 @@ absl::Status HttpStatusServer::Start() {
                    "default-src 'self' 'unsafe-inline'");
     res.set_content(kStatusPageHtml, "text/html; charset=utf-8");
   });
-  s.Get("/status.json", [this](const httplib::Request&,
-                               httplib::Response& res) {
-    res.set_content(StatusJson(options_.provider()), "application/json");
-  });
+  s.Get("/status.json",
+        [this](const httplib::Request&, httplib::Response& res) {
+          res.set_content(StatusJson(options_.provider()), "application/json");
+        });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(MetricsText(options_.provider()),
                     "text/plain; version=0.0.4; charset=utf-8");

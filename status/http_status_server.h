@@ -38,7 +38,7 @@ namespace status {
 
 struct HttpStatusServerOptions {
   std::string bind_address = "127.0.0.1";  // An IPv4/IPv6 address or name.
-  int port = 0;                             // 0: any free port (port()).
+  int port = 0;                            // 0: any free port (port()).
   // The job token; required when bind_address is not loopback.
   std::string token;
   // Snapshot of the job, called per request. REQUIRES: non-null.

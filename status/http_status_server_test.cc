@@ -60,7 +60,8 @@ TEST(HttpStatusServer, ServesPageJsonAndMetricsOnLoopback) {
   HttpStatusServer server(o);
   ASSERT_TRUE(server.Start().ok());
   ASSERT_GT(server.port(), 0);
-  EXPECT_EQ(server.url(), absl::StrCat("http://127.0.0.1:", server.port(), "/"));
+  EXPECT_EQ(server.url(),
+            absl::StrCat("http://127.0.0.1:", server.port(), "/"));
   httplib::Client c("127.0.0.1", server.port());
   c.set_connection_timeout(5);
   c.set_read_timeout(5);
@@ -164,8 +165,7 @@ TEST(HttpStatusServer, WildcardBindRequiresTheToken) {
   auto header = c.Get("/metrics", {{"Authorization", "Bearer s3cret-token"}});
   ASSERT_TRUE(header);
   EXPECT_EQ(header->status, 200);
-  auto missing =
-      c.Get("/nope", {{"Authorization", "Bearer s3cret-token"}});
+  auto missing = c.Get("/nope", {{"Authorization", "Bearer s3cret-token"}});
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404);
 }

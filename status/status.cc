@@ -56,11 +56,13 @@ std::string NodeLabels(const NodeStatus& n) {
 class Family {
  public:
   Family(std::string name, std::string type, std::string help)
-      : name_(std::move(name)), type_(std::move(type)), help_(std::move(help)) {}
+      : name_(std::move(name)),
+        type_(std::move(type)),
+        help_(std::move(help)) {}
   void Add(const std::string& labels, double value) {
-    samples_ += absl::StrCat(name_, labels.empty() ? "" : "{", labels,
-                             labels.empty() ? "" : "}", " ", Number(value),
-                             "\n");
+    samples_ +=
+        absl::StrCat(name_, labels.empty() ? "" : "{", labels,
+                     labels.empty() ? "" : "}", " ", Number(value), "\n");
   }
   void AppendTo(std::string* out) const {
     if (samples_.empty()) return;
@@ -117,9 +119,9 @@ std::string MetricsText(const JobStatus& job) {
   {
     Family f("pstrain_job_info", "gauge",
              "The job: network, kv_store and state as labels; always 1.");
-    f.Add(absl::StrCat("network=\"", LabelValue(job.network),
-                       "\",kv_store=\"", LabelValue(job.kv_store),
-                       "\",state=\"", LabelValue(job.state), "\""),
+    f.Add(absl::StrCat("network=\"", LabelValue(job.network), "\",kv_store=\"",
+                       LabelValue(job.kv_store), "\",state=\"",
+                       LabelValue(job.state), "\""),
           1);
     f.AppendTo(&out);
   }
@@ -198,8 +200,7 @@ std::string MetricsText(const JobStatus& job) {
   NodeFamily(
       job, "pstrain_node_refused_messages_total", "counter",
       "Messages the node refused (token, sender, limits).",
-      [](const NodeStatus& n) { return static_cast<double>(n.refused); },
-      &out);
+      [](const NodeStatus& n) { return static_cast<double>(n.refused); }, &out);
   NodeFamily(
       job, "pstrain_node_malformed_messages_total", "counter",
       "Messages the node received that did not parse.",

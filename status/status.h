@@ -39,8 +39,8 @@ struct NodeStatus {
   // Stats the node reports with its heartbeats. When has_stats is false
   // none of the fields below is known and none is exported.
   bool has_stats = false;
-  double images_per_s = 0;  // Workers; 0 for servers.
-  TimeSplit split;          // Workers.
+  double images_per_s = 0;   // Workers; 0 for servers.
+  TimeSplit split;           // Workers.
   int64_t bytes_pushed = 0;  // Since the node started.
   int64_t bytes_pulled = 0;
   int64_t queue_depth = 0;  // Messages waiting in its send/receive queues.

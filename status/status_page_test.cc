@@ -98,12 +98,13 @@ class StatusPageTest : public ::testing::Test {
   // bounded by `timeout`; `args` before the URL.
   std::string Chromium(const std::string& args, int* rc) {
     std::string out;
-    *rc = Shell(absl::StrCat(
-                    "HOME=", tmp_, " timeout 120 chromium --headless=new "
-                    "--no-sandbox --disable-gpu --no-first-run "
-                    "--disable-dev-shm-usage --hide-scrollbars "
-                    "--user-data-dir=", tmp_, "/chrome ", args, " ",
-                    server_->url(), " 2>", tmp_, "/chromium.log"),
+    *rc = Shell(absl::StrCat("HOME=", tmp_,
+                             " timeout 120 chromium --headless=new "
+                             "--no-sandbox --disable-gpu --no-first-run "
+                             "--disable-dev-shm-usage --hide-scrollbars "
+                             "--user-data-dir=",
+                             tmp_, "/chrome ", args, " ", server_->url(), " 2>",
+                             tmp_, "/chromium.log"),
                 &out);
     return out;
   }
@@ -124,13 +125,14 @@ std::string Attribute(const std::string& dom, const std::string& name) {
 
 TEST_F(StatusPageTest, ListsEveryNodeAndTheChartUpdates) {
   int rc;
-  const std::string dom = Chromium("--virtual-time-budget=6000 --dump-dom", &rc);
+  const std::string dom =
+      Chromium("--virtual-time-budget=6000 --dump-dom", &rc);
   ASSERT_EQ(rc, 0) << "chromium failed; see chromium.log in " << tmp_;
   // A row per node, each host shown, the straggler highlighted.
   std::vector<std::string> rows = absl::StrSplit(dom, "<tr class=\"node ");
   EXPECT_EQ(rows.size() - 1, 4u) << dom;
-  for (const char* host : {"127.0.0.1:9100", "127.0.0.1:9200",
-                           "127.0.0.1:9210", "127.0.0.1:9220"}) {
+  for (const char* host : {"127.0.0.1:9100", "127.0.0.1:9200", "127.0.0.1:9210",
+                           "127.0.0.1:9220"}) {
     EXPECT_THAT(dom, HasSubstr(absl::StrCat("<td>", host, "</td>")));
   }
   EXPECT_THAT(dom, HasSubstr("<tr class=\"node alive straggler\">"));
@@ -149,8 +151,8 @@ TEST_F(StatusPageTest, ListsEveryNodeAndTheChartUpdates) {
   // Throughput rose between polls: the line climbs (SVG y grows downward).
   ASSERT_GE(xy.size(), 2u);
   double y_first, y_last;
-  ASSERT_TRUE(absl::SimpleAtod(xy.front().substr(xy.front().find(',') + 1),
-                               &y_first));
+  ASSERT_TRUE(
+      absl::SimpleAtod(xy.front().substr(xy.front().find(',') + 1), &y_first));
   ASSERT_TRUE(
       absl::SimpleAtod(xy.back().substr(xy.back().find(',') + 1), &y_last));
   EXPECT_LT(y_last, y_first);

@@ -89,7 +89,8 @@ TEST(MetricsText, ExactLines) {
     EXPECT_THAT(m, HasSubstr(line + "\n")) << m;
   }
   // The server has no stats: none of its stats series is exported.
-  EXPECT_THAT(m, Not(HasSubstr("pstrain_node_images_per_second{role=\"server")));
+  EXPECT_THAT(m,
+              Not(HasSubstr("pstrain_node_images_per_second{role=\"server")));
   EXPECT_EQ(m.back(), '\n');
 }
 
