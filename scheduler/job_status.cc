@@ -36,10 +36,11 @@ status::JobStatus MembershipStatus(const Membership& m, absl::Time now,
     status::NodeStatus n = FromInfo(member.info);
     n.rank = member.info.rank();
     const absl::Duration age = now - member.last_seen;
-    n.heartbeat_age_s = absl::ToDoubleSeconds(std::max(age, absl::ZeroDuration()));
-    n.state = member.finished                          ? "finished"
+    n.heartbeat_age_s =
+        absl::ToDoubleSeconds(std::max(age, absl::ZeroDuration()));
+    n.state = member.finished                       ? "finished"
               : age > m.options().heartbeat_timeout ? "dead"
-                                                     : "alive";
+                                                    : "alive";
     job.nodes.push_back(std::move(n));
     if (node_ids != nullptr) node_ids->push_back(id);
   }

@@ -6,6 +6,7 @@
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "scheduler/scheduler.h"
+#include "status/http_status_server.h"
 #include "util/flags.h"
 
 DEFINE_int32(status_port, -1,
@@ -37,6 +38,19 @@ int main(int argc, char** argv) {
                                            pstrain::proto::SCHEDULER);
   auto c = pstrain::cluster::ClusterOptionsFromFlags();
   if (!c.ok()) pstrain::ExitWithError("scheduler", c.status().message());
+  if (FLAGS_status_port < -1 || FLAGS_status_port > 65535) {
+    pstrain::ExitWithError("scheduler",
+                           pstrain::BadFlag("status_port", FLAGS_status_port,
+                                            "must be in [-1, 65535]")
+                               .message());
+  }
+  if (FLAGS_status_port >= 0 && c->token.empty() &&
+      !pstrain::status::IsLoopbackAddress(FLAGS_status_bind)) {
+    pstrain::ExitWithError(
+        "scheduler", pstrain::BadFlag("status_bind", FLAGS_status_bind,
+                                      "beyond loopback needs --token_file")
+                         .message());
+  }
   pstrain::scheduler::SchedulerOptions o;
   o.address = c->scheduler_address;
   o.num_workers = c->num_workers;

@@ -45,7 +45,8 @@ std::string StatusUrl(Cluster* c, absl::Time deadline) {
 // or "" with a test failure.
 std::string Get(const std::string& url, const std::string& path,
                 std::string* content_type = nullptr) {
-  std::string hostport(absl::StripSuffix(absl::StripPrefix(url, "http://"), "/"));
+  std::string hostport(
+      absl::StripSuffix(absl::StripPrefix(url, "http://"), "/"));
   httplib::Client client("http://" + hostport);
   client.set_connection_timeout(5);
   client.set_read_timeout(5);
@@ -60,9 +61,10 @@ std::string Get(const std::string& url, const std::string& path,
 }
 
 // /status.json once `ready` holds for it, or the last one by `deadline`.
-nlohmann::json StatusWhen(const std::string& url,
-                          const std::function<bool(const nlohmann::json&)>& ready,
-                          absl::Time deadline) {
+nlohmann::json StatusWhen(
+    const std::string& url,
+    const std::function<bool(const nlohmann::json&)>& ready,
+    absl::Time deadline) {
   nlohmann::json doc;
   while (absl::Now() < deadline) {
     doc = nlohmann::json::parse(Get(url, "/status.json"), nullptr, false);
@@ -144,18 +146,20 @@ TEST(StatusCluster, OffByDefault) {
 
 // Beyond loopback without a token the scheduler refuses to start.
 TEST(StatusCluster, WildcardBindWithoutATokenIsRefused) {
-  std::vector<std::string> argv = {
-      testing_util::Runfile("scheduler/scheduler"),
-      "--scheduler_address=127.0.0.1:0", "--status_port=0",
-      "--status_bind=0.0.0.0", "--insecure_plaintext=true"};
+  std::vector<std::string> argv = {testing_util::Runfile("scheduler/scheduler"),
+                                   "--scheduler_address=127.0.0.1:0",
+                                   "--status_port=0", "--status_bind=0.0.0.0",
+                                   "--insecure_plaintext=true"};
   auto p = launcher::Subprocess::Start(argv, testing_util::Env());
   ASSERT_TRUE(p.ok()) << p.status();
   testing_util::Proc proc;
   proc.p = std::make_unique<launcher::Subprocess>(std::move(*p));
   proc.p->CloseStdin();
   ASSERT_TRUE(proc.WaitExit(Deadline(20))) << proc.output;
-  EXPECT_EQ(proc.p->DescribeExit(), "exit status 1") << proc.output;
-  EXPECT_THAT(proc.output, HasSubstr("needs the job token")) << proc.output;
+  EXPECT_EQ(proc.p->DescribeExit(), "exit status 2") << proc.output;
+  EXPECT_THAT(proc.output,
+              HasSubstr("scheduler: --status_bind 0.0.0.0: beyond loopback "
+                        "needs --token_file"));
 }
 
 }  // namespace
