@@ -48,6 +48,10 @@ constexpr absl::Duration kLastBroadcastGrace = absl::Milliseconds(200);
 // How often the loop publishes the job's status for the status server.
 constexpr absl::Duration kStatusPeriod = absl::Milliseconds(250);
 
+// A worker below this fraction of the median worker's images/s is shown as
+// a straggler (status::MarkStragglers; only workers that report stats).
+constexpr double kStragglerFraction = 0.5;
+
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerOptions& o) : o_(o) {}
@@ -134,9 +138,11 @@ class Scheduler {
   // Takes the status the status server serves from the membership (the
   // loop thread's), with `state` for the job's when not empty. Per-node
   // stats reported with heartbeats are merged here, through
-  // MembershipStatus's node ids (scheduler/job_status.h).
+  // MembershipStatus's node ids (scheduler/job_status.h), before the
+  // stragglers are marked.
   void PublishStatus(absl::Time now, const std::string& state = "") {
     status::JobStatus job = MembershipStatus(*membership_, now);
+    status::MarkStragglers(kStragglerFraction, &job);
     if (!state.empty()) job.state = state;
     MutexLock l(&status_mu_);
     status_ = std::move(job);
