@@ -59,6 +59,8 @@ void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 
 // What the scheduler logs when it aborts the job (scheduler/scheduler.cc).
 constexpr char kAbortMarker[] = "scheduler: aborting the job: ";
+// What the scheduler prints once its status server serves (scheduler/main.cc).
+constexpr char kStatusMarker[] = "status page: ";
 
 std::string JobToken() {
   unsigned char bytes[24];
@@ -161,6 +163,9 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
   if (o.mode == Mode::kMpi && o.hosts.empty()) sched.host.name = "127.0.0.1";
   sched.argv.push_back(o.scheduler_binary);
   sched.argv.insert(sched.argv.end(), common.begin(), common.end());
+  if (o.status_port >= 0) {
+    sched.argv.push_back(absl::StrCat("--status_port=", o.status_port));
+  }
   sched.argv.insert(sched.argv.end(), o.scheduler_args.begin(),
                     o.scheduler_args.end());
   specs.push_back(sched);
@@ -225,6 +230,10 @@ absl::Status ValidateLaunchOptions(const LaunchOptions& o) {
     return absl::InvalidArgumentError(
         "--launcher slurm needs the allocation's job id and nodes "
         "(ReadSlurmAllocation)");
+  }
+  if (o.status_port < -1 || o.status_port > 65535) {
+    return BadFlag("status_port", o.status_port,
+                   "must be in [-1, 65535] (-1: off, 0: a free port)");
   }
   if (o.scheduler_port < 0 || o.scheduler_port > 65535) {
     return BadFlag("scheduler_port", o.scheduler_port,
@@ -340,6 +349,7 @@ class Job {
   std::string first_failure_;
   std::string abort_reason_;  // From the scheduler's output.
   bool stopping_ = false;
+  bool status_page_said_ = false;  // "launch: status page: URL" printed.
   int stop_signal_ = 0;
 };
 
@@ -545,6 +555,16 @@ void Job::PrintLine(Running* r, absl::string_view line) {
     }
   }
   *out_ << spec->Prefix() << " " << text << "\n";
+  if (spec->role == "scheduler" && !status_page_said_ &&
+      absl::StartsWith(text, kStatusMarker)) {
+    // The page's address, in launch's own words (the URL names the
+    // scheduler's bind address, on the scheduler's host).
+    status_page_said_ = true;
+    Say(absl::StrCat(
+        text, spec->host.name == "127.0.0.1" || spec->host.name == "localhost"
+                  ? ""
+                  : absl::StrCat(" (on ", spec->host.name, ")")));
+  }
 }
 
 void Job::Watch() {

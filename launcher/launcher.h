@@ -76,6 +76,9 @@ struct LaunchOptions {
   std::string scheduler_host;
   // 0: a free port is picked.
   int scheduler_port = 0;
+  // The scheduler's live status server (its --status_port): -1 off, 0 a
+  // free port. Once it serves, launch prints "launch: status page: URL".
+  int status_port = -1;
   // ssh mode: passed to ssh as `-F FILE` (keys, known hosts, user).
   std::string ssh_config;
   absl::Duration ssh_connect_timeout = absl::Seconds(10);

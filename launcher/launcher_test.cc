@@ -110,6 +110,28 @@ TEST(PlanTest, ServersThenWorkersRoundRobinOverHosts) {
                              "--num_workers=3", "--num_servers=2", "--host=b"));
 }
 
+TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
+  LaunchOptions o;
+  o.num_servers = 1;
+  o.num_workers = 1;
+  o.scheduler_binary = "sched";
+  o.server_binary = "srv";
+  o.command = {"wrk"};
+  o.scheduler_args = {"--status_bind=0.0.0.0"};
+  EXPECT_THAT(PlanProcesses(o, "h:1")[0].argv,
+              ::testing::Not(
+                  ::testing::Contains(::testing::HasSubstr("--status_port"))));
+  o.status_port = 0;
+  EXPECT_THAT(
+      PlanProcesses(o, "h:1")[0].argv,
+      ::testing::ElementsAre("sched", "--scheduler_address=h:1",
+                             "--num_workers=1", "--num_servers=1",
+                             "--status_port=0", "--status_bind=0.0.0.0"));
+  o.status_port = -2;
+  EXPECT_THAT(std::string(ValidateLaunchOptions(o).message()),
+              HasSubstr("--status_port -2: must be in [-1, 65535]"));
+}
+
 TEST(ShellQuoteTest, SurvivesTheShell) {
   for (std::string s :
        {std::string("plain"), std::string("a b"), std::string("it's"),

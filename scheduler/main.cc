@@ -3,9 +3,20 @@
 #include <string>
 
 #include "cluster/cluster_flags.h"
+#include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "scheduler/scheduler.h"
+#include "status/http_status_server.h"
 #include "util/flags.h"
+
+DEFINE_int32(status_port, -1,
+             "Serve the job's live status on this port: a page at /, "
+             "/status.json and Prometheus /metrics (printed as `status page: "
+             "URL`). 0: any free port. Default -1: off.");
+DEFINE_string(status_bind, "127.0.0.1",
+              "Address the status server binds. Beyond loopback (e.g. "
+              "0.0.0.0) every request needs the job token (--token_file), as "
+              "`Authorization: Bearer TOKEN` or `?token=TOKEN`.");
 
 int main(int argc, char** argv) {
   pstrain::ParseFlagsOrExit(
@@ -19,7 +30,7 @@ int main(int argc, char** argv) {
        "The scheduler of a pstrain job (launch starts it): registers the "
        "servers and\nworkers, assigns ranks, runs barriers and heartbeats, "
        "and aborts the job when\na node is missing or dead.",
-       {pstrain::cluster::ClusterFlagGroup()}},
+       {{__FILE__, "Status page"}, pstrain::cluster::ClusterFlagGroup()}},
       {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -27,6 +38,19 @@ int main(int argc, char** argv) {
                                            pstrain::proto::SCHEDULER);
   auto c = pstrain::cluster::ClusterOptionsFromFlags();
   if (!c.ok()) pstrain::ExitWithError("scheduler", c.status().message());
+  if (FLAGS_status_port < -1 || FLAGS_status_port > 65535) {
+    pstrain::ExitWithError("scheduler",
+                           pstrain::BadFlag("status_port", FLAGS_status_port,
+                                            "must be in [-1, 65535]")
+                               .message());
+  }
+  if (FLAGS_status_port >= 0 && c->token.empty() &&
+      !pstrain::status::IsLoopbackAddress(FLAGS_status_bind)) {
+    pstrain::ExitWithError(
+        "scheduler", pstrain::BadFlag("status_bind", FLAGS_status_bind,
+                                      "beyond loopback needs --token_file")
+                         .message());
+  }
   pstrain::scheduler::SchedulerOptions o;
   o.address = c->scheduler_address;
   o.num_workers = c->num_workers;
@@ -39,6 +63,11 @@ int main(int argc, char** argv) {
   o.curve_keys_dir = c->curve_keys_dir;
   o.on_listening = [](const std::string& address) {
     std::cout << "scheduler address: " << address << std::endl;
+  };
+  o.status_port = FLAGS_status_port;
+  o.status_bind = FLAGS_status_bind;
+  o.on_status_listening = [](const std::string& url) {
+    std::cout << "status page: " << url << std::endl;
   };
   return pstrain::scheduler::Run(o);
 }

@@ -124,6 +124,11 @@ class Membership {
   bool all_registered() const {
     return num_registered() == options_.num_servers + options_.num_workers;
   }
+  // The nodes registered so far, by their "host:port" (before Start(), the
+  // only record of who arrived).
+  const std::map<std::string, proto::NodeInfo>& registered() const {
+    return registered_;
+  }
   // REGISTERs refused because they named another node than their sender.
   int64_t wrong_registers() const { return wrong_registers_; }
   // The nodes to talk to, by id: the job's nodes once started (or the

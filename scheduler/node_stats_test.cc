@@ -90,8 +90,10 @@ TEST(NodeStatsTable, RealSchedulerReceivesNodesStatsWithHeartbeats) {
     return o;
   };
   absl::StatusOr<std::unique_ptr<cluster::ClusterNode>> server, worker;
-  std::thread s([&] { server = cluster::ClusterNode::Start(options(proto::SERVER)); });
-  std::thread w([&] { worker = cluster::ClusterNode::Start(options(proto::WORKER)); });
+  std::thread s(
+      [&] { server = cluster::ClusterNode::Start(options(proto::SERVER)); });
+  std::thread w(
+      [&] { worker = cluster::ClusterNode::Start(options(proto::WORKER)); });
   s.join();
   w.join();
   ASSERT_TRUE(server.ok()) << server.status();

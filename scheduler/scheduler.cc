@@ -4,13 +4,17 @@
 #include <string>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cluster/cluster.h"
 #include "glog/logging.h"
+#include "scheduler/job_status.h"
 #include "scheduler/membership.h"
+#include "status/http_status_server.h"
 #include "transport/transport.h"
 #include "util/escape.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace scheduler {
@@ -41,9 +45,20 @@ constexpr absl::Time kNoWait = absl::InfinitePast();
 // with a deadline (or an acknowledgement, a protocol change).
 constexpr absl::Duration kLastBroadcastGrace = absl::Milliseconds(200);
 
+// How often the loop publishes the job's status for the status server.
+constexpr absl::Duration kStatusPeriod = absl::Milliseconds(250);
+
+// A worker below this fraction of the median worker's images/s is shown as
+// a straggler (status::MarkStragglers; only workers that report stats).
+constexpr double kStragglerFraction = 0.5;
+
 class Scheduler {
  public:
-  explicit Scheduler(const SchedulerOptions& o) : o_(o) {}
+  explicit Scheduler(const SchedulerOptions& o)
+      : o_(o),
+        stats_(o.node_stats != nullptr ? o.node_stats
+               : o.status_port >= 0    ? &own_stats_
+                                       : nullptr) {}
 
   int Run() {
     std::string host;
@@ -85,7 +100,29 @@ class Scheduler {
     m.start_timeout = o_.start_timeout;
     m.heartbeat_timeout = o_.heartbeat_timeout;
     membership_ = std::make_unique<Membership>(m, absl::Now());
+    if (o_.status_port >= 0) {
+      PublishStatus(absl::Now());
+      status::HttpStatusServerOptions so;
+      so.bind_address = o_.status_bind;
+      so.port = o_.status_port;
+      so.token = o_.token;
+      so.provider = [this] { return StatusNow(); };
+      status_server_ = std::make_unique<status::HttpStatusServer>(so);
+      s = status_server_->Start();
+      if (!s.ok()) {
+        LOG(ERROR) << "scheduler: --status_port: " << s.message();
+        tr_->Stop();
+        return 1;
+      }
+      if (o_.on_status_listening != nullptr) {
+        o_.on_status_listening(status_server_->url());
+      }
+    }
     const int rc = Loop();
+    if (status_server_ != nullptr) {
+      // Served until the sockets close: the job's final state.
+      PublishStatus(absl::Now(), rc == 0 ? "finished" : "aborted");
+    }
     const auto st = tr_->stats();
     LOG(INFO) << "scheduler: " << st.received << " messages received, "
               << st.dropped_bad_token << " refused (wrong token), "
@@ -96,11 +133,42 @@ class Scheduler {
               << " over the limit";
     // A grace period, not a synchronisation: see kLastBroadcastGrace.
     absl::SleepFor(kLastBroadcastGrace);
+    if (status_server_ != nullptr) status_server_->Stop();
     tr_->Stop();
     return rc;
   }
 
  private:
+  // Takes the status the status server serves from the membership (the
+  // loop thread's), with `state` for the job's when not empty. Per-node
+  // stats reported with heartbeats are merged here, through
+  // MembershipStatus's node ids (scheduler/job_status.h), before the
+  // stragglers are marked.
+  void PublishStatus(absl::Time now, const std::string& state = "") {
+    status::JobStatus job = MembershipStatus(*membership_, now);
+    if (stats_ != nullptr) MergeNodeStats(stats_->Snapshot(), &job);
+    status::MarkStragglers(kStragglerFraction, &job);
+    if (!state.empty()) job.state = state;
+    MutexLock l(&status_mu_);
+    status_ = std::move(job);
+    status_time_ = now;
+    status_final_ = !state.empty();
+  }
+
+  // For the status server's threads: the last published status, its
+  // heartbeat ages brought up to now while the job runs.
+  status::JobStatus StatusNow() {
+    MutexLock l(&status_mu_);
+    status::JobStatus job = status_;
+    if (!status_final_) {
+      const double dt = absl::ToDoubleSeconds(absl::Now() - status_time_);
+      for (auto& n : job.nodes) {
+        if (n.heartbeat_age_s >= 0 && dt > 0) n.heartbeat_age_s += dt;
+      }
+    }
+    return job;
+  }
+
   void Broadcast(proto::MessageType type, const std::string& error = "",
                  const std::string& barrier = "", bool servers_only = false) {
     for (const auto& [id, n] : membership_->members()) {
@@ -139,8 +207,8 @@ class Scheduler {
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) return s;
     }
-    if (o_.node_stats != nullptr) {
-      for (const proto::NodeInfo& n : book->nodes()) o_.node_stats->AddNode(n);
+    if (stats_ != nullptr) {
+      for (const proto::NodeInfo& n : book->nodes()) stats_->AddNode(n);
     }
     LOG(INFO) << "scheduler: all " << membership_->members().size()
               << " nodes registered; address book sent";
@@ -190,8 +258,13 @@ class Scheduler {
 
   int Loop() {
     absl::Time next_beat = absl::Now();
+    absl::Time next_status = absl::Now();
     while (true) {
       const absl::Time now = absl::Now();
+      if (status_server_ != nullptr && now >= next_status) {
+        PublishStatus(now);
+        next_status = now + kStatusPeriod;
+      }
       absl::Status s = membership_->CheckStartDeadline(now);
       if (!s.ok()) return StartTimeout(std::string(s.message()));
       if (membership_->started() && now >= next_beat) {
@@ -240,14 +313,14 @@ class Scheduler {
     }
   }
 
-  // Keeps a started member's heartbeat time and stats (o_.node_stats).
+  // Keeps a started member's heartbeat time and stats (stats_).
   void RecordHeartbeat(const proto::Header& h) {
-    if (o_.node_stats == nullptr || !membership_->started()) return;
+    if (stats_ == nullptr || !membership_->started()) return;
     auto it = membership_->members().find(h.sender());
     if (it == membership_->members().end()) return;
     const proto::NodeInfo& info = it->second.info;
-    o_.node_stats->Heartbeat(info.role(), info.rank(), absl::Now(),
-                             h.has_stats() ? &h.stats() : nullptr);
+    stats_->Heartbeat(info.role(), info.rank(), absl::Now(),
+                      h.has_stats() ? &h.stats() : nullptr);
   }
 
   // Tells whoever did register, so they exit too.
@@ -258,8 +331,18 @@ class Scheduler {
   }
 
   const SchedulerOptions o_;
+  // The heartbeat stats: o_.node_stats, or own_stats_ for the status page.
+  NodeStatsTable own_stats_;
+  NodeStatsTable* const stats_;
   std::unique_ptr<transport::Transport> tr_;
   std::unique_ptr<Membership> membership_;  // Made when the loop starts.
+  Mutex status_mu_;
+  status::JobStatus status_ ABSL_GUARDED_BY(status_mu_);
+  absl::Time status_time_ ABSL_GUARDED_BY(status_mu_);
+  bool status_final_ ABSL_GUARDED_BY(status_mu_) = false;
+  // Started before the loop when o_.status_port >= 0; its threads call
+  // StatusNow(). Last, so it is stopped before what it reads goes away.
+  std::unique_ptr<status::HttpStatusServer> status_server_;
 };
 
 }  // namespace

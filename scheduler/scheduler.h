@@ -34,11 +34,22 @@ struct SchedulerOptions {
   // with each heartbeat. nullptr: not kept. Not owned; must outlive Run();
   // readable from any thread while Run() runs and after it returns.
   NodeStatsTable* node_stats = nullptr;
+
+  // The live status server (status/http_status_server.h): the page at /,
+  // /status.json and /metrics. Off when status_port < 0 (the default); 0
+  // picks a free port. Bound to status_bind; beyond loopback it requires
+  // `token` on every request (and the scheduler refuses to start without
+  // one). Runs for as long as Run() does.
+  int status_port = -1;
+  std::string status_bind = "127.0.0.1";
+  // Called with the page's URL ("http://HOST:PORT/") once it serves.
+  void (*on_status_listening)(const std::string& url) = nullptr;
 };
 
 // Runs the job's scheduler until it ends. Returns the exit code: 0 when
 // every worker finished, 1 when the job was aborted (start timeout, a dead
-// node) or the scheduler could not start; the reason is logged.
+// node) or the scheduler could not start (its address or the status
+// server's cannot be bound); the reason is logged.
 int Run(const SchedulerOptions& options);
 
 }  // namespace scheduler

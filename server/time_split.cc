@@ -18,9 +18,8 @@ void ServerTimeSplit::MessageBegins(absl::Time now) {
   begin_ = now;
 }
 
-void ServerTimeSplit::MessageEnds(absl::Time now, double sum_s,
-                                  double update_s, double send_s,
-                                  bool round_open) {
+void ServerTimeSplit::MessageEnds(absl::Time now, double sum_s, double update_s,
+                                  double send_s, bool round_open) {
   const double handled = std::max(0.0, absl::ToDoubleSeconds(now - begin_));
   t_.sum_s += sum_s;
   t_.update_s += update_s;

@@ -44,8 +44,8 @@ class ServerTimeSplit {
   // handling went to those parts, the rest to other; `round_open` tells
   // whether a dist_sync round is now open (Shard::open_rounds() > 0).
   // REQUIRES: after MessageBegins().
-  void MessageEnds(absl::Time now, double sum_s, double update_s,
-                   double send_s, bool round_open);
+  void MessageEnds(absl::Time now, double sum_s, double update_s, double send_s,
+                   bool round_open);
   void AddBytes(int64_t in, int64_t out) {
     bytes_in_ += in;
     bytes_out_ += out;

@@ -65,6 +65,8 @@ struct ClusterSpec {
   bool insecure_plaintext = false;
   // ClusterOptions::curve_keys_dir (empty: keys from the token).
   std::string curve_keys_dir;
+  // More flags for the scheduler alone (e.g. --status_port=0).
+  std::vector<std::string> scheduler_flags;
 };
 
 class Cluster {
@@ -93,6 +95,7 @@ class Cluster {
     std::vector<std::string> argv = {Runfile("scheduler/scheduler"),
                                      "--scheduler_address=127.0.0.1:0"};
     for (auto& f : CommonFlags()) argv.push_back(f);
+    for (auto& f : spec_.scheduler_flags) argv.push_back(f);
     auto s = launcher::Subprocess::Start(argv, Env());
     EXPECT_TRUE(s.ok()) << s.status();
     if (!s.ok()) return false;

@@ -84,6 +84,8 @@ TEST(CommandLineTest, BadValuesEndWithOneLineAndExitCode2) {
        "--heartbeat_interval_s 10"},
       {Runfile("scheduler/scheduler"),
        "scheduler: --scheduler_address '': must be host:port"},
+      {scheduler + "--status_port=70000",
+       "scheduler: --status_port 70000: must be in [-1, 65535]"},
       {server + "--token_file=/no/such/token",
        "server: --token_file /no/such/token: No such file"},
       {server + "--port=70000", "server: --port 70000: must be in [0, 65535]"},

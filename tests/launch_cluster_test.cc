@@ -118,6 +118,23 @@ TEST(LaunchClusterTest, JobWithRealBinariesFinishes) {
   EXPECT_THAT(out, HasSubstr("job finished: every process exited 0"));
 }
 
+// launch --status_port 0: the scheduler serves its status page and launch
+// prints where.
+TEST(LaunchClusterTest, PrintsTheStatusPage) {
+  std::vector<std::string> argv = LaunchArgv(1, 1, KvBench("20"));
+  argv.insert(argv.begin() + 1, {"--status_port", "0"});
+  auto p = launcher::Subprocess::Start(argv, Env());
+  ASSERT_TRUE(p.ok()) << p.status();
+  p->CloseStdin();
+  bool exited = false;
+  std::string out = RunToEnd(&*p, absl::Seconds(60), &exited);
+  ASSERT_TRUE(exited) << out;
+  EXPECT_TRUE(p->succeeded()) << out;
+  EXPECT_THAT(out, HasSubstr("[scheduler 0 127.0.0.1] status page: "
+                             "http://127.0.0.1:"));
+  EXPECT_THAT(out, HasSubstr("\nlaunch: status page: http://127.0.0.1:"));
+}
+
 TEST(LaunchClusterTest, KilledWorkerStopsTheJobAndNothingRemains) {
   KillOneWorker(KvBench("100000000"),
                 "^[^ ]*kv_bench .*heartbeat_timeout_s=3.0123",

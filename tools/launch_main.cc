@@ -44,6 +44,10 @@ DEFINE_string(scheduler_host, "",
               "127.0.0.1 (local), or (ssh) the address this host sends from on "
               "its route to the first host.");
 DEFINE_int32(scheduler_port, 0, "Scheduler port; 0 picks a free one.");
+DEFINE_int32(status_port, -1,
+             "The scheduler's live status page (/, /status.json, /metrics) "
+             "on this port, printed as `launch: status page: URL`; 0 picks a "
+             "free one. Default -1: off.");
 DEFINE_string(
     ssh_config, "",
     "ssh: client config file passed as ssh -F (identity, user, known hosts).");
@@ -144,6 +148,7 @@ int main(int argc, char** argv) {
   o.server_args = absl::StrSplit(FLAGS_server_args, ' ', absl::SkipEmpty());
   o.scheduler_host = FLAGS_scheduler_host;
   o.scheduler_port = FLAGS_scheduler_port;
+  o.status_port = FLAGS_status_port;
   o.ssh_config = FLAGS_ssh_config;
   o.ssh_connect_timeout = absl::Seconds(FLAGS_ssh_connect_timeout_s);
   o.stop_grace = absl::Seconds(FLAGS_stop_grace_s);

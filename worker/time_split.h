@@ -2,7 +2,8 @@
 // summed over the steps of a period (an epoch's batch loop, or a
 // --benchmark run's timed batches), and the end-of-epoch line
 //
-//   Epoch[3] Time split: data 2% compute 81% wait-pull 12% wait-push 5% other 0%
+//   Epoch[3] Time split: data 2% compute 81% wait-pull 12% wait-push 5% other
+//   0%
 //
 // with " optimizer V%" before " other" only when the optimizer ran on this
 // worker (a local KVStore) for a non-zero time.
