@@ -75,14 +75,16 @@ class Family {
   std::string samples_;
 };
 
-// For each node with stats, the sample `get` gives.
+// For each node with stats (of `role` only, when not empty), the sample
+// `get` gives.
 void NodeFamily(const JobStatus& job, const std::string& name,
                 const std::string& type, const std::string& help,
                 const std::function<double(const NodeStatus&)>& get,
-                std::string* out) {
+                std::string* out, const std::string& role = "") {
   Family f(name, type, help);
   for (const NodeStatus& n : job.nodes) {
-    if (n.has_stats) f.Add(NodeLabels(n), get(n));
+    if (n.has_stats && (role.empty() || n.role == role))
+      f.Add(NodeLabels(n), get(n));
   }
   f.AppendTo(out);
 }
@@ -167,13 +169,13 @@ std::string MetricsText(const JobStatus& job) {
   NodeFamily(
       job, "pstrain_node_images_per_second", "gauge",
       "Images a worker trains per second (last reporting interval).",
-      [](const NodeStatus& n) { return n.images_per_s; }, &out);
+      [](const NodeStatus& n) { return n.images_per_s; }, &out, "worker");
   {
     Family f("pstrain_node_time_fraction", "gauge",
              "Fraction of a worker's wall time per phase: data, compute, "
              "wait_pull, wait_push.");
     for (const NodeStatus& n : job.nodes) {
-      if (!n.has_stats) continue;
+      if (!n.has_stats || n.role != "worker") continue;
       const std::string l = NodeLabels(n);
       f.Add(l + ",phase=\"data\"", n.split.data);
       f.Add(l + ",phase=\"compute\"", n.split.compute);
@@ -184,14 +186,14 @@ std::string MetricsText(const JobStatus& job) {
   }
   NodeFamily(
       job, "pstrain_node_pushed_bytes_total", "counter",
-      "Bytes the node has pushed.",
+      "Tensor bytes pushed to the server (gradients, initial values).",
       [](const NodeStatus& n) { return static_cast<double>(n.bytes_pushed); },
-      &out);
+      &out, "server");
   NodeFamily(
       job, "pstrain_node_pulled_bytes_total", "counter",
-      "Bytes the node has pulled.",
+      "Tensor bytes pulled from the server (weights).",
       [](const NodeStatus& n) { return static_cast<double>(n.bytes_pulled); },
-      &out);
+      &out, "server");
   NodeFamily(
       job, "pstrain_node_queue_depth", "gauge",
       "Messages waiting in the node's queues.",

@@ -39,9 +39,10 @@ struct NodeStatus {
   // Stats the node reports with its heartbeats. When has_stats is false
   // none of the fields below is known and none is exported.
   bool has_stats = false;
-  double images_per_s = 0;   // Workers; 0 for servers.
-  TimeSplit split;           // Workers.
-  int64_t bytes_pushed = 0;  // Since the node started.
+  double images_per_s = 0;  // Workers; 0 for servers.
+  TimeSplit split;          // Workers.
+  // Servers: tensor bytes pushed to and pulled from it since it started.
+  int64_t bytes_pushed = 0;
   int64_t bytes_pulled = 0;
   int64_t queue_depth = 0;  // Messages waiting in its send/receive queues.
   int64_t refused = 0;      // Messages refused (token, sender, limits).

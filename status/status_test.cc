@@ -78,9 +78,6 @@ TEST(MetricsText, ExactLines) {
            "# TYPE pstrain_node_images_per_second gauge",
            "pstrain_node_images_per_second{" + w0 + "} 200",
            "pstrain_node_time_fraction{" + w0 + ",phase=\"compute\"} 0.6",
-           "# TYPE pstrain_node_pushed_bytes_total counter",
-           "pstrain_node_pushed_bytes_total{" + w0 + "} 8589934592",
-           "pstrain_node_pulled_bytes_total{" + w0 + "} 12345",
            "pstrain_node_queue_depth{" + w0 + "} 2",
            "pstrain_node_refused_messages_total{" + w0 + "} 1",
            "pstrain_node_malformed_messages_total{" + w0 + "} 0",
@@ -92,6 +89,24 @@ TEST(MetricsText, ExactLines) {
   EXPECT_THAT(m,
               Not(HasSubstr("pstrain_node_images_per_second{role=\"server")));
   EXPECT_EQ(m.back(), '\n');
+  // Bytes are servers' (what workers pushed to and pulled from them);
+  // images/s and the time split are workers'.
+  EXPECT_THAT(m, Not(HasSubstr("pstrain_node_pushed_bytes_total{" + w0)));
+  JobStatus job = SmallJob();
+  NodeStatus& server = job.nodes[0];
+  ASSERT_EQ(server.role, "server");
+  server.has_stats = true;
+  server.bytes_pushed = 8589934592;
+  server.bytes_pulled = 12345;
+  const std::string s0 = "role=\"server\",rank=\"0\",host=\"10.0.0.1:9000\"";
+  const std::string with = MetricsText(job);
+  EXPECT_THAT(with, HasSubstr("# TYPE pstrain_node_pushed_bytes_total counter\n"
+                              "pstrain_node_pushed_bytes_total{" +
+                              s0 + "} 8589934592\n"));
+  EXPECT_THAT(with,
+              HasSubstr("pstrain_node_pulled_bytes_total{" + s0 + "} 12345\n"));
+  EXPECT_THAT(with, Not(HasSubstr("pstrain_node_time_fraction{" + s0)));
+  EXPECT_THAT(with, Not(HasSubstr("pstrain_node_images_per_second{" + s0)));
 }
 
 TEST(MetricsText, UnknownJobFieldsAndEmptyFamiliesAreLeftOut) {
