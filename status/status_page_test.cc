@@ -19,22 +19,13 @@
 #include "gtest/gtest.h"
 #include "status/http_status_server.h"
 #include "status/status.h"
+#include "status/test_shell.h"
 
 namespace pstrain {
 namespace status {
 namespace {
 
 using ::testing::HasSubstr;
-
-int Shell(const std::string& command, std::string* output) {
-  FILE* f = popen(command.c_str(), "r");
-  if (f == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) output->append(buf, n);
-  const int rc = pclose(f);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 // A job of one server and three workers; worker 2 is a straggler. Each
 // call is one step further, and the workers a little faster.

@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "status/test_shell.h"
 
 namespace pstrain {
 namespace status {
@@ -130,17 +131,6 @@ TEST(MetricsText, EscapesLabelValues) {
   EXPECT_THAT(m, HasSubstr("pstrain_node_up{role=\"worker\",rank=\"\","
                            "host=\"evil\\\"host\\\\\\nx\"} 1\n"))
       << m;
-}
-
-// Runs `command` through the shell; returns its exit status and output.
-int Shell(const std::string& command, std::string* output) {
-  FILE* f = popen(command.c_str(), "r");
-  if (f == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) output->append(buf, n);
-  const int rc = pclose(f);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
 TEST(MetricsText, PassesPromtool) {
