@@ -143,8 +143,16 @@ absl::Status ClusterNode::SendControl(proto::MessageType type,
   m.header.set_barrier_name(barrier);
   m.header.set_priority(1 << 20);  // Control first.
   if (type == proto::HEARTBEAT) {
-    MutexLock lock(&mu_);
-    if (has_stats_) *m.header.mutable_stats() = stats_;
+    proto::NodeStats* st = m.header.mutable_stats();
+    {
+      MutexLock lock(&mu_);
+      if (has_stats_) *st = stats_;
+    }
+    const transport::TransportStats t = transport_->stats();
+    st->set_queued_messages(t.queued_messages);
+    st->set_refused(t.dropped_bad_token + t.dropped_wrong_sender +
+                    t.connections_refused + t.connections_over_limit);
+    st->set_malformed(t.dropped_malformed);
   }
   return transport_->Send(kSchedulerId, std::move(m), deadline);
 }

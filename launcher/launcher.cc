@@ -166,6 +166,9 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
   if (o.status_port >= 0) {
     sched.argv.push_back(absl::StrCat("--status_port=", o.status_port));
   }
+  if (o.straggler_ratio != 1.2) {
+    sched.argv.push_back(absl::StrCat("--straggler_ratio=", o.straggler_ratio));
+  }
   sched.argv.insert(sched.argv.end(), o.scheduler_args.begin(),
                     o.scheduler_args.end());
   specs.push_back(sched);
@@ -234,6 +237,9 @@ absl::Status ValidateLaunchOptions(const LaunchOptions& o) {
   if (o.status_port < -1 || o.status_port > 65535) {
     return BadFlag("status_port", o.status_port,
                    "must be in [-1, 65535] (-1: off, 0: a free port)");
+  }
+  if (!(o.straggler_ratio > 1)) {
+    return BadFlag("straggler_ratio", o.straggler_ratio, "must be > 1");
   }
   if (o.scheduler_port < 0 || o.scheduler_port > 65535) {
     return BadFlag("scheduler_port", o.scheduler_port,

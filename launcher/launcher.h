@@ -79,6 +79,9 @@ struct LaunchOptions {
   // The scheduler's live status server (its --status_port): -1 off, 0 a
   // free port. Once it serves, launch prints "launch: status page: URL".
   int status_port = -1;
+  // The scheduler's --straggler_ratio (scheduler/straggler.h; > 1), passed
+  // on when it differs from the scheduler's default, 1.2.
+  double straggler_ratio = 1.2;
   // ssh mode: passed to ssh as `-F FILE` (keys, known hosts, user).
   std::string ssh_config;
   absl::Duration ssh_connect_timeout = absl::Seconds(10);

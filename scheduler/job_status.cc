@@ -55,20 +55,35 @@ void MergeNodeStats(const std::vector<NodeStatsEntry>& stats,
     for (const NodeStatsEntry& e : stats) {
       if (e.role != role || e.rank != n.rank || !e.has_stats) continue;
       const proto::NodeStats& s = e.stats;
-      n.has_stats = true;
+      // Every heartbeat carries the transport's counters; the role's own
+      // stats come later (a worker's after its first --disp_batches).
+      n.has_stats =
+          role == proto::WORKER ? s.has_images_per_sec() : s.has_bytes_in();
+      n.queue_depth = s.queued_messages();
+      n.refused = s.refused();
+      n.malformed = s.malformed();
       if (role == proto::WORKER) {
         n.images_per_s = s.images_per_sec();
         n.split.data = s.data_fraction();
         n.split.compute = s.compute_fraction();
         n.split.wait_pull = s.wait_pull_fraction();
         n.split.wait_push = s.wait_push_fraction();
+        n.split.optimizer = s.optimizer_fraction();
         if (n.rank == 0) {
           if (s.has_epoch()) job->epoch = s.epoch();
           if (s.has_steps()) job->step = s.steps();
+          if (s.has_network()) job->network = s.network();
+          if (s.has_kv_store()) job->kv_store = s.kv_store();
+          if (s.has_eta_s()) job->eta_s = s.eta_s();
         }
       } else {
         n.bytes_pushed = s.bytes_in();
         n.bytes_pulled = s.bytes_out();
+        n.server_split.sum = s.sum_fraction();
+        n.server_split.update = s.update_fraction();
+        n.server_split.wait = s.wait_fraction();
+        n.server_split.send = s.send_fraction();
+        n.server_split.idle = s.idle_fraction();
       }
     }
   }

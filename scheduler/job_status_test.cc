@@ -100,6 +100,9 @@ TEST(MergeNodeStatsTest, FillsRankedNodesByRoleAndRank) {
   stats[0].has_stats = true;
   stats[0].stats.set_bytes_in(1000);
   stats[0].stats.set_bytes_out(2000);
+  stats[0].stats.set_sum_fraction(0.25);
+  stats[0].stats.set_wait_fraction(0.5);
+  stats[0].stats.set_queued_messages(7);
   stats[1].role = proto::WORKER;
   stats[1].rank = 0;
   stats[1].has_stats = true;
@@ -110,19 +113,36 @@ TEST(MergeNodeStatsTest, FillsRankedNodesByRoleAndRank) {
   stats[1].stats.set_wait_push_fraction(0.05);
   stats[1].stats.set_epoch(3);
   stats[1].stats.set_steps(420);
+  stats[1].stats.set_network("resnet");
+  stats[1].stats.set_kv_store("dist_sync");
+  stats[1].stats.set_eta_s(61.5);
+  stats[1].stats.set_refused(2);
+  stats[1].stats.set_malformed(1);
   stats[2].role = proto::WORKER;
   stats[2].rank = 1;
+  // Its heartbeats carry only the transport's counters so far.
+  stats[2].has_stats = true;
+  stats[2].stats.set_queued_messages(3);
   MergeNodeStats(stats, &job);
   EXPECT_TRUE(job.nodes[0].has_stats);
   EXPECT_EQ(job.nodes[0].bytes_pushed, 1000);
   EXPECT_EQ(job.nodes[0].bytes_pulled, 2000);
+  EXPECT_DOUBLE_EQ(job.nodes[0].server_split.sum, 0.25);
+  EXPECT_DOUBLE_EQ(job.nodes[0].server_split.wait, 0.5);
+  EXPECT_EQ(job.nodes[0].queue_depth, 7);
   EXPECT_TRUE(job.nodes[1].has_stats);
   EXPECT_DOUBLE_EQ(job.nodes[1].images_per_s, 512.5);
   EXPECT_DOUBLE_EQ(job.nodes[1].split.compute, 0.7);
   EXPECT_DOUBLE_EQ(job.nodes[1].split.wait_pull, 0.15);
+  EXPECT_EQ(job.nodes[1].refused, 2);
+  EXPECT_EQ(job.nodes[1].malformed, 1);
   EXPECT_FALSE(job.nodes[2].has_stats);
+  EXPECT_EQ(job.nodes[2].queue_depth, 3);
   EXPECT_EQ(job.epoch, 3);
   EXPECT_EQ(job.step, 420);
+  EXPECT_EQ(job.network, "resnet");
+  EXPECT_EQ(job.kv_store, "dist_sync");
+  EXPECT_DOUBLE_EQ(job.eta_s, 61.5);
 }
 
 }  // namespace

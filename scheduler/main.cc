@@ -17,6 +17,13 @@ DEFINE_string(status_bind, "127.0.0.1",
               "Address the status server binds. Beyond loopback (e.g. "
               "0.0.0.0) every request needs the job token (--token_file), as "
               "`Authorization: Bearer TOKEN` or `?token=TOKEN`.");
+DEFINE_double(straggler_ratio, 1.2,
+              "Log a worker as a straggler (by rank, host and reason) when "
+              "its own time per image, everything but waiting for weights, "
+              "is above this many times the median worker's (> 1).");
+DEFINE_int32(straggler_intervals, 3,
+             "...for this many of its stats reports in a row (one per "
+             "--disp_batches batches; >= 1).");
 
 int main(int argc, char** argv) {
   pstrain::ParseFlagsOrExit(
@@ -30,7 +37,8 @@ int main(int argc, char** argv) {
        "The scheduler of a pstrain job (launch starts it): registers the "
        "servers and\nworkers, assigns ranks, runs barriers and heartbeats, "
        "and aborts the job when\na node is missing or dead.",
-       {{__FILE__, "Status page"}, pstrain::cluster::ClusterFlagGroup()}},
+       {{__FILE__, "Status page and stragglers"},
+        pstrain::cluster::ClusterFlagGroup()}},
       {argv, argv + argc});
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -51,7 +59,21 @@ int main(int argc, char** argv) {
                                       "beyond loopback needs --token_file")
                          .message());
   }
+  if (!(FLAGS_straggler_ratio > 1)) {
+    pstrain::ExitWithError(
+        "scheduler", pstrain::BadFlag("straggler_ratio", FLAGS_straggler_ratio,
+                                      "must be > 1")
+                         .message());
+  }
+  if (FLAGS_straggler_intervals < 1) {
+    pstrain::ExitWithError(
+        "scheduler", pstrain::BadFlag("straggler_intervals",
+                                      FLAGS_straggler_intervals, "must be >= 1")
+                         .message());
+  }
   pstrain::scheduler::SchedulerOptions o;
+  o.stragglers.ratio = FLAGS_straggler_ratio;
+  o.stragglers.intervals = FLAGS_straggler_intervals;
   o.address = c->scheduler_address;
   o.num_workers = c->num_workers;
   o.num_servers = c->num_servers;

@@ -48,17 +48,12 @@ constexpr absl::Duration kLastBroadcastGrace = absl::Milliseconds(200);
 // How often the loop publishes the job's status for the status server.
 constexpr absl::Duration kStatusPeriod = absl::Milliseconds(250);
 
-// A worker below this fraction of the median worker's images/s is shown as
-// a straggler (status::MarkStragglers; only workers that report stats).
-constexpr double kStragglerFraction = 0.5;
-
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerOptions& o)
       : o_(o),
-        stats_(o.node_stats != nullptr ? o.node_stats
-               : o.status_port >= 0    ? &own_stats_
-                                       : nullptr) {}
+        stats_(o.node_stats != nullptr ? o.node_stats : &own_stats_),
+        stragglers_(o.stragglers) {}
 
   int Run() {
     std::string host;
@@ -146,8 +141,8 @@ class Scheduler {
   // stragglers are marked.
   void PublishStatus(absl::Time now, const std::string& state = "") {
     status::JobStatus job = MembershipStatus(*membership_, now);
-    if (stats_ != nullptr) MergeNodeStats(stats_->Snapshot(), &job);
-    status::MarkStragglers(kStragglerFraction, &job);
+    MergeNodeStats(stats_->Snapshot(), &job);
+    stragglers_.Mark(&job);
     if (!state.empty()) job.state = state;
     MutexLock l(&status_mu_);
     status_ = std::move(job);
@@ -207,9 +202,7 @@ class Scheduler {
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) return s;
     }
-    if (stats_ != nullptr) {
-      for (const proto::NodeInfo& n : book->nodes()) stats_->AddNode(n);
-    }
+    for (const proto::NodeInfo& n : book->nodes()) stats_->AddNode(n);
     LOG(INFO) << "scheduler: all " << membership_->members().size()
               << " nodes registered; address book sent";
     return absl::OkStatus();
@@ -270,6 +263,8 @@ class Scheduler {
       if (membership_->started() && now >= next_beat) {
         Broadcast(proto::HEARTBEAT);
         next_beat = now + o_.heartbeat_interval;
+        for (const std::string& line : stragglers_.Update(stats_->Snapshot()))
+          LOG(WARNING) << line;
         s = membership_->CheckLiveness(now);
         if (!s.ok()) return Abort(std::string(s.message()));
       }
@@ -315,7 +310,7 @@ class Scheduler {
 
   // Keeps a started member's heartbeat time and stats (stats_).
   void RecordHeartbeat(const proto::Header& h) {
-    if (stats_ == nullptr || !membership_->started()) return;
+    if (!membership_->started()) return;
     auto it = membership_->members().find(h.sender());
     if (it == membership_->members().end()) return;
     const proto::NodeInfo& info = it->second.info;
@@ -331,9 +326,11 @@ class Scheduler {
   }
 
   const SchedulerOptions o_;
-  // The heartbeat stats: o_.node_stats, or own_stats_ for the status page.
+  // The heartbeat stats: o_.node_stats, or own_stats_.
   NodeStatsTable own_stats_;
   NodeStatsTable* const stats_;
+  // Loop thread only.
+  StragglerDetector stragglers_;
   std::unique_ptr<transport::Transport> tr_;
   std::unique_ptr<Membership> membership_;  // Made when the loop starts.
   Mutex status_mu_;

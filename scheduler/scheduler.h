@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "cluster/cluster.h"
 #include "scheduler/node_stats.h"
+#include "scheduler/straggler.h"
 
 namespace pstrain {
 namespace scheduler {
@@ -44,6 +45,11 @@ struct SchedulerOptions {
   std::string status_bind = "127.0.0.1";
   // Called with the page's URL ("http://HOST:PORT/") once it serves.
   void (*on_status_listening)(const std::string& url) = nullptr;
+
+  // Workers that hold the job back are logged as warnings by name, host
+  // and reason, checked with each heartbeat round (straggler.h), and
+  // marked on the status page.
+  StragglerOptions stragglers;
 };
 
 // Runs the job's scheduler until it ends. Returns the exit code: 0 when

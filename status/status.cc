@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -89,32 +91,29 @@ void NodeFamily(const JobStatus& job, const std::string& name,
   f.AppendTo(out);
 }
 
+// The node's time split by phase name: a worker's or a server's.
+std::vector<std::pair<const char*, double>> SplitPhases(const NodeStatus& n) {
+  if (n.role == "server") {
+    const ServerSplit& s = n.server_split;
+    return {{"sum", s.sum},
+            {"update", s.update},
+            {"wait", s.wait},
+            {"send", s.send},
+            {"idle", s.idle}};
+  }
+  const TimeSplit& s = n.split;
+  return {{"data", s.data},
+          {"compute", s.compute},
+          {"wait_pull", s.wait_pull},
+          {"wait_push", s.wait_push},
+          {"optimizer", s.optimizer}};
+}
+
 nlohmann::json OrNull(bool known, double v) {
   return known ? nlohmann::json(v) : nlohmann::json(nullptr);
 }
 
 }  // namespace
-
-void MarkStragglers(double fraction, JobStatus* job) {
-  std::vector<double> rates;
-  for (const NodeStatus& n : job->nodes) {
-    if (n.role == "worker" && n.has_stats) rates.push_back(n.images_per_s);
-  }
-  if (rates.size() < 2) return;
-  std::sort(rates.begin(), rates.end());
-  const size_t m = rates.size() / 2;
-  const double median =
-      rates.size() % 2 == 1 ? rates[m] : (rates[m - 1] + rates[m]) / 2;
-  for (NodeStatus& n : job->nodes) {
-    if (n.role != "worker" || !n.has_stats) continue;
-    if (n.images_per_s < fraction * median) {
-      n.straggler = true;
-      n.straggler_reason =
-          absl::StrFormat("%.1f images/s, below %.0f%% of the median %.1f",
-                          n.images_per_s, 100 * fraction, median);
-    }
-  }
-}
 
 std::string MetricsText(const JobStatus& job) {
   std::string out;
@@ -172,15 +171,14 @@ std::string MetricsText(const JobStatus& job) {
       [](const NodeStatus& n) { return n.images_per_s; }, &out, "worker");
   {
     Family f("pstrain_node_time_fraction", "gauge",
-             "Fraction of a worker's wall time per phase: data, compute, "
-             "wait_pull, wait_push.");
+             "Fraction of a node's wall time per phase: workers data, "
+             "compute, wait_pull, wait_push, optimizer; servers sum, update, "
+             "wait, send, idle.");
     for (const NodeStatus& n : job.nodes) {
-      if (!n.has_stats || n.role != "worker") continue;
-      const std::string l = NodeLabels(n);
-      f.Add(l + ",phase=\"data\"", n.split.data);
-      f.Add(l + ",phase=\"compute\"", n.split.compute);
-      f.Add(l + ",phase=\"wait_pull\"", n.split.wait_pull);
-      f.Add(l + ",phase=\"wait_push\"", n.split.wait_push);
+      if (!n.has_stats) continue;
+      for (const auto& [phase, value] : SplitPhases(n)) {
+        f.Add(absl::StrCat(NodeLabels(n), ",phase=\"", phase, "\""), value);
+      }
     }
     f.AppendTo(&out);
   }
@@ -231,10 +229,8 @@ std::string StatusJson(const JobStatus& job) {
     const bool s = n.has_stats;
     json split = nullptr;
     if (s) {
-      split = {{"data", n.split.data},
-               {"compute", n.split.compute},
-               {"wait_pull", n.split.wait_pull},
-               {"wait_push", n.split.wait_push}};
+      split = json::object();
+      for (const auto& [phase, value] : SplitPhases(n)) split[phase] = value;
     }
     nodes.push_back(
         {{"role", n.role},

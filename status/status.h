@@ -16,13 +16,24 @@
 namespace pstrain {
 namespace status {
 
-// Fractions of a node's wall time over its last reporting interval (each in
-// [0, 1]; they need not sum to 1: the rest is unaccounted).
+// Fractions of a worker's wall time over its last reporting interval (each
+// in [0, 1]; they need not sum to 1: the rest is unaccounted).
 struct TimeSplit {
   double data = 0;       // Reading and decoding input.
   double compute = 0;    // Forward and backward.
   double wait_pull = 0;  // Waiting for weights from the servers.
   double wait_push = 0;  // Waiting for pushes to be accepted.
+  double optimizer = 0;  // The update rule, where it runs on the worker.
+};
+
+// Fractions of a server's wall time since it started serving
+// (server/time_split.h).
+struct ServerSplit {
+  double sum = 0;     // Summing pushed gradients.
+  double update = 0;  // The optimizer.
+  double wait = 0;    // Waiting for the slowest worker's push of a round.
+  double send = 0;    // Sending replies.
+  double idle = 0;    // Nothing to do.
 };
 
 // One node of the job.
@@ -39,8 +50,9 @@ struct NodeStatus {
   // Stats the node reports with its heartbeats. When has_stats is false
   // none of the fields below is known and none is exported.
   bool has_stats = false;
-  double images_per_s = 0;  // Workers; 0 for servers.
-  TimeSplit split;          // Workers.
+  double images_per_s = 0;   // Workers; 0 for servers.
+  TimeSplit split;           // Workers.
+  ServerSplit server_split;  // Servers.
   // Servers: tensor bytes pushed to and pulled from it since it started.
   int64_t bytes_pushed = 0;
   int64_t bytes_pulled = 0;
@@ -48,7 +60,7 @@ struct NodeStatus {
   int64_t refused = 0;      // Messages refused (token, sender, limits).
   int64_t malformed = 0;    // Messages that did not parse.
 
-  // A worker noticeably slower than the others (MarkStragglers), and why.
+  // A worker that holds the job back (scheduler/straggler.h), and why.
   bool straggler = false;
   std::string straggler_reason;
 };
@@ -67,11 +79,6 @@ struct JobStatus {
   std::vector<NodeStatus> nodes;
 };
 
-// Marks as stragglers the workers with stats whose images/s is below
-// `fraction` (in (0, 1)) of the median of all workers with stats, with a
-// reason naming both rates. Needs at least 2 such workers; others untouched.
-void MarkStragglers(double fraction, JobStatus* job);
-
 // `job` in Prometheus's text exposition format 0.0.4 (what
 // `promtool check metrics` reads): a # HELP and # TYPE line per family,
 // families named pstrain_*, per-node series labelled role, rank and host
@@ -85,7 +92,9 @@ std::string MetricsText(const JobStatus& job);
 //            "epoch", "step", "eta_s"},            (unknown: null)
 //    "nodes": [{"role", "rank" (null when unassigned), "host", "state",
 //               "heartbeat_age_s", "has_stats", "images_per_s",
-//               "split": {"data", "compute", "wait_pull", "wait_push"},
+//               "split": workers {"data", "compute", "wait_pull",
+//                        "wait_push", "optimizer"}, servers {"sum",
+//                        "update", "wait", "send", "idle"},
 //               "bytes_pushed", "bytes_pulled", "queue_depth", "refused",
 //               "malformed", "straggler", "straggler_reason"}, ...]}
 // The stats fields are null when has_stats is false. Strings that are not

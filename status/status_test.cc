@@ -21,7 +21,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// One server and two workers, one of them slow; the server without stats.
+// One server and two workers, worker 1 marked a straggler; the server
+// without stats.
 JobStatus SmallJob() {
   JobStatus j;
   j.network = "resnet";
@@ -54,6 +55,10 @@ JobStatus SmallJob() {
     w.queue_depth = 2;
     w.refused = 1;
     w.malformed = 0;
+    if (r == 1) {
+      w.straggler = true;
+      w.straggler_reason = "data wait 10% (median 10%), 4.0x the median";
+    }
     j.nodes.push_back(w);
   }
   return j;
@@ -106,8 +111,14 @@ TEST(MetricsText, ExactLines) {
                               s0 + "} 8589934592\n"));
   EXPECT_THAT(with,
               HasSubstr("pstrain_node_pulled_bytes_total{" + s0 + "} 12345\n"));
-  EXPECT_THAT(with, Not(HasSubstr("pstrain_node_time_fraction{" + s0)));
   EXPECT_THAT(with, Not(HasSubstr("pstrain_node_images_per_second{" + s0)));
+  // A server's split has its own phases.
+  EXPECT_THAT(with, HasSubstr("pstrain_node_time_fraction{" + s0 +
+                              ",phase=\"sum\"} 0\n"));
+  EXPECT_THAT(with, Not(HasSubstr("pstrain_node_time_fraction{" + s0 +
+                                  ",phase=\"data\"}")));
+  EXPECT_THAT(with, HasSubstr("pstrain_node_time_fraction{" + w0 +
+                              ",phase=\"optimizer\"} 0\n"));
 }
 
 TEST(MetricsText, UnknownJobFieldsAndEmptyFamiliesAreLeftOut) {
@@ -140,7 +151,8 @@ TEST(MetricsText, PassesPromtool) {
                     "scripts/setup installs it): not checking with it";
   }
   JobStatus j = SmallJob();
-  MarkStragglers(0.5, &j);
+  j.nodes[0].has_stats = true;
+  j.nodes[0].server_split = {0.1, 0.2, 0.3, 0.1, 0.3};
   NodeStatus odd;
   odd.role = "worker";
   odd.host = "a\"b\\c\nd";
@@ -157,31 +169,8 @@ TEST(MetricsText, PassesPromtool) {
   }
 }
 
-TEST(MarkStragglers, BelowTheFractionOfTheMedian) {
-  JobStatus j = SmallJob();
-  NodeStatus w = j.nodes[1];
-  w.rank = 2;
-  w.images_per_s = 190;
-  j.nodes.push_back(w);  // Rates 200, 50, 190: median 190.
-  MarkStragglers(0.5, &j);
-  EXPECT_FALSE(j.nodes[0].straggler);
-  EXPECT_FALSE(j.nodes[1].straggler);
-  EXPECT_TRUE(j.nodes[2].straggler);
-  EXPECT_EQ(j.nodes[2].straggler_reason,
-            "50.0 images/s, below 50% of the median 190.0");
-  EXPECT_FALSE(j.nodes[3].straggler);
-}
-
-TEST(MarkStragglers, NeedsTwoWorkersWithStats) {
-  JobStatus j = SmallJob();
-  j.nodes[2].has_stats = false;
-  MarkStragglers(0.99, &j);
-  for (const NodeStatus& n : j.nodes) EXPECT_FALSE(n.straggler);
-}
-
 TEST(StatusJson, Shape) {
   JobStatus j = SmallJob();
-  MarkStragglers(0.5, &j);
   const auto doc = nlohmann::json::parse(StatusJson(j));
   EXPECT_EQ(doc["job"]["network"], "resnet");
   EXPECT_EQ(doc["job"]["kv_store"], "dist_sync");
@@ -208,7 +197,16 @@ TEST(StatusJson, Shape) {
   EXPECT_EQ(w["queue_depth"], 2);
   EXPECT_EQ(w["straggler"], true);
   EXPECT_THAT(w["straggler_reason"].get<std::string>(),
-              HasSubstr("median 125.0"));
+              HasSubstr("4.0x the median"));
+  EXPECT_EQ(doc["nodes"][1]["straggler"], false);
+
+  // A server's split has its phases.
+  j.nodes[0].has_stats = true;
+  j.nodes[0].server_split = {0.1, 0.2, 0.3, 0.15, 0.25};
+  const auto with = nlohmann::json::parse(StatusJson(j));
+  EXPECT_EQ(with["nodes"][0]["split"],
+            nlohmann::json::parse(R"({"sum": 0.1, "update": 0.2, "wait": 0.3,
+                                      "send": 0.15, "idle": 0.25})"));
 }
 
 TEST(StatusJson, UnknownsAreNullAndBadUtf8IsReplaced) {

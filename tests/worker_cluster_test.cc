@@ -214,6 +214,33 @@ TEST_F(WorkerClusterTest, DmlcEnvironmentAloneRunsTheSameJobAsLaunch) {
       0.0);
 }
 
+// Issue #17: a worker slowed on purpose (--test_slow_worker: it sleeps in
+// every batch's data wait) is named by the scheduler, with its host and
+// the reason, once; the others are not. In dist_sync all three train at
+// the slow one's pace: what tells them apart is the time split.
+TEST_F(WorkerClusterTest, SchedulerNamesASlowedWorkerAsStraggler) {
+  ASSERT_EQ(testing_util::PackFashion("train", 2400, tmp_ + "/train"), "");
+  bool ok = false;
+  // 800 records each: 50 batches of 16 per epoch, 2 epochs; worker 1
+  // sleeps 60 ms per batch (about 6 s in all), reporting every 4 batches.
+  std::string out = testing_util::LaunchWorkers(
+      3, 1,
+      Flags({"--kv_store=dist_sync", "--batch_size=16", "--num_epochs=2",
+             "--disp_batches=4", "--test_slow_worker=1:60",
+             "--data_train=" + tmp_ + "/train.rec"}),
+      absl::Seconds(100), &ok);
+  ASSERT_TRUE(ok) << out;
+  const std::vector<std::string> named = LinesWith(out, "straggler: ");
+  ASSERT_EQ(named.size(), 1u) << out;
+  EXPECT_THAT(named[0],
+              HasSubstr("straggler: worker 1 on 127.0.0.1: data wait "))
+      << out;
+  EXPECT_THAT(named[0], HasSubstr("x the median worker's own time per image"));
+  EXPECT_TRUE(LinesWith(out, "straggler: worker 0").empty()) << out;
+  EXPECT_TRUE(LinesWith(out, "straggler: worker 2").empty()) << out;
+  std::cout << named[0] << "\n";
+}
+
 TEST_F(WorkerClusterTest, DistAsyncTrainsToASensibleAccuracy) {
   ASSERT_EQ(testing_util::PackFashion("train", 4000, tmp_ + "/train"), "");
   ASSERT_EQ(testing_util::PackFashion("t10k", 1000, tmp_ + "/val"), "");

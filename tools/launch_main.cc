@@ -48,6 +48,11 @@ DEFINE_int32(status_port, -1,
              "The scheduler's live status page (/, /status.json, /metrics) "
              "on this port, printed as `launch: status page: URL`; 0 picks a "
              "free one. Default -1: off.");
+DEFINE_double(straggler_ratio, 1.2,
+              "The scheduler logs a worker as a straggler (rank, host, "
+              "reason) when its own time per image (all but waiting for "
+              "weights) is above this many times the median worker's, for 3 "
+              "reports in a row (> 1).");
 DEFINE_string(
     ssh_config, "",
     "ssh: client config file passed as ssh -F (identity, user, known hosts).");
@@ -149,6 +154,7 @@ int main(int argc, char** argv) {
   o.scheduler_host = FLAGS_scheduler_host;
   o.scheduler_port = FLAGS_scheduler_port;
   o.status_port = FLAGS_status_port;
+  o.straggler_ratio = FLAGS_straggler_ratio;
   o.ssh_config = FLAGS_ssh_config;
   o.ssh_connect_timeout = absl::Seconds(FLAGS_ssh_connect_timeout_s);
   o.stop_grace = absl::Seconds(FLAGS_stop_grace_s);

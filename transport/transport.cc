@@ -374,8 +374,12 @@ TransportStats Transport::stats() const {
     s.shm_frames_inline = c.inline_;
   }
   s.refused_unauthenticated = zap_ != nullptr ? zap_->refused() : 0;
+  s.queued_messages = static_cast<int64_t>(incoming_.size() + data_.size());
   MutexLock lock(&mu_);
   s.max_queued_bytes = max_queued_bytes_;
+  for (const auto& [id, peer] : peers_) {
+    s.queued_messages += static_cast<int64_t>(peer->messages);
+  }
   return s;
 }
 

@@ -142,6 +142,10 @@ struct TransportStats {
   // max_queued_bytes_per_peer (or one message, when that is larger), plus
   // what a data handler queued (its replies are never held back).
   int64_t max_queued_bytes = 0;
+  // Messages waiting now: queued for or handed to ZeroMQ and not yet sent,
+  // over every peer, plus received and not yet taken (Receive, the data
+  // queue).
+  int64_t queued_messages = 0;
   // Data frames sent and received through shared memory, and frames that
   // went over the socket because the arena was full.
   int64_t shm_frames_sent = 0;

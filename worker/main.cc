@@ -153,6 +153,10 @@ DEFINE_int32(warmup_batches, 2,
 DEFINE_bool(dry_run, false,
             "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
+DEFINE_string(test_slow_worker, "",
+              "For tests of straggler detection: RANK:MS makes the worker of "
+              "rank RANK sleep MS milliseconds in every batch's data wait. "
+              "Empty: off.");
 namespace {
 
 constexpr char kProgram[] = "worker";
@@ -274,6 +278,9 @@ int main(int argc, char** argv) {
   o.time_dilation = FLAGS_time_dilation;
   o.warmup_batches = FLAGS_warmup_batches;
   o.seed = static_cast<uint32_t>(FLAGS_seed);
+  absl::Status slow =
+      pstrain::worker::ParseSlowWorker(FLAGS_test_slow_worker, &o);
+  if (!slow.ok()) pstrain::ExitWithError(kProgram, slow.message());
   absl::Status valid = pstrain::worker::ValidateTrainerOptions(o);
   if (!valid.ok()) pstrain::ExitWithError(kProgram, valid.message());
   if (FLAGS_dry_run) return pstrain::worker::DryRun(o);

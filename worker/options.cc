@@ -115,6 +115,20 @@ absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
       [](absl::string_view p, int* v) { return absl::SimpleAtoi(p, v); });
 }
 
+absl::Status ParseSlowWorker(absl::string_view text, TrainerOptions* options) {
+  if (text.empty()) return absl::OkStatus();
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  int rank = -1, ms = -1;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &rank) ||
+      !absl::SimpleAtoi(parts[1], &ms) || rank < 0 || ms < 0) {
+    return BadFlag("test_slow_worker", text,
+                   "expected RANK:MS, two integers >= 0");
+  }
+  options->slow_worker_rank = rank;
+  options->slow_worker_ms = ms;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::pair<float, float>> AspectRatioRange(double min,
                                                          double max) {
   if (!(min >= 0))

@@ -25,6 +25,11 @@ absl::StatusOr<std::vector<double>> ParseNumbers(absl::string_view flag,
 absl::StatusOr<std::vector<int>> ParseInts(absl::string_view flag,
                                            absl::string_view text);
 
+// --test_slow_worker RANK:MS into options->slow_worker_rank and
+// slow_worker_ms; empty text: off (untouched). InvalidArgument naming the
+// flag otherwise.
+absl::Status ParseSlowWorker(absl::string_view text, TrainerOptions* options);
+
 // Per-channel values of --rgb_mean / --rgb_std into out[0..2] (R, G, B):
 // one number for all three channels, R,G,B (extra numbers ignored, missing
 // ones repeat the last), or empty text for `fallback`. InvalidArgument

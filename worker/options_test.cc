@@ -283,6 +283,21 @@ TEST(OptionsTest, EmulatedBenchmarksPass) {
   EXPECT_EQ(Error(o), "");
 }
 
+TEST(ParseSlowWorker, RankAndMillisecondsOrAnErrorNamingTheFlag) {
+  TrainerOptions o;
+  ASSERT_TRUE(ParseSlowWorker("", &o).ok());
+  EXPECT_EQ(o.slow_worker_rank, -1);
+  ASSERT_TRUE(ParseSlowWorker("2:50", &o).ok());
+  EXPECT_EQ(o.slow_worker_rank, 2);
+  EXPECT_EQ(o.slow_worker_ms, 50);
+  for (const char* bad : {"2", "2:", "a:5", "1:-3", "1:2:3"}) {
+    const absl::Status s = ParseSlowWorker(bad, &o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("--test_slow_worker"))
+        << bad;
+  }
+}
+
 }  // namespace
 }  // namespace worker
 }  // namespace pstrain

@@ -312,6 +312,8 @@ class SplitClock {
   }
 
   void StartEpoch(absl::Time now) { epoch_.Start(now); }
+  // Starts the heartbeats' next reporting interval.
+  void StartInterval(absl::Time now) { interval_.Start(now); }
   // Since `m`: waiting for a batch.
   void Data(const Mark& m) {
     TimeParts p;
@@ -345,12 +347,15 @@ class SplitClock {
   }
 
   const TimeSplit& epoch() const { return epoch_; }
+  // Since the last StartInterval().
+  const TimeSplit& interval() const { return interval_; }
   // Real seconds since the job started.
   const TimeParts& total() const { return total_; }
 
  private:
   void Add(const TimeParts& p) {
     epoch_.Add(p);
+    interval_.Add(p);
     total_ += p;
   }
   const double k_;
@@ -358,6 +363,7 @@ class SplitClock {
   const EmulatedDevices* emulated_;
   const kvstore::KVStore* kv_;
   TimeSplit epoch_;
+  TimeSplit interval_;
   TimeParts total_;
 };
 
@@ -418,16 +424,36 @@ class BenchmarkClock {
   absl::Time start_ = absl::Now();
 };
 
+// The network's name for the status page: --network, or the --symbol
+// file's name.
+std::string NetworkName(const TrainerOptions& o) {
+  if (o.symbol.empty()) return o.network;
+  const size_t slash = o.symbol.find_last_of('/');
+  return slash == std::string::npos ? o.symbol : o.symbol.substr(slash + 1);
+}
+
 // What this worker's next heartbeats tell the scheduler (dist_*): `steps`
-// done, the `epoch` it is in, `images_per_sec` over the last interval, and
-// the time split of the epoch so far.
-void PublishStats(const TimeSplit& split, int64_t steps, int epoch,
-                  double images_per_sec, kvstore::KVStore* kv) {
+// done of `total_steps` this run, the `epoch` it is in, `images_per_sec`
+// over the last reporting interval (emulated images with a time dilation),
+// the time split of that interval (which it then restarts), the job's
+// network and kv_store, and the time left at that speed.
+void PublishStats(const TrainerOptions& o, int64_t steps, int64_t total_steps,
+                  int epoch, double images_per_sec, SplitClock* split,
+                  kvstore::KVStore* kv) {
+  const absl::Time now = absl::Now();
   proto::NodeStats st;
   st.set_steps(steps);
   st.set_epoch(epoch);
   st.set_images_per_sec(images_per_sec);
-  split.FillStats(absl::Now(), &st);
+  split->interval().FillStats(now, &st);
+  split->StartInterval(now);
+  st.set_network(NetworkName(o));
+  st.set_kv_store(o.kv_store);
+  if (images_per_sec > 0) {
+    st.set_eta_s(
+        static_cast<double>(std::max<int64_t>(0, total_steps - steps)) *
+        o.batch_size * o.time_dilation / images_per_sec);
+  }
   kv->SetNodeStats(st);
 }
 
@@ -567,6 +593,10 @@ int Train(const TrainerOptions& o) {
   SplitClock split(o, &sync, emu.get(), kv.get());
   BenchmarkClock clock(o, rank, NumDevices(o), emu.get(), &split);
   int64_t steps = 0;  // For the heartbeats.
+  const int64_t total_steps =
+      static_cast<int64_t>(o.num_epochs - begin_epoch) * epoch_size;
+  const bool slow = rank == o.slow_worker_rank && o.slow_worker_ms > 0;
+  split.StartInterval(absl::Now());
   for (int epoch = begin_epoch; epoch < o.num_epochs; ++epoch) {
     const absl::Time t0 = absl::Now();
     split.StartEpoch(t0);
@@ -589,6 +619,7 @@ int Train(const TrainerOptions& o) {
         x = std::move(batch->data);
         labels = std::move(batch->labels);
       }
+      if (slow) absl::SleepFor(absl::Milliseconds(o.slow_worker_ms));
       if (!emulated) split.Data(m);
       // Forward and backward on every device, each on its slice, and the
       // gradients pushed; the metrics are counted while they travel.
@@ -614,7 +645,7 @@ int Train(const TrainerOptions& o) {
         const double speed = o.disp_batches * o.batch_size * o.time_dilation /
                              absl::ToDoubleSeconds(absl::Now() - tic);
         Say(BatchLine(epoch, b + 1 - o.disp_batches, b + 1, speed, local));
-        PublishStats(split.epoch(), steps, epoch, speed, kv.get());
+        PublishStats(o, steps, total_steps, epoch, speed, &split, kv.get());
         local.Reset();
         tic = absl::Now();
       }
@@ -631,10 +662,10 @@ int Train(const TrainerOptions& o) {
     for (const auto& line : EpochMetricLines(epoch, "Train", total)) Say(line);
     Say(TimeCostLine(epoch, absl::ToDoubleSeconds(loop_end - t0)));
     Say(split.epoch().Line(epoch, loop_end));
-    PublishStats(split.epoch(), steps, epoch,
+    PublishStats(o, steps, total_steps, epoch,
                  epoch_size * o.batch_size * o.time_dilation /
                      std::max(1e-9, absl::ToDoubleSeconds(loop_end - t0)),
-                 kv.get());
+                 &split, kv.get());
     if (!o.benchmark) {
       Say(absl::StrFormat("Epoch[%d] skipped %d corrupt records", epoch,
                           EpochSkipped(train)));

@@ -113,6 +113,10 @@ struct TrainerOptions {
   // --benchmark: batches before the timed ones of the "benchmark:" line.
   int warmup_batches = 2;
   uint32_t seed = 1;
+  // For tests of straggler detection: the worker of rank slow_worker_rank
+  // (-1: none) sleeps slow_worker_ms in every batch's data wait.
+  int slow_worker_rank = -1;
+  int slow_worker_ms = 0;
 };
 
 // Builds the network `options` ask for (--symbol, else --network) for a
