@@ -78,8 +78,7 @@ JobStatus Job(int call) {
 class StatusPageTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string out;
-    if (Shell("command -v chromium", &out) != 0) {
+    if (!HaveChromium()) {
       GTEST_SKIP() << "chromium is not installed (Debian package chromium; "
                       "scripts/setup installs it): the page is not tested in "
                       "a browser";
@@ -92,18 +91,10 @@ class StatusPageTest : public ::testing::Test {
     tmp_ = std::getenv("TEST_TMPDIR");
   }
 
-  // Chromium headless with its profile and home in the test's temp dir,
-  // bounded by `timeout`; `args` before the URL.
+  // Chromium on the page; `args` before the URL.
   std::string Chromium(const std::string& args, int* rc) {
     std::string out;
-    *rc = Shell(absl::StrCat("HOME=", tmp_,
-                             " timeout 120 chromium --headless=new "
-                             "--no-sandbox --disable-gpu --no-first-run "
-                             "--disable-dev-shm-usage --hide-scrollbars "
-                             "--user-data-dir=",
-                             tmp_, "/chrome ", args, " ", server_->url(), " 2>",
-                             tmp_, "/chromium.log"),
-                &out);
+    *rc = status::Chromium(tmp_, args, server_->url(), &out);
     return out;
   }
 

@@ -1,4 +1,4 @@
-// For the status tests that run Debian's tools (promtool, chromium).
+// For the tests that run Debian's tools (promtool, chromium).
 #ifndef PSTRAIN_STATUS_TEST_SHELL_H_
 #define PSTRAIN_STATUS_TEST_SHELL_H_
 
@@ -6,6 +6,8 @@
 
 #include <cstdio>
 #include <string>
+
+#include "absl/strings/str_cat.h"
 
 namespace pstrain {
 namespace status {
@@ -20,6 +22,28 @@ inline int Shell(const std::string& command, std::string* output) {
   while ((n = fread(buf, 1, sizeof buf, f)) > 0) output->append(buf, n);
   const int rc = pclose(f);
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// Headless Chromium (Debian's chromium) on `url` with `args` before it
+// (e.g. "--dump-dom", "--screenshot=F"), its profile and home in `tmp`
+// and its log in tmp/chromium.log, bounded by two minutes. Appends its
+// standard output to *output; returns its exit status as Shell does.
+inline int Chromium(const std::string& tmp, const std::string& args,
+                    const std::string& url, std::string* output) {
+  return Shell(absl::StrCat("HOME=", tmp,
+                            " timeout 120 chromium --headless=new "
+                            "--no-sandbox --disable-gpu --no-first-run "
+                            "--disable-dev-shm-usage --hide-scrollbars "
+                            "--user-data-dir=",
+                            tmp, "/chrome ", args, " ", url, " 2>", tmp,
+                            "/chromium.log"),
+               output);
+}
+
+// Whether chromium is installed (scripts/setup installs it).
+inline bool HaveChromium() {
+  std::string out;
+  return Shell("command -v chromium", &out) == 0;
 }
 
 }  // namespace status
