@@ -5,25 +5,14 @@ errors."""
 
 import csv
 import os
-import subprocess
-import sys
 import tempfile
 import unittest
-import xml.etree.ElementTree as ET
 
-
-def script(name):
-    """The script's path: in Bazel's runfiles, else beside this file."""
-    srcdir = os.environ.get("TEST_SRCDIR")
-    if srcdir:
-        path = os.path.join(srcdir, os.environ.get("TEST_WORKSPACE", "pstrain"), "scripts", name)
-        if os.path.exists(path):
-            return path
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-
+from plot_test_util import check_images, run, script
 
 PLOT_LOG = script("plot_log")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 
 # `launch` output: two workers interleaved, the scheduler's and a server's
 # lines (one of them an Epoch-looking line that must be ignored), glog lines,
@@ -98,9 +87,7 @@ class PlotLogTest(unittest.TestCase):
         return path
 
     def run_plot(self, *args):
-        r = subprocess.run([sys.executable, PLOT_LOG] + list(args), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
-        return r.returncode, r.stdout, r.stderr
+        return run(PLOT_LOG, args)
 
     def table(self, out):
         """The printed table as {(worker, epoch): [train, val, speed, time]}."""
@@ -111,13 +98,6 @@ class PlotLogTest(unittest.TestCase):
             f = line.split()
             rows[(int(f[0]), int(f[1]))] = f[2:6]
         return rows
-
-    def assert_images(self, prefix):
-        with open(prefix + ".png", "rb") as f:
-            self.assertEqual(f.read(8), PNG_MAGIC)
-        self.assertGreater(os.path.getsize(prefix + ".png"), 2000)
-        root = ET.parse(prefix + ".svg").getroot()
-        self.assertEqual(root.tag, "{http://www.w3.org/2000/svg}svg")
 
     def test_launch_log_all_workers(self):
         log = self.write("launch.log", LAUNCH_LOG)
@@ -135,7 +115,7 @@ class PlotLogTest(unittest.TestCase):
         self.assertEqual(rows[(1, 2)], ["0.850000", "-", "1280.00", "0.500"])
         self.assertIn("launch.log:30: cannot read the numbers", err)
         self.assertIn("compute 80", out)
-        self.assert_images(prefix)
+        check_images(self, prefix)
         with open(csv_path) as f:
             records = list(csv.DictReader(f))
         self.assertEqual(len(records), 5)
@@ -162,7 +142,7 @@ class PlotLogTest(unittest.TestCase):
         rows = self.table(out)
         self.assertEqual(rows[(0, 0)], ["0.350000", "0.450000", "600.00", "5.000"])
         self.assertEqual(rows[(0, 1)], ["0.500000", "0.550000", "800.00", "4.000"])
-        self.assert_images(prefix)
+        check_images(self, prefix)
 
         fit = self.write("fit.log", MXNET_FIT_LOG)
         rc, out, err = self.run_plot(fit, "--worker", "all")
@@ -174,10 +154,9 @@ class PlotLogTest(unittest.TestCase):
     def test_a_workers_own_log_from_stdin(self):
         text = "\n".join(line.split("] ", 1)[1] for line in LAUNCH_LOG.splitlines()
                          if line.startswith("[worker 0 "))
-        r = subprocess.run([sys.executable, PLOT_LOG, "-"], input=text, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(self.table(r.stdout)[(0, 1)], ["0.800000", "0.750000", "3000.00", "0.300"])
+        rc, out, err = run(PLOT_LOG, ["-"], stdin=text)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.table(out)[(0, 1)], ["0.800000", "0.750000", "3000.00", "0.300"])
 
     def test_only_speed_still_plots(self):
         log = self.write("speed.log", "Epoch[0] Batch [0-5]\tSpeed: 10.00 samples/sec\n")
@@ -185,7 +164,7 @@ class PlotLogTest(unittest.TestCase):
         rc, out, err = self.run_plot(log, "--out", prefix)
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.table(out)[(0, 0)], ["-", "-", "10.00", "-"])
-        self.assert_images(prefix)
+        check_images(self, prefix)
 
     def test_errors(self):
         empty = self.write("empty.log", "")

@@ -5,25 +5,14 @@ thousands of events, and the errors."""
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import unittest
-import xml.etree.ElementTree as ET
 
-
-def script(name):
-    """The script's path: in Bazel's runfiles, else beside this file."""
-    srcdir = os.environ.get("TEST_SRCDIR")
-    if srcdir:
-        path = os.path.join(srcdir, os.environ.get("TEST_WORKSPACE", "pstrain"), "scripts", name)
-        if os.path.exists(path):
-            return path
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-
+from plot_test_util import check_images, run, script
 
 PLOT_TIMELINE = script("plot_timeline")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 LONG = "push key 7 " + "resnetv1_stage4_unit3_conv2_weight_" * 8
 
 
@@ -75,16 +64,7 @@ class PlotTimelineTest(unittest.TestCase):
         return path
 
     def run_plot(self, *args):
-        r = subprocess.run([sys.executable, PLOT_TIMELINE] + list(args), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
-        return r.returncode, r.stdout, r.stderr
-
-    def assert_images(self, prefix):
-        with open(prefix + ".png", "rb") as f:
-            self.assertEqual(f.read(8), PNG_MAGIC)
-        root = ET.parse(prefix + ".svg").getroot()
-        self.assertEqual(root.tag, "{http://www.w3.org/2000/svg}svg")
-        return root
+        return run(PLOT_TIMELINE, args)
 
     def counts(self, out):
         """{label: events} of the summary's rows and classes."""
@@ -113,7 +93,7 @@ class PlotTimelineTest(unittest.TestCase):
         # Rows in pid, tid order.
         self.assertLess(out.index("worker 0 / compute"), out.index("worker 0 / comm"))
         self.assertLess(out.index("worker 0 / tid 12"), out.index("server 0 /"))
-        root = self.assert_images(prefix)
+        root = check_images(self, prefix)
         text = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
         self.assertIn("worker 0 / compute", text)
         self.assertIn("forward (3)", text)
@@ -134,7 +114,7 @@ class PlotTimelineTest(unittest.TestCase):
         self.assertEqual(got["pull"], 1)
         self.assertNotIn("forward", got)
         self.assertNotIn("reply", got)
-        self.assert_images(prefix)
+        check_images(self, prefix)
 
     def test_thousands_of_events(self):
         events = [meta(p, 1, "process_name", "worker %d" % p) for p in range(4)]
@@ -153,7 +133,7 @@ class PlotTimelineTest(unittest.TestCase):
         self.assertIsNotNone(m, out)
         self.assertEqual(int(m.group(1)), 18000)
         self.assertLess(int(m.group(2)), 18000)  # sub-pixel neighbours merged
-        self.assert_images(prefix)
+        check_images(self, prefix)
         self.assertLess(os.path.getsize(prefix + ".svg"), 5 * 1024 * 1024)
 
     def test_errors(self):
