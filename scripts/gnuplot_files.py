@@ -1,10 +1,13 @@
-"""gnuplot for scripts/plot_log and scripts/plot_timeline: quoting, and one
-script drawn into PREFIX.png and PREFIX.svg. Python 3 standard library;
-gnuplot from Debian's gnuplot-nox (scripts/setup)."""
+"""What scripts/plot_log and scripts/plot_timeline share: gnuplot quoting,
+one script drawn into PREFIX.png and PREFIX.svg, and stdout to a reader that
+may leave. Python 3 standard library; gnuplot from Debian's gnuplot-nox
+(scripts/setup)."""
 
+import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 
@@ -46,3 +49,16 @@ def render(script, prefix, width, height, font="sans,10"):
         if r.returncode != 0 or not os.path.isfile(path) or os.path.getsize(path) == 0:
             raise RuntimeError("gnuplot failed writing %s (exit %d): %s"
                                % (path, r.returncode, r.stderr.strip()[-2000:]))
+
+
+@contextlib.contextmanager
+def reader_may_leave():
+    """Prints to stdout inside the block; when the reader has gone (`| head`)
+    the rest of stdout is dropped and the program goes on to draw."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -191,6 +191,16 @@ class PlotLogTest(unittest.TestCase):
         self.assertEqual(rc, 2)
         self.assertIn("--worker x", err)
 
+        # Epoch lines of another metric only.
+        other = self.write("other.log", "INFO:root:Epoch[0] Train-top_k_accuracy_5=0.9\n")
+        rc, _, err = self.run_plot(other)
+        self.assertEqual(rc, 1)
+        self.assertIn("other.log: 1 'Epoch[N]' lines, but none with Train-/Validation-accuracy", err)
+        self.assertIn("(metrics in the log: top_k_accuracy_5)", err)
+        rc, out, err = self.run_plot(log, "--metric", "f1")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("no Train-/Validation-f1 lines (metrics in the log: accuracy; see --metric)", err)
+
         rc, out, err = self.run_plot("--help")
         self.assertEqual(rc, 0)
         self.assertIn("--out PREFIX", out)
