@@ -153,11 +153,13 @@ class PlotTimelineTest(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("no \"traceEvents\" list", err)
 
-        only_meta = {"traceEvents": HAND_TRACE["traceEvents"][:5] + [{"ph": "X", "ts": "soon"}]}
+        only_meta = {"traceEvents": HAND_TRACE["traceEvents"][:5] + [
+            {"ph": "X", "ts": "soon"}, {"ph": "X", "ts": 1, "dur": 1, "pid": [1]}]}
         rc, _, err = self.run_plot(self.write("meta.json", only_meta), "--out", out)
         self.assertEqual(rc, 1)
-        self.assertIn("no complete events", err)
-        self.assertIn("1 malformed events skipped", err)
+        self.assertIn("no complete events ('ph' \"X\", or \"B\"/\"E\" pairs) among its 7 events", err)
+        self.assertIn("2 malformed events skipped; the first: ", err)
+        self.assertIn("meta.json: event 5: 'ts' or 'dur' is not a number", err)
 
         trace = self.write("trace.json", HAND_TRACE)
         rc, _, err = self.run_plot(trace, "--out", out, "--from_us", "50000", "--to_us", "60000")
