@@ -27,12 +27,52 @@ absl::Status ParseHostPort(const std::string& text, std::string* host,
   return absl::OkStatus();
 }
 
-ClusterNode::ClusterNode(const ClusterOptions& options) : options_(options) {}
+ClusterNode::ClusterNode(const ClusterOptions& options)
+    : options_(options),
+      timeline_(std::make_unique<timeline::Recorder>(options.timeline)) {
+  // The tracks in the order the viewers list them.
+  const std::vector<const char*> tracks =
+      options.role == proto::SERVER
+          ? std::vector<const char*>{"sum", "update", "reply"}
+          : std::vector<const char*>{"compute", "data", "push", "pull"};
+  for (const char* t : tracks) timeline_->Track(t);
+}
 
 ClusterNode::~ClusterNode() {
   stop_ = true;
   if (control_.joinable()) control_.join();
   if (transport_) transport_->Stop();
+  absl::Status s = WriteTimeline();
+  // Leaving anyway: the merge skips a missing part with a warning.
+  if (!s.ok()) LOG(ERROR) << "timeline: " << s.message();
+}
+
+int64_t ClusterNode::clock_offset_us(bool* aligned) const {
+  MutexLock lock(&mu_);
+  if (aligned != nullptr) *aligned = has_clock_offset_;
+  return clock_offset_us_;
+}
+
+absl::Status ClusterNode::WriteTimeline() {
+  // A node that never joined the job has nothing to show.
+  if (!timeline_->enabled() || id_ < 0) return absl::OkStatus();
+  timeline::PartInfo info;
+  info.role = options_.role == proto::SERVER ? "server" : "worker";
+  info.rank = rank_;
+  info.host = options_.host;
+  info.port = transport_ ? transport_->port() : options_.port;
+  {
+    MutexLock lock(&mu_);
+    if (timeline_written_) return absl::OkStatus();
+    timeline_written_ = true;
+    info.clock_offset_us = clock_offset_us_;
+    info.clock_aligned = has_clock_offset_;
+  }
+  PSTRAIN_RETURN_IF_ERROR(timeline_->WritePart(info));
+  LOG(INFO) << "timeline: " << timeline_->num_events() << " events ("
+            << timeline_->dropped_events() << " dropped) written to "
+            << timeline_->options().path;
+  return absl::OkStatus();
 }
 
 int ClusterNode::WorkerRank(int id) const {
@@ -198,8 +238,15 @@ void ClusterNode::ControlLoop() {
     }
     const proto::Header& h = msg->header;
     if (h.sender() == kSchedulerId) {
+      const absl::Time now = absl::Now();
       MutexLock lock(&mu_);
-      last_from_scheduler_ = absl::Now();
+      last_from_scheduler_ = now;
+      if (h.clock_us() != 0) {
+        const int64_t offset = h.clock_us() - absl::ToUnixMicros(now);
+        if (!has_clock_offset_ || offset > clock_offset_us_)
+          clock_offset_us_ = offset;
+        has_clock_offset_ = true;
+      }
     }
     switch (h.type()) {
       case proto::HEARTBEAT:

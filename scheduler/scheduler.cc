@@ -179,6 +179,8 @@ class Scheduler {
       m.header.set_error(error);
       m.header.set_barrier_name(barrier);
       m.header.set_priority(1 << 20);
+      // For the nodes' clock offsets (timeline/timeline.h).
+      m.header.set_clock_us(absl::ToUnixMicros(absl::Now()));
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) LOG(WARNING) << "to " << Describe(n) << ": " << s;
     }

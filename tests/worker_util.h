@@ -142,11 +142,13 @@ inline double MaxRelativeDiff(const Params& a, const Params& b) {
 
 // A whole job through the real launcher (local mode): `servers` servers and
 // `workers` copies of the worker binary with `worker_flags`, each worker
-// with OMP_NUM_THREADS=1. Returns the prefixed output of every process;
-// *ok is true when launch exited 0 within `limit`.
-inline std::string LaunchWorkers(int workers, int servers,
-                                 const std::vector<std::string>& worker_flags,
-                                 absl::Duration limit, bool* ok) {
+// with OMP_NUM_THREADS=1, and `launch_flags` for launch itself. Returns the
+// prefixed output of every process; *ok is true when launch exited 0
+// within `limit`.
+inline std::string LaunchWorkers(
+    int workers, int servers, const std::vector<std::string>& worker_flags,
+    absl::Duration limit, bool* ok,
+    const std::vector<std::string>& launch_flags = {}) {
   std::vector<std::string> argv = {Runfile("tools/launch"),
                                    "-n",
                                    absl::StrCat(workers),
@@ -161,9 +163,10 @@ inline std::string LaunchWorkers(int workers, int servers,
                                    "--env",
                                    "OMP_NUM_THREADS=1",
                                    "--stop_grace_s",
-                                   "3",
-                                   "--",
-                                   Runfile("worker/worker")};
+                                   "3"};
+  argv.insert(argv.end(), launch_flags.begin(), launch_flags.end());
+  argv.push_back("--");
+  argv.push_back(Runfile("worker/worker"));
   argv.insert(argv.end(), worker_flags.begin(), worker_flags.end());
   *ok = false;
   auto p = launcher::Subprocess::Start(argv, Env());

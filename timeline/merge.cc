@@ -22,7 +22,7 @@ namespace {
 using Json = nlohmann::json;
 
 struct Event {
-  std::string name;
+  std::string name, cat;
   int tid = 0;
   double ts = 0, dur = 0;  // Microseconds; ts since the part's origin.
   Json args;
@@ -106,6 +106,7 @@ absl::StatusOr<Part> ParsePart(const PartText& p) {
       continue;
     }
     ev.name = std::move(name);
+    GetString(e, "cat", &ev.cat);
     ev.tid = static_cast<int>(tid);
     auto a = e.find("args");
     ev.args = (a != e.end() && a->is_object()) ? *a : Json::object();
@@ -208,6 +209,7 @@ std::string MergePartTexts(const std::vector<PartText>& texts,
       ls[l].second = e.ts + e.dur;
       Json x = Json::object();
       x["name"] = std::move(e.name);
+      if (!e.cat.empty()) x["cat"] = std::move(e.cat);
       x["ph"] = "X";
       x["pid"] = pid;
       x["tid"] = ls[l].first;

@@ -28,8 +28,8 @@ absl::Status ParseStepWindow(absl::string_view text, int64_t* first,
   if (colon == absl::string_view::npos ||
       !absl::SimpleAtoi(text.substr(0, colon), &a) ||
       !absl::SimpleAtoi(text.substr(colon + 1), &b) || a < 1 || b < a) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", text, "' is not A:B with 1 <= A <= B (steps count from 1)"));
+    return absl::InvalidArgumentError(
+        "must be A:B with 1 <= A <= B (steps count from 1)");
   }
   *first = a;
   *last = b;
@@ -124,8 +124,11 @@ std::string Recorder::PartJson(const PartInfo& info) const {
   }
   for (const Event& e : events_) {
     sep();
-    absl::StrAppend(&out, "{\"name\": \"", JsonEscape(e.name),
-                    "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", e.track,
+    absl::StrAppend(&out, "{\"name\": \"", JsonEscape(e.name), "\", ");
+    if (!e.args.category.empty()) {
+      absl::StrAppend(&out, "\"cat\": \"", JsonEscape(e.args.category), "\", ");
+    }
+    absl::StrAppend(&out, "\"ph\": \"X\", \"pid\": 0, \"tid\": ", e.track,
                     ", \"ts\": ", Micros(e.begin_ns),
                     ", \"dur\": ", Micros(e.dur_ns), ", \"args\": {");
     bool first_arg = true;

@@ -27,8 +27,8 @@
 //   {"traceEvents": [
 //      {"name": "thread_name", "ph": "M", "pid": 0, "tid": 1,
 //       "args": {"name": "compute"}},
-//      {"name": "conv0", "ph": "X", "pid": 0, "tid": 1, "ts": 1234.567,
-//       "dur": 89.012, "args": {"step": 3}},
+//      {"name": "conv0", "cat": "forward", "ph": "X", "pid": 0, "tid": 1,
+//       "ts": 1234.567, "dur": 89.012, "args": {"step": 3}},
 //      {"name": "push", "ph": "X", ..., "args": {"bytes": 4096,
 //       "keys": [0, 1]}}, ...],
 //    "pstrain": {"version": 1, "role": "worker", "rank": 1,
@@ -78,7 +78,7 @@ struct TimelineOptions {
 
 // Parses --timeline_steps "A:B" (1 <= A <= B) into `first` and `last`.
 // InvalidArgument, without the flag's name (the caller adds it), for
-// anything else: "'5:2' is not A:B with 1 <= A <= B".
+// anything else: "must be A:B with 1 <= A <= B (steps count from 1)".
 absl::Status ParseStepWindow(absl::string_view text, int64_t* first,
                              int64_t* last);
 
@@ -86,11 +86,13 @@ absl::Status ParseStepWindow(absl::string_view text, int64_t* first,
 // control characters escaped, bytes >= 0x80 as \u00XX.
 std::string JsonEscape(absl::string_view text);
 
-// Integer arguments of an event, and optionally a list of keys (written
-// as "keys": [...]).
+// Integer arguments of an event, optionally a list of keys (written as
+// "keys": [...]), and its category (the trace's "cat", e.g. "forward";
+// empty: none).
 struct EventArgs {
   std::vector<std::pair<std::string, int64_t>> ints;
   std::vector<int64_t> keys;
+  std::string category;
 };
 
 // Who wrote a part (its "pstrain" object).

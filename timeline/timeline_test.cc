@@ -45,7 +45,7 @@ TEST(ParseStepWindowTest, AcceptsAndRefuses) {
     absl::Status s = ParseStepWindow(bad, &a, &b);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
   }
-  EXPECT_NE(ParseStepWindow("5:2", &a, &b).message().find("'5:2'"),
+  EXPECT_NE(ParseStepWindow("5:2", &a, &b).message().find("A:B"),
             std::string::npos);
 }
 
@@ -90,6 +90,7 @@ TEST(RecorderTest, PartIsValidJsonWithEscapedNames) {
   EventArgs args;
   args.ints = {{"bytes", 4096}, {"st\\ep", 3}};
   args.keys = {0, 7};
+  args.category = "forward";
   r.Add(t, "conv\"0\\\n\x01\xff", t0, t0 + absl::Microseconds(12), args);
   r.Add(t, "later", t0 + absl::Microseconds(20), t0);  // End before begin.
   PartInfo info;
@@ -109,6 +110,8 @@ TEST(RecorderTest, PartIsValidJsonWithEscapedNames) {
   const Json& e = j["traceEvents"][1];
   EXPECT_EQ(e["name"], std::string("conv\"0\\\n\x01") + "\xc3\xbf");
   EXPECT_EQ(e["tid"], t);
+  EXPECT_EQ(e["cat"], "forward");
+  EXPECT_EQ(j["traceEvents"][2].count("cat"), 0u);
   EXPECT_NEAR(e["dur"].get<double>(), 12, 1e-3);
   EXPECT_GE(e["ts"].get<double>(), 0);
   EXPECT_EQ(e["args"]["bytes"], 4096);
