@@ -47,6 +47,31 @@ ClusterNode::~ClusterNode() {
   if (!s.ok()) LOG(ERROR) << "timeline: " << s.message();
 }
 
+void ClusterNode::UpdateClockOffset(const proto::Header& h,
+                                    int64_t received_us) {
+  if (h.echo_clock_us() != 0 && h.echo_received_us() != 0) {
+    // NTP: t1 this node sent a heartbeat, T2 the scheduler got it, T3 the
+    // scheduler sent this, t4 it came. The round trip's delay bounds the
+    // error; the least delayed sample wins.
+    const int64_t t1 = h.echo_clock_us(), t2 = h.echo_received_us(),
+                  t3 = h.clock_us(), t4 = received_us;
+    const int64_t delay = (t4 - t1) - (t3 - t2);
+    if (delay >= 0 && (clock_delay_us_ < 0 || delay < clock_delay_us_)) {
+      clock_delay_us_ = delay;
+      clock_offset_us_ = ((t2 - t1) + (t3 - t4)) / 2;
+      has_clock_offset_ = true;
+    }
+    return;
+  }
+  if (clock_delay_us_ >= 0) return;  // A round trip is better.
+  // No round trip yet (an older scheduler, or the first beats): the
+  // one-way difference, which any delay only makes smaller.
+  const int64_t offset = h.clock_us() - received_us;
+  if (!has_clock_offset_ || offset > clock_offset_us_)
+    clock_offset_us_ = offset;
+  has_clock_offset_ = true;
+}
+
 int64_t ClusterNode::clock_offset_us(bool* aligned) const {
   MutexLock lock(&mu_);
   if (aligned != nullptr) *aligned = has_clock_offset_;
@@ -185,6 +210,8 @@ absl::Status ClusterNode::SendControl(proto::MessageType type,
   if (type == proto::HEARTBEAT) {
     MutexLock lock(&mu_);
     if (has_stats_) *m.header.mutable_stats() = stats_;
+    // Echoed by the scheduler for clock_offset_us().
+    m.header.set_clock_us(absl::ToUnixMicros(absl::Now()));
   }
   return transport_->Send(kSchedulerId, std::move(m), deadline);
 }
@@ -241,12 +268,7 @@ void ClusterNode::ControlLoop() {
       const absl::Time now = absl::Now();
       MutexLock lock(&mu_);
       last_from_scheduler_ = now;
-      if (h.clock_us() != 0) {
-        const int64_t offset = h.clock_us() - absl::ToUnixMicros(now);
-        if (!has_clock_offset_ || offset > clock_offset_us_)
-          clock_offset_us_ = offset;
-        has_clock_offset_ = true;
-      }
+      if (h.clock_us() != 0) UpdateClockOffset(h, absl::ToUnixMicros(now));
     }
     switch (h.type()) {
       case proto::HEARTBEAT:

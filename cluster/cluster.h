@@ -146,13 +146,15 @@ class ClusterNode {
   // This node's timeline recorder (ClusterOptions::timeline; never null,
   // enabled() only with a path). Thread-safe; lives as long as the node.
   timeline::Recorder* timeline() const { return timeline_.get(); }
-  // The scheduler's clock minus this node's, microseconds: the largest
-  // (clock_us - local receive time) over the scheduler's messages so far.
-  // A message's delay only makes that difference smaller, so the least
-  // delayed one wins; on one machine (and in the network-namespace test
-  // bed, which shares its clock) it stays near 0, across real hosts it
-  // removes their clocks' difference up to the smallest one-way delay.
-  // Sets *aligned (if given) to whether any such message came.
+  // The scheduler's clock minus this node's, microseconds, estimated as NTP
+  // does from the heartbeats (Header.clock_us and the scheduler's echo of
+  // this node's last beat): of the round trips so far, the one with the
+  // least delay gives the offset, within half its delay (only an
+  // asymmetric path misleads it). Before the first round trip, the largest
+  // (scheduler clock - local receive time) of its messages. On one machine
+  // (and in the network-namespace test bed, which shares its clock) the
+  // offset is about 0; across real hosts it removes their clocks'
+  // difference. Sets *aligned (if given) to whether any estimate exists.
   int64_t clock_offset_us(bool* aligned = nullptr) const
       ABSL_LOCKS_EXCLUDED(mu_);
   // Writes the timeline's part file once (later calls do nothing); OK when
@@ -167,6 +169,10 @@ class ClusterNode {
   explicit ClusterNode(const ClusterOptions& options);
   void ControlLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void Abort(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes scheduler message `h`, which came at `received_us` (this clock),
+  // into the clock offset's estimate.
+  void UpdateClockOffset(const proto::Header& h, int64_t received_us)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SendControl(proto::MessageType type, absl::Time deadline,
                            const std::string& barrier = "")
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -190,6 +196,8 @@ class ClusterNode {
   // clock_offset_us(): set once a scheduler message carried clock_us.
   bool has_clock_offset_ ABSL_GUARDED_BY(mu_) = false;
   int64_t clock_offset_us_ ABSL_GUARDED_BY(mu_) = 0;
+  // The round-trip delay of that estimate; -1: none from a round trip.
+  int64_t clock_delay_us_ ABSL_GUARDED_BY(mu_) = -1;
   bool timeline_written_ ABSL_GUARDED_BY(mu_) = false;
   // Made by the constructor (before registering: its clock origin is the
   // node's start).
