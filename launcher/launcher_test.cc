@@ -132,6 +132,32 @@ TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
               HasSubstr("--status_port -2: must be in [-1, 65535]"));
 }
 
+TEST(PlanTest, TimelineGivesEveryNodeItsPart) {
+  LaunchOptions o;
+  o.num_servers = 1;
+  o.num_workers = 2;
+  o.scheduler_binary = "sched";
+  o.server_binary = "srv";
+  o.command = {"wrk"};
+  o.timeline = "/t/trace.json";
+  o.timeline_steps = "3:5";
+  const auto plan = PlanProcesses(o, "h:1");
+  ASSERT_EQ(plan.size(), 4u);
+  EXPECT_THAT(
+      plan[0].argv,
+      ::testing::Not(::testing::Contains(::testing::HasSubstr("--timeline"))));
+  EXPECT_THAT(
+      plan[1].argv,
+      ::testing::Contains("--timeline=/t/trace.json.parts/server-0.json"));
+  EXPECT_THAT(
+      plan[3].argv,
+      ::testing::Contains("--timeline=/t/trace.json.parts/worker-1.json"));
+  EXPECT_THAT(plan[3].argv, ::testing::Contains("--timeline_steps=3:5"));
+  o.timeline_steps = "5:2";
+  EXPECT_THAT(std::string(ValidateLaunchOptions(o).message()),
+              HasSubstr("--timeline_steps 5:2: must be A:B"));
+}
+
 TEST(ShellQuoteTest, SurvivesTheShell) {
   for (std::string s :
        {std::string("plain"), std::string("a b"), std::string("it's"),

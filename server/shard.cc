@@ -371,9 +371,10 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
   s.pending.assign(pending.size(), nullptr);
   s.received = 0;
   for (auto& req : pending) {
+    req->step = std::max(req->step, step);
     if (--req->outstanding > 0) continue;
     replies->push_back(Ack(req->msg.header));
-    replies->back().step = step;
+    replies->back().step = req->step;
   }
 }
 

@@ -135,6 +135,8 @@ class Shard {
   struct Request {
     transport::Message msg;
     int outstanding = 0;  // Slices not yet applied.
+    // The largest timeline step (TracedStep) of its slices' rounds so far.
+    int64_t step = 0;
   };
 
   // One version of a slice's weights: in memory of its own, in the
