@@ -110,13 +110,20 @@ TEST(PlanTest, ServersThenWorkersRoundRobinOverHosts) {
                              "--num_workers=3", "--num_servers=2", "--host=b"));
 }
 
-TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
+// A local job of `servers` servers and `workers` workers whose binaries are
+// "sched", "srv" and "wrk".
+LaunchOptions SmallJob(int servers, int workers) {
   LaunchOptions o;
-  o.num_servers = 1;
-  o.num_workers = 1;
+  o.num_servers = servers;
+  o.num_workers = workers;
   o.scheduler_binary = "sched";
   o.server_binary = "srv";
   o.command = {"wrk"};
+  return o;
+}
+
+TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
+  LaunchOptions o = SmallJob(1, 1);
   o.scheduler_args = {"--status_bind=0.0.0.0"};
   EXPECT_THAT(PlanProcesses(o, "h:1")[0].argv,
               ::testing::Not(
@@ -133,12 +140,7 @@ TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
 }
 
 TEST(PlanTest, TimelineGivesEveryNodeItsPart) {
-  LaunchOptions o;
-  o.num_servers = 1;
-  o.num_workers = 2;
-  o.scheduler_binary = "sched";
-  o.server_binary = "srv";
-  o.command = {"wrk"};
+  LaunchOptions o = SmallJob(1, 2);
   o.timeline = "/t/trace.json";
   o.timeline_steps = "3:5";
   const auto plan = PlanProcesses(o, "h:1");

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <map>
 
@@ -262,16 +261,9 @@ absl::StatusOr<MergeResult> MergePartFiles(
   const std::string merged = MergePartTexts(texts, &result);
   result.warnings.insert(result.warnings.begin(), unreadable.begin(),
                          unreadable.end());
-  FILE* f = std::fopen(out_path.c_str(), "w");
-  if (f == nullptr) {
-    return ErrnoToStatus(errno, absl::StrCat("timeline ", out_path));
-  }
-  const bool wrote =
-      std::fwrite(merged.data(), 1, merged.size(), f) == merged.size();
-  const int write_errno = errno;
-  if (std::fclose(f) != 0 || !wrote) {
-    return ErrnoToStatus(wrote ? errno : write_errno,
-                         absl::StrCat("timeline ", out_path));
+  absl::Status s = WriteFileAtomically(out_path, merged);
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("timeline: ", s.message()));
   }
   return result;
 }

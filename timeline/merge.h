@@ -58,8 +58,8 @@ std::string MergePartTexts(const std::vector<PartText>& parts,
                            MergeResult* result);
 
 // Reads the part files `paths` (one that cannot be read is skipped with a
-// warning) and writes their merge to `out_path`. The errno's Status naming
-// out_path when it cannot be written.
+// warning) and writes their merge to `out_path` (WriteFileAtomically).
+// The errno's Status naming out_path when it cannot be written.
 absl::StatusOr<MergeResult> MergePartFiles(
     const std::vector<std::string>& paths, const std::string& out_path);
 

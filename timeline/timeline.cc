@@ -1,13 +1,12 @@
 #include "timeline/timeline.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "util/file.h"
 #include "util/status.h"
 
 namespace pstrain {
@@ -161,23 +160,9 @@ std::string Recorder::PartJson(const PartInfo& info) const {
 
 absl::Status Recorder::WritePart(const PartInfo& info) const {
   if (!enabled_) return absl::OkStatus();
-  const std::string text = PartJson(info);
-  const std::string tmp = absl::StrCat(options_.path, ".tmp");
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) {
-    return ErrnoToStatus(errno, absl::StrCat("timeline part ", tmp));
-  }
-  const bool wrote = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const int write_errno = errno;
-  if (std::fclose(f) != 0 || !wrote) {
-    std::remove(tmp.c_str());
-    return ErrnoToStatus(wrote ? errno : write_errno,
-                         absl::StrCat("timeline part ", tmp));
-  }
-  if (std::rename(tmp.c_str(), options_.path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    return ErrnoToStatus(e, absl::StrCat("timeline part ", options_.path));
+  absl::Status s = WriteFileAtomically(options_.path, PartJson(info));
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("timeline part: ", s.message()));
   }
   return absl::OkStatus();
 }

@@ -149,8 +149,8 @@ class Recorder {
 
   // The part file's text (format above) for the events so far.
   std::string PartJson(const PartInfo& info) const ABSL_LOCKS_EXCLUDED(mu_);
-  // Writes PartJson(info) to options.path (through a temporary file
-  // renamed into place, so a part is complete or absent). The errno's
+  // Writes PartJson(info) to options.path (WriteFileAtomically, util/
+  // file.h: a part is complete or absent). The errno's
   // Status naming the path when it cannot; OK without doing anything when
   // not enabled.
   absl::Status WritePart(const PartInfo& info) const ABSL_LOCKS_EXCLUDED(mu_);
