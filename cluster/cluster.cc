@@ -27,12 +27,77 @@ absl::Status ParseHostPort(const std::string& text, std::string* host,
   return absl::OkStatus();
 }
 
-ClusterNode::ClusterNode(const ClusterOptions& options) : options_(options) {}
+ClusterNode::ClusterNode(const ClusterOptions& options)
+    : options_(options),
+      timeline_(std::make_unique<timeline::Recorder>(options.timeline)) {
+  // The tracks in the order the viewers list them.
+  const std::vector<const char*> tracks =
+      options.role == proto::SERVER
+          ? std::vector<const char*>{"sum", "update", "reply"}
+          : std::vector<const char*>{"compute", "data", "push", "pull"};
+  for (const char* t : tracks) timeline_->Track(t);
+}
 
 ClusterNode::~ClusterNode() {
   stop_ = true;
   if (control_.joinable()) control_.join();
   if (transport_) transport_->Stop();
+  absl::Status s = WriteTimeline();
+  // Leaving anyway: the merge skips a missing part with a warning.
+  if (!s.ok()) LOG(ERROR) << "timeline: " << s.message();
+}
+
+void ClusterNode::UpdateClockOffset(const proto::Header& h,
+                                    int64_t received_us) {
+  if (h.echo_clock_us() != 0 && h.echo_received_us() != 0) {
+    // NTP: t1 this node sent a heartbeat, T2 the scheduler got it, T3 the
+    // scheduler sent this, t4 it came. The round trip's delay bounds the
+    // error; the least delayed sample wins.
+    const int64_t t1 = h.echo_clock_us(), t2 = h.echo_received_us(),
+                  t3 = h.clock_us(), t4 = received_us;
+    const int64_t delay = (t4 - t1) - (t3 - t2);
+    if (delay >= 0 && (clock_delay_us_ < 0 || delay < clock_delay_us_)) {
+      clock_delay_us_ = delay;
+      clock_offset_us_ = ((t2 - t1) + (t3 - t4)) / 2;
+      has_clock_offset_ = true;
+    }
+    return;
+  }
+  if (clock_delay_us_ >= 0) return;  // A round trip is better.
+  // No round trip yet (an older scheduler, or the first beats): the
+  // one-way difference, which any delay only makes smaller.
+  const int64_t offset = h.clock_us() - received_us;
+  if (!has_clock_offset_ || offset > clock_offset_us_)
+    clock_offset_us_ = offset;
+  has_clock_offset_ = true;
+}
+
+int64_t ClusterNode::clock_offset_us(bool* aligned) const {
+  MutexLock lock(&mu_);
+  if (aligned != nullptr) *aligned = has_clock_offset_;
+  return clock_offset_us_;
+}
+
+absl::Status ClusterNode::WriteTimeline() {
+  // A node that never joined the job has nothing to show.
+  if (!timeline_->enabled() || id_ < 0) return absl::OkStatus();
+  timeline::PartInfo info;
+  info.role = options_.role == proto::SERVER ? "server" : "worker";
+  info.rank = rank_;
+  info.host = options_.host;
+  info.port = transport_ ? transport_->port() : options_.port;
+  {
+    MutexLock lock(&mu_);
+    if (timeline_written_) return absl::OkStatus();
+    timeline_written_ = true;
+    info.clock_offset_us = clock_offset_us_;
+    info.clock_aligned = has_clock_offset_;
+  }
+  PSTRAIN_RETURN_IF_ERROR(timeline_->WritePart(info));
+  LOG(INFO) << "timeline: " << timeline_->num_events() << " events ("
+            << timeline_->dropped_events() << " dropped) written to "
+            << timeline_->options().path;
+  return absl::OkStatus();
 }
 
 int ClusterNode::WorkerRank(int id) const {
@@ -153,6 +218,8 @@ absl::Status ClusterNode::SendControl(proto::MessageType type,
     st->set_refused(t.dropped_bad_token + t.dropped_wrong_sender +
                     t.connections_refused + t.connections_over_limit);
     st->set_malformed(t.dropped_malformed);
+    // Echoed by the scheduler for clock_offset_us().
+    m.header.set_clock_us(absl::ToUnixMicros(absl::Now()));
   }
   return transport_->Send(kSchedulerId, std::move(m), deadline);
 }
@@ -206,8 +273,10 @@ void ClusterNode::ControlLoop() {
     }
     const proto::Header& h = msg->header;
     if (h.sender() == kSchedulerId) {
+      const absl::Time now = absl::Now();
       MutexLock lock(&mu_);
-      last_from_scheduler_ = absl::Now();
+      last_from_scheduler_ = now;
+      if (h.clock_us() != 0) UpdateClockOffset(h, absl::ToUnixMicros(now));
     }
     switch (h.type()) {
       case proto::HEARTBEAT:

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/messages.pb.h"
+#include "timeline/timeline.h"
 #include "transport/transport.h"
 #include "util/blocking_queue.h"
 #include "util/mutex.h"
@@ -75,6 +76,9 @@ struct ClusterOptions {
   // With CURVE: per-node keys from this directory (transport/curve.h,
   // ReadCurveKeysDir) instead of keys derived from the token.
   std::string curve_keys_dir;
+  // The node's timeline (--timeline, --timeline_steps): off unless
+  // timeline.path is set.
+  timeline::TimelineOptions timeline;
 };
 
 // Parses "host:port". InvalidArgument names the text.
@@ -90,7 +94,9 @@ class ClusterNode {
   // and the job this node expected, when the scheduler never answers.
   static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(
       const ClusterOptions& options);
-  ~ClusterNode();  // Stops the threads and the transport.
+  // Stops the threads and the transport, and writes the timeline's part
+  // (WriteTimeline) if no one did.
+  ~ClusterNode();
   ClusterNode(const ClusterNode&) = delete;
   ClusterNode& operator=(const ClusterNode&) = delete;
 
@@ -138,6 +144,24 @@ class ClusterNode {
   void SetHeartbeatStats(const proto::NodeStats& stats)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // This node's timeline recorder (ClusterOptions::timeline; never null,
+  // enabled() only with a path). Thread-safe; lives as long as the node.
+  timeline::Recorder* timeline() const { return timeline_.get(); }
+  // The scheduler's clock minus this node's, microseconds, estimated as NTP
+  // does from the heartbeats (Header.clock_us and the scheduler's echo of
+  // this node's last beat): of the round trips so far, the one with the
+  // least delay gives the offset, within half its delay (only an
+  // asymmetric path misleads it). Before the first round trip, the largest
+  // (scheduler clock - local receive time) of its messages. On one machine
+  // (and in the network-namespace test bed, which shares its clock) the
+  // offset is about 0; across real hosts it removes their clocks'
+  // difference. Sets *aligned (if given) to whether any estimate exists.
+  int64_t clock_offset_us(bool* aligned = nullptr) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes the timeline's part file once (later calls do nothing); OK when
+  // the timeline is off. The recorder's write errors.
+  absl::Status WriteTimeline() ABSL_LOCKS_EXCLUDED(mu_);
+
   // OK while the job runs; the abort reason afterwards.
   absl::Status health() const ABSL_LOCKS_EXCLUDED(mu_);
   const transport::Transport& transport() const { return *transport_; }
@@ -146,6 +170,10 @@ class ClusterNode {
   explicit ClusterNode(const ClusterOptions& options);
   void ControlLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void Abort(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes scheduler message `h`, which came at `received_us` (this clock),
+  // into the clock offset's estimate.
+  void UpdateClockOffset(const proto::Header& h, int64_t received_us)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SendControl(proto::MessageType type, absl::Time deadline,
                            const std::string& barrier = "")
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -166,6 +194,15 @@ class ClusterNode {
   // For the heartbeats: set once SetHeartbeatStats() was called.
   bool has_stats_ ABSL_GUARDED_BY(mu_) = false;
   proto::NodeStats stats_ ABSL_GUARDED_BY(mu_);
+  // clock_offset_us(): set once a scheduler message carried clock_us.
+  bool has_clock_offset_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t clock_offset_us_ ABSL_GUARDED_BY(mu_) = 0;
+  // The round-trip delay of that estimate; -1: none from a round trip.
+  int64_t clock_delay_us_ ABSL_GUARDED_BY(mu_) = -1;
+  bool timeline_written_ ABSL_GUARDED_BY(mu_) = false;
+  // Made by the constructor (before registering: its clock origin is the
+  // node's start).
+  const std::unique_ptr<timeline::Recorder> timeline_;
 
   std::atomic<bool> stop_{false};
   std::thread control_;

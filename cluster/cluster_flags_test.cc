@@ -35,6 +35,22 @@ class ClusterFlagsTest : public ::testing::Test {
   gflags::FlagSaver saver_;
 };
 
+TEST_F(ClusterFlagsTest, TimelineFlags) {
+  gflags::FlagSaver restore;
+  ASSERT_TRUE(ParseFlags({"prog", "--scheduler_address=10.0.0.1:9091",
+                          "--timeline=/tmp/p.json", "--timeline_steps=3:5"})
+                  .ok());
+  auto o = NodeOptionsFromFlags(proto::WORKER);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->timeline.path, "/tmp/p.json");
+  EXPECT_EQ(o->timeline.first_step, 3);
+  EXPECT_EQ(o->timeline.last_step, 5);
+  EXPECT_THAT(Error({"--scheduler_address=h:1", "--timeline_steps=5:2"}),
+              HasSubstr("--timeline_steps 5:2: must be A:B"));
+  EXPECT_THAT(Error({"--scheduler_address=h:1", "--timeline_steps=0:2"}),
+              HasSubstr("--timeline_steps 0:2"));
+}
+
 TEST_F(ClusterFlagsTest, DefaultsAreTheLibrarysAndOneEach) {
   auto parsed = ParseFlags({"prog", "--scheduler_address=10.0.0.1:9091"});
   ASSERT_TRUE(parsed.ok());

@@ -2,6 +2,7 @@
 
 #include "cluster/cluster_flags.h"
 #include "gflags/gflags.h"
+#include "timeline/timeline.h"
 #include "util/status.h"
 
 DEFINE_string(host, "127.0.0.1",
@@ -16,6 +17,17 @@ DEFINE_int64(shm_bytes, pstrain::cluster::kDefaultShmBytes,
              "Shared-memory arena for tensors to and from nodes on the same "
              "host (one copy instead of two kernel copies); 0: everything "
              "over TCP. Either side's 0 turns it off for the pair.");
+
+DEFINE_string(timeline, "",
+              "Write this node's part of a timeline (a Chrome trace of "
+              "--timeline_steps) to this file when it leaves the job; empty: "
+              "off. launch --timeline FILE sets it for every node and merges "
+              "the parts into FILE (README.md, Timeline).");
+DEFINE_string(timeline_steps, "10:20",
+              "A:B: the training steps the timeline records, A to B "
+              "included. Steps are a worker's batches counted from 1 since "
+              "it started, across epochs; servers record the dist_sync "
+              "rounds A to B of each key (round n is step n).");
 
 namespace pstrain {
 namespace cluster {
@@ -52,6 +64,12 @@ absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
   o.host = FLAGS_host;
   o.port = FLAGS_port;
   o.shm_bytes = FLAGS_shm_bytes;
+  o.timeline.path = FLAGS_timeline;
+  absl::Status steps = timeline::ParseStepWindow(
+      FLAGS_timeline_steps, &o.timeline.first_step, &o.timeline.last_step);
+  if (!steps.ok()) {
+    return BadFlag("timeline_steps", FLAGS_timeline_steps, steps.message());
+  }
   return o;
 }
 

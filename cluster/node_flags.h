@@ -1,7 +1,7 @@
 // The flags of the nodes of a job, servers and workers, defined once (see
-// cluster_flags.h): --host, --port, --shm_bytes, --rank_hint, on top of
-// the cluster
-// flags. Only binaries link this target.
+// cluster_flags.h): --host, --port, --shm_bytes, --rank_hint, --timeline
+// and --timeline_steps, on top of the cluster flags. Only binaries link this
+// target.
 #ifndef PSTRAIN_CLUSTER_NODE_FLAGS_H_
 #define PSTRAIN_CLUSTER_NODE_FLAGS_H_
 
@@ -17,7 +17,8 @@ namespace cluster {
 FlagGroup NodeFlagGroup();
 
 // ClusterOptionsFromFlags(require_scheduler_address) plus --host, --port,
-// --shm_bytes and --rank_hint, for a node of `role`. InvalidArgument names the
+// --shm_bytes, --rank_hint, --timeline and --timeline_steps, for a node of
+// `role`. InvalidArgument names the
 // flag, its value and what is allowed.
 absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
     proto::Role role, bool require_scheduler_address = true);

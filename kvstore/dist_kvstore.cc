@@ -40,6 +40,9 @@ class DistKVStore : public KVStore {
         sync_(type_ != "dist_async"),
         max_chunk_elements_(
             std::max<int64_t>(1, o.max_message_bytes / sizeof(float))),
+        timeline_(node_->timeline()),
+        push_track_(timeline_->Track("push")),
+        pull_track_(timeline_->Track("pull")),
         load_(node_->num_servers(), 0),
         outstanding_(node_->num_servers()) {
     // Responses are handled on the transport's I/O thread: one thread hop
@@ -62,6 +65,7 @@ class DistKVStore : public KVStore {
   void SetNodeStats(const proto::NodeStats& stats) override {
     node_->SetHeartbeatStats(stats);
   }
+  timeline::Recorder* timeline() const override { return timeline_; }
 
   absl::Status Init(const std::vector<int64_t>& keys,
                     const std::vector<absl::Span<const float>>& values,
@@ -245,6 +249,14 @@ class DistKVStore : public KVStore {
     int64_t key = 0;
     int outstanding = 0;
     absl::Status status;
+    // Sent during the timeline's window: when its requests were handed to
+    // the transport, its keys and the bytes its replies carry (the "pull"
+    // event ends with the last reply).
+    bool traced = false;
+    absl::Time sent;
+    std::vector<int64_t> keys;
+    int64_t reply_bytes = 0;
+    int64_t step = 0;
     // Where each key's pulled values go.
     std::vector<std::pair<int64_t, absl::Span<float>>> outs;
   };
@@ -282,6 +294,9 @@ class DistKVStore : public KVStore {
                                    int priority) {
     if (group.empty())
       return absl::InvalidArgumentError("an empty group of keys");
+    // The timeline's "push" event: from here until the requests are sent.
+    const absl::Time begin =
+        timeline_->active() ? absl::Now() : absl::InfinitePast();
     std::vector<std::vector<SliceSpec>> plans;
     {
       MutexLock lock(&mu_);
@@ -352,7 +367,12 @@ class DistKVStore : public KVStore {
         open_bytes[sl.server] += bytes;
       }
     }
-    return Submit(std::move(batch), std::move(outs), group.front().key);
+    std::vector<int64_t> keys;
+    if (begin != absl::InfinitePast()) {
+      for (const KeyPushPull& g : group) keys.push_back(g.key);
+    }
+    return Submit(std::move(batch), std::move(outs), group.front().key, begin,
+                  std::move(keys));
   }
 
   // Data bytes a request moves both ways.
@@ -367,10 +387,25 @@ class DistKVStore : public KVStore {
     return bytes;
   }
 
-  // `key` names the operation in errors.
+  // `key` names the operation in errors. `trace_begin` (InfinitePast: not
+  // traced) is when the operation began, for its timeline events, and
+  // `keys` its keys.
   absl::StatusOr<Handle> Submit(
       std::vector<Request> batch,
-      std::vector<std::pair<int64_t, absl::Span<float>>> outs, int64_t key) {
+      std::vector<std::pair<int64_t, absl::Span<float>>> outs, int64_t key,
+      absl::Time trace_begin = absl::InfinitePast(),
+      std::vector<int64_t> keys = {}) {
+    const bool traced = trace_begin != absl::InfinitePast();
+    int64_t push_bytes = 0, reply_bytes = 0;
+    if (traced) {
+      for (const Request& r : batch) {
+        for (const Frame& f : r.msg.frames) push_bytes += f.size();
+        if (r.msg.header.type() != proto::PUSH) {
+          for (int64_t len : r.msg.header.lengths())
+            reply_bytes += len * static_cast<int64_t>(sizeof(float));
+        }
+      }
+    }
     const absl::Time deadline = absl::Now() + options_.send_timeout;
     std::vector<Outstanding> need(node_->num_servers());
     std::vector<int64_t> bytes;
@@ -413,6 +448,14 @@ class DistKVStore : public KVStore {
       op.key = key;
       op.outstanding = static_cast<int>(batch.size());
       op.outs = std::move(outs);
+      op.traced = traced;
+      op.reply_bytes = reply_bytes;
+      if (traced) {
+        // Set before any reply can land (OnResponse reads them).
+        op.sent = absl::Now();
+        op.keys = keys;
+        op.step = timeline_->step();
+      }
       for (size_t i = 0; i < batch.size(); ++i) {
         const uint64_t rid = next_request_++;
         batch[i].msg.header.set_request_id(rid);
@@ -426,6 +469,15 @@ class DistKVStore : public KVStore {
     std::vector<uint64_t> rids;
     for (const auto& [id, m] : to_send) rids.push_back(m.header.request_id());
     absl::Status s = node_->SendBatch(std::move(to_send), deadline);
+    if (traced && push_bytes > 0) {
+      timeline::EventArgs args;
+      args.ints = {{"bytes", push_bytes},
+                   {"messages", static_cast<int64_t>(rids.size())},
+                   {"step", timeline_->step()}};
+      args.keys = std::move(keys);
+      timeline_->Add(push_track_, "push", trace_begin, absl::Now(),
+                     std::move(args));
+    }
     if (!s.ok()) {
       MutexLock lock(&mu_);
       for (uint64_t rid : rids) Forget(rid);
@@ -497,7 +549,14 @@ class DistKVStore : public KVStore {
         std::memcpy(out.data() + off, v.data(), v.size() * sizeof(float));
       }
     }
-    --op.outstanding;
+    if (--op.outstanding == 0 && op.traced && op.status.ok() &&
+        op.reply_bytes > 0) {
+      timeline::EventArgs args;
+      args.ints = {{"bytes", op.reply_bytes}, {"step", op.step}};
+      args.keys = op.keys;
+      timeline_->Add(pull_track_, "pull", op.sent, absl::Now(),
+                     std::move(args));
+    }
   }
 
   // Fails every pending operation once the job is over (aborted or shut
@@ -528,6 +587,10 @@ class DistKVStore : public KVStore {
   const std::unique_ptr<cluster::ClusterNode> node_;
   const bool sync_;
   const int64_t max_chunk_elements_;
+  // The node's (owned by node_), and its tracks.
+  timeline::Recorder* const timeline_;
+  const int push_track_;
+  const int pull_track_;
 
   // mu_ guards the members marked ABSL_GUARDED_BY(mu_) below: the plan,
   // the operations and requests in flight and the room they take, and the

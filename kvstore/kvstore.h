@@ -30,6 +30,7 @@
 #include "cluster/cluster.h"
 #include "kvstore/partition.h"
 #include "proto/messages.pb.h"
+#include "timeline/timeline.h"
 
 namespace pstrain {
 namespace kvstore {
@@ -147,6 +148,11 @@ class KVStore {
   // (cluster::ClusterNode::SetHeartbeatStats); local types ignore it.
   // Thread-safe.
   virtual void SetNodeStats(const proto::NodeStats& stats) { (void)stats; }
+  // dist_*: the node's timeline recorder (cluster::ClusterNode::timeline();
+  // PushPullGroup and friends record "push" and "pull" events while it is
+  // active); nullptr for local types. Thread-safe; lives as long as the
+  // KVStore.
+  virtual timeline::Recorder* timeline() const { return nullptr; }
   // Seconds spent so far in the optimizer's update rule in this process
   // (local, device: it runs inside Push/PushPull on the caller's thread);
   // 0 for dist_* (the servers run it). Thread-safe.

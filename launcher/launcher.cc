@@ -28,6 +28,8 @@
 #include "launcher/ssh_backend.h"
 #include "launcher/subprocess.h"
 #include "launcher/wrapper.h"
+#include "timeline/merge.h"
+#include "timeline/timeline.h"
 #include "util/flags.h"
 #include "util/status.h"
 
@@ -196,6 +198,11 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
       p.argv.insert(p.argv.end(), common.begin(), common.end());
       p.argv.push_back(absl::StrCat("--host=", p.host.name));
     }
+    if (!o.timeline.empty()) {
+      p.argv.push_back(absl::StrCat(
+          "--timeline=", timeline::PartPath(o.timeline, p.role, p.index)));
+      p.argv.push_back(absl::StrCat("--timeline_steps=", o.timeline_steps));
+    }
     specs.push_back(std::move(p));
   }
   return specs;
@@ -233,6 +240,14 @@ absl::Status ValidateLaunchOptions(const LaunchOptions& o) {
     return absl::InvalidArgumentError(
         "--launcher slurm needs the allocation's job id and nodes "
         "(ReadSlurmAllocation)");
+  }
+  if (!o.timeline.empty()) {
+    int64_t first = 0, last = 0;
+    absl::Status steps =
+        timeline::ParseStepWindow(o.timeline_steps, &first, &last);
+    if (!steps.ok()) {
+      return BadFlag("timeline_steps", o.timeline_steps, steps.message());
+    }
   }
   if (o.status_port < -1 || o.status_port > 65535) {
     return BadFlag("status_port", o.status_port,
@@ -674,18 +689,70 @@ int Job::Stop() {
   return exit_code_;
 }
 
+// Makes --timeline's parts folder, without the parts of an earlier job.
+absl::Status PrepareTimeline(const std::string& path) {
+  const std::string dir = timeline::PartsDir(path);
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoToStatus(errno, absl::StrCat("--timeline: cannot make ", dir));
+  }
+  PSTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> old,
+                           timeline::ListPartFiles(dir));
+  for (const std::string& f : old) {
+    if (unlink(f.c_str()) != 0) {
+      return ErrnoToStatus(errno,
+                           absl::StrCat("--timeline: cannot remove ", f));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Merges --timeline's parts into it and says where it is.
+void MergeTimeline(const LaunchOptions& o, Job& job) {
+  const std::string& path = o.timeline;
+  auto parts = timeline::ListPartFiles(timeline::PartsDir(path));
+  if (!parts.ok()) {
+    job.Say(absl::StrCat("timeline: ", parts.status().message()));
+    return;
+  }
+  auto merged = timeline::MergePartFiles(*parts, path);
+  if (!merged.ok()) {
+    job.Say(absl::StrCat("timeline: ", merged.status().message()));
+    return;
+  }
+  for (const std::string& w : merged->warnings) {
+    job.Say(absl::StrCat("timeline: warning: ", w));
+  }
+  const int nodes = o.num_servers + o.num_workers;
+  if (merged->parts < nodes) {
+    job.Say(absl::StrCat("timeline: warning: parts of ", merged->parts, " of ",
+                         nodes, " nodes in ", timeline::PartsDir(path)));
+  }
+  job.Say(absl::StrCat(
+      "timeline: ", path, " (", merged->events, " events of steps ",
+      o.timeline_steps, " from ", merged->parts, " nodes",
+      merged->dropped > 0
+          ? absl::StrCat(", ", merged->dropped, " dropped over the cap")
+          : "",
+      "); open it in https://ui.perfetto.dev or chrome://tracing"));
+}
+
 }  // namespace
 
 int Launcher::Run() {
   Job job(options_, out_);
   absl::Status ready = job.Preflight();
+  if (ready.ok() && !options_.timeline.empty()) {
+    ready = PrepareTimeline(options_.timeline);
+  }
   if (!ready.ok()) {
     job.Say(std::string(ready.message()));
     return 1;
   }
   job.Start();
   job.Watch();
-  return job.Stop();
+  const int rc = job.Stop();
+  if (!options_.timeline.empty()) MergeTimeline(options_, job);
+  return rc;
 }
 
 }  // namespace launcher

@@ -82,6 +82,11 @@ struct LaunchOptions {
   // The scheduler's --straggler_ratio (scheduler/straggler.h; > 1), passed
   // on when it differs from the scheduler's default, 1.2.
   double straggler_ratio = 1.2;
+  // The timeline (launch --timeline FILE, README.md, Timeline): when not
+  // empty, every server and worker gets --timeline=<its part path>
+  // (timeline::PartPath(timeline, role, index)) and --timeline_steps.
+  std::string timeline;
+  std::string timeline_steps = "10:20";
   // ssh mode: passed to ssh as `-F FILE` (keys, known hosts, user).
   std::string ssh_config;
   absl::Duration ssh_connect_timeout = absl::Seconds(10);
@@ -148,6 +153,10 @@ class Launcher {
   // first one); 128+signal when stopped by SIGINT/SIGTERM/SIGHUP. Every process
   // of the job is gone when it returns, and so are the token files of the
   // reachable hosts.
+  // With options.timeline, the nodes' parts are merged into it afterwards
+  // (timeline/merge.h), however the job ended, and the launcher prints
+  // "launch: timeline: FILE (...)" (and a warning per part missing or
+  // skipped).
   int Run();
 
  private:

@@ -110,13 +110,20 @@ TEST(PlanTest, ServersThenWorkersRoundRobinOverHosts) {
                              "--num_workers=3", "--num_servers=2", "--host=b"));
 }
 
-TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
+// A local job of `servers` servers and `workers` workers whose binaries are
+// "sched", "srv" and "wrk".
+LaunchOptions SmallJob(int servers, int workers) {
   LaunchOptions o;
-  o.num_servers = 1;
-  o.num_workers = 1;
+  o.num_servers = servers;
+  o.num_workers = workers;
   o.scheduler_binary = "sched";
   o.server_binary = "srv";
   o.command = {"wrk"};
+  return o;
+}
+
+TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
+  LaunchOptions o = SmallJob(1, 1);
   o.scheduler_args = {"--status_bind=0.0.0.0"};
   EXPECT_THAT(PlanProcesses(o, "h:1")[0].argv,
               ::testing::Not(
@@ -130,6 +137,27 @@ TEST(PlanTest, StatusPortGoesToTheSchedulerBeforeItsArgs) {
   o.status_port = -2;
   EXPECT_THAT(std::string(ValidateLaunchOptions(o).message()),
               HasSubstr("--status_port -2: must be in [-1, 65535]"));
+}
+
+TEST(PlanTest, TimelineGivesEveryNodeItsPart) {
+  LaunchOptions o = SmallJob(1, 2);
+  o.timeline = "/t/trace.json";
+  o.timeline_steps = "3:5";
+  const auto plan = PlanProcesses(o, "h:1");
+  ASSERT_EQ(plan.size(), 4u);
+  EXPECT_THAT(
+      plan[0].argv,
+      ::testing::Not(::testing::Contains(::testing::HasSubstr("--timeline"))));
+  EXPECT_THAT(
+      plan[1].argv,
+      ::testing::Contains("--timeline=/t/trace.json.parts/server-0.json"));
+  EXPECT_THAT(
+      plan[3].argv,
+      ::testing::Contains("--timeline=/t/trace.json.parts/worker-1.json"));
+  EXPECT_THAT(plan[3].argv, ::testing::Contains("--timeline_steps=3:5"));
+  o.timeline_steps = "5:2";
+  EXPECT_THAT(std::string(ValidateLaunchOptions(o).message()),
+              HasSubstr("--timeline_steps 5:2: must be A:B"));
 }
 
 TEST(ShellQuoteTest, SurvivesTheShell) {

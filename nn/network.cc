@@ -159,11 +159,15 @@ absl::StatusOr<double> Network::Forward(CpuContext* ctx, const Tensor& x,
     if (n.in_place) outs_[id] = outs_[n.inputs[0]];
     if (needed && !n.learned.empty())
       PSTRAIN_RETURN_IF_ERROR(needed(n.learned));
-    const absl::Time t0 = profile_ ? absl::Now() : absl::Time();
+    const bool timed = profile_ || observer_;
+    const absl::Time t0 = timed ? absl::Now() : absl::Time();
     PSTRAIN_RETURN_IF_ERROR(Annotate(
         n.layer->Forward(ctx, ins, &outs_[id], training), n.layer->name()));
-    if (profile_)
-      times_[id - 1].first = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (timed) {
+      const absl::Time t1 = absl::Now();
+      if (profile_) times_[id - 1].first = absl::ToDoubleSeconds(t1 - t0);
+      if (observer_) observer_(id, /*backward=*/false, t0, t1);
+    }
   }
   labels_.assign(labels.begin(), labels.end());
   trained_forward_ = training;
@@ -231,7 +235,8 @@ absl::Status Network::Backward(CpuContext* ctx, float scale,
         din.push_back(&temps[k]);
       }
     }
-    const absl::Time t0 = profile_ ? absl::Now() : absl::Time();
+    const bool timed = profile_ || observer_;
+    const absl::Time t0 = timed ? absl::Now() : absl::Time();
     PSTRAIN_RETURN_IF_ERROR(
         Annotate(n.layer->Backward(ctx, ins, outs_[id], grads_[id], din),
                  n.layer->name()));
@@ -241,8 +246,11 @@ absl::Status Network::Backward(CpuContext* ctx, float scale,
           kernels::AddInPlace(temps[k], &grads_[n.inputs[k]]));
       ReleaseGrad(&temps[k]);
     }
-    if (profile_)
-      times_[id - 1].second = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (timed) {
+      const absl::Time t1 = absl::Now();
+      if (profile_) times_[id - 1].second = absl::ToDoubleSeconds(t1 - t0);
+      if (observer_) observer_(id, /*backward=*/true, t0, t1);
+    }
     ReleaseGrad(&grads_[id]);
     if (ready && !n.learned.empty()) ready(n.learned);
   }

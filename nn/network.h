@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "kernels/cpu_ops.h"
 #include "kernels/tensor.h"
 #include "nn/layers.h"
@@ -132,6 +133,16 @@ class Network {
   }
   // Whether Forward/Backward record LayerTimes (off by default).
   void set_profile(bool on) { profile_ = on; }
+  // Called after each layer's Forward (backward false) or Backward (true)
+  // with its node id and when it began and ended (e.g. for a timeline);
+  // returns nothing and must not call back into the network. Called on the
+  // thread that runs Forward/Backward. nullptr (the default): none, and no
+  // clock is read for it.
+  using LayerObserver = std::function<void(int id, bool backward,
+                                           absl::Time begin, absl::Time end)>;
+  void set_layer_observer(LayerObserver observer) {
+    observer_ = std::move(observer);
+  }
 
   // Read-only access to the graph, for executors other than Forward and
   // Backward (nn::GpuNetwork). Nodes are 1..last() in the order added, each
@@ -193,6 +204,7 @@ class Network {
   bool trained_forward_ = false;
   bool profile_ = false;
   std::vector<std::pair<double, double>> times_;
+  LayerObserver observer_;
 };
 
 // Initializers by fit.py's --initializer names, seeded. Weights: "xavier"

@@ -1,5 +1,6 @@
 #include "scheduler/scheduler.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -174,6 +175,14 @@ class Scheduler {
       m.header.set_error(error);
       m.header.set_barrier_name(barrier);
       m.header.set_priority(1 << 20);
+      // For the nodes' clock offsets (timeline/timeline.h): now, and the
+      // node's last heartbeat's clock and when it came.
+      auto beat = beat_clock_.find(id);
+      if (beat != beat_clock_.end()) {
+        m.header.set_echo_clock_us(beat->second.first);
+        m.header.set_echo_received_us(beat->second.second);
+      }
+      m.header.set_clock_us(absl::ToUnixMicros(absl::Now()));
       absl::Status s = tr_->Send(id, std::move(m), kNoWait);
       if (!s.ok()) LOG(WARNING) << "to " << Describe(n) << ": " << s;
     }
@@ -300,6 +309,10 @@ class Scheduler {
           break;
         }
         case proto::HEARTBEAT:
+          if (h.clock_us() != 0 && membership_->members().count(h.sender())) {
+            beat_clock_[h.sender()] = {h.clock_us(),
+                                       absl::ToUnixMicros(absl::Now())};
+          }
           RecordHeartbeat(h);
           break;
         default:
@@ -333,6 +346,9 @@ class Scheduler {
   StragglerDetector stragglers_;
   std::unique_ptr<transport::Transport> tr_;
   std::unique_ptr<Membership> membership_;  // Made when the loop starts.
+  // By member id: the clock_us of its last heartbeat and this clock when
+  // it came (echoed on the broadcasts for the nodes' clock offsets).
+  std::map<int, std::pair<int64_t, int64_t>> beat_clock_;
   Mutex status_mu_;
   status::JobStatus status_ ABSL_GUARDED_BY(status_mu_);
   absl::Time status_time_ ABSL_GUARDED_BY(status_mu_);

@@ -21,6 +21,7 @@ ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
   ShardOptions o;
   o.num_workers = node.num_workers();
   o.shared = &node.transport();
+  o.timeline = node.timeline();
   return o;
 }
 
@@ -29,7 +30,9 @@ ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
 class Server {
  public:
   explicit Server(std::unique_ptr<cluster::ClusterNode> node)
-      : node_(std::move(node)), shard_(ShardOptionsFor(*node_)) {}
+      : node_(std::move(node)),
+        shard_(ShardOptionsFor(*node_)),
+        reply_track_(node_->timeline()->Track("reply")) {}
 
   int Serve() {
     node_->SetDataHandler([this](Message m) { Handle(std::move(m)); });
@@ -63,11 +66,22 @@ class Server {
     for (const transport::Frame& f : r.msg.frames) bytes += f.size();
     split_.AddBytes(0, bytes);
     const int to = r.to;
+    timeline::EventArgs args;
+    if (r.step > 0) {
+      args.ints = {{"bytes", bytes},
+                   {"worker", node_->WorkerRank(to)},
+                   {"step", r.step}};
+      args.keys.assign(r.msg.header.keys().begin(), r.msg.header.keys().end());
+    }
     absl::Status s = node_->Send(to, std::move(r.msg), absl::InfinitePast());
     if (!s.ok()) {
       LOG_EVERY_N(WARNING, 100) << "reply to node " << to << ": " << s;
     }
-    send_s_ += absl::ToDoubleSeconds(absl::Now() - t0);
+    const absl::Time t1 = absl::Now();
+    send_s_ += absl::ToDoubleSeconds(t1 - t0);
+    if (r.step > 0) {
+      node_->timeline()->Add(reply_track_, "reply", t0, t1, std::move(args));
+    }
   }
 
   // An empty (success) reply to `req`.
@@ -174,6 +188,7 @@ class Server {
   ServerTimeSplit split_;
   double send_s_ = 0;  // Of the message being handled.
   absl::Time last_published_ = absl::InfinitePast();
+  const int reply_track_;  // On node_->timeline().
 };
 
 }  // namespace

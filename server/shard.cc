@@ -101,6 +101,28 @@ bool Shard::Version::free() const {
 
 Shard::Shard(const ShardOptions& options) : options_(options) {
   CHECK_GE(options_.num_workers, 1);
+  if (options_.timeline != nullptr) {
+    sum_track_ = options_.timeline->Track("sum");
+    update_track_ = options_.timeline->Track("update");
+  }
+}
+
+int64_t Shard::TracedStep(const SliceId& id, const Slice& s) const {
+  if (options_.timeline == nullptr || id.first < 0) return 0;
+  const int64_t step = sync_ ? s.rounds : s.rounds / options_.num_workers + 1;
+  return options_.timeline->InWindow(step) ? step : 0;
+}
+
+void Shard::Trace(int track, const char* name, const SliceId& id,
+                  const Slice& s, int64_t step, absl::Time begin,
+                  absl::Time end) {
+  timeline::EventArgs args;
+  args.ints = {
+      {"key", id.first},
+      {"offset", id.second},
+      {"bytes", static_cast<int64_t>(s.weights().size() * sizeof(float))},
+      {"step", step}};
+  options_.timeline->Add(track, name, begin, end, std::move(args));
 }
 
 Shard::~Shard() = default;
@@ -209,6 +231,7 @@ absl::Status Shard::Init(const Message& msg) {
     s.frame_of.assign(options_.num_workers, -1);
     s.received = 0;
     s.merged.clear();
+    s.rounds = 0;
   }
   return absl::OkStatus();
 }
@@ -229,13 +252,20 @@ absl::StatusOr<Message> Shard::Pull(const proto::Header& req) {
 void Shard::ApplyAsync(const SliceId& id, Slice& s,
                        absl::Span<const float> grad) {
   // Negative keys are plain sums (e.g. metrics), never optimized.
+  const int64_t step = TracedStep(id, s);
+  ++s.rounds;
   const absl::Time t0 = absl::Now();
-  if (optimizer_ != nullptr && id.first >= 0) {
+  const bool update = optimizer_ != nullptr && id.first >= 0;
+  if (update) {
     optimizer_->Update(id.first, id.second, Writable(s), grad);
-    times_.update_s += absl::ToDoubleSeconds(absl::Now() - t0);
   } else {
     AddTo(Writable(s).data(), grad.data(), grad.size());
-    times_.sum_s += absl::ToDoubleSeconds(absl::Now() - t0);
+  }
+  const absl::Time t1 = absl::Now();
+  (update ? times_.update_s : times_.sum_s) += absl::ToDoubleSeconds(t1 - t0);
+  if (step > 0) {
+    Trace(update ? update_track_ : sum_track_, update ? "update" : "sum", id, s,
+          step, t0, t1);
   }
 }
 
@@ -255,11 +285,15 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
         absl::StrCat("node ", h.sender(), " is not a worker"));
   }
   if (!sync_) {
+    int64_t step = 0;
     for (int i = 0; i < h.keys_size(); ++i) {
       const SliceId id{h.keys(i), h.offsets(i)};
-      ApplyAsync(id, slices_.find(id)->second, msg.frames[i].As<float>());
+      Slice& s = slices_.find(id)->second;
+      if (i == 0) step = TracedStep(id, s);
+      ApplyAsync(id, s, msg.frames[i].As<float>());
     }
     replies->push_back(Ack(h));
+    replies->back().step = step;
     return absl::OkStatus();
   }
   std::set<SliceId> listed;
@@ -295,6 +329,8 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
     grads.push_back(s.pending[r]->msg.frames[s.frame_of[r]].As<float>());
   }
   --open_rounds_;
+  ++s.rounds;
+  const int64_t step = TracedStep(id, s);
   const absl::Time t0 = absl::Now();
   if (optimizer_ == nullptr || id.first < 0) {
     // Store the sum. With one worker that is its push: the received
@@ -310,7 +346,9 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
     } else {
       SumInto(Writable(s, /*keep=*/false).data(), grads);
     }
-    times_.sum_s += absl::ToDoubleSeconds(absl::Now() - t0);
+    const absl::Time t1 = absl::Now();
+    times_.sum_s += absl::ToDoubleSeconds(t1 - t0);
+    if (step > 0) Trace(sum_track_, "sum", id, s, step, t0, t1);
   } else {
     absl::Span<const float> g = grads[0];
     if (grads.size() > 1) {
@@ -321,15 +359,22 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
     const absl::Time t1 = absl::Now();
     times_.sum_s += absl::ToDoubleSeconds(t1 - t0);
     optimizer_->Update(id.first, id.second, Writable(s), g);
-    times_.update_s += absl::ToDoubleSeconds(absl::Now() - t1);
+    const absl::Time t2 = absl::Now();
+    times_.update_s += absl::ToDoubleSeconds(t2 - t1);
+    if (step > 0) {
+      Trace(sum_track_, "sum", id, s, step, t0, t1);
+      Trace(update_track_, "update", id, s, step, t1, t2);
+    }
   }
   std::vector<std::shared_ptr<Request>> pending;
   pending.swap(s.pending);
   s.pending.assign(pending.size(), nullptr);
   s.received = 0;
   for (auto& req : pending) {
+    req->step = std::max(req->step, step);
     if (--req->outstanding > 0) continue;
     replies->push_back(Ack(req->msg.header));
+    replies->back().step = req->step;
   }
 }
 

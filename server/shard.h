@@ -39,6 +39,7 @@
 #include "absl/types/span.h"
 #include "nn/optimizer.h"
 #include "proto/messages.pb.h"
+#include "timeline/timeline.h"
 #include "transport/message.h"
 #include "transport/transport.h"
 
@@ -54,12 +55,21 @@ struct ShardOptions {
   // in ordinary memory (tests). Not owned; must outlive the shard and
   // every reply it made.
   const transport::Transport* shared = nullptr;
+  // The server's timeline (timeline/timeline.h), or nullptr: the sum and
+  // update of each slice's dist_sync round n are recorded when step n is in
+  // its window (dist_async: a slice's pushes divided by the workers, plus
+  // 1, stand for the step). Negative keys are never recorded. Not owned;
+  // must outlive the shard.
+  timeline::Recorder* timeline = nullptr;
 };
 
 // A message to send to node `to`.
 struct Reply {
   int to = -1;
   transport::Message msg;
+  // The step (timeline/timeline.h) whose round this acknowledges, when it
+  // is in the timeline's window (the server records its sending); else 0.
+  int64_t step = 0;
 };
 
 // The RESPONSE to the request `req`: its request id and priority, `error`
@@ -125,6 +135,8 @@ class Shard {
   struct Request {
     transport::Message msg;
     int outstanding = 0;  // Slices not yet applied.
+    // The largest timeline step (TracedStep) of its slices' rounds so far.
+    int64_t step = 0;
   };
 
   // One version of a slice's weights: in memory of its own, in the
@@ -165,6 +177,9 @@ class Shard {
     // dist_sync with an optimizer and several workers: the round's sum.
     // Allocated on first use, then reused.
     std::vector<float> merged;
+    // Rounds completed (dist_sync) or pushes applied (dist_async) since
+    // the slice was initialized: the timeline's step.
+    int64_t rounds = 0;
   };
 
   // A version of `n` floats (unset), in the shared-memory arena when it
@@ -185,6 +200,12 @@ class Shard {
   void ApplyAsync(const SliceId& id, Slice& s, absl::Span<const float> grad);
   // dist_sync: every worker has pushed slice `id`: sum, apply, ack.
   void Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies);
+  // The step of slice `id`'s round `s.rounds` when the timeline records it
+  // (in its window, a key >= 0), else 0.
+  int64_t TracedStep(const SliceId& id, const Slice& s) const;
+  // Records `name` on `track` for slice `id` from `begin` to `end`.
+  void Trace(int track, const char* name, const SliceId& id, const Slice& s,
+             int64_t step, absl::Time begin, absl::Time end);
 
   const ShardOptions options_;
   std::map<SliceId, Slice> slices_;
@@ -192,6 +213,8 @@ class Shard {
   bool sync_ = true;
   Times times_;
   int64_t open_rounds_ = 0;
+  // The timeline's tracks (0 without one).
+  int sum_track_ = 0, update_track_ = 0;
 };
 
 }  // namespace server

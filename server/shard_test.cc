@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/messages.pb.h"
+#include "timeline/timeline.h"
 #include "transport/message.h"
 
 namespace pstrain {
@@ -22,6 +23,7 @@ using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using transport::Frame;
 using transport::Message;
 
@@ -62,9 +64,10 @@ std::vector<float> Values(const Frame& f) {
 
 class ShardTest : public ::testing::Test {
  protected:
-  void MakeShard(int num_workers) {
+  void MakeShard(int num_workers, timeline::Recorder* tl = nullptr) {
     ShardOptions o;
     o.num_workers = num_workers;
+    o.timeline = tl;
     shard_ = std::make_unique<Shard>(o);
   }
 
@@ -147,6 +150,34 @@ TEST_F(ShardTest, SyncSumsInWorkerRankOrderWhateverTheArrivalOrder) {
   EXPECT_THAT(Push(0, {{0, 0, {1e8f}}}), IsEmpty());
   EXPECT_EQ(Push(1, {{0, 0, {1}}}).size(), 3u);
   EXPECT_THAT(Pull(0, 0, 1), ElementsAre(0.0f));
+}
+
+TEST_F(ShardTest, TimelineRecordsTheWindowsRoundsOnly) {
+  timeline::TimelineOptions to;
+  to.path = "unused.json";  // Never written here.
+  to.first_step = 2;
+  to.last_step = 3;
+  timeline::Recorder tl(to);
+  MakeShard(2, &tl);
+  Init({{3, 0, {1, 2, 3, 4}}, {-1, 0, {0}}});
+  Sgd(/*lr=*/0.5, /*rescale=*/0.25);
+  std::vector<int64_t> acked_steps;
+  for (int round = 1; round <= 4; ++round) {
+    EXPECT_THAT(Push(0, {{3, 0, {1, 1, 1, 1}}, {-1, 0, {1}}}), IsEmpty());
+    for (const Reply& r : Push(1, {{3, 0, {1, 1, 1, 1}}, {-1, 0, {1}}}))
+      acked_steps.push_back(r.step);
+  }
+  // Rounds 2 and 3 of key 3: a sum and an update each; key -1 never.
+  EXPECT_EQ(tl.num_events(), 4);
+  const std::string part = tl.PartJson(timeline::PartInfo{});
+  EXPECT_THAT(part, HasSubstr("\"name\": \"sum\""));
+  EXPECT_THAT(part, HasSubstr("\"name\": \"update\""));
+  EXPECT_THAT(part, HasSubstr("\"key\": 3, \"offset\": 0, \"bytes\": 16, "
+                              "\"step\": 2"));
+  EXPECT_THAT(part, Not(HasSubstr("\"key\": -1")));
+  // Acks of the window's rounds carry their step (the server records
+  // sending them), the others 0.
+  EXPECT_THAT(acked_steps, ElementsAre(0, 0, 2, 2, 3, 3, 0, 0));
 }
 
 TEST_F(ShardTest, SyncAppliesTheOptimizerOnceToTheSum) {

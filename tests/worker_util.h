@@ -171,11 +171,12 @@ inline std::vector<std::string> LaunchArgv(
 
 // Runs LaunchArgv's job to its end. Returns the prefixed output of every
 // process; *ok is true when launch exited 0 within `limit`.
-inline std::string LaunchWorkers(int workers, int servers,
-                                 const std::vector<std::string>& worker_flags,
-                                 absl::Duration limit, bool* ok) {
+inline std::string LaunchWorkers(
+    int workers, int servers, const std::vector<std::string>& worker_flags,
+    absl::Duration limit, bool* ok,
+    const std::vector<std::string>& launch_flags = {}) {
   const std::vector<std::string> argv =
-      LaunchArgv(workers, servers, worker_flags);
+      LaunchArgv(workers, servers, worker_flags, launch_flags);
   *ok = false;
   auto p = launcher::Subprocess::Start(argv, Env());
   EXPECT_TRUE(p.ok()) << p.status();

@@ -65,6 +65,18 @@ DEFINE_string(mpirun, "mpirun",
 DEFINE_string(mpi_args, "",
               "mpi: extra arguments for mpirun, space-separated (e.g. "
               "'--mca btl_tcp_if_include 10.0.0.0/24').");
+DEFINE_string(timeline, "",
+              "Write a timeline of the job (a Chrome trace of "
+              "--timeline_steps, for https://ui.perfetto.dev or "
+              "chrome://tracing) to this file: every server and worker "
+              "writes its part to FILE.parts/ROLE-INDEX.json, which must be "
+              "a folder every host sees (local: this machine; ssh: a shared "
+              "filesystem, or collect the parts and run merge_timeline), and "
+              "launch merges them into FILE when the job ends. Empty: off.");
+DEFINE_string(timeline_steps, "10:20",
+              "With --timeline: the training steps A:B (both included) it "
+              "records; steps are a worker's batches counted from 1 across "
+              "epochs.");
 DEFINE_int32(
     stop_grace_s, 10,
     "Seconds processes get after SIGTERM before SIGKILL when the job stops.");
@@ -158,6 +170,15 @@ int main(int argc, char** argv) {
   o.ssh_config = FLAGS_ssh_config;
   o.ssh_connect_timeout = absl::Seconds(FLAGS_ssh_connect_timeout_s);
   o.stop_grace = absl::Seconds(FLAGS_stop_grace_s);
+  o.timeline = FLAGS_timeline;
+  if (!o.timeline.empty() && o.timeline[0] != '/') {
+    // The nodes run in this directory (ssh: the same path on every host).
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) != nullptr) {
+      o.timeline = std::string(cwd) + "/" + o.timeline;
+    }
+  }
+  o.timeline_steps = FLAGS_timeline_steps;
   absl::Status valid = pstrain::launcher::ValidateLaunchOptions(o);
   if (!valid.ok()) pstrain::ExitWithError(kProgram, valid.message());
 

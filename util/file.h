@@ -1,4 +1,5 @@
-// Whole-file reads, the one place pstrain slurps a file into memory.
+// Whole-file reads, the one place pstrain slurps a file into memory, and
+// whole-file atomic writes.
 #ifndef PSTRAIN_UTIL_FILE_H_
 #define PSTRAIN_UTIL_FILE_H_
 
@@ -16,6 +17,14 @@ namespace pstrain {
 // file. Files are binary-safe (no newline translation).
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              absl::string_view what = "");
+
+// Writes `bytes` to `path` atomically: a temporary file in the same folder
+// (PATH.tmp.PID), synced, then renamed over `path`, so readers see the old
+// file or the whole new one. Errors follow ErrnoToStatus and name the
+// step and file ("create P.tmp.1: ...", "rename ... to P: ..."); the
+// temporary file is removed on failure.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view bytes);
 
 // The path `rel` (like "scheduler/scheduler") relative to the folder above
 // this program's own folder: how the tools in bazel-bin/tools find the

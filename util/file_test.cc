@@ -51,5 +51,20 @@ TEST(ReadFileToStringTest, DirectoryIsAnError) {
       << got.status();
 }
 
+TEST(WriteFileAtomicallyTest, WritesAndReplacesWholeFiles) {
+  const std::string path = TempDir() + "/atomic.bin";
+  const std::string bytes("x\0y", 3);
+  ASSERT_TRUE(WriteFileAtomically(path, bytes).ok());
+  EXPECT_EQ(ReadFileToString(path).value(), bytes);
+  ASSERT_TRUE(WriteFileAtomically(path, "shorter").ok());
+  EXPECT_EQ(ReadFileToString(path).value(), "shorter");
+}
+
+TEST(WriteFileAtomicallyTest, MissingFolderNamesTheFile) {
+  absl::Status s = WriteFileAtomically(TempDir() + "/no/such/f.json", "x");
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_NE(s.message().find("/no/such/f.json"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace pstrain

@@ -26,6 +26,8 @@ GradientSync::GradientSync(kvstore::KVStore* kv, Replicas* replicas,
     param_index_.push_back(i);
   }
   pending_.resize(learned_.size());
+  if (options_.timeline != nullptr)
+    compute_track_ = options_.timeline->Track("compute");
   needed_ = [this](const std::vector<nn::Param*>& ps) {
     for (const nn::Param* p : ps) {
       if (p->fixed) continue;
@@ -148,8 +150,15 @@ absl::Status GradientSync::WaitKey(size_t k) {
   if (!p->waited) {
     const absl::Time t0 = absl::Now();
     p->status = kv_->Wait(p->handle, Deadline());
-    times_.pull_s += absl::ToDoubleSeconds(absl::Now() - t0);
+    const absl::Time t1 = absl::Now();
+    times_.pull_s += absl::ToDoubleSeconds(t1 - t0);
     p->waited = true;
+    timeline::Recorder* tl = options_.timeline;
+    if (tl != nullptr && tl->active()) {
+      timeline::EventArgs args;
+      args.ints = {{"key", static_cast<int64_t>(k)}, {"step", tl->step()}};
+      tl->Add(compute_track_, "wait for weights", t0, t1, std::move(args));
+    }
   }
   return p->status;
 }

@@ -31,6 +31,7 @@
 #include "kvstore/kvstore.h"
 #include "nn/network.h"
 #include "proto/messages.pb.h"
+#include "timeline/timeline.h"
 #include "worker/emulation.h"
 #include "worker/replicas.h"
 
@@ -55,6 +56,10 @@ class GradientSync {
     // forward and backward; the replicas then hold one replica, whose
     // buffers stand for the reduced gradient. Not owned.
     EmulatedDevices* emulated = nullptr;
+    // The worker's timeline (timeline/timeline.h), or nullptr: while it is
+    // active, a wait for a key's new weights that blocks the step is a
+    // "wait for weights" event on its "compute" track. Not owned.
+    timeline::Recorder* timeline = nullptr;
   };
 
   // Where the time of the steps so far went on this thread, seconds.
@@ -141,6 +146,7 @@ class GradientSync {
   // Whether a layer's pushed keys have their weights back (emulated
   // devices start their broadcast then).
   EmulatedDevices::ParamsArrived arrived_;
+  int compute_track_ = 0;  // On options_.timeline.
 };
 
 }  // namespace worker

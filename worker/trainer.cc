@@ -18,6 +18,7 @@
 #include "kernels/cpu_ops.h"
 #include "nn/network.h"
 #include "nn/symbol_import.h"
+#include "timeline/timeline.h"
 #include "util/status.h"
 #include "worker/checkpointing.h"
 #include "worker/emulation.h"
@@ -457,6 +458,28 @@ void PublishStats(const TrainerOptions& o, int64_t steps, int64_t total_steps,
   kv->SetNodeStats(st);
 }
 
+// Records every layer's forward and backward of `reps`' CPU networks on
+// `tl` while it is active ("compute" for device 0, "compute (device D)"
+// for the others); a no-op without a timeline. GPU replicas
+// (nn::GpuNetwork) are not traced.
+void ObserveLayers(timeline::Recorder* tl, Replicas* reps) {
+  if (tl == nullptr || !tl->enabled()) return;
+  for (int d = 0; d < reps->size(); ++d) {
+    nn::Network* net = reps->net(d);
+    const int track =
+        tl->Track(d == 0 ? std::string("compute")
+                         : absl::StrCat("compute (device ", d, ")"));
+    net->set_layer_observer([tl, net, track](int id, bool backward,
+                                             absl::Time begin, absl::Time end) {
+      if (!tl->active()) return;
+      timeline::EventArgs args;
+      args.ints = {{"step", tl->step()}};
+      args.category = backward ? "backward" : "forward";
+      tl->Add(track, net->layer(id).name(), begin, end, std::move(args));
+    });
+  }
+}
+
 // Tells the job that this worker is done. A failure is logged and
 // otherwise ignored, as it always was at the end of training: by then this
 // worker's work is complete (its last pushes waited for, its checkpoint
@@ -581,6 +604,16 @@ int Train(const TrainerOptions& o) {
   so.priorities = !mxnet;
   so.emulated = emu.get();
   so.wait_timeout = kWaitTimeout;
+  // The timeline (dist_*; --timeline): steps count from 1 (SetStep below).
+  timeline::Recorder* const tl = kv->timeline();
+  if (tl == nullptr && !o.kv.cluster.timeline.path.empty()) {
+    LOG(WARNING) << "--timeline: only dist_* KVStores record a timeline; "
+                    "--kv_store "
+                 << o.kv_store << " writes none";
+  }
+  so.timeline = tl;
+  if (!emulated) ObserveLayers(tl, reps.get());
+  const int data_track = tl != nullptr ? tl->Track("data") : 0;
   GradientSync sync(kv.get(), reps.get(), so);
   absl::Status s = sync.Init(
       MakeOptimizerConfig(o, workers, begin_epoch, epoch_size, sync.learned()));
@@ -605,6 +638,7 @@ int Train(const TrainerOptions& o) {
     absl::Time tic = absl::Now();
     for (int64_t b = 0; b < epoch_size; ++b) {
       std::vector<float> x, labels;
+      if (tl != nullptr) tl->SetStep(steps + 1);
       SplitClock::Mark m = split.Now();
       if (emulated) {
         // The emulated devices read no input.
@@ -621,6 +655,11 @@ int Train(const TrainerOptions& o) {
       }
       if (slow) absl::SleepFor(absl::Milliseconds(o.slow_worker_ms));
       if (!emulated) split.Data(m);
+      if (tl != nullptr && tl->active() && !emulated) {
+        timeline::EventArgs args;
+        args.ints = {{"step", steps + 1}};
+        tl->Add(data_track, "data wait", m.t, absl::Now(), std::move(args));
+      }
       // Forward and backward on every device, each on its slice, and the
       // gradients pushed; the metrics are counted while they travel.
       m = split.Now();
@@ -654,6 +693,8 @@ int Train(const TrainerOptions& o) {
     SplitClock::Mark m = split.Now();
     s = sync.WaitAll();
     split.Sync(m, /*step=*/false);
+    // Validation and checkpoints are no step of the window.
+    if (tl != nullptr) tl->SetStep(0);
     if (!s.ok()) {
       LOG(ERROR) << "epoch " << epoch << ": " << s.message();
       return 1;
