@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/manifest.h"
 #include "glog/logging.h"
 #include "util/file.h"
 #include "util/status.h"
@@ -297,36 +298,7 @@ absl::StatusOr<std::vector<NDArray>> ReadNDArrayListFile(
 
 absl::Status WriteNDArrayListFile(const std::string& path,
                                   const std::vector<NDArray>& arrays) {
-  const std::string bytes = SerializeNDArrayList(arrays);
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("create ", tmp));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      close(fd);
-      unlink(tmp.c_str());
-      return ErrnoToStatus(e, absl::StrCat("write ", tmp));
-    }
-    done += static_cast<size_t>(n);
-  }
-  const bool synced = fsync(fd) == 0;
-  const int sync_errno = errno;
-  const bool closed = close(fd) == 0;
-  if (!synced || !closed) {
-    int e = synced ? errno : sync_errno;
-    unlink(tmp.c_str());
-    return ErrnoToStatus(e, absl::StrCat("sync ", tmp));
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    unlink(tmp.c_str());
-    return ErrnoToStatus(e, absl::StrCat("rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomic(path, SerializeNDArrayList(arrays));
 }
 
 }  // namespace checkpoint
