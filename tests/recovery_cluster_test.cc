@@ -5,7 +5,8 @@
 // `launch --max_restarts 1` restarts from its newest complete checkpoint
 // and ends with a final .params file bit for bit equal to an uninterrupted
 // run's: LeNet with SGD+momentum, and a batch-norm ResNet with NAG whose
-// rank 0 dies.
+// rank 0 dies. With --checkpoint_period_s every worker checkpoints at the
+// steps worker 0's clock picks, and each of those checkpoints verifies.
 #include <string>
 #include <vector>
 
@@ -127,6 +128,36 @@ TEST_F(RecoveryClusterTest, BatchNormResNetRankZeroKilledRestartsBitForBit) {
        "--num_epochs=2", "--optimizer=nag", "--rand_mirror=1",
        "--data_nthreads=1", "--checkpoint_period_batches=5", "--seed=3"},
       2, /*die_rank=*/0, /*die_step=*/13, /*resume_step=*/10);
+}
+
+TEST_F(RecoveryClusterTest, TimePeriodCheckpointsAtTheSameStepOnEveryWorker) {
+  ASSERT_EQ(testing_util::PackFashion("train", 1280, tmp_ + "/train"), "");
+  bool ok = false;
+  const std::string out =
+      Run("timed",
+          {"--kv_store=dist_sync", "--network=lenet",
+           absl::StrCat("--data_train=", tmp_, "/train.rec"), "--batch_size=32",
+           "--num_epochs=1", "--data_nthreads=1", "--checkpoint_period_s=0.2"},
+          {}, &ok);
+  ASSERT_TRUE(ok) << out;
+  // Worker 0's clock picks the steps; worker 1 checkpoints at each too.
+  std::vector<std::string> steps[2];
+  for (int r = 0; r < 2; ++r) {
+    for (const std::string& line :
+         LinesWith(out, absl::StrCat("worker ", r, ": checkpoint of step "))) {
+      if (line.find("paused") == std::string::npos) continue;
+      const size_t at = line.find("step ");
+      steps[r].push_back(line.substr(at, line.find(':', at) - at));
+    }
+  }
+  EXPECT_GE(steps[0].size(), 2u) << out;  // One at least by time.
+  EXPECT_EQ(steps[0], steps[1]) << out;
+  for (const std::string& step : steps[0]) {
+    const int64_t n = std::stoll(step.substr(5));
+    auto m = checkpoint::VerifyCheckpoint(
+        checkpoint::StepDir(tmp_ + "/timed/ck", n));
+    EXPECT_TRUE(m.ok()) << step << ": " << m.status();
+  }
 }
 
 }  // namespace

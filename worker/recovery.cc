@@ -39,10 +39,12 @@ void AppendParams(nn::Network* net, const std::string& prefix, bool aux_only,
                   std::vector<checkpoint::NDArray>* out) {
   for (nn::Param* p : net->params()) {
     if (aux_only && !p->aux) continue;
-    std::vector<float> v(p->value.data(), p->value.data() + p->value.size());
-    out->push_back(checkpoint::NDArray::FromFloats(
-        absl::StrCat(prefix, p->aux ? "aux:" : "arg:", p->name),
-        p->value.shape(), v));
+    // One copy, straight into the array's bytes.
+    out->push_back(
+        BytesArray(absl::StrCat(prefix, p->aux ? "aux:" : "arg:", p->name),
+                   checkpoint::DType::kFloat32, p->value.shape(),
+                   std::string(reinterpret_cast<const char*>(p->value.data()),
+                               p->value.size() * sizeof(float))));
   }
 }
 
@@ -172,6 +174,9 @@ absl::Status Checkpointer::Save(const ResumePoint& next,
   if (rank_ == 0) {
     AppendParams(reps->net(0), "", false, params.get());
     symbol = reps->net(0)->SymbolJson();
+  }
+  const absl::Time copied = absl::Now();
+  if (rank_ == 0) {
     // The servers copy their slices and optimizer state.
     PSTRAIN_RETURN_IF_ERROR(
         Annotate(kv_->Checkpoint(step, absl::Now() + absl::Minutes(10)),
@@ -180,7 +185,10 @@ absl::Status Checkpointer::Save(const ResumePoint& next,
   const double pause_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
   LOG(INFO) << "worker " << rank_ << ": checkpoint of step " << step
             << ": training paused " << absl::StrFormat("%.1f", pause_ms)
-            << " ms to copy the state; writing " << dir << " in the background";
+            << " ms to copy the state ("
+            << absl::StrFormat("%.1f", absl::ToDoubleMilliseconds(copied - t0))
+            << " ms this worker's copy, the rest the servers'); writing " << dir
+            << " in the background";
   auto part_ptr =
       std::make_shared<std::vector<checkpoint::NDArray>>(std::move(part));
   const int rank = rank_;
