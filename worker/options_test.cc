@@ -26,6 +26,18 @@ TEST(OptionsTest, ErrorsNameTheFlag) {
       {[](TrainerOptions* o, auto*) { o->top_k = 1; },
        "--top_k 1: must be 0 (off) or in [2, --num_classes 10]"},
       {[](TrainerOptions* o, auto*) { o->top_k = 11; }, "--top_k 11"},
+      {[](TrainerOptions* o, auto*) { o->recovery.period_batches = 5; },
+       "--checkpoint_period_batches set: needs --checkpoint_dir"},
+      {[](TrainerOptions* o, auto*) {
+         o->recovery.checkpoint_dir = "/ck";
+         o->recovery.period_s = -1;
+       },
+       "--checkpoint_period_s -1"},
+      {[](TrainerOptions* o, auto*) {
+         o->recovery.checkpoint_dir = "/ck";
+         o->recovery.keep = -2;
+       },
+       "--checkpoint_keep -2"},
       {[](TrainerOptions* o, auto*) { o->initializer = "orthogonal"; },
        "--initializer orthogonal: unknown"},
       {[](auto*, data::AugmentOptions* a) { a->min_random_area = 0; },
