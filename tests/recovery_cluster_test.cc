@@ -73,8 +73,8 @@ class RecoveryClusterTest : public ::testing::Test {
   // the restart resumed from `resume_step` (not from the beginning, which
   // would be equal too).
   void ExpectRestartIsInvisible(const std::vector<std::string>& flags,
-                                int epochs, int die_rank, int die_step,
-                                int resume_step) {
+                                int epochs, int steps_per_epoch, int die_rank,
+                                int die_step, int resume_step) {
     bool ok = false;
     std::string out = Run("plain", flags, {"--max_restarts=1"}, &ok);
     ASSERT_TRUE(ok) << out;
@@ -96,6 +96,12 @@ class RecoveryClusterTest : public ::testing::Test {
     const std::string b = Final("killed", epochs);
     ASSERT_FALSE(a.empty());
     EXPECT_TRUE(a == b) << "the restarted job's final weights differ";
+    // The last checkpoint's MXNet file (its weights assembled from the
+    // servers' parts) is the epoch-end --model_prefix file, byte for byte.
+    const int64_t last = steps_per_epoch * epochs;
+    EXPECT_TRUE(testing_util::ReadFileOrEmpty(
+                    absl::StrFormat("%s/killed/ck/step-%010d/model-%04d.params",
+                                    tmp_, last, last)) == b);
     // And the newest checkpoints verify.
     auto latest = checkpoint::FindLatestCheckpoint(tmp_ + "/killed/ck");
     EXPECT_TRUE(latest.ok()) << latest.status();
@@ -114,7 +120,8 @@ TEST_F(RecoveryClusterTest, LeNetWorkerKilledRestartsBitForBit) {
        "--num_epochs=2", "--lr=0.05", "--mom=0.9", "--rand_mirror=1",
        "--data_nthreads=1", "--checkpoint_period_batches=4",
        "--checkpoint_keep=2", "--seed=7"},
-      2, /*die_rank=*/1, /*die_step=*/26, /*resume_step=*/24);
+      2, /*steps_per_epoch=*/20, /*die_rank=*/1, /*die_step=*/26,
+      /*resume_step=*/24);
 }
 
 TEST_F(RecoveryClusterTest, BatchNormResNetRankZeroKilledRestartsBitForBit) {
@@ -127,7 +134,8 @@ TEST_F(RecoveryClusterTest, BatchNormResNetRankZeroKilledRestartsBitForBit) {
        absl::StrCat("--data_train=", tmp_, "/train.rec"), "--batch_size=16",
        "--num_epochs=2", "--optimizer=nag", "--rand_mirror=1",
        "--data_nthreads=1", "--checkpoint_period_batches=5", "--seed=3"},
-      2, /*die_rank=*/0, /*die_step=*/13, /*resume_step=*/10);
+      2, /*steps_per_epoch=*/20, /*die_rank=*/0, /*die_step=*/13,
+      /*resume_step=*/10);
 }
 
 TEST_F(RecoveryClusterTest, TimePeriodCheckpointsAtTheSameStepOnEveryWorker) {

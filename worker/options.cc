@@ -252,6 +252,15 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
                                         : "checkpoint_keep",
                    "set", "needs --checkpoint_dir");
   }
+  if ((!r.checkpoint_dir.empty() || !r.resume_from.empty()) &&
+      o.kv_store.rfind("dist", 0) != 0) {
+    return BadFlag(
+        r.checkpoint_dir.empty() ? "resume_from" : "checkpoint_dir",
+        r.checkpoint_dir.empty() ? r.resume_from : r.checkpoint_dir,
+        absl::StrCat("needs a dist_* --kv_store (with --kv_store ", o.kv_store,
+                     " the optimizer state is in the worker, "
+                     "which job checkpoints do not save yet)"));
+  }
   if (r.prefix.empty()) {
     return BadFlag("model_prefix", o.model_prefix,
                    "must not end with '/' (its file name prefixes the "

@@ -2,7 +2,10 @@
 
 #include <signal.h>
 
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -34,17 +37,32 @@ checkpoint::NDArray BytesArray(std::string name, checkpoint::DType dtype,
 }
 
 // Every parameter of `net` (aux states only with `aux_only`) as arrays
-// named PREFIX + "arg:"/"aux:" + name.
+// named PREFIX + "arg:"/"aux:" + name. With `keys`, a learned parameter
+// that is a key (key_of[param]) gets no data, only its shape, and its key
+// in `keys` (-1 for the others): the servers' parts hold its values.
 void AppendParams(nn::Network* net, const std::string& prefix, bool aux_only,
-                  std::vector<checkpoint::NDArray>* out) {
+                  const std::map<const nn::Param*, int64_t>* key_of,
+                  std::vector<checkpoint::NDArray>* out,
+                  std::vector<int64_t>* keys = nullptr) {
   for (nn::Param* p : net->params()) {
     if (aux_only && !p->aux) continue;
+    const std::string name =
+        absl::StrCat(prefix, p->aux ? "aux:" : "arg:", p->name);
+    if (key_of != nullptr) {
+      auto it = key_of->find(p);
+      if (it != key_of->end()) {
+        out->push_back(BytesArray(name, checkpoint::DType::kFloat32,
+                                  p->value.shape(), ""));
+        keys->push_back(it->second);
+        continue;
+      }
+    }
     // One copy, straight into the array's bytes.
     out->push_back(
-        BytesArray(absl::StrCat(prefix, p->aux ? "aux:" : "arg:", p->name),
-                   checkpoint::DType::kFloat32, p->value.shape(),
+        BytesArray(name, checkpoint::DType::kFloat32, p->value.shape(),
                    std::string(reinterpret_cast<const char*>(p->value.data()),
                                p->value.size() * sizeof(float))));
+    if (keys != nullptr) keys->push_back(-1);
   }
 }
 
@@ -53,22 +71,58 @@ std::string ParamsName(const std::string& prefix, int64_t step,
   return absl::StrFormat("%s-%04d.%s", prefix, step, ext);
 }
 
-// PREFIX-NNNN.states: every server part's optimizer arrays (all but the
-// weights), each name prefixed "server:RANK:".
-absl::Status WriteStates(const std::string& dir, int servers,
-                         const std::string& path) {
+// Reads every server part once: fills the learned arrays of `params`
+// (keys[i] >= 0: key keys[i]'s values, from its slices "weight:KEY:OFFSET")
+// and returns the optimizer arrays for PREFIX-NNNN.states (all but the
+// weights, each name prefixed "server:RANK:"). DataLoss when the slices do
+// not cover a key exactly.
+absl::StatusOr<std::vector<checkpoint::NDArray>> GatherServerParts(
+    const std::string& dir, int servers, const std::vector<int64_t>& keys,
+    std::vector<checkpoint::NDArray>* params) {
+  std::map<int64_t, checkpoint::NDArray*> by_key;
+  std::map<int64_t, int64_t> filled;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i] < 0) continue;
+    checkpoint::NDArray& a = (*params)[i];
+    a.data.assign(a.num_elements() * sizeof(float), '\0');
+    by_key[keys[i]] = &a;
+  }
   std::vector<checkpoint::NDArray> states;
   for (int s = 0; s < servers; ++s) {
+    const std::string path =
+        absl::StrCat(dir, "/", checkpoint::ServerPartName(s));
     PSTRAIN_ASSIGN_OR_RETURN(std::vector<checkpoint::NDArray> arrays,
-                             checkpoint::ReadNDArrayListFile(absl::StrCat(
-                                 dir, "/", checkpoint::ServerPartName(s))));
+                             checkpoint::ReadNDArrayListFile(path));
     for (auto& a : arrays) {
-      if (a.name.rfind("weight:", 0) == 0) continue;
-      a.name = absl::StrCat("server:", s, ":", a.name);
-      states.push_back(std::move(a));
+      int64_t key, offset;
+      if (std::sscanf(a.name.c_str(), "weight:%" SCNd64 ":%" SCNd64, &key,
+                      &offset) != 2) {
+        a.name = absl::StrCat("server:", s, ":", a.name);
+        states.push_back(std::move(a));
+        continue;
+      }
+      auto it = by_key.find(key);
+      if (it == by_key.end()) continue;  // A key not in this network's list.
+      checkpoint::NDArray& dst = *it->second;
+      if (a.dtype != checkpoint::DType::kFloat32 || offset < 0 ||
+          static_cast<size_t>(offset) * sizeof(float) + a.data.size() >
+              dst.data.size()) {
+        return absl::DataLossError(absl::StrCat(path, ": slice \"", a.name,
+                                                "\" does not fit ", dst.name));
+      }
+      std::memcpy(&dst.data[offset * sizeof(float)], a.data.data(),
+                  a.data.size());
+      filled[key] += static_cast<int64_t>(a.data.size() / sizeof(float));
     }
   }
-  return checkpoint::WriteNDArrayListFile(path, states);
+  for (const auto& [key, a] : by_key) {
+    if (filled[key] != a->num_elements()) {
+      return absl::DataLossError(
+          absl::StrCat(dir, ": the servers' parts hold ", filled[key],
+                       " of the ", a->num_elements(), " values of ", a->name));
+    }
+  }
+  return states;
 }
 
 }  // namespace
@@ -149,7 +203,8 @@ absl::StatusOr<bool> Checkpointer::Due(int64_t step) {
 }
 
 absl::Status Checkpointer::Save(const ResumePoint& next,
-                                const std::mt19937& rng, Replicas* reps) {
+                                const std::mt19937& rng, Replicas* reps,
+                                const std::vector<nn::Param*>& learned) {
   CHECK(enabled());
   const absl::Time t0 = absl::Now();
   last_ = t0;
@@ -167,12 +222,21 @@ absl::Status Checkpointer::Save(const ResumePoint& next,
   part.push_back(BytesArray("rng", checkpoint::DType::kUint8,
                             {static_cast<int64_t>(rng_text.size())}, rng_text));
   for (int d = 0; d < reps->size(); ++d) {
-    AppendParams(reps->net(d), absl::StrCat("dev:", d, ":"), true, &part);
+    AppendParams(reps->net(d), absl::StrCat("dev:", d, ":"), true, nullptr,
+                 &part);
   }
+  // Rank 0's .params: the learned keys' values come from the servers'
+  // parts in the background (they equal this worker's after WaitAll), so
+  // only the other parameters (auxiliary, fixed) are copied now.
   auto params = std::make_shared<std::vector<checkpoint::NDArray>>();
+  std::vector<int64_t> keys;
   std::string symbol;
   if (rank_ == 0) {
-    AppendParams(reps->net(0), "", false, params.get());
+    std::map<const nn::Param*, int64_t> key_of;
+    for (size_t k = 0; k < learned.size(); ++k) key_of[learned[k]] = k;
+    AppendParams(reps->net(0), "", false,
+                 kv_->num_servers() > 0 ? &key_of : nullptr, params.get(),
+                 &keys);
     symbol = reps->net(0)->SymbolJson();
   }
   const absl::Time copied = absl::Now();
@@ -210,8 +274,6 @@ absl::Status Checkpointer::Save(const ResumePoint& next,
     const std::string states_name = ParamsName(prefix, step, "states");
     PSTRAIN_RETURN_IF_ERROR(checkpoint::WriteFileAtomic(
         absl::StrCat(dir, "/", symbol_name), symbol));
-    PSTRAIN_RETURN_IF_ERROR(checkpoint::WriteNDArrayListFile(
-        absl::StrCat(dir, "/", params_name), *params));
     std::vector<std::string> parts;
     for (int s = 0; s < servers; ++s) {
       parts.push_back(checkpoint::ServerPartName(s));
@@ -221,8 +283,13 @@ absl::Status Checkpointer::Save(const ResumePoint& next,
     }
     PSTRAIN_RETURN_IF_ERROR(checkpoint::WaitForParts(
         dir, parts, absl::Now() + absl::Minutes(10), cancel));
-    PSTRAIN_RETURN_IF_ERROR(
-        WriteStates(dir, servers, absl::StrCat(dir, "/", states_name)));
+    PSTRAIN_ASSIGN_OR_RETURN(
+        std::vector<checkpoint::NDArray> states,
+        GatherServerParts(dir, servers, keys, params.get()));
+    PSTRAIN_RETURN_IF_ERROR(checkpoint::WriteNDArrayListFile(
+        absl::StrCat(dir, "/", params_name), *params));
+    PSTRAIN_RETURN_IF_ERROR(checkpoint::WriteNDArrayListFile(
+        absl::StrCat(dir, "/", states_name), states));
     parts.push_back(symbol_name);
     parts.push_back(params_name);
     parts.push_back(states_name);
@@ -255,7 +322,7 @@ absl::Status Checkpointer::AtEpochEnd(const ResumePoint& next,
                                       GradientSync* sync, Replicas* reps) {
   if (!enabled()) return absl::OkStatus();
   PSTRAIN_RETURN_IF_ERROR(sync->WaitAll());
-  return Save(next, rng, reps);
+  return Save(next, rng, reps, sync->learned());
 }
 
 absl::Status Checkpointer::Finish(absl::Time deadline) {

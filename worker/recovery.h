@@ -13,10 +13,12 @@
 // random-number state "rng" (uint8, std::mt19937's text form), and each
 // local replica's auxiliary states, "dev:D:aux:NAME"). Rank 0 asks every
 // server to write its part (KVStore::Checkpoint), writes PREFIX-symbol.json,
-// PREFIX-%04d.params (step) as MXNet's do_checkpoint does, then, once
-// every other part exists, PREFIX-%04d.states (the servers' optimizer
-// arrays merged, server/checkpoint.h's names) and last the MANIFEST; then
-// it deletes the checkpoints beyond checkpoint_keep.
+// and, once every other part exists, PREFIX-%04d.params (step) as MXNet's
+// do_checkpoint does (the learned weights taken from the servers' parts,
+// the auxiliary and fixed ones copied by the worker), PREFIX-%04d.states
+// (the servers' optimizer arrays merged, server/checkpoint.h's names) and
+// last the MANIFEST; then it deletes the checkpoints beyond
+// checkpoint_keep.
 //
 // The training thread pauses only to copy its state (and, rank 0, for the
 // servers to copy theirs); files are written by a BackgroundWriter.
@@ -87,8 +89,9 @@ class Checkpointer {
   // REQUIRES: every push of this worker completed (GradientSync::WaitAll).
   // Errors of copying and of KVStore::Checkpoint; the writes' errors are
   // logged and returned by Finish().
+  // `learned`: GradientSync::learned(), key k's parameter at index k.
   absl::Status Save(const ResumePoint& next, const std::mt19937& rng,
-                    Replicas* reps);
+                    Replicas* reps, const std::vector<nn::Param*>& learned);
 
   // The training loop's hooks: after a step that is not an epoch's last
   // (a checkpoint when Due), and at an epoch's end after its validation
