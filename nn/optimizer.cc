@@ -124,12 +124,23 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
 
 OptimizerState Optimizer::ExportState() const {
   OptimizerState out;
-  for (const auto& [id, st] : state_) {
-    out.slots.push_back({id.first, id.second, st.count, st.m, st.v});
-  }
-  out.key_count = key_count_;
-  out.num_update = num_update_;
+  ExportState(&out);
   return out;
+}
+
+void Optimizer::ExportState(OptimizerState* out) const {
+  out->slots.resize(state_.size());
+  size_t i = 0;
+  for (const auto& [id, st] : state_) {
+    OptimizerState::Slot& s = out->slots[i++];
+    s.key = id.first;
+    s.slot = id.second;
+    s.count = st.count;
+    s.m.assign(st.m.begin(), st.m.end());
+    s.v.assign(st.v.begin(), st.v.end());
+  }
+  out->key_count = key_count_;
+  out->num_update = num_update_;
 }
 
 absl::Status Optimizer::ImportState(const OptimizerState& in) {

@@ -62,8 +62,10 @@ class Optimizer {
   int64_t num_update() const { return num_update_; }
   const proto::OptimizerConfig& config() const { return config_; }
 
-  // A copy of the state (checkpoints).
+  // A copy of the state (checkpoints). The second form reuses the memory
+  // `out` already holds (a previous export's), sparing fresh pages.
   OptimizerState ExportState() const;
+  void ExportState(OptimizerState* out) const;
   // Replaces the state with `state` (from ExportState of an optimizer of
   // the same config): the next Update continues exactly where that one
   // stopped. InvalidArgument (state unchanged) for a slot listed twice or

@@ -118,7 +118,13 @@ absl::Status ServerCheckpointer::Save(int64_t step, const Shard& shard) {
         "CHECKPOINT: this server has no --checkpoint_dir");
   }
   const absl::Time t0 = absl::Now();
-  auto snap = std::make_shared<ShardSnapshot>(shard.Snapshot());
+  std::shared_ptr<ShardSnapshot> snap;
+  {
+    MutexLock lock(&mu_);
+    snap = std::move(spare_);
+  }
+  if (snap == nullptr) snap = std::make_shared<ShardSnapshot>();
+  shard.Snapshot(snap.get());
   const double pause_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
   LOG(INFO) << "server rank " << options_.rank << ": checkpoint of step "
             << step << ": state copied in " << pause_ms
@@ -127,11 +133,16 @@ absl::Status ServerCheckpointer::Save(int64_t step, const Shard& shard) {
   const std::string path =
       absl::StrCat(dir, "/", checkpoint::ServerPartName(options_.rank));
   const int rank = options_.rank;
-  writer_.Submit([snap, dir, path, rank, step]() -> absl::Status {
+  writer_.Submit([this, snap, dir, path, rank, step]() -> absl::Status {
     const absl::Time t0 = absl::Now();
     PSTRAIN_RETURN_IF_ERROR(checkpoint::MakeDirs(dir));
-    PSTRAIN_RETURN_IF_ERROR(
-        checkpoint::WriteNDArrayListFile(path, SnapshotToArrays(*snap)));
+    absl::Status written =
+        checkpoint::WriteNDArrayListFile(path, SnapshotToArrays(*snap));
+    {
+      MutexLock lock(&mu_);
+      spare_ = snap;  // For the next Save.
+    }
+    PSTRAIN_RETURN_IF_ERROR(written);
     LOG(INFO) << "server rank " << rank << ": checkpoint of step " << step
               << " written to " << path << " in "
               << absl::ToDoubleSeconds(absl::Now() - t0) << " s";

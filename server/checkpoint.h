@@ -17,6 +17,7 @@
 #define PSTRAIN_SERVER_CHECKPOINT_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "checkpoint/manifest.h"
 #include "checkpoint/ndarray_list.h"
 #include "server/shard.h"
+#include "util/mutex.h"
 
 namespace pstrain {
 namespace server {
@@ -67,6 +69,10 @@ class ServerCheckpointer {
  private:
   const ServerCheckpointOptions options_;
   bool restored_ = false;
+  // The last snapshot once written, reused by the next Save (its memory
+  // is already mapped); taken by Save, given back by the writer.
+  Mutex mu_;
+  std::shared_ptr<ShardSnapshot> spare_ ABSL_GUARDED_BY(mu_);
   // Declared last: joined first.
   checkpoint::BackgroundWriter writer_;
 };

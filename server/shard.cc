@@ -216,16 +216,28 @@ absl::Status Shard::Init(const Message& msg) {
 
 ShardSnapshot Shard::Snapshot() const {
   ShardSnapshot out;
+  Snapshot(&out);
+  return out;
+}
+
+void Shard::Snapshot(ShardSnapshot* out) const {
+  size_t n = 0;
+  for (const auto& [id, s] : slices_) n += id.first >= 0;
+  out->slices.resize(n);
+  size_t i = 0;
   for (const auto& [id, s] : slices_) {
     if (id.first < 0) continue;
-    const absl::Span<const float> w = s.weights();
-    out.slices.push_back({id.first, id.second, {w.begin(), w.end()}});
+    ShardSnapshot::SliceWeights& w = out->slices[i++];
+    w.key = id.first;
+    w.offset = id.second;
+    w.values.assign(s.weights().begin(), s.weights().end());
   }
+  out->has_optimizer = optimizer_ != nullptr;
   if (optimizer_ != nullptr) {
-    out.has_optimizer = true;
-    out.optimizer = optimizer_->ExportState();
+    optimizer_->ExportState(&out->optimizer);
+  } else {
+    out->optimizer = {};
   }
-  return out;
 }
 
 absl::Status Shard::Restore(const ShardSnapshot& snap) {

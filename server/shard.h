@@ -122,6 +122,9 @@ class Shard {
   // state (dist_sync: the state after the last completed round; pushes of
   // a round in progress are not part of it).
   ShardSnapshot Snapshot() const;
+  // The same into `out`, reusing the memory it holds (a previous
+  // snapshot's): then the copy is all the pause costs, no fresh pages.
+  void Snapshot(ShardSnapshot* out) const;
 
   // Replaces the weights and the optimizer state with `snapshot`'s, after
   // Init and SetOptimizer: the next round continues exactly where the
