@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/messages.pb.h"
+#include "server/shard_test_util.h"
 #include "transport/message.h"
 
 namespace pstrain {
@@ -22,32 +23,15 @@ namespace server {
 namespace {
 
 using ::testing::HasSubstr;
-using transport::Frame;
 using transport::Message;
+
+using testing_util::Part;
 
 constexpr int kWorkerId = 10;
 
-struct Part {
-  int64_t key;
-  int64_t offset;
-  std::vector<float> values;
-};
-
 Message Request(proto::MessageType type, const std::vector<Part>& parts,
                 bool with_frames = true) {
-  Message m;
-  m.header.set_type(type);
-  m.header.set_sender(kWorkerId);
-  for (const Part& p : parts) {
-    m.header.add_keys(p.key);
-    m.header.add_offsets(p.offset);
-    m.header.add_lengths(static_cast<int64_t>(p.values.size()));
-    if (with_frames) {
-      m.frames.push_back(
-          Frame::Copy(p.values.data(), p.values.size() * sizeof(float)));
-    }
-  }
-  return m;
+  return testing_util::Request(type, kWorkerId, 0, parts, with_frames);
 }
 
 // Key 0 in two slices (offsets 0 and 3), key 1 whole, and the metric key
