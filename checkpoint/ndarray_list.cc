@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/manifest.h"
 #include "glog/logging.h"
 #include "util/file.h"
 #include "util/status.h"

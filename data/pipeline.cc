@@ -101,7 +101,9 @@ void Pipeline::StopThreads() {
   threads_.clear();
 }
 
-void Pipeline::StartEpoch(int epoch) {
+void Pipeline::StartEpoch(int epoch, int64_t first_batch) {
+  CHECK_GE(first_batch, 0);
+  CHECK_LE(first_batch, options_.batches_per_epoch);
   auto order = std::make_shared<std::vector<int64_t>>(source_->size());
   std::iota(order->begin(), order->end(), 0);
   if (options_.shuffle) {
@@ -113,8 +115,8 @@ void Pipeline::StartEpoch(int epoch) {
   epoch_ = epoch;
   ++generation_;
   order_ = std::move(order);
-  next_to_claim_ = 0;
-  next_to_deliver_ = 0;
+  next_to_claim_ = first_batch;
+  next_to_deliver_ = first_batch;
   ready_.clear();
   stats_.epoch_skipped = 0;
   cv_.SignalAll();

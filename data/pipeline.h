@@ -116,8 +116,10 @@ class Pipeline {
   Pipeline& operator=(const Pipeline&) = delete;
 
   // Starts epoch `epoch` (any earlier epoch is abandoned). Batches then come
-  // from Next().
-  void StartEpoch(int epoch);
+  // from Next(), from batch `first_batch` on (a resumed job: the batches
+  // are exactly those an epoch started at 0 delivers from that index).
+  // REQUIRES: 0 <= first_batch <= batches_per_epoch.
+  void StartEpoch(int epoch, int64_t first_batch = 0);
 
   // The next batch of the epoch, waiting until `deadline`. Returns
   // OutOfRange after the last batch of the epoch, DeadlineExceeded when the

@@ -129,6 +129,40 @@ TEST(PipelineTest, ShuffleIsAPermutationPerEpochAndReproducible) {
   EXPECT_EQ(Epoch(q->get(), o, 1), e1);
 }
 
+TEST(PipelineTest, StartingAtABatchGivesTheRestOfTheSameEpoch) {
+  // A resumed job (worker/recovery.h) starts its epoch at the batch after
+  // the checkpoint and must see exactly the batches an unbroken epoch
+  // delivers from there: same shuffle, same augmentation.
+  MemorySource src(24, {});
+  PipelineOptions o = Options(6, 4);
+  o.shuffle = true;
+  o.seed = 5;
+  o.augment.rand_mirror = true;
+  auto p = Pipeline::Create(&src, o);
+  ASSERT_TRUE(p.ok());
+  (*p)->StartEpoch(3);
+  std::vector<Batch> whole;
+  for (int k = 0; k < 4; ++k) {
+    auto b = (*p)->Next(Later());
+    ASSERT_TRUE(b.ok()) << b.status();
+    whole.push_back(std::move(*b));
+  }
+  auto q = Pipeline::Create(&src, o);
+  ASSERT_TRUE(q.ok());
+  (*q)->StartEpoch(3, /*first_batch=*/2);
+  for (int k = 2; k < 4; ++k) {
+    auto b = (*q)->Next(Later());
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(b->index, k);
+    EXPECT_EQ(b->records, whole[k].records);
+    EXPECT_EQ(b->data, whole[k].data);
+  }
+  EXPECT_EQ((*q)->Next(Later()).status().code(), absl::StatusCode::kOutOfRange);
+  // Starting at the end: an epoch with nothing left.
+  (*q)->StartEpoch(4, 4);
+  EXPECT_EQ((*q)->Next(Later()).status().code(), absl::StatusCode::kOutOfRange);
+}
+
 TEST(PipelineTest, CorruptRecordsAreSkippedCountedAndReplaced) {
   MemorySource src(8, {2, 5});
   PipelineOptions o = Options(3, 2);

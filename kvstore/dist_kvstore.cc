@@ -59,6 +59,7 @@ class DistKVStore : public KVStore {
   const std::string& type() const override { return type_; }
   int rank() const override { return node_->rank(); }
   int num_workers() const override { return node_->num_workers(); }
+  int num_servers() const override { return node_->num_servers(); }
   transport::TransportStats transport_stats() const override {
     return node_->transport().stats();
   }
@@ -125,6 +126,19 @@ class DistKVStore : public KVStore {
       PSTRAIN_RETURN_IF_ERROR(Wait(h, deadline));
     }
     return Barrier(deadline);
+  }
+
+  absl::Status Checkpoint(int64_t step, absl::Time deadline) override {
+    if (rank() != 0) return absl::OkStatus();
+    std::vector<Request> batch;
+    for (int s = 0; s < node_->num_servers(); ++s) {
+      Message m;
+      m.header.set_type(proto::CHECKPOINT);
+      m.header.set_checkpoint_step(step);
+      batch.push_back({s, std::move(m)});
+    }
+    PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), {}, -1));
+    return Wait(h, deadline);
   }
 
   absl::StatusOr<Handle> Push(

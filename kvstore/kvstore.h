@@ -91,6 +91,8 @@ class KVStore {
   virtual const std::string& type() const = 0;
   virtual int rank() const = 0;
   virtual int num_workers() const = 0;
+  // Servers of the job (dist_*); 0 for local types.
+  virtual int num_servers() const { return 0; }
 
   // Initializes keys (only rank 0's values are stored), then all workers
   // pass a barrier: every worker's first Pull sees the same values.
@@ -139,6 +141,17 @@ class KVStore {
                                     absl::Span<const float> values,
                                     absl::Span<float> out,
                                     absl::Time deadline) = 0;
+  // Rank 0 (dist_*): asks every server to write its part of the job
+  // checkpoint of `step` (server/checkpoint.h) and waits until each has
+  // copied its state (the writes go on in the background). Other ranks and
+  // local types: nothing. dist_sync: call when this worker's pushes have
+  // all completed (WaitAll) and before it pushes again, so the servers'
+  // state is exactly that after step `step`.
+  virtual absl::Status Checkpoint(int64_t step, absl::Time deadline) {
+    (void)step;
+    (void)deadline;
+    return absl::OkStatus();
+  }
   // Worker done: tells the scheduler (dist) so the job can shut down.
   virtual absl::Status Finish() = 0;
   // Counters of the worker's transport (dist; zeros for local types):

@@ -328,6 +328,9 @@ class Job {
   // says how the job ended and returns the exit code (see Launcher::Run()).
   int Stop();
 
+  // The first failure Watch() reported; empty when none.
+  const std::string& first_failure() const { return first_failure_; }
+
  private:
   // Which backend starts `spec`: the scheduler (and mpirun) always run
   // here.
@@ -751,6 +754,7 @@ int Launcher::Run() {
   job.Start();
   job.Watch();
   const int rc = job.Stop();
+  failure_ = job.first_failure();
   if (!options_.timeline.empty()) MergeTimeline(options_, job);
   return rc;
 }

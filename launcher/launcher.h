@@ -159,9 +159,15 @@ class Launcher {
   // skipped).
   int Run();
 
+  // After Run(): the first process failure it reported ("[worker 1 host]
+  // killed by signal 9"); empty when none failed (the job finished, was
+  // stopped, or never started).
+  const std::string& failure() const { return failure_; }
+
  private:
   LaunchOptions options_;
   std::ostream* out_;
+  std::string failure_;
 };
 
 }  // namespace launcher

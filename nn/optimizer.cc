@@ -122,6 +122,50 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
   return std::unique_ptr<Optimizer>(new Optimizer(c));
 }
 
+OptimizerState Optimizer::ExportState() const {
+  OptimizerState out;
+  ExportState(&out);
+  return out;
+}
+
+void Optimizer::ExportState(OptimizerState* out) const {
+  out->slots.resize(state_.size());
+  size_t i = 0;
+  for (const auto& [id, st] : state_) {
+    OptimizerState::Slot& s = out->slots[i++];
+    s.key = id.first;
+    s.slot = id.second;
+    s.count = st.count;
+    s.m.assign(st.m.begin(), st.m.end());
+    s.v.assign(st.v.begin(), st.v.end());
+  }
+  out->key_count = key_count_;
+  out->num_update = num_update_;
+}
+
+absl::Status Optimizer::ImportState(const OptimizerState& in) {
+  std::map<std::pair<int64_t, int64_t>, State> state;
+  for (const OptimizerState::Slot& s : in.slots) {
+    if (!s.v.empty() && s.v.size() != s.m.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "optimizer state of key ", s.key, " slot ", s.slot, ": moments of ",
+          s.m.size(), " and ", s.v.size(), " elements"));
+    }
+    State& st = state[{s.key, s.slot}];
+    if (st.count != 0 || !st.m.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "optimizer state: key ", s.key, " slot ", s.slot, " twice"));
+    }
+    st.count = s.count;
+    st.m = s.m;
+    st.v = s.v;
+  }
+  state_ = std::move(state);
+  key_count_ = in.key_count;
+  num_update_ = in.num_update;
+  return absl::OkStatus();
+}
+
 void Optimizer::Update(int64_t key, int64_t slot, absl::Span<float> w,
                        absl::Span<const float> g) {
   CHECK_EQ(w.size(), g.size());

@@ -25,6 +25,21 @@ namespace nn {
 double ScheduledLearningRate(const proto::OptimizerConfig& config,
                              int64_t num_update);
 
+// Everything an Optimizer's next update depends on besides its config:
+// per-slot update counts and moments, per-key counts, and the update count
+// the schedule sees. A value type (checkpoints: server/checkpoint.h).
+struct OptimizerState {
+  struct Slot {
+    int64_t key = 0;
+    int64_t slot = 0;
+    int64_t count = 0;
+    std::vector<float> m, v;  // Empty until the slot's rule needs them.
+  };
+  std::vector<Slot> slots;
+  std::map<int64_t, int64_t> key_count;
+  int64_t num_update = 0;
+};
+
 // One optimizer for many keys (or key slices). Not thread-safe: callers
 // serialize updates (the server does per key).
 class Optimizer {
@@ -46,6 +61,16 @@ class Optimizer {
   // applied to any key.
   int64_t num_update() const { return num_update_; }
   const proto::OptimizerConfig& config() const { return config_; }
+
+  // A copy of the state (checkpoints). The second form reuses the memory
+  // `out` already holds (a previous export's), sparing fresh pages.
+  OptimizerState ExportState() const;
+  void ExportState(OptimizerState* out) const;
+  // Replaces the state with `state` (from ExportState of an optimizer of
+  // the same config): the next Update continues exactly where that one
+  // stopped. InvalidArgument (state unchanged) for a slot listed twice or
+  // moments of different sizes.
+  absl::Status ImportState(const OptimizerState& state);
 
  private:
   explicit Optimizer(const proto::OptimizerConfig& config) : config_(config) {}

@@ -196,6 +196,48 @@ TEST(ScheduleTest, UpdateCountIsTheLargestPerKeyCount) {
   EXPECT_FLOAT_EQ(w[0], -2.5f);
 }
 
+TEST(OptimizerTest, ImportedStateContinuesExactlyWithTheSchedule) {
+  // Checkpoints (server/checkpoint.h): an optimizer given another's state
+  // makes the same next updates, including where the schedule is.
+  for (auto kind : {proto::OptimizerConfig::SGD, proto::OptimizerConfig::NAG,
+                    proto::OptimizerConfig::ADAM}) {
+    proto::OptimizerConfig c;
+    c.set_kind(kind);
+    c.set_learning_rate(0.1);
+    c.set_momentum(0.9);
+    c.set_beta1(0.9);
+    c.set_beta2(0.999);
+    c.set_epsilon(1e-8);
+    c.mutable_schedule()->set_kind(proto::LearningRateSchedule::MULTI_FACTOR);
+    c.mutable_schedule()->set_factor(0.1);
+    c.mutable_schedule()->add_steps(3);
+    auto a = Optimizer::Create(c);
+    auto b = Optimizer::Create(c);
+    ASSERT_TRUE(a.ok() && b.ok());
+    std::vector<float> wa = {1, -2, 3}, g = {0.5f, 0.25f, -1};
+    for (int i = 0; i < 3; ++i) (*a)->Update(7, 0, absl::MakeSpan(wa), g);
+    ASSERT_TRUE((*b)->ImportState((*a)->ExportState()).ok());
+    EXPECT_EQ((*b)->num_update(), 3);
+    std::vector<float> wb = wa;
+    // Update 4 is past the schedule's step: lr 0.01 for both.
+    for (int i = 0; i < 2; ++i) {
+      (*a)->Update(7, 0, absl::MakeSpan(wa), g);
+      (*b)->Update(7, 0, absl::MakeSpan(wb), g);
+    }
+    EXPECT_EQ(wa, wb) << kind;
+    EXPECT_EQ((*b)->num_update(), 5);
+  }
+  auto o = Optimizer::Create([] {
+    proto::OptimizerConfig c;
+    c.set_kind(proto::OptimizerConfig::SGD);
+    return c;
+  }());
+  ASSERT_TRUE(o.ok());
+  OptimizerState bad;
+  bad.slots.push_back({1, 0, 2, {1, 2}, {1}});
+  EXPECT_FALSE((*o)->ImportState(bad).ok());
+}
+
 TEST(OptimizerTest, BadConfigsAreRefused) {
   proto::OptimizerConfig c = Base(proto::OptimizerConfig::SGD);
   c.set_momentum(1.5);

@@ -12,6 +12,14 @@ DEFINE_int64(max_frame_bytes, pstrain::cluster::kDefaultMaxFrameBytes,
              "1 MiB; also what a connection can make the server hold before "
              "it has authenticated.");
 
+DEFINE_string(checkpoint_dir, "",
+              "Where job checkpoints go (a filesystem every host reaches; "
+              "launch --checkpoint_dir passes it): this server writes its "
+              "slices and their optimizer state there when worker 0 asks.");
+DEFINE_string(resume_from, "",
+              "A checkpoint folder (DIR/step-N) to restore this server's "
+              "slices and optimizer state from when the job starts.");
+
 int main(int argc, char** argv) {
   pstrain::ParseFlagsOrExit(
       {"server",
@@ -40,5 +48,7 @@ int main(int argc, char** argv) {
                       .message());
   }
   o.cluster.max_frame_bytes = FLAGS_max_frame_bytes;
+  o.checkpoint.checkpoint_dir = FLAGS_checkpoint_dir;
+  o.checkpoint.resume_from = FLAGS_resume_from;
   return pstrain::server::Run(o);
 }

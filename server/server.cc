@@ -29,9 +29,11 @@ ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
 // another thread: a request is read, applied and answered in one go).
 class Server {
  public:
-  explicit Server(std::unique_ptr<cluster::ClusterNode> node)
+  Server(std::unique_ptr<cluster::ClusterNode> node,
+         ServerCheckpointOptions checkpoint)
       : node_(std::move(node)),
         shard_(ShardOptionsFor(*node_)),
+        ckpt_(WithRank(std::move(checkpoint), node_->rank())),
         reply_track_(node_->timeline()->Track("reply")) {}
 
   int Serve() {
@@ -153,6 +155,13 @@ class Server {
       case proto::SET_OPTIMIZER: {
         if (node_->WorkerRank(h.sender()) != 0) return RefuseNotRankZero(h);
         absl::Status s = shard_.SetOptimizer(h.optimizer());
+        if (s.ok()) s = ckpt_.MaybeRestore(&shard_);
+        if (!s.ok()) return Refuse(h, std::string(s.message()));
+        return Ok(h);
+      }
+      case proto::CHECKPOINT: {
+        if (node_->WorkerRank(h.sender()) != 0) return RefuseNotRankZero(h);
+        absl::Status s = ckpt_.Save(h.checkpoint_step(), shard_);
         if (!s.ok()) return Refuse(h, std::string(s.message()));
         return Ok(h);
       }
@@ -177,8 +186,14 @@ class Server {
     }
   }
 
+  static ServerCheckpointOptions WithRank(ServerCheckpointOptions o, int rank) {
+    o.rank = rank;
+    return o;
+  }
+
   std::unique_ptr<cluster::ClusterNode> node_;
   Shard shard_;
+  ServerCheckpointer ckpt_;
   // Push acknowledgements to send; kept to reuse its memory.
   std::vector<Reply> replies_;
   int64_t refused_ = 0;
@@ -201,7 +216,7 @@ int Run(const ServerOptions& options) {
     LOG(ERROR) << "server: " << node.status().message();
     return 1;
   }
-  return Server(std::move(*node)).Serve();
+  return Server(std::move(*node), options.checkpoint).Serve();
 }
 
 }  // namespace server

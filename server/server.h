@@ -10,12 +10,15 @@
 #define PSTRAIN_SERVER_SERVER_H_
 
 #include "cluster/cluster.h"
+#include "server/checkpoint.h"
 
 namespace pstrain {
 namespace server {
 
 struct ServerOptions {
   cluster::ClusterOptions cluster;  // role is set to SERVER.
+  // Checkpoints (issue #15); `rank` is set once the server has joined.
+  ServerCheckpointOptions checkpoint;
 };
 
 // Joins the job and serves until the scheduler shuts it down (returns 0) or

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
+#include "util/status.h"
 
 namespace pstrain {
 namespace server {
@@ -232,6 +233,73 @@ absl::Status Shard::Init(const Message& msg) {
     s.received = 0;
     s.merged.clear();
     s.rounds = 0;
+  }
+  return absl::OkStatus();
+}
+
+ShardSnapshot Shard::Snapshot() const {
+  ShardSnapshot out;
+  Snapshot(&out);
+  return out;
+}
+
+void Shard::Snapshot(ShardSnapshot* out) const {
+  size_t n = 0;
+  for (const auto& [id, s] : slices_) n += id.first >= 0;
+  out->slices.resize(n);
+  size_t i = 0;
+  for (const auto& [id, s] : slices_) {
+    if (id.first < 0) continue;
+    ShardSnapshot::SliceWeights& w = out->slices[i++];
+    w.key = id.first;
+    w.offset = id.second;
+    w.values.assign(s.weights().begin(), s.weights().end());
+  }
+  out->has_optimizer = optimizer_ != nullptr;
+  if (optimizer_ != nullptr) {
+    optimizer_->ExportState(&out->optimizer);
+  } else {
+    out->optimizer = {};
+  }
+}
+
+absl::Status Shard::Restore(const ShardSnapshot& snap) {
+  size_t learned = 0;
+  for (const auto& [id, s] : slices_) learned += id.first >= 0;
+  if (learned != snap.slices.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the checkpoint holds ", snap.slices.size(), " slices, this server ",
+        learned, " (a different network, or number of servers?)"));
+  }
+  for (const ShardSnapshot::SliceWeights& w : snap.slices) {
+    auto it = slices_.find({w.key, w.offset});
+    if (w.key < 0 || it == slices_.end() ||
+        it->second.weights().size() != w.values.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the checkpoint's slice of key ", w.key, " at offset ", w.offset,
+          " (", w.values.size(), " values) is not one this server holds"));
+    }
+  }
+  for (const nn::OptimizerState::Slot& o : snap.optimizer.slots) {
+    auto it = slices_.find({o.key, o.slot});
+    if (it == slices_.end() ||
+        (!o.m.empty() && o.m.size() != it->second.weights().size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the checkpoint's optimizer state of key ", o.key,
+                       " slot ", o.slot, " fits no slice of this server"));
+    }
+  }
+  if (snap.has_optimizer) {
+    if (optimizer_ == nullptr) {
+      return absl::InvalidArgumentError(
+          "the checkpoint has optimizer state; this server has no optimizer");
+    }
+    PSTRAIN_RETURN_IF_ERROR(optimizer_->ImportState(snap.optimizer));
+  }
+  for (const ShardSnapshot::SliceWeights& w : snap.slices) {
+    Slice& s = slices_.at({w.key, w.offset});
+    absl::Span<float> dst = Writable(s, /*keep=*/false);
+    std::copy(w.values.begin(), w.values.end(), dst.begin());
   }
   return absl::OkStatus();
 }

@@ -79,6 +79,20 @@ transport::Message MakeReply(const proto::Header& req, const std::string& error,
                              std::vector<transport::Frame> frames = {},
                              bool with_slices = false);
 
+// What a checkpoint keeps of a shard (server/checkpoint.h): the weights of
+// every slice of a learned key (keys >= 0; the negative metric keys are
+// started afresh) and the optimizer's state. A value type.
+struct ShardSnapshot {
+  struct SliceWeights {
+    int64_t key = 0;
+    int64_t offset = 0;
+    std::vector<float> values;
+  };
+  std::vector<SliceWeights> slices;
+  bool has_optimizer = false;
+  nn::OptimizerState optimizer;
+};
+
 class Shard {
  public:
   explicit Shard(const ShardOptions& options);
@@ -113,6 +127,22 @@ class Shard {
   // `msg` is untouched, so the caller can still answer it.
   absl::Status Push(int worker_rank, transport::Message&& msg,
                     std::vector<Reply>* replies);
+
+  // A copy of the weights of the learned slices and of the optimizer's
+  // state (dist_sync: the state after the last completed round; pushes of
+  // a round in progress are not part of it).
+  ShardSnapshot Snapshot() const;
+  // The same into `out`, reusing the memory it holds (a previous
+  // snapshot's): then the copy is all the pause costs, no fresh pages.
+  void Snapshot(ShardSnapshot* out) const;
+
+  // Replaces the weights and the optimizer state with `snapshot`'s, after
+  // Init and SetOptimizer: the next round continues exactly where the
+  // snapshot's shard stopped. InvalidArgument (naming the slice) when the
+  // learned slices held and the snapshot's differ, a length or a moment's
+  // size differs, or the snapshot has optimizer state and the shard no
+  // optimizer; the state may then be partly replaced.
+  absl::Status Restore(const ShardSnapshot& snapshot);
 
   // Number of slices held.
   size_t num_slices() const { return slices_.size(); }

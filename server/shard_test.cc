@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/messages.pb.h"
+#include "server/shard_test_util.h"
 #include "timeline/timeline.h"
 #include "transport/message.h"
 
@@ -27,35 +28,12 @@ using ::testing::Not;
 using transport::Frame;
 using transport::Message;
 
-// One slice in a request: key, offset and its values (empty for a pull).
-struct Part {
-  int64_t key;
-  int64_t offset;
-  std::vector<float> values;
-};
+using testing_util::Part;
+using testing_util::Request;
 
 // Worker rank r is node id kFirstWorkerId + r (as in the address book,
 // where servers come first).
 constexpr int kFirstWorkerId = 10;
-
-Message Request(proto::MessageType type, int sender, uint64_t request_id,
-                const std::vector<Part>& parts, bool with_frames = true) {
-  Message m;
-  m.header.set_type(type);
-  m.header.set_sender(sender);
-  m.header.set_request_id(request_id);
-  m.header.set_priority(7);
-  for (const Part& p : parts) {
-    m.header.add_keys(p.key);
-    m.header.add_offsets(p.offset);
-    m.header.add_lengths(static_cast<int64_t>(p.values.size()));
-    if (with_frames) {
-      m.frames.push_back(
-          Frame::Copy(p.values.data(), p.values.size() * sizeof(float)));
-    }
-  }
-  return m;
-}
 
 std::vector<float> Values(const Frame& f) {
   auto v = f.As<float>();

@@ -14,6 +14,7 @@
 #include "launcher/args.h"
 #include "launcher/hostfile.h"
 #include "launcher/launcher.h"
+#include "launcher/recovery.h"
 #include "launcher/slurm_backend.h"
 #include "util/file.h"
 #include "util/flags.h"
@@ -80,6 +81,15 @@ DEFINE_string(timeline_steps, "10:20",
 DEFINE_int32(
     stop_grace_s, 10,
     "Seconds processes get after SIGTERM before SIGKILL when the job stops.");
+
+DEFINE_int32(max_restarts, 0,
+             "When a process of the job fails, stop the job and restart it "
+             "from the newest complete checkpoint under --checkpoint_dir "
+             "(or from the beginning without one), up to this many times.");
+DEFINE_string(checkpoint_dir, "",
+              "Job checkpoints: passed to every server and worker as "
+              "--checkpoint_dir; --max_restarts resumes from the newest "
+              "complete one here (--resume_from=DIR/step-N).");
 
 namespace {}  // namespace
 
@@ -182,7 +192,15 @@ int main(int argc, char** argv) {
   absl::Status valid = pstrain::launcher::ValidateLaunchOptions(o);
   if (!valid.ok()) pstrain::ExitWithError(kProgram, valid.message());
 
+  if (FLAGS_max_restarts < 0) {
+    pstrain::ExitWithError(
+        kProgram,
+        pstrain::BadFlag("max_restarts", FLAGS_max_restarts, "must be >= 0")
+            .message());
+  }
   pstrain::launcher::InstallStopSignalHandlers();
-  pstrain::launcher::Launcher launcher(std::move(o), &std::cout);
-  return launcher.Run();
+  pstrain::launcher::RestartOptions restart;
+  restart.max_restarts = FLAGS_max_restarts;
+  restart.checkpoint_dir = FLAGS_checkpoint_dir;
+  return pstrain::launcher::RunWithRestarts(o, restart, &std::cout);
 }

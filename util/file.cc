@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -74,6 +75,18 @@ absl::Status WriteFileAtomically(const std::string& path,
     int e = errno;
     unlink(tmp.c_str());
     return ErrnoToStatus(e, absl::StrCat("rename ", tmp, " to ", path));
+  }
+  // The rename itself must survive a crash: sync the folder too. Some
+  // filesystems (NFS) refuse fsync on folders; the file itself is synced,
+  // so that is safe to ignore.
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos
+                              ? "."
+                              : path.substr(0, std::max<size_t>(1, slash));
+  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
   }
   return absl::OkStatus();
 }

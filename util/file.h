@@ -19,8 +19,9 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              absl::string_view what = "");
 
 // Writes `bytes` to `path` atomically: a temporary file in the same folder
-// (PATH.tmp.PID), synced, then renamed over `path`, so readers see the old
-// file or the whole new one. Errors follow ErrnoToStatus and name the
+// (PATH.tmp.PID), synced, then renamed over `path` and the folder synced,
+// so readers see the old file or the whole new one, also after a crash.
+// Errors follow ErrnoToStatus and name the
 // step and file ("create P.tmp.1: ...", "rename ... to P: ..."); the
 // temporary file is removed on failure.
 absl::Status WriteFileAtomically(const std::string& path,

@@ -76,6 +76,26 @@ DEFINE_int64(num_examples, 0,
 DEFINE_int32(disp_batches, 20, "Batches between progress lines.");
 DEFINE_string(model_prefix, "", "Checkpoint prefix: PREFIX-%04d.params.");
 DEFINE_int32(save_period, 1, "Epochs between checkpoints.");
+DEFINE_string(checkpoint_dir, "",
+              "Job checkpoints (servers' slices with their optimizer state, "
+              "every worker's data position, random state and batch-norm "
+              "statistics, under one MANIFEST) go to DIR/step-N; a "
+              "filesystem every host reaches. Empty: none.");
+DEFINE_int64(checkpoint_period_batches, 0,
+             "A job checkpoint every this many steps (0: none), besides one "
+             "at every epoch end.");
+DEFINE_double(checkpoint_period_s, 0,
+              "A job checkpoint at the first step at which worker 0 finds "
+              "this many seconds passed since the last one (0: none).");
+DEFINE_int32(checkpoint_keep, 0,
+             "Keep only the newest this many complete checkpoints (0: all).");
+DEFINE_string(resume_from, "",
+              "A checkpoint folder (DIR/step-N) to continue from exactly "
+              "where it was taken; launch --max_restarts passes it.");
+DEFINE_int64(test_die_at_step, 0,
+             "Tests only: the worker of rank --test_die_rank kills itself "
+             "(SIGKILL) after this step unless it resumed (0: never).");
+DEFINE_int32(test_die_rank, 1, "Tests only: see --test_die_at_step.");
 DEFINE_int32(load_epoch, 0, "Resume from PREFIX-<load_epoch>.params.");
 DEFINE_bool(test_io, false, "Measure the data pipeline only.");
 DEFINE_bool(benchmark, false, "Train on synthetic data.");
@@ -242,6 +262,17 @@ int main(int argc, char** argv) {
   o.model_prefix = FLAGS_model_prefix;
   o.save_period = FLAGS_save_period;
   o.load_epoch = FLAGS_load_epoch;
+  pstrain::worker::RecoveryOptions& r = o.recovery;
+  r.checkpoint_dir = FLAGS_checkpoint_dir;
+  r.period_batches = FLAGS_checkpoint_period_batches;
+  r.period_s = FLAGS_checkpoint_period_s;
+  r.keep = FLAGS_checkpoint_keep;
+  r.resume_from = FLAGS_resume_from;
+  r.test_die_at_step = FLAGS_test_die_at_step;
+  r.test_die_rank = FLAGS_test_die_rank;
+  if (!o.model_prefix.empty()) {
+    r.prefix = o.model_prefix.substr(o.model_prefix.find_last_of('/') + 1);
+  }
   o.test_io = FLAGS_test_io;
   o.benchmark = FLAGS_benchmark;
   pstrain::data::AugmentOptions& a = o.augment;

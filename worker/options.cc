@@ -238,6 +238,34 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (o.load_epoch > 0 && o.model_prefix.empty()) {
     return BadFlag("load_epoch", o.load_epoch, "needs --model_prefix");
   }
+  const RecoveryOptions& r = o.recovery;
+  PSTRAIN_RETURN_IF_ERROR(
+      AtLeast<int64_t>("checkpoint_period_batches", r.period_batches, 0));
+  PSTRAIN_RETURN_IF_ERROR(AtLeast("checkpoint_period_s", r.period_s, 0.0));
+  PSTRAIN_RETURN_IF_ERROR(AtLeast("checkpoint_keep", r.keep, 0));
+  PSTRAIN_RETURN_IF_ERROR(
+      AtLeast<int64_t>("test_die_at_step", r.test_die_at_step, 0));
+  if (r.checkpoint_dir.empty() &&
+      (r.period_batches > 0 || r.period_s > 0 || r.keep > 0)) {
+    return BadFlag(r.period_batches > 0 ? "checkpoint_period_batches"
+                   : r.period_s > 0     ? "checkpoint_period_s"
+                                        : "checkpoint_keep",
+                   "set", "needs --checkpoint_dir");
+  }
+  if ((!r.checkpoint_dir.empty() || !r.resume_from.empty()) &&
+      o.kv_store.rfind("dist", 0) != 0) {
+    return BadFlag(
+        r.checkpoint_dir.empty() ? "resume_from" : "checkpoint_dir",
+        r.checkpoint_dir.empty() ? r.resume_from : r.checkpoint_dir,
+        absl::StrCat("needs a dist_* --kv_store (with --kv_store ", o.kv_store,
+                     " the optimizer state is in the worker, "
+                     "which job checkpoints do not save yet)"));
+  }
+  if (r.prefix.empty()) {
+    return BadFlag("model_prefix", o.model_prefix,
+                   "must not end with '/' (its file name prefixes the "
+                   "checkpoint's MXNet files)");
+  }
   if (!o.pretrained.empty()) {
     PSTRAIN_RETURN_IF_ERROR(ParsePretrained(o.pretrained).status());
     if (o.load_epoch > 0) {

@@ -26,6 +26,22 @@ TEST(OptionsTest, ErrorsNameTheFlag) {
       {[](TrainerOptions* o, auto*) { o->top_k = 1; },
        "--top_k 1: must be 0 (off) or in [2, --num_classes 10]"},
       {[](TrainerOptions* o, auto*) { o->top_k = 11; }, "--top_k 11"},
+      {[](TrainerOptions* o, auto*) { o->recovery.period_batches = 5; },
+       "--checkpoint_period_batches set: needs --checkpoint_dir"},
+      {[](TrainerOptions* o, auto*) { o->recovery.checkpoint_dir = "/ck"; },
+       "--checkpoint_dir /ck: needs a dist_* --kv_store"},
+      {[](TrainerOptions* o, auto*) {
+         o->recovery.checkpoint_dir = "/ck";
+         o->kv_store = "dist_sync";
+         o->recovery.period_s = -1;
+       },
+       "--checkpoint_period_s -1"},
+      {[](TrainerOptions* o, auto*) {
+         o->recovery.checkpoint_dir = "/ck";
+         o->kv_store = "dist_sync";
+         o->recovery.keep = -2;
+       },
+       "--checkpoint_keep -2"},
       {[](TrainerOptions* o, auto*) { o->initializer = "orthogonal"; },
        "--initializer orthogonal: unknown"},
       {[](auto*, data::AugmentOptions* a) { a->min_random_area = 0; },

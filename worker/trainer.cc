@@ -623,20 +623,36 @@ int Train(const TrainerOptions& o) {
   }
 
   std::mt19937 rng(o.seed + rank);
+  Checkpointer ckpt(o.recovery, kv.get());
+  ResumePoint resume;  // Where this run starts (issue #15).
+  if (!o.recovery.resume_from.empty()) {
+    auto r = ResumeWorker(o.recovery.resume_from, rank, reps.get(), &rng);
+    if (!r.ok()) {
+      LOG(ERROR) << "--resume_from: " << r.status().message();
+      return 1;
+    }
+    resume = *r;
+    begin_epoch = resume.epoch;
+    Say(absl::StrFormat("Resumed from \"%s\": step %d, epoch %d, batch %d",
+                        o.recovery.resume_from, resume.step, resume.epoch,
+                        resume.batch));
+  }
   SplitClock split(o, &sync, emu.get(), kv.get());
   BenchmarkClock clock(o, rank, NumDevices(o), emu.get(), &split);
   int64_t steps = 0;  // For the heartbeats.
   const int64_t total_steps =
-      static_cast<int64_t>(o.num_epochs - begin_epoch) * epoch_size;
+      static_cast<int64_t>(o.num_epochs - begin_epoch) * epoch_size -
+      resume.batch;
   const bool slow = rank == o.slow_worker_rank && o.slow_worker_ms > 0;
   split.StartInterval(absl::Now());
   for (int epoch = begin_epoch; epoch < o.num_epochs; ++epoch) {
     const absl::Time t0 = absl::Now();
     split.StartEpoch(t0);
     Metrics local(o.top_k, false), total(o.top_k, false);
-    if (!o.benchmark) train.pipeline->StartEpoch(epoch);
+    const int64_t first = epoch == begin_epoch ? resume.batch : 0;
+    if (!o.benchmark) train.pipeline->StartEpoch(epoch, first);
     absl::Time tic = absl::Now();
-    for (int64_t b = 0; b < epoch_size; ++b) {
+    for (int64_t b = first; b < epoch_size; ++b) {
       std::vector<float> x, labels;
       if (tl != nullptr) tl->SetStep(steps + 1);
       SplitClock::Mark m = split.Now();
@@ -679,6 +695,16 @@ int Train(const TrainerOptions& o) {
       }
       clock.BatchDone();
       ++steps;
+      if (b + 1 < epoch_size) {
+        s = ckpt.AfterStep({resume.step + steps, epoch, b + 1}, rng, &sync,
+                           reps.get());
+        if (!s.ok()) {
+          LOG(ERROR) << "epoch " << epoch << " batch " << b << ": "
+                     << s.message();
+          return 1;
+        }
+      }
+      ckpt.MaybeDieForTest(resume.step + steps);
       if ((b + 1) % o.disp_batches == 0) {
         // Emulated devices: the emulated machine's speed.
         const double speed = o.disp_batches * o.batch_size * o.time_dilation /
@@ -734,8 +760,19 @@ int Train(const TrainerOptions& o) {
                             epoch, EpochSkipped(val)));
       }
     }
+    s = ckpt.AtEpochEnd({resume.step + steps, epoch + 1, 0}, rng, &sync,
+                        reps.get());
+    if (!s.ok()) {
+      LOG(ERROR) << "epoch " << epoch << ": " << s.message();
+      return 1;
+    }
   }
   clock.Finish();
+  s = ckpt.Finish(DeadlineFromNow());
+  if (!s.ok()) {
+    LOG(ERROR) << s.message();
+    return 1;
+  }
   if (o.kv_store.rfind("dist", 0) == 0) LogTransportStats(*kv);
   FinishJob(kv.get());
   return 0;

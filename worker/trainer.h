@@ -13,6 +13,7 @@
 #include "data/augment.h"
 #include "kvstore/kvstore.h"
 #include "nn/network.h"
+#include "worker/recovery.h"
 
 namespace pstrain {
 namespace worker {
@@ -117,6 +118,9 @@ struct TrainerOptions {
   // (-1: none) sleeps slow_worker_ms in every batch's data wait.
   int slow_worker_rank = -1;
   int slow_worker_ms = 0;
+  // Job checkpoints and resuming from one (worker/recovery.h); its prefix
+  // is set from model_prefix's file name when that is given.
+  RecoveryOptions recovery;
 };
 
 // Builds the network `options` ask for (--symbol, else --network) for a
