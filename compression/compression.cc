@@ -173,44 +173,30 @@ absl::Status DecodeReply(proto::Encoding e, const Frame& f, int64_t key,
 }
 
 absl::Status CheckEncodings(const proto::GradientCompression& c,
-                            const transport::Message& msg) {
-  const proto::Header& h = msg.header;
+                            const proto::Header& h) {
   const int n = h.keys_size();
   if ((h.encodings_size() != 0 && h.encodings_size() != n) ||
       (h.reply_encodings_size() != 0 && h.reply_encodings_size() != n) ||
-      h.lengths_size() != n || h.offsets_size() != n) {
+      h.offsets_size() != n) {
     return absl::InvalidArgumentError(absl::StrCat(
-        n, " keys, ", h.offsets_size(), " offsets, ", h.lengths_size(),
-        " lengths, ", h.encodings_size(), " encodings, ",
-        h.reply_encodings_size(), " reply encodings"));
+        n, " keys, ", h.offsets_size(), " offsets, ", h.encodings_size(),
+        " encodings, ", h.reply_encodings_size(), " reply encodings"));
   }
-  if (!msg.frames.empty() && msg.frames.size() != static_cast<size_t>(n)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(n, " keys but ", msg.frames.size(), " data frames"));
-  }
-  for (int i = 0; i < n; ++i) {
-    if (i < h.reply_encodings_size() &&
-        !ReplyEncodingAllowed(c, h.reply_encodings(i))) {
+  for (int i = 0; i < h.reply_encodings_size(); ++i) {
+    if (!ReplyEncodingAllowed(c, h.reply_encodings(i))) {
       return absl::InvalidArgumentError(absl::StrCat(
           "key ", h.keys(i), " offset ", h.offsets(i), ": a reply as ",
           EncodingName(h.reply_encodings(i)),
           " was asked for; this job's gradient compression is ", Describe(c)));
     }
-    if (msg.frames.empty()) continue;
-    const proto::Encoding e =
-        i < h.encodings_size() ? h.encodings(i) : proto::RAW_FLOAT32;
+  }
+  for (int i = 0; i < h.encodings_size(); ++i) {
+    const proto::Encoding e = h.encodings(i);
     if (e != proto::RAW_FLOAT32 && e != c.type()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "key ", h.keys(i), " offset ", h.offsets(i), " was pushed as ",
           EncodingName(e), "; this job's gradient compression is ", Describe(c),
           " (from INIT)"));
-    }
-    const uint64_t want = h.lengths(i) < 0 ? 0 : EncodedBytes(e, h.lengths(i));
-    if (h.lengths(i) < 0 || msg.frames[i].size() != want) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("key ", h.keys(i), " offset ", h.offsets(i), ": ",
-                       msg.frames[i].size(), " bytes for ", h.lengths(i),
-                       " values as ", EncodingName(e), ", which take ", want));
     }
   }
   return absl::OkStatus();

@@ -87,13 +87,14 @@ class WorkerCodec {
 absl::Status DecodeReply(proto::Encoding e, const transport::Frame& f,
                          int64_t key, int64_t offset, absl::Span<float> out);
 
-// The server's side. OK when every data frame of the PUSH or PUSH_PULL
-// `msg` has an encoding the job's compression `c` allows (raw, or
-// c.type()) and the bytes that encoding gives its length, and its reply
-// encodings are raw or (type fp16) fp16; else InvalidArgument naming the
-// key, offset, encodings and sizes. Also for PULL (no frames).
+// The server's side. OK when every data frame the PUSH, PUSH_PULL or PULL
+// header `h` announces has an encoding the job's compression `c` allows
+// (raw, or c.type()), every reply encoding is raw or (type fp16) fp16, and
+// the lists have one entry per key (or none); else InvalidArgument naming
+// the key, offset and encodings. The frames' sizes are the caller's to
+// check (EncodedBytes, codec.h).
 absl::Status CheckEncodings(const proto::GradientCompression& c,
-                            const transport::Message& msg);
+                            const proto::Header& h);
 // Replaces every encoded data frame of `msg` by its float32 values and
 // clears the encodings. REQUIRES: CheckEncodings(c, msg) is OK.
 void DecodePush(const proto::GradientCompression& c, transport::Message* msg);

@@ -3,6 +3,7 @@
 #include <climits>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -62,11 +63,15 @@ absl::Status CheckSlices(const proto::Header& h,
     }
     const uint64_t expected = compression::EncodedBytes(enc, length);
     if (expected != bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          in_shm ? "shared-memory frame " : "frame ", i, " (key ", h.keys(i),
-          ") has ", bytes, " bytes but the header says ", length,
-          " values at offset ", offset, " encoded as ",
-          proto::Encoding_Name(enc), ": ", expected, " bytes"));
+      const std::string what = enc == proto::RAW_FLOAT32
+                                   ? absl::StrCat(length, " floats")
+                                   : absl::StrCat(length, " values encoded as ",
+                                                  proto::Encoding_Name(enc),
+                                                  " (", expected, " bytes)");
+      return absl::InvalidArgumentError(
+          absl::StrCat(in_shm ? "shared-memory frame " : "frame ", i, " has ",
+                       bytes, " bytes but the header says ", what,
+                       " at offset ", offset, " of key ", h.keys(i)));
     }
   }
   return absl::OkStatus();
