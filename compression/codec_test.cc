@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "compression/codec_internal.h"
 #include "gtest/gtest.h"
 
 namespace pstrain {
@@ -174,6 +175,62 @@ TEST(TwoBitTest, MatchesMxnetBitForBitOverSeveralRounds) {
         }
       }
     }
+  }
+}
+
+// Both instruction-set versions, directly (the public functions use the
+// best the CPU has; this also covers the portable loops on AVX2 machines).
+TEST(TwoBitTest, ScalarAndAvx2KernelsMatchMxnet) {
+  std::mt19937 rng(11);
+  for (size_t n : {size_t{0}, size_t{5}, size_t{16}, size_t{31}, size_t{33},
+                   size_t{1000}, size_t{4099}}) {
+    const std::vector<float> grad = Random(n, &rng, 0.6f);
+    const std::vector<float> res0 = Random(n, &rng, 0.3f);
+    std::vector<float> ref_res = res0;
+    std::vector<uint8_t> ref_out;
+    RefQuantize2Bit(grad, &ref_res, 0.5f, &ref_out);
+    for (bool avx2 : {false, true}) {
+      if (avx2 && !internal::HasAvx2()) continue;
+      std::vector<float> res = res0;
+      std::vector<uint8_t> out(TwoBitBytes(n), 0x77);
+      (avx2 ? internal::Quantize2BitAvx2 : internal::Quantize2BitScalar)(
+          grad.data(), res.data(), 0, n, 0.5f, out.data());
+      ASSERT_EQ(out, ref_out) << "n=" << n << " avx2=" << avx2;
+      ASSERT_EQ(0, std::memcmp(res.data(), ref_res.data(), n * 4))
+          << "n=" << n << " avx2=" << avx2;
+      std::vector<float> got(n), want(n);
+      (avx2 ? internal::Dequantize2BitAvx2 : internal::Dequantize2BitScalar)(
+          out.data(), 0, n, 0.5f, got.data());
+      RefDequantize2Bit(ref_out.data(), static_cast<int>(n), 0.5f, want.data());
+      ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * 4)) << n;
+    }
+  }
+}
+
+TEST(OnebitTest, ScalarAndAvx2KernelsAgree) {
+  if (!internal::HasAvx2()) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(12);
+  for (size_t n : {size_t{1}, size_t{8}, size_t{63}, size_t{64}, size_t{65},
+                   size_t{1000}, size_t{4099}}) {
+    const std::vector<float> grad = Random(n, &rng, 0.6f);
+    const std::vector<float> err0 = Random(n, &rng, 0.3f);
+    ASSERT_EQ(Bits(static_cast<float>(
+                  internal::AbsSumScalar(grad.data(), err0.data(), 0, n))),
+              Bits(static_cast<float>(
+                  internal::AbsSumAvx2(grad.data(), err0.data(), 0, n))));
+    ASSERT_EQ(internal::AbsSumScalar(grad.data(), err0.data(), 0, n),
+              internal::AbsSumAvx2(grad.data(), err0.data(), 0, n))
+        << n;
+    std::vector<float> e1 = err0, e2 = err0;
+    std::vector<uint8_t> o1(OnebitBytes(n), 1), o2(OnebitBytes(n), 2);
+    internal::OnebitPackScalar(grad.data(), e1.data(), 0, n, 0.37f, o1.data());
+    internal::OnebitPackAvx2(grad.data(), e2.data(), 0, n, 0.37f, o2.data());
+    ASSERT_TRUE(std::equal(o1.begin(), o1.end() - 4, o2.begin())) << n;
+    ASSERT_EQ(0, std::memcmp(e1.data(), e2.data(), n * 4)) << n;
+    std::vector<float> u1(n), u2(n);
+    internal::OnebitUnpackScalar(o1.data(), 0, n, 0.37f, u1.data());
+    internal::OnebitUnpackAvx2(o1.data(), 0, n, 0.37f, u2.data());
+    ASSERT_EQ(0, std::memcmp(u1.data(), u2.data(), n * 4)) << n;
   }
 }
 
