@@ -623,18 +623,24 @@ int RunOnHosts(const ClusterOptions& cluster) {
   return 0;
 }
 
-int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
-           int servers) {
-  std::vector<int64_t> sizes;
+// --value_bytes into `sizes`; false (after saying why) for a bad entry.
+bool ParseValueBytes(std::vector<int64_t>* sizes) {
   for (absl::string_view s :
        absl::StrSplit(FLAGS_value_bytes, ',', absl::SkipEmpty())) {
     int64_t b;
     if (!absl::SimpleAtoi(s, &b) || b < 4) {
       std::cerr << "kv_bench: bad --value_bytes entry '" << s << "'\n";
-      return 2;
+      return false;
     }
-    sizes.push_back(b);
+    sizes->push_back(b);
   }
+  return true;
+}
+
+int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
+           int servers) {
+  std::vector<int64_t> sizes;
+  if (!ParseValueBytes(&sizes)) return 2;
   std::vector<std::string> modes =
       absl::StrSplit(FLAGS_mode, ',', absl::SkipEmpty());
   for (const auto& m : modes) {
@@ -746,15 +752,7 @@ int main(int argc, char** argv) {
     pstrain::tools::CodecBenchOptions c;
     c.runs = std::max(1, FLAGS_codec_runs);
     c.json = FLAGS_json;
-    for (absl::string_view s :
-         absl::StrSplit(FLAGS_value_bytes, ',', absl::SkipEmpty())) {
-      int64_t b;
-      if (!absl::SimpleAtoi(s, &b) || b < 4) {
-        std::cerr << "kv_bench: bad --value_bytes entry '" << s << "'\n";
-        return 2;
-      }
-      c.value_bytes.push_back(b);
-    }
+    if (!ParseValueBytes(&c.value_bytes)) return 2;
     pstrain::tools::RunCodecBench(c, std::cout);
     return 0;
   }
