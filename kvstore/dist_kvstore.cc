@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "compression/compression.h"
 #include "kvstore/kvstore_internal.h"
 #include "kvstore/partition.h"
 #include "nn/optimizer.h"
@@ -43,6 +44,7 @@ class DistKVStore : public KVStore {
         timeline_(node_->timeline()),
         push_track_(timeline_->Track("push")),
         pull_track_(timeline_->Track("pull")),
+        codec_(o.compression),
         load_(node_->num_servers(), 0),
         outstanding_(node_->num_servers()) {
     // Responses are handled on the transport's I/O thread: one thread hop
@@ -103,6 +105,7 @@ class DistKVStore : public KVStore {
       for (auto& [server, m] : per_server) {
         m.header.set_type(proto::INIT);
         m.header.set_sync_mode(sync_);
+        if (codec_.enabled()) *m.header.mutable_compression() = codec_.config();
         batch.push_back({server, std::move(m)});
       }
       PSTRAIN_ASSIGN_OR_RETURN(Handle h, Submit(std::move(batch), {}, -1));
@@ -376,7 +379,16 @@ class DistKVStore : public KVStore {
         m.header.add_offsets(sl.offset);
         m.header.add_lengths(sl.length);
         if (type != proto::PULL) {
-          m.frames.push_back(Frame::Borrow(data + sl.offset, bytes, keep));
+          const proto::Encoding e =
+              compression::PushEncoding(codec_.config(), g.key, total);
+          if (codec_.enabled()) m.header.add_encodings(e);
+          m.frames.push_back(codec_.EncodePush(
+              g.key, total, sl.offset,
+              absl::MakeConstSpan(data + sl.offset, sl.length), e, keep));
+        }
+        if (type != proto::PUSH && codec_.enabled()) {
+          m.header.add_reply_encodings(
+              compression::PullEncoding(codec_.config(), g.key, total));
         }
         open_bytes[sl.server] += bytes;
       }
@@ -540,7 +552,9 @@ class DistKVStore : public KVStore {
       for (size_t i = 0; i < msg.frames.size(); ++i) {
         const int64_t key = hd.keys(static_cast<int>(i));
         const int64_t off = hd.offsets(static_cast<int>(i));
-        auto v = msg.frames[i].As<float>();
+        // The transport checked that the frame holds `len` values in its
+        // encoding.
+        const int64_t len = hd.lengths(static_cast<int>(i));
         absl::Span<float> out;
         bool found = false;
         for (const auto& [k, o] : op.outs) {
@@ -550,9 +564,8 @@ class DistKVStore : public KVStore {
             break;
           }
         }
-        if (!found || off < 0 ||
-            off + static_cast<int64_t>(v.size()) >
-                static_cast<int64_t>(out.size())) {
+        if (!found || off < 0 || len < 0 ||
+            off + len > static_cast<int64_t>(out.size())) {
           if (op.status.ok()) {
             op.status = absl::DataLossError(
                 absl::StrCat("response slice of key ", key, " at ", off,
@@ -560,7 +573,12 @@ class DistKVStore : public KVStore {
           }
           continue;
         }
-        std::memcpy(out.data() + off, v.data(), v.size() * sizeof(float));
+        absl::Status ds = compression::DecodeReply(
+            static_cast<int>(i) < hd.encodings_size()
+                ? hd.encodings(static_cast<int>(i))
+                : proto::RAW_FLOAT32,
+            msg.frames[i], key, off, out.subspan(off, len));
+        if (!ds.ok() && op.status.ok()) op.status = ds;
       }
     }
     if (--op.outstanding == 0 && op.traced && op.status.ok() &&
@@ -605,6 +623,8 @@ class DistKVStore : public KVStore {
   timeline::Recorder* const timeline_;
   const int push_track_;
   const int pull_track_;
+  // Encodes pushes, keeps the residuals (thread-safe itself).
+  compression::WorkerCodec codec_;
 
   // mu_ guards the members marked ABSL_GUARDED_BY(mu_) below: the plan,
   // the operations and requests in flight and the room they take, and the

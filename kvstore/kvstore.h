@@ -77,6 +77,12 @@ struct KVStoreOptions {
   int max_outstanding_requests_per_server = 1024;
   int64_t max_outstanding_bytes_per_server = int64_t{1} << 30;
   absl::Duration send_timeout = absl::Seconds(60);
+  // dist_*: gradient compression (compression/compression.h; worker
+  // --gradient_compression): pushes of arrays of at least min_bytes go
+  // in this encoding (and with fp16 their pull replies too); worker rank 0
+  // tells the servers with INIT. Every worker of a job must use the same.
+  // Local types ignore it.
+  proto::GradientCompression compression;
 };
 
 class KVStore {

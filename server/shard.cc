@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "compression/codec.h"
 #include "glog/logging.h"
 #include "util/status.h"
 
@@ -39,9 +40,10 @@ void SumInto(float* dst, const std::vector<absl::Span<const float>>& g) {
   for (size_t r = 2; r < g.size(); ++r) AddTo(dst, g[r].data(), n);
 }
 
-// OK when `msg` has one frame of float32 values per slice its header
-// names, each as long as the header states (the transport has checked
-// this for messages from the network; the shard does not rely on it).
+// OK when `msg` has one frame per slice its header names, each with the
+// bytes its length takes in its encoding (float32 unless the header says
+// otherwise; the transport has checked this for messages from the
+// network; the shard does not rely on it).
 absl::Status CheckFrames(const Message& msg, const char* what) {
   const proto::Header& h = msg.header;
   if (msg.frames.size() != static_cast<size_t>(h.keys_size())) {
@@ -54,11 +56,15 @@ absl::Status CheckFrames(const Message& msg, const char* what) {
   }
   for (int i = 0; i < h.keys_size(); ++i) {
     const size_t bytes = msg.frames[i].size();
-    if (h.lengths(i) < 0 ||
-        bytes != static_cast<uint64_t>(h.lengths(i)) * sizeof(float)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": key ", h.keys(i), " offset ", h.offsets(i),
-                       " has ", bytes, " bytes for ", h.lengths(i), " values"));
+    const proto::Encoding e =
+        i < h.encodings_size() ? h.encodings(i) : proto::RAW_FLOAT32;
+    const uint64_t want =
+        h.lengths(i) < 0 ? 0 : compression::EncodedBytes(e, h.lengths(i));
+    if (h.lengths(i) < 0 || bytes != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": key ", h.keys(i), " offset ", h.offsets(i), " has ", bytes,
+          " bytes for ", h.lengths(i), " values as ",
+          compression::EncodingName(e), ", which take ", want));
     }
   }
   return absl::OkStatus();
@@ -79,6 +85,8 @@ Message MakeReply(const proto::Header& req, const std::string& error,
       r.header.add_offsets(req.offsets(i));
       r.header.add_lengths(req.lengths(i));
     }
+    // The weights go in the encodings the request asked for (WeightsOf).
+    *r.header.mutable_encodings() = req.reply_encodings();
   }
   r.frames = std::move(frames);
   return r;
@@ -195,7 +203,10 @@ std::vector<Frame> Shard::WeightsOf(const proto::Header& h) {
   for (int i = 0; i < h.keys_size(); ++i) {
     auto it = slices_.find({h.keys(i), h.offsets(i)});
     CHECK(it != slices_.end());
-    out.push_back(Share(it->second));
+    out.push_back(compression::EncodeReply(i < h.reply_encodings_size()
+                                               ? h.reply_encodings(i)
+                                               : proto::RAW_FLOAT32,
+                                           Share(it->second)));
   }
   return out;
 }
@@ -221,6 +232,7 @@ absl::Status Shard::Init(const Message& msg) {
         "INIT: ", h.keys_size(), " keys, ", h.offsets_size(), " offsets"));
   }
   sync_ = h.sync_mode();
+  compression_ = h.compression();
   for (int i = 0; i < h.keys_size(); ++i) {
     Slice& s = slices_[{h.keys(i), h.offsets(i)}];
     if (s.received > 0) --open_rounds_;  // Forgotten.
@@ -313,6 +325,7 @@ absl::Status Shard::SetOptimizer(const proto::OptimizerConfig& config) {
 
 absl::StatusOr<Message> Shard::Pull(const proto::Header& req) {
   absl::Status s = CheckSlices(req);
+  if (s.ok()) s = compression::CheckEncodings(compression_, req);
   if (!s.ok()) return s;
   return MakeReply(req, "", WeightsOf(req), /*with_slices=*/true);
 }
@@ -341,6 +354,7 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
                          std::vector<Reply>* replies) {
   const proto::Header& h = msg.header;
   absl::Status st = CheckSlices(h);
+  if (st.ok()) st = compression::CheckEncodings(compression_, h);
   if (!st.ok()) return st;
   if (msg.frames.size() != static_cast<size_t>(h.keys_size())) {
     return absl::InvalidArgumentError("push without values");
@@ -354,6 +368,7 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
   }
   if (!sync_) {
     int64_t step = 0;
+    compression::DecodePush(compression_, &msg);
     for (int i = 0; i < h.keys_size(); ++i) {
       const SliceId id{h.keys(i), h.offsets(i)};
       Slice& s = slices_.find(id)->second;
@@ -376,6 +391,7 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
                        " (offset ", h.offsets(i), ") twice in one round"));
     }
   }
+  compression::DecodePush(compression_, &msg);
   auto req = std::make_shared<Request>();
   req->outstanding = h.keys_size();
   req->msg = std::move(msg);

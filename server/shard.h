@@ -17,6 +17,12 @@
 //   weights zero-copy; an update while a reply still reads them moves to a
 //   spare buffer, so no reply ever sees a half-applied update.
 //
+// Gradient compression (compression/compression.h): INIT carries the
+// job's; pushes may carry frames in that encoding (dequantised on arrival,
+// then summed and applied as float32), and pulls may ask for fp16 weights
+// when it is fp16. Another encoding, or a frame whose size does not match
+// its encoding, is refused naming the key and the sizes.
+//
 // Bad input (an unknown slice, a wrong length, a missing frame, a push
 // listed twice in a round) is refused with InvalidArgument naming it; the
 // state is unchanged then. Nothing a request carries can crash the shard.
@@ -37,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "compression/compression.h"
 #include "nn/optimizer.h"
 #include "proto/messages.pb.h"
 #include "timeline/timeline.h"
@@ -241,6 +248,7 @@ class Shard {
   std::map<SliceId, Slice> slices_;
   std::unique_ptr<nn::Optimizer> optimizer_;
   bool sync_ = true;
+  proto::GradientCompression compression_;  // From INIT.
   Times times_;
   int64_t open_rounds_ = 0;
   // The timeline's tracks (0 without one).

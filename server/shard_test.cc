@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "compression/codec.h"
+#include "compression/compression.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/messages.pb.h"
@@ -394,6 +396,118 @@ TEST_F(ShardTest, OpenRoundsAndTimes) {
   EXPECT_EQ(shard_->open_rounds(), 1);
   Init({{0, 0, {1, 2}}});
   EXPECT_EQ(shard_->open_rounds(), 0);
+}
+
+// Gradient compression (issue #16): INIT carries the job's compression;
+// encoded pushes are dequantised, summed and stored (or applied) as
+// float32.
+class CompressedShardTest : public ShardTest {
+ protected:
+  void InitCompressed(const proto::GradientCompression& c, int64_t n) {
+    Message m = Request(proto::INIT, kFirstWorkerId, next_id_++,
+                        {{4, 0, std::vector<float>(n, 0.0f)}});
+    *m.header.mutable_compression() = c;
+    m.header.set_sync_mode(true);
+    ASSERT_TRUE(shard_->Init(m).ok());
+  }
+  // A push of key 4 from worker `rank`: `bytes` as the frame, `e` its
+  // encoding.
+  Message Encoded(int rank, int64_t n, proto::Encoding e, std::string bytes) {
+    Message m;
+    m.header.set_type(proto::PUSH_PULL);
+    m.header.set_sender(kFirstWorkerId + rank);
+    m.header.set_request_id(next_id_++);
+    m.header.add_keys(4);
+    m.header.add_offsets(0);
+    m.header.add_lengths(n);
+    m.header.add_encodings(e);
+    m.frames.push_back(Frame::Own(std::move(bytes)));
+    return m;
+  }
+};
+
+TEST_F(CompressedShardTest, TwoBitPushesAreDequantisedAndSummed) {
+  MakeShard(2);
+  auto c = *compression::Parse("type=2bit,threshold=0.5", 0);
+  InitCompressed(c, 17);
+  // Worker 0: +t for element 0 (bits 11 in the top of byte 0), -t for
+  // element 16 (bits 10 in the top of the second word's first byte).
+  std::string w0(8, '\0'), w1(8, '\0');
+  w0[0] = static_cast<char>(0xc0);
+  w0[4] = static_cast<char>(0x80);
+  // Worker 1: +t for elements 0 and 3.
+  w1[0] = static_cast<char>(0xc3);
+  std::vector<Reply> replies;
+  ASSERT_TRUE(
+      shard_->Push(0, Encoded(0, 17, proto::TWO_BIT, w0), &replies).ok());
+  EXPECT_THAT(replies, IsEmpty());
+  ASSERT_TRUE(
+      shard_->Push(1, Encoded(1, 17, proto::TWO_BIT, w1), &replies).ok());
+  ASSERT_EQ(replies.size(), 2u);
+  // The PUSH_PULL's reply carries the new weights, raw.
+  std::vector<float> want(17, 0.0f);
+  want[0] = 1.0f;
+  want[3] = 0.5f;
+  want[16] = -0.5f;
+  EXPECT_THAT(Values(replies[0].msg.frames.at(0)), ElementsAreArray(want));
+  EXPECT_THAT(Pull(4, 0, 17), ElementsAreArray(want));
+}
+
+TEST_F(CompressedShardTest, RefusesAnEncodingTheJobDoesNotUse) {
+  MakeShard(1);
+  auto c = *compression::Parse("type=fp16", 0);
+  InitCompressed(c, 17);
+  absl::Status s =
+      BadPush(0, Encoded(0, 17, proto::TWO_BIT, std::string(8, '\0')));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("key 4 offset 0 was pushed as 2bit; this job's "
+                        "gradient compression is type=fp16"));
+  // A job without compression refuses every encoded push.
+  MakeShard(1);
+  Init({{4, 0, std::vector<float>(17, 0.0f)}});
+  s = BadPush(0, Encoded(0, 17, proto::FP16, std::string(34, '\0')));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("type=none"));
+}
+
+TEST_F(CompressedShardTest, RefusesAPayloadOfTheWrongSize) {
+  MakeShard(1);
+  auto c = *compression::Parse("type=onebit", 0);
+  InitCompressed(c, 17);
+  absl::Status s =
+      BadPush(0, Encoded(0, 17, proto::ONEBIT, std::string(8, '\0')));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("key 4 offset 0 has 8 bytes for 17 values as onebit, "
+                        "which take 12"));
+  EXPECT_THAT(Pull(4, 0, 17), ElementsAreArray(std::vector<float>(17, 0.0f)));
+}
+
+TEST_F(CompressedShardTest, Fp16PushesAndPullReplies) {
+  MakeShard(1);
+  auto c = *compression::Parse("type=fp16", 0);
+  InitCompressed(c, 3);
+  const uint16_t halves[3] = {0x3c00, 0xc100, 0x3555};  // 1, -2.5, ~1/3.
+  std::string bytes(reinterpret_cast<const char*>(halves), 6);
+  std::vector<Reply> replies;
+  Message m = Encoded(0, 3, proto::FP16, bytes);
+  m.header.add_reply_encodings(proto::FP16);
+  ASSERT_TRUE(shard_->Push(0, std::move(m), &replies).ok());
+  ASSERT_EQ(replies.size(), 1u);
+  const Message& r = replies[0].msg;
+  ASSERT_EQ(r.header.encodings_size(), 1);
+  EXPECT_EQ(r.header.encodings(0), proto::FP16);
+  ASSERT_EQ(r.frames.size(), 1u);
+  EXPECT_EQ(std::string(r.frames[0].data(), r.frames[0].size()), bytes);
+  EXPECT_THAT(Pull(4, 0, 3),
+              ElementsAre(1.0f, -2.5f, compression::HalfToFloat1(0x3555)));
+  // A job without fp16 does not answer in fp16.
+  MakeShard(1);
+  Init({{4, 0, std::vector<float>(3, 0.0f)}});
+  Message pull = Request(proto::PULL, kFirstWorkerId, next_id_++,
+                         {{4, 0, std::vector<float>(3)}}, false);
+  pull.header.add_reply_encodings(proto::FP16);
+  EXPECT_FALSE(shard_->Pull(pull.header).ok());
 }
 
 }  // namespace

@@ -39,6 +39,7 @@
 #include "cluster/cluster.h"
 #include "cluster/cluster_flags.h"
 #include "cluster/node_flags.h"
+#include "compression/compression.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "kvstore/kvstore.h"
@@ -46,6 +47,7 @@
 #include "launcher/launcher.h"
 #include "launcher/subprocess.h"
 #include "nlohmann/json.hpp"
+#include "tools/codec_bench.h"
 #include "util/file.h"
 #include "util/flags.h"
 
@@ -82,6 +84,15 @@ DEFINE_string(
     "--hostfile: the launch tool; default: tools/launch beside this one.");
 DEFINE_int32(hosts_timeout_s, 1800,
              "--hostfile: the whole run's deadline, seconds.");
+DEFINE_string(gradient_compression, "",
+              "Compress pushes as the worker's --gradient_compression does "
+              "(type=2bit,threshold=0.5, type=fp16, type=onebit).");
+DEFINE_int64(gc_min_bytes, 64 << 10,
+             "Arrays smaller than this travel uncompressed.");
+DEFINE_bool(codec_bench, false,
+            "Only time the compression pack/unpack kernels in process "
+            "against memcpy for each --value_bytes (no cluster), then exit.");
+DEFINE_int32(codec_runs, 7, "--codec_bench: runs per kernel (median).");
 DEFINE_bool(raw_tcp_serve, false,
             "Internal (--hostfile): serve one raw TCP measurement on --host "
             "and print the port.");
@@ -527,7 +538,9 @@ int RunOnHosts(const ClusterOptions& cluster) {
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes,
                "--mode=" + FLAGS_mode, "--kv_store=" + FLAGS_kv_store,
                absl::StrCat("--iters=", FLAGS_iters), shm,
-               absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes)});
+               absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
+               "--gradient_compression=" + FLAGS_gradient_compression,
+               absl::StrCat("--gc_min_bytes=", FLAGS_gc_min_bytes)});
   argv.insert(argv.end(), timing.begin(), timing.end());
   std::string out;
   const int rc =
@@ -610,18 +623,24 @@ int RunOnHosts(const ClusterOptions& cluster) {
   return 0;
 }
 
-int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
-           int servers) {
-  std::vector<int64_t> sizes;
+// --value_bytes into `sizes`; false (after saying why) for a bad entry.
+bool ParseValueBytes(std::vector<int64_t>* sizes) {
   for (absl::string_view s :
        absl::StrSplit(FLAGS_value_bytes, ',', absl::SkipEmpty())) {
     int64_t b;
     if (!absl::SimpleAtoi(s, &b) || b < 4) {
       std::cerr << "kv_bench: bad --value_bytes entry '" << s << "'\n";
-      return 2;
+      return false;
     }
-    sizes.push_back(b);
+    sizes->push_back(b);
   }
+  return true;
+}
+
+int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
+           int servers) {
+  std::vector<int64_t> sizes;
+  if (!ParseValueBytes(&sizes)) return 2;
   std::vector<std::string> modes =
       absl::StrSplit(FLAGS_mode, ',', absl::SkipEmpty());
   for (const auto& m : modes) {
@@ -701,6 +720,8 @@ int main(int argc, char** argv) {
       {"kv_bench",
        "kv_bench [--workers=N --servers=S] [--value_bytes=4096,1048576] "
        "[--mode=push,pull,pushpull]\n"
+       "         [--gradient_compression=type=2bit,threshold=0.5] "
+       "[--codec_bench]\n"
        "         [--kv_store=dist_sync|dist_async] [--iters=N] [--json]\n"
        "         across hosts: --hostfile=FILE [--ssh_config=FILE] (workers "
        "and servers on the hosts)\n"
@@ -727,6 +748,19 @@ int main(int argc, char** argv) {
     std::cerr << "kv_bench: --kv_store must be dist_sync or dist_async\n";
     return 2;
   }
+  if (FLAGS_codec_bench) {
+    pstrain::tools::CodecBenchOptions c;
+    c.runs = std::max(1, FLAGS_codec_runs);
+    c.json = FLAGS_json;
+    if (!ParseValueBytes(&c.value_bytes)) return 2;
+    pstrain::tools::RunCodecBench(c, std::cout);
+    return 0;
+  }
+  auto compression = pstrain::compression::Parse(FLAGS_gradient_compression,
+                                                 FLAGS_gc_min_bytes);
+  if (!compression.ok()) {
+    pstrain::ExitWithError("kv_bench", compression.status().message());
+  }
   if (FLAGS_raw_tcp_serve) return RawTcpServe(cluster->host);
   if (!FLAGS_raw_tcp_connect.empty()) return RawTcpConnect();
   if (!FLAGS_hostfile.empty()) {
@@ -740,6 +774,7 @@ int main(int argc, char** argv) {
   pstrain::kvstore::KVStoreOptions o;
   o.cluster = *cluster;
   o.max_message_bytes = FLAGS_max_message_bytes;
+  o.compression = *compression;
   if (!o.cluster.scheduler_address.empty()) {  // Join mode.
     auto kv = KVStore::Create(FLAGS_kv_store, o);
     if (!kv.ok()) {

@@ -3,10 +3,12 @@
 #include <climits>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "compression/codec.h"
 
 namespace pstrain {
 namespace transport {
@@ -31,6 +33,12 @@ absl::Status CheckSlices(const proto::Header& h,
     return absl::InvalidArgumentError(
         absl::StrCat(n, " keys but ", frames.size(), " data frames"));
   }
+  if ((h.encodings_size() != 0 && h.encodings_size() != n) ||
+      (h.reply_encodings_size() != 0 && h.reply_encodings_size() != n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(n, " keys but ", h.encodings_size(), " encodings and ",
+                     h.reply_encodings_size(), " reply encodings"));
+  }
   for (int i = 0; i < n; ++i) {
     const int64_t offset = h.offsets(i), length = h.lengths(i);
     if (offset < 0 || length < 0) {
@@ -47,10 +55,23 @@ absl::Status CheckSlices(const proto::Header& h,
     const bool in_shm = shm_size[i] >= 0;
     const uint64_t bytes =
         in_shm ? static_cast<uint64_t>(shm_size[i]) : frames[i].size();
-    if (static_cast<uint64_t>(length) * sizeof(float) != bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          in_shm ? "shared-memory frame " : "frame ", i, " has ", bytes,
-          " bytes but the header says ", length, " floats at offset ", offset));
+    const proto::Encoding enc =
+        i < h.encodings_size() ? h.encodings(i) : proto::RAW_FLOAT32;
+    if (!proto::Encoding_IsValid(enc)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key ", h.keys(i), ": unknown encoding ", enc));
+    }
+    const uint64_t expected = compression::EncodedBytes(enc, length);
+    if (expected != bytes) {
+      const std::string what = enc == proto::RAW_FLOAT32
+                                   ? absl::StrCat(length, " floats")
+                                   : absl::StrCat(length, " values encoded as ",
+                                                  proto::Encoding_Name(enc),
+                                                  " (", expected, " bytes)");
+      return absl::InvalidArgumentError(
+          absl::StrCat(in_shm ? "shared-memory frame " : "frame ", i, " has ",
+                       bytes, " bytes but the header says ", what,
+                       " at offset ", offset, " of key ", h.keys(i)));
     }
   }
   return absl::OkStatus();

@@ -228,6 +228,48 @@ TEST(WireTest, FrameNotAWholeNumberOfFloats) {
                 absl::StatusCode::kInvalidArgument, "frame 0 has 9 bytes");
 }
 
+// Gradient compression (issue #16): a frame has the bytes its encoding
+// gives its length.
+TEST(WireTest, EncodedFramesOfTheirSizeAreAccepted) {
+  proto::Header h = Push(3);
+  h.set_lengths(0, 17);  // 2bit: 2 words.
+  h.add_encodings(proto::TWO_BIT);
+  h.add_encodings(proto::FP16);
+  h.add_encodings(proto::ONEBIT);
+  std::vector<Frame> data;
+  data.push_back(Frame::Own(std::string(8, '\0')));
+  data.push_back(Frame::Own(std::string(4, '\0')));
+  data.push_back(Frame::Own(std::string(12, '\0')));
+  auto m = Decode(Parts(h, std::move(data)), kToken);
+  EXPECT_TRUE(m.ok()) << m.status();
+}
+
+TEST(WireTest, EncodedFrameOfAnotherSize) {
+  proto::Header h = Push(1);
+  h.set_keys(0, 42);
+  h.set_lengths(0, 17);
+  h.add_encodings(proto::TWO_BIT);
+  std::vector<Frame> data;
+  data.push_back(Frame::Own(std::string(4, '\0')));
+  ExpectRefused(Parts(h, std::move(data)), absl::StatusCode::kInvalidArgument,
+                "frame 0 has 4 bytes but the header says 17 values encoded "
+                "as TWO_BIT (8 bytes) at offset 0 of key 42");
+}
+
+TEST(WireTest, UnknownEncoding) {
+  proto::Header h = Push(1);
+  h.add_encodings(static_cast<proto::Encoding>(77));
+  ExpectRefused(Parts(h, 1), absl::StatusCode::kInvalidArgument,
+                "unknown encoding 77");
+}
+
+TEST(WireTest, EncodingsForSomeKeysOnly) {
+  proto::Header h = Push(2);
+  h.add_encodings(proto::FP16);
+  ExpectRefused(Parts(h, 2), absl::StatusCode::kInvalidArgument,
+                "2 keys but 1 encodings");
+}
+
 TEST(WireTest, SharedMemoryFrameOutOfRange) {
   ExpectRefused(WithPlaceholder(ShmPush(2, 2), 2, 2),
                 absl::StatusCode::kInvalidArgument,

@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "cluster/cluster_flags.h"
 #include "cluster/node_flags.h"
+#include "compression/compression.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "nn/symbol_import.h"
@@ -170,6 +172,16 @@ DEFINE_double(time_dilation, 1,
 DEFINE_int32(warmup_batches, 2,
              "--benchmark: batches before the timed ones of the final "
              "'benchmark:' line.");
+DEFINE_string(gradient_compression, "",
+              "Gradient compression of pushes, MXNet's syntax: "
+              "type=2bit,threshold=0.5 (MXNet's 2-bit quantisation with "
+              "error feedback), type=fp16 (pushes and pulls in half "
+              "precision), type=onebit (BytePS's sign and mean magnitude, "
+              "error feedback); empty or type=none: off. dist_* stores only; "
+              "every worker of a job must pass the same.");
+DEFINE_int64(gc_min_bytes, 64 << 10,
+             "Arrays smaller than this many bytes (as float32) travel "
+             "uncompressed under --gradient_compression.");
 DEFINE_bool(dry_run, false,
             "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
@@ -303,6 +315,15 @@ int main(int argc, char** argv) {
   o.overlap = FLAGS_overlap;
   o.fusion_bytes = FLAGS_fusion_bytes;
   o.kvstore_mode = FLAGS_kvstore_mode;
+  o.kv.compression = OrExit(pstrain::compression::Parse(
+      FLAGS_gradient_compression, FLAGS_gc_min_bytes));
+  if (o.kv.compression.type() != pstrain::proto::RAW_FLOAT32 &&
+      !absl::StartsWith(o.kv_store, "dist")) {
+    pstrain::ExitWithError(kProgram,
+                           absl::StrCat("--gradient_compression needs a dist_* "
+                                        "--kv_store; --kv_store is ",
+                                        o.kv_store));
+  }
   o.emulate_device = FLAGS_emulate_device;
   o.local_reduce = FLAGS_local_reduce;
   o.emulate_copies = FLAGS_emulate_copies;
