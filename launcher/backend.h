@@ -16,6 +16,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -102,11 +103,20 @@ class Backend {
   // on the context's `out`; bounded in time.
   virtual void CleanUp(const std::vector<StartedNode>& nodes, bool failed) = 0;
 
+  // After Preflight(): the hosts it could not reach (ssh failed or timed
+  // out), each with what the check said. Empty for backends without hosts.
+  const std::vector<std::pair<Host, std::string>>& unreachable() const {
+    return unreachable_;
+  }
+
  protected:
   const LaunchOptions& options() const { return *context_.options; }
   const JobContext& context() const { return context_; }
   // Writes "launch: LINE" to the context's `out`.
   void Say(const std::string& line) const;
+
+  // Filled by Preflight() (see unreachable()).
+  std::vector<std::pair<Host, std::string>> unreachable_;
 
  private:
   const JobContext context_;

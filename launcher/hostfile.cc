@@ -34,12 +34,16 @@ absl::StatusOr<std::vector<Host>> ParseHostfile(absl::string_view text,
           source, ":", line_no, ": ", what, " in hosts file line '",
           absl::StripAsciiWhitespace(line), "' (expected host[:port])"));
     };
+    Host host;
     for (size_t i = 1; i < words.size(); ++i) {
-      if (!absl::StartsWith(words[i], "slots=")) {
+      absl::string_view word = words[i];
+      if (!absl::ConsumePrefix(&word, "slots=")) {
         return error(absl::StrCat("unexpected '", words[i], "'"));
       }
+      if (!absl::SimpleAtoi(word, &host.slots) || host.slots < 1) {
+        return error(absl::StrCat("bad slots '", word, "' (a number >= 1)"));
+      }
     }
-    Host host;
     absl::string_view word = words[0];
     size_t colon = word.rfind(':');
     if (colon != absl::string_view::npos &&

@@ -15,13 +15,21 @@ namespace launcher {
 
 struct Host {
   Host() = default;
-  Host(std::string name, int ssh_port = 22, std::string node = "")
-      : name(std::move(name)), ssh_port(ssh_port), node(std::move(node)) {}
+  Host(std::string name, int ssh_port = 22, std::string node = "",
+       int slots = 0)
+      : name(std::move(name)),
+        ssh_port(ssh_port),
+        node(std::move(node)),
+        slots(slots) {}
 
   std::string name;  // Host name or address, as written.
   int ssh_port = 22;
   // Slurm: the node's name (srun --nodelist); `name` is then its NodeAddr.
   std::string node;
+  // The hosts file's `slots=N`: at most N of the job's servers and workers
+  // go to this host (launch, PlaceProcesses() in host_health.h); 0: no
+  // limit (none given).
+  int slots = 0;
 
   // "node" (Slurm), else "name" or "name:port" when not 22.
   std::string ToString() const;
@@ -31,10 +39,12 @@ struct Host {
 };
 
 // Parses the text of a hosts file. Each non-empty line is `host[:port]`,
-// optionally followed by whitespace and `slots=N` (ignored, as MXNet's
-// launcher strips it); `#` starts a comment. Returns InvalidArgument naming
-// `source` and the line number for a malformed line (empty host, port not
-// in 1..65535, extra words) and when no host is listed.
+// optionally followed by whitespace and `slots=N` (N >= 1: at most N
+// servers and workers there; MXNet's launcher ignores it, and so does
+// placement where no host gives one); `#` starts a comment. Returns
+// InvalidArgument naming `source` and the line number for a malformed line
+// (empty host, port not in 1..65535, slots not a number >= 1, extra words)
+// and when no host is listed.
 absl::StatusOr<std::vector<Host>> ParseHostfile(absl::string_view text,
                                                 absl::string_view source);
 

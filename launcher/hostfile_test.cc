@@ -25,6 +25,8 @@ TEST(HostfileTest, ParsesHostsPortsSlotsAndComments) {
   EXPECT_EQ((*hosts)[1].ssh_port, 2222);
   EXPECT_EQ((*hosts)[1].ToString(), "10.0.0.2:2222");
   EXPECT_EQ((*hosts)[2].name, "node3");
+  EXPECT_EQ((*hosts)[0].slots, 0);  // None given: no limit.
+  EXPECT_EQ((*hosts)[2].slots, 8);
 }
 
 TEST(HostfileTest, ErrorsNameFileAndLine) {
@@ -37,6 +39,9 @@ TEST(HostfileTest, ErrorsNameFileAndLine) {
   auto empty_host = ParseHostfile(":22\n", "h");
   EXPECT_THAT(std::string(empty_host.status().message()),
               HasSubstr("empty host name"));
+  auto slots = ParseHostfile("a slots=0\n", "h");
+  EXPECT_THAT(std::string(slots.status().message()),
+              HasSubstr("h:1: bad slots '0'"));
   auto none = ParseHostfile("# nothing\n\n", "h");
   EXPECT_THAT(std::string(none.status().message()), HasSubstr("no host"));
 }

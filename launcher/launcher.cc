@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "launcher/backend.h"
+#include "launcher/host_health.h"
 #include "launcher/local_backend.h"
 #include "launcher/mpi.h"
 #include "launcher/slurm_backend.h"
@@ -144,6 +145,8 @@ void InstallStopSignalHandlers() {
   signal(SIGPIPE, SIG_IGN);
 }
 
+int PendingStopSignal() { return g_stop_signal.load(); }
+
 std::string ProcessSpec::Prefix() const {
   return absl::StrCat("[", role, " ", index, " ",
                       host.node.empty() ? host.name : host.node, "]");
@@ -156,6 +159,13 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
       absl::StrCat("--num_workers=", o.num_workers),
       absl::StrCat("--num_servers=", o.num_servers)};
   std::vector<ProcessSpec> specs;
+  // ssh and slurm: round-robin over the hosts, by their slots.
+  std::vector<int> where;
+  if (o.mode == Mode::kSsh || o.mode == Mode::kSlurm) {
+    auto placed = PlaceProcesses(o.hosts, o.num_servers + o.num_workers);
+    CHECK(placed.ok()) << "options not validated: " << placed.status();
+    where = *std::move(placed);
+  }
   ProcessSpec sched;
   sched.role = "scheduler";
   sched.host.name = o.mode == Mode::kLocal ? "127.0.0.1" : "localhost";
@@ -181,7 +191,7 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
     p.role = server ? "server" : "worker";
     p.index = server ? i : i - o.num_servers;
     if (o.mode == Mode::kSsh || o.mode == Mode::kSlurm) {
-      p.host = o.hosts[i % o.hosts.size()];
+      p.host = o.hosts[where[i]];
       p.remote = true;
     } else if (mpi_hosts) {
       p.host = o.hosts[(i + 1) % o.hosts.size()];
@@ -240,6 +250,14 @@ absl::Status ValidateLaunchOptions(const LaunchOptions& o) {
     return absl::InvalidArgumentError(
         "--launcher slurm needs the allocation's job id and nodes "
         "(ReadSlurmAllocation)");
+  }
+  if (o.mode == Mode::kSsh || o.mode == Mode::kSlurm) {
+    absl::Status placed =
+        PlaceProcesses(o.hosts, o.num_servers + o.num_workers).status();
+    if (!placed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--hostfile: ", placed.message(), " (slots=)"));
+    }
   }
   if (!o.timeline.empty()) {
     int64_t first = 0, last = 0;
@@ -330,6 +348,9 @@ class Job {
 
   // The first failure Watch() reported; empty when none.
   const std::string& first_failure() const { return first_failure_; }
+  // The hosts this run blames (Launcher::host_failures()).
+  std::vector<std::pair<std::string, std::string>> HostFailures(
+      bool check_failed) const;
 
  private:
   // Which backend starts `spec`: the scheduler (and mpirun) always run
@@ -371,6 +392,8 @@ class Job {
   std::vector<Running> running_;
   int exit_code_ = 0;
   std::string first_failure_;
+  // The host of the remote process that failed first; empty when none.
+  std::string first_failure_host_;
   std::string abort_reason_;  // From the scheduler's output.
   bool stopping_ = false;
   bool status_page_said_ = false;  // "launch: status page: URL" printed.
@@ -624,6 +647,7 @@ void Job::Watch() {
           if (first_failure_.empty() && !stopping_) {
             first_failure_ =
                 absl::StrCat(r.spec.Prefix(), " ", DescribeNodeExit(r.proc));
+            if (r.spec.remote) first_failure_host_ = r.spec.host.ToString();
             const int rank = mpi_failure_.rank;
             if (r.spec.role == "mpirun" && rank >= 0 &&
                 rank < static_cast<int>(ranks_.size())) {
@@ -692,6 +716,32 @@ int Job::Stop() {
   return exit_code_;
 }
 
+std::vector<std::pair<std::string, std::string>> Job::HostFailures(
+    bool check_failed) const {
+  std::vector<std::pair<std::string, std::string>> blamed;
+  if (check_failed) {
+    if (nodes_ == nullptr) return blamed;
+    for (const auto& [host, why] : nodes_->unreachable()) {
+      blamed.push_back({host.ToString(), absl::StrCat("check: ", why)});
+    }
+    return blamed;
+  }
+  if (!first_failure_host_.empty()) {
+    blamed.push_back({first_failure_host_, first_failure_});
+    return blamed;
+  }
+  // The scheduler names the node it found silent: "... at HOST:PORT ...".
+  if (abort_reason_.empty()) return blamed;
+  for (const Host& host : options_.hosts) {
+    if (absl::StrContains(abort_reason_,
+                          absl::StrCat(" at ", host.name, ":"))) {
+      blamed.push_back({host.ToString(), abort_reason_});
+      break;
+    }
+  }
+  return blamed;
+}
+
 // Makes --timeline's parts folder, without the parts of an earlier job.
 absl::Status PrepareTimeline(const std::string& path) {
   const std::string dir = timeline::PartsDir(path);
@@ -742,6 +792,9 @@ void MergeTimeline(const LaunchOptions& o, Job& job) {
 }  // namespace
 
 int Launcher::Run() {
+  failure_.clear();
+  host_failures_.clear();
+  check_failed_ = false;
   Job job(options_, out_);
   absl::Status ready = job.Preflight();
   if (ready.ok() && !options_.timeline.empty()) {
@@ -749,12 +802,15 @@ int Launcher::Run() {
   }
   if (!ready.ok()) {
     job.Say(std::string(ready.message()));
+    check_failed_ = true;
+    host_failures_ = job.HostFailures(true);
     return 1;
   }
   job.Start();
   job.Watch();
   const int rc = job.Stop();
   failure_ = job.first_failure();
+  host_failures_ = job.HostFailures(false);
   if (!options_.timeline.empty()) MergeTimeline(options_, job);
   return rc;
 }

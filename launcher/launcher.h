@@ -3,7 +3,8 @@
 // `[role index host]` prefix, and makes sure no process outlives the job.
 //
 // Placement follows MXNet's launcher: the scheduler runs on the launching
-// host; process i of servers-then-workers runs on hosts[i % hosts.size()].
+// host; process i of servers-then-workers runs on hosts[i % hosts.size()],
+// skipping hosts whose hosts-file `slots=` are taken (host_health.h).
 //
 // Every process is started through a small POSIX-sh wrapper that
 //   - reads the job token from the first line of its stdin into a file only
@@ -33,6 +34,7 @@
 
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -138,6 +140,10 @@ std::string ShellQuote(const std::string& s);
 // stop the job; SIGPIPE is ignored. Call once from main().
 void InstallStopSignalHandlers();
 
+// The stop signal received and not yet acted on by a Launcher (0: none).
+// Does not consume it.
+int PendingStopSignal();
+
 // Runs a job. Thread-compatible; owns every child process.
 class Launcher {
  public:
@@ -164,10 +170,24 @@ class Launcher {
   // stopped, or never started).
   const std::string& failure() const { return failure_; }
 
+  // After Run(): the hosts of options.hosts this run blames, each with why
+  // (host_health.h): the host of the process that failed first; the host
+  // the scheduler named when it aborted the job (a silent node: lost or
+  // frozen); with check_failed(), every host the check could not reach.
+  // The scheduler's own host (the launching one) is never blamed.
+  const std::vector<std::pair<std::string, std::string>>& host_failures()
+      const {
+    return host_failures_;
+  }
+  // After Run(): the host check failed (nothing was started).
+  bool check_failed() const { return check_failed_; }
+
  private:
   LaunchOptions options_;
   std::ostream* out_;
   std::string failure_;
+  std::vector<std::pair<std::string, std::string>> host_failures_;
+  bool check_failed_ = false;
 };
 
 }  // namespace launcher

@@ -12,14 +12,22 @@
 // - Each restart is logged: what failed, the checkpoint and its step, how
 //   long before the failure that checkpoint was written (the work lost, at
 //   most), and how long the failed run lasted.
-// - A job that finished, was stopped (SIGINT/SIGTERM/SIGHUP) or failed
-//   before it started (a preflight check) is not restarted.
+// - A job that finished, was stopped (SIGINT/SIGTERM/SIGHUP) or whose
+//   first run failed before it started (a preflight check) is not
+//   restarted. A restart whose host check cannot reach a host counts as a
+//   failure of that host and costs a restart (after check_retry_pause).
+// - ssh: failures are counted per host across runs (host_health.h); on a
+//   restart a host that failed twice is left out when the job's servers
+//   and workers fit on the other hosts by their slots, with a line naming
+//   the host and its failures; when it cannot be, a line says why and the
+//   host is kept.
 #ifndef PSTRAIN_LAUNCHER_RECOVERY_H_
 #define PSTRAIN_LAUNCHER_RECOVERY_H_
 
 #include <ostream>
 #include <string>
 
+#include "absl/time/time.h"
 #include "launcher/launcher.h"
 
 namespace pstrain {
@@ -29,6 +37,8 @@ struct RestartOptions {
   int max_restarts = 0;
   // Empty: no --checkpoint_dir is passed; restarts start from scratch.
   std::string checkpoint_dir;
+  // After a restart's host check failed: the wait before the next try.
+  absl::Duration check_retry_pause = absl::Seconds(3);
 };
 
 // `options` with --checkpoint_dir and (non-empty `resume_from`)

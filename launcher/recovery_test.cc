@@ -115,6 +115,63 @@ TEST(RestartTest, RestartsAreBoundedAndStartOverWithoutACheckpoint) {
   EXPECT_THAT(once.str(), Not(HasSubstr("restart")));
 }
 
+// ssh mode with a stand-in `ssh` first in PATH that runs the remote command
+// here, and a host that is "down" (ssh exits 255, as when it cannot
+// connect) while DIR/down-HOST exists. The worker on 127.0.0.2 exits 3 and
+// takes its host down: the restart's host check cannot reach it (its
+// second failure), and the next restart leaves it out.
+TEST(RestartTest, SshHostThatFailedTwiceIsLeftOut) {
+  const std::string dir = Tmp("exclude");
+  const std::string bin = Tmp("exclude/bin");
+  Script(bin, "ssh",
+         "while [ $# -gt 1 ]; do case \"$1\" in -F|-o|-p) shift 2;; *) "
+         "break;; esac; done\n"
+         "host=$1; shift\n"
+         "if [ -e " +
+             dir +
+             "/down-$host ]; then\n"
+             "  echo \"ssh: connect to host $host port 22: No route to host\" "
+             ">&2\n"
+             "  exit 255\n"
+             "fi\n"
+             "exec /bin/sh -c \"$*\"\n");
+  const std::string path = absl::StrCat(bin, ":", std::getenv("PATH"));
+  setenv("PATH", path.c_str(), 1);
+  LaunchOptions o;
+  o.mode = Mode::kSsh;
+  o.num_servers = 1;
+  o.num_workers = 2;
+  o.hosts = {Host("127.0.0.1"), Host("127.0.0.2"), Host("127.0.0.3")};
+  o.scheduler_host = "127.0.0.1";
+  o.stop_grace = absl::Seconds(2);
+  o.ssh_connect_timeout = absl::Seconds(2);
+  o.scheduler_binary = Script(dir, "sched.sh", "sleep 0.2\n");
+  o.server_binary = Script(dir, "server.sh", "echo \"server args=$*\"\n");
+  o.command = {Script(dir, "worker.sh",
+                      "case \"$*\" in *--host=127.0.0.2*) touch " + dir +
+                          "/down-127.0.0.2; exit 3;; esac\n")};
+  std::ostringstream out;
+  RestartOptions r;
+  r.max_restarts = 3;
+  r.check_retry_pause = absl::Milliseconds(100);
+  EXPECT_EQ(RunWithRestarts(o, r, &out), 0);
+  const std::string text = out.str();
+  EXPECT_THAT(text, HasSubstr("launch: restart 1 of 3 after [worker 0 "
+                              "127.0.0.2] exited with status 3"));
+  EXPECT_THAT(text, HasSubstr("launch: restart 2 of 3 after the host check "
+                              "could not reach 127.0.0.2"));
+  EXPECT_THAT(text, HasSubstr("launch: leaving out host 127.0.0.2, which "
+                              "failed 2 times ([worker 0 127.0.0.2] exited "
+                              "with status 3; check: unreachable: ssh exit "
+                              "status 255"));
+  EXPECT_THAT(text, HasSubstr("the job's 1 server(s) and 2 worker(s) fit on "
+                              "the other 2 host(s)"));
+  EXPECT_THAT(text, Not(HasSubstr("restart 3 of 3")));
+  // The last run: the worker that was on 127.0.0.2 is on 127.0.0.3.
+  EXPECT_THAT(text, HasSubstr("launch: [worker 0 127.0.0.3] finished"));
+  EXPECT_THAT(text, HasSubstr("job finished: every process exited 0"));
+}
+
 TEST(RestartTest, FlagsGoToServersAndWorkers) {
   LaunchOptions o;
   o.command = {"worker", "--x"};

@@ -219,6 +219,7 @@ absl::Status SshBackend::Preflight(const std::vector<ProcessSpec>& specs) {
       }
     }
   }
+  unreachable_.clear();
   // Check every host before starting anything, in parallel.
   std::vector<HostCommand> checks;
   std::vector<std::string> status;  // Per check.
@@ -258,6 +259,7 @@ absl::Status SshBackend::Preflight(const std::vector<ProcessSpec>& specs) {
     }
     if (c.timed_out) {
       status[i] = "unreachable: ssh timed out";
+      unreachable_.push_back({c.host, status[i]});
       all_ok = false;
       continue;
     }
@@ -275,6 +277,7 @@ absl::Status SshBackend::Preflight(const std::vector<ProcessSpec>& specs) {
     if (!reached) {
       status[i] = absl::StrCat("unreachable: ssh ", c.proc->DescribeExit(),
                                ": ", LastLine(c.output));
+      unreachable_.push_back({c.host, status[i]});
     } else if (!problems.empty()) {
       status[i] = absl::StrJoin(problems, "; ");
     } else {

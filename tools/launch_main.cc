@@ -22,7 +22,9 @@
 DEFINE_int32(num_workers, 0, "Number of workers (-n).");
 DEFINE_int32(num_servers, -1,
              "Number of servers (-s); default: as many as workers.");
-DEFINE_string(hostfile, "", "Hosts file (-H): one host[:ssh_port] a line.");
+DEFINE_string(hostfile, "",
+              "Hosts file (-H): one host[:ssh_port] a line, optionally "
+              "followed by slots=N (at most N servers and workers there).");
 DEFINE_string(launcher, "",
               "ssh, slurm, mpi or local; default: ssh with a hosts file, else "
               "local. slurm: inside an allocation (salloc, sbatch), servers "
