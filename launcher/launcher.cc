@@ -348,6 +348,8 @@ class Job {
 
   // The first failure Watch() reported; empty when none.
   const std::string& first_failure() const { return first_failure_; }
+  // The scheduler's reason when it aborted the job; empty when none.
+  const std::string& abort_reason() const { return abort_reason_; }
   // The hosts this run blames (Launcher::host_failures()).
   std::vector<std::pair<std::string, std::string>> HostFailures(
       bool check_failed) const;
@@ -726,18 +728,18 @@ std::vector<std::pair<std::string, std::string>> Job::HostFailures(
     }
     return blamed;
   }
-  if (!first_failure_host_.empty()) {
-    blamed.push_back({first_failure_host_, first_failure_});
-    return blamed;
-  }
-  // The scheduler names the node it found silent: "... at HOST:PORT ...".
-  if (abort_reason_.empty()) return blamed;
+  // The scheduler names the node it found silent ("... at HOST:PORT
+  // ..."): the cause, also when another node's exit reached launch first.
   for (const Host& host : options_.hosts) {
+    if (abort_reason_.empty()) break;
     if (absl::StrContains(abort_reason_,
                           absl::StrCat(" at ", host.name, ":"))) {
       blamed.push_back({host.ToString(), abort_reason_});
-      break;
+      return blamed;
     }
+  }
+  if (!first_failure_host_.empty()) {
+    blamed.push_back({first_failure_host_, first_failure_});
   }
   return blamed;
 }
@@ -810,6 +812,11 @@ int Launcher::Run() {
   job.Watch();
   const int rc = job.Stop();
   failure_ = job.first_failure();
+  if (!failure_.empty() && !job.abort_reason().empty()) {
+    absl::StrAppend(&failure_,
+                    " (the scheduler aborted the job: ", job.abort_reason(),
+                    ")");
+  }
   host_failures_ = job.HostFailures(false);
   if (!options_.timeline.empty()) MergeTimeline(options_, job);
   return rc;

@@ -166,14 +166,16 @@ class Launcher {
   int Run();
 
   // After Run(): the first process failure it reported ("[worker 1 host]
-  // killed by signal 9"); empty when none failed (the job finished, was
-  // stopped, or never started).
+  // killed by signal 9"), followed by " (the scheduler aborted the job:
+  // REASON)" when the scheduler said why; empty when none failed (the job
+  // finished, was stopped, or never started).
   const std::string& failure() const { return failure_; }
 
   // After Run(): the hosts of options.hosts this run blames, each with why
-  // (host_health.h): the host of the process that failed first; the host
-  // the scheduler named when it aborted the job (a silent node: lost or
-  // frozen); with check_failed(), every host the check could not reach.
+  // (host_health.h): the host the scheduler named when it aborted the job
+  // (a silent node: lost or frozen), else the host of the process that
+  // failed first; with check_failed(), every host the check could not
+  // reach.
   // The scheduler's own host (the launching one) is never blamed.
   const std::vector<std::pair<std::string, std::string>>& host_failures()
       const {

@@ -115,14 +115,11 @@ TEST(RestartTest, RestartsAreBoundedAndStartOverWithoutACheckpoint) {
   EXPECT_THAT(once.str(), Not(HasSubstr("restart")));
 }
 
-// ssh mode with a stand-in `ssh` first in PATH that runs the remote command
-// here, and a host that is "down" (ssh exits 255, as when it cannot
-// connect) while DIR/down-HOST exists. The worker on 127.0.0.2 exits 3 and
-// takes its host down: the restart's host check cannot reach it (its
-// second failure), and the next restart leaves it out.
-TEST(RestartTest, SshHostThatFailedTwiceIsLeftOut) {
-  const std::string dir = Tmp("exclude");
-  const std::string bin = Tmp("exclude/bin");
+// Puts a stand-in `ssh` first in PATH: it runs the remote command here,
+// unless DIR/down-HOST exists (then it fails as ssh does when it cannot
+// connect: exit 255).
+void FakeSsh(const std::string& dir) {
+  const std::string bin = Tmp(dir.substr(dir.rfind('/') + 1) + "/bin");
   Script(bin, "ssh",
          "while [ $# -gt 1 ]; do case \"$1\" in -F|-o|-p) shift 2;; *) "
          "break;; esac; done\n"
@@ -137,6 +134,9 @@ TEST(RestartTest, SshHostThatFailedTwiceIsLeftOut) {
              "exec /bin/sh -c \"$*\"\n");
   const std::string path = absl::StrCat(bin, ":", std::getenv("PATH"));
   setenv("PATH", path.c_str(), 1);
+}
+
+LaunchOptions SshJob(const std::string& dir) {
   LaunchOptions o;
   o.mode = Mode::kSsh;
   o.num_servers = 1;
@@ -147,6 +147,41 @@ TEST(RestartTest, SshHostThatFailedTwiceIsLeftOut) {
   o.ssh_connect_timeout = absl::Seconds(2);
   o.scheduler_binary = Script(dir, "sched.sh", "sleep 0.2\n");
   o.server_binary = Script(dir, "server.sh", "echo \"server args=$*\"\n");
+  o.command = {Script(dir, "worker.sh", "exit 0\n")};
+  return o;
+}
+
+// The scheduler's account of a silent node names the host to blame, also
+// when another node's exit is what launch saw first.
+TEST(RestartTest, TheHostTheSchedulerNamedIsBlamed) {
+  const std::string dir = Tmp("blame");
+  FakeSsh(dir);
+  LaunchOptions o = SshJob(dir);
+  o.scheduler_binary = Script(
+      dir, "sched.sh",
+      "echo 'E1206 scheduler.cc:192] scheduler: aborting the job: node dead: "
+      "worker rank 1 at 127.0.0.3:4567 has been silent for 4.0 s'\n"
+      "sleep 0.5; exit 1\n");
+  o.command = {Script(dir, "worker.sh", "sleep 0.2; exit 1\n")};
+  std::ostringstream out;
+  Launcher launcher(o, &out);
+  EXPECT_EQ(launcher.Run(), 1);
+  EXPECT_THAT(launcher.failure(),
+              HasSubstr("(the scheduler aborted the job: node dead: worker "
+                        "rank 1 at 127.0.0.3:4567"));
+  ASSERT_EQ(launcher.host_failures().size(), 1u) << out.str();
+  EXPECT_EQ(launcher.host_failures()[0].first, "127.0.0.3");
+  EXPECT_FALSE(launcher.check_failed());
+}
+
+// ssh mode (FakeSsh), a host that is "down" (ssh exits 255, as when it cannot
+// connect) while DIR/down-HOST exists. The worker on 127.0.0.2 exits 3 and
+// takes its host down: the restart's host check cannot reach it (its
+// second failure), and the next restart leaves it out.
+TEST(RestartTest, SshHostThatFailedTwiceIsLeftOut) {
+  const std::string dir = Tmp("exclude");
+  FakeSsh(dir);
+  LaunchOptions o = SshJob(dir);
   o.command = {Script(dir, "worker.sh",
                       "case \"$*\" in *--host=127.0.0.2*) touch " + dir +
                           "/down-127.0.0.2; exit 3;; esac\n")};
