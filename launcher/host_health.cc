@@ -78,6 +78,7 @@ HostExclusion LeaveOutFailedHosts(const std::vector<Host>& hosts,
     const std::string times =
         absl::StrCat(-minus_n, " times (", absl::StrJoin(why, "; "), ")");
     const std::string failed = absl::StrCat("host ", name, " failed ", times);
+    result.message_hosts.push_back(name);
     if (rest.empty()) {
       result.messages.push_back(absl::StrCat(
           failed, "; kept: it is the only host left for the job's ",

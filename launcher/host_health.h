@@ -41,6 +41,8 @@ struct HostExclusion {
   // failures and where the job goes instead) or kept (why it cannot be left
   // out). Meant for "launch: " lines.
   std::vector<std::string> messages;
+  // The host (Host::ToString()) each of `messages` is about.
+  std::vector<std::string> message_hosts;
 };
 
 // Decides which of `hosts` the next run of a job of `servers` + `workers`

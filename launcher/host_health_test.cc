@@ -66,6 +66,7 @@ TEST(LeaveOutFailedHostsTest, AHostIsKeptWhenTheOthersCannotHoldTheJob) {
   HostExclusion next = LeaveOutFailedHosts(Hosts({2, 2, 2, 2}), failures, 2, 3);
   EXPECT_THAT(Names(next.hosts), ElementsAre("h1", "h2", "h3"));
   ASSERT_EQ(next.messages.size(), 2u);
+  EXPECT_THAT(next.message_hosts, ElementsAre("h0", "h2"));
   // The one with the most failures goes first.
   EXPECT_THAT(next.messages[0], HasSubstr("leaving out host h0, which failed "
                                           "3 times"));

@@ -98,7 +98,16 @@ int RunWithRestarts(const LaunchOptions& options, const RestartOptions& r,
     if (options.mode == Mode::kSsh) {
       HostExclusion next = LeaveOutFailedHosts(
           hosts, failures, options.num_servers, options.num_workers);
-      for (const std::string& line : next.messages) say(line);
+      // Said when the host failed again: a host that stays is not named
+      // at every restart.
+      for (size_t i = 0; i < next.messages.size(); ++i) {
+        for (const auto& [host, why] : launcher.host_failures()) {
+          if (host == next.message_hosts[i]) {
+            say(next.messages[i]);
+            break;
+          }
+        }
+      }
       hosts = std::move(next.hosts);
     }
     if (launcher.check_failed()) {
