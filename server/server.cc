@@ -53,6 +53,13 @@ class Server {
     }
     node_->SetDataHandler(nullptr);  // No call of Handle() runs past here.
     LOG(INFO) << ServerTimeSplitLine(node_->rank(), split_.Totals(absl::Now()));
+    // Push identity (--recovery=replace): with every step's round applied
+    // once, the fewest rounds of a learned slice is the job's step count.
+    LOG(INFO) << "server rank " << node_->rank() << ": "
+              << shard_.min_learned_rounds()
+              << " rounds applied to every learned slice; "
+              << shard_.repeated_pushes()
+              << " repeated push slices acknowledged without summing";
     LOG(INFO) << "server rank " << node_->rank() << ": " << refused_
               << " requests refused, " << refused_not_rank_zero_
               << " of them INIT or SET_OPTIMIZER from a node other than worker "
@@ -138,6 +145,7 @@ class Server {
       const ServerTimes t = split_.Totals(t1);
       proto::NodeStats st;
       FillServerStats(t, &st);
+      st.set_rounds_applied(shard_.min_learned_rounds());
       node_->SetHeartbeatStats(st);
       VLOG(1) << ServerTimeSplitLine(node_->rank(), t);
     }
