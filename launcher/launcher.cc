@@ -316,6 +316,10 @@ struct Running {
   std::string partial;  // Output not yet ended by a newline.
   NodeReport report;    // What its wrapper reported about the node.
   bool done = false;
+  // --recovery=replace: a replacement process, and whether it has joined
+  // the job (its "WORKER rank R (node N)" line).
+  bool replacement = false;
+  bool joined = false;
 };
 
 // One run of a job, in four phases that Launcher::Run() calls in order:
@@ -619,6 +623,11 @@ void Job::PrintLine(Running* r, absl::string_view line) {
       mpi_failure_.Scan(line);
     }
   }
+  if (r->replacement && !r->joined &&
+      text.find("WORKER rank ") != std::string::npos &&
+      text.find(" (node ") != std::string::npos) {
+    r->joined = true;
+  }
   if (spec->role == "scheduler" && options_.replace_workers) {
     const size_t at = text.find(kDeadWorkerMarker);
     const size_t verdict = text.find(kDeadWorkerVerdict);
@@ -826,7 +835,7 @@ void Job::StartDueReplacements() {
                                                      absl::Now() - p.died)),
                        " after the death"));
       running_.push_back(
-          Running{on, nodes_.get(), std::move(*proc), "", {}, false});
+          Running{on, nodes_.get(), std::move(*proc), "", {}, false, true});
       started = true;
       break;
     }
@@ -844,6 +853,9 @@ void Job::StartDueReplacements() {
 void Job::KillDeclaredDead(int rank, const std::string& why) {
   for (auto& r : running_) {
     if (r.spec.role != "worker" || r.spec.index != rank || r.done) continue;
+    // A replacement that has not joined yet: the verdict is about the
+    // process it replaces.
+    if (r.replacement && !r.joined) continue;
     declared_dead_[rank] = why;
     Say(absl::StrCat(r.spec.Prefix(), " (worker rank ", rank,
                      ") declared dead by the scheduler: ", why,
