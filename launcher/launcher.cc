@@ -710,7 +710,7 @@ void Job::Watch() {
           }
         } else if (!r.proc.succeeded()) {
           if (options_.replace_workers && r.spec.role != "worker" &&
-              first_failure_.empty() && !stopping_) {
+              first_failure_.empty() && !stopping_ && abort_reason_.empty()) {
             Say(absl::StrCat(r.spec.Prefix(),
                              ": --recovery=replace replaces workers only; a "
                              "dead ",
