@@ -146,6 +146,40 @@ TEST_F(ReplaceClusterTest, DeadWorkerIsReplacedAndTheJobGoesOn) {
   const double acc_plain = FinalAccuracy(plain), acc = FinalAccuracy(out);
   ASSERT_GT(acc_plain, 0.2) << plain;
   EXPECT_NEAR(acc, acc_plain, 0.02) << out;
+
+  // Rank 0 (which initialises metric slots and writes checkpoints) dies in
+  // epoch 1, after the validation slot and 2 checkpoints exist: its
+  // replacement passes 3 barriers at once, joins at step 25 (or 24) and
+  // writes the checkpoints of steps 30 and 40; the weights are still the
+  // undisturbed run's.
+  flags = Flags(kEpochs);
+  ASSERT_TRUE(checkpoint::MakeDirs(tmp_ + "/rank0").ok());
+  flags.push_back(absl::StrCat("--model_prefix=", tmp_, "/rank0/model"));
+  flags.push_back("--test_die_at_step=25");
+  flags.push_back("--test_die_rank=0");
+  flags.push_back("--checkpoint_period_batches=10");
+  const std::string out0 = testing_util::LaunchWorkers(
+      3, 2, flags, absl::Seconds(240), &ok,
+      {"--recovery=replace",
+       absl::StrCat("--checkpoint_dir=", tmp_, "/rank0/ck")});
+  ASSERT_TRUE(ok) << out0;
+  EXPECT_EQ(Joins(out0, 0), 2u) << out0;
+  EXPECT_EQ(LinesWith(out0, "3 worker barriers released so far").size(), 1u)
+      << out0;
+  EXPECT_EQ(LinesWith(out0, "(--replace_rank 0) joins at step 2").size(), 1u)
+      << out0;
+  EXPECT_EQ(LinesWith(out0, absl::StrCat(": ", kSteps,
+                                         " rounds applied to every learned "
+                                         "slice"))
+                .size(),
+            2u)
+      << out0;
+  EXPECT_TRUE(
+      checkpoint::VerifyCheckpoint(checkpoint::StepDir(tmp_ + "/rank0/ck", 40))
+          .ok());
+  EXPECT_TRUE(testing_util::ReadFileOrEmpty(absl::StrFormat(
+                  "%s/rank0/model-%04d.params", tmp_, kEpochs)) == a)
+      << "the job whose rank 0 was replaced ends with other weights";
 }
 
 TEST_F(ReplaceClusterTest, NoReplacementEndsTheJobWithTheSchedulersVerdict) {
