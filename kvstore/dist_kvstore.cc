@@ -1,5 +1,7 @@
 #include "kvstore/dist_kvstore.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -336,6 +338,32 @@ class DistKVStore : public KVStore {
     return absl::OkStatus();
   }
 
+  // KVStoreOptions::test_die_mid_push_round: sends the round's pushes to
+  // server rank 0 only, lets them leave, and SIGKILLs this process.
+  void MaybeDieMidPushForTest(std::vector<std::pair<int, Message>>* batch) {
+    const int64_t round = options_.test_die_mid_push_round;
+    if (round <= 0 || replacement_ || rank() != options_.test_die_rank) return;
+    bool hit = false;
+    for (const auto& [id, m] : *batch) {
+      const proto::MessageType t = m.header.type();
+      hit |= (t == proto::PUSH || t == proto::PUSH_PULL) &&
+             m.header.push_round() == round;
+    }
+    if (!hit) return;
+    std::vector<std::pair<int, Message>> first;
+    for (auto& [id, m] : *batch) {
+      if (id == node_->ServerId(0)) first.emplace_back(id, std::move(m));
+    }
+    LOG(WARNING) << "worker " << rank() << ": --test_die_mid_push_step "
+                 << round << ": " << first.size()
+                 << " push message(s) to server rank 0 only, then SIGKILL";
+    absl::Status s =
+        node_->SendBatch(std::move(first), absl::Now() + absl::Seconds(10));
+    if (!s.ok()) LOG(WARNING) << s;
+    absl::SleepFor(absl::Milliseconds(500));  // Let them leave.
+    raise(SIGKILL);
+  }
+
   // Forgets operation `h` after a Wait() that timed out: its late replies
   // match nothing.
   void Abandon(Handle h) {
@@ -599,6 +627,7 @@ class DistKVStore : public KVStore {
                              std::move(batch[i].msg));
       }
     }
+    MaybeDieMidPushForTest(&to_send);
     std::vector<uint64_t> rids;
     for (const auto& [id, m] : to_send) rids.push_back(m.header.request_id());
     absl::Status s = node_->SendBatch(std::move(to_send), deadline);

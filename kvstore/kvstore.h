@@ -92,6 +92,13 @@ struct KVStoreOptions {
   // tells the servers with INIT. Every worker of a job must use the same.
   // Local types ignore it.
   proto::GradientCompression compression;
+  // Tests only (worker --test_die_mid_push_step, --test_die_rank): the
+  // dist_sync worker of rank test_die_rank, unless it is a replacement,
+  // sends its pushes of round test_die_mid_push_round to server rank 0
+  // only, then SIGKILLs itself (a push that reached some servers and not
+  // others). 0: never.
+  int64_t test_die_mid_push_round = 0;
+  int test_die_rank = -1;
 };
 
 class KVStore {

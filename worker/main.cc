@@ -107,6 +107,10 @@ DEFINE_int64(replace_since_us, 0,
              "launch --recovery=replace passes it: when launch saw the "
              "replaced worker die (its clock, microseconds since the Unix "
              "epoch), for the log line of the time until training again.");
+DEFINE_int64(test_die_mid_push_step, 0,
+             "Tests only: the worker of rank --test_die_rank sends its "
+             "pushes of this step to server rank 0 only, then kills itself "
+             "(SIGKILL); never a replacement (0: never).");
 DEFINE_bool(test_replacement_fails, false,
             "Tests only: a replacement (--replace_rank) exits 1 at once.");
 DEFINE_int32(load_epoch, 0, "Resume from PREFIX-<load_epoch>.params.");
@@ -366,6 +370,8 @@ int main(int argc, char** argv) {
     o.kv.cluster =
         OrExit(pstrain::cluster::NodeOptionsFromFlags(pstrain::proto::WORKER));
     o.kv.cluster.replace_rank = FLAGS_replace_rank;
+    o.kv.test_die_mid_push_round = FLAGS_test_die_mid_push_step;
+    o.kv.test_die_rank = FLAGS_test_die_rank;
   }
   return pstrain::worker::Train(o);
 }
