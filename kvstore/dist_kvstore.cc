@@ -528,6 +528,19 @@ class DistKVStore : public KVStore {
     for (const auto& [mi, r] : message_round) {
       if (r > 0) batch[mi].msg.header.set_push_round(r);
     }
+    {
+      // A replacement's pulls before its first push ask for the weights of
+      // the step it continues with (the servers' round + 1): a server one
+      // round ahead (its predecessor's push of that step reached it) gives
+      // the previous ones.
+      MutexLock lock(&mu_);
+      if (type != proto::PULL) {
+        pushed_ = true;
+      } else if (replacement_ && !pushed_ && replacement_round_ >= 0) {
+        for (Request& r : batch)
+          r.msg.header.set_push_round(replacement_round_ + 1);
+      }
+    }
     std::vector<int64_t> keys;
     if (begin != absl::InfinitePast()) {
       for (const KeyPushPull& g : group) keys.push_back(g.key);
@@ -794,6 +807,7 @@ class DistKVStore : public KVStore {
   // fewest rounds the join's pull replies reported so far.
   int64_t replacement_round_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t join_round_ ABSL_GUARDED_BY(mu_) = -1;
+  bool pushed_ ABSL_GUARDED_BY(mu_) = false;  // Any push sent yet.
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
 

@@ -203,6 +203,7 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
       p.argv.push_back(o.server_binary);
       p.argv.insert(p.argv.end(), common.begin(), common.end());
       p.argv.push_back(absl::StrCat("--host=", p.host.name));
+      if (o.replace_workers) p.argv.push_back("--recovery=replace");
       p.argv.insert(p.argv.end(), o.server_args.begin(), o.server_args.end());
     } else {
       p.argv = o.command;

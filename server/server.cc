@@ -17,8 +17,10 @@ namespace {
 
 using transport::Message;
 
-ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
+ShardOptions ShardOptionsFor(const cluster::ClusterNode& node,
+                             bool keep_previous) {
   ShardOptions o;
+  o.keep_previous = keep_previous;
   o.num_workers = node.num_workers();
   o.shared = &node.transport();
   o.timeline = node.timeline();
@@ -30,9 +32,9 @@ ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
 class Server {
  public:
   Server(std::unique_ptr<cluster::ClusterNode> node,
-         ServerCheckpointOptions checkpoint)
+         ServerCheckpointOptions checkpoint, bool keep_previous)
       : node_(std::move(node)),
-        shard_(ShardOptionsFor(*node_)),
+        shard_(ShardOptionsFor(*node_, keep_previous)),
         ckpt_(WithRank(std::move(checkpoint), node_->rank())),
         reply_track_(node_->timeline()->Track("reply")) {}
 
@@ -224,7 +226,8 @@ int Run(const ServerOptions& options) {
     LOG(ERROR) << "server: " << node.status().message();
     return 1;
   }
-  return Server(std::move(*node), options.checkpoint).Serve();
+  return Server(std::move(*node), options.checkpoint, options.keep_previous)
+      .Serve();
 }
 
 }  // namespace server

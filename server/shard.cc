@@ -245,6 +245,8 @@ absl::Status Shard::Init(const Message& msg) {
     s.received = 0;
     s.merged.clear();
     s.repeats.clear();
+    s.previous.clear();
+    s.previous_round = -1;
     s.rounds = 0;
   }
   return absl::OkStatus();
@@ -328,7 +330,33 @@ absl::StatusOr<Message> Shard::Pull(const proto::Header& req) {
   absl::Status s = CheckSlices(req);
   if (s.ok()) s = compression::CheckEncodings(compression_, req);
   if (!s.ok()) return s;
-  Message reply = MakeReply(req, "", WeightsOf(req), /*with_slices=*/true);
+  Message reply;
+  if (req.push_round() > 0) {
+    // The weights a push of round N is computed from (after round N - 1).
+    const int64_t want = req.push_round() - 1;
+    std::vector<Frame> frames;
+    for (int i = 0; i < req.keys_size(); ++i) {
+      const Slice& sl = slices_.find({req.keys(i), req.offsets(i)})->second;
+      Frame f;
+      if (sl.rounds == want) {
+        f = Share(sl);
+      } else if (sl.previous_round == want && !sl.previous.empty()) {
+        f = Frame::Copy(sl.previous.data(), sl.previous.size() * sizeof(float));
+      } else {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "key ", req.keys(i), " (offset ", req.offsets(i),
+            "): the weights after round ", want,
+            " are no longer held (the slice is at round ", sl.rounds, ")"));
+      }
+      frames.push_back(compression::EncodeReply(i < req.reply_encodings_size()
+                                                    ? req.reply_encodings(i)
+                                                    : proto::RAW_FLOAT32,
+                                                std::move(f)));
+    }
+    reply = MakeReply(req, "", std::move(frames), /*with_slices=*/true);
+  } else {
+    reply = MakeReply(req, "", WeightsOf(req), /*with_slices=*/true);
+  }
   // The rounds the slices have completed: a replacement worker's step.
   int64_t fewest = -1;
   for (int i = 0; i < req.keys_size(); ++i) {
@@ -468,6 +496,11 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
   std::vector<absl::Span<const float>> grads;
   for (size_t r = 0; r < s.pending.size(); ++r) {
     grads.push_back(s.pending[r]->msg.frames[s.frame_of[r]].As<float>());
+  }
+  if (options_.keep_previous && id.first >= 0) {
+    const absl::Span<const float> w = s.weights();
+    s.previous.assign(w.begin(), w.end());
+    s.previous_round = s.rounds;
   }
   --open_rounds_;
   ++s.rounds;

@@ -78,6 +78,11 @@ struct ShardOptions {
   // 1, stand for the step). Negative keys are never recorded. Not owned;
   // must outlive the shard.
   timeline::Recorder* timeline = nullptr;
+  // --recovery=replace: every learned slice also keeps its weights of the
+  // round before the last (a copy per round), so a replacement whose
+  // predecessor's push reached this server and not others can compute
+  // that step from the weights it was computed from (Pull, below).
+  bool keep_previous = false;
 };
 
 // A message to send to node `to`.
@@ -128,7 +133,11 @@ class Shard {
   absl::Status SetOptimizer(const proto::OptimizerConfig& config);
 
   // PULL: the reply carrying the current weights of the slices `req`
-  // names. InvalidArgument for an unknown slice or a wrong length.
+  // names. InvalidArgument for an unknown slice or a wrong length. A PULL
+  // with push_round N > 0 asks for the weights a push of round N is
+  // computed from, those after round N - 1: the current ones, or with
+  // keep_previous the previous ones of a slice one round ahead;
+  // FailedPrecondition when a slice holds neither.
   absl::StatusOr<transport::Message> Pull(const proto::Header& req);
 
   // PUSH or PUSH_PULL from `worker_rank` (-1: the sender is not a worker)
@@ -228,6 +237,9 @@ class Shard {
     std::vector<std::shared_ptr<Request>> pending;
     std::vector<int> frame_of;
     int received = 0;
+    // keep_previous: the weights after round previous_round (-1: none).
+    std::vector<float> previous;
+    int64_t previous_round = -1;
     // Repeats of pushes held in the open round: acknowledged with it.
     std::vector<std::shared_ptr<Request>> repeats;
     // dist_sync with an optimizer and several workers: the round's sum.

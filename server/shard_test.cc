@@ -392,6 +392,46 @@ TEST_F(ShardTest, RepeatedPushOfAnAppliedRoundIsAckedAtOnceAndNotSummed) {
   EXPECT_EQ(shard_->min_learned_rounds(), 2);
 }
 
+TEST_F(ShardTest, KeepPreviousServesTheWeightsARoundIsComputedFrom) {
+  ShardOptions o;
+  o.num_workers = 1;
+  o.keep_previous = true;
+  shard_ = std::make_unique<Shard>(o);
+  Init({{0, 0, {1}}});
+  Sgd(1.0, 1.0);
+  auto push = [&](int64_t round, float g) {
+    std::vector<Reply> replies;
+    Message m = Request(proto::PUSH, kFirstWorkerId, next_id_++, {{0, 0, {g}}});
+    m.header.set_push_round(round);
+    EXPECT_TRUE(shard_->Push(0, std::move(m), &replies).ok());
+  };
+  auto pull_for = [&](int64_t round) -> absl::StatusOr<float> {
+    Message m = Request(proto::PULL, kFirstWorkerId, next_id_++,
+                        {{0, 0, std::vector<float>(1)}}, false);
+    m.header.set_push_round(round);
+    auto r = shard_->Pull(m.header);
+    if (!r.ok()) return r.status();
+    return Values(r->frames[0])[0];
+  };
+  push(1, 0.25f);  // 1 - 0.25.
+  push(2, 0.25f);  // 0.75 - 0.25.
+  EXPECT_THAT(Pull(0, 0, 1), ElementsAre(0.5f));
+  // Round 3 is computed from the current weights, round 2 from those
+  // after round 1 (kept); round 1's are gone.
+  EXPECT_EQ(*pull_for(3), 0.5f);
+  EXPECT_EQ(*pull_for(2), 0.75f);
+  absl::StatusOr<float> gone = pull_for(1);
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(gone.status().message(),
+              HasSubstr("the weights after round 0 are no longer held"));
+  // Without keep_previous only the current round's are served.
+  MakeShard(1);
+  Init({{0, 0, {1}}});
+  push(1, 0.25f);
+  EXPECT_EQ(*pull_for(2), 1.25f);  // No optimizer: the sum is stored.
+  EXPECT_EQ(pull_for(1).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(ShardTest, PushWithoutIdentityTwiceInARoundIsStillRefused) {
   MakeShard(2);
   Init({{0, 0, {0}}});

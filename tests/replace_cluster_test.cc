@@ -147,6 +147,37 @@ TEST_F(ReplaceClusterTest, DeadWorkerIsReplacedAndTheJobGoesOn) {
   ASSERT_GT(acc_plain, 0.2) << plain;
   EXPECT_NEAR(acc, acc_plain, 0.02) << out;
 
+  // Rank 1's push of step 13 reaches server rank 0 only, then it dies:
+  // server 0 completes round 13 with it, server 1 waits. The replacement
+  // joins at step 12, computes step 13 from the weights after step 12 (the
+  // previous ones on server 0, --recovery=replace keeps them) and pushes
+  // it: a repeat on server 0 (acknowledged, not summed), new on server 1.
+  flags = Flags(kEpochs);
+  ASSERT_TRUE(checkpoint::MakeDirs(tmp_ + "/midpush").ok());
+  flags.push_back(absl::StrCat("--model_prefix=", tmp_, "/midpush/model"));
+  flags.push_back("--test_die_mid_push_step=13");
+  flags.push_back("--test_die_rank=1");
+  const std::string mid = testing_util::LaunchWorkers(
+      3, 2, flags, absl::Seconds(240), &ok, {"--recovery=replace"});
+  ASSERT_TRUE(ok) << mid;
+  EXPECT_EQ(LinesWith(mid, "(--replace_rank 1) joins at step 12").size(), 1u)
+      << mid;
+  EXPECT_EQ(LinesWith(mid,
+                      "server rank 0: 40 rounds applied to every learned "
+                      "slice; 0 repeated")
+                .size(),
+            0u)
+      << mid;
+  EXPECT_EQ(LinesWith(mid,
+                      "server rank 1: 40 rounds applied to every learned "
+                      "slice; 0 repeated")
+                .size(),
+            1u)
+      << mid;
+  EXPECT_TRUE(testing_util::ReadFileOrEmpty(absl::StrFormat(
+                  "%s/midpush/model-%04d.params", tmp_, kEpochs)) == a)
+      << "a push that reached one server of two changed the result";
+
   // Rank 0 (which initialises metric slots and writes checkpoints) dies in
   // epoch 1, after the validation slot and 2 checkpoints exist: its
   // replacement passes 3 barriers at once, joins at step 25 (or 24) and
