@@ -141,6 +141,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(
   me->set_rank(-1);
   me->set_host(o.host);
   if (o.rank_hint >= 0) me->set_rank_hint(o.rank_hint);
+  if (o.replace_rank >= 0) reg.header.set_replace_rank(o.replace_rank);
   me->set_port(node->transport_->port());
   const absl::Duration wait = o.start_timeout + o.heartbeat_timeout;
   const absl::Time deadline = absl::Now() + wait;
@@ -169,11 +170,14 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(
                        EscapeForLog(msg->header.error())));
     }
     if (msg->header.type() != proto::ADDRESS_BOOK) continue;
+    MutexLock lock(&node->mu_);  // No other thread yet: for the analysis.
     node->book_ = msg->header.address_book();
+    node->barriers_released_ = msg->header.barriers_released();
     break;
   }
-  for (int i = 0; i < node->book_.nodes_size(); ++i) {
-    const proto::NodeInfo& n = node->book_.nodes(i);
+  proto::AddressBook book = node->address_book();
+  for (int i = 0; i < book.nodes_size(); ++i) {
+    const proto::NodeInfo& n = book.nodes(i);
     const int id = n.role() == proto::SERVER ? node->ServerId(n.rank())
                                              : node->WorkerId(n.rank());
     if (n.role() == proto::WORKER) node->worker_rank_of_id_[id] = n.rank();
@@ -302,10 +306,49 @@ void ClusterNode::ControlLoop() {
         cv_.SignalAll();
         break;
       }
+      case proto::ADDRESS_BOOK:
+        if (h.sender() == kSchedulerId) UpdateAddressBook(h.address_book());
+        break;
       default:
-        break;  // Late duplicates of REGISTER / ADDRESS_BOOK.
+        break;  // Late duplicates of REGISTER.
     }
   }
+}
+
+proto::AddressBook ClusterNode::address_book() const {
+  MutexLock lock(&mu_);
+  return book_;
+}
+
+void ClusterNode::UpdateAddressBook(const proto::AddressBook& book) {
+  std::map<int, std::string> old;
+  {
+    MutexLock lock(&mu_);
+    for (const proto::NodeInfo& n : book_.nodes()) {
+      const int id =
+          n.role() == proto::SERVER ? ServerId(n.rank()) : WorkerId(n.rank());
+      old[id] = absl::StrCat(n.host(), ":", n.port());
+    }
+  }
+  for (const proto::NodeInfo& n : book.nodes()) {
+    const int id =
+        n.role() == proto::SERVER ? ServerId(n.rank()) : WorkerId(n.rank());
+    const std::string address = absl::StrCat(n.host(), ":", n.port());
+    auto it = old.find(id);
+    if (it == old.end() || it->second == address || id == id_) continue;
+    absl::Status s = transport_->Reconnect(id, address);
+    if (!s.ok()) {
+      LOG(ERROR) << "cannot reach the replacement "
+                 << proto::Role_Name(n.role()) << " rank " << n.rank() << " at "
+                 << EscapeForLog(address) << ": " << s.message();
+      continue;
+    }
+    LOG(INFO) << proto::Role_Name(n.role()) << " rank " << n.rank() << " (node "
+              << id << ") replaced: now at " << EscapeForLog(address)
+              << " (was " << EscapeForLog(it->second) << ")";
+  }
+  MutexLock lock(&mu_);
+  book_ = book;
 }
 
 absl::Status ClusterNode::health() const {

@@ -3,6 +3,9 @@
 // ways, barriers, abort and shutdown.
 //
 // Node ids: the scheduler is 0, servers 1..S (by rank), workers S+1..S+W.
+// A worker that replaces a dead one (--recovery=replace) keeps its rank and
+// id; the scheduler sends every node the new address book and each moves
+// its connection to that id (Transport::Reconnect).
 // Every wait has a deadline; when the scheduler aborts the job or falls
 // silent for heartbeat_timeout, every pending and future call fails with
 // Aborted naming the reason.
@@ -48,6 +51,10 @@ struct ClusterOptions {
   // The rank this node would like (-1: none): the scheduler ranks hinted
   // nodes of a role first, in hint order (NodeInfo.rank_hint).
   int rank_hint = -1;
+  // A worker that replaces dead worker rank `replace_rank` of a running
+  // job (--recovery=replace; -1: an ordinary node): it registers for that
+  // rank and gets the job's address book at once.
+  int replace_rank = -1;
   std::string scheduler_address;  // host:port
   std::string token;
   int num_workers = 1;
@@ -108,7 +115,10 @@ class ClusterNode {
   int WorkerId(int rank) const { return 1 + options_.num_servers + rank; }
   // Worker rank of node `id`, or -1.
   int WorkerRank(int id) const;
-  const proto::AddressBook& address_book() const { return book_; }
+  proto::AddressBook address_book() const ABSL_LOCKS_EXCLUDED(mu_);
+  // A replacement (ClusterOptions::replace_rank): the "workers" barriers
+  // the scheduler had released when it joined; 0 otherwise.
+  int64_t barriers_released() const { return barriers_released_; }
 
   // Sends a data message (PUSH, PULL, RESPONSE, ...) to node `id`, waiting
   // for room in its queue until `deadline` (Transport::Send). The job's
@@ -169,6 +179,10 @@ class ClusterNode {
  private:
   explicit ClusterNode(const ClusterOptions& options);
   void ControlLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // An ADDRESS_BOOK after the start (a replacement took a worker rank):
+  // moves the connection of every node whose address changed.
+  void UpdateAddressBook(const proto::AddressBook& book)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void Abort(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   // Takes scheduler message `h`, which came at `received_us` (this clock),
   // into the clock offset's estimate.
@@ -182,7 +196,9 @@ class ClusterNode {
   std::unique_ptr<transport::Transport> transport_;
   int rank_ = -1;
   int id_ = -1;
-  proto::AddressBook book_;
+  // Updated by the control loop when a replacement moves a rank.
+  proto::AddressBook book_ ABSL_GUARDED_BY(mu_);
+  int64_t barriers_released_ = 0;
   std::map<int, int> worker_rank_of_id_;
 
   mutable Mutex mu_;

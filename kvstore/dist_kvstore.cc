@@ -1,9 +1,12 @@
 #include "kvstore/dist_kvstore.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <set>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -12,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "compression/compression.h"
+#include "glog/logging.h"
 #include "kvstore/kvstore_internal.h"
 #include "kvstore/partition.h"
 #include "nn/optimizer.h"
@@ -45,8 +49,13 @@ class DistKVStore : public KVStore {
         push_track_(timeline_->Track("push")),
         pull_track_(timeline_->Track("pull")),
         codec_(o.compression),
+        replacement_(o.cluster.replace_rank >= 0),
+        catch_up_barriers_(node_->barriers_released()),
         load_(node_->num_servers(), 0),
         outstanding_(node_->num_servers()) {
+    // A replacement's request ids start far from its predecessor's, so
+    // that a late acknowledgement meant for the dead worker matches none.
+    if (replacement_) next_request_ = uint64_t{1} << 40;
     // Responses are handled on the transport's I/O thread: one thread hop
     // less per request.
     node_->SetDataHandler([this](Message m) { OnResponse(std::move(m)); });
@@ -69,6 +78,10 @@ class DistKVStore : public KVStore {
     node_->SetHeartbeatStats(stats);
   }
   timeline::Recorder* timeline() const override { return timeline_; }
+  int64_t replacement_round() const override {
+    MutexLock lock(&mu_);
+    return replacement_round_;
+  }
 
   absl::Status Init(const std::vector<int64_t>& keys,
                     const std::vector<absl::Span<const float>>& values,
@@ -76,9 +89,16 @@ class DistKVStore : public KVStore {
     if (keys.size() != values.size())
       return absl::InvalidArgumentError("keys/values mismatch");
     std::map<int, Message> per_server;
+    // A replacement's keys that the servers held before it came (their
+    // barrier is one its predecessor passed): their rounds are unknown.
+    const bool known_before =
+        replacement_ && barrier_count_.load() < catch_up_barriers_;
     {
       MutexLock lock(&mu_);
       for (size_t i = 0; i < keys.size(); ++i) {
+        if (!sync_ || (known_before && replacement_round_ >= 0)) {
+          no_identity_.insert(keys[i]);
+        }
         if (plans_.count(keys[i])) {
           return absl::AlreadyExistsError(
               absl::StrCat("key ", keys[i], " initialized twice"));
@@ -100,7 +120,11 @@ class DistKVStore : public KVStore {
         plans_[keys[i]] = std::move(plan);
       }
     }
-    if (rank() == 0) {
+    if (replacement_ && replacement_round() < 0) {
+      // The servers hold the job's weights already: take them, and the
+      // round they are at.
+      PSTRAIN_RETURN_IF_ERROR(JoinAsReplacement(keys, deadline));
+    } else if (rank() == 0 && !known_before) {
       std::vector<Request> batch;
       for (auto& [server, m] : per_server) {
         m.header.set_type(proto::INIT);
@@ -117,7 +141,8 @@ class DistKVStore : public KVStore {
   absl::Status SetOptimizer(const proto::OptimizerConfig& config,
                             absl::Time deadline) override {
     PSTRAIN_RETURN_IF_ERROR(nn::Optimizer::Create(config).status());
-    if (rank() == 0) {
+    // A replacement leaves the servers' optimizer (and its state) alone.
+    if (rank() == 0 && !replacement_) {
       std::vector<Request> batch;
       for (int s = 0; s < node_->num_servers(); ++s) {
         Message m;
@@ -230,9 +255,11 @@ class DistKVStore : public KVStore {
   // Barriers are named by their order on this worker ("kv0", "kv1", ...),
   // so every worker must pass the same number of them (Init and
   // SetOptimizer pass one each).
+  // A replacement passes the barriers its predecessor passed at once.
   absl::Status Barrier(absl::Time deadline) override {
-    return node_->Barrier("workers", absl::StrCat("kv", barrier_count_++),
-                          deadline);
+    const int64_t n = barrier_count_++;
+    if (replacement_ && n < catch_up_barriers_) return absl::OkStatus();
+    return node_->Barrier("workers", absl::StrCat("kv", n), deadline);
   }
 
   absl::Status Finish() override { return node_->Finish(); }
@@ -261,7 +288,98 @@ class DistKVStore : public KVStore {
     return Wait(h, deadline);
   }
 
+  // A replacement's Init(): pulls every key of `keys` until each server
+  // has answered (a server drops requests from this rank's new address
+  // until it has moved the rank there, so a pull unanswered within
+  // kJoinRetry is sent again) and takes the fewest rounds the replies
+  // report as the round of every key.
+  absl::Status JoinAsReplacement(const std::vector<int64_t>& keys,
+                                 absl::Time deadline) {
+    std::vector<std::vector<float>> scratch(keys.size());
+    std::vector<KeyPushPull> group;
+    {
+      MutexLock lock(&mu_);
+      for (size_t i = 0; i < keys.size(); ++i) {
+        int64_t total = 0;
+        for (const SliceSpec& sl : plans_.at(keys[i])) total += sl.length;
+        scratch[i].resize(total);
+        group.push_back(KeyPushPull{keys[i], {}, absl::MakeSpan(scratch[i])});
+      }
+      join_round_ = -1;
+    }
+    if (group.empty()) {
+      MutexLock lock(&mu_);
+      replacement_round_ = 0;
+      return absl::OkStatus();
+    }
+    for (int attempt = 1;; ++attempt) {
+      PSTRAIN_ASSIGN_OR_RETURN(Handle h,
+                               SendGroup(proto::PULL, group, 1 << 18));
+      const absl::Time wait = std::min(deadline, absl::Now() + kJoinRetry);
+      absl::Status s = Wait(h, wait);
+      if (s.ok()) break;
+      if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+      Abandon(h);
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("replacement of worker rank ", rank(),
+                         ": the servers did not "
+                         "answer its pulls (",
+                         attempt, " tries)"));
+      }
+      LOG(INFO) << "replacement of worker rank " << rank()
+                << ": no answer to its pull yet (try " << attempt << "); again";
+    }
+    MutexLock lock(&mu_);
+    replacement_round_ = std::max<int64_t>(join_round_, 0);
+    for (int64_t k : keys) push_rounds_[k] = replacement_round_;
+    LOG(INFO) << "replacement of worker rank " << rank()
+              << ": the servers are at round " << replacement_round_;
+    return absl::OkStatus();
+  }
+
+  // KVStoreOptions::test_die_mid_push_round: sends the round's pushes to
+  // server rank 0 only, lets them leave, and SIGKILLs this process.
+  void MaybeDieMidPushForTest(std::vector<std::pair<int, Message>>* batch) {
+    const int64_t round = options_.test_die_mid_push_round;
+    if (round <= 0 || replacement_ || rank() != options_.test_die_rank) return;
+    bool hit = false;
+    for (const auto& [id, m] : *batch) {
+      const proto::MessageType t = m.header.type();
+      hit |= (t == proto::PUSH || t == proto::PUSH_PULL) &&
+             m.header.push_round() == round;
+    }
+    if (!hit) return;
+    std::vector<std::pair<int, Message>> first;
+    for (auto& [id, m] : *batch) {
+      if (id == node_->ServerId(0)) first.emplace_back(id, std::move(m));
+    }
+    LOG(WARNING) << "worker " << rank() << ": --test_die_mid_push_step "
+                 << round << ": " << first.size()
+                 << " push message(s) to server rank 0 only, then SIGKILL";
+    absl::Status s =
+        node_->SendBatch(std::move(first), absl::Now() + absl::Seconds(10));
+    if (!s.ok()) LOG(WARNING) << s;
+    absl::SleepFor(absl::Milliseconds(500));  // Let them leave.
+    raise(SIGKILL);
+  }
+
+  // Forgets operation `h` after a Wait() that timed out: its late replies
+  // match nothing.
+  void Abandon(Handle h) {
+    MutexLock lock(&mu_);
+    std::vector<uint64_t> rids;
+    for (const auto& [rid, p] : requests_) {
+      if (p.handle == h) rids.push_back(rid);
+    }
+    for (uint64_t rid : rids) Forget(rid);
+    ops_.erase(h);
+    cv_.SignalAll();
+  }
+
  private:
+  static constexpr absl::Duration kJoinRetry = absl::Seconds(1);
+
   struct Op {
     int64_t key = 0;
     int outstanding = 0;
@@ -331,6 +449,17 @@ class DistKVStore : public KVStore {
     std::map<int, size_t>
         open;  // Server -> index in `batch` of its message being filled.
     std::map<int, int64_t> open_bytes;
+    // Push identity: each key's round, and per message the round of its
+    // keys (-1: they disagree, the message goes without one).
+    std::vector<int64_t> rounds(group.size(), 0);
+    if (type != proto::PULL && sync_) {
+      MutexLock lock(&mu_);
+      for (size_t i = 0; i < group.size(); ++i) {
+        if (no_identity_.count(group[i].key)) continue;
+        rounds[i] = ++push_rounds_[group[i].key];
+      }
+    }
+    std::map<size_t, int64_t> message_round;
     for (size_t i = 0; i < group.size(); ++i) {
       const KeyPushPull& g = group[i];
       int64_t total = 0;
@@ -374,7 +503,10 @@ class DistKVStore : public KVStore {
           open[sl.server] = batch.size() - 1;
           open_bytes[sl.server] = 0;
         }
-        Message& m = batch[open[sl.server]].msg;
+        const size_t mi = open[sl.server];
+        auto [mr, first] = message_round.emplace(mi, rounds[i]);
+        if (!first && mr->second != rounds[i]) mr->second = -1;
+        Message& m = batch[mi].msg;
         m.header.add_keys(sl.key);
         m.header.add_offsets(sl.offset);
         m.header.add_lengths(sl.length);
@@ -391,6 +523,22 @@ class DistKVStore : public KVStore {
               compression::PullEncoding(codec_.config(), g.key, total));
         }
         open_bytes[sl.server] += bytes;
+      }
+    }
+    for (const auto& [mi, r] : message_round) {
+      if (r > 0) batch[mi].msg.header.set_push_round(r);
+    }
+    {
+      // A replacement's pulls before its first push ask for the weights of
+      // the step it continues with (the servers' round + 1): a server one
+      // round ahead (its predecessor's push of that step reached it) gives
+      // the previous ones.
+      MutexLock lock(&mu_);
+      if (type != proto::PULL) {
+        pushed_ = true;
+      } else if (replacement_ && !pushed_ && replacement_round_ >= 0) {
+        for (Request& r : batch)
+          r.msg.header.set_push_round(replacement_round_ + 1);
       }
     }
     std::vector<int64_t> keys;
@@ -492,6 +640,7 @@ class DistKVStore : public KVStore {
                              std::move(batch[i].msg));
       }
     }
+    MaybeDieMidPushForTest(&to_send);
     std::vector<uint64_t> rids;
     for (const auto& [id, m] : to_send) rids.push_back(m.header.request_id());
     absl::Status s = node_->SendBatch(std::move(to_send), deadline);
@@ -542,6 +691,12 @@ class DistKVStore : public KVStore {
     if (oit == ops_.end()) return;
     Op& op = oit->second;
     if (op.outstanding == 0) return;  // Already failed (the job ended).
+    if (replacement_ && replacement_round_ < 0 && hd.error().empty() &&
+        hd.keys_size() > 0 && !msg.frames.empty()) {
+      // A pull reply during JoinAsReplacement(): the rounds done.
+      if (join_round_ < 0 || hd.push_round() < join_round_)
+        join_round_ = hd.push_round();
+    }
     if (!hd.error().empty()) {
       if (op.status.ok()) {
         op.status = absl::FailedPreconditionError(
@@ -625,6 +780,10 @@ class DistKVStore : public KVStore {
   const int pull_track_;
   // Encodes pushes, keeps the residuals (thread-safe itself).
   compression::WorkerCodec codec_;
+  // --recovery=replace: this worker replaces a dead one; the "workers"
+  // barriers released before it came.
+  const bool replacement_;
+  const int64_t catch_up_barriers_;
 
   // mu_ guards the members marked ABSL_GUARDED_BY(mu_) below: the plan,
   // the operations and requests in flight and the room they take, and the
@@ -640,6 +799,15 @@ class DistKVStore : public KVStore {
   std::map<uint64_t, Pending> requests_ ABSL_GUARDED_BY(mu_);  // By request id.
   std::vector<Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);  // Per server.
   absl::Status dead_ ABSL_GUARDED_BY(mu_);  // Not OK once the job has ended.
+  // Push identity: per key, the round of its last push (dist_sync), and
+  // the keys pushed without one (a replacement's keys of unknown round).
+  std::map<int64_t, int64_t> push_rounds_ ABSL_GUARDED_BY(mu_);
+  std::set<int64_t> no_identity_ ABSL_GUARDED_BY(mu_);
+  // A replacement: the servers' round when it joined (-1 before), and the
+  // fewest rounds the join's pull replies reported so far.
+  int64_t replacement_round_ ABSL_GUARDED_BY(mu_) = -1;
+  int64_t join_round_ ABSL_GUARDED_BY(mu_) = -1;
+  bool pushed_ ABSL_GUARDED_BY(mu_) = false;  // Any push sent yet.
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
 

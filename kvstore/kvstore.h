@@ -13,6 +13,15 @@
 // Status when it passes or when the job aborts. After a Wait() that ends in
 // DeadlineExceeded the operation may still be in flight: keep its buffers
 // until the KVStore is destroyed (destruction stops all traffic).
+//
+// Push identity (dist_sync; --recovery=replace): every PUSH/PUSH_PULL
+// carries the round it belongs to, the n-th push of its key by this
+// worker (Header.push_round), so a server sums a repeated push once
+// (server/shard.h). A replacement worker does not initialise the servers
+// or set their optimizer: Init() plans the keys, pulls the current weights
+// (retrying while the servers have not yet moved the rank to its address)
+// and takes the servers' round as its own; barriers its predecessor
+// already passed (the scheduler says how many) return at once.
 // Thread-safe.
 #ifndef PSTRAIN_KVSTORE_KVSTORE_H_
 #define PSTRAIN_KVSTORE_KVSTORE_H_
@@ -83,6 +92,13 @@ struct KVStoreOptions {
   // tells the servers with INIT. Every worker of a job must use the same.
   // Local types ignore it.
   proto::GradientCompression compression;
+  // Tests only (worker --test_die_mid_push_step, --test_die_rank): the
+  // dist_sync worker of rank test_die_rank, unless it is a replacement,
+  // sends its pushes of round test_die_mid_push_round to server rank 0
+  // only, then SIGKILLs itself (a push that reached some servers and not
+  // others). 0: never.
+  int64_t test_die_mid_push_round = 0;
+  int test_die_rank = -1;
 };
 
 class KVStore {
@@ -176,6 +192,11 @@ class KVStore {
   // (local, device: it runs inside Push/PushPull on the caller's thread);
   // 0 for dist_* (the servers run it). Thread-safe.
   virtual double optimizer_seconds() const { return 0; }
+  // dist_*: a worker that replaced a dead one (--recovery=replace,
+  // KVStoreOptions::cluster.replace_rank >= 0): after Init(), the dist_sync
+  // rounds the servers had completed when it joined (the step of this run
+  // it continues after); -1 for any other worker and before Init().
+  virtual int64_t replacement_round() const { return -1; }
 };
 
 }  // namespace kvstore

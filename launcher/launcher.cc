@@ -13,10 +13,12 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -62,6 +64,10 @@ void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 
 // What the scheduler logs when it aborts the job (scheduler/scheduler.cc).
 constexpr char kAbortMarker[] = "scheduler: aborting the job: ";
+// What the scheduler logs when it declares a worker dead in replace mode
+// (scheduler/scheduler.cc), followed by the rank.
+constexpr char kDeadWorkerMarker[] = "scheduler: worker rank ";
+constexpr char kDeadWorkerVerdict[] = " declared dead: ";
 // What the scheduler prints once its status server serves (scheduler/main.cc).
 constexpr char kStatusMarker[] = "status page: ";
 
@@ -181,6 +187,11 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
   if (o.straggler_ratio != 1.2) {
     sched.argv.push_back(absl::StrCat("--straggler_ratio=", o.straggler_ratio));
   }
+  if (o.replace_workers) {
+    sched.argv.push_back("--recovery=replace");
+    sched.argv.push_back(absl::StrCat(
+        "--replace_timeout_s=", absl::ToDoubleSeconds(o.replace_timeout)));
+  }
   sched.argv.insert(sched.argv.end(), o.scheduler_args.begin(),
                     o.scheduler_args.end());
   specs.push_back(sched);
@@ -202,11 +213,17 @@ std::vector<ProcessSpec> PlanProcesses(const LaunchOptions& o,
       p.argv.push_back(o.server_binary);
       p.argv.insert(p.argv.end(), common.begin(), common.end());
       p.argv.push_back(absl::StrCat("--host=", p.host.name));
+      if (o.replace_workers) p.argv.push_back("--recovery=replace");
       p.argv.insert(p.argv.end(), o.server_args.begin(), o.server_args.end());
     } else {
       p.argv = o.command;
       p.argv.insert(p.argv.end(), common.begin(), common.end());
       p.argv.push_back(absl::StrCat("--host=", p.host.name));
+      // Replace mode: rank = launch index, so launch knows which rank a
+      // dead process had.
+      if (o.replace_workers) {
+        p.argv.push_back(absl::StrCat("--rank_hint=", p.index));
+      }
     }
     if (!o.timeline.empty()) {
       p.argv.push_back(absl::StrCat(
@@ -291,6 +308,17 @@ absl::Status ValidateLaunchOptions(const LaunchOptions& o) {
       return BadFlag("env", e, "must be K=V");
     }
   }
+  if (o.replace_workers && (o.mode == Mode::kMpi || o.mode == Mode::kSlurm)) {
+    return BadFlag("recovery", "replace",
+                   "works with --launcher local and ssh only (mpirun and "
+                   "srun end every rank with the first)");
+  }
+  const double replace_s = absl::ToDoubleSeconds(o.replace_timeout);
+  if (!(replace_s > 0 && replace_s <= 540)) {
+    return BadFlag("replace_timeout_s", replace_s,
+                   "must be in (0, 540] (below the workers' 10-minute wait "
+                   "for a round)");
+  }
   return absl::OkStatus();
 }
 
@@ -307,6 +335,10 @@ struct Running {
   std::string partial;  // Output not yet ended by a newline.
   NodeReport report;    // What its wrapper reported about the node.
   bool done = false;
+  // --recovery=replace: a replacement process, and whether it has joined
+  // the job (its "WORKER rank R (node N)" line).
+  bool replacement = false;
+  bool joined = false;
 };
 
 // One run of a job, in four phases that Launcher::Run() calls in order:
@@ -353,6 +385,8 @@ class Job {
   // The hosts this run blames (Launcher::host_failures()).
   std::vector<std::pair<std::string, std::string>> HostFailures(
       bool check_failed) const;
+  // Worker processes replaced (--recovery=replace).
+  int replaced() const { return replaced_; }
 
  private:
   // Which backend starts `spec`: the scheduler (and mpirun) always run
@@ -370,6 +404,14 @@ class Job {
   std::vector<ProcessSpec> SpecsFor(const Backend* backend) const;
   // Asks every process to stop (once).
   void BeginStop();
+  // --recovery=replace: worker `dead` ended with `how`: queues its
+  // replacement (false: none left for its rank; the caller fails the job).
+  bool QueueReplacement(const Running& dead, const std::string& how);
+  // Starts the queued replacements whose back-off has passed.
+  void StartDueReplacements();
+  // The scheduler declared worker `rank` dead by heartbeat: kill it (its
+  // exit then queues the replacement).
+  void KillDeclaredDead(int rank, const std::string& why);
   // Consumes the wrapper's report and writes the complete lines of
   // `r->partial` with the process's prefix; with `final`, the rest too.
   void FlushLines(Running* r, bool final);
@@ -400,6 +442,17 @@ class Job {
   bool stopping_ = false;
   bool status_page_said_ = false;  // "launch: status page: URL" printed.
   int stop_signal_ = 0;
+  std::string token_;  // The job token (Start()).
+  // --recovery=replace.
+  struct PendingReplacement {
+    ProcessSpec spec;  // The dead process's.
+    absl::Time not_before;
+    absl::Time died;  // When launch saw it.
+  };
+  std::vector<PendingReplacement> pending_replacements_;
+  std::map<int, int> replacements_of_rank_;   // Started so far.
+  std::map<int, std::string> declared_dead_;  // By rank: the scheduler's why.
+  int replaced_ = 0;
 };
 
 absl::Status Job::Preflight() {
@@ -511,7 +564,8 @@ std::vector<ProcessSpec> Job::SpecsFor(const Backend* backend) const {
 
 void Job::Start() {
   CHECK(nodes_ != nullptr) << "Start() before a successful Preflight()";
-  const std::string token = JobToken();
+  token_ = JobToken();
+  const std::string& token = token_;
   Say(absl::StrCat("job: 1 scheduler at ", scheduler_address_, ", ",
                    options_.num_servers, " server(s), ", options_.num_workers,
                    " worker(s), launcher ",
@@ -595,6 +649,24 @@ void Job::PrintLine(Running* r, absl::string_view line) {
       mpi_failure_.Scan(line);
     }
   }
+  if (r->replacement && !r->joined &&
+      text.find("WORKER rank ") != std::string::npos &&
+      text.find(" (node ") != std::string::npos) {
+    r->joined = true;
+  }
+  if (spec->role == "scheduler" && options_.replace_workers) {
+    const size_t at = text.find(kDeadWorkerMarker);
+    const size_t verdict = text.find(kDeadWorkerVerdict);
+    int rank = -1;
+    if (at != std::string::npos && verdict != std::string::npos &&
+        absl::SimpleAtoi(
+            text.substr(at + sizeof(kDeadWorkerMarker) - 1,
+                        verdict - at - sizeof(kDeadWorkerMarker) + 1),
+            &rank)) {
+      KillDeclaredDead(rank,
+                       text.substr(verdict + sizeof(kDeadWorkerVerdict) - 1));
+    }
+  }
   if (spec->role == "scheduler" && abort_reason_.empty()) {
     // The scheduler's own account of a failure (e.g. which node went
     // silent, on which host) goes into launch's final line.
@@ -645,7 +717,33 @@ void Job::Watch() {
       FlushLines(&r, !open);
       if (!r.done && r.proc.Poll()) {
         r.done = true;
-        if (!r.proc.succeeded()) {
+        if (!r.proc.succeeded() && options_.replace_workers &&
+            r.spec.role == "worker" && !stopping_ && abort_reason_.empty()) {
+          auto dd = declared_dead_.find(r.spec.index);
+          const std::string how =
+              dd != declared_dead_.end()
+                  ? absl::StrCat("declared dead by the scheduler (", dd->second,
+                                 "), then killed by launch")
+                  : DescribeNodeExit(r.proc);
+          if (dd != declared_dead_.end()) declared_dead_.erase(dd);
+          if (!QueueReplacement(r, how) && first_failure_.empty()) {
+            first_failure_ = absl::StrCat(
+                r.spec.Prefix(), " ", how, "; no replacement left (",
+                kMaxReplacementsPerRank, " for rank ", r.spec.index, ")");
+            Say(first_failure_ + "; stopping every process");
+            exit_code_ = 1;
+            BeginStop();
+          }
+        } else if (!r.proc.succeeded()) {
+          if (options_.replace_workers && r.spec.role != "worker" &&
+              first_failure_.empty() && !stopping_ && abort_reason_.empty()) {
+            Say(absl::StrCat(r.spec.Prefix(),
+                             ": --recovery=replace replaces workers only; a "
+                             "dead ",
+                             r.spec.role,
+                             " stops the job (--max_restarts restarts it "
+                             "from the newest checkpoint)"));
+          }
           if (first_failure_.empty() && !stopping_) {
             first_failure_ =
                 absl::StrCat(r.spec.Prefix(), " ", DescribeNodeExit(r.proc));
@@ -668,6 +766,10 @@ void Job::Watch() {
       }
       if (!r.done || r.proc.output_fd() >= 0) all_done = false;
     }
+    if (!stopping_) {
+      StartDueReplacements();
+      if (!pending_replacements_.empty()) all_done = false;
+    }
     if (stopping_ && kill_at == absl::InfiniteFuture()) {
       kill_at = absl::Now() + options_.stop_grace;
     }
@@ -679,6 +781,113 @@ void Job::Watch() {
       kill_at = absl::Now() + absl::Seconds(5);
       // Processes killed with SIGKILL close their pipes; the loop ends.
     }
+  }
+}
+
+bool Job::QueueReplacement(const Running& dead, const std::string& how) {
+  const int rank = dead.spec.index;
+  int& count = replacements_of_rank_[rank];
+  if (count >= kMaxReplacementsPerRank) return false;
+  // Back-off for a rank whose replacements die again: 0, 1, 2, 4, 8 s.
+  const absl::Duration wait =
+      count == 0 ? absl::ZeroDuration() : absl::Seconds(1 << (count - 1));
+  ++count;
+  ++replaced_;
+  const absl::Time now = absl::Now();
+  Say(absl::StrCat(dead.spec.Prefix(), " (worker rank ", rank, ") ", how,
+                   "; --recovery=replace: the job goes on; replacement ", count,
+                   " of ", kMaxReplacementsPerRank, " for rank ", rank,
+                   wait > absl::ZeroDuration()
+                       ? absl::StrCat(" starts in ", absl::FormatDuration(wait))
+                       : " starts now"));
+  pending_replacements_.push_back({dead.spec, now + wait, now});
+  return true;
+}
+
+void Job::StartDueReplacements() {
+  const absl::Time now = absl::Now();
+  std::vector<PendingReplacement> later;
+  std::vector<PendingReplacement> due;
+  for (auto& p : pending_replacements_) {
+    (p.not_before <= now ? due : later).push_back(std::move(p));
+  }
+  pending_replacements_ = std::move(later);
+  for (PendingReplacement& p : due) {
+    // Its flags without an earlier replacement's, plus this one's.
+    ProcessSpec spec = p.spec;
+    std::vector<std::string> argv;
+    for (const std::string& a : spec.argv) {
+      if (absl::StartsWith(a, "--replace_rank=") ||
+          absl::StartsWith(a, "--replace_since_us=")) {
+        continue;
+      }
+      argv.push_back(a);
+    }
+    argv.push_back(absl::StrCat("--replace_rank=", spec.index));
+    argv.push_back(
+        absl::StrCat("--replace_since_us=", absl::ToUnixMicros(p.died)));
+    spec.argv = argv;
+    // Same host first; ssh: then the other hosts of the hosts file.
+    std::vector<Host> hosts = {spec.host};
+    if (options_.mode == Mode::kSsh) {
+      size_t at = 0;
+      for (size_t i = 0; i < options_.hosts.size(); ++i) {
+        if (options_.hosts[i].name == spec.host.name) at = i;
+      }
+      for (size_t j = 1; j < options_.hosts.size(); ++j) {
+        hosts.push_back(options_.hosts[(at + j) % options_.hosts.size()]);
+      }
+    }
+    std::string why;
+    bool started = false;
+    for (const Host& host : hosts) {
+      ProcessSpec on = spec;
+      on.host = host;
+      for (std::string& a : on.argv) {
+        if (absl::StartsWith(a, "--host="))
+          a = absl::StrCat("--host=", host.name);
+      }
+      auto proc = nodes_->Start(on, token_);
+      if (!proc.ok()) {
+        why = absl::StrCat(why, why.empty() ? "" : "; ", host.name, ": ",
+                           proc.status().message());
+        Say(absl::StrCat("replacement for worker rank ", spec.index,
+                         " could not start on ", host.name, ": ",
+                         proc.status().message()));
+        continue;
+      }
+      Say(absl::StrCat("replacement for worker rank ", spec.index,
+                       " started on ", host.name, " ",
+                       absl::StrFormat("%.2f s", absl::ToDoubleSeconds(
+                                                     absl::Now() - p.died)),
+                       " after the death"));
+      running_.push_back(
+          Running{on, nodes_.get(), std::move(*proc), "", {}, false, true});
+      started = true;
+      break;
+    }
+    if (!started && first_failure_.empty()) {
+      first_failure_ = absl::StrCat("no replacement for worker rank ",
+                                    spec.index, " could start: ", why);
+      Say(first_failure_ + "; stopping every process");
+      exit_code_ = 1;
+      BeginStop();
+      return;
+    }
+  }
+}
+
+void Job::KillDeclaredDead(int rank, const std::string& why) {
+  for (auto& r : running_) {
+    if (r.spec.role != "worker" || r.spec.index != rank || r.done) continue;
+    // A replacement that has not joined yet: the verdict is about the
+    // process it replaces.
+    if (r.replacement && !r.joined) continue;
+    declared_dead_[rank] = why;
+    Say(absl::StrCat(r.spec.Prefix(), " (worker rank ", rank,
+                     ") declared dead by the scheduler: ", why,
+                     "; killing it for its replacement"));
+    r.proc.SignalGroup(SIGKILL);
   }
 }
 
@@ -712,6 +921,9 @@ int Job::Stop() {
                                         abort_reason_)));
   } else if (stop_signal_ != 0) {
     Say("job stopped");
+  } else if (replaced_ > 0) {
+    Say(absl::StrCat("job finished: every process exited 0 but the ", replaced_,
+                     " worker process(es) replaced (--recovery=replace)"));
   } else {
     Say("job finished: every process exited 0");
   }

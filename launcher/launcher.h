@@ -95,7 +95,23 @@ struct LaunchOptions {
   // After a failure or a stop request, how long processes get to exit after
   // SIGTERM before SIGKILL.
   absl::Duration stop_grace = absl::Seconds(10);
+  // --recovery=replace (issue #15): a worker that dies (exits non-zero or
+  // is killed; or the scheduler declares it dead by heartbeat, when launch
+  // kills it) does not stop the job. Workers run with --rank_hint=INDEX
+  // (so launch index = rank), the scheduler with --recovery=replace and
+  // --replace_timeout_s; launch starts a replacement process for that rank
+  // with the dead one's flags plus --replace_rank=RANK and
+  // --replace_since_us (on its host; ssh: the next host of the hosts file
+  // when that one cannot start it), after a back-off of 0, 1, 2, 4, 8 s
+  // for a rank's replacements in a row that died again, at most
+  // kMaxReplacementsPerRank per rank. A dead server or scheduler stops
+  // the job as before (then --max_restarts applies). local and ssh only.
+  bool replace_workers = false;
+  absl::Duration replace_timeout = absl::Seconds(60);
 };
+
+// The most replacements launch starts for one worker rank.
+inline constexpr int kMaxReplacementsPerRank = 5;
 
 // Environment variables passed from the launcher's environment to every
 // process when set (besides HOME and USER, which come from the remote

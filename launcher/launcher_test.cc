@@ -160,6 +160,33 @@ TEST(PlanTest, TimelineGivesEveryNodeItsPart) {
               HasSubstr("--timeline_steps 5:2: must be A:B"));
 }
 
+TEST(PlanTest, ReplaceModeTellsTheSchedulerAndHintsTheWorkersRanks) {
+  LaunchOptions o = SmallJob(1, 2);
+  EXPECT_THAT(
+      PlanProcesses(o, "h:1")[2].argv,
+      ::testing::Not(::testing::Contains(::testing::HasSubstr("--rank_hint"))));
+  o.replace_workers = true;
+  o.replace_timeout = absl::Seconds(7);
+  const auto plan = PlanProcesses(o, "h:1");
+  ASSERT_EQ(plan.size(), 4u);
+  EXPECT_THAT(plan[0].argv, ::testing::Contains("--recovery=replace"));
+  EXPECT_THAT(plan[0].argv, ::testing::Contains("--replace_timeout_s=7"));
+  EXPECT_THAT(
+      plan[1].argv,
+      ::testing::Not(::testing::Contains(::testing::HasSubstr("--rank_hint"))));
+  EXPECT_THAT(plan[2].argv, ::testing::Contains("--rank_hint=0"));
+  EXPECT_THAT(plan[3].argv, ::testing::Contains("--rank_hint=1"));
+  EXPECT_TRUE(ValidateLaunchOptions(o).ok());
+  o.replace_timeout = absl::Seconds(541);
+  EXPECT_THAT(std::string(ValidateLaunchOptions(o).message()),
+              HasSubstr("--replace_timeout_s 541: must be in (0, 540]"));
+  o.replace_timeout = absl::Seconds(60);
+  o.mode = Mode::kMpi;
+  EXPECT_THAT(std::string(ValidateLaunchOptions(o).message()),
+              HasSubstr("--recovery replace: works with --launcher local and "
+                        "ssh only"));
+}
+
 TEST(ShellQuoteTest, SurvivesTheShell) {
   for (std::string s :
        {std::string("plain"), std::string("a b"), std::string("it's"),

@@ -25,6 +25,16 @@ DEFINE_int32(straggler_intervals, 3,
              "...for this many of its stats reports in a row (one per "
              "--disp_batches batches; >= 1).");
 
+DEFINE_string(recovery, "restart",
+              "What a dead worker does to the job: restart (the job is "
+              "aborted; launch --max_restarts restarts it from a checkpoint) "
+              "or replace (the job waits up to --replace_timeout_s for a "
+              "replacement worker of that rank; launch starts it).");
+DEFINE_double(replace_timeout_s, 60,
+              "--recovery=replace: seconds to wait for a dead worker's "
+              "replacement before aborting the job, in (0, 540] (below the "
+              "workers' 10-minute wait for a round).");
+
 int main(int argc, char** argv) {
   pstrain::ParseFlagsOrExit(
       {"scheduler",
@@ -37,7 +47,7 @@ int main(int argc, char** argv) {
        "The scheduler of a pstrain job (launch starts it): registers the "
        "servers and\nworkers, assigns ranks, runs barriers and heartbeats, "
        "and aborts the job when\na node is missing or dead.",
-       {{__FILE__, "Status page and stragglers"},
+       {{__FILE__, "Status page, stragglers, recovery"},
         pstrain::cluster::ClusterFlagGroup()}},
       {argv, argv + argc});
   FLAGS_logtostderr = true;
@@ -71,7 +81,22 @@ int main(int argc, char** argv) {
                                       FLAGS_straggler_intervals, "must be >= 1")
                          .message());
   }
+  if (FLAGS_recovery != "restart" && FLAGS_recovery != "replace") {
+    pstrain::ExitWithError("scheduler",
+                           pstrain::BadFlag("recovery", FLAGS_recovery,
+                                            "must be restart or replace")
+                               .message());
+  }
+  if (!(FLAGS_replace_timeout_s > 0 && FLAGS_replace_timeout_s <= 540)) {
+    pstrain::ExitWithError(
+        "scheduler",
+        pstrain::BadFlag("replace_timeout_s", FLAGS_replace_timeout_s,
+                         "must be in (0, 540]")
+            .message());
+  }
   pstrain::scheduler::SchedulerOptions o;
+  o.replace_workers = FLAGS_recovery == "replace";
+  o.replace_timeout = absl::Seconds(FLAGS_replace_timeout_s);
   o.stragglers.ratio = FLAGS_straggler_ratio;
   o.stragglers.intervals = FLAGS_straggler_intervals;
   o.address = c->scheduler_address;

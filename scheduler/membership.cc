@@ -132,7 +132,7 @@ void Membership::HeardFrom(int id, absl::Time now) {
 
 absl::Status Membership::CheckLiveness(absl::Time now) const {
   for (const auto& [id, m] : members_) {
-    if (m.finished) continue;
+    if (m.finished || m.dead_since != absl::InfinitePast()) continue;
     const absl::Duration silent = now - m.last_seen;
     if (silent > options_.heartbeat_timeout) {
       return absl::UnavailableError(
@@ -143,6 +143,90 @@ absl::Status Membership::CheckLiveness(absl::Time now) const {
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<int> Membership::SilentWorkers(absl::Time now) const {
+  std::vector<int> silent;
+  if (!started_ || !options_.replace_workers) return silent;
+  for (const auto& [id, m] : members_) {
+    if (m.info.role() != proto::WORKER || m.finished ||
+        m.dead_since != absl::InfinitePast()) {
+      continue;
+    }
+    if (now - m.last_seen > options_.heartbeat_timeout) silent.push_back(id);
+  }
+  return silent;
+}
+
+void Membership::MarkWorkerDead(int id, absl::Time now,
+                                const std::string& how) {
+  auto it = members_.find(id);
+  if (it == members_.end() || it->second.info.role() != proto::WORKER ||
+      it->second.dead_since != absl::InfinitePast()) {
+    return;
+  }
+  it->second.dead_since = now;
+  it->second.how_dead = how;
+}
+
+absl::Status Membership::CheckReplaceDeadline(absl::Time now) const {
+  for (const auto& [id, m] : members_) {
+    if (m.dead_since == absl::InfinitePast()) continue;
+    const absl::Duration dead = now - m.dead_since;
+    if (dead > options_.replace_timeout) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          Describe(m), " died (", m.how_dead,
+          ") and no replacement registered within ",
+          absl::FormatDuration(options_.replace_timeout),
+          " (--replace_timeout_s; dead for ",
+          absl::StrFormat("%.1f", absl::ToDoubleSeconds(dead)), " s)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Membership::Replace(const proto::NodeInfo& info,
+                                        const std::string& from, int rank,
+                                        absl::Time now) {
+  if (!started_ || !options_.replace_workers) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a replacement for worker rank ", rank, " from ", EscapeForLog(from),
+        started_ ? ", but the job does not run with --recovery=replace"
+                 : " before the job started"));
+  }
+  if (info.role() != proto::WORKER) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a replacement that is not a worker, from ",
+                     EscapeForLog(from), "; only workers are replaced"));
+  }
+  if (rank < 0 || rank >= options_.num_workers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a replacement for worker rank ", rank, " from ", EscapeForLog(from),
+        "; the job has ranks 0..", options_.num_workers - 1));
+  }
+  const std::string claimed = absl::StrCat(info.host(), ":", info.port());
+  if (claimed != from) {
+    ++wrong_registers_;
+    return absl::PermissionDeniedError(
+        absl::StrCat("a replacement claiming ", EscapeForLog(claimed),
+                     " came from ", EscapeForLog(from), "; refused"));
+  }
+  const int id = 1 + options_.num_servers + rank;
+  Member& m = members_.at(id);
+  m.info = info;
+  m.info.set_rank(rank);
+  m.last_seen = now;
+  m.finished = false;
+  m.dead_since = absl::InfinitePast();
+  m.how_dead.clear();
+  ++m.replacements;
+  return id;
+}
+
+proto::AddressBook Membership::Book() const {
+  proto::AddressBook book;
+  for (const auto& [id, m] : members_) *book.add_nodes() = m.info;
+  return book;
 }
 
 absl::StatusOr<std::vector<int>> Membership::EnterBarrier(

@@ -45,6 +45,11 @@ struct MembershipOptions {
   absl::Duration start_timeout = absl::Seconds(60);
   // A started node silent this long is dead.
   absl::Duration heartbeat_timeout = absl::Seconds(60);
+  // --recovery=replace: a dead worker is marked dead (MarkWorkerDead)
+  // instead of ending the job, and a replacement may take its rank
+  // (Replace) within replace_timeout.
+  bool replace_workers = false;
+  absl::Duration replace_timeout = absl::Seconds(60);
 };
 
 // A node of the job as the scheduler knows it.
@@ -53,6 +58,11 @@ struct Member {
   int id = -1;            // Its transport peer id.
   absl::Time last_seen;   // Last message from it (or when it was added).
   bool finished = false;  // A worker that sent SHUTDOWN.
+  // --recovery=replace: when the worker was declared dead (InfinitePast:
+  // alive), and how.
+  absl::Time dead_since = absl::InfinitePast();
+  std::string how_dead;
+  int replacements = 0;  // Of this rank so far.
 };
 
 // "server rank 0 at host:port", the host escaped (it came from the network).
@@ -101,7 +111,31 @@ class Membership {
   // The abort decision once started: Unavailable naming the first node
   // (by id) that has been silent longer than heartbeat_timeout at `now`
   // and for how long; finished workers are exempt.
+  // Workers marked dead are exempt (replace_workers).
   absl::Status CheckLiveness(absl::Time now) const;
+
+  // replace_workers: the started, unfinished, not yet dead workers silent
+  // longer than heartbeat_timeout at `now` (to MarkWorkerDead).
+  std::vector<int> SilentWorkers(absl::Time now) const;
+  // Marks worker `id` dead at `now` (`how`: for the messages). No-op for
+  // an id that is not a worker or is already dead.
+  void MarkWorkerDead(int id, absl::Time now, const std::string& how);
+  // The abort decision for replacements: DeadlineExceeded naming the rank,
+  // its address, how it died and the wait, once a worker has been dead
+  // longer than replace_timeout at `now`.
+  absl::Status CheckReplaceDeadline(absl::Time now) const;
+  // A REGISTER with Header.replace_rank after the start: the node `info`,
+  // at `from`, takes worker rank `rank` (its id, finished flag cleared,
+  // last_seen `now`, no longer dead). Returns the member's id.
+  // FailedPrecondition before the start or without replace_workers;
+  // InvalidArgument for a role other than WORKER or a rank outside the
+  // job; PermissionDenied when `info` names another address than `from`.
+  // The caller connects to the new address.
+  absl::StatusOr<int> Replace(const proto::NodeInfo& info,
+                              const std::string& from, int rank,
+                              absl::Time now);
+  // The address book of the started job (every member's info).
+  proto::AddressBook Book() const;
 
   // Node `sender` entered barrier `key` ("group:name"; group is all,
   // servers or workers). Returns the ids to release when every member of

@@ -36,8 +36,10 @@ std::string Address(const proto::NodeInfo& n) {
 
 class MembershipTest : public ::testing::Test {
  protected:
-  void Make(int servers, int workers) {
+  void Make(int servers, int workers, bool replace = false) {
     MembershipOptions o;
+    o.replace_workers = replace;
+    o.replace_timeout = absl::Seconds(5);
     o.num_servers = servers;
     o.num_workers = workers;
     o.start_timeout = absl::Seconds(30);
@@ -61,8 +63,8 @@ class MembershipTest : public ::testing::Test {
   }
 
   // Registers 2 servers and 3 workers, out of order, and starts.
-  void StartTwoByThree() {
-    Make(2, 3);
+  void StartTwoByThree(bool replace = false) {
+    Make(2, 3, replace);
     ASSERT_TRUE(Register(Node(proto::WORKER, "b", 1)).ok());
     ASSERT_TRUE(Register(Node(proto::SERVER, "b", 5)).ok());
     ASSERT_TRUE(Register(Node(proto::WORKER, "a", 9)).ok());
@@ -220,6 +222,58 @@ TEST_F(MembershipTest, FinishedWorkersAreNotDeclaredDead) {
   EXPECT_FALSE(m_->all_workers_finished());
   ASSERT_TRUE(m_->WorkerFinished(5).ok());
   EXPECT_TRUE(m_->all_workers_finished());
+}
+
+TEST_F(MembershipTest, ReplaceModeMarksASilentWorkerDeadAndTakesAReplacement) {
+  StartTwoByThree(/*replace=*/true);
+  // Worker rank 1 (id 4, a:9) falls silent; the others beat.
+  for (int id : {1, 2, 3, 5}) m_->HeardFrom(id, kT0 + absl::Seconds(11));
+  EXPECT_THAT(m_->SilentWorkers(kT0 + absl::Seconds(10)), IsEmpty());
+  EXPECT_THAT(m_->SilentWorkers(kT0 + absl::Seconds(11)), ElementsAre(4));
+  m_->MarkWorkerDead(4, kT0 + absl::Seconds(11), "silent for 11.0 s");
+  m_->MarkWorkerDead(1, kT0 + absl::Seconds(11), "a server");  // No-op.
+  EXPECT_THAT(m_->SilentWorkers(kT0 + absl::Seconds(12)), IsEmpty());
+  // A dead worker does not abort the job; only the replace deadline does.
+  EXPECT_TRUE(m_->CheckLiveness(kT0 + absl::Seconds(12)).ok());
+  EXPECT_TRUE(m_->CheckReplaceDeadline(kT0 + absl::Seconds(16)).ok());
+  absl::Status late = m_->CheckReplaceDeadline(kT0 + absl::Seconds(17));
+  EXPECT_EQ(late.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(late.message(),
+              HasSubstr("worker rank 1 at a:9 died (silent for 11.0 s) and no "
+                        "replacement registered within 5s"));
+  // Refused: another role, a rank outside the job, a forged address.
+  proto::NodeInfo next = Node(proto::WORKER, "c", 4);
+  EXPECT_EQ(
+      m_->Replace(Node(proto::SERVER, "c", 4), "c:4", 1, kT0).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m_->Replace(next, "c:4", 3, kT0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m_->Replace(next, "d:4", 1, kT0).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // The replacement takes rank 1 and id 4 at its own address.
+  auto id = m_->Replace(next, "c:4", 1, kT0 + absl::Seconds(13));
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, 4);
+  const Member& m = m_->members().at(4);
+  EXPECT_EQ(m.info.rank(), 1);
+  EXPECT_EQ(Address(m.info), "c:4");
+  EXPECT_EQ(m.replacements, 1);
+  EXPECT_TRUE(m_->CheckReplaceDeadline(kT0 + absl::Seconds(60)).ok());
+  const proto::AddressBook book = m_->Book();
+  ASSERT_EQ(book.nodes_size(), 5);
+  EXPECT_EQ(Address(book.nodes(3)), "c:4");
+  EXPECT_EQ(book.nodes(3).rank(), 1);
+  // It beats like any member; silent again, it is found again.
+  for (int id : {1, 2, 3, 5}) m_->HeardFrom(id, kT0 + absl::Seconds(24));
+  EXPECT_THAT(m_->SilentWorkers(kT0 + absl::Seconds(24)), ElementsAre(4));
+}
+
+TEST_F(MembershipTest, WithoutReplaceModeAReplacementIsRefused) {
+  StartTwoByThree();
+  EXPECT_EQ(
+      m_->Replace(Node(proto::WORKER, "c", 4), "c:4", 1, kT0).status().code(),
+      absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(m_->SilentWorkers(kT0 + absl::Seconds(60)), IsEmpty());
 }
 
 TEST_F(MembershipTest, StartTimeoutNamesWhoIsMissingAndTellsWhoArrived) {

@@ -7,6 +7,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cluster/cluster.h"
 #include "glog/logging.h"
@@ -95,6 +96,8 @@ class Scheduler {
     m.num_workers = o_.num_workers;
     m.start_timeout = o_.start_timeout;
     m.heartbeat_timeout = o_.heartbeat_timeout;
+    m.replace_workers = o_.replace_workers;
+    m.replace_timeout = o_.replace_timeout;
     membership_ = std::make_unique<Membership>(m, absl::Now());
     if (o_.status_port >= 0) {
       PublishStatus(absl::Now());
@@ -225,6 +228,9 @@ class Scheduler {
       }
       return;
     }
+    if (!release->empty() && key.rfind("workers:", 0) == 0) {
+      ++workers_barriers_released_;
+    }
     for (int id : *release) {
       Message m;
       m.header.set_type(proto::BARRIER);
@@ -274,7 +280,24 @@ class Scheduler {
         next_beat = now + o_.heartbeat_interval;
         for (const std::string& line : stragglers_.Update(stats_->Snapshot()))
           LOG(WARNING) << line;
+        for (int id : membership_->SilentWorkers(now)) {
+          const Member& m = membership_->members().at(id);
+          const std::string how =
+              absl::StrFormat("silent for %.1f s, heartbeat timeout %s",
+                              absl::ToDoubleSeconds(now - m.last_seen),
+                              absl::FormatDuration(o_.heartbeat_timeout));
+          // launch reads this line (kDeadWorkerMarker) and replaces the
+          // process.
+          LOG(WARNING) << "scheduler: worker rank " << m.info.rank()
+                       << " declared dead: " << Describe(m) << " " << how
+                       << "; waiting up to "
+                       << absl::FormatDuration(o_.replace_timeout)
+                       << " for its replacement (--recovery=replace)";
+          membership_->MarkWorkerDead(id, now, how);
+        }
         s = membership_->CheckLiveness(now);
+        if (!s.ok()) return Abort(std::string(s.message()));
+        s = membership_->CheckReplaceDeadline(now);
         if (!s.ok()) return Abort(std::string(s.message()));
       }
       auto msg = tr_->Receive(now + absl::Milliseconds(50));
@@ -283,6 +306,10 @@ class Scheduler {
       membership_->HeardFrom(h.sender(), absl::Now());
       switch (h.type()) {
         case proto::REGISTER: {
+          if (membership_->started() && h.has_replace_rank()) {
+            HandleReplacement(h.node(), msg->from, h.replace_rank());
+            break;
+          }
           if (membership_->started()) break;  // Duplicate.
           HandleRegister(h.node(), msg->from);
           if (membership_->all_registered()) {
@@ -321,6 +348,59 @@ class Scheduler {
     }
   }
 
+  // A replacement worker's REGISTER (--recovery=replace): it takes the
+  // rank, every node learns its new address.
+  void HandleReplacement(const proto::NodeInfo& info, const std::string& from,
+                         int rank) {
+    const int id = 1 + o_.num_servers + rank;
+    auto before = membership_->members().find(id);
+    std::string was;
+    if (before != membership_->members().end()) {
+      const Member& m = before->second;
+      if (absl::StrCat(m.info.host(), ":", m.info.port()) == from) return;
+      was = absl::StrCat(
+          EscapeForLog(m.info.host()), ":", m.info.port(),
+          m.dead_since == absl::InfinitePast()
+              ? absl::StrFormat(
+                    ", last heard from %.1f s before",
+                    absl::ToDoubleSeconds(absl::Now() - m.last_seen))
+              : absl::StrFormat(
+                    ", declared dead %.1f s before",
+                    absl::ToDoubleSeconds(absl::Now() - m.dead_since)));
+    }
+    auto replaced = membership_->Replace(info, from, rank, absl::Now());
+    if (!replaced.ok()) {
+      LOG(WARNING) << "scheduler: " << replaced.status().message();
+      return;
+    }
+    const Member& m = membership_->members().at(*replaced);
+    absl::Status s =
+        tr_->Reconnect(m.id, absl::StrCat(m.info.host(), ":", m.info.port()));
+    if (!s.ok()) {
+      LOG(WARNING) << "scheduler: replacement " << Describe(m) << ": " << s;
+      return;
+    }
+    const proto::AddressBook book = membership_->Book();
+    for (const auto& [nid, n] : membership_->members()) {
+      Message msg;
+      msg.header.set_type(proto::ADDRESS_BOOK);
+      msg.header.set_sender(cluster::kSchedulerId);
+      msg.header.set_priority(1 << 20);
+      *msg.header.mutable_address_book() = book;
+      if (nid == m.id) {
+        msg.header.set_barriers_released(workers_barriers_released_);
+      }
+      s = tr_->Send(nid, std::move(msg), kNoWait);
+      if (!s.ok())
+        LOG(WARNING) << "address book to " << Describe(n) << ": " << s;
+    }
+    LOG(WARNING) << "scheduler: worker rank " << rank << " replaced: now "
+                 << Describe(m) << " (was " << was << "; replacement "
+                 << m.replacements << " of this rank); "
+                 << workers_barriers_released_
+                 << " worker barriers released so far";
+  }
+
   // Keeps a started member's heartbeat time and stats (stats_).
   void RecordHeartbeat(const proto::Header& h) {
     if (!membership_->started()) return;
@@ -349,6 +429,8 @@ class Scheduler {
   // By member id: the clock_us of its last heartbeat and this clock when
   // it came (echoed on the broadcasts for the nodes' clock offsets).
   std::map<int, std::pair<int64_t, int64_t>> beat_clock_;
+  // "workers:" barriers released so far (told to replacements).
+  int64_t workers_barriers_released_ = 0;
   Mutex status_mu_;
   status::JobStatus status_ ABSL_GUARDED_BY(status_mu_);
   absl::Time status_time_ ABSL_GUARDED_BY(status_mu_);

@@ -50,6 +50,18 @@ struct SchedulerOptions {
   // and reason, checked with each heartbeat round (straggler.h), and
   // marked on the status page.
   StragglerOptions stragglers;
+
+  // --recovery=replace (launch): a dead worker does not end the job. A
+  // worker silent for heartbeat_timeout is marked dead (logged: "scheduler:
+  // worker rank R at H:P declared dead: ..."; launch then kills and
+  // replaces its process); a REGISTER with Header.replace_rank takes that
+  // rank at the new address: every node gets the updated address book
+  // (they move the rank's connection there) and the replacement also how
+  // many "workers" barriers were released. A worker dead for longer than
+  // replace_timeout without a replacement aborts the job, naming it. Dead
+  // servers abort the job as before.
+  bool replace_workers = false;
+  absl::Duration replace_timeout = absl::Seconds(60);
 };
 
 // Runs the job's scheduler until it ends. Returns the exit code: 0 when

@@ -16,6 +16,11 @@ DEFINE_string(checkpoint_dir, "",
               "Where job checkpoints go (a filesystem every host reaches; "
               "launch --checkpoint_dir passes it): this server writes its "
               "slices and their optimizer state there when worker 0 asks.");
+DEFINE_string(recovery, "restart",
+              "launch --recovery passes it: with replace, every learned "
+              "slice also keeps the weights of the round before the last (a "
+              "copy per round), for a replacement worker whose "
+              "predecessor's push reached this server and not others.");
 DEFINE_string(resume_from, "",
               "A checkpoint folder (DIR/step-N) to restore this server's "
               "slices and optimizer state from when the job starts.");
@@ -50,5 +55,12 @@ int main(int argc, char** argv) {
   o.cluster.max_frame_bytes = FLAGS_max_frame_bytes;
   o.checkpoint.checkpoint_dir = FLAGS_checkpoint_dir;
   o.checkpoint.resume_from = FLAGS_resume_from;
+  if (FLAGS_recovery != "restart" && FLAGS_recovery != "replace") {
+    pstrain::ExitWithError("server",
+                           pstrain::BadFlag("recovery", FLAGS_recovery,
+                                            "must be restart or replace")
+                               .message());
+  }
+  o.keep_previous = FLAGS_recovery == "replace";
   return pstrain::server::Run(o);
 }

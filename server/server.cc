@@ -17,8 +17,10 @@ namespace {
 
 using transport::Message;
 
-ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
+ShardOptions ShardOptionsFor(const cluster::ClusterNode& node,
+                             bool keep_previous) {
   ShardOptions o;
+  o.keep_previous = keep_previous;
   o.num_workers = node.num_workers();
   o.shared = &node.transport();
   o.timeline = node.timeline();
@@ -30,9 +32,9 @@ ShardOptions ShardOptionsFor(const cluster::ClusterNode& node) {
 class Server {
  public:
   Server(std::unique_ptr<cluster::ClusterNode> node,
-         ServerCheckpointOptions checkpoint)
+         ServerCheckpointOptions checkpoint, bool keep_previous)
       : node_(std::move(node)),
-        shard_(ShardOptionsFor(*node_)),
+        shard_(ShardOptionsFor(*node_, keep_previous)),
         ckpt_(WithRank(std::move(checkpoint), node_->rank())),
         reply_track_(node_->timeline()->Track("reply")) {}
 
@@ -53,6 +55,13 @@ class Server {
     }
     node_->SetDataHandler(nullptr);  // No call of Handle() runs past here.
     LOG(INFO) << ServerTimeSplitLine(node_->rank(), split_.Totals(absl::Now()));
+    // Push identity (--recovery=replace): with every step's round applied
+    // once, the fewest rounds of a learned slice is the job's step count.
+    LOG(INFO) << "server rank " << node_->rank() << ": "
+              << shard_.min_learned_rounds()
+              << " rounds applied to every learned slice; "
+              << shard_.repeated_pushes()
+              << " repeated push slices acknowledged without summing";
     LOG(INFO) << "server rank " << node_->rank() << ": " << refused_
               << " requests refused, " << refused_not_rank_zero_
               << " of them INIT or SET_OPTIMIZER from a node other than worker "
@@ -138,6 +147,7 @@ class Server {
       const ServerTimes t = split_.Totals(t1);
       proto::NodeStats st;
       FillServerStats(t, &st);
+      st.set_rounds_applied(shard_.min_learned_rounds());
       node_->SetHeartbeatStats(st);
       VLOG(1) << ServerTimeSplitLine(node_->rank(), t);
     }
@@ -216,7 +226,8 @@ int Run(const ServerOptions& options) {
     LOG(ERROR) << "server: " << node.status().message();
     return 1;
   }
-  return Server(std::move(*node), options.checkpoint).Serve();
+  return Server(std::move(*node), options.checkpoint, options.keep_previous)
+      .Serve();
 }
 
 }  // namespace server

@@ -19,6 +19,8 @@ struct ServerOptions {
   cluster::ClusterOptions cluster;  // role is set to SERVER.
   // Checkpoints (issue #15); `rank` is set once the server has joined.
   ServerCheckpointOptions checkpoint;
+  // --recovery=replace: ShardOptions::keep_previous.
+  bool keep_previous = false;
 };
 
 // Joins the job and serves until the scheduler shuts it down (returns 0) or

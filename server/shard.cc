@@ -244,6 +244,9 @@ absl::Status Shard::Init(const Message& msg) {
     s.frame_of.assign(options_.num_workers, -1);
     s.received = 0;
     s.merged.clear();
+    s.repeats.clear();
+    s.previous.clear();
+    s.previous_round = -1;
     s.rounds = 0;
   }
   return absl::OkStatus();
@@ -327,7 +330,42 @@ absl::StatusOr<Message> Shard::Pull(const proto::Header& req) {
   absl::Status s = CheckSlices(req);
   if (s.ok()) s = compression::CheckEncodings(compression_, req);
   if (!s.ok()) return s;
-  return MakeReply(req, "", WeightsOf(req), /*with_slices=*/true);
+  Message reply;
+  if (req.push_round() > 0) {
+    // The weights a push of round N is computed from (after round N - 1).
+    const int64_t want = req.push_round() - 1;
+    std::vector<Frame> frames;
+    for (int i = 0; i < req.keys_size(); ++i) {
+      const Slice& sl = slices_.find({req.keys(i), req.offsets(i)})->second;
+      Frame f;
+      if (sl.rounds == want) {
+        f = Share(sl);
+      } else if (sl.previous_round == want && !sl.previous.empty()) {
+        f = Frame::Copy(sl.previous.data(), sl.previous.size() * sizeof(float));
+      } else {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "key ", req.keys(i), " (offset ", req.offsets(i),
+            "): the weights after round ", want,
+            " are no longer held (the slice is at round ", sl.rounds, ")"));
+      }
+      frames.push_back(compression::EncodeReply(i < req.reply_encodings_size()
+                                                    ? req.reply_encodings(i)
+                                                    : proto::RAW_FLOAT32,
+                                                std::move(f)));
+    }
+    reply = MakeReply(req, "", std::move(frames), /*with_slices=*/true);
+  } else {
+    reply = MakeReply(req, "", WeightsOf(req), /*with_slices=*/true);
+  }
+  // The rounds the slices have completed: a replacement worker's step.
+  int64_t fewest = -1;
+  for (int i = 0; i < req.keys_size(); ++i) {
+    const int64_t r =
+        slices_.find({req.keys(i), req.offsets(i)})->second.rounds;
+    if (fewest < 0 || r < fewest) fewest = r;
+  }
+  if (fewest > 0) reply.header.set_push_round(fewest);
+  return reply;
 }
 
 void Shard::ApplyAsync(const SliceId& id, Slice& s,
@@ -379,13 +417,36 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
     replies->back().step = step;
     return absl::OkStatus();
   }
+  // Each slice of the push is new to its round, a repeat of a push already
+  // held in the open round, or a repeat of a round already applied (only
+  // pushes with an identity, push_round > 0, can be repeats).
+  enum Kind { kNew, kRepeatOpen, kRepeatApplied };
+  const int64_t round = h.push_round();
+  std::vector<Kind> kinds(h.keys_size(), kNew);
   std::set<SliceId> listed;
   for (int i = 0; i < h.keys_size(); ++i) {
+    const SliceId id{h.keys(i), h.offsets(i)};
+    const Slice& sl = slices_.find(id)->second;
     // A slice listed twice in one message would count as two workers'
     // pushes (and complete the round with another rank's still null).
-    if (!listed.insert({h.keys(i), h.offsets(i)}).second ||
-        slices_.find({h.keys(i), h.offsets(i)})->second.pending[rank] !=
-            nullptr) {
+    if (!listed.insert(id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "worker rank ", rank, " pushed key ", h.keys(i), " (offset ",
+          h.offsets(i), ") twice in one round (listed twice in one message)"));
+    }
+    if (round > 0) {
+      const int64_t open = sl.rounds + 1;
+      if (round > open) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "worker rank ", rank, " pushed key ", h.keys(i), " (offset ",
+            h.offsets(i), ") for round ", round, "; the open round is ", open));
+      }
+      if (round < open) {
+        kinds[i] = kRepeatApplied;
+      } else if (sl.pending[rank] != nullptr) {
+        kinds[i] = kRepeatOpen;
+      }
+    } else if (sl.pending[rank] != nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("worker rank ", rank, " pushed key ", h.keys(i),
                        " (offset ", h.offsets(i), ") twice in one round"));
@@ -393,10 +454,25 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
   }
   compression::DecodePush(compression_, &msg);
   auto req = std::make_shared<Request>();
-  req->outstanding = h.keys_size();
+  for (Kind k : kinds) {
+    if (k != kRepeatApplied) ++req->outstanding;
+    if (k != kNew) ++repeated_pushes_;
+  }
   req->msg = std::move(msg);
   const proto::Header& rh = req->msg.header;
+  if (req->outstanding == 0) {
+    // Every slice was applied in an earlier round: acknowledged at once.
+    replies->push_back(Ack(rh));
+    return absl::OkStatus();
+  }
+  // Repeats in the open round wait for it like the push they repeat (their
+  // frames are not summed).
   for (int i = 0; i < rh.keys_size(); ++i) {
+    if (kinds[i] != kRepeatOpen) continue;
+    slices_.find({rh.keys(i), rh.offsets(i)})->second.repeats.push_back(req);
+  }
+  for (int i = 0; i < rh.keys_size(); ++i) {
+    if (kinds[i] != kNew) continue;
     const SliceId id{rh.keys(i), rh.offsets(i)};
     Slice& s = slices_.find(id)->second;
     s.pending[rank] = req;
@@ -407,10 +483,24 @@ absl::Status Shard::Push(int worker_rank, Message&& msg,
   return absl::OkStatus();
 }
 
+int64_t Shard::min_learned_rounds() const {
+  int64_t fewest = -1;
+  for (const auto& [id, s] : slices_) {
+    if (id.first < 0) continue;
+    if (fewest < 0 || s.rounds < fewest) fewest = s.rounds;
+  }
+  return std::max<int64_t>(fewest, 0);
+}
+
 void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
   std::vector<absl::Span<const float>> grads;
   for (size_t r = 0; r < s.pending.size(); ++r) {
     grads.push_back(s.pending[r]->msg.frames[s.frame_of[r]].As<float>());
+  }
+  if (options_.keep_previous && id.first >= 0) {
+    const absl::Span<const float> w = s.weights();
+    s.previous.assign(w.begin(), w.end());
+    s.previous_round = s.rounds;
   }
   --open_rounds_;
   ++s.rounds;
@@ -454,6 +544,9 @@ void Shard::Complete(const SliceId& id, Slice& s, std::vector<Reply>* replies) {
   pending.swap(s.pending);
   s.pending.assign(pending.size(), nullptr);
   s.received = 0;
+  std::vector<std::shared_ptr<Request>> repeats;
+  repeats.swap(s.repeats);
+  pending.insert(pending.end(), repeats.begin(), repeats.end());
   for (auto& req : pending) {
     req->step = std::max(req->step, step);
     if (--req->outstanding > 0) continue;

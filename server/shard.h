@@ -23,6 +23,16 @@
 // when it is fp16. Another encoding, or a frame whose size does not match
 // its encoding, is refused naming the key and the sizes.
 //
+// Push identity (issue #15, --recovery=replace): a dist_sync push with
+// Header.push_round = r > 0 is worker rank R's push of round r of each
+// slice it names (the slice's r-th round since INIT). A slice whose round r
+// was already applied, or whose open round r already holds R's push, takes
+// the push as a repeat: acknowledged (with the round's completion, or at
+// once for an applied round) and never summed again. A round beyond the
+// open one is refused. A PULL's reply carries in push_round the fewest
+// rounds its slices have completed. Pushes without an identity (0) are
+// refused as before when R already pushed the open round.
+//
 // Bad input (an unknown slice, a wrong length, a missing frame, a push
 // listed twice in a round) is refused with InvalidArgument naming it; the
 // state is unchanged then. Nothing a request carries can crash the shard.
@@ -68,6 +78,11 @@ struct ShardOptions {
   // 1, stand for the step). Negative keys are never recorded. Not owned;
   // must outlive the shard.
   timeline::Recorder* timeline = nullptr;
+  // --recovery=replace: every learned slice also keeps its weights of the
+  // round before the last (a copy per round), so a replacement whose
+  // predecessor's push reached this server and not others can compute
+  // that step from the weights it was computed from (Pull, below).
+  bool keep_previous = false;
 };
 
 // A message to send to node `to`.
@@ -118,7 +133,11 @@ class Shard {
   absl::Status SetOptimizer(const proto::OptimizerConfig& config);
 
   // PULL: the reply carrying the current weights of the slices `req`
-  // names. InvalidArgument for an unknown slice or a wrong length.
+  // names. InvalidArgument for an unknown slice or a wrong length. A PULL
+  // with push_round N > 0 asks for the weights a push of round N is
+  // computed from, those after round N - 1: the current ones, or with
+  // keep_previous the previous ones of a slice one round ahead;
+  // FailedPrecondition when a slice holds neither.
   absl::StatusOr<transport::Message> Pull(const proto::Header& req);
 
   // PUSH or PUSH_PULL from `worker_rank` (-1: the sender is not a worker)
@@ -128,7 +147,9 @@ class Shard {
   // the push completes a round, then those of every push the round
   // completed. InvalidArgument, with nothing applied or held, for an
   // unknown slice, a wrong length, missing frames, a sender that is not a
-  // worker, or (dist_sync) a slice this worker already pushed this round.
+  // worker, a slice listed twice, (dist_sync) a slice this worker already
+  // pushed this round without an identity, or a push_round beyond the
+  // slice's open round. Repeats (above) are acknowledged, not summed.
   // Takes `msg` only when it returns OK (dist_sync holds its gradient
   // frames until their rounds complete; nothing is copied); after an error
   // `msg` is untouched, so the caller can still answer it.
@@ -164,6 +185,11 @@ class Shard {
   // dist_sync slices with a round in progress: some worker has pushed
   // them, not every worker yet (the server waits for the slowest).
   int64_t open_rounds() const { return open_rounds_; }
+  // The fewest rounds (dist_sync) or pushes (dist_async) applied over the
+  // learned slices (keys >= 0); 0 with none.
+  int64_t min_learned_rounds() const;
+  // Slices of pushes taken as repeats (acknowledged, not summed) so far.
+  int64_t repeated_pushes() const { return repeated_pushes_; }
 
  private:
   using SliceId = std::pair<int64_t, int64_t>;  // Key, offset.
@@ -211,6 +237,11 @@ class Shard {
     std::vector<std::shared_ptr<Request>> pending;
     std::vector<int> frame_of;
     int received = 0;
+    // keep_previous: the weights after round previous_round (-1: none).
+    std::vector<float> previous;
+    int64_t previous_round = -1;
+    // Repeats of pushes held in the open round: acknowledged with it.
+    std::vector<std::shared_ptr<Request>> repeats;
     // dist_sync with an optimizer and several workers: the round's sum.
     // Allocated on first use, then reused.
     std::vector<float> merged;
@@ -251,6 +282,7 @@ class Shard {
   proto::GradientCompression compression_;  // From INIT.
   Times times_;
   int64_t open_rounds_ = 0;
+  int64_t repeated_pushes_ = 0;
   // The timeline's tracks (0 without one).
   int sum_track_ = 0, update_track_ = 0;
 };

@@ -306,6 +306,142 @@ TEST_F(ShardTest, BadPushesAreRefusedAndChangeNothing) {
   EXPECT_THAT(Pull(0, 0, 2), ElementsAre(3, 3));
 }
 
+// Push identity (--recovery=replace): worker rank, push_round, key.
+TEST_F(ShardTest, RepeatedPushInTheOpenRoundIsAckedWithItAndSummedOnce) {
+  MakeShard(3);
+  Init({{0, 0, {0, 0}}, {1, 0, {0}}});
+  auto push = [&](int rank, int64_t round, const std::vector<Part>& parts,
+                  proto::MessageType type = proto::PUSH) {
+    std::vector<Reply> replies;
+    Message m = Request(type, kFirstWorkerId + rank, next_id_++, parts);
+    m.header.set_push_round(round);
+    absl::Status s = shard_->Push(rank, std::move(m), &replies);
+    EXPECT_TRUE(s.ok()) << s;
+    return replies;
+  };
+  // Round 1: rank 1 pushes, then (a reconnect, a replacement) pushes the
+  // same round again with other values: held, not summed, not refused.
+  EXPECT_THAT(push(0, 1, {{0, 0, {1, 1}}, {1, 0, {1}}}), IsEmpty());
+  EXPECT_THAT(push(1, 1, {{0, 0, {2, 2}}, {1, 0, {2}}}), IsEmpty());
+  EXPECT_THAT(push(1, 1, {{0, 0, {50, 50}}, {1, 0, {50}}}, proto::PUSH_PULL),
+              IsEmpty());
+  EXPECT_EQ(shard_->repeated_pushes(), 2);
+  const uint64_t last = next_id_;
+  std::vector<Reply> replies = push(2, 1, {{0, 0, {4, 4}}, {1, 0, {4}}});
+  // Every push of the round, the repeat too, is acknowledged once the
+  // round completes: the repeat (a PUSH_PULL) with the new weights.
+  ASSERT_EQ(replies.size(), 4u);
+  int to_rank1 = 0;
+  for (const Reply& r : replies) {
+    EXPECT_EQ(r.msg.header.error(), "");
+    if (r.to == kFirstWorkerId + 1) ++to_rank1;
+    if (!r.msg.frames.empty()) {
+      ASSERT_EQ(r.msg.frames.size(), 2u);
+      EXPECT_THAT(Values(r.msg.frames[0]), ElementsAre(7, 7));
+    }
+  }
+  EXPECT_EQ(to_rank1, 2);
+  // The round's own pushes in rank order, then the repeat.
+  EXPECT_EQ(replies[2].msg.header.request_id(), last);
+  EXPECT_EQ(replies[3].msg.header.request_id(), last - 1);
+  EXPECT_EQ(replies[3].to, kFirstWorkerId + 1);
+  EXPECT_THAT(Pull(0, 0, 2), ElementsAre(7, 7));
+  EXPECT_THAT(Pull(1, 0, 1), ElementsAre(7));
+  EXPECT_EQ(shard_->min_learned_rounds(), 1);
+  EXPECT_EQ(shard_->open_rounds(), 0);
+}
+
+TEST_F(ShardTest, RepeatedPushOfAnAppliedRoundIsAckedAtOnceAndNotSummed) {
+  MakeShard(2);
+  Init({{0, 0, {0}}});
+  auto message = [&](int rank, int64_t round, float v) {
+    Message m =
+        Request(proto::PUSH, kFirstWorkerId + rank, next_id_++, {{0, 0, {v}}});
+    m.header.set_push_round(round);
+    return m;
+  };
+  std::vector<Reply> replies;
+  ASSERT_TRUE(shard_->Push(0, message(0, 1, 1), &replies).ok());
+  ASSERT_TRUE(shard_->Push(1, message(1, 1, 2), &replies).ok());
+  ASSERT_EQ(replies.size(), 2u);  // Round 1 applied: 3.
+  replies.clear();
+  // Rank 1 again for round 1 (its ack was lost): acknowledged at once.
+  ASSERT_TRUE(shard_->Push(1, message(1, 1, 100), &replies).ok());
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].to, kFirstWorkerId + 1);
+  EXPECT_EQ(replies[0].msg.header.error(), "");
+  EXPECT_THAT(Pull(0, 0, 1), ElementsAre(3));
+  EXPECT_EQ(shard_->repeated_pushes(), 1);
+  EXPECT_EQ(shard_->open_rounds(), 0);
+  // A round beyond the open one is refused; the open round is 2.
+  replies.clear();
+  absl::Status s = shard_->Push(0, message(0, 3, 1), &replies);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("for round 3; the open round is 2"));
+  EXPECT_THAT(replies, IsEmpty());
+  // Round 2 goes on as usual; a pull reply says how many rounds are done.
+  ASSERT_TRUE(shard_->Push(0, message(0, 2, 1), &replies).ok());
+  ASSERT_TRUE(shard_->Push(1, message(1, 2, 1), &replies).ok());
+  EXPECT_EQ(replies.size(), 2u);
+  EXPECT_THAT(Pull(0, 0, 1), ElementsAre(2));
+  Message pull = Request(proto::PULL, kFirstWorkerId, next_id_++,
+                         {{0, 0, std::vector<float>(1)}}, false);
+  auto r = shard_->Pull(pull.header);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->header.push_round(), 2);
+  EXPECT_EQ(shard_->min_learned_rounds(), 2);
+}
+
+TEST_F(ShardTest, KeepPreviousServesTheWeightsARoundIsComputedFrom) {
+  ShardOptions o;
+  o.num_workers = 1;
+  o.keep_previous = true;
+  shard_ = std::make_unique<Shard>(o);
+  Init({{0, 0, {1}}});
+  Sgd(1.0, 1.0);
+  auto push = [&](int64_t round, float g) {
+    std::vector<Reply> replies;
+    Message m = Request(proto::PUSH, kFirstWorkerId, next_id_++, {{0, 0, {g}}});
+    m.header.set_push_round(round);
+    EXPECT_TRUE(shard_->Push(0, std::move(m), &replies).ok());
+  };
+  auto pull_for = [&](int64_t round) -> absl::StatusOr<float> {
+    Message m = Request(proto::PULL, kFirstWorkerId, next_id_++,
+                        {{0, 0, std::vector<float>(1)}}, false);
+    m.header.set_push_round(round);
+    auto r = shard_->Pull(m.header);
+    if (!r.ok()) return r.status();
+    return Values(r->frames[0])[0];
+  };
+  push(1, 0.25f);  // 1 - 0.25.
+  push(2, 0.25f);  // 0.75 - 0.25.
+  EXPECT_THAT(Pull(0, 0, 1), ElementsAre(0.5f));
+  // Round 3 is computed from the current weights, round 2 from those
+  // after round 1 (kept); round 1's are gone.
+  EXPECT_EQ(*pull_for(3), 0.5f);
+  EXPECT_EQ(*pull_for(2), 0.75f);
+  absl::StatusOr<float> gone = pull_for(1);
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(gone.status().message(),
+              HasSubstr("the weights after round 0 are no longer held"));
+  // Without keep_previous only the current round's are served.
+  MakeShard(1);
+  Init({{0, 0, {1}}});
+  push(1, 0.25f);
+  EXPECT_EQ(*pull_for(2), 0.25f);  // No optimizer: the sum is stored.
+  EXPECT_EQ(pull_for(1).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ShardTest, PushWithoutIdentityTwiceInARoundIsStillRefused) {
+  MakeShard(2);
+  Init({{0, 0, {0}}});
+  EXPECT_THAT(Push(0, {{0, 0, {1}}}), IsEmpty());
+  absl::Status s = BadPush(
+      0, Request(proto::PUSH, kFirstWorkerId, next_id_++, {{0, 0, {1}}}));
+  EXPECT_THAT(s.message(), HasSubstr("twice in one round"));
+  EXPECT_EQ(shard_->repeated_pushes(), 0);
+}
+
 TEST_F(ShardTest, RefusedPushLeavesTheMessageToTheCaller) {
   MakeShard(1);
   Init({{0, 0, {1}}});

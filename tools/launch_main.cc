@@ -93,6 +93,19 @@ DEFINE_string(checkpoint_dir, "",
               "--checkpoint_dir; --max_restarts resumes from the newest "
               "complete one here (--resume_from=DIR/step-N).");
 
+DEFINE_string(recovery, "restart",
+              "What a dead worker does to the job: restart (the job stops; "
+              "--max_restarts restarts it from the newest checkpoint) or "
+              "replace (the job goes on: launch starts a new worker process "
+              "for the dead rank, which pulls the current weights and "
+              "continues at the current step; the other workers wait for it "
+              "up to --replace_timeout_s). A dead server or scheduler always "
+              "takes the restart path. replace: local and ssh launchers.");
+DEFINE_double(replace_timeout_s, 60,
+              "--recovery=replace: how long the scheduler waits, once it "
+              "declared a worker dead, for its replacement to register "
+              "before it aborts the job; in (0, 540].");
+
 namespace {}  // namespace
 
 int main(int argc, char** argv) {
@@ -191,6 +204,14 @@ int main(int argc, char** argv) {
     }
   }
   o.timeline_steps = FLAGS_timeline_steps;
+  if (FLAGS_recovery != "restart" && FLAGS_recovery != "replace") {
+    pstrain::ExitWithError(kProgram,
+                           pstrain::BadFlag("recovery", FLAGS_recovery,
+                                            "must be restart or replace")
+                               .message());
+  }
+  o.replace_workers = FLAGS_recovery == "replace";
+  o.replace_timeout = absl::Seconds(FLAGS_replace_timeout_s);
   absl::Status valid = pstrain::launcher::ValidateLaunchOptions(o);
   if (!valid.ok()) pstrain::ExitWithError(kProgram, valid.message());
 

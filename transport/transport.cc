@@ -224,9 +224,19 @@ bool Transport::OnIoThread() const {
 }
 
 absl::Status Transport::Connect(int peer, const std::string& host_port) {
+  return ConnectOrReplace(peer, host_port, /*replace=*/false);
+}
+
+absl::Status Transport::Reconnect(int peer, const std::string& host_port) {
+  return ConnectOrReplace(peer, host_port, /*replace=*/true);
+}
+
+absl::Status Transport::ConnectOrReplace(int peer, const std::string& host_port,
+                                         bool replace) {
   auto req = std::make_unique<ConnectRequest>();
   req->peer = peer;
   req->endpoint = host_port;
+  req->replace = replace;
   std::future<absl::Status> done = req->done.get_future();
   {
     MutexLock lock(&mu_);
@@ -390,10 +400,12 @@ void Transport::DrainCommands() {
     connects.swap(connects_);
   }
   for (auto& c : connects) {
+    void* old_dealer = nullptr;
     {
       MutexLock lock(&mu_);
       auto it = peers_.find(c->peer);
-      if (it != peers_.end()) {
+      if (it != peers_.end() &&
+          (it->second->endpoint == c->endpoint || !c->replace)) {
         c->done.set_value(
             it->second->endpoint == c->endpoint
                 ? absl::OkStatus()
@@ -402,7 +414,28 @@ void Transport::DrainCommands() {
                       EscapeForLog(it->second->endpoint))));
         continue;
       }
+      if (it != peers_.end()) {
+        // Reconnect(): retire the old peer; what is queued for it goes.
+        std::unique_ptr<Peer> old = std::move(it->second);
+        peers_.erase(it);
+        while (!old->queue.empty()) {
+          const Outgoing& out = *old->queue.top();
+          old->messages -= 1;
+          old->bytes -= out.bytes;
+          if (shm_ != nullptr) shm_->Drop(out.msg, &old->endpoint);
+          old->queue.pop();
+        }
+        old_dealer = old->dealer;
+        old->dealer = nullptr;
+        LOG(INFO) << "peer " << c->peer << " moved from "
+                  << EscapeForLog(old->endpoint) << " to "
+                  << EscapeForLog(c->endpoint);
+        retired_.push_back(std::move(old));
+        if (room_waiters_ > 0) room_.SignalAll();
+      }
     }
+    // Closing may release dropped messages (Released() takes mu_).
+    if (old_dealer != nullptr) zmq_close(old_dealer);
     void* dealer = zmq_socket(ctx_, ZMQ_DEALER);
     int linger = 0, hwm = options_.send_hwm_messages;
     zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof(linger));

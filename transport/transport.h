@@ -193,6 +193,15 @@ class Transport {
   // not take the request within 30 s.
   absl::Status Connect(int peer, const std::string& host_port)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Connect(), but a peer already connected at another endpoint is moved
+  // there (a node that replaced a dead one under the same id,
+  // --recovery=replace): its socket is closed and the messages still
+  // queued for it are dropped; messages it sends from then on are taken
+  // from the new endpoint only (the sender check). The old Peer is kept
+  // until the transport stops (messages handed to ZeroMQ still count
+  // against it when released).
+  absl::Status Reconnect(int peer, const std::string& host_port)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Queues `msg` for `peer`; the token is filled in here. Waits for room
   // in the peer's queue until `deadline` (DeadlineExceeded, naming the
@@ -279,6 +288,7 @@ class Transport {
   struct ConnectRequest {
     int peer;
     std::string endpoint;
+    bool replace = false;  // Reconnect().
     std::promise<absl::Status> done;
   };
   class InFlight;  // One message handed to ZeroMQ, until its frames are
@@ -289,6 +299,8 @@ class Transport {
   void Wake();
   bool OnIoThread() const;
   void DrainCommands() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ConnectOrReplace(int peer, const std::string& host_port,
+                                bool replace) ABSL_LOCKS_EXCLUDED(mu_);
   // Hands queued messages to ZeroMQ while the peers' windows allow.
   void PumpSends() ABSL_LOCKS_EXCLUDED(mu_);
   // False when ZeroMQ cannot take the message now (it stays queued).
@@ -319,6 +331,8 @@ class Transport {
   // The map; the fields of each Peer but its socket are guarded by mu_ too
   // (documented at Peer: the analysis cannot name the mutex from there).
   std::map<int, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);
+  // Peers replaced by Reconnect(): released messages may still name them.
+  std::vector<std::unique_ptr<Peer>> retired_ ABSL_GUARDED_BY(mu_);
   std::deque<std::unique_ptr<ConnectRequest>> connects_ ABSL_GUARDED_BY(mu_);
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

@@ -521,6 +521,44 @@ TEST(TransportTest, AMessageCannotClaimAnotherNodesId) {
   EXPECT_EQ(a->stats().received, 2);
 }
 
+TEST(TransportTest, ReconnectMovesAPeerIdToANewNode) {
+  // Peer id 5 was b; b dies and c takes its id (--recovery=replace).
+  auto a = Make(), c = Make();
+  std::string b_address;
+  {
+    auto b = Make();
+    b_address = b->address();
+    ASSERT_TRUE(a->Connect(5, b->address()).ok());
+    ASSERT_TRUE(b->Connect(0, a->address()).ok());
+    Message m = Push(1, {1});
+    m.header.set_sender(5);
+    ASSERT_TRUE(b->Send(0, std::move(m), Soon()).ok());
+    ASSERT_TRUE(a->Receive(Soon()).ok());
+  }
+  // Queued for the dead b: dropped by the move.
+  ASSERT_TRUE(a->Send(5, Push(9, {9}), Soon()).ok());
+  // Connect() refuses another endpoint; Reconnect() moves the id.
+  EXPECT_EQ(a->Connect(5, c->address()).code(),
+            absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(a->Reconnect(5, c->address()).ok());
+  ASSERT_TRUE(a->Reconnect(5, c->address()).ok());  // Idempotent.
+  ASSERT_TRUE(c->Connect(0, a->address()).ok());
+  // c speaks as 5 and is heard; a's messages to 5 reach c.
+  Message m = Push(2, {2});
+  m.header.set_sender(5);
+  ASSERT_TRUE(c->Send(0, std::move(m), Soon()).ok());
+  auto got = a->Receive(Soon());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->header.keys(0), 2);
+  EXPECT_EQ(got->from, c->address());
+  ASSERT_TRUE(a->Send(5, Push(3, {3}), Soon()).ok());
+  auto back = c->Receive(Soon());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->header.keys(0), 3);
+  EXPECT_EQ(a->stats().dropped_wrong_sender, 0);
+  EXPECT_NE(b_address, c->address());
+}
+
 }  // namespace
 }  // namespace transport
 }  // namespace pstrain

@@ -98,6 +98,21 @@ DEFINE_int64(test_die_at_step, 0,
              "Tests only: the worker of rank --test_die_rank kills itself "
              "(SIGKILL) after this step unless it resumed (0: never).");
 DEFINE_int32(test_die_rank, 1, "Tests only: see --test_die_at_step.");
+DEFINE_int32(replace_rank, -1,
+             "launch --recovery=replace passes it: this worker replaces dead "
+             "worker rank N of the running job (dist_sync): it takes the "
+             "rank, pulls the current weights and continues at the current "
+             "step. -1: an ordinary worker.");
+DEFINE_int64(replace_since_us, 0,
+             "launch --recovery=replace passes it: when launch saw the "
+             "replaced worker die (its clock, microseconds since the Unix "
+             "epoch), for the log line of the time until training again.");
+DEFINE_int64(test_die_mid_push_step, 0,
+             "Tests only: the worker of rank --test_die_rank sends its "
+             "pushes of this step to server rank 0 only, then kills itself "
+             "(SIGKILL); never a replacement (0: never).");
+DEFINE_bool(test_replacement_fails, false,
+            "Tests only: a replacement (--replace_rank) exits 1 at once.");
 DEFINE_int32(load_epoch, 0, "Resume from PREFIX-<load_epoch>.params.");
 DEFINE_bool(test_io, false, "Measure the data pipeline only.");
 DEFINE_bool(benchmark, false, "Train on synthetic data.");
@@ -282,6 +297,19 @@ int main(int argc, char** argv) {
   r.resume_from = FLAGS_resume_from;
   r.test_die_at_step = FLAGS_test_die_at_step;
   r.test_die_rank = FLAGS_test_die_rank;
+  r.replace_rank = FLAGS_replace_rank;
+  r.replace_since_us = FLAGS_replace_since_us;
+  if (FLAGS_replace_rank < -1) {
+    pstrain::ExitWithError(kProgram,
+                           pstrain::BadFlag("replace_rank", FLAGS_replace_rank,
+                                            "must be >= 0 (-1: none)")
+                               .message());
+  }
+  if (FLAGS_replace_rank >= 0 && FLAGS_test_replacement_fails) {
+    LOG(ERROR) << "--test_replacement_fails: replacement of worker rank "
+               << FLAGS_replace_rank << " exits 1";
+    return 1;
+  }
   if (!o.model_prefix.empty()) {
     r.prefix = o.model_prefix.substr(o.model_prefix.find_last_of('/') + 1);
   }
@@ -341,6 +369,9 @@ int main(int argc, char** argv) {
   if (absl::StartsWith(o.kv_store, "dist")) {
     o.kv.cluster =
         OrExit(pstrain::cluster::NodeOptionsFromFlags(pstrain::proto::WORKER));
+    o.kv.cluster.replace_rank = FLAGS_replace_rank;
+    o.kv.test_die_mid_push_round = FLAGS_test_die_mid_push_step;
+    o.kv.test_die_rank = FLAGS_test_die_rank;
   }
   return pstrain::worker::Train(o);
 }

@@ -332,7 +332,8 @@ absl::Status Checkpointer::Finish(absl::Time deadline) {
 
 void Checkpointer::MaybeDieForTest(int64_t step) const {
   if (options_.test_die_at_step > 0 && step == options_.test_die_at_step &&
-      rank_ == options_.test_die_rank && options_.resume_from.empty()) {
+      rank_ == options_.test_die_rank && options_.resume_from.empty() &&
+      options_.replace_rank < 0) {
     LOG(WARNING) << "worker " << rank_ << ": --test_die_at_step " << step
                  << ": killing myself (SIGKILL)";
     raise(SIGKILL);

@@ -56,6 +56,11 @@ struct RecoveryOptions {
   // after step test_die_at_step (>= 1; 0: never) unless it resumed.
   int64_t test_die_at_step = 0;
   int test_die_rank = 1;
+  // --recovery=replace: the rank this worker replaces (-1: none; it never
+  // dies for the test) and when launch saw its predecessor die (Unix
+  // microseconds; 0: unknown).
+  int replace_rank = -1;
+  int64_t replace_since_us = 0;
 };
 
 // Where a resumed worker continues.
@@ -104,7 +109,8 @@ class Checkpointer {
   // Waits for every write (rank 0: the last manifest) until `deadline`.
   absl::Status Finish(absl::Time deadline);
 
-  // SIGKILLs this process after `step` when RecoveryOptions says so.
+  // SIGKILLs this process after `step` when RecoveryOptions says so (never
+  // a resumed worker or a replacement).
   void MaybeDieForTest(int64_t step) const;
 
  private:

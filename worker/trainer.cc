@@ -637,6 +637,24 @@ int Train(const TrainerOptions& o) {
                         o.recovery.resume_from, resume.step, resume.epoch,
                         resume.batch));
   }
+  // A replacement (--recovery=replace) continues after the step the
+  // servers are at: that many steps past where this run began.
+  const int64_t replaced_round = kv->replacement_round();
+  if (replaced_round >= 0) {
+    const int64_t index = static_cast<int64_t>(begin_epoch) * epoch_size +
+                          resume.batch + replaced_round;
+    begin_epoch = static_cast<int>(index / epoch_size);
+    resume.epoch = begin_epoch;
+    resume.batch = index % epoch_size;
+    resume.step += replaced_round;
+    Say(absl::StrFormat(
+        "worker rank %d: replacement (--replace_rank %d) joins at step %d: "
+        "epoch %d, batch %d",
+        rank, o.recovery.replace_rank, resume.step, resume.epoch,
+        resume.batch));
+  }
+  const absl::Time process_start = absl::Now();
+  bool said_training_again = replaced_round < 0;
   SplitClock split(o, &sync, emu.get(), kv.get());
   BenchmarkClock clock(o, rank, NumDevices(o), emu.get(), &split);
   int64_t steps = 0;  // For the heartbeats.
@@ -695,6 +713,22 @@ int Train(const TrainerOptions& o) {
       }
       clock.BatchDone();
       ++steps;
+      if (!said_training_again) {
+        said_training_again = true;
+        const absl::Time now = absl::Now();
+        const int64_t since_us = o.recovery.replace_since_us;
+        Say(absl::StrFormat(
+            "worker rank %d: replacement training again: step %d done %s "
+            "after launch saw worker rank %d die (%.2f s after joining)",
+            rank, resume.step + steps,
+            since_us > 0
+                ? absl::StrFormat("%.2f s",
+                                  absl::ToDoubleSeconds(
+                                      now - absl::FromUnixMicros(since_us)))
+                : std::string("(unknown)"),
+            o.recovery.replace_rank,
+            absl::ToDoubleSeconds(now - process_start)));
+      }
       if (b + 1 < epoch_size) {
         s = ckpt.AfterStep({resume.step + steps, epoch, b + 1}, rng, &sync,
                            reps.get());
