@@ -521,6 +521,8 @@ int RunOnHosts(const ClusterOptions& cluster) {
   const std::vector<std::string> timing =
       pstrain::cluster::TimingFlags(cluster);
   const std::string shm = absl::StrCat("--shm_bytes=", cluster.shm_bytes);
+  const std::string link = absl::StrCat(
+      "--tcp_data_link=", cluster.tcp_data_link ? "true" : "false");
   std::vector<std::string> argv = {launch, "-H", FLAGS_hostfile};
   argv.insert(argv.end(), {"-n", absl::StrCat(FLAGS_workers), "-s",
                            absl::StrCat(FLAGS_servers)});
@@ -531,13 +533,13 @@ int RunOnHosts(const ClusterOptions& cluster) {
        pstrain::PathBesideThisProgram("server/server")});
   argv.insert(argv.end(),
               {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
-               absl::StrCat(shm, " ", absl::StrJoin(timing, " "))});
+               absl::StrCat(shm, " ", link, " ", absl::StrJoin(timing, " "))});
   if (!FLAGS_ssh_config.empty())
     argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes,
                "--mode=" + FLAGS_mode, "--kv_store=" + FLAGS_kv_store,
-               absl::StrCat("--iters=", FLAGS_iters), shm,
+               absl::StrCat("--iters=", FLAGS_iters), shm, link,
                absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
                "--gradient_compression=" + FLAGS_gradient_compression,
                absl::StrCat("--gc_min_bytes=", FLAGS_gc_min_bytes)});
@@ -837,6 +839,8 @@ int main(int argc, char** argv) {
     a.insert(a.end(), common.begin(), common.end());
     a.insert(a.end(), timing.begin(), timing.end());
     a.push_back(absl::StrCat("--shm_bytes=", o.cluster.shm_bytes));
+    a.push_back(absl::StrCat("--tcp_data_link=",
+                             o.cluster.tcp_data_link ? "true" : "false"));
     a.push_back(absl::StrCat(
         "--max_frame_bytes=",
         pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
