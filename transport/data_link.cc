@@ -108,12 +108,12 @@ size_t ReplyDests::size() const {
   return by_id_.size() + taken_.size();
 }
 
-ssize_t ReplyDests::ReadInto(int fd, ReplyDest* dest, size_t i, size_t offset,
-                             size_t n) {
+ssize_t ReplyDests::ReadInto(
+    ReplyDest* dest, size_t i, size_t offset, size_t n,
+    const std::function<ssize_t(char*, size_t)>& read) {
   MutexLock lock(&mu_);
   if (dest->cancelled) return -2;
-  return recv(fd, dest->frames[i].data() + offset,
-              std::min(n, kMaxReadIntoBytes), MSG_DONTWAIT);
+  return read(dest->frames[i].data() + offset, std::min(n, kMaxReadIntoBytes));
 }
 
 LinkReader::LinkReader(int fd, std::string token, int64_t max_frame_bytes,
@@ -123,8 +123,28 @@ LinkReader::LinkReader(int fd, std::string token, int64_t max_frame_bytes,
       token_(std::move(token)),
       max_frame_bytes_(max_frame_bytes),
       dests_(dests),
-      check_identity_(std::move(check_identity)) {
+      check_identity_(std::move(check_identity)),
+      ahead_(new char[kLinkReadAheadBytes]) {
   small_.resize(kLinkHelloFixedBytes);
+}
+
+ssize_t LinkReader::Recv(char* dst, size_t n) {
+  if (ahead_pos_ == ahead_end_ && n < kLinkReadAheadBytes) {
+    // Small reads go through the read-ahead buffer: a small message's
+    // preamble, header and frames then take one recv().
+    const ssize_t got =
+        recv(fd_, ahead_.get(), kLinkReadAheadBytes, MSG_DONTWAIT);
+    if (got <= 0) return got;
+    ahead_pos_ = 0;
+    ahead_end_ = static_cast<size_t>(got);
+  }
+  if (ahead_pos_ < ahead_end_) {
+    const size_t take = std::min(n, ahead_end_ - ahead_pos_);
+    std::memcpy(dst, ahead_.get() + ahead_pos_, take);
+    ahead_pos_ += take;
+    return static_cast<ssize_t>(take);
+  }
+  return recv(fd_, dst, n, MSG_DONTWAIT);
 }
 
 LinkReader::~LinkReader() {
@@ -159,8 +179,7 @@ std::string LinkReader::Progress() const {
 int LinkReader::FillSmall(size_t want, std::string* error, State* state) {
   if (small_.size() != want) small_.resize(want);
   while (small_got_ < want) {
-    const ssize_t n =
-        recv(fd_, &small_[small_got_], want - small_got_, MSG_DONTWAIT);
+    const ssize_t n = Recv(&small_[small_got_], want - small_got_);
     if (n > 0) {
       small_got_ += static_cast<size_t>(n);
       continue;
@@ -326,8 +345,9 @@ LinkReader::State LinkReader::Read(std::vector<Frame>* parts,
         }
         ssize_t n;
         if (buf_ == nullptr) {
-          n = dests_->ReadInto(fd_, dest_.get(), frame_, frame_got_,
-                               size - frame_got_);
+          n = dests_->ReadInto(
+              dest_.get(), frame_, frame_got_, size - frame_got_,
+              [this](char* p, size_t len) { return Recv(p, len); });
           if (n == -2) {
             // Cancelled while being read: read the rest aside, drop it.
             dest_lost_ = true;
@@ -335,8 +355,7 @@ LinkReader::State LinkReader::Read(std::vector<Frame>* parts,
             continue;
           }
         } else {
-          n = recv(fd_, buf_.get() + frame_got_, size - frame_got_,
-                   MSG_DONTWAIT);
+          n = Recv(buf_.get() + frame_got_, size - frame_got_);
         }
         if (n > 0) {
           frame_got_ += static_cast<size_t>(n);

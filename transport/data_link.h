@@ -58,6 +58,8 @@ inline constexpr uint32_t kLinkMaxTokenBytes = 1024;
 inline constexpr uint32_t kLinkMaxIdentityBytes = 1024;
 inline constexpr uint32_t kLinkMaxFrames = 1 << 16;
 inline constexpr uint32_t kLinkMaxHeaderBytes = 16 << 20;
+// What a link reader reads ahead when it wants fewer bytes.
+inline constexpr size_t kLinkReadAheadBytes = 64 << 10;
 
 // The hello a connecting node sends first.
 std::string EncodeLinkHello(const std::string& token,
@@ -88,10 +90,11 @@ class ReplyDests {
   // Removes and returns the destination of `request_id` (null: none).
   std::shared_ptr<ReplyDest> Take(uint64_t request_id) ABSL_LOCKS_EXCLUDED(mu_);
   size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
-  // Reads up to `n` bytes from `fd` (non-blocking) into frame `i` of
-  // `dest` at `offset`, unless the destination was cancelled (returns -2
-  // then, without reading). Otherwise recv()'s result.
-  ssize_t ReadInto(int fd, ReplyDest* dest, size_t i, size_t offset, size_t n)
+  // Calls read(p, len) to read up to `n` bytes (non-blocking) into frame
+  // `i` of `dest` at `offset`, unless the destination was cancelled
+  // (returns -2 then, without reading). Otherwise read()'s result.
+  ssize_t ReadInto(ReplyDest* dest, size_t i, size_t offset, size_t n,
+                   const std::function<ssize_t(char*, size_t)>& read)
       ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -127,6 +130,9 @@ class LinkReader {
   State Read(std::vector<Frame>* parts, std::string* error);
 
   int fd() const { return fd_; }
+  // Bytes read ahead and not yet taken: Read() has more to do without the
+  // socket becoming readable.
+  bool buffered() const { return ahead_pos_ < ahead_end_; }
   bool hello_done() const { return stage_ != Stage::kHello; }
   // From the hello: the sender's advertised address and how many messages
   // it sent through ZeroMQ before the link.
@@ -142,6 +148,8 @@ class LinkReader {
 
  private:
   enum class Stage { kHello, kHelloBody, kPreamble, kSizes, kHeader, kFrame };
+  // recv() semantics (non-blocking), through the read-ahead buffer.
+  ssize_t Recv(char* dst, size_t n);
   // Reads into small_ until it holds `want` bytes: 1 done, 0 again, <0 err.
   int FillSmall(size_t want, std::string* error, State* state);
   void StartFrame();
@@ -167,7 +175,10 @@ class LinkReader {
   uint64_t request_id_ = 0;
   std::shared_ptr<ReplyDest> dest_;
   bool dest_lost_ = false;
-  bool malformed_ = false;  // Cancelled mid-message: the reply is dropped.
+  bool malformed_ = false;
+  std::unique_ptr<char[]> ahead_;
+  size_t ahead_pos_ = 0,
+         ahead_end_ = 0;  // Cancelled mid-message: the reply is dropped.
   std::shared_ptr<char[]> buf_;
 };
 

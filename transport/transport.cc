@@ -791,11 +791,13 @@ void Transport::Loop() {
                       (has_handler_ || data_.size() < data_.capacity());
     if (!room) items[0].events = 0;
     bool holding = false;
+    bool buffered = false;  // A link read ahead: read on without waiting.
     if (link_listen_fd_ >= 0) {
       items.push_back({nullptr, link_listen_fd_, ZMQ_POLLIN, 0});
       polled_in = links_in_.size();
       for (const auto& in : links_in_) {
         holding = holding || in->held;
+        buffered = buffered || (room && !in->held && in->reader->buffered());
         const short ev = room && !in->held ? ZMQ_POLLIN : 0;
         items.push_back({nullptr, in->reader->fd(), ev, 0});
       }
@@ -812,7 +814,7 @@ void Transport::Loop() {
       }
     }
     const bool busy = room && busy_pollers_.load(std::memory_order_relaxed) > 0;
-    const long timeout_ms = busy                                 ? 0
+    const long timeout_ms = busy || buffered                     ? 0
                             : (!room || retry_sends_ || holding) ? 5
                                                                  : 100;
     retry_sends_ = false;
@@ -864,7 +866,9 @@ void Transport::Loop() {
       std::vector<bool> keep(links_in_.size(), true);
       for (size_t i = 0; i < links_in_.size(); ++i) {
         IncomingLink* in = links_in_[i].get();
-        const bool readable = i < n_in && items[kFixed + 1 + i].revents != 0;
+        const bool readable =
+            (i < n_in && items[kFixed + 1 + i].revents != 0) ||
+            in->reader->buffered();
         if (!in->reader->hello_done() && now > in->hello_deadline) {
           ++link_refused_;
           LOG_EVERY_N(WARNING, 100)
