@@ -133,6 +133,13 @@ TEST(DataLinkTest, ManySizesBothWaysInOrder) {
     MutexLock lock(&p.mu);
     EXPECT_EQ(p.order, sent);
   }
+  // The sender counts a message once sendmsg() returned, which may be
+  // after the receiver counted it.
+  for (int i = 0; i < 200 && p.server->stats().link_messages_sent <
+                                 p.client->stats().link_messages_received;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   const TransportStats c = p.client->stats(), s = p.server->stats();
   EXPECT_GT(c.link_messages_sent, 200);
   EXPECT_GT(s.link_messages_sent, 200);
