@@ -188,7 +188,7 @@ TEST(DataLinkTest, ReplyLandsInTheRegisteredBuffer) {
 TEST(DataLinkTest, ConcurrentRequestsEachGetTheirReply) {
   Pair p;
   p.WaitForLinks();
-  constexpr int kThreads = 4, kEach = 60;
+  constexpr int kThreads = 4, kEach = 40;
   // One receiver hands the replies out by request id.
   Mutex mu;
   std::map<uint64_t, bool> ok;
@@ -199,7 +199,7 @@ TEST(DataLinkTest, ConcurrentRequestsEachGetTheirReply) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kEach; ++i) {
         const uint64_t rid = 10000 + t * 1000 + i;
-        const int64_t n = 1 + (i * 7919 + t * 104729) % 300000;
+        const int64_t n = 1 + (i * 7919 + t * 104729) % 100000;
         dests[t][i].assign(n, 0.0f);
         p.client->ExpectReply(
             rid, {absl::MakeSpan(reinterpret_cast<char*>(dests[t][i].data()),
@@ -211,12 +211,14 @@ TEST(DataLinkTest, ConcurrentRequestsEachGetTheirReply) {
     });
   }
   for (int i = 0; i < kThreads * kEach; ++i) {
-    auto got = p.client->ReceiveData(Soon());
-    ASSERT_TRUE(got.ok()) << got.status();
+    // Generous: sanitizers slow every copy tenfold.
+    auto got = p.client->ReceiveData(absl::Now() + absl::Seconds(120));
+    EXPECT_TRUE(got.ok()) << got.status();
+    if (!got.ok()) break;  // The senders are joined below either way.
     const uint64_t rid = got->header.request_id();
     const int t = static_cast<int>((rid - 10000) / 1000),
               j = (rid - 10000) % 1000;
-    const int64_t n = 1 + (j * 7919 + t * 104729) % 300000;
+    const int64_t n = 1 + (j * 7919 + t * 104729) % 100000;
     EXPECT_TRUE(Holds(got->frames[0], n, static_cast<float>(j)));
     EXPECT_EQ(got->frames[0].data(),
               reinterpret_cast<char*>(dests[t][j].data()));
