@@ -189,9 +189,7 @@ TEST(DataLinkTest, ConcurrentRequestsEachGetTheirReply) {
   Pair p;
   p.WaitForLinks();
   constexpr int kThreads = 4, kEach = 40;
-  // One receiver hands the replies out by request id.
-  Mutex mu;
-  std::map<uint64_t, bool> ok;
+  // This thread receives every reply and checks it by its request id.
   std::vector<std::thread> threads;
   std::vector<std::vector<std::vector<float>>> dests(kThreads);
   for (int t = 0; t < kThreads; ++t) {
