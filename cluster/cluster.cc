@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(
   t.token = o.token;
   t.split_data = true;
   t.shm_bytes = o.shm_bytes;
+  t.data_link = o.tcp_data_link;
   t.max_frame_bytes = o.max_frame_bytes;
   // The scheduler and every node (this one too) connect once; room for as
   // many reconnecting.

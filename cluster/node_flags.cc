@@ -17,6 +17,12 @@ DEFINE_int64(shm_bytes, pstrain::cluster::kDefaultShmBytes,
              "Shared-memory arena for tensors to and from nodes on the same "
              "host (one copy instead of two kernel copies); 0: everything "
              "over TCP. Either side's 0 turns it off for the pair.");
+DEFINE_bool(tcp_data_link, true,
+            "On the plaintext wire (--insecure_plaintext): send to each "
+            "server or worker through a plain TCP connection beside ZeroMQ, "
+            "written straight from the tensors and read straight into their "
+            "destination (README, The TCP path). Either side's false keeps "
+            "the pair on ZeroMQ. No effect with CURVE.");
 
 DEFINE_string(timeline, "",
               "Write this node's part of a timeline (a Chrome trace of "
@@ -64,6 +70,7 @@ absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
   o.host = FLAGS_host;
   o.port = FLAGS_port;
   o.shm_bytes = FLAGS_shm_bytes;
+  o.tcp_data_link = FLAGS_tcp_data_link;
   o.timeline.path = FLAGS_timeline;
   absl::Status steps = timeline::ParseStepWindow(
       FLAGS_timeline_steps, &o.timeline.first_step, &o.timeline.last_step);

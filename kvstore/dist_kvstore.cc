@@ -65,6 +65,9 @@ class DistKVStore : public KVStore {
     node_->SetDataHandler(nullptr);
     stop_ = true;
     watcher_.join();
+    // No reply may be read into a caller's buffer any more.
+    MutexLock lock(&mu_);
+    for (const auto& [rid, p] : requests_) node_->transport().CancelReply(rid);
   }
 
   const std::string& type() const override { return type_; }
@@ -633,6 +636,7 @@ class DistKVStore : public KVStore {
       for (size_t i = 0; i < batch.size(); ++i) {
         const uint64_t rid = next_request_++;
         batch[i].msg.header.set_request_id(rid);
+        ExpectReply(rid, batch[i].msg.header, op.outs);
         requests_[rid] = {h, batch[i].server, bytes[i]};
         outstanding_[batch[i].server].requests += 1;
         outstanding_[batch[i].server].bytes += bytes[i];
@@ -666,11 +670,39 @@ class DistKVStore : public KVStore {
     return h;
   }
 
+  // Tells the transport where the raw weights of the reply to request
+  // `rid` (`h`) go, so that a data link reads them straight into the
+  // caller's buffers (Transport::ExpectReply); Forget() cancels it.
+  void ExpectReply(
+      uint64_t rid, const proto::Header& h,
+      const std::vector<std::pair<int64_t, absl::Span<float>>>& outs) {
+    if (node_->transport().data_port() == 0) return;
+    if (h.type() != proto::PULL && h.type() != proto::PUSH_PULL) return;
+    for (int e : h.reply_encodings()) {
+      if (e != proto::RAW_FLOAT32) return;
+    }
+    std::vector<absl::Span<char>> frames;
+    for (int i = 0; i < h.keys_size(); ++i) {
+      absl::Span<char> dest;
+      for (const auto& [k, o] : outs) {
+        if (k != h.keys(i)) continue;
+        const int64_t off = h.offsets(i), len = h.lengths(i);
+        if (off >= 0 && len >= 0 && off + len <= static_cast<int64_t>(o.size()))
+          dest = absl::MakeSpan(reinterpret_cast<char*>(o.data() + off),
+                                len * sizeof(float));
+        break;
+      }
+      frames.push_back(dest);
+    }
+    node_->transport().ExpectReply(rid, std::move(frames));
+  }
+
   // Drops request `rid` and returns its room. REQUIRES: mu_ held.
   bool Forget(uint64_t rid, Handle* handle = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = requests_.find(rid);
     if (it == requests_.end()) return false;
+    node_->transport().CancelReply(rid);
     Outstanding& o = outstanding_[it->second.server];
     o.requests -= 1;
     o.bytes -= it->second.bytes;
@@ -728,11 +760,17 @@ class DistKVStore : public KVStore {
           }
           continue;
         }
-        absl::Status ds = compression::DecodeReply(
-            static_cast<int>(i) < hd.encodings_size()
-                ? hd.encodings(static_cast<int>(i))
-                : proto::RAW_FLOAT32,
-            msg.frames[i], key, off, out.subspan(off, len));
+        const proto::Encoding enc = static_cast<int>(i) < hd.encodings_size()
+                                        ? hd.encodings(static_cast<int>(i))
+                                        : proto::RAW_FLOAT32;
+        if (enc == proto::RAW_FLOAT32 &&
+            msg.frames[i].data() ==
+                reinterpret_cast<const char*>(out.data() + off) &&
+            msg.frames[i].size() == static_cast<size_t>(len) * sizeof(float)) {
+          continue;  // The data link read it into place already.
+        }
+        absl::Status ds = compression::DecodeReply(enc, msg.frames[i], key, off,
+                                                   out.subspan(off, len));
         if (!ds.ok() && op.status.ok()) op.status = ds;
       }
     }
@@ -756,6 +794,9 @@ class DistKVStore : public KVStore {
       if (s.ok()) s = absl::CancelledError("the job has shut down");
       MutexLock lock(&mu_);
       dead_ = s;
+      // The callers may free their buffers once their operations failed.
+      for (const auto& [rid, p] : requests_)
+        node_->transport().CancelReply(rid);
       for (auto& [h, op] : ops_) {
         if (op.outstanding > 0) {
           op.status = s;

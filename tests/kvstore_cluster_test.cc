@@ -33,12 +33,14 @@ float Value(int rank, int64_t i) {
   return base[rank % 4] * static_cast<float>(1 + i % 7);
 }
 
-// Over shared memory (the nodes share this host) or TCP only.
-void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
+// Over shared memory (the nodes share this host) or TCP only; with
+// `plaintext`, TCP goes through the data links (transport/data_link.h).
+void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, bool plaintext = false) {
   ClusterSpec spec;
   spec.workers = 3;
   spec.servers = 2;
   spec.shm_bytes = shm_bytes;
+  spec.insecure_plaintext = plaintext;
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
   auto kv = c.Workers("dist_sync");
@@ -106,6 +108,14 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
     } else {
       EXPECT_EQ(st.shm_frames_sent + st.shm_frames_received, 0);
     }
+    if (plaintext) {
+      // Pushes out and replies back went through the links.
+      EXPECT_GT(st.link_messages_sent, 0);
+      EXPECT_GT(st.link_messages_received, 0);
+    } else {
+      EXPECT_EQ(st.link_messages_sent + st.link_messages_received, 0);
+    }
+    EXPECT_EQ(st.link_errors, 0);
   }
   for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
@@ -122,6 +132,10 @@ TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
 
 TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTcpOnly) {
   SyncSumsInRankOrderBitForBit(0);
+}
+
+TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTheTcpDataLink) {
+  SyncSumsInRankOrderBitForBit(0, /*plaintext=*/true);
 }
 
 // Least squares y = X w*: W workers with batch b each under dist_sync give

@@ -185,6 +185,9 @@ double RawTcpGbps() {
   return sent / 1e9 / absl::ToDoubleSeconds(absl::Now() - t);
 }
 
+// Raw TCP over loopback measured in this run (local mode; 0: not).
+double g_raw_gbps = 0, g_raw_rtt_us = 0;
+
 void Report(int workers, int servers, int64_t bytes, const std::string& mode,
             const std::vector<Result>& results) {
   double gbps = 0;
@@ -205,10 +208,17 @@ void Report(int workers, int servers, int64_t bytes, const std::string& mode,
         {"p99_us", Round(p99, 1)}};
     std::cout << line.dump() << std::endl;
   } else {
+    std::string ratio;
+    if (g_raw_gbps > 0) {
+      ratio = bytes <= 4096 && g_raw_rtt_us > 0
+                  ? absl::StrFormat("  (p50 %.2f x raw 4 KB round trip)",
+                                    p50 / g_raw_rtt_us)
+                  : absl::StrFormat("  (%.2f x raw TCP)", gbps / g_raw_gbps);
+    }
     std::cout << absl::StrFormat(
                      "%-9s %12d B  %dw x %ds  %8.3f GB/s per worker  p50 %9.1f "
-                     "us  p99 %9.1f us\n",
-                     mode, bytes, workers, servers, gbps, p50, p99)
+                     "us  p99 %9.1f us%s\n",
+                     mode, bytes, workers, servers, gbps, p50, p99, ratio)
               << std::flush;
   }
 }
@@ -244,6 +254,57 @@ bool WriteFull(int fd, const char* buf, size_t n) {
     done += static_cast<size_t>(w);
   }
   return true;
+}
+
+// Raw TCP over loopback in this process: the p50 of kRawRoundTrips round
+// trips of kRawSmall bytes out and 1 byte back (after 100 to warm up), in
+// microseconds; 0 when a socket call failed.
+double RawTcpRoundTripUs() {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      listen(ls, 1) != 0 ||
+      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    close(ls);
+    return 0;
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  std::thread echo([ls, deadline] {
+    pollfd p{ls, POLLIN, 0};
+    if (poll(&p, 1, 60000) != 1) return;
+    int c = accept(ls, nullptr, nullptr);
+    if (c < 0) return;
+    int one = 1;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    std::vector<char> buf(kRawSmall);
+    while (ReadFull(c, buf.data(), kRawSmall, deadline)) {
+      if (!WriteFull(c, "k", 1)) break;
+    }
+    close(c);
+  });
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  std::vector<double> rtt;
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    std::vector<char> buf(kRawSmall, 1);
+    char ack = 0;
+    for (int i = 0; i < kRawRoundTrips + 100; ++i) {
+      const absl::Time t0 = absl::Now();
+      if (!WriteFull(s, buf.data(), kRawSmall) ||
+          !ReadFull(s, &ack, 1, deadline)) {
+        break;
+      }
+      if (i >= 100) rtt.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+    }
+  }
+  close(s);
+  echo.join();
+  close(ls);
+  return rtt.size() == kRawRoundTrips ? Percentile(rtt, 0.5) : 0;
 }
 
 int RawTcpServe(const std::string& host) {
@@ -521,6 +582,8 @@ int RunOnHosts(const ClusterOptions& cluster) {
   const std::vector<std::string> timing =
       pstrain::cluster::TimingFlags(cluster);
   const std::string shm = absl::StrCat("--shm_bytes=", cluster.shm_bytes);
+  const std::string link = absl::StrCat(
+      "--tcp_data_link=", cluster.tcp_data_link ? "true" : "false");
   std::vector<std::string> argv = {launch, "-H", FLAGS_hostfile};
   argv.insert(argv.end(), {"-n", absl::StrCat(FLAGS_workers), "-s",
                            absl::StrCat(FLAGS_servers)});
@@ -531,13 +594,13 @@ int RunOnHosts(const ClusterOptions& cluster) {
        pstrain::PathBesideThisProgram("server/server")});
   argv.insert(argv.end(),
               {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
-               absl::StrCat(shm, " ", absl::StrJoin(timing, " "))});
+               absl::StrCat(shm, " ", link, " ", absl::StrJoin(timing, " "))});
   if (!FLAGS_ssh_config.empty())
     argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes,
                "--mode=" + FLAGS_mode, "--kv_store=" + FLAGS_kv_store,
-               absl::StrCat("--iters=", FLAGS_iters), shm,
+               absl::StrCat("--iters=", FLAGS_iters), shm, link,
                absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
                "--gradient_compression=" + FLAGS_gradient_compression,
                absl::StrCat("--gc_min_bytes=", FLAGS_gc_min_bytes)});
@@ -787,9 +850,12 @@ int main(int argc, char** argv) {
   }
 
   if (FLAGS_raw_tcp) {
+    g_raw_gbps = RawTcpGbps();
+    g_raw_rtt_us = RawTcpRoundTripUs();
     std::cout << absl::StrFormat(
-        "raw TCP over loopback (2 GiB in 1 MiB writes): %.2f GB/s\n",
-        RawTcpGbps());
+        "raw TCP over loopback (2 GiB in 1 MiB writes): %.2f GB/s; 4 KB round "
+        "trip (4 KB out, 1 byte back) p50 %.1f us\n",
+        g_raw_gbps, g_raw_rtt_us);
   }
   // Start the cluster: scheduler and servers as processes.
   const std::string token =
@@ -837,6 +903,8 @@ int main(int argc, char** argv) {
     a.insert(a.end(), common.begin(), common.end());
     a.insert(a.end(), timing.begin(), timing.end());
     a.push_back(absl::StrCat("--shm_bytes=", o.cluster.shm_bytes));
+    a.push_back(absl::StrCat("--tcp_data_link=",
+                             o.cluster.tcp_data_link ? "true" : "false"));
     a.push_back(absl::StrCat(
         "--max_frame_bytes=",
         pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));

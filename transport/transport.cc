@@ -1,7 +1,11 @@
 #include "transport/transport.h"
 
 #include <malloc.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -66,6 +70,32 @@ struct Transport::Peer {
   int64_t window_bytes = 0;
   // Our arena's slot for this peer (ShmArena::kMaxSlots: none).
   uint32_t shm_slot = ShmArena::kMaxSlots;
+  // The data link to this peer (transport/data_link.h). link_state is
+  // guarded by mu_; kUp is set only with `link` in place, and nothing goes
+  // to ZeroMQ once it is.
+  enum class LinkState { kNone, kConnecting, kUp, kFailed };
+  LinkState link_state = LinkState::kNone;
+  int data_port = 0;            // Where the peer's listener is (I/O thread).
+  int connecting_fd = -1;       // I/O thread only.
+  absl::Time connect_deadline;  // I/O thread only.
+  uint64_t zmq_sent = 0;        // Messages handed to ZeroMQ (I/O thread).
+  // Serializes writes to the link; taken before mu_.
+  Mutex link_mu;
+  std::unique_ptr<LinkWriter> link ABSL_GUARDED_BY(link_mu);
+  // Whether the link has bytes the socket did not take yet (the I/O
+  // thread then waits for it to be writable).
+  std::atomic<bool> link_backlog{false};
+  std::atomic<int> link_fd{-1};  // The link's socket, for polling.
+};
+
+// One incoming data link (I/O thread only).
+struct Transport::IncomingLink {
+  std::unique_ptr<LinkReader> reader;
+  absl::Time hello_deadline;
+  // A message that waits for the ZeroMQ messages sent before the link.
+  bool held = false;
+  Message held_msg;
+  absl::Time hold_deadline;
 };
 
 // Counts the data frames of one sent message that ZeroMQ still holds; the
@@ -168,6 +198,9 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(
       absl::StrCat(options.advertise_host.empty() ? options.bind_host
                                                   : options.advertise_host,
                    ":", t->port_);
+  if (options.data_link && !options.curve) {
+    PSTRAIN_RETURN_IF_ERROR(t->ListenForLinks());
+  }
   if (options.shm_bytes > 0) t->shm_ = ShmLink::Create(options.shm_bytes);
   t->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (t->wake_fd_ < 0) return ErrnoToStatus(errno, "eventfd");
@@ -191,6 +224,8 @@ void Transport::Stop() {
   } else if (router_ != nullptr) {
     zmq_close(router_);  // Create() failed before the loop started.
     router_ = nullptr;
+    if (link_listen_fd_ >= 0) close(link_listen_fd_);
+    link_listen_fd_ = -1;
   }
   if (gate_ != nullptr) gate_->Close();  // Closed by the loop, if it ran.
   incoming_.Close();
@@ -284,6 +319,8 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch,
     s.second += bytes[i];
   }
   const bool io_thread = OnIoThread();
+  std::vector<Peer*> link_peers;  // Written to from this thread.
+  bool wake = false;
   {
     MutexLock lock(&mu_);
     if (stopped_) return refuse(absl::CancelledError("transport stopped"));
@@ -342,10 +379,23 @@ absl::Status Transport::SendBatch(std::vector<std::pair<int, Message>> batch,
       p->messages += 1;
       p->bytes += bytes[i];
       max_queued_bytes_ = std::max(max_queued_bytes_, p->bytes);
+      if (p->link_state == Peer::LinkState::kUp) {
+        if (std::find(link_peers.begin(), link_peers.end(), p) ==
+            link_peers.end()) {
+          link_peers.push_back(p);
+        }
+      } else {
+        wake = true;
+      }
     }
   }
   // On the I/O thread the loop pumps right after the handler returns.
-  if (!io_thread) Wake();
+  // Elsewhere, messages to a peer with a link leave from this thread (no
+  // hand-off); the rest wakes the I/O thread.
+  if (!io_thread) {
+    for (Peer* p : link_peers) PumpLink(p);
+    if (wake) Wake();
+  }
   return absl::OkStatus();
 }
 
@@ -384,6 +434,10 @@ TransportStats Transport::stats() const {
     s.shm_frames_inline = c.inline_;
   }
   s.refused_unauthenticated = zap_ != nullptr ? zap_->refused() : 0;
+  s.connections_refused += link_refused_;
+  s.link_messages_sent = link_sent_;
+  s.link_messages_received = link_received_;
+  s.link_errors = link_errors_;
   s.queued_messages = static_cast<int64_t>(incoming_.size() + data_.size());
   MutexLock lock(&mu_);
   s.max_queued_bytes = max_queued_bytes_;
@@ -497,9 +551,14 @@ void Transport::TakeQueuedData(std::vector<Message>* batch) {
 
 void Transport::PumpSends() {
   std::vector<std::pair<Peer*, std::unique_ptr<Outgoing>>> ready;
+  std::vector<Peer*> link_peers;
   {
     MutexLock lock(&mu_);
     for (auto& [id, p] : peers_) {
+      if (p->link_state == Peer::LinkState::kUp) {
+        if (!p->queue.empty() || p->link_backlog) link_peers.push_back(p.get());
+        continue;
+      }
       while (!p->queue.empty()) {
         const std::unique_ptr<Outgoing>& top = p->queue.top();
         if (p->window_bytes > 0 &&
@@ -514,6 +573,7 @@ void Transport::PumpSends() {
       }
     }
   }
+  for (Peer* p : link_peers) PumpLink(p);
   for (size_t i = 0; i < ready.size(); ++i) {
     if (SendNow(ready[i].first, ready[i].second.get())) continue;
     // ZeroMQ's pipe to that peer is full (send_hwm_messages): requeue this
@@ -531,6 +591,9 @@ void Transport::PumpSends() {
 bool Transport::SendNow(Peer* peer, Outgoing* out) {
   void* sock = peer->dealer;
   if (shm_ != nullptr) shm_->ReturnToOwner(peer->endpoint, &out->msg);
+  if (data_port_ > 0 && !IsControl(out->msg.header.type())) {
+    out->msg.header.set_data_port(data_port_);  // Offer our link listener.
+  }
   std::string header;
   out->msg.header.SerializeToString(&header);
   zmq_msg_t part;
@@ -549,6 +612,7 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
     return true;
   }
   // The first part went through, so ZeroMQ takes the rest of the message.
+  ++peer->zmq_sent;
   auto* flight = new InFlight(this, peer, out->bytes);
   for (size_t i = 0; i < n; ++i) {
     zmq_msg_t f;
@@ -694,14 +758,27 @@ void Transport::ReadIncoming() {
           << " (" << n << (token ? " refused" : " malformed") << " so far)";
       continue;
     }
-    Message msg = std::move(*decoded);
+    const int offer = decoded->header.data_port();
+    if (Admit(std::move(*decoded), identity, to_handler, &batch)) {
+      // Counted for the data link's order (its hello names how many
+      // messages came this way before it).
+      if (data_port_ > 0) ++zmq_received_[identity];
+      if (offer > 0 && data_port_ > 0) MaybeConnectLink(identity, offer);
+    }
+  }
+  Deliver(&batch);
+}
+
+bool Transport::Admit(Message msg, const std::string& identity, bool to_handler,
+                      std::vector<Message>* batch) {
+  {
     if (!SenderMatches(msg.header.sender(), identity)) {
       const int64_t n = ++wrong_sender_;
       LOG_EVERY_N(WARNING, 100)
           << "dropped a message from '" << EscapeForLog(identity)
           << "' that claims to come from node " << msg.header.sender()
           << ", which is another node (" << n << " so far)";
-      continue;
+      return false;
     }
     msg.from = identity;
     if (msg.header.has_shm_arena() || msg.header.shm_frames_size() > 0) {
@@ -712,7 +789,7 @@ void Transport::ReadIncoming() {
         LOG_EVERY_N(WARNING, 100)
             << "dropped a message with bad shared-memory frames from '"
             << EscapeForLog(identity) << "': " << why;
-        continue;
+        return false;
       }
     }
     ++received_;
@@ -720,7 +797,7 @@ void Transport::ReadIncoming() {
     if (!options_.split_data || IsControl(msg.header.type())) {
       s = incoming_.TryPush(std::move(msg));
     } else if (to_handler) {
-      batch.push_back(std::move(msg));
+      batch->push_back(std::move(msg));
     } else {
       s = data_.TryPush(std::move(msg));
     }
@@ -728,23 +805,54 @@ void Transport::ReadIncoming() {
       LOG_EVERY_N(WARNING, 100)
           << "incoming message dropped: " << s;  // Closed at shutdown.
     }
+    return true;
   }
-  Deliver(&batch);
 }
 
 void Transport::Loop() {
   io_thread_id_ = std::this_thread::get_id();
+  constexpr int kFixed = 2 + Gate::kPollItems;
+  std::vector<zmq_pollitem_t> items;
+  std::vector<Peer*> link_peers;  // Polled for writing, after the fixed.
+  size_t polled_in = 0;           // Incoming links polled, after those.
   while (!stop_) {
-    zmq_pollitem_t items[2 + Gate::kPollItems] = {
-        {router_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-    gate_->FillPollItems(items + 2);
+    items.assign(kFixed, zmq_pollitem_t{});
+    items[0] = {router_, 0, ZMQ_POLLIN, 0};
+    items[1] = {nullptr, wake_fd_, ZMQ_POLLIN, 0};
+    gate_->FillPollItems(items.data() + 2);
     const bool room = incoming_.size() < incoming_.capacity() &&
                       (has_handler_ || data_.size() < data_.capacity());
     if (!room) items[0].events = 0;
+    bool holding = false;
+    bool buffered = false;  // A link read ahead: read on without waiting.
+    if (link_listen_fd_ >= 0) {
+      items.push_back({nullptr, link_listen_fd_, ZMQ_POLLIN, 0});
+      polled_in = links_in_.size();
+      for (const auto& in : links_in_) {
+        holding = holding || in->held;
+        buffered = buffered || (room && !in->held && in->reader->buffered());
+        const short ev = room && !in->held ? ZMQ_POLLIN : 0;
+        items.push_back({nullptr, in->reader->fd(), ev, 0});
+      }
+      link_peers.clear();
+      MutexLock lock(&mu_);
+      for (auto& [id, p] : peers_) {
+        if (p->link_state == Peer::LinkState::kConnecting) {
+          link_peers.push_back(p.get());
+          items.push_back({nullptr, p->connecting_fd, ZMQ_POLLOUT, 0});
+        } else if (p->link_state == Peer::LinkState::kUp && p->link_backlog) {
+          link_peers.push_back(p.get());
+          items.push_back({nullptr, p->link_fd.load(), ZMQ_POLLOUT, 0});
+        }
+      }
+    }
     const bool busy = room && busy_pollers_.load(std::memory_order_relaxed) > 0;
-    const long timeout_ms = busy ? 0 : (!room || retry_sends_) ? 5 : 100;
+    const long timeout_ms = busy || buffered                     ? 0
+                            : (!room || retry_sends_ || holding) ? 5
+                                                                 : 100;
     retry_sends_ = false;
-    const int rc = zmq_poll(items, 2 + Gate::kPollItems, timeout_ms);
+    const int rc =
+        zmq_poll(items.data(), static_cast<int>(items.size()), timeout_ms);
     if (rc < 0 && zmq_errno() != EINTR) {
       LOG_EVERY_N(ERROR, 100) << "zmq_poll: " << zmq_strerror(zmq_errno());
     }
@@ -754,13 +862,65 @@ void Transport::Loop() {
       ssize_t n = read(wake_fd_, &v, sizeof(v));
       (void)n;
     }
-    gate_->Serve(items + 2);  // Admits or refuses new connections.
-    wake_pending_ = false;    // Before draining: a later Wake() writes again.
-    DrainCommands();
+    gate_->Serve(items.data() + 2);  // Admits or refuses new connections.
+    wake_pending_ = false;  // Before draining: a later Wake() writes again.
+    if (link_listen_fd_ >= 0) {
+      // Links being connected, and links the socket took more of.
+      const size_t first_peer = kFixed + 1 + polled_in;
+      for (size_t i = 0; i < link_peers.size(); ++i) {
+        Peer* p = link_peers[i];
+        const short rev = items[first_peer + i].revents;
+        bool connecting;
+        {
+          MutexLock lock(&mu_);
+          connecting = p->link_state == Peer::LinkState::kConnecting;
+        }
+        if (connecting) {
+          if (rev != 0) {
+            FinishConnect(p, false);
+          } else if (absl::Now() > p->connect_deadline) {
+            FinishConnect(p, true);
+          }
+        }
+      }
+    }
+    DrainCommands();  // Pumps every peer's queue (and link) too.
     if (items[0].revents & ZMQ_POLLIN) {
       ReadIncoming();
     }
+    if (link_listen_fd_ >= 0) {
+      if (items[kFixed].revents & ZMQ_POLLIN) AcceptLinks();
+      // Links that can be read (or hold a message, or wait for a hello).
+      const bool to_handler = has_handler_;
+      std::vector<Message> batch;
+      if (to_handler) TakeQueuedData(&batch);
+      const absl::Time now = absl::Now();
+      const size_t n_in = polled_in;
+      std::vector<bool> keep(links_in_.size(), true);
+      for (size_t i = 0; i < links_in_.size(); ++i) {
+        IncomingLink* in = links_in_[i].get();
+        const bool readable =
+            (i < n_in && items[kFixed + 1 + i].revents != 0) ||
+            in->reader->buffered();
+        if (!in->reader->hello_done() && now > in->hello_deadline) {
+          ++link_refused_;
+          LOG_EVERY_N(WARNING, 100)
+              << "closed an incoming data link that sent no hello within "
+              << absl::FormatDuration(options_.handshake_timeout);
+          keep[i] = false;
+          continue;
+        }
+        if (readable || in->held) keep[i] = ServeLink(in, &batch);
+      }
+      size_t w = 0;
+      for (size_t i = 0; i < links_in_.size(); ++i) {
+        if (keep[i]) links_in_[w++] = std::move(links_in_[i]);
+      }
+      links_in_.resize(w);
+      Deliver(&batch);
+    }
   }
+  CloseLinks();
   // Closing may release dropped messages (Released() takes mu_): collect
   // the sockets first.
   std::vector<void*> dealers;
@@ -775,6 +935,315 @@ void Transport::Loop() {
   zmq_close(router_);
   router_ = nullptr;
   gate_->Close();
+}
+
+void Transport::ExpectReply(uint64_t request_id,
+                            std::vector<absl::Span<char>> frames) const {
+  if (data_port_ > 0) dests_.Add(request_id, std::move(frames));
+}
+
+void Transport::CancelReply(uint64_t request_id) const {
+  if (data_port_ > 0) dests_.Cancel(request_id);
+}
+
+absl::Status Transport::ListenForLinks() {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  const int g = getaddrinfo(options_.bind_host.c_str(), "0", &hints, &res);
+  if (g != 0 || res == nullptr) {
+    return absl::UnavailableError(absl::StrCat("data link: cannot resolve ",
+                                               EscapeForLog(options_.bind_host),
+                                               ": ", gai_strerror(g)));
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const bool ok = fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+                  listen(fd, 128) == 0;
+  freeaddrinfo(res);
+  if (!ok) {
+    const int e = errno;
+    if (fd >= 0) close(fd);
+    return ErrnoToStatus(e, absl::StrCat("data link: cannot listen on ",
+                                         EscapeForLog(options_.bind_host)));
+  }
+  sockaddr_in a{};
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  link_listen_fd_ = fd;
+  data_port_ = ntohs(a.sin_port);
+  return absl::OkStatus();
+}
+
+bool Transport::IsPeerEndpoint(const std::string& identity) {
+  MutexLock lock(&mu_);
+  for (const auto& [id, p] : peers_) {
+    if (p->endpoint == identity) return true;
+  }
+  return false;
+}
+
+void Transport::MaybeConnectLink(const std::string& identity, int data_port) {
+  Peer* peer = nullptr;
+  {
+    MutexLock lock(&mu_);
+    for (auto& [id, p] : peers_) {
+      if (p->endpoint == identity && p->link_state == Peer::LinkState::kNone) {
+        peer = p.get();
+        break;
+      }
+    }
+    if (peer == nullptr) return;
+    peer->link_state = Peer::LinkState::kConnecting;
+  }
+  auto fail = [&](const std::string& why) {
+    LOG(WARNING) << "data link to peer " << peer->id << " ("
+                 << EscapeForLog(peer->endpoint) << ", port " << data_port
+                 << "): " << why << "; its messages stay on ZeroMQ";
+    MutexLock lock(&mu_);
+    peer->link_state = Peer::LinkState::kFailed;
+  };
+  if (data_port > 65535) return fail("bad port");
+  const std::string host = identity.substr(0, identity.rfind(':'));
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const int g = getaddrinfo(host.c_str(), std::to_string(data_port).c_str(),
+                            &hints, &res);
+  if (g != 0 || res == nullptr) {
+    return fail(absl::StrCat("cannot resolve: ", gai_strerror(g)));
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int rc = fd < 0 ? -1 : connect(fd, res->ai_addr, res->ai_addrlen);
+  const int e = errno;
+  freeaddrinfo(res);
+  if (fd < 0 || (rc != 0 && e != EINPROGRESS)) {
+    if (fd >= 0) close(fd);
+    return fail(absl::StrCat("connect: ", strerror(e)));
+  }
+  peer->data_port = data_port;
+  peer->connecting_fd = fd;
+  peer->connect_deadline = absl::Now() + options_.handshake_timeout;
+}
+
+void Transport::FinishConnect(Peer* peer, bool timed_out) {
+  const int fd = peer->connecting_fd;
+  peer->connecting_fd = -1;
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (!timed_out) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (timed_out || err != 0) {
+    close(fd);
+    LOG(WARNING) << "data link to peer " << peer->id << " ("
+                 << EscapeForLog(peer->endpoint) << ", port " << peer->data_port
+                 << "): " << (timed_out ? "connect timed out" : strerror(err))
+                 << "; its messages stay on ZeroMQ";
+    MutexLock lock(&mu_);
+    peer->link_state = Peer::LinkState::kFailed;
+    return;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  {
+    MutexLock link(&peer->link_mu);
+    peer->link = std::make_unique<LinkWriter>(fd);
+    peer->link_fd = fd;
+    // Everything sent through ZeroMQ so far is counted here; from now on
+    // nothing more goes there (this thread is the only one that sends to
+    // ZeroMQ, and it switches the peer under both locks).
+    peer->link->Append(
+        EncodeLinkHello(options_.token, address_, peer->zmq_sent), Message(),
+        nullptr);
+    peer->link_backlog = true;
+    MutexLock lock(&mu_);
+    peer->link_state = Peer::LinkState::kUp;
+  }
+  VLOG(1) << "data link to peer " << peer->id << " ("
+          << EscapeForLog(peer->endpoint) << ") is up";
+  PumpLink(peer);
+}
+
+void Transport::PumpLink(Peer* peer) {
+  MutexLock link(&peer->link_mu);
+  if (peer->link == nullptr) return;
+  std::vector<std::unique_ptr<Outgoing>> ready;
+  {
+    MutexLock lock(&mu_);
+    if (peer->link_state != Peer::LinkState::kUp) return;
+    while (!peer->queue.empty()) {
+      const std::unique_ptr<Outgoing>& top = peer->queue.top();
+      if (peer->window_bytes > 0 &&
+          peer->window_bytes + top->bytes > options_.send_window_bytes) {
+        break;  // Released() pumps again when the window opens.
+      }
+      peer->window_bytes += top->bytes;
+      ready.push_back(std::move(const_cast<std::unique_ptr<Outgoing>&>(top)));
+      peer->queue.pop();
+    }
+  }
+  for (auto& out : ready) {
+    if (shm_ != nullptr) shm_->ReturnToOwner(peer->endpoint, &out->msg);
+    std::string header;
+    out->msg.header.SerializeToString(&header);
+    std::string head = EncodeLinkHead(header, out->msg.frames);
+    const int64_t bytes = out->bytes;
+    peer->link->Append(std::move(head), std::move(out->msg),
+                       [this, peer, bytes](bool sent, Message* m) {
+                         if (sent) {
+                           ++sent_;
+                           ++link_sent_;
+                         } else if (shm_ != nullptr) {
+                           shm_->Drop(*m, &peer->endpoint);
+                         }
+                         Released(peer, bytes);
+                       });
+  }
+  absl::Status s = peer->link->Flush();
+  if (!s.ok()) {
+    const int64_t n = ++link_errors_;
+    LOG_EVERY_N(ERROR, 100)
+        << "data link to peer " << peer->id << " ("
+        << EscapeForLog(peer->endpoint) << ") broke: " << s.message()
+        << "; its unsent messages are dropped, later ones go through ZeroMQ ("
+        << n << " link errors so far)";
+    peer->link_fd = -1;
+    peer->link.reset();
+    peer->link_backlog = false;
+    {
+      MutexLock lock(&mu_);
+      peer->link_state = Peer::LinkState::kFailed;
+    }
+    Wake();  // What is still queued goes to ZeroMQ.
+    return;
+  }
+  peer->link_backlog = peer->link->pending();
+  if (peer->link_backlog && !OnIoThread()) Wake();  // It polls for room.
+}
+
+void Transport::AcceptLinks() {
+  for (int i = 0; i < 64; ++i) {
+    const int fd = accept4(link_listen_fd_, nullptr, nullptr,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (static_cast<int>(links_in_.size()) >=
+        options_.max_incoming_connections) {
+      ++link_refused_;
+      LOG_EVERY_N(WARNING, 100)
+          << "closed an incoming data link: " << links_in_.size()
+          << " are open already";
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto in = std::make_unique<IncomingLink>();
+    in->reader = std::make_unique<LinkReader>(
+        fd, options_.token, options_.max_frame_bytes, &dests_,
+        [this](const std::string& id) { return IsPeerEndpoint(id); });
+    in->hello_deadline = absl::Now() + options_.handshake_timeout;
+    links_in_.push_back(std::move(in));
+  }
+}
+
+bool Transport::ServeLink(IncomingLink* in, std::vector<Message>* batch) {
+  const bool to_handler = has_handler_;
+  for (int budget = 0; budget < 256; ++budget) {
+    if (in->held) {
+      // Wait for the ZeroMQ messages the peer sent before the link.
+      const std::string& id = in->reader->identity();
+      auto it = zmq_received_.find(id);
+      const uint64_t got = it == zmq_received_.end() ? 0 : it->second;
+      if (got < in->reader->zmq_before()) {
+        if (absl::Now() < in->hold_deadline) return true;
+        LOG(WARNING) << "data link from '" << EscapeForLog(id)
+                     << "': " << in->reader->zmq_before() - got << " of the "
+                     << in->reader->zmq_before()
+                     << " messages it sent through ZeroMQ before it never "
+                        "came; delivering its link messages anyway";
+        zmq_received_[id] = in->reader->zmq_before();
+      }
+      in->held = false;
+      ++link_received_;
+      Admit(std::move(in->held_msg), id, to_handler, batch);
+      continue;
+    }
+    if (incoming_.size() >= incoming_.capacity() ||
+        (!to_handler && data_.size() >= data_.capacity())) {
+      return true;  // Backpressure: read on once there is room.
+    }
+    std::vector<Frame> parts;
+    std::string error;
+    const bool had_hello = in->reader->hello_done();
+    const LinkReader::State st = in->reader->Read(&parts, &error);
+    const std::string who =
+        in->reader->identity().empty()
+            ? std::string("an unidentified node")
+            : absl::StrCat("'", EscapeForLog(in->reader->identity()), "'");
+    switch (st) {
+      case LinkReader::State::kAgain:
+        return true;
+      case LinkReader::State::kClosed:
+        return false;
+      case LinkReader::State::kRefused: {
+        const int64_t n = ++link_refused_;
+        LOG_EVERY_N(WARNING, 100)
+            << "refused an incoming data link from " << who << ": " << error
+            << " (" << n << " refused so far)";
+        return false;
+      }
+      case LinkReader::State::kError: {
+        const int64_t n = ++link_errors_;
+        if (in->reader->malformed()) ++malformed_;
+        LOG_EVERY_N(WARNING, 100)
+            << "dropped the data link from " << who << ": " << error << " ("
+            << n << " link errors so far)";
+        return false;
+      }
+      case LinkReader::State::kMessage:
+        break;
+    }
+    (void)had_hello;
+    absl::StatusOr<Message> decoded = Decode(std::move(parts), options_.token);
+    if (!decoded.ok()) {
+      const bool token =
+          decoded.status().code() == absl::StatusCode::kPermissionDenied;
+      const int64_t n = token ? ++bad_token_ : ++malformed_;
+      LOG_EVERY_N(WARNING, 100)
+          << (token ? "refused" : "dropped") << " a message from " << who
+          << " (data link): " << decoded.status().message() << " (" << n
+          << (token ? " refused" : " malformed") << " so far)";
+      continue;
+    }
+    in->held = true;
+    in->held_msg = std::move(*decoded);
+    in->hold_deadline = absl::Now() + options_.handshake_timeout;
+  }
+  return true;
+}
+
+void Transport::CloseLinks() {
+  links_in_.clear();
+  if (link_listen_fd_ >= 0) close(link_listen_fd_);
+  link_listen_fd_ = -1;
+  std::vector<Peer*> peers;
+  {
+    MutexLock lock(&mu_);
+    for (auto& [id, p] : peers_) {
+      peers.push_back(p.get());
+      if (p->connecting_fd >= 0) close(p->connecting_fd);
+      p->connecting_fd = -1;
+    }
+  }
+  for (Peer* p : peers) {
+    MutexLock link(&p->link_mu);
+    p->link_fd = -1;
+    p->link.reset();  // Drops what is unsent (Released takes mu_).
+    p->link_backlog = false;
+  }
 }
 
 bool TuneMallocForMessages() {

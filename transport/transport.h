@@ -28,6 +28,15 @@
 // receive_hwm_messages per connection before it stops reading it (TCP
 // backpressure).
 //
+// Plaintext wire (no curve) with options.data_link: messages to a peer go
+// through a plain TCP connection beside ZeroMQ once the peer has connected
+// it (transport/data_link.h has the protocol): written by the sending
+// thread with one sendmsg straight from the frames (the I/O thread goes on
+// where the socket was full), read by the receiver's I/O thread straight
+// into the frames' final buffers (a pull reply into the caller's, see
+// ExpectReply), with no ZeroMQ thread in between. The bounds, priorities
+// and checks above hold for it alike.
+//
 // Peers on the same host: with options.shm_bytes > 0, data frames of at
 // least kShmMinFrameBytes to a peer that has mapped this process's arena
 // travel through it (one memcpy instead of two kernel copies; transport/
@@ -52,7 +61,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "transport/curve.h"
+#include "transport/data_link.h"
 #include "transport/gate.h"
 #include "transport/message.h"
 #include "transport/shm.h"
@@ -121,6 +132,9 @@ struct TransportOptions {
   // The key pair the incoming socket listens with (empty: curve_keys), for
   // per-node keys (ReadCurveKeysDir: one server key, a key per node).
   CurveKeyPair curve_router_keys;
+  // The TCP data link (above, transport/data_link.h); only without CURVE
+  // (with CURVE everything stays on ZeroMQ's encrypted connections).
+  bool data_link = true;
 };
 
 struct TransportStats {
@@ -155,6 +169,13 @@ struct TransportStats {
   // know); nothing such a connection sends is read. Also counted in
   // connections_refused.
   int64_t refused_unauthenticated = 0;
+  // Messages sent and received through TCP data links, and links dropped
+  // because they broke (a peer that died or cut a message short, a socket
+  // error, bad framing; also counted in dropped_malformed for the latter).
+  // Refused link hellos count in connections_refused.
+  int64_t link_messages_sent = 0;
+  int64_t link_messages_received = 0;
+  int64_t link_errors = 0;
 };
 
 // Turns CURVE on in `o` with the job's keys derived from o->token (every
@@ -185,6 +206,20 @@ class Transport {
   // "host:port" peers use to reach this transport.
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // The TCP data link listener's port; 0 without links (CURVE, or off).
+  int data_port() const { return data_port_; }
+
+  // Registers where the data frames of the RESPONSE to `request_id` go:
+  // frame i, when it arrives through a data link and has exactly
+  // frames[i].size() bytes, is read straight into frames[i], and the
+  // delivered Message's frame i then points there (no copy). Other frames
+  // arrive as usual. The memory must stay valid until CancelReply(
+  // request_id) returns, which the caller must call once the reply came or
+  // it gave up on it (after that nothing is written there). No-op without
+  // links. Thread-safe.
+  void ExpectReply(uint64_t request_id,
+                   std::vector<absl::Span<char>> frames) const;
+  void CancelReply(uint64_t request_id) const;
 
   // Opens the outgoing socket to `peer` (an id chosen by the caller) at
   // "host:port". Idempotent for the same endpoint. Errors name the
@@ -261,6 +296,7 @@ class Transport {
 
  private:
   struct Peer;
+  struct IncomingLink;
   // Hands each message of `batch` to shm_->Prepare with its peer's slot.
   void PrepareShm(std::vector<std::pair<int, Message>>* batch)
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -311,12 +347,42 @@ class Transport {
   void TakeQueuedData(std::vector<Message>* batch);
   void Deliver(std::vector<Message>* batch)
       ABSL_LOCKS_EXCLUDED(mu_, handler_mu_);
+  // Routes a decoded message from `identity` (I/O thread): checks its
+  // sender and shared-memory frames, then queues it or adds it to `batch`
+  // (for the handler). False when it was dropped.
+  bool Admit(Message msg, const std::string& identity, bool to_handler,
+             std::vector<Message>* batch) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Data links (I/O thread unless said otherwise).
+  absl::Status ListenForLinks();
+  // A data_port offer from `identity`: connect to it unless done.
+  void MaybeConnectLink(const std::string& identity, int data_port)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The connect of `peer`'s link finished (or failed, or timed out).
+  void FinishConnect(Peer* peer, bool timed_out) ABSL_LOCKS_EXCLUDED(mu_);
+  // Any thread: hands `peer`'s queued messages to its link and writes
+  // what the socket takes.
+  void PumpLink(Peer* peer) ABSL_LOCKS_EXCLUDED(mu_);
+  void AcceptLinks();
+  // Reads link `in`; false when it is to be closed.
+  bool ServeLink(IncomingLink* in, std::vector<Message>* batch)
+      ABSL_LOCKS_EXCLUDED(mu_, handler_mu_);
+  bool IsPeerEndpoint(const std::string& identity) ABSL_LOCKS_EXCLUDED(mu_);
+  void CloseLinks() ABSL_LOCKS_EXCLUDED(mu_);
 
   const TransportOptions options_;
   std::unique_ptr<ShmLink> shm_;  // Null: no shared memory.
   std::unique_ptr<Gate> gate_;    // I/O thread only (after Create).
   std::string address_;
   int port_ = 0;
+  int link_listen_fd_ = -1;  // I/O thread only (after Create).
+  int data_port_ = 0;
+  // Incoming data links (I/O thread only).
+  std::vector<std::unique_ptr<IncomingLink>> links_in_;
+  // Messages received through ZeroMQ, by sender identity (I/O thread
+  // only): a link's messages wait for the count its hello names.
+  std::map<std::string, uint64_t> zmq_received_;
+  mutable ReplyDests dests_;
   void* ctx_ = nullptr;
   void* router_ = nullptr;  // I/O thread only (after Create).
   // Answers the CURVE handshakes of router_ (options_.curve); stopped after
@@ -350,7 +416,8 @@ class Transport {
   mutable std::atomic<int> busy_pollers_{0};
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0},
-      wrong_sender_{0};
+      wrong_sender_{0}, link_sent_{0}, link_received_{0}, link_errors_{0},
+      link_refused_{0};
   std::thread thread_;
 };
 

@@ -1,0 +1,456 @@
+#include "transport/data_link.h"
+
+#include <limits.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "proto/messages.pb.h"
+#include "transport/wire.h"
+
+namespace pstrain {
+namespace transport {
+namespace {
+
+void PutU32(std::string* s, uint32_t v) {
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  s->append(b, 4);
+}
+void PutU64(std::string* s, uint64_t v) {
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  s->append(b, 8);
+}
+uint32_t GetU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+uint64_t GetU64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+// Bytes one ReplyDests::ReadInto takes at most (its lock is held meanwhile).
+constexpr size_t kMaxReadIntoBytes = size_t{1} << 20;
+
+}  // namespace
+
+std::string EncodeLinkHello(const std::string& token,
+                            const std::string& identity, uint64_t zmq_before) {
+  std::string s;
+  PutU32(&s, kLinkHelloMagic);
+  PutU32(&s, static_cast<uint32_t>(token.size()));
+  PutU32(&s, static_cast<uint32_t>(identity.size()));
+  PutU32(&s, 0);
+  PutU64(&s, zmq_before);
+  s += token;
+  s += identity;
+  return s;
+}
+
+std::string EncodeLinkHead(const std::string& header,
+                           const std::vector<Frame>& frames) {
+  std::string s;
+  s.reserve(kLinkPreambleBytes + 8 * frames.size() + header.size());
+  PutU32(&s, kLinkMessageMagic);
+  PutU32(&s, static_cast<uint32_t>(header.size()));
+  PutU32(&s, static_cast<uint32_t>(frames.size()));
+  PutU32(&s, 0);
+  for (const Frame& f : frames) PutU64(&s, f.size());
+  s += header;
+  return s;
+}
+
+void ReplyDests::Add(uint64_t request_id,
+                     std::vector<absl::Span<char>> frames) {
+  auto d = std::make_shared<ReplyDest>();
+  d->frames = std::move(frames);
+  MutexLock lock(&mu_);
+  by_id_[request_id] = std::move(d);
+}
+
+void ReplyDests::Cancel(uint64_t request_id) {
+  MutexLock lock(&mu_);
+  by_id_.erase(request_id);
+  auto it = taken_.find(request_id);
+  if (it != taken_.end()) {
+    it->second->cancelled = true;
+    taken_.erase(it);
+  }
+}
+
+std::shared_ptr<ReplyDest> ReplyDests::Take(uint64_t request_id) {
+  MutexLock lock(&mu_);
+  auto it = by_id_.find(request_id);
+  if (it == by_id_.end()) return nullptr;
+  std::shared_ptr<ReplyDest> d = std::move(it->second);
+  by_id_.erase(it);
+  taken_[request_id] = d;
+  return d;
+}
+
+void ReplyDests::Done(uint64_t request_id) {
+  MutexLock lock(&mu_);
+  taken_.erase(request_id);
+}
+
+size_t ReplyDests::size() const {
+  MutexLock lock(&mu_);
+  return by_id_.size() + taken_.size();
+}
+
+ssize_t ReplyDests::ReadInto(
+    ReplyDest* dest, size_t i, size_t offset, size_t n,
+    const std::function<ssize_t(char*, size_t)>& read) {
+  MutexLock lock(&mu_);
+  if (dest->cancelled) return -2;
+  return read(dest->frames[i].data() + offset, std::min(n, kMaxReadIntoBytes));
+}
+
+LinkReader::LinkReader(int fd, std::string token, int64_t max_frame_bytes,
+                       ReplyDests* dests,
+                       std::function<bool(const std::string&)> check_identity)
+    : fd_(fd),
+      token_(std::move(token)),
+      max_frame_bytes_(max_frame_bytes),
+      dests_(dests),
+      check_identity_(std::move(check_identity)),
+      ahead_(new char[kLinkReadAheadBytes]) {
+  small_.resize(kLinkHelloFixedBytes);
+}
+
+ssize_t LinkReader::Recv(char* dst, size_t n) {
+  if (ahead_pos_ == ahead_end_ && n < kLinkReadAheadBytes) {
+    // Small reads go through the read-ahead buffer: a small message's
+    // preamble, header and frames then take one recv().
+    const ssize_t got =
+        recv(fd_, ahead_.get(), kLinkReadAheadBytes, MSG_DONTWAIT);
+    if (got <= 0) return got;
+    ahead_pos_ = 0;
+    ahead_end_ = static_cast<size_t>(got);
+  }
+  if (ahead_pos_ < ahead_end_) {
+    const size_t take = std::min(n, ahead_end_ - ahead_pos_);
+    std::memcpy(dst, ahead_.get() + ahead_pos_, take);
+    ahead_pos_ += take;
+    return static_cast<ssize_t>(take);
+  }
+  return recv(fd_, dst, n, MSG_DONTWAIT);
+}
+
+LinkReader::~LinkReader() {
+  if (dest_ != nullptr) dests_->Done(request_id_);
+  close(fd_);
+}
+
+bool LinkReader::mid_message() const {
+  return stage_ != Stage::kPreamble || small_got_ > 0;
+}
+
+std::string LinkReader::Progress() const {
+  switch (stage_) {
+    case Stage::kHello:
+    case Stage::kHelloBody:
+      return absl::StrCat("in the hello, ", small_got_, " bytes read");
+    case Stage::kPreamble:
+      return absl::StrCat("in a message preamble, ", small_got_, " of ",
+                          kLinkPreambleBytes, " bytes read");
+    case Stage::kSizes:
+    case Stage::kHeader:
+      return absl::StrCat("in a message head, ", small_got_, " of ",
+                          small_.size(), " bytes read");
+    case Stage::kFrame:
+      return absl::StrCat(
+          "in frame ", frame_ + 1, " of ", nframes_, ", ", frame_got_, " of ",
+          frame_ < sizes_.size() ? sizes_[frame_] : 0, " bytes read");
+  }
+  return "";
+}
+
+int LinkReader::FillSmall(size_t want, std::string* error, State* state) {
+  if (small_.size() != want) small_.resize(want);
+  while (small_got_ < want) {
+    const ssize_t n = Recv(&small_[small_got_], want - small_got_);
+    if (n > 0) {
+      small_got_ += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (n == 0 && !mid_message()) {
+      *state = State::kClosed;
+      return -1;
+    }
+    *error = n == 0 ? absl::StrCat("closed by the peer ", Progress())
+                    : absl::StrCat(strerror(errno), " ", Progress());
+    malformed_ = false;
+    *state = State::kError;
+    return -1;
+  }
+  return 1;
+}
+
+void LinkReader::StartFrame() {
+  frame_got_ = 0;
+  buf_.reset();
+  if (frame_ >= nframes_) return;
+  const uint64_t size = sizes_[frame_];
+  if (dest_ != nullptr && !dest_lost_ && frame_ < dest_->frames.size() &&
+      dest_->frames[frame_].size() == size) {
+    return;  // Straight into the destination.
+  }
+  if (size > 0) buf_ = std::shared_ptr<char[]>(new char[size]);
+}
+
+LinkReader::State LinkReader::Read(std::vector<Frame>* parts,
+                                   std::string* error) {
+  State st = State::kAgain;
+  while (true) {
+    switch (stage_) {
+      case Stage::kHello: {
+        const int r = FillSmall(kLinkHelloFixedBytes, error, &st);
+        if (r <= 0) return r == 0 ? State::kAgain : st;
+        const char* p = small_.data();
+        token_len_ = GetU32(p + 4);
+        identity_len_ = GetU32(p + 8);
+        zmq_before_ = GetU64(p + 16);
+        if (GetU32(p) != kLinkHelloMagic || token_len_ > kLinkMaxTokenBytes ||
+            identity_len_ > kLinkMaxIdentityBytes) {
+          *error = "not a pstrain data-link hello (magic or sizes off)";
+          return State::kRefused;
+        }
+        small_got_ = 0;
+        stage_ = Stage::kHelloBody;
+        break;
+      }
+      case Stage::kHelloBody: {
+        const int r = FillSmall(token_len_ + identity_len_, error, &st);
+        if (r <= 0) return r == 0 ? State::kAgain : st;
+        identity_ = small_.substr(token_len_);
+        if (!ConstantTimeEquals(absl::string_view(small_.data(), token_len_),
+                                token_)) {
+          *error = "the hello does not carry the job token";
+          return State::kRefused;
+        }
+        if (!check_identity_(identity_)) {
+          *error = "the hello names a node this one has no connection to";
+          return State::kRefused;
+        }
+        small_got_ = 0;
+        stage_ = Stage::kPreamble;
+        break;
+      }
+      case Stage::kPreamble: {
+        const int r = FillSmall(kLinkPreambleBytes, error, &st);
+        if (r <= 0) return r == 0 ? State::kAgain : st;
+        const char* p = small_.data();
+        header_len_ = GetU32(p + 4);
+        nframes_ = GetU32(p + 8);
+        const uint64_t max_header = std::min<uint64_t>(
+            kLinkMaxHeaderBytes, static_cast<uint64_t>(max_frame_bytes_));
+        if (GetU32(p) != kLinkMessageMagic || header_len_ > max_header ||
+            nframes_ > kLinkMaxFrames) {
+          *error = absl::StrCat("not a data-link message preamble (magic ",
+                                GetU32(p), ", header ", header_len_, " bytes, ",
+                                nframes_, " frames)");
+          malformed_ = true;
+          return State::kError;
+        }
+        small_got_ = 0;
+        stage_ = Stage::kSizes;
+        break;
+      }
+      case Stage::kSizes: {
+        const int r = FillSmall(size_t{8} * nframes_, error, &st);
+        if (r <= 0) return r == 0 ? State::kAgain : st;
+        sizes_.resize(nframes_);
+        for (uint32_t i = 0; i < nframes_; ++i) {
+          sizes_[i] = GetU64(small_.data() + 8 * i);
+          if (sizes_[i] > static_cast<uint64_t>(max_frame_bytes_)) {
+            *error = absl::StrCat("frame ", i + 1, " of ", nframes_, " claims ",
+                                  sizes_[i], " bytes; at most ",
+                                  max_frame_bytes_, " are accepted");
+            malformed_ = true;
+            return State::kError;
+          }
+        }
+        small_got_ = 0;
+        stage_ = Stage::kHeader;
+        break;
+      }
+      case Stage::kHeader: {
+        const int r = FillSmall(header_len_, error, &st);
+        if (r <= 0) return r == 0 ? State::kAgain : st;
+        header_ = small_;
+        small_got_ = 0;
+        frames_.clear();
+        frames_.reserve(nframes_);
+        dest_.reset();
+        dest_lost_ = false;
+        if (nframes_ > 0) {
+          proto::Header h;
+          if (h.ParseFromString(header_) && h.type() == proto::RESPONSE &&
+              h.error().empty()) {
+            request_id_ = h.request_id();
+            dest_ = dests_->Take(request_id_);
+          }
+        }
+        frame_ = 0;
+        StartFrame();
+        stage_ = Stage::kFrame;
+        break;
+      }
+      case Stage::kFrame: {
+        if (frame_ == nframes_) {
+          if (dest_ != nullptr) dests_->Done(request_id_);
+          dest_.reset();
+          stage_ = Stage::kPreamble;
+          small_.resize(kLinkPreambleBytes);
+          if (dest_lost_) {
+            frames_.clear();  // A reply nobody waits for any more.
+            break;
+          }
+          parts->clear();
+          parts->reserve(nframes_ + 1);
+          parts->push_back(Frame::Own(std::move(header_)));
+          header_.clear();
+          for (Frame& f : frames_) parts->push_back(std::move(f));
+          frames_.clear();
+          return State::kMessage;
+        }
+        const uint64_t size = sizes_[frame_];
+        if (frame_got_ == size) {
+          if (buf_ != nullptr) {
+            frames_.push_back(
+                Frame::View(buf_.get(), size,
+                            std::shared_ptr<const void>(buf_, buf_.get())));
+          } else if (size > 0) {
+            frames_.push_back(
+                Frame::View(dest_->frames[frame_].data(), size, nullptr));
+          } else {
+            frames_.push_back(Frame());
+          }
+          ++frame_;
+          StartFrame();
+          break;
+        }
+        ssize_t n;
+        if (buf_ == nullptr) {
+          n = dests_->ReadInto(
+              dest_.get(), frame_, frame_got_, size - frame_got_,
+              [this](char* p, size_t len) { return Recv(p, len); });
+          if (n == -2) {
+            // Cancelled while being read: read the rest aside, drop it.
+            dest_lost_ = true;
+            buf_ = std::shared_ptr<char[]>(new char[size]);
+            continue;
+          }
+        } else {
+          n = Recv(buf_.get() + frame_got_, size - frame_got_);
+        }
+        if (n > 0) {
+          frame_got_ += static_cast<size_t>(n);
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          return State::kAgain;
+        }
+        *error = n == 0 ? absl::StrCat("closed by the peer ", Progress())
+                        : absl::StrCat(strerror(errno), " ", Progress());
+        malformed_ = false;
+        return State::kError;
+      }
+    }
+  }
+}
+
+LinkWriter::~LinkWriter() {
+  DropAll();
+  close(fd_);
+}
+
+void LinkWriter::Append(std::string head, Message msg, Done done) {
+  auto item = std::make_unique<Item>();
+  item->total = head.size();
+  for (const Frame& f : msg.frames) item->total += f.size();
+  item->head = std::move(head);
+  item->msg = std::move(msg);
+  item->done = std::move(done);
+  queue_.push_back(std::move(item));
+}
+
+void LinkWriter::DropAll() {
+  while (!queue_.empty()) {
+    std::unique_ptr<Item> item = std::move(queue_.front());
+    queue_.pop_front();
+    if (item->done) item->done(false, &item->msg);
+  }
+}
+
+absl::Status LinkWriter::Flush() {
+  constexpr size_t kMaxIov = IOV_MAX < 256 ? IOV_MAX : 256;
+  iovec iov[kMaxIov];
+  while (!queue_.empty()) {
+    // Gather from the front item's unwritten part on, across items.
+    size_t n_iov = 0;
+    for (size_t q = 0; q < queue_.size() && n_iov < kMaxIov; ++q) {
+      const Item& it = *queue_[q];
+      size_t skip = q == 0 ? it.written : 0;
+      auto add = [&](const char* p, size_t len) {
+        if (n_iov >= kMaxIov) return;
+        if (skip >= len) {
+          skip -= len;
+          return;
+        }
+        iov[n_iov].iov_base = const_cast<char*>(p + skip);
+        iov[n_iov].iov_len = len - skip;
+        skip = 0;
+        ++n_iov;
+      };
+      add(it.head.data(), it.head.size());
+      for (const Frame& f : it.msg.frames) {
+        if (f.size() > 0) add(f.data(), f.size());
+      }
+    }
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = n_iov;
+    const ssize_t n = sendmsg(fd_, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
+      const int e = errno;
+      DropAll();
+      return absl::UnavailableError(strerror(e));
+    }
+    bytes_written_ += n;
+    size_t left = static_cast<size_t>(n);
+    while (left > 0 || (!queue_.empty() &&
+                        queue_.front()->written == queue_.front()->total)) {
+      Item& it = *queue_.front();
+      const size_t take = std::min(left, it.total - it.written);
+      it.written += take;
+      left -= take;
+      if (it.written == it.total) {
+        std::unique_ptr<Item> done = std::move(queue_.front());
+        queue_.pop_front();
+        if (done->done) done->done(true, &done->msg);
+      }
+      if (queue_.empty()) break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace transport
+}  // namespace pstrain
