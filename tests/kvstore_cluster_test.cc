@@ -33,12 +33,16 @@ float Value(int rank, int64_t i) {
   return base[rank % 4] * static_cast<float>(1 + i % 7);
 }
 
-// Over shared memory (the nodes share this host) or TCP only.
-void SyncSumsInRankOrderBitForBit(int64_t shm_bytes) {
+// Over shared memory (the nodes share this host) or TCP only; with
+// `slice_bytes` and `send_credit_bytes` (-1: the defaults).
+void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, int64_t slice_bytes = -1,
+                                  int64_t send_credit_bytes = -1) {
   ClusterSpec spec;
   spec.workers = 3;
   spec.servers = 2;
   spec.shm_bytes = shm_bytes;
+  spec.slice_bytes = slice_bytes;
+  spec.send_credit_bytes = send_credit_bytes;
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
   auto kv = c.Workers("dist_sync");
@@ -122,6 +126,15 @@ TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBit) {
 
 TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTcpOnly) {
   SyncSumsInRankOrderBitForBit(0);
+}
+
+// Small slices and a send credit of two of them (issue #16): the workers
+// push in different orders, so a credit returned only when a dist_sync
+// round closes would deadlock them; the servers' receipts return it as
+// soon as a push is read.
+TEST(KVStoreClusterTest, SyncSumsInRankOrderWithSlicesAndSendCredit) {
+  SyncSumsInRankOrderBitForBit(0, /*slice_bytes=*/256 << 10,
+                               /*send_credit_bytes=*/512 << 10);
 }
 
 // Least squares y = X w*: W workers with batch b each under dist_sync give
