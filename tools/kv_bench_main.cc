@@ -103,6 +103,13 @@ DEFINE_bool(priority_demo, false,
             "after it a small high-priority one (4 KiB, the first layer) as "
             "push-pulls; print when each one's weights arrive. --iters "
             "rounds (default 3).");
+DEFINE_int32(demo_gap_ms, 100,
+             "--priority_demo: issue the small array this long after the big "
+             "one (the first layer's gradient comes last in backward); its "
+             "time counts from its own issue.");
+DEFINE_bool(demo_fifo, false,
+            "--priority_demo: both arrays with priority 0 (no priorities: "
+            "first come, first served).");
 DEFINE_bool(codec_bench, false,
             "Only time the compression pack/unpack kernels in process "
             "against memcpy for each --value_bytes (no cluster), then exit.");
@@ -560,6 +567,8 @@ int RunOnHosts(const ClusterOptions& cluster) {
                absl::StrCat("--slice_bytes=", FLAGS_slice_bytes),
                absl::StrCat("--send_credit_bytes=", FLAGS_send_credit_bytes),
                absl::StrCat("--priority_demo=", FLAGS_priority_demo),
+               absl::StrCat("--demo_fifo=", FLAGS_demo_fifo),
+               absl::StrCat("--demo_gap_ms=", FLAGS_demo_gap_ms),
                "--gradient_compression=" + FLAGS_gradient_compression,
                absl::StrCat("--gc_min_bytes=", FLAGS_gc_min_bytes)});
   argv.insert(argv.end(), timing.begin(), timing.end());
@@ -659,11 +668,12 @@ bool ParseValueBytes(std::vector<int64_t>* sizes) {
 }
 
 // --priority_demo (issue #16): each round every worker push-pulls the big
-// array (key 0, `big_bytes`) with priority -10 and right after it the
-// first layer's 4 KiB array (key 1) with priority 0, and notes when each
-// one's weights have arrived. Reported as modes "first_layer" and
-// "big_array": p50/p99 are the arrival times (us after the big request was
-// issued), gbps the array's bytes over its time.
+// array (key 0, `big_bytes`) with priority -10 and --demo_gap_ms after it
+// the first layer's 4 KiB array (key 1) with priority 0, and notes when
+// each one's weights have arrived. Reported as modes "first_layer" and
+// "big_array": p50/p99 are the arrival times (us after each one's request
+// was issued), gbps the array's bytes over its time.
+// --demo_fifo: both with priority 0.
 constexpr int64_t kDemoSmallBytes = 4096;
 
 int PriorityDemo(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
@@ -684,17 +694,22 @@ int PriorityDemo(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
       for (int r = 0; r < rounds; ++r) {
         CHECK(k->Barrier(absl::Now() + absl::Seconds(600)).ok());
         const absl::Time t0 = absl::Now();
-        auto hb = k->PushPull(0, {big}, absl::MakeSpan(big_out), -10);
+        auto hb = k->PushPull(0, {big}, absl::MakeSpan(big_out),
+                              FLAGS_demo_fifo ? 0 : -10);
         CHECK(hb.ok()) << hb.status();
+        absl::SleepFor(absl::Milliseconds(FLAGS_demo_gap_ms));
+        const absl::Time t1 = absl::Now();
         auto hs = k->PushPull(1, {small}, absl::MakeSpan(small_out), 0);
         CHECK(hs.ok()) << hs.status();
         // Poll both, so that each arrival is timed whichever comes first.
         const absl::Time give_up = t0 + absl::Seconds(600);
         double small_us = -1, big_us = -1;
         while ((small_us < 0 || big_us < 0) && absl::Now() < give_up) {
-          const double now_us = absl::ToDoubleMicroseconds(absl::Now() - t0);
-          if (small_us < 0 && k->Done(*hs)) small_us = now_us;
-          if (big_us < 0 && k->Done(*hb)) big_us = now_us;
+          const absl::Time now = absl::Now();
+          if (small_us < 0 && k->Done(*hs))
+            small_us = absl::ToDoubleMicroseconds(now - t1);
+          if (big_us < 0 && k->Done(*hb))
+            big_us = absl::ToDoubleMicroseconds(now - t0);
           absl::SleepFor(absl::Microseconds(50));
         }
         CHECK(k->Wait(*hs, give_up).ok());
@@ -703,7 +718,7 @@ int PriorityDemo(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
         small_r[w].seconds += small_us / 1e6;
         big_r[w].latencies_us.push_back(big_us);
         big_r[w].seconds += big_us / 1e6;
-        if (small_us < big_us) ++small_first[w];
+        if (small_us + FLAGS_demo_gap_ms * 1e3 < big_us) ++small_first[w];
       }
       CHECK(k->Barrier(absl::Now() + absl::Seconds(600)).ok());
     });
@@ -718,9 +733,10 @@ int PriorityDemo(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
       << absl::StrFormat(
              "priority demo: the first layer's weights arrived before the "
              "big array's in %d of %d rounds (slice_bytes %d, "
-             "send_credit_bytes %d, max_message_bytes %d)\n",
+             "send_credit_bytes %d, max_message_bytes %d%s)\n",
              first, rounds * static_cast<int>(kvs.size()), FLAGS_slice_bytes,
-             FLAGS_send_credit_bytes, FLAGS_max_message_bytes)
+             FLAGS_send_credit_bytes, FLAGS_max_message_bytes,
+             FLAGS_demo_fifo ? ", both priority 0" : "")
       << std::flush;
   for (auto& kv : kvs) CHECK(kv->Finish().ok());
   return 0;
