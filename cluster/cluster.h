@@ -78,6 +78,11 @@ struct ClusterOptions {
   // Also what a connection can make the node hold before it has
   // authenticated.
   int64_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Data bytes per peer handed to ZeroMQ at a time
+  // (TransportOptions::send_window_bytes); the rest waits in priority
+  // order, so a later high-priority message overtakes it. 0: the
+  // transport's default (16 MiB). Servers: --send_window_bytes.
+  int64_t send_window_bytes = 0;
   // false (the default): every connection is encrypted and authenticated
   // with ZeroMQ CURVE under keys derived from the token (transport/curve.h);
   // true: plaintext, the token in each header the only gate. Every node of

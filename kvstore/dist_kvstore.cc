@@ -18,6 +18,7 @@
 #include "glog/logging.h"
 #include "kvstore/kvstore_internal.h"
 #include "kvstore/partition.h"
+#include "kvstore/send_queue.h"
 #include "nn/optimizer.h"
 #include "util/escape.h"
 #include "util/mutex.h"
@@ -43,8 +44,11 @@ class DistKVStore : public KVStore {
         options_(o),
         node_(std::move(node)),
         sync_(type_ != "dist_async"),
-        max_chunk_elements_(
-            std::max<int64_t>(1, o.max_message_bytes / sizeof(float))),
+        max_chunk_elements_(std::max<int64_t>(
+            1, (o.slice_bytes > 0 ? std::min(o.slice_bytes, o.max_message_bytes)
+                                  : o.max_message_bytes) /
+                   static_cast<int64_t>(sizeof(float)))),
+        scheduled_(o.send_credit_bytes > 0),
         timeline_(node_->timeline()),
         push_track_(timeline_->Track("push")),
         pull_track_(timeline_->Track("pull")),
@@ -56,6 +60,8 @@ class DistKVStore : public KVStore {
     // A replacement's request ids start far from its predecessor's, so
     // that a late acknowledgement meant for the dead worker matches none.
     if (replacement_) next_request_ = uint64_t{1} << 40;
+    for (int s = 0; s < node_->num_servers(); ++s)
+      queues_.emplace_back(o.send_credit_bytes);
     // Responses are handled on the transport's I/O thread: one thread hop
     // less per request.
     node_->SetDataHandler([this](Message m) { OnResponse(std::move(m)); });
@@ -408,7 +414,18 @@ class DistKVStore : public KVStore {
     Handle handle;
     int server;
     int64_t bytes;
+    // scheduled_: payload bytes it holds of its server's send credit (from
+    // leaving the queue until its receipt or answer), and whether it holds
+    // them now.
+    int64_t payload = 0;
+    bool in_credit = false;
   };
+  // scheduled_: a request waiting in its server's queue.
+  struct Queued {
+    int server;
+    Message msg;
+  };
+  using ToSend = std::vector<std::pair<int, Message>>;
   // Per server: what is sent and not yet answered.
   struct Outstanding {
     int requests = 0;
@@ -633,15 +650,31 @@ class DistKVStore : public KVStore {
         op.keys = keys;
         op.step = timeline_->step();
       }
+      std::vector<bool> involved(node_->num_servers(), false);
       for (size_t i = 0; i < batch.size(); ++i) {
         const uint64_t rid = next_request_++;
-        batch[i].msg.header.set_request_id(rid);
-        ExpectReply(rid, batch[i].msg.header, op.outs);
-        requests_[rid] = {h, batch[i].server, bytes[i]};
+        Message& m = batch[i].msg;
+        m.header.set_request_id(rid);
+        ExpectReply(rid, m.header, op.outs);
+        int64_t payload = 0;
+        for (const Frame& f : m.frames)
+          payload += static_cast<int64_t>(f.size());
+        requests_[rid] = {h, batch[i].server, bytes[i], payload, false};
         outstanding_[batch[i].server].requests += 1;
         outstanding_[batch[i].server].bytes += bytes[i];
-        to_send.emplace_back(node_->ServerId(batch[i].server),
-                             std::move(batch[i].msg));
+        if (scheduled_) {
+          const proto::MessageType t = m.header.type();
+          if (t == proto::PUSH || t == proto::PUSH_PULL)
+            m.header.set_want_receipt(true);
+          queues_[batch[i].server].Add(rid, m.header.priority(), payload);
+          involved[batch[i].server] = true;
+          queued_.emplace(rid, Queued{batch[i].server, std::move(m)});
+        } else {
+          to_send.emplace_back(node_->ServerId(batch[i].server), std::move(m));
+        }
+      }
+      for (int server = 0; server < node_->num_servers(); ++server) {
+        if (involved[server]) TakeReady(server, &to_send);
       }
     }
     MaybeDieMidPushForTest(&to_send);
@@ -658,16 +691,99 @@ class DistKVStore : public KVStore {
                      std::move(args));
     }
     if (!s.ok()) {
-      MutexLock lock(&mu_);
-      for (uint64_t rid : rids) Forget(rid);
+      if (scheduled_) {
+        // Requests of other operations may have left with this batch.
+        SendFailed(rids, s);
+      } else {
+        MutexLock lock(&mu_);
+        for (uint64_t rid : rids) Forget(rid);
+        auto it = ops_.find(h);
+        if (it != ops_.end()) {
+          it->second.status = s;
+          it->second.outstanding = 0;
+        }
+        cv_.SignalAll();
+      }
+    }
+    return h;
+  }
+
+  // scheduled_: moves the requests that may leave now from `server`'s queue
+  // to `to_send` (they hold its credit from now on). Requests of operations
+  // that failed meanwhile are dropped, their credit returned.
+  void TakeReady(int server, ToSend* to_send)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!dead_.ok()) return;
+    SendQueue& q = queues_[server];
+    while (true) {
+      std::vector<uint64_t> ready = q.TakeReady();
+      if (ready.empty()) return;
+      bool dropped = false;
+      for (uint64_t rid : ready) {
+        auto qit = queued_.find(rid);
+        CHECK(qit != queued_.end());
+        auto rit = requests_.find(rid);
+        if (rit == requests_.end()) {  // Its operation failed.
+          q.Release(PayloadOf(qit->second.msg));
+          queued_.erase(qit);
+          dropped = true;
+          continue;
+        }
+        rit->second.in_credit = true;
+        to_send->emplace_back(node_->ServerId(server),
+                              std::move(qit->second.msg));
+        queued_.erase(qit);
+      }
+      if (!dropped) return;  // Else credit came back: look again.
+    }
+  }
+
+  static int64_t PayloadOf(const Message& m) {
+    int64_t bytes = 0;
+    for (const Frame& f : m.frames) bytes += static_cast<int64_t>(f.size());
+    return bytes;
+  }
+
+  // Sends what TakeReady() released (from a caller's thread or the I/O
+  // thread; never holding mu_).
+  void SendReady(ToSend to_send) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (to_send.empty()) return;
+    std::vector<uint64_t> rids;
+    for (const auto& [id, m] : to_send) rids.push_back(m.header.request_id());
+    absl::Status s = node_->SendBatch(std::move(to_send),
+                                      absl::Now() + options_.send_timeout);
+    if (!s.ok()) SendFailed(rids, s);
+  }
+
+  // The requests `rids` could not be handed to the transport: their
+  // operations fail with `s`, and their requests still queued are dropped
+  // (TakeReady skips them), so no caller buffer is read after its Wait.
+  void SendFailed(const std::vector<uint64_t>& rids, const absl::Status& s)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    std::vector<Handle> failed;
+    for (uint64_t rid : rids) {
+      Handle h;
+      if (Forget(rid, &h)) failed.push_back(h);
+    }
+    for (Handle h : failed) {
       auto it = ops_.find(h);
-      if (it != ops_.end()) {
+      if (it != ops_.end() && it->second.outstanding > 0) {
         it->second.status = s;
         it->second.outstanding = 0;
       }
-      cv_.SignalAll();
     }
-    return h;
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      const bool of_failed = std::find(failed.begin(), failed.end(),
+                                       it->second.handle) != failed.end();
+      if (of_failed && queued_.count(it->first)) {
+        const uint64_t rid = (it++)->first;
+        Forget(rid);
+      } else {
+        ++it;
+      }
+    }
+    cv_.SignalAll();
   }
 
   // Tells the transport where the raw weights of the reply to request
@@ -706,18 +822,44 @@ class DistKVStore : public KVStore {
     Outstanding& o = outstanding_[it->second.server];
     o.requests -= 1;
     o.bytes -= it->second.bytes;
+    if (it->second.in_credit)
+      queues_[it->second.server].Release(it->second.payload);
     if (handle != nullptr) *handle = it->second.handle;
     requests_.erase(it);
     return true;
   }
 
-  // On the transport's I/O thread.
+  // A receipt for request `rid`: its payload arrived, its credit returns.
+  void ReturnCredit(uint64_t rid, ToSend* to_send)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = requests_.find(rid);
+    if (it == requests_.end() || !it->second.in_credit) return;
+    it->second.in_credit = false;
+    queues_[it->second.server].Release(it->second.payload);
+    TakeReady(it->second.server, to_send);
+  }
+
+  // On the transport's I/O thread: applies the response, then sends what
+  // its returned credit lets leave.
   void OnResponse(Message msg) {
+    ToSend to_send;
+    ApplyResponse(std::move(msg), &to_send);
+    SendReady(std::move(to_send));
+  }
+
+  void ApplyResponse(Message msg, ToSend* to_send) ABSL_LOCKS_EXCLUDED(mu_) {
     const proto::Header& hd = msg.header;
     if (hd.type() != proto::RESPONSE) return;
     MutexLock lock(&mu_);
+    if (hd.receipt()) return ReturnCredit(hd.request_id(), to_send);
     Handle h;
+    int server = -1;
+    {
+      auto rit = requests_.find(hd.request_id());
+      if (rit != requests_.end()) server = rit->second.server;
+    }
     if (!Forget(hd.request_id(), &h)) return;
+    if (scheduled_) TakeReady(server, to_send);
     cv_.SignalAll();  // Room for waiting senders, maybe a finished op.
     auto oit = ops_.find(h);
     if (oit == ops_.end()) return;
@@ -797,6 +939,8 @@ class DistKVStore : public KVStore {
       // The callers may free their buffers once their operations failed.
       for (const auto& [rid, p] : requests_)
         node_->transport().CancelReply(rid);
+      for (SendQueue& q : queues_) q.Clear();
+      queued_.clear();
       for (auto& [h, op] : ops_) {
         if (op.outstanding > 0) {
           op.status = s;
@@ -815,6 +959,8 @@ class DistKVStore : public KVStore {
   const std::unique_ptr<cluster::ClusterNode> node_;
   const bool sync_;
   const int64_t max_chunk_elements_;
+  // options_.send_credit_bytes > 0: requests go through queues_.
+  const bool scheduled_;
   // The node's (owned by node_), and its tracks.
   timeline::Recorder* const timeline_;
   const int push_track_;
@@ -839,6 +985,10 @@ class DistKVStore : public KVStore {
   std::map<Handle, Op> ops_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Pending> requests_ ABSL_GUARDED_BY(mu_);  // By request id.
   std::vector<Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);  // Per server.
+  // scheduled_: per server, the requests not yet handed to the transport
+  // and the credit; the messages themselves by request id.
+  std::vector<SendQueue> queues_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Queued> queued_ ABSL_GUARDED_BY(mu_);
   absl::Status dead_ ABSL_GUARDED_BY(mu_);  // Not OK once the job has ended.
   // Push identity: per key, the round of its last push (dist_sync), and
   // the keys pushed without one (a replacement's keys of unknown round).

@@ -23,6 +23,18 @@ absl::StatusOr<std::unique_ptr<KVStore>> KVStore::Create(
           absl::StrCat("max_message_bytes ", options.max_message_bytes,
                        ": must be in [4096, 1073741824]"));
     }
+    if (options.slice_bytes != 0 &&
+        (options.slice_bytes < 4096 ||
+         options.slice_bytes > (int64_t{1} << 30))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("slice_bytes ", options.slice_bytes,
+                       ": must be 0 (off) or in [4096, 1073741824]"));
+    }
+    if (options.send_credit_bytes < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("send_credit_bytes ", options.send_credit_bytes,
+                       ": must be >= 0 (0: off)"));
+    }
     cluster::ClusterOptions c = options.cluster;
     c.role = proto::WORKER;
     // Replies carry up to max_message_bytes of values (servers must accept

@@ -78,6 +78,22 @@ struct KVStoreOptions {
   // (ClusterOptions::max_frame_bytes, at least MaxFrameBytesFor(this); the
   // default does up to 63 MiB).
   int64_t max_message_bytes = int64_t{4} << 20;
+  // dist_*: priority and slicing (issue #16). A server's slice of a key
+  // travels in parts of at most min(slice_bytes, max_message_bytes) (0:
+  // max_message_bytes), each its own request, so a small high-priority
+  // request can go between the parts of a big array, and so can its reply.
+  // The parts are registered by INIT like any chunk: every worker of a job
+  // must use the same value, 0 or in [4096, 1 GiB].
+  int64_t slice_bytes = int64_t{4} << 20;
+  // dist_*: requests wait in a queue per server, higher priority first
+  // (FIFO within a priority; send_queue.h), and leave while at most this
+  // many bytes of request payload to that server have not been received
+  // there (the server sends a receipt as soon as it has read a push; the
+  // credit comes back with it or with the answer). A request queued later
+  // with a higher priority overtakes the parts of a big array that have not
+  // left. 0: every request goes to the transport at once (its own queue
+  // orders by priority too, beyond a 16 MiB window).
+  int64_t send_credit_bytes = 0;
   // dist_*: requests sent to one server and not yet answered, and their
   // data bytes (request plus expected reply). Push/Pull/PushPull wait for
   // room until send_timeout (DeadlineExceeded) or the job's end; one

@@ -12,6 +12,12 @@ DEFINE_int64(max_frame_bytes, pstrain::cluster::kDefaultMaxFrameBytes,
              "1 MiB; also what a connection can make the server hold before "
              "it has authenticated.");
 
+DEFINE_int64(send_window_bytes, 0,
+             "Reply bytes handed to the socket of each worker at a time; the "
+             "rest waits in priority order, so a small high-priority reply "
+             "overtakes the queued parts of big ones (issue #16). 0: the "
+             "transport's default, 16777216.");
+
 DEFINE_string(checkpoint_dir, "",
               "Where job checkpoints go (a filesystem every host reaches; "
               "launch --checkpoint_dir passes it): this server writes its "
@@ -53,6 +59,13 @@ int main(int argc, char** argv) {
                       .message());
   }
   o.cluster.max_frame_bytes = FLAGS_max_frame_bytes;
+  if (FLAGS_send_window_bytes < 0) {
+    pstrain::ExitWithError(
+        "server", pstrain::BadFlag("send_window_bytes", FLAGS_send_window_bytes,
+                                   "must be >= 0 (0: the default)")
+                      .message());
+  }
+  o.cluster.send_window_bytes = FLAGS_send_window_bytes;
   o.checkpoint.checkpoint_dir = FLAGS_checkpoint_dir;
   o.checkpoint.resume_from = FLAGS_resume_from;
   if (FLAGS_recovery != "restart" && FLAGS_recovery != "replace") {

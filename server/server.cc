@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -16,6 +17,10 @@ namespace server {
 namespace {
 
 using transport::Message;
+
+// Receipts (Header.receipt) carry no data and return a worker's send
+// credit: ahead of every reply but the cluster's control messages.
+constexpr int kReceiptPriority = 1 << 18;
 
 ShardOptions ShardOptionsFor(const cluster::ClusterNode& node,
                              bool keep_previous) {
@@ -183,10 +188,37 @@ class Server {
       case proto::PUSH:
       case proto::PUSH_PULL: {
         replies_.clear();
+        // A worker with a send credit wants to know at once that the
+        // payload is here (made now: the shard takes `msg`).
+        const int sender = h.sender();
+        const uint64_t rid = h.request_id();
+        Message receipt;
+        if (h.want_receipt()) {
+          receipt = MakeReply(h, "");
+          receipt.header.set_receipt(true);
+          receipt.header.set_priority(kReceiptPriority);
+        }
+        const bool want_receipt = h.want_receipt();
         // `msg` (and `h`) stay intact when the shard refuses the push.
-        absl::Status s = shard_.Push(node_->WorkerRank(h.sender()),
-                                     std::move(msg), &replies_);
+        absl::Status s =
+            shard_.Push(node_->WorkerRank(sender), std::move(msg), &replies_);
         if (!s.ok()) return Refuse(h, std::string(s.message()));
+        if (want_receipt) {
+          // Not needed when the answer is an empty ack sent right now.
+          bool acked = false;
+          for (const Reply& r : replies_) {
+            acked |= r.to == sender && r.msg.header.request_id() == rid &&
+                     r.msg.frames.empty();
+          }
+          if (!acked) Send({sender, std::move(receipt)});
+        }
+        // Several answers at once (a dist_sync round closed): highest
+        // priority first; the transport keeps that order beyond its window.
+        std::stable_sort(replies_.begin(), replies_.end(),
+                         [](const Reply& a, const Reply& b) {
+                           return a.msg.header.priority() >
+                                  b.msg.header.priority();
+                         });
         for (Reply& r : replies_) Send(std::move(r));
         replies_.clear();
         return;

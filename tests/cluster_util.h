@@ -67,6 +67,12 @@ struct ClusterSpec {
   std::string curve_keys_dir;
   // More flags for the scheduler alone (e.g. --status_port=0).
   std::vector<std::string> scheduler_flags;
+  // More flags for every server (e.g. --send_window_bytes=N).
+  std::vector<std::string> server_flags;
+  // KVStoreOptions of the workers; -1: their defaults.
+  int64_t max_message_bytes = -1;
+  int64_t slice_bytes = -1;
+  int64_t send_credit_bytes = -1;
 };
 
 class Cluster {
@@ -124,6 +130,7 @@ class Cluster {
                                         "--scheduler_address=" + address};
       for (auto& f : CommonFlags()) sargv.push_back(f);
       sargv.push_back(absl::StrCat("--shm_bytes=", spec_.shm_bytes));
+      for (auto& f : spec_.server_flags) sargv.push_back(f);
       auto p = launcher::Subprocess::Start(sargv, Env());
       EXPECT_TRUE(p.ok()) << p.status();
       Proc proc;
@@ -146,6 +153,11 @@ class Cluster {
     o.cluster.shm_bytes = spec_.shm_bytes;
     o.cluster.insecure_plaintext = spec_.insecure_plaintext;
     o.cluster.curve_keys_dir = spec_.curve_keys_dir;
+    if (spec_.max_message_bytes >= 0)
+      o.max_message_bytes = spec_.max_message_bytes;
+    if (spec_.slice_bytes >= 0) o.slice_bytes = spec_.slice_bytes;
+    if (spec_.send_credit_bytes >= 0)
+      o.send_credit_bytes = spec_.send_credit_bytes;
     return o;
   }
 

@@ -34,13 +34,18 @@ float Value(int rank, int64_t i) {
 }
 
 // Over shared memory (the nodes share this host) or TCP only; with
-// `plaintext`, TCP goes through the data links (transport/data_link.h).
-void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, bool plaintext = false) {
+// `plaintext`, TCP goes through the data links (transport/data_link.h);
+// `slice_bytes` and `send_credit_bytes` (-1: the defaults).
+void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, bool plaintext = false,
+                                  int64_t slice_bytes = -1,
+                                  int64_t send_credit_bytes = -1) {
   ClusterSpec spec;
   spec.workers = 3;
   spec.servers = 2;
   spec.shm_bytes = shm_bytes;
   spec.insecure_plaintext = plaintext;
+  spec.slice_bytes = slice_bytes;
+  spec.send_credit_bytes = send_credit_bytes;
   Cluster c(spec);
   ASSERT_TRUE(c.Start());
   auto kv = c.Workers("dist_sync");
@@ -153,6 +158,16 @@ TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTcpOnly) {
 
 TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTheTcpDataLink) {
   SyncSumsInRankOrderBitForBit(0, /*plaintext=*/true);
+}
+
+// Small slices and a send credit of two of them (issue #16): the workers
+// push in different orders, so a credit returned only when a dist_sync
+// round closes would deadlock them; the servers' receipts return it as
+// soon as a push is read.
+TEST(KVStoreClusterTest, SyncSumsInRankOrderWithSlicesAndSendCredit) {
+  SyncSumsInRankOrderBitForBit(0, /*plaintext=*/false,
+                               /*slice_bytes=*/256 << 10,
+                               /*send_credit_bytes=*/512 << 10);
 }
 
 // Least squares y = X w*: W workers with batch b each under dist_sync give

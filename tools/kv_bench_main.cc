@@ -89,6 +89,27 @@ DEFINE_string(gradient_compression, "",
               "(type=2bit,threshold=0.5, type=fp16, type=onebit).");
 DEFINE_int64(gc_min_bytes, 64 << 10,
              "Arrays smaller than this travel uncompressed.");
+DEFINE_int64(slice_bytes, 4 << 20,
+             "Parts of at most this many bytes per request (worker "
+             "--slice_bytes); 0: --max_message_bytes.");
+DEFINE_int64(send_credit_bytes, 0,
+             "Push bytes per server in flight at most, the rest queued by "
+             "priority (worker --send_credit_bytes); 0: off.");
+DEFINE_int64(send_window_bytes, 0,
+             "The servers it starts: reply bytes handed to the socket per "
+             "worker at a time (server --send_window_bytes); 0: 16 MiB.");
+DEFINE_bool(priority_demo, false,
+            "Push a big low-priority array (the first --value_bytes) and just "
+            "after it a small high-priority one (4 KiB, the first layer) as "
+            "push-pulls; print when each one's weights arrive. --iters "
+            "rounds (default 3).");
+DEFINE_int32(demo_gap_ms, 100,
+             "--priority_demo: issue the small array this long after the big "
+             "one (the first layer's gradient comes last in backward); its "
+             "time counts from its own issue.");
+DEFINE_bool(demo_fifo, false,
+            "--priority_demo: both arrays with priority 0 (no priorities: "
+            "first come, first served).");
 DEFINE_bool(codec_bench, false,
             "Only time the compression pack/unpack kernels in process "
             "against memcpy for each --value_bytes (no cluster), then exit.");
@@ -594,7 +615,11 @@ int RunOnHosts(const ClusterOptions& cluster) {
        pstrain::PathBesideThisProgram("server/server")});
   argv.insert(argv.end(),
               {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
-               absl::StrCat(shm, " ", link, " ", absl::StrJoin(timing, " "))});
+               absl::StrCat(shm, " ", link, " ", absl::StrJoin(timing, " "),
+                            " --send_window_bytes=", FLAGS_send_window_bytes,
+                            " --max_frame_bytes=",
+                            pstrain::kvstore::MaxFrameBytesFor(
+                                FLAGS_max_message_bytes))});
   if (!FLAGS_ssh_config.empty())
     argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
@@ -602,6 +627,11 @@ int RunOnHosts(const ClusterOptions& cluster) {
                "--mode=" + FLAGS_mode, "--kv_store=" + FLAGS_kv_store,
                absl::StrCat("--iters=", FLAGS_iters), shm, link,
                absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
+               absl::StrCat("--slice_bytes=", FLAGS_slice_bytes),
+               absl::StrCat("--send_credit_bytes=", FLAGS_send_credit_bytes),
+               absl::StrCat("--priority_demo=", FLAGS_priority_demo),
+               absl::StrCat("--demo_fifo=", FLAGS_demo_fifo),
+               absl::StrCat("--demo_gap_ms=", FLAGS_demo_gap_ms),
                "--gradient_compression=" + FLAGS_gradient_compression,
                absl::StrCat("--gc_min_bytes=", FLAGS_gc_min_bytes)});
   argv.insert(argv.end(), timing.begin(), timing.end());
@@ -700,10 +730,93 @@ bool ParseValueBytes(std::vector<int64_t>* sizes) {
   return true;
 }
 
+// --priority_demo (issue #16): each round every worker push-pulls the big
+// array (key 0, `big_bytes`) with priority -10 and --demo_gap_ms after it
+// the first layer's 4 KiB array (key 1) with priority 0, and notes when
+// each one's weights have arrived. Reported as modes "first_layer" and
+// "big_array": p50/p99 are the arrival times (us after each one's request
+// was issued), gbps the array's bytes over its time.
+// --demo_fifo: both with priority 0.
+constexpr int64_t kDemoSmallBytes = 4096;
+
+int PriorityDemo(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
+                 int servers, int64_t big_bytes) {
+  const int64_t big_n = big_bytes / 4, small_n = kDemoSmallBytes / 4;
+  const std::vector<float> big_init(big_n, 0.0f), small_init(small_n, 0.0f);
+  const int rounds = FLAGS_iters > 0 ? FLAGS_iters : 3;
+  std::vector<Result> small_r(kvs.size()), big_r(kvs.size());
+  std::vector<int> small_first(kvs.size(), 0);
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < kvs.size(); ++w) {
+    threads.emplace_back([&, w] {
+      KVStore* k = kvs[w].get();
+      const absl::Time setup = absl::Now() + absl::Seconds(600);
+      CHECK(k->Init({0, 1}, {big_init, small_init}, setup).ok());
+      std::vector<float> big(big_n, 0.001f), small(small_n, 0.001f);
+      std::vector<float> big_out(big_n), small_out(small_n);
+      for (int r = 0; r < rounds; ++r) {
+        CHECK(k->Barrier(absl::Now() + absl::Seconds(600)).ok());
+        const absl::Time t0 = absl::Now();
+        auto hb = k->PushPull(0, {big}, absl::MakeSpan(big_out),
+                              FLAGS_demo_fifo ? 0 : -10);
+        CHECK(hb.ok()) << hb.status();
+        absl::SleepFor(absl::Milliseconds(FLAGS_demo_gap_ms));
+        const absl::Time t1 = absl::Now();
+        auto hs = k->PushPull(1, {small}, absl::MakeSpan(small_out), 0);
+        CHECK(hs.ok()) << hs.status();
+        // Poll both, so that each arrival is timed whichever comes first.
+        const absl::Time give_up = t0 + absl::Seconds(600);
+        double small_us = -1, big_us = -1;
+        while ((small_us < 0 || big_us < 0) && absl::Now() < give_up) {
+          const absl::Time now = absl::Now();
+          if (small_us < 0 && k->Done(*hs))
+            small_us = absl::ToDoubleMicroseconds(now - t1);
+          if (big_us < 0 && k->Done(*hb))
+            big_us = absl::ToDoubleMicroseconds(now - t0);
+          absl::SleepFor(absl::Microseconds(50));
+        }
+        CHECK(k->Wait(*hs, give_up).ok());
+        CHECK(k->Wait(*hb, give_up).ok());
+        small_r[w].latencies_us.push_back(small_us);
+        small_r[w].seconds += small_us / 1e6;
+        big_r[w].latencies_us.push_back(big_us);
+        big_r[w].seconds += big_us / 1e6;
+        if (small_us + FLAGS_demo_gap_ms * 1e3 < big_us) ++small_first[w];
+      }
+      CHECK(k->Barrier(absl::Now() + absl::Seconds(600)).ok());
+    });
+  }
+  for (auto& t : threads) t.join();
+  Report(workers, servers, kDemoSmallBytes, "first_layer", small_r);
+  Report(workers, servers, big_bytes, "big_array", big_r);
+  int first = 0;
+  for (int f : small_first) first += f;
+  // On stderr with --json (one object per line on stdout).
+  (FLAGS_json ? std::cerr : std::cout)
+      << absl::StrFormat(
+             "priority demo: the first layer's weights arrived before the "
+             "big array's in %d of %d rounds (slice_bytes %d, "
+             "send_credit_bytes %d, max_message_bytes %d%s)\n",
+             first, rounds * static_cast<int>(kvs.size()), FLAGS_slice_bytes,
+             FLAGS_send_credit_bytes, FLAGS_max_message_bytes,
+             FLAGS_demo_fifo ? ", both priority 0" : "")
+      << std::flush;
+  for (auto& kv : kvs) CHECK(kv->Finish().ok());
+  return 0;
+}
+
 int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers,
            int servers) {
   std::vector<int64_t> sizes;
   if (!ParseValueBytes(&sizes)) return 2;
+  if (FLAGS_priority_demo) {
+    if (sizes.empty()) {
+      std::cerr << "kv_bench: --priority_demo needs the big array's size "
+                   "as the first --value_bytes\n";
+      return 2;
+    }
+    return PriorityDemo(kvs, workers, servers, sizes[0]);
+  }
   std::vector<std::string> modes =
       absl::StrSplit(FLAGS_mode, ',', absl::SkipEmpty());
   for (const auto& m : modes) {
@@ -837,6 +950,8 @@ int main(int argc, char** argv) {
   pstrain::kvstore::KVStoreOptions o;
   o.cluster = *cluster;
   o.max_message_bytes = FLAGS_max_message_bytes;
+  o.slice_bytes = FLAGS_slice_bytes;
+  o.send_credit_bytes = FLAGS_send_credit_bytes;
   o.compression = *compression;
   if (!o.cluster.scheduler_address.empty()) {  // Join mode.
     auto kv = KVStore::Create(FLAGS_kv_store, o);
@@ -908,6 +1023,7 @@ int main(int argc, char** argv) {
     a.push_back(absl::StrCat(
         "--max_frame_bytes=",
         pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes)));
+    a.push_back(absl::StrCat("--send_window_bytes=", FLAGS_send_window_bytes));
     auto s = pstrain::launcher::Subprocess::Start(a, env);
     if (!s.ok()) {
       std::cerr << "kv_bench: " << s.status().message() << "\n";

@@ -246,6 +246,12 @@ std::vector<std::string> WorkerCommand(const ScalingOptions& o,
       argv.push_back("--emulate_device=" + o.emulate_device);
     argv.push_back("--gpus=" + absl::StrJoin(gpus, ","));
   }
+  if (o.slice_bytes >= 0)
+    argv.push_back(absl::StrCat("--slice_bytes=", o.slice_bytes));
+  if (o.send_credit_bytes >= 0)
+    argv.push_back(absl::StrCat("--send_credit_bytes=", o.send_credit_bytes));
+  if (!o.gradient_compression.empty())
+    argv.push_back("--gradient_compression=" + o.gradient_compression);
   argv.insert(argv.end(), o.worker_args.begin(), o.worker_args.end());
   return argv;
 }
@@ -558,6 +564,9 @@ nlohmann::ordered_json ResultsJson(const ScalingOptions& o,
   flags["warmup_batches"] = o.warmup_batches;
   flags["batches"] = o.batches;
   flags["cpu_devices"] = o.cpu_devices;
+  flags["slice_bytes"] = o.slice_bytes;
+  flags["send_credit_bytes"] = o.send_credit_bytes;
+  flags["gradient_compression"] = o.gradient_compression;
   flags["worker_args"] = o.worker_args;
   flags["launch_args"] = o.launch_args;
   flags["launch_binary"] = o.launch_binary;

@@ -55,6 +55,11 @@ struct ScalingOptions {
   int warmup_batches = 2;
   int batches = 5;           // Timed batches per worker.
   bool cpu_devices = false;  // g real CPU devices instead of --gpus.
+  // Worker --slice_bytes, --send_credit_bytes (-1: not passed) and
+  // --gradient_compression ("": not passed).
+  int64_t slice_bytes = -1;
+  int64_t send_credit_bytes = -1;
+  std::string gradient_compression;
   std::vector<std::string> worker_args;  // Appended to every worker.
   std::vector<std::string> launch_args;  // Appended to launch's own flags.
   std::string launch_binary;

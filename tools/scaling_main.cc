@@ -63,6 +63,13 @@ DEFINE_string(reference, "",
 DEFINE_bool(cpu_devices, false,
             "Workers run g real CPU devices (--cpu_devices g) instead of "
             "--gpus.");
+DEFINE_int64(slice_bytes, -1,
+             "Worker --slice_bytes (priority and slicing); -1: not passed.");
+DEFINE_int64(send_credit_bytes, -1,
+             "Worker --send_credit_bytes; -1: not passed.");
+DEFINE_string(gradient_compression, "",
+              "Worker --gradient_compression (e.g. type=2bit,threshold=0.5); "
+              "empty: not passed.");
 DEFINE_string(worker_args, "",
               "Extra flags for every worker, space-separated.");
 DEFINE_string(launch_args, "",
@@ -216,6 +223,9 @@ int main(int argc, char** argv) {
   o.warmup_batches = FLAGS_warmup_batches;
   o.batches = FLAGS_batches;
   o.cpu_devices = FLAGS_cpu_devices;
+  o.slice_bytes = FLAGS_slice_bytes;
+  o.send_credit_bytes = FLAGS_send_credit_bytes;
+  o.gradient_compression = FLAGS_gradient_compression;
   o.worker_args = absl::StrSplit(FLAGS_worker_args, ' ', absl::SkipEmpty());
   o.launch_args = absl::StrSplit(FLAGS_launch_args, ' ', absl::SkipEmpty());
   o.launch_binary = FLAGS_launch_binary.empty()

@@ -176,6 +176,18 @@ TEST(CommandTest, WorkerAndLaunch) {
   EXPECT_THAT(w, Not(::testing::Contains(HasSubstr("--num_classes"))));
   EXPECT_THAT(w, Not(::testing::Contains(HasSubstr("--gpus"))));
   EXPECT_THAT(w, ::testing::Contains("--cpu_devices=2"));
+  EXPECT_THAT(w, Not(::testing::Contains(HasSubstr("--slice_bytes"))));
+  EXPECT_THAT(w, Not(::testing::Contains(HasSubstr("--send_credit_bytes"))));
+  EXPECT_THAT(w, Not(::testing::Contains(HasSubstr("--gradient_compression"))));
+  o.slice_bytes = 1 << 20;
+  o.send_credit_bytes = 0;
+  o.gradient_compression = "type=2bit,threshold=0.5";
+  o.worker_args = {"--fusion_bytes=0"};
+  w = WorkerCommand(o, two);
+  EXPECT_THAT(std::vector<std::string>(w.end() - 4, w.end()),
+              ElementsAre("--slice_bytes=1048576", "--send_credit_bytes=0",
+                          "--gradient_compression=type=2bit,threshold=0.5",
+                          "--fusion_bytes=0"));
   launch = LaunchCommand(o, two, "");
   EXPECT_THAT(std::vector<std::string>(launch.begin(), launch.begin() + 8),
               ElementsAre("/bin/launch", "-n", "1", "-s", "1", "--launcher",

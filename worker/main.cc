@@ -197,6 +197,17 @@ DEFINE_string(gradient_compression, "",
 DEFINE_int64(gc_min_bytes, 64 << 10,
              "Arrays smaller than this many bytes (as float32) travel "
              "uncompressed under --gradient_compression.");
+DEFINE_int64(slice_bytes, 4 << 20,
+             "dist_*: a server's slice of an array travels in parts of at most "
+             "this many bytes, each its own request, so a small high-priority "
+             "array (the first layers) goes between the parts of a big one; "
+             "0: parts of max_message_bytes (4 MiB). Every worker of a job "
+             "must pass the same.");
+DEFINE_int64(send_credit_bytes, 0,
+             "dist_*: at most this many bytes of pushes per server not yet "
+             "received there; the rest waits in priority order (first layers "
+             "first) in the worker. 0: off (everything goes to the transport "
+             "at once).");
 DEFINE_bool(dry_run, false,
             "Check the flags and build the network, then exit.");
 DEFINE_int32(seed, 1, "Random seed.");
@@ -343,6 +354,8 @@ int main(int argc, char** argv) {
   o.overlap = FLAGS_overlap;
   o.fusion_bytes = FLAGS_fusion_bytes;
   o.kvstore_mode = FLAGS_kvstore_mode;
+  o.kv.slice_bytes = FLAGS_slice_bytes;
+  o.kv.send_credit_bytes = FLAGS_send_credit_bytes;
   o.kv.compression = OrExit(pstrain::compression::Parse(
       FLAGS_gradient_compression, FLAGS_gc_min_bytes));
   if (o.kv.compression.type() != pstrain::proto::RAW_FLOAT32 &&

@@ -233,6 +233,13 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast<int64_t>("num_examples", o.num_examples, 0));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("disp_batches", o.disp_batches, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("fusion_bytes", o.fusion_bytes, int64_t{0}));
+  if (o.kv.slice_bytes != 0 &&
+      (o.kv.slice_bytes < 4096 || o.kv.slice_bytes > (int64_t{1} << 30))) {
+    return BadFlag("slice_bytes", o.kv.slice_bytes,
+                   "must be 0 (off) or in [4096, 1073741824]");
+  }
+  PSTRAIN_RETURN_IF_ERROR(
+      AtLeast("send_credit_bytes", o.kv.send_credit_bytes, int64_t{0}));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("save_period", o.save_period, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("load_epoch", o.load_epoch, 0));
   if (o.load_epoch > 0 && o.model_prefix.empty()) {
