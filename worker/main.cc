@@ -203,6 +203,13 @@ DEFINE_int64(slice_bytes, 4 << 20,
              "array (the first layers) goes between the parts of a big one; "
              "0: parts of max_message_bytes (4 MiB). Every worker of a job "
              "must pass the same.");
+DEFINE_int64(bigarray_bound, 1000000,
+             "dist_*: arrays of more than this many elements are split evenly "
+             "over all servers, smaller ones go whole to the least loaded "
+             "server (MXNet's MXNET_KVSTORE_BIGARRAY_BOUND, same default). "
+             "Lower it when a few big arrays would load one server's link "
+             "more than the others'. Every worker of a job must pass the "
+             "same.");
 DEFINE_int64(send_credit_bytes, 0,
              "dist_*: at most this many bytes of pushes per server not yet "
              "received there; the rest waits in priority order (first layers "
@@ -356,6 +363,7 @@ int main(int argc, char** argv) {
   o.kvstore_mode = FLAGS_kvstore_mode;
   o.kv.slice_bytes = FLAGS_slice_bytes;
   o.kv.send_credit_bytes = FLAGS_send_credit_bytes;
+  o.kv.bigarray_bound = FLAGS_bigarray_bound;
   o.kv.compression = OrExit(pstrain::compression::Parse(
       FLAGS_gradient_compression, FLAGS_gc_min_bytes));
   if (o.kv.compression.type() != pstrain::proto::RAW_FLOAT32 &&

@@ -240,6 +240,8 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   }
   PSTRAIN_RETURN_IF_ERROR(
       AtLeast("send_credit_bytes", o.kv.send_credit_bytes, int64_t{0}));
+  PSTRAIN_RETURN_IF_ERROR(
+      AtLeast("bigarray_bound", o.kv.bigarray_bound, int64_t{1}));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("save_period", o.save_period, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("load_epoch", o.load_epoch, 0));
   if (o.load_epoch > 0 && o.model_prefix.empty()) {

@@ -112,6 +112,8 @@ TEST(OptionsTest, ErrorsNameTheFlag) {
        "--slice_bytes 100: must be 0 (off) or in [4096, 1073741824]"},
       {[](TrainerOptions* o, auto*) { o->kv.send_credit_bytes = -1; },
        "--send_credit_bytes -1: must be >= 0"},
+      {[](TrainerOptions* o, auto*) { o->kv.bigarray_bound = 0; },
+       "--bigarray_bound 0: must be >= 1"},
       {[](TrainerOptions* o, auto*) { o->max_corrupt_fraction = 1.5; },
        "--max_corrupt_fraction 1.5: must be in [0, 1]"},
       {[](TrainerOptions* o, auto*) { o->max_corrupt_fraction = -0.1; },
