@@ -25,20 +25,8 @@ namespace {
 using ::testing::HasSubstr;
 using testing_util::LinesWith;
 
-class RecoveryClusterTest : public ::testing::Test {
+class RecoveryClusterTest : public testing_util::FashionMnistJobTest {
  protected:
-  void SetUp() override {
-    if (!testing_util::HaveFashionMnist()) {
-      GTEST_SKIP()
-          << "Debian's dataset-fashion-mnist is not installed; skipped";
-    }
-    // A folder per test: their checkpoints must not meet.
-    tmp_ = absl::StrCat(
-        testing_util::TestTmp(), "/",
-        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    ASSERT_TRUE(checkpoint::MakeDirs(tmp_).ok());
-  }
-
   // Runs a 2 x 2 job of `flags` with checkpoints under tmp_/NAME/ck and
   // the model under tmp_/NAME/m; returns its output, *ok as launch's exit
   // 0.
@@ -106,8 +94,6 @@ class RecoveryClusterTest : public ::testing::Test {
     auto latest = checkpoint::FindLatestCheckpoint(tmp_ + "/killed/ck");
     EXPECT_TRUE(latest.ok()) << latest.status();
   }
-
-  std::string tmp_;
 };
 
 TEST_F(RecoveryClusterTest, LeNetWorkerKilledRestartsBitForBit) {

@@ -26,19 +26,8 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using testing_util::LinesWith;
 
-class ReplaceClusterTest : public ::testing::Test {
+class ReplaceClusterTest : public testing_util::FashionMnistJobTest {
  protected:
-  void SetUp() override {
-    if (!testing_util::HaveFashionMnist()) {
-      GTEST_SKIP()
-          << "Debian's dataset-fashion-mnist is not installed; skipped";
-    }
-    tmp_ = absl::StrCat(
-        testing_util::TestTmp(), "/",
-        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    ASSERT_TRUE(checkpoint::MakeDirs(tmp_).ok());
-  }
-
   // LeNet, dist_sync, 1920 images / (3 x 32) = 20 steps an epoch.
   std::vector<std::string> Flags(int epochs) const {
     return {"--kv_store=dist_sync",
@@ -52,8 +41,6 @@ class ReplaceClusterTest : public ::testing::Test {
             "--data_nthreads=1",
             "--seed=7"};
   }
-
-  std::string tmp_;
 };
 
 // The last "Validation-accuracy=" value of worker 0 in `out`, or -1.

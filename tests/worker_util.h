@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/manifest.h"
 #include "checkpoint/ndarray_list.h"
 #include "gtest/gtest.h"
 #include "recordio/recordio.h"
@@ -51,6 +52,25 @@ inline bool HaveFashionMnist() {
   return static_cast<bool>(
       std::ifstream(absl::StrCat(kFashionDir, "train-images-idx3-ubyte.gz")));
 }
+
+// A fixture for jobs on Fashion-MNIST: skips, saying so, without Debian's
+// dataset-fashion-mnist, and gives every test a folder of its own, tmp_
+// (its checkpoints and data must not meet another test's).
+class FashionMnistJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveFashionMnist()) {
+      GTEST_SKIP()
+          << "Debian's dataset-fashion-mnist is not installed; skipped";
+    }
+    tmp_ = absl::StrCat(
+        TestTmp(), "/",
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    ASSERT_TRUE(checkpoint::MakeDirs(tmp_).ok());
+  }
+
+  std::string tmp_;
+};
 
 // Packs the first `limit` images of Fashion-MNIST's `set` ("train" or
 // "t10k") into `prefix`.rec and `prefix`.idx with tools/mnist2rec; returns
