@@ -142,7 +142,10 @@ char* Frame::mutable_data() {
 bool Frame::ReleaseTo(zmq_msg_t* msg, ReleaseListener* listener) {
   bool told = false;
   if (has_zmq_) {
-    zmq_msg_move(msg, &zmq_);
+    // zmq_msg_move releases the destination's old content: it must be a
+    // message, and the caller's need not be initialised.
+    CHECK_EQ(zmq_msg_init(msg), 0);
+    CHECK_EQ(zmq_msg_move(msg, &zmq_), 0);
     zmq_msg_close(&zmq_);
     has_zmq_ = false;
   } else if (size_ == 0) {

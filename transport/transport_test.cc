@@ -20,6 +20,25 @@ namespace pstrain {
 namespace transport {
 namespace {
 
+// A received frame passed on (e.g. forwarded) moves its ZeroMQ message into
+// the caller's zmq_msg_t, which need not be initialised (zmq_msg_move
+// releases the destination's old content first).
+TEST(FrameTest, ReceivedFrameReleasesIntoAnUninitialisedMessage) {
+  zmq_msg_t in;
+  ASSERT_EQ(zmq_msg_init_size(&in, 64), 0);
+  for (int i = 0; i < 64; ++i) static_cast<char*>(zmq_msg_data(&in))[i] = i;
+  Frame frame = Frame::FromZmq(&in);
+  ASSERT_EQ(frame.size(), 64u);
+  zmq_msg_t out;
+  std::memset(&out, 0xab, sizeof(out));  // What the stack may hold.
+  EXPECT_FALSE(frame.ReleaseTo(&out));
+  ASSERT_EQ(zmq_msg_size(&out), 64u);
+  for (int i = 0; i < 64; ++i)
+    EXPECT_EQ(static_cast<const char*>(zmq_msg_data(&out))[i], i);
+  EXPECT_EQ(frame.size(), 0u);
+  zmq_msg_close(&out);
+}
+
 using ::testing::HasSubstr;
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(10); }
