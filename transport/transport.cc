@@ -559,17 +559,8 @@ void Transport::PumpSends() {
         if (!p->queue.empty() || p->link_backlog) link_peers.push_back(p.get());
         continue;
       }
-      while (!p->queue.empty()) {
-        const std::unique_ptr<Outgoing>& top = p->queue.top();
-        if (p->window_bytes > 0 &&
-            p->window_bytes + top->bytes > options_.send_window_bytes) {
-          break;  // Released() pumps again when the window opens.
-        }
-        p->window_bytes += top->bytes;
-        // priority_queue::top is const; the element is moved out right away.
-        ready.emplace_back(
-            p.get(), std::move(const_cast<std::unique_ptr<Outgoing>&>(top)));
-        p->queue.pop();
+      while (std::unique_ptr<Outgoing> out = PopWithinWindow(p.get())) {
+        ready.emplace_back(p.get(), std::move(out));
       }
     }
   }
@@ -1067,6 +1058,21 @@ void Transport::FinishConnect(Peer* peer, bool timed_out) {
   PumpLink(peer);
 }
 
+std::unique_ptr<Transport::Outgoing> Transport::PopWithinWindow(Peer* p) {
+  if (p->queue.empty()) return nullptr;
+  const std::unique_ptr<Outgoing>& top = p->queue.top();
+  if (p->window_bytes > 0 &&
+      p->window_bytes + top->bytes > options_.send_window_bytes) {
+    return nullptr;  // Released() pumps again when the window opens.
+  }
+  p->window_bytes += top->bytes;
+  // priority_queue::top is const; the element is moved out right away.
+  std::unique_ptr<Outgoing> out =
+      std::move(const_cast<std::unique_ptr<Outgoing>&>(top));
+  p->queue.pop();
+  return out;
+}
+
 void Transport::PumpLink(Peer* peer) {
   MutexLock link(&peer->link_mu);
   if (peer->link == nullptr) return;
@@ -1074,15 +1080,8 @@ void Transport::PumpLink(Peer* peer) {
   {
     MutexLock lock(&mu_);
     if (peer->link_state != Peer::LinkState::kUp) return;
-    while (!peer->queue.empty()) {
-      const std::unique_ptr<Outgoing>& top = peer->queue.top();
-      if (peer->window_bytes > 0 &&
-          peer->window_bytes + top->bytes > options_.send_window_bytes) {
-        break;  // Released() pumps again when the window opens.
-      }
-      peer->window_bytes += top->bytes;
-      ready.push_back(std::move(const_cast<std::unique_ptr<Outgoing>&>(top)));
-      peer->queue.pop();
+    while (std::unique_ptr<Outgoing> out = PopWithinWindow(peer)) {
+      ready.push_back(std::move(out));
     }
   }
   for (auto& out : ready) {

@@ -362,6 +362,10 @@ class Transport {
   void FinishConnect(Peer* peer, bool timed_out) ABSL_LOCKS_EXCLUDED(mu_);
   // Any thread: hands `peer`'s queued messages to its link and writes
   // what the socket takes.
+  // The highest-priority message queued for `p` if the send window has
+  // room for it (taking that room), else null.
+  std::unique_ptr<Outgoing> PopWithinWindow(Peer* p)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpLink(Peer* peer) ABSL_LOCKS_EXCLUDED(mu_);
   void AcceptLinks();
   // Reads link `in`; false when it is to be closed.
