@@ -24,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -373,10 +374,16 @@ TEST_F(MultiHostTest, KvBenchAcrossHostsReportsAgainstRawTcp) {
   ASSERT_EQ(rc, 0) << out;
   EXPECT_THAT(out, HasSubstr(absl::StrCat("raw TCP ", bed_->hosts()[2], " -> ",
                                           bed_->hosts()[0])));
+  EXPECT_THAT(out, HasSubstr("1 MiB round trips (1 MiB out, 1 byte back)"));
+  // 1 MiB values against 1 MiB round trips (a request and its answer, as a
+  // push or pull), the rest against the stream.
   for (const char* mode : {"push", "pull"}) {
     for (const char* size : {" 4096 B", " 1048576 B"}) {
+      const char* reference = absl::string_view(size) == " 1048576 B"
+                                  ? "x raw 1 MiB round trip)"
+                                  : "x raw TCP)";
       bool found = false;
-      for (const auto& line : LinesWith(out, "x raw TCP")) {
+      for (const auto& line : LinesWith(out, reference)) {
         found |= absl::StartsWith(line, mode) &&
                  absl::StrContains(line, size) &&
                  absl::StrContains(line, "2w x 2s on 3 hosts");

@@ -206,8 +206,26 @@ double RawTcpGbps() {
   return sent / 1e9 / absl::ToDoubleSeconds(absl::Now() - t);
 }
 
-// Raw TCP over loopback measured in this run (local mode; 0: not).
-double g_raw_gbps = 0, g_raw_rtt_us = 0;
+// Raw TCP measured in this run (0: not): the 2 GiB stream's GB/s, the
+// 4 KB round trip's p50, and the GB/s of 1 MiB round trips (1 MiB out, 1
+// byte back).
+struct RawTcp {
+  double gbps = 0;
+  double rtt4k_us = 0;
+  double rt1m_gbps = 0;
+  // The reference for `bytes`: the 1 MiB round trips for 1 MiB values
+  // (one request and its answer, as a push or pull), else the stream.
+  double ReferenceGbps(int64_t bytes) const {
+    return bytes == static_cast<int64_t>(1 << 20) && rt1m_gbps > 0 ? rt1m_gbps
+                                                                   : gbps;
+  }
+  const char* ReferenceName(int64_t bytes) const {
+    return bytes == static_cast<int64_t>(1 << 20) && rt1m_gbps > 0
+               ? "raw 1 MiB round trip"
+               : "raw TCP";
+  }
+};
+RawTcp g_raw;  // Local mode.
 
 void Report(int workers, int servers, int64_t bytes, const std::string& mode,
             const std::vector<Result>& results) {
@@ -230,11 +248,13 @@ void Report(int workers, int servers, int64_t bytes, const std::string& mode,
     std::cout << line.dump() << std::endl;
   } else {
     std::string ratio;
-    if (g_raw_gbps > 0) {
-      ratio = bytes <= 4096 && g_raw_rtt_us > 0
+    if (g_raw.gbps > 0) {
+      ratio = bytes <= 4096 && g_raw.rtt4k_us > 0
                   ? absl::StrFormat("  (p50 %.2f x raw 4 KB round trip)",
-                                    p50 / g_raw_rtt_us)
-                  : absl::StrFormat("  (%.2f x raw TCP)", gbps / g_raw_gbps);
+                                    p50 / g_raw.rtt4k_us)
+                  : absl::StrFormat("  (%.2f x %s)",
+                                    gbps / g_raw.ReferenceGbps(bytes),
+                                    g_raw.ReferenceName(bytes));
     }
     std::cout << absl::StrFormat(
                      "%-9s %12d B  %dw x %ds  %8.3f GB/s per worker  p50 %9.1f "
@@ -252,6 +272,12 @@ constexpr size_t kRawTotal = size_t{2} << 30;
 constexpr size_t kRawChunk = 1 << 20;
 constexpr int kRawRoundTrips = 2000;
 constexpr size_t kRawSmall = 4096;
+// The 1 MiB reference: 1 MiB out and 1 byte back per round (the issue's
+// "push-plus-1-byte-ack loop"), the fair reference for a 1 MiB push or pull,
+// which is one request and its answer too; the 2 GiB stream never waits for
+// an answer.
+constexpr size_t kRawMedium = 1 << 20;
+constexpr int kRawMediumRoundTrips = 400;
 
 // Reads exactly n bytes with a deadline; false on EOF, error or timeout.
 bool ReadFull(int fd, char* buf, size_t n, absl::Time deadline) {
@@ -277,10 +303,42 @@ bool WriteFull(int fd, const char* buf, size_t n) {
   return true;
 }
 
-// Raw TCP over loopback in this process: the p50 of kRawRoundTrips round
-// trips of kRawSmall bytes out and 1 byte back (after 100 to warm up), in
-// microseconds; 0 when a socket call failed.
-double RawTcpRoundTripUs() {
+// Answers round trips on `c` until EOF, error or `deadline`: reads
+// `bytes`, writes 1 byte back.
+void ServeRoundTrips(int c, size_t bytes, absl::Time deadline) {
+  std::vector<char> buf(bytes);
+  while (ReadFull(c, buf.data(), bytes, deadline)) {
+    if (!WriteFull(c, "k", 1)) break;
+  }
+}
+
+// Round trips of `bytes` out and 1 byte back on the connected socket `s`:
+// `warmup` untimed, then `iters` timed. Fills *rtt_us (one per timed round)
+// and returns the timed rounds' bytes over their total time in GB/s; 0 when
+// a round failed.
+double TimeRoundTrips(int s, size_t bytes, int warmup, int iters,
+                      absl::Time deadline, std::vector<double>* rtt_us) {
+  std::vector<char> buf(bytes, 1);
+  char ack = 0;
+  absl::Time timed_start;
+  for (int i = 0; i < warmup + iters; ++i) {
+    const absl::Time t0 = absl::Now();
+    if (i == warmup) timed_start = t0;
+    if (!WriteFull(s, buf.data(), bytes) || !ReadFull(s, &ack, 1, deadline)) {
+      return 0;
+    }
+    if (i >= warmup)
+      rtt_us->push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+  }
+  return static_cast<double>(bytes) * iters / 1e9 /
+         absl::ToDoubleSeconds(absl::Now() - timed_start);
+}
+
+// Raw TCP over loopback in this process: round trips of `bytes` out and 1
+// byte back (`warmup` untimed, then `iters`). Returns {p50 in microseconds,
+// GB/s of the timed rounds}; {0, 0} when a socket call failed.
+std::pair<double, double> RawTcpRoundTrips(size_t bytes, int warmup,
+                                           int iters) {
   int ls = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -290,42 +348,31 @@ double RawTcpRoundTripUs() {
       listen(ls, 1) != 0 ||
       getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
     close(ls);
-    return 0;
+    return {0, 0};
   }
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  std::thread echo([ls, deadline] {
+  std::thread echo([ls, bytes, deadline] {
     pollfd p{ls, POLLIN, 0};
     if (poll(&p, 1, 60000) != 1) return;
     int c = accept(ls, nullptr, nullptr);
     if (c < 0) return;
     int one = 1;
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    std::vector<char> buf(kRawSmall);
-    while (ReadFull(c, buf.data(), kRawSmall, deadline)) {
-      if (!WriteFull(c, "k", 1)) break;
-    }
+    ServeRoundTrips(c, bytes, deadline);
     close(c);
   });
   int s = socket(AF_INET, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   std::vector<double> rtt;
-  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
-    std::vector<char> buf(kRawSmall, 1);
-    char ack = 0;
-    for (int i = 0; i < kRawRoundTrips + 100; ++i) {
-      const absl::Time t0 = absl::Now();
-      if (!WriteFull(s, buf.data(), kRawSmall) ||
-          !ReadFull(s, &ack, 1, deadline)) {
-        break;
-      }
-      if (i >= 100) rtt.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
-    }
-  }
+  double gbps = 0;
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0)
+    gbps = TimeRoundTrips(s, bytes, warmup, iters, deadline, &rtt);
   close(s);
   echo.join();
   close(ls);
-  return rtt.size() == kRawRoundTrips ? Percentile(rtt, 0.5) : 0;
+  if (gbps <= 0) return {0, 0};
+  return {Percentile(rtt, 0.5), gbps};
 }
 
 int RawTcpServe(const std::string& host) {
@@ -347,7 +394,7 @@ int RawTcpServe(const std::string& host) {
   std::cout << "raw-tcp-port " << ntohs(a.sin_port) << std::endl;
   const absl::Time deadline = absl::Now() + absl::Seconds(120);
   std::vector<char> buf(kRawChunk);
-  for (int conn = 0; conn < 2; ++conn) {
+  for (int conn = 0; conn < 3; ++conn) {
     pollfd p{ls, POLLIN, 0};
     if (poll(&p, 1,
              static_cast<int>(
@@ -371,9 +418,16 @@ int RawTcpServe(const std::string& host) {
       }
       WriteFull(c, "k", 1);
     } else {
-      while (ReadFull(c, buf.data(), kRawSmall, deadline)) {
-        if (!WriteFull(c, "k", 1)) break;
+      // 'L': round trips of a size given as 4 bytes (host order: the same
+      // binary on both ends), at most kRawChunk.
+      uint32_t bytes = 0;
+      if (!ReadFull(c, reinterpret_cast<char*>(&bytes), sizeof(bytes),
+                    deadline) ||
+          bytes == 0 || bytes > kRawChunk) {
+        close(c);
+        return 1;
       }
+      ServeRoundTrips(c, bytes, deadline);
     }
     close(c);
   }
@@ -430,24 +484,27 @@ int RawTcpConnect() {
     std::cerr << "kv_bench: raw TCP throughput to " << target << " failed\n";
     return 1;
   }
-  s = open();
-  if (s < 0) return 1;
-  std::vector<double> rtt;
-  ok = WriteFull(s, "L", 1);
-  for (int i = 0; ok && i < kRawRoundTrips + 100; ++i) {
-    const absl::Time t0 = absl::Now();
-    ok = WriteFull(s, buf.data(), kRawSmall) && ReadFull(s, &ack, 1, deadline);
-    if (i >= 100)
-      rtt.push_back(
-          absl::ToDoubleMicroseconds(absl::Now() - t0));  // After warm-up.
-  }
-  close(s);
-  if (!ok) {
+  // Round trips of `bytes`: {p50 us, GB/s}, {0, 0} on failure.
+  auto round_trips = [&](uint32_t bytes, int warmup, int iters) {
+    const int c = open();
+    std::vector<double> rtt;
+    double rate = 0;
+    if (c >= 0 && WriteFull(c, "L", 1) &&
+        WriteFull(c, reinterpret_cast<const char*>(&bytes), sizeof(bytes))) {
+      rate = TimeRoundTrips(c, bytes, warmup, iters, deadline, &rtt);
+    }
+    if (c >= 0) close(c);
+    return rate > 0 ? std::make_pair(Percentile(rtt, 0.5), rate)
+                    : std::make_pair(0.0, 0.0);
+  };
+  const auto small = round_trips(kRawSmall, 100, kRawRoundTrips);
+  const auto medium = round_trips(kRawMedium, 20, kRawMediumRoundTrips);
+  if (small.second <= 0 || medium.second <= 0) {
     std::cerr << "kv_bench: raw TCP round trips to " << target << " failed\n";
     return 1;
   }
-  std::cout << absl::StrFormat("raw-tcp %.4f %.2f\n", gbps,
-                               Percentile(rtt, 0.5))
+  std::cout << absl::StrFormat("raw-tcp %.4f %.2f %.4f\n", gbps, small.first,
+                               medium.second)
             << std::flush;
   return 0;
 }
@@ -498,11 +555,10 @@ std::vector<std::string> SshArgv(const pstrain::launcher::Host& host) {
   return argv;
 }
 
-// Raw TCP from `from` to `to` (two hosts of the hosts file) through ssh:
-// GB/s and the 4 KB round trip's p50 in microseconds.
-absl::StatusOr<std::pair<double, double>> RawTcpBetween(
-    const pstrain::launcher::Host& from, const pstrain::launcher::Host& to,
-    const std::string& self) {
+// Raw TCP from `from` to `to` (two hosts of the hosts file) through ssh.
+absl::StatusOr<RawTcp> RawTcpBetween(const pstrain::launcher::Host& from,
+                                     const pstrain::launcher::Host& to,
+                                     const std::string& self) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) env.push_back(*e);
   std::vector<std::string> serve = SshArgv(to);
@@ -535,7 +591,7 @@ absl::StatusOr<std::pair<double, double>> RawTcpBetween(
   std::string cout_text;
   const int rc = RunTool(connect, absl::Seconds(180), &cout_text, false);
   server->SignalGroup(SIGKILL);
-  double gbps = 0, p50 = 0;
+  RawTcp raw;
   const size_t at = cout_text.find("raw-tcp ");
   if (rc != 0 || at == std::string::npos) {
     return absl::UnavailableError(absl::StrCat(
@@ -544,12 +600,13 @@ absl::StatusOr<std::pair<double, double>> RawTcpBetween(
   std::vector<std::string> words =
       absl::StrSplit(cout_text.substr(at, cout_text.find('\n', at) - at), ' ',
                      absl::SkipEmpty());
-  if (words.size() != 3 || !absl::SimpleAtod(words[1], &gbps) ||
-      !absl::SimpleAtod(words[2], &p50)) {
+  if (words.size() != 4 || !absl::SimpleAtod(words[1], &raw.gbps) ||
+      !absl::SimpleAtod(words[2], &raw.rtt4k_us) ||
+      !absl::SimpleAtod(words[3], &raw.rt1m_gbps)) {
     return absl::InternalError(
         absl::StrCat("unexpected raw TCP output: ", cout_text));
   }
-  return std::make_pair(gbps, p50);
+  return raw;
 }
 
 // --hostfile: servers and workers as processes on the hosts (through
@@ -580,22 +637,25 @@ int RunOnHosts(const ClusterOptions& cluster) {
       break;
     }
   }
-  double raw_gbps = 0, raw_p50 = 0;
+  RawTcp raw;
   if (FLAGS_raw_tcp) {
     std::cerr << "kv_bench: raw TCP from " << worker_host.name << " to "
               << server_host.name << " (2 GiB, then " << kRawRoundTrips
-              << " round trips of 4 KB)\n";
-    auto raw = RawTcpBetween(worker_host, server_host, self);
-    if (!raw.ok()) {
-      std::cerr << "kv_bench: " << raw.status().message() << "\n";
+              << " round trips of 4 KB and " << kRawMediumRoundTrips
+              << " of 1 MiB)\n";
+    auto measured = RawTcpBetween(worker_host, server_host, self);
+    if (!measured.ok()) {
+      std::cerr << "kv_bench: " << measured.status().message() << "\n";
       return 1;
     }
-    std::tie(raw_gbps, raw_p50) = *raw;
+    raw = *measured;
     if (!FLAGS_json) {
       std::cout << absl::StrFormat(
           "raw TCP %s -> %s (2 GiB in 1 MiB writes): %.2f GB/s; 4 KB round "
-          "trip p50 %.1f us\n",
-          worker_host.name, server_host.name, raw_gbps, raw_p50);
+          "trip p50 %.1f us; 1 MiB round trips (1 MiB out, 1 byte back) "
+          "%.2f GB/s\n",
+          worker_host.name, server_host.name, raw.gbps, raw.rtt4k_us,
+          raw.rt1m_gbps);
     }
   }
   // Every node gets this run's timing flags (servers and workers also its
@@ -685,8 +745,9 @@ int RunOnHosts(const ClusterOptions& cluster) {
         std::accumulate(a.gbps.begin(), a.gbps.end(), 0.0) / a.gbps.size();
     const double p50 = Percentile(a.p50, 0.5);
     const double p99 = *std::max_element(a.p99.begin(), a.p99.end());
-    const double gbps_ratio = raw_gbps > 0 ? gbps / raw_gbps : 0;
-    const double p50_ratio = raw_p50 > 0 ? p50 / raw_p50 : 0;
+    const double gbps_ratio =
+        raw.gbps > 0 ? gbps / raw.ReferenceGbps(key.first) : 0;
+    const double p50_ratio = raw.rtt4k_us > 0 ? p50 / raw.rtt4k_us : 0;
     if (FLAGS_json) {
       const Json line = {{"hosts", n},
                          {"workers", FLAGS_workers},
@@ -697,16 +758,17 @@ int RunOnHosts(const ClusterOptions& cluster) {
                          {"gbps", Round(gbps, 3)},
                          {"p50_us", Round(p50, 1)},
                          {"p99_us", Round(p99, 1)},
-                         {"raw_tcp_gbps", Round(raw_gbps, 3)},
-                         {"raw_tcp_rtt4k_p50_us", Round(raw_p50, 1)}};
+                         {"raw_tcp_gbps", Round(raw.gbps, 3)},
+                         {"raw_tcp_rtt4k_p50_us", Round(raw.rtt4k_us, 1)},
+                         {"raw_tcp_rt1m_gbps", Round(raw.rt1m_gbps, 3)}};
       std::cout << line.dump() << std::endl;
     } else {
       std::cout << absl::StrFormat(
           "%-9s %12d B  %dw x %ds on %d hosts  %8.3f GB/s per worker (%.2f x "
-          "raw TCP)  p50 %9.1f us%s"
+          "%s)  p50 %9.1f us%s"
           "  p99 %9.1f us\n",
           key.second, key.first, FLAGS_workers, FLAGS_servers, n, gbps,
-          gbps_ratio, p50,
+          gbps_ratio, raw.ReferenceName(key.first), p50,
           key.first <= static_cast<int64_t>(kRawSmall)
               ? absl::StrFormat(" (%.2f x raw 4 KB round trip)", p50_ratio)
               : std::string(),
@@ -965,12 +1027,15 @@ int main(int argc, char** argv) {
   }
 
   if (FLAGS_raw_tcp) {
-    g_raw_gbps = RawTcpGbps();
-    g_raw_rtt_us = RawTcpRoundTripUs();
+    g_raw.gbps = RawTcpGbps();
+    g_raw.rtt4k_us = RawTcpRoundTrips(kRawSmall, 100, kRawRoundTrips).first;
+    g_raw.rt1m_gbps =
+        RawTcpRoundTrips(kRawMedium, 20, kRawMediumRoundTrips).second;
     std::cout << absl::StrFormat(
         "raw TCP over loopback (2 GiB in 1 MiB writes): %.2f GB/s; 4 KB round "
-        "trip (4 KB out, 1 byte back) p50 %.1f us\n",
-        g_raw_gbps, g_raw_rtt_us);
+        "trip (4 KB out, 1 byte back) p50 %.1f us; 1 MiB round trips %.2f "
+        "GB/s\n",
+        g_raw.gbps, g_raw.rtt4k_us, g_raw.rt1m_gbps);
   }
   // Start the cluster: scheduler and servers as processes.
   const std::string token =
