@@ -70,6 +70,9 @@ class Scheduler {
     t.bind_port = port;
     t.token = o_.token;
     t.max_frame_bytes = kMaxFrameBytes;
+    // The scheduler exchanges control messages only: no TCP data link (its
+    // listener would never be used).
+    t.data_link = false;
     // Every node connects once; room for as many reconnecting.
     t.max_incoming_connections = 2 * (o_.num_servers + o_.num_workers) + 16;
     if (!o_.insecure_plaintext) {
