@@ -63,6 +63,9 @@ struct ClusterSpec {
   int64_t shm_bytes = cluster::kDefaultShmBytes;
   // ClusterOptions::insecure_plaintext (default: CURVE).
   bool insecure_plaintext = false;
+  // ClusterOptions::tcp_data_link (the TCP data links; encrypted under
+  // CURVE).
+  bool tcp_data_link = true;
   // ClusterOptions::curve_keys_dir (empty: keys from the token).
   std::string curve_keys_dir;
   // More flags for the scheduler alone (e.g. --status_port=0).
@@ -84,15 +87,17 @@ class Cluster {
   ~Cluster() = default;  // Subprocess destructors kill what is left.
 
   std::vector<std::string> CommonFlags() const {
-    return {absl::StrCat("--num_workers=", spec_.workers),
-            absl::StrCat("--num_servers=", spec_.servers),
-            "--token_file=" + token_file_,
-            absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
-            absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
-            absl::StrCat("--start_timeout_s=", spec_.start_timeout_s),
-            spec_.insecure_plaintext ? "--insecure_plaintext=true"
-                                     : "--insecure_plaintext=false",
-            "--curve_keys_dir=" + spec_.curve_keys_dir};
+    return {
+        absl::StrCat("--num_workers=", spec_.workers),
+        absl::StrCat("--num_servers=", spec_.servers),
+        "--token_file=" + token_file_,
+        absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
+        absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
+        absl::StrCat("--start_timeout_s=", spec_.start_timeout_s),
+        spec_.insecure_plaintext ? "--insecure_plaintext=true"
+                                 : "--insecure_plaintext=false",
+        "--curve_keys_dir=" + spec_.curve_keys_dir,
+        spec_.tcp_data_link ? "--tcp_data_link=true" : "--tcp_data_link=false"};
   }
 
   // Starts the scheduler and the servers; returns false (with a test
@@ -153,6 +158,7 @@ class Cluster {
     o.cluster.shm_bytes = spec_.shm_bytes;
     o.cluster.insecure_plaintext = spec_.insecure_plaintext;
     o.cluster.curve_keys_dir = spec_.curve_keys_dir;
+    o.cluster.tcp_data_link = spec_.tcp_data_link;
     if (spec_.max_message_bytes >= 0)
       o.max_message_bytes = spec_.max_message_bytes;
     if (spec_.slice_bytes >= 0) o.slice_bytes = spec_.slice_bytes;
