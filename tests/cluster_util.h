@@ -87,17 +87,15 @@ class Cluster {
   ~Cluster() = default;  // Subprocess destructors kill what is left.
 
   std::vector<std::string> CommonFlags() const {
-    return {
-        absl::StrCat("--num_workers=", spec_.workers),
-        absl::StrCat("--num_servers=", spec_.servers),
-        "--token_file=" + token_file_,
-        absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
-        absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
-        absl::StrCat("--start_timeout_s=", spec_.start_timeout_s),
-        spec_.insecure_plaintext ? "--insecure_plaintext=true"
-                                 : "--insecure_plaintext=false",
-        "--curve_keys_dir=" + spec_.curve_keys_dir,
-        spec_.tcp_data_link ? "--tcp_data_link=true" : "--tcp_data_link=false"};
+    return {absl::StrCat("--num_workers=", spec_.workers),
+            absl::StrCat("--num_servers=", spec_.servers),
+            "--token_file=" + token_file_,
+            absl::StrCat("--heartbeat_interval_s=", spec_.heartbeat_interval_s),
+            absl::StrCat("--heartbeat_timeout_s=", spec_.heartbeat_timeout_s),
+            absl::StrCat("--start_timeout_s=", spec_.start_timeout_s),
+            spec_.insecure_plaintext ? "--insecure_plaintext=true"
+                                     : "--insecure_plaintext=false",
+            "--curve_keys_dir=" + spec_.curve_keys_dir};
   }
 
   // Starts the scheduler and the servers; returns false (with a test
@@ -135,6 +133,8 @@ class Cluster {
                                         "--scheduler_address=" + address};
       for (auto& f : CommonFlags()) sargv.push_back(f);
       sargv.push_back(absl::StrCat("--shm_bytes=", spec_.shm_bytes));
+      sargv.push_back(spec_.tcp_data_link ? "--tcp_data_link=true"
+                                          : "--tcp_data_link=false");
       for (auto& f : spec_.server_flags) sargv.push_back(f);
       auto p = launcher::Subprocess::Start(sargv, Env());
       EXPECT_TRUE(p.ok()) << p.status();
