@@ -1,9 +1,10 @@
-// The TCP data link (issue #16): a TCP connection per peer beside ZeroMQ,
-// so that a message is written with one
-// sendmsg straight from its frames by the thread that sends it, and read by
-// the receiver's I/O thread straight into its destination (a pull reply
-// into the buffer the caller registered, Transport::ExpectReply), without
-// ZeroMQ's own I/O threads and receive buffers in between.
+// The TCP data link (issue #16): a TCP connection per peer beside ZeroMQ
+// (encrypted under CURVE, below), so that a message is written by the
+// thread that sends it (plaintext: one sendmsg straight from its frames)
+// and read by the receiver's I/O thread straight into its destination (a
+// pull reply into the buffer the caller registered, Transport::
+// ExpectReply), without ZeroMQ's own I/O threads and receive buffers in
+// between.
 //
 // Setup. A transport with links listens on an ephemeral TCP port of its
 // bind host. Every data message it sends through ZeroMQ carries that port
