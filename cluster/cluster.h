@@ -69,8 +69,9 @@ struct ClusterOptions {
   // Shared-memory arena for big frames to nodes on this host
   // (TransportOptions::shm_bytes); 0: everything over TCP.
   int64_t shm_bytes = kDefaultShmBytes;
-  // Plaintext wire only: a TCP data link beside ZeroMQ to each server and
-  // worker (TransportOptions::data_link, transport/data_link.h).
+  // A TCP data link beside ZeroMQ to each server and worker
+  // (TransportOptions::data_link, transport/data_link.h), encrypted under
+  // CURVE (transport/link_crypto.h).
   bool tcp_data_link = true;
   // Largest frame this node accepts (TransportOptions::max_frame_bytes):
   // at least the largest data message of the job

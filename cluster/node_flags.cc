@@ -18,11 +18,12 @@ DEFINE_int64(shm_bytes, pstrain::cluster::kDefaultShmBytes,
              "host (one copy instead of two kernel copies); 0: everything "
              "over TCP. Either side's 0 turns it off for the pair.");
 DEFINE_bool(tcp_data_link, true,
-            "On the plaintext wire (--insecure_plaintext): send to each "
-            "server or worker through a plain TCP connection beside ZeroMQ, "
-            "written straight from the tensors and read straight into their "
-            "destination (README, The TCP path). Either side's false keeps "
-            "the pair on ZeroMQ. No effect with CURVE.");
+            "Send to each server or worker through a TCP connection beside "
+            "ZeroMQ, written straight from the tensors and read straight "
+            "into their destination (README, The TCP path). Under CURVE (the "
+            "default) the connection is authenticated with the job's CURVE "
+            "keys and encrypted (AES-256-GCM, or ChaCha20-Poly1305 without "
+            "AES-NI). Either side's false keeps the pair on ZeroMQ.");
 
 DEFINE_string(timeline, "",
               "Write this node's part of a timeline (a Chrome trace of "

@@ -63,6 +63,9 @@ struct ClusterSpec {
   int64_t shm_bytes = cluster::kDefaultShmBytes;
   // ClusterOptions::insecure_plaintext (default: CURVE).
   bool insecure_plaintext = false;
+  // ClusterOptions::tcp_data_link (the TCP data links; encrypted under
+  // CURVE).
+  bool tcp_data_link = true;
   // ClusterOptions::curve_keys_dir (empty: keys from the token).
   std::string curve_keys_dir;
   // More flags for the scheduler alone (e.g. --status_port=0).
@@ -130,6 +133,8 @@ class Cluster {
                                         "--scheduler_address=" + address};
       for (auto& f : CommonFlags()) sargv.push_back(f);
       sargv.push_back(absl::StrCat("--shm_bytes=", spec_.shm_bytes));
+      sargv.push_back(spec_.tcp_data_link ? "--tcp_data_link=true"
+                                          : "--tcp_data_link=false");
       for (auto& f : spec_.server_flags) sargv.push_back(f);
       auto p = launcher::Subprocess::Start(sargv, Env());
       EXPECT_TRUE(p.ok()) << p.status();
@@ -153,6 +158,7 @@ class Cluster {
     o.cluster.shm_bytes = spec_.shm_bytes;
     o.cluster.insecure_plaintext = spec_.insecure_plaintext;
     o.cluster.curve_keys_dir = spec_.curve_keys_dir;
+    o.cluster.tcp_data_link = spec_.tcp_data_link;
     if (spec_.max_message_bytes >= 0)
       o.max_message_bytes = spec_.max_message_bytes;
     if (spec_.slice_bytes >= 0) o.slice_bytes = spec_.slice_bytes;

@@ -33,13 +33,17 @@ float Value(int rank, int64_t i) {
   return base[rank % 4] * static_cast<float>(1 + i % 7);
 }
 
-// Over shared memory (the nodes share this host) or TCP only; with
-// `plaintext`, TCP goes through the data links (transport/data_link.h);
-// `slice_bytes` and `send_credit_bytes` (-1: the defaults).
+// Over shared memory (the nodes share this host) or TCP only; with `links`
+// (implied by `plaintext`) TCP goes through the data links
+// (transport/data_link.h; encrypted unless `plaintext`), else through
+// ZeroMQ only; `slice_bytes` and `send_credit_bytes` (-1: the defaults).
 void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, bool plaintext = false,
                                   int64_t slice_bytes = -1,
-                                  int64_t send_credit_bytes = -1) {
+                                  int64_t send_credit_bytes = -1,
+                                  bool links = false) {
+  links = links || plaintext;
   ClusterSpec spec;
+  spec.tcp_data_link = links;
   spec.workers = 3;
   spec.servers = 2;
   spec.shm_bytes = shm_bytes;
@@ -61,7 +65,7 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, bool plaintext = false,
     threads.emplace_back([&, r] {
       std::vector<absl::Span<const float>> spans(init.begin(), init.end());
       ASSERT_TRUE(kv[r]->Init(keys, spans, Deadline()).ok());
-      if (plaintext) {
+      if (links) {
         // A link comes up in the background after the first reply offers
         // it; small pulls until this worker's messages both ways went
         // through its links, so that the rounds below use them.
@@ -130,7 +134,7 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, bool plaintext = false,
     } else {
       EXPECT_EQ(st.shm_frames_sent + st.shm_frames_received, 0);
     }
-    if (plaintext) {
+    if (links) {
       // Pushes out and replies back went through the links.
       EXPECT_GT(st.link_messages_sent, 0) << c.AllOutput();
       EXPECT_GT(st.link_messages_received, 0);
@@ -138,6 +142,7 @@ void SyncSumsInRankOrderBitForBit(int64_t shm_bytes, bool plaintext = false,
       EXPECT_EQ(st.link_messages_sent + st.link_messages_received, 0);
     }
     EXPECT_EQ(st.link_errors, 0);
+    EXPECT_EQ(st.link_auth_failures, 0);
   }
   for (auto& k : kv) ASSERT_TRUE(k->Finish().ok());
   ASSERT_TRUE(c.scheduler.WaitExit(Deadline(20))) << c.AllOutput();
@@ -158,6 +163,13 @@ TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTcpOnly) {
 
 TEST(KVStoreClusterTest, SyncSumsInRankOrderBitForBitOverTheTcpDataLink) {
   SyncSumsInRankOrderBitForBit(0, /*plaintext=*/true);
+}
+
+// The default wire: CURVE, with the data links encrypted.
+TEST(KVStoreClusterTest,
+     SyncSumsInRankOrderBitForBitOverTheEncryptedTcpDataLink) {
+  SyncSumsInRankOrderBitForBit(0, /*plaintext=*/false, -1, -1,
+                               /*links=*/true);
 }
 
 // Small slices and a send credit of two of them (issue #16): the workers

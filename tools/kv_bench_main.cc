@@ -48,6 +48,7 @@
 #include "launcher/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "tools/codec_bench.h"
+#include "tools/link_crypto_bench.h"
 #include "util/file.h"
 #include "util/flags.h"
 
@@ -114,6 +115,10 @@ DEFINE_bool(codec_bench, false,
             "Only time the compression pack/unpack kernels in process "
             "against memcpy for each --value_bytes (no cluster), then exit.");
 DEFINE_int32(codec_runs, 7, "--codec_bench: runs per kernel (median).");
+DEFINE_bool(link_crypto_bench, false,
+            "Only time the encrypted data link's record ciphers (AES-256-GCM, "
+            "ChaCha20-Poly1305) on one thread against memcpy for each "
+            "--value_bytes as the record size (at most 1 MiB), then exit.");
 DEFINE_bool(raw_tcp_serve, false,
             "Internal (--hostfile): serve one raw TCP measurement on --host "
             "and print the port.");
@@ -959,7 +964,7 @@ int main(int argc, char** argv) {
        "kv_bench [--workers=N --servers=S] [--value_bytes=4096,1048576] "
        "[--mode=push,pull,pushpull]\n"
        "         [--gradient_compression=type=2bit,threshold=0.5] "
-       "[--codec_bench]\n"
+       "[--codec_bench] [--link_crypto_bench]\n"
        "         [--kv_store=dist_sync|dist_async] [--iters=N] [--json]\n"
        "         across hosts: --hostfile=FILE [--ssh_config=FILE] (workers "
        "and servers on the hosts)\n"
@@ -985,6 +990,13 @@ int main(int argc, char** argv) {
   if (FLAGS_kv_store != "dist_sync" && FLAGS_kv_store != "dist_async") {
     std::cerr << "kv_bench: --kv_store must be dist_sync or dist_async\n";
     return 2;
+  }
+  if (FLAGS_link_crypto_bench) {
+    std::vector<int64_t> sizes;
+    if (!ParseValueBytes(&sizes)) return 2;
+    pstrain::tools::RunLinkCryptoBench(sizes, std::max(1, FLAGS_codec_runs),
+                                       std::cout);
+    return 0;
   }
   if (FLAGS_codec_bench) {
     pstrain::tools::CodecBenchOptions c;

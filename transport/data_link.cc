@@ -41,6 +41,16 @@ uint64_t GetU64(const char* p) {
 
 // Bytes one ReplyDests::ReadInto takes at most (its lock is held meanwhile).
 constexpr size_t kMaxReadIntoBytes = size_t{1} << 20;
+static_assert(kMaxReadIntoBytes >= kLinkMaxRecordBytes,
+              "a whole record must fit one ReadInto to be opened in place");
+
+// Ciphertext an encrypted link's reader buffers (at least one record).
+constexpr size_t kRawBytes = 2 * (kLinkMaxRecordBytes + kLinkRecordOverhead);
+// Records an encrypted link's writer seals ahead of the socket.
+constexpr size_t kOutBytes = 4 * (kLinkRecordBytes + kLinkRecordOverhead);
+// Pieces (a head, a frame) of at least this many bytes are sealed from
+// their own memory in records of their own; smaller ones are gathered.
+constexpr size_t kSealDirectBytes = 16 << 10;
 
 }  // namespace
 
@@ -118,17 +128,89 @@ ssize_t ReplyDests::ReadInto(
 
 LinkReader::LinkReader(int fd, std::string token, int64_t max_frame_bytes,
                        ReplyDests* dests,
-                       std::function<bool(const std::string&)> check_identity)
+                       std::function<bool(const std::string&)> check_identity,
+                       const LinkKeys* keys)
     : fd_(fd),
       token_(std::move(token)),
       max_frame_bytes_(max_frame_bytes),
       dests_(dests),
       check_identity_(std::move(check_identity)),
-      ahead_(new char[kLinkReadAheadBytes]) {
+      ahead_(new char[kLinkReadAheadBytes]),
+      keys_(keys) {
   small_.resize(kLinkHelloFixedBytes);
+  if (keys_ != nullptr) {
+    stage_ = Stage::kHs1;
+    small_.resize(kLinkHs1Bytes);
+    hs_ = std::make_unique<LinkListenerHandshake>(keys_);
+  }
+}
+
+bool LinkReader::buffered() const {
+  if (keys_ == nullptr) return ahead_pos_ < ahead_end_;
+  if (plain_pos_ < plain_end_) return true;
+  if (raw_end_ - raw_pos_ < 4) return false;
+  const size_t n = GetU32(raw_.get() + raw_pos_);
+  return raw_end_ - raw_pos_ >= n + kLinkRecordOverhead;
+}
+
+ssize_t LinkReader::RecvRecords(char* dst, size_t n) {
+  if (plain_pos_ < plain_end_) {
+    const size_t take = std::min(n, plain_end_ - plain_pos_);
+    std::memcpy(dst, plain_.get() + plain_pos_, take);
+    plain_pos_ += take;
+    return static_cast<ssize_t>(take);
+  }
+  // A whole record in raw_.
+  size_t len = 0;
+  while (true) {
+    const size_t have = raw_end_ - raw_pos_;
+    if (have >= 4) {
+      len = GetU32(raw_.get() + raw_pos_);
+      if (len == 0 || len > kLinkMaxRecordBytes) {
+        record_error_ = absl::StrCat("a record claims ", len, " bytes; 1 to ",
+                                     kLinkMaxRecordBytes, " are accepted");
+        malformed_ = true;
+        errno = EBADMSG;
+        return -1;
+      }
+      if (have >= len + kLinkRecordOverhead) break;
+    }
+    if (raw_pos_ > 0 && kRawBytes - raw_end_ < kLinkMaxRecordBytes) {
+      std::memmove(raw_.get(), raw_.get() + raw_pos_, have);
+      raw_pos_ = 0;
+      raw_end_ = have;
+    }
+    const ssize_t got =
+        recv(fd_, raw_.get() + raw_end_, kRawBytes - raw_end_, MSG_DONTWAIT);
+    if (got <= 0) return got;
+    raw_end_ += static_cast<size_t>(got);
+  }
+  // Straight into `dst` when the whole record goes there.
+  char* out = n >= len ? dst : plain_.get();
+  if (!cipher_->Open(raw_.get() + raw_pos_, len, out)) {
+    record_error_ = absl::StrCat(
+        "record ", cipher_->records() + 1,
+        " failed authentication (its tag does not check: altered, replayed "
+        "or out of order)");
+    auth_failed_ = true;
+    errno = EBADMSG;
+    return -1;
+  }
+  raw_pos_ += len + kLinkRecordOverhead;
+  if (raw_pos_ == raw_end_) raw_pos_ = raw_end_ = 0;
+  if (out == dst) return static_cast<ssize_t>(len);
+  const size_t take = std::min(n, len);
+  std::memcpy(dst, plain_.get(), take);
+  plain_pos_ = take;
+  plain_end_ = len;
+  return static_cast<ssize_t>(take);
 }
 
 ssize_t LinkReader::Recv(char* dst, size_t n) {
+  if (keys_ != nullptr) {
+    return cipher_ != nullptr ? RecvRecords(dst, n)
+                              : recv(fd_, dst, n, MSG_DONTWAIT);
+  }
   if (ahead_pos_ == ahead_end_ && n < kLinkReadAheadBytes) {
     // Small reads go through the read-ahead buffer: a small message's
     // preamble, header and frames then take one recv().
@@ -153,11 +235,16 @@ LinkReader::~LinkReader() {
 }
 
 bool LinkReader::mid_message() const {
-  return stage_ != Stage::kPreamble || small_got_ > 0;
+  return stage_ != Stage::kPreamble || small_got_ > 0 || raw_end_ > raw_pos_ ||
+         plain_pos_ < plain_end_;
 }
 
 std::string LinkReader::Progress() const {
   switch (stage_) {
+    case Stage::kHs1:
+    case Stage::kHs3:
+      return absl::StrCat("in the encryption handshake, ", small_got_,
+                          " bytes read");
     case Stage::kHello:
     case Stage::kHelloBody:
       return absl::StrCat("in the hello, ", small_got_, " bytes read");
@@ -191,8 +278,10 @@ int LinkReader::FillSmall(size_t want, std::string* error, State* state) {
       return -1;
     }
     *error = n == 0 ? absl::StrCat("closed by the peer ", Progress())
-                    : absl::StrCat(strerror(errno), " ", Progress());
-    malformed_ = false;
+             : !record_error_.empty()
+                 ? absl::StrCat(record_error_, " ", Progress())
+                 : absl::StrCat(strerror(errno), " ", Progress());
+    malformed_ = !record_error_.empty() && !auth_failed_;
     *state = State::kError;
     return -1;
   }
@@ -216,6 +305,12 @@ LinkReader::State LinkReader::Read(std::vector<Frame>* parts,
   State st = State::kAgain;
   while (true) {
     switch (stage_) {
+      case Stage::kHs1:
+      case Stage::kHs3: {
+        const State h = Handshake(error);
+        if (h != State::kMessage) return h;
+        break;
+      }
       case Stage::kHello: {
         const int r = FillSmall(kLinkHelloFixedBytes, error, &st);
         if (r <= 0) return r == 0 ? State::kAgain : st;
@@ -366,11 +461,66 @@ LinkReader::State LinkReader::Read(std::vector<Frame>* parts,
           return State::kAgain;
         }
         *error = n == 0 ? absl::StrCat("closed by the peer ", Progress())
-                        : absl::StrCat(strerror(errno), " ", Progress());
-        malformed_ = false;
+                 : !record_error_.empty()
+                     ? absl::StrCat(record_error_, " ", Progress())
+                     : absl::StrCat(strerror(errno), " ", Progress());
+        malformed_ = !record_error_.empty() && !auth_failed_;
         return State::kError;
       }
     }
+  }
+}
+
+LinkReader::State LinkReader::Handshake(std::string* error) {
+  State st = State::kAgain;
+  if (stage_ == Stage::kHs1) {
+    const int r = FillSmall(kLinkHs1Bytes, error, &st);
+    if (r <= 0) return r == 0 ? State::kAgain : st;
+    std::string m2;
+    if (absl::Status s = hs_->OnM1(small_.data(), &m2); !s.ok()) {
+      *error = std::string(s.message());
+      auth_failed_ = true;
+      return State::kRefused;
+    }
+    // The first bytes this end sends: the socket has room for them.
+    const ssize_t n =
+        send(fd_, m2.data(), m2.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n != static_cast<ssize_t>(m2.size())) {
+      *error = absl::StrCat("cannot answer the encryption handshake: ",
+                            n < 0 ? strerror(errno) : "short write");
+      return State::kError;
+    }
+    small_got_ = 0;
+    stage_ = Stage::kHs3;
+    return State::kMessage;  // Go on.
+  }
+  const int r = FillSmall(kLinkHs3Bytes, error, &st);
+  if (r <= 0) return r == 0 ? State::kAgain : st;
+  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> c =
+      hs_->OnM3(small_.data());
+  hs_.reset();
+  if (!c.ok()) {
+    *error = std::string(c.status().message());
+    auth_failed_ = true;
+    return State::kRefused;
+  }
+  cipher_ = std::move(*c);
+  raw_.reset(new char[kRawBytes]);
+  plain_.reset(new char[kLinkMaxRecordBytes]);
+  small_got_ = 0;
+  small_.resize(kLinkHelloFixedBytes);
+  stage_ = Stage::kHello;
+  return State::kMessage;
+}
+
+LinkWriter::LinkWriter(int fd, std::unique_ptr<LinkRecordCipher> cipher,
+                       std::string preface)
+    : fd_(fd), cipher_(std::move(cipher)) {
+  if (cipher_ != nullptr) {
+    out_cap_ = std::max(kOutBytes, preface.size());
+    out_.reset(new char[out_cap_]);
+    std::memcpy(out_.get(), preface.data(), preface.size());
+    out_len_ = preface.size();
   }
 }
 
@@ -390,6 +540,8 @@ void LinkWriter::Append(std::string head, Message msg, Done done) {
 }
 
 void LinkWriter::DropAll() {
+  seal_item_ = 0;
+  out_pos_ = out_len_ = 0;
   while (!queue_.empty()) {
     std::unique_ptr<Item> item = std::move(queue_.front());
     queue_.pop_front();
@@ -397,7 +549,91 @@ void LinkWriter::DropAll() {
   }
 }
 
+void LinkWriter::SealRecords() {
+  out_pos_ = out_len_ = 0;
+  while (seal_item_ < queue_.size() &&
+         out_cap_ - out_len_ > kLinkRecordOverhead) {
+    char* rec = out_.get() + out_len_;
+    const size_t room =
+        std::min(kLinkRecordBytes, out_cap_ - out_len_ - kLinkRecordOverhead);
+    size_t len = 0;
+    bool sealed = false;
+    while (len < room && seal_item_ < queue_.size()) {
+      Item& it = *queue_[seal_item_];
+      if (it.piece > it.msg.frames.size()) {
+        ++seal_item_;
+        continue;
+      }
+      const char* p;
+      size_t plen;
+      if (it.piece == 0) {
+        p = it.head.data();
+        plen = it.head.size();
+      } else {
+        p = it.msg.frames[it.piece - 1].data();
+        plen = it.msg.frames[it.piece - 1].size();
+      }
+      const size_t left = plen - it.piece_off;
+      if (left == 0) {
+        ++it.piece;
+        it.piece_off = 0;
+        continue;
+      }
+      const char* src = p + it.piece_off;
+      if (left >= kSealDirectBytes) {
+        if (len > 0) break;  // Seal what is gathered; this one on its own.
+        const size_t take = std::min(left, room);
+        cipher_->Seal(src, take, rec);
+        it.piece_off += take;
+        it.sealed += take;
+        len = take;
+        sealed = true;
+        break;
+      }
+      const size_t take = std::min(left, room - len);
+      std::memcpy(rec + 4 + len, src, take);
+      len += take;
+      it.piece_off += take;
+      it.sealed += take;
+    }
+    if (len == 0) break;
+    if (!sealed) cipher_->Seal(rec + 4, len, rec);
+    out_len_ += len + kLinkRecordOverhead;
+  }
+}
+
+absl::Status LinkWriter::FlushRecords() {
+  // Items whose every byte is in records the socket took.
+  auto complete = [this] {
+    while (!queue_.empty() && queue_.front()->sealed == queue_.front()->total) {
+      std::unique_ptr<Item> done = std::move(queue_.front());
+      queue_.pop_front();
+      if (seal_item_ > 0) --seal_item_;
+      if (done->done) done->done(true, &done->msg);
+    }
+  };
+  while (true) {
+    if (out_pos_ == out_len_) {
+      complete();
+      SealRecords();
+      if (out_len_ == 0) return absl::OkStatus();
+    }
+    const ssize_t n = send(fd_, out_.get() + out_pos_, out_len_ - out_pos_,
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
+      const int e = errno;
+      DropAll();
+      return absl::UnavailableError(strerror(e));
+    }
+    bytes_written_ += n;
+    out_pos_ += static_cast<size_t>(n);
+  }
+}
+
 absl::Status LinkWriter::Flush() {
+  if (cipher_ != nullptr) return FlushRecords();
   constexpr size_t kMaxIov = IOV_MAX < 256 ? IOV_MAX : 256;
   iovec iov[kMaxIov];
   while (!queue_.empty()) {

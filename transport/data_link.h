@@ -1,9 +1,10 @@
-// The TCP data link (issue #16): a plain TCP connection per peer beside
-// ZeroMQ, on the plaintext wire only, so that a message is written with one
-// sendmsg straight from its frames by the thread that sends it, and read by
-// the receiver's I/O thread straight into its destination (a pull reply
-// into the buffer the caller registered, Transport::ExpectReply), without
-// ZeroMQ's own I/O threads and receive buffers in between.
+// The TCP data link (issue #16): a TCP connection per peer beside ZeroMQ
+// (encrypted under CURVE, below), so that a message is written by the
+// thread that sends it (plaintext: one sendmsg straight from its frames)
+// and read by the receiver's I/O thread straight into its destination (a
+// pull reply into the buffer the caller registered, Transport::
+// ExpectReply), without ZeroMQ's own I/O threads and receive buffers in
+// between.
 //
 // Setup. A transport with links listens on an ephemeral TCP port of its
 // bind host. Every data message it sends through ZeroMQ carries that port
@@ -27,6 +28,18 @@
 // the wrong magic or sizes past the bounds below, is closed (counted and
 // logged, naming the peer). Each message is then decoded and checked like
 // a ZeroMQ one (transport/wire.h).
+//
+// Under CURVE (LinkKeys given) the connection first runs the handshake of
+// transport/link_crypto.h, which authenticates both ends with the job's
+// CURVE keys (the listener admits only keys the ZAP handler accepts), and
+// everything above (hello included) then travels as AEAD records: the
+// writer encrypts on the thread that writes (large frames straight from
+// their memory, small pieces gathered) into a reusable buffer; the reader
+// checks each record's tag before any of its bytes are used, and decrypts
+// a record that belongs wholly to a frame straight into the frame's
+// destination (a pull reply's registered buffer). A bad handshake is a
+// refusal, a record that fails its tag an error (auth_failed()): either
+// closes the connection.
 #ifndef PSTRAIN_TRANSPORT_DATA_LINK_H_
 #define PSTRAIN_TRANSPORT_DATA_LINK_H_
 
@@ -44,6 +57,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "transport/link_crypto.h"
 #include "transport/message.h"
 #include "util/mutex.h"
 
@@ -111,10 +125,13 @@ class ReplyDests {
 class LinkReader {
  public:
   // `check_identity`: whether a hello may name this node (a connected
-  // peer). `max_frame_bytes`: the largest frame accepted.
+  // peer). `max_frame_bytes`: the largest frame accepted. `keys`: run the
+  // encrypted link's handshake with them first (null: plaintext); must
+  // outlive the reader.
   LinkReader(int fd, std::string token, int64_t max_frame_bytes,
              ReplyDests* dests,
-             std::function<bool(const std::string&)> check_identity);
+             std::function<bool(const std::string&)> check_identity,
+             const LinkKeys* keys = nullptr);
   ~LinkReader();  // Closes the socket.
   LinkReader(const LinkReader&) = delete;
   LinkReader& operator=(const LinkReader&) = delete;
@@ -132,8 +149,16 @@ class LinkReader {
   int fd() const { return fd_; }
   // Bytes read ahead and not yet taken: Read() has more to do without the
   // socket becoming readable.
-  bool buffered() const { return ahead_pos_ < ahead_end_; }
-  bool hello_done() const { return stage_ != Stage::kHello; }
+  bool buffered() const;
+  bool hello_done() const {
+    return stage_ != Stage::kHello && stage_ != Stage::kHelloBody &&
+           stage_ != Stage::kHs1 && stage_ != Stage::kHs3;
+  }
+  // Whether the last kError or kRefused was cryptographic: a record that
+  // failed its tag, or a handshake that did not check.
+  bool auth_failed() const { return auth_failed_; }
+  // The cipher of an encrypted link once its handshake is done, else null.
+  const LinkRecordCipher* cipher() const { return cipher_.get(); }
   // From the hello: the sender's advertised address and how many messages
   // it sent through ZeroMQ before the link.
   const std::string& identity() const { return identity_; }
@@ -147,9 +172,24 @@ class LinkReader {
   std::string Progress() const;  // "frame 2 of 3, 100 of 4096 bytes"
 
  private:
-  enum class Stage { kHello, kHelloBody, kPreamble, kSizes, kHeader, kFrame };
-  // recv() semantics (non-blocking), through the read-ahead buffer.
+  enum class Stage {
+    kHs1,
+    kHs3,
+    kHello,
+    kHelloBody,
+    kPreamble,
+    kSizes,
+    kHeader,
+    kFrame
+  };
+  // recv() semantics (non-blocking), through the read-ahead buffer, or
+  // the records of an encrypted link.
   ssize_t Recv(char* dst, size_t n);
+  // Recv() of an encrypted link: plaintext of whole records only (errno
+  // EBADMSG with auth_failed_ or malformed_ when one does not check).
+  ssize_t RecvRecords(char* dst, size_t n);
+  // The handshake stages (encrypted links).
+  State Handshake(std::string* error);
   // Reads into small_ until it holds `want` bytes: 1 done, 0 again, <0 err.
   int FillSmall(size_t want, std::string* error, State* state);
   void StartFrame();
@@ -180,13 +220,27 @@ class LinkReader {
   size_t ahead_pos_ = 0,
          ahead_end_ = 0;  // Cancelled mid-message: the reply is dropped.
   std::shared_ptr<char[]> buf_;
+  // Encrypted links.
+  const LinkKeys* const keys_;
+  std::unique_ptr<LinkListenerHandshake> hs_;
+  std::unique_ptr<LinkRecordCipher> cipher_;
+  bool auth_failed_ = false;
+  std::string record_error_;     // Why RecvRecords failed.
+  std::unique_ptr<char[]> raw_;  // Ciphertext read, not yet opened.
+  size_t raw_pos_ = 0, raw_end_ = 0;
+  std::unique_ptr<char[]> plain_;  // An opened record not yet taken.
+  size_t plain_pos_ = 0, plain_end_ = 0;
 };
 
 // Non-blocking writes of whole messages, in order, to one link socket.
 // Thread-compatible (the owner serializes calls).
 class LinkWriter {
  public:
-  explicit LinkWriter(int fd) : fd_(fd) {}
+  // Plaintext: the bytes as they are. With `cipher`: `preface` (the
+  // handshake's last message) first, then everything as records sealed by
+  // `cipher`.
+  explicit LinkWriter(int fd, std::unique_ptr<LinkRecordCipher> cipher = {},
+                      std::string preface = {});
   ~LinkWriter();  // Closes the socket.
   LinkWriter(const LinkWriter&) = delete;
   LinkWriter& operator=(const LinkWriter&) = delete;
@@ -203,7 +257,7 @@ class LinkWriter {
   absl::Status Flush();
   // Drops every queued message (Done told), e.g. at shutdown.
   void DropAll();
-  bool pending() const { return !queue_.empty(); }
+  bool pending() const { return !queue_.empty() || out_pos_ < out_len_; }
   int fd() const { return fd_; }
   int64_t bytes_written() const { return bytes_written_; }
 
@@ -214,8 +268,19 @@ class LinkWriter {
     Done done;
     size_t written = 0;  // Of head plus frames.
     size_t total = 0;
+    // Encrypted links: what is sealed into records; the piece (0: head,
+    // i: frame i-1) and offset where sealing goes on.
+    size_t sealed = 0;
+    size_t piece = 0, piece_off = 0;
   };
+  absl::Status FlushRecords();
+  // Seals queued bytes into out_ (empty) until it is full or all sealed.
+  void SealRecords();
   const int fd_;
+  std::unique_ptr<LinkRecordCipher> cipher_;
+  std::unique_ptr<char[]> out_;  // Records (and the preface) to write.
+  size_t out_cap_ = 0, out_pos_ = 0, out_len_ = 0;
+  size_t seal_item_ = 0;  // Items before this index are sealed wholly.
   std::deque<std::unique_ptr<Item>> queue_;  // Front first.
   int64_t bytes_written_ = 0;
 };

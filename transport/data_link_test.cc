@@ -1,5 +1,6 @@
 // The TCP data link (transport/data_link.h) between real transports over
-// loopback, and hostile input on a raw socket.
+// loopback, plaintext and encrypted under CURVE (transport/link_crypto.h),
+// hostile input on a raw socket, and a man-in-the-middle relay.
 #include "transport/data_link.h"
 
 #include <arpa/inet.h>
@@ -8,8 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "transport/link_crypto.h"
 #include "transport/transport.h"
 #include "util/mutex.h"
 
@@ -26,6 +31,19 @@ namespace transport {
 namespace {
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(20); }
+
+// How a test's links run.
+enum class Mode { kPlain, kAes, kChaCha };
+
+TransportOptions Options(Mode mode) {
+  TransportOptions o;
+  o.token = "tok";
+  if (mode != Mode::kPlain) {
+    EXPECT_TRUE(UseJobCurveKeys(&o).ok());
+    o.data_link_aes_gcm = mode == Mode::kAes;
+  }
+  return o;
+}
 
 std::unique_ptr<Transport> Make(TransportOptions o = TransportOptions()) {
   o.token = "tok";
@@ -61,10 +79,12 @@ bool Holds(const Frame& f, int64_t floats, float seed) {
 // A server and a client: the server answers every request with a RESPONSE
 // carrying the request's frames, and remembers the request ids in order.
 struct Pair {
-  std::unique_ptr<Transport> server = Make(), client = Make();
+  std::unique_ptr<Transport> server, client;
   Mutex mu;
   std::vector<uint64_t> order ABSL_GUARDED_BY(mu);
-  Pair() {
+  explicit Pair(TransportOptions server_options = TransportOptions(),
+                TransportOptions client_options = TransportOptions())
+      : server(Make(server_options)), client(Make(client_options)) {
     EXPECT_TRUE(client->Connect(1, server->address()).ok());
     EXPECT_TRUE(server->Connect(2, client->address()).ok());
     server->SetDataHandler([this](Message m) {
@@ -81,7 +101,12 @@ struct Pair {
       EXPECT_TRUE(server->Send(2, std::move(r), absl::InfinitePast()).ok());
     });
   }
+  explicit Pair(Mode mode) : Pair(Options(mode), Options(mode)) {}
   ~Pair() { server->SetDataHandler(nullptr); }
+  bool SawRequest(uint64_t rid) {
+    MutexLock lock(&mu);
+    return std::find(order.begin(), order.end(), rid) != order.end();
+  }
   size_t Seen() {
     MutexLock lock(&mu);
     return order.size();
@@ -100,8 +125,19 @@ struct Pair {
   }
 };
 
-TEST(DataLinkTest, ManySizesBothWaysInOrder) {
-  Pair p;
+class LinkModeTest : public ::testing::TestWithParam<Mode> {};
+
+INSTANTIATE_TEST_SUITE_P(Modes, LinkModeTest,
+                         ::testing::Values(Mode::kPlain, Mode::kAes,
+                                           Mode::kChaCha),
+                         [](const ::testing::TestParamInfo<Mode>& i) {
+                           return i.param == Mode::kPlain ? "Plaintext"
+                                  : i.param == Mode::kAes ? "CurveAesGcm"
+                                                          : "CurveChaCha";
+                         });
+
+TEST_P(LinkModeTest, ManySizesBothWaysInOrder) {
+  Pair p(GetParam());
   ASSERT_GT(p.client->data_port(), 0);
   // The first messages travel through ZeroMQ (offering the links), the
   // rest through the links: order holds across the switch.
@@ -146,10 +182,11 @@ TEST(DataLinkTest, ManySizesBothWaysInOrder) {
   EXPECT_EQ(c.link_messages_received, s.link_messages_sent);
   EXPECT_EQ(c.link_errors + s.link_errors, 0);
   EXPECT_EQ(c.dropped_malformed + s.dropped_malformed, 0);
+  EXPECT_EQ(c.link_auth_failures + s.link_auth_failures, 0);
 }
 
-TEST(DataLinkTest, ReplyLandsInTheRegisteredBuffer) {
-  Pair p;
+TEST_P(LinkModeTest, ReplyLandsInTheRegisteredBuffer) {
+  Pair p(GetParam());
   p.WaitForLinks();
   // Non-multiples of a page, small and big.
   for (int64_t n : {int64_t{1}, int64_t{1025}, int64_t{1000001}}) {
@@ -185,8 +222,8 @@ TEST(DataLinkTest, ReplyLandsInTheRegisteredBuffer) {
   EXPECT_EQ(cancelled[0], -1.0f);
 }
 
-TEST(DataLinkTest, ConcurrentRequestsEachGetTheirReply) {
-  Pair p;
+TEST_P(LinkModeTest, ConcurrentRequestsEachGetTheirReply) {
+  Pair p(GetParam());
   p.WaitForLinks();
   constexpr int kThreads = 4, kEach = 40;
   // This thread receives every reply and checks it by its request id.
@@ -268,6 +305,7 @@ class RawLink {
   }
   ~RawLink() { close(fd_); }
   bool ok() const { return ok_; }
+  int fd() const { return fd_; }
   bool Write(const std::string& b) {
     return send(fd_, b.data(), b.size(), MSG_NOSIGNAL) ==
            static_cast<ssize_t>(b.size());
@@ -373,16 +411,384 @@ TEST(DataLinkTest, HostileLinkInputIsRefusedAndCounted) {
   EXPECT_TRUE(p.client->ReceiveData(Soon()).ok());
 }
 
-TEST(DataLinkTest, NoLinkWithCurveOrWhenOff) {
-  TransportOptions o;
-  o.token = "tok";
-  ASSERT_TRUE(UseJobCurveKeys(&o).ok());
-  auto c = Transport::Create(o);
-  ASSERT_TRUE(c.ok());
-  EXPECT_EQ((*c)->data_port(), 0);
-  TransportOptions off;
+TEST(DataLinkTest, NoLinkWhenOffOnEitherWire) {
+  TransportOptions off = Options(Mode::kAes);
   off.data_link = false;
   EXPECT_EQ(Make(off)->data_port(), 0);
+  TransportOptions plain_off;
+  plain_off.data_link = false;
+  EXPECT_EQ(Make(plain_off)->data_port(), 0);
+  EXPECT_GT(Make(Options(Mode::kAes))->data_port(), 0);
+}
+
+TEST(EncryptedLinkTest, Over64MiBAndOddSizesArriveBitExact) {
+  Pair p(Mode::kAes);
+  p.WaitForLinks();
+  const TransportStats before = p.client->stats();
+  uint64_t rid = 500;
+  for (int64_t n :
+       {int64_t{3}, int64_t{65537}, int64_t{262145}, (int64_t{16} << 20) + 3}) {
+    std::vector<float> dest(n, -1.0f);
+    p.client->ExpectReply(rid,
+                          {absl::MakeSpan(reinterpret_cast<char*>(dest.data()),
+                                          n * sizeof(float))});
+    ASSERT_TRUE(
+        p.client->Send(1, Request(rid, n, static_cast<float>(n)), Soon()).ok());
+    auto got = p.client->ReceiveData(absl::Now() + absl::Seconds(120));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->header.request_id(), rid);
+    EXPECT_EQ(got->frames[0].data(), reinterpret_cast<char*>(dest.data()));
+    EXPECT_TRUE(Holds(got->frames[0], n, static_cast<float>(n))) << n;
+    p.client->CancelReply(rid++);
+  }
+  const TransportStats c = p.client->stats(), s = p.server->stats();
+  EXPECT_GE(c.link_messages_sent - before.link_messages_sent, 4);
+  EXPECT_GE(c.link_messages_received - before.link_messages_received, 4);
+  EXPECT_EQ(c.link_errors + s.link_errors, 0);
+  EXPECT_EQ(c.link_auth_failures + s.link_auth_failures, 0);
+}
+
+// Per-node keys as --curve_keys_dir reads them: nodes a and b, each with
+// its own directory (server.key, node.key, clients/).
+TEST(EncryptedLinkTest, PerNodeKeysFromCurveKeysDirs) {
+  namespace fs = std::filesystem;
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const fs::path root = fs::path(tmp != nullptr ? tmp : "/tmp") /
+                        absl::StrCat("linkkeys", getpid());
+  fs::remove_all(root);
+  fs::create_directories(root);
+  absl::Status written = WriteCurveKeysDir((root / "all").string(), {"a", "b"});
+  ASSERT_TRUE(written.ok()) << written;
+  TransportOptions opts[2];
+  const char* names[2] = {"a", "b"};
+  for (int i = 0; i < 2; ++i) {
+    const fs::path d = root / names[i];
+    fs::create_directories(d / "clients");
+    fs::copy_file(root / "all" / "server.key", d / "server.key");
+    fs::copy_file(root / "all" / absl::StrCat(names[i], ".key"),
+                  d / "node.key");
+    fs::copy(root / "all" / "clients", d / "clients");
+    opts[i].token = "tok";
+    absl::Status st = UseCurveKeysDir(d.string(), &opts[i]);
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  EXPECT_NE(opts[0].curve_keys.public_key, opts[1].curve_keys.public_key);
+  Pair p(opts[0], opts[1]);
+  p.WaitForLinks();
+  ASSERT_TRUE(p.client->Send(1, Request(77, 100003, 2), Soon()).ok());
+  auto got = p.client->ReceiveData(Soon());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(Holds(got->frames[0], 100003, 2));
+  EXPECT_EQ(p.client->stats().link_auth_failures +
+                p.server->stats().link_auth_failures,
+            0);
+  fs::remove_all(root);
+}
+
+// A raw client of an encrypted listener that runs the real handshake with
+// `keys` and then writes records it seals itself.
+class RawEncryptedLink {
+ public:
+  RawEncryptedLink(int port, const LinkKeys* keys) : raw_(port), hs_(keys) {
+    if (!raw_.ok() || !raw_.Write(hs_.m1())) return;
+    std::string m2(kLinkHs2Bytes, '\0');
+    size_t got = 0;
+    for (int i = 0; i < 500 && got < m2.size(); ++i) {
+      pollfd pf{raw_.fd(), POLLIN, 0};
+      if (poll(&pf, 1, 10) <= 0) continue;
+      const ssize_t n =
+          recv(raw_.fd(), &m2[got], m2.size() - got, MSG_DONTWAIT);
+      if (n <= 0) return;
+      got += static_cast<size_t>(n);
+    }
+    if (got < m2.size()) return;
+    std::string m3;
+    auto c = hs_.Finish(m2.data(), &m3);
+    if (!c.ok() || !raw_.Write(m3)) return;
+    cipher_ = std::move(*c);
+  }
+  bool up() const { return cipher_ != nullptr; }
+  RawLink& raw() { return raw_; }
+  // `plain` sealed into records of at most 64 KiB each.
+  std::string Seal(const std::string& plain) {
+    std::string out;
+    for (size_t at = 0; at < plain.size(); at += 65536) {
+      const size_t n = std::min<size_t>(65536, plain.size() - at);
+      std::string rec(n + kLinkRecordOverhead, '\0');
+      cipher_->Seal(plain.data() + at, n, &rec[0]);
+      out += rec;
+    }
+    return out;
+  }
+
+ private:
+  RawLink raw_;
+  LinkConnectorHandshake hs_;
+  std::unique_ptr<LinkRecordCipher> cipher_;
+};
+
+std::string HelloAndMessage(const std::string& id, uint64_t rid,
+                            int64_t floats) {
+  Message m = Request(rid, floats, 0);
+  m.header.set_token("tok");
+  m.header.set_sender(-1);
+  return EncodeLinkHello("tok", id, 0) + Head(m.header, m.frames) +
+         std::string(m.frames[0].data(), m.frames[0].size());
+}
+
+std::unique_ptr<LinkKeys> KeysOf(const TransportOptions& o,
+                                 const CurveKeyPair& node) {
+  auto k = MakeLinkKeys(node, o.curve_keys.public_key, o.curve_keys,
+                        {o.curve_keys.public_key});
+  EXPECT_TRUE(k.ok()) << k.status();
+  return std::move(*k);
+}
+
+TEST(EncryptedLinkTest, KeysAndRecordsAreCheckedBeforeAnythingIsDelivered) {
+  const TransportOptions o = Options(Mode::kAes);
+  Pair p(o, o);
+  const int port = p.server->data_port();
+  const std::string id = p.client->address();
+  // Control: the job's key and good records get a message through.
+  {
+    std::unique_ptr<LinkKeys> keys = KeysOf(o, o.curve_keys);
+    RawEncryptedLink l(port, keys.get());
+    ASSERT_TRUE(l.up());
+    ASSERT_TRUE(l.raw().Write(l.Seal(HelloAndMessage(id, 1, 1000))));
+    for (int i = 0; i < 500 && !p.SawRequest(1); ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_TRUE(p.SawRequest(1));
+  }
+  // A key the job does not know: refused after M3, nothing read.
+  const TransportStats before = p.server->stats();
+  {
+    auto rogue = NewKeyPair();
+    ASSERT_TRUE(rogue.ok());
+    std::unique_ptr<LinkKeys> keys = KeysOf(o, *rogue);
+    RawEncryptedLink l(port, keys.get());
+    ASSERT_TRUE(l.up());  // The listener proved the server key...
+    l.raw().Write(l.Seal(HelloAndMessage(id, 2, 10)));
+    EXPECT_TRUE(l.raw().ClosedByPeer(5000));  // ...and refused this one.
+  }
+  // A connector that fakes the server's answer cannot: a listener that
+  // does not hold the server key (the connector's own expectation wrong).
+  {
+    auto other = NewKeyPair();
+    ASSERT_TRUE(other.ok());
+    auto keys = MakeLinkKeys(o.curve_keys, other->public_key, o.curve_keys,
+                             {o.curve_keys.public_key});
+    ASSERT_TRUE(keys.ok());
+    RawEncryptedLink l(port, keys->get());
+    EXPECT_FALSE(l.up());  // M2 does not check against that server key.
+  }
+  // A flipped byte in the middle of a record: the link closes, the
+  // message is not delivered.
+  {
+    std::unique_ptr<LinkKeys> keys = KeysOf(o, o.curve_keys);
+    RawEncryptedLink l(port, keys.get());
+    ASSERT_TRUE(l.up());
+    std::string bytes = l.Seal(HelloAndMessage(id, 3, 100000));
+    bytes[bytes.size() / 2] ^= 0x20;
+    l.raw().Write(bytes);
+    EXPECT_TRUE(l.raw().ClosedByPeer(5000));
+  }
+  // A replayed record (the hello's record twice).
+  {
+    std::unique_ptr<LinkKeys> keys = KeysOf(o, o.curve_keys);
+    RawEncryptedLink l(port, keys.get());
+    ASSERT_TRUE(l.up());
+    const std::string hello = l.Seal(EncodeLinkHello("tok", id, 0));
+    l.raw().Write(hello + hello);
+    EXPECT_TRUE(l.raw().ClosedByPeer(5000));
+  }
+  // Garbage instead of a handshake.
+  {
+    RawLink r(port);
+    r.Write(std::string(64, 'x'));
+    EXPECT_TRUE(r.ClosedByPeer(5000));
+  }
+  // Plaintext link bytes to an encrypted listener.
+  {
+    RawLink r(port);
+    r.Write(HelloAndMessage(id, 4, 10));
+    EXPECT_TRUE(r.ClosedByPeer(5000));
+  }
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_FALSE(p.SawRequest(2));
+  EXPECT_FALSE(p.SawRequest(3));
+  EXPECT_FALSE(p.SawRequest(4));
+  const TransportStats s = p.server->stats();
+  EXPECT_GE(s.link_auth_failures - before.link_auth_failures, 5);
+  EXPECT_GE(s.link_errors - before.link_errors, 2);  // Flip, replay.
+  EXPECT_GE(s.connections_refused - before.connections_refused, 3);
+  // The real client still gets through.
+  ASSERT_TRUE(p.client->Send(1, Request(5, 10, 0), Soon()).ok());
+  EXPECT_TRUE(p.client->ReceiveData(Soon()).ok());
+}
+
+// A TCP relay in front of a link listener: forwards both ways, keeps every
+// byte from the connector, and can flip one byte of that stream.
+class Relay {
+ public:
+  Relay() {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    listen(listen_fd_, 8);
+    socklen_t len = sizeof(a);
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~Relay() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    close(listen_fd_);
+  }
+  int port() const { return port_; }
+  // Starts relaying to `target_port` (one connection at a time).
+  void Start(int target_port) {
+    target_ = target_port;
+    thread_ = std::thread([this] { Loop(); });
+  }
+  // Flips the byte `after` bytes past what was relayed so far.
+  void FlipAfter(size_t after) {
+    MutexLock lock(&mu_);
+    flip_at_ = captured_.size() + after;
+  }
+  std::string captured() {
+    MutexLock lock(&mu_);
+    return captured_;
+  }
+  int connections() const { return connections_.load(); }
+
+ private:
+  void Loop() {
+    while (!stop_) {
+      pollfd pl{listen_fd_, POLLIN, 0};
+      if (poll(&pl, 1, 20) <= 0) continue;
+      const int c = accept(listen_fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      ++connections_;
+      const int s = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<uint16_t>(target_));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+        Pump(c, s);
+      }
+      close(c);
+      close(s);
+    }
+  }
+  // Until either side closes (or the relay stops).
+  void Pump(int c, int s) {
+    std::vector<char> buf(1 << 20);
+    while (!stop_) {
+      pollfd pf[2] = {{c, POLLIN, 0}, {s, POLLIN, 0}};
+      if (poll(pf, 2, 20) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if (pf[i].revents == 0) continue;
+        const ssize_t n = recv(pf[i].fd, buf.data(), buf.size(), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN)) return;
+        if (n < 0) continue;
+        if (i == 0) {
+          MutexLock lock(&mu_);
+          const size_t at = captured_.size();
+          if (flip_at_ >= at && flip_at_ < at + static_cast<size_t>(n)) {
+            buf[flip_at_ - at] ^= 0x01;
+          }
+          captured_.append(buf.data(), static_cast<size_t>(n));
+        }
+        const int to = i == 0 ? s : c;
+        for (ssize_t w = 0; w < n;) {
+          const ssize_t k = send(to, buf.data() + w, n - w, MSG_NOSIGNAL);
+          if (k <= 0) return;
+          w += k;
+        }
+      }
+    }
+  }
+
+  int listen_fd_ = -1, port_ = 0, target_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  Mutex mu_;
+  std::string captured_ ABSL_GUARDED_BY(mu_);
+  size_t flip_at_ ABSL_GUARDED_BY(mu_) = static_cast<size_t>(-1);
+  std::thread thread_;
+};
+
+// floats whose bytes spell a recognisable pattern.
+Message PatternRequest(uint64_t rid) {
+  Message m = Request(rid, 4096, 0);
+  const std::string pattern = "PSTRAIN-SECRET-PAYLOAD-";
+  std::string bytes;
+  while (bytes.size() < 4096 * sizeof(float)) bytes += pattern;
+  bytes.resize(4096 * sizeof(float));
+  m.frames[0] = Frame::Copy(bytes.data(), bytes.size());
+  return m;
+}
+
+// Whether a client's messages to the server through a relay show `needle`.
+bool RelaySees(Mode mode, const std::string& needle) {
+  Relay relay;
+  TransportOptions so = Options(mode);
+  so.data_link_offered_port = relay.port();
+  Pair p(so, Options(mode));
+  relay.Start(p.server->data_port());
+  p.WaitForLinks();
+  for (uint64_t rid = 300; rid < 310; ++rid) {
+    EXPECT_TRUE(p.client->Send(1, PatternRequest(rid), Soon()).ok());
+    EXPECT_TRUE(p.client->ReceiveData(Soon()).ok());
+  }
+  EXPECT_EQ(relay.connections(), 1);
+  EXPECT_GE(p.client->stats().link_messages_sent, 10);
+  return relay.captured().find(needle) != std::string::npos;
+}
+
+TEST(EncryptedLinkTest, TheWireCarriesNoPlaintext) {
+  // Control: the same capture of a plaintext link shows the payload.
+  EXPECT_TRUE(RelaySees(Mode::kPlain, "PSTRAIN-SECRET-PAYLOAD-"));
+  EXPECT_FALSE(RelaySees(Mode::kAes, "PSTRAIN-SECRET-PAYLOAD-"));
+  EXPECT_FALSE(RelaySees(Mode::kChaCha, "PSTRAIN-SECRET-PAYLOAD-"));
+  EXPECT_FALSE(RelaySees(Mode::kAes, "tok"));  // Nor the token.
+}
+
+TEST(EncryptedLinkTest, ATamperedRecordClosesTheLinkAndZeroMqTakesOver) {
+  Relay relay;
+  TransportOptions so = Options(Mode::kAes);
+  so.data_link_offered_port = relay.port();
+  Pair p(so, Options(Mode::kAes));
+  relay.Start(p.server->data_port());
+  p.WaitForLinks();
+  const int64_t sent_before = p.client->stats().link_messages_sent;
+  // Flip a byte inside the big frame of the next message.
+  relay.FlipAfter(1 << 20);
+  ASSERT_TRUE(p.client->Send(1, Request(900, 1 << 20, 9), Soon()).ok());
+  for (int i = 0; i < 500 && p.server->stats().link_auth_failures == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(p.server->stats().link_auth_failures, 1);
+  EXPECT_GE(p.server->stats().link_errors, 1);
+  // Later messages arrive: once the client found its link broken, through
+  // ZeroMQ.
+  bool replied_after_break = false;
+  for (uint64_t rid = 901; rid < 1100 && !replied_after_break; ++rid) {
+    const bool broken = p.client->stats().link_errors > 0;
+    ASSERT_TRUE(p.client->Send(1, Request(rid, 1000, 1), Soon()).ok());
+    auto got = p.client->ReceiveData(absl::Now() + absl::Milliseconds(500));
+    if (got.ok() && broken && got->header.request_id() == rid) {
+      replied_after_break = true;
+    }
+  }
+  EXPECT_TRUE(replied_after_break);
+  EXPECT_FALSE(p.SawRequest(900));
+  EXPECT_EQ(relay.connections(), 1);
+  EXPECT_GE(p.client->stats().link_messages_sent, sent_before);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "transport/transport.h"
 
+#include <arpa/inet.h>
 #include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -73,12 +74,16 @@ struct Transport::Peer {
   // The data link to this peer (transport/data_link.h). link_state is
   // guarded by mu_; kUp is set only with `link` in place, and nothing goes
   // to ZeroMQ once it is.
-  enum class LinkState { kNone, kConnecting, kUp, kFailed };
+  // kHandshake: connected, running the encrypted link's handshake.
+  enum class LinkState { kNone, kConnecting, kHandshake, kUp, kFailed };
   LinkState link_state = LinkState::kNone;
   int data_port = 0;            // Where the peer's listener is (I/O thread).
   int connecting_fd = -1;       // I/O thread only.
   absl::Time connect_deadline;  // I/O thread only.
   uint64_t zmq_sent = 0;        // Messages handed to ZeroMQ (I/O thread).
+  // The encrypted link's handshake and the answer read so far (I/O thread).
+  std::unique_ptr<LinkConnectorHandshake> hs;
+  std::string hs_in;
   // Serializes writes to the link; taken before mu_.
   Mutex link_mu;
   std::unique_ptr<LinkWriter> link ABSL_GUARDED_BY(link_mu);
@@ -91,6 +96,7 @@ struct Transport::Peer {
 // One incoming data link (I/O thread only).
 struct Transport::IncomingLink {
   std::unique_ptr<LinkReader> reader;
+  std::string from;  // The connection's source address, for logs.
   absl::Time hello_deadline;
   // A message that waits for the ZeroMQ messages sent before the link.
   bool held = false;
@@ -198,7 +204,21 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(
       absl::StrCat(options.advertise_host.empty() ? options.bind_host
                                                   : options.advertise_host,
                    ":", t->port_);
-  if (options.data_link && !options.curve) {
+  if (options.data_link) {
+    if (options.curve) {
+      const CurveKeyPair& listen = options.curve_router_keys.secret_key.empty()
+                                       ? options.curve_keys
+                                       : options.curve_router_keys;
+      std::set<std::string> accepted = options.curve_accepted_keys;
+      accepted.insert(options.curve_keys.public_key);
+      PSTRAIN_ASSIGN_OR_RETURN(t->link_keys_,
+                               MakeLinkKeys(options.curve_keys,
+                                            options.curve_server_key.empty()
+                                                ? options.curve_keys.public_key
+                                                : options.curve_server_key,
+                                            listen, accepted));
+      t->link_keys_->allow_aes = options.data_link_aes_gcm;
+    }
     PSTRAIN_RETURN_IF_ERROR(t->ListenForLinks());
   }
   if (options.shm_bytes > 0) t->shm_ = ShmLink::Create(options.shm_bytes);
@@ -438,6 +458,7 @@ TransportStats Transport::stats() const {
   s.link_messages_sent = link_sent_;
   s.link_messages_received = link_received_;
   s.link_errors = link_errors_;
+  s.link_auth_failures = link_auth_failures_;
   s.queued_messages = static_cast<int64_t>(incoming_.size() + data_.size());
   MutexLock lock(&mu_);
   s.max_queued_bytes = max_queued_bytes_;
@@ -583,7 +604,10 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
   void* sock = peer->dealer;
   if (shm_ != nullptr) shm_->ReturnToOwner(peer->endpoint, &out->msg);
   if (data_port_ > 0 && !IsControl(out->msg.header.type())) {
-    out->msg.header.set_data_port(data_port_);  // Offer our link listener.
+    // Offer our link listener.
+    out->msg.header.set_data_port(options_.data_link_offered_port > 0
+                                      ? options_.data_link_offered_port
+                                      : data_port_);
   }
   std::string header;
   out->msg.header.SerializeToString(&header);
@@ -831,6 +855,9 @@ void Transport::Loop() {
         if (p->link_state == Peer::LinkState::kConnecting) {
           link_peers.push_back(p.get());
           items.push_back({nullptr, p->connecting_fd, ZMQ_POLLOUT, 0});
+        } else if (p->link_state == Peer::LinkState::kHandshake) {
+          link_peers.push_back(p.get());
+          items.push_back({nullptr, p->connecting_fd, ZMQ_POLLIN, 0});
         } else if (p->link_state == Peer::LinkState::kUp && p->link_backlog) {
           link_peers.push_back(p.get());
           items.push_back({nullptr, p->link_fd.load(), ZMQ_POLLOUT, 0});
@@ -861,16 +888,22 @@ void Transport::Loop() {
       for (size_t i = 0; i < link_peers.size(); ++i) {
         Peer* p = link_peers[i];
         const short rev = items[first_peer + i].revents;
-        bool connecting;
+        Peer::LinkState state;
         {
           MutexLock lock(&mu_);
-          connecting = p->link_state == Peer::LinkState::kConnecting;
+          state = p->link_state;
         }
-        if (connecting) {
+        if (state == Peer::LinkState::kConnecting) {
           if (rev != 0) {
             FinishConnect(p, false);
           } else if (absl::Now() > p->connect_deadline) {
             FinishConnect(p, true);
+          }
+        } else if (state == Peer::LinkState::kHandshake) {
+          if (rev != 0) {
+            ContinueHandshake(p, false);
+          } else if (absl::Now() > p->connect_deadline) {
+            ContinueHandshake(p, true);
           }
         }
       }
@@ -896,7 +929,8 @@ void Transport::Loop() {
         if (!in->reader->hello_done() && now > in->hello_deadline) {
           ++link_refused_;
           LOG_EVERY_N(WARNING, 100)
-              << "closed an incoming data link that sent no hello within "
+              << "closed an incoming data link from " << in->from
+              << " that sent no hello within "
               << absl::FormatDuration(options_.handshake_timeout);
           keep[i] = false;
           continue;
@@ -1039,9 +1073,85 @@ void Transport::FinishConnect(Peer* peer, bool timed_out) {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (link_keys_ == nullptr) {
+    LinkUp(peer, fd, nullptr, "");
+    return;
+  }
+  // Encrypted: the handshake's first message, then wait for the answer.
+  peer->hs = std::make_unique<LinkConnectorHandshake>(link_keys_.get());
+  const std::string& m1 = peer->hs->m1();
+  const ssize_t n = send(fd, m1.data(), m1.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  peer->connecting_fd = fd;
+  if (n != static_cast<ssize_t>(m1.size())) {
+    return LinkConnectFailed(
+        peer, absl::StrCat("cannot start the encryption handshake: ",
+                           n < 0 ? strerror(errno) : "short write"));
+  }
+  peer->hs_in.clear();
+  peer->connect_deadline = absl::Now() + options_.handshake_timeout;
+  MutexLock lock(&mu_);
+  peer->link_state = Peer::LinkState::kHandshake;
+}
+
+void Transport::LinkConnectFailed(Peer* peer, const std::string& why) {
+  if (peer->connecting_fd >= 0) close(peer->connecting_fd);
+  peer->connecting_fd = -1;
+  peer->hs.reset();
+  LOG(WARNING) << "data link to peer " << peer->id << " ("
+               << EscapeForLog(peer->endpoint) << ", port " << peer->data_port
+               << "): " << why << "; its messages stay on ZeroMQ";
+  MutexLock lock(&mu_);
+  peer->link_state = Peer::LinkState::kFailed;
+}
+
+void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
+  if (timed_out) {
+    ++link_auth_failures_;
+    ++link_errors_;
+    return LinkConnectFailed(
+        peer, absl::StrCat("no answer to the encryption handshake within ",
+                           absl::FormatDuration(options_.handshake_timeout)));
+  }
+  char buf[kLinkHs2Bytes];
+  const size_t want = kLinkHs2Bytes - peer->hs_in.size();
+  const ssize_t n = recv(peer->connecting_fd, buf, want, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    return;
+  }
+  if (n <= 0) {
+    ++link_auth_failures_;
+    ++link_errors_;
+    return LinkConnectFailed(
+        peer, absl::StrCat("the listener ",
+                           n == 0 ? std::string("closed the connection")
+                                  : std::string(strerror(errno)),
+                           " in the encryption handshake"));
+  }
+  peer->hs_in.append(buf, static_cast<size_t>(n));
+  if (peer->hs_in.size() < kLinkHs2Bytes) return;
+  std::string m3;
+  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> cipher =
+      peer->hs->Finish(peer->hs_in.data(), &m3);
+  peer->hs.reset();
+  if (!cipher.ok()) {
+    ++link_auth_failures_;
+    ++link_errors_;
+    return LinkConnectFailed(peer, std::string(cipher.status().message()));
+  }
+  const int fd = peer->connecting_fd;
+  peer->connecting_fd = -1;
+  VLOG(1) << "data link to peer " << peer->id << ": "
+          << LinkCipherName((*cipher)->cipher());
+  LinkUp(peer, fd, std::move(*cipher), std::move(m3));
+}
+
+void Transport::LinkUp(Peer* peer, int fd,
+                       std::unique_ptr<LinkRecordCipher> cipher,
+                       std::string preface) {
   {
     MutexLock link(&peer->link_mu);
-    peer->link = std::make_unique<LinkWriter>(fd);
+    peer->link =
+        std::make_unique<LinkWriter>(fd, std::move(cipher), std::move(preface));
     peer->link_fd = fd;
     // Everything sent through ZeroMQ so far is counted here; from now on
     // nothing more goes there (this thread is the only one that sends to
@@ -1140,9 +1250,17 @@ void Transport::AcceptLinks() {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto in = std::make_unique<IncomingLink>();
+    sockaddr_in a{};
+    socklen_t alen = sizeof(a);
+    char host[INET_ADDRSTRLEN] = "?";
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&a), &alen) == 0) {
+      inet_ntop(AF_INET, &a.sin_addr, host, sizeof(host));
+    }
+    in->from = absl::StrCat(host, ":", ntohs(a.sin_port));
     in->reader = std::make_unique<LinkReader>(
         fd, options_.token, options_.max_frame_bytes, &dests_,
-        [this](const std::string& id) { return IsPeerEndpoint(id); });
+        [this](const std::string& id) { return IsPeerEndpoint(id); },
+        link_keys_.get());
     in->hello_deadline = absl::Now() + options_.handshake_timeout;
     links_in_.push_back(std::move(in));
   }
@@ -1180,14 +1298,16 @@ bool Transport::ServeLink(IncomingLink* in, std::vector<Message>* batch) {
     const LinkReader::State st = in->reader->Read(&parts, &error);
     const std::string who =
         in->reader->identity().empty()
-            ? std::string("an unidentified node")
-            : absl::StrCat("'", EscapeForLog(in->reader->identity()), "'");
+            ? absl::StrCat("an unidentified node at ", in->from)
+            : absl::StrCat("'", EscapeForLog(in->reader->identity()), "' (",
+                           in->from, ")");
     switch (st) {
       case LinkReader::State::kAgain:
         return true;
       case LinkReader::State::kClosed:
         return false;
       case LinkReader::State::kRefused: {
+        if (in->reader->auth_failed()) ++link_auth_failures_;
         const int64_t n = ++link_refused_;
         LOG_EVERY_N(WARNING, 100)
             << "refused an incoming data link from " << who << ": " << error
@@ -1197,6 +1317,7 @@ bool Transport::ServeLink(IncomingLink* in, std::vector<Message>* batch) {
       case LinkReader::State::kError: {
         const int64_t n = ++link_errors_;
         if (in->reader->malformed()) ++malformed_;
+        if (in->reader->auth_failed()) ++link_auth_failures_;
         LOG_EVERY_N(WARNING, 100)
             << "dropped the data link from " << who << ": " << error << " ("
             << n << " link errors so far)";
@@ -1235,6 +1356,7 @@ void Transport::CloseLinks() {
       peers.push_back(p.get());
       if (p->connecting_fd >= 0) close(p->connecting_fd);
       p->connecting_fd = -1;
+      p->hs.reset();
     }
   }
   for (Peer* p : peers) {

@@ -28,9 +28,10 @@
 // receive_hwm_messages per connection before it stops reading it (TCP
 // backpressure).
 //
-// Plaintext wire (no curve) with options.data_link: messages to a peer go
-// through a plain TCP connection beside ZeroMQ once the peer has connected
-// it (transport/data_link.h has the protocol): written by the sending
+// With options.data_link: messages to a peer go through a TCP connection
+// beside ZeroMQ once the peer has connected it (transport/data_link.h has
+// the protocol; under CURVE the connection is authenticated with the same
+// keys and encrypted, transport/link_crypto.h): written by the sending
 // thread with one sendmsg straight from the frames (the I/O thread goes on
 // where the socket was full), read by the receiver's I/O thread straight
 // into the frames' final buffers (a pull reply into the caller's, see
@@ -132,9 +133,15 @@ struct TransportOptions {
   // The key pair the incoming socket listens with (empty: curve_keys), for
   // per-node keys (ReadCurveKeysDir: one server key, a key per node).
   CurveKeyPair curve_router_keys;
-  // The TCP data link (above, transport/data_link.h); only without CURVE
-  // (with CURVE everything stays on ZeroMQ's encrypted connections).
+  // The TCP data link (above, transport/data_link.h), on either wire: with
+  // CURVE it is encrypted and admits only the keys ZeroMQ admits.
   bool data_link = true;
+  // Encrypted links: AES-256-GCM where both ends run it (false:
+  // ChaCha20-Poly1305 always, for tests and comparisons).
+  bool data_link_aes_gcm = true;
+  // Tests: the data port offered to peers (a relay in front of the
+  // listener); 0: the listener's own.
+  int data_link_offered_port = 0;
 };
 
 struct TransportStats {
@@ -176,6 +183,12 @@ struct TransportStats {
   int64_t link_messages_sent = 0;
   int64_t link_messages_received = 0;
   int64_t link_errors = 0;
+  // Encrypted links: handshakes that failed (a key the job does not know,
+  // a listener without the server key, garbage; also counted in
+  // connections_refused or, on the connecting side, link_errors) and
+  // records that failed their tag (altered, replayed, reordered; also in
+  // link_errors). Each closes its connection.
+  int64_t link_auth_failures = 0;
 };
 
 // Turns CURVE on in `o` with the job's keys derived from o->token (every
@@ -360,6 +373,16 @@ class Transport {
       ABSL_LOCKS_EXCLUDED(mu_);
   // The connect of `peer`'s link finished (or failed, or timed out).
   void FinishConnect(Peer* peer, bool timed_out) ABSL_LOCKS_EXCLUDED(mu_);
+  // Encrypted links: the listener's answer to the handshake can be read
+  // (or the handshake timed out).
+  void ContinueHandshake(Peer* peer, bool timed_out) ABSL_LOCKS_EXCLUDED(mu_);
+  // The connecting side gives up on `peer`'s link: closes its socket, logs
+  // `why`; later messages stay on ZeroMQ.
+  void LinkConnectFailed(Peer* peer, const std::string& why)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Puts `peer`'s link up on `fd` (hello first).
+  void LinkUp(Peer* peer, int fd, std::unique_ptr<LinkRecordCipher> cipher,
+              std::string preface) ABSL_LOCKS_EXCLUDED(mu_);
   // Any thread: hands `peer`'s queued messages to its link and writes
   // what the socket takes.
   // The highest-priority message queued for `p` if the send window has
@@ -380,6 +403,8 @@ class Transport {
   std::string address_;
   int port_ = 0;
   int link_listen_fd_ = -1;  // I/O thread only (after Create).
+  // Keys of encrypted links (null: plaintext links); set in Create.
+  std::unique_ptr<LinkKeys> link_keys_;
   int data_port_ = 0;
   // Incoming data links (I/O thread only).
   std::vector<std::unique_ptr<IncomingLink>> links_in_;
@@ -421,7 +446,7 @@ class Transport {
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0},
       wrong_sender_{0}, link_sent_{0}, link_received_{0}, link_errors_{0},
-      link_refused_{0};
+      link_refused_{0}, link_auth_failures_{0};
   std::thread thread_;
 };
 
