@@ -15,9 +15,7 @@
 
 namespace pstrain {
 namespace tools {
-namespace {
 
-// Median over `runs` of the GB/s of `fn` on `bytes` bytes.
 double MedianGbps(const std::function<void()>& fn, int64_t bytes, int runs,
                   int min_run_ms) {
   fn();  // Warm-up: page faults, caches.
@@ -37,8 +35,6 @@ double MedianGbps(const std::function<void()>& fn, int64_t bytes, int runs,
   std::sort(gbps.begin(), gbps.end());
   return gbps[gbps.size() / 2];
 }
-
-}  // namespace
 
 void RunCodecBench(const CodecBenchOptions& o, std::ostream& out) {
   using namespace compression;  // NOLINT: the kernels under test.

@@ -4,6 +4,7 @@
 #define PSTRAIN_TOOLS_CODEC_BENCH_H_
 
 #include <cstdint>
+#include <functional>
 #include <ostream>
 #include <vector>
 
@@ -26,6 +27,13 @@ struct CodecBenchOptions {
 // kernel turns into or from its payload), and the ratio to memcpy of the
 // same bytes, to `out`. Runs on the calling thread's OpenMP team.
 void RunCodecBench(const CodecBenchOptions& o, std::ostream& out);
+
+// The median over `runs` timed runs of the GB/s of `fn` on `bytes` bytes,
+// each run repeating `fn` until it has taken at least `min_run_ms`, after
+// one untimed call (page faults, caches). Also used by
+// tools/link_crypto_bench.
+double MedianGbps(const std::function<void()>& fn, int64_t bytes, int runs,
+                  int min_run_ms);
 
 }  // namespace tools
 }  // namespace pstrain

@@ -7,33 +7,14 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
+#include "tools/codec_bench.h"
 #include "transport/link_crypto.h"
 
 namespace pstrain {
 namespace tools {
-namespace {
 
-double MedianGbps(const std::function<void()>& fn, int64_t bytes, int runs) {
-  fn();  // Warm-up.
-  std::vector<double> gbps;
-  for (int r = 0; r < runs; ++r) {
-    int64_t reps = 0;
-    const absl::Time t0 = absl::Now();
-    absl::Duration took;
-    do {
-      fn();
-      ++reps;
-      took = absl::Now() - t0;
-    } while (took < absl::Milliseconds(50));
-    gbps.push_back(static_cast<double>(bytes) * reps /
-                   absl::ToDoubleSeconds(took) / 1e9);
-  }
-  std::sort(gbps.begin(), gbps.end());
-  return gbps[gbps.size() / 2];
-}
-
-}  // namespace
+// Each timed run repeats its kernel for at least this long.
+constexpr int kMinRunMs = 50;
 
 void RunLinkCryptoBench(const std::vector<int64_t>& record_bytes, int runs,
                         std::ostream& out) {
@@ -50,8 +31,8 @@ void RunLinkCryptoBench(const std::vector<int64_t>& record_bytes, int runs,
                          transport::kLinkMaxRecordBytes);
     std::vector<char> src(n, 'x'), dst(n + transport::kLinkRecordOverhead),
         back(n);
-    const double copy =
-        MedianGbps([&] { std::memcpy(dst.data(), src.data(), n); }, n, runs);
+    const double copy = MedianGbps(
+        [&] { std::memcpy(dst.data(), src.data(), n); }, n, runs, kMinRunMs);
     out << absl::StrFormat("%10d B  memcpy %7.2f GB/s\n", n, copy);
     for (LinkCipher c :
          {LinkCipher::kAes256Gcm, LinkCipher::kChaCha20Poly1305}) {
@@ -61,8 +42,8 @@ void RunLinkCryptoBench(const std::vector<int64_t>& record_bytes, int runs,
         continue;
       }
       LinkRecordCipher seal(c, key);
-      const double s =
-          MedianGbps([&] { seal.Seal(src.data(), n, dst.data()); }, n, runs);
+      const double s = MedianGbps([&] { seal.Seal(src.data(), n, dst.data()); },
+                                  n, runs, kMinRunMs);
       // Opening needs records in counter order: seal one per open.
       LinkRecordCipher seal2(c, key), open(c, key);
       std::vector<char> rec(n + transport::kLinkRecordOverhead);
@@ -71,7 +52,7 @@ void RunLinkCryptoBench(const std::vector<int64_t>& record_bytes, int runs,
             seal2.Seal(src.data(), n, rec.data());
             open.Open(rec.data(), n, back.data());
           },
-          n, runs);
+          n, runs, kMinRunMs);
       // Seal+open took 1/s + 1/open_alone: the open alone.
       const double open_alone = 1.0 / std::max(1e-9, 1.0 / o - 1.0 / s);
       out << absl::StrFormat(
