@@ -28,8 +28,14 @@ namespace pstrain {
 namespace kvstore {
 namespace {
 
-// How long Wait() polls for a reply before sleeping.
+// How long Wait() polls for a reply before sleeping, for operations of at
+// most kSpinMaxBytes (request and reply payloads together). A bigger one
+// takes longer than the spin on any link, and polling would only take the
+// core from the threads moving its bytes (1 MiB pulls between two test-bed
+// hosts: 0.84-0.85 x raw TCP's 1 MiB round trips with the spin, 1.11-1.18 x
+// without).
 constexpr int kSpinMicros = 150;
+constexpr int64_t kSpinMaxBytes = 64 << 10;
 
 using internal::CheckDevices;
 using internal::Sum;
@@ -212,7 +218,7 @@ class DistKVStore : public KVStore {
     // microseconds: poll briefly (yielding the core), with the I/O thread
     // polling too, before sleeping on the condition variable; that saves
     // the wake-ups on the reply's path.
-    if (pending()) {
+    if (pending() && ops_.find(h)->second.spin) {
       const transport::Transport& t = node_->transport();
       t.BeginBusyPoll();
       const absl::Time spin_end = absl::Now() + absl::Microseconds(kSpinMicros);
@@ -401,6 +407,8 @@ class DistKVStore : public KVStore {
     std::vector<int64_t> keys;
     int64_t reply_bytes = 0;
     int64_t step = 0;
+    // Whether Wait() polls briefly before sleeping (small operations).
+    bool spin = true;
     // Where each key's pulled values go.
     std::vector<std::pair<int64_t, absl::Span<float>>> outs;
   };
@@ -603,10 +611,15 @@ class DistKVStore : public KVStore {
     const absl::Time deadline = absl::Now() + options_.send_timeout;
     std::vector<Outstanding> need(node_->num_servers());
     std::vector<int64_t> bytes;
+    int64_t op_bytes = 0;
     for (const Request& r : batch) {
       bytes.push_back(RequestBytes(r.msg));
       need[r.server].requests += 1;
       need[r.server].bytes += bytes.back();
+      op_bytes += bytes.back();
+    }
+    for (const auto& out : outs) {
+      op_bytes += static_cast<int64_t>(out.second.size() * sizeof(float));
     }
     Handle h;
     std::vector<std::pair<int, Message>> to_send;
@@ -642,6 +655,7 @@ class DistKVStore : public KVStore {
       op.key = key;
       op.outstanding = static_cast<int>(batch.size());
       op.outs = std::move(outs);
+      op.spin = op_bytes <= kSpinMaxBytes;
       op.traced = traced;
       op.reply_bytes = reply_bytes;
       if (traced) {
