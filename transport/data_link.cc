@@ -180,9 +180,14 @@ ssize_t LinkReader::RecvRecords(char* dst, size_t n) {
       raw_pos_ = 0;
       raw_end_ = have;
     }
-    const ssize_t got =
-        recv(fd_, raw_.get() + raw_end_, kRawBytes - raw_end_, MSG_DONTWAIT);
+    if (drained_) {
+      errno = EAGAIN;
+      return -1;
+    }
+    const size_t want = kRawBytes - raw_end_;
+    const ssize_t got = recv(fd_, raw_.get() + raw_end_, want, MSG_DONTWAIT);
     if (got <= 0) return got;
+    drained_ = static_cast<size_t>(got) < want;
     raw_end_ += static_cast<size_t>(got);
   }
   // Straight into `dst` when the whole record goes there.
@@ -214,9 +219,14 @@ ssize_t LinkReader::Recv(char* dst, size_t n) {
   if (ahead_pos_ == ahead_end_ && n < kLinkReadAheadBytes) {
     // Small reads go through the read-ahead buffer: a small message's
     // preamble, header and frames then take one recv().
+    if (drained_) {
+      errno = EAGAIN;
+      return -1;
+    }
     const ssize_t got =
         recv(fd_, ahead_.get(), kLinkReadAheadBytes, MSG_DONTWAIT);
     if (got <= 0) return got;
+    drained_ = static_cast<size_t>(got) < kLinkReadAheadBytes;
     ahead_pos_ = 0;
     ahead_end_ = static_cast<size_t>(got);
   }

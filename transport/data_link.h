@@ -150,6 +150,11 @@ class LinkReader {
   // Bytes read ahead and not yet taken: Read() has more to do without the
   // socket becoming readable.
   bool buffered() const;
+  // Called when poll() finds the socket readable. A buffered read that came
+  // back short has drained the socket: until the next Polled(), Read()
+  // reports kAgain there instead of asking the kernel again (a system
+  // call each, in a small round trip's path).
+  void Polled() { drained_ = false; }
   bool hello_done() const {
     return stage_ != Stage::kHello && stage_ != Stage::kHelloBody &&
            stage_ != Stage::kHs1 && stage_ != Stage::kHs3;
@@ -228,6 +233,7 @@ class LinkReader {
   std::string record_error_;     // Why RecvRecords failed.
   std::unique_ptr<char[]> raw_;  // Ciphertext read, not yet opened.
   size_t raw_pos_ = 0, raw_end_ = 0;
+  bool drained_ = false;           // See Polled().
   std::unique_ptr<char[]> plain_;  // An opened record not yet taken.
   size_t plain_pos_ = 0, plain_end_ = 0;
 };

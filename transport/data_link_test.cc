@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -261,6 +262,47 @@ TEST_P(LinkModeTest, ConcurrentRequestsEachGetTheirReply) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(p.client->stats().link_errors, 0);
+}
+
+// Once only links carry traffic, the I/O loop waits with one poll() over
+// the ZeroMQ sockets' descriptors and the links (Transport::PollItems). A
+// ZeroMQ message arriving then must still wake it. The messages come from
+// a third node without links (as the scheduler's do), each after a link
+// round trip has settled both loops; a missed wake-up would leave one
+// waiting for ever.
+TEST_P(LinkModeTest, ZeroMqMessagesStillArriveWhileOnlyLinksCarryTraffic) {
+  Pair p(GetParam());
+  p.WaitForLinks();
+  TransportOptions so = Options(GetParam());
+  so.data_link = false;
+  std::unique_ptr<Transport> sched = Make(so);
+  ASSERT_TRUE(sched->Connect(1, p.server->address()).ok());
+  ASSERT_TRUE(sched->Connect(2, p.client->address()).ok());
+  const int64_t links_before = p.server->stats().link_messages_received;
+  absl::Duration slowest;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(p.client->Send(1, Request(1000 + i, 4, 0), Soon()).ok());
+    ASSERT_TRUE(p.client->ReceiveData(Soon()).ok());
+    for (int to_id : {1, 2}) {
+      Transport* to = to_id == 1 ? p.server.get() : p.client.get();
+      Message hb;
+      hb.header.set_type(proto::HEARTBEAT);
+      hb.header.set_request_id(i);
+      const absl::Time start = absl::Now();
+      ASSERT_TRUE(sched->Send(to_id, std::move(hb), Soon()).ok());
+      absl::StatusOr<Message> got = to->Receive(Soon());
+      ASSERT_TRUE(got.ok())
+          << "heartbeat " << i << " to node " << to_id << ": " << got.status();
+      EXPECT_EQ(got->header.type(), proto::HEARTBEAT);
+      EXPECT_EQ(got->header.request_id(), static_cast<uint64_t>(i));
+      slowest = std::max(slowest, absl::Now() - start);
+    }
+  }
+  // The requests came over the link, the heartbeats through ZeroMQ.
+  EXPECT_EQ(p.server->stats().link_messages_received, links_before + 100);
+  EXPECT_EQ(sched->stats().link_messages_sent, 0);
+  // Not a timing test: a report of the slowest wake-up.
+  std::cout << "slowest heartbeat: " << absl::FormatDuration(slowest) << "\n";
 }
 
 TEST(DataLinkTest, PeerDeathMidTransferIsAnErrorNotAHang) {

@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -824,12 +825,84 @@ bool Transport::Admit(Message msg, const std::string& identity, bool to_handler,
   }
 }
 
+int Transport::PollItems(std::vector<zmq_pollitem_t>* items, long timeout_ms,
+                         bool* zmq_settled, std::vector<pollfd>* pfds) {
+  const int n = static_cast<int>(items->size());
+  int rc;
+  bool zmq_ready = true;
+  if (*zmq_settled) {
+    // ZeroMQ's own zmq_poll asks every socket for ZMQ_EVENTS before and
+    // after poll(), and each ask is a poll() and a getpid() of its own:
+    // 14 system calls for a loop turn that waits, the most of a small
+    // round trip's cost. When the last turn saw none of the sockets ready
+    // and no ZeroMQ call touched them since, nothing can be pending
+    // without its ZMQ_FD turning readable (ZeroMQ signals the socket's
+    // mailbox when an empty pipe receives), so one poll() over the
+    // ZMQ_FDs and the plain descriptors waits for the same things.
+    pfds->resize(n);
+    for (int i = 0; i < n; ++i) {
+      const zmq_pollitem_t& it = (*items)[i];
+      pollfd& p = (*pfds)[i];
+      p.revents = 0;
+      if (it.socket != nullptr) {
+        int fd = -1;
+        size_t len = sizeof(fd);
+        zmq_getsockopt(it.socket, ZMQ_FD, &fd, &len);
+        p.fd = fd;
+        p.events = (it.events & ZMQ_POLLIN) ? POLLIN : 0;
+      } else {
+        p.fd = it.fd;
+        p.events =
+            static_cast<short>(((it.events & ZMQ_POLLIN) ? POLLIN : 0) |
+                               ((it.events & ZMQ_POLLOUT) ? POLLOUT : 0));
+      }
+    }
+    rc = poll(pfds->data(), n, static_cast<int>(timeout_ms));
+    zmq_ready = false;
+    for (int i = 0; i < n; ++i) {
+      if ((*items)[i].socket != nullptr && (*pfds)[i].revents != 0) {
+        zmq_ready = true;
+      }
+    }
+    if (rc < 0) zmq_ready = true;  // EINTR or worse: ask ZeroMQ.
+    if (!zmq_ready) {
+      for (int i = 0; i < n; ++i) {
+        zmq_pollitem_t& it = (*items)[i];
+        const short r = (*pfds)[i].revents;
+        it.revents = 0;
+        if (it.socket != nullptr) continue;
+        if (r & POLLIN) it.revents |= ZMQ_POLLIN;
+        if (r & POLLOUT) it.revents |= ZMQ_POLLOUT;
+        if (r & ~(POLLIN | POLLOUT)) it.revents |= ZMQ_POLLERR;
+      }
+    }
+  }
+  if (zmq_ready) {
+    // Exact readiness from ZeroMQ; waits only when the fast poll did not.
+    rc = zmq_poll(items->data(), n, *zmq_settled ? 0 : timeout_ms);
+  }
+  // Settled: every ZeroMQ socket was asked for input and none had any.
+  // The loop only calls ZeroMQ on a socket it saw ready, so the next turn
+  // may take the fast way.
+  *zmq_settled = rc >= 0;
+  for (const zmq_pollitem_t& it : *items) {
+    if (it.socket != nullptr && (it.events != ZMQ_POLLIN || it.revents != 0)) {
+      *zmq_settled = false;
+    }
+  }
+  return rc;
+}
+
 void Transport::Loop() {
   io_thread_id_ = std::this_thread::get_id();
   constexpr int kFixed = 2 + Gate::kPollItems;
   std::vector<zmq_pollitem_t> items;
   std::vector<Peer*> link_peers;  // Polled for writing, after the fixed.
   size_t polled_in = 0;           // Incoming links polled, after those.
+  // True while the last poll saw no ZeroMQ socket ready and no ZeroMQ call
+  // has been made on them since (see PollItems).
+  bool zmq_settled = false;
+  std::vector<pollfd> pfds;
   while (!stop_) {
     items.assign(kFixed, zmq_pollitem_t{});
     items[0] = {router_, 0, ZMQ_POLLIN, 0};
@@ -869,8 +942,7 @@ void Transport::Loop() {
                             : (!room || retry_sends_ || holding) ? 5
                                                                  : 100;
     retry_sends_ = false;
-    const int rc =
-        zmq_poll(items.data(), static_cast<int>(items.size()), timeout_ms);
+    const int rc = PollItems(&items, timeout_ms, &zmq_settled, &pfds);
     if (rc < 0 && zmq_errno() != EINTR) {
       LOG_EVERY_N(ERROR, 100) << "zmq_poll: " << zmq_strerror(zmq_errno());
     }
@@ -923,9 +995,9 @@ void Transport::Loop() {
       std::vector<bool> keep(links_in_.size(), true);
       for (size_t i = 0; i < links_in_.size(); ++i) {
         IncomingLink* in = links_in_[i].get();
-        const bool readable =
-            (i < n_in && items[kFixed + 1 + i].revents != 0) ||
-            in->reader->buffered();
+        const bool polled = i < n_in && items[kFixed + 1 + i].revents != 0;
+        if (polled) in->reader->Polled();
+        const bool readable = polled || in->reader->buffered();
         if (!in->reader->hello_done() && now > in->hello_deadline) {
           ++link_refused_;
           LOG_EVERY_N(WARNING, 100)

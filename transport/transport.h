@@ -45,6 +45,9 @@
 #ifndef PSTRAIN_TRANSPORT_TRANSPORT_H_
 #define PSTRAIN_TRANSPORT_TRANSPORT_H_
 
+#include <poll.h>
+#include <zmq.h>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -345,6 +348,11 @@ class Transport {
 
   explicit Transport(const TransportOptions& options);
   void Loop();
+  // One wait of the loop: zmq_poll(items, timeout_ms), but with a single
+  // poll() over the sockets' ZMQ_FDs while *zmq_settled (the last call
+  // found no socket ready). Updates *zmq_settled; `pfds` is scratch.
+  int PollItems(std::vector<zmq_pollitem_t>* items, long timeout_ms,
+                bool* zmq_settled, std::vector<pollfd>* pfds);
   void Wake();
   bool OnIoThread() const;
   void DrainCommands() ABSL_LOCKS_EXCLUDED(mu_);
