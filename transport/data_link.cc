@@ -312,6 +312,31 @@ void LinkReader::StartFrame() {
 
 LinkReader::State LinkReader::Read(std::vector<Frame>* parts,
                                    std::string* error) {
+  const State st = ReadSome(parts, error);
+  if (st == State::kAgain) SetLowWater();
+  return st;
+}
+
+void LinkReader::SetLowWater() {
+  // While a big plaintext frame comes in, poll() reports the socket only
+  // once kLinkLowWaterBytes of it (or all the rest) are there: a loop turn
+  // that waits costs a context switch, and woken for every few segments
+  // the I/O thread read 61 KB per recv() instead of 94 KB and moved 16 MiB
+  // pulls 20% slower. The whole frame is on its way, so the mark is met;
+  // a peer that closes or fails still wakes poll().
+  int want = 1;
+  if (keys_ == nullptr && stage_ == Stage::kFrame && frame_ < nframes_) {
+    const uint64_t rest = sizes_[frame_] - frame_got_;
+    if (rest >= 2 * kLinkLowWaterBytes) want = kLinkLowWaterBytes;
+  }
+  if (want == low_water_) return;
+  if (setsockopt(fd_, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0) {
+    low_water_ = want;
+  }
+}
+
+LinkReader::State LinkReader::ReadSome(std::vector<Frame>* parts,
+                                       std::string* error) {
   State st = State::kAgain;
   while (true) {
     switch (stage_) {

@@ -74,6 +74,9 @@ inline constexpr uint32_t kLinkMaxFrames = 1 << 16;
 inline constexpr uint32_t kLinkMaxHeaderBytes = 16 << 20;
 // What a link reader reads ahead when it wants fewer bytes.
 inline constexpr size_t kLinkReadAheadBytes = 64 << 10;
+// SO_RCVLOWAT while the rest of a plaintext frame is at least twice this
+// (LinkReader::SetLowWater).
+inline constexpr int kLinkLowWaterBytes = 64 << 10;
 
 // The hello a connecting node sends first.
 std::string EncodeLinkHello(const std::string& token,
@@ -197,6 +200,10 @@ class LinkReader {
   State Handshake(std::string* error);
   // Reads into small_ until it holds `want` bytes: 1 done, 0 again, <0 err.
   int FillSmall(size_t want, std::string* error, State* state);
+  State ReadSome(std::vector<Frame>* parts, std::string* error);
+  // SO_RCVLOWAT for the next wait: part of the rest of a big plaintext
+  // frame (see Read), else 1.
+  void SetLowWater();
   void StartFrame();
 
   const int fd_;
@@ -234,6 +241,7 @@ class LinkReader {
   std::unique_ptr<char[]> raw_;  // Ciphertext read, not yet opened.
   size_t raw_pos_ = 0, raw_end_ = 0;
   bool drained_ = false;           // See Polled().
+  int low_water_ = 1;              // The socket's SO_RCVLOWAT.
   std::unique_ptr<char[]> plain_;  // An opened record not yet taken.
   size_t plain_pos_ = 0, plain_end_ = 0;
 };

@@ -1,5 +1,6 @@
 #include "transport/link_crypto.h"
 
+#include <openssl/evp.h>
 #include <sodium.h>
 #include <zmq.h>
 
@@ -111,9 +112,16 @@ absl::StatusOr<std::unique_ptr<LinkKeys>> MakeLinkKeys(
   return k;
 }
 
+// AES-256-GCM runs on OpenSSL's EVP: 4.3-4.6 GB/s per core here for
+// 256 KiB records (`openssl speed -evp aes-256-gcm -bytes 262144`, VAES),
+// against libsodium's 2.0 sealing and 1.5 opening, which left an encrypted
+// link's bulk speed bound by the cipher. The record format is the same:
+// 96-bit nonce, the length prefix as associated data, 16-byte tag.
+// ChaCha20-Poly1305 (machines without AES-NI) stays on libsodium.
 struct LinkRecordCipher::State {
-  crypto_aead_aes256gcm_state aes;  // 16-byte aligned (operator new).
   uint8_t key[32];
+  EVP_CIPHER_CTX* seal = nullptr;  // Keyed on first use.
+  EVP_CIPHER_CTX* open = nullptr;
 };
 
 LinkRecordCipher::LinkRecordCipher(LinkCipher cipher, const uint8_t key[32])
@@ -121,11 +129,12 @@ LinkRecordCipher::LinkRecordCipher(LinkCipher cipher, const uint8_t key[32])
   std::memcpy(state_->key, key, 32);
   if (cipher_ == LinkCipher::kAes256Gcm) {
     CHECK(LinkAesGcmAvailable()) << "AES-256-GCM chosen without AES-NI";
-    crypto_aead_aes256gcm_beforenm(&state_->aes, key);
   }
 }
 
 LinkRecordCipher::~LinkRecordCipher() {
+  EVP_CIPHER_CTX_free(state_->seal);  // Clears the key schedule too.
+  EVP_CIPHER_CTX_free(state_->open);
   sodium_memzero(state_.get(), sizeof(State));
 }
 
@@ -145,8 +154,19 @@ void LinkRecordCipher::Seal(const char* pt, size_t n, char* out) {
   ++counter_;
   const uint8_t* m = reinterpret_cast<const uint8_t*>(pt);
   if (cipher_ == LinkCipher::kAes256Gcm) {
-    crypto_aead_aes256gcm_encrypt_detached_afternm(
-        o + 4, o + 4 + n, nullptr, m, n, o, 4, nullptr, nonce, &state_->aes);
+    EVP_CIPHER_CTX*& c = state_->seal;
+    if (c == nullptr) {
+      c = EVP_CIPHER_CTX_new();
+      CHECK(c != nullptr && EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), nullptr,
+                                               state_->key, nullptr) == 1);
+    }
+    int len = 0, tail = 0;
+    CHECK(EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
+          EVP_EncryptUpdate(c, nullptr, &len, o, 4) == 1 &&
+          EVP_EncryptUpdate(c, o + 4, &len, m, static_cast<int>(n)) == 1 &&
+          EVP_EncryptFinal_ex(c, o + 4 + len, &tail) == 1 &&
+          EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, o + 4 + n) == 1)
+        << "AES-256-GCM sealing failed";
   } else {
     crypto_aead_chacha20poly1305_ietf_encrypt_detached(
         o + 4, o + 4 + n, nullptr, m, n, o, 4, nullptr, nonce, state_->key);
@@ -158,15 +178,30 @@ bool LinkRecordCipher::Open(const char* rec, size_t n, char* out) {
   uint8_t nonce[12];
   Nonce(nonce);
   uint8_t* m = reinterpret_cast<uint8_t*>(out);
-  int rc;
+  bool ok;
   if (cipher_ == LinkCipher::kAes256Gcm) {
-    rc = crypto_aead_aes256gcm_decrypt_detached_afternm(
-        m, nullptr, r + 4, n, r + 4 + n, r, 4, nonce, &state_->aes);
+    EVP_CIPHER_CTX*& c = state_->open;
+    if (c == nullptr) {
+      c = EVP_CIPHER_CTX_new();
+      CHECK(c != nullptr && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), nullptr,
+                                               state_->key, nullptr) == 1);
+    }
+    int len = 0, tail = 0;
+    ok = n <= kLinkMaxRecordBytes &&
+         EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
+         EVP_DecryptUpdate(c, nullptr, &len, r, 4) == 1 &&
+         EVP_DecryptUpdate(c, m, &len, r + 4, static_cast<int>(n)) == 1 &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16,
+                             const_cast<uint8_t*>(r + 4 + n)) == 1 &&
+         EVP_DecryptFinal_ex(c, m + len, &tail) == 1;
+    // EVP writes the plaintext before it checks the tag: a record that
+    // fails leaves nothing of itself behind (as libsodium).
+    if (!ok) std::memset(m, 0, n);
   } else {
-    rc = crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-        m, nullptr, r + 4, n, r + 4 + n, r, 4, nonce, state_->key);
+    ok = crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+             m, nullptr, r + 4, n, r + 4 + n, r, 4, nonce, state_->key) == 0;
   }
-  if (rc != 0) return false;
+  if (!ok) return false;
   ++counter_;
   return true;
 }
