@@ -78,7 +78,12 @@ struct Transport::Peer {
   // kHandshake: connected, running the encrypted link's handshake.
   enum class LinkState { kNone, kConnecting, kHandshake, kUp, kFailed };
   LinkState link_state = LinkState::kNone;
-  int data_port = 0;            // Where the peer's listener is (I/O thread).
+  int data_port = 0;  // Where the peer's listener is (I/O thread).
+  // kFailed: when to connect again (InfiniteFuture: never), after how many
+  // breaks in a row, and when it last came up; guarded by mu_ (see above).
+  absl::Time link_retry_at = absl::InfiniteFuture();
+  int link_breaks = 0;
+  absl::Time link_up_at;
   int connecting_fd = -1;       // I/O thread only.
   absl::Time connect_deadline;  // I/O thread only.
   uint64_t zmq_sent = 0;        // Messages handed to ZeroMQ (I/O thread).
@@ -460,6 +465,7 @@ TransportStats Transport::stats() const {
   s.link_messages_received = link_received_;
   s.link_errors = link_errors_;
   s.link_auth_failures = link_auth_failures_;
+  s.link_reconnects = link_reconnects_;
   s.queued_messages = static_cast<int64_t>(incoming_.size() + data_.size());
   MutexLock lock(&mu_);
   s.max_queued_bytes = max_queued_bytes_;
@@ -913,6 +919,9 @@ void Transport::Loop() {
     if (!room) items[0].events = 0;
     bool holding = false;
     bool buffered = false;  // A link read ahead: read on without waiting.
+    const absl::Time turn = absl::Now();
+    absl::Time retry_at = absl::InfiniteFuture();  // A broken link's retry.
+    std::vector<Peer*> reconnect;
     if (link_listen_fd_ >= 0) {
       items.push_back({nullptr, link_listen_fd_, ZMQ_POLLIN, 0});
       polled_in = links_in_.size();
@@ -934,13 +943,31 @@ void Transport::Loop() {
         } else if (p->link_state == Peer::LinkState::kUp && p->link_backlog) {
           link_peers.push_back(p.get());
           items.push_back({nullptr, p->link_fd.load(), ZMQ_POLLOUT, 0});
+        } else if (p->link_state == Peer::LinkState::kFailed &&
+                   p->link_retry_at != absl::InfiniteFuture()) {
+          retry_at = std::min(retry_at, p->link_retry_at);
+          if (p->link_retry_at <= turn) {
+            p->link_state = Peer::LinkState::kConnecting;
+            p->link_retry_at = absl::InfiniteFuture();
+            reconnect.push_back(p.get());
+          }
         }
       }
     }
+    for (Peer* p : reconnect) {
+      VLOG(1) << "data link to peer " << p->id << ": connecting again";
+      StartLinkConnect(p);
+    }
     const bool busy = room && busy_pollers_.load(std::memory_order_relaxed) > 0;
-    const long timeout_ms = busy || buffered                     ? 0
-                            : (!room || retry_sends_ || holding) ? 5
-                                                                 : 100;
+    long timeout_ms = busy || buffered                     ? 0
+                      : (!room || retry_sends_ || holding) ? 5
+                                                           : 100;
+    if (!reconnect.empty()) timeout_ms = 0;  // Their sockets join the poll.
+    if (retry_at != absl::InfiniteFuture()) {
+      timeout_ms = std::min<long>(
+          timeout_ms,
+          std::max<int64_t>(0, absl::ToInt64Milliseconds(retry_at - turn) + 1));
+    }
     retry_sends_ = false;
     const int rc = PollItems(&items, timeout_ms, &zmq_settled, &pfds);
     if (rc < 0 && zmq_errno() != EINTR) {
@@ -1096,14 +1123,42 @@ void Transport::MaybeConnectLink(const std::string& identity, int data_port) {
     if (peer == nullptr) return;
     peer->link_state = Peer::LinkState::kConnecting;
   }
+  if (data_port > 65535) {
+    LOG(WARNING) << "data link to peer " << peer->id << " ("
+                 << EscapeForLog(peer->endpoint) << "): bad port " << data_port
+                 << "; its messages stay on ZeroMQ";
+    MutexLock lock(&mu_);
+    LinkDown(peer, /*retry=*/false);
+    return;
+  }
+  peer->data_port = data_port;
+  StartLinkConnect(peer);
+}
+
+void Transport::LinkDown(Peer* peer, bool retry) {
+  peer->link_state = Peer::LinkState::kFailed;
+  if (!retry || peer->data_port <= 0) {
+    peer->link_retry_at = absl::InfiniteFuture();
+    return;
+  }
+  // 0.5 s, doubling up to 30 s for a link that keeps failing; a link that
+  // stayed up for a minute starts again from 0.5 s.
+  const int n = std::min(++peer->link_breaks, 7);
+  peer->link_retry_at =
+      absl::Now() +
+      std::min(absl::Milliseconds(500) * (1 << (n - 1)), absl::Seconds(30));
+}
+
+void Transport::StartLinkConnect(Peer* peer) {
+  const int data_port = peer->data_port;
   auto fail = [&](const std::string& why) {
     LOG(WARNING) << "data link to peer " << peer->id << " ("
                  << EscapeForLog(peer->endpoint) << ", port " << data_port
                  << "): " << why << "; its messages stay on ZeroMQ";
     MutexLock lock(&mu_);
-    peer->link_state = Peer::LinkState::kFailed;
+    LinkDown(peer, /*retry=*/true);
   };
-  if (data_port > 65535) return fail("bad port");
+  const std::string& identity = peer->endpoint;
   const std::string host = identity.substr(0, identity.rfind(':'));
   addrinfo hints{};
   hints.ai_family = AF_INET;
@@ -1122,7 +1177,6 @@ void Transport::MaybeConnectLink(const std::string& identity, int data_port) {
     if (fd >= 0) close(fd);
     return fail(absl::StrCat("connect: ", strerror(e)));
   }
-  peer->data_port = data_port;
   peer->connecting_fd = fd;
   peer->connect_deadline = absl::Now() + options_.handshake_timeout;
 }
@@ -1140,7 +1194,7 @@ void Transport::FinishConnect(Peer* peer, bool timed_out) {
                  << "): " << (timed_out ? "connect timed out" : strerror(err))
                  << "; its messages stay on ZeroMQ";
     MutexLock lock(&mu_);
-    peer->link_state = Peer::LinkState::kFailed;
+    LinkDown(peer, /*retry=*/true);
     return;
   }
   int one = 1;
@@ -1156,8 +1210,10 @@ void Transport::FinishConnect(Peer* peer, bool timed_out) {
   peer->connecting_fd = fd;
   if (n != static_cast<ssize_t>(m1.size())) {
     return LinkConnectFailed(
-        peer, absl::StrCat("cannot start the encryption handshake: ",
-                           n < 0 ? strerror(errno) : "short write"));
+        peer,
+        absl::StrCat("cannot start the encryption handshake: ",
+                     n < 0 ? strerror(errno) : "short write"),
+        /*retry=*/true);
   }
   peer->hs_in.clear();
   peer->connect_deadline = absl::Now() + options_.handshake_timeout;
@@ -1165,7 +1221,8 @@ void Transport::FinishConnect(Peer* peer, bool timed_out) {
   peer->link_state = Peer::LinkState::kHandshake;
 }
 
-void Transport::LinkConnectFailed(Peer* peer, const std::string& why) {
+void Transport::LinkConnectFailed(Peer* peer, const std::string& why,
+                                  bool retry) {
   if (peer->connecting_fd >= 0) close(peer->connecting_fd);
   peer->connecting_fd = -1;
   peer->hs.reset();
@@ -1173,7 +1230,7 @@ void Transport::LinkConnectFailed(Peer* peer, const std::string& why) {
                << EscapeForLog(peer->endpoint) << ", port " << peer->data_port
                << "): " << why << "; its messages stay on ZeroMQ";
   MutexLock lock(&mu_);
-  peer->link_state = Peer::LinkState::kFailed;
+  LinkDown(peer, retry);
 }
 
 void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
@@ -1181,8 +1238,10 @@ void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
     ++link_auth_failures_;
     ++link_errors_;
     return LinkConnectFailed(
-        peer, absl::StrCat("no answer to the encryption handshake within ",
-                           absl::FormatDuration(options_.handshake_timeout)));
+        peer,
+        absl::StrCat("no answer to the encryption handshake within ",
+                     absl::FormatDuration(options_.handshake_timeout)),
+        /*retry=*/false);
   }
   char buf[kLinkHs2Bytes];
   const size_t want = kLinkHs2Bytes - peer->hs_in.size();
@@ -1194,10 +1253,12 @@ void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
     ++link_auth_failures_;
     ++link_errors_;
     return LinkConnectFailed(
-        peer, absl::StrCat("the listener ",
-                           n == 0 ? std::string("closed the connection")
-                                  : std::string(strerror(errno)),
-                           " in the encryption handshake"));
+        peer,
+        absl::StrCat("the listener ",
+                     n == 0 ? std::string("closed the connection")
+                            : std::string(strerror(errno)),
+                     " in the encryption handshake"),
+        /*retry=*/false);
   }
   peer->hs_in.append(buf, static_cast<size_t>(n));
   if (peer->hs_in.size() < kLinkHs2Bytes) return;
@@ -1208,7 +1269,8 @@ void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
   if (!cipher.ok()) {
     ++link_auth_failures_;
     ++link_errors_;
-    return LinkConnectFailed(peer, std::string(cipher.status().message()));
+    return LinkConnectFailed(peer, std::string(cipher.status().message()),
+                             /*retry=*/false);
   }
   const int fd = peer->connecting_fd;
   peer->connecting_fd = -1;
@@ -1220,6 +1282,7 @@ void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
 void Transport::LinkUp(Peer* peer, int fd,
                        std::unique_ptr<LinkRecordCipher> cipher,
                        std::string preface) {
+  bool again = false;
   {
     MutexLock link(&peer->link_mu);
     peer->link =
@@ -1234,9 +1297,17 @@ void Transport::LinkUp(Peer* peer, int fd,
     peer->link_backlog = true;
     MutexLock lock(&mu_);
     peer->link_state = Peer::LinkState::kUp;
+    again = peer->link_breaks > 0;
+    peer->link_up_at = absl::Now();
   }
-  VLOG(1) << "data link to peer " << peer->id << " ("
-          << EscapeForLog(peer->endpoint) << ") is up";
+  if (again) {
+    ++link_reconnects_;
+    LOG(INFO) << "data link to peer " << peer->id << " ("
+              << EscapeForLog(peer->endpoint) << ") is up again";
+  } else {
+    VLOG(1) << "data link to peer " << peer->id << " ("
+            << EscapeForLog(peer->endpoint) << ") is up";
+  }
   PumpLink(peer);
 }
 
@@ -1289,14 +1360,18 @@ void Transport::PumpLink(Peer* peer) {
     LOG_EVERY_N(ERROR, 100)
         << "data link to peer " << peer->id << " ("
         << EscapeForLog(peer->endpoint) << ") broke: " << s.message()
-        << "; its unsent messages are dropped, later ones go through ZeroMQ ("
+        << "; its unsent messages are dropped, later ones go through ZeroMQ "
+           "until it is connected again ("
         << n << " link errors so far)";
     peer->link_fd = -1;
     peer->link.reset();
     peer->link_backlog = false;
     {
       MutexLock lock(&mu_);
-      peer->link_state = Peer::LinkState::kFailed;
+      if (absl::Now() - peer->link_up_at > absl::Minutes(1)) {
+        peer->link_breaks = 0;
+      }
+      LinkDown(peer, /*retry=*/true);
     }
     Wake();  // What is still queued goes to ZeroMQ.
     return;

@@ -192,6 +192,8 @@ struct TransportStats {
   // records that failed their tag (altered, replayed, reordered; also in
   // link_errors). Each closes its connection.
   int64_t link_auth_failures = 0;
+  // Links connected again after they broke (see LinkDown).
+  int64_t link_reconnects = 0;
 };
 
 // Turns CURVE on in `o` with the job's keys derived from o->token (every
@@ -385,9 +387,16 @@ class Transport {
   // (or the handshake timed out).
   void ContinueHandshake(Peer* peer, bool timed_out) ABSL_LOCKS_EXCLUDED(mu_);
   // The connecting side gives up on `peer`'s link: closes its socket, logs
-  // `why`; later messages stay on ZeroMQ.
-  void LinkConnectFailed(Peer* peer, const std::string& why)
+  // `why`; later messages go through ZeroMQ (see LinkDown for `retry`).
+  void LinkConnectFailed(Peer* peer, const std::string& why, bool retry)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Connects `peer`'s link to peer->data_port (state kConnecting).
+  void StartLinkConnect(Peer* peer) ABSL_LOCKS_EXCLUDED(mu_);
+  // Any thread: `peer`'s link is down (kFailed); with `retry`, the I/O
+  // thread connects it again after a back-off (0.5 s doubling to 30 s),
+  // else its messages stay on ZeroMQ (a failed handshake: keys do not
+  // change).
+  void LinkDown(Peer* peer, bool retry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts `peer`'s link up on `fd` (hello first).
   void LinkUp(Peer* peer, int fd, std::unique_ptr<LinkRecordCipher> cipher,
               std::string preface) ABSL_LOCKS_EXCLUDED(mu_);
@@ -454,7 +463,7 @@ class Transport {
   bool retry_sends_ = false;  // I/O thread only: ZeroMQ was full.
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0},
       wrong_sender_{0}, link_sent_{0}, link_received_{0}, link_errors_{0},
-      link_refused_{0}, link_auth_failures_{0};
+      link_refused_{0}, link_auth_failures_{0}, link_reconnects_{0};
   std::thread thread_;
 };
 
