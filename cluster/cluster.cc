@@ -224,6 +224,7 @@ absl::Status ClusterNode::SendControl(proto::MessageType type,
     st->set_refused(t.dropped_bad_token + t.dropped_wrong_sender +
                     t.connections_refused + t.connections_over_limit);
     st->set_malformed(t.dropped_malformed);
+    st->set_link_auth_failures(t.link_auth_failures);
     // Echoed by the scheduler for clock_offset_us().
     m.header.set_clock_us(absl::ToUnixMicros(absl::Now()));
   }

@@ -159,7 +159,8 @@ class ClusterNode {
   // The stats this node's heartbeats carry to the scheduler from now on
   // (Header.stats; issue #17), replacing the previous ones. Any thread; a
   // copy is kept. Every heartbeat also carries this node's transport
-  // counters (queued_messages, refused, malformed), set as it is sent.
+  // counters (queued_messages, refused, malformed, link_auth_failures), set
+  // as it is sent.
   void SetHeartbeatStats(const proto::NodeStats& stats)
       ABSL_LOCKS_EXCLUDED(mu_);
 

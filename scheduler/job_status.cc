@@ -62,6 +62,7 @@ void MergeNodeStats(const std::vector<NodeStatsEntry>& stats,
       n.queue_depth = s.queued_messages();
       n.refused = s.refused();
       n.malformed = s.malformed();
+      n.link_auth_failures = s.link_auth_failures();
       if (role == proto::WORKER) {
         n.images_per_s = s.images_per_sec();
         n.split.data = s.data_fraction();

@@ -35,9 +35,10 @@ status::JobStatus MembershipStatus(const Membership& m, absl::Time now,
 // snapshot), matched by role and rank: a worker's images/s and time split
 // (fractions), a server's bytes in and out as bytes pushed to it and pulled
 // from it and its split, every node's queued, refused and malformed
-// messages. has_stats becomes true once the role's own stats arrived (a
-// worker's images/s, a server's bytes). The job's epoch, step, network,
-// kv_store and ETA become worker rank 0's when it reported them.
+// messages and its data links' authentication failures. has_stats becomes true
+// once the role's own stats arrived (a worker's images/s, a server's bytes).
+// The job's epoch, step, network, kv_store and ETA become worker rank 0's when
+// it reported them.
 void MergeNodeStats(const std::vector<NodeStatsEntry>& stats,
                     status::JobStatus* job);
 

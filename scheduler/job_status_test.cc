@@ -118,6 +118,7 @@ TEST(MergeNodeStatsTest, FillsRankedNodesByRoleAndRank) {
   stats[1].stats.set_eta_s(61.5);
   stats[1].stats.set_refused(2);
   stats[1].stats.set_malformed(1);
+  stats[1].stats.set_link_auth_failures(4);
   stats[2].role = proto::WORKER;
   stats[2].rank = 1;
   // Its heartbeats carry only the transport's counters so far.
@@ -136,6 +137,7 @@ TEST(MergeNodeStatsTest, FillsRankedNodesByRoleAndRank) {
   EXPECT_DOUBLE_EQ(job.nodes[1].split.wait_pull, 0.15);
   EXPECT_EQ(job.nodes[1].refused, 2);
   EXPECT_EQ(job.nodes[1].malformed, 1);
+  EXPECT_EQ(job.nodes[1].link_auth_failures, 4);
   EXPECT_FALSE(job.nodes[2].has_stats);
   EXPECT_EQ(job.nodes[2].queue_depth, 3);
   EXPECT_EQ(job.epoch, 3);

@@ -207,6 +207,14 @@ std::string MetricsText(const JobStatus& job) {
       [](const NodeStatus& n) { return static_cast<double>(n.malformed); },
       &out);
   NodeFamily(
+      job, "pstrain_node_link_auth_failures_total", "counter",
+      "Encrypted data link handshakes and records that failed "
+      "authentication.",
+      [](const NodeStatus& n) {
+        return static_cast<double>(n.link_auth_failures);
+      },
+      &out);
+  NodeFamily(
       job, "pstrain_node_straggler", "gauge",
       "1 when the worker is markedly slower than the median worker.",
       [](const NodeStatus& n) { return n.straggler ? 1.0 : 0.0; }, &out);
@@ -246,6 +254,7 @@ std::string StatusJson(const JobStatus& job) {
          {"queue_depth", s ? json(n.queue_depth) : json(nullptr)},
          {"refused", s ? json(n.refused) : json(nullptr)},
          {"malformed", s ? json(n.malformed) : json(nullptr)},
+         {"link_auth_failures", s ? json(n.link_auth_failures) : json(nullptr)},
          {"straggler", n.straggler},
          {"straggler_reason", n.straggler_reason}});
   }

@@ -59,6 +59,9 @@ struct NodeStatus {
   int64_t queue_depth = 0;  // Messages waiting in its send/receive queues.
   int64_t refused = 0;      // Messages refused (token, sender, limits).
   int64_t malformed = 0;    // Messages that did not parse.
+  // Encrypted data links: failed handshakes and records that failed their
+  // tag (transport::TransportStats::link_auth_failures).
+  int64_t link_auth_failures = 0;
 
   // A worker that holds the job back (scheduler/straggler.h), and why.
   bool straggler = false;
@@ -96,7 +99,8 @@ std::string MetricsText(const JobStatus& job);
 //                        "wait_push", "optimizer"}, servers {"sum",
 //                        "update", "wait", "send", "idle"},
 //               "bytes_pushed", "bytes_pulled", "queue_depth", "refused",
-//               "malformed", "straggler", "straggler_reason"}, ...]}
+//               "malformed", "link_auth_failures", "straggler",
+//               "straggler_reason"}, ...]}
 // The stats fields are null when has_stats is false. Strings that are not
 // valid UTF-8 have the bad bytes replaced (U+FFFD). Never throws.
 // Thread-safe.

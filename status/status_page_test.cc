@@ -62,6 +62,7 @@ JobStatus Job(int call) {
     w.split = r == 2 ? TimeSplit{0.55, 0.35, 0.05, 0.05, 0}
                      : TimeSplit{0.1, 0.65, 0.15, 0.1, 0};
     w.queue_depth = r;
+    if (r == 1) w.link_auth_failures = 4242;
     if (r == 2) {
       w.straggler = true;
       w.straggler_reason =
@@ -129,6 +130,9 @@ TEST_F(StatusPageTest, ListsEveryNodeAndTheChartUpdates) {
   // The server's split has its own phases.
   EXPECT_THAT(dom, HasSubstr("<i class=\"bar sum\""));
   EXPECT_THAT(dom, HasSubstr("<i id=\"network\">resnet</i>"));
+  // Its own column: a node's data links' authentication failures.
+  EXPECT_THAT(dom, HasSubstr("<th>link auth failures</th>"));
+  EXPECT_THAT(dom, HasSubstr("<td class=\"num\">4242</td>"));
   // The chart took several polls, and its line has a point for each.
   int updates = 0, points = 0;
   ASSERT_TRUE(absl::SimpleAtoi(Attribute(dom, "data-updates"), &updates))

@@ -55,6 +55,7 @@ JobStatus SmallJob() {
     w.queue_depth = 2;
     w.refused = 1;
     w.malformed = 0;
+    w.link_auth_failures = 3;
     if (r == 1) {
       w.straggler = true;
       w.straggler_reason = "data wait 10% (median 10%), 4.0x the median";
@@ -87,6 +88,10 @@ TEST(MetricsText, ExactLines) {
            "pstrain_node_queue_depth{" + w0 + "} 2",
            "pstrain_node_refused_messages_total{" + w0 + "} 1",
            "pstrain_node_malformed_messages_total{" + w0 + "} 0",
+           "# HELP pstrain_node_link_auth_failures_total Encrypted data link "
+           "handshakes and records that failed authentication.",
+           "# TYPE pstrain_node_link_auth_failures_total counter",
+           "pstrain_node_link_auth_failures_total{" + w0 + "} 3",
            "pstrain_node_straggler{" + w0 + "} 0",
        }) {
     EXPECT_THAT(m, HasSubstr(line + "\n")) << m;
@@ -189,12 +194,16 @@ TEST(StatusJson, Shape) {
   EXPECT_EQ(s["has_stats"], false);
   EXPECT_TRUE(s["images_per_s"].is_null());
   EXPECT_TRUE(s["split"].is_null());
+  EXPECT_TRUE(s["link_auth_failures"].is_null());
   const auto& w = doc["nodes"][2];
   EXPECT_EQ(w["images_per_s"], 50);
   EXPECT_EQ(w["split"]["compute"], 0.6);
   EXPECT_EQ(w["split"]["wait_pull"], 0.2);
   EXPECT_EQ(w["bytes_pushed"], int64_t{1} << 33);
   EXPECT_EQ(w["queue_depth"], 2);
+  EXPECT_EQ(w["refused"], 1);
+  EXPECT_EQ(w["malformed"], 0);
+  EXPECT_EQ(w["link_auth_failures"], 3);
   EXPECT_EQ(w["straggler"], true);
   EXPECT_THAT(w["straggler_reason"].get<std::string>(),
               HasSubstr("4.0x the median"));

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -637,6 +638,13 @@ void LinkWriter::SealRecords() {
   }
 }
 
+std::optional<absl::Status> LinkWriter::SendFailed(int error) {
+  if (error == EINTR) return std::nullopt;
+  if (error == EAGAIN || error == EWOULDBLOCK) return absl::OkStatus();
+  DropAll();
+  return absl::UnavailableError(strerror(error));
+}
+
 absl::Status LinkWriter::FlushRecords() {
   // Items whose every byte is in records the socket took.
   auto complete = [this] {
@@ -656,11 +664,9 @@ absl::Status LinkWriter::FlushRecords() {
     const ssize_t n = send(fd_, out_.get() + out_pos_, out_len_ - out_pos_,
                            MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
-      const int e = errno;
-      DropAll();
-      return absl::UnavailableError(strerror(e));
+      std::optional<absl::Status> s = SendFailed(errno);
+      if (!s.has_value()) continue;
+      return *s;
     }
     bytes_written_ += n;
     out_pos_ += static_cast<size_t>(n);
@@ -698,11 +704,9 @@ absl::Status LinkWriter::Flush() {
     mh.msg_iovlen = n_iov;
     const ssize_t n = sendmsg(fd_, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
-      const int e = errno;
-      DropAll();
-      return absl::UnavailableError(strerror(e));
+      std::optional<absl::Status> s = SendFailed(errno);
+      if (!s.has_value()) continue;
+      return *s;
     }
     bytes_written_ += n;
     size_t left = static_cast<size_t>(n);

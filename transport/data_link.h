@@ -50,6 +50,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -288,6 +289,11 @@ class LinkWriter {
     size_t piece = 0, piece_off = 0;
   };
   absl::Status FlushRecords();
+  // What Flush does after send()/sendmsg() failed with `error` (errno):
+  // nullopt on EINTR (send again); OK on EAGAIN/EWOULDBLOCK (the socket is
+  // full: wait until writable); otherwise drops every queued message
+  // (DropAll) and returns Unavailable naming the error.
+  std::optional<absl::Status> SendFailed(int error);
   // Seals queued bytes into out_ (empty) until it is full or all sealed.
   void SealRecords();
   const int fd_;

@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "transport/link_crypto.h"
+#include "transport/raw_peer.h"
 #include "transport/transport.h"
 #include "util/mutex.h"
 
@@ -354,18 +355,8 @@ class RawLink {
     return send(fd_, b.data(), b.size(), MSG_NOSIGNAL) ==
            static_cast<ssize_t>(b.size());
   }
-  // Whether the other side closed within `ms`.
-  bool ClosedByPeer(int ms) {
-    char buf[256];
-    for (int waited = 0; waited < ms; waited += 10) {
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, 10) > 0) {
-        const ssize_t n = recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN)) return true;
-      }
-    }
-    return false;
-  }
+  // Whether the other side closed within `ms` (raw_peer.h).
+  bool ClosedByPeer(int ms) { return transport::ClosedByPeer(fd_, ms); }
 
  private:
   int fd_ = -1;

@@ -22,6 +22,21 @@
 namespace pstrain {
 namespace transport {
 
+// Waits up to `timeout_ms` for the other end of the connected socket `fd`
+// to close it (EOF or a socket error), reading and dropping whatever it
+// sends meanwhile. Polls every 10 ms.
+inline bool ClosedByPeer(int fd, int timeout_ms) {
+  char buf[4096];
+  for (int waited = 0; waited < timeout_ms; waited += 10) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 10) > 0) {
+      const ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN)) return true;
+    }
+  }
+  return false;
+}
+
 class RawPeer {
  public:
   // Presents `token` in the handshake as pstrain nodes do (transport/gate.h),
@@ -148,15 +163,7 @@ class RawZmtpPeer {
   // Waits up to `timeout_ms` for the receiver to close the connection
   // (reading and dropping whatever it sent).
   bool ClosedByPeer(int timeout_ms) {
-    char buf[4096];
-    for (int waited = 0; waited < timeout_ms; waited += 10) {
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, 10) > 0) {
-        const ssize_t n = recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN)) return true;
-      }
-    }
-    return false;
+    return transport::ClosedByPeer(fd_, timeout_ms);
   }
 
  private:
