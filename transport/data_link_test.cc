@@ -797,6 +797,20 @@ TEST(EncryptedLinkTest, TheWireCarriesNoPlaintext) {
   EXPECT_FALSE(RelaySees(Mode::kAes, "tok"));  // Nor the token.
 }
 
+// `n` requests from `first` on, each answered in turn, all over the link.
+void AnsweredOverTheLink(Pair* p, uint64_t first, int n, int64_t floats,
+                         float seed) {
+  const int64_t sent_before = p->client->stats().link_messages_sent;
+  for (uint64_t rid = first; rid < first + n; ++rid) {
+    ASSERT_TRUE(p->client->Send(1, Request(rid, floats, seed), Soon()).ok());
+    absl::StatusOr<Message> got = p->client->ReceiveData(Soon());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->header.request_id(), rid);
+    EXPECT_TRUE(Holds(got->frames[0], floats, seed));
+  }
+  EXPECT_EQ(p->client->stats().link_messages_sent, sent_before + n);
+}
+
 TEST(EncryptedLinkTest, ATamperedRecordClosesTheLinkAndZeroMqTakesOver) {
   Relay relay;
   TransportOptions so = Options(Mode::kAes);
@@ -835,15 +849,7 @@ TEST(EncryptedLinkTest, ATamperedRecordClosesTheLinkAndZeroMqTakesOver) {
   }
   ASSERT_EQ(p.client->stats().link_reconnects, 1);
   EXPECT_EQ(relay.connections(), 2);
-  const int64_t sent_again = p.client->stats().link_messages_sent;
-  for (uint64_t rid = 2000; rid < 2010; ++rid) {
-    ASSERT_TRUE(p.client->Send(1, Request(rid, 1000, 2), Soon()).ok());
-    absl::StatusOr<Message> got = p.client->ReceiveData(Soon());
-    ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_EQ(got->header.request_id(), rid);
-    EXPECT_TRUE(Holds(got->frames[0], 1000, 2));
-  }
-  EXPECT_EQ(p.client->stats().link_messages_sent, sent_again + 10);
+  AnsweredOverTheLink(&p, 2000, 10, 1000, 2);
   EXPECT_EQ(p.server->stats().link_auth_failures, 1);
 }
 
@@ -874,15 +880,7 @@ TEST_P(LinkModeTest, ACutLinkIsConnectedAgain) {
   // over the new link.
   while (p.client->ReceiveData(absl::Now() + absl::Milliseconds(300)).ok()) {
   }
-  const int64_t sent_again = p.client->stats().link_messages_sent;
-  for (uint64_t r = 5000; r < 5020; ++r) {
-    ASSERT_TRUE(p.client->Send(1, Request(r, 4096, 3), Soon()).ok());
-    absl::StatusOr<Message> got = p.client->ReceiveData(Soon());
-    ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_EQ(got->header.request_id(), r);
-    EXPECT_TRUE(Holds(got->frames[0], 4096, 3));
-  }
-  EXPECT_EQ(p.client->stats().link_messages_sent, sent_again + 20);
+  AnsweredOverTheLink(&p, 5000, 20, 4096, 3);
 }
 
 }  // namespace

@@ -118,6 +118,19 @@ absl::StatusOr<std::unique_ptr<LinkKeys>> MakeLinkKeys(
 // link's bulk speed bound by the cipher. The record format is the same:
 // 96-bit nonce, the length prefix as associated data, 16-byte tag.
 // ChaCha20-Poly1305 (machines without AES-NI) stays on libsodium.
+namespace {
+// *ctx, keyed with `key` for sealing or opening on first use.
+EVP_CIPHER_CTX* AesGcm(EVP_CIPHER_CTX** ctx, const uint8_t key[32], bool seal) {
+  if (*ctx == nullptr) {
+    *ctx = EVP_CIPHER_CTX_new();
+    CHECK(*ctx != nullptr &&
+          EVP_CipherInit_ex(*ctx, EVP_aes_256_gcm(), nullptr, key, nullptr,
+                            seal ? 1 : 0) == 1);
+  }
+  return *ctx;
+}
+}  // namespace
+
 struct LinkRecordCipher::State {
   uint8_t key[32];
   EVP_CIPHER_CTX* seal = nullptr;  // Keyed on first use.
@@ -154,12 +167,7 @@ void LinkRecordCipher::Seal(const char* pt, size_t n, char* out) {
   ++counter_;
   const uint8_t* m = reinterpret_cast<const uint8_t*>(pt);
   if (cipher_ == LinkCipher::kAes256Gcm) {
-    EVP_CIPHER_CTX*& c = state_->seal;
-    if (c == nullptr) {
-      c = EVP_CIPHER_CTX_new();
-      CHECK(c != nullptr && EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), nullptr,
-                                               state_->key, nullptr) == 1);
-    }
+    EVP_CIPHER_CTX* c = AesGcm(&state_->seal, state_->key, /*seal=*/true);
     int len = 0, tail = 0;
     CHECK(EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
           EVP_EncryptUpdate(c, nullptr, &len, o, 4) == 1 &&
@@ -180,12 +188,7 @@ bool LinkRecordCipher::Open(const char* rec, size_t n, char* out) {
   uint8_t* m = reinterpret_cast<uint8_t*>(out);
   bool ok;
   if (cipher_ == LinkCipher::kAes256Gcm) {
-    EVP_CIPHER_CTX*& c = state_->open;
-    if (c == nullptr) {
-      c = EVP_CIPHER_CTX_new();
-      CHECK(c != nullptr && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), nullptr,
-                                               state_->key, nullptr) == 1);
-    }
+    EVP_CIPHER_CTX* c = AesGcm(&state_->open, state_->key, /*seal=*/false);
     int len = 0, tail = 0;
     ok = n <= kLinkMaxRecordBytes &&
          EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
