@@ -73,6 +73,9 @@ struct ClusterOptions {
   // (TransportOptions::data_link, transport/data_link.h), encrypted under
   // CURVE (transport/link_crypto.h).
   bool tcp_data_link = true;
+  // How long the I/O thread polls without sleeping after each message
+  // (TransportOptions::io_spin).
+  absl::Duration io_spin = absl::Microseconds(50);
   // Largest frame this node accepts (TransportOptions::max_frame_bytes):
   // at least the largest data message of the job
   // (KVStoreOptions::max_message_bytes, 4 MiB by default) plus its header.

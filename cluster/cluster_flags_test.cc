@@ -66,6 +66,8 @@ TEST_F(ClusterFlagsTest, DefaultsAreTheLibrarysAndOneEach) {
   EXPECT_EQ(o->host, defaults.host);
   EXPECT_EQ(o->port, defaults.port);
   EXPECT_EQ(o->shm_bytes, defaults.shm_bytes);
+  EXPECT_EQ(o->io_spin, defaults.io_spin);
+  EXPECT_EQ(o->io_spin, absl::Microseconds(50));
   EXPECT_EQ(o->token, "");
   EXPECT_THAT(
       TimingFlags(*o),
@@ -93,6 +95,8 @@ TEST_F(ClusterFlagsTest, NonsenseIsRefusedNamingFlagValueAndRange) {
             "--port 70000: must be in [0, 65535] (0: any)");
   EXPECT_EQ(Error({a, "--shm_bytes=-1"}),
             "--shm_bytes -1: must be >= 0 (0: off)");
+  EXPECT_EQ(Error({a, "--io_spin_us=-1"}),
+            "--io_spin_us -1: must be in [0, 100000] (0: off)");
   EXPECT_EQ(Error({a, "--host="}), "--host '': must name this host's address");
   EXPECT_THAT(Error({a, "--token_file=/no/such/token"}),
               HasSubstr("--token_file /no/such/token: No such file"));

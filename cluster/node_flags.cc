@@ -24,6 +24,13 @@ DEFINE_bool(tcp_data_link, true,
             "default) the connection is authenticated with the job's CURVE "
             "keys and encrypted (AES-256-GCM, or ChaCha20-Poly1305 without "
             "AES-NI). Either side's false keeps the pair on ZeroMQ.");
+DEFINE_int32(io_spin_us, 50,
+             "After the node's I/O thread takes in a message it polls "
+             "without sleeping for this many microseconds (yielding the "
+             "core to any other runnable thread), so that the reply to a "
+             "small request is seen without a kernel wake-up (README, The "
+             "TCP path). 0: sleep at once, for hosts where every core "
+             "computes.");
 
 DEFINE_string(timeline, "",
               "Write this node's part of a timeline (a Chrome trace of "
@@ -63,6 +70,10 @@ absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
                    "port 0 is for the scheduler to pick one; give its real "
                    "port");
   }
+  if (FLAGS_io_spin_us < 0 || FLAGS_io_spin_us > 100000) {
+    return BadFlag("io_spin_us", FLAGS_io_spin_us,
+                   "must be in [0, 100000] (0: off)");
+  }
   if (FLAGS_rank_hint < -1) {
     return BadFlag("rank_hint", FLAGS_rank_hint, "must be >= 0 (-1: none)");
   }
@@ -72,6 +83,7 @@ absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
   o.port = FLAGS_port;
   o.shm_bytes = FLAGS_shm_bytes;
   o.tcp_data_link = FLAGS_tcp_data_link;
+  o.io_spin = absl::Microseconds(FLAGS_io_spin_us);
   o.timeline.path = FLAGS_timeline;
   absl::Status steps = timeline::ParseStepWindow(
       FLAGS_timeline_steps, &o.timeline.first_step, &o.timeline.last_step);

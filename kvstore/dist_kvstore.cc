@@ -217,14 +217,20 @@ class DistKVStore : public KVStore {
     // A small request's reply comes back within about a hundred
     // microseconds: poll briefly (yielding the core), with the I/O thread
     // polling too, before sleeping on the condition variable; that saves
-    // the wake-ups on the reply's path.
+    // the wake-ups on the reply's path. The poll watches changes_, not
+    // the operation: the I/O thread that finishes it takes mu_, and would
+    // find it held by this loop and wait (two futex calls and a wake-up).
     if (pending() && ops_.find(h)->second.spin) {
       const transport::Transport& t = node_->transport();
       t.BeginBusyPoll();
       const absl::Time spin_end = absl::Now() + absl::Microseconds(kSpinMicros);
       while (pending() && absl::Now() < spin_end) {
+        const uint64_t seen = changes_.load(std::memory_order_acquire);
         mu_.Unlock();
-        std::this_thread::yield();
+        do {
+          std::this_thread::yield();
+        } while (changes_.load(std::memory_order_acquire) == seen &&
+                 absl::Now() < spin_end);
         mu_.Lock();
       }
       t.EndBusyPoll();
@@ -379,6 +385,13 @@ class DistKVStore : public KVStore {
     raise(SIGKILL);
   }
 
+  // An operation finished, room opened or the job ended: wakes the
+  // waiters, sleeping (cv_) or polling (changes_).
+  void Changed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    changes_.fetch_add(1, std::memory_order_release);
+    cv_.SignalAll();
+  }
+
   // Forgets operation `h` after a Wait() that timed out: its late replies
   // match nothing.
   void Abandon(Handle h) {
@@ -389,7 +402,7 @@ class DistKVStore : public KVStore {
     }
     for (uint64_t rid : rids) Forget(rid);
     ops_.erase(h);
-    cv_.SignalAll();
+    Changed();
   }
 
  private:
@@ -716,7 +729,7 @@ class DistKVStore : public KVStore {
           it->second.status = s;
           it->second.outstanding = 0;
         }
-        cv_.SignalAll();
+        Changed();
       }
     }
     return h;
@@ -797,7 +810,7 @@ class DistKVStore : public KVStore {
         ++it;
       }
     }
-    cv_.SignalAll();
+    Changed();
   }
 
   // Tells the transport where the raw weights of the reply to request
@@ -874,7 +887,7 @@ class DistKVStore : public KVStore {
     }
     if (!Forget(hd.request_id(), &h)) return;
     if (scheduled_) TakeReady(server, to_send);
-    cv_.SignalAll();  // Room for waiting senders, maybe a finished op.
+    Changed();  // Room for waiting senders, maybe a finished op.
     auto oit = ops_.find(h);
     if (oit == ops_.end()) return;
     Op& op = oit->second;
@@ -961,7 +974,7 @@ class DistKVStore : public KVStore {
           op.outstanding = 0;
         }
       }
-      cv_.SignalAll();
+      Changed();
       return;
     }
   }
@@ -993,6 +1006,10 @@ class DistKVStore : public KVStore {
   // mu_ held: an op finished, room opened, or the job ended.
   mutable Mutex mu_;
   CondVar cv_;
+  // Bumped with every cv_ signal (Changed()), so that a Wait() that polls
+  // for a small operation can watch it without taking mu_ from the I/O
+  // thread that finishes the operation.
+  std::atomic<uint64_t> changes_{0};
   std::vector<int64_t> load_ ABSL_GUARDED_BY(mu_);  // Elements, per server.
   // Per key: its chunks.
   std::map<int64_t, std::vector<SliceSpec>> plans_ ABSL_GUARDED_BY(mu_);

@@ -31,6 +31,10 @@ namespace {
 // How long Connect waits for the I/O thread to take its request.
 constexpr std::chrono::seconds kConnectAnswerTimeout{30};
 
+// The largest message (frames) that starts the I/O thread's spin
+// (small_received_).
+constexpr int64_t kSpinMessageBytes = 64 << 10;
+
 absl::Status ZmqError(absl::string_view what) {
   const int e = zmq_errno();
   return absl::UnavailableError(
@@ -466,6 +470,7 @@ TransportStats Transport::stats() const {
   s.link_errors = link_errors_;
   s.link_auth_failures = link_auth_failures_;
   s.link_reconnects = link_reconnects_;
+  s.io_spin_turns = io_spin_turns_;
   s.queued_messages = static_cast<int64_t>(incoming_.size() + data_.size());
   MutexLock lock(&mu_);
   s.max_queued_bytes = max_queued_bytes_;
@@ -815,6 +820,9 @@ bool Transport::Admit(Message msg, const std::string& identity, bool to_handler,
       }
     }
     ++received_;
+    int64_t bytes = 0;
+    for (const Frame& f : msg.frames) bytes += static_cast<int64_t>(f.size());
+    if (bytes <= kSpinMessageBytes) ++small_received_;
     absl::Status s;
     if (!options_.split_data || IsControl(msg.header.type())) {
       s = incoming_.TryPush(std::move(msg));
@@ -909,7 +917,11 @@ void Transport::Loop() {
   // has been made on them since (see PollItems).
   bool zmq_settled = false;
   std::vector<pollfd> pfds;
+  // Until then the loop polls without sleeping (TransportOptions::io_spin).
+  absl::Time spin_until = absl::InfinitePast();
+  absl::Time last_arrival = absl::InfinitePast();  // Of a message.
   while (!stop_) {
+    const int64_t small_before = small_received_;
     items.assign(kFixed, zmq_pollitem_t{});
     items[0] = {router_, 0, ZMQ_POLLIN, 0};
     items[1] = {nullptr, wake_fd_, ZMQ_POLLIN, 0};
@@ -958,7 +970,11 @@ void Transport::Loop() {
       VLOG(1) << "data link to peer " << p->id << ": connecting again";
       StartLinkConnect(p);
     }
-    const bool busy = room && busy_pollers_.load(std::memory_order_relaxed) > 0;
+    const bool spinning = room && turn < spin_until;
+    if (spinning) ++io_spin_turns_;
+    const bool caller_polls =
+        room && busy_pollers_.load(std::memory_order_relaxed) > 0;
+    const bool busy = spinning || caller_polls;
     long timeout_ms = busy || buffered                     ? 0
                       : (!room || retry_sends_ || holding) ? 5
                                                            : 100;
@@ -1041,7 +1057,26 @@ void Transport::Loop() {
         if (keep[i]) links_in_[w++] = std::move(links_in_[i]);
       }
       links_in_.resize(w);
+      const bool delivered = !batch.empty();
       Deliver(&batch);
+      // A caller may be polling for what was just delivered
+      // (BeginBusyPoll), most likely on this core: let it run now rather
+      // than after one more poll.
+      if (delivered && caller_polls) std::this_thread::yield();
+    }
+    if (options_.io_spin > absl::ZeroDuration() &&
+        small_received_ != small_before) {
+      // Only while messages come close together (a request and reply
+      // exchange): after a longer silence (a layer's gradient in
+      // backward, a heartbeat) the spin would only take the core from
+      // computing threads. Twice the spin: a round trip the kernel had to
+      // wake this thread for takes longer than one the spin caught, and
+      // must not turn the spin off for good.
+      const absl::Time now = absl::Now();
+      if (now - last_arrival <= 2 * options_.io_spin) {
+        spin_until = now + options_.io_spin;
+      }
+      last_arrival = now;
     }
   }
   CloseLinks();
@@ -1124,12 +1159,7 @@ void Transport::MaybeConnectLink(const std::string& identity, int data_port) {
     peer->link_state = Peer::LinkState::kConnecting;
   }
   if (data_port > 65535) {
-    LOG(WARNING) << "data link to peer " << peer->id << " ("
-                 << EscapeForLog(peer->endpoint) << "): bad port " << data_port
-                 << "; its messages stay on ZeroMQ";
-    MutexLock lock(&mu_);
-    LinkDown(peer, /*retry=*/false);
-    return;
+    return LinkFailed(peer, data_port, "bad port", /*retry=*/false);
   }
   peer->data_port = data_port;
   StartLinkConnect(peer);
@@ -1152,11 +1182,7 @@ void Transport::LinkDown(Peer* peer, bool retry) {
 void Transport::StartLinkConnect(Peer* peer) {
   const int data_port = peer->data_port;
   auto fail = [&](const std::string& why) {
-    LOG(WARNING) << "data link to peer " << peer->id << " ("
-                 << EscapeForLog(peer->endpoint) << ", port " << data_port
-                 << "): " << why << "; its messages stay on ZeroMQ";
-    MutexLock lock(&mu_);
-    LinkDown(peer, /*retry=*/true);
+    LinkFailed(peer, data_port, why, /*retry=*/true);
   };
   const std::string& identity = peer->endpoint;
   const std::string host = identity.substr(0, identity.rfind(':'));
@@ -1189,13 +1215,9 @@ void Transport::FinishConnect(Peer* peer, bool timed_out) {
   if (!timed_out) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
   if (timed_out || err != 0) {
     close(fd);
-    LOG(WARNING) << "data link to peer " << peer->id << " ("
-                 << EscapeForLog(peer->endpoint) << ", port " << peer->data_port
-                 << "): " << (timed_out ? "connect timed out" : strerror(err))
-                 << "; its messages stay on ZeroMQ";
-    MutexLock lock(&mu_);
-    LinkDown(peer, /*retry=*/true);
-    return;
+    return LinkFailed(peer, peer->data_port,
+                      timed_out ? "connect timed out" : strerror(err),
+                      /*retry=*/true);
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1226,11 +1248,35 @@ void Transport::LinkConnectFailed(Peer* peer, const std::string& why,
   if (peer->connecting_fd >= 0) close(peer->connecting_fd);
   peer->connecting_fd = -1;
   peer->hs.reset();
-  LOG(WARNING) << "data link to peer " << peer->id << " ("
-               << EscapeForLog(peer->endpoint) << ", port " << peer->data_port
-               << "): " << why << "; its messages stay on ZeroMQ";
-  MutexLock lock(&mu_);
-  LinkDown(peer, retry);
+  LinkFailed(peer, peer->data_port, why, retry);
+}
+
+void Transport::LinkFailed(Peer* peer, int port, const std::string& why,
+                           bool retry) {
+  absl::Time retry_at;
+  int breaks;
+  {
+    MutexLock lock(&mu_);
+    LinkDown(peer, retry);
+    retry_at = peer->link_retry_at;
+    breaks = peer->link_breaks;
+  }
+  const bool again = retry_at != absl::InfiniteFuture();
+  const std::string line = absl::StrCat(
+      "data link to peer ", peer->id, " (", EscapeForLog(peer->endpoint),
+      ", port ", port, "): ", why, "; its messages stay on ZeroMQ",
+      again ? absl::StrCat("; connecting again in ",
+                           absl::FormatDuration(absl::Trunc(
+                               retry_at - absl::Now(), absl::Milliseconds(1))),
+                           " (failure ", breaks, " in a row)")
+            : std::string());
+  // A peer that stays away is tried every 30 s: its first failure and every
+  // tenth after it are warnings, the others only verbose.
+  if (!again || breaks <= 1 || breaks % 10 == 0) {
+    LOG(WARNING) << line;
+  } else {
+    VLOG(1) << line;
+  }
 }
 
 void Transport::ContinueHandshake(Peer* peer, bool timed_out) {

@@ -578,6 +578,43 @@ TEST(TransportTest, ReconnectMovesAPeerIdToANewNode) {
   EXPECT_NE(b_address, c->address());
 }
 
+// After a message that came in less than twice TransportOptions::io_spin
+// after the one before, the I/O thread polls without sleeping for io_spin and
+// then sleeps again; after a lone message, with io_spin zero, and while
+// nothing comes in, it never spins.
+TEST(TransportTest, TheIoThreadSpinsForIoSpinAfterCloseMessagesAndOnlyThen) {
+  TransportOptions spins;
+  spins.io_spin = absl::Milliseconds(100);  // After messages within 200 ms.
+  TransportOptions sleeps;
+  sleeps.io_spin = absl::ZeroDuration();
+  auto a = Make(), b = Make("tok", spins), c = Make("tok", sleeps);
+  ASSERT_TRUE(a->Connect(1, b->address()).ok());
+  ASSERT_TRUE(a->Connect(2, c->address()).ok());
+  auto exchange = [&]() {
+    for (int peer : {1, 2}) {
+      ASSERT_TRUE(a->Send(peer, Push(peer, {1}), Soon()).ok());
+    }
+    ASSERT_TRUE(b->Receive(Soon()).ok());
+    ASSERT_TRUE(c->Receive(Soon()).ok());
+  };
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(b->stats().io_spin_turns, 0) << "spun with nothing received";
+  exchange();  // The first message ends a silence.
+  absl::SleepFor(absl::Milliseconds(300));
+  exchange();  // So does this one: 300 ms after.
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(b->stats().io_spin_turns, 0) << "spun after a lone message";
+  exchange();
+  exchange();  // Right after the one before.
+  // The spin ends 100 ms after the message; by 300 ms it is over.
+  absl::SleepFor(absl::Milliseconds(300));
+  const int64_t spun = b->stats().io_spin_turns;
+  EXPECT_GT(spun, 10) << "100 ms of polling without sleep";
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(b->stats().io_spin_turns, spun) << "still spinning";
+  EXPECT_EQ(c->stats().io_spin_turns, 0);
+}
+
 }  // namespace
 }  // namespace transport
 }  // namespace pstrain
