@@ -47,11 +47,31 @@ static_assert(kMaxReadIntoBytes >= kLinkMaxRecordBytes,
 
 // Ciphertext an encrypted link's reader buffers (at least one record).
 constexpr size_t kRawBytes = 2 * (kLinkMaxRecordBytes + kLinkRecordOverhead);
-// Records an encrypted link's writer seals ahead of the socket.
-constexpr size_t kOutBytes = 4 * (kLinkRecordBytes + kLinkRecordOverhead);
+// An encrypted link's writer's record buffer (it seals one record at a time).
+constexpr size_t kOutBytes = kLinkRecordBytes + kLinkRecordOverhead;
 // Pieces (a head, a frame) of at least this many bytes are sealed from
 // their own memory in records of their own; smaller ones are gathered.
 constexpr size_t kSealDirectBytes = 16 << 10;
+// A piece of at least kEdgeFrameBytes starts and ends with records of
+// kEdgeRecordBytes: its first bytes leave after sealing 64 KiB rather than
+// 256 KiB, and the receiver has its last bytes after opening 64 KiB (each
+// 40 us sooner at 5 GB/s, 9% of a 1 MiB frame's time on a 10 Gbit/s link).
+constexpr size_t kEdgeRecordBytes = 64 << 10;
+constexpr size_t kEdgeFrameBytes = 4 * kEdgeRecordBytes;
+
+// Plaintext bytes of the next record of a piece sealed from its own memory:
+// `done` of `size` bytes sealed, `room` the most a record may take now.
+size_t DirectRecordBytes(size_t size, size_t done, size_t room) {
+  const size_t left = size - done;
+  size_t take = std::min(left, room);
+  if (size < kEdgeFrameBytes) return take;
+  if (done == 0) return std::min(take, kEdgeRecordBytes);
+  // The last record: kEdgeRecordBytes, the one before it the rest.
+  if (left > kEdgeRecordBytes && left - take < kEdgeRecordBytes) {
+    take = left - kEdgeRecordBytes;
+  }
+  return take;
+}
 
 }  // namespace
 
@@ -586,56 +606,53 @@ void LinkWriter::DropAll() {
 }
 
 void LinkWriter::SealRecords() {
+  // One record: the socket takes it before the next is sealed, so the
+  // wire starts after one record's sealing rather than after several.
   out_pos_ = out_len_ = 0;
-  while (seal_item_ < queue_.size() &&
-         out_cap_ - out_len_ > kLinkRecordOverhead) {
-    char* rec = out_.get() + out_len_;
-    const size_t room =
-        std::min(kLinkRecordBytes, out_cap_ - out_len_ - kLinkRecordOverhead);
-    size_t len = 0;
-    bool sealed = false;
-    while (len < room && seal_item_ < queue_.size()) {
-      Item& it = *queue_[seal_item_];
-      if (it.piece > it.msg.frames.size()) {
-        ++seal_item_;
-        continue;
-      }
-      const char* p;
-      size_t plen;
-      if (it.piece == 0) {
-        p = it.head.data();
-        plen = it.head.size();
-      } else {
-        p = it.msg.frames[it.piece - 1].data();
-        plen = it.msg.frames[it.piece - 1].size();
-      }
-      const size_t left = plen - it.piece_off;
-      if (left == 0) {
-        ++it.piece;
-        it.piece_off = 0;
-        continue;
-      }
-      const char* src = p + it.piece_off;
-      if (left >= kSealDirectBytes) {
-        if (len > 0) break;  // Seal what is gathered; this one on its own.
-        const size_t take = std::min(left, room);
-        cipher_->Seal(src, take, rec);
-        it.piece_off += take;
-        it.sealed += take;
-        len = take;
-        sealed = true;
-        break;
-      }
-      const size_t take = std::min(left, room - len);
-      std::memcpy(rec + 4 + len, src, take);
-      len += take;
+  char* rec = out_.get();
+  const size_t room =
+      std::min(kLinkRecordBytes, out_cap_ - kLinkRecordOverhead);
+  size_t len = 0;
+  while (len < room && seal_item_ < queue_.size()) {
+    Item& it = *queue_[seal_item_];
+    if (it.piece > it.msg.frames.size()) {
+      ++seal_item_;
+      continue;
+    }
+    const char* p;
+    size_t plen;
+    if (it.piece == 0) {
+      p = it.head.data();
+      plen = it.head.size();
+    } else {
+      p = it.msg.frames[it.piece - 1].data();
+      plen = it.msg.frames[it.piece - 1].size();
+    }
+    const size_t left = plen - it.piece_off;
+    if (left == 0) {
+      ++it.piece;
+      it.piece_off = 0;
+      continue;
+    }
+    const char* src = p + it.piece_off;
+    if (left >= kSealDirectBytes) {
+      if (len > 0) break;  // Seal what is gathered; this one on its own.
+      const size_t take = DirectRecordBytes(plen, it.piece_off, room);
+      cipher_->Seal(src, take, rec);
       it.piece_off += take;
       it.sealed += take;
+      out_len_ = take + kLinkRecordOverhead;
+      return;
     }
-    if (len == 0) break;
-    if (!sealed) cipher_->Seal(rec + 4, len, rec);
-    out_len_ += len + kLinkRecordOverhead;
+    const size_t take = std::min(left, room - len);
+    std::memcpy(rec + 4 + len, src, take);
+    len += take;
+    it.piece_off += take;
+    it.sealed += take;
   }
+  if (len == 0) return;
+  cipher_->Seal(rec + 4, len, rec);
+  out_len_ = len + kLinkRecordOverhead;
 }
 
 std::optional<absl::Status> LinkWriter::SendFailed(int error) {

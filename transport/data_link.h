@@ -294,7 +294,7 @@ class LinkWriter {
   // full: wait until writable); otherwise drops every queued message
   // (DropAll) and returns Unavailable naming the error.
   std::optional<absl::Status> SendFailed(int error);
-  // Seals queued bytes into out_ (empty) until it is full or all sealed.
+  // Seals the next record of queued bytes into out_ (empty), if any.
   void SealRecords();
   const int fd_;
   std::unique_ptr<LinkRecordCipher> cipher_;

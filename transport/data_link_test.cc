@@ -761,6 +761,21 @@ class Relay {
   std::thread thread_;
 };
 
+// A Pair whose client-to-server link goes through a Relay; links up.
+struct RelayedPair {
+  explicit RelayedPair(Mode mode) : pair(Through(relay, mode), Options(mode)) {
+    relay.Start(pair.server->data_port());
+    pair.WaitForLinks();
+  }
+  static TransportOptions Through(const Relay& relay, Mode mode) {
+    TransportOptions o = Options(mode);
+    o.data_link_offered_port = relay.port();
+    return o;
+  }
+  Relay relay;  // Before pair: it outlives it.
+  Pair pair;
+};
+
 // floats whose bytes spell a recognisable pattern.
 Message PatternRequest(uint64_t rid) {
   Message m = Request(rid, 4096, 0);
@@ -774,12 +789,9 @@ Message PatternRequest(uint64_t rid) {
 
 // Whether a client's messages to the server through a relay show `needle`.
 bool RelaySees(Mode mode, const std::string& needle) {
-  Relay relay;
-  TransportOptions so = Options(mode);
-  so.data_link_offered_port = relay.port();
-  Pair p(so, Options(mode));
-  relay.Start(p.server->data_port());
-  p.WaitForLinks();
+  RelayedPair rp(mode);
+  Relay& relay = rp.relay;
+  Pair& p = rp.pair;
   for (uint64_t rid = 300; rid < 310; ++rid) {
     EXPECT_TRUE(p.client->Send(1, PatternRequest(rid), Soon()).ok());
     EXPECT_TRUE(p.client->ReceiveData(Soon()).ok());
@@ -797,6 +809,57 @@ TEST(EncryptedLinkTest, TheWireCarriesNoPlaintext) {
   EXPECT_FALSE(RelaySees(Mode::kAes, "tok"));  // Nor the token.
 }
 
+// The plaintext sizes of the records in `stream` from `at` on, as the
+// length prefixes (in the clear, authenticated) give them.
+std::vector<size_t> RecordSizes(const std::string& stream, size_t at) {
+  std::vector<size_t> sizes;
+  while (at + 4 <= stream.size()) {
+    uint32_t n = 0;
+    for (int i = 3; i >= 0; --i)
+      n = (n << 8) | static_cast<uint8_t>(stream[at + i]);
+    sizes.push_back(n);
+    at += 4 + n + 16;
+  }
+  return sizes;
+}
+
+// A big frame's first bytes leave after one small record is sealed, and the
+// receiver has its last bytes after opening a small one (DirectRecordBytes
+// in data_link.cc): a 1 MiB + 12-byte frame goes as 64 KiB, three records
+// of 256 KiB, the rest, and 64 KiB; each opened into the registered buffer.
+TEST(EncryptedLinkTest, ABigFrameStartsAndEndsWithSmallRecords) {
+  RelayedPair rp(Mode::kAes);
+  Relay& relay = rp.relay;
+  Pair& p = rp.pair;
+  // Every byte of the round trips so far went through the relay: the
+  // server answered them.
+  const size_t before = relay.captured().size();
+  const std::vector<size_t> earlier = RecordSizes(relay.captured(), 88);
+  size_t at = 88;  // After the handshake's M1 (40 bytes) and M3 (48).
+  for (size_t n : earlier) at += 4 + n + 16;
+  ASSERT_EQ(at, before) << "the captured stream is not whole records";
+
+  const int64_t floats = (int64_t{1} << 18) + 3;  // 1 MiB + 12 bytes.
+  std::vector<float> dest(floats, -1.0f);
+  p.client->ExpectReply(900,
+                        {absl::MakeSpan(reinterpret_cast<char*>(dest.data()),
+                                        floats * sizeof(float))});
+  ASSERT_TRUE(p.client->Send(1, Request(900, floats, 7.0f), Soon()).ok());
+  auto got = p.client->ReceiveData(Soon());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(Holds(got->frames[0], floats, 7.0f));
+  p.client->CancelReply(900);
+
+  const std::vector<size_t> sizes = RecordSizes(relay.captured(), before);
+  // The head (preamble and header) in a record of its own, then the frame.
+  ASSERT_EQ(sizes.size(), 7u) << ::testing::PrintToString(sizes);
+  EXPECT_LT(sizes[0], size_t{16} << 10);
+  const size_t frame = floats * sizeof(float);
+  EXPECT_THAT(std::vector<size_t>(sizes.begin() + 1, sizes.end()),
+              ::testing::ElementsAre(65536, 262144, 262144, 262144,
+                                     frame - 2 * 65536 - 3 * 262144, 65536));
+}
+
 // `n` requests from `first` on, each answered in turn, all over the link.
 void AnsweredOverTheLink(Pair* p, uint64_t first, int n, int64_t floats,
                          float seed) {
@@ -812,12 +875,9 @@ void AnsweredOverTheLink(Pair* p, uint64_t first, int n, int64_t floats,
 }
 
 TEST(EncryptedLinkTest, ATamperedRecordClosesTheLinkAndZeroMqTakesOver) {
-  Relay relay;
-  TransportOptions so = Options(Mode::kAes);
-  so.data_link_offered_port = relay.port();
-  Pair p(so, Options(Mode::kAes));
-  relay.Start(p.server->data_port());
-  p.WaitForLinks();
+  RelayedPair rp(Mode::kAes);
+  Relay& relay = rp.relay;
+  Pair& p = rp.pair;
   const int64_t sent_before = p.client->stats().link_messages_sent;
   // Flip a byte inside the big frame of the next message.
   relay.FlipAfter(1 << 20);
@@ -857,12 +917,9 @@ TEST(EncryptedLinkTest, ATamperedRecordClosesTheLinkAndZeroMqTakesOver) {
 // the messages the kernel had taken are lost, as ZeroMQ loses them for a
 // broken connection; later ones go through ZeroMQ, then over the new link.
 TEST_P(LinkModeTest, ACutLinkIsConnectedAgain) {
-  Relay relay;
-  TransportOptions so = Options(GetParam());
-  so.data_link_offered_port = relay.port();
-  Pair p(so, Options(GetParam()));
-  relay.Start(p.server->data_port());
-  p.WaitForLinks();
+  RelayedPair rp(GetParam());
+  Relay& relay = rp.relay;
+  Pair& p = rp.pair;
   relay.Cut();
   // Requests until the client finds its link broken and connects it again;
   // each waits briefly (a request on the cut connection gets no answer).
