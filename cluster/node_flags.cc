@@ -25,12 +25,13 @@ DEFINE_bool(tcp_data_link, true,
             "keys and encrypted (AES-256-GCM, or ChaCha20-Poly1305 without "
             "AES-NI). Either side's false keeps the pair on ZeroMQ.");
 DEFINE_int32(io_spin_us, 50,
-             "After the node's I/O thread takes in a message it polls "
-             "without sleeping for this many microseconds (yielding the "
-             "core to any other runnable thread), so that the reply to a "
-             "small request is seen without a kernel wake-up (README, The "
-             "TCP path). 0: sleep at once, for hosts where every core "
-             "computes.");
+             "When a small message (at most 64 KiB) comes in less than "
+             "twice this many microseconds after the one before, the "
+             "node's I/O thread polls without sleeping for this long "
+             "(yielding the core to any other runnable thread), so that "
+             "the next small request or reply is seen without a kernel "
+             "wake-up (README, The TCP path). 0: sleep at once, for hosts "
+             "where every core computes.");
 
 DEFINE_string(timeline, "",
               "Write this node's part of a timeline (a Chrome trace of "
