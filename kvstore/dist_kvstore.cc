@@ -110,19 +110,23 @@ class DistKVStore : public KVStore {
         replacement_ && barrier_count_.load() < catch_up_barriers_;
     {
       MutexLock lock(&mu_);
+      std::set<int64_t> seen;
+      std::vector<int64_t> lengths;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (plans_.count(keys[i]) || !seen.insert(keys[i]).second) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("key ", keys[i], " initialized twice"));
+        }
+        lengths.push_back(static_cast<int64_t>(values[i].size()));
+      }
+      std::vector<std::vector<SliceSpec>> plans =
+          PlanKeys(keys, lengths, node_->num_servers(), options_.bigarray_bound,
+                   &load_, options_.placement);
       for (size_t i = 0; i < keys.size(); ++i) {
         if (!sync_ || (known_before && replacement_round_ >= 0)) {
           no_identity_.insert(keys[i]);
         }
-        if (plans_.count(keys[i])) {
-          return absl::AlreadyExistsError(
-              absl::StrCat("key ", keys[i], " initialized twice"));
-        }
-        auto plan = SplitIntoChunks(
-            PlanKey(keys[i], static_cast<int64_t>(values[i].size()),
-                    node_->num_servers(), options_.bigarray_bound, &load_,
-                    options_.placement),
-            max_chunk_elements_);
+        auto plan = SplitIntoChunks(plans[i], max_chunk_elements_);
         for (const auto& s : plan) {
           Message& m = per_server[s.server];
           m.header.add_keys(s.key);

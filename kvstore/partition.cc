@@ -7,6 +7,43 @@
 namespace pstrain {
 namespace kvstore {
 
+namespace {
+
+// Water-filling: `length` elements over the servers so that the least
+// loaded ones rise to a common level. (*lens)[s] gets server s's share;
+// the remainder below one element per server goes to the lowest ranks
+// among those at the level.
+void FillToLevel(const std::vector<int64_t>& load, int64_t length,
+                 std::vector<int64_t>* lens) {
+  const int n = static_cast<int>(load.size());
+  std::vector<int> order(n);
+  for (int s = 0; s < n; ++s) order[s] = s;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return load[a] < load[b]; });
+  // The k least loaded take it all: their level is (length + their load)
+  // / k, as long as it does not reach the next server's load.
+  int k = 1;
+  int64_t below = load[order[0]];
+  int64_t level = length + below;
+  while (k < n && level > load[order[k]]) {
+    below += load[order[k]];
+    ++k;
+    level = (length + below) / k;
+  }
+  std::vector<int> at_level(order.begin(), order.begin() + k);
+  std::sort(at_level.begin(), at_level.end());
+  int64_t left = length;
+  for (int s : at_level) {
+    (*lens)[s] = level - load[s];
+    left -= (*lens)[s];
+  }
+  CHECK_GE(left, 0);
+  CHECK_LT(left, k);
+  for (int i = 0; i < left; ++i) ++(*lens)[at_level[i]];
+}
+
+}  // namespace
+
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                                int64_t bigarray_bound,
                                std::vector<int64_t>* load,
@@ -17,13 +54,20 @@ std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
   CHECK_GE(length, 0);
   std::vector<SliceSpec> out;
   if (length > bigarray_bound && num_servers > 1) {
+    std::vector<int64_t> lens(num_servers, 0);
+    if (placement == Placement::kMxnetHash) {
+      for (int s = 0; s < num_servers; ++s) {
+        lens[s] = length / num_servers + (s < length % num_servers ? 1 : 0);
+      }
+    } else {
+      FillToLevel(*load, length, &lens);
+    }
     int64_t offset = 0;
     for (int s = 0; s < num_servers; ++s) {
-      const int64_t len =
-          length / num_servers + (s < length % num_servers ? 1 : 0);
-      out.push_back({key, s, offset, len});
-      (*load)[s] += len;
-      offset += len;
+      if (lens[s] == 0 && placement != Placement::kMxnetHash) continue;
+      out.push_back({key, s, offset, lens[s]});
+      (*load)[s] += lens[s];
+      offset += lens[s];
     }
     return out;
   }
@@ -35,6 +79,29 @@ std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                              load->begin());
   (*load)[s] += length;
   out.push_back({key, s, 0, length});
+  return out;
+}
+
+std::vector<std::vector<SliceSpec>> PlanKeys(
+    const std::vector<int64_t>& keys, const std::vector<int64_t>& lengths,
+    int num_servers, int64_t bigarray_bound, std::vector<int64_t>* load,
+    Placement placement) {
+  CHECK_EQ(keys.size(), lengths.size());
+  std::vector<size_t> order(keys.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (placement == Placement::kBalanced) {
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const bool big_a = lengths[a] > bigarray_bound;
+      const bool big_b = lengths[b] > bigarray_bound;
+      if (big_a != big_b) return big_b;
+      return lengths[a] > lengths[b];
+    });
+  }
+  std::vector<std::vector<SliceSpec>> out(keys.size());
+  for (size_t i : order) {
+    out[i] = PlanKey(keys[i], lengths[i], num_servers, bigarray_bound, load,
+                     placement);
+  }
   return out;
 }
 

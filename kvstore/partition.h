@@ -32,17 +32,35 @@ enum class Placement {
 };
 
 // The deterministic partition plan every worker computes from the same
-// Init() calls: arrays above `bigarray_bound` elements split evenly over
-// all servers (the first length % num_servers servers get one element
-// more); smaller arrays, and every array when there is one server, go whole
-// to the server `placement` picks. `load` carries the per-server element
-// counts between calls and is updated with this key's slices. Returns the
-// slices in offset order.
+// Init() calls. Arrays above `bigarray_bound` elements are split over the
+// servers: with kBalanced, so that the least loaded servers rise to a
+// common level (water-filling: a server already above it gets no slice,
+// the few elements left over go to the lowest ranks at the level), since
+// each server's bytes cross its host's link every step and the busiest
+// host sets a dist_sync step's pace; with kMxnetHash, evenly over all
+// servers, as MXNet (the first length % num_servers servers get one element
+// more, empty slices included). Smaller arrays, and every array when there
+// is one server, go whole to the server `placement` picks. `load` carries
+// the per-server element counts between calls and is updated with this
+// key's slices. Returns the slices in offset order, which is server order.
 // REQUIRES: num_servers >= 1, load->size() == num_servers, length >= 0.
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                                int64_t bigarray_bound,
                                std::vector<int64_t>* load,
                                Placement placement = Placement::kBalanced);
+
+// The plans of keys initialized together (one Init() call), returned in
+// the order of `keys`. With kBalanced, PlanKey runs on the arrays of at
+// most `bigarray_bound` elements first, largest first (ties: in order),
+// then on the big ones, largest first: each small array goes to the least
+// loaded server, and the big ones level what the small ones left uneven,
+// so that the servers end as even as the arrays allow. With kMxnetHash,
+// where the load decides nothing, in order.
+// REQUIRES: keys.size() == lengths.size(), and PlanKey's.
+std::vector<std::vector<SliceSpec>> PlanKeys(
+    const std::vector<int64_t>& keys, const std::vector<int64_t>& lengths,
+    int num_servers, int64_t bigarray_bound, std::vector<int64_t>* load,
+    Placement placement = Placement::kBalanced);
 
 // Splits each slice of `slices` into consecutive chunks of at most
 // `max_elements` elements (near-equal sizes, the first ones one element

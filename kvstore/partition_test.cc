@@ -2,6 +2,7 @@
 // own: placement, big-array splitting and chunking edge cases.
 #include "kvstore/partition.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -76,30 +77,119 @@ TEST(PlanKeyTest, TheBoundItselfIsNotBig) {
   // Exactly the bound: whole, on one server.
   EXPECT_EQ(Lengths(PlanKey(1, 8, 4, /*bigarray_bound=*/8, &load)),
             (std::vector<int64_t>{8}));
-  // One more: split over all four, the remainder on the first ranks.
+  // One more: split, server 0 already above the level of the other three.
   auto above = PlanKey(2, 9, 4, 8, &load);
-  EXPECT_EQ(Lengths(above), (std::vector<int64_t>{3, 2, 2, 2}));
+  EXPECT_EQ(Lengths(above), (std::vector<int64_t>{3, 3, 3}));
   ExpectCoversInOrder(above, 2, 9);
-  for (int s = 0; s < 4; ++s) EXPECT_EQ(above[s].server, s);
-  EXPECT_EQ(load, (std::vector<int64_t>{11, 2, 2, 2}));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(above[i].server, i + 1);
+  EXPECT_EQ(load, (std::vector<int64_t>{8, 3, 3, 3}));
 }
 
-TEST(PlanKeyTest, BigArraysIgnoreTheLoadAndSplitEvenly) {
+TEST(PlanKeyTest, BigArraysLevelTheLoad) {
+  struct Case {
+    const char* what;
+    std::vector<int64_t> load;
+    int64_t length;
+    std::vector<int> servers;
+    std::vector<int64_t> lengths, load_after;
+  };
+  const Case cases[] = {
+      {"level (1000 + 150) / 3 = 383, the element left over to the lowest "
+       "rank",
+       {100, 0, 50},
+       1000,
+       {0, 1, 2},
+       {284, 383, 333},
+       {384, 383, 383}},
+      {"server 0 above the level of the other two gets no slice",
+       {1000, 0, 50},
+       301,
+       {1, 2},
+       {176, 125},
+       {1000, 176, 175}},
+      {"far below the others, one server takes it whole",
+       {0, 5000, 5000},
+       4000,
+       {0},
+       {4000},
+       {4000, 5000, 5000}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::vector<int64_t> load = c.load;
+    auto big = PlanKey(9, c.length, 3, /*bigarray_bound=*/10, &load);
+    std::vector<int> servers;
+    for (const SliceSpec& s : big) servers.push_back(s.server);
+    EXPECT_EQ(servers, c.servers);
+    EXPECT_EQ(Lengths(big), c.lengths);
+    ExpectCoversInOrder(big, 9, c.length);
+    EXPECT_EQ(load, c.load_after);
+  }
+}
+
+TEST(PlanKeysTest, LeNetsServersEndEven) {
+  // LeNet's arrays as the worker initializes them, in one call, with
+  // --bigarray_bound 100000 over 3 servers: conv0 weight and bias, conv1
+  // weight and bias, fc0 weight (big), fc0 bias, fc1 weight and bias.
+  // Split evenly, fc0 left the server holding conv1 with 10% above the
+  // mean, and its host's link that much busier every step; one key at a
+  // time in this order, 2.2% above.
+  const std::vector<int64_t> keys = {0, 1, 2, 3, 4, 5, 6, 7};
+  const std::vector<int64_t> lengths = {500,    20,  25000, 50,
+                                        400000, 500, 5000,  10};
+  std::vector<int64_t> load(3, 0);
+  auto plans = PlanKeys(keys, lengths, 3, 100000, &load);
+  ASSERT_EQ(plans.size(), keys.size());
+  for (size_t k = 0; k < keys.size(); ++k) {
+    ExpectCoversInOrder(plans[k], keys[k], lengths[k]);
+  }
+  // The small arrays largest first: conv1's weight on server 0, fc1's on 1.
+  EXPECT_EQ(plans[2][0].server, 0);
+  EXPECT_EQ(plans[6][0].server, 1);
+  EXPECT_EQ(plans[4].size(), 3u);
+  EXPECT_EQ(load, (std::vector<int64_t>{143694, 143693, 143693}));
+}
+
+TEST(PlanKeysTest, MxnetHashPlansInOrderAsPlanKey) {
+  const std::vector<int64_t> keys = {5, 2, 9};
+  const std::vector<int64_t> lengths = {10, 3000, 7};
+  std::vector<int64_t> load(3, 0), load_one(3, 0);
+  auto plans = PlanKeys(keys, lengths, 3, 1000, &load, Placement::kMxnetHash);
+  for (size_t k = 0; k < keys.size(); ++k) {
+    auto one =
+        PlanKey(keys[k], lengths[k], 3, 1000, &load_one, Placement::kMxnetHash);
+    ASSERT_EQ(plans[k].size(), one.size()) << "key " << keys[k];
+    for (size_t i = 0; i < one.size(); ++i) {
+      EXPECT_EQ(plans[k][i].server, one[i].server);
+      EXPECT_EQ(plans[k][i].length, one[i].length);
+    }
+  }
+  EXPECT_EQ(load, load_one);
+}
+
+TEST(PlanKeyTest, MxnetHashSplitsBigArraysEvenlyWhateverTheLoad) {
   // Server 0 already holds the most: a big array still starts there, in
   // near-equal slices.
   std::vector<int64_t> load = {100, 0, 50};
-  auto big = PlanKey(9, 1000, 3, /*bigarray_bound=*/10, &load);
+  auto big =
+      PlanKey(9, 1000, 3, /*bigarray_bound=*/10, &load, Placement::kMxnetHash);
   EXPECT_EQ(Lengths(big), (std::vector<int64_t>{334, 333, 333}));
   ExpectCoversInOrder(big, 9, 1000);
   EXPECT_EQ(load, (std::vector<int64_t>{434, 333, 383}));
 }
 
-TEST(PlanKeyTest, BigArraysShorterThanTheServerCountLeaveEmptySlices) {
+TEST(PlanKeyTest, BigArraysShorterThanTheServerCount) {
+  // Balanced: no empty slices.
   std::vector<int64_t> load(3, 0);
   auto big = PlanKey(1, 2, 3, /*bigarray_bound=*/1, &load);
-  EXPECT_EQ(Lengths(big), (std::vector<int64_t>{1, 1, 0}));
+  EXPECT_EQ(Lengths(big), (std::vector<int64_t>{1, 1}));
   ExpectCoversInOrder(big, 1, 2);
   EXPECT_EQ(load, (std::vector<int64_t>{1, 1, 0}));
+  // MXNet's: every server gets a slice, empty or not.
+  load.assign(3, 0);
+  big = PlanKey(1, 2, 3, 1, &load, Placement::kMxnetHash);
+  EXPECT_EQ(Lengths(big), (std::vector<int64_t>{1, 1, 0}));
+  ExpectCoversInOrder(big, 1, 2);
 }
 
 TEST(PlanKeyTest, OneServerHoldsEveryArrayWhole) {
