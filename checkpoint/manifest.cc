@@ -94,6 +94,8 @@ std::string SerializeManifest(const Manifest& m) {
   std::string out = "pstrain-checkpoint 1\n";
   absl::StrAppend(&out, "step ", m.step, "\nepoch ", m.epoch, "\nbatch ",
                   m.batch, "\n");
+  if (!m.partition.empty())
+    absl::StrAppend(&out, "partition ", m.partition, "\n");
   for (const ManifestPart& p : m.parts) {
     absl::StrAppendFormat(&out, "part %s %d %08x\n", p.name, p.size, p.crc32);
   }
@@ -124,6 +126,8 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text,
     } else if (f[0] == "batch" && f.size() == 2 &&
                absl::SimpleAtoi(f[1], &m.batch) && m.batch >= 0) {
       batch = true;
+    } else if (f[0] == "partition" && f.size() == 2 && !f[1].empty()) {
+      m.partition = std::string(f[1]);
     } else if (f[0] == "part" && f.size() == 4) {
       ManifestPart p;
       p.name = std::string(f[1]);
@@ -179,8 +183,6 @@ absl::Status WaitForParts(const std::string& dir,
   return absl::OkStatus();
 }
 
-namespace {
-
 absl::StatusOr<Manifest> ReadManifest(const std::string& dir) {
   const std::string mpath = absl::StrCat(dir, "/", kManifestName);
   if (!Exists(mpath)) {
@@ -189,6 +191,8 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& dir) {
   PSTRAIN_ASSIGN_OR_RETURN(std::string text, ReadFileToString(mpath));
   return ParseManifest(text, mpath);
 }
+
+namespace {
 
 // The bytes of `p` in `dir`, checked.
 absl::StatusOr<std::string> ReadPart(const std::string& dir,

@@ -62,6 +62,10 @@ struct Manifest {
   int64_t step = 0;
   int epoch = 0;
   int64_t batch = 0;
+  // How the job's keys were split over its servers (kvstore::PlacementName;
+  // a line "partition NAME"); empty: not recorded (checkpoints written
+  // before 2026-12-07).
+  std::string partition;
   std::vector<ManifestPart> parts;
 };
 
@@ -69,6 +73,10 @@ std::string SerializeManifest(const Manifest& m);
 // DataLoss naming `source` and the line for anything malformed.
 absl::StatusOr<Manifest> ParseManifest(absl::string_view text,
                                        absl::string_view source);
+
+// Reads `dir`/MANIFEST alone (no part is read or checked). Errors name the
+// file.
+absl::StatusOr<Manifest> ReadManifest(const std::string& dir);
 
 // Reads every part `parts` names in `dir` (which must all exist), computes
 // their sizes and CRCs and writes `dir`/MANIFEST atomically. Errors name

@@ -24,6 +24,7 @@ namespace checkpoint {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string Root(const std::string& name) {
   const std::string root = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
@@ -70,6 +71,27 @@ TEST(ManifestTest, RoundTripsAndVerifies) {
   EXPECT_EQ(*part, "weights of step 12");
   // No temporary file is left behind.
   EXPECT_FALSE(Exists(absl::StrCat(dir, "/MANIFEST.tmp.", getpid())));
+}
+
+TEST(ManifestTest, ThePartitionRecordRoundTripsAndMayBeAbsent) {
+  Manifest m;
+  m.step = 4;
+  m.partition = "levelled";
+  auto back = ParseManifest(SerializeManifest(m), "m");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->partition, "levelled");
+  // A manifest from before the record: no line, an empty partition.
+  m.partition.clear();
+  EXPECT_THAT(SerializeManifest(m), Not(HasSubstr("partition")));
+  back = ParseManifest(SerializeManifest(m), "m");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->partition, "");
+  // ReadManifest reads the file alone.
+  const std::string dir = WriteCheckpoint(Root("partition"), 5);
+  auto read = ReadManifest(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->step, 5);
+  EXPECT_FALSE(ReadManifest(Root("partition") + "/nowhere").ok());
 }
 
 TEST(ManifestTest, Crc32IsZlibs) {
@@ -127,6 +149,7 @@ TEST(ManifestTest, MalformedManifestsAreRefused) {
            "pstrain-checkpoint 1\nstep 3\nepoch 0\nbatch 1\npart ../x 1 0\n",
            "pstrain-checkpoint 1\nstep 3\nepoch 0\nbatch 1\npart a 1 zz\n",
            "pstrain-checkpoint 1\nstep 3\nepoch 0\nbatch 1\nextra\n",
+           "pstrain-checkpoint 1\nstep 3\nepoch 0\nbatch 1\npartition\n",
        }) {
     auto m = ParseManifest(bad, "MANIFEST");
     EXPECT_TRUE(absl::IsDataLoss(m.status())) << bad;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 
 namespace pstrain {
@@ -44,6 +45,27 @@ void FillToLevel(const std::vector<int64_t>& load, int64_t length,
 
 }  // namespace
 
+const char* PlacementName(Placement p) {
+  switch (p) {
+    case Placement::kBalanced:
+      return "levelled";
+    case Placement::kMxnetHash:
+      return "mxnet";
+    case Placement::kBalancedEvenSplit:
+      return "even";
+  }
+  return "?";
+}
+
+absl::StatusOr<Placement> PlacementFromName(absl::string_view name) {
+  if (name == "levelled") return Placement::kBalanced;
+  if (name == "mxnet") return Placement::kMxnetHash;
+  if (name == "even" || name.empty()) return Placement::kBalancedEvenSplit;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown partition \"", name,
+                   "\" (this pstrain knows levelled, even and mxnet)"));
+}
+
 std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
                                int64_t bigarray_bound,
                                std::vector<int64_t>* load,
@@ -55,7 +77,7 @@ std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
   std::vector<SliceSpec> out;
   if (length > bigarray_bound && num_servers > 1) {
     std::vector<int64_t> lens(num_servers, 0);
-    if (placement == Placement::kMxnetHash) {
+    if (placement != Placement::kBalanced) {
       for (int s = 0; s < num_servers; ++s) {
         lens[s] = length / num_servers + (s < length % num_servers ? 1 : 0);
       }
@@ -64,7 +86,7 @@ std::vector<SliceSpec> PlanKey(int64_t key, int64_t length, int num_servers,
     }
     int64_t offset = 0;
     for (int s = 0; s < num_servers; ++s) {
-      if (lens[s] == 0 && placement != Placement::kMxnetHash) continue;
+      if (lens[s] == 0 && placement == Placement::kBalanced) continue;
       out.push_back({key, s, offset, lens[s]});
       (*load)[s] += lens[s];
       offset += lens[s];

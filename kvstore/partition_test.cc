@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -165,6 +166,36 @@ TEST(PlanKeysTest, MxnetHashPlansInOrderAsPlanKey) {
     }
   }
   EXPECT_EQ(load, load_one);
+}
+
+TEST(PlanKeysTest, TheEvenSplitIsTheOldPlan) {
+  // Keys in Init order, big arrays evenly over all servers whatever the
+  // load: LeNet's servers as pstrain planned them before 2026-12-07.
+  const std::vector<int64_t> keys = {0, 1, 2, 3, 4, 5, 6, 7};
+  const std::vector<int64_t> lengths = {500,    20,  25000, 50,
+                                        400000, 500, 5000,  10};
+  std::vector<int64_t> load(3, 0);
+  auto plans =
+      PlanKeys(keys, lengths, 3, 100000, &load, Placement::kBalancedEvenSplit);
+  EXPECT_EQ(Lengths(plans[4]), (std::vector<int64_t>{133334, 133333, 133333}));
+  EXPECT_EQ(plans[2][0].server, 2);
+  EXPECT_EQ(load, (std::vector<int64_t>{138834, 133913, 158333}));
+}
+
+TEST(PlacementTest, NamesRoundTripAndAnAbsentRecordIsTheEvenSplit) {
+  for (Placement p : {Placement::kBalanced, Placement::kMxnetHash,
+                      Placement::kBalancedEvenSplit}) {
+    auto back = PlacementFromName(PlacementName(p));
+    ASSERT_TRUE(back.ok()) << PlacementName(p);
+    EXPECT_EQ(*back, p);
+  }
+  EXPECT_EQ(std::string(PlacementName(Placement::kBalanced)), "levelled");
+  auto absent = PlacementFromName("");
+  ASSERT_TRUE(absent.ok());
+  EXPECT_EQ(*absent, Placement::kBalancedEvenSplit);
+  auto bad = PlacementFromName("zigzag");
+  EXPECT_TRUE(absl::IsInvalidArgument(bad.status()));
+  EXPECT_NE(bad.status().message().find("zigzag"), std::string::npos);
 }
 
 TEST(PlanKeyTest, MxnetHashSplitsBigArraysEvenlyWhateverTheLoad) {

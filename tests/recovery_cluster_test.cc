@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "launcher/subprocess.h"
 #include "tests/worker_util.h"
+#include "util/file.h"
 
 namespace pstrain {
 namespace {
@@ -122,6 +123,64 @@ TEST_F(RecoveryClusterTest, BatchNormResNetRankZeroKilledRestartsBitForBit) {
        "--data_nthreads=1", "--checkpoint_period_batches=5", "--seed=3"},
       2, /*steps_per_epoch=*/20, /*die_rank=*/0, /*die_step=*/13,
       /*resume_step=*/10);
+}
+
+TEST_F(RecoveryClusterTest,
+       ACheckpointWithoutAPartitionResumesWithTheEvenSplit) {
+  ASSERT_EQ(testing_util::PackFashion("train", 640, tmp_ + "/train"), "");
+  // 640 / (2 x 32) = 10 steps an epoch. --bigarray_bound=1000 splits
+  // conv1's, fc0's and fc1's weights over both servers, where the levelled
+  // split and the even one (pstrain's before 2026-12-07) differ.
+  const std::vector<std::string> flags = {
+      "--kv_store=dist_sync",
+      "--network=lenet",
+      absl::StrCat("--data_train=", tmp_, "/train.rec"),
+      "--batch_size=32",
+      "--lr=0.05",
+      "--mom=0.9",
+      "--data_nthreads=1",
+      "--bigarray_bound=1000",
+      "--seed=7"};
+  std::vector<std::string> even = flags;
+  even.insert(even.end(), {"--partition=even", "--num_epochs=1",
+                           "--checkpoint_period_batches=5"});
+  bool ok = false;
+  std::string out = Run("even", even, {}, &ok);
+  ASSERT_TRUE(ok) << out;
+  const std::string ck = checkpoint::StepDir(tmp_ + "/even/ck", 5);
+  auto m = checkpoint::ReadManifest(ck);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->partition, "even");
+  // The manifest as pstrain wrote it before the record: no partition line.
+  const std::string manifest = absl::StrCat(ck, "/", checkpoint::kManifestName);
+  const std::string text = testing_util::ReadFileOrEmpty(manifest);
+  const std::string line = "partition even\n";
+  const size_t at = text.find(line);
+  ASSERT_NE(at, std::string::npos) << text;
+  const std::string before = text.substr(0, at) + text.substr(at + line.size());
+  ASSERT_TRUE(WriteFileAtomically(manifest, before).ok());
+  // Resumed by a job with the default --partition (levelled): it plans the
+  // keys as the checkpoint's job did, and the servers restore their parts.
+  std::vector<std::string> resumed = flags;
+  resumed.insert(resumed.end(),
+                 {"--num_epochs=2", absl::StrCat("--resume_from=", ck)});
+  const std::string server_resume =
+      absl::StrCat("--server_args=--resume_from=", ck);
+  out = Run("resumed", resumed, {server_resume}, &ok);
+  ASSERT_TRUE(ok) << out;
+  EXPECT_EQ(LinesWith(out, "Resumed from").size(), 2u) << out;
+  EXPECT_EQ(LinesWith(out, "restored").size(), 2u) << out;  // Servers.
+  EXPECT_EQ(LinesWith(out, "records no partition").size(), 2u) << out;
+  EXPECT_FALSE(Final("resumed", 2).empty());
+  // Had it planned the levelled split, the servers would have refused the
+  // checkpoint, naming a slice: what a manifest that says so gets.
+  ASSERT_TRUE(WriteFileAtomically(manifest, text.substr(0, at) +
+                                                "partition levelled\n" +
+                                                text.substr(at + line.size()))
+                  .ok());
+  out = Run("levelled", resumed, {server_resume}, &ok);
+  EXPECT_FALSE(ok) << out;
+  EXPECT_THAT(out, HasSubstr("is not one this server holds"));
 }
 
 TEST_F(RecoveryClusterTest, TimePeriodCheckpointsAtTheSameStepOnEveryWorker) {

@@ -12,6 +12,7 @@
 #include "compression/compression.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "kvstore/partition.h"
 #include "nn/symbol_import.h"
 #include "transport/transport.h"
 #include "util/flags.h"
@@ -204,12 +205,21 @@ DEFINE_int64(slice_bytes, 4 << 20,
              "0: parts of max_message_bytes (4 MiB). Every worker of a job "
              "must pass the same.");
 DEFINE_int64(bigarray_bound, 1000000,
-             "dist_*: arrays of more than this many elements are split evenly "
-             "over all servers, smaller ones go whole to the least loaded "
-             "server (MXNet's MXNET_KVSTORE_BIGARRAY_BOUND, same default). "
-             "Lower it when a few big arrays would load one server's link "
-             "more than the others'. Every worker of a job must pass the "
-             "same.");
+             "dist_*: arrays of more than this many elements are split over "
+             "the servers (see --partition), smaller ones go whole to the "
+             "least loaded server (MXNet's MXNET_KVSTORE_BIGARRAY_BOUND, same "
+             "default). Lower it when a few big arrays would load one "
+             "server's link more than the others'. Every worker of a job "
+             "must pass the same.");
+DEFINE_string(partition, "levelled",
+              "dist_*, --kvstore_mode=pstrain: how keys are split over the "
+              "servers. levelled: small arrays to the least loaded server, "
+              "largest first, then big ones (--bigarray_bound) split so that "
+              "the servers end even; even: big arrays split evenly over all "
+              "servers, keys in order (pstrain before 2026-12-07). A job "
+              "resumed with --resume_from keeps its checkpoint's partition "
+              "(even where the checkpoint records none), whatever this says. "
+              "Every worker of a job must pass the same.");
 DEFINE_int64(send_credit_bytes, 0,
              "dist_*: at most this many bytes of pushes per server not yet "
              "received there; the rest waits in priority order (first layers "
@@ -364,6 +374,14 @@ int main(int argc, char** argv) {
   o.kv.slice_bytes = FLAGS_slice_bytes;
   o.kv.send_credit_bytes = FLAGS_send_credit_bytes;
   o.kv.bigarray_bound = FLAGS_bigarray_bound;
+  if (FLAGS_partition != "levelled" && FLAGS_partition != "even") {
+    pstrain::ExitWithError(
+        kProgram, pstrain::BadFlag("partition", FLAGS_partition,
+                                   "use levelled or even (MXNet's placement: "
+                                   "--kvstore_mode=mxnet)")
+                      .message());
+  }
+  o.kv.placement = OrExit(pstrain::kvstore::PlacementFromName(FLAGS_partition));
   o.kv.compression = OrExit(pstrain::compression::Parse(
       FLAGS_gradient_compression, FLAGS_gc_min_bytes));
   if (o.kv.compression.type() != pstrain::proto::RAW_FLOAT32 &&

@@ -265,6 +265,7 @@ absl::Status Checkpointer::Save(const ResumePoint& next,
   const std::string prefix = options_.prefix;
   const int workers = kv_->num_workers(), servers = kv_->num_servers();
   const int keep = options_.keep;
+  const kvstore::Placement placement = options_.placement;
   const std::string root = options_.checkpoint_dir;
   const std::atomic<bool>* cancel = writer_->cancelled();
   writer_->Submit([=]() -> absl::Status {
@@ -297,6 +298,7 @@ absl::Status Checkpointer::Save(const ResumePoint& next,
     m.step = step;
     m.epoch = next.epoch;
     m.batch = next.batch;
+    m.partition = kvstore::PlacementName(placement);
     PSTRAIN_RETURN_IF_ERROR(checkpoint::WriteManifest(dir, m, parts));
     LOG(INFO) << "worker 0: checkpoint of step " << step << " complete: " << dir
               << " (" << parts.size() << " parts, "

@@ -52,6 +52,10 @@ struct RecoveryOptions {
   std::string prefix = "model";
   // A checkpoint folder to resume from; empty: start afresh.
   std::string resume_from;
+  // How the job's keys are split over its servers: what the checkpoints'
+  // manifests record (kvstore::PlacementName), so that a job resumed from
+  // one plans its keys as it did.
+  kvstore::Placement placement = kvstore::Placement::kBalanced;
   // Tests: the worker of rank test_die_rank kills itself (SIGKILL) right
   // after step test_die_at_step (>= 1; 0: never) unless it resumed.
   int64_t test_die_at_step = 0;

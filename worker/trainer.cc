@@ -12,10 +12,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "checkpoint/manifest.h"
 #include "data/pipeline.h"
 #include "data/record_source.h"
 #include "glog/logging.h"
 #include "kernels/cpu_ops.h"
+#include "kvstore/partition.h"
 #include "nn/network.h"
 #include "nn/symbol_import.h"
 #include "timeline/timeline.h"
@@ -526,6 +528,31 @@ int Train(const TrainerOptions& o) {
   const bool mxnet = o.kvstore_mode == "mxnet";
   kvstore::KVStoreOptions kv_options = o.kv;
   if (mxnet) kv_options.placement = kvstore::Placement::kMxnetHash;
+  if (!o.recovery.resume_from.empty()) {
+    // The servers restore the checkpoint's slices: plan the keys as the
+    // job that wrote it did.
+    absl::StatusOr<checkpoint::Manifest> m =
+        checkpoint::ReadManifest(o.recovery.resume_from);
+    absl::StatusOr<kvstore::Placement> p =
+        m.ok() ? kvstore::PlacementFromName(m->partition) : m.status();
+    if (!p.ok()) {
+      LOG(ERROR) << "--resume_from: " << o.recovery.resume_from << ": "
+                 << p.status().message();
+      return 1;
+    }
+    if (*p != kv_options.placement) {
+      Say(absl::StrFormat(
+          "--resume_from: the checkpoint's keys are split over the servers "
+          "as \"%s\"%s; this job keeps that rather than \"%s\"",
+          kvstore::PlacementName(*p),
+          m->partition.empty()
+              ? " (its manifest records no partition: pstrain before "
+                "2026-12-07)"
+              : "",
+          kvstore::PlacementName(kv_options.placement)));
+    }
+    kv_options.placement = *p;
+  }
   auto kv_or = kvstore::KVStore::Create(o.kv_store, kv_options);
   if (!kv_or.ok()) {
     LOG(ERROR) << kv_or.status().message();
@@ -623,7 +650,9 @@ int Train(const TrainerOptions& o) {
   }
 
   std::mt19937 rng(o.seed + rank);
-  Checkpointer ckpt(o.recovery, kv.get());
+  RecoveryOptions recovery = o.recovery;
+  recovery.placement = kv_options.placement;
+  Checkpointer ckpt(recovery, kv.get());
   ResumePoint resume;  // Where this run starts (issue #15).
   if (!o.recovery.resume_from.empty()) {
     auto r = ResumeWorker(o.recovery.resume_from, rank, reps.get(), &rng);
