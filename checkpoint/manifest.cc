@@ -94,8 +94,9 @@ std::string SerializeManifest(const Manifest& m) {
   std::string out = "pstrain-checkpoint 1\n";
   absl::StrAppend(&out, "step ", m.step, "\nepoch ", m.epoch, "\nbatch ",
                   m.batch, "\n");
-  if (!m.partition.empty())
+  if (!m.partition.empty()) {
     absl::StrAppend(&out, "partition ", m.partition, "\n");
+  }
   for (const ManifestPart& p : m.parts) {
     absl::StrAppendFormat(&out, "part %s %d %08x\n", p.name, p.size, p.crc32);
   }

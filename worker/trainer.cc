@@ -530,11 +530,16 @@ int Train(const TrainerOptions& o) {
   if (mxnet) kv_options.placement = kvstore::Placement::kMxnetHash;
   if (!o.recovery.resume_from.empty()) {
     // The servers restore the checkpoint's slices: plan the keys as the
-    // job that wrote it did.
+    // job that wrote it did. A checkpoint from before the record: MXNet
+    // mode's placement has not changed, pstrain's was the even split.
     absl::StatusOr<checkpoint::Manifest> m =
         checkpoint::ReadManifest(o.recovery.resume_from);
-    absl::StatusOr<kvstore::Placement> p =
-        m.ok() ? kvstore::PlacementFromName(m->partition) : m.status();
+    absl::StatusOr<kvstore::Placement> p = m.status();
+    if (m.ok() && m->partition.empty() && mxnet) {
+      p = kvstore::Placement::kMxnetHash;
+    } else if (m.ok()) {
+      p = kvstore::PlacementFromName(m->partition);
+    }
     if (!p.ok()) {
       LOG(ERROR) << "--resume_from: " << o.recovery.resume_from << ": "
                  << p.status().message();
