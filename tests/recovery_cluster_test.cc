@@ -141,32 +141,48 @@ TEST_F(RecoveryClusterTest,
       "--data_nthreads=1",
       "--bigarray_bound=1000",
       "--seed=7"};
-  std::vector<std::string> even = flags;
-  even.insert(even.end(), {"--partition=even", "--num_epochs=1",
-                           "--checkpoint_period_batches=5"});
-  bool ok = false;
-  std::string out = Run("even", even, {}, &ok);
-  ASSERT_TRUE(ok) << out;
-  const std::string ck = checkpoint::StepDir(tmp_ + "/even/ck", 5);
-  auto m = checkpoint::ReadManifest(ck);
-  ASSERT_TRUE(m.ok()) << m.status();
-  EXPECT_EQ(m->partition, "even");
-  // The manifest as pstrain wrote it before the record: no partition line.
-  const std::string manifest = absl::StrCat(ck, "/", checkpoint::kManifestName);
-  const std::string text = testing_util::ReadFileOrEmpty(manifest);
-  const std::string line = "partition even\n";
-  const size_t at = text.find(line);
-  ASSERT_NE(at, std::string::npos) << text;
-  const std::string before = text.substr(0, at) + text.substr(at + line.size());
-  ASSERT_TRUE(WriteFileAtomically(manifest, before).ok());
+  // Runs a 1-epoch job of `flags` + `extra` checkpointing at step 5, and
+  // rewrites that checkpoint's manifest as pstrain wrote it before the
+  // record (no partition line), after checking that the record says
+  // `partition`; returns the checkpoint and the manifest's text with the
+  // record.
+  auto checkpoint_without_record = [&](const std::string& name,
+                                       std::vector<std::string> extra,
+                                       const std::string& partition,
+                                       std::string* text) {
+    std::vector<std::string> f = flags;
+    f.insert(f.end(), extra.begin(), extra.end());
+    f.insert(f.end(), {"--num_epochs=1", "--checkpoint_period_batches=5"});
+    bool ok = false;
+    const std::string out = Run(name, f, {}, &ok);
+    EXPECT_TRUE(ok) << out;
+    const std::string ck = checkpoint::StepDir(tmp_ + "/" + name + "/ck", 5);
+    const std::string manifest =
+        absl::StrCat(ck, "/", checkpoint::kManifestName);
+    *text = testing_util::ReadFileOrEmpty(manifest);
+    std::string before = *text;
+    const std::string line = absl::StrCat("partition ", partition, "\n");
+    const size_t at = before.find(line);
+    EXPECT_NE(at, std::string::npos) << *text;
+    if (at != std::string::npos) before.erase(at, line.size());
+    EXPECT_TRUE(WriteFileAtomically(manifest, before).ok());
+    return ck;
+  };
+  // Resumes from `ck` for a second epoch, both the workers and the servers.
+  auto resume = [&](const std::string& name, const std::string& ck,
+                    std::vector<std::string> extra, bool* ok) {
+    std::vector<std::string> f = flags;
+    f.insert(f.end(), extra.begin(), extra.end());
+    f.insert(f.end(), {"--num_epochs=2", absl::StrCat("--resume_from=", ck)});
+    return Run(name, f, {absl::StrCat("--server_args=--resume_from=", ck)}, ok);
+  };
+  std::string text;
+  const std::string ck =
+      checkpoint_without_record("even", {"--partition=even"}, "even", &text);
   // Resumed by a job with the default --partition (levelled): it plans the
   // keys as the checkpoint's job did, and the servers restore their parts.
-  std::vector<std::string> resumed = flags;
-  resumed.insert(resumed.end(),
-                 {"--num_epochs=2", absl::StrCat("--resume_from=", ck)});
-  const std::string server_resume =
-      absl::StrCat("--server_args=--resume_from=", ck);
-  out = Run("resumed", resumed, {server_resume}, &ok);
+  bool ok = false;
+  std::string out = resume("resumed", ck, {}, &ok);
   ASSERT_TRUE(ok) << out;
   EXPECT_EQ(LinesWith(out, "Resumed from").size(), 2u) << out;
   EXPECT_EQ(LinesWith(out, "restored").size(), 2u) << out;  // Servers.
@@ -174,13 +190,25 @@ TEST_F(RecoveryClusterTest,
   EXPECT_FALSE(Final("resumed", 2).empty());
   // Had it planned the levelled split, the servers would have refused the
   // checkpoint, naming a slice: what a manifest that says so gets.
-  ASSERT_TRUE(WriteFileAtomically(manifest, text.substr(0, at) +
-                                                "partition levelled\n" +
-                                                text.substr(at + line.size()))
+  std::string levelled = text;
+  const std::string even_line = "partition even\n";
+  const size_t at = levelled.find(even_line);
+  ASSERT_NE(at, std::string::npos) << text;
+  levelled.replace(at, even_line.size(), "partition levelled\n");
+  ASSERT_TRUE(WriteFileAtomically(
+                  absl::StrCat(ck, "/", checkpoint::kManifestName), levelled)
                   .ok());
-  out = Run("levelled", resumed, {server_resume}, &ok);
+  out = resume("levelled", ck, {}, &ok);
   EXPECT_FALSE(ok) << out;
   EXPECT_THAT(out, HasSubstr("is not one this server holds"));
+  // MXNet mode's placement did not change: an old MXNet-mode checkpoint
+  // resumes in MXNet mode as it is.
+  const std::string mx = checkpoint_without_record(
+      "mxnet", {"--kvstore_mode=mxnet"}, "mxnet", &text);
+  out = resume("mxnet_resumed", mx, {"--kvstore_mode=mxnet"}, &ok);
+  ASSERT_TRUE(ok) << out;
+  EXPECT_EQ(LinesWith(out, "restored").size(), 2u) << out;
+  EXPECT_THAT(LinesWith(out, "records no partition"), ::testing::IsEmpty());
 }
 
 TEST_F(RecoveryClusterTest, TimePeriodCheckpointsAtTheSameStepOnEveryWorker) {

@@ -534,10 +534,10 @@ int Train(const TrainerOptions& o) {
     // mode's placement has not changed, pstrain's was the even split.
     absl::StatusOr<checkpoint::Manifest> m =
         checkpoint::ReadManifest(o.recovery.resume_from);
-    absl::StatusOr<kvstore::Placement> p = m.status();
-    if (m.ok() && m->partition.empty() && mxnet) {
-      p = kvstore::Placement::kMxnetHash;
-    } else if (m.ok()) {
+    absl::StatusOr<kvstore::Placement> p = kvstore::Placement::kMxnetHash;
+    if (!m.ok()) {
+      p = m.status();
+    } else if (!m->partition.empty() || !mxnet) {
       p = kvstore::PlacementFromName(m->partition);
     }
     if (!p.ok()) {
