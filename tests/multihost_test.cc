@@ -12,18 +12,22 @@
 //   left on any host, the cut one included;
 // - a host whose sshd is down and a host that is not there: the preflight
 //   table names them and nothing starts;
-// - kv_bench across the hosts, against raw TCP between the same hosts.
+// - kv_bench across the hosts, against raw TCP between the same hosts;
+// - `scripts/testbed link all watch` shows which hosts' links carry traffic.
 // Needs root; skips, saying why, where namespaces cannot be made.
 #include <signal.h>
 
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -393,6 +397,44 @@ TEST_F(MultiHostTest, KvBenchAcrossHostsReportsAgainstRawTcp) {
   }
   // Each worker's own account of how its tensors travelled.
   EXPECT_EQ(LinesWith(out, "frames through shared memory").size(), 2u) << out;
+}
+
+// scripts/testbed link all watch (scripts/link_watch on the hosts' veths)
+// while `testbed check` runs iperf3 from h0 to h1: h0's link shows it going
+// out, h1's coming in, h2's nothing to speak of.
+TEST_F(MultiHostTest, LinkWatchShowsWhichLinksCarryTraffic) {
+  std::string watch_out;
+  int watch_rc = -1;
+  std::thread watch([&] {
+    watch_rc = bed_->Run(
+        {"link", "all", "watch", "--duration", "7", "--interval", "3"},
+        &watch_out);
+  });
+  absl::SleepFor(absl::Seconds(1));  // The watch reads its first sample.
+  std::string check_out;
+  const int check_rc = bed_->Run({"check"}, &check_out);
+  watch.join();
+  ASSERT_EQ(check_rc, 0) << check_out;
+  ASSERT_EQ(watch_rc, 0) << watch_out;
+  // The summary: "all  hI  OUT busy idle  IN busy idle  (N samples, S s)",
+  // the busy and idle columns "-" on these unshaped links.
+  std::map<std::string, std::pair<double, double>> mbit;
+  for (const std::string& line : LinesWith(watch_out, "samples,")) {
+    std::vector<std::string> f =
+        absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    ASSERT_GE(f.size(), 8u) << line;
+    if (f[0] != "all") continue;
+    EXPECT_EQ(f[3], "-") << line;
+    mbit[f[1]] = {std::stod(f[2]), std::stod(f[5])};
+  }
+  ASSERT_EQ(mbit.size(), 3u) << watch_out;
+  // iperf3 moves gigabits a second between unshaped veths for 3 of the
+  // 7 s watched.
+  EXPECT_GT(mbit["h0"].first, 100) << watch_out;
+  EXPECT_GT(mbit["h1"].second, 100) << watch_out;
+  EXPECT_LT(mbit["h2"].first, 10) << watch_out;
+  EXPECT_LT(mbit["h2"].second, 10) << watch_out;
+  EXPECT_LT(mbit["h0"].second, mbit["h0"].first) << watch_out;
 }
 
 }  // namespace

@@ -113,17 +113,35 @@ absl::Status GradientSync::WaitAll() {
 }
 
 void GradientSync::Push(size_t k) {
-  unsent_.push_back(k);
-  unsent_bytes_ +=
+  const int64_t bytes =
       static_cast<int64_t>(learned_[k]->grad.size() * sizeof(float));
+  if (options_.fusion_max_array_bytes > 0 &&
+      bytes > options_.fusion_max_array_bytes) {
+    // Alone and at once: fused, a big array would hold its group's smaller
+    // arrays back (the next forward waits for the whole group), and it
+    // would wait for later ones to fill the group. The small ones ready
+    // before it leave first, as they would have without fusion.
+    Flush();
+    PushGroup({k});
+    return;
+  }
+  unsent_.push_back(k);
+  unsent_bytes_ += bytes;
   if (unsent_bytes_ >= options_.fusion_bytes) Flush();
 }
 
 void GradientSync::Flush() {
-  if (unsent_.empty() || !comm_.ok()) return;
+  if (unsent_.empty()) return;
+  PushGroup(unsent_);
+  unsent_.clear();
+  unsent_bytes_ = 0;
+}
+
+void GradientSync::PushGroup(const std::vector<size_t>& keys) {
+  if (!comm_.ok()) return;
   std::vector<kvstore::KeyPushPull> group;
-  size_t first = unsent_.front();
-  for (size_t k : unsent_) {
+  size_t first = keys.front();
+  for (size_t k : keys) {
     group.push_back({static_cast<int64_t>(k), replicas_->Grads(param_index_[k]),
                      learned_[k]->value.span()});
     first = std::min(first, k);
@@ -136,12 +154,10 @@ void GradientSync::Flush() {
   if (h.ok()) {
     auto p = std::make_shared<Pushed>();
     p->handle = *h;
-    for (size_t k : unsent_) pending_[k] = p;
+    for (size_t k : keys) pending_[k] = p;
   } else {
     comm_ = h.status();
   }
-  unsent_.clear();
-  unsent_bytes_ = 0;
 }
 
 absl::Status GradientSync::WaitKey(size_t k) {

@@ -12,7 +12,10 @@
 // Tensor fusion: gradients ready and not yet pushed are pushed together as
 // one KVStore::PushPullGroup once they add up to `fusion_bytes` (0: one
 // group per key), and the rest when backward ends; each key's pending
-// operation is shared by the keys of its group and waited for once.
+// operation is shared by the keys of its group and waited for once. With
+// `fusion_max_array_bytes` an array above it is never fused: it is pushed
+// alone as soon as it is ready (the KVStore slices it), right after the
+// small ones queued before it (as one group).
 //
 // Thread-compatible: one thread (the trainer's) calls every method; the
 // callbacks passed to Replicas::Step run on that thread (one device runs
@@ -46,6 +49,9 @@ class GradientSync {
     bool overlap = true;
     // Tensor fusion threshold in bytes (TrainerOptions::fusion_bytes).
     int64_t fusion_bytes = int64_t{4} << 20;
+    // The largest gradient fused (TrainerOptions::fusion_max_array_bytes):
+    // bigger ones are pushed alone. 0: no limit.
+    int64_t fusion_max_array_bytes = 0;
     // Every blocking wait (a key's push and pull, the replicas' copies)
     // fails with DeadlineExceeded after this long.
     absl::Duration wait_timeout = absl::Minutes(10);
@@ -118,9 +124,13 @@ class GradientSync {
 
   absl::Time Deadline() const { return absl::Now() + options_.wait_timeout; }
   // Queues key k's gradient; pushes the queue once it reaches fusion_bytes.
+  // A gradient above fusion_max_array_bytes is pushed alone at once, after
+  // the queue.
   void Push(size_t k);
-  // Pushes the queued keys as one group (unless a push already failed).
+  // Pushes the queued keys as one group.
   void Flush();
+  // Pushes `keys` as one group (unless a push already failed).
+  void PushGroup(const std::vector<size_t>& keys);
   // Waits for key k's pending push, if any.
   absl::Status WaitKey(size_t k);
 

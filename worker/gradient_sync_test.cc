@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "gmock/gmock.h"
@@ -181,11 +184,13 @@ INSTANTIATE_TEST_SUITE_P(
 class GradientSyncTest : public ::testing::Test {
  protected:
   // Replicas on `devices`, the sync started and the log cleared.
-  void Start(int devices, bool overlap, int64_t fusion_bytes) {
+  void Start(int devices, bool overlap, int64_t fusion_bytes,
+             int64_t fusion_max_array_bytes = 0) {
     reps_ = MakeReplicas(devices);
     GradientSync::Options o;
     o.overlap = overlap;
     o.fusion_bytes = fusion_bytes;
+    o.fusion_max_array_bytes = fusion_max_array_bytes;
     sync_ = std::make_unique<GradientSync>(&kv_, reps_.get(), o);
     ASSERT_TRUE(sync_->Init(StoreTheSum()).ok());
     kv_.log.clear();
@@ -218,6 +223,18 @@ std::vector<std::string> Pushes(const std::vector<std::string>& log) {
   return p;
 }
 
+// "push 6,7,5@0" -> "push 5,6,7@0".
+std::string SortedGroup(const std::string& entry) {
+  const size_t at = entry.find('@');
+  std::vector<int> keys;
+  for (absl::string_view k :
+       absl::StrSplit(entry.substr(5, at - 5), ',', absl::SkipEmpty())) {
+    keys.push_back(std::stoi(std::string(k)));
+  }
+  std::sort(keys.begin(), keys.end());
+  return absl::StrCat("push ", absl::StrJoin(keys, ","), entry.substr(at));
+}
+
 TEST_F(GradientSyncTest, WithoutFusionEachKeyIsPushedAloneLastLayersFirst) {
   Start(1, /*overlap=*/false, /*fusion_bytes=*/0);
   ASSERT_TRUE(RunStep(sync_.get(), 1).ok());
@@ -241,6 +258,68 @@ TEST_F(GradientSyncTest, FusionPushesOneGroupAtTheFirstKeysPriority) {
   // One group, waited for once.
   EXPECT_EQ(kv_.log, (std::vector<std::string>{
                          absl::StrCat("push ", keys, "@0"), "wait"}));
+}
+
+TEST_F(GradientSyncTest, AnArrayAboveTheFusionLimitIsPushedAloneAtOnce) {
+  // LeNet's keys: only fc0's weights (400,000 floats) exceed 1 MiB.
+  Start(1, /*overlap=*/false, 0);
+  auto bytes = [&](size_t k) {
+    return static_cast<int64_t>(sync_->learned()[k]->grad.size() *
+                                sizeof(float));
+  };
+  std::vector<size_t> big;
+  for (size_t k = 0; k < sync_->learned().size(); ++k) {
+    if (bytes(k) > (int64_t{1} << 20)) big.push_back(k);
+  }
+  ASSERT_EQ(big.size(), 1u);
+  const size_t fc0 = big[0];
+  ASSERT_GT(fc0, 0u);
+  // A limit of fc0's exact size still fuses it.
+  const int64_t fc0_bytes = bytes(fc0);
+  for (int64_t limit : {int64_t{1} << 20, fc0_bytes - 1, fc0_bytes}) {
+    SCOPED_TRACE(limit);
+    for (bool overlap : {false, true}) {
+      SCOPED_TRACE(overlap ? "overlap" : "no overlap");
+      Start(1, overlap, int64_t{1} << 30, limit);
+      ASSERT_TRUE(RunStep(sync_.get(), 1).ok());
+      // Backward produces the later layers first. The big array leaves as
+      // soon as backward produces it, right after the smaller ones produced
+      // before it (one group, at their first key's priority); the rest go
+      // as one group when backward ends. With overlap a layer's weights
+      // come before its bias (fc0's bias, fc0 + 1, then waits for the last
+      // group); without, the keys come last to first. (The keys of a group
+      // are in the order backward produced them; compared sorted.)
+      auto group = [](std::vector<size_t> keys) {
+        return absl::StrCat("push ", absl::StrJoin(keys, ","), "@",
+                            -static_cast<int>(keys.front()));
+      };
+      const size_t keys = sync_->learned().size();
+      ASSERT_EQ(keys, fc0 + 4);  // fc0's bias, fc1's weights and bias.
+      std::vector<size_t> all, first(fc0);
+      for (size_t k = 0; k < keys; ++k) all.push_back(k);
+      std::iota(first.begin(), first.end(), 0);
+      std::vector<std::string> want;
+      if (limit >= fc0_bytes) {
+        want = {group(all)};
+      } else if (overlap) {
+        first.push_back(fc0 + 1);
+        want = {group({fc0 + 2, fc0 + 3}), group({fc0}), group(first)};
+      } else {
+        want = {group({fc0 + 1, fc0 + 2, fc0 + 3}), group({fc0}), group(first)};
+      }
+      std::vector<std::string> got = Pushes(kv_.log);
+      for (std::string& g : got) g = SortedGroup(g);
+      EXPECT_EQ(got, want);
+      ASSERT_TRUE(sync_->WaitAll().ok());
+    }
+  }
+  // 0: no limit, one group; 1 byte: every array alone.
+  Start(1, /*overlap=*/false, int64_t{1} << 30, 0);
+  ASSERT_TRUE(RunStep(sync_.get(), 1).ok());
+  EXPECT_EQ(Pushes(kv_.log).size(), 1u);
+  Start(1, /*overlap=*/false, int64_t{1} << 30, 1);
+  ASSERT_TRUE(RunStep(sync_.get(), 1).ok());
+  EXPECT_EQ(Pushes(kv_.log).size(), sync_->learned().size());
 }
 
 TEST_F(GradientSyncTest, OverlapWaitsForAKeyOnlyWhenTheNextForwardNeedsIt) {

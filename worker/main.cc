@@ -165,6 +165,12 @@ DEFINE_int64(fusion_bytes, 4 << 20,
              "they add up to "
              "this many bytes (the rest when backward ends); 0: one request "
              "per parameter.");
+DEFINE_int64(fusion_max_array_bytes, 0,
+             "Tensor fusion: a gradient larger than this many bytes is never "
+             "fused but pushed alone as soon as it is ready (the KVStore "
+             "slices it), after the smaller ones ready before it; 0: no "
+             "limit. 1048576 where the links between hosts are the "
+             "bottleneck.");
 DEFINE_string(kvstore_mode, "pstrain",
               "pstrain, or mxnet: behave as MXNet 1.x's KVStore with ps-lite's "
               "ZeroMQ van (small arrays on server (key * 9973) % servers, one "
@@ -370,6 +376,7 @@ int main(int argc, char** argv) {
   o.cpu_devices = FLAGS_cpu_devices;
   o.overlap = FLAGS_overlap;
   o.fusion_bytes = FLAGS_fusion_bytes;
+  o.fusion_max_array_bytes = FLAGS_fusion_max_array_bytes;
   o.kvstore_mode = FLAGS_kvstore_mode;
   o.kv.slice_bytes = FLAGS_slice_bytes;
   o.kv.send_credit_bytes = FLAGS_send_credit_bytes;

@@ -233,6 +233,8 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   PSTRAIN_RETURN_IF_ERROR(AtLeast<int64_t>("num_examples", o.num_examples, 0));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("disp_batches", o.disp_batches, 1));
   PSTRAIN_RETURN_IF_ERROR(AtLeast("fusion_bytes", o.fusion_bytes, int64_t{0}));
+  PSTRAIN_RETURN_IF_ERROR(
+      AtLeast("fusion_max_array_bytes", o.fusion_max_array_bytes, int64_t{0}));
   if (o.kv.slice_bytes != 0 &&
       (o.kv.slice_bytes < 4096 || o.kv.slice_bytes > (int64_t{1} << 30))) {
     return BadFlag("slice_bytes", o.kv.slice_bytes,

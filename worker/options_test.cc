@@ -108,6 +108,8 @@ TEST(OptionsTest, ErrorsNameTheFlag) {
        "--disp_batches 0"},
       {[](TrainerOptions* o, auto*) { o->fusion_bytes = -1; },
        "--fusion_bytes -1"},
+      {[](TrainerOptions* o, auto*) { o->fusion_max_array_bytes = -1; },
+       "--fusion_max_array_bytes -1"},
       {[](TrainerOptions* o, auto*) { o->kv.slice_bytes = 100; },
        "--slice_bytes 100: must be 0 (off) or in [4096, 1073741824]"},
       {[](TrainerOptions* o, auto*) { o->kv.send_credit_bytes = -1; },

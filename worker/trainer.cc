@@ -633,6 +633,7 @@ int Train(const TrainerOptions& o) {
   GradientSync::Options so;
   so.overlap = o.overlap;
   so.fusion_bytes = mxnet ? 0 : o.fusion_bytes;
+  so.fusion_max_array_bytes = o.fusion_max_array_bytes;
   so.priorities = !mxnet;
   so.emulated = emu.get();
   so.wait_timeout = kWaitTimeout;

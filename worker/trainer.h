@@ -94,6 +94,14 @@ struct TrainerOptions {
   // per parameter. The default, 4 MiB, is BytePS's partition size and our
   // message size (KVStoreOptions::max_message_bytes).
   int64_t fusion_bytes = int64_t{4} << 20;
+  // The largest gradient fused, in bytes (0: no limit): a bigger one is
+  // pushed alone as soon as backward produces it (and sliced by the
+  // KVStore), so that it neither waits for later arrays to fill a group
+  // nor holds a group's small arrays back. Where links are the bottleneck
+  // 1 MiB beats both fusing everything and --fusion_bytes 0; on one 2-core
+  // machine, where the server computes beside the worker, it costs (README,
+  // "Priority and slicing").
+  int64_t fusion_max_array_bytes = 0;
   // "pstrain", or "mxnet": behave as MXNet 1.x's KVStore with ps-lite's
   // ZeroMQ van (small arrays on server (key * 9973) % servers, no fusion,
   // no priorities on the wire, local reduce of a key on one device).
