@@ -135,6 +135,7 @@ struct Case {
   int devices;
   bool overlap;
   int64_t fusion_bytes;
+  int64_t fusion_max_array_bytes = 0;
 };
 
 class GradientSyncCaseTest : public ::testing::TestWithParam<Case> {};
@@ -146,6 +147,7 @@ TEST_P(GradientSyncCaseTest, WeightsBecomeTheSummedGradientsOnEveryDevice) {
   GradientSync::Options o;
   o.overlap = c.overlap;
   o.fusion_bytes = c.fusion_bytes;
+  o.fusion_max_array_bytes = c.fusion_max_array_bytes;
   GradientSync sync(&kv, reps.get(), o);
   EXPECT_EQ(sync.overlap(), c.overlap && c.devices == 1);
   ASSERT_TRUE(sync.Init(StoreTheSum()).ok());
@@ -178,7 +180,10 @@ INSTANTIATE_TEST_SUITE_P(
     DevicesOverlapFusion, GradientSyncCaseTest,
     ::testing::Values(Case{1, true, 0}, Case{1, true, int64_t{1} << 30},
                       Case{1, false, 0}, Case{1, false, 4 << 20},
-                      Case{2, true, 0}, Case{2, false, int64_t{1} << 30}));
+                      Case{2, true, 0}, Case{2, false, int64_t{1} << 30},
+                      // LeNet's fc0 (1.6 MB) alone, the rest fused.
+                      Case{1, true, int64_t{1} << 30, int64_t{1} << 20},
+                      Case{2, false, int64_t{1} << 30, int64_t{1} << 20}));
 
 // A GradientSync over a LoggingKVStore, initialized with StoreTheSum().
 class GradientSyncTest : public ::testing::Test {
