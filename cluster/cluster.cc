@@ -120,6 +120,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(
   t.split_data = true;
   t.shm_bytes = o.shm_bytes;
   t.data_link = o.tcp_data_link;
+  t.data_link_two_way = o.two_way_links;
   t.io_spin = o.io_spin;
   t.max_frame_bytes = o.max_frame_bytes;
   if (o.send_window_bytes > 0) t.send_window_bytes = o.send_window_bytes;

@@ -73,6 +73,9 @@ struct ClusterOptions {
   // (TransportOptions::data_link, transport/data_link.h), encrypted under
   // CURVE (transport/link_crypto.h).
   bool tcp_data_link = true;
+  // One connection per pair carries both directions
+  // (TransportOptions::data_link_two_way).
+  bool two_way_links = true;
   // How long the I/O thread polls without sleeping after each message
   // (TransportOptions::io_spin).
   absl::Duration io_spin = absl::Microseconds(50);

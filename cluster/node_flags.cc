@@ -24,6 +24,12 @@ DEFINE_bool(tcp_data_link, true,
             "default) the connection is authenticated with the job's CURVE "
             "keys and encrypted (AES-256-GCM, or ChaCha20-Poly1305 without "
             "AES-NI). Either side's false keeps the pair on ZeroMQ.");
+DEFINE_bool(two_way_links, true,
+            "With --tcp_data_link: send to a peer on the link it connected "
+            "to this node, and read what it sends back on a link this node "
+            "connected, so one TCP connection carries both directions and "
+            "acknowledgements ride on data (README, Two-way links). Either "
+            "side's false gives each direction a connection of its own.");
 DEFINE_int32(io_spin_us, 50,
              "When a small message (at most 64 KiB) comes in less than "
              "twice this many microseconds after the one before, the "
@@ -84,6 +90,7 @@ absl::StatusOr<ClusterOptions> NodeOptionsFromFlags(
   o.port = FLAGS_port;
   o.shm_bytes = FLAGS_shm_bytes;
   o.tcp_data_link = FLAGS_tcp_data_link;
+  o.two_way_links = FLAGS_two_way_links;
   o.io_spin = absl::Microseconds(FLAGS_io_spin_us);
   o.timeline.path = FLAGS_timeline;
   absl::Status steps = timeline::ParseStepWindow(

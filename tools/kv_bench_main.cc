@@ -670,6 +670,8 @@ int RunOnHosts(const ClusterOptions& cluster) {
   const std::string shm = absl::StrCat("--shm_bytes=", cluster.shm_bytes);
   const std::string link = absl::StrCat(
       "--tcp_data_link=", cluster.tcp_data_link ? "true" : "false");
+  const std::string two_way = absl::StrCat(
+      "--two_way_links=", cluster.two_way_links ? "true" : "false");
   const std::string spin =
       absl::StrCat("--io_spin_us=", absl::ToInt64Microseconds(cluster.io_spin));
   std::vector<std::string> argv = {launch, "-H", FLAGS_hostfile};
@@ -680,20 +682,19 @@ int RunOnHosts(const ClusterOptions& cluster) {
       {"--scheduler_binary",
        pstrain::PathBesideThisProgram("scheduler/scheduler"), "--server_binary",
        pstrain::PathBesideThisProgram("server/server")});
-  argv.insert(
-      argv.end(),
-      {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
-       absl::StrCat(
-           shm, " ", link, " ", spin, " ", absl::StrJoin(timing, " "),
-           " --send_window_bytes=", FLAGS_send_window_bytes,
-           " --max_frame_bytes=",
-           pstrain::kvstore::MaxFrameBytesFor(FLAGS_max_message_bytes))});
+  argv.insert(argv.end(),
+              {"--scheduler_args", absl::StrJoin(timing, " "), "--server_args",
+               absl::StrCat(shm, " ", link, " ", two_way, " ", spin, " ",
+                            absl::StrJoin(timing, " "), " --send_window_bytes=",
+                            FLAGS_send_window_bytes, " --max_frame_bytes=",
+                            pstrain::kvstore::MaxFrameBytesFor(
+                                FLAGS_max_message_bytes))});
   if (!FLAGS_ssh_config.empty())
     argv.insert(argv.end(), {"--ssh_config", FLAGS_ssh_config});
   argv.insert(argv.end(),
               {"--", self, "--json", "--value_bytes=" + FLAGS_value_bytes,
                "--mode=" + FLAGS_mode, "--kv_store=" + FLAGS_kv_store,
-               absl::StrCat("--iters=", FLAGS_iters), shm, link, spin,
+               absl::StrCat("--iters=", FLAGS_iters), shm, link, two_way, spin,
                absl::StrCat("--max_message_bytes=", FLAGS_max_message_bytes),
                absl::StrCat("--slice_bytes=", FLAGS_slice_bytes),
                absl::StrCat("--send_credit_bytes=", FLAGS_send_credit_bytes),
@@ -1100,6 +1101,8 @@ int main(int argc, char** argv) {
     a.push_back(absl::StrCat("--shm_bytes=", o.cluster.shm_bytes));
     a.push_back(absl::StrCat("--tcp_data_link=",
                              o.cluster.tcp_data_link ? "true" : "false"));
+    a.push_back(absl::StrCat("--two_way_links=",
+                             o.cluster.two_way_links ? "true" : "false"));
     a.push_back(absl::StrCat("--io_spin_us=",
                              absl::ToInt64Microseconds(o.cluster.io_spin)));
     a.push_back(absl::StrCat(

@@ -76,12 +76,13 @@ size_t DirectRecordBytes(size_t size, size_t done, size_t room) {
 }  // namespace
 
 std::string EncodeLinkHello(const std::string& token,
-                            const std::string& identity, uint64_t zmq_before) {
+                            const std::string& identity, uint64_t zmq_before,
+                            uint32_t flags) {
   std::string s;
   PutU32(&s, kLinkHelloMagic);
   PutU32(&s, static_cast<uint32_t>(token.size()));
   PutU32(&s, static_cast<uint32_t>(identity.size()));
-  PutU32(&s, 0);
+  PutU32(&s, flags);
   PutU64(&s, zmq_before);
   s += token;
   s += identity;
@@ -156,6 +157,7 @@ LinkReader::LinkReader(int fd, std::string token, int64_t max_frame_bytes,
       max_frame_bytes_(max_frame_bytes),
       dests_(dests),
       check_identity_(std::move(check_identity)),
+      encrypted_(keys != nullptr),
       ahead_(new char[kLinkReadAheadBytes]),
       keys_(keys) {
   small_.resize(kLinkHelloFixedBytes);
@@ -166,8 +168,26 @@ LinkReader::LinkReader(int fd, std::string token, int64_t max_frame_bytes,
   }
 }
 
+std::unique_ptr<LinkReader> LinkReader::Reverse(
+    int fd, std::string token, int64_t max_frame_bytes, ReplyDests* dests,
+    std::string identity, std::unique_ptr<LinkRecordCipher> opener) {
+  auto r = std::unique_ptr<LinkReader>(
+      new LinkReader(fd, std::move(token), max_frame_bytes, dests,
+                     [identity = std::move(identity)](const std::string& id) {
+                       return id == identity;
+                     }));
+  r->reverse_side_ = true;
+  if (opener != nullptr) {
+    r->encrypted_ = true;
+    r->cipher_ = std::move(opener);
+    r->raw_.reset(new char[kRawBytes]);
+    r->plain_.reset(new char[kLinkMaxRecordBytes]);
+  }
+  return r;
+}
+
 bool LinkReader::buffered() const {
-  if (keys_ == nullptr) return ahead_pos_ < ahead_end_;
+  if (!encrypted_) return ahead_pos_ < ahead_end_;
   if (plain_pos_ < plain_end_) return true;
   if (raw_end_ - raw_pos_ < 4) return false;
   const size_t n = GetU32(raw_.get() + raw_pos_);
@@ -233,7 +253,7 @@ ssize_t LinkReader::RecvRecords(char* dst, size_t n) {
 }
 
 ssize_t LinkReader::Recv(char* dst, size_t n) {
-  if (keys_ != nullptr) {
+  if (encrypted_) {
     return cipher_ != nullptr ? RecvRecords(dst, n)
                               : recv(fd_, dst, n, MSG_DONTWAIT);
   }
@@ -262,10 +282,15 @@ ssize_t LinkReader::Recv(char* dst, size_t n) {
 
 LinkReader::~LinkReader() {
   if (dest_ != nullptr) dests_->Done(request_id_);
+  shutdown(fd_, SHUT_RDWR);
   close(fd_);
 }
 
 bool LinkReader::mid_message() const {
+  if (reverse_side_ && stage_ == Stage::kHello && small_got_ == 0 &&
+      raw_end_ == raw_pos_) {
+    return false;  // The listener never adopted the link.
+  }
   return stage_ != Stage::kPreamble || small_got_ > 0 || raw_end_ > raw_pos_ ||
          plain_pos_ < plain_end_;
 }
@@ -346,7 +371,7 @@ void LinkReader::SetLowWater() {
   // pulls 20% slower. The whole frame is on its way, so the mark is met;
   // a peer that closes or fails still wakes poll().
   int want = 1;
-  if (keys_ == nullptr && stage_ == Stage::kFrame && frame_ < nframes_) {
+  if (!encrypted_ && stage_ == Stage::kFrame && frame_ < nframes_) {
     const uint64_t rest = sizes_[frame_] - frame_got_;
     if (rest >= 2 * kLinkLowWaterBytes) want = kLinkLowWaterBytes;
   }
@@ -373,6 +398,7 @@ LinkReader::State LinkReader::ReadSome(std::vector<Frame>* parts,
         const char* p = small_.data();
         token_len_ = GetU32(p + 4);
         identity_len_ = GetU32(p + 8);
+        hello_flags_ = GetU32(p + 12);
         zmq_before_ = GetU64(p + 16);
         if (GetU32(p) != kLinkHelloMagic || token_len_ > kLinkMaxTokenBytes ||
             identity_len_ > kLinkMaxIdentityBytes) {
@@ -393,7 +419,11 @@ LinkReader::State LinkReader::ReadSome(std::vector<Frame>* parts,
           return State::kRefused;
         }
         if (!check_identity_(identity_)) {
-          *error = "the hello names a node this one has no connection to";
+          *error = reverse_side_
+                       ? "the hello names another node than the one "
+                         "connected to"
+                       : "the hello names a node this one has no connection "
+                         "to";
           return State::kRefused;
         }
         small_got_ = 0;
@@ -553,7 +583,7 @@ LinkReader::State LinkReader::Handshake(std::string* error) {
   const int r = FillSmall(kLinkHs3Bytes, error, &st);
   if (r <= 0) return r == 0 ? State::kAgain : st;
   absl::StatusOr<std::unique_ptr<LinkRecordCipher>> c =
-      hs_->OnM3(small_.data());
+      hs_->OnM3(small_.data(), &reverse_);
   hs_.reset();
   if (!c.ok()) {
     *error = std::string(c.status().message());
@@ -582,6 +612,7 @@ LinkWriter::LinkWriter(int fd, std::unique_ptr<LinkRecordCipher> cipher,
 
 LinkWriter::~LinkWriter() {
   DropAll();
+  shutdown(fd_, SHUT_RDWR);
   close(fd_);
 }
 

@@ -18,9 +18,22 @@
 // (or after the handshake timeout, with a warning), so a message never
 // overtakes one sent before it.
 //
+// Two-way links. A connector whose hello sets kLinkHelloTwoWay reads the
+// connection too. The listener may then send its own messages to the
+// connector on it (it "adopts" the link) instead of connecting a second
+// one: it writes its own hello (its identity, which must be the node the
+// connector connected to, and its ZeroMQ count) and then messages, framed
+// alike, the other way. One connection then carries both directions, so the
+// acknowledgements of one ride on the other's data instead of taking
+// packets of their own. A listener that does not adopt never writes; the
+// connector's reading side then waits, idle, until the connection closes.
+// Either end that drops the connection (a bad message, a broken write)
+// shuts it down both ways, so the other end sees it at once.
+//
 // Framing, little-endian:
 //   hello:   u32 kLinkHelloMagic, u32 token bytes, u32 identity bytes,
-//            u32 0, u64 ZeroMQ messages sent before, token, identity
+//            u32 flags (kLinkHelloTwoWay; other bits 0), u64 ZeroMQ
+//            messages sent before, token, identity
 //   message: u32 kLinkMessageMagic, u32 header bytes, u32 frames, u32 0,
 //            u64 size of each frame, the serialized proto::Header, frames
 // A connection whose hello is malformed, carries another token or names a
@@ -32,7 +45,8 @@
 // Under CURVE (LinkKeys given) the connection first runs the handshake of
 // transport/link_crypto.h, which authenticates both ends with the job's
 // CURVE keys (the listener admits only keys the ZAP handler accepts), and
-// everything above (hello included) then travels as AEAD records: the
+// everything above (hello included) then travels as AEAD records (a
+// two-way link's reverse stream under its own key): the
 // writer encrypts on the thread that writes (large frames straight from
 // their memory, small pieces gathered) into a reusable buffer; the reader
 // checks each record's tag before any of its bytes are used, and decrypts
@@ -68,6 +82,8 @@ namespace transport {
 inline constexpr uint32_t kLinkHelloMagic = 0x484c5350;    // "PSLH"
 inline constexpr uint32_t kLinkMessageMagic = 0x4d4c5350;  // "PSLM"
 inline constexpr size_t kLinkHelloFixedBytes = 24;
+// Hello flag: the connector reads what the listener sends back (two-way).
+inline constexpr uint32_t kLinkHelloTwoWay = 1;
 inline constexpr size_t kLinkPreambleBytes = 16;
 inline constexpr uint32_t kLinkMaxTokenBytes = 1024;
 inline constexpr uint32_t kLinkMaxIdentityBytes = 1024;
@@ -79,9 +95,10 @@ inline constexpr size_t kLinkReadAheadBytes = 64 << 10;
 // (LinkReader::SetLowWater).
 inline constexpr int kLinkLowWaterBytes = 64 << 10;
 
-// The hello a connecting node sends first.
+// The hello a node sends first on its direction of a link.
 std::string EncodeLinkHello(const std::string& token,
-                            const std::string& identity, uint64_t zmq_before);
+                            const std::string& identity, uint64_t zmq_before,
+                            uint32_t flags = 0);
 
 // The preamble, frame sizes and header of a message with `header`
 // (serialized) and `frames`: written before the frames' bytes.
@@ -124,8 +141,10 @@ class ReplyDests {
   void Done(uint64_t request_id) ABSL_LOCKS_EXCLUDED(mu_);
 };
 
-// One incoming link connection: reads the hello, then message after
-// message, without blocking, as bytes arrive. Owned by the I/O thread.
+// The reading side of a link connection: reads the hello, then message
+// after message, without blocking, as bytes arrive. Owned by the I/O
+// thread. Destroying it shuts the connection down both ways (a writer on
+// the same connection then fails) and closes the socket.
 class LinkReader {
  public:
   // `check_identity`: whether a hello may name this node (a connected
@@ -136,7 +155,15 @@ class LinkReader {
              ReplyDests* dests,
              std::function<bool(const std::string&)> check_identity,
              const LinkKeys* keys = nullptr);
-  ~LinkReader();  // Closes the socket.
+  // The connector's side of a two-way link: reads what the listener sends
+  // back on `fd` (a dup of the connector's socket). No handshake: `opener`
+  // opens the listener's records (null: plaintext). The hello must name
+  // `identity` (the node connected to); a connection that closes before
+  // any byte came is kClosed (the listener never adopted it).
+  static std::unique_ptr<LinkReader> Reverse(
+      int fd, std::string token, int64_t max_frame_bytes, ReplyDests* dests,
+      std::string identity, std::unique_ptr<LinkRecordCipher> opener);
+  ~LinkReader();
   LinkReader(const LinkReader&) = delete;
   LinkReader& operator=(const LinkReader&) = delete;
 
@@ -168,6 +195,14 @@ class LinkReader {
   bool auth_failed() const { return auth_failed_; }
   // The cipher of an encrypted link once its handshake is done, else null.
   const LinkRecordCipher* cipher() const { return cipher_.get(); }
+  // Whether the hello said the connector reads the link too.
+  bool two_way() const { return (hello_flags_ & kLinkHelloTwoWay) != 0; }
+  // An encrypted link's listener: the cipher that seals records to the
+  // connector (k_r), once; null before the handshake, for plaintext, or
+  // when taken already.
+  std::unique_ptr<LinkRecordCipher> TakeReverseCipher() {
+    return std::move(reverse_);
+  }
   // From the hello: the sender's advertised address and how many messages
   // it sent through ZeroMQ before the link.
   const std::string& identity() const { return identity_; }
@@ -212,6 +247,12 @@ class LinkReader {
   const int64_t max_frame_bytes_;
   ReplyDests* const dests_;
   const std::function<bool(const std::string&)> check_identity_;
+  // Records to open: an encrypted link's listener, or a reverse reader
+  // with an opener.
+  bool encrypted_;
+  bool reverse_side_ = false;  // Made by Reverse().
+  uint32_t hello_flags_ = 0;
+  std::unique_ptr<LinkRecordCipher> reverse_;  // See TakeReverseCipher().
   Stage stage_ = Stage::kHello;
   std::string small_;  // Hello, preamble, sizes, header being read.
   size_t small_got_ = 0;
@@ -256,7 +297,7 @@ class LinkWriter {
   // `cipher`.
   explicit LinkWriter(int fd, std::unique_ptr<LinkRecordCipher> cipher = {},
                       std::string preface = {});
-  ~LinkWriter();  // Closes the socket.
+  ~LinkWriter();  // Shuts the connection down both ways, closes the socket.
   LinkWriter(const LinkWriter&) = delete;
   LinkWriter& operator=(const LinkWriter&) = delete;
 

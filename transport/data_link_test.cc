@@ -26,6 +26,7 @@
 #include "transport/link_crypto.h"
 #include "transport/raw_peer.h"
 #include "transport/transport.h"
+#include "transport/wire.h"
 #include "util/mutex.h"
 
 namespace pstrain {
@@ -113,15 +114,19 @@ struct Pair {
     MutexLock lock(&mu);
     return order.size();
   }
-  // Round trips until both directions go through links.
+  // Round trips until both directions go through links (a node that
+  // waits for its peer's two-way link connects its own after
+  // kLinkAdoptGrace).
   void WaitForLinks() {
-    for (uint64_t rid = 1; rid < 200; ++rid) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(20);
+    for (uint64_t rid = 1; absl::Now() < give_up; ++rid) {
       ASSERT_TRUE(client->Send(1, Request(rid, 4, 0), Soon()).ok());
       ASSERT_TRUE(client->ReceiveData(Soon()).ok());
       if (client->stats().link_messages_sent > 0 &&
           server->stats().link_messages_sent > 0) {
         return;
       }
+      if (rid > 50) absl::SleepFor(absl::Milliseconds(5));
     }
     FAIL() << "the data links never came up";
   }
@@ -688,14 +693,16 @@ class Relay {
     target_ = target_port;
     thread_ = std::thread([this] { Loop(); });
   }
-  // Flips the byte `after` bytes past what was relayed so far.
-  void FlipAfter(size_t after) {
+  // Flips the byte `after` bytes past what was relayed so far from the
+  // client to the server (back: from the server to the client).
+  void FlipAfter(size_t after, bool back = false) {
     MutexLock lock(&mu_);
-    flip_at_ = captured_.size() + after;
+    flip_at_[back] = captured_[back].size() + after;
   }
-  std::string captured() {
+  // What was relayed from the client to the server (back: the other way).
+  std::string captured(bool back = false) {
     MutexLock lock(&mu_);
-    return captured_;
+    return captured_[back];
   }
   int connections() const { return connections_.load(); }
   // Closes the connection being relayed (both of its sockets).
@@ -733,13 +740,15 @@ class Relay {
         const ssize_t n = recv(pf[i].fd, buf.data(), buf.size(), MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN)) return;
         if (n < 0) continue;
-        if (i == 0) {
+        {
           MutexLock lock(&mu_);
-          const size_t at = captured_.size();
-          if (flip_at_ >= at && flip_at_ < at + static_cast<size_t>(n)) {
-            buf[flip_at_ - at] ^= 0x01;
+          std::string& cap = captured_[i];
+          const size_t flip = flip_at_[i];
+          const size_t at = cap.size();
+          if (flip >= at && flip < at + static_cast<size_t>(n)) {
+            buf[flip - at] ^= 0x01;
           }
-          captured_.append(buf.data(), static_cast<size_t>(n));
+          cap.append(buf.data(), static_cast<size_t>(n));
         }
         const int to = i == 0 ? s : c;
         for (ssize_t w = 0; w < n;) {
@@ -756,16 +765,34 @@ class Relay {
   std::atomic<int> connections_{0};
   std::atomic<bool> cut_{false};
   Mutex mu_;
-  std::string captured_ ABSL_GUARDED_BY(mu_);
-  size_t flip_at_ ABSL_GUARDED_BY(mu_) = static_cast<size_t>(-1);
+  // [0]: client to server, [1]: back.
+  std::string captured_[2] ABSL_GUARDED_BY(mu_);
+  size_t flip_at_[2] ABSL_GUARDED_BY(mu_) = {static_cast<size_t>(-1),
+                                             static_cast<size_t>(-1)};
   std::thread thread_;
 };
 
-// A Pair whose client-to-server link goes through a Relay; links up.
+// Waits up to 5 s for `t` to have sent at least `n` messages over links (a
+// message is counted once the kernel took all of it, which may be after
+// the receiver has it).
+int64_t LinkSentReaches(Transport* t, int64_t n) {
+  for (int i = 0; i < 500 && t->stats().link_messages_sent < n; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return t->stats().link_messages_sent;
+}
+
+// A Pair whose link goes through a Relay, links up: the server speaks
+// first, so the client connects (through the relay, the port the server
+// offers) and the server sends back on the same connection (two-way).
 struct RelayedPair {
   explicit RelayedPair(Mode mode) : pair(Through(relay, mode), Options(mode)) {
     relay.Start(pair.server->data_port());
+    EXPECT_TRUE(pair.server->Send(2, Request(1, 4, 0), Soon()).ok());
+    EXPECT_TRUE(pair.client->ReceiveData(Soon()).ok());
     pair.WaitForLinks();
+    EXPECT_EQ(pair.server->stats().links_adopted, 1);
+    EXPECT_EQ(pair.client->stats().links_adopted, 0);
   }
   static TransportOptions Through(const Relay& relay, Mode mode) {
     TransportOptions o = Options(mode);
@@ -787,26 +814,34 @@ Message PatternRequest(uint64_t rid) {
   return m;
 }
 
-// Whether a client's messages to the server through a relay show `needle`.
-bool RelaySees(Mode mode, const std::string& needle) {
+// Whether the client's messages to the server through a relay show
+// `needle` (back: the server's replies, which echo them, on the same
+// two-way link).
+bool RelaySees(Mode mode, const std::string& needle, bool back) {
   RelayedPair rp(mode);
   Relay& relay = rp.relay;
   Pair& p = rp.pair;
+  const int64_t replies_before = p.server->stats().link_messages_sent;
   for (uint64_t rid = 300; rid < 310; ++rid) {
     EXPECT_TRUE(p.client->Send(1, PatternRequest(rid), Soon()).ok());
     EXPECT_TRUE(p.client->ReceiveData(Soon()).ok());
   }
   EXPECT_EQ(relay.connections(), 1);
   EXPECT_GE(p.client->stats().link_messages_sent, 10);
-  return relay.captured().find(needle) != std::string::npos;
+  EXPECT_GE(LinkSentReaches(p.server.get(), replies_before + 10),
+            replies_before + 10);
+  return relay.captured(back).find(needle) != std::string::npos;
 }
 
 TEST(EncryptedLinkTest, TheWireCarriesNoPlaintext) {
-  // Control: the same capture of a plaintext link shows the payload.
-  EXPECT_TRUE(RelaySees(Mode::kPlain, "PSTRAIN-SECRET-PAYLOAD-"));
-  EXPECT_FALSE(RelaySees(Mode::kAes, "PSTRAIN-SECRET-PAYLOAD-"));
-  EXPECT_FALSE(RelaySees(Mode::kChaCha, "PSTRAIN-SECRET-PAYLOAD-"));
-  EXPECT_FALSE(RelaySees(Mode::kAes, "tok"));  // Nor the token.
+  for (bool back : {false, true}) {
+    SCOPED_TRACE(back ? "server to client" : "client to server");
+    // Control: the same capture of a plaintext link shows the payload.
+    EXPECT_TRUE(RelaySees(Mode::kPlain, "PSTRAIN-SECRET-PAYLOAD-", back));
+    EXPECT_FALSE(RelaySees(Mode::kAes, "PSTRAIN-SECRET-PAYLOAD-", back));
+    EXPECT_FALSE(RelaySees(Mode::kChaCha, "PSTRAIN-SECRET-PAYLOAD-", back));
+    EXPECT_FALSE(RelaySees(Mode::kAes, "tok", back));  // Nor the token.
+  }
 }
 
 // The plaintext sizes of the records in `stream` from `at` on, as the
@@ -838,6 +873,7 @@ TEST(EncryptedLinkTest, ABigFrameStartsAndEndsWithSmallRecords) {
   size_t at = 88;  // After the handshake's M1 (40 bytes) and M3 (48).
   for (size_t n : earlier) at += 4 + n + 16;
   ASSERT_EQ(at, before) << "the captured stream is not whole records";
+  const std::string before_back = relay.captured(true);
 
   const int64_t floats = (int64_t{1} << 18) + 3;  // 1 MiB + 12 bytes.
   std::vector<float> dest(floats, -1.0f);
@@ -850,14 +886,23 @@ TEST(EncryptedLinkTest, ABigFrameStartsAndEndsWithSmallRecords) {
   EXPECT_TRUE(Holds(got->frames[0], floats, 7.0f));
   p.client->CancelReply(900);
 
-  const std::vector<size_t> sizes = RecordSizes(relay.captured(), before);
-  // The head (preamble and header) in a record of its own, then the frame.
-  ASSERT_EQ(sizes.size(), 7u) << ::testing::PrintToString(sizes);
-  EXPECT_LT(sizes[0], size_t{16} << 10);
   const size_t frame = floats * sizeof(float);
-  EXPECT_THAT(std::vector<size_t>(sizes.begin() + 1, sizes.end()),
-              ::testing::ElementsAre(65536, 262144, 262144, 262144,
-                                     frame - 2 * 65536 - 3 * 262144, 65536));
+  for (bool back : {false, true}) {
+    SCOPED_TRACE(back ? "the reply, server to client" : "client to server");
+    // Back: after the handshake's M2 (56 bytes) and the records so far.
+    size_t from = back ? 56 : before;
+    if (back) {
+      for (size_t n : RecordSizes(before_back, 56)) from += 4 + n + 16;
+      ASSERT_EQ(from, before_back.size());
+    }
+    const std::vector<size_t> sizes = RecordSizes(relay.captured(back), from);
+    // The head (preamble and header) in a record of its own, then the frame.
+    ASSERT_EQ(sizes.size(), 7u) << ::testing::PrintToString(sizes);
+    EXPECT_LT(sizes[0], size_t{16} << 10);
+    EXPECT_THAT(std::vector<size_t>(sizes.begin() + 1, sizes.end()),
+                ::testing::ElementsAre(65536, 262144, 262144, 262144,
+                                       frame - 2 * 65536 - 3 * 262144, 65536));
+  }
 }
 
 // `n` requests from `first` on, each answered in turn, all over the link.
@@ -938,6 +983,180 @@ TEST_P(LinkModeTest, ACutLinkIsConnectedAgain) {
   while (p.client->ReceiveData(absl::Now() + absl::Milliseconds(300)).ok()) {
   }
   AnsweredOverTheLink(&p, 5000, 20, 4096, 3);
+}
+
+// Two-way links: the client connects (RelayedPair), the server adopts the
+// connection, and every message either way then travels on that one
+// connection: the relay sees one connection, replies come back through it.
+TEST_P(LinkModeTest, OneConnectionCarriesBothDirections) {
+  RelayedPair rp(GetParam());
+  Relay& relay = rp.relay;
+  Pair& p = rp.pair;
+  const size_t back_before = relay.captured(true).size();
+  const int64_t replies_before = p.server->stats().link_messages_sent;
+  AnsweredOverTheLink(&p, 100, 20, 10000, 4);
+  EXPECT_GE(LinkSentReaches(p.server.get(), replies_before + 20),
+            replies_before + 20);
+  // 20 replies of 40,000 bytes each came back through the relay.
+  EXPECT_GE(relay.captured(true).size(), back_before + 20 * 40000);
+  EXPECT_EQ(relay.connections(), 1);
+  EXPECT_EQ(p.server->stats().links_adopted, 1);
+  EXPECT_EQ(p.client->stats().link_errors + p.server->stats().link_errors, 0);
+}
+
+// Where either end (or both) has two-way links off, each node connects a
+// link of its own and nothing is adopted; messages still arrive.
+TEST_P(LinkModeTest, OneWayLinksWhenEitherEndTurnsTwoWayOff) {
+  for (int off : {1, 2, 3}) {  // Bit 0: the server's off, bit 1: client's.
+    SCOPED_TRACE(absl::StrCat("two-way off on ", off == 1   ? "the server"
+                                                 : off == 2 ? "the client"
+                                                            : "both"));
+    TransportOptions so = Options(GetParam()), co = Options(GetParam());
+    so.data_link_two_way = (off & 1) == 0;
+    co.data_link_two_way = (off & 2) == 0;
+    Pair p(so, co);
+    p.WaitForLinks();
+    AnsweredOverTheLink(&p, 100, 10, 1000, 5);
+    EXPECT_EQ(p.server->stats().links_adopted, 0);
+    EXPECT_EQ(p.client->stats().links_adopted, 0);
+  }
+}
+
+// The connector's reverse side of a link (LinkReader::Reverse) on one end
+// of a socket pair: a peer that never adopted closes quietly, a hello that
+// names another node is refused, and the adopter's hello and messages are
+// read.
+TEST(DataLinkTest, TheConnectorReadsOnlyItsPeersHelloBack) {
+  ReplyDests dests;
+  auto reader_on = [&](int* other) {
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    *other = sv[1];
+    return LinkReader::Reverse(sv[0], "tok", int64_t{1} << 30, &dests,
+                               "10.0.0.2:5000", nullptr);
+  };
+  auto read = [](LinkReader* r, std::vector<Frame>* parts, std::string* err) {
+    LinkReader::State st = LinkReader::State::kAgain;
+    for (int i = 0; i < 100 && st == LinkReader::State::kAgain; ++i) {
+      st = r->Read(parts, err);
+      if (st == LinkReader::State::kAgain) {
+        pollfd pf{r->fd(), POLLIN, 0};
+        poll(&pf, 1, 10);
+        r->Polled();
+      }
+    }
+    return st;
+  };
+  std::vector<Frame> parts;
+  std::string error;
+  {  // Never adopted: the peer closes without a byte.
+    int other;
+    std::unique_ptr<LinkReader> r = reader_on(&other);
+    close(other);
+    EXPECT_EQ(read(r.get(), &parts, &error), LinkReader::State::kClosed)
+        << error;
+  }
+  {  // Another node's hello.
+    int other;
+    std::unique_ptr<LinkReader> r = reader_on(&other);
+    const std::string b = HelloAndMessage("10.0.0.3:5000", 1, 10);
+    ASSERT_EQ(write(other, b.data(), b.size()), static_cast<ssize_t>(b.size()));
+    EXPECT_EQ(read(r.get(), &parts, &error), LinkReader::State::kRefused);
+    EXPECT_THAT(error, ::testing::HasSubstr("another node"));
+    close(other);
+  }
+  {  // The adopter's hello, then a message; then a close between messages.
+    int other;
+    std::unique_ptr<LinkReader> r = reader_on(&other);
+    const std::string b = HelloAndMessage("10.0.0.2:5000", 7, 10);
+    ASSERT_EQ(write(other, b.data(), b.size()), static_cast<ssize_t>(b.size()));
+    ASSERT_EQ(read(r.get(), &parts, &error), LinkReader::State::kMessage)
+        << error;
+    EXPECT_EQ(r->identity(), "10.0.0.2:5000");
+    EXPECT_FALSE(r->two_way());  // The adopter's hello sets no flag.
+    absl::StatusOr<Message> m = Decode(std::move(parts), "tok");
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->header.request_id(), 7u);
+    EXPECT_TRUE(Holds(m->frames[0], 10, 0));
+    close(other);
+    EXPECT_EQ(read(r.get(), &parts, &error), LinkReader::State::kClosed)
+        << error;
+  }
+}
+
+// The two directions of an encrypted link have keys of their own: what
+// the listener seals to the connector (k_r) opens only with the
+// connector's reverse cipher, not with the forward one, and vice versa.
+TEST(EncryptedLinkTest, EachDirectionHasItsOwnKey) {
+  const TransportOptions o = Options(Mode::kAes);
+  std::unique_ptr<LinkKeys> keys = KeysOf(o, o.curve_keys);
+  LinkConnectorHandshake c(keys.get());
+  LinkListenerHandshake l(keys.get());
+  std::string m2, m3;
+  ASSERT_TRUE(l.OnM1(c.m1().data(), &m2).ok());
+  std::unique_ptr<LinkRecordCipher> c_open, l_seal;
+  auto c_seal = c.Finish(m2.data(), &m3, &c_open);
+  ASSERT_TRUE(c_seal.ok()) << c_seal.status();
+  auto l_open = l.OnM3(m3.data(), &l_seal);
+  ASSERT_TRUE(l_open.ok()) << l_open.status();
+  ASSERT_NE(c_open, nullptr);
+  ASSERT_NE(l_seal, nullptr);
+  const std::string msg = "the listener's reply";
+  std::string rec(msg.size() + kLinkRecordOverhead, '\0');
+  std::string out(msg.size(), '\0');
+  // Back: the listener seals, the connector's forward cipher cannot open
+  // it (its own direction's key), its reverse one can.
+  l_seal->Seal(msg.data(), msg.size(), &rec[0]);
+  std::unique_ptr<LinkRecordCipher>& forward = *c_seal;
+  EXPECT_FALSE(forward->Open(rec.data(), msg.size(), &out[0]));
+  EXPECT_TRUE(c_open->Open(rec.data(), msg.size(), &out[0]));
+  EXPECT_EQ(out, msg);
+  // Forward: the connector seals; the listener's opener takes it (its
+  // first record: counters are per direction).
+  (*c_seal)->Seal(msg.data(), msg.size(), &rec[0]);
+  EXPECT_TRUE((*l_open)->Open(rec.data(), msg.size(), &out[0]));
+  EXPECT_EQ(out, msg);
+}
+
+// A record altered on its way back (a reply on the two-way link) fails its
+// tag at the client: the client drops the connection, which takes down the
+// server's direction too; replies go through ZeroMQ until the client
+// connects again, and the server adopts the new connection.
+TEST(EncryptedLinkTest, ATamperedReplyClosesTheTwoWayLinkAndItComesBack) {
+  RelayedPair rp(Mode::kAes);
+  Relay& relay = rp.relay;
+  Pair& p = rp.pair;
+  relay.FlipAfter(1 << 20, /*back=*/true);
+  ASSERT_TRUE(p.client->Send(1, Request(900, 1 << 20, 9), Soon()).ok());
+  for (int i = 0; i < 500 && p.client->stats().link_auth_failures == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(p.client->stats().link_auth_failures, 1);
+  // The server finds its direction gone (its reader sees the close).
+  for (int i = 0; i < 500 && p.server->stats().link_errors == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_GE(p.server->stats().link_errors, 1);
+  // The altered reply is never delivered; later requests are answered.
+  for (uint64_t rid = 901; rid < 911; ++rid) {
+    ASSERT_TRUE(p.client->Send(1, Request(rid, 1000, 1), Soon()).ok());
+    absl::StatusOr<Message> got = p.client->ReceiveData(Soon());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->header.request_id(), rid);
+  }
+  for (int i = 0; i < 1000 && (p.client->stats().link_reconnects == 0 ||
+                               p.server->stats().links_adopted < 2);
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(p.client->stats().link_reconnects, 1);
+  EXPECT_EQ(p.server->stats().links_adopted, 2);
+  EXPECT_EQ(relay.connections(), 2);
+  const int64_t replies_before = p.server->stats().link_messages_sent;
+  AnsweredOverTheLink(&p, 2000, 10, 1000, 2);
+  EXPECT_GE(LinkSentReaches(p.server.get(), replies_before + 10),
+            replies_before + 10);
+  EXPECT_EQ(p.server->stats().link_auth_failures, 0);
 }
 
 }  // namespace

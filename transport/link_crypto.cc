@@ -225,7 +225,8 @@ LinkConnectorHandshake::~LinkConnectorHandshake() {
 }
 
 absl::StatusOr<std::unique_ptr<LinkRecordCipher>>
-LinkConnectorHandshake::Finish(const char* m2c, std::string* m3) {
+LinkConnectorHandshake::Finish(const char* m2c, std::string* m3,
+                               std::unique_ptr<LinkRecordCipher>* reverse) {
   const uint8_t* m2 = reinterpret_cast<const uint8_t*>(m2c);
   const uint32_t cipher = GetU32(m2 + 4);
   if (GetU32(m2) != kLinkHs2Magic ||
@@ -270,6 +271,16 @@ LinkConnectorHandshake::Finish(const char* m2c, std::string* m3) {
              {keys_->node_public, 32}});
     out =
         std::make_unique<LinkRecordCipher>(static_cast<LinkCipher>(cipher), k);
+    if (reverse != nullptr) {
+      Hash(k, {{"l2c", 3},
+               {dh1, 32},
+               {dh2, 32},
+               {dh3, 32},
+               {h, 32},
+               {keys_->node_public, 32}});
+      *reverse = std::make_unique<LinkRecordCipher>(
+          static_cast<LinkCipher>(cipher), k);
+    }
   }
   sodium_memzero(dh1, 32);
   sodium_memzero(dh2, 32);
@@ -331,7 +342,7 @@ absl::Status LinkListenerHandshake::OnM1(const char* m1c, std::string* m2) {
 }
 
 absl::StatusOr<std::unique_ptr<LinkRecordCipher>> LinkListenerHandshake::OnM3(
-    const char* m3c) {
+    const char* m3c, std::unique_ptr<LinkRecordCipher>* reverse) {
   const uint8_t* m3 = reinterpret_cast<const uint8_t*>(m3c);
   uint8_t s_c[32];
   uint8_t nonce[12];
@@ -352,6 +363,11 @@ absl::StatusOr<std::unique_ptr<LinkRecordCipher>> LinkListenerHandshake::OnM3(
   }
   Hash(k, {{"c2l", 3}, {dh1_, 32}, {dh2_, 32}, {dh3, 32}, {h_, 32}, {s_c, 32}});
   auto out = std::make_unique<LinkRecordCipher>(cipher_, k);
+  if (reverse != nullptr) {
+    Hash(k,
+         {{"l2c", 3}, {dh1_, 32}, {dh2_, 32}, {dh3, 32}, {h_, 32}, {s_c, 32}});
+    *reverse = std::make_unique<LinkRecordCipher>(cipher_, k);
+  }
   sodium_memzero(dh3, 32);
   sodium_memzero(k, 32);
   sodium_memzero(e_secret_, 32);

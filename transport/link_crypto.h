@@ -21,6 +21,7 @@
 //          server key, dh3 = X25519(s_c, e_l)
 //   k_hs = BLAKE2b-256("hs" | dh1 | dh2 | h)
 //   k    = BLAKE2b-256("c2l" | dh1 | dh2 | dh3 | h | s_c)
+//   k_r  = BLAKE2b-256("l2c" | dh1 | dh2 | dh3 | h | s_c)
 //
 // M2's tag proves the listener holds S's secret key (only it and the
 // connector can compute dh2); the connector sends nothing else before it
@@ -31,7 +32,10 @@
 // connections).
 //
 // Then the connector's byte stream (the hello, then message after message,
-// framed as on a plaintext link) travels as records:
+// framed as on a plaintext link) travels as records under k, and, where the
+// listener sends on the same connection too (a two-way link,
+// transport/data_link.h), the listener's stream as records under k_r, with
+// its own counter:
 //   u32 n (plaintext bytes, 1..kLinkMaxRecordBytes), n bytes of
 //   ciphertext, 16-byte tag; AD: the 4 length bytes; nonce: 4 zero bytes
 //   and a u64 record counter (little-endian), starting at 0.
@@ -131,10 +135,13 @@ class LinkConnectorHandshake {
   LinkConnectorHandshake& operator=(const LinkConnectorHandshake&) = delete;
   const std::string& m1() const { return m1_; }
   // Checks M2 (kLinkHs2Bytes): on success writes M3 to *m3 and returns the
-  // sealing cipher; PermissionDenied when the listener did not prove the
-  // server key, InvalidArgument when M2 is not one.
-  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> Finish(const char* m2,
-                                                           std::string* m3);
+  // sealing cipher (under k), and, with `reverse`, sets *reverse to the
+  // cipher that opens the listener's records (k_r); PermissionDenied when
+  // the listener did not prove the server key, InvalidArgument when M2 is
+  // not one.
+  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> Finish(
+      const char* m2, std::string* m3,
+      std::unique_ptr<LinkRecordCipher>* reverse = nullptr);
 
  private:
   const LinkKeys* const keys_;
@@ -152,10 +159,12 @@ class LinkListenerHandshake {
   // Takes M1 (kLinkHs1Bytes) and writes M2 to *m2; InvalidArgument when
   // M1 is not one.
   absl::Status OnM1(const char* m1, std::string* m2);
-  // Takes M3 (kLinkHs3Bytes): the opening cipher when the connector's key
-  // is accepted; PermissionDenied (naming the key's Z85 form) when not,
-  // or when M3 does not open.
-  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> OnM3(const char* m3);
+  // Takes M3 (kLinkHs3Bytes): the opening cipher (k) when the connector's
+  // key is accepted, and, with `reverse`, sets *reverse to the cipher that
+  // seals this end's records to the connector (k_r); PermissionDenied
+  // (naming the key's Z85 form) when not, or when M3 does not open.
+  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> OnM3(
+      const char* m3, std::unique_ptr<LinkRecordCipher>* reverse = nullptr);
 
  private:
   const LinkKeys* const keys_;

@@ -80,7 +80,16 @@ struct Transport::Peer {
   // guarded by mu_; kUp is set only with `link` in place, and nothing goes
   // to ZeroMQ once it is.
   // kHandshake: connected, running the encrypted link's handshake.
-  enum class LinkState { kNone, kConnecting, kHandshake, kUp, kFailed };
+  // kAwaiting: the peer is expected to connect a two-way link (this node
+  // offered its port first); this node connects at link_retry_at if not.
+  enum class LinkState {
+    kNone,
+    kConnecting,
+    kHandshake,
+    kUp,
+    kFailed,
+    kAwaiting
+  };
   LinkState link_state = LinkState::kNone;
   int data_port = 0;  // Where the peer's listener is (I/O thread).
   // kFailed: when to connect again (InfiniteFuture: never), after how many
@@ -91,12 +100,16 @@ struct Transport::Peer {
   int connecting_fd = -1;       // I/O thread only.
   absl::Time connect_deadline;  // I/O thread only.
   uint64_t zmq_sent = 0;        // Messages handed to ZeroMQ (I/O thread).
+  bool offered = false;         // A message offered our data port (I/O thread).
+  // The link was connected by the peer (two-way), guarded by mu_ (above).
+  bool link_adopted = false;
   // The encrypted link's handshake and the answer read so far (I/O thread).
   std::unique_ptr<LinkConnectorHandshake> hs;
   std::string hs_in;
   // Serializes writes to the link; taken before mu_.
   Mutex link_mu;
   std::unique_ptr<LinkWriter> link ABSL_GUARDED_BY(link_mu);
+  uint64_t link_conn ABSL_GUARDED_BY(link_mu) = 0;  // The link's connection.
   // Whether the link has bytes the socket did not take yet (the I/O
   // thread then waits for it to be writable).
   std::atomic<bool> link_backlog{false};
@@ -112,6 +125,11 @@ struct Transport::IncomingLink {
   bool held = false;
   Message held_msg;
   absl::Time hold_deadline;
+  // Two-way links: the peer whose writer shares this connection (set on
+  // adopting and on the connector's reverse side), and the connection.
+  Peer* paired = nullptr;
+  uint64_t conn = 0;
+  bool reverse = false;  // Reads what a peer sends on a link we connected.
 };
 
 // Counts the data frames of one sent message that ZeroMQ still holds; the
@@ -470,6 +488,7 @@ TransportStats Transport::stats() const {
   s.link_errors = link_errors_;
   s.link_auth_failures = link_auth_failures_;
   s.link_reconnects = link_reconnects_;
+  s.links_adopted = links_adopted_;
   s.io_spin_turns = io_spin_turns_;
   s.queued_messages = static_cast<int64_t>(incoming_.size() + data_.size());
   MutexLock lock(&mu_);
@@ -620,6 +639,7 @@ bool Transport::SendNow(Peer* peer, Outgoing* out) {
     out->msg.header.set_data_port(options_.data_link_offered_port > 0
                                       ? options_.data_link_offered_port
                                       : data_port_);
+    peer->offered = true;
   }
   std::string header;
   out->msg.header.SerializeToString(&header);
@@ -955,7 +975,8 @@ void Transport::Loop() {
         } else if (p->link_state == Peer::LinkState::kUp && p->link_backlog) {
           link_peers.push_back(p.get());
           items.push_back({nullptr, p->link_fd.load(), ZMQ_POLLOUT, 0});
-        } else if (p->link_state == Peer::LinkState::kFailed &&
+        } else if ((p->link_state == Peer::LinkState::kFailed ||
+                    p->link_state == Peer::LinkState::kAwaiting) &&
                    p->link_retry_at != absl::InfiniteFuture()) {
           retry_at = std::min(retry_at, p->link_retry_at);
           if (p->link_retry_at <= turn) {
@@ -1054,7 +1075,11 @@ void Transport::Loop() {
       }
       size_t w = 0;
       for (size_t i = 0; i < links_in_.size(); ++i) {
-        if (keep[i]) links_in_[w++] = std::move(links_in_[i]);
+        if (keep[i]) {
+          links_in_[w++] = std::move(links_in_[i]);
+        } else {
+          Unpair(links_in_[i].get());
+        }
       }
       links_in_.resize(w);
       const bool delivered = !batch.empty();
@@ -1156,6 +1181,14 @@ void Transport::MaybeConnectLink(const std::string& identity, int data_port) {
       }
     }
     if (peer == nullptr) return;
+    if (options_.data_link_two_way && peer->offered && data_port <= 65535) {
+      // The peer has our offer and is likely connecting a link we can send
+      // on too: wait for it a while (MaybeAdopt), then connect our own.
+      peer->link_state = Peer::LinkState::kAwaiting;
+      peer->link_retry_at = absl::Now() + kLinkAdoptGrace;
+      peer->data_port = data_port;
+      return;
+    }
     peer->link_state = Peer::LinkState::kConnecting;
   }
   if (data_port > 65535) {
@@ -1167,16 +1200,20 @@ void Transport::MaybeConnectLink(const std::string& identity, int data_port) {
 
 void Transport::LinkDown(Peer* peer, bool retry) {
   peer->link_state = Peer::LinkState::kFailed;
+  const bool adopted = peer->link_adopted;
+  peer->link_adopted = false;
   if (!retry || peer->data_port <= 0) {
     peer->link_retry_at = absl::InfiniteFuture();
     return;
   }
   // 0.5 s, doubling up to 30 s for a link that keeps failing; a link that
-  // stayed up for a minute starts again from 0.5 s.
+  // stayed up for a minute starts again from 0.5 s. A link the peer had
+  // connected: the peer connects again first (MaybeAdopt).
   const int n = std::min(++peer->link_breaks, 7);
   peer->link_retry_at =
       absl::Now() +
-      std::min(absl::Milliseconds(500) * (1 << (n - 1)), absl::Seconds(30));
+      std::min(absl::Milliseconds(500) * (1 << (n - 1)), absl::Seconds(30)) +
+      (adopted ? kLinkAdoptGrace : absl::ZeroDuration());
 }
 
 void Transport::StartLinkConnect(Peer* peer) {
@@ -1222,7 +1259,7 @@ void Transport::FinishConnect(Peer* peer, bool timed_out) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (link_keys_ == nullptr) {
-    LinkUp(peer, fd, nullptr, "");
+    LinkUp(peer, fd, nullptr, "", ++next_conn_, /*adopted=*/false, nullptr);
     return;
   }
   // Encrypted: the handshake's first message, then wait for the answer.
@@ -1309,8 +1346,9 @@ void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
   peer->hs_in.append(buf, static_cast<size_t>(n));
   if (peer->hs_in.size() < kLinkHs2Bytes) return;
   std::string m3;
-  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> cipher =
-      peer->hs->Finish(peer->hs_in.data(), &m3);
+  std::unique_ptr<LinkRecordCipher> opener;  // The listener's records.
+  absl::StatusOr<std::unique_ptr<LinkRecordCipher>> cipher = peer->hs->Finish(
+      peer->hs_in.data(), &m3, options_.data_link_two_way ? &opener : nullptr);
   peer->hs.reset();
   if (!cipher.ok()) {
     ++link_auth_failures_;
@@ -1322,39 +1360,129 @@ void Transport::ContinueHandshake(Peer* peer, bool timed_out) {
   peer->connecting_fd = -1;
   VLOG(1) << "data link to peer " << peer->id << ": "
           << LinkCipherName((*cipher)->cipher());
-  LinkUp(peer, fd, std::move(*cipher), std::move(m3));
+  LinkUp(peer, fd, std::move(*cipher), std::move(m3), ++next_conn_,
+         /*adopted=*/false, std::move(opener));
 }
 
 void Transport::LinkUp(Peer* peer, int fd,
                        std::unique_ptr<LinkRecordCipher> cipher,
-                       std::string preface) {
+                       std::string preface, uint64_t conn, bool adopted,
+                       std::unique_ptr<LinkRecordCipher> opener) {
+  uint32_t flags = 0;
+  if (!adopted && options_.data_link_two_way) {
+    // Read what the peer may send back on this connection; the hello says
+    // so only when it is read.
+    const int rfd = dup(fd);
+    if (rfd >= 0) {
+      auto in = std::make_unique<IncomingLink>();
+      in->from = absl::StrCat(EscapeForLog(peer->endpoint),
+                              ", on the link this node connected");
+      in->reader =
+          LinkReader::Reverse(rfd, options_.token, options_.max_frame_bytes,
+                              &dests_, peer->endpoint, std::move(opener));
+      in->hello_deadline = absl::InfiniteFuture();  // Never adopted: idle.
+      in->paired = peer;
+      in->conn = conn;
+      in->reverse = true;
+      links_in_.push_back(std::move(in));
+      flags = kLinkHelloTwoWay;
+    } else {
+      LOG(WARNING) << "data link to peer " << peer->id
+                   << ": dup: " << strerror(errno)
+                   << "; the link carries one direction";
+    }
+  }
   bool again = false;
   {
     MutexLock link(&peer->link_mu);
     peer->link =
         std::make_unique<LinkWriter>(fd, std::move(cipher), std::move(preface));
     peer->link_fd = fd;
+    peer->link_conn = conn;
     // Everything sent through ZeroMQ so far is counted here; from now on
     // nothing more goes there (this thread is the only one that sends to
     // ZeroMQ, and it switches the peer under both locks).
     peer->link->Append(
-        EncodeLinkHello(options_.token, address_, peer->zmq_sent), Message(),
-        nullptr);
+        EncodeLinkHello(options_.token, address_, peer->zmq_sent, flags),
+        Message(), nullptr);
     peer->link_backlog = true;
     MutexLock lock(&mu_);
     peer->link_state = Peer::LinkState::kUp;
+    peer->link_adopted = adopted;
+    peer->link_retry_at = absl::InfiniteFuture();
     again = peer->link_breaks > 0;
     peer->link_up_at = absl::Now();
   }
+  const char* how = adopted ? " (two-way: the link it connected)" : "";
   if (again) {
     ++link_reconnects_;
     LOG(INFO) << "data link to peer " << peer->id << " ("
-              << EscapeForLog(peer->endpoint) << ") is up again";
+              << EscapeForLog(peer->endpoint) << ") is up again" << how;
   } else {
     VLOG(1) << "data link to peer " << peer->id << " ("
-            << EscapeForLog(peer->endpoint) << ") is up";
+            << EscapeForLog(peer->endpoint) << ") is up" << how;
   }
   PumpLink(peer);
+}
+
+void Transport::MaybeAdopt(IncomingLink* in) {
+  if (!options_.data_link_two_way || in->reverse || in->paired != nullptr ||
+      !in->reader->two_way()) {
+    return;
+  }
+  Peer* peer = nullptr;
+  {
+    MutexLock lock(&mu_);
+    for (auto& [id, p] : peers_) {
+      if (p->endpoint == in->reader->identity() &&
+          (p->link_state == Peer::LinkState::kNone ||
+           p->link_state == Peer::LinkState::kAwaiting ||
+           p->link_state == Peer::LinkState::kFailed)) {
+        peer = p.get();
+        break;
+      }
+    }
+  }
+  if (peer == nullptr) return;  // Our own link is up or being connected.
+  std::unique_ptr<LinkRecordCipher> sealer = in->reader->TakeReverseCipher();
+  if (link_keys_ != nullptr && sealer == nullptr) return;
+  const int fd = dup(in->reader->fd());
+  if (fd < 0) {
+    LOG(WARNING) << "data link from " << in->from
+                 << ": dup: " << strerror(errno) << "; not sending on it";
+    return;
+  }
+  in->paired = peer;
+  in->conn = ++next_conn_;
+  ++links_adopted_;
+  LinkUp(peer, fd, std::move(sealer), "", in->conn, /*adopted=*/true, nullptr);
+}
+
+void Transport::Unpair(IncomingLink* in) {
+  Peer* peer = in->paired;
+  if (peer == nullptr) return;
+  {
+    MutexLock link(&peer->link_mu);
+    if (peer->link == nullptr || peer->link_conn != in->conn) return;
+    peer->link_fd = -1;
+    peer->link_conn = 0;
+    peer->link.reset();  // Drops what is unsent (Released takes mu_).
+    peer->link_backlog = false;
+    MutexLock lock(&mu_);
+    if (absl::Now() - peer->link_up_at > absl::Minutes(1)) {
+      peer->link_breaks = 0;
+    }
+    LinkDown(peer, /*retry=*/true);
+  }
+  // A break like a failed write (the peer died, stopped or dropped the
+  // connection); ServeLink logged why where it was an error.
+  const int64_t n = ++link_errors_;
+  VLOG(1) << "data link to peer " << peer->id << " ("
+          << EscapeForLog(peer->endpoint)
+          << "): its connection closed; later messages go through ZeroMQ "
+             "until a link is up again ("
+          << n << " link errors so far)";
+  Wake();  // What is still queued goes to ZeroMQ.
 }
 
 std::unique_ptr<Transport::Outgoing> Transport::PopWithinWindow(Peer* p) {
@@ -1410,6 +1538,7 @@ void Transport::PumpLink(Peer* peer) {
            "until it is connected again ("
         << n << " link errors so far)";
     peer->link_fd = -1;
+    peer->link_conn = 0;
     peer->link.reset();
     peer->link_backlog = false;
     {
@@ -1489,6 +1618,11 @@ bool Transport::ServeLink(IncomingLink* in, std::vector<Message>* batch) {
     std::string error;
     const bool had_hello = in->reader->hello_done();
     const LinkReader::State st = in->reader->Read(&parts, &error);
+    if (!had_hello && in->reader->hello_done() &&
+        (st == LinkReader::State::kAgain ||
+         st == LinkReader::State::kMessage)) {
+      MaybeAdopt(in);  // Two-way: send on it too.
+    }
     const std::string who =
         in->reader->identity().empty()
             ? absl::StrCat("an unidentified node at ", in->from)
@@ -1519,7 +1653,6 @@ bool Transport::ServeLink(IncomingLink* in, std::vector<Message>* batch) {
       case LinkReader::State::kMessage:
         break;
     }
-    (void)had_hello;
     absl::StatusOr<Message> decoded = Decode(std::move(parts), options_.token);
     if (!decoded.ok()) {
       const bool token =

@@ -36,7 +36,10 @@
 // where the socket was full), read by the receiver's I/O thread straight
 // into the frames' final buffers (a pull reply into the caller's, see
 // ExpectReply), with no ZeroMQ thread in between. The bounds, priorities
-// and checks above hold for it alike.
+// and checks above hold for it alike. Links are two-way where both ends
+// allow it (data_link_two_way): the node that connected a link reads it
+// too, and the other end sends its own messages to it on the same
+// connection instead of connecting one of its own.
 //
 // Peers on the same host: with options.shm_bytes > 0, data frames of at
 // least kShmMinFrameBytes to a peer that has mapped this process's arena
@@ -145,6 +148,16 @@ struct TransportOptions {
   // Tests: the data port offered to peers (a relay in front of the
   // listener); 0: the listener's own.
   int data_link_offered_port = 0;
+  // Two-way links (transport/data_link.h): send to a peer on the link it
+  // connected to this node, and read what a peer sends back on a link this
+  // node connected. Who connects: a node that gets a peer's offer (its data
+  // port) connects at once unless it offered its own port to that peer
+  // first; then it waits up to kLinkAdoptGrace for the peer's connection
+  // (which carries both directions) and connects itself only if none came.
+  // In a request and reply exchange the replier thus connects and the
+  // requester adopts. False: every link carries one direction, each node
+  // connects its own (as before).
+  bool data_link_two_way = true;
   // When a small message (64 KiB of frames at most) comes in less than
   // twice this after the one before, the I/O thread keeps polling without
   // sleeping for this long after it, yielding the core to any other
@@ -156,6 +169,11 @@ struct TransportOptions {
   // once.
   absl::Duration io_spin = absl::Microseconds(50);
 };
+
+// How long a node that offered its data port to a peer waits for that
+// peer's link (to send on it too) before it connects its own
+// (TransportOptions::data_link_two_way).
+inline constexpr absl::Duration kLinkAdoptGrace = absl::Seconds(1);
 
 struct TransportStats {
   int64_t received = 0;
@@ -204,6 +222,10 @@ struct TransportStats {
   int64_t link_auth_failures = 0;
   // Links connected again after they broke (see LinkDown).
   int64_t link_reconnects = 0;
+  // Links a peer connected that this node sent on too (two-way links,
+  // TransportOptions::data_link_two_way), including adopted again after a
+  // break.
+  int64_t links_adopted = 0;
   // I/O loop turns that polled without sleeping because messages came in
   // close together (TransportOptions::io_spin).
   int64_t io_spin_turns = 0;
@@ -415,9 +437,22 @@ class Transport {
   // else its messages stay on ZeroMQ (a failed handshake: keys do not
   // change).
   void LinkDown(Peer* peer, bool retry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Puts `peer`'s link up on `fd` (hello first).
+  // Puts `peer`'s link up on `fd` (hello first). `conn` names the
+  // connection. A link this node connected (`adopted` false) gets a
+  // reverse reader on a dup of `fd` when two-way links are on (`opener`
+  // opens the listener's records, null for plaintext). `adopted`: a link
+  // the peer connected, read by an IncomingLink already.
   void LinkUp(Peer* peer, int fd, std::unique_ptr<LinkRecordCipher> cipher,
-              std::string preface) ABSL_LOCKS_EXCLUDED(mu_);
+              std::string preface, uint64_t conn, bool adopted,
+              std::unique_ptr<LinkRecordCipher> opener)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // After reading `in`'s hello: sends to its node on the same connection
+  // when the node's own link is neither up nor being connected.
+  void MaybeAdopt(IncomingLink* in) ABSL_LOCKS_EXCLUDED(mu_);
+  // `in` is being dropped: if a writer to its paired peer shares its
+  // connection, that writer goes too (its messages to ZeroMQ until a link
+  // is up again).
+  void Unpair(IncomingLink* in) ABSL_LOCKS_EXCLUDED(mu_);
   // Any thread: hands `peer`'s queued messages to its link and writes
   // what the socket takes.
   // The highest-priority message queued for `p` if the send window has
@@ -487,7 +522,8 @@ class Transport {
   std::atomic<int64_t> received_{0}, sent_{0}, malformed_{0}, bad_token_{0},
       wrong_sender_{0}, link_sent_{0}, link_received_{0}, link_errors_{0},
       link_refused_{0}, link_auth_failures_{0}, link_reconnects_{0},
-      io_spin_turns_{0};
+      links_adopted_{0}, io_spin_turns_{0};
+  uint64_t next_conn_ = 0;  // I/O thread: names link connections.
   std::thread thread_;
 };
 
