@@ -1,8 +1,9 @@
 // Encryption of the TCP data link under CURVE (transport/data_link.h has
 // the link, DESIGN-level prose is in the README, "Encrypted data links").
 //
-// A link is one TCP connection from a connector (the node that sends its
-// messages through it) to a listener. Before anything else they run a
+// A link is one TCP connection from a connector (the node that connected
+// it and sends its messages through it) to a listener (which, on a two-way
+// link, sends its own messages back on it too). Before anything else they run a
 // three-message handshake, all with X25519 (the keys ZeroMQ CURVE uses)
 // and BLAKE2b (crypto_generichash):
 //
