@@ -39,6 +39,20 @@ void Hash(uint8_t out[32], std::initializer_list<Part> parts) {
   sodium_memzero(&st, sizeof(st));
 }
 
+// One direction's record cipher: its key is BLAKE2b-256(label | dh1 | dh2 |
+// dh3 | h | s_c), label "c2l" (the connector's stream) or "l2c" (the
+// listener's, on a two-way link). The key is wiped once the cipher has it.
+std::unique_ptr<LinkRecordCipher> DirectionCipher(
+    LinkCipher cipher, const char* label, const uint8_t dh1[32],
+    const uint8_t dh2[32], const uint8_t dh3[32], const uint8_t h[32],
+    const uint8_t s_c[32]) {
+  uint8_t k[32];
+  Hash(k, {{label, 3}, {dh1, 32}, {dh2, 32}, {dh3, 32}, {h, 32}, {s_c, 32}});
+  auto c = std::make_unique<LinkRecordCipher>(cipher, k);
+  sodium_memzero(k, 32);
+  return c;
+}
+
 void HandshakeNonce(uint8_t nonce[12], uint8_t n) {
   std::memset(nonce, 0, 12);
   nonce[0] = n;
@@ -242,7 +256,7 @@ LinkConnectorHandshake::Finish(const char* m2c, std::string* m3,
         "the listener chose AES-256-GCM, which this node did not offer");
   }
   const uint8_t* e_l = m2 + 8;
-  uint8_t h[32], dh1[32], dh2[32], dh3[32], k_hs[32], k[32];
+  uint8_t h[32], dh1[32], dh2[32], dh3[32], k_hs[32];
   bool ok = crypto_scalarmult(dh1, e_secret_, e_l) == 0 &&
             crypto_scalarmult(dh2, e_secret_, keys_->server_public) == 0 &&
             crypto_scalarmult(dh3, keys_->node_secret, e_l) == 0;
@@ -263,30 +277,17 @@ LinkConnectorHandshake::Finish(const char* m2c, std::string* m3,
         m3b, m3b + 32, nullptr, keys_->node_public, 32, h, 32, nullptr, nonce,
         k_hs);
     m3->assign(reinterpret_cast<const char*>(m3b), sizeof(m3b));
-    Hash(k, {{"c2l", 3},
-             {dh1, 32},
-             {dh2, 32},
-             {dh3, 32},
-             {h, 32},
-             {keys_->node_public, 32}});
-    out =
-        std::make_unique<LinkRecordCipher>(static_cast<LinkCipher>(cipher), k);
+    const LinkCipher c = static_cast<LinkCipher>(cipher);
+    out = DirectionCipher(c, "c2l", dh1, dh2, dh3, h, keys_->node_public);
     if (reverse != nullptr) {
-      Hash(k, {{"l2c", 3},
-               {dh1, 32},
-               {dh2, 32},
-               {dh3, 32},
-               {h, 32},
-               {keys_->node_public, 32}});
-      *reverse = std::make_unique<LinkRecordCipher>(
-          static_cast<LinkCipher>(cipher), k);
+      *reverse =
+          DirectionCipher(c, "l2c", dh1, dh2, dh3, h, keys_->node_public);
     }
   }
   sodium_memzero(dh1, 32);
   sodium_memzero(dh2, 32);
   sodium_memzero(dh3, 32);
   sodium_memzero(k_hs, 32);
-  sodium_memzero(k, 32);
   sodium_memzero(e_secret_, 32);
   if (!ok) {
     return absl::PermissionDeniedError(
@@ -357,19 +358,15 @@ absl::StatusOr<std::unique_ptr<LinkRecordCipher>> LinkListenerHandshake::OnM3(
     return absl::PermissionDeniedError(absl::StrCat(
         "the connector's CURVE key ", Z85(s_c), " is not one of this job's"));
   }
-  uint8_t dh3[32], k[32];
+  uint8_t dh3[32];
   if (crypto_scalarmult(dh3, e_secret_, s_c) != 0) {
     return absl::PermissionDeniedError("the connector's key is low-order");
   }
-  Hash(k, {{"c2l", 3}, {dh1_, 32}, {dh2_, 32}, {dh3, 32}, {h_, 32}, {s_c, 32}});
-  auto out = std::make_unique<LinkRecordCipher>(cipher_, k);
+  auto out = DirectionCipher(cipher_, "c2l", dh1_, dh2_, dh3, h_, s_c);
   if (reverse != nullptr) {
-    Hash(k,
-         {{"l2c", 3}, {dh1_, 32}, {dh2_, 32}, {dh3, 32}, {h_, 32}, {s_c, 32}});
-    *reverse = std::make_unique<LinkRecordCipher>(cipher_, k);
+    *reverse = DirectionCipher(cipher_, "l2c", dh1_, dh2_, dh3, h_, s_c);
   }
   sodium_memzero(dh3, 32);
-  sodium_memzero(k, 32);
   sodium_memzero(e_secret_, 32);
   return out;
 }
