@@ -1022,6 +1022,41 @@ TEST_P(LinkModeTest, OneWayLinksWhenEitherEndTurnsTwoWayOff) {
   }
 }
 
+// Reconnect() (--recovery=replace: another node took the peer's id)
+// closes the links to and from the old peer: the old node's link breaks
+// (with two-way links its writer on the closed connection goes down at
+// once; with one-way links its own link breaks when it next writes), and
+// the moved id's messages reach the new node.
+TEST_P(LinkModeTest, ReconnectClosesTheOldPeersLinks) {
+  for (bool two_way : {true, false}) {
+    SCOPED_TRACE(two_way ? "two-way links" : "one-way links");
+    TransportOptions so = Options(GetParam()), co = Options(GetParam());
+    so.data_link_two_way = co.data_link_two_way = two_way;
+    Pair p(so, co);
+    p.WaitForLinks();
+    const int64_t errors_before = p.server->stats().link_errors;
+    auto c = Make(co);
+    ASSERT_TRUE(c->Connect(2, p.client->address()).ok());
+    ASSERT_TRUE(p.client->Reconnect(1, c->address()).ok());
+    const absl::Time give_up = absl::Now() + absl::Seconds(20);
+    for (uint64_t rid = 8000; absl::Now() < give_up &&
+                              p.server->stats().link_errors == errors_before;
+         ++rid) {
+      ASSERT_TRUE(p.server->Send(2, Request(rid, 4, 0), Soon()).ok());
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_GT(p.server->stats().link_errors, errors_before);
+    for (uint64_t rid = 7000; rid < 7010; ++rid) {
+      ASSERT_TRUE(p.client->Send(1, Request(rid, 1000, 3), Soon()).ok());
+      absl::StatusOr<Message> got = c->ReceiveData(Soon());
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(got->header.request_id(), rid);
+      EXPECT_TRUE(Holds(got->frames[0], 1000, 3));
+    }
+    EXPECT_FALSE(p.SawRequest(7000));
+  }
+}
+
 // The connector's reverse side of a link (LinkReader::Reverse) on one end
 // of a socket pair: a peer that never adopted closes quietly, a hello that
 // names another node is refused, and the adopter's hello and messages are

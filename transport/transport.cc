@@ -507,6 +507,7 @@ void Transport::DrainCommands() {
   }
   for (auto& c : connects) {
     void* old_dealer = nullptr;
+    Peer* retired = nullptr;  // Its link is closed below.
     {
       MutexLock lock(&mu_);
       auto it = peers_.find(c->peer);
@@ -533,15 +534,39 @@ void Transport::DrainCommands() {
         }
         old_dealer = old->dealer;
         old->dealer = nullptr;
+        // Its data link goes too, and is never connected again.
+        old->link_state = Peer::LinkState::kFailed;
+        old->link_retry_at = absl::InfiniteFuture();
+        old->link_adopted = false;
         LOG(INFO) << "peer " << c->peer << " moved from "
                   << EscapeForLog(old->endpoint) << " to "
                   << EscapeForLog(c->endpoint);
+        retired = old.get();
         retired_.push_back(std::move(old));
         if (room_waiters_ > 0) room_.SignalAll();
       }
     }
     // Closing may release dropped messages (Released() takes mu_).
     if (old_dealer != nullptr) zmq_close(old_dealer);
+    if (retired != nullptr) {
+      CloseLinkOf(retired);
+      // And the links it connected here: nothing they carry is taken from
+      // it any more (the sender check).
+      std::string gone;
+      {
+        MutexLock lock(&mu_);
+        gone = retired->endpoint;
+      }
+      auto from_gone = [&](const std::unique_ptr<IncomingLink>& in) {
+        return in->reader->hello_done() && in->reader->identity() == gone;
+      };
+      for (auto& in : links_in_) {
+        if (from_gone(in)) Unpair(in.get());
+      }
+      links_in_.erase(
+          std::remove_if(links_in_.begin(), links_in_.end(), from_gone),
+          links_in_.end());
+    }
     void* dealer = zmq_socket(ctx_, ZMQ_DEALER);
     int linger = 0, hwm = options_.send_hwm_messages;
     zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof(linger));
@@ -1671,6 +1696,20 @@ bool Transport::ServeLink(IncomingLink* in, std::vector<Message>* batch) {
   return true;
 }
 
+void Transport::CloseLinkOf(Peer* p) {
+  {
+    MutexLock lock(&mu_);
+    if (p->connecting_fd >= 0) close(p->connecting_fd);
+    p->connecting_fd = -1;
+    p->hs.reset();
+  }
+  MutexLock link(&p->link_mu);
+  p->link_fd = -1;
+  p->link_conn = 0;
+  p->link.reset();  // Drops what is unsent (Released takes mu_).
+  p->link_backlog = false;
+}
+
 void Transport::CloseLinks() {
   links_in_.clear();
   if (link_listen_fd_ >= 0) close(link_listen_fd_);
@@ -1678,19 +1717,9 @@ void Transport::CloseLinks() {
   std::vector<Peer*> peers;
   {
     MutexLock lock(&mu_);
-    for (auto& [id, p] : peers_) {
-      peers.push_back(p.get());
-      if (p->connecting_fd >= 0) close(p->connecting_fd);
-      p->connecting_fd = -1;
-      p->hs.reset();
-    }
+    for (auto& [id, p] : peers_) peers.push_back(p.get());
   }
-  for (Peer* p : peers) {
-    MutexLock link(&p->link_mu);
-    p->link_fd = -1;
-    p->link.reset();  // Drops what is unsent (Released takes mu_).
-    p->link_backlog = false;
-  }
+  for (Peer* p : peers) CloseLinkOf(p);
 }
 
 bool TuneMallocForMessages() {

@@ -283,11 +283,11 @@ class Transport {
       ABSL_LOCKS_EXCLUDED(mu_);
   // Connect(), but a peer already connected at another endpoint is moved
   // there (a node that replaced a dead one under the same id,
-  // --recovery=replace): its socket is closed and the messages still
-  // queued for it are dropped; messages it sends from then on are taken
-  // from the new endpoint only (the sender check). The old Peer is kept
-  // until the transport stops (messages handed to ZeroMQ still count
-  // against it when released).
+  // --recovery=replace): its socket and its data link are closed and the
+  // messages still queued for it are dropped; messages it sends from then
+  // on are taken from the new endpoint only (the sender check). The old
+  // Peer is kept until the transport stops (messages handed to ZeroMQ
+  // still count against it when released).
   absl::Status Reconnect(int peer, const std::string& host_port)
       ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -465,6 +465,9 @@ class Transport {
   bool ServeLink(IncomingLink* in, std::vector<Message>* batch)
       ABSL_LOCKS_EXCLUDED(mu_, handler_mu_);
   bool IsPeerEndpoint(const std::string& identity) ABSL_LOCKS_EXCLUDED(mu_);
+  // Closes `p`'s link, its socket being connected and its handshake; what
+  // the link had not sent is dropped.
+  void CloseLinkOf(Peer* p) ABSL_LOCKS_EXCLUDED(mu_);
   void CloseLinks() ABSL_LOCKS_EXCLUDED(mu_);
 
   const TransportOptions options_;
