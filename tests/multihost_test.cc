@@ -379,6 +379,12 @@ TEST_F(MultiHostTest, KvBenchAcrossHostsReportsAgainstRawTcp) {
   EXPECT_THAT(out, HasSubstr(absl::StrCat("raw TCP ", bed_->hosts()[2], " -> ",
                                           bed_->hosts()[0])));
   EXPECT_THAT(out, HasSubstr("1 MiB round trips (1 MiB out, 1 byte back)"));
+  // Each worker measured only once its requests and replies were all on
+  // data links.
+  EXPECT_EQ(
+      LinesWith(out, "data links carry every request and reply after").size(),
+      2u)
+      << out;
   // 1 MiB values against 1 MiB round trips (a request and its answer, as a
   // push or pull), the rest against the stream.
   for (const char* mode : {"push", "pull"}) {
