@@ -178,19 +178,22 @@ Result Measure(KVStore* kv, int64_t key, int64_t floats,
 // How long SettleLinks waits at most.
 constexpr absl::Duration kSettleTimeout = absl::Seconds(5);
 
-// Before the first measurement, with TCP data links on: pulls of `key`
-// (`floats` long) in rounds of 8 until one round's requests and replies all
+// Before the first measurement, with TCP data links on: rounds of one pull
+// of every key (`keys[i]` is `floats[i]` long), so that every server
+// holding a slice is asked, until one round's requests and replies all
 // travelled on data links, for every worker, at most kSettleTimeout. A link
 // comes up only after the first messages offer its port, and with two-way
 // links a node that offered first may wait a second (kLinkAdoptGrace) for
 // its peer's connection before it connects its own: a measurement started
 // before would count ZeroMQ round trips (20,000 of 4 KB take under a
-// second). Between two test-bed hosts it takes a few milliseconds. Returns
-// the time it took, or nullopt when the links did not carry everything by
-// then (no links between nodes of one host with shared memory, or a
-// failed link).
+// second). Between test-bed hosts it takes a few milliseconds. Pulls only:
+// a dist_sync push waits for every worker's. Returns the time it took, or
+// nullopt when the links did not carry everything by then (a failed link;
+// a heartbeat to the scheduler, which goes through ZeroMQ, only costs one
+// more round).
 std::optional<absl::Duration> SettleLinks(
-    std::vector<std::unique_ptr<KVStore>>& kvs, int64_t key, int64_t floats) {
+    std::vector<std::unique_ptr<KVStore>>& kvs,
+    const std::vector<int64_t>& keys, const std::vector<int64_t>& floats) {
   const absl::Time start = absl::Now();
   const absl::Time give_up = start + kSettleTimeout;
   std::vector<char> settled(kvs.size(), 0);
@@ -200,11 +203,14 @@ std::optional<absl::Duration> SettleLinks(
       KVStore* kv = kvs[w].get();
       while (absl::Now() < give_up) {
         const pstrain::transport::TransportStats a = kv->transport_stats();
-        Measure(kv, key, floats, "pull", 8);
+        for (size_t i = 0; i < keys.size(); ++i) {
+          Measure(kv, keys[i], floats[i], "pull", 1);
+        }
         const pstrain::transport::TransportStats b = kv->transport_stats();
         const int64_t sent = b.sent - a.sent;
         const int64_t got = b.received - a.received;
-        if (sent >= 8 && got >= 8 &&
+        if (sent >= static_cast<int64_t>(keys.size()) &&
+            got >= static_cast<int64_t>(keys.size()) &&
             b.link_messages_sent - a.link_messages_sent == sent &&
             b.link_messages_received - a.link_messages_received == got) {
           settled[w] = 1;
@@ -960,10 +966,9 @@ int RunAll(std::vector<std::unique_ptr<KVStore>>& kvs, int workers, int servers,
   for (auto& t : threads) t.join();
   threads.clear();
   if (data_links) {
-    const size_t smallest = static_cast<size_t>(
-        std::min_element(sizes.begin(), sizes.end()) - sizes.begin());
-    const std::optional<absl::Duration> took =
-        SettleLinks(kvs, keys[smallest], sizes[smallest] / 4);
+    std::vector<int64_t> floats;
+    for (int64_t bytes : sizes) floats.push_back(bytes / 4);
+    const std::optional<absl::Duration> took = SettleLinks(kvs, keys, floats);
     (FLAGS_json ? std::cerr : std::cout)
         << (took.has_value()
                 ? absl::StrFormat("kv_bench: data links carry every request "

@@ -130,6 +130,9 @@ struct Transport::IncomingLink {
   Peer* paired = nullptr;
   uint64_t conn = 0;
   bool reverse = false;  // Reads what a peer sends on a link we connected.
+  // Its node was replaced (Reconnect): closed at the loop's next pass over
+  // the links (which matches them to their poll items by index).
+  bool dropped = false;
 };
 
 // Counts the data frames of one sent message that ZeroMQ still holds; the
@@ -557,15 +560,11 @@ void Transport::DrainCommands() {
         MutexLock lock(&mu_);
         gone = retired->endpoint;
       }
-      auto from_gone = [&](const std::unique_ptr<IncomingLink>& in) {
-        return in->reader->hello_done() && in->reader->identity() == gone;
-      };
       for (auto& in : links_in_) {
-        if (from_gone(in)) Unpair(in.get());
+        if (in->reader->hello_done() && in->reader->identity() == gone) {
+          in->dropped = true;
+        }
       }
-      links_in_.erase(
-          std::remove_if(links_in_.begin(), links_in_.end(), from_gone),
-          links_in_.end());
     }
     void* dealer = zmq_socket(ctx_, ZMQ_DEALER);
     int linger = 0, hwm = options_.send_hwm_messages;
@@ -1084,6 +1083,10 @@ void Transport::Loop() {
       std::vector<bool> keep(links_in_.size(), true);
       for (size_t i = 0; i < links_in_.size(); ++i) {
         IncomingLink* in = links_in_[i].get();
+        if (in->dropped) {
+          keep[i] = false;
+          continue;
+        }
         const bool polled = i < n_in && items[kFixed + 1 + i].revents != 0;
         if (polled) in->reader->Polled();
         const bool readable = polled || in->reader->buffered();
